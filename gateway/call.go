@@ -1,0 +1,255 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// reservedMetaPrefix marks _meta keys that belong to one hop of the protocol
+// (protocol version, client info); they are never forwarded upstream.
+const reservedMetaPrefix = "io.modelcontextprotocol/"
+
+// toolHandler forwards tools/call for one exposed tool.
+func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
+	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		start := time.Now()
+		params := &mcp.CallToolParams{
+			Meta:           forwardMeta(req.Params.Meta),
+			Name:           name,
+			Arguments:      req.Params.Arguments,
+			InputResponses: req.Params.InputResponses,
+			RequestState:   req.Params.RequestState,
+		}
+		if len(req.Params.Arguments) == 0 {
+			params.Arguments = nil
+		}
+		var res *mcp.CallToolResult
+		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+			res, err = cs.CallTool(ctx, params)
+			return err
+		})
+		res, err = g.toolOutcome(u, name, res, err)
+		g.logCall(u, name, start, res, err)
+		return res, err
+	}
+}
+
+// promptHandler forwards prompts/get for one exposed prompt.
+func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
+	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		params := *req.Params
+		params.Name = name
+		params.Meta = forwardMeta(req.Params.Meta)
+		var res *mcp.GetPromptResult
+		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+			res, err = cs.GetPrompt(ctx, &params)
+			return err
+		})
+		if err != nil {
+			return nil, g.rpcError(u, "prompts/get", name, err)
+		}
+		return res, nil
+	}
+}
+
+// resourceHandler forwards resources/read. uri is the upstream's URI of a
+// listed resource, or "" for a template, whose URIs pass unchanged.
+func (g *Server) resourceHandler(u *upstream, uri string) mcp.ResourceHandler {
+	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		params := *req.Params
+		if uri != "" {
+			params.URI = uri
+		}
+		params.Meta = forwardMeta(req.Params.Meta)
+		var res *mcp.ReadResourceResult
+		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+			res, err = cs.ReadResource(ctx, &params)
+			return err
+		})
+		if err != nil {
+			return nil, g.rpcError(u, "resources/read", params.URI, err)
+		}
+		if uri != "" && req.Params.URI != uri {
+			// The agent knows this resource by an alias: answer in its terms.
+			for _, c := range res.Contents {
+				if c != nil && c.URI == uri {
+					c.URI = req.Params.URI
+				}
+			}
+		}
+		return res, nil
+	}
+}
+
+// complete forwards completion/complete to the upstream behind the prompt or
+// resource it refers to.
+func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+	params := *req.Params
+	ref := *req.Params.Ref
+	params.Ref = &ref
+	params.Meta = forwardMeta(req.Params.Meta)
+	var u *upstream
+	var ok bool
+	switch ref.Type {
+	case "ref/prompt":
+		u, ref.Name, ok = g.catalog.promptTarget(ref.Name)
+	case "ref/resource":
+		u, ref.URI, ok = g.catalog.resourceTarget(ref.URI)
+	}
+	if !ok {
+		return nil, invalidParams(fmt.Sprintf("completion: unknown reference %s %q", ref.Type, ref.Name+ref.URI))
+	}
+	var res *mcp.CompleteResult
+	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+		res, err = cs.Complete(ctx, &params)
+		return err
+	})
+	if err != nil {
+		return nil, g.rpcError(u, "completion/complete", ref.Name+ref.URI, err)
+	}
+	return res, nil
+}
+
+func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
+	u, uri, ok := g.catalog.resourceTarget(req.Params.URI)
+	if !ok {
+		return invalidParams(fmt.Sprintf("resources/subscribe: unknown resource %q", req.Params.URI))
+	}
+	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+		return cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri})
+	})
+	if err != nil {
+		return g.rpcError(u, "resources/subscribe", uri, err)
+	}
+	return nil
+}
+
+func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) error {
+	u, uri, ok := g.catalog.resourceTarget(req.Params.URI)
+	if !ok {
+		return invalidParams(fmt.Sprintf("resources/unsubscribe: unknown resource %q", req.Params.URI))
+	}
+	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri})
+	})
+	if err != nil {
+		return g.rpcError(u, "resources/unsubscribe", uri, err)
+	}
+	return nil
+}
+
+// forward runs one request on u's session: it maps the progress token, tracks
+// the call so that what the upstream sends during it reaches this agent,
+// bounds it by the upstream's timeout, and drops a session that proved dead.
+func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession, token any, params mcp.Params, do func(context.Context, *mcp.ClientSession) error) error {
+	cs := u.session.Load()
+	if cs == nil {
+		return &unavailableError{upstream: u.name, reason: u.downReason()}
+	}
+	if token != nil && params != nil && ss != nil {
+		up, done := g.progress.route(ctx, ss, token)
+		defer done()
+		params.SetProgressToken(up)
+	}
+	if ss != nil {
+		defer u.track(ctx, ss)()
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
+	defer cancel()
+	err := do(ctx, cs)
+	if err != nil && isDeadSession(err) {
+		u.dropSession(cs)
+	}
+	return err
+}
+
+// forwardMeta copies the agent's _meta without the hop-local keys and the
+// progress token (which forward maps).
+func forwardMeta(m mcp.Meta) mcp.Meta {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(mcp.Meta, len(m))
+	for k, v := range m {
+		if k == "progressToken" || strings.HasPrefix(k, reservedMetaPrefix) {
+			continue
+		}
+		out[k] = v
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// progressRouter maps the gateway's own progress tokens, unique across every
+// agent, back to the agent's session, request and token.
+type progressRouter struct {
+	next   atomic.Int64
+	mu     sync.Mutex
+	routes map[string]progressRoute
+}
+
+type progressRoute struct {
+	ctx     context.Context
+	session *mcp.ServerSession
+	token   any
+}
+
+func newProgressRouter() *progressRouter {
+	return &progressRouter{routes: map[string]progressRoute{}}
+}
+
+func (p *progressRouter) route(ctx context.Context, ss *mcp.ServerSession, token any) (string, func()) {
+	id := "cg-" + strconv.FormatInt(p.next.Add(1), 10)
+	p.mu.Lock()
+	p.routes[id] = progressRoute{ctx: ctx, session: ss, token: token}
+	p.mu.Unlock()
+	return id, func() {
+		p.mu.Lock()
+		delete(p.routes, id)
+		p.mu.Unlock()
+	}
+}
+
+// forward passes an upstream progress notification to the agent that asked
+// for it, on that request's context so that it travels on the request's own
+// stream.
+func (p *progressRouter) forward(_ context.Context, params *mcp.ProgressNotificationParams) {
+	id, ok := params.ProgressToken.(string)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	r, ok := p.routes[id]
+	p.mu.Unlock()
+	if !ok {
+		return
+	}
+	q := *params
+	q.ProgressToken = normalizeToken(r.token)
+	_ = r.session.NotifyProgress(r.ctx, &q)
+}
+
+// normalizeToken turns a JSON-decoded numeric token back into an integer.
+func normalizeToken(t any) any {
+	switch v := t.(type) {
+	case float64:
+		if v == float64(int64(v)) {
+			return int64(v)
+		}
+	case json.Number:
+		if n, err := v.Int64(); err == nil {
+			return n
+		}
+	}
+	return t
+}

@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Handler returns the gateway's HTTP handler:
+//
+//	/mcp      the MCP endpoint (streamable HTTP)
+//	/healthz  liveness: 200 while the process serves HTTP
+//	/readyz   readiness: 200 once every upstream had its first connection attempt
+//	/health   JSON status of the gateway and each upstream
+func (g *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+		Stateless: g.cfg.Stateless,
+		Logger:    g.sdkLog,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if !g.serving.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("starting\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		h := g.Health()
+		w.Header().Set("Content-Type", "application/json")
+		if h.Status == HealthDown {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(h)
+	})
+	return mux
+}
+
+// Overall health states.
+const (
+	HealthOK       = "ok"       // every upstream is up
+	HealthDegraded = "degraded" // some upstreams are down
+	HealthDown     = "down"     // no upstream is up (and at least one is configured)
+)
+
+// Health is the /health document.
+type Health struct {
+	Status    string                    `json:"status"`
+	Version   string                    `json:"version"`
+	Upstreams map[string]UpstreamHealth `json:"upstreams"`
+}
+
+// UpstreamHealth is one upstream's entry in /health.
+type UpstreamHealth struct {
+	Status    string    `json:"status"` // connecting, up, down
+	Connected bool      `json:"connected"`
+	Transport string    `json:"transport"`
+	Tools     int       `json:"tools"`
+	Prompts   int       `json:"prompts"`
+	Resources int       `json:"resources"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
+	Attempts  int       `json:"failed_attempts,omitempty"`
+	Problems  []Problem `json:"problems,omitempty"`
+}
+
+// Health reports the gateway's state. Secrets never appear in it: errors are
+// redacted when recorded.
+func (g *Server) Health() Health {
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	up := 0
+	for _, u := range g.upstreams {
+		u.mu.Lock()
+		uh := UpstreamHealth{
+			Status:    u.status,
+			Connected: u.session.Load() != nil,
+			Transport: u.cfg.Transport,
+			Prompts:   len(u.cat.prompts),
+			Resources: len(u.cat.resources),
+			LastError: u.lastErr,
+			Since:     u.since,
+			Attempts:  u.attempts,
+		}
+		u.mu.Unlock()
+		uh.Tools = g.catalog.toolCount(u.name)
+		uh.Problems = g.catalog.problemsOf(u.name)
+		if uh.Connected {
+			up++
+		}
+		h.Upstreams[u.name] = uh
+	}
+	switch {
+	case len(g.upstreams) > 0 && up == 0:
+		h.Status = HealthDown
+	case up < len(g.upstreams):
+		h.Status = HealthDegraded
+	}
+	return h
+}

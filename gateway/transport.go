@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// maxErrorBody bounds how much of a failed upstream response is kept for
+// classification.
+const maxErrorBody = 64 << 10
+
+// HTTPError is an upstream HTTP response that failed at the HTTP level (401,
+// 403, 429, 5xx). The SDK alone reports only the status text; the gateway keeps
+// status, headers and body so the failure can be classified.
+type HTTPError struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (e *HTTPError) Error() string {
+	return fmt.Sprintf("upstream answered HTTP %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// httpTransport is the RoundTripper of an HTTP upstream: it adds the
+// configured headers to every request, turns failed responses into *HTTPError
+// and remembers what successful responses say about the credential.
+type httpTransport struct {
+	base    http.RoundTripper
+	headers http.Header
+
+	mu        sync.Mutex
+	expiresAt time.Time // from github-authentication-token-expiration
+}
+
+// newPool returns the connection pool shared by a gateway's HTTP upstreams.
+// Enough idle connections are kept per host that concurrent agents reuse
+// connections instead of opening one per call.
+func newPool() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	return t
+}
+
+func newHTTPTransport(base http.RoundTripper, headers map[string]string) *httpTransport {
+	h := make(http.Header, len(headers))
+	for k, v := range headers {
+		h.Set(k, v)
+	}
+	return &httpTransport{base: base, headers: h}
+}
+
+func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t} }
+
+// RoundTrip implements http.RoundTripper.
+func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if len(t.headers) > 0 {
+		req = req.Clone(req.Context())
+		for k, v := range t.headers {
+			req.Header[k] = v
+		}
+	}
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if v := resp.Header.Get("github-authentication-token-expiration"); v != "" {
+		t.noteExpiry(v)
+	}
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden,
+		resp.StatusCode == http.StatusProxyAuthRequired, resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode >= 500:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		_ = resp.Body.Close()
+		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	}
+	return resp, nil
+}
+
+func (t *httpTransport) noteExpiry(v string) {
+	for _, layout := range []string{"2006-01-02 15:04:05 MST", "2006-01-02 15:04:05 -0700", time.RFC3339} {
+		if at, err := time.Parse(layout, v); err == nil {
+			t.mu.Lock()
+			t.expiresAt = at
+			t.mu.Unlock()
+			return
+		}
+	}
+}
+
+// knownExpiry returns the credential expiry the upstream reported, if any.
+func (t *httpTransport) knownExpiry() time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.expiresAt
+}

@@ -1,0 +1,468 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+)
+
+// Upstream states reported in health.
+const (
+	StatusConnecting = "connecting"
+	StatusUp         = "up"
+	StatusDown       = "down"
+)
+
+// upstream owns one upstream MCP server: its session, its reconnect loop and
+// the last catalog it listed.
+//
+// One session per upstream is shared by every agent. Calls are independent
+// JSON-RPC requests, so sharing is safe and keeps upstream cost flat (one child
+// process, one HTTP session) however many agents connect. The price is that a
+// request the upstream sends back on its own (sampling, elicitation on
+// 2025-11-25 sessions) carries nothing linking it to the call that caused it;
+// see [upstream.caller] for how it is routed.
+type upstream struct {
+	name string
+	cfg  *UpstreamConfig
+	gw   *Server
+	log  zerolog.Logger
+
+	client  *mcp.Client
+	session atomic.Pointer[mcp.ClientSession]
+	http    *httpTransport // nil for stdio
+	refresh chan struct{}  // coalesced catalog refresh requests
+
+	mu       sync.Mutex
+	status   string
+	lastErr  string
+	since    time.Time
+	attempts int
+	stderr   string // last line the child wrote to stderr
+	cat      upstreamCatalog
+	calls    map[*inflight]struct{}
+	tried    chan struct{} // closed after the first connection attempt
+	triedSet bool
+}
+
+// upstreamCatalog is what the upstream offered at its last listing.
+type upstreamCatalog struct {
+	tools     []*mcp.Tool
+	prompts   []*mcp.Prompt
+	resources []*mcp.Resource
+	templates []*mcp.ResourceTemplate
+	caps      *mcp.ServerCapabilities
+}
+
+// inflight is one call forwarded to the upstream, so that what the upstream
+// sends during it (logs, sampling, elicitation) reaches the calling agent.
+type inflight struct {
+	ctx     context.Context
+	session *mcp.ServerSession
+}
+
+func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
+	u := &upstream{
+		name:    name,
+		cfg:     cfg,
+		gw:      gw,
+		log:     gw.log.With().Str(fieldUpstream, name).Logger(),
+		refresh: make(chan struct{}, 1),
+		status:  StatusConnecting,
+		since:   gw.now(),
+		calls:   map[*inflight]struct{}{},
+		tried:   make(chan struct{}),
+	}
+	if cfg.Transport != TransportStdio {
+		u.http = newHTTPTransport(gw.pool, cfg.Headers)
+	}
+	u.client = mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: gw.opts.Version}, &mcp.ClientOptions{
+		Logger: gw.sdkLog,
+		// Roots are not declared: the gateway has no roots of its own, and one
+		// agent's roots must not leak to an upstream serving another.
+		Capabilities:                &mcp.ClientCapabilities{},
+		CreateMessageHandler:        u.createMessage,
+		ElicitationHandler:          u.elicit,
+		ToolListChangedHandler:      func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
+		PromptListChangedHandler:    func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
+		ResourceListChangedHandler:  func(context.Context, *mcp.ResourceListChangedRequest) { u.requestRefresh() },
+		ResourceUpdatedHandler:      u.resourceUpdated,
+		LoggingMessageHandler:       u.logMessage,
+		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) { gw.progress.forward(ctx, r.Params) },
+		// Input requests of 2026-07-28 upstreams pass through to the agent, who
+		// answers them; the gateway never answers on an agent's behalf.
+		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
+	})
+	return u
+}
+
+// run connects, keeps the session alive and reconnects with exponential
+// backoff and jitter until ctx is done.
+func (u *upstream) run(ctx context.Context) {
+	defer u.gw.recoverLog("upstream run", u.name)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		cs, err := u.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			u.setDown(err)
+			u.markTried()
+			if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
+				return
+			}
+			continue
+		}
+		attempt = -1
+		u.session.Store(cs)
+		if err := u.list(ctx, cs); err != nil {
+			u.log.Warn().Err(err).Msg("listing the upstream's catalog failed")
+			u.setErr(err)
+		}
+		u.setUp()
+		u.markTried()
+		u.serve(ctx, cs)
+		u.session.Store(nil)
+		_ = cs.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		u.setDown(errors.New("session ended"))
+	}
+}
+
+// serve waits for the session to end, refreshing the catalog on request.
+func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cs.Wait()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = cs.Close()
+			<-done
+			return
+		case <-done:
+			return
+		case <-u.refresh:
+			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
+				u.log.Warn().Err(err).Msg("refreshing the upstream's catalog failed")
+				u.setErr(err)
+			}
+		}
+	}
+}
+
+func (u *upstream) requestRefresh() {
+	select {
+	case u.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// dropSession ends a session that proved dead (connection closed, HTTP session
+// missing), so that run reconnects at once rather than on the next call.
+func (u *upstream) dropSession(cs *mcp.ClientSession) {
+	if u.session.CompareAndSwap(cs, nil) {
+		_ = cs.Close()
+	}
+}
+
+func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
+	defer cancel()
+	var t mcp.Transport
+	switch u.cfg.Transport {
+	case TransportStdio:
+		t = u.command()
+	case TransportSSE:
+		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+	default:
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+	}
+	cs, err := u.client.Connect(ctx, t, nil)
+	if err != nil {
+		if line := u.lastStderr(); line != "" {
+			err = fmt.Errorf("%w (stderr: %s)", err, line)
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return cs, nil
+}
+
+// command builds the child process of a stdio upstream. The child gets a
+// minimal environment plus the upstream's env, its stderr goes to our log with
+// the upstream's name, and it is killed if the gateway dies (Pdeathsig), so no
+// child outlives the gateway.
+func (u *upstream) command() *mcp.CommandTransport {
+	cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
+	cmd.Dir = u.cfg.Cwd
+	cmd.Env = childEnv(os.Environ(), u.cfg.Env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	// Wait (called by the transport's Close) closes the pipe; captureStderr
+	// ends on EOF or on that close.
+	if stderr, err := cmd.StderrPipe(); err == nil {
+		go u.captureStderr(stderr)
+	}
+	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+}
+
+func (u *upstream) captureStderr(r io.ReadCloser) {
+	defer u.gw.recoverLog("stderr capture", u.name)
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		u.mu.Lock()
+		u.stderr = truncate(line, 300)
+		u.mu.Unlock()
+		u.log.Info().Str(fieldStream, "stderr").Msg(line)
+	}
+	_ = r.Close()
+}
+
+func (u *upstream) lastStderr() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.stderr
+}
+
+// childEnv keeps only the basics of the gateway's environment.
+func childEnv(parent []string, extra map[string]string) []string {
+	keep := map[string]bool{"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "LANG": true, "LC_ALL": true,
+		"TZ": true, "TMPDIR": true, "SHELL": true, "TERM": true, "GOCACHE": true, "GOPATH": true, "GOMODCACHE": true,
+		"GOFLAGS": true, "GOPROXY": true, "NODE_PATH": true, "SYSTEMROOT": true}
+	var env []string
+	for _, kv := range parent {
+		k, _, _ := strings.Cut(kv, "=")
+		if keep[k] {
+			if _, override := extra[k]; !override {
+				env = append(env, kv)
+			}
+		}
+	}
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// list fetches the upstream's whole catalog and hands it to the gateway.
+func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
+	defer cancel()
+	var cat upstreamCatalog
+	var errs []error
+	caps := cs.InitializeResult().Capabilities
+	cat.caps = caps
+	if caps != nil && caps.Tools != nil {
+		for t, err := range cs.Tools(ctx, nil) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("tools/list: %w", err))
+				break
+			}
+			if u.cfg.Tools.Allowed(t.Name) {
+				cat.tools = append(cat.tools, t)
+			}
+		}
+	}
+	if caps != nil && caps.Prompts != nil {
+		for p, err := range cs.Prompts(ctx, nil) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("prompts/list: %w", err))
+				break
+			}
+			cat.prompts = append(cat.prompts, p)
+		}
+	}
+	if caps != nil && caps.Resources != nil {
+		for r, err := range cs.Resources(ctx, nil) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("resources/list: %w", err))
+				break
+			}
+			cat.resources = append(cat.resources, r)
+		}
+		for r, err := range cs.ResourceTemplates(ctx, nil) {
+			if err != nil {
+				errs = append(errs, fmt.Errorf("resources/templates/list: %w", err))
+				break
+			}
+			cat.templates = append(cat.templates, r)
+		}
+	}
+	u.mu.Lock()
+	u.cat = cat
+	u.mu.Unlock()
+	u.gw.catalog.rebuild()
+	return errors.Join(errs...)
+}
+
+func (u *upstream) catalog() upstreamCatalog {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.cat
+}
+
+func (u *upstream) setUp() {
+	u.mu.Lock()
+	prev := u.status
+	u.status, u.since, u.attempts = StatusUp, u.gw.now(), 0
+	n := len(u.cat.tools)
+	u.mu.Unlock()
+	if prev != StatusUp {
+		u.log.Info().Int("tools", n).Msg("upstream up")
+	}
+}
+
+func (u *upstream) setDown(err error) {
+	msg := u.gw.redact(err.Error())
+	u.mu.Lock()
+	prev := u.status
+	if prev != StatusDown {
+		u.since = u.gw.now()
+	}
+	u.status, u.lastErr = StatusDown, msg
+	u.attempts++
+	attempts := u.attempts
+	u.mu.Unlock()
+	ev := u.log.Debug()
+	if prev != StatusDown {
+		ev = u.log.Warn()
+	}
+	ev.Str(fieldErr, msg).Int(fieldAttempt, attempts).Msg("upstream down")
+}
+
+func (u *upstream) setErr(err error) {
+	u.mu.Lock()
+	u.lastErr = u.gw.redact(err.Error())
+	u.mu.Unlock()
+}
+
+func (u *upstream) markTried() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if !u.triedSet {
+		u.triedSet = true
+		close(u.tried)
+	}
+}
+
+// track registers a call in flight; the returned func ends it.
+func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) func() {
+	c := &inflight{ctx: ctx, session: ss}
+	u.mu.Lock()
+	u.calls[c] = struct{}{}
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		delete(u.calls, c)
+		u.mu.Unlock()
+	}
+}
+
+// caller returns the call that a server-to-client request from the upstream
+// belongs to. A 2025-11-25 upstream sends such requests with no link to the
+// call that caused them, so the gateway can only route them when every call in
+// flight on this upstream comes from one agent session; otherwise it refuses
+// rather than risk asking the wrong agent.
+func (u *upstream) caller() (*inflight, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var found *inflight
+	for c := range u.calls {
+		if found != nil && found.session != c.session {
+			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight; it cannot be routed to one of them", u.name)
+		}
+		found = c
+	}
+	if found == nil {
+		return nil, fmt.Errorf("credgate: upstream %q sent a request outside any call; there is no agent to ask", u.name)
+	}
+	return found, nil
+}
+
+// callers returns the calls in flight, for notifications that go to all of them.
+func (u *upstream) callers() []*inflight {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]*inflight, 0, len(u.calls))
+	for c := range u.calls {
+		out = append(out, c)
+	}
+	return out
+}
+
+func (u *upstream) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	c, err := u.caller()
+	if err != nil {
+		return nil, err
+	}
+	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
+		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
+	}
+	return c.session.Elicit(c.ctx, req.Params)
+}
+
+func (u *upstream) createMessage(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	c, err := u.caller()
+	if err != nil {
+		return nil, err
+	}
+	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
+		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
+	}
+	return c.session.CreateMessage(c.ctx, req.Params)
+}
+
+func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
+	if p := ss.InitializeParams(); p != nil {
+		return p.Capabilities
+	}
+	return nil
+}
+
+// logMessage passes a log message sent during calls to the agents making them.
+func (u *upstream) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
+	for _, c := range u.callers() {
+		_ = c.session.Log(c.ctx, req.Params)
+	}
+}
+
+func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
+	u.gw.catalog.resourceUpdated(ctx, u.name, req.Params)
+}
+
+// backoff returns the wait before reconnect attempt n (0-based): exponential
+// from Options.ReconnectMin to Options.ReconnectMax, with full jitter in the
+// upper half so that upstreams failing together do not retry together.
+func (g *Server) backoff(n int) time.Duration {
+	d := g.opts.ReconnectMin
+	for i := 0; i < n && d < g.opts.ReconnectMax; i++ {
+		d *= 2
+	}
+	d = min(d, g.opts.ReconnectMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,139 @@
+// Package routing makes the gateway's pure naming and routing decisions: how an
+// upstream's tool or prompt name is exposed to agents, which names are valid,
+// and which upstream serves an exposed name when several offer it.
+//
+//	upstream "github" + separator "__" + tool "list_issues"  ->  "github__list_issues"
+//	upstream with prefix ""                                   ->  "list_issues" (unchanged)
+//
+// It knows nothing of MCP: callers hand it names and get decisions back, so the
+// rules can be tested exhaustively and reused by later health-aware routing.
+package routing
+
+import (
+	"fmt"
+	"strings"
+)
+
+// MaxNameLen is the longest exposed name. The MCP spec allows 128 characters,
+// but several LLM APIs reject tool names longer than 64, so the gateway caps
+// exposed names there rather than let an agent fail later.
+const MaxNameLen = 64
+
+// DefaultSeparator joins an upstream's prefix and a tool or prompt name.
+// A double underscore is used because many LLM APIs forbid '.' and '/' in tool
+// names and a single '_' is common inside names themselves.
+const DefaultSeparator = "__"
+
+// validNameChar reports whether c may appear in an exposed name ([A-Za-z0-9_.-]).
+func validNameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
+// CheckName reports why name cannot be exposed to agents, or nil if it can.
+func CheckName(name string) error {
+	if name == "" {
+		return fmt.Errorf("empty name")
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("name %q is %d characters long; at most %d are allowed", name, len(name), MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if !validNameChar(name[i]) {
+			return fmt.Errorf("name %q contains %q; only [A-Za-z0-9_.-] are allowed", name, name[i])
+		}
+	}
+	return nil
+}
+
+// CheckSeparator reports whether sep can join prefixes and names.
+func CheckSeparator(sep string) error {
+	if sep == "" {
+		return fmt.Errorf("separator is empty")
+	}
+	for i := 0; i < len(sep); i++ {
+		if !validNameChar(sep[i]) {
+			return fmt.Errorf("separator %q contains %q; only [A-Za-z0-9_.-] are allowed", sep, sep[i])
+		}
+	}
+	return nil
+}
+
+// CheckPrefix reports whether prefix can be used with sep. A prefix must not
+// contain the separator: "a__b" + "__" + "c" and "a" + "__" + "b__c" would
+// otherwise both expose "a__b__c".
+func CheckPrefix(prefix, sep string) error {
+	if prefix == "" {
+		return nil
+	}
+	if strings.Contains(prefix, sep) {
+		return fmt.Errorf("prefix %q contains the separator %q, which would make exposed names ambiguous", prefix, sep)
+	}
+	for i := 0; i < len(prefix); i++ {
+		if !validNameChar(prefix[i]) {
+			return fmt.Errorf("prefix %q contains %q; only [A-Za-z0-9_.-] are allowed", prefix, prefix[i])
+		}
+	}
+	return nil
+}
+
+// Expose returns the name agents see for an upstream's name.
+func Expose(prefix, sep, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + sep + name
+}
+
+// Source is one upstream's offer of names, in the order the upstream listed them.
+type Source struct {
+	Upstream string
+	Prefix   string
+	Names    []string
+}
+
+// Target is the upstream and original name behind an exposed name.
+type Target struct {
+	Upstream string
+	Name     string
+}
+
+// Problem is a name that could not be exposed, with the reason.
+type Problem struct {
+	Upstream string
+	Name     string // the upstream's own name
+	Exposed  string // the name it would have had
+	Reason   string
+}
+
+// Table maps exposed names to their targets.
+type Table struct {
+	Targets  map[string]Target
+	Problems []Problem
+}
+
+// Build resolves the exposed names of sources, given in config order. A name
+// offered by two sources is served by the first and reported against the later
+// one, so the outcome depends only on the config, never on which upstream
+// happened to connect first.
+func Build(sep string, sources []Source) Table {
+	t := Table{Targets: make(map[string]Target)}
+	for _, src := range sources {
+		for _, name := range src.Names {
+			exposed := Expose(src.Prefix, sep, name)
+			if err := CheckName(exposed); err != nil {
+				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
+				continue
+			}
+			if prev, ok := t.Targets[exposed]; ok {
+				reason := fmt.Sprintf("name %q is already served by upstream %q", exposed, prev.Upstream)
+				if prev.Upstream == src.Upstream {
+					reason = fmt.Sprintf("upstream lists %q twice", name)
+				}
+				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: reason})
+				continue
+			}
+			t.Targets[exposed] = Target{Upstream: src.Upstream, Name: name}
+		}
+	}
+	return t
+}
