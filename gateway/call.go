@@ -157,7 +157,9 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token)
 		defer done()
-		params.SetProgressToken(up)
+		if p, ok := params.(interface{ SetProgressToken(any) }); ok {
+			p.SetProgressToken(up)
+		}
 	}
 	if ss != nil {
 		defer u.track(ctx, ss)()

@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte(`
+listen: 127.0.0.1:9000
+upstreams:
+  zeta:
+    command: server
+    args: [--flag]
+    env: {API_TOKEN: abc}
+  alpha:
+    url: https://example.com/mcp
+    headers: {Authorization: "Bearer xyz"}
+    timeout: 5s
+    prefix: ""
+    tools: {allow: ["list_*"], deny: [list_secret]}
+`), []string{
+		"CREDGATE_TOOL_SEPARATOR=.",
+		"CREDGATE_UPSTREAMS__ZETA__ENV__Mixed_Case=1",
+		"CREDGATE_UPSTREAMS__ZETA__TIMEOUT=2s",
+		"CREDGATE_CONFIG=/ignored.yaml",
+		"OTHER=1",
+	})
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if diff := cmp.Diff([]string{"zeta", "alpha"}, cfg.Order()); diff != "" {
+		t.Errorf("order mismatch (-want +got):\n%s", diff)
+	}
+	z, a := cfg.Upstreams["zeta"], cfg.Upstreams["alpha"]
+	if z.Transport != TransportStdio || a.Transport != TransportStreamableHTTP {
+		t.Errorf("inferred transports = %q, %q", z.Transport, a.Transport)
+	}
+	if cfg.ToolSeparator != "." || z.Timeout != 2*time.Second || z.Env["Mixed_Case"] != "1" || a.Timeout != 5*time.Second {
+		t.Errorf("env overrides not applied: sep %q timeout %v env %v", cfg.ToolSeparator, z.Timeout, z.Env)
+	}
+	if a.prefix("alpha") != "" || z.prefix("zeta") != "zeta" {
+		t.Errorf("prefixes = %q, %q", a.prefix("alpha"), z.prefix("zeta"))
+	}
+	if !a.Tools.Allowed("list_issues") || a.Tools.Allowed("list_secret") || a.Tools.Allowed("delete") {
+		t.Error("tool filter wrong")
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string // each must appear in the error
+	}{
+		{"unknown key", "upstreams:\n  a:\n    command: x\n    comand: y\nlistn: x\n",
+			[]string{"upstreams.a.comand: unknown key", "listn: unknown key"}},
+		{"missing command", "upstreams:\n  a:\n    transport: stdio\n", []string{"upstreams.a.command: missing"}},
+		{"missing url", "upstreams:\n  a:\n    transport: sse\n", []string{"upstreams.a.url: missing"}},
+		{"unknown transport", "upstreams:\n  a:\n    transport: grpc\n    url: http://x\n", []string{`upstreams.a.transport: unknown transport "grpc"`}},
+		{"bad name", "upstreams:\n  Bad.Name:\n    command: x\n", []string{"invalid upstream name"}},
+		{"name contains separator", "upstreams:\n  a__b:\n    command: x\n", []string{"upstreams.a__b", "separator"}},
+		{"prefix collision", "upstreams:\n  a:\n    command: x\n  b:\n    command: y\n    prefix: a\n", []string{`upstreams "a" and "b" both expose`}},
+		{"bad glob", "upstreams:\n  a:\n    command: x\n    tools: {deny: ['[']}\n", []string{"upstreams.a.tools.deny[0]: invalid glob"}},
+		{"all at once", "upstreams:\n  a:\n    transport: stdio\n  b:\n    transport: sse\n", []string{"upstreams.a.command", "upstreams.b.url"}},
+		{"yaml duplicate", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{"already defined"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseConfig([]byte(tc.yaml), nil)
+			if err == nil {
+				t.Fatal("ParseConfig succeeded, want error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestChildEnv(t *testing.T) {
+	t.Parallel()
+	got := childEnv([]string{"PATH=/bin", "SECRET_TOKEN=s3cr3t", "HOME=/root"}, map[string]string{"HOME": "/tmp", "X": "1"})
+	want := map[string]bool{"PATH=/bin": true, "HOME=/tmp": true, "X=1": true}
+	if len(got) != len(want) {
+		t.Fatalf("childEnv = %v, want %v", got, want)
+	}
+	for _, kv := range got {
+		if !want[kv] {
+			t.Errorf("childEnv has %q; the gateway's own secrets must not leak to children", kv)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+)
+
+// testUpstream is a real MCP server over streamable HTTP.
+type testUpstream struct {
+	srv    *mcp.Server
+	http   *httptest.Server
+	calls  atomic.Int64
+	status atomic.Int64 // when non-zero, every HTTP request is answered with it
+}
+
+func newTestUpstream(t *testing.T, name string, tools ...string) *testUpstream {
+	t.Helper()
+	u := &testUpstream{srv: mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)}
+	for _, tool := range tools {
+		u.srv.AddTool(&mcp.Tool{Name: tool, Description: name + " " + tool, InputSchema: json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`)},
+			func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				u.calls.Add(1)
+				var args struct{ Text string }
+				_ = json.Unmarshal(req.Params.Arguments, &args)
+				switch args.Text {
+				case "rpc-error":
+					return nil, &jsonrpc.Error{Code: -32011, Message: "upstream says no", Data: json.RawMessage(`{"retryAfterMs":1500}`)}
+				case "tool-error":
+					return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "bad input"}}}, nil
+				}
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + ":" + tool + ":" + args.Text}}}, nil
+			})
+	}
+	u.srv.AddPrompt(&mcp.Prompt{Name: "greet", Arguments: []*mcp.PromptArgument{{Name: "who"}}}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: name + " hello " + req.Params.Arguments["who"]}}}}, nil
+	})
+	u.srv.AddResource(&mcp.Resource{URI: "mem://shared", Name: "shared", MIMEType: "text/plain"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "from " + name}}}, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil)
+	u.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := u.status.Load(); s != 0 {
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="The access token expired"`)
+			http.Error(w, `{"error":"invalid_token"}`, int(s))
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(u.http.Close)
+	return u
+}
+
+func (u *testUpstream) url() string { return u.http.URL + "/mcp" }
+
+// startGateway runs a gateway for cfg and returns a connected agent session.
+func startGateway(t *testing.T, ctx context.Context, yaml string) (*Server, *mcp.ClientSession) {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, nil)
+	if err != nil {
+		t.Fatalf("connect agent: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return g, cs
+}
+
+func toolNames(t *testing.T, ctx context.Context, cs *mcp.ClientSession) []string {
+	t.Helper()
+	var names []string
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func text(res *mcp.CallToolResult) string {
+	var b strings.Builder
+	for _, c := range res.Content {
+		if tc, ok := c.(*mcp.TextContent); ok {
+			b.WriteString(tc.Text)
+		}
+	}
+	return b.String()
+}
+
+func TestFederation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo", "hidden")
+	b := newTestUpstream(t, "b", "echo", "other")
+	_, cs := startGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  alpha:
+    url: %s
+    tools: {deny: [hidden]}
+  beta:
+    url: %s
+    prefix: ""
+`, a.url(), b.url()))
+
+	if diff := cmp.Diff([]string{"alpha__echo", "echo", "other"}, toolNames(t, ctx, cs)); diff != "" {
+		t.Errorf("tools mismatch (-want +got):\n%s", diff)
+	}
+	for tool, want := range map[string]string{"alpha__echo": "a:echo:hi", "echo": "b:echo:hi"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
+		if err != nil {
+			t.Fatalf("call %s: %v", tool, err)
+		}
+		if got := text(res); got != want || res.IsError {
+			t.Errorf("call %s = %q (isError %v), want %q", tool, got, res.IsError, want)
+		}
+	}
+
+	// Upstream JSON-RPC errors pass through with code, message and data.
+	_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "rpc-error"}})
+	var je *jsonrpc.Error
+	if !errorsAs(err, &je) || je.Code != -32011 || string(je.Data) != `{"retryAfterMs":1500}` {
+		t.Errorf("rpc error = %v, want code -32011 with data passed through", err)
+	}
+
+	// Tool errors stay results, with a typed object in _meta.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "tool-error"}})
+	if err != nil || !res.IsError || text(res) != "bad input" {
+		t.Fatalf("tool error = %v, %v; want isError result with the upstream's text", res, err)
+	}
+	if m, _ := res.Meta[MetaKey].(map[string]any); m["type"] != "upstream_error" {
+		t.Errorf("tool error _meta = %v, want type upstream_error", res.Meta)
+	}
+
+	// Prompts are prefixed like tools; resources keep their URIs, and the
+	// second upstream offering one is served under an alias.
+	pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "alpha__greet", Arguments: map[string]string{"who": "bob"}})
+	if err != nil || pr.Messages[0].Content.(*mcp.TextContent).Text != "a hello bob" {
+		t.Errorf("prompt = %v, %v", pr, err)
+	}
+	var uris []string
+	for r, err := range cs.Resources(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		uris = append(uris, r.URI)
+	}
+	sort.Strings(uris)
+	if diff := cmp.Diff([]string{"credgate://beta/mem:%2F%2Fshared", "mem://shared"}, uris); diff != "" {
+		t.Errorf("resources mismatch (-want +got):\n%s", diff)
+	}
+	rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "credgate://beta/mem:%2F%2Fshared"})
+	if err != nil || rr.Contents[0].Text != "from b" {
+		t.Errorf("read alias = %v, %v; want from b", rr, err)
+	}
+}
+
+func TestUpstreamDownFailsFastAndRecovers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	b := newTestUpstream(t, "b", "echo")
+	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n  b: {url: %s}\n", a.url(), b.url()))
+
+	a.status.Store(http.StatusServiceUnavailable)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "x"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("call to failing upstream = %v, %v; want isError result", res, err)
+	}
+	m, _ := res.Meta[MetaKey].(map[string]any)
+	if m["type"] == "" || m["type"] == nil || m["upstream"] != "a" {
+		t.Errorf("failure _meta = %v, want a typed object naming upstream a", res.Meta)
+	}
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "b__echo", Arguments: map[string]any{"text": "x"}})
+	if err != nil || res.IsError {
+		t.Errorf("other upstream = %v, %v; want success", res, err)
+	}
+	a.status.Store(0)
+	res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "back"}})
+	if err != nil || text(res) != "a:echo:back" {
+		t.Errorf("after recovery = %v, %v", res, err)
+	}
+	if h := g.Health(); h.Upstreams["a"].Tools != 1 || h.Upstreams["b"].Status != StatusUp {
+		t.Errorf("health = %+v", h)
+	}
+}
+
+func TestUnreachableUpstreamDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b := newTestUpstream(t, "b", "echo")
+	g, cs := startGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  gone: {url: "http://127.0.0.1:1/mcp"}
+  crash: {command: /bin/sh, args: ["-c", "echo boom >&2; exit 3"]}
+  b: {url: %s}
+`, b.url()))
+	if diff := cmp.Diff([]string{"b__echo"}, toolNames(t, ctx, cs)); diff != "" {
+		t.Errorf("tools mismatch (-want +got):\n%s", diff)
+	}
+	h := g.Health()
+	if h.Status != HealthDegraded {
+		t.Errorf("status = %q, want degraded", h.Status)
+	}
+	for _, name := range []string{"gone", "crash"} {
+		if uh := h.Upstreams[name]; uh.Connected || uh.LastError == "" {
+			t.Errorf("health[%s] = %+v, want down with last_error", name, uh)
+		}
+	}
+	if !strings.Contains(h.Upstreams["crash"].LastError, "boom") {
+		t.Errorf("crash last_error = %q, want the child's stderr", h.Upstreams["crash"].LastError)
+	}
+}
