@@ -100,12 +100,23 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 	var ok bool
 	switch ref.Type {
 	case "ref/prompt":
-		u, ref.Name, ok = g.catalog.promptTarget(ref.Name)
+		var name string
+		if u, name, ok = g.catalog.promptTarget(ref.Name); ok {
+			ref.Name = name
+		}
 	case "ref/resource":
-		u, ref.URI, ok = g.catalog.resourceTarget(ref.URI)
+		var uri string
+		if u, uri, ok = g.catalog.resourceTarget(ref.URI); ok {
+			ref.URI = uri
+		}
 	}
 	if !ok {
-		return nil, invalidParams(fmt.Sprintf("completion: unknown reference %s %q", ref.Type, ref.Name+ref.URI))
+		// A reference the catalog does not know goes to the one upstream
+		// that completes, so a gateway in front of one server is transparent;
+		// with several, there are no suggestions to give.
+		if u = g.sole(func(c *mcp.ServerCapabilities) bool { return c.Completions != nil }); u == nil {
+			return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+		}
 	}
 	var res *mcp.CompleteResult
 	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
@@ -119,7 +130,7 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 }
 
 func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
-	u, uri, ok := g.catalog.resourceTarget(req.Params.URI)
+	u, uri, ok := g.resourceOwner(req.Params.URI)
 	if !ok {
 		return invalidParams(fmt.Sprintf("resources/subscribe: unknown resource %q", req.Params.URI))
 	}
@@ -133,7 +144,7 @@ func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error
 }
 
 func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) error {
-	u, uri, ok := g.catalog.resourceTarget(req.Params.URI)
+	u, uri, ok := g.resourceOwner(req.Params.URI)
 	if !ok {
 		return invalidParams(fmt.Sprintf("resources/unsubscribe: unknown resource %q", req.Params.URI))
 	}
@@ -254,4 +265,98 @@ func normalizeToken(t any) any {
 		}
 	}
 	return t
+}
+
+// resourceOwner finds the upstream serving uri: a listed resource, a URI
+// matching a template, or else the one upstream that offers resources at all
+// (servers may serve URIs they do not list).
+func (g *Server) resourceOwner(uri string) (*upstream, string, bool) {
+	if u, orig, ok := g.catalog.resourceTarget(uri); ok {
+		return u, orig, true
+	}
+	if u := g.sole(func(c *mcp.ServerCapabilities) bool { return c.Resources != nil }); u != nil {
+		return u, uri, true
+	}
+	return nil, "", false
+}
+
+// sole returns the only upstream whose capabilities satisfy has, or nil if
+// there are none or several.
+func (g *Server) sole(has func(*mcp.ServerCapabilities) bool) *upstream {
+	var found *upstream
+	for _, u := range g.upstreams {
+		caps := u.catalog().caps
+		if caps == nil || !has(caps) {
+			continue
+		}
+		if found != nil {
+			return nil
+		}
+		found = u
+	}
+	return found
+}
+
+// unlisted is a receiving middleware for names and URIs the catalog does not
+// list. Servers answer for things they do not list (a resource URI outside
+// any template, a tool they hide from tools/list, an unknown tool reported as
+// a tool error), so a request for one goes to the single upstream it can
+// belong to, and the gateway stays transparent in front of one server. With
+// no such upstream, or several, the SDK answers as for any unknown name.
+func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		switch r := req.(type) {
+		case *mcp.CallToolRequest:
+			if r.Params == nil || g.catalog.hasTool(r.Params.Name) {
+				break
+			}
+			if u, name := g.ownerByName(r.Params.Name, true); u != nil {
+				return g.toolHandler(u, name)(ctx, r)
+			}
+		case *mcp.GetPromptRequest:
+			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {
+				break
+			}
+			if u, name := g.ownerByName(r.Params.Name, false); u != nil {
+				return g.promptHandler(u, name)(ctx, r)
+			}
+		case *mcp.ReadResourceRequest:
+			if r.Params == nil {
+				break
+			}
+			if _, _, known := g.catalog.resourceTarget(r.Params.URI); known {
+				break
+			}
+			if u, uri, ok := g.resourceOwner(r.Params.URI); ok {
+				return g.resourceHandler(u, uri)(ctx, r)
+			}
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// ownerByName returns the one upstream an unlisted exposed name can belong
+// to, by prefix, with the upstream's own name for it. A tool name must also
+// pass the upstream's tool filter: unlisted is no way around a deny.
+func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
+	var found *upstream
+	var orig string
+	for _, u := range g.upstreams {
+		name, ok := exposed, true
+		if p := u.cfg.prefix(u.name); p != "" {
+			name, ok = strings.CutPrefix(exposed, p+g.cfg.ToolSeparator)
+		}
+		if !ok || name == "" || u.session.Load() == nil {
+			continue
+		}
+		caps := u.catalog().caps
+		if caps == nil || (tool && (caps.Tools == nil || !u.cfg.Tools.Allowed(name))) || (!tool && caps.Prompts == nil) {
+			continue
+		}
+		if found != nil {
+			return nil, ""
+		}
+		found, orig = u, name
+	}
+	return found, orig
 }

@@ -357,3 +357,17 @@ func (c *catalog) toolCount(upstream string) int {
 	}
 	return n
 }
+
+func (c *catalog) hasTool(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.tools[name]
+	return ok
+}
+
+func (c *catalog) hasPrompt(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.prompts[name]
+	return ok
+}

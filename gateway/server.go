@@ -143,6 +143,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		SubscribeHandler:   g.subscribe,
 		UnsubscribeHandler: g.unsubscribe,
 	})
+	g.mcp.AddReceivingMiddleware(g.unlisted)
 	g.secretList = g.secrets()
 	g.catalog = newCatalog(g)
 	for _, name := range cfg.Order() {
