@@ -93,15 +93,17 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		Logger: gw.sdkLog,
 		// Roots are not declared: the gateway has no roots of its own, and one
 		// agent's roots must not leak to an upstream serving another.
-		Capabilities:                &mcp.ClientCapabilities{},
-		CreateMessageHandler:        u.createMessage,
-		ElicitationHandler:          u.elicit,
-		ToolListChangedHandler:      func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
-		PromptListChangedHandler:    func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
-		ResourceListChangedHandler:  func(context.Context, *mcp.ResourceListChangedRequest) { u.requestRefresh() },
-		ResourceUpdatedHandler:      u.resourceUpdated,
-		LoggingMessageHandler:       u.logMessage,
-		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) { gw.progress.forward(ctx, r.Params) },
+		Capabilities:               &mcp.ClientCapabilities{},
+		CreateMessageHandler:       u.createMessage,
+		ElicitationHandler:         u.elicit,
+		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
+		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
+		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { u.requestRefresh() },
+		ResourceUpdatedHandler:     u.resourceUpdated,
+		LoggingMessageHandler:      u.logMessage,
+		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+			gw.progress.forward(ctx, r.Params)
+		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who
 		// answers them; the gateway never answers on an agent's behalf.
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
