@@ -127,3 +127,52 @@ func TestCorpus(t *testing.T) {
 		})
 	}
 }
+
+// TestHoldout runs samples written from the providers' documented formats (other endpoints and
+// messages than corpus.json), to measure how the rules do on responses they were not written for.
+// A text sample ClassifyText does not recognise counts as the caller's generic upstream_error.
+func TestHoldout(t *testing.T) {
+	t.Parallel()
+	c, err := New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	samples := loadSamples(t, "testdata/holdout.json")
+	var pass, falseAlarms, controls int
+	for _, s := range samples {
+		isControl := s.Expected.Type != TypeAuthFailure
+		if isControl {
+			controls++
+		}
+		f, ok := classifySample(t, c, s, "")
+		if !ok && s.Status == nil {
+			f, ok = Failure{Type: TypeUpstreamError}, true
+		}
+		if isControl && f.IsAuth() {
+			falseAlarms++
+		}
+		ok = t.Run(s.ID, func(t *testing.T) {
+			if !ok {
+				t.Fatalf("%s: not classified as a failure", s.ID)
+			}
+			want := outcome{Type: s.Expected.Type, Retryable: s.Expected.Retryable}
+			got := outcome{Type: f.Type, Retryable: f.Retryable}
+			if s.Expected.Type == TypeAuthFailure {
+				want.Subtype, got.Subtype = Subtype(*s.Expected.Subtype), f.Subtype
+				if slices.Contains(s.Expected.AlsoAccept, f.Subtype) {
+					want.Subtype = f.Subtype
+				}
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("mismatch (-want +got):\n%s\nfailure: %+v", diff, f)
+			}
+		})
+		if ok {
+			pass++
+		}
+	}
+	t.Logf("holdout: %d/%d pass (%.1f%%), %d controls, %d false alarms", pass, len(samples), 100*float64(pass)/float64(len(samples)), controls, falseAlarms)
+	if falseAlarms > 0 {
+		t.Errorf("%d controls classified as auth_failure", falseAlarms)
+	}
+}
