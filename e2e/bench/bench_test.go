@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestDirectSmoke runs the driver's direct side with tiny counts, so `go test
+// ./...` exercises the load, classification and report code. It asserts
+// counts and error-free calls, never timings.
+func TestDirectSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+
+	o := options{calls: 6, sessions: 2, directOnly: true, timeout: time.Minute}
+	rep := run(ctx, o, io.Discard)
+	if len(rep.Errors) > 0 {
+		t.Fatalf("run errors: %q", rep.Errors)
+	}
+	type shape struct {
+		Name  string
+		Calls int
+	}
+	var got []shape
+	for _, s := range rep.Scenarios {
+		got = append(got, shape{s.Name, s.Direct.Calls})
+		if s.Gateway != nil {
+			t.Errorf("scenario %s: gateway side measured in direct-only mode", s.Name)
+		}
+	}
+	want := []shape{{"1x6", 6}, {"2x3", 6}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("scenarios mismatch (-want +got):\n%s", diff)
+	}
+	for _, tg := range rep.Targets {
+		if tg.Status != "n/a" {
+			t.Errorf("target %q = %s without a gateway, want n/a", tg.Name, tg.Status)
+		}
+	}
+
+	var text bytes.Buffer
+	rep.writeText(&text)
+	if !strings.Contains(text.String(), "1x6") {
+		t.Errorf("text report lacks scenario 1x6:\n%s", text.String())
+	}
+	if _, err := json.Marshal(rep); err != nil {
+		t.Errorf("json: %v", err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	var samples []time.Duration
+	for i := 100; i >= 1; i-- {
+		samples = append(samples, time.Duration(i)*time.Millisecond)
+	}
+	s := newStats(samples)
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50 * time.Millisecond}, {99, 99 * time.Millisecond}, {100, 100 * time.Millisecond}, {1, time.Millisecond}} {
+		if got := s.percentile(tc.p); got != tc.want {
+			t.Errorf("percentile(%v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := (stats{}).median(); got != 0 {
+		t.Errorf("empty median = %v, want 0", got)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args      []string
+		wantCalls int
+		wantErr   bool
+	}{
+		{nil, 1000, false},
+		{[]string{"--quick"}, 100, false},
+		{[]string{"--quick", "--calls", "40"}, 40, false},
+		{[]string{"--calls", "0"}, 0, true},
+		{[]string{"extra"}, 0, true},
+	} {
+		o, err := parseFlags(tc.args)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("parseFlags(%q) error = %v, want error %t", tc.args, err, tc.wantErr)
+			continue
+		}
+		if err == nil && o.calls != tc.wantCalls {
+			t.Errorf("parseFlags(%q).calls = %d, want %d", tc.args, o.calls, tc.wantCalls)
+		}
+	}
+}

@@ -1,0 +1,464 @@
+// Command bench is the load driver behind `make bench`. It calls the same
+// in-process upstream directly and through a real gateway process in one run,
+// and reports both sides, their ratios, and the gateway's targets.
+//
+//	                 ┌──────────── this process ────────────┐
+//	load clients ──► │ direct upstream   (echo)             │
+//	load clients ──► gateway process ──► gateway upstream (echo, counts TCP accepts)
+//	                 │ 50 catalog upstreams (100 tools each)│
+//	                 └──────────────────────────────────────┘
+//
+// Phases: the call scenarios (1 session, then N concurrent sessions; direct
+// and gateway interleaved), gateway startup with 50 upstreams, tools/list
+// across 50x100 tools, and gateway RSS with 10 upstreams. All traffic stays
+// on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
+// only a failure to measure (or failed calls) exits non-zero.
+//
+// Usage:
+//
+//	go run ./e2e/bench [--quick] [--calls N] [--sessions N] [--gateway PATH] [--json]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	calls      int           // calls in the one-session scenario; concurrent sessions make half each
+	sessions   int           // concurrent sessions in the second scenario
+	quick      bool          // smaller counts for a smoke run
+	json       bool          // machine-readable output
+	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
+	directOnly bool          // measure only the direct side (no gateway needed)
+	timeout    time.Duration // bound on the whole run
+}
+
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.IntVar(&o.calls, "calls", 1000, "calls in the one-session scenario; each concurrent session makes half as many")
+	fs.IntVar(&o.sessions, "sessions", 8, "concurrent sessions in the second scenario")
+	fs.BoolVar(&o.quick, "quick", false, "smaller counts for a smoke run (--calls 100, fewer repeats) unless --calls is given")
+	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
+	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
+	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.quick && !set["calls"] {
+		o.calls = 100
+	}
+	if o.calls < 1 || o.sessions < 1 || o.timeout <= 0 {
+		return o, errors.New("--calls, --sessions and --timeout must be positive")
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	return o, nil
+}
+
+// plan is the counts a run uses, derived from the options.
+type plan struct {
+	scenarios        []scenario
+	catalogUpstreams int // upstreams for the startup and tools/list phases
+	catalogTools     int // tools per catalog upstream
+	startupRuns      int
+	listRuns         int
+	memoryUpstreams  int
+	memoryWarmup     int // tools/call before reading RSS
+}
+
+func newPlan(o options) plan {
+	warmup := min(max(o.calls/10, 5), 100)
+	p := plan{
+		scenarios: []scenario{
+			{name: fmt.Sprintf("1x%d", o.calls), sessions: 1, calls: o.calls, warmup: warmup},
+			{name: fmt.Sprintf("%dx%d", o.sessions, max(o.calls/2, 1)), sessions: o.sessions, calls: max(o.calls/2, 1), warmup: max(warmup/2, 1)},
+		},
+		catalogUpstreams: 50,
+		catalogTools:     100,
+		startupRuns:      3,
+		listRuns:         20,
+		memoryUpstreams:  10,
+		memoryWarmup:     1000,
+	}
+	if o.quick {
+		p.startupRuns, p.listRuns, p.memoryWarmup = 1, 5, 100
+	}
+	return p
+}
+
+func main() { os.Exit(mainErr(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func mainErr(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	// Cancelling on SIGINT/SIGTERM lets every phase return and its deferred
+	// Close kill the gateway's process group; Pdeathsig covers a hard crash.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	rep := run(ctx, o, stderr)
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+	} else {
+		rep.writeText(stdout)
+	}
+	if len(rep.Errors) > 0 {
+		return 1
+	}
+	return 0
+}
+
+// run executes every phase it can. A failed phase is recorded in the report
+// and the others still run, so one broken feature does not hide the rest.
+func run(ctx context.Context, o options, progress io.Writer) *report {
+	p := newPlan(o)
+	rep := newReport(o)
+	defer rep.evaluate() // last, after every phase has cleaned up
+	logf := func(format string, args ...any) { fmt.Fprintf(progress, "bench: "+format+"\n", args...) }
+	hc := newHTTPClient()
+	defer hc.CloseIdleConnections()
+
+	direct, err := startUpstream("echo", []string{"echo"})
+	if err != nil {
+		rep.fail("direct upstream", err)
+		return rep
+	}
+	defer direct.Close()
+
+	var (
+		bin string
+		gw  *echoGateway
+	)
+	if !o.directOnly {
+		var cleanup func()
+		if bin, cleanup, err = gatewayBinary(ctx, o.gateway, logf); err != nil {
+			rep.fail("gateway build", err)
+		} else {
+			defer cleanup()
+			rep.Gateway = bin
+			if gw, err = startEchoGateway(ctx, hc, bin); err != nil {
+				rep.fail("gateway start (1 upstream)", err)
+				gw = nil
+			} else {
+				defer gw.Close() // idempotent; also covers a panic below
+			}
+		}
+	}
+
+	for _, sc := range p.scenarios {
+		logf("scenario %s: direct", sc.name)
+		d, err := runLoad(ctx, hc, target{endpoint: direct.url, tool: "echo"}, sc, hooks{})
+		if err != nil {
+			rep.fail("direct "+sc.name, err)
+			continue
+		}
+		sr := scenarioReport{Name: sc.name, Sessions: sc.sessions, CallsPerSession: sc.calls, Direct: sideOf(d)}
+		rep.checkCalls("direct "+sc.name, d)
+		if gw != nil {
+			logf("scenario %s: gateway", sc.name)
+			if g, err := gw.measure(ctx, hc, sc); err != nil {
+				rep.fail("gateway "+sc.name, err)
+			} else {
+				sr.addGateway(g)
+				rep.checkCalls("gateway "+sc.name, g.loadResult)
+			}
+		}
+		rep.Scenarios = append(rep.Scenarios, sr)
+	}
+	if gw != nil {
+		// Stop the echo gateway so it does not compete with the next phases.
+		if err := gw.Close(); err != nil {
+			rep.fail("gateway stop", err)
+		}
+	}
+	if bin != "" {
+		runCatalogPhases(ctx, hc, bin, p, rep, logf)
+	}
+	return rep
+}
+
+// gatewayBinary returns path if given, else builds ./cmd/gateway into a
+// temporary directory that cleanup removes.
+func gatewayBinary(ctx context.Context, path string, logf func(string, ...any)) (string, func(), error) {
+	if path != "" {
+		return path, func() {}, nil
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "credgate-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	logf("building ./cmd/gateway")
+	bin, err := buildGateway(ctx, root, dir)
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return bin, cleanup, nil
+}
+
+// echoGateway is a gateway in front of one echo upstream of its own, so the
+// upstream's accepted connections are all the gateway's.
+type echoGateway struct {
+	closed bool
+	up     *upstream
+	proc   *gatewayProc
+	dir    string
+	ticks  int64 // clock ticks per second
+}
+
+func startEchoGateway(ctx context.Context, hc *http.Client, bin string) (*echoGateway, error) {
+	up, err := startUpstream("echo", []string{"echo"})
+	if err != nil {
+		return nil, err
+	}
+	g := &echoGateway{up: up, ticks: clockTicks()}
+	if g.dir, err = os.MkdirTemp("", "credgate-bench-"); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	cfg, err := writeConfig(g.dir, "echo.yaml", map[string]string{"echo": up.url})
+	if err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	if g.proc, err = startGateway(ctx, bin, cfg); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	if _, err := g.proc.waitHealthy(ctx, hc, map[string]int{"echo": 1}); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	return g, nil
+}
+
+// gatewayResult adds what only the gateway side has to a loadResult.
+type gatewayResult struct {
+	loadResult
+	cpu   time.Duration // gateway process CPU time during the measured calls
+	conns int64         // upstream TCP connections accepted during them
+}
+
+func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario) (gatewayResult, error) {
+	var (
+		res                 gatewayResult
+		t0, t1              int64
+		c0, c1              int64
+		errBefore, errAfter error
+	)
+	h := hooks{
+		before: func() { t0, errBefore = g.proc.cpuTicks(); c0 = g.up.accepted() },
+		after:  func() { t1, errAfter = g.proc.cpuTicks(); c1 = g.up.accepted() },
+	}
+	lr, err := runLoad(ctx, hc, target{endpoint: g.proc.endpoint(), tool: "echo__echo"}, sc, h)
+	if err := errors.Join(err, errBefore, errAfter); err != nil {
+		return res, err
+	}
+	res.loadResult = lr
+	res.cpu = time.Duration((t1 - t0) * int64(time.Second) / g.ticks)
+	res.conns = c1 - c0
+	return res, nil
+}
+
+func (g *echoGateway) Close() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	var errs []error
+	if g.proc != nil {
+		errs = append(errs, g.proc.Close())
+	}
+	errs = append(errs, g.up.Close())
+	if g.dir != "" {
+		errs = append(errs, os.RemoveAll(g.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// runCatalogPhases measures startup, tools/list and RSS against many
+// upstreams with many tools. Each phase records its own failure.
+func runCatalogPhases(ctx context.Context, hc *http.Client, bin string, p plan, rep *report, logf func(string, ...any)) {
+	if ctx.Err() != nil {
+		rep.fail("catalog phases", ctx.Err())
+		return
+	}
+	set, err := startUpstreams(p.catalogUpstreams, p.catalogTools)
+	if err != nil {
+		rep.fail("catalog upstreams", err)
+		return
+	}
+	defer set.Close()
+	dir, err := os.MkdirTemp("", "credgate-bench-")
+	if err != nil {
+		rep.fail("catalog phases", err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	logf("startup with %d upstreams (%d runs) and tools/list (%d runs)", p.catalogUpstreams, p.startupRuns, p.listRuns)
+	if err := measureStartupAndList(ctx, hc, bin, dir, set, p, rep); err != nil {
+		rep.fail("startup / tools/list", err)
+	}
+	logf("RSS with %d upstreams", p.memoryUpstreams)
+	if err := measureMemory(ctx, hc, bin, dir, set[:p.memoryUpstreams], p, rep); err != nil {
+		rep.fail("RSS", err)
+	}
+}
+
+// catalogGateway starts a gateway over set and waits until /health shows
+// every upstream connected with all its tools.
+func catalogGateway(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet) (*gatewayProc, time.Duration, error) {
+	urls := map[string]string{}
+	want := map[string]int{}
+	for i, u := range set {
+		urls[upstreamName(i)] = u.url
+		want[upstreamName(i)] = len(u.tools)
+	}
+	cfg, err := writeConfig(dir, fmt.Sprintf("catalog-%d.yaml", len(set)), urls)
+	if err != nil {
+		return nil, 0, err
+	}
+	g, err := startGateway(ctx, bin, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	took, err := g.waitHealthy(ctx, hc, want)
+	if err != nil {
+		return nil, 0, errors.Join(err, g.Close())
+	}
+	return g, took, nil
+}
+
+func measureStartupAndList(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet, p plan, rep *report) error {
+	var (
+		g     *gatewayProc
+		times []time.Duration
+	)
+	for range p.startupRuns {
+		if g != nil {
+			_ = g.Close()
+		}
+		var took time.Duration
+		var err error
+		if g, took, err = catalogGateway(ctx, hc, bin, dir, set); err != nil {
+			return err
+		}
+		times = append(times, took)
+	}
+	defer g.Close()
+	rep.Startup = newStartupReport(len(set), p.catalogTools, times)
+
+	// Two unmeasured walks warm the gateway's and the client's code paths.
+	var walks []listResult
+	for i := range p.listRuns + 2 {
+		r, err := listAll(ctx, hc, g.endpoint())
+		if err != nil {
+			return err
+		}
+		if i >= 2 {
+			walks = append(walks, r)
+		}
+	}
+	want := len(set) * p.catalogTools
+	rep.ToolsList = newToolsListReport(len(set), want, walks)
+	base, err := directListBaseline(ctx, hc, want, p.listRuns)
+	if err != nil {
+		return fmt.Errorf("direct tools/list baseline: %w", err)
+	}
+	rep.ToolsList.DirectMedianMs = ms(base)
+	if got := walks[len(walks)-1].tools; got < want {
+		return fmt.Errorf("tools/list returned %d tools, want at least %d", got, want)
+	}
+	return nil
+}
+
+// directListBaseline is the same walk against one in-process upstream
+// holding all the tools, so the client's own decoding cost is visible next to
+// the gateway's number.
+func directListBaseline(ctx context.Context, hc *http.Client, tools, runs int) (time.Duration, error) {
+	u, err := startUpstream("catalog", catalogTools(tools))
+	if err != nil {
+		return 0, err
+	}
+	defer u.Close()
+	var times []time.Duration
+	for i := range runs + 2 {
+		r, err := listAll(ctx, hc, u.url)
+		if err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			times = append(times, r.elapsed)
+		}
+	}
+	return newStats(times).median(), nil
+}
+
+func measureMemory(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet, p plan, rep *report) error {
+	g, _, err := catalogGateway(ctx, hc, bin, dir, set)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if _, err := listAll(ctx, hc, g.endpoint()); err != nil {
+		return err
+	}
+	cs, err := connect(ctx, hc, g.endpoint())
+	if err != nil {
+		return err
+	}
+	defer cs.Close()
+	// Spread the warm-up over every upstream and many tools, so each
+	// upstream connection and tool route has been used.
+	w := newWorker(cs, func(i int) string {
+		u := i % len(set)
+		return upstreamName(u) + "__" + set[u].tools[(i/len(set))%len(set[u].tools)]
+	}, 0)
+	w.run(ctx, p.memoryWarmup)
+	if w.panic != nil {
+		return fmt.Errorf("warm-up worker panicked: %v", w.panic)
+	}
+	if n := w.errors.total(); n > 0 || len(w.latencies) < p.memoryWarmup {
+		return fmt.Errorf("warm-up: %d of %d calls made, %d failed: %+v", len(w.latencies), p.memoryWarmup, n, w.errors)
+	}
+	rss, err := g.rssBytes()
+	if err != nil {
+		return err
+	}
+	rep.Memory = &memoryReport{Upstreams: len(set), WarmupCalls: p.memoryWarmup, RSSMiB: float64(rss) / (1 << 20)}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
