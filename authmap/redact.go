@@ -27,13 +27,17 @@ var tokenShapes = []*regexp.Regexp{
 	regexp.MustCompile(`\bhv[sbr]\.[A-Za-z0-9_\-]{20,}`),
 	regexp.MustCompile(`\bs\.[A-Za-z0-9]{24}\b`),
 	regexp.MustCompile(`\beyJ[A-Za-z0-9_\-]+\.eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*`),
-	regexp.MustCompile(`(?i)\b(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/\-]{12,}=*)(?:$|[\s"',;)\]}>])`),
+	authSchemeValue,
 	regexp.MustCompile(`(?i)(?:[?&;]|\b)(?:api[_-]?key|apikey|key|token|access_token|refresh_token|id_token|client_secret|password|secret|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=([^&\s"'#<>]+)`),
 	regexp.MustCompile(`(?i)"(?:access_token|refresh_token|id_token|client_secret|password|api_key|apikey|secret|token|private_key)"\s*:\s*"([^"]+)"`),
 	regexp.MustCompile(`(?i)\b(?:x-api-key|api-key|authorization|private-token|x-auth-token|x-vault-token|cookie)\s*:\s*([^\s,;"]+(?:\s+[^\s,;"]+)?)`),
 	regexp.MustCompile(`(?i)api key provided:\s*([^\s,;"]+?)(?:\.?(?:\s|$|"))`),
 	regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"']+:([^\s@/"']+)@`),
 }
+
+// authSchemeValue matches "Bearer <value>"; the value must contain a digit, so that
+// `Bearer resource_metadata="..."` and prose ("Bearer authentication") stay readable.
+var authSchemeValue = regexp.MustCompile(`(?i)\b(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/\-]{12,}=*)(?:$|[\s"',;)\]}>])`)
 
 // Redact removes secrets from s: every known secret value (at least 4 characters), plus well-known
 // token shapes (GitHub, OpenAI, Anthropic, Stripe, Slack, AWS access key ids, GitLab, npm, Vault,
@@ -55,12 +59,12 @@ func Redact(s string, secrets []string) string {
 			s = re.ReplaceAllString(s, Redacted)
 			continue
 		}
-		s = replaceGroup(s, re)
+		s = replaceGroup(s, re, re == authSchemeValue)
 	}
 	return s
 }
 
-func replaceGroup(s string, re *regexp.Regexp) string {
+func replaceGroup(s string, re *regexp.Regexp, needDigit bool) string {
 	idx := re.FindAllStringSubmatchIndex(s, -1)
 	if idx == nil {
 		return s
@@ -72,6 +76,9 @@ func replaceGroup(s string, re *regexp.Regexp) string {
 			continue
 		}
 		if strings.HasPrefix(s[m[2]:m[3]], "[REDACTED") {
+			continue
+		}
+		if needDigit && !strings.ContainsAny(s[m[2]:m[3]], "0123456789") {
 			continue
 		}
 		b.WriteString(s[last:m[2]])
