@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+)
+
+// echoGateway is a gateway in front of one echo upstream of its own, so the
+// upstream's accepted connections are all the gateway's.
+type echoGateway struct {
+	closed bool
+	up     *upstream
+	proc   *gatewayProc
+	dir    string
+	ticks  int64 // clock ticks per second
+}
+
+func startEchoGateway(ctx context.Context, hc *http.Client, bin string) (*echoGateway, error) {
+	up, err := startUpstream("echo", []string{"echo"})
+	if err != nil {
+		return nil, err
+	}
+	g := &echoGateway{up: up, ticks: clockTicks()}
+	if g.dir, err = os.MkdirTemp("", "credgate-bench-"); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	cfg, err := writeConfig(g.dir, "echo.yaml", map[string]string{"echo": up.url})
+	if err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	if g.proc, err = startGateway(ctx, bin, cfg); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	if _, err := g.proc.waitHealthy(ctx, hc, map[string]int{"echo": 1}); err != nil {
+		return nil, errors.Join(err, g.Close())
+	}
+	return g, nil
+}
+
+// gatewayResult adds what only the gateway side has to a loadResult.
+type gatewayResult struct {
+	loadResult
+	cpu   time.Duration // gateway process CPU time during the measured calls
+	conns int64         // upstream TCP connections accepted during them
+}
+
+func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario) (gatewayResult, error) {
+	var (
+		res                 gatewayResult
+		t0, t1              int64
+		c0, c1              int64
+		errBefore, errAfter error
+	)
+	h := hooks{
+		before: func() { t0, errBefore = g.proc.cpuTicks(); c0 = g.up.accepted() },
+		after:  func() { t1, errAfter = g.proc.cpuTicks(); c1 = g.up.accepted() },
+	}
+	lr, err := runLoad(ctx, hc, target{endpoint: g.proc.endpoint(), tool: "echo__echo"}, sc, h)
+	if err := errors.Join(err, errBefore, errAfter); err != nil {
+		return res, err
+	}
+	res.loadResult = lr
+	res.cpu = time.Duration((t1 - t0) * int64(time.Second) / g.ticks)
+	res.conns = c1 - c0
+	return res, nil
+}
+
+func (g *echoGateway) Close() error {
+	if g.closed {
+		return nil
+	}
+	g.closed = true
+	var errs []error
+	if g.proc != nil {
+		errs = append(errs, g.proc.Close())
+	}
+	errs = append(errs, g.up.Close())
+	if g.dir != "" {
+		errs = append(errs, os.RemoveAll(g.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// runCatalogPhases measures startup, tools/list and RSS against many
+// upstreams with many tools. Each phase records its own failure.
+func runCatalogPhases(ctx context.Context, hc *http.Client, bin string, p plan, rep *report, logf func(string, ...any)) {
+	if ctx.Err() != nil {
+		rep.fail("catalog phases", ctx.Err())
+		return
+	}
+	set, err := startUpstreams(p.catalogUpstreams, p.catalogTools)
+	if err != nil {
+		rep.fail("catalog upstreams", err)
+		return
+	}
+	defer set.Close()
+	dir, err := os.MkdirTemp("", "credgate-bench-")
+	if err != nil {
+		rep.fail("catalog phases", err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	logf("startup with %d upstreams (%d runs) and tools/list (%d runs)", p.catalogUpstreams, p.startupRuns, p.listRuns)
+	if err := measureStartupAndList(ctx, hc, bin, dir, set, p, rep); err != nil {
+		rep.fail("startup / tools/list", err)
+	}
+	logf("RSS with %d upstreams", p.memoryUpstreams)
+	if err := measureMemory(ctx, hc, bin, dir, set[:p.memoryUpstreams], p, rep); err != nil {
+		rep.fail("RSS", err)
+	}
+}
+
+// catalogGateway starts a gateway over set and waits until /health shows
+// every upstream connected with all its tools.
+func catalogGateway(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet) (*gatewayProc, time.Duration, error) {
+	urls := map[string]string{}
+	want := map[string]int{}
+	for i, u := range set {
+		urls[upstreamName(i)] = u.url
+		want[upstreamName(i)] = len(u.tools)
+	}
+	cfg, err := writeConfig(dir, fmt.Sprintf("catalog-%d.yaml", len(set)), urls)
+	if err != nil {
+		return nil, 0, err
+	}
+	g, err := startGateway(ctx, bin, cfg)
+	if err != nil {
+		return nil, 0, err
+	}
+	took, err := g.waitHealthy(ctx, hc, want)
+	if err != nil {
+		return nil, 0, errors.Join(err, g.Close())
+	}
+	return g, took, nil
+}
+
+func measureStartupAndList(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet, p plan, rep *report) error {
+	var (
+		g     *gatewayProc
+		times []time.Duration
+	)
+	for range p.startupRuns {
+		if g != nil {
+			_ = g.Close()
+		}
+		var took time.Duration
+		var err error
+		if g, took, err = catalogGateway(ctx, hc, bin, dir, set); err != nil {
+			return err
+		}
+		times = append(times, took)
+	}
+	defer g.Close()
+	rep.Startup = newStartupReport(len(set), p.catalogTools, times)
+
+	// Two unmeasured walks warm the gateway's and the client's code paths.
+	var walks []listResult
+	for i := range p.listRuns + 2 {
+		r, err := listAll(ctx, hc, g.endpoint())
+		if err != nil {
+			return err
+		}
+		if i >= 2 {
+			walks = append(walks, r)
+		}
+	}
+	want := len(set) * p.catalogTools
+	rep.ToolsList = newToolsListReport(len(set), want, walks)
+	base, err := directListBaseline(ctx, hc, want, p.listRuns)
+	if err != nil {
+		return fmt.Errorf("direct tools/list baseline: %w", err)
+	}
+	rep.ToolsList.DirectMedianMs = ms(base)
+	if got := walks[len(walks)-1].tools; got < want {
+		return fmt.Errorf("tools/list returned %d tools, want at least %d", got, want)
+	}
+	return nil
+}
+
+// directListBaseline is the same walk against one in-process upstream
+// holding all the tools, so the client's own decoding cost is visible next to
+// the gateway's number.
+func directListBaseline(ctx context.Context, hc *http.Client, tools, runs int) (time.Duration, error) {
+	u, err := startUpstream("catalog", catalogTools(tools))
+	if err != nil {
+		return 0, err
+	}
+	defer u.Close()
+	var times []time.Duration
+	for i := range runs + 2 {
+		r, err := listAll(ctx, hc, u.url)
+		if err != nil {
+			return 0, err
+		}
+		if i >= 2 {
+			times = append(times, r.elapsed)
+		}
+	}
+	return newStats(times).median(), nil
+}
+
+func measureMemory(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet, p plan, rep *report) error {
+	g, _, err := catalogGateway(ctx, hc, bin, dir, set)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	if _, err := listAll(ctx, hc, g.endpoint()); err != nil {
+		return err
+	}
+	cs, err := connect(ctx, hc, g.endpoint())
+	if err != nil {
+		return err
+	}
+	defer cs.Close()
+	// Spread the warm-up over every upstream and many tools, so each
+	// upstream connection and tool route has been used.
+	w := newWorker(cs, func(i int) string {
+		u := i % len(set)
+		return upstreamName(u) + "__" + set[u].tools[(i/len(set))%len(set[u].tools)]
+	}, 0)
+	w.run(ctx, p.memoryWarmup)
+	if w.panic != nil {
+		return fmt.Errorf("warm-up worker panicked: %v", w.panic)
+	}
+	if n := w.errors.total(); n > 0 || len(w.latencies) < p.memoryWarmup {
+		return fmt.Errorf("warm-up: %d of %d calls made, %d failed: %+v", len(w.latencies), p.memoryWarmup, n, w.errors)
+	}
+	rss, err := g.rssBytes()
+	if err != nil {
+		return err
+	}
+	rep.Memory = &memoryReport{Upstreams: len(set), WarmupCalls: p.memoryWarmup, RSSMiB: float64(rss) / (1 << 20)}
+	return nil
+}
