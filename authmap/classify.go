@@ -12,6 +12,10 @@ import (
 // maxDetail bounds Failure.Detail; provider messages beyond this are noise for an agent.
 const maxDetail = 300
 
+// maxBody bounds how much of a body is examined; error bodies are small, and every signal the
+// rules look for sits near the start.
+const maxBody = 64 << 10
+
 // Response is what the classifier sees. Status 0 means "no HTTP status known" (text only).
 type Response struct {
 	Status   int
@@ -79,6 +83,9 @@ func New(opts *Options) (*Classifier, error) {
 // success (2xx without a provider error in the body, such as Slack ok:true). A Response with Status 0 is
 // handled as text, like ClassifyText.
 func (c *Classifier) Classify(r Response, k Knowledge) (Failure, bool) {
+	if len(r.Body) > maxBody {
+		r.Body = r.Body[:maxBody]
+	}
 	in := input{status: r.Status, header: r.Header, body: r.Body, hint: NormalizeProvider(r.Provider)}
 	if in.status == 0 {
 		return c.classifyText(string(r.Body), in.hint, r.Header, k, 0)
@@ -92,6 +99,9 @@ func (c *Classifier) Classify(r Response, k Knowledge) (Failure, bool) {
 // bodies, JSON-RPC envelopes). It returns false when the text shows no failure it recognises; the
 // caller then reports a generic upstream_error.
 func (c *Classifier) ClassifyText(text string, provider string, k Knowledge) (Failure, bool) {
+	if len(text) > maxBody {
+		text = text[:maxBody]
+	}
 	return c.classifyText(text, NormalizeProvider(provider), nil, k, 0)
 }
 

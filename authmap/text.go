@@ -92,9 +92,11 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 
 // embeddedBody finds a JSON or XML body inside text ("HTTP 401 Unauthorized\n{...}").
 func embeddedBody(s string) []byte {
-	for i := 0; i < len(s); i++ {
+	tries := 0 // bounded: text full of braces must not cost quadratic time
+	for i := 0; i < len(s) && tries < 8; i++ {
 		switch s[i] {
 		case '{', '[':
+			tries++
 			dec := json.NewDecoder(strings.NewReader(s[i:]))
 			var v any
 			if err := dec.Decode(&v); err == nil {
