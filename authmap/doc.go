@@ -5,13 +5,13 @@
 // insufficient_scope, permission_denied, rate_limit_reached, quota_exhausted) or a non-auth
 // control (upstream_error, upstream_unavailable, timeout, invalid_request, not_found).
 //
-//	 HTTP response ──► Classify ─┐                       ┌─► Failure{type, subtype,
-//	 JSON-RPC error text ─┐      │   ops rules           │     retryable, recovery,
-//	 isError text ────────┴► ClassifyText ──► provider body codes ──► ...     retry_after_seconds,
-//	                                 WWW-Authenticate     │     provider, provider_code,
-//	                                 rate-limit signals   │     detail (redacted)}
-//	                                 message patterns     │
-//	                                 status fallback ─────┘   + Knowledge (expiry, renewal)
+//	HTTP response ──► Classify ─┐                       ┌─► Failure{type, subtype,
+//	JSON-RPC error text ─┐      │   ops rules           │     retryable, recovery,
+//	isError text ────────┴► ClassifyText ──► provider body codes ──► ...     retry_after_seconds,
+//	                                WWW-Authenticate     │     provider, provider_code,
+//	                                rate-limit signals   │     detail (redacted)}
+//	                                message patterns     │
+//	                                status fallback ─────┘   + Knowledge (expiry, renewal)
 //
 // Rules are tried in this order, the first decision wins:
 //

@@ -362,31 +362,31 @@ func detectAtlassian(in input, d *doc) verdict {
 // ---- Google APIs: google.rpc.Status envelope ----
 
 var googleReasons = map[string]verdict{
-	"ACCESS_TOKEN_EXPIRED":           {typ: TypeAuthFailure, sub: SubtypeCredentialExpired, kind: kindOAuth},
-	"CREDENTIALS_MISSING":            {typ: TypeAuthFailure, sub: SubtypeCredentialMissing, kind: kindOAuth},
-	"ACCESS_TOKEN_TYPE_UNSUPPORTED":  {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
-	"ACCESS_TOKEN_INVALID":           {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
-	"SESSION_COOKIE_INVALID":         {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
-	"API_KEY_INVALID":                {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindKey},
-	"API_KEY_EXPIRED":                {typ: TypeAuthFailure, sub: SubtypeCredentialExpired, kind: kindKey},
+	"ACCESS_TOKEN_EXPIRED":            {typ: TypeAuthFailure, sub: SubtypeCredentialExpired, kind: kindOAuth},
+	"CREDENTIALS_MISSING":             {typ: TypeAuthFailure, sub: SubtypeCredentialMissing, kind: kindOAuth},
+	"ACCESS_TOKEN_TYPE_UNSUPPORTED":   {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
+	"ACCESS_TOKEN_INVALID":            {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
+	"SESSION_COOKIE_INVALID":          {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindOAuth},
+	"API_KEY_INVALID":                 {typ: TypeAuthFailure, sub: SubtypeCredentialInvalid, kind: kindKey},
+	"API_KEY_EXPIRED":                 {typ: TypeAuthFailure, sub: SubtypeCredentialExpired, kind: kindKey},
 	"ACCESS_TOKEN_SCOPE_INSUFFICIENT": {typ: TypeAuthFailure, sub: SubtypeInsufficientScope, kind: kindOAuth},
-	"API_KEY_SERVICE_BLOCKED":        {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
-	"API_KEY_HTTP_REFERRER_BLOCKED":  {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
-	"API_KEY_IP_ADDRESS_BLOCKED":     {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
-	"API_KEY_ANDROID_APP_BLOCKED":    {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
-	"API_KEY_IOS_APP_BLOCKED":        {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
-	"IAM_PERMISSION_DENIED":          auth(SubtypePermissionDenied),
-	"USER_PROJECT_DENIED":            auth(SubtypePermissionDenied),
-	"ORG_RESTRICTION_VIOLATION":      auth(SubtypePermissionDenied),
-	"ORG_RESTRICTION_HEADER_INVALID": auth(SubtypePermissionDenied),
-	"LOCATION_POLICY_VIOLATION":      auth(SubtypePermissionDenied),
-	"SECURITY_POLICY_VIOLATION":      auth(SubtypePermissionDenied),
-	"SERVICE_DISABLED":               {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
-	"BILLING_DISABLED":               {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
-	"CONSUMER_SUSPENDED":             {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
-	"CONSUMER_INVALID":               {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
-	"RATE_LIMIT_EXCEEDED":            auth(SubtypeRateLimitReached),
-	"RESOURCE_QUOTA_EXCEEDED":        auth(SubtypeRateLimitReached),
+	"API_KEY_SERVICE_BLOCKED":         {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
+	"API_KEY_HTTP_REFERRER_BLOCKED":   {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
+	"API_KEY_IP_ADDRESS_BLOCKED":      {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
+	"API_KEY_ANDROID_APP_BLOCKED":     {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
+	"API_KEY_IOS_APP_BLOCKED":         {typ: TypeAuthFailure, sub: SubtypePermissionDenied, kind: kindKey},
+	"IAM_PERMISSION_DENIED":           auth(SubtypePermissionDenied),
+	"USER_PROJECT_DENIED":             auth(SubtypePermissionDenied),
+	"ORG_RESTRICTION_VIOLATION":       auth(SubtypePermissionDenied),
+	"ORG_RESTRICTION_HEADER_INVALID":  auth(SubtypePermissionDenied),
+	"LOCATION_POLICY_VIOLATION":       auth(SubtypePermissionDenied),
+	"SECURITY_POLICY_VIOLATION":       auth(SubtypePermissionDenied),
+	"SERVICE_DISABLED":                {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
+	"BILLING_DISABLED":                {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
+	"CONSUMER_SUSPENDED":              {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
+	"CONSUMER_INVALID":                {typ: TypeAuthFailure, sub: SubtypePermissionDenied, recovery: RecoveryContactAdmin},
+	"RATE_LIMIT_EXCEEDED":             auth(SubtypeRateLimitReached),
+	"RESOURCE_QUOTA_EXCEEDED":         auth(SubtypeRateLimitReached),
 }
 
 // googleLegacy maps the legacy errors[].reason values of Google's older JSON APIs.
@@ -667,21 +667,21 @@ var awsCodes = map[string]Subtype{
 }
 
 var awsNonAuth = map[string]Type{
-	"ValidationException":        TypeInvalidRequest,
-	"ValidationError":            TypeInvalidRequest,
-	"InvalidParameterValue":      TypeInvalidRequest,
-	"InvalidParameterException":  TypeInvalidRequest,
-	"SerializationException":     TypeInvalidRequest,
-	"ResourceNotFoundException":  TypeNotFound,
-	"NoSuchKey":                  TypeNotFound,
-	"NoSuchBucket":               TypeNotFound,
-	"NotFoundException":          TypeNotFound,
-	"ServiceUnavailable":         TypeUpstreamUnavailable,
+	"ValidationException":         TypeInvalidRequest,
+	"ValidationError":             TypeInvalidRequest,
+	"InvalidParameterValue":       TypeInvalidRequest,
+	"InvalidParameterException":   TypeInvalidRequest,
+	"SerializationException":      TypeInvalidRequest,
+	"ResourceNotFoundException":   TypeNotFound,
+	"NoSuchKey":                   TypeNotFound,
+	"NoSuchBucket":                TypeNotFound,
+	"NotFoundException":           TypeNotFound,
+	"ServiceUnavailable":          TypeUpstreamUnavailable,
 	"ServiceUnavailableException": TypeUpstreamUnavailable,
 }
 
 var (
-	reXMLCode  = regexp.MustCompile(`<Code>\s*([A-Za-z0-9.]+)\s*</Code>`)
+	reXMLCode   = regexp.MustCompile(`<Code>\s*([A-Za-z0-9.]+)\s*</Code>`)
 	reXMLAWSMsg = regexp.MustCompile(`(?s)<Message>(.*?)</Message>`)
 )
 

@@ -88,4 +88,3 @@ func replaceGroup(s string, re *regexp.Regexp, needDigit bool) string {
 	b.WriteString(s[last:])
 	return b.String()
 }
-
