@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -165,6 +166,11 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if cs == nil {
 		return &unavailableError{upstream: u.name, reason: u.downReason()}
 	}
+	if params != nil {
+		if m := params.GetMeta(); m != nil && !newProtocol(cs) {
+			delete(m, mcp.MetaKeyLogLevel) // legacy sessions set the level once, see setLogLevel
+		}
+	}
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token)
 		defer done()
@@ -175,9 +181,8 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if ss != nil {
 		defer u.track(ctx, ss)()
 	}
-	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
-	defer cancel()
-	err := do(ctx, cs)
+	err := u.call(ctx, cs, do)
+	u.notes.drain(ctx)
 	if err != nil && isDeadSession(err) {
 		u.dropSession(cs)
 	}
@@ -192,7 +197,7 @@ func forwardMeta(m mcp.Meta) mcp.Meta {
 	}
 	out := make(mcp.Meta, len(m))
 	for k, v := range m {
-		if k == "progressToken" || strings.HasPrefix(k, reservedMetaPrefix) {
+		if k == "progressToken" || (strings.HasPrefix(k, reservedMetaPrefix) && k != mcp.MetaKeyLogLevel) {
 			continue
 		}
 		out[k] = v
@@ -359,4 +364,33 @@ func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
 		found, orig = u, name
 	}
 	return found, orig
+}
+
+// newProtocol reports whether cs speaks 2026-07-28 or later.
+func newProtocol(cs *mcp.ClientSession) bool {
+	res := cs.InitializeResult()
+	return res != nil && res.ProtocolVersion >= "2026-07-28"
+}
+
+// errTimeout is the cause of a call context ended by the upstream's timeout.
+var errTimeout = errors.New("upstream timeout")
+
+// call runs do on a context that ends when ctx ends or the upstream's timeout
+// passes, but not when do returns. The SDK reads the rest of an HTTP
+// response stream on that context after handing over the result; ending it
+// at return would abort the read and throw the pooled connection away, so
+// every call would open a new upstream connection. The context is left to
+// the garbage collector instead (its parent has no Done channel, so nothing
+// else holds it).
+func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(context.Context, *mcp.ClientSession) error) error {
+	callCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	timer := time.AfterFunc(u.cfg.timeout(), func() { cancel(errTimeout) })
+	err := do(callCtx, cs)
+	timer.Stop()
+	stop()
+	if err != nil && errors.Is(context.Cause(callCtx), errTimeout) {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
 }

@@ -164,8 +164,11 @@ upstreams:
 	// Prompts are prefixed like tools; resources keep their URIs, and the
 	// second upstream offering one is served under an alias.
 	pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "alpha__greet", Arguments: map[string]string{"who": "bob"}})
-	if err != nil || pr.Messages[0].Content.(*mcp.TextContent).Text != "a hello bob" {
-		t.Errorf("prompt = %v, %v", pr, err)
+	if err != nil {
+		t.Fatalf("prompts/get: %v", err)
+	}
+	if got := pr.Messages[0].Content.(*mcp.TextContent).Text; got != "a hello bob" {
+		t.Errorf("prompt text = %q, want %q", got, "a hello bob")
 	}
 	var uris []string
 	for r, err := range cs.Resources(ctx, nil) {

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -31,6 +34,7 @@ func (e *HTTPError) Error() string {
 type httpTransport struct {
 	base    http.RoundTripper
 	headers http.Header
+	notes   *noteCounter
 
 	mu        sync.Mutex
 	expiresAt time.Time // from github-authentication-token-expiration
@@ -47,12 +51,12 @@ func newPool() *http.Transport {
 	return t
 }
 
-func newHTTPTransport(base http.RoundTripper, headers map[string]string) *httpTransport {
+func newHTTPTransport(base http.RoundTripper, headers map[string]string, notes *noteCounter) *httpTransport {
 	h := make(http.Header, len(headers))
 	for k, v := range headers {
 		h.Set(k, v)
 	}
-	return &httpTransport{base: base, headers: h}
+	return &httpTransport{base: base, headers: h, notes: notes}
 }
 
 func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t} }
@@ -80,7 +84,53 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
 	}
+	if t.notes != nil && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		resp.Body = &sseCounter{ReadCloser: resp.Body, n: t.notes}
+	}
 	return resp, nil
+}
+
+// sseCounter counts the call notifications (see noteCounter) in an SSE body
+// as the SDK reads it, which is before the SDK dispatches them.
+type sseCounter struct {
+	io.ReadCloser
+	n    *noteCounter
+	line []byte // the current line, until its end is read
+}
+
+func (s *sseCounter) Read(p []byte) (int, error) {
+	n, err := s.ReadCloser.Read(p)
+	b := p[:n]
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			s.line = append(s.line, b...)
+			break
+		}
+		if len(s.line) > 0 {
+			s.line = append(s.line, b[:i]...)
+			s.count(s.line)
+			s.line = s.line[:0]
+		} else {
+			s.count(b[:i])
+		}
+		b = b[i+1:]
+	}
+	return n, err
+}
+
+func (s *sseCounter) count(line []byte) {
+	data, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok || !bytes.Contains(data, []byte(`"notifications/`)) {
+		return
+	}
+	var msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(data, &msg) == nil && msg.ID == nil && isCallNote(msg.Method) {
+		s.n.read.Add(1)
+	}
 }
 
 func (t *httpTransport) noteExpiry(v string) {

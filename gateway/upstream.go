@@ -9,12 +9,14 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 )
@@ -45,6 +47,7 @@ type upstream struct {
 	session atomic.Pointer[mcp.ClientSession]
 	http    *httpTransport // nil for stdio
 	refresh chan struct{}  // coalesced catalog refresh requests
+	notes   noteCounter    // call notifications read and handled
 
 	mu       sync.Mutex
 	status   string
@@ -87,7 +90,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		tried:   make(chan struct{}),
 	}
 	if cfg.Transport != TransportStdio {
-		u.http = newHTTPTransport(gw.pool, cfg.Headers)
+		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 	}
 	u.client = mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: gw.opts.Version}, &mcp.ClientOptions{
 		Logger: gw.sdkLog,
@@ -108,6 +111,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		// answers them; the gateway never answers on an agent's behalf.
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
+	u.client.AddReceivingMiddleware(u.notes.countHandled)
 	return u
 }
 
@@ -129,6 +133,7 @@ func (u *upstream) run(ctx context.Context) {
 			continue
 		}
 		attempt = -1
+		u.setLogLevel(ctx, cs)
 		u.session.Store(cs)
 		if err := u.list(ctx, cs); err != nil {
 			u.log.Warn().Err(err).Msg("listing the upstream's catalog failed")
@@ -191,12 +196,18 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	var t mcp.Transport
 	switch u.cfg.Transport {
 	case TransportStdio:
-		t = u.command()
+		// HTTP transports count notifications in the response body (see
+		// httpTransport); wrapping their connection would hide the SDK's
+		// own interfaces on it.
+		t = countingTransport{Transport: u.command(), n: &u.notes}
 	case TransportSSE:
 		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	default:
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	}
+	// A fresh counter per session: a dead session's unhandled notifications
+	// must not hold up the next one's calls.
+	u.notes.read.Store(u.notes.handled.Load())
 	cs, err := u.client.Connect(ctx, t, nil)
 	if err != nil {
 		if line := u.lastStderr(); line != "" {
@@ -467,4 +478,93 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// setLogLevel asks a 2025-11-25 upstream for all its log messages: the SDK
+// sends none until a level is set, and each agent's own level filters them on
+// the way out. 2026-07-28 sessions carry the level per request instead.
+func (u *upstream) setLogLevel(ctx context.Context, cs *mcp.ClientSession) {
+	res := cs.InitializeResult()
+	if res == nil || res.Capabilities == nil || res.Capabilities.Logging == nil || newProtocol(cs) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
+	defer cancel()
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		u.log.Debug().Err(err).Msg("setting the upstream's log level failed")
+	}
+}
+
+// noteCounter orders a call's notifications before its result. The SDK hands
+// a response to the caller as soon as it is read, but queues the
+// notifications read before it (progress, log messages) for a handler
+// goroutine; without a barrier, a call's last progress or log messages would
+// reach the gateway after its result, when the agent's request stream is
+// gone. The transport counts call notifications as they are read, a client
+// middleware counts them as they are handled, and drain waits for the second
+// to catch up with the first. With no notification in flight it returns at
+// once.
+type noteCounter struct {
+	read, handled atomic.Int64
+}
+
+// isCallNote reports whether method is a notification that belongs to calls.
+func isCallNote(method string) bool {
+	return method == "notifications/progress" || method == "notifications/message"
+}
+
+// drainMax bounds drain, should a counted notification never be handled.
+const drainMax = 200 * time.Millisecond
+
+func (n *noteCounter) drain(ctx context.Context) {
+	target := n.read.Load()
+	if n.handled.Load() >= target {
+		return
+	}
+	deadline := time.Now().Add(drainMax)
+	for i := 0; n.handled.Load() < target && ctx.Err() == nil && time.Now().Before(deadline); i++ {
+		if i < 100 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+// countHandled is a receiving middleware of the upstream client.
+func (n *noteCounter) countHandled(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		if isCallNote(method) {
+			n.handled.Add(1)
+		}
+		return res, err
+	}
+}
+
+// countingTransport counts call notifications as the connection reads them.
+type countingTransport struct {
+	mcp.Transport
+	n *noteCounter
+}
+
+func (t countingTransport) Connect(ctx context.Context) (mcp.Connection, error) {
+	c, err := t.Transport.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Connection: c, n: t.n}, nil
+}
+
+type countingConn struct {
+	mcp.Connection
+	n *noteCounter
+}
+
+func (c *countingConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	m, err := c.Connection.Read(ctx)
+	if r, ok := m.(*jsonrpc.Request); ok && !r.ID.IsValid() && isCallNote(r.Method) {
+		c.n.read.Add(1)
+	}
+	return m, err
 }
