@@ -68,7 +68,7 @@ func featureUpstream(t *testing.T, started, cancelled chan<- struct{}) string {
 }
 
 // agent connects a client with the given options to a gateway over url.
-func agent(t *testing.T, ctx context.Context, g *Server, opts *mcp.ClientOptions) *mcp.ClientSession {
+func agent(t testing.TB, ctx context.Context, g *Server, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)

@@ -167,7 +167,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 		return res, nil
 	}
 	text, single := resultText(res)
-	if res.IsError || (single && len(text) < 1024) {
+	if res.IsError || (single && len(text) < 1024 && mayReportFailure(text)) {
 		if f, ok := g.classifier.ClassifyText(text, u.cfg.Provider, g.knowledge(u)); ok && f.IsAuth() {
 			f.Upstream = u.name
 			if f.Credential == "" {
@@ -284,4 +284,20 @@ func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.Cal
 		ev = g.log.Debug()
 	}
 	ev.Str(fieldUpstream, u.name).Str(fieldTool, tool).Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+}
+
+// failureHints are substrings without which a successful-looking result is not
+// checked for a failure report. Some servers (github-mcp-server) send provider
+// errors with isError false, so short results are checked too; the hints keep
+// that check off the hot path of ordinary results.
+var failureHints = []string{"401", "403", "429", "nauthori", "NAUTHORI", "orbidden", "redential", "xpired", "evoked",
+	"ate limit", "ate Limit", "uota", "invalid_token", "nvalid token", "ad credentials", "ermission"}
+
+func mayReportFailure(text string) bool {
+	for _, h := range failureHints {
+		if strings.Contains(text, h) {
+			return true
+		}
+	}
+	return false
 }

@@ -26,7 +26,7 @@ type testUpstream struct {
 	status atomic.Int64 // when non-zero, every HTTP request is answered with it
 }
 
-func newTestUpstream(t *testing.T, name string, tools ...string) *testUpstream {
+func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 	t.Helper()
 	u := &testUpstream{srv: mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)}
 	for _, tool := range tools {

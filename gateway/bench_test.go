@@ -1,0 +1,55 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// BenchmarkCall measures one tools/call through the gateway, upstream and
+// agent in-process over real HTTP. Compare with BenchmarkCallDirect.
+func BenchmarkCall(b *testing.B) {
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	defer cancel()
+	up := newTestUpstream(b, "a", "echo")
+	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {url: %s}\n", up.url()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g.Start(ctx)
+	defer g.Close()
+	_ = g.WaitTried(ctx)
+	cs := agent(b, ctx, g, nil)
+	args := map[string]any{"text": "hello"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCallDirect(b *testing.B) {
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	defer cancel()
+	up := newTestUpstream(b, "a", "echo")
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: up.url()}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cs.Close()
+	args := map[string]any{"text": "hello"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
