@@ -164,7 +164,7 @@ func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) e
 func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession, token any, params mcp.Params, do func(context.Context, *mcp.ClientSession) error) error {
 	cs := u.session.Load()
 	if cs == nil {
-		return &unavailableError{upstream: u.name, reason: u.downReason()}
+		return u.unavailable()
 	}
 	if params != nil {
 		if m := params.GetMeta(); m != nil && !newProtocol(cs) {

@@ -21,7 +21,7 @@ import (
 type catalog struct {
 	g *Server
 
-	mu        sync.Mutex
+	mu        sync.RWMutex
 	tools     map[string]entry[*mcp.Tool]
 	prompts   map[string]entry[*mcp.Prompt]
 	resources map[string]entry[*mcp.Resource]         // by exposed URI
@@ -291,8 +291,8 @@ func findPrompt(ps []*mcp.Prompt, name string) *mcp.Prompt {
 
 // promptTarget returns the upstream and original name of an exposed prompt.
 func (c *catalog) promptTarget(exposed string) (*upstream, string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	e, ok := c.prompts[exposed]
 	if !ok {
 		return nil, "", false
@@ -303,8 +303,8 @@ func (c *catalog) promptTarget(exposed string) (*upstream, string, bool) {
 // resourceTarget returns the upstream and original URI for an exposed
 // resource URI or a URI matching a template.
 func (c *catalog) resourceTarget(uri string) (*upstream, string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if e, ok := c.resources[uri]; ok {
 		return c.g.byName[e.upstream], e.orig.URI, true
 	}
@@ -321,8 +321,8 @@ func (c *catalog) resourceTarget(uri string) (*upstream, string, bool) {
 
 // exposedURI maps an upstream's resource URI to the URI agents know it by.
 func (c *catalog) exposedURI(upstream, uri string) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	if e, ok := c.resources[uri]; ok && e.upstream == upstream {
 		return uri
 	}
@@ -340,15 +340,15 @@ func (c *catalog) resourceUpdated(ctx context.Context, upstream string, p *mcp.R
 
 // problemsOf returns what upstream offered that could not be exposed.
 func (c *catalog) problemsOf(upstream string) []Problem {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	return c.problems[upstream]
 }
 
 // toolCount returns how many tools upstream has exposed.
 func (c *catalog) toolCount(upstream string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	n := 0
 	for _, e := range c.tools {
 		if e.upstream == upstream {
@@ -359,15 +359,15 @@ func (c *catalog) toolCount(upstream string) int {
 }
 
 func (c *catalog) hasTool(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	_, ok := c.tools[name]
 	return ok
 }
 
 func (c *catalog) hasPrompt(name string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
 	_, ok := c.prompts[name]
 	return ok
 }

@@ -32,6 +32,7 @@ const (
 type unavailableError struct {
 	upstream string
 	reason   string
+	cause    *authmap.Failure // why it is down, when known
 }
 
 func (e *unavailableError) Error() string {
@@ -41,10 +42,11 @@ func (e *unavailableError) Error() string {
 	return fmt.Sprintf("upstream %q is not connected: %s", e.upstream, e.reason)
 }
 
-func (u *upstream) downReason() string {
+// unavailable describes why u has no session.
+func (u *upstream) unavailable() *unavailableError {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.lastErr
+	return &unavailableError{upstream: u.name, reason: u.lastErr, cause: u.lastFailure}
 }
 
 func invalidParams(msg string) error {
@@ -73,6 +75,10 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		if !ok {
 			f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: httpErr.Error()}
 		}
+	case errors.As(err, &unavail) && unavail.cause != nil && unavail.cause.IsAuth():
+		// The upstream is down because its credential was rejected: that,
+		// not the outage, is what the agent must act on.
+		f = *unavail.cause
 	case errors.As(err, &unavail):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: unavail.Error()}
 	case errors.Is(err, context.DeadlineExceeded):

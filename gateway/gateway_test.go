@@ -24,6 +24,14 @@ type testUpstream struct {
 	http   *httptest.Server
 	calls  atomic.Int64
 	status atomic.Int64 // when non-zero, every HTTP request is answered with it
+	fail   atomic.Pointer[httpFailure]
+}
+
+// httpFailure is an HTTP answer the test upstream gives instead of MCP.
+type httpFailure struct {
+	status int
+	header map[string]string
+	body   string
 }
 
 func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
@@ -35,6 +43,15 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 				u.calls.Add(1)
 				var args struct{ Text string }
 				_ = json.Unmarshal(req.Params.Arguments, &args)
+				if strings.HasPrefix(args.Text, "jsonrpc:") {
+					return nil, &jsonrpc.Error{Code: -32603, Message: strings.TrimPrefix(args.Text, "jsonrpc:")}
+				}
+				if strings.HasPrefix(args.Text, "iserror:") {
+					return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: strings.TrimPrefix(args.Text, "iserror:")}}}, nil
+				}
+				if strings.HasPrefix(args.Text, "text:") {
+					return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.TrimPrefix(args.Text, "text:")}}}, nil
+				}
 				switch args.Text {
 				case "rpc-error":
 					return nil, &jsonrpc.Error{Code: -32011, Message: "upstream says no", Data: json.RawMessage(`{"retryAfterMs":1500}`)}
@@ -52,6 +69,14 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 	})
 	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil)
 	u.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := u.fail.Load(); f != nil {
+			for k, v := range f.header {
+				w.Header().Set(k, v)
+			}
+			w.WriteHeader(f.status)
+			_, _ = w.Write([]byte(f.body))
+			return
+		}
 		if s := u.status.Load(); s != 0 {
 			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="The access token expired"`)
 			http.Error(w, `{"error":"invalid_token"}`, int(s))

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Handler returns the gateway's HTTP handler:
@@ -62,16 +64,19 @@ type Health struct {
 
 // UpstreamHealth is one upstream's entry in /health.
 type UpstreamHealth struct {
-	Status    string    `json:"status"` // connecting, up, down
-	Connected bool      `json:"connected"`
-	Transport string    `json:"transport"`
-	Tools     int       `json:"tools"`
-	Prompts   int       `json:"prompts"`
-	Resources int       `json:"resources"`
-	LastError string    `json:"last_error,omitempty"`
-	Since     time.Time `json:"since"`
-	Attempts  int       `json:"failed_attempts,omitempty"`
-	Problems  []Problem `json:"problems,omitempty"`
+	Status    string `json:"status"` // connecting, up, down
+	Connected bool   `json:"connected"`
+	Transport string `json:"transport"`
+	Tools     int    `json:"tools"`
+	Prompts   int    `json:"prompts"`
+	Resources int    `json:"resources"`
+	LastError string `json:"last_error,omitempty"`
+	// LastFailure is LastError classified: an auth_failure when the
+	// upstream's credential was rejected, upstream_unavailable otherwise.
+	LastFailure *authmap.Failure `json:"last_failure,omitempty"`
+	Since       time.Time        `json:"since"`
+	Attempts    int              `json:"failed_attempts,omitempty"`
+	Problems    []Problem        `json:"problems,omitempty"`
 }
 
 // Health reports the gateway's state. Secrets never appear in it: errors are
@@ -82,14 +87,15 @@ func (g *Server) Health() Health {
 	for _, u := range g.upstreams {
 		u.mu.Lock()
 		uh := UpstreamHealth{
-			Status:    u.status,
-			Connected: u.session.Load() != nil,
-			Transport: u.cfg.Transport,
-			Prompts:   len(u.cat.prompts),
-			Resources: len(u.cat.resources),
-			LastError: u.lastErr,
-			Since:     u.since,
-			Attempts:  u.attempts,
+			Status:      u.status,
+			Connected:   u.session.Load() != nil,
+			Transport:   u.cfg.Transport,
+			Prompts:     len(u.cat.prompts),
+			Resources:   len(u.cat.resources),
+			LastError:   u.lastErr,
+			LastFailure: u.lastFailure,
+			Since:       u.since,
+			Attempts:    u.attempts,
 		}
 		u.mu.Unlock()
 		uh.Tools = g.catalog.toolCount(u.name)

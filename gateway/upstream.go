@@ -19,6 +19,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Upstream states reported in health.
@@ -49,16 +51,18 @@ type upstream struct {
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
 
-	mu       sync.Mutex
-	status   string
-	lastErr  string
-	since    time.Time
-	attempts int
-	stderr   string // last line the child wrote to stderr
-	cat      upstreamCatalog
-	calls    map[*inflight]struct{}
-	tried    chan struct{} // closed after the first connection attempt
-	triedSet bool
+	mu      sync.Mutex
+	status  string
+	lastErr string
+	// lastFailure is why the upstream is down, classified; nil while up.
+	lastFailure *authmap.Failure
+	since       time.Time
+	attempts    int
+	stderr      string // last line the child wrote to stderr
+	cat         upstreamCatalog
+	calls       map[*inflight]struct{}
+	tried       chan struct{} // closed after the first connection attempt
+	triedSet    bool
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
@@ -335,7 +339,7 @@ func (u *upstream) catalog() upstreamCatalog {
 func (u *upstream) setUp() {
 	u.mu.Lock()
 	prev := u.status
-	u.status, u.since, u.attempts = StatusUp, u.gw.now(), 0
+	u.status, u.since, u.attempts, u.lastFailure = StatusUp, u.gw.now(), 0, nil
 	n := len(u.cat.tools)
 	u.mu.Unlock()
 	if prev != StatusUp {
@@ -343,14 +347,18 @@ func (u *upstream) setUp() {
 	}
 }
 
+// setDown records why the upstream is down. The cause is classified like a
+// call's failure, so a credential rejected at connect time shows in health and
+// in every call to the upstream as the auth_failure it is, not as an outage.
 func (u *upstream) setDown(err error) {
 	msg := u.gw.redact(err.Error())
+	f, _ := u.gw.classify(u, err)
 	u.mu.Lock()
 	prev := u.status
 	if prev != StatusDown {
 		u.since = u.gw.now()
 	}
-	u.status, u.lastErr = StatusDown, msg
+	u.status, u.lastErr, u.lastFailure = StatusDown, msg, &f
 	u.attempts++
 	attempts := u.attempts
 	u.mu.Unlock()
@@ -358,7 +366,11 @@ func (u *upstream) setDown(err error) {
 	if prev != StatusDown {
 		ev = u.log.Warn()
 	}
-	ev.Str(fieldErr, msg).Int(fieldAttempt, attempts).Msg("upstream down")
+	ev = ev.Str(fieldErr, msg).Int(fieldAttempt, attempts).Str("type", string(f.Type))
+	if f.IsAuth() {
+		ev = ev.Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential)
+	}
+	ev.Msg("upstream down")
 }
 
 func (u *upstream) setErr(err error) {
