@@ -139,11 +139,11 @@ func (u *upstream) run(ctx context.Context) {
 		attempt = -1
 		u.setLogLevel(ctx, cs)
 		u.session.Store(cs)
-		if err := u.list(ctx, cs); err != nil {
-			u.log.Warn().Err(err).Msg("listing the upstream's catalog failed")
-			u.setErr(err)
+		listErr := u.list(ctx, cs)
+		if listErr != nil {
+			u.log.Warn().Err(listErr).Msg("listing the upstream's catalog failed")
 		}
-		u.setUp()
+		u.setUp(listErr)
 		u.markTried()
 		u.serve(ctx, cs)
 		u.session.Store(nil)
@@ -336,10 +336,15 @@ func (u *upstream) catalog() upstreamCatalog {
 	return u.cat
 }
 
-func (u *upstream) setUp() {
+// setUp records a live session; listErr is a failure to list its catalog,
+// which leaves the upstream up (its calls may work) but is reported.
+func (u *upstream) setUp(listErr error) {
 	u.mu.Lock()
 	prev := u.status
-	u.status, u.since, u.attempts, u.lastFailure = StatusUp, u.gw.now(), 0, nil
+	u.status, u.since, u.attempts, u.lastFailure, u.lastErr = StatusUp, u.gw.now(), 0, nil, ""
+	if listErr != nil {
+		u.lastErr = u.gw.redact(listErr.Error())
+	}
 	n := len(u.cat.tools)
 	u.mu.Unlock()
 	if prev != StatusUp {
