@@ -198,12 +198,16 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
 	defer cancel()
 	var t mcp.Transport
+	var stderrDone <-chan struct{}
+	closeStderr := func() {}
 	switch u.cfg.Transport {
 	case TransportStdio:
 		// HTTP transports count notifications in the response body (see
 		// httpTransport); wrapping their connection would hide the SDK's
 		// own interfaces on it.
-		t = countingTransport{Transport: u.command(), n: &u.notes}
+		var cmd *mcp.CommandTransport
+		cmd, stderrDone, closeStderr = u.command()
+		t = countingTransport{Transport: cmd, n: &u.notes}
 	case TransportSSE:
 		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	default:
@@ -213,7 +217,15 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
 	cs, err := u.client.Connect(ctx, t, nil)
+	closeStderr() // the child, if started, has its own copy
 	if err != nil {
+		if stderrDone != nil {
+			// A child that died at start said why on stderr: wait for it.
+			select {
+			case <-stderrDone:
+			case <-time.After(time.Second):
+			}
+		}
 		if line := u.lastStderr(); line != "" {
 			err = fmt.Errorf("%w (stderr: %s)", err, line)
 		}
@@ -226,17 +238,30 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
 // minimal environment plus the upstream's env, its stderr goes to our log with
 // the upstream's name, and it is killed if the gateway dies (Pdeathsig), so no
 // child outlives the gateway.
-func (u *upstream) command() *mcp.CommandTransport {
+func (u *upstream) command() (*mcp.CommandTransport, <-chan struct{}, func()) {
 	cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
 	cmd.Dir = u.cfg.Cwd
 	cmd.Env = childEnv(os.Environ(), u.cfg.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	// Wait (called by the transport's Close) closes the pipe; captureStderr
 	// ends on EOF or on that close.
-	if stderr, err := cmd.StderrPipe(); err == nil {
-		go u.captureStderr(stderr)
+	// The child writes stderr straight into a pipe we own (no copying
+	// goroutine of exec's, which Wait would cut off before the last lines of a
+	// child dying at start are read); captureStderr ends at EOF, once the
+	// child and everything it started have exited.
+	done := make(chan struct{})
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		close(done)
+		return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, done, func() {}
 	}
-	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}
+	cmd.Stderr = pw
+	go func() {
+		defer close(done)
+		u.captureStderr(pr)
+	}()
+	started := func() { _ = pw.Close() }
+	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, done, started
 }
 
 func (u *upstream) captureStderr(r io.ReadCloser) {
