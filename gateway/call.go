@@ -167,9 +167,7 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		return u.unavailable()
 	}
 	if params != nil {
-		if m := params.GetMeta(); m != nil && !newProtocol(cs) {
-			delete(m, mcp.MetaKeyLogLevel) // legacy sessions set the level once, see setLogLevel
-		}
+		g.passLogLevel(cs, ss, params)
 	}
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token)
@@ -300,6 +298,51 @@ func (g *Server) sole(has func(*mcp.ServerCapabilities) bool) *upstream {
 		found = u
 	}
 	return found
+}
+
+// trackLogLevel is a receiving middleware that remembers the log level each
+// 2025-11-25 agent session asked for, to pass it on to 2026-07-28 upstreams,
+// which take it per request.
+func (g *Server) trackLogLevel(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method == "logging/setLevel" {
+			if p, ok := req.GetParams().(*mcp.SetLoggingLevelParams); ok && p != nil {
+				if ss, ok := req.GetSession().(*mcp.ServerSession); ok {
+					if _, seen := g.logLevels.Swap(ss, p.Level); !seen {
+						go func() { // forget the session when it ends
+							_ = ss.Wait()
+							g.logLevels.Delete(ss)
+						}()
+					}
+				}
+			}
+		}
+		return next(ctx, method, req)
+	}
+}
+
+// passLogLevel sets the log level of a request to the upstream: a 2025-11-25
+// upstream was set to debug once (setLogLevel), so the per-request key is
+// dropped; a 2026-07-28 upstream gets the agent's level, from the agent's
+// request or its session. Each agent's level filters again on the way out.
+func (g *Server) passLogLevel(cs *mcp.ClientSession, ss *mcp.ServerSession, params mcp.Params) {
+	m := params.GetMeta()
+	if !newProtocol(cs) {
+		if m != nil {
+			delete(m, mcp.MetaKeyLogLevel)
+		}
+		return
+	}
+	if _, ok := m[mcp.MetaKeyLogLevel]; ok || ss == nil {
+		return
+	}
+	if lvl, ok := g.logLevels.Load(ss); ok {
+		if m == nil {
+			m = map[string]any{}
+			params.SetMeta(m)
+		}
+		m[mcp.MetaKeyLogLevel] = lvl
+	}
 }
 
 // unlisted is a receiving middleware for names and URIs the catalog does not

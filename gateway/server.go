@@ -77,6 +77,7 @@ type Server struct {
 	pool       *http.Transport
 
 	secretList []string
+	logLevels  sync.Map // *mcp.ServerSession -> mcp.LoggingLevel it asked for
 
 	upstreams []*upstream // config order
 	byName    map[string]*upstream
@@ -143,7 +144,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		SubscribeHandler:   g.subscribe,
 		UnsubscribeHandler: g.unsubscribe,
 	})
-	g.mcp.AddReceivingMiddleware(g.unlisted)
+	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted)
 	g.secretList = g.secrets()
 	g.catalog = newCatalog(g)
 	for _, name := range cfg.Order() {
