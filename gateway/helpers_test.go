@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"sort"
 	"testing"
 	"time"
 )
@@ -20,4 +21,10 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+func sortedCopy(s []string) []string {
+	out := append([]string(nil), s...)
+	sort.Strings(out)
+	return out
 }

@@ -1,0 +1,68 @@
+package gateway
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+)
+
+// rawUpstreamEnv makes the test binary act as a hand-written stdio MCP
+// server, for upstream behaviour no SDK server produces (invalid schemas,
+// garbage on stdout).
+const rawUpstreamEnv = "CREDGATE_TEST_RAW_UPSTREAM"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(rawUpstreamEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "garbage":
+		fmt.Println("this is not JSON-RPC")
+		fmt.Println(`{"jsonrpc": "2.0", "id": "nope"`)
+		os.Exit(0)
+	default:
+		rawUpstream()
+		os.Exit(0)
+	}
+}
+
+// rawUpstream serves a 2025-11-25 MCP server whose tools include ones the
+// gateway cannot expose.
+func rawUpstream() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
+			continue
+		}
+		reply := map[string]any{"jsonrpc": "2.0", "id": req.ID}
+		switch req.Method {
+		case "initialize":
+			reply["result"] = map[string]any{"protocolVersion": "2025-11-25", "capabilities": map[string]any{"tools": map[string]any{}},
+				"serverInfo": map[string]any{"name": "raw", "version": "1"}}
+		case "tools/list":
+			reply["result"] = map[string]any{"tools": []any{
+				map[string]any{"name": "good", "inputSchema": map[string]any{"type": "object", "$schema": "http://json-schema.org/draft-07/schema#",
+					"definitions": map[string]any{"x": map[string]any{"type": "string"}}, "properties": map[string]any{"a": map[string]any{"$ref": "#/definitions/x"}}},
+					"annotations": map[string]any{"readOnlyHint": true}, "_meta": map[string]any{"dev.example/k": "v"}, "title": "Good"},
+				map[string]any{"name": "string_schema", "inputSchema": map[string]any{"type": "string"}},
+				map[string]any{"name": "bad name!", "inputSchema": map[string]any{"type": "object"}},
+				map[string]any{"name": strings.Repeat("x", 70), "inputSchema": map[string]any{"type": "object"}},
+			}}
+		case "tools/call":
+			reply["result"] = map[string]any{"content": []any{map[string]any{"type": "text", "text": "raw ok"}}}
+		case "ping":
+			reply["result"] = map[string]any{}
+		default:
+			reply["error"] = map[string]any{"code": -32601, "message": "method not found: " + req.Method}
+		}
+		_ = out.Encode(reply)
+	}
+}
