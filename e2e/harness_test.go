@@ -604,10 +604,25 @@ func connectClient(t *testing.T, ctx context.Context, url string) *mcp.ClientSes
 // connectClientWith is connectClient with client options (handlers, capabilities).
 func connectClientWith(t *testing.T, ctx context.Context, url string, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
+	return connectTransport(t, ctx, &mcp.StreamableClientTransport{Endpoint: url}, opts)
+}
+
+// connectClientNoRetry connects like connectClient but never reconnects: a
+// test that kills the server sees the failure at once instead of after the
+// SDK's five reconnect attempts with backoff (~18s).
+func connectClientNoRetry(t *testing.T, ctx context.Context, url string) *mcp.ClientSession {
+	t.Helper()
+	return connectTransport(t, ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+}
+
+// connectTransport connects a go-sdk client over any transport; the session
+// is closed at test cleanup.
+func connectTransport(t *testing.T, ctx context.Context, tr mcp.Transport, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
 	client := mcp.NewClient(&mcp.Implementation{Name: "credgate-e2e", Version: "1.0.0"}, opts)
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url}, nil)
+	cs, err := client.Connect(ctx, tr, nil)
 	if err != nil {
-		t.Fatalf("connect %s: %v", url, err)
+		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(func() { _ = cs.Close() })
 	return cs
