@@ -121,7 +121,8 @@ func TestEverythingDirect(t *testing.T) {
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "GZIP_ALLOWED_DOMAINS=127.0.0.1"}
 	cmd.Stderr = testWriter{t}
 	client := mcp.NewClient(&mcp.Implementation{Name: "credgate-e2e", Version: "1.0.0"}, nil)
-	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	// It does not exit when stdin closes; don't wait the default 5s before SIGTERM.
+	cs, err := client.Connect(ctx, &mcp.CommandTransport{Command: cmd, TerminateDuration: 500 * time.Millisecond}, nil)
 	if err != nil {
 		t.Fatalf("connect to server-everything: %v", err)
 	}

@@ -184,3 +184,47 @@ upstreams:
 		t.Errorf("gateway logs lack the listening line")
 	}
 }
+
+// TestUpstreamEras checks the sampling and elicitation fixtures on both
+// protocol eras: a legacy session (server-to-client requests) and a
+// 2026-07-28 stateless one (MRTR input requests), and the SSE transport.
+func TestUpstreamEras(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	opts := &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"username": "ada", "email": "ada@example.com"}}, nil
+		},
+		CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			return &mcp.CreateMessageResult{Role: "assistant", Model: "m", Content: &mcp.TextContent{Text: "sampled"}}, nil
+		},
+	}
+	stateful := startUpstreamHTTP(t)
+	stateless := startUpstreamHTTP(t, "--stateless", "--json")
+	sseURL, _ := startUpstream(t, "--transport", "sse")
+	for _, tc := range []struct {
+		name, wantVersion string
+		tr                mcp.Transport
+	}{
+		{"stateful", "2025-11-25", &mcp.StreamableClientTransport{Endpoint: stateful}},
+		{"stateless", "2026-07-28", &mcp.StreamableClientTransport{Endpoint: stateless}},
+		{"sse", "2025-11-25", &mcp.SSEClientTransport{Endpoint: sseURL}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := connectTransport(t, ctx, tc.tr, opts)
+			if got := cs.InitializeResult().ProtocolVersion; got != tc.wantVersion {
+				t.Errorf("protocol version = %q; want %q", got, tc.wantVersion)
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_elicitation", Arguments: map[string]any{"message": "who?"}})
+			if err != nil || !strings.Contains(toolText(res), `"username":"ada"`) {
+				t.Errorf("test_elicitation = %v, %v; want the elicited content", res, err)
+			}
+			res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "test_sampling", Arguments: map[string]any{"prompt": "hi"}})
+			if err != nil || toolText(res) != "LLM response: sampled" {
+				t.Errorf("test_sampling = %q, %v; want %q", toolText(res), err, "LLM response: sampled")
+			}
+		})
+	}
+}
