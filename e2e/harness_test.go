@@ -40,8 +40,8 @@ import (
 
 // Set once by TestMain, read-only afterwards.
 var (
-	root      string            // repository root
-	binDir    string            // where TestMain built the binaries
+	root      string                // repository root
+	binDir    string                // where TestMain built the binaries
 	bins      = map[string]string{} // binary name -> path, for binaries that built
 	buildErrs = map[string]string{} // binary name -> build output, for binaries that did not
 )
