@@ -82,7 +82,9 @@ func runMain(m *testing.M) int {
 	if leaked := leakedProcesses(); len(leaked) > 0 {
 		fmt.Fprintf(os.Stderr, "e2e: FAIL: %d child process(es) left running:\n", len(leaked))
 		for _, l := range leaked {
-			fmt.Fprintf(os.Stderr, "  %s\n", l)
+			fmt.Fprintf(os.Stderr, "  pid %d ppid %d: %s\n", l.pid, l.ppid, l.cmdline)
+			// Reported; now don't leave it behind on the machine.
+			_ = syscall.Kill(l.pid, syscall.SIGKILL)
 		}
 		if code == 0 {
 			code = 1
@@ -144,7 +146,7 @@ func buildAll() int {
 // process or run one of the binaries TestMain built (a grandchild orphaned
 // by a killed gateway is re-parented, but still runs from binDir). Killed
 // processes take a moment to vanish, so it polls for up to 3s.
-func leakedProcesses() []string {
+func leakedProcesses() []leakedProcess {
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		leaked := scanProcesses()
@@ -155,13 +157,18 @@ func leakedProcesses() []string {
 	}
 }
 
-func scanProcesses() []string {
+type leakedProcess struct {
+	pid, ppid int
+	cmdline   string
+}
+
+func scanProcesses() []leakedProcess {
 	self := os.Getpid()
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
-	var leaked []string
+	var leaked []leakedProcess
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -185,7 +192,7 @@ func scanProcesses() []string {
 		exe, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		if ppid == self || strings.HasPrefix(exe, binDir+string(filepath.Separator)) {
 			cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-			leaked = append(leaked, fmt.Sprintf("pid %d ppid %d: %s", pid, ppid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))
+			leaked = append(leaked, leakedProcess{pid, ppid, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")})
 		}
 	}
 	return leaked
