@@ -1,0 +1,329 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// everythingUpstream is the YAML of server-everything as a stdio upstream,
+// run with a minimal environment (its get-env tool returns it).
+func everythingUpstream(prefix string) string {
+	return fmt.Sprintf(`
+    command: %q
+    args: [%q, stdio]
+    env: {GZIP_ALLOWED_DOMAINS: 127.0.0.1}
+    prefix: %q`, nodeBin(), npmPkg("@modelcontextprotocol/server-everything/dist/index.js"), prefix)
+}
+
+func upstreamStatus(h map[string]any, name string) (status string, connected bool) {
+	ups, _ := h["upstreams"].(map[string]any)
+	u, _ := ups[name].(map[string]any)
+	status, _ = u["status"].(string)
+	connected, _ = u["connected"].(bool)
+	return status, connected
+}
+
+func listToolNames(t *testing.T, ctx context.Context, cs *mcp.ClientSession) []string {
+	t.Helper()
+	var names []string
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
+// TestFederation puts our Go upstream over stdio and over HTTP and the
+// third-party server-everything behind one gateway, then kills one upstream
+// mid-run: its tools fail fast with a typed error, the others keep working,
+// and it comes back by itself.
+func TestFederation(t *testing.T) {
+	requireNode(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	httpURL := startUpstreamHTTP(t, "--name", "web")
+	gw := startGateway(t, fmt.Sprintf(`
+upstreams:
+  local:
+    command: %q
+    args: [--name, local]
+  web:
+    url: %s
+  everything:%s
+`, bin("testupstream"), httpURL, everythingUpstream("ev")))
+	cs := connectClient(t, ctx, gw.URL)
+
+	names := listToolNames(t, ctx, cs)
+	for _, want := range []string{"local__echo", "web__echo", "ev__echo", "ev__get-sum", "local__test_simple_text"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("tool %q missing from the federated list (%d tools)", want, len(names))
+		}
+	}
+	call := func(name string, args map[string]any) *mcp.CallToolResult {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return res
+	}
+	for tool, want := range map[string]string{"local__echo": "hi", "web__echo": "hi"} {
+		if got := toolText(call(tool, map[string]any{"text": "hi"})); got != want {
+			t.Errorf("%s = %q, want %q", tool, got, want)
+		}
+	}
+	if got := toolText(call("ev__get-sum", map[string]any{"a": 2, "b": 40})); !strings.Contains(got, "42") {
+		t.Errorf("ev__get-sum(2, 40) = %q, want 42", got)
+	}
+
+	// Kill the stdio upstream mid-run.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "local__crash"})
+	if err == nil && !res.IsError {
+		t.Fatalf("local__crash returned success: %v", toolText(res))
+	}
+	// Until it is back, its tools fail fast with a typed error.
+	start := time.Now()
+	res = call("local__echo", map[string]any{"text": "x"})
+	if res.IsError {
+		if m, _ := res.Meta["dev.credgate/error"].(map[string]any); m["type"] == nil || m["type"] == "" {
+			t.Errorf("failure without a typed object: %+v", res)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("failing call took %s; calls to a dead upstream must fail fast", d)
+		}
+	}
+	// The others keep working.
+	if got := toolText(call("web__echo", map[string]any{"text": "still"})); got != "still" {
+		t.Errorf("web__echo after local died = %q", got)
+	}
+	if got := toolText(call("ev__echo", map[string]any{"message": "still"})); !strings.Contains(got, "still") {
+		t.Errorf("ev__echo after local died = %q", got)
+	}
+	// It comes back by itself.
+	if _, err := gw.waitHealth(ctx, func(h map[string]any) bool {
+		s, c := upstreamStatus(h, "local")
+		return s == "up" && c
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := toolText(call("local__echo", map[string]any{"text": "back"})); got != "back" {
+		t.Errorf("local__echo after restart = %q, want back", got)
+	}
+	h := gw.Health(t)
+	if h["status"] != "ok" {
+		t.Errorf("health status = %v, want ok", h["status"])
+	}
+}
+
+// TestSSEUpstream federates a legacy SSE upstream.
+func TestSSEUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url, _ := startUpstream(t, "--transport", "sse")
+	gw := startGateway(t, fmt.Sprintf("upstreams:\n  old:\n    transport: sse\n    url: %s\n", url))
+	cs := connectClient(t, ctx, gw.URL)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "old__add", Arguments: map[string]any{"a": 1, "b": 2}})
+	if err != nil || toolText(res) != "3" {
+		t.Errorf("old__add over SSE = %v, %v", res, err)
+	}
+}
+
+// TestConformanceThroughGateway runs the official suite through the gateway
+// in front of our fixture upstream, over HTTP (2025-11-25 upstream session)
+// and stdio (2026-07-28, multi-round-trip): every scenario must pass.
+func TestConformanceThroughGateway(t *testing.T) {
+	requireNode(t)
+	t.Parallel()
+	for name, upstream := range map[string]string{
+		"http":  "    url: %s\n",
+		"stdio": "    command: %q\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			target := bin("testupstream")
+			if name == "http" {
+				target = startUpstreamHTTP(t)
+			}
+			gw := startGateway(t, "upstreams:\n  fixtures:\n"+fmt.Sprintf(upstream, target)+"    prefix: \"\"\n")
+			_, failed := runConformance(t, ctx, gw.URL)
+			if len(failed) > 0 {
+				t.Errorf("scenarios failed through the gateway (%s upstream): %v", name, failed)
+			}
+		})
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago, for a server
+// that cannot be told to bind port 0.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestEverythingConformanceParity: no scenario that passes against
+// server-everything directly may fail through the gateway.
+func TestEverythingConformanceParity(t *testing.T) {
+	requireNode(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	port := freePort(t)
+	cmd := exec.Command(nodeBin(), npmPkg("@modelcontextprotocol/server-everything/dist/index.js"), "streamableHttp")
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port), "GZIP_ALLOWED_DOMAINS=127.0.0.1", "PATH=" + os.Getenv("PATH")}
+	p := startCmd(t, ctx, "server-everything", cmd)
+	if _, err := p.waitLine(ctx, regexp.MustCompile(strconv.Itoa(port))); err != nil {
+		t.Fatalf("server-everything did not start: %v\n%s", err, p.Output())
+	}
+	direct, _ := runConformance(t, ctx, fmt.Sprintf("http://127.0.0.1:%d/mcp", port))
+
+	gw := startGateway(t, "upstreams:\n  everything:"+everythingUpstream("")+"\n")
+	through, _ := runConformance(t, ctx, gw.URL)
+	for _, s := range direct {
+		if !slices.Contains(through, s) {
+			t.Errorf("scenario %s passes against server-everything directly but fails through the gateway", s)
+		}
+	}
+	t.Logf("server-everything: %d scenarios pass directly, %d through the gateway", len(direct), len(through))
+}
+
+// TestInspectorCLI: a real third-party client lists and calls tools through
+// the gateway.
+func TestInspectorCLI(t *testing.T) {
+	requireNode(t)
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	gw := startGateway(t, fmt.Sprintf("upstreams:\n  up:\n    command: %q\n", bin("testupstream")))
+	inspector := func(args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, nodeBin(), append([]string{npmPkg("@modelcontextprotocol/inspector-cli/build/index.js"),
+			"--cli", gw.URL, "--transport", "http"}, args...)...)
+		cmd.Dir = t.TempDir() // it fails when run from the directory that installed it
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("inspector %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := inspector("--method", "tools/list"); !strings.Contains(out, `"up__add"`) {
+		t.Errorf("inspector tools/list does not show up__add:\n%s", tail(out, 30))
+	}
+	if out := inspector("--method", "tools/call", "--tool-name", "up__add", "--tool-arg", "a=2", "b=40"); !strings.Contains(out, "42") {
+		t.Errorf("inspector tools/call up__add = %s, want 42", tail(out, 30))
+	}
+}
+
+// TestStdioMode serves one agent over stdio, as desktop clients run it.
+func TestStdioMode(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := t.TempDir() + "/gw.yaml"
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin("gateway"), "stdio", "--config", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cs := connectTransport(t, ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "over stdio"}})
+	if err != nil || toolText(res) != "over stdio" {
+		t.Errorf("up__echo over stdio = %v, %v", res, err)
+	}
+}
+
+// TestCLI covers validate, --version and --help.
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	good, bad := dir+"/good.yaml", dir+"/bad.yaml"
+	_ = os.WriteFile(good, []byte("upstreams:\n  a: {command: x}\n"), 0o600)
+	_ = os.WriteFile(bad, []byte("upstreams:\n  a: {transport: grpc}\n  b: {transport: stdio}\n  c: {url: http://x, colour: red}\n"), 0o600)
+	run := func(args ...string) (string, int) {
+		cmd := exec.CommandContext(ctx, bin("gateway"), args...)
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := run("validate", "--config", good); code != 0 {
+		t.Errorf("validate good config: exit %d\n%s", code, out)
+	}
+	out, code := run("validate", "--config", bad)
+	if code == 0 {
+		t.Errorf("validate bad config: exit 0")
+	}
+	for _, want := range []string{`upstreams.a.transport: unknown transport "grpc"`, "upstreams.b.command: missing", "upstreams.c.colour: unknown key"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, out)
+		}
+	}
+	cmd := exec.CommandContext(ctx, bin("gateway"), "validate")
+	cmd.Env = append(os.Environ(), "CREDGATE_CONFIG="+good)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("validate with CREDGATE_CONFIG: %v\n%s", err, out)
+	}
+	if out, code := run("--version"); code != 0 || !strings.HasPrefix(out, "credgate ") {
+		t.Errorf("--version = %q (exit %d)", out, code)
+	}
+	if out, code := run("--help"); code != 0 || !strings.Contains(out, "gateway validate") {
+		t.Errorf("--help = %q (exit %d)", out, code)
+	}
+}
+
+// TestNoOrphanChildren kills the gateway with SIGKILL: its stdio upstreams
+// must not outlive it.
+func TestNoOrphanChildren(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	marker := fmt.Sprintf("orphan-check-%d", time.Now().UnixNano())
+	gw := startGateway(t, fmt.Sprintf("upstreams:\n  up:\n    command: %q\n    args: [--name, %s]\n", bin("testupstream"), marker))
+	children := func() []int {
+		var pids []int
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if strings.Contains(string(cmdline), marker) {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	if len(children()) == 0 {
+		t.Fatal("the stdio upstream is not running")
+	}
+	if err := syscall.Kill(gw.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(ctx, func() (bool, error) { return len(children()) == 0, nil }); err != nil {
+		t.Fatalf("stdio upstream %v outlived the gateway", children())
+	}
+}
