@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -220,9 +221,11 @@ func TestInspectorCLI(t *testing.T) {
 	gw := startGateway(t, fmt.Sprintf("upstreams:\n  up:\n    command: %q\n", bin("testupstream")))
 	inspector := func(args ...string) string {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, nodeBin(), append([]string{npmPkg("@modelcontextprotocol/inspector-cli/build/index.js"),
+		cmd := exec.CommandContext(ctx, nodeBin(), append([]string{npmPkg("@modelcontextprotocol/inspector-cli/build/cli.js"),
 			"--cli", gw.URL, "--transport", "http"}, args...)...)
-		cmd.Dir = t.TempDir() // it fails when run from the directory that installed it
+		// It reads its own package.json at a path relative to the working
+		// directory's parent: run it one level below e2e/package.json.
+		cmd.Dir = filepath.Join(repoRoot(), "e2e", "testupstream")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("inspector %v: %v\n%s", args, err, out)

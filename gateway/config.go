@@ -185,16 +185,15 @@ func ParseConfig(data []byte, environ []string) (*Config, error) {
 	}), nil); err != nil {
 		return nil, fmt.Errorf("config: environment: %w", err)
 	}
-	if err := checkKeys(k.Raw(), reflect.TypeFor[Config](), ""); err != nil {
-		return nil, err
-	}
+	// Unknown keys are reported together with every other problem.
+	keysErr := checkKeys(k.Raw(), reflect.TypeFor[Config](), "")
 	var cfg Config
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, errors.Join(keysErr, fmt.Errorf("config: %w", err))
 	}
 	cfg.order = upstreamOrder(data, cfg.Upstreams)
 	cfg.Normalize()
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(keysErr, cfg.Validate()); err != nil {
 		return nil, err
 	}
 	return &cfg, nil

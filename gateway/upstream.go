@@ -124,8 +124,10 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 func (u *upstream) run(ctx context.Context) {
 	defer u.gw.recoverLog("upstream run", u.name)
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		cs, err := u.connect(ctx)
+		sessCtx, endSession := context.WithCancel(ctx)
+		cs, err := u.connect(sessCtx)
 		if err != nil {
+			endSession()
 			if ctx.Err() != nil {
 				return
 			}
@@ -136,7 +138,6 @@ func (u *upstream) run(ctx context.Context) {
 			}
 			continue
 		}
-		attempt = -1
 		u.setLogLevel(ctx, cs)
 		u.session.Store(cs)
 		listErr := u.list(ctx, cs)
@@ -145,13 +146,25 @@ func (u *upstream) run(ctx context.Context) {
 		}
 		u.setUp(listErr)
 		u.markTried()
+		began := time.Now()
 		u.serve(ctx, cs)
 		u.session.Store(nil)
 		_ = cs.Close()
+		endSession()
 		if ctx.Err() != nil {
 			return
 		}
 		u.setDown(errors.New("session ended"))
+		// A session that ends soon after it began counts as a failed
+		// attempt, so an upstream that accepts and then drops connections
+		// is retried with backoff, not in a tight loop.
+		if time.Since(began) >= u.gw.opts.ReconnectMax {
+			attempt = -1
+			continue
+		}
+		if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
+			return
+		}
 	}
 }
 
@@ -194,9 +207,18 @@ func (u *upstream) dropSession(cs *mcp.ClientSession) {
 	}
 }
 
+// connect starts a session on ctx, which must live as long as the session:
+// the SSE transport holds its event stream on it. The connect timeout ends
+// only the handshake.
 func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
-	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
-	defer cancel()
+	handshake, cancel := context.WithCancel(ctx)
+	timer := time.AfterFunc(min(u.cfg.timeout(), u.gw.opts.ConnectTimeout), cancel)
+	defer func() {
+		if !timer.Stop() {
+			cancel() // the handshake timed out; its context is done anyway
+		}
+	}()
+	ctx = handshake
 	var t mcp.Transport
 	var stderrDone <-chan struct{}
 	closeStderr := func() {}
