@@ -183,6 +183,18 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	u.notes.drain(ctx)
 	if err != nil && isDeadSession(err) {
 		u.dropSession(cs)
+		// An HTTP upstream that lost our session (it restarted) rejected the
+		// request before running it, so it is safe to send again once the
+		// session is re-established: the agent never sees the restart.
+		if errors.Is(err, mcp.ErrSessionMissing) {
+			if next := u.awaitSession(ctx, cs); next != nil {
+				if params != nil {
+					g.passLogLevel(next, ss, params)
+				}
+				err = u.call(ctx, next, do)
+				u.notes.drain(ctx)
+			}
+		}
 	}
 	return err
 }

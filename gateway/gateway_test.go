@@ -20,11 +20,18 @@ import (
 
 // testUpstream is a real MCP server over streamable HTTP.
 type testUpstream struct {
-	srv    *mcp.Server
-	http   *httptest.Server
-	calls  atomic.Int64
-	status atomic.Int64 // when non-zero, every HTTP request is answered with it
-	fail   atomic.Pointer[httpFailure]
+	srv     *mcp.Server
+	http    *httptest.Server
+	calls   atomic.Int64
+	status  atomic.Int64 // when non-zero, every HTTP request is answered with it
+	fail    atomic.Pointer[httpFailure]
+	handler atomic.Pointer[mcp.StreamableHTTPHandler]
+}
+
+// restart forgets every session, as a restarted server would: the next
+// request on an old session gets 404.
+func (u *testUpstream) restart() {
+	u.handler.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil))
 }
 
 // httpFailure is an HTTP answer the test upstream gives instead of MCP.
@@ -67,7 +74,7 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 	u.srv.AddResource(&mcp.Resource{URI: "mem://shared", Name: "shared", MIMEType: "text/plain"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "from " + name}}}, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil)
+	u.handler.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil))
 	u.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f := u.fail.Load(); f != nil {
 			for k, v := range f.header {
@@ -82,7 +89,7 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 			http.Error(w, `{"error":"invalid_token"}`, int(s))
 			return
 		}
-		h.ServeHTTP(w, r)
+		u.handler.Load().ServeHTTP(w, r)
 	}))
 	t.Cleanup(u.http.Close)
 	return u
@@ -268,5 +275,21 @@ upstreams:
 	}
 	if !strings.Contains(h.Upstreams["crash"].LastError, "boom") {
 		t.Errorf("crash last_error = %q, want the child's stderr", h.Upstreams["crash"].LastError)
+	}
+}
+
+func TestUpstreamRestartIsInvisible(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", a.url()))
+	a.restart()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "again"}})
+	if err != nil || text(res) != "a:echo:again" {
+		t.Errorf("call after the upstream lost its sessions = %v, %v; want it resent on a new session", res, err)
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Errorf("upstream ran the call %d times, want 1", n)
 	}
 }

@@ -154,7 +154,7 @@ func (u *upstream) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		u.setDown(errors.New("session ended"))
+		u.setDown(fmt.Errorf("session ended: %w", mcp.ErrConnectionClosed))
 		// A session that ends soon after it began counts as a failed
 		// attempt, so an upstream that accepts and then drops connections
 		// is retried with backoff, not in a tight loop.
@@ -631,4 +631,23 @@ func (c *countingConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		c.n.read.Add(1)
 	}
 	return m, err
+}
+
+// awaitSession waits, for at most the connect timeout, for a session other
+// than old, and returns it (nil if none came).
+func (u *upstream) awaitSession(ctx context.Context, old *mcp.ClientSession) *mcp.ClientSession {
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cs := u.session.Load(); cs != nil && cs != old {
+			return cs
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
