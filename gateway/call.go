@@ -131,29 +131,28 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 }
 
 func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
-	u, uri, ok := g.resourceOwner(req.Params.URI)
-	if !ok {
-		return invalidParams(fmt.Sprintf("resources/subscribe: unknown resource %q", req.Params.URI))
-	}
-	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+	return g.subscription(ctx, req.Session, "resources/subscribe", req.Params.URI, func(ctx context.Context, cs *mcp.ClientSession, uri string) error {
 		return cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri})
 	})
-	if err != nil {
-		return g.rpcError(u, "resources/subscribe", uri, err)
-	}
-	return nil
 }
 
 func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) error {
-	u, uri, ok := g.resourceOwner(req.Params.URI)
-	if !ok {
-		return invalidParams(fmt.Sprintf("resources/unsubscribe: unknown resource %q", req.Params.URI))
-	}
-	err := g.forward(ctx, u, req.Session, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+	return g.subscription(ctx, req.Session, "resources/unsubscribe", req.Params.URI, func(ctx context.Context, cs *mcp.ClientSession, uri string) error {
 		return cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: uri})
 	})
+}
+
+// subscription forwards a subscribe or unsubscribe to the resource's upstream.
+func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method, exposed string, do func(context.Context, *mcp.ClientSession, string) error) error {
+	u, uri, ok := g.resourceOwner(exposed)
+	if !ok {
+		return invalidParams(fmt.Sprintf("%s: unknown resource %q", method, exposed))
+	}
+	err := g.forward(ctx, u, ss, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
+		return do(ctx, cs, uri)
+	})
 	if err != nil {
-		return g.rpcError(u, "resources/unsubscribe", uri, err)
+		return g.rpcError(u, method, uri, err)
 	}
 	return nil
 }

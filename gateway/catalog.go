@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
-	"strings"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -62,90 +61,33 @@ func (c *catalog) rebuild() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.g
-	sep := g.cfg.ToolSeparator
 	cats := make(map[string]upstreamCatalog, len(g.upstreams))
 	var toolSrc, promptSrc []routing.Source
 	for _, u := range g.upstreams {
 		cat := u.catalog()
 		cats[u.name] = cat
 		prefix := u.cfg.prefix(u.name)
-		ts := routing.Source{Upstream: u.name, Prefix: prefix}
-		for _, t := range cat.tools {
-			ts.Names = append(ts.Names, t.Name)
-		}
-		ps := routing.Source{Upstream: u.name, Prefix: prefix}
-		for _, p := range cat.prompts {
-			ps.Names = append(ps.Names, p.Name)
-		}
-		toolSrc, promptSrc = append(toolSrc, ts), append(promptSrc, ps)
+		toolSrc = append(toolSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.tools, func(t *mcp.Tool) string { return t.Name })})
+		promptSrc = append(promptSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.prompts, func(p *mcp.Prompt) string { return p.Name })})
 	}
 	problems := map[string][]Problem{}
 	report := func(up string, p Problem) {
 		problems[up] = append(problems[up], p)
 	}
 
-	// Tools.
-	toolTable := routing.Build(sep, toolSrc)
-	for _, p := range toolTable.Problems {
-		report(p.Upstream, Problem{Kind: "tool", Name: p.Name, Exposed: p.Exposed, Reason: p.Reason})
-	}
-	want := map[string]entry[*mcp.Tool]{}
-	for exposed, t := range toolTable.Targets {
-		want[exposed] = entry[*mcp.Tool]{upstream: t.Upstream, orig: findTool(cats[t.Upstream].tools, t.Name)}
-	}
-	var remove []string
-	for name, have := range c.tools {
-		if w, ok := want[name]; !ok || w.upstream != have.upstream {
-			remove = append(remove, name)
-			delete(c.tools, name)
-		}
-	}
-	if len(remove) > 0 {
-		g.mcp.RemoveTools(remove...)
-	}
-	for name, w := range want {
-		if have, ok := c.tools[name]; ok && reflect.DeepEqual(have.orig, w.orig) {
-			continue
-		}
-		if err := c.addTool(name, w); err != nil {
-			report(w.upstream, Problem{Kind: "tool", Name: w.orig.Name, Exposed: name, Reason: err.Error()})
-			if _, ok := c.tools[name]; ok {
-				g.mcp.RemoveTools(name)
-				delete(c.tools, name)
-			}
-			continue
-		}
-		c.tools[name] = w
-	}
-
-	// Prompts.
-	promptTable := routing.Build(sep, promptSrc)
-	for _, p := range promptTable.Problems {
-		report(p.Upstream, Problem{Kind: "prompt", Name: p.Name, Exposed: p.Exposed, Reason: p.Reason})
-	}
-	wantP := map[string]entry[*mcp.Prompt]{}
-	for exposed, t := range promptTable.Targets {
-		wantP[exposed] = entry[*mcp.Prompt]{upstream: t.Upstream, orig: findPrompt(cats[t.Upstream].prompts, t.Name)}
-	}
-	remove = remove[:0]
-	for name, have := range c.prompts {
-		if w, ok := wantP[name]; !ok || w.upstream != have.upstream {
-			remove = append(remove, name)
-			delete(c.prompts, name)
-		}
-	}
-	if len(remove) > 0 {
-		g.mcp.RemovePrompts(remove...)
-	}
-	for name, w := range wantP {
-		if have, ok := c.prompts[name]; ok && reflect.DeepEqual(have.orig, w.orig) {
-			continue
-		}
+	// Tools and prompts: exposed names decided by routing.
+	wantT := exposeByName(g.cfg.ToolSeparator, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
+		return find(cats[up].tools, func(t *mcp.Tool) bool { return t.Name == name })
+	})
+	reconcile(c.tools, wantT, "tool", report, g.mcp.RemoveTools, c.addTool, func(t *mcp.Tool) string { return t.Name })
+	wantP := exposeByName(g.cfg.ToolSeparator, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
+		return find(cats[up].prompts, func(p *mcp.Prompt) bool { return p.Name == name })
+	})
+	reconcile(c.prompts, wantP, "prompt", report, g.mcp.RemovePrompts, func(name string, w entry[*mcp.Prompt]) error {
 		p := *w.orig
 		p.Name = name
-		g.mcp.AddPrompt(&p, g.promptHandler(g.byName[w.upstream], w.orig.Name))
-		c.prompts[name] = w
-	}
+		return safely(func() { g.mcp.AddPrompt(&p, g.promptHandler(g.byName[w.upstream], w.orig.Name)) })
+	}, func(p *mcp.Prompt) string { return p.Name })
 
 	// Resources keep their URIs; a URI offered twice is served by the first
 	// upstream in config order and exposed under a gateway URI for the others.
@@ -159,78 +101,43 @@ func (c *catalog) rebuild() {
 					Reason: fmt.Sprintf("URI is also offered by upstream %q; exposed as %s", prev.upstream, alt)})
 				uri = alt
 			}
-			if _, err := url.Parse(uri); err != nil || !strings.Contains(uri, ":") {
-				report(u.name, Problem{Kind: "resource", Name: r.URI, Reason: "not an absolute URI"})
-				continue
-			}
 			wantR[uri] = entry[*mcp.Resource]{upstream: u.name, orig: r}
 		}
 	}
-	remove = remove[:0]
-	for uri, have := range c.resources {
-		if w, ok := wantR[uri]; !ok || w.upstream != have.upstream {
-			remove = append(remove, uri)
-			delete(c.resources, uri)
-		}
-	}
-	if len(remove) > 0 {
-		g.mcp.RemoveResources(remove...)
-	}
-	for uri, w := range wantR {
-		if have, ok := c.resources[uri]; ok && reflect.DeepEqual(have.orig, w.orig) {
-			continue
-		}
+	reconcile(c.resources, wantR, "resource", report, g.mcp.RemoveResources, func(uri string, w entry[*mcp.Resource]) error {
 		r := *w.orig
 		r.URI = uri
-		if err := safely(func() { g.mcp.AddResource(&r, g.resourceHandler(g.byName[w.upstream], w.orig.URI)) }); err != nil {
-			report(w.upstream, Problem{Kind: "resource", Name: w.orig.URI, Reason: err.Error()})
-			continue
-		}
-		c.resources[uri] = w
-	}
+		return safely(func() { g.mcp.AddResource(&r, g.resourceHandler(g.byName[w.upstream], w.orig.URI)) })
+	}, func(r *mcp.Resource) string { return r.URI })
 
 	// Resource templates: first in config order wins.
-	wantT := map[string]entry[*mcp.ResourceTemplate]{}
-	var matchers []templateMatcher
+	wantRT := map[string]entry[*mcp.ResourceTemplate]{}
 	for _, u := range g.upstreams {
 		for _, t := range cats[u.name].templates {
-			if prev, ok := wantT[t.URITemplate]; ok {
+			if prev, ok := wantRT[t.URITemplate]; ok {
 				report(u.name, Problem{Kind: "resource_template", Name: t.URITemplate,
 					Reason: fmt.Sprintf("template is also offered by upstream %q, which serves it", prev.upstream)})
 				continue
 			}
-			re, err := uritemplate.New(t.URITemplate)
-			if err != nil {
-				report(u.name, Problem{Kind: "resource_template", Name: t.URITemplate, Reason: fmt.Sprintf("invalid URI template: %v", err)})
-				continue
-			}
-			wantT[t.URITemplate] = entry[*mcp.ResourceTemplate]{upstream: u.name, orig: t}
-			matchers = append(matchers, templateMatcher{re: re, upstream: u.name})
+			wantRT[t.URITemplate] = entry[*mcp.ResourceTemplate]{upstream: u.name, orig: t}
 		}
 	}
-	remove = remove[:0]
-	for tpl, have := range c.templates {
-		if w, ok := wantT[tpl]; !ok || w.upstream != have.upstream {
-			remove = append(remove, tpl)
-			delete(c.templates, tpl)
-		}
-	}
-	if len(remove) > 0 {
-		g.mcp.RemoveResourceTemplates(remove...)
-	}
-	for tpl, w := range wantT {
-		if have, ok := c.templates[tpl]; ok && reflect.DeepEqual(have.orig, w.orig) {
-			continue
+	reconcile(c.templates, wantRT, "resource_template", report, g.mcp.RemoveResourceTemplates, func(_ string, w entry[*mcp.ResourceTemplate]) error {
+		if _, err := uritemplate.New(w.orig.URITemplate); err != nil {
+			return fmt.Errorf("invalid URI template: %v", err)
 		}
 		t := *w.orig
-		if err := safely(func() { g.mcp.AddResourceTemplate(&t, g.resourceHandler(g.byName[w.upstream], "")) }); err != nil {
-			report(w.upstream, Problem{Kind: "resource_template", Name: tpl, Reason: err.Error()})
-			delete(wantT, tpl)
-			continue
+		return safely(func() { g.mcp.AddResourceTemplate(&t, g.resourceHandler(g.byName[w.upstream], "")) })
+	}, func(t *mcp.ResourceTemplate) string { return t.URITemplate })
+	c.matchers = c.matchers[:0]
+	for _, u := range g.upstreams { // config order decides which template matches first
+		for tpl, e := range c.templates {
+			if e.upstream == u.name {
+				re, _ := uritemplate.New(tpl)
+				c.matchers = append(c.matchers, templateMatcher{re: re, upstream: u.name})
+			}
 		}
-		c.templates[tpl] = w
 	}
-	c.matchers = matchers
 
 	for up, ps := range problems {
 		if !reflect.DeepEqual(c.problems[up], ps) {
@@ -240,6 +147,69 @@ func (c *catalog) rebuild() {
 		}
 	}
 	c.problems = problems
+}
+
+// exposeByName resolves exposed names with routing and looks up each target's
+// definition.
+func exposeByName[T any](sep string, src []routing.Source, kind string, report func(string, Problem), lookup func(up, name string) T) map[string]entry[T] {
+	table := routing.Build(sep, src)
+	for _, p := range table.Problems {
+		report(p.Upstream, Problem{Kind: kind, Name: p.Name, Exposed: p.Exposed, Reason: p.Reason})
+	}
+	want := make(map[string]entry[T], len(table.Targets))
+	for exposed, t := range table.Targets {
+		want[exposed] = entry[T]{upstream: t.Upstream, orig: lookup(t.Upstream, t.Name)}
+	}
+	return want
+}
+
+// reconcile makes have (what is registered) match want: it removes what is
+// gone or moved to another upstream, and adds what is new or changed. An item
+// the server refuses is reported and left out; the rest are unaffected.
+func reconcile[T any](have, want map[string]entry[T], kind string, report func(string, Problem),
+	remove func(...string), add func(string, entry[T]) error, origName func(T) string) {
+	var gone []string
+	for key, h := range have {
+		if w, ok := want[key]; !ok || w.upstream != h.upstream {
+			gone = append(gone, key)
+			delete(have, key)
+		}
+	}
+	if len(gone) > 0 {
+		remove(gone...)
+	}
+	for key, w := range want {
+		if h, ok := have[key]; ok && reflect.DeepEqual(h.orig, w.orig) {
+			continue
+		}
+		if err := add(key, w); err != nil {
+			report(w.upstream, Problem{Kind: kind, Name: origName(w.orig), Exposed: key, Reason: err.Error()})
+			if _, ok := have[key]; ok {
+				remove(key)
+				delete(have, key)
+			}
+			continue
+		}
+		have[key] = w
+	}
+}
+
+func names[T any](items []T, name func(T) string) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = name(it)
+	}
+	return out
+}
+
+func find[T any](items []T, match func(T) bool) T {
+	for _, it := range items {
+		if match(it) {
+			return it
+		}
+	}
+	var zero T
+	return zero
 }
 
 // addTool registers an upstream tool under its exposed name. The SDK panics on
@@ -269,24 +239,6 @@ func safely(f func()) (err error) {
 // serves.
 func aliasURI(upstream, uri string) string {
 	return "credgate://" + upstream + "/" + url.PathEscape(uri)
-}
-
-func findTool(ts []*mcp.Tool, name string) *mcp.Tool {
-	for _, t := range ts {
-		if t.Name == name {
-			return t
-		}
-	}
-	return nil
-}
-
-func findPrompt(ps []*mcp.Prompt, name string) *mcp.Prompt {
-	for _, p := range ps {
-		if p.Name == name {
-			return p
-		}
-	}
-	return nil
 }
 
 // promptTarget returns the upstream and original name of an exposed prompt.
