@@ -98,3 +98,69 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestFindNextCursor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		body, want string
+		wantErr    bool
+	}{
+		{`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}],"nextCursor":"abc=="}}`, "abc==", false},
+		{"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[],\"nextCursor\": \"a\\\"b\\\\\"}}\n\n", `a"b\`, false},
+		{`{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"}]}}`, "", false},
+		{`{"jsonrpc":"2.0","id":2,"result":{"tools":[],"nextCursor":null}}`, "", false},
+		{`{"result":{"nextCursor":"abc`, "", true},
+		{`{"result":{"nextCursor":5}}`, "", true},
+	} {
+		got, err := findNextCursor([]byte(tc.body))
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("findNextCursor(%q) = %q, %v; want %q, error %t", tc.body, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func TestSSEPayload(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ body, want string }{
+		{`{"a":1}`, `{"a":1}`},
+		{"event: message\ndata: {\"a\":1}\n\n", `{"a":1}`},
+		{"id: 7\r\nevent: message\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n", "{\"a\":\n1}"},
+		{"event: ping\ndata: x\n\ndata: {\"a\":1}\n\n", `{"a":1}`},
+	} {
+		got, err := ssePayload([]byte(tc.body))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("ssePayload(%q) = %q, %v; want %q", tc.body, got, err, tc.want)
+		}
+	}
+	if _, err := ssePayload([]byte("event: ping\n\n")); err == nil {
+		t.Error("ssePayload without a message event: no error")
+	}
+}
+
+// TestRawListAll walks an in-process upstream with the raw client and checks
+// it agrees with the go-sdk client's walk.
+func TestRawListAll(t *testing.T) {
+	t.Parallel()
+	u, err := startUpstream("catalog", catalogTools(2500))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	hc := newHTTPClient()
+	defer hc.CloseIdleConnections()
+	raw, err := rawListAll(t.Context(), hc, u.url)
+	if err != nil {
+		t.Fatalf("rawListAll: %v", err)
+	}
+	sdk, err := listAll(t.Context(), hc, u.url)
+	if err != nil {
+		t.Fatalf("listAll: %v", err)
+	}
+	type shape struct{ Tools, Pages, FirstPage int }
+	want := shape{2500, 3, 1000}
+	for name, r := range map[string]listResult{"raw": raw, "sdk": sdk} {
+		if diff := cmp.Diff(want, shape{r.tools, r.pages, r.firstPage}); diff != "" {
+			t.Errorf("%s walk mismatch (-want +got):\n%s", name, diff)
+		}
+	}
+}

@@ -10,7 +10,8 @@
 //
 // Phases: the call scenarios (1 session, then N concurrent sessions; direct
 // and gateway interleaved), gateway startup with 50 upstreams, tools/list
-// across 50x100 tools, and gateway RSS with 10 upstreams. All traffic stays
+// across 50x100 tools (timed twice: raw HTTP, which the target uses, and
+// the go-sdk client), and gateway RSS with 10 upstreams. All traffic stays
 // on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
 // only a failure to measure (or failed calls) exits non-zero.
 //

@@ -158,50 +158,65 @@ func measureStartupAndList(ctx context.Context, hc *http.Client, bin, dir string
 	defer g.Close()
 	rep.Startup = newStartupReport(len(set), p.catalogTools, times)
 
-	// Two unmeasured walks warm the gateway's and the client's code paths.
+	want := len(set) * p.catalogTools
+	gwRaw, err := listWalks(ctx, hc, g.endpoint(), p.listRuns, rawListAll)
+	if err != nil {
+		return fmt.Errorf("raw tools/list: %w", err)
+	}
+	gwSDK, err := listWalks(ctx, hc, g.endpoint(), p.listRuns, listAll)
+	if err != nil {
+		return fmt.Errorf("go-sdk tools/list: %w", err)
+	}
+	dRaw, dSDK, err := directListBaseline(ctx, hc, want, p.listRuns)
+	if err != nil {
+		return fmt.Errorf("direct tools/list baseline: %w", err)
+	}
+	rep.ToolsList = newToolsListReport(len(set), p.catalogTools, gwRaw, gwSDK, dRaw, dSDK)
+	for _, c := range []struct {
+		name  string
+		walks []listResult
+	}{{"raw gateway", gwRaw}, {"go-sdk gateway", gwSDK}, {"raw direct", dRaw}, {"go-sdk direct", dSDK}} {
+		if got := c.walks[len(c.walks)-1].tools; got < want {
+			return fmt.Errorf("%s tools/list returned %d tools, want at least %d", c.name, got, want)
+		}
+	}
+	return nil
+}
+
+// listWalks makes runs timed walks through tools/list after two unmeasured
+// ones that warm the server's and the client's code paths.
+func listWalks(ctx context.Context, hc *http.Client, endpoint string, runs int,
+	walk func(context.Context, *http.Client, string) (listResult, error),
+) ([]listResult, error) {
 	var walks []listResult
-	for i := range p.listRuns + 2 {
-		r, err := listAll(ctx, hc, g.endpoint())
+	for i := range runs + 2 {
+		r, err := walk(ctx, hc, endpoint)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if i >= 2 {
 			walks = append(walks, r)
 		}
 	}
-	want := len(set) * p.catalogTools
-	rep.ToolsList = newToolsListReport(len(set), want, walks)
-	base, err := directListBaseline(ctx, hc, want, p.listRuns)
-	if err != nil {
-		return fmt.Errorf("direct tools/list baseline: %w", err)
-	}
-	rep.ToolsList.DirectMedianMs = ms(base)
-	if got := walks[len(walks)-1].tools; got < want {
-		return fmt.Errorf("tools/list returned %d tools, want at least %d", got, want)
-	}
-	return nil
+	return walks, nil
 }
 
-// directListBaseline is the same walk against one in-process upstream
-// holding all the tools, so the client's own decoding cost is visible next to
-// the gateway's number.
-func directListBaseline(ctx context.Context, hc *http.Client, tools, runs int) (time.Duration, error) {
+// directListBaseline is the same walks, raw and through the go-sdk client,
+// against one in-process upstream holding all the tools: the floor the
+// gateway's numbers are compared with.
+func directListBaseline(ctx context.Context, hc *http.Client, tools, runs int) (raw, sdk []listResult, err error) {
 	u, err := startUpstream("catalog", catalogTools(tools))
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
 	defer u.Close()
-	var times []time.Duration
-	for i := range runs + 2 {
-		r, err := listAll(ctx, hc, u.url)
-		if err != nil {
-			return 0, err
-		}
-		if i >= 2 {
-			times = append(times, r.elapsed)
-		}
+	if raw, err = listWalks(ctx, hc, u.url, runs, rawListAll); err != nil {
+		return nil, nil, fmt.Errorf("raw: %w", err)
 	}
-	return newStats(times).median(), nil
+	if sdk, err = listWalks(ctx, hc, u.url, runs, listAll); err != nil {
+		return nil, nil, fmt.Errorf("go-sdk: %w", err)
+	}
+	return raw, sdk, nil
 }
 
 func measureMemory(ctx context.Context, hc *http.Client, bin, dir string, set upstreamSet, p plan, rep *report) error {
