@@ -1,0 +1,415 @@
+package e2e
+
+// Issue "auth_failure": every failed call through the gateway carries one
+// typed failure object, whichever way the upstream reported the failure.
+// These tests drive the real gateway binary against testupstream with the
+// provider responses of authmap/testdata/corpus.json:
+//
+//	client ──▶ gateway ──▶ testupstream
+//	                          ├─ --fail-file: the sample as the HTTP response (mid-session, at initialize)
+//	                          └─ provider_error: the sample as a JSON-RPC error or an isError result
+//
+// and check the object the client sees (_meta["dev.credgate/error"] or the
+// JSON-RPC error's data), that no failure goes untyped, and that the
+// configured credential never leaks.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// metaKey is the _meta key of a failed CallToolResult that holds the object.
+const metaKey = "dev.credgate/error"
+
+// fakeToken is the secret configured as the upstream's Authorization header.
+// It looks like a GitHub PAT so that nothing treats it as ordinary text.
+const fakeToken = "ghp_e2eFAKEt0kenN0tRealXq7Lr2Vw9Zb4Kd8Mn3Pj6Hs1Tc5Yf0Ua"
+
+// corpusSample is one entry of authmap/testdata/corpus.json.
+type corpusSample struct {
+	ID       string            `json:"id"`
+	Provider string            `json:"provider"`
+	Status   *int              `json:"status"`
+	Headers  map[string]string `json:"headers"`
+	Body     string            `json:"body"`
+	Expected struct {
+		Type       string   `json:"type"`
+		Subtype    *string  `json:"subtype"`
+		AlsoAccept []string `json:"also_accept"`
+	} `json:"expected"`
+}
+
+// corpusSkip lists samples the classifier deliberately leaves out (see
+// authmap's knownGaps): their wire text carries no signal.
+var corpusSkip = map[string]string{
+	"mcp-github-mcp-server-32603": "captured text truncated before the status; the classifier leaves it out",
+}
+
+func (s corpusSample) isAuth() bool { return s.Expected.Type == "auth_failure" }
+
+// subtypes lists the subtypes the sample accepts.
+func (s corpusSample) subtypes() []string {
+	var out []string
+	if s.Expected.Subtype != nil {
+		out = append(out, *s.Expected.Subtype)
+	}
+	return append(out, s.Expected.AlsoAccept...)
+}
+
+// loadCorpus returns the corpus samples, minus corpusSkip.
+func loadCorpus(t *testing.T) []corpusSample {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "authmap", "testdata", "corpus.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []corpusSample
+	if err := json.Unmarshal(data, &all); err != nil {
+		t.Fatalf("corpus.json: %v", err)
+	}
+	var out []corpusSample
+	for _, s := range all {
+		if _, skip := corpusSkip[s.ID]; !skip {
+			out = append(out, s)
+		}
+	}
+	if len(out) < 50 {
+		t.Fatalf("corpus.json has only %d usable samples; the file changed shape?", len(out))
+	}
+	return out
+}
+
+// failureObject is the gateway's failure object (authmap/schema/error.schema.json).
+type failureObject struct {
+	Type              string   `json:"type"`
+	Subtype           string   `json:"subtype,omitempty"`
+	Retryable         bool     `json:"retryable"`
+	RetryAfterSeconds *float64 `json:"retry_after_seconds,omitempty"`
+	Recovery          string   `json:"recovery,omitempty"`
+	Upstream          string   `json:"upstream,omitempty"`
+	Credential        string   `json:"credential,omitempty"`
+	Provider          string   `json:"provider,omitempty"`
+	ProviderCode      string   `json:"provider_code,omitempty"`
+	Detail            string   `json:"detail,omitempty"`
+}
+
+func (f failureObject) String() string {
+	b, _ := json.Marshal(f)
+	return string(b)
+}
+
+// callFailure is what a failed tools/call carried, and how.
+type callFailure struct {
+	obj   failureObject
+	via   string // "_meta" or "jsonrpc data"
+	wire  string // everything the client saw, for the leak check
+	isRPC bool
+}
+
+// failureOf extracts the failure object from a tools/call outcome. It fails
+// (returns an error) when the call succeeded or failed without a typed
+// object: the gateway promises no silent failures.
+func failureOf(res *mcp.CallToolResult, err error) (callFailure, error) {
+	if err != nil {
+		var rpc *jsonrpc.Error
+		if !errors.As(err, &rpc) {
+			return callFailure{wire: err.Error()}, fmt.Errorf("call failed with an untyped error (no JSON-RPC error): %v", err)
+		}
+		cf := callFailure{via: "jsonrpc data", isRPC: true, wire: fmt.Sprintf("%d %s %s", rpc.Code, rpc.Message, rpc.Data)}
+		if len(rpc.Data) == 0 {
+			return cf, fmt.Errorf("JSON-RPC error %d %q has no data: silent failure", rpc.Code, rpc.Message)
+		}
+		if err := json.Unmarshal(rpc.Data, &cf.obj); err != nil {
+			return cf, fmt.Errorf("JSON-RPC error data %s is not a failure object: %v", rpc.Data, err)
+		}
+		if cf.obj.Type == "" {
+			return cf, fmt.Errorf("JSON-RPC error data %s has no type", rpc.Data)
+		}
+		return cf, nil
+	}
+	wire, _ := json.Marshal(res)
+	cf := callFailure{via: "_meta", wire: string(wire)}
+	if !res.IsError {
+		return cf, fmt.Errorf("call succeeded (%s); want a failure", wire)
+	}
+	raw, ok := res.Meta[metaKey]
+	if !ok {
+		return cf, fmt.Errorf("isError result without _meta[%q]: silent failure: %s", metaKey, wire)
+	}
+	b, _ := json.Marshal(raw)
+	if err := json.Unmarshal(b, &cf.obj); err != nil {
+		return cf, fmt.Errorf("_meta[%q] = %s is not a failure object: %v", metaKey, b, err)
+	}
+	if cf.obj.Type == "" {
+		return cf, fmt.Errorf("_meta[%q] = %s has no type", metaKey, b)
+	}
+	if cf.obj.Type == "auth_failure" {
+		// The gateway built this result: content[0] is "<line>\n<JSON>".
+		if len(res.Content) == 0 {
+			return cf, fmt.Errorf("auth failure result has no content: %s", wire)
+		}
+		tc, ok := res.Content[0].(*mcp.TextContent)
+		if !ok {
+			return cf, fmt.Errorf("content[0] is %T; want a text block", res.Content[0])
+		}
+		line, js, ok := strings.Cut(tc.Text, "\n")
+		var inText failureObject
+		if !ok || strings.TrimSpace(line) == "" || json.Unmarshal([]byte(js), &inText) != nil {
+			return cf, fmt.Errorf("content[0] = %q; want a human line, a newline and the object's JSON", tc.Text)
+		}
+		if diff := cmp.Diff(cf.obj, inText); diff != "" {
+			return cf, fmt.Errorf("content[0]'s object differs from _meta's (-_meta +content):\n%s", diff)
+		}
+	}
+	return cf, nil
+}
+
+// checkSample checks the object a sample produced. exact requires a control
+// to keep the type the corpus expects (the gateway saw the same response the
+// classifier's corpus test sees); otherwise a control only must not be an
+// auth failure.
+func checkSample(t *testing.T, s corpusSample, cf callFailure, upstream, credential string, exact bool) {
+	t.Helper()
+	f := cf.obj
+	if f.Upstream != upstream {
+		t.Errorf("%s: upstream = %q; want %q (object %v)", s.ID, f.Upstream, upstream, f)
+	}
+	if !s.isAuth() {
+		if f.Type == "auth_failure" {
+			t.Errorf("%s: non-auth control came back as auth_failure (via %s): %v", s.ID, cf.via, f)
+		} else if exact && f.Type != s.Expected.Type {
+			t.Errorf("%s: type = %q; want %q (via %s): %v", s.ID, f.Type, s.Expected.Type, cf.via, f)
+		}
+		return
+	}
+	if f.Type != "auth_failure" || !slices.Contains(s.subtypes(), f.Subtype) {
+		t.Errorf("%s: got type %q subtype %q (via %s); want auth_failure %v\nobject: %v", s.ID, f.Type, f.Subtype, cf.via, s.subtypes(), f)
+		return
+	}
+	if credential != "" && f.Credential != credential {
+		t.Errorf("%s: credential = %q; want %q", s.ID, f.Credential, credential)
+	}
+}
+
+// checkNoSecret fails if the fake token, or its credential part, is in s.
+func checkNoSecret(t *testing.T, where, s string) {
+	t.Helper()
+	if strings.Contains(s, fakeToken) {
+		i := strings.Index(s, fakeToken)
+		t.Errorf("the secret header value leaked into %s: …%s…", where, s[max(0, i-120):min(len(s), i+len(fakeToken)+40)])
+	}
+}
+
+// authGateway is a gateway in front of one testupstream named "up".
+type authGateway struct {
+	g        *gatewayProc
+	cs       *mcp.ClientSession
+	failFile string // "" for stdio
+	name     string
+}
+
+// httpAuthConfig is the config of a gateway with one HTTP upstream named
+// name, with no provider hint and the fake token as its Authorization header.
+func httpAuthConfig(name, url string) string {
+	return fmt.Sprintf(`
+upstreams:
+  %s:
+    transport: streamable-http
+    url: %s
+    timeout: 20s
+    headers:
+      Authorization: "Bearer %s"
+`, name, url, fakeToken)
+}
+
+// startAuthHTTP starts testupstream over streamable HTTP with a fail file and
+// a gateway in front of it, and waits until its tools are listed.
+func startAuthHTTP(t *testing.T, ctx context.Context, name string) *authGateway {
+	t.Helper()
+	failFile := filepath.Join(t.TempDir(), "fail.json")
+	url := startUpstreamHTTP(t, "--fail-file", failFile, "--name", name)
+	g := startGateway(t, httpAuthConfig(name, url))
+	a := &authGateway{g: g, failFile: failFile, name: name}
+	a.waitConnected(t, ctx)
+	a.cs = connectClient(t, ctx, g.URL)
+	a.requireTools(t, ctx)
+	return a
+}
+
+// startAuthStdio starts a gateway with testupstream as a stdio child.
+func startAuthStdio(t *testing.T, ctx context.Context, name string) *authGateway {
+	t.Helper()
+	g := startGateway(t, fmt.Sprintf(`
+upstreams:
+  %s:
+    command: %s
+    args: [--transport, stdio, --name, %s]
+    timeout: 20s
+`, name, requireBin(t, "testupstream"), name))
+	a := &authGateway{g: g, name: name}
+	a.waitConnected(t, ctx)
+	a.cs = connectClient(t, ctx, g.URL)
+	a.requireTools(t, ctx)
+	return a
+}
+
+func (a *authGateway) tool(name string) string { return a.name + "__" + name }
+
+func (a *authGateway) credential() string {
+	if a.failFile == "" {
+		return ""
+	}
+	return "upstreams." + a.name + ".headers.Authorization"
+}
+
+func (a *authGateway) waitConnected(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if _, err := a.g.waitHealth(ctx, func(h map[string]any) bool {
+		u := upstreamHealth(h, a.name)
+		return u != nil && u["connected"] == true
+	}); err != nil {
+		t.Fatalf("upstream %q did not connect: %v", a.name, err)
+	}
+}
+
+func (a *authGateway) requireTools(t *testing.T, ctx context.Context) {
+	t.Helper()
+	var names []string
+	for tool, err := range a.cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	for _, want := range []string{a.tool("echo"), a.tool("provider_error")} {
+		if !slices.Contains(names, want) {
+			t.Fatalf("tool %q missing from the gateway's catalog %v", want, names)
+		}
+	}
+}
+
+func (a *authGateway) call(ctx context.Context, tool string, args map[string]any) (*mcp.CallToolResult, error) {
+	return a.cs.CallTool(ctx, &mcp.CallToolParams{Name: a.tool(tool), Arguments: args})
+}
+
+// writeFail makes every HTTP request to the upstream fail as s says.
+func (a *authGateway) writeFail(t *testing.T, s corpusSample) {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"status": *s.Status, "headers": s.Headers, "body": s.Body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFileAtomic(t, a.failFile, b)
+}
+
+// writeFileAtomic writes via a rename, so the upstream never reads half a file.
+func writeFileAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// heal removes the fail file and waits until a call through the gateway works
+// again: the upstream session may have broken and be reconnecting.
+func (a *authGateway) heal(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := os.Remove(a.failFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	a.waitConnected(t, ctx)
+	var last string
+	err := poll(ctx, func() (bool, error) {
+		res, err := a.call(ctx, "echo", map[string]any{"text": "healed"})
+		if err == nil && !res.IsError && toolText(res) == "healed" {
+			return true, nil
+		}
+		last = fmt.Sprintf("%v %v", err, res)
+		if err == nil {
+			last = toolText(res)
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("upstream did not heal after removing the fail file: %v (last call: %s)", err, last)
+	}
+}
+
+// checkClean checks the health document and the logs for the secret.
+func (a *authGateway) checkClean(t *testing.T) {
+	t.Helper()
+	h, _ := json.Marshal(a.g.Health(t))
+	checkNoSecret(t, "/health", string(h))
+	checkNoSecret(t, "the gateway's logs", a.g.Logs())
+}
+
+// httpSamples are the samples that are HTTP failures (4xx, 5xx): the
+// fail-file answers every request with them. A 404 is left out: on a
+// streamable HTTP endpoint it means "session not found" (the MCP spec), which
+// the client answers by starting a new session, not a provider failure;
+// those samples are covered as tool results (TestAuthFailToolPaths).
+func httpSamples(samples []corpusSample) []corpusSample {
+	var out []corpusSample
+	for _, s := range samples {
+		if s.Status != nil && *s.Status >= 400 && *s.Status != 404 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestAuthFailHTTPMidSession fails the upstream at the HTTP level in the
+// middle of a session, once per corpus sample, and checks the object of the
+// next call. Samples are split across a few gateways that run in parallel;
+// within one, they run in order, healing the upstream in between.
+func TestAuthFailHTTPMidSession(t *testing.T) {
+	requireBin(t, "gateway")
+	t.Parallel()
+	samples := httpSamples(loadCorpus(t))
+	const groups = 8
+	for gi := range groups {
+		var group []corpusSample
+		for i := gi; i < len(samples); i += groups {
+			group = append(group, samples[i])
+		}
+		t.Run(fmt.Sprintf("group%d", gi), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			a := startAuthHTTP(t, ctx, "up")
+			for _, s := range group {
+				t.Run(s.ID, func(t *testing.T) {
+					a.writeFail(t, s)
+					callCtx, cancelCall := context.WithTimeout(ctx, 30*time.Second)
+					res, err := a.call(callCtx, "echo", map[string]any{"text": "x"})
+					cancelCall()
+					cf, ferr := failureOf(res, err)
+					if ferr != nil {
+						t.Errorf("%s (HTTP %d): %v", s.ID, *s.Status, ferr)
+					} else {
+						checkSample(t, s, cf, a.name, a.credential(), true)
+					}
+					checkNoSecret(t, "the call's result", cf.wire)
+					a.heal(t, ctx)
+				})
+			}
+			a.checkClean(t)
+		})
+	}
+}
