@@ -413,3 +413,227 @@ func TestAuthFailHTTPMidSession(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthFailAtInitialize fails the upstream at the HTTP level before the
+// gateway first connects: /health shows it down with the failure object, a
+// call fails fast with that object, and once the fault is gone the upstream
+// comes up by itself.
+func TestAuthFailAtInitialize(t *testing.T) {
+	requireBin(t, "gateway")
+	t.Parallel()
+	byID := map[string]corpusSample{}
+	for _, s := range loadCorpus(t) {
+		byID[s.ID] = s
+	}
+	for _, id := range []string{"github-401-bad-credentials", "rfc6750-invalid-token-expired", "github-403-primary-rate-limit", "nginx-502-html-nonauth"} {
+		s, ok := byID[id]
+		if !ok {
+			t.Fatalf("sample %q not in corpus.json", id)
+		}
+		t.Run(id, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			const name = "gh"
+			failFile := filepath.Join(t.TempDir(), "fail.json")
+			a := &authGateway{failFile: failFile, name: name}
+			a.writeFail(t, s)
+			url := startUpstreamHTTP(t, "--fail-file", failFile, "--name", name)
+			a.g = startGateway(t, httpAuthConfig(name, url))
+
+			h, err := a.g.waitHealth(ctx, func(h map[string]any) bool {
+				u := upstreamHealth(h, name)
+				return u != nil && u["connected"] == false && u["last_failure"] != nil
+			})
+			if err != nil {
+				t.Fatalf("/health never showed %q down with a last_failure: %v", name, err)
+			}
+			raw, _ := json.Marshal(upstreamHealth(h, name)["last_failure"])
+			var lf failureObject
+			if err := json.Unmarshal(raw, &lf); err != nil || lf.Type == "" {
+				t.Fatalf("last_failure = %s (%v); want a failure object", raw, err)
+			}
+			if s.isAuth() {
+				checkSample(t, s, callFailure{obj: lf, via: "/health last_failure"}, name, a.credential(), true)
+			} else if lf.Type == "auth_failure" {
+				t.Errorf("last_failure of a non-auth control is auth_failure: %v", lf)
+			}
+			hb, _ := json.Marshal(h)
+			checkNoSecret(t, "/health", string(hb))
+
+			// Calls fail fast with the object while the upstream is down.
+			a.cs = connectClient(t, ctx, a.g.URL)
+			callCtx, cancelCall := context.WithTimeout(ctx, 15*time.Second)
+			res, err := a.call(callCtx, "echo", map[string]any{"text": "x"})
+			cancelCall()
+			cf, ferr := failureOf(res, err)
+			switch {
+			case ferr != nil:
+				// The upstream never listed its tools, so the gateway does not
+				// know gh__echo; but it knows why gh is down, and the agent
+				// (calling from an older tool list, or another gateway's)
+				// should learn it.
+				t.Errorf("call of %s while %q is down (never connected): %v", a.tool("echo"), name, ferr)
+			case s.isAuth():
+				checkSample(t, s, cf, name, a.credential(), true)
+			case cf.obj.Type == "auth_failure":
+				t.Errorf("call while down (non-auth control): got auth_failure %v", cf.obj)
+			}
+			checkNoSecret(t, "the call's result", cf.wire)
+
+			// Heal: the upstream comes up by itself and the tool works.
+			a.heal(t, ctx)
+			h = a.g.Health(t)
+			if u := upstreamHealth(h, name); u["last_failure"] != nil {
+				t.Errorf("last_failure still set after the upstream came back: %v", u["last_failure"])
+			}
+			a.checkClean(t)
+		})
+	}
+}
+
+// toolPathSamples picks corpus samples for the JSON-RPC error path: the text
+// samples as the message, and a few provider bodies embedded in a message the
+// way MCP servers word them.
+var jsonrpcBodySamples = []string{
+	"github-401-bad-credentials", "stripe-401-invalid-key", "openai-429-insufficient-quota",
+	"google-401-access-token-expired", "anthropic-401-invalid-credentials", "aws-query-invalidclienttokenid-xml",
+	"slack-200-token-expired", "gitlab-403-insufficient-scope", "openai-500-server-error", "anthropic-529-overloaded",
+}
+
+// headerOnly says why a sample cannot be told from a tool result's text: its
+// signal is only in headers, which iserror_http reports in the result's
+// _meta, not in the text (and an empty body makes testupstream substitute
+// GitHub's "Bad credentials" body).
+func headerOnly(s corpusSample) string {
+	switch {
+	case strings.TrimSpace(s.Body) == "":
+		return "empty body: the signal is only in headers, which a tool result's text does not carry"
+	case s.ID == "npm-404-token-expired-trap":
+		return "the signal is only in the npm-notice header, which a tool result's text does not carry"
+	}
+	return ""
+}
+
+// TestAuthFailToolPaths reports corpus failures the two ways an MCP server
+// does without failing at the HTTP level — a JSON-RPC error whose message
+// carries the provider's error, and an isError result whose text carries the
+// provider's status and body — over stdio and streamable HTTP.
+func TestAuthFailToolPaths(t *testing.T) {
+	requireBin(t, "gateway")
+	t.Parallel()
+	samples := loadCorpus(t)
+	byID := map[string]corpusSample{}
+	for _, s := range samples {
+		byID[s.ID] = s
+	}
+	for _, transport := range []string{"stdio", "http"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			t.Cleanup(cancel) // the parallel subtests outlive this function
+			var a *authGateway
+			if transport == "stdio" {
+				a = startAuthStdio(t, ctx, "up")
+			} else {
+				a = startAuthHTTP(t, ctx, "up")
+			}
+			call := func(t *testing.T, args map[string]any) callFailure {
+				t.Helper()
+				callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				res, err := a.call(callCtx, "provider_error", args)
+				cf, ferr := failureOf(res, err)
+				if ferr != nil {
+					t.Fatalf("provider_error %v: %v", args, ferr)
+				}
+				checkNoSecret(t, "the call's result", cf.wire)
+				return cf
+			}
+			wantAuth := func(t *testing.T, cf callFailure, subtype string) {
+				t.Helper()
+				if cf.obj.Type != "auth_failure" || cf.obj.Subtype != subtype || cf.obj.Upstream != a.name {
+					t.Errorf("got %v (via %s); want auth_failure %s from upstream %q", cf.obj, cf.via, subtype, a.name)
+				}
+				if cf.obj.Credential != a.credential() {
+					t.Errorf("credential = %q; want %q", cf.obj.Credential, a.credential())
+				}
+			}
+
+			// "calls" returns once its parallel subtests are done.
+			t.Run("calls", func(t *testing.T) { runToolPathCalls(t, ctx, a, samples, byID, call, wantAuth) })
+			a.checkClean(t)
+		})
+	}
+}
+
+func runToolPathCalls(t *testing.T, ctx context.Context, a *authGateway, samples []corpusSample, byID map[string]corpusSample,
+	call func(*testing.T, map[string]any) callFailure, wantAuth func(*testing.T, callFailure, string)) {
+	t.Run("jsonrpc/bad-credentials", func(t *testing.T) {
+		t.Parallel()
+		wantAuth(t, call(t, map[string]any{"mode": "jsonrpc", "message": "Authentication Failed: Bad credentials"}), "credential_invalid")
+	})
+	t.Run("iserror_github/bad-credentials", func(t *testing.T) {
+		t.Parallel()
+		wantAuth(t, call(t, map[string]any{"mode": "iserror_github", "status": 401,
+			"body": `{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest","status":"401"}`}), "credential_invalid")
+	})
+	t.Run("jsonrpc/not-auth", func(t *testing.T) {
+		// A JSON-RPC error that is not about credentials passes
+		// through with its code and message, and the object as data.
+		t.Parallel()
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_, err := a.call(callCtx, "provider_error", map[string]any{"mode": "jsonrpc", "message": "database connection reset by peer"})
+		var rpc *jsonrpc.Error
+		if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInternalError || rpc.Message != "database connection reset by peer" {
+			t.Fatalf("err = %v; want the upstream's JSON-RPC error -32603 passed through", err)
+		}
+		cf, ferr := failureOf(nil, err)
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
+		if cf.obj.Type != "upstream_error" || cf.obj.Upstream != a.name {
+			t.Errorf("data = %v; want an upstream_error object from %q", cf.obj, a.name)
+		}
+	})
+
+	// JSON-RPC errors: the text samples as they were captured, and
+	// provider bodies inside a message.
+	for _, s := range samples {
+		if s.Status == nil {
+			t.Run("jsonrpc/"+s.ID, func(t *testing.T) {
+				t.Parallel()
+				checkSample(t, s, call(t, map[string]any{"mode": "jsonrpc", "message": s.Body}), a.name, a.credential(), false)
+			})
+		}
+	}
+	for _, id := range jsonrpcBodySamples {
+		s, ok := byID[id]
+		if !ok {
+			t.Fatalf("sample %q not in corpus.json", id)
+		}
+		t.Run("jsonrpc/"+s.ID, func(t *testing.T) {
+			t.Parallel()
+			msg := fmt.Sprintf("request failed: HTTP %d: %s", *s.Status, s.Body)
+			checkSample(t, s, call(t, map[string]any{"mode": "jsonrpc", "message": msg}), a.name, a.credential(), false)
+		})
+	}
+
+	// isError results carrying the provider's status and body, for
+	// every sample with a status.
+	for _, s := range samples {
+		if s.Status == nil {
+			continue
+		}
+		if why := headerOnly(s); why != "" {
+			t.Run("iserror_http/"+s.ID, func(t *testing.T) { t.Skip(why) })
+			continue
+		}
+		t.Run("iserror_http/"+s.ID, func(t *testing.T) {
+			t.Parallel()
+			args := map[string]any{"mode": "iserror_http", "status": *s.Status, "body": s.Body, "headers": s.Headers}
+			checkSample(t, s, call(t, args), a.name, a.credential(), false)
+		})
+	}
+}
