@@ -14,11 +14,13 @@ package e2e
 // configured credential never leaks.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -634,6 +636,121 @@ func runToolPathCalls(t *testing.T, ctx context.Context, a *authGateway, samples
 			t.Parallel()
 			args := map[string]any{"mode": "iserror_http", "status": *s.Status, "body": s.Body, "headers": s.Headers}
 			checkSample(t, s, call(t, args), a.name, a.credential(), false)
+		})
+	}
+}
+
+// TestAuthFailSecretNeverLeaks has the upstream echo the configured
+// credential back in every way it can report a failure, and checks that the
+// value reaches neither the client nor /health nor the gateway's logs.
+func TestAuthFailSecretNeverLeaks(t *testing.T) {
+	requireBin(t, "gateway")
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	echoed := fmt.Sprintf(`{"message":"Bad credentials: token Bearer %s is not valid","documentation_url":"https://docs.github.com/rest"}`, fakeToken)
+
+	// At initialize: the rejection echoes the token in the body and a header.
+	failFile := filepath.Join(t.TempDir(), "fail.json")
+	b, _ := json.Marshal(map[string]any{"status": 401, "body": echoed,
+		"headers": map[string]string{"Content-Type": "application/json", "WWW-Authenticate": fmt.Sprintf(`Bearer error="invalid_token", error_description="token %s rejected"`, fakeToken)}})
+	writeFileAtomic(t, failFile, b)
+	url := startUpstreamHTTP(t, "--fail-file", failFile, "--name", "gh")
+	a := &authGateway{g: startGateway(t, httpAuthConfig("gh", url)), failFile: failFile, name: "gh"}
+	h, err := a.g.waitHealth(ctx, func(h map[string]any) bool {
+		u := upstreamHealth(h, "gh")
+		return u != nil && u["last_failure"] != nil
+	})
+	if err != nil {
+		t.Fatalf("/health never showed gh's last_failure: %v", err)
+	}
+	hb, _ := json.Marshal(h)
+	checkNoSecret(t, "/health at initialize", string(hb))
+	if !strings.Contains(string(hb), "auth_failure") {
+		t.Errorf("/health = %s; want gh's last_failure to be an auth_failure", hb)
+	}
+	a.cs = connectClient(t, ctx, a.g.URL)
+	a.heal(t, ctx)
+
+	type tc struct {
+		name string
+		fail map[string]any // fail-file content, or nil
+		args map[string]any // provider_error arguments (nil: call echo)
+	}
+	for _, c := range []tc{
+		{name: "http-mid-session", fail: map[string]any{"status": 401, "body": echoed, "headers": map[string]string{"Content-Type": "application/json"}}},
+		{name: "http-429", fail: map[string]any{"status": 429, "body": "rate limited for " + fakeToken, "headers": map[string]string{"Retry-After": "5"}}},
+		{name: "jsonrpc", args: map[string]any{"mode": "jsonrpc", "message": "Authentication Failed: Bad credentials for token " + fakeToken}},
+		{name: "jsonrpc-bearer", args: map[string]any{"mode": "jsonrpc", "message": "HTTP 401 Unauthorized: Authorization: Bearer " + fakeToken}},
+		{name: "iserror", args: map[string]any{"mode": "iserror", "message": "Authentication Failed: Bad credentials (" + fakeToken + ")"}},
+		{name: "iserror_github", args: map[string]any{"mode": "iserror_github", "status": 401, "body": echoed}},
+		{name: "iserror_http", args: map[string]any{"mode": "iserror_http", "status": 403, "body": echoed}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tool, args := "echo", map[string]any{"text": "x"}
+			if c.fail != nil {
+				b, _ := json.Marshal(c.fail)
+				writeFileAtomic(t, failFile, b)
+				defer a.heal(t, ctx)
+			} else {
+				tool, args = "provider_error", c.args
+			}
+			callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			res, err := a.call(callCtx, tool, args)
+			cf, ferr := failureOf(res, err)
+			if ferr != nil {
+				t.Fatalf("%s: %v", c.name, ferr)
+			}
+			if cf.obj.Type != "auth_failure" {
+				t.Errorf("%s: got %v; want an auth_failure", c.name, cf.obj)
+			}
+			checkNoSecret(t, "the result the client saw", cf.wire)
+		})
+	}
+	a.checkClean(t)
+}
+
+// TestGatewayClassifyCLI runs `gateway classify` on a raw HTTP response and
+// on plain text.
+func TestGatewayClassifyCLI(t *testing.T) {
+	gw := requireBin(t, "gateway")
+	t.Parallel()
+	for _, c := range []struct {
+		name, stdin string
+		args        []string
+		want        failureObject // only the fields set here are compared
+	}{
+		{"http-expired-token",
+			"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer error=\"invalid_token\", error_description=\"The access token expired\"\r\n\r\n",
+			nil, failureObject{Type: "auth_failure", Subtype: "credential_expired"}},
+		{"text-github", "Authentication Failed: Bad credentials", []string{"--provider", "github"},
+			failureObject{Type: "auth_failure", Subtype: "credential_invalid", Provider: "github"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, gw, append([]string{"classify"}, c.args...)...)
+			cmd.Stdin = strings.NewReader(c.stdin)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("gateway classify %v: %v\nstderr: %s", c.args, err, stderr.String())
+			}
+			var got failureObject
+			if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+				t.Fatalf("gateway classify printed %q, not a failure object: %v", stdout.String(), err)
+			}
+			// Compare only the fields the case names.
+			pick := failureObject{Type: got.Type, Subtype: got.Subtype}
+			if c.want.Provider != "" {
+				pick.Provider = got.Provider
+			}
+			if diff := cmp.Diff(c.want, pick); diff != "" {
+				t.Errorf("gateway classify %v: mismatch (-want +got):\n%s\nfull output: %s", c.args, diff, stdout.String())
+			}
 		})
 	}
 }
