@@ -494,8 +494,8 @@ func TestAuthFailAtInitialize(t *testing.T) {
 	}
 }
 
-// toolPathSamples picks corpus samples for the JSON-RPC error path: the text
-// samples as the message, and a few provider bodies embedded in a message the
+// jsonrpcBodySamples picks corpus samples for the JSON-RPC error path (besides the text
+// samples, sent as the message): provider bodies embedded in a message the
 // way MCP servers word them.
 var jsonrpcBodySamples = []string{
 	"github-401-bad-credentials", "stripe-401-invalid-key", "openai-429-insufficient-quota",
