@@ -372,6 +372,12 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 			if u, name := g.ownerByName(r.Params.Name, true); u != nil {
 				return g.toolHandler(u, name)(ctx, r)
 			}
+			// A tool of an upstream that is down, and never listed its tools:
+			// say why it cannot be called instead of "unknown tool".
+			if u := g.downOwner(r.Params.Name); u != nil {
+				f, _ := g.classify(u, u.unavailable())
+				return g.failureResult(f, nil), nil
+			}
 		case *mcp.GetPromptRequest:
 			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {
 				break
@@ -447,4 +453,19 @@ func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(cont
 		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 	}
 	return err
+}
+
+// downOwner returns the upstream without a session whose prefix an exposed
+// name carries, if any.
+func (g *Server) downOwner(exposed string) *upstream {
+	for _, u := range g.upstreams {
+		p := u.cfg.prefix(u.name)
+		if p == "" || u.session.Load() != nil {
+			continue
+		}
+		if name, ok := strings.CutPrefix(exposed, p+g.cfg.ToolSeparator); ok && name != "" && u.cfg.Tools.Allowed(name) {
+			return u
+		}
+	}
+	return nil
 }

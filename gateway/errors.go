@@ -167,7 +167,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 		if rpc != nil {
 			return nil, passThrough(rpc, f)
 		}
-		return failureResult(f, nil), nil
+		return g.failureResult(f, nil), nil
 	}
 	if res == nil || res.NeedsInput() {
 		return res, nil
@@ -180,7 +180,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 				f.Credential = u.credentialName()
 			}
 			f.Detail = truncate(g.redact(f.Detail), 500)
-			return failureResult(f, res.Content), nil
+			return g.failureResult(f, res.Content), nil
 		}
 	}
 	if res.IsError {
@@ -227,11 +227,19 @@ func passThrough(rpc *jsonrpc.Error, f authmap.Failure) error {
 // failureResult is the CallToolResult of a failed call: a short human line and
 // the failure's JSON as the first text block, the object in _meta, and the
 // upstream's own content, if any, after it.
-func failureResult(f authmap.Failure, upstreamContent []mcp.Content) *mcp.CallToolResult {
+func (g *Server) failureResult(f authmap.Failure, upstreamContent []mcp.Content) *mcp.CallToolResult {
 	js, _ := json.Marshal(f)
 	content := make([]mcp.Content, 0, 1+len(upstreamContent))
 	content = append(content, &mcp.TextContent{Text: f.Error() + "\n" + string(js)})
-	content = append(content, upstreamContent...)
+	for _, c := range upstreamContent {
+		// The upstream's own account of a failure may quote the credential.
+		if t, ok := c.(*mcp.TextContent); ok {
+			r := *t
+			r.Text = g.redact(t.Text)
+			c = &r
+		}
+		content = append(content, c)
+	}
 	return &mcp.CallToolResult{IsError: true, Content: content, Meta: mcp.Meta{MetaKey: f}}
 }
 

@@ -76,12 +76,17 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if v := resp.Header.Get("github-authentication-token-expiration"); v != "" {
 		t.noteExpiry(v)
 	}
-	switch {
-	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden,
-		resp.StatusCode == http.StatusProxyAuthRequired, resp.StatusCode == http.StatusTooManyRequests,
-		resp.StatusCode >= 500:
+	// A failed response is kept whole for classification, unless it is the
+	// MCP server's own answer: a JSON-RPC error body (the SDK reads it, e.g.
+	// to renegotiate the protocol version), 404 for a lost session, 405 for
+	// an unsupported GET stream.
+	if resp.StatusCode >= 400 && resp.StatusCode != http.StatusNotFound && resp.StatusCode != http.StatusMethodNotAllowed {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		_ = resp.Body.Close()
+		if resp.StatusCode < 500 && isJSONRPC(body) {
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			return resp, nil
+		}
 		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
 	}
 	if t.notes != nil && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
@@ -152,4 +157,13 @@ func (t *httpTransport) knownExpiry() time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.expiresAt
+}
+
+// isJSONRPC reports whether body is a JSON-RPC message (an MCP server's
+// error answer) rather than a provider's or a proxy's page.
+func isJSONRPC(body []byte) bool {
+	var msg struct {
+		Version string `json:"jsonrpc"`
+	}
+	return json.Unmarshal(bytes.TrimSpace(body), &msg) == nil && msg.Version == "2.0"
 }

@@ -50,6 +50,9 @@ type upstream struct {
 	http    *httpTransport // nil for stdio
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
+	// connectFailures counts failed connection attempts, so a caller waiting
+	// for a new session can stop at the first failure.
+	connectFailures atomic.Int64
 
 	mu      sync.Mutex
 	status  string
@@ -127,6 +130,7 @@ func (u *upstream) run(ctx context.Context) {
 		sessCtx, endSession := context.WithCancel(ctx)
 		cs, err := u.connect(sessCtx)
 		if err != nil {
+			u.connectFailures.Add(1)
 			endSession()
 			if ctx.Err() != nil {
 				return
@@ -638,11 +642,15 @@ func (c *countingConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 func (u *upstream) awaitSession(ctx context.Context, old *mcp.ClientSession) *mcp.ClientSession {
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
 	defer cancel()
+	failures := u.connectFailures.Load()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if cs := u.session.Load(); cs != nil && cs != old {
 			return cs
+		}
+		if u.connectFailures.Load() != failures {
+			return nil // the upstream is down, not restarting
 		}
 		select {
 		case <-ctx.Done():
