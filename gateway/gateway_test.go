@@ -293,3 +293,18 @@ func TestUpstreamRestartIsInvisible(t *testing.T) {
 		t.Errorf("upstream ran the call %d times, want 1", n)
 	}
 }
+
+func TestStatelessDownstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	_, cs := startGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", a.url()))
+	if cs.ID() != "" {
+		t.Errorf("stateless gateway gave session id %q", cs.ID())
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "any replica"}})
+	if err != nil || text(res) != "a:echo:any replica" {
+		t.Errorf("call through a stateless gateway = %v, %v", res, err)
+	}
+}
