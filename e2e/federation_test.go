@@ -84,8 +84,15 @@ upstreams:
 		return res
 	}
 	for tool, want := range map[string]string{"local__echo": "hi", "web__echo": "hi"} {
-		if got := toolText(call(tool, map[string]any{"text": "hi"})); got != want {
+		res := call(tool, map[string]any{"text": "hi"})
+		if got := toolText(res); got != want {
 			t.Errorf("%s = %q, want %q", tool, got, want)
+		}
+		// The upstream's hop-local _meta (its server info) stays on its hop.
+		for k := range res.Meta {
+			if strings.HasPrefix(k, "io.modelcontextprotocol/") {
+				t.Errorf("%s result carries the upstream's hop-local _meta key %q", tool, k)
+			}
 		}
 	}
 	if got := toolText(call("ev__get-sum", map[string]any{"a": 2, "b": 40})); !strings.Contains(got, "42") {

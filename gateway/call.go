@@ -57,6 +57,7 @@ func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
 		if err != nil {
 			return nil, g.rpcError(u, "prompts/get", name, err)
 		}
+		res.Meta = hopLocalStripped(res.Meta)
 		return res, nil
 	}
 }
@@ -78,6 +79,7 @@ func (g *Server) resourceHandler(u *upstream, uri string) mcp.ResourceHandler {
 		if err != nil {
 			return nil, g.rpcError(u, "resources/read", params.URI, err)
 		}
+		res.Meta = hopLocalStripped(res.Meta)
 		if uri != "" && req.Params.URI != uri {
 			// The agent knows this resource by an alias: answer in its terms.
 			for _, c := range res.Contents {
@@ -468,4 +470,30 @@ func (g *Server) downOwner(exposed string) *upstream {
 		}
 	}
 	return nil
+}
+
+// hopLocalStripped returns m without the io.modelcontextprotocol/ keys the
+// upstream's SDK set for its own hop (its server info, protocol version);
+// the gateway's SDK sets its own. m is copied only when it has such a key.
+func hopLocalStripped(m mcp.Meta) mcp.Meta {
+	found := false
+	for k := range m {
+		if strings.HasPrefix(k, reservedMetaPrefix) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return m
+	}
+	out := make(mcp.Meta, len(m))
+	for k, v := range m {
+		if !strings.HasPrefix(k, reservedMetaPrefix) {
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }

@@ -169,7 +169,11 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 		}
 		return g.failureResult(f, nil), nil
 	}
-	if res == nil || res.NeedsInput() {
+	if res == nil {
+		return res, nil
+	}
+	res.Meta = hopLocalStripped(res.Meta)
+	if res.NeedsInput() {
 		return res, nil
 	}
 	text, single := resultText(res)
