@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,20 @@ func TestChildEnv(t *testing.T) {
 	for _, kv := range got {
 		if !want[kv] {
 			t.Errorf("childEnv has %q; the gateway's own secrets must not leak to children", kv)
+		}
+	}
+}
+
+// TestShippedConfigs keeps the example configs valid.
+func TestShippedConfigs(t *testing.T) {
+	t.Parallel()
+	matches, err := filepath.Glob("../configs/*.yaml")
+	if err != nil || len(matches) == 0 {
+		t.Fatalf("no configs found: %v", err)
+	}
+	for _, m := range matches {
+		if _, err := LoadConfig(m, nil); err != nil {
+			t.Errorf("%s: %v", m, err)
 		}
 	}
 }
