@@ -598,6 +598,10 @@ func detectAPIEnvelope(in input, d *doc) verdict {
 		v.typ, v.retryable = TypeInvalidRequest, bptr(false)
 	case etype == "overloaded_error" || has(msg, "currently overloaded"):
 		v.typ = TypeUpstreamUnavailable
+	case ecode == "lock_timeout":
+		// Stripe sends object-lock contention as a 429 (stripe-php#718 retries it): transient, and
+		// neither the credential nor its rate limit is involved, so it is checked before the 429 rule.
+		v.typ, v.retryable = TypeUpstreamError, bptr(true)
 	case etype == "rate_limit_error" || ecode == "rate_limit" || ecode == "rate_limit_exceeded" || etype == "rate_limit_exceeded" || in.status == 429:
 		v.typ, v.sub = TypeAuthFailure, SubtypeRateLimitReached
 	case ecode == "api_key_expired":
@@ -618,7 +622,7 @@ func detectAPIEnvelope(in input, d *doc) verdict {
 		}
 	case etype == "not_found_error" || ecode == "model_not_found" || ecode == "resource_missing":
 		v.typ = TypeNotFound
-	case etype == "api_error" || etype == "server_error" || ecode == "lock_timeout":
+	case etype == "api_error" || etype == "server_error":
 		v.typ, v.retryable = TypeUpstreamError, bptr(true)
 	case etype == "card_error" || etype == "idempotency_error" || etype == "invalid_request_error" && in.status < 500 && in.status != 0:
 		v.typ = TypeInvalidRequest
@@ -870,6 +874,10 @@ func detectNPM(in input, d *doc) verdict {
 		}
 	case in.status == 401 || has(text, "E401") || has(text, "Unable to authenticate"):
 		v.typ, v.sub = TypeAuthFailure, SubtypeCredentialInvalid
+	case reStateConflict.MatchString(text):
+		// npm answers a republish of an existing version with 403 "You cannot publish over the
+		// previously published versions": a conflict with the package's state, not the token.
+		v.typ = TypeInvalidRequest
 	case in.status == 403 || has(text, "E403"):
 		v.typ, v.sub = TypeAuthFailure, SubtypePermissionDenied
 	}

@@ -200,6 +200,9 @@ func textDetail(in input, d *doc, info verdict) string {
 	return strings.TrimSpace(d.raw)
 }
 
+// reStateConflict matches messages that blame the resource's state, not the caller's credential.
+var reStateConflict = regexp.MustCompile(`(?i)cannot publish over|previously published version|already exists`)
+
 // statusFallback decides from the status alone, refined by the message.
 func statusFallback(in input, info verdict) verdict {
 	d := parseDoc(in.body)
@@ -212,6 +215,10 @@ func statusFallback(in input, info verdict) verdict {
 		if reMissing.MatchString(text) {
 			v.sub = SubtypeCredentialMissing
 		}
+	case s == 403 && reStateConflict.MatchString(text):
+		// Some registries answer a write that conflicts with existing state with 403 (npm's
+		// "cannot publish over the previously published versions"): the request, not the credential.
+		v.typ = TypeInvalidRequest
 	case s == 403:
 		v.typ, v.sub = TypeAuthFailure, SubtypePermissionDenied
 		if reScopeWeak.MatchString(text) && !d.html {
@@ -223,7 +230,8 @@ func statusFallback(in input, info verdict) verdict {
 		v.typ, v.sub = TypeAuthFailure, SubtypeQuotaExhausted
 	case s == 408:
 		v.typ = TypeTimeout
-	case s == 504:
+	case s == 504 || s == 522 || s == 524:
+		// Gateway timeouts; Cloudflare's 522 (connection timed out) and 524 (a timeout occurred) too.
 		v.typ = TypeUpstreamUnavailable
 		if has(text, "timeout") || has(text, "time-out") || has(text, "timed out") {
 			v.typ = TypeTimeout
@@ -236,7 +244,7 @@ func statusFallback(in input, info verdict) verdict {
 		v.typ, v.retryable = TypeUpstreamError, bptr(true)
 	case s == 404 || s == 410:
 		v.typ = TypeNotFound
-	case s == 400 || s == 422 || s == 405 || s == 406 || s == 411 || s == 413 || s == 414 || s == 415 || s == 416 || s == 431:
+	case s == 400 || s == 409 || s == 422 || s == 405 || s == 406 || s == 411 || s == 413 || s == 414 || s == 415 || s == 416 || s == 431:
 		v.typ = TypeInvalidRequest
 	case s >= 100:
 		v.typ = TypeUpstreamError
