@@ -18,6 +18,10 @@ var (
 		regexp.MustCompile(`\bHTTP(?:/\d(?:\.\d)?)?\s*:?\s+([1-5]\d\d)\b`),
 		// go-github: "GET https://api.github.com/...: 401 Bad credentials []"
 		regexp.MustCompile(`(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) https?://\S+:?\s+([1-5]\d\d)\b`),
+		// Python requests' raise_for_status ("403 Client Error: Forbidden for url: ...") and
+		// urllib ("HTTP Error 401: Unauthorized").
+		regexp.MustCompile(`\b([1-5]\d\d) (?:Client|Server) Error\b`),
+		regexp.MustCompile(`\bHTTP Error ([1-5]\d\d)\b`),
 		regexp.MustCompile(`(?i)\bstatus(?:[ _-]?code)?\s*[:=]?\s*([1-5]\d\d)\b`),
 		regexp.MustCompile(`(?i)\b(?:api|http|request|response|server) error\s*[:=]?\s*\(?([1-5]\d\d)\b`),
 		regexp.MustCompile(`(?i)\b([1-5]\d\d)\s*[:\-]?\s*(?:Unauthorized|Forbidden|Not Found|Too Many Requests|Bad credentials|Payment Required|Bad Request|Unprocessable Entity|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out|Request Timeout|Authorization Required|Proxy Authentication Required|Conflict)\b`),
