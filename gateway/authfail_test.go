@@ -184,3 +184,36 @@ upstreams:
 		}
 	})
 }
+
+// TestKnownExpiry: where the wire cannot tell expired from revoked, what the
+// gateway knows decides: a configured expiry in the past, or GitHub's
+// token-expiration header seen on an earlier response.
+func TestKnownExpiry(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	configured := newTestUpstream(t, "c", "list")
+	seen := newTestUpstream(t, "s", "list")
+	_, cs := startGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  configured: {url: %s, credential_expires_at: "2020-01-01T00:00:00Z"}
+  seen: {url: %s}
+`, configured.url(), seen.url()))
+	// An earlier successful response announced the expiry.
+	seen.fail.Store(&httpFailure{header: map[string]string{"github-authentication-token-expiration": "2021-06-01 09:00:00 UTC"}})
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "seen__list"}); err != nil || res.IsError {
+		t.Fatalf("call announcing the expiry = %v, %v", res, err)
+	}
+	for _, up := range []*testUpstream{configured, seen} {
+		up.fail.Store(&httpFailure{status: 401, header: map[string]string{"Content-Type": "application/json"}, body: githubBadCredentials})
+	}
+	for _, tool := range []string{"configured__list", "seen__list"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialExpired {
+			t.Errorf("%s: subtype = %q, want credential_expired (the known expiry has passed)", tool, f.Subtype)
+		}
+	}
+}

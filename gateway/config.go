@@ -102,6 +102,11 @@ type UpstreamConfig struct {
 	// Credential names the upstream's credential in failure reports. If
 	// empty, the config key holding it (a header or env entry) is named.
 	Credential string `koanf:"credential"`
+	// CredentialExpiresAt is when the credential expires, if known (RFC
+	// 3339). Once it has passed, a rejection the provider does not explain
+	// (GitHub's "Bad credentials") is reported as credential_expired rather
+	// than credential_invalid. If zero, unknown.
+	CredentialExpiresAt time.Time `koanf:"credential_expires_at"`
 }
 
 // ToolFilter selects tools by glob patterns (path.Match syntax) on the
@@ -242,7 +247,7 @@ func checkValue(v any, t reflect.Type, at string) error {
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if t == reflect.TypeFor[time.Duration]() {
+		if t == reflect.TypeFor[time.Duration]() || t == reflect.TypeFor[time.Time]() {
 			return nil
 		}
 		m, ok := v.(map[string]any)

@@ -120,7 +120,11 @@ func isNetError(err error) bool {
 
 // knowledge is what the gateway knows about u's credential.
 func (g *Server) knowledge(u *upstream) authmap.Knowledge {
-	return authmap.Knowledge{Credential: u.credentialName(), ExpiresAt: u.http.knownExpiry(), Secrets: g.secretList, Now: g.now()}
+	expires := u.http.knownExpiry()
+	if expires.IsZero() {
+		expires = u.cfg.CredentialExpiresAt
+	}
+	return authmap.Knowledge{Credential: u.credentialName(), ExpiresAt: expires, Secrets: g.secretList, Now: g.now()}
 }
 
 // credentialName names where u's credential is configured, never its value:

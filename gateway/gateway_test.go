@@ -34,7 +34,8 @@ func (u *testUpstream) restart() {
 	u.handler.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.srv }, nil))
 }
 
-// httpFailure is an HTTP answer the test upstream gives instead of MCP.
+// httpFailure is an HTTP answer the test upstream gives instead of MCP; with
+// status 0 it only adds its headers to the MCP answers.
 type httpFailure struct {
 	status int
 	header map[string]string
@@ -79,6 +80,10 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 		if f := u.fail.Load(); f != nil {
 			for k, v := range f.header {
 				w.Header().Set(k, v)
+			}
+			if f.status == 0 { // headers only: serve MCP as usual
+				u.handler.Load().ServeHTTP(w, r)
+				return
 			}
 			w.WriteHeader(f.status)
 			_, _ = w.Write([]byte(f.body))
