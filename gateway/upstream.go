@@ -9,14 +9,12 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
@@ -561,80 +559,6 @@ func (u *upstream) setLogLevel(ctx context.Context, cs *mcp.ClientSession) {
 	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
 		u.log.Debug().Err(err).Msg("setting the upstream's log level failed")
 	}
-}
-
-// noteCounter orders a call's notifications before its result. The SDK hands
-// a response to the caller as soon as it is read, but queues the
-// notifications read before it (progress, log messages) for a handler
-// goroutine; without a barrier, a call's last progress or log messages would
-// reach the gateway after its result, when the agent's request stream is
-// gone. The transport counts call notifications as they are read, a client
-// middleware counts them as they are handled, and drain waits for the second
-// to catch up with the first. With no notification in flight it returns at
-// once.
-type noteCounter struct {
-	read, handled atomic.Int64
-}
-
-// isCallNote reports whether method is a notification that belongs to calls.
-func isCallNote(method string) bool {
-	return method == "notifications/progress" || method == "notifications/message"
-}
-
-// drainMax bounds drain, should a counted notification never be handled.
-const drainMax = 200 * time.Millisecond
-
-func (n *noteCounter) drain(ctx context.Context) {
-	target := n.read.Load()
-	if n.handled.Load() >= target {
-		return
-	}
-	deadline := time.Now().Add(drainMax)
-	for i := 0; n.handled.Load() < target && ctx.Err() == nil && time.Now().Before(deadline); i++ {
-		if i < 100 {
-			runtime.Gosched()
-		} else {
-			time.Sleep(50 * time.Microsecond)
-		}
-	}
-}
-
-// countHandled is a receiving middleware of the upstream client.
-func (n *noteCounter) countHandled(next mcp.MethodHandler) mcp.MethodHandler {
-	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		res, err := next(ctx, method, req)
-		if isCallNote(method) {
-			n.handled.Add(1)
-		}
-		return res, err
-	}
-}
-
-// countingTransport counts call notifications as the connection reads them.
-type countingTransport struct {
-	mcp.Transport
-	n *noteCounter
-}
-
-func (t countingTransport) Connect(ctx context.Context) (mcp.Connection, error) {
-	c, err := t.Transport.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &countingConn{Connection: c, n: t.n}, nil
-}
-
-type countingConn struct {
-	mcp.Connection
-	n *noteCounter
-}
-
-func (c *countingConn) Read(ctx context.Context) (jsonrpc.Message, error) {
-	m, err := c.Connection.Read(ctx)
-	if r, ok := m.(*jsonrpc.Request); ok && !r.ID.IsValid() && isCallNote(r.Method) {
-		c.n.read.Add(1)
-	}
-	return m, err
 }
 
 // awaitSession waits, for at most the connect timeout, for a session other
