@@ -83,4 +83,3 @@ func (c *countingConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	}
 	return m, err
 }
-
