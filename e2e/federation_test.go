@@ -57,7 +57,7 @@ func TestFederation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	httpURL := startUpstreamHTTP(t, "--name", "web")
+	httpURL, web := startUpstream(t, "--transport", "http", "--name", "web")
 	gw := startGateway(t, fmt.Sprintf(`
 upstreams:
   local:
@@ -132,6 +132,30 @@ upstreams:
 	h := gw.Health(t)
 	if h["status"] != "ok" {
 		t.Errorf("health status = %v, want ok", h["status"])
+	}
+
+	// Kill the HTTP upstream's process: its tools fail with a typed
+	// upstream_unavailable, the others keep working.
+	web.stop()
+	res = call("web__echo", map[string]any{"text": "x"})
+	m, _ := res.Meta["dev.credgate/error"].(map[string]any)
+	if !res.IsError || m["type"] != "upstream_unavailable" || m["upstream"] != "web" {
+		t.Errorf("web__echo with its upstream killed = %s (meta %v), want a typed upstream_unavailable failure", toolText(res), res.Meta)
+	}
+	if got := toolText(call("local__echo", map[string]any{"text": "alive"})); got != "alive" {
+		t.Errorf("local__echo after web died = %q", got)
+	}
+	// Started again on the same address, it comes back by itself.
+	addr := strings.TrimSuffix(strings.TrimPrefix(httpURL, "http://"), "/mcp")
+	startUpstream(t, "--transport", "http", "--name", "web", "--listen", addr)
+	if _, err := gw.waitHealth(ctx, func(h map[string]any) bool {
+		s, c := upstreamStatus(h, "web")
+		return s == "up" && c
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := toolText(call("web__echo", map[string]any{"text": "back"})); got != "back" {
+		t.Errorf("web__echo after restart = %q, want back", got)
 	}
 }
 
