@@ -53,3 +53,37 @@ func BenchmarkCallDirect(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCallParallel is BenchmarkCall with 8 agent sessions at once.
+func BenchmarkCallParallel(b *testing.B) {
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	defer cancel()
+	up := newTestUpstream(b, "a", "echo")
+	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {url: %s}\n", up.url()), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g.Start(ctx)
+	defer g.Close()
+	_ = g.WaitTried(ctx)
+	sessions := make(chan *mcp.ClientSession, 8)
+	for range 8 {
+		sessions <- agent(b, ctx, g, nil)
+	}
+	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cs := <-sessions
+		args := map[string]any{"text": "hello"}
+		for pb.Next() {
+			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
