@@ -82,13 +82,12 @@ type Server struct {
 	upstreams []*upstream // config order
 	byName    map[string]*upstream
 
-	serving  atomic.Bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Mutex
-	closed   bool
-	listener net.Listener
-	httpSrv  *http.Server
+	serving atomic.Bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+	httpSrv *http.Server
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -188,7 +187,6 @@ func (g *Server) WaitTried(ctx context.Context) error {
 // Serve serves HTTP on l until ctx is done or Close is called.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	g.closeMu.Lock()
-	g.listener = l
 	g.httpSrv = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
