@@ -217,3 +217,29 @@ upstreams:
 		}
 	}
 }
+
+// TestOpsRules: rules from the config are tried before the built-in ones.
+func TestOpsRules(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "acme", "get")
+	_, cs := startGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  acme: {url: %s}
+classify:
+  rules:
+    - provider: generic
+      match: {status: 403, header: {X-Acme-Reason: "^key-expired$"}}
+      subtype: credential_expired
+      recovery: rotate
+`, up.url()))
+	up.fail.Store(&httpFailure{status: 403, header: map[string]string{"X-Acme-Reason": "key-expired"}, body: `{"error":"nope"}`})
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "acme__get"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialExpired || f.Recovery != authmap.RecoveryRotate {
+		t.Errorf("failure = %+v, want the ops rule's credential_expired/rotate (built-in: permission_denied)", f)
+	}
+}
