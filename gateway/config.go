@@ -183,15 +183,23 @@ func ParseConfig(data []byte, environ []string) (*Config, error) {
 			return nil, fmt.Errorf("config: %w", err)
 		}
 	}
-	if err := k.Load(env.Provider(".", env.Opt{
+	// Unknown keys are reported together with every other problem; those
+	// from the environment name their variable.
+	keysErr := checkKeys(k.Raw(), reflect.TypeFor[Config](), "")
+	fromEnv := koanf.New(".")
+	if err := fromEnv.Load(env.Provider(".", env.Opt{
 		Prefix:        EnvPrefix,
 		TransformFunc: envKey,
 		EnvironFunc:   func() []string { return environ },
 	}), nil); err != nil {
 		return nil, fmt.Errorf("config: environment: %w", err)
 	}
-	// Unknown keys are reported together with every other problem.
-	keysErr := checkKeys(k.Raw(), reflect.TypeFor[Config](), "")
+	if err := checkKeys(fromEnv.Raw(), reflect.TypeFor[Config](), ""); err != nil {
+		keysErr = errors.Join(keysErr, fmt.Errorf("environment (%s*): %w", EnvPrefix, err))
+	}
+	if err := k.Merge(fromEnv); err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
+	}
 	var cfg Config
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
 		return nil, errors.Join(keysErr, fmt.Errorf("config: %w", err))

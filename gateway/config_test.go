@@ -57,22 +57,24 @@ func TestParseConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml string
 		want       []string // each must appear in the error
+		env        []string // CREDGATE_* variables
 	}{
 		{"unknown key", "upstreams:\n  a:\n    command: x\n    comand: y\nlistn: x\n",
-			[]string{"upstreams.a.comand: unknown key", "listn: unknown key"}},
-		{"missing command", "upstreams:\n  a:\n    transport: stdio\n", []string{"upstreams.a.command: missing"}},
-		{"missing url", "upstreams:\n  a:\n    transport: sse\n", []string{"upstreams.a.url: missing"}},
-		{"unknown transport", "upstreams:\n  a:\n    transport: grpc\n    url: http://x\n", []string{`upstreams.a.transport: unknown transport "grpc"`}},
-		{"bad name", "upstreams:\n  Bad.Name:\n    command: x\n", []string{"invalid upstream name"}},
-		{"name contains separator", "upstreams:\n  a__b:\n    command: x\n", []string{"upstreams.a__b", "separator"}},
-		{"prefix collision", "upstreams:\n  a:\n    command: x\n  b:\n    command: y\n    prefix: a\n", []string{`upstreams "a" and "b" both expose`}},
-		{"bad glob", "upstreams:\n  a:\n    command: x\n    tools: {deny: ['[']}\n", []string{"upstreams.a.tools.deny[0]: invalid glob"}},
-		{"all at once", "upstreams:\n  a:\n    transport: stdio\n  b:\n    transport: sse\n", []string{"upstreams.a.command", "upstreams.b.url"}},
-		{"yaml duplicate", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{"already defined"}},
+			[]string{"upstreams.a.comand: unknown key", "listn: unknown key"}, nil},
+		{"missing command", "upstreams:\n  a:\n    transport: stdio\n", []string{"upstreams.a.command: missing"}, nil},
+		{"missing url", "upstreams:\n  a:\n    transport: sse\n", []string{"upstreams.a.url: missing"}, nil},
+		{"unknown transport", "upstreams:\n  a:\n    transport: grpc\n    url: http://x\n", []string{`upstreams.a.transport: unknown transport "grpc"`}, nil},
+		{"bad name", "upstreams:\n  Bad.Name:\n    command: x\n", []string{"invalid upstream name"}, nil},
+		{"name contains separator", "upstreams:\n  a__b:\n    command: x\n", []string{"upstreams.a__b", "separator"}, nil},
+		{"prefix collision", "upstreams:\n  a:\n    command: x\n  b:\n    command: y\n    prefix: a\n", []string{`upstreams "a" and "b" both expose`}, nil},
+		{"bad glob", "upstreams:\n  a:\n    command: x\n    tools: {deny: ['[']}\n", []string{"upstreams.a.tools.deny[0]: invalid glob"}, nil},
+		{"all at once", "upstreams:\n  a:\n    transport: stdio\n  b:\n    transport: sse\n", []string{"upstreams.a.command", "upstreams.b.url"}, nil},
+		{"yaml duplicate", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{"already defined"}, nil},
+		{"unknown key from the environment", "upstreams:\n  a: {command: x}\n", []string{"environment (CREDGATE_*): upstreams.a.comand: unknown key"}, []string{"CREDGATE_UPSTREAMS__A__COMAND=y"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := ParseConfig([]byte(tc.yaml), nil)
+			_, err := ParseConfig([]byte(tc.yaml), tc.env)
 			if err == nil {
 				t.Fatal("ParseConfig succeeded, want error")
 			}
