@@ -163,9 +163,9 @@ func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method
 // the call so that what the upstream sends during it reaches this agent,
 // bounds it by the upstream's timeout, and drops a session that proved dead.
 func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession, token any, params mcp.Params, do func(context.Context, *mcp.ClientSession) error) error {
-	cs := u.session.Load()
-	if cs == nil {
-		return u.unavailable()
+	cs, err := u.sessionFor(ctx, ss)
+	if err != nil {
+		return err
 	}
 	if params != nil {
 		g.passLogLevel(cs, ss, params)
@@ -180,15 +180,15 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if ss != nil {
 		defer u.track(ctx, ss)()
 	}
-	err := u.call(ctx, cs, do)
+	err = u.call(ctx, cs, do)
 	u.notes.drain(ctx)
 	if err != nil && isDeadSession(err) {
-		u.dropSession(cs)
+		u.drop(ss, cs)
 		// An HTTP upstream that lost our session (it restarted) rejected the
 		// request before running it, so it is safe to send again once the
 		// session is re-established: the agent never sees the restart.
 		if errors.Is(err, mcp.ErrSessionMissing) {
-			if next := u.awaitSession(ctx, cs); next != nil {
+			if next := u.awaitSession(ctx, ss, cs); next != nil {
 				if params != nil {
 					g.passLogLevel(next, ss, params)
 				}

@@ -232,3 +232,51 @@ func TestPaginationBothWays(t *testing.T) {
 		t.Errorf("paging through the union gave %d tools, want 5001", got)
 	}
 }
+
+// TestPerAgentSessions: with session: per_agent, two agents calling a
+// 2025-11-25 upstream at once are each asked their own elicitation.
+func TestPerAgentSessions(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	url := featureUpstream(t, make(chan struct{}), make(chan struct{}))
+	g, _ := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s, session: per_agent}\n", url))
+
+	// Each agent answers only once both have been asked, so both calls are
+	// in flight together when the upstream asks.
+	var asked sync.WaitGroup
+	asked.Add(2)
+	agentFor := func(name string) *mcp.ClientSession {
+		return agent(t, ctx, g, &mcp.ClientOptions{
+			ElicitationHandler: func(ctx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				asked.Done()
+				asked.Wait()
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": name}}, nil
+			},
+		})
+	}
+	agents := map[string]*mcp.ClientSession{"ada": agentFor("ada"), "bob": agentFor("bob")}
+	results := make(chan string, 2)
+	for _, cs := range agents {
+		go func() {
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__ask"})
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			results <- text(res)
+		}()
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case r := <-results:
+			got[r] = true
+		case <-ctx.Done():
+			t.Fatal("calls did not finish")
+		}
+	}
+	if !got["accept ada"] || !got["accept bob"] {
+		t.Errorf("results = %v, want each agent's own answer (accept ada, accept bob)", got)
+	}
+}

@@ -24,6 +24,12 @@ import (
 	"github.com/credgate/credgate/routing"
 )
 
+// Session modes of an upstream.
+const (
+	SessionShared   = "shared"
+	SessionPerAgent = "per_agent"
+)
+
 // Transports an upstream can speak.
 const (
 	TransportStdio          = "stdio"
@@ -95,6 +101,13 @@ type UpstreamConfig struct {
 	Prefix *string `koanf:"prefix"`
 	// Tools filters which of the upstream's tools are exposed.
 	Tools ToolFilter `koanf:"tools"`
+	// Session is shared (the default: one session to the upstream carries
+	// every agent's calls) or per_agent (each agent gets its own session,
+	// opened on its first call: a child process each for stdio). per_agent
+	// routes 2025-11-25 sampling and elicitation requests unambiguously when
+	// several agents call at once, and suits upstreams that keep per-session
+	// state.
+	Session string `koanf:"session"`
 	// Provider hints which API the upstream fronts (github, stripe, ...), for
 	// classifying its failures. If empty, the provider is detected from the
 	// failure itself.
@@ -415,6 +428,9 @@ func (c *Config) Validate() error {
 			bad(key, "no transport: set command (stdio) or url (streamable-http, sse)")
 		default:
 			bad(key+".transport", "unknown transport %q: want stdio, streamable-http or sse", u.Transport)
+		}
+		if u.Session != "" && u.Session != SessionShared && u.Session != SessionPerAgent {
+			bad(key+".session", "unknown session mode %q: want shared or per_agent", u.Session)
 		}
 		if u.Timeout < 0 {
 			bad(key+".timeout", "negative timeout %s", u.Timeout)

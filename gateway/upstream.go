@@ -31,12 +31,15 @@ const (
 // upstream owns one upstream MCP server: its session, its reconnect loop and
 // the last catalog it listed.
 //
-// One session per upstream is shared by every agent. Calls are independent
-// JSON-RPC requests, so sharing is safe and keeps upstream cost flat (one child
-// process, one HTTP session) however many agents connect. The price is that a
-// request the upstream sends back on its own (sampling, elicitation on
-// 2025-11-25 sessions) carries nothing linking it to the call that caused it;
-// see [upstream.caller] for how it is routed.
+// By default one session per upstream is shared by every agent. Calls are
+// independent JSON-RPC requests, so sharing is safe and keeps upstream cost
+// flat (one child process, one HTTP session) however many agents connect. The
+// price is that a request the upstream sends back on its own (sampling,
+// elicitation on 2025-11-25 sessions) carries nothing linking it to the call
+// that caused it; see [upstream.caller] for how it is routed. With session:
+// per_agent, each agent's calls go on a session of its own (opened on its
+// first call, closed when it leaves), and the shared session only lists the
+// catalog and watches the upstream's health.
 type upstream struct {
 	name string
 	cfg  *UpstreamConfig
@@ -62,7 +65,9 @@ type upstream struct {
 	stderr      string // last line the child wrote to stderr
 	cat         upstreamCatalog
 	calls       map[*inflight]struct{}
-	tried       chan struct{} // closed after the first connection attempt
+	ctx         context.Context                   // run's, which per-agent sessions live on
+	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
+	tried       chan struct{}                     // closed after the first connection attempt
 	triedSet    bool
 }
 
@@ -92,41 +97,64 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		status:  StatusConnecting,
 		since:   gw.now(),
 		calls:   map[*inflight]struct{}{},
+		agents:  map[*mcp.ServerSession]*agentConn{},
 		tried:   make(chan struct{}),
 	}
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 	}
-	u.client = mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: gw.opts.Version}, &mcp.ClientOptions{
-		Logger: gw.sdkLog,
+	u.client = u.newClient(nil)
+	return u
+}
+
+// newClient builds the MCP client of a session to the upstream. agent is nil
+// for the shared session; a per-agent session (upstreams.<name>.session:
+// per_agent) sends the upstream's requests to its own agent only.
+func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
+	refresh := func() { u.requestRefresh() }
+	if agent != nil {
+		refresh = func() {} // the catalog comes from the shared session
+	}
+	c := mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: u.gw.opts.Version}, &mcp.ClientOptions{
+		Logger: u.gw.sdkLog,
 		// Roots are not declared: the gateway has no roots of its own, and one
 		// agent's roots must not leak to an upstream serving another.
-		Capabilities:               &mcp.ClientCapabilities{},
-		CreateMessageHandler:       u.createMessage,
-		ElicitationHandler:         u.elicit,
-		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { u.requestRefresh() },
-		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { u.requestRefresh() },
-		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { u.requestRefresh() },
+		Capabilities: &mcp.ClientCapabilities{},
+		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+			return u.createMessage(agent, req)
+		},
+		ElicitationHandler: func(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return u.elicit(agent, req)
+		},
+		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { refresh() },
+		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { refresh() },
+		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { refresh() },
 		ResourceUpdatedHandler:     u.resourceUpdated,
-		LoggingMessageHandler:      u.logMessage,
+		LoggingMessageHandler: func(ctx context.Context, req *mcp.LoggingMessageRequest) {
+			u.logMessage(agent, req)
+		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
-			gw.progress.forward(ctx, r.Params)
+			u.gw.progress.forward(ctx, r.Params)
 		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who
 		// answers them; the gateway never answers on an agent's behalf.
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
-	u.client.AddReceivingMiddleware(u.notes.countHandled)
-	return u
+	c.AddReceivingMiddleware(u.notes.countHandled)
+	return c
 }
 
 // run connects, keeps the session alive and reconnects with exponential
 // backoff and jitter until ctx is done.
 func (u *upstream) run(ctx context.Context) {
 	defer u.gw.recoverLog("upstream run", u.name)
+	u.mu.Lock()
+	u.ctx = ctx
+	u.mu.Unlock()
+	defer u.closeAgents()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		sessCtx, endSession := context.WithCancel(ctx)
-		cs, err := u.connect(sessCtx)
+		cs, err := u.connect(sessCtx, u.client)
 		if err != nil {
 			u.connectFailures.Add(1)
 			endSession()
@@ -212,7 +240,7 @@ func (u *upstream) dropSession(cs *mcp.ClientSession) {
 // connect starts a session on ctx, which must live as long as the session:
 // the SSE transport holds its event stream on it. The connect timeout ends
 // only the handshake.
-func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
+func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.ClientSession, error) {
 	handshake, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(min(u.cfg.timeout(), u.gw.opts.ConnectTimeout), cancel)
 	defer func() {
@@ -240,7 +268,7 @@ func (u *upstream) connect(ctx context.Context) (*mcp.ClientSession, error) {
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
-	cs, err := u.client.Connect(ctx, t, nil)
+	cs, err := client.Connect(ctx, t, nil)
 	closeStderr() // the child, if started, has its own copy
 	if err != nil {
 		if stderrDone != nil {
@@ -457,16 +485,20 @@ func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) func() {
 
 // caller returns the call that a server-to-client request from the upstream
 // belongs to. A 2025-11-25 upstream sends such requests with no link to the
-// call that caused them, so the gateway can only route them when every call in
-// flight on this upstream comes from one agent session; otherwise it refuses
-// rather than risk asking the wrong agent.
-func (u *upstream) caller() (*inflight, error) {
+// call that caused them. On a per-agent session (agent non-nil) they belong
+// to that agent's call. On the shared session the gateway can only route them
+// when every call in flight on this upstream comes from one agent session;
+// otherwise it refuses rather than risk asking the wrong agent.
+func (u *upstream) caller(agent *mcp.ServerSession) (*inflight, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var found *inflight
 	for c := range u.calls {
+		if agent != nil && c.session != agent {
+			continue
+		}
 		if found != nil && found.session != c.session {
-			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight; it cannot be routed to one of them", u.name)
+			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight on its shared session; it cannot be routed to one of them (set upstreams.%s.session: per_agent)", u.name, u.name)
 		}
 		found = c
 	}
@@ -476,19 +508,22 @@ func (u *upstream) caller() (*inflight, error) {
 	return found, nil
 }
 
-// callers returns the calls in flight, for notifications that go to all of them.
-func (u *upstream) callers() []*inflight {
+// callers returns the calls in flight (of agent, if non-nil), for
+// notifications that go to all of them.
+func (u *upstream) callers(agent *mcp.ServerSession) []*inflight {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	out := make([]*inflight, 0, len(u.calls))
 	for c := range u.calls {
-		out = append(out, c)
+		if agent == nil || c.session == agent {
+			out = append(out, c)
+		}
 	}
 	return out
 }
 
-func (u *upstream) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-	c, err := u.caller()
+func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	c, err := u.caller(agent)
 	if err != nil {
 		return nil, err
 	}
@@ -498,8 +533,8 @@ func (u *upstream) elicit(ctx context.Context, req *mcp.ElicitRequest) (*mcp.Eli
 	return c.session.Elicit(c.ctx, req.Params)
 }
 
-func (u *upstream) createMessage(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-	c, err := u.caller()
+func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	c, err := u.caller(agent)
 	if err != nil {
 		return nil, err
 	}
@@ -517,8 +552,8 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 }
 
 // logMessage passes a log message sent during calls to the agents making them.
-func (u *upstream) logMessage(ctx context.Context, req *mcp.LoggingMessageRequest) {
-	for _, c := range u.callers() {
+func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
+	for _, c := range u.callers(agent) {
 		_ = c.session.Log(c.ctx, req.Params)
 	}
 }
@@ -563,9 +598,15 @@ func (u *upstream) setLogLevel(ctx context.Context, cs *mcp.ClientSession) {
 
 // awaitSession waits, for at most the connect timeout, for a session other
 // than old, and returns it (nil if none came).
-func (u *upstream) awaitSession(ctx context.Context, old *mcp.ClientSession) *mcp.ClientSession {
+func (u *upstream) awaitSession(ctx context.Context, ss *mcp.ServerSession, old *mcp.ClientSession) *mcp.ClientSession {
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
 	defer cancel()
+	if u.cfg.Session == SessionPerAgent && ss != nil {
+		if cs, err := u.sessionFor(ctx, ss); err == nil && cs != old {
+			return cs
+		}
+		return nil
+	}
 	failures := u.connectFailures.Load()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -580,6 +621,115 @@ func (u *upstream) awaitSession(ctx context.Context, old *mcp.ClientSession) *mc
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+	}
+}
+
+// agentConn is one agent's own session to the upstream (session: per_agent).
+type agentConn struct {
+	ready chan struct{} // closed once cs or err is set
+	cs    *mcp.ClientSession
+	err   error
+}
+
+// sessionFor returns the session that carries agent ss's requests: the shared
+// one, or with session: per_agent the agent's own, opened on first use. An
+// upstream that is down fails fast either way.
+func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.ClientSession, error) {
+	shared := u.session.Load()
+	if shared == nil {
+		return nil, u.unavailable()
+	}
+	if u.cfg.Session != SessionPerAgent || ss == nil {
+		return shared, nil
+	}
+	u.mu.Lock()
+	a, ok := u.agents[ss]
+	runCtx := u.ctx
+	if !ok {
+		a = &agentConn{ready: make(chan struct{})}
+		u.agents[ss] = a
+	}
+	u.mu.Unlock()
+	if !ok {
+		go u.openAgent(runCtx, ss, a)
+	}
+	select {
+	case <-a.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.cs, nil
+}
+
+// openAgent connects an agent's own session and closes it when either side
+// ends.
+func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agentConn) {
+	defer u.gw.recoverLog("per-agent session", u.name)
+	a.cs, a.err = u.connect(ctx, u.newClient(ss))
+	if a.err != nil {
+		u.forgetAgent(ss, a)
+		close(a.ready)
+		return
+	}
+	close(a.ready)
+	agentGone := make(chan struct{})
+	go func() {
+		_ = ss.Wait()
+		close(agentGone)
+	}()
+	sessionGone := make(chan struct{})
+	go func() {
+		_ = a.cs.Wait()
+		close(sessionGone)
+	}()
+	select {
+	case <-agentGone:
+	case <-sessionGone:
+	case <-ctx.Done():
+	}
+	u.forgetAgent(ss, a)
+	_ = a.cs.Close()
+}
+
+// forgetAgent removes a's session from the pool, if it is still there, so
+// that the agent's next call opens a new one.
+func (u *upstream) forgetAgent(ss *mcp.ServerSession, a *agentConn) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.agents[ss] == a {
+		delete(u.agents, ss)
+	}
+}
+
+// drop ends a session that proved dead: the shared one, or an agent's own.
+func (u *upstream) drop(ss *mcp.ServerSession, cs *mcp.ClientSession) {
+	if u.session.Load() == cs {
+		u.dropSession(cs)
+		return
+	}
+	u.mu.Lock()
+	a := u.agents[ss]
+	if a != nil && a.cs == cs {
+		delete(u.agents, ss)
+	}
+	u.mu.Unlock()
+	_ = cs.Close()
+}
+
+// closeAgents ends every per-agent session (at shutdown).
+func (u *upstream) closeAgents() {
+	u.mu.Lock()
+	agents := u.agents
+	u.agents = map[*mcp.ServerSession]*agentConn{}
+	u.mu.Unlock()
+	for _, a := range agents {
+		<-a.ready
+		if a.cs != nil {
+			_ = a.cs.Close()
 		}
 	}
 }
