@@ -180,15 +180,16 @@ func TestConformanceThroughGateway(t *testing.T) {
 	requireNode(t)
 	t.Parallel()
 	for name, upstream := range map[string]string{
-		"http":  "    url: %s\n",
-		"stdio": "    command: %q\n",
+		"http":           "    url: %s\n",
+		"stdio":          "    command: %q\n",
+		"http-per-agent": "    url: %s\n    session: per_agent\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()
 			target := bin("testupstream")
-			if name == "http" {
+			if strings.HasPrefix(name, "http") {
 				target = startUpstreamHTTP(t)
 			}
 			gw := startGateway(t, "upstreams:\n  fixtures:\n"+fmt.Sprintf(upstream, target)+"    prefix: \"\"\n")

@@ -675,6 +675,7 @@ func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agen
 		close(a.ready)
 		return
 	}
+	u.setLogLevel(ctx, a.cs)
 	close(a.ready)
 	agentGone := make(chan struct{})
 	go func() {
