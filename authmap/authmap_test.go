@@ -486,7 +486,7 @@ func TestSchemaEnums(t *testing.T) {
 		t.Errorf("provider enum mismatch (-schema +go):\n%s", diff)
 	}
 	c := mustNew(t, nil)
-	for _, file := range []string{"testdata/corpus.json", "testdata/holdout.json", "testdata/holdout2.json"} {
+	for _, file := range []string{"testdata/corpus.json", "testdata/holdout.json", "testdata/holdout2.json", "testdata/holdout3.json"} {
 		for _, smp := range loadSamples(t, file) {
 			f, ok := classifySample(t, c, smp, "")
 			if !ok {

@@ -184,6 +184,14 @@ func (c *Classifier) classify(in input, k Knowledge, depth int) (Failure, bool) 
 				return f, true
 			}
 		}
+		// An HTTP auth status around a JSON-RPC error whose text says nothing (MCP servers answer
+		// 401 + WWW-Authenticate with {"error":{"code":-32001,"message":"Unauthorized"}}): the HTTP
+		// layer decides.
+		if !in.fromText && (in.status == 401 || in.status == 403 || in.status == 407 || in.status == 429) {
+			if v := c.builtin(in, d, k); v.decided() {
+				return finalize(in, d, v, k), true
+			}
+		}
 		switch {
 		case env.isProtocolError:
 			return finalize(in, d, rpcVerdict(env.code, env.text), k), true

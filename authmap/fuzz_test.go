@@ -10,7 +10,7 @@ import (
 // FuzzClassify checks that Classify and ClassifyText never panic and never call a 5xx, 404 or 422
 // an auth_failure. The one documented exception is npm's 404 with an "expired or revoked" notice.
 func FuzzClassify(f *testing.F) {
-	for _, file := range []string{"testdata/corpus.json", "testdata/holdout.json", "testdata/holdout2.json"} {
+	for _, file := range []string{"testdata/corpus.json", "testdata/holdout.json", "testdata/holdout2.json", "testdata/holdout3.json"} {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			f.Fatal(err)

@@ -496,6 +496,9 @@ func detectGoogle(in input, d *doc) verdict {
 		v.typ = TypeUpstreamUnavailable
 	case status == "DEADLINE_EXCEEDED":
 		v.typ = TypeTimeout
+	case status == "ABORTED":
+		// google.rpc.Code ABORTED: a concurrency conflict; the API design guide says retry.
+		v.typ, v.retryable = TypeUpstreamError, bptr(true)
 	}
 	return v
 }

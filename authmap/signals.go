@@ -30,6 +30,8 @@ var strongText = []struct {
 	{regexp.MustCompile(`SAML enforcement|X-GitHub-SSO`), auth(SubtypePermissionDenied), ProviderGitHub},
 	{regexp.MustCompile(`Resource not accessible by (?:integration|personal access token)`), auth(SubtypeInsufficientScope), ProviderGitHub},
 	{regexp.MustCompile(`(?i)\binsufficient_scopes?\b|insufficient authentication scopes|scope does not match|\bmissing_scope\b|ACCESS_TOKEN_SCOPE_INSUFFICIENT|Authorization_RequestDenied|not been granted the required scopes?`), auth(SubtypeInsufficientScope), ""},
+	// Entra's AADSTS codes say which it is, though the body also carries invalid_grant.
+	{regexp.MustCompile(`AADSTS(?:700082|70008|70043|7000222)\b`), auth(SubtypeCredentialExpired), ""},
 	{regexp.MustCompile(`(?i)expired or revoked|\btoken_revoked\b|\baccount_inactive\b|token was revoked|has been revoked|\binvalid_grant\b|AADSTS50173\b`), auth(SubtypeCredentialRevoked), ""},
 	{regexp.MustCompile(`ExpiredToken(?:Exception)?\b|\bRequestExpired\b|ACCESS_TOKEN_EXPIRED|\btoken_expired\b|\bapi_key_expired\b|(?i)(?:oauth|access|security|id|refresh|bearer) token (?:has |is )?expired|token is expired|lifetime validation failed|expired api key|AADSTS(?:700082|70008|70043|7000222)\b`), auth(SubtypeCredentialExpired), ""},
 	{regexp.MustCompile(`\bnot_authed\b|CREDENTIALS_MISSING|MissingAuthenticationToken|Requires authentication|(?i)(?:did not|didn't) provide an API key|missing client token`), auth(SubtypeCredentialMissing), ""},

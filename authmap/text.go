@@ -23,6 +23,12 @@ var (
 		regexp.MustCompile(`\b([1-5]\d\d) (?:Client|Server) Error\b`),
 		regexp.MustCompile(`\bHTTP Error ([1-5]\d\d)\b`),
 		regexp.MustCompile(`(?i)\bstatus(?:[ _-]?code)?\s*[:=]?\s*([1-5]\d\d)\b`),
+		// openai-python / anthropic-python APIStatusError: "Error code: 429 - {...}"; Vault CLI:
+		// "Code: 403. Errors:".
+		regexp.MustCompile(`(?i)\b(?:error )?code:\s*([45]\d\d)\b`),
+		// A Python exception whose message starts with the status: google-api-core
+		// ("google.api_core.exceptions.PermissionDenied: 403 ..."), python-gitlab ("...Error: 401: ...").
+		regexp.MustCompile(`(?m)^(?:[A-Za-z_]\w*\.)+[A-Z]\w*:\s+([45]\d\d)\b`),
 		regexp.MustCompile(`(?i)\b(?:api|http|request|response|server) error\s*[:=]?\s*\(?([1-5]\d\d)\b`),
 		regexp.MustCompile(`(?i)\b([1-5]\d\d)\s*[:\-]?\s*(?:Unauthorized|Forbidden|Not Found|Too Many Requests|Bad credentials|Payment Required|Bad Request|Unprocessable Entity|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out|Request Timeout|Authorization Required|Proxy Authentication Required|Conflict)\b`),
 	}
@@ -88,6 +94,14 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 		in.body = b
 	}
 	f, ok := c.classify(in, k, depth+1)
+	if !ok && len(in.body) != len(msg) {
+		// The embedded body said nothing (e.g. a details list): the surrounding text may.
+		in.body = []byte(msg)
+		f, ok = c.classify(in, k, depth+1)
+	}
+	if !ok {
+		f, ok = localText(msg)
+	}
 	if ok && f.Detail == "" {
 		f.Detail = cleanDetail(msg, k.Secrets)
 	}
@@ -107,6 +121,9 @@ func embeddedBody(s string) []byte {
 				if _, ok := v.(map[string]any); ok {
 					return []byte(s[i : i+int(dec.InputOffset())])
 				}
+			} else if b, ok := pyLiteralJSON(s[i:]); ok {
+				// Python SDKs print the body as a dict repr: {'error': {'type': ..., 'code': None}}.
+				return b
 			}
 		case '<':
 			rest := s[i:]
@@ -117,4 +134,92 @@ func embeddedBody(s string) []byte {
 		}
 	}
 	return nil
+}
+
+var (
+	// Errors that never came from an upstream API: a local file missing, a client-side timeout.
+	reLocalNotFound = regexp.MustCompile(`\bENOENT\b|(?i)no such file or directory`)
+	reLocalTimeout  = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b`)
+)
+
+// localText types text that matched no upstream rule but names a local condition. It never
+// returns auth_failure.
+func localText(msg string) (Failure, bool) {
+	switch {
+	case reLocalTimeout.MatchString(msg):
+		return Failure{Type: TypeTimeout, Retryable: true, Recovery: RecoveryWait, Provider: ProviderGeneric}, true
+	case reLocalNotFound.MatchString(msg):
+		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
+	}
+	return Failure{}, false
+}
+
+// pyLiteralJSON converts a Python dict literal at the start of s (as printed by repr: single- or
+// double-quoted strings, None, True, False) to JSON. It returns false unless the result is a JSON object.
+func pyLiteralJSON(s string) ([]byte, bool) {
+	if len(s) == 0 || s[0] != '{' {
+		return nil, false
+	}
+	var out strings.Builder
+	depth := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '\'' || c == '"':
+			j := i + 1
+			var lit strings.Builder
+			for ; j < len(s) && s[j] != c; j++ {
+				if s[j] == '\\' && j+1 < len(s) {
+					j++
+					switch s[j] {
+					case 'n':
+						lit.WriteByte('\n')
+					case 't':
+						lit.WriteByte('\t')
+					default:
+						lit.WriteByte(s[j])
+					}
+					continue
+				}
+				lit.WriteByte(s[j])
+			}
+			if j >= len(s) {
+				return nil, false
+			}
+			b, _ := json.Marshal(lit.String())
+			out.Write(b)
+			i = j + 1
+			continue
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			depth--
+		case strings.HasPrefix(s[i:], "None"):
+			out.WriteString("null")
+			i += 4
+			continue
+		case strings.HasPrefix(s[i:], "True"):
+			out.WriteString("true")
+			i += 4
+			continue
+		case strings.HasPrefix(s[i:], "False"):
+			out.WriteString("false")
+			i += 5
+			continue
+		}
+		out.WriteByte(c)
+		i++
+		if depth == 0 {
+			b := []byte(out.String())
+			var m map[string]any
+			if json.Unmarshal(b, &m) != nil {
+				return nil, false
+			}
+			return b, true
+		}
+		if out.Len() > maxBody {
+			return nil, false
+		}
+	}
+	return nil, false
 }
