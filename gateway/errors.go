@@ -92,7 +92,7 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		if len(rpcErr.Data) > 0 {
 			text += "\n" + string(rpcErr.Data)
 		}
-		if af, ok := g.classifier.ClassifyText(text, u.cfg.Provider, k); ok && af.IsAuth() {
+		if af, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, k); ok && af.IsAuth() {
 			f = af
 		} else {
 			f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: rpcErr.Message}
@@ -182,7 +182,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 	}
 	text, single := resultText(res)
 	if res.IsError || (single && len(text) < 1024 && mayReportFailure(text)) {
-		if f, ok := g.classifier.ClassifyText(text, u.cfg.Provider, g.knowledge(u)); ok && f.IsAuth() {
+		if f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledge(u)); ok && f.IsAuth() {
 			f.Upstream = u.name
 			if f.Credential == "" {
 				f.Credential = u.credentialName()
@@ -322,4 +322,17 @@ func mayReportFailure(text string) bool {
 		}
 	}
 	return false
+}
+
+// classifyWindow bounds the text of a failure that is classified: its head,
+// where servers put the provider's status and message, and its tail, where a
+// stack trace ends with the exception. Classifying a whole 64 KiB log costs
+// tens of milliseconds; the window keeps it to well under one.
+const classifyWindow = 4 << 10
+
+func classifiable(text string) string {
+	if len(text) <= 2*classifyWindow {
+		return text
+	}
+	return text[:classifyWindow] + "\n…\n" + text[len(text)-classifyWindow:]
 }
