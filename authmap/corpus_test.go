@@ -140,7 +140,7 @@ func TestHoldout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, file := range []string{"testdata/holdout.json", "testdata/holdout2.json", "testdata/holdout3.json"} {
+	for _, file := range []string{"testdata/holdout.json", "testdata/holdout2.json", "testdata/holdout3.json", "testdata/holdout4.json"} {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()
 			holdout(t, c, loadSamples(t, file))
