@@ -27,6 +27,7 @@ var detectors = []detector{
 	detectGitHub,
 	detectGitLab,
 	detectNPM,
+	detectSDKText,
 }
 
 func bptr(b bool) *bool { return &b }
@@ -72,6 +73,11 @@ func detectSlack(in input, d *doc) verdict {
 			v.detail += ", provided " + p
 		}
 	}
+	return slackCodeVerdict(v, code)
+}
+
+// slackCodeVerdict types a Slack Web API error code.
+func slackCodeVerdict(v verdict, code string) verdict {
 	if s, ok := slackCodes[code]; ok {
 		v.typ, v.sub = TypeAuthFailure, s
 		return v
@@ -674,17 +680,18 @@ var awsCodes = map[string]Subtype{
 }
 
 var awsNonAuth = map[string]Type{
-	"ValidationException":         TypeInvalidRequest,
-	"ValidationError":             TypeInvalidRequest,
-	"InvalidParameterValue":       TypeInvalidRequest,
-	"InvalidParameterException":   TypeInvalidRequest,
-	"SerializationException":      TypeInvalidRequest,
-	"ResourceNotFoundException":   TypeNotFound,
-	"NoSuchKey":                   TypeNotFound,
-	"NoSuchBucket":                TypeNotFound,
-	"NotFoundException":           TypeNotFound,
-	"ServiceUnavailable":          TypeUpstreamUnavailable,
-	"ServiceUnavailableException": TypeUpstreamUnavailable,
+	"ValidationException":             TypeInvalidRequest,
+	"ValidationError":                 TypeInvalidRequest,
+	"InvalidParameterValue":           TypeInvalidRequest,
+	"InvalidParameterException":       TypeInvalidRequest,
+	"SerializationException":          TypeInvalidRequest,
+	"ResourceNotFoundException":       TypeNotFound,
+	"NoSuchKey":                       TypeNotFound,
+	"NoSuchBucket":                    TypeNotFound,
+	"NotFoundException":               TypeNotFound,
+	"ServiceUnavailable":              TypeUpstreamUnavailable,
+	"ServiceUnavailableException":     TypeUpstreamUnavailable,
+	"ConditionalCheckFailedException": TypeInvalidRequest,
 }
 
 var (
@@ -889,3 +896,55 @@ func detectNPM(in input, d *doc) verdict {
 
 // hdr is the read side of http.Header (so a nil map works).
 type hdr interface{ Get(string) string }
+
+// ---- Client-SDK error text (tool text only) ----
+
+var (
+	// @slack/web-api platformErrorFromResult: "An API error occurred: invalid_auth".
+	reSlackSDK = regexp.MustCompile(`\bAn API error occurred: ([a-z_]+)\b`)
+	// aws-sdk-go-v2: "https response error StatusCode: 403, RequestID: X, [HostID: Y, ][api error ]Code: msg".
+	reAWSGoV2 = regexp.MustCompile(`https response error StatusCode: \d{3}, RequestID: [^,]*, (?:HostID: [^,]*, )?(?:api error )?([A-Za-z][A-Za-z0-9]+):`)
+	// aws-sdk-js v2/v3 ServiceException printed by Node ("ExpiredTokenException: ..."), AWS SDK for Java v1
+	// ("(Service: ...; Status Code: 400; Error Code: ExpiredToken; ...)").
+	reAWSName = regexp.MustCompile(`(?m)^(?:Error:\s*)?([A-Z][A-Za-z0-9]+):\s|\bError Code: ([A-Za-z0-9]+);`)
+)
+
+// detectSDKText reads the error codes client SDKs print in their exception text, which an MCP server
+// passes on as tool text: Slack's web-api code and AWS error codes. Only codes in the known tables
+// count, so a class name that happens to lead a line decides nothing.
+func detectSDKText(in input, d *doc) verdict {
+	if !in.fromText || d.json || d.xml || d.html {
+		return verdict{}
+	}
+	if m := reSlackSDK.FindStringSubmatch(d.raw); m != nil {
+		return slackCodeVerdict(verdict{provider: ProviderSlack, code: m[1], kind: kindOAuth}, m[1])
+	}
+	var code string
+	if m := reAWSGoV2.FindStringSubmatch(d.raw); m != nil {
+		code = m[1]
+	} else {
+		for _, m := range reAWSName.FindAllStringSubmatch(d.raw, 4) {
+			c := m[1] + m[2]
+			if _, ok := awsCodes[c]; ok {
+				code = c
+				break
+			}
+			if _, ok := awsNonAuth[c]; ok {
+				code = c
+				break
+			}
+		}
+	}
+	if code == "" {
+		return verdict{}
+	}
+	v := verdict{provider: ProviderAWS, code: code, kind: kindKey}
+	if sub, ok := awsCodes[code]; ok {
+		v.typ, v.sub = TypeAuthFailure, sub
+	} else if t, ok := awsNonAuth[code]; ok {
+		v.typ = t
+	} else {
+		return verdict{}
+	}
+	return v
+}

@@ -22,6 +22,12 @@ var (
 		// urllib ("HTTP Error 401: Unauthorized").
 		regexp.MustCompile(`\b([1-5]\d\d) (?:Client|Server) Error\b`),
 		regexp.MustCompile(`\bHTTP Error ([1-5]\d\d)\b`),
+		// google-api-go-client googleapi.Error: "googleapi: Error 403: <message>, <reason>".
+		regexp.MustCompile(`\bgoogleapi: Error ([1-5]\d\d)\b`),
+		// Rust reqwest: "HTTP status client error (401 Unauthorized) for url (...)" and its Debug
+		// form "reqwest::Error { kind: Status(401), ... }".
+		regexp.MustCompile(`\bHTTP status (?:client|server) error \(([1-5]\d\d)\b`),
+		regexp.MustCompile(`\bkind: Status\(([1-5]\d\d)\)`),
 		regexp.MustCompile(`(?i)\bstatus(?:[ _-]?code)?\s*[:=]?\s*([1-5]\d\d)\b`),
 		// openai-python / anthropic-python APIStatusError: "Error code: 429 - {...}"; Vault CLI:
 		// "Code: 403. Errors:".
@@ -30,10 +36,18 @@ var (
 		// ("google.api_core.exceptions.PermissionDenied: 403 ..."), python-gitlab ("...Error: 401: ...").
 		regexp.MustCompile(`(?m)^(?:[A-Za-z_]\w*\.)+[A-Z]\w*:\s+([45]\d\d)\b`),
 		regexp.MustCompile(`(?i)\b(?:api|http|request|response|server) error\s*[:=]?\s*\(?([1-5]\d\d)\b`),
+		// Node SDKs whose APIError message starts with the status (openai-node, @anthropic-ai/sdk:
+		// "401 Incorrect API key provided", "NotFoundError: 404 The model ...", "529 {...}"); go-github's
+		// body line "422 Invalid request.".
+		regexp.MustCompile("(?m)^(?:[A-Z]\\w*(?:Error|Exception)(?: \\[\\w+\\])?:\\s*)?([45]\\d\\d) [A-Z{`]"),
 		regexp.MustCompile(`(?i)\b([1-5]\d\d)\s*[:\-]?\s*(?:Unauthorized|Forbidden|Not Found|Too Many Requests|Bad credentials|Payment Required|Bad Request|Unprocessable Entity|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out|Request Timeout|Authorization Required|Proxy Authentication Required|Conflict)\b`),
 	}
 
 	// modelcontextprotocol/servers github formatGitHubError prefixes and the statuses they stand for.
+	// Reason phrases SDKs print without the number (octokit "HttpError: Validation Failed", server-github
+	// "GitHub API error: Unprocessable Entity"); only right after an error prefix.
+	rePhraseStatus = regexp.MustCompile(`(?:^|(?i:error):\s*)(Validation Failed|Unprocessable Entity)\b`)
+
 	reGitHubPrefix = regexp.MustCompile(`(?m)^(?:Error:\s*)?(Authentication Failed|Permission Denied|Rate Limit Exceeded|Not Found|Validation Error|Conflict|GitHub API Error):\s*`)
 )
 
@@ -85,6 +99,9 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 		if m := re.FindStringSubmatch(msg); m != nil {
 			in.status, _ = strconv.Atoi(m[1])
 		}
+	}
+	if in.status == 0 && rePhraseStatus.MatchString(msg) {
+		in.status = 422
 	}
 	if in.status >= 200 && in.status < 300 {
 		in.status = 0 // "HTTP 200" in tool text says nothing about a failure; look at the body.
@@ -139,7 +156,9 @@ func embeddedBody(s string) []byte {
 var (
 	// Errors that never came from an upstream API: a local file missing, a client-side timeout.
 	reLocalNotFound = regexp.MustCompile(`\bENOENT\b|(?i)no such file or directory`)
-	reLocalTimeout  = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b`)
+	reLocalTimeout  = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b`)
+	// Connection failures Node and SDKs report before any response arrives.
+	reLocalUnavailable = regexp.MustCompile(`\bECONNREFUSED\b|\bECONNRESET\b|\bENOTFOUND\b|\bEAI_AGAIN\b|\bsocket hang up\b|\bfetch failed\b|^APIConnectionError: Connection error\.|(?i)\bconnection refused\b`)
 )
 
 // localText types text that matched no upstream rule but names a local condition. It never
@@ -148,6 +167,8 @@ func localText(msg string) (Failure, bool) {
 	switch {
 	case reLocalTimeout.MatchString(msg):
 		return Failure{Type: TypeTimeout, Retryable: true, Recovery: RecoveryWait, Provider: ProviderGeneric}, true
+	case reLocalUnavailable.MatchString(msg):
+		return Failure{Type: TypeUpstreamUnavailable, Retryable: true, Recovery: RecoveryWait, Provider: ProviderGeneric}, true
 	case reLocalNotFound.MatchString(msg):
 		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
 	}
