@@ -156,7 +156,13 @@ func embeddedBody(s string) []byte {
 var (
 	// Errors that never came from an upstream API: a local file missing, a client-side timeout.
 	reLocalNotFound = regexp.MustCompile(`\bENOENT\b|(?i)no such file or directory`)
-	reLocalTimeout  = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b`)
+	// SDK messages for a missing object or an invalid request that carry no status (Notion
+	// object_not_found "Could not find database with ID", Stripe resource_missing "No such customer",
+	// Exchange/Graph "not found in the store"; Notion validation_error "body failed validation", Stripe
+	// card_error). Used only when nothing else matched; they never make an auth failure.
+	reSDKNotFound  = regexp.MustCompile(`(?i)\bcould not find \w+ with id\b|(?:^|Error: )No such \w+:|\bwas not found in the store\b`)
+	reSDKInvalid   = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b`)
+	reLocalTimeout = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b`)
 	// Connection failures Node and SDKs report before any response arrives.
 	reLocalUnavailable = regexp.MustCompile(`\bECONNREFUSED\b|\bECONNRESET\b|\bENOTFOUND\b|\bEAI_AGAIN\b|\bsocket hang up\b|\bfetch failed\b|^APIConnectionError: Connection error\.|(?i)\bconnection refused\b`)
 )
@@ -169,6 +175,10 @@ func localText(msg string) (Failure, bool) {
 		return Failure{Type: TypeTimeout, Retryable: true, Recovery: RecoveryWait, Provider: ProviderGeneric}, true
 	case reLocalUnavailable.MatchString(msg):
 		return Failure{Type: TypeUpstreamUnavailable, Retryable: true, Recovery: RecoveryWait, Provider: ProviderGeneric}, true
+	case reSDKNotFound.MatchString(msg):
+		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
+	case reSDKInvalid.MatchString(msg):
+		return Failure{Type: TypeInvalidRequest, Provider: ProviderGeneric}, true
 	case reLocalNotFound.MatchString(msg):
 		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
 	}
