@@ -327,8 +327,8 @@ func mayReportFailure(text string) bool {
 // classifyWindow bounds the text of a failure that is classified: its head,
 // where servers put the provider's status and message, and its tail, where a
 // stack trace ends with the exception. Classifying a whole 64 KiB log costs
-// tens of milliseconds; the window keeps it to well under one.
-const classifyWindow = 4 << 10
+// around a hundred milliseconds; the window keeps it to a few.
+const classifyWindow = 2 << 10
 
 func classifiable(text string) string {
 	if len(text) <= 2*classifyWindow {
