@@ -9,11 +9,12 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// BenchmarkCall measures one tools/call through the gateway, upstream and
-// agent in-process over real HTTP. Compare with BenchmarkCallDirect.
-func BenchmarkCall(b *testing.B) {
+// benchGateway runs a gateway in front of one in-process echo upstream, over
+// real HTTP, for the call benchmarks.
+func benchGateway(b *testing.B) (context.Context, *Server) {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
-	defer cancel()
+	b.Cleanup(cancel)
 	up := newTestUpstream(b, "a", "echo")
 	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {url: %s}\n", up.url()), nil)
 	if err != nil {
@@ -24,8 +25,15 @@ func BenchmarkCall(b *testing.B) {
 		b.Fatal(err)
 	}
 	g.Start(ctx)
-	defer g.Close()
+	b.Cleanup(func() { _ = g.Close() })
 	_ = g.WaitTried(ctx)
+	return ctx, g
+}
+
+// BenchmarkCall measures one tools/call through the gateway, upstream and
+// agent in-process over real HTTP. Compare with BenchmarkCallDirect.
+func BenchmarkCall(b *testing.B) {
+	ctx, g := benchGateway(b)
 	cs := agent(b, ctx, g, nil)
 	args := map[string]any{"text": "hello"}
 	b.ReportAllocs()
@@ -34,6 +42,27 @@ func BenchmarkCall(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkCallParallel is BenchmarkCall with 8 agent sessions at once.
+func BenchmarkCallParallel(b *testing.B) {
+	ctx, g := benchGateway(b)
+	sessions := make(chan *mcp.ClientSession, 8)
+	for range 8 {
+		sessions <- agent(b, ctx, g, nil)
+	}
+	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		cs := <-sessions
+		args := map[string]any{"text": "hello"}
+		for pb.Next() {
+			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 func BenchmarkCallDirect(b *testing.B) {
@@ -52,38 +81,4 @@ func BenchmarkCallDirect(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-}
-
-// BenchmarkCallParallel is BenchmarkCall with 8 agent sessions at once.
-func BenchmarkCallParallel(b *testing.B) {
-	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
-	defer cancel()
-	up := newTestUpstream(b, "a", "echo")
-	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {url: %s}\n", up.url()), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g.Start(ctx)
-	defer g.Close()
-	_ = g.WaitTried(ctx)
-	sessions := make(chan *mcp.ClientSession, 8)
-	for range 8 {
-		sessions <- agent(b, ctx, g, nil)
-	}
-	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 goroutines
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		cs := <-sessions
-		args := map[string]any{"text": "hello"}
-		for pb.Next() {
-			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
 }
