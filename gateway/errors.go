@@ -61,8 +61,9 @@ func isDeadSession(err error) bool {
 
 // classify turns any error from forwarding a request to u into the failure
 // object. It is the only place that decides what a failure is; toolOutcome and
-// rpcError only choose how it travels. ok is false for a plain upstream
-// JSON-RPC error that is not about credentials, which passes through as is.
+// rpcError only choose how it travels. upstreamRPC is set for an upstream
+// JSON-RPC error that is not about credentials: it passes through as is, with
+// f describing it.
 func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRPC *jsonrpc.Error) {
 	k := g.knowledge(u)
 	var httpErr *HTTPError
@@ -92,11 +93,14 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		if len(rpcErr.Data) > 0 {
 			text += "\n" + string(rpcErr.Data)
 		}
-		if af, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, k); ok && af.IsAuth() {
+		af, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, k)
+		switch {
+		case ok && af.IsAuth():
 			f = af
-		} else {
-			f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: rpcErr.Message}
-			upstreamRPC = rpcErr
+		case ok:
+			f, upstreamRPC = af, rpcErr
+		default:
+			f, upstreamRPC = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: rpcErr.Message}, rpcErr
 		}
 	default:
 		f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: err.Error()}
