@@ -57,6 +57,13 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 				if strings.HasPrefix(args.Text, "iserror:") {
 					return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: strings.TrimPrefix(args.Text, "iserror:")}}}, nil
 				}
+				if args.Text == "structured" {
+					return &mcp.CallToolResult{
+						Content:           []mcp.Content{&mcp.TextContent{Text: `{"n":1}`}, &mcp.ImageContent{Data: []byte{0x89, 'P', 'N', 'G'}, MIMEType: "image/png"}},
+						StructuredContent: map[string]any{"n": 1.0, "nested": map[string]any{"ok": true}},
+						Meta:              mcp.Meta{"dev.example/trace": "abc"},
+					}, nil
+				}
 				if strings.HasPrefix(args.Text, "text:") {
 					return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.TrimPrefix(args.Text, "text:")}}}, nil
 				}
@@ -187,6 +194,21 @@ upstreams:
 	var je *jsonrpc.Error
 	if !errorsAs(err, &je) || je.Code != -32011 || string(je.Data) != `{"retryAfterMs":1500}` {
 		t.Errorf("rpc error = %v, want code -32011 with data passed through", err)
+	}
+
+	// Results pass through untouched: structured content, images, _meta.
+	res0, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "structured"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]any{"n": 1.0, "nested": map[string]any{"ok": true}}, res0.StructuredContent); diff != "" {
+		t.Errorf("structuredContent mismatch (-want +got):\n%s", diff)
+	}
+	if img, ok := res0.Content[1].(*mcp.ImageContent); !ok || string(img.Data) != "\x89PNG" || img.MIMEType != "image/png" {
+		t.Errorf("image content = %#v", res0.Content[1])
+	}
+	if res0.Meta["dev.example/trace"] != "abc" || res0.IsError {
+		t.Errorf("_meta = %v, isError %v", res0.Meta, res0.IsError)
 	}
 
 	// Tool errors stay results, with a typed object in _meta.
