@@ -167,9 +167,6 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if err != nil {
 		return err
 	}
-	if params != nil {
-		g.passLogLevel(cs, ss, params)
-	}
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token)
 		defer done()
@@ -180,24 +177,29 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if ss != nil {
 		defer u.track(ctx, ss)()
 	}
-	err = u.call(ctx, cs, do)
-	u.notes.drain(ctx)
-	if err != nil && isDeadSession(err) {
-		u.drop(ss, cs)
-		// An HTTP upstream that lost our session (it restarted) rejected the
-		// request before running it, so it is safe to send again once the
-		// session is re-established: the agent never sees the restart.
-		if errors.Is(err, mcp.ErrSessionMissing) {
-			if next := u.awaitSession(ctx, ss, cs); next != nil {
-				if params != nil {
-					g.passLogLevel(next, ss, params)
-				}
-				err = u.call(ctx, next, do)
-				u.notes.drain(ctx)
-			}
+	// At most two attempts: an HTTP upstream that lost our session (it
+	// restarted) rejected the request before running it, so it is safe to
+	// send again once the session is re-established, and the agent never
+	// sees the restart. Nothing else is resent.
+	for attempt := 0; ; attempt++ {
+		if params != nil {
+			g.passLogLevel(cs, ss, params)
 		}
+		err = u.call(ctx, cs, do)
+		u.notes.drain(ctx)
+		if err == nil || !isDeadSession(err) {
+			return err
+		}
+		u.drop(ss, cs)
+		if attempt > 0 || !errors.Is(err, mcp.ErrSessionMissing) {
+			return err
+		}
+		next := u.awaitSession(ctx, ss, cs)
+		if next == nil {
+			return err
+		}
+		cs = next
 	}
-	return err
 }
 
 // forwardMeta copies the agent's _meta without the hop-local keys and the

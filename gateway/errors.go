@@ -105,12 +105,19 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 	default:
 		f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: err.Error()}
 	}
+	return g.attribute(u, f), upstreamRPC
+}
+
+// attribute completes a failure object for the wire: it names the upstream
+// and, for a credential failure, the credential, and redacts and bounds the
+// provider's message.
+func (g *Server) attribute(u *upstream, f authmap.Failure) authmap.Failure {
 	f.Upstream = u.name
 	if f.IsAuth() && f.Credential == "" {
 		f.Credential = u.credentialName()
 	}
 	f.Detail = truncate(g.redact(f.Detail), 500)
-	return f, upstreamRPC
+	return f
 }
 
 // jsonrpcRejected is the SDK's code for transport-level rejections (-32005).
@@ -187,16 +194,11 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 	text, single := resultText(res)
 	if res.IsError || (single && len(text) < 1024 && mayReportFailure(text)) {
 		if f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledge(u)); ok && f.IsAuth() {
-			f.Upstream = u.name
-			if f.Credential == "" {
-				f.Credential = u.credentialName()
-			}
-			f.Detail = truncate(g.redact(f.Detail), 500)
-			return g.failureResult(f, res.Content), nil
+			return g.failureResult(g.attribute(u, f), res.Content), nil
 		}
 	}
 	if res.IsError {
-		f := authmap.Failure{Type: authmap.TypeUpstreamError, Upstream: u.name, Detail: truncate(g.redact(text), 500)}
+		f := g.attribute(u, authmap.Failure{Type: authmap.TypeUpstreamError, Detail: text})
 		meta := make(mcp.Meta, len(res.Meta)+1)
 		for k, v := range res.Meta {
 			meta[k] = v
