@@ -375,7 +375,7 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 // rawMap is a koanf provider of a map already read.
 type rawMap map[string]any
 
-func (m rawMap) ReadBytes() ([]byte, error)     { return nil, errors.New("rawMap: no bytes") }
+func (m rawMap) ReadBytes() ([]byte, error)    { return nil, errors.New("rawMap: no bytes") }
 func (m rawMap) Read() (map[string]any, error) { return m, nil }
 
 // flatten lists the errors joined in err.
