@@ -65,6 +65,9 @@ var commands = []string{"serve", "stdio", "validate", "import", "classify", "ver
 
 func main() {
 	tuneGC()
+	// zerolog's global, set once here rather than per logger: run is also
+	// called by tests, in parallel.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -329,7 +332,6 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	switch format {
 	case "json":
 	case "console":
