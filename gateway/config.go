@@ -216,9 +216,12 @@ func (c *Config) Order() []string {
 	return names
 }
 
-// LoadConfig reads the YAML file at path, applies CREDGATE_* overrides from
-// environ (os.Environ() form), fills defaults and validates. Every problem is
-// reported at once, each naming its key.
+// LoadConfig reads the YAML file at path, or a desktop client's JSON config
+// (mcpServers; see desktop.go), expands ${NAME} references in its values
+// from environ (os.Environ() form; see expand.go), applies CREDGATE_*
+// overrides from environ, fills defaults and validates. Every problem is
+// reported at once, one a line, each naming its key (and the variable, for
+// an override). What was skipped or ignored is in [Config.LoadWarnings].
 func LoadConfig(path string, environ []string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -307,6 +310,16 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 	}
 	cfg.order = upstreamOrder(order, cfg.Upstreams)
 	cfg.templates = exp.templates
+	if d != nil {
+		// Messages look values up by the keys they went to.
+		cfg.templates = map[string]string{}
+		for k, v := range exp.templates {
+			if uk, ok := d.upstreamKey(k); ok {
+				k = uk
+			}
+			cfg.templates[k] = v
+		}
+	}
 	for key := range envVars {
 		delete(cfg.templates, key) // the environment's value replaced the file's
 	}
@@ -330,9 +343,14 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 		reported = append(reported, d.reported...)
 	}
 	for _, e := range flatten(cfg.Validate()) {
-		if !consequence(rename(e.Error()), reported) {
-			errs = append(errs, e)
+		if consequence(rename(e.Error()), reported) {
+			continue
 		}
+		// A bad value the environment set: name the variable.
+		if key, msg, ok := strings.Cut(e.Error(), ": "); ok && envVars[key] != "" {
+			e = &keyError{key: key, env: envVars[key], msg: msg}
+		}
+		errs = append(errs, e)
 	}
 	if len(errs) > 0 {
 		return nil, joinLines(errs, rename)

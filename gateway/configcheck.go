@@ -29,6 +29,11 @@ func (e *keyError) Error() string {
 	return fmt.Sprintf("%s: %s", e.key, e.msg)
 }
 
+// keyHints are keys other tools spell differently (a desktop client's
+// "type"), for "did you mean" when no key is a near spelling.
+var keyHints = map[string]string{"type": "transport", "transportType": "transport", "serverUrl": "url", "httpUrl": "url",
+	"host": "listen", "port": "listen", "addr": "listen", "address": "listen"}
+
 // typeCheck walks one source's raw config map along the Go type it decodes
 // into, before the decoder sees it. It reports every unknown key (with a
 // "did you mean" hint) and every value the decoder would reject or, worse,
@@ -85,7 +90,10 @@ func (c *typeCheck) fields(m map[string]any, t reflect.Type, at string) {
 		ft, ok := fieldByTag(t, k)
 		if !ok {
 			msg := "unknown key"
-			if s := suggest(k, fieldTags(t)); s != "" {
+			tags := fieldTags(t)
+			if s := suggest(k, tags); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			} else if s := keyHints[k]; slices.Contains(tags, s) {
 				msg += fmt.Sprintf(" (did you mean %s?)", s)
 			}
 			c.bad(key, "%s", msg)

@@ -220,6 +220,9 @@ upstreams:
     heders: {A: b}
     tools: {alow: [x]}
     wholly_unrelated: 1
+  b:
+    type: http
+    url: https://x
 classify:
   rules:
     - {providr: acme, match: {status: 403}, subtype: credential_expired}
@@ -231,6 +234,7 @@ classify:
 		"upstreams.a.heders: unknown key (did you mean headers?)",
 		"upstreams.a.tools.alow: unknown key (did you mean allow?)",
 		"classify.rules[0].providr: unknown key (did you mean provider?)",
+		"upstreams.b.type: unknown key (did you mean transport?)",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
@@ -252,6 +256,8 @@ func TestEnvOverrideErrors(t *testing.T) {
 		"CREDGATE_UPSTREAMS__A__ENV=x",
 		"CREDGATE_UPSTREAMS__A__TOOLS__ALLOW=x",
 		"CREDGATE_LISTN=x",
+		"CREDGATE_LISTEN=8094",
+		"CREDGATE_UPSTREAMS__A__TRANSPORT=grpc",
 	)
 	checkNoEmptyLines(t, msg)
 	for _, want := range []string{
@@ -260,6 +266,8 @@ func TestEnvOverrideErrors(t *testing.T) {
 		`CREDGATE_STATELESS (stateless): want true or false, got "perhaps"`,
 		"CREDGATE_UPSTREAMS__A__ENV (upstreams.a.env): want a mapping, got a string; set one entry per variable, such as CREDGATE_UPSTREAMS__A__ENV__NAME",
 		"CREDGATE_LISTN (listn): unknown key (did you mean listen?)",
+		`CREDGATE_LISTEN (listen): invalid address "8094": want host:port, e.g. 127.0.0.1:8094`,
+		`CREDGATE_UPSTREAMS__A__TRANSPORT (upstreams.a.transport): unknown transport "grpc"`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
@@ -413,7 +421,8 @@ func TestDesktopConfig(t *testing.T) {
 		"d": {"url": "not a url"},
 		"e": {"command": "x", "env": {"T": "${MISSING}"}},
 		"f": {"command": "x", "envFile": ".env"},
-		"!!": {"command": "x"}}}`)
+		"g": {"serverUrl": "ftp://${SECRET}/mcp"},
+		"!!": {"command": "x"}}}`, "SECRET=s3cr3t-0123456789")
 	checkNoEmptyLines(t, msg)
 	for _, want := range []string{
 		`mcpServers.a: becomes upstream "a", like mcpServers.A; rename one of them`,
@@ -423,10 +432,14 @@ func TestDesktopConfig(t *testing.T) {
 		"mcpServers.e.env.T: ${MISSING}: environment variable MISSING is not set",
 		"mcpServers.f.envFile: not supported",
 		"mcpServers.!!: the name has no letter or digit",
+		`mcpServers.g.url: invalid url "ftp://${SECRET}/mcp" (before expansion)`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
 		}
+	}
+	if strings.Contains(msg, "s3cr3t") {
+		t.Errorf("error shows an expanded value:\n%s", msg)
 	}
 }
 

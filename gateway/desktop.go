@@ -293,6 +293,30 @@ func (d *desktop) renameKey(msg string) string {
 	return msg
 }
 
+// upstreamKey maps a key of the file (mcpServers.<name>.serverUrl) to the
+// upstream key its value went to (upstreams.<upstream>.url).
+func (d *desktop) upstreamKey(fileKey string) (string, bool) {
+	best, bestName := "", ""
+	for name, src := range d.source {
+		if len(src) <= len(best) || !strings.HasPrefix(fileKey, src) {
+			continue
+		}
+		if rest := fileKey[len(src):]; rest == "" || rest[0] == '.' || rest[0] == '[' {
+			best, bestName = src, name
+		}
+	}
+	if best == "" {
+		return "", false
+	}
+	rest := fileKey[len(best):]
+	for _, alias := range []string{".serverUrl", ".httpUrl"} {
+		if r, ok := strings.CutPrefix(rest, alias); ok && (r == "" || r[0] == '.') {
+			rest = ".url" + r
+		}
+	}
+	return "upstreams." + bestName + rest, true
+}
+
 // ImportDesktopConfig translates a desktop client's MCP config (JSON or
 // YAML with a top-level mcpServers or servers object) into credgate YAML.
 // ${NAME} references are kept as they are (${env:NAME} becomes ${NAME}), so
