@@ -273,7 +273,19 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 		errs = append(errs, d.errs...)
 		order = append(order, d.order...)
 	}
-	fileCheck := &typeCheck{}
+	// Messages show a value's text before expansion, looked up by the key
+	// the value went to.
+	templates := exp.templates
+	if d != nil {
+		templates = map[string]string{}
+		for k, v := range exp.templates {
+			if uk, ok := d.upstreamKey(k); ok {
+				k = uk
+			}
+			templates[k] = v
+		}
+	}
+	fileCheck := &typeCheck{templates: templates}
 	fileCheck.fields(raw, reflect.TypeFor[Config](), "")
 	errs = append(errs, fileCheck.errs...)
 
@@ -309,17 +321,7 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	cfg.order = upstreamOrder(order, cfg.Upstreams)
-	cfg.templates = exp.templates
-	if d != nil {
-		// Messages look values up by the keys they went to.
-		cfg.templates = map[string]string{}
-		for k, v := range exp.templates {
-			if uk, ok := d.upstreamKey(k); ok {
-				k = uk
-			}
-			cfg.templates[k] = v
-		}
-	}
+	cfg.templates = templates
 	for key := range envVars {
 		delete(cfg.templates, key) // the environment's value replaced the file's
 	}

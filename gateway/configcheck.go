@@ -51,6 +51,17 @@ type typeCheck struct {
 	errs    []error
 	// dropped holds the key paths whose values were removed.
 	dropped []string
+	// templates maps keys to their text before ${NAME} expansion, which
+	// messages show instead of the value.
+	templates map[string]string
+}
+
+// quote quotes a string value for a message, or its text before expansion.
+func (c *typeCheck) quote(key, v string) string {
+	if t, ok := c.templates[key]; ok {
+		return fmt.Sprintf("%q (before expansion)", t)
+	}
+	return fmt.Sprintf("%q", v)
 }
 
 var (
@@ -210,7 +221,7 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 			if b, err := strconv.ParseBool(x); err == nil {
 				return b, true
 			}
-			c.bad(key, "want true or false, got %q", x)
+			c.bad(key, "want true or false, got %s", c.quote(key, x))
 			return nil, false
 		}
 		c.bad(key, "want true or false, got %s", describe(v))
@@ -226,7 +237,7 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 			if f, err := strconv.ParseFloat(x, 64); err == nil {
 				return f, true
 			}
-			c.bad(key, "want a number, got %q", x)
+			c.bad(key, "want a number, got %s", c.quote(key, x))
 			return nil, false
 		}
 		c.bad(key, "want a number, got %s", describe(v))
@@ -259,7 +270,7 @@ func (c *typeCheck) integer(v any, t reflect.Type, key string) (any, bool) {
 	case string:
 		var err error
 		if n, err = strconv.ParseInt(x, 0, 64); err != nil {
-			c.bad(key, "want a whole number, got %q", x)
+			c.bad(key, "want a whole number, got %s", c.quote(key, x))
 			return nil, false
 		}
 	default:
@@ -293,7 +304,7 @@ func (c *typeCheck) duration(v any, key string) (any, bool) {
 	switch x := v.(type) {
 	case string:
 		if _, err := time.ParseDuration(x); err != nil && !koanfDuration(x) {
-			c.bad(key, "%s, got %q", want, x)
+			c.bad(key, "%s, got %s", want, c.quote(key, x))
 			return nil, false
 		}
 		return x, true

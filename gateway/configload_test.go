@@ -317,6 +317,7 @@ upstreams:
 
 	msg := parseErr(t, `
 listen: ${HOST}
+stateless: ${HOST}
 upstreams:
   a:
     command: x
@@ -336,6 +337,7 @@ upstreams:
 		"upstreams.b.url: ${input:key}: input variables",
 		`upstreams.c.url: invalid url "ftp://${TOKEN}" (before expansion)`,
 		`listen: invalid address "${HOST}" (before expansion)`,
+		`stateless: want true or false, got "${HOST}" (before expansion)`,
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q:\n%s", want, msg)
