@@ -93,6 +93,15 @@ func (c *Config) shown(key, v string) string {
 	return fmt.Sprintf("%q", v)
 }
 
+// knownProvider reports whether p is a built-in provider (or an alias of
+// one) or one that a classify rule defines.
+func (c *Config) knownProvider(p string) bool {
+	if authmap.NormalizeProvider(p) != "" {
+		return true
+	}
+	return slices.ContainsFunc(c.Classify.Rules, func(r authmap.Rule) bool { return r.Provider == p })
+}
+
 // CheckListen reports whether addr is a listen address: host:port with a
 // numeric port; the host may be empty (all interfaces).
 func CheckListen(addr string) error {
@@ -584,6 +593,13 @@ func (c *Config) Validate() error {
 		}
 		if u.Session != "" && u.Session != SessionShared && u.Session != SessionPerAgent {
 			bad(key+".session", "unknown session mode %s: want shared or per_agent", c.shown(key+".session", u.Session))
+		}
+		if u.Provider != "" && !c.knownProvider(u.Provider) {
+			msg := fmt.Sprintf("unknown provider %s", c.shown(key+".provider", u.Provider))
+			if s := suggest(u.Provider, authmap.Providers()); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			bad(key+".provider", "%s: want one of %s, or a provider a classify rule names", msg, strings.Join(authmap.Providers(), ", "))
 		}
 		if u.Timeout < 0 {
 			bad(key+".timeout", "negative timeout %s", u.Timeout)

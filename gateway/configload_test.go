@@ -551,3 +551,26 @@ func TestPassedThroughErrorPrefix(t *testing.T) {
 		t.Errorf("tools/call error = %v, want the message kept", err)
 	}
 }
+
+// TestUpstreamProviderChecked is the regression test for issue 6 item 17 in
+// the config: upstreams.<name>.provider, like --provider, must name a
+// provider the classifier knows or one a classify rule defines (a typo was
+// silently ignored).
+func TestUpstreamProviderChecked(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, "upstreams:\n  a: {command: x, provider: githb}\n")
+	if want := `upstreams.a.provider: unknown provider "githb" (did you mean github?): want one of github, gitlab`; !strings.Contains(msg, want) {
+		t.Errorf("error lacks %q:\n%s", want, msg)
+	}
+	if _, err := ParseConfig([]byte(`
+upstreams:
+  a: {command: x, provider: acme}
+  b: {command: x, provider: azure}
+  c: {command: x, provider: github}
+classify:
+  rules:
+    - {provider: acme, match: {status: 403}, subtype: credential_revoked}
+`), nil); err != nil {
+		t.Errorf("providers a rule defines, aliases and built-ins: %v", err)
+	}
+}
