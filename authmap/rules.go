@@ -12,7 +12,8 @@ import (
 // Rule is an ops rule from config key classify.rules. Rules are tried in order, before the
 // built-in rules; the first whose Match holds decides.
 type Rule struct {
-	// Provider names the provider reported in the failure. If empty, the provider is detected.
+	// Provider names the provider reported in the failure: a built-in one (Providers) or the
+	// rule's own, such as "acme" for a company's API. If empty, the provider is detected.
 	Provider string `koanf:"provider" json:"provider"`
 	// Match says which responses the rule applies to. At least one criterion is required.
 	Match RuleMatch `koanf:"match" json:"match"`
@@ -37,6 +38,9 @@ type RuleMatch struct {
 	// message or isError result. If empty, the body is not checked.
 	Body string `koanf:"body" json:"body"`
 }
+
+// providerNameRE is the shape of a provider name (schema/error.schema.json).
+var providerNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 
 type compiledRule struct {
 	rule   Rule
@@ -79,8 +83,11 @@ func compileRules(rules []Rule) ([]compiledRule, error) {
 		if r.Recovery != "" && !slices.Contains(Recoveries(), r.Recovery) {
 			bad("recovery", "unknown recovery %q", r.Recovery)
 		}
-		if r.Provider != "" && !slices.Contains(Providers(), r.Provider) {
-			bad("provider", "unknown provider %q (one of %s)", r.Provider, strings.Join(Providers(), ", "))
+		// A provider that is not built in is the rule's own (a company's API):
+		// the rule defines it. Its name travels in failure objects, so it is
+		// held to the shape of the built-in ones.
+		if r.Provider != "" && !providerNameRE.MatchString(r.Provider) {
+			bad("provider", "invalid provider name %q: want [a-z0-9][a-z0-9_.-]*, such as acme (or a built-in one: %s)", r.Provider, strings.Join(Providers(), ", "))
 		}
 		m := r.Match
 		if m.Status != 0 && (m.Status < 100 || m.Status > 599) {

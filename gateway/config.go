@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"net"
 	"net/url"
 	"os"
 	"path"
@@ -11,12 +13,12 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
-	"github.com/knadh/koanf/providers/rawbytes"
 	"github.com/knadh/koanf/v2"
 	yamlv3 "go.yaml.in/yaml/v3"
 
@@ -69,6 +71,52 @@ type Config struct {
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
+	// templates maps the key of each value that held ${NAME} references to
+	// its text before expansion, for error messages.
+	templates map[string]string
+	// loadWarnings are what loading skipped or ignored (see LoadWarnings).
+	loadWarnings []string
+}
+
+// LoadWarnings lists what loading the config skipped or ignored without
+// failing, each naming its key: a desktop client's settings that mean nothing
+// to the gateway, and disabled servers. The CLI prints them.
+func (c *Config) LoadWarnings() []string { return c.loadWarnings }
+
+// shown quotes a config value for an error message: the text the file had
+// before ${NAME} expansion when it had references, so that no message shows
+// an expanded value (a secret, often).
+func (c *Config) shown(key, v string) string {
+	if t, ok := c.templates[key]; ok {
+		return fmt.Sprintf("%q (before expansion)", t)
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// knownProvider reports whether p is a built-in provider (or an alias of
+// one) or one that a classify rule defines.
+func (c *Config) knownProvider(p string) bool {
+	if authmap.NormalizeProvider(p) != "" {
+		return true
+	}
+	return slices.ContainsFunc(c.Classify.Rules, func(r authmap.Rule) bool { return r.Provider == p })
+}
+
+// CheckListen reports whether addr is a listen address: host:port with a
+// numeric port; the host may be empty (all interfaces).
+func CheckListen(addr string) error {
+	const want = "want host:port, e.g. 127.0.0.1:8094"
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if n, err := strconv.Atoi(addr); err == nil && n >= 0 && n <= 65535 {
+			return fmt.Errorf("want host:port, e.g. 127.0.0.1:%d", n)
+		}
+		return errors.New(want)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("invalid port %q: %s", port, want)
+	}
+	return nil
 }
 
 // ClassifyConfig is the classify section: rules tried before the built-in ones.
@@ -177,9 +225,12 @@ func (c *Config) Order() []string {
 	return names
 }
 
-// LoadConfig reads the YAML file at path, applies CREDGATE_* overrides from
-// environ (os.Environ() form), fills defaults and validates. Every problem is
-// reported at once, each naming its key.
+// LoadConfig reads the YAML file at path, or a desktop client's JSON config
+// (mcpServers; see desktop.go), expands ${NAME} references in its values
+// from environ (os.Environ() form; see expand.go), applies CREDGATE_*
+// overrides from environ, fills defaults and validates. Every problem is
+// reported at once, one a line, each naming its key (and the variable, for
+// an override). What was skipped or ignored is in [Config.LoadWarnings].
 func LoadConfig(path string, environ []string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -188,41 +239,223 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 	return ParseConfig(data, environ)
 }
 
-// ParseConfig is [LoadConfig] for YAML already in memory.
+// ParseConfig is [LoadConfig] for YAML already in memory. environ supplies
+// the CREDGATE_* overrides and the values of ${NAME} references.
 func ParseConfig(data []byte, environ []string) (*Config, error) {
-	k := koanf.New(".")
-	if len(bytes.TrimSpace(data)) > 0 {
-		if err := k.Load(rawbytes.Provider(data), yaml.Parser()); err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+	return parseConfig(data, loadOptions{environ: environ})
+}
+
+// loadOptions are parseConfig's inputs besides the file.
+type loadOptions struct {
+	environ []string // os.Environ() form: CREDGATE_* overrides and ${NAME} values
+	// lookup, if set, resolves ${NAME} references instead of environ.
+	lookup func(name string) (string, bool)
+}
+
+// parseConfig loads a config in one pass that reports every problem: the
+// file's raw values are expanded (${NAME}) and, for a desktop client's file,
+// translated into upstreams; then the file and the environment are each
+// checked against the Config type (unknown keys, values of the wrong type)
+// before decoding, so that a bad value is reported with the key it is at,
+// and with the variable that set it, instead of stopping the decoder; last
+// comes Validate.
+func parseConfig(data []byte, o loadOptions) (*Config, error) {
+	raw, listed, err := parseRaw(data)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	var d *desktop
+	if isDesktop(raw) {
+		d = &desktop{}
+		d.dropForeignKeys(raw)
+	}
+	exp := newExpander(o.environ)
+	if o.lookup != nil {
+		exp.lookup = o.lookup
+	}
+	exp.tree(raw, "")
+	errs = append(errs, exp.errs...)
+	order := listed["upstreams"]
+	if d != nil {
+		d.translate(raw, listed)
+		errs = append(errs, d.errs...)
+		order = append(order, d.order...)
+	}
+	// Messages show a value's text before expansion, looked up by the key
+	// the value went to.
+	templates := exp.templates
+	if d != nil {
+		templates = map[string]string{}
+		for k, v := range exp.templates {
+			if uk, ok := d.upstreamKey(k); ok {
+				k = uk
+			}
+			templates[k] = v
 		}
 	}
-	// Unknown keys are reported together with every other problem; those
-	// from the environment name their variable.
-	keysErr := checkKeys(k.Raw(), reflect.TypeFor[Config](), "")
-	fromEnv := koanf.New(".")
-	if err := fromEnv.Load(env.Provider(".", env.Opt{
-		Prefix:        EnvPrefix,
-		TransformFunc: envKey,
-		EnvironFunc:   func() []string { return environ },
-	}), nil); err != nil {
+	fileCheck := &typeCheck{templates: templates}
+	fileCheck.fields(raw, reflect.TypeFor[Config](), "")
+	errs = append(errs, fileCheck.errs...)
+
+	envVars := map[string]string{}
+	fromEnv, err := env.Provider(".", env.Opt{
+		Prefix: EnvPrefix,
+		TransformFunc: func(name, value string) (string, any) {
+			key, v := envKey(name, value)
+			if key != "" {
+				envVars[key] = name
+			}
+			return key, v
+		},
+		EnvironFunc: func() []string { return o.environ },
+	}).Read()
+	if err != nil {
 		return nil, fmt.Errorf("config: environment: %w", err)
 	}
-	if err := checkKeys(fromEnv.Raw(), reflect.TypeFor[Config](), ""); err != nil {
-		keysErr = errors.Join(keysErr, fmt.Errorf("environment (%s*): %w", EnvPrefix, err))
+	envCheck := &typeCheck{envVars: envVars}
+	envCheck.fields(fromEnv, reflect.TypeFor[Config](), "")
+	errs = append(errs, envCheck.errs...)
+
+	k := koanf.New(".")
+	if err := k.Load(rawMap(raw), nil); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := k.Merge(fromEnv); err != nil {
+	if err := k.Load(rawMap(fromEnv), nil); err != nil {
 		return nil, fmt.Errorf("config: environment: %w", err)
 	}
 	var cfg Config
 	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
-		return nil, errors.Join(keysErr, fmt.Errorf("config: %w", err))
+		// The checks above should leave the decoder nothing to refuse.
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
-	cfg.order = upstreamOrder(data, cfg.Upstreams)
+	cfg.order = upstreamOrder(order, cfg.Upstreams)
+	cfg.templates = templates
+	for key := range envVars {
+		delete(cfg.templates, key) // the environment's value replaced the file's
+	}
+	if d != nil {
+		cfg.loadWarnings = d.warnings
+	}
 	cfg.Normalize()
-	if err := errors.Join(keysErr, cfg.Validate()); err != nil {
-		return nil, err
+	// A value reported above was dropped (or left unexpanded); what Validate
+	// says about its key, or about the upstream missing it, is a consequence.
+	// Keys are compared as the file has them (mcpServers.<name>.url rather
+	// than upstreams.<name>.url for a desktop client's file).
+	rename := func(s string) string { return s }
+	if d != nil {
+		rename = d.renameKey
+	}
+	var reported []string
+	for _, k := range slices.Concat(fileCheck.dropped, envCheck.dropped, slices.Collect(maps.Keys(exp.failed))) {
+		reported = append(reported, rename(k))
+	}
+	if d != nil {
+		reported = append(reported, d.reported...)
+	}
+	for _, e := range flatten(cfg.Validate()) {
+		if consequence(rename(e.Error()), reported) {
+			continue
+		}
+		// A bad value the environment set: name the variable.
+		if key, msg, ok := strings.Cut(e.Error(), ": "); ok && envVars[key] != "" {
+			e = &keyError{key: key, env: envVars[key], msg: msg}
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
+		return nil, joinLines(errs, rename)
 	}
 	return &cfg, nil
+}
+
+// parseRaw parses the file, and lists the entries of its upstreams and
+// desktop-client server mappings in file order.
+func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err error) {
+	raw = map[string]any{}
+	listed = map[string][]string{}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return raw, listed, nil
+	}
+	raw, err = yaml.Parser().Unmarshal(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config: %w", err)
+	}
+	if raw == nil {
+		raw = map[string]any{} // a file of comments only
+	}
+	var doc yamlv3.Node
+	if yamlv3.Unmarshal(data, &doc) == nil && len(doc.Content) > 0 {
+		root := doc.Content[0]
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			key := root.Content[i].Value
+			if key != "upstreams" && !slices.Contains(desktopKeys, key) {
+				continue
+			}
+			m := root.Content[i+1]
+			for j := 0; j+1 < len(m.Content); j += 2 {
+				listed[key] = append(listed[key], m.Content[j].Value)
+			}
+		}
+	}
+	return raw, listed, nil
+}
+
+// rawMap is a koanf provider of a map already read.
+type rawMap map[string]any
+
+func (m rawMap) ReadBytes() ([]byte, error)    { return nil, errors.New("rawMap: no bytes") }
+func (m rawMap) Read() (map[string]any, error) { return m, nil }
+
+// flatten lists the errors joined in err.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// consequence reports whether a Validate error is about a key already
+// reported (dropped or left unexpanded), one under it, or the upstream or
+// section holding it.
+func consequence(msg string, reported []string) bool {
+	key, _, ok := strings.Cut(msg, ": ")
+	if !ok {
+		return false
+	}
+	for _, r := range reported {
+		if key == r || strings.HasPrefix(key, r+".") || strings.HasPrefix(key, r+"[") ||
+			(strings.Contains(key, ".") && strings.HasPrefix(r, key+".")) {
+			return true
+		}
+	}
+	return false
+}
+
+// joinLines joins errors one problem a line, without empty lines, each line
+// passed through rename.
+func joinLines(errs []error, rename func(string) string) error {
+	var lines []string
+	for _, e := range errs {
+		for _, f := range flatten(e) {
+			for _, l := range strings.Split(f.Error(), "\n") {
+				if strings.TrimSpace(l) != "" {
+					lines = append(lines, rename(l))
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(lines, "\n"))
 }
 
 // envKey maps CREDGATE_UPSTREAMS__GH__ENV__GITHUB_TOKEN to
@@ -240,70 +473,6 @@ func envKey(key, value string) (string, any) {
 		parts[i] = strings.ToLower(p)
 	}
 	return strings.Join(parts, "."), value
-}
-
-// checkKeys rejects keys that no field of t takes, naming the full key path.
-func checkKeys(raw map[string]any, t reflect.Type, at string) error {
-	var errs []error
-	keys := make([]string, 0, len(raw))
-	for k := range raw {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		field, ok := fieldByTag(t, k)
-		p := joinKey(at, k)
-		if !ok {
-			errs = append(errs, fmt.Errorf("%s: unknown key", p))
-			continue
-		}
-		errs = append(errs, checkValue(raw[k], field, p))
-	}
-	return errors.Join(errs...)
-}
-
-func checkValue(v any, t reflect.Type, at string) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Struct:
-		if t == reflect.TypeFor[time.Duration]() || t == reflect.TypeFor[time.Time]() {
-			return nil
-		}
-		m, ok := v.(map[string]any)
-		if !ok {
-			if v == nil {
-				return nil
-			}
-			return fmt.Errorf("%s: want a mapping, got %T", at, v)
-		}
-		return checkKeys(m, t, at)
-	case reflect.Map:
-		m, ok := v.(map[string]any)
-		if !ok {
-			if v == nil {
-				return nil
-			}
-			return fmt.Errorf("%s: want a mapping, got %T", at, v)
-		}
-		var errs []error
-		for k, e := range m {
-			errs = append(errs, checkValue(e, t.Elem(), joinKey(at, k)))
-		}
-		return errors.Join(errs...)
-	case reflect.Slice:
-		s, ok := v.([]any)
-		if !ok {
-			return nil // a scalar where a list is wanted is reported by the decoder
-		}
-		var errs []error
-		for i, e := range s {
-			errs = append(errs, checkValue(e, t.Elem(), fmt.Sprintf("%s[%d]", at, i)))
-		}
-		return errors.Join(errs...)
-	}
-	return nil
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
@@ -329,23 +498,13 @@ func joinKey(at, k string) string {
 	return at + "." + k
 }
 
-// upstreamOrder returns the upstream names in the order the YAML lists them,
-// then any that only the environment added, sorted.
-func upstreamOrder(data []byte, ups map[string]*UpstreamConfig) []string {
+// upstreamOrder returns the upstream names in the order the file lists
+// them, then any that only the environment added, sorted.
+func upstreamOrder(listed []string, ups map[string]*UpstreamConfig) []string {
 	var order []string
-	var doc yamlv3.Node
-	if yamlv3.Unmarshal(data, &doc) == nil && len(doc.Content) > 0 {
-		root := doc.Content[0]
-		for i := 0; i+1 < len(root.Content); i += 2 {
-			if root.Content[i].Value != "upstreams" {
-				continue
-			}
-			m := root.Content[i+1]
-			for j := 0; j+1 < len(m.Content); j += 2 {
-				if _, ok := ups[m.Content[j].Value]; ok {
-					order = append(order, m.Content[j].Value)
-				}
-			}
+	for _, n := range listed {
+		if _, ok := ups[n]; ok && !slices.Contains(order, n) {
+			order = append(order, n)
 		}
 	}
 	var rest []string
@@ -390,6 +549,9 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
+	if err := CheckListen(c.Listen); c.Listen != "" && err != nil {
+		bad("listen", "invalid address %s: %v", c.shown("listen", c.Listen), err)
+	}
 	if err := routing.CheckSeparator(c.ToolSeparator); err != nil {
 		bad("tool_separator", "%v", err)
 	}
@@ -419,7 +581,7 @@ func (c *Config) Validate() error {
 			if u.URL == "" {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-				bad(key+".url", "invalid url %q: want http(s)://host/path", u.URL)
+				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shown(key+".url", u.URL))
 			}
 			if u.Command != "" || len(u.Args) > 0 || len(u.Env) > 0 || u.Cwd != "" {
 				bad(key, "command, args, env and cwd apply to stdio upstreams only (transport is %s)", u.Transport)
@@ -427,10 +589,17 @@ func (c *Config) Validate() error {
 		case "":
 			bad(key, "no transport: set command (stdio) or url (streamable-http, sse)")
 		default:
-			bad(key+".transport", "unknown transport %q: want stdio, streamable-http or sse", u.Transport)
+			bad(key+".transport", "unknown transport %s: want stdio, streamable-http or sse", c.shown(key+".transport", u.Transport))
 		}
 		if u.Session != "" && u.Session != SessionShared && u.Session != SessionPerAgent {
-			bad(key+".session", "unknown session mode %q: want shared or per_agent", u.Session)
+			bad(key+".session", "unknown session mode %s: want shared or per_agent", c.shown(key+".session", u.Session))
+		}
+		if u.Provider != "" && !c.knownProvider(u.Provider) {
+			msg := fmt.Sprintf("unknown provider %s", c.shown(key+".provider", u.Provider))
+			if s := suggest(u.Provider, authmap.Providers()); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+			bad(key+".provider", "%s: want one of %s, or a provider a classify rule names", msg, strings.Join(authmap.Providers(), ", "))
 		}
 		if u.Timeout < 0 {
 			bad(key+".timeout", "negative timeout %s", u.Timeout)
@@ -441,7 +610,8 @@ func (c *Config) Validate() error {
 				list, j = "deny", i-len(u.Tools.Allow)
 			}
 			if _, err := path.Match(p, ""); err != nil {
-				bad(fmt.Sprintf("%s.tools.%s[%d]", key, list, j), "invalid glob %q: %v", p, err)
+				k := fmt.Sprintf("%s.tools.%s[%d]", key, list, j)
+				bad(k, "invalid glob %s: %v", c.shown(k, p), err)
 			}
 		}
 		prefix := u.prefix(name)

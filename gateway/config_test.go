@@ -70,7 +70,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad glob", "upstreams:\n  a:\n    command: x\n    tools: {deny: ['[']}\n", []string{"upstreams.a.tools.deny[0]: invalid glob"}, nil},
 		{"all at once", "upstreams:\n  a:\n    transport: stdio\n  b:\n    transport: sse\n", []string{"upstreams.a.command", "upstreams.b.url"}, nil},
 		{"yaml duplicate", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{"already defined"}, nil},
-		{"unknown key from the environment", "upstreams:\n  a: {command: x}\n", []string{"environment (CREDGATE_*): upstreams.a.comand: unknown key"}, []string{"CREDGATE_UPSTREAMS__A__COMAND=y"}},
+		{"unknown key from the environment", "upstreams:\n  a: {command: x}\n", []string{"CREDGATE_UPSTREAMS__A__COMAND (upstreams.a.comand): unknown key"}, []string{"CREDGATE_UPSTREAMS__A__COMAND=y"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

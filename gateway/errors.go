@@ -89,6 +89,7 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q connection lost: %v", u.name, err)}
 	case errors.As(err, &rpcErr) && rpcErr.Code != jsonrpcRejected:
+		rpcErr = withoutCodePrefix(rpcErr)
 		text := rpcErr.Message
 		if len(rpcErr.Data) > 0 {
 			text += "\n" + string(rpcErr.Data)
@@ -118,6 +119,24 @@ func (g *Server) attribute(u *upstream, f authmap.Failure) authmap.Failure {
 	}
 	f.Detail = truncate(g.redact(f.Detail), 500)
 	return f
+}
+
+// withoutCodePrefix drops the "MCP error <code>: " that a TypeScript SDK
+// server puts before its error messages (its McpError's message carries the
+// prefix, and the server sends that message). The TypeScript client adds the
+// prefix again when it reads an error, so passed through as is, an agent
+// would read "MCP error -32602: MCP error -32602: Invalid arguments ...". Only
+// a prefix naming the error's own code is dropped.
+func withoutCodePrefix(e *jsonrpc.Error) *jsonrpc.Error {
+	prefix := fmt.Sprintf("MCP error %d: ", e.Code)
+	if !strings.HasPrefix(e.Message, prefix) {
+		return e
+	}
+	out := *e
+	for strings.HasPrefix(out.Message, prefix) {
+		out.Message = strings.TrimPrefix(out.Message, prefix)
+	}
+	return &out
 }
 
 // jsonrpcRejected is the SDK's code for transport-level rejections (-32005).

@@ -2,10 +2,11 @@
 // MCP servers behind one endpoint and reports credential failures as typed
 // objects.
 //
-//	gateway [serve] --config FILE [--listen ADDR]   serve /mcp over HTTP (default)
-//	gateway stdio --config FILE                      serve one agent over stdio
-//	gateway validate --config FILE                   check a config, list every problem
-//	gateway classify [--provider P] < response       classify an HTTP response or text
+//	gateway [serve] [FILE] [--listen ADDR]   serve /mcp over HTTP (default)
+//	gateway stdio [FILE]                      serve one agent over stdio
+//	gateway validate [FILE]                   check a config, list every problem
+//	gateway import FILE                       print a desktop client's config as credgate YAML
+//	gateway classify [--provider P] < response  classify an HTTP response or text
 package main
 
 import (
@@ -19,10 +20,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
@@ -36,23 +40,34 @@ var version = ""
 const usage = `credgate: one MCP endpoint over many upstream MCP servers.
 
 Usage:
-  gateway [serve] --config FILE [--listen ADDR]  serve /mcp, /health, /healthz, /readyz over HTTP
-  gateway stdio --config FILE                     serve one agent over stdio (logs go to stderr)
-  gateway validate --config FILE                  check a config; exit 1 listing every problem
-  gateway classify [--config FILE] [--provider P] read an HTTP response (status line, headers,
-                                                  blank line, body) or plain text on stdin and
-                                                  print the failure object
+  gateway [serve] [FILE] [--listen ADDR]  serve /mcp, /health, /healthz, /readyz over HTTP
+  gateway stdio [FILE]                    serve one agent over stdio (logs go to stderr)
+  gateway validate [FILE]                 check a config; exit 1 listing every problem
+  gateway import FILE                     print a desktop client's MCP config (mcpServers)
+                                          as credgate YAML
+  gateway classify [FILE] [--provider P]  read an HTTP response (status line, headers,
+                                          blank line, body) or plain text on stdin and
+                                          print the failure object
   gateway --version | --help
 
-The config path may also come from CREDGATE_CONFIG. Any setting can be
-overridden by CREDGATE_<KEY> with "__" for nesting (CREDGATE_LISTEN,
-CREDGATE_UPSTREAMS__GITHUB__URL).
+Commands, the config FILE and flags may come in any order. FILE may also be
+given as --config FILE or in CREDGATE_CONFIG; it is a credgate YAML config or a
+desktop client's JSON (Claude Desktop, Cursor, VS Code: mcpServers). Any setting
+can be overridden by CREDGATE_<KEY> with "__" for nesting (CREDGATE_LISTEN,
+CREDGATE_UPSTREAMS__GITHUB__URL), and config values may use ${NAME} to read
+environment variables.
 
 Flags:
 `
 
+// commands are the subcommands; the first argument naming one is the command.
+var commands = []string{"serve", "stdio", "validate", "import", "classify", "version", "help"}
+
 func main() {
 	tuneGC()
+	// zerolog's global, set once here rather than per logger: run is also
+	// called by tests, in parallel.
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -68,13 +83,9 @@ func tuneGC() {
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		cmd, args = args[0], args[1:]
-	}
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	configPath := fs.String("config", os.Getenv(gateway.EnvPrefix+"CONFIG"), "config file (YAML); default $CREDGATE_CONFIG")
+	configFlag := fs.String("config", "", "config file (YAML, or a desktop client's JSON); default $CREDGATE_CONFIG")
 	listen := fs.String("listen", "", "listen address, overrides the config's listen (127.0.0.1:0 picks a free port)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	logFormat := fs.String("log-format", "json", "log format: json, or console for people")
@@ -84,9 +95,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	cmd, positional, err := parseArgs(fs, args)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		if !errors.Is(err, errFlagParse) {
+			fmt.Fprintln(stderr, "gateway:", err)
 		}
 		return 2
 	}
@@ -98,6 +113,21 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 0
 	}
+	configPath, err := configArg(cmd, *configFlag, positional)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway:", err)
+		return 2
+	}
+	if *provider != "" && cmd != "classify" {
+		fmt.Fprintln(stderr, "gateway: --provider applies to classify only")
+		return 2
+	}
+	if *listen != "" {
+		if err := gateway.CheckListen(*listen); err != nil {
+			fmt.Fprintf(stderr, "gateway: --listen %q: %v\n", *listen, err)
+			return 2
+		}
+	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
@@ -106,25 +136,36 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "validate":
-		if _, err := loadConfig(*configPath); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *configPath)
-		return 0
-	case "classify":
-		return classify(*configPath, *provider, stdin, stdout, stderr)
-	case "serve", "stdio":
-		cfg, err := loadConfig(*configPath)
+		cfg, err := loadConfig(configPath)
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+		for _, w := range cfg.LoadWarnings() {
+			fmt.Fprintln(stderr, "warning:", w)
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", configPath)
+		return 0
+	case "import":
+		return importConfig(configPath, stdout, stderr)
+	case "classify":
+		return classify(configPath, *provider, stdin, stdout, stderr)
+	default: // serve, stdio
+		cfg, err := loadConfig(configPath)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		for _, w := range cfg.LoadWarnings() {
+			log.Warn().Msg(w)
 		}
 		if *listen != "" {
 			cfg.Listen = *listen
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		stopHUP := onHangup(ctx, &log, nil)
+		defer stopHUP()
 		if cmd == "stdio" {
 			err = serveStdio(ctx, cfg, &log)
 		} else {
@@ -135,16 +176,114 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
-	default:
-		fmt.Fprintf(stderr, "gateway: unknown command %q\n\n", cmd)
-		fs.Usage()
-		return 2
+	}
+}
+
+// errFlagParse marks a flag error the flag package has already printed.
+var errFlagParse = errors.New("bad flags")
+
+// parseArgs reads flags, the command and positional arguments in any order:
+// `gateway --config X validate` and `gateway validate X --log-level debug`
+// are the same. The first argument naming a command is the command (serve
+// when there is none); the others are positional. A first argument that
+// names neither a command nor a file is an unknown command.
+func parseArgs(fs *flag.FlagSet, args []string) (cmd string, positional []string, err error) {
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return "", nil, err
+			}
+			return "", nil, errFlagParse
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		a := args[0]
+		args = args[1:]
+		if cmd == "" && slices.Contains(commands, a) {
+			cmd = a
+			continue
+		}
+		positional = append(positional, a)
+	}
+	if cmd == "" {
+		cmd = "serve"
+		if len(positional) > 0 && !looksLikeFile(positional[0]) {
+			return "", nil, fmt.Errorf("unknown command %q (want one of %s, or a config file)", positional[0], strings.Join(commands, ", "))
+		}
+	}
+	return cmd, positional, nil
+}
+
+// looksLikeFile tells a config path from a mistyped command.
+func looksLikeFile(s string) bool {
+	if strings.ContainsAny(s, "./") {
+		return true
+	}
+	_, err := os.Stat(s)
+	return err == nil
+}
+
+// configArg picks the config path of cmd from --config, a positional
+// argument and CREDGATE_CONFIG, in that order; giving two different paths is
+// an error.
+func configArg(cmd, flagPath string, positional []string) (string, error) {
+	switch {
+	case len(positional) > 1:
+		return "", fmt.Errorf("%s: unexpected arguments %q (want at most one config file)", cmd, positional[1:])
+	case len(positional) == 1 && flagPath != "" && flagPath != positional[0]:
+		return "", fmt.Errorf("%s: two config files given (--config %s and %s)", cmd, flagPath, positional[0])
+	case len(positional) == 1:
+		return positional[0], nil
+	case flagPath != "":
+		return flagPath, nil
+	}
+	return os.Getenv(gateway.EnvPrefix + "CONFIG"), nil
+}
+
+// onHangup catches SIGHUP, which would otherwise stop the process: a
+// gateway must not die because a terminal closed or an operator sent the
+// conventional reload signal. Until hot reload exists, reload is nil and a
+// hangup is logged; a reload function replaces that. The returned function
+// stops catching; the watcher also stops when ctx ends.
+func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error().Interface("panic", r).Msg("SIGHUP handler panicked")
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-done:
+				return
+			case <-hup:
+				if reload == nil {
+					log.Warn().Msg("SIGHUP: config reload is not supported yet; restart to apply changes")
+					continue
+				}
+				reload()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			signal.Stop(hup)
+			close(done)
+		})
 	}
 }
 
 func loadConfig(path string) (*gateway.Config, error) {
 	if path == "" {
-		return nil, errors.New("gateway: no config: pass --config FILE or set CREDGATE_CONFIG")
+		return nil, errors.New("gateway: no config: pass a config FILE (or --config FILE) or set CREDGATE_CONFIG")
 	}
 	cfg, err := gateway.LoadConfig(path, os.Environ())
 	if err != nil {
@@ -153,11 +292,37 @@ func loadConfig(path string) (*gateway.Config, error) {
 	return cfg, nil
 }
 
-// indent puts each joined error on its own indented line.
+// importConfig prints a desktop client's config as credgate YAML.
+func importConfig(path string, stdout, stderr io.Writer) int {
+	if path == "" {
+		fmt.Fprintln(stderr, "gateway import: no file: pass the desktop client's config, such as claude_desktop_config.json")
+		return 2
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway import:", err)
+		return 1
+	}
+	out, warnings, err := gateway.ImportDesktopConfig(data)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, "warning:", w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: cannot import:\n%v\n", path, indent(err))
+		return 1
+	}
+	_, _ = stdout.Write(out)
+	return 0
+}
+
+// indent puts each joined error on its own indented line, skipping empty
+// lines.
 func indent(err error) error {
-	lines := strings.Split(err.Error(), "\n")
-	for i, l := range lines {
-		lines[i] = "  - " + l
+	var lines []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if strings.TrimSpace(l) != "" {
+			lines = append(lines, "  - "+l)
+		}
 	}
 	return errors.New(strings.Join(lines, "\n"))
 }
@@ -167,15 +332,22 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Logger{}, fmt.Errorf("--log-level %q: %w", level, err)
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	switch format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		// Colours only on a terminal: escape codes in a file or a pipe are
+		// noise.
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !isTerminal(w)}
 	default:
 		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want json or console", format)
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
 func serveHTTP(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) error {
@@ -223,6 +395,10 @@ func classify(configPath, provider string, stdin io.Reader, stdout, stderr io.Wr
 		}
 		rules = cfg.Classify.Rules
 	}
+	if err := checkProvider(provider, rules); err != nil {
+		fmt.Fprintln(stderr, "gateway classify:", err)
+		return 2
+	}
 	c, err := authmap.New(&authmap.Options{Rules: rules})
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway classify:", err)
@@ -251,6 +427,24 @@ func classify(configPath, provider string, stdin io.Reader, stdout, stderr io.Wr
 	}
 	_ = enc.Encode(f)
 	return 0
+}
+
+// checkProvider accepts a built-in provider (or an alias of one, such as
+// azure) and any provider the config's classify rules define.
+func checkProvider(p string, rules []authmap.Rule) error {
+	if p == "" || authmap.NormalizeProvider(p) != "" {
+		return nil
+	}
+	known := authmap.Providers()
+	for _, r := range rules {
+		if r.Provider == p {
+			return nil
+		}
+		if r.Provider != "" && !slices.Contains(known, r.Provider) {
+			known = append(known, r.Provider)
+		}
+	}
+	return fmt.Errorf("--provider %q: unknown provider; want one of %s", p, strings.Join(known, ", "))
 }
 
 func buildVersion() string {

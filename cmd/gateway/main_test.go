@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/gateway"
+)
+
+// cli runs the gateway's command line in-process and returns its exit code,
+// stdout and stderr. A command that does not return in time (a server
+// started by mistake) fails the test.
+func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	done := make(chan int, 1)
+	go func() { done <- run(args, strings.NewReader(stdin), &out, &errOut) }()
+	select {
+	case code = <-done:
+		return code, out.String(), errOut.String()
+	case <-ctx.Done():
+		t.Fatalf("gateway %q did not return (did it start serving?)", args)
+		return 0, "", ""
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestArgsAnyOrder is the regression test for issue 6 item 17: commands,
+// flags and a positional config path come in any order (`gateway --config
+// X validate` started a server, and `gateway validate X` found no config).
+func TestArgsAnyOrder(t *testing.T) {
+	t.Parallel()
+	good := writeFile(t, "good.yaml", "listen: 127.0.0.1:0\nupstreams:\n  a: {command: x}\n")
+	for _, args := range [][]string{
+		{"--config", good, "validate"},
+		{"validate", good},
+		{good, "validate"},
+		{"validate", "--config", good, "--log-level", "debug"},
+		{"--log-level", "warn", "validate", good},
+		{"validate", good, "--config", good},
+	} {
+		code, stdout, stderr := cli(t, "", args...)
+		if code != 0 || stdout != good+": ok\n" {
+			t.Errorf("gateway %q: exit %d, stdout %q, stderr %q; want 0 and %q", args, code, stdout, stderr, good+": ok\n")
+		}
+	}
+	other := writeFile(t, "other.yaml", "upstreams:\n  b: {command: y}\n")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"validate", good, other}, "unexpected arguments"},
+		{[]string{"validate", "--config", other, good}, "two config files"},
+		{[]string{"servee"}, `unknown command "servee"`},
+		{[]string{"validate", "--listen", "8094", good}, `--listen "8094": want host:port, e.g. 127.0.0.1:8094`},
+	} {
+		code, _, stderr := cli(t, "", tc.args...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("gateway %q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+// TestValidateOutput is the regression test for issue 6 item 14 at the
+// command line: every problem on its own line, no empty lines.
+func TestValidateOutput(t *testing.T) {
+	t.Parallel()
+	bad := writeFile(t, "bad.yaml", "listen: 8094\nupstreams:\n  a:\n    command: x\n    timeout: 30\n    comand: y\n")
+	code, _, stderr := cli(t, "", "validate", bad)
+	if code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	want := bad + ": invalid config:\n" +
+		`  - upstreams.a.comand: unknown key (did you mean command?)` + "\n" +
+		`  - upstreams.a.timeout: want a duration with a unit, such as "30s", "5m" or "1h30m", got 30` + "\n" +
+		`  - listen: invalid address "8094": want host:port, e.g. 127.0.0.1:8094` + "\n"
+	if stderr != want {
+		t.Errorf("validate output:\n%s\nwant:\n%s", stderr, want)
+	}
+}
+
+// TestImportCommand is the regression test for issue 6 item 16 at the
+// command line: `gateway import FILE` prints YAML that validate accepts, and
+// --config takes the desktop file as it is.
+func TestImportCommand(t *testing.T) {
+	t.Parallel()
+	desktop := writeFile(t, "claude_desktop_config.json",
+		`{"mcpServers": {"Files": {"command": "/bin/files", "args": ["/data"], "alwaysAllow": ["read"]}, "web": {"url": "https://mcp.example.com/mcp"}}}`)
+	code, stdout, stderr := cli(t, "", "import", desktop)
+	if code != 0 {
+		t.Fatalf("import: exit %d\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "warning: mcpServers.Files.alwaysAllow: ignored") {
+		t.Errorf("import did not warn about alwaysAllow:\n%s", stderr)
+	}
+	imported := writeFile(t, "credgate.yaml", stdout)
+	if code, out, stderr := cli(t, "", "validate", imported); code != 0 {
+		t.Errorf("validate of the imported YAML: exit %d %s %s\n%s", code, out, stderr, stdout)
+	}
+	code, stdout, stderr = cli(t, "", "--config", desktop, "validate")
+	if code != 0 || !strings.Contains(stderr, "warning: mcpServers.Files.alwaysAllow: ignored") {
+		t.Errorf("validate of the desktop file: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := cli(t, "", "import", imported); code != 1 || !strings.Contains(stderr, "no mcpServers or servers object") {
+		t.Errorf("import of a credgate config: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestProviderChecked is the regression test for issue 6 item 17:
+// --provider must name a known provider, or one the config's rules define.
+func TestProviderChecked(t *testing.T) {
+	t.Parallel()
+	const resp = "HTTP/1.1 401 Unauthorized\r\n\r\n{\"message\":\"Bad credentials\"}"
+	code, _, stderr := cli(t, resp, "classify", "--provider", "githb")
+	if code != 2 || !strings.Contains(stderr, `--provider "githb": unknown provider; want one of github, gitlab`) {
+		t.Errorf("--provider githb: exit %d, stderr %q", code, stderr)
+	}
+	if code, stdout, stderr := cli(t, resp, "classify", "--provider", "github"); code != 0 || !strings.Contains(stdout, `"provider": "github"`) {
+		t.Errorf("--provider github: exit %d\n%s%s", code, stdout, stderr)
+	}
+	rules := writeFile(t, "rules.yaml", "classify:\n  rules:\n    - {provider: acme, match: {status: 403}, subtype: credential_revoked}\n")
+	if code, stdout, stderr := cli(t, "HTTP/1.1 403 Forbidden\r\n\r\nno", "classify", rules, "--provider", "acme"); code != 0 || !strings.Contains(stdout, `"provider": "acme"`) {
+		t.Errorf("--provider acme with a rule defining it: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := cli(t, resp, "classify", rules, "--provider", "acm"); code != 2 || !strings.Contains(stderr, "acme") {
+		t.Errorf("--provider acm: exit %d, stderr %q; want the rules' providers listed", code, stderr)
+	}
+}
+
+// TestConsoleColorsOnlyOnTerminal is the regression test for issue 6 item
+// 18: --log-format console writes no colour codes to a file or a pipe.
+func TestConsoleColorsOnlyOnTerminal(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	log, err := newLogger(&buf, "info", "console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn().Str("upstream", "a").Msg("hello")
+	if strings.Contains(buf.String(), "\x1b[") || !strings.Contains(buf.String(), "hello") {
+		t.Errorf("console log to a buffer = %q, want no escape codes", buf.String())
+	}
+}
+
+// TestREADMECommandsValidate keeps the shipped configs valid through the
+// command line as well.
+func TestREADMECommandsValidate(t *testing.T) {
+	t.Parallel()
+	matches, _ := filepath.Glob("../../configs/*.yaml")
+	for _, m := range matches {
+		if _, err := gateway.LoadConfig(m, nil); err != nil {
+			t.Errorf("%s: %v", m, err)
+		}
+	}
+}

@@ -1,0 +1,576 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	yamlv3 "go.yaml.in/yaml/v3"
+)
+
+// parseErr parses yaml with environ and returns the error's text; it fails
+// the test when parsing succeeds.
+func parseErr(t *testing.T, yaml string, environ ...string) string {
+	t.Helper()
+	_, err := ParseConfig([]byte(yaml), environ)
+	if err == nil {
+		t.Fatalf("ParseConfig succeeded, want an error for:\n%s", yaml)
+	}
+	return err.Error()
+}
+
+// checkNoEmptyLines fails when an error message has an empty line.
+func checkNoEmptyLines(t *testing.T, msg string) {
+	t.Helper()
+	for i, l := range strings.Split(msg, "\n") {
+		if strings.TrimSpace(l) == "" {
+			t.Errorf("line %d of the error is empty:\n%s", i+1, msg)
+		}
+	}
+}
+
+// durationKeys lists the key paths of every time.Duration field of Config,
+// with upstream fields under upstreams.a, found by reflection so that fields
+// added later are covered too.
+func durationKeys(t reflect.Type, at string) []string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("koanf"), ",")
+		if tag == "" || !f.IsExported() {
+			continue
+		}
+		ft := f.Type
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		key := joinKey(at, tag)
+		switch {
+		case ft == durationType:
+			keys = append(keys, key)
+		case ft == reflect.TypeFor[time.Time]():
+		case ft.Kind() == reflect.Struct:
+			keys = append(keys, durationKeys(ft, key)...)
+		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Pointer && ft.Elem().Elem().Kind() == reflect.Struct:
+			keys = append(keys, durationKeys(ft.Elem(), key+".a")...)
+		}
+	}
+	return keys
+}
+
+// setKey sets a dotted key path in a nested map.
+func setKey(m map[string]any, key string, v any) {
+	parts := strings.Split(key, ".")
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = v
+}
+
+func envName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "__"))
+}
+
+// TestDurationsNeedUnit is the regression test for issue 6 item 14: a
+// duration without a unit (timeout: 30, read as 30ns before) is an error
+// naming the key, from the file and from the environment, for every
+// duration key there is.
+func TestDurationsNeedUnit(t *testing.T) {
+	t.Parallel()
+	keys := durationKeys(reflect.TypeFor[Config](), "")
+	if len(keys) == 0 {
+		t.Fatal("no duration keys found")
+	}
+	for _, key := range keys {
+		t.Run(key, func(t *testing.T) {
+			t.Parallel()
+			raw := map[string]any{"upstreams": map[string]any{"a": map[string]any{"command": "x"}}}
+			setKey(raw, key, 30)
+			file, err := yamlv3.Marshal(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := parseErr(t, string(file))
+			if !strings.Contains(msg, key+": want a duration with a unit") {
+				t.Errorf("error does not name %s:\n%s", key, msg)
+			}
+			// From the environment, the variable is named.
+			msg = parseErr(t, "upstreams:\n  a: {command: x}\n", envName(key)+"=30")
+			if want := envName(key) + " (" + key + "): want a duration with a unit"; !strings.Contains(msg, want) {
+				t.Errorf("error does not contain %q:\n%s", want, msg)
+			}
+			// With a unit it loads.
+			setKey(raw, key, "30s")
+			file, _ = yamlv3.Marshal(raw)
+			if _, err := ParseConfig(file, nil); err != nil {
+				t.Errorf("%s: 30s: %v", key, err)
+			}
+		})
+	}
+}
+
+// TestListenValidated is the regression test for issue 6 item 14: listen is
+// checked at load (listen: 8094 passed validate, then the gateway exited).
+func TestListenValidated(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ listen, want string }{
+		{"8094", `listen: invalid address "8094": want host:port, e.g. 127.0.0.1:8094`},
+		{"localhost", `listen: invalid address "localhost": want host:port`},
+		{"127.0.0.1:http", `listen: invalid address "127.0.0.1:http": invalid port "http"`},
+		{"127.0.0.1:70000", `invalid port "70000"`},
+	} {
+		msg := parseErr(t, "listen: "+tc.listen+"\n")
+		if !strings.Contains(msg, tc.want) {
+			t.Errorf("listen %s: error lacks %q:\n%s", tc.listen, tc.want, msg)
+		}
+	}
+	for _, ok := range []string{"127.0.0.1:8094", ":8080", `"[::1]:0"`, "localhost:9000"} {
+		if _, err := ParseConfig([]byte("listen: "+ok+"\n"), nil); err != nil {
+			t.Errorf("listen %s: %v", ok, err)
+		}
+	}
+}
+
+// TestTypeErrorsInOnePass is the regression test for issue 6 item 14: type
+// errors come with every other problem (a decode error used to hide them
+// all, and print an empty line), one a line, each naming its key.
+func TestTypeErrorsInOnePass(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, `
+stateless: maybe
+tool_separator: [x]
+upstreams:
+  a:
+    command: [npx, server]
+    args: --flag
+    env: {N: {nested: 1}}
+  b:
+    transport: grpc
+    url: http://x
+  c:
+    url: http://x
+    timout: 5s
+`)
+	checkNoEmptyLines(t, msg)
+	for _, want := range []string{
+		`stateless: want true or false, got "maybe"`,
+		"tool_separator: want a string, got a list",
+		"upstreams.a.command: want a string, got a list",
+		"upstreams.a.args: want a list, got a string",
+		"upstreams.a.env.N: want a string, got a mapping",
+		`upstreams.b.transport: unknown transport "grpc"`,
+		"upstreams.c.timout: unknown key (did you mean timeout?)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	// A dropped value does not also read as missing.
+	if strings.Contains(msg, "upstreams.a: no transport") || strings.Contains(msg, "upstreams.a.command: missing") {
+		t.Errorf("consequences of a reported type error are reported too:\n%s", msg)
+	}
+	// A string is never printed in a type error: it may be a secret.
+	msg = parseErr(t, "upstreams:\n  a:\n    command: x\n    env: [s3cr3t-value]\n")
+	if strings.Contains(msg, "s3cr3t") {
+		t.Errorf("type error prints the value: %s", msg)
+	}
+}
+
+// TestScalarsForStrings: YAML scalars in string fields keep their YAML
+// text (the decoder alone wrote true as "1").
+func TestScalarsForStrings(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte("upstreams:\n  a:\n    command: x\n    env: {DEBUG: true, PORT: 8080, RATIO: 0.5}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"DEBUG": "true", "PORT": "8080", "RATIO": "0.5"}, cfg.Upstreams["a"].Env); diff != "" {
+		t.Errorf("env mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestDidYouMean is the regression test for issue 6 item 14: an unknown key
+// gets the closest valid key at its level as a hint.
+func TestDidYouMean(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, `
+listn: 127.0.0.1:8080
+upstreams:
+  a:
+    comand: x
+    heders: {A: b}
+    tools: {alow: [x]}
+    wholly_unrelated: 1
+  b:
+    type: http
+    url: https://x
+classify:
+  rules:
+    - {providr: acme, match: {status: 403}, subtype: credential_expired}
+`)
+	checkNoEmptyLines(t, msg)
+	for _, want := range []string{
+		"listn: unknown key (did you mean listen?)",
+		"upstreams.a.comand: unknown key (did you mean command?)",
+		"upstreams.a.heders: unknown key (did you mean headers?)",
+		"upstreams.a.tools.alow: unknown key (did you mean allow?)",
+		"classify.rules[0].providr: unknown key (did you mean provider?)",
+		"upstreams.b.type: unknown key (did you mean transport?)",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if !strings.Contains(msg, "upstreams.a.wholly_unrelated: unknown key\n") && !strings.HasSuffix(msg, "upstreams.a.wholly_unrelated: unknown key") {
+		t.Errorf("a key like no other gets no hint:\n%s", msg)
+	}
+}
+
+// TestEnvOverrideErrors is the regression test for issue 6 item 14: an
+// override that fails names its variable, and a list cannot be set from the
+// environment (CREDGATE_..._ARGS=foo silently replaced the args).
+func TestEnvOverrideErrors(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, "upstreams:\n  a: {command: x, args: [--flag]}\n",
+		"CREDGATE_UPSTREAMS__A__ARGS=foo",
+		"CREDGATE_STATELESS=perhaps",
+		"CREDGATE_UPSTREAMS__A__ENV=x",
+		"CREDGATE_UPSTREAMS__A__TOOLS__ALLOW=x",
+		"CREDGATE_LISTN=x",
+		"CREDGATE_LISTEN=8094",
+		"CREDGATE_UPSTREAMS__A__TRANSPORT=grpc",
+	)
+	checkNoEmptyLines(t, msg)
+	for _, want := range []string{
+		"CREDGATE_UPSTREAMS__A__ARGS (upstreams.a.args): a list cannot be set from the environment",
+		"CREDGATE_UPSTREAMS__A__TOOLS__ALLOW (upstreams.a.tools.allow): a list cannot be set from the environment",
+		`CREDGATE_STATELESS (stateless): want true or false, got "perhaps"`,
+		"CREDGATE_UPSTREAMS__A__ENV (upstreams.a.env): want a mapping, got a string; set one entry per variable, such as CREDGATE_UPSTREAMS__A__ENV__NAME",
+		"CREDGATE_LISTN (listn): unknown key (did you mean listen?)",
+		`CREDGATE_LISTEN (listen): invalid address "8094": want host:port, e.g. 127.0.0.1:8094`,
+		`CREDGATE_UPSTREAMS__A__TRANSPORT (upstreams.a.transport): unknown transport "grpc"`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	// Overrides that fit still apply.
+	cfg, err := ParseConfig([]byte("upstreams:\n  a: {command: x}\n"), []string{"CREDGATE_STATELESS=true", "CREDGATE_UPSTREAMS__A__TIMEOUT=2s"})
+	if err != nil || !cfg.Stateless || cfg.Upstreams["a"].Timeout != 2*time.Second {
+		t.Errorf("overrides: %v, %+v", err, cfg)
+	}
+}
+
+// TestExpandVariables is the regression test for issue 6 item 15: ${NAME}
+// in config values reads the environment passed in; $${ is a literal ${;
+// an unset variable is an error naming the key and the variable, and no
+// message shows an expanded value.
+func TestExpandVariables(t *testing.T) {
+	t.Parallel()
+	environ := []string{"TOKEN=tok-3f9a8b7c6d5e", "HOST=mcp.example.com", "BIN=/usr/bin/srv", "DIR=/srv", "EMPTY="}
+	cfg, err := ParseConfig([]byte(`
+upstreams:
+  web:
+    url: https://${HOST}/mcp
+    headers: {Authorization: "Bearer ${TOKEN}", X-Literal: "$${TOKEN}", X-Default: "${UNSET:-none}", X-Env: "${env:HOST}"}
+  cli:
+    command: ${BIN}
+    args: ["--token=${TOKEN}", "$$HOME", "a$b"]
+    env: {GITHUB_TOKEN: "${TOKEN}", EMPTY_OK: "${EMPTY:-}"}
+    cwd: ${DIR}
+`), environ)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	web, cli := cfg.Upstreams["web"], cfg.Upstreams["cli"]
+	if diff := cmp.Diff(map[string]string{"Authorization": "Bearer tok-3f9a8b7c6d5e", "X-Literal": "${TOKEN}", "X-Default": "none", "X-Env": "mcp.example.com"}, web.Headers); diff != "" {
+		t.Errorf("headers mismatch (-want +got):\n%s", diff)
+	}
+	if web.URL != "https://mcp.example.com/mcp" || cli.Command != "/usr/bin/srv" || cli.Cwd != "/srv" {
+		t.Errorf("url %q command %q cwd %q", web.URL, cli.Command, cli.Cwd)
+	}
+	if diff := cmp.Diff([]string{"--token=tok-3f9a8b7c6d5e", "$$HOME", "a$b"}, cli.Args); diff != "" {
+		t.Errorf("args mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"GITHUB_TOKEN": "tok-3f9a8b7c6d5e", "EMPTY_OK": ""}, cli.Env); diff != "" {
+		t.Errorf("env mismatch (-want +got):\n%s", diff)
+	}
+
+	msg := parseErr(t, `
+listen: ${HOST}
+stateless: ${HOST}
+upstreams:
+  a:
+    command: x
+    env: {GITHUB_TOKEN: "${GITHUB_TOKEN}", E: "${EMPTY}"}
+    args: ["${bad-name}", "${OPEN"]
+  b:
+    url: https://x/?key=${TOKEN}&${input:key}
+  c:
+    url: ftp://${TOKEN}
+`, environ...)
+	checkNoEmptyLines(t, msg)
+	for _, want := range []string{
+		"upstreams.a.env.GITHUB_TOKEN: ${GITHUB_TOKEN}: environment variable GITHUB_TOKEN is not set",
+		"upstreams.a.env.E: ${EMPTY}: environment variable EMPTY is empty",
+		"upstreams.a.args[0]: invalid reference ${bad-name}",
+		"upstreams.a.args[1]: unterminated reference",
+		"upstreams.b.url: ${input:key}: input variables",
+		`upstreams.c.url: invalid url "ftp://${TOKEN}" (before expansion)`,
+		`listen: invalid address "${HOST}" (before expansion)`,
+		`stateless: want true or false, got "${HOST}" (before expansion)`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	for _, secret := range []string{"tok-3f9a8b7c6d5e", "mcp.example.com"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error shows the expanded value %q:\n%s", secret, msg)
+		}
+	}
+	// The environment's overrides are taken literally.
+	cfg, err = ParseConfig([]byte("upstreams:\n  a: {command: x}\n"), []string{"CREDGATE_UPSTREAMS__A__ENV__X=${NOPE}"})
+	if err != nil || cfg.Upstreams["a"].Env["X"] != "${NOPE}" {
+		t.Errorf("override: %v, %v", err, cfg)
+	}
+}
+
+// claudeDesktop is a Claude Desktop / Cursor style config.
+const claudeDesktop = `{
+  "globalShortcut": "Ctrl+Space",
+  "mcpServers": {
+    "GitHub": {
+      "command": "npx",
+      "args": ["-y", "@modelcontextprotocol/server-github"],
+      "env": {"GITHUB_PERSONAL_ACCESS_TOKEN": "${GITHUB_TOKEN}"},
+      "autoApprove": ["get_issue"]
+    },
+    "my.files server": {"command": "/usr/local/bin/files", "args": [], "disabledTools": ["delete_file"], "timeout": 60},
+    "remote": {"type": "http", "url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer ${env:REMOTE_TOKEN}"}},
+    "legacy": {"transport": "sse", "url": "https://old.example.com/sse"},
+    "windsurf": {"serverUrl": "https://ws.example.com/mcp"},
+    "off": {"command": "nothing", "disabled": true}
+  }
+}`
+
+var desktopEnv = []string{"GITHUB_TOKEN=ghp_0123456789abcdef", "REMOTE_TOKEN=rt_abcdef0123456789"}
+
+// TestDesktopConfig is the regression test for issue 6 item 16: a desktop
+// client's config (mcpServers, JSON) loads as it is, each entry an upstream.
+func TestDesktopConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte(claudeDesktop), desktopEnv)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if diff := cmp.Diff([]string{"github", "my-files-server", "remote", "legacy", "windsurf"}, cfg.Order()); diff != "" {
+		t.Errorf("upstreams mismatch (-want +got):\n%s", diff)
+	}
+	gh, files, remote, legacy, ws := cfg.Upstreams["github"], cfg.Upstreams["my-files-server"], cfg.Upstreams["remote"], cfg.Upstreams["legacy"], cfg.Upstreams["windsurf"]
+	if gh.Transport != TransportStdio || gh.Command != "npx" || gh.Env["GITHUB_PERSONAL_ACCESS_TOKEN"] != "ghp_0123456789abcdef" {
+		t.Errorf("github = %+v", gh)
+	}
+	if files.Tools.Allowed("delete_file") || !files.Tools.Allowed("read_file") {
+		t.Errorf("disabledTools not applied: %+v", files.Tools)
+	}
+	if remote.Transport != TransportStreamableHTTP || remote.Headers["Authorization"] != "Bearer rt_abcdef0123456789" {
+		t.Errorf("remote = %+v", remote)
+	}
+	if legacy.Transport != TransportSSE || ws.URL != "https://ws.example.com/mcp" || ws.Transport != TransportStreamableHTTP {
+		t.Errorf("legacy = %+v, windsurf = %+v", legacy, ws)
+	}
+	want := []string{
+		"globalShortcut: ignored: not a credgate setting",
+		"mcpServers.GitHub.autoApprove: ignored: tool approval is the agent's business",
+		"mcpServers.my.files server.timeout: ignored: clients disagree on its unit; set upstreams.<name>.timeout (a duration, default 60s) in a credgate config",
+		"mcpServers.off: disabled: skipped",
+	}
+	if diff := cmp.Diff(want, cfg.LoadWarnings()); diff != "" {
+		t.Errorf("warnings mismatch (-want +got):\n%s", diff)
+	}
+
+	// VS Code's .vscode/mcp.json, in YAML for good measure.
+	cfg, err = ParseConfig([]byte("servers:\n  Fetch:\n    type: stdio\n    command: uvx\n    args: [mcp-server-fetch]\ninputs: []\n"), nil)
+	if err != nil || cfg.Upstreams["fetch"] == nil || cfg.Upstreams["fetch"].Command != "uvx" {
+		t.Errorf("VS Code servers: %v, %+v", err, cfg)
+	}
+
+	// Problems name the keys of the user's file.
+	msg := parseErr(t, `{"mcpServers": {
+		"A": {"command": "x"}, "a": {"command": "y"},
+		"b": {"comand": "x"},
+		"c": {"type": "grpc", "url": "https://x"},
+		"d": {"url": "not a url"},
+		"e": {"command": "x", "env": {"T": "${MISSING}"}},
+		"f": {"command": "x", "envFile": ".env"},
+		"g": {"serverUrl": "ftp://${SECRET}/mcp"},
+		"!!": {"command": "x"}}}`, "SECRET=s3cr3t-0123456789")
+	checkNoEmptyLines(t, msg)
+	for _, want := range []string{
+		`mcpServers.a: becomes upstream "a", like mcpServers.A; rename one of them`,
+		"mcpServers.b.comand: unknown key (did you mean command?)",
+		`mcpServers.c.type: unknown transport "grpc"`,
+		`mcpServers.d.url: invalid url "not a url"`,
+		"mcpServers.e.env.T: ${MISSING}: environment variable MISSING is not set",
+		"mcpServers.f.envFile: not supported",
+		"mcpServers.!!: the name has no letter or digit",
+		`mcpServers.g.url: invalid url "ftp://${SECRET}/mcp" (before expansion)`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cr3t") {
+		t.Errorf("error shows an expanded value:\n%s", msg)
+	}
+}
+
+// TestImportDesktopConfig is the regression test for issue 6 item 16:
+// `gateway import` prints credgate YAML that loads to the same config, with
+// the variable references kept, not their values.
+func TestImportDesktopConfig(t *testing.T) {
+	t.Parallel()
+	out, warnings, err := ImportDesktopConfig([]byte(claudeDesktop))
+	if err != nil {
+		t.Fatalf("ImportDesktopConfig: %v", err)
+	}
+	if len(warnings) != 4 {
+		t.Errorf("warnings = %q", warnings)
+	}
+	for _, secret := range []string{"ghp_0123456789abcdef", "rt_abcdef0123456789"} {
+		if bytes.Contains(out, []byte(secret)) {
+			t.Errorf("import copied a secret out of the environment:\n%s", out)
+		}
+	}
+	for _, want := range []string{"${GITHUB_TOKEN}", "Bearer ${REMOTE_TOKEN}", "# from mcpServers.my.files server\n  my-files-server:"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("import lacks %q:\n%s", want, out)
+		}
+	}
+	direct, err := ParseConfig([]byte(claudeDesktop), desktopEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported, err := ParseConfig(out, desktopEnv)
+	if err != nil {
+		t.Fatalf("the imported YAML does not load: %v\n%s", err, out)
+	}
+	if diff := cmp.Diff(direct, imported, cmpopts.IgnoreUnexported(Config{})); diff != "" {
+		t.Errorf("imported config mismatch (-direct +imported):\n%s\n%s", diff, out)
+	}
+	if diff := cmp.Diff(direct.Order(), imported.Order()); diff != "" {
+		t.Errorf("order mismatch (-direct +imported):\n%s", diff)
+	}
+	if _, _, err := ImportDesktopConfig([]byte("upstreams:\n  a: {command: x}\n")); err == nil {
+		t.Error("import of a credgate config succeeded, want an error")
+	}
+}
+
+// readmeConfig returns the ```yaml block under "## Configuration" in the
+// README.
+func readmeConfig(t *testing.T) []byte {
+	t.Helper()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Configuration" section`)
+	}
+	if next := strings.Index(section, "\n## "); next >= 0 {
+		section = section[:next]
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(section)
+	if m == nil {
+		t.Fatal(`no yaml block under "## Configuration" in README.md`)
+	}
+	return []byte(m[1])
+}
+
+// TestREADMEConfigSample is the regression test for issue 6 item 18: the
+// README's own config sample passes validate.
+func TestREADMEConfigSample(t *testing.T) {
+	t.Parallel()
+	sample := readmeConfig(t)
+	// The sample may reference variables; give each one a value.
+	var environ []string
+	for _, m := range regexp.MustCompile(`\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(sample), -1) {
+		environ = append(environ, m[1]+"=value-of-"+m[1])
+	}
+	if _, err := ParseConfig(sample, environ); err != nil {
+		t.Errorf("the README's config sample does not validate:\n%v\n%s", err, sample)
+	}
+}
+
+// TestPassedThroughErrorPrefix is the regression test for issue 6 item 18:
+// a TypeScript SDK server sends "MCP error -32602: ..." as its message and
+// the TypeScript client prefixes it again; the gateway drops the prefix
+// that repeats the code, so agents read it once.
+func TestPassedThroughErrorPrefix(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	u := newTestUpstream(t, "a", "echo")
+	u.srv.AddPrompt(&mcp.Prompt{Name: "strict", Arguments: []*mcp.PromptArgument{{Name: "city", Required: true}}},
+		func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return nil, &jsonrpc.Error{Code: -32602, Message: "MCP error -32602: Invalid arguments for prompt strict: city: Required"}
+		})
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a:\n    url: %s\n", u.url()))
+	_, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "a__strict"})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) {
+		t.Fatalf("prompts/get error = %v, want a JSON-RPC error", err)
+	}
+	if je.Code != -32602 || je.Message != "Invalid arguments for prompt strict: city: Required" {
+		t.Errorf("prompts/get error = %d %q, want -32602 without the repeated prefix", je.Code, je.Message)
+	}
+	// A prefix with another code is the upstream's own text: kept.
+	_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "jsonrpc:MCP error -1: inner"}})
+	if !errors.As(err, &je) || je.Message != "MCP error -1: inner" {
+		t.Errorf("tools/call error = %v, want the message kept", err)
+	}
+}
+
+// TestUpstreamProviderChecked is the regression test for issue 6 item 17 in
+// the config: upstreams.<name>.provider, like --provider, must name a
+// provider the classifier knows or one a classify rule defines (a typo was
+// silently ignored).
+func TestUpstreamProviderChecked(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, "upstreams:\n  a: {command: x, provider: githb}\n")
+	if want := `upstreams.a.provider: unknown provider "githb" (did you mean github?): want one of github, gitlab`; !strings.Contains(msg, want) {
+		t.Errorf("error lacks %q:\n%s", want, msg)
+	}
+	if _, err := ParseConfig([]byte(`
+upstreams:
+  a: {command: x, provider: acme}
+  b: {command: x, provider: azure}
+  c: {command: x, provider: github}
+classify:
+  rules:
+    - {provider: acme, match: {status: 403}, subtype: credential_revoked}
+`), nil); err != nil {
+		t.Errorf("providers a rule defines, aliases and built-ins: %v", err)
+	}
+}
