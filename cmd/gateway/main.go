@@ -106,9 +106,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	switch cmd {
 	case "validate":
-		if _, err := loadConfig(*configPath); err != nil {
+		cfg, err := loadConfig(*configPath)
+		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
+		}
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(stderr, "%s: warning: %s\n", *configPath, w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *configPath)
 		return 0
