@@ -76,8 +76,8 @@ type Server struct {
 	progress   *progressRouter
 	pool       *http.Transport
 
-	redactor   *authmap.Redactor // every configured secret; live (see redact.go)
-	logLevels  sync.Map // *mcp.ServerSession -> mcp.LoggingLevel it asked for
+	redactor  *authmap.Redactor // every configured secret; live (see redact.go)
+	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
 
 	upstreams []*upstream // config order
 	byName    map[string]*upstream

@@ -52,8 +52,8 @@ type upstream struct {
 	// secrets are this upstream's own configured secret values: only they
 	// inform its classification (a JWT's expiry); see redact.go.
 	secrets []string
-	refresh chan struct{}  // coalesced catalog refresh requests
-	notes   noteCounter    // call notifications read and handled
+	refresh chan struct{} // coalesced catalog refresh requests
+	notes   noteCounter   // call notifications read and handled
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
