@@ -49,11 +49,8 @@ type upstream struct {
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
 	http    *httpTransport // nil for stdio
-	// secrets are this upstream's own configured secret values: only they
-	// inform its classification (a JWT's expiry); see redact.go.
-	secrets []string
-	refresh chan struct{} // coalesced catalog refresh requests
-	notes   noteCounter   // call notifications read and handled
+	refresh chan struct{}  // coalesced catalog refresh requests
+	notes   noteCounter    // call notifications read and handled
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
@@ -72,6 +69,10 @@ type upstream struct {
 	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
 	tried       chan struct{}                     // closed after the first connection attempt
 	triedSet    bool
+
+	// secrets are this upstream's own configured secret values: only they
+	// inform its classification (a JWT's expiry); see redact.go.
+	secrets []string
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
