@@ -102,3 +102,28 @@ func BenchmarkCallDirect(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRedactResult measures what redacting a successful result adds to
+// a call (issue 6 item 13): the substring searches for the configured
+// secrets in a typical small result, which holds none of them.
+func BenchmarkRedactResult(b *testing.B) {
+	cfg, err := ParseConfig([]byte(`
+upstreams:
+  a: {url: "http://127.0.0.1:1/mcp", headers: {Authorization: "Bearer ghp_0123456789abcdefSECRET0123", X-Api-Key: "k3y-0123456789"}}
+`), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := &mcp.CallToolResult{
+		Content:           []mcp.Content{&mcp.TextContent{Text: "a:echo:hello, a result of ordinary length with nothing secret in it"}},
+		StructuredContent: map[string]any{"n": 1.0, "items": []any{"one", "two", map[string]any{"k": "v"}}},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		g.redactResult(res)
+	}
+}

@@ -243,25 +243,40 @@ func (g *Server) redactResult(res *mcp.CallToolResult) {
 }
 
 // redactValue removes configured secrets from the strings of a decoded JSON
-// value, in place where it can.
+// value, in place where it can. It allocates only where it replaces.
 func (g *Server) redactValue(v any) any {
+	if r, ok := g.redactedValue(v); ok {
+		return r
+	}
+	return v
+}
+
+// redactedValue returns the redacted form of v and true if v is a string or
+// raw JSON that held a secret; maps and slices are redacted in place.
+func (g *Server) redactedValue(v any) (any, bool) {
 	switch x := v.(type) {
 	case string:
-		return g.redactor.RedactKnown(x)
+		if r := g.redactor.RedactKnown(x); r != x {
+			return r, true
+		}
 	case map[string]any:
 		for k, e := range x {
-			x[k] = g.redactValue(e)
+			if r, ok := g.redactedValue(e); ok {
+				x[k] = r
+			}
 		}
 	case []any:
 		for i, e := range x {
-			x[i] = g.redactValue(e)
+			if r, ok := g.redactedValue(e); ok {
+				x[i] = r
+			}
 		}
 	case json.RawMessage:
 		if s := g.redactor.RedactKnown(string(x)); s != string(x) && json.Valid([]byte(s)) {
-			return json.RawMessage(s)
+			return json.RawMessage(s), true
 		}
 	}
-	return v
+	return nil, false
 }
 
 // redactPrompt removes configured secrets from a prompt's messages.
