@@ -48,7 +48,9 @@ const minUnnamedSecret = 16
 // values under a credential's name (Authorization, X-Api-Key, *_TOKEN, ...),
 // each with the credential after its scheme ("Bearer x", "token x") as a value
 // of its own; any other header or env value that looks like a random token;
-// and the password of a URL value (DATABASE_URL=postgres://u:pw@host). Plain
+// the password and secret query parameters of a URL value
+// (DATABASE_URL=postgres://u:pw@host); and the same within a value that is a
+// JSON object (OPENAPI_MCP_HEADERS={"Authorization": "Bearer ..."}). Plain
 // settings (LOG_LEVEL: info, Content-Type: application/json) are not secrets:
 // redacting them would mangle every result that mentions them.
 func secretValues(u *UpstreamConfig) []string {
@@ -58,26 +60,52 @@ func secretValues(u *UpstreamConfig) []string {
 	var out []string
 	for _, m := range []map[string]string{u.Headers, u.Env} {
 		for _, k := range sortedKeys(m) {
-			out = append(out, secretsOf(k, m[k])...)
+			out = append(out, secretsOf(k, m[k], 0)...)
 		}
 	}
 	return out
 }
 
-// secretsOf returns the secrets in one header or env entry.
-func secretsOf(name, v string) []string {
+// secretsOf returns the secrets in one header or env entry (or a member of a
+// JSON value, at depth > 0).
+func secretsOf(name, v string, depth int) []string {
 	if secretName(name) {
 		return credentialParts(v)
 	}
 	if looksRandom(v) {
 		return []string{v}
 	}
-	if p, err := url.Parse(v); err == nil && p.User != nil {
-		if pw, ok := p.User.Password(); ok && pw != "" {
-			return []string{pw}
+	t := strings.TrimSpace(v)
+	if strings.HasPrefix(t, "{") && depth < 4 {
+		var obj map[string]any
+		if json.Unmarshal([]byte(t), &obj) == nil {
+			var out []string
+			for k, e := range obj {
+				switch e := e.(type) {
+				case string:
+					out = append(out, secretsOf(k, e, depth+1)...)
+				case map[string]any:
+					b, _ := json.Marshal(e)
+					out = append(out, secretsOf(k, string(b), depth+1)...)
+				}
+			}
+			return out
 		}
 	}
-	return nil
+	p, err := url.Parse(t)
+	if err != nil || p.Scheme == "" {
+		return nil
+	}
+	var out []string
+	if pw, ok := p.User.Password(); ok && pw != "" {
+		out = append(out, pw)
+	}
+	for k, vals := range p.Query() {
+		if secretName(k) {
+			out = append(out, vals...)
+		}
+	}
+	return out
 }
 
 // credentialParts returns a credential value and, for "Bearer x", "token x"

@@ -54,3 +54,33 @@ func TestRedactorIsLive(t *testing.T) {
 		t.Errorf("echo of a value added after start = %q, %v; want it redacted", text(res), err)
 	}
 }
+
+// TestSecretValues: which configured values count as secrets (issue 6
+// item 13): credentials by their name, random-looking values under any name,
+// URL passwords and secret query parameters, and the same inside a JSON
+// value; never plain settings.
+func TestSecretValues(t *testing.T) {
+	t.Parallel()
+	u := &UpstreamConfig{
+		Headers: map[string]string{
+			"Authorization":        "Bearer tok-0123456789",
+			"X-Honeycomb-Team":     "hcKey0123456789abcdef",
+			"Content-Type":         "application/json",
+			"MCP-Protocol-Version": "2025-11-25",
+		},
+		Env: map[string]string{
+			"GITHUB_PAT":          "pat1234",
+			"LOG_LEVEL":           "info",
+			"NODE_ENV":            "production",
+			"AWS_REGION":          "us-east-1",
+			"DATABASE_URL":        "postgres://app:db-pass-99@db:5432/app",
+			"WEBHOOK":             "https://hooks.example.com/x?token=hook-tok-77&channel=ops",
+			"OPENAPI_MCP_HEADERS": `{"Authorization": "Bearer ntn_secret42", "Notion-Version": "2022-06-28"}`,
+		},
+	}
+	want := []string{"Bearer tok-0123456789", "tok-0123456789", "hcKey0123456789abcdef",
+		"db-pass-99", "pat1234", "Bearer ntn_secret42", "ntn_secret42", "hook-tok-77"}
+	if diff := cmp.Diff(sortedCopy(want), sortedCopy(secretValues(u))); diff != "" {
+		t.Errorf("secrets mismatch (-want +got):\n%s", diff)
+	}
+}
