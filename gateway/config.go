@@ -127,8 +127,9 @@ type UpstreamConfig struct {
 	// results (isError false) for provider errors, for servers known to
 	// report them as normal text. Even then only a structured report counts:
 	// a provider's error body with a status or an error code
-	// ("401 {\"message\":\"Bad credentials\"}"), never a phrase alone. If
-	// false (the default), successful results pass through untouched.
+	// (`401 {"message":"Bad credentials"}`), never a phrase alone. If false
+	// (the default), successful results pass through untouched (secrets
+	// aside: see redact.go).
 	ClassifyResults bool `koanf:"classify_results"`
 }
 
