@@ -88,7 +88,7 @@ func (c *Classifier) Classify(r Response, k Knowledge) (Failure, bool) {
 	}
 	in := input{status: r.Status, header: r.Header, body: r.Body, hint: NormalizeProvider(r.Provider)}
 	if in.status == 0 {
-		return c.classifyText(string(r.Body), in.hint, r.Header, k, 0)
+		return c.classifyText(string(r.Body), in.hint, r.Header, k, 0, false)
 	}
 	return c.classify(in, k, 0)
 }
@@ -102,7 +102,19 @@ func (c *Classifier) ClassifyText(text string, provider string, k Knowledge) (Fa
 	if len(text) > maxBody {
 		text = text[:maxBody]
 	}
-	return c.classifyText(text, NormalizeProvider(provider), nil, k, 0)
+	return c.classifyText(text, NormalizeProvider(provider), nil, k, 0, false)
+}
+
+// ClassifyStructured is ClassifyText for text an upstream reported as a success (a tool result
+// with isError false), where a phrase must never make a failure: an issue titled "HTTP 403
+// Forbidden on S3 upload" is data. It returns true only for structured evidence: a JSON or XML
+// error document in the text (a provider's error body) together with an error status, in the
+// text or the body, or with a provider error code (Slack ok:false, error.type, __type, ...).
+func (c *Classifier) ClassifyStructured(text string, provider string, k Knowledge) (Failure, bool) {
+	if len(text) > maxBody {
+		text = text[:maxBody]
+	}
+	return c.classifyText(text, NormalizeProvider(provider), nil, k, 0, true)
 }
 
 type input struct {
@@ -111,6 +123,7 @@ type input struct {
 	body     []byte
 	hint     string // normalized provider hint
 	fromText bool   // the body is text from an MCP message; weak patterns need a status
+	strict   bool   // only structured evidence counts (see ClassifyStructured)
 	ruleText string // what ops rules' body regex sees; if empty, the body
 }
 
@@ -174,15 +187,21 @@ func (c *Classifier) classify(in input, k Knowledge, depth int) (Failure, bool) 
 
 	// Ops rules first: operators know their upstreams better than we do.
 	if v, ok := c.matchRules(in); ok {
+		if in.strict && !structured(in, d, v) {
+			return Failure{}, false
+		}
 		return finalize(in, d, v, k), true
 	}
 
 	// A JSON-RPC envelope (or an SSE stream carrying one) inside an HTTP response.
 	if env, ok := jsonRPCEnvelope(d); ok && depth < maxDepth {
 		if env.text != "" {
-			if f, ok := c.classifyText(env.text, in.hint, in.header, k, depth+1); ok {
+			if f, ok := c.classifyText(env.text, in.hint, in.header, k, depth+1, in.strict); ok {
 				return f, true
 			}
+		}
+		if in.strict {
+			return Failure{}, false // the envelope's own text said nothing structured
 		}
 		// An HTTP auth status around a JSON-RPC error whose text says nothing (MCP servers answer
 		// 401 + WWW-Authenticate with {"error":{"code":-32001,"message":"Unauthorized"}}): the HTTP
@@ -206,7 +225,7 @@ func (c *Classifier) classify(in input, k Knowledge, depth int) (Failure, bool) 
 	if in.status >= 200 && in.status < 300 {
 		// In-band failures on success statuses: Slack ok:false and GraphQL errors.
 		for _, det := range []detector{detectSlack, detectGraphQL} {
-			if v := det(in, d); v.decided() {
+			if v := det(in, d); v.decided() && (!in.strict || structured(in, d, v)) {
 				return finalize(in, d, v, k), true
 			}
 		}
@@ -214,10 +233,36 @@ func (c *Classifier) classify(in input, k Knowledge, depth int) (Failure, bool) 
 	}
 
 	v := c.builtin(in, d, k)
-	if !v.decided() {
+	if !v.decided() || (in.strict && !structured(in, d, v)) {
 		return Failure{}, false
 	}
 	return finalize(in, d, v, k), true
+}
+
+// structured reports whether v rests on a provider's error document rather than on a phrase: the
+// body is a JSON or XML error document, and an error status or a provider error code comes with it.
+func structured(in input, d *doc, v verdict) bool {
+	return errorDoc(d) && (in.status >= 400 || v.code != "")
+}
+
+// errorDocKeys are the top-level keys of the error bodies the providers document.
+var errorDocKeys = []string{"error", "errors", "message", "error_description", "error_code", "errorCode",
+	"errorMessage", "code", "__type", "fault", "detail"}
+
+// errorDoc reports whether d is an error document: a JSON object with an error or message key, or
+// an XML <Error>.
+func errorDoc(d *doc) bool {
+	switch {
+	case d.obj != nil:
+		for _, k := range errorDocKeys {
+			if _, ok := d.obj[k]; ok {
+				return true
+			}
+		}
+	case d.xml:
+		return strings.Contains(d.raw, "<Error") || strings.Contains(d.raw, "<error")
+	}
+	return false
 }
 
 // builtin applies the built-in rules in order: provider body codes, WWW-Authenticate, rate-limit

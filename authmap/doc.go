@@ -38,7 +38,13 @@
 // Where the wire cannot tell expired from revoked (GitHub "Bad credentials"), [Knowledge] does:
 // a past ExpiresAt or JWT exp means expired, a rejected refresh means revoked.
 //
-// Detail carries the provider's message with secrets removed by [Redact].
+// Text an upstream reported as a success goes through [Classifier.ClassifyStructured], which
+// finds a failure only in a provider's error document (a JSON or XML error body with a status or a
+// provider error code), never in a phrase: "Title: HTTP 403 Forbidden on S3 upload" is data.
+//
+// Detail carries the provider's message with secrets removed by [Redact]. A [Redactor] holds a
+// live list of secrets (values added while it is in use are redacted from then on) for callers
+// that redact many surfaces.
 //
 // This package will later also host credential sources and their lifecycle; for now it only
 // classifies. It imports neither the gateway nor the MCP SDK.

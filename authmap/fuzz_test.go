@@ -1,6 +1,7 @@
 package authmap
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -9,6 +10,7 @@ import (
 
 // FuzzClassify checks that Classify and ClassifyText never panic and never call a 5xx, 404 or 422
 // an auth_failure. The one documented exception is npm's 404 with an "expired or revoked" notice.
+// ClassifyStructured never finds a failure in text without a document (issue 6 item 1).
 func FuzzClassify(f *testing.F) {
 	for _, file := range []string{"testdata/corpus.json", "testdata/holdout.json", "testdata/holdout2.json", "testdata/holdout3.json"} {
 		data, err := os.ReadFile(file)
@@ -50,6 +52,9 @@ func FuzzClassify(f *testing.F) {
 		}
 		_ = fl.Error()
 		_, _ = c.ClassifyText(string(body), hv, Knowledge{})
+		if fl, ok := c.ClassifyStructured(string(body), hv, Knowledge{}); ok && !bytes.ContainsAny(body, "{<") {
+			t.Errorf("ClassifyStructured(%q) = %+v from text without a document", body, fl)
+		}
 		_ = Redact(string(body), []string{hv})
 	})
 }

@@ -1,9 +1,13 @@
 package authmap
 
 import (
+	"bytes"
+	"encoding/json"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Redacted replaces every secret Redact removes.
@@ -48,7 +52,14 @@ func Redact(s string, secrets []string) string {
 	}
 	known := slices.Clone(secrets)
 	// Longest first, so a secret containing another is removed whole.
-	slices.SortFunc(known, func(a, b string) int { return len(b) - len(a) })
+	slices.SortFunc(known, longestFirst)
+	return redactSorted(s, known)
+}
+
+func longestFirst(a, b string) int { return len(b) - len(a) }
+
+// redactSorted is Redact with the known secrets sorted longest first.
+func redactSorted(s string, known []string) string {
 	for _, sec := range known {
 		if len(sec) >= minSecretLen {
 			s = strings.ReplaceAll(s, sec, Redacted)
@@ -87,4 +98,94 @@ func replaceGroup(s string, re *regexp.Regexp, needDigit bool) string {
 	}
 	b.WriteString(s[last:])
 	return b.String()
+}
+
+// Redactor removes secrets from text: the values it knows and, in Redact, the well-known token
+// shapes. Its list is live: Add makes a value known from then on (a credential rotated while the
+// gateway runs), for every surface that redacts through it. It is safe for concurrent use, and
+// redacting takes no lock.
+type Redactor struct {
+	mu    sync.Mutex               // serialises Add
+	known atomic.Pointer[[]string] // longest first; each at least 4 bytes; no duplicates
+}
+
+// NewRedactor returns a Redactor that knows secrets (nil allowed).
+func NewRedactor(secrets []string) *Redactor {
+	r := &Redactor{}
+	r.Add(secrets...)
+	return r
+}
+
+// Add makes secrets known. Values shorter than 4 bytes are ignored: redacting them would shred
+// ordinary text. A value is also known in its JSON-escaped form, so that raw JSON (an upstream's
+// error data) is redacted too.
+func (r *Redactor) Add(secrets ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := slices.Clone(r.Secrets())
+	n := len(next)
+	for _, s := range secrets {
+		for _, form := range jsonForms(s) {
+			if len(form) >= minSecretLen && !slices.Contains(next, form) {
+				next = append(next, form)
+			}
+		}
+	}
+	if len(next) == n {
+		return
+	}
+	slices.SortStableFunc(next, longestFirst)
+	r.known.Store(&next)
+}
+
+// jsonForms returns s and, where they differ, the forms JSON encoders write it in.
+func jsonForms(s string) []string {
+	forms := []string{s}
+	for _, escapeHTML := range []bool{true, false} {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(escapeHTML)
+		if enc.Encode(s) != nil {
+			continue
+		}
+		e := strings.TrimSuffix(b.String(), "\n")
+		e = e[1 : len(e)-1] // the quotes
+		if !slices.Contains(forms, e) {
+			forms = append(forms, e)
+		}
+	}
+	return forms
+}
+
+// Secrets returns the known values, longest first. The slice must not be modified.
+func (r *Redactor) Secrets() []string {
+	if p := r.known.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Redact removes the known values and the well-known token shapes from s, like the package's
+// Redact: for text bound for logs, failure objects and health.
+func (r *Redactor) Redact(s string) string {
+	if s == "" {
+		return s
+	}
+	return redactSorted(s, r.Secrets())
+}
+
+// RedactKnown removes only the known values from s: for data an upstream returned as a success,
+// where a token-shaped string may be the very point of the result. It returns s itself, without
+// allocating, when s holds none, so that the hot path of ordinary results costs a few searches.
+func (r *Redactor) RedactKnown(s string) string {
+	known := r.Secrets()
+	for i, sec := range known {
+		if strings.Contains(s, sec) {
+			for _, sec := range known[i:] {
+				s = strings.ReplaceAll(s, sec, Redacted)
+			}
+			return s
+		}
+	}
+	return s
 }

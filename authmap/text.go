@@ -60,7 +60,7 @@ var githubPrefixStatus = map[string]int{
 	"Conflict":              409,
 }
 
-func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge, depth int) (Failure, bool) {
+func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge, depth int, strict bool) (Failure, bool) {
 	if h == nil {
 		h = http.Header{}
 	}
@@ -76,7 +76,7 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 		}
 		msg = strings.TrimSpace(msg[len(m):])
 	}
-	in := input{header: h, hint: hint, fromText: true, ruleText: full}
+	in := input{header: h, hint: hint, fromText: true, strict: strict, ruleText: full}
 
 	// A bare JSON document: a JSON-RPC envelope or a provider body.
 	if t := strings.TrimSpace(msg); strings.HasPrefix(t, "{") || strings.HasPrefix(t, "[") {
@@ -116,7 +116,7 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 		in.body = []byte(msg)
 		f, ok = c.classify(in, k, depth+1)
 	}
-	if !ok {
+	if !ok && !strict {
 		f, ok = localText(msg)
 	}
 	if ok && f.Detail == "" {
@@ -162,9 +162,15 @@ var (
 	// card_error). Used only when nothing else matched; they never make an auth failure.
 	reSDKNotFound  = regexp.MustCompile(`(?i)\bcould not find \w+ with id\b|(?:^|Error: )No such \w+:|\bwas not found in the store\b`)
 	reSDKInvalid   = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b`)
-	reLocalTimeout = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b`)
-	// Connection failures Node and SDKs report before any response arrives.
-	reLocalUnavailable = regexp.MustCompile(`\bECONNREFUSED\b|\bECONNRESET\b|\bENOTFOUND\b|\bEAI_AGAIN\b|\bsocket hang up\b|\bfetch failed\b|^APIConnectionError: Connection error\.|(?i)\bconnection refused\b`)
+	reLocalTimeout = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b|\bi/o timeout\b|\bTLS handshake timeout\b|\bClient\.Timeout exceeded\b`)
+	// Connection failures Node, Go, Python, curl and Rust clients report: refused, reset (as the
+	// socket call reports it: "read: connection reset by peer", not a message that merely says
+	// so, like "database connection reset by peer"), unreachable, and DNS failures (getaddrinfo,
+	// Go's resolver, glibc, urllib3, reqwest).
+	reLocalUnavailable = regexp.MustCompile(`\bECONNREFUSED\b|\bECONNRESET\b|\bENOTFOUND\b|\bEAI_AGAIN\b|\bEHOSTUNREACH\b|\bENETUNREACH\b|\bECONNABORTED\b|\bsocket hang up\b|\bfetch failed\b|^APIConnectionError: Connection error\.|` +
+		`(?i)\bconnection refused\b|\b(?:read|write|recv failure|send failure): connection reset by peer\b|\bConnectionResetError\b|\bno such host\b|\bno route to host\b|\bnetwork is unreachable\b|` +
+		`\blookup \S+ on \S+: server misbehaving\b|\bName or service not known\b|\bnodename nor servname provided\b|\bTemporary failure in name resolution\b|` +
+		`\bNameResolutionError\b|\bFailed to establish a new connection\b|\bdns error\b`)
 )
 
 // localText types text that matched no upstream rule but names a local condition. It never

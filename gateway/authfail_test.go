@@ -84,6 +84,7 @@ upstreams:
   github:
     url: %s
     headers: {Authorization: "Bearer %s"}
+    classify_results: true
 `, up.url(), secret), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +122,7 @@ upstreams:
 			t.Errorf("failure = %+v", f)
 		}
 	})
-	t.Run("isError false but the text is a provider error", func(t *testing.T) {
+	t.Run("isError false but the text is a provider error (classify_results)", func(t *testing.T) {
 		f := failureOf(t, call("text:HTTP 401 Unauthorized\n"+githubBadCredentials))
 		if f.Type != authmap.TypeAuthFailure {
 			t.Errorf("failure = %+v", f)

@@ -12,11 +12,17 @@ import (
 // benchGateway runs a gateway in front of one in-process echo upstream, over
 // real HTTP, for the call benchmarks.
 func benchGateway(b *testing.B) (context.Context, *Server) {
+	return benchGatewayWith(b, "")
+}
+
+// benchGatewayWith is benchGateway with extra YAML keys for upstream a (in
+// flow style, each ending with ", ").
+func benchGatewayWith(b *testing.B, extra string) (context.Context, *Server) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 	b.Cleanup(cancel)
 	up := newTestUpstream(b, "a", "echo")
-	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {url: %s}\n", up.url()), nil)
+	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {%surl: %s}\n", extra, up.url()), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -34,6 +40,20 @@ func benchGateway(b *testing.B) (context.Context, *Server) {
 // agent in-process over real HTTP. Compare with BenchmarkCallDirect.
 func BenchmarkCall(b *testing.B) {
 	ctx, g := benchGateway(b)
+	cs := agent(b, ctx, g, nil)
+	args := map[string]any{"text": "hello"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCallSecrets is BenchmarkCall with secrets configured, so that
+// every successful result is checked for them (issue 6 item 13).
+func BenchmarkCallSecrets(b *testing.B) {
+	ctx, g := benchGatewayWith(b, `headers: {Authorization: "Bearer ghp_0123456789abcdefSECRET0123", X-Api-Key: "k3y-0123456789"}, `)
 	cs := agent(b, ctx, g, nil)
 	args := map[string]any{"text": "hello"}
 	b.ReportAllocs()
@@ -80,5 +100,30 @@ func BenchmarkCallDirect(b *testing.B) {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: args}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRedactResult measures what redacting a successful result adds to
+// a call (issue 6 item 13): the substring searches for the configured
+// secrets in a typical small result, which holds none of them.
+func BenchmarkRedactResult(b *testing.B) {
+	cfg, err := ParseConfig([]byte(`
+upstreams:
+  a: {url: "http://127.0.0.1:1/mcp", headers: {Authorization: "Bearer ghp_0123456789abcdefSECRET0123", X-Api-Key: "k3y-0123456789"}}
+`), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := &mcp.CallToolResult{
+		Content:           []mcp.Content{&mcp.TextContent{Text: "a:echo:hello, a result of ordinary length with nothing secret in it"}},
+		StructuredContent: map[string]any{"n": 1.0, "items": []any{"one", "two", map[string]any{"k": "v"}}},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		g.redactResult(res)
 	}
 }

@@ -58,6 +58,7 @@ func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
 			return nil, g.rpcError(u, "prompts/get", name, err)
 		}
 		res.Meta = hopLocalStripped(res.Meta)
+		g.redactPrompt(res)
 		return res, nil
 	}
 }
@@ -80,6 +81,7 @@ func (g *Server) resourceHandler(u *upstream, uri string) mcp.ResourceHandler {
 			return nil, g.rpcError(u, "resources/read", params.URI, err)
 		}
 		res.Meta = hopLocalStripped(res.Meta)
+		g.redactResource(res)
 		if uri != "" && req.Params.URI != uri {
 			// The agent knows this resource by an alias: answer in its terms.
 			for _, c := range res.Contents {
@@ -454,7 +456,9 @@ func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(cont
 	timer.Stop()
 	stop()
 	if err != nil && errors.Is(context.Cause(callCtx), errTimeout) {
-		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		// Not wrapping err: the SDK reports the ended context as
+		// context.Canceled, which would read as the caller cancelling.
+		err = &timeoutError{after: u.cfg.timeout(), err: err}
 	}
 	return err
 }

@@ -168,6 +168,17 @@ type UpstreamConfig struct {
 	// (GitHub's "Bad credentials") is reported as credential_expired rather
 	// than credential_invalid. If zero, unknown.
 	CredentialExpiresAt time.Time `koanf:"credential_expires_at"`
+
+	// Issue 6 (no false alarms).
+
+	// ClassifyResults opts in to reading the upstream's successful tool
+	// results (isError false) for provider errors, for servers known to
+	// report them as normal text. Even then only a structured report counts:
+	// a provider's error body with a status or an error code
+	// (`401 {"message":"Bad credentials"}`), never a phrase alone. If false
+	// (the default), successful results pass through untouched (secrets
+	// aside: see redact.go).
+	ClassifyResults bool `koanf:"classify_results"`
 }
 
 // ToolFilter selects tools by glob patterns (path.Match syntax) on the

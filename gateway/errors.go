@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
+	"os/exec"
 	"slices"
 	"strings"
 	"time"
@@ -76,15 +78,26 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		if !ok {
 			f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: httpErr.Error()}
 		}
-	case errors.As(err, &unavail) && unavail.cause != nil && unavail.cause.IsAuth():
-		// The upstream is down because its credential was rejected: that,
-		// not the outage, is what the agent must act on.
+	case errors.As(err, &unavail) && unavail.cause != nil && (unavail.cause.IsAuth() || unavail.cause.Type == authmap.TypeTimeout):
+		// The upstream is down because its credential was rejected, or
+		// because it does not answer: that, not the outage, is what the
+		// agent must act on.
 		f = *unavail.cause
 	case errors.As(err, &unavail):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: unavail.Error()}
 	case errors.Is(err, context.DeadlineExceeded):
+		after := u.cfg.timeout()
+		var te *timeoutError
+		if errors.As(err, &te) {
+			after = te.after
+		}
 		f = authmap.Failure{Type: authmap.TypeTimeout, Retryable: true,
-			Detail: fmt.Sprintf("upstream %q did not answer within %s", u.name, u.cfg.timeout())}
+			Detail: fmt.Sprintf("upstream %q did not answer within %s", u.name, after)}
+	case isStartFailure(err):
+		// Whether the command is missing from PATH or at an absolute path,
+		// the upstream is not there; the gateway keeps trying to start it.
+		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
+			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
 	case isDeadSession(err) || isNetError(err):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q connection lost: %v", u.name, err)}
@@ -142,6 +155,30 @@ func withoutCodePrefix(e *jsonrpc.Error) *jsonrpc.Error {
 // jsonrpcRejected is the SDK's code for transport-level rejections (-32005).
 const jsonrpcRejected = -32005
 
+// timeoutError is a request (or a connection's handshake) the upstream did
+// not answer within its bound. It is a context.DeadlineExceeded, and
+// deliberately not the context.Canceled the SDK returns when the gateway
+// ends the request: that would read as the caller cancelling.
+type timeoutError struct {
+	after time.Duration
+	err   error // what the SDK returned, for the message only
+}
+
+func (e *timeoutError) Error() string {
+	return fmt.Sprintf("no answer within %s: %v", e.after, e.err)
+}
+
+func (e *timeoutError) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// isStartFailure reports whether err is a stdio command that could not be
+// started: not found in PATH, or not found, not executable or without its
+// working directory at start.
+func isStartFailure(err error) bool {
+	var ee *exec.Error
+	var pe *fs.PathError
+	return errors.As(err, &ee) || (errors.As(err, &pe) && (pe.Op == "fork/exec" || pe.Op == "chdir"))
+}
+
 func isNetError(err error) bool {
 	var ne net.Error
 	var oe *net.OpError
@@ -154,7 +191,7 @@ func (g *Server) knowledge(u *upstream) authmap.Knowledge {
 	if expires.IsZero() {
 		expires = u.cfg.CredentialExpiresAt
 	}
-	return authmap.Knowledge{Credential: u.credentialName(), ExpiresAt: expires, Secrets: g.secretList, Now: g.now()}
+	return authmap.Knowledge{Credential: u.credentialName(), ExpiresAt: expires, Secrets: u.secrets, Now: g.now()}
 }
 
 // credentialName names where u's credential is configured, never its value:
@@ -188,10 +225,12 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // toolOutcome maps the upstream's answer to a tools/call onto what the agent
-// gets. Results pass through untouched, except that a result reporting a
-// credential failure in its text becomes the typed failure (its content kept
-// after ours), and any other isError result gains the failure object in _meta.
-// Caller cancellation is returned as is.
+// gets. A result the upstream marked successful passes through untouched
+// (secrets aside), unless upstreams.<name>.classify_results is on and its text
+// is a provider's structured error report. An isError result reporting a
+// credential failure becomes the typed failure (its content kept after ours);
+// any other isError result gains the failure object in _meta. Caller
+// cancellation is returned as is.
 func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
@@ -199,7 +238,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 		}
 		f, rpc := g.classify(u, err)
 		if rpc != nil {
-			return nil, passThrough(rpc, f)
+			return nil, passThrough(g.redactError(rpc), f)
 		}
 		return g.failureResult(f, nil), nil
 	}
@@ -210,24 +249,49 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 	if res.NeedsInput() {
 		return res, nil
 	}
+	if !res.IsError {
+		if u.cfg.ClassifyResults {
+			if f, ok := g.reportedFailure(u, res); ok {
+				return g.failureResult(g.attribute(u, f), res.Content), nil
+			}
+		}
+		g.redactResult(res)
+		return res, nil
+	}
+	text, _ := resultText(res)
+	f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledge(u))
+	if ok && f.IsAuth() {
+		return g.failureResult(g.attribute(u, f), res.Content), nil
+	}
+	if !ok {
+		f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: text}
+	}
+	// Not about credentials: the upstream's content stays, the object (with
+	// the classifier's finer type: an outage, a timeout) goes in _meta.
+	f = g.attribute(u, f)
+	meta := make(mcp.Meta, len(res.Meta)+1)
+	for k, v := range res.Meta {
+		meta[k] = v
+	}
+	meta[MetaKey] = f
+	out := *res
+	out.Meta = meta
+	g.redactContent(out.Content, true)
+	return &out, nil
+}
+
+// reportedFailure reads a successful result of an upstream known to report
+// provider errors as normal text (classify_results): a single short text
+// block holding a provider's error body with a status or an error code. A
+// phrase alone ("Title: HTTP 403 Forbidden on S3 upload") is data, never a
+// failure; only credential failures are reported.
+func (g *Server) reportedFailure(u *upstream, res *mcp.CallToolResult) (authmap.Failure, bool) {
 	text, single := resultText(res)
-	if res.IsError || (single && len(text) < 1024 && mayReportFailure(text)) {
-		if f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledge(u)); ok && f.IsAuth() {
-			return g.failureResult(g.attribute(u, f), res.Content), nil
-		}
+	if !single || len(text) >= 1024 || !strings.ContainsAny(text, "{<") {
+		return authmap.Failure{}, false // no error body in it
 	}
-	if res.IsError {
-		f := g.attribute(u, authmap.Failure{Type: authmap.TypeUpstreamError, Detail: text})
-		meta := make(mcp.Meta, len(res.Meta)+1)
-		for k, v := range res.Meta {
-			meta[k] = v
-		}
-		meta[MetaKey] = f
-		out := *res
-		out.Meta = meta
-		return &out, nil
-	}
-	return res, nil
+	f, ok := g.classifier.ClassifyStructured(text, u.cfg.Provider, g.knowledge(u))
+	return f, ok && f.IsAuth()
 }
 
 // rpcError maps a failure of prompts/get, resources/read, completion or
@@ -239,7 +303,7 @@ func (g *Server) rpcError(u *upstream, method, name string, err error) error {
 	}
 	f, rpc := g.classify(u, err)
 	if rpc != nil {
-		return passThrough(rpc, f)
+		return passThrough(g.redactError(rpc), f)
 	}
 	data, _ := json.Marshal(f)
 	return &jsonrpc.Error{Code: codeUpstreamFailure, Message: fmt.Sprintf("%s %q: %s", method, name, f.Error()), Data: data}
@@ -293,21 +357,6 @@ func resultText(res *mcp.CallToolResult) (text string, single bool) {
 	return b.String(), n == 1 && len(res.Content) == 1 && res.StructuredContent == nil
 }
 
-// secretParts returns the secret-looking parts of a configured value: the
-// value itself and, for "Bearer x" or "token x", the credential after the
-// scheme. Short values are skipped: they are not secrets and redacting them
-// would mangle ordinary text.
-func secretParts(v string) []string {
-	var out []string
-	if len(v) >= 8 {
-		out = append(out, v)
-	}
-	if _, after, ok := strings.Cut(v, " "); ok && len(after) >= 8 {
-		out = append(out, after)
-	}
-	return out
-}
-
 // logCall writes the one debug line per call, and a warning for credential
 // failures, which ops must see.
 func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.CallToolResult, err error) {
@@ -331,22 +380,6 @@ func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.Cal
 		ev = g.log.Debug()
 	}
 	ev.Str(fieldUpstream, u.name).Str(fieldTool, tool).Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
-}
-
-// failureHints are substrings without which a successful-looking result is not
-// checked for a failure report. Some servers (github-mcp-server) send provider
-// errors with isError false, so short results are checked too; the hints keep
-// that check off the hot path of ordinary results.
-var failureHints = []string{"401", "403", "429", "nauthori", "NAUTHORI", "orbidden", "redential", "xpired", "evoked",
-	"ate limit", "ate Limit", "uota", "invalid_token", "nvalid token", "ad credentials", "ermission"}
-
-func mayReportFailure(text string) bool {
-	for _, h := range failureHints {
-		if strings.Contains(text, h) {
-			return true
-		}
-	}
-	return false
 }
 
 // classifyWindow bounds the text of a failure that is classified: its head,

@@ -76,8 +76,8 @@ type Server struct {
 	progress   *progressRouter
 	pool       *http.Transport
 
-	secretList []string
-	logLevels  sync.Map // *mcp.ServerSession -> mcp.LoggingLevel it asked for
+	redactor  *authmap.Redactor // every configured secret; live (see redact.go)
+	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
 
 	upstreams []*upstream // config order
 	byName    map[string]*upstream
@@ -120,8 +120,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	} else {
 		g.log = zerolog.Nop()
 	}
+	g.redactor = authmap.NewRedactor(configSecrets(cfg))
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
-	g.sdkLog = slog.New(zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))))
+	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
 	classifier, err := authmap.New(&authmap.Options{Rules: cfg.Classify.Rules})
 	if err != nil {
@@ -144,8 +145,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		UnsubscribeHandler: g.unsubscribe,
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted)
-	g.secretList = g.secrets()
 	g.catalog = newCatalog(g)
+	for _, w := range cfg.Warnings() {
+		g.log.Warn().Msg(w)
+	}
 	for _, name := range cfg.Order() {
 		u := newUpstream(g, name, cfg.Upstreams[name])
 		g.upstreams = append(g.upstreams, u)
@@ -252,26 +255,6 @@ func (g *Server) sleep(ctx context.Context, d time.Duration) bool {
 // recoverLog is deferred by every goroutine the gateway owns.
 func (g *Server) recoverLog(what, upstream string) {
 	if r := recover(); r != nil {
-		g.log.Error().Str(fieldUpstream, upstream).Str(fieldErr, fmt.Sprint(r)).Msgf("panic in %s", what)
+		g.log.Error().Str(fieldUpstream, upstream).Str(fieldErr, g.redact(fmt.Sprint(r))).Msgf("panic in %s", what)
 	}
-}
-
-// redact removes secrets from text bound for logs, health or agents.
-func (g *Server) redact(s string) string {
-	return authmap.Redact(s, g.secretList)
-}
-
-// secrets lists every configured value that may be a secret: header values
-// and child environment values.
-func (g *Server) secrets() []string {
-	var out []string
-	for _, u := range g.cfg.Upstreams {
-		for _, v := range u.Headers {
-			out = append(out, secretParts(v)...)
-		}
-		for _, v := range u.Env {
-			out = append(out, secretParts(v)...)
-		}
-	}
-	return out
 }

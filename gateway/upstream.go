@@ -69,6 +69,10 @@ type upstream struct {
 	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
 	tried       chan struct{}                     // closed after the first connection attempt
 	triedSet    bool
+
+	// secrets are this upstream's own configured secret values: only they
+	// inform its classification (a JWT's expiry); see redact.go.
+	secrets []string
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
@@ -99,6 +103,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		calls:   map[*inflight]struct{}{},
 		agents:  map[*mcp.ServerSession]*agentConn{},
 		tried:   make(chan struct{}),
+		secrets: secretValues(cfg),
 	}
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
@@ -134,7 +139,13 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 			u.logMessage(agent, req)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
-			u.gw.progress.forward(ctx, r.Params)
+			p := r.Params
+			if m := u.gw.redactor.RedactKnown(p.Message); m != p.Message {
+				q := *p
+				q.Message = m
+				p = &q
+			}
+			u.gw.progress.forward(ctx, p)
 		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who
 		// answers them; the gateway never answers on an agent's behalf.
@@ -172,7 +183,7 @@ func (u *upstream) run(ctx context.Context) {
 		u.session.Store(cs)
 		listErr := u.list(ctx, cs)
 		if listErr != nil {
-			u.log.Warn().Err(listErr).Msg("listing the upstream's catalog failed")
+			u.log.Warn().Str(fieldErr, u.gw.redact(listErr.Error())).Msg("listing the upstream's catalog failed")
 		}
 		u.setUp(listErr)
 		u.markTried()
@@ -215,7 +226,7 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 			return
 		case <-u.refresh:
 			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
-				u.log.Warn().Err(err).Msg("refreshing the upstream's catalog failed")
+				u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("refreshing the upstream's catalog failed")
 				u.setErr(err)
 			}
 		}
@@ -241,11 +252,12 @@ func (u *upstream) dropSession(cs *mcp.ClientSession) {
 // the SSE transport holds its event stream on it. The connect timeout ends
 // only the handshake.
 func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.ClientSession, error) {
-	handshake, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(min(u.cfg.timeout(), u.gw.opts.ConnectTimeout), cancel)
+	handshake, cancel := context.WithCancelCause(ctx)
+	bound := min(u.cfg.timeout(), u.gw.opts.ConnectTimeout)
+	timer := time.AfterFunc(bound, func() { cancel(errTimeout) })
 	defer func() {
 		if !timer.Stop() {
-			cancel() // the handshake timed out; its context is done anyway
+			cancel(errTimeout) // the handshake timed out; its context is done anyway
 		}
 	}()
 	ctx = handshake
@@ -280,6 +292,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		}
 		if line := u.lastStderr(); line != "" {
 			err = fmt.Errorf("%w (stderr: %s)", err, line)
+		}
+		if errors.Is(context.Cause(handshake), errTimeout) {
+			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
@@ -321,7 +336,9 @@ func (u *upstream) captureStderr(r io.ReadCloser) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
-		line := sc.Text()
+		// A child's stderr (a crash's stack trace, a debug dump) can quote
+		// its own credential.
+		line := u.gw.redact(sc.Text())
 		u.mu.Lock()
 		u.stderr = truncate(line, 300)
 		u.mu.Unlock()
@@ -553,6 +570,11 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 
 // logMessage passes a log message sent during calls to the agents making them.
 func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
+	if u.gw.hasSecrets() {
+		p := *req.Params
+		p.Data = u.gw.redactValue(p.Data)
+		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: &p}
+	}
 	for _, c := range u.callers(agent) {
 		_ = c.session.Log(c.ctx, req.Params)
 	}
@@ -592,7 +614,7 @@ func (u *upstream) setLogLevel(ctx context.Context, cs *mcp.ClientSession) {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
 	defer cancel()
 	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
-		u.log.Debug().Err(err).Msg("setting the upstream's log level failed")
+		u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("setting the upstream's log level failed")
 	}
 }
 

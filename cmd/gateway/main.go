@@ -141,7 +141,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		for _, w := range cfg.LoadWarnings() {
+		for _, w := range append(cfg.LoadWarnings(), cfg.Warnings()...) {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", configPath)

@@ -1,0 +1,382 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// Secrets and where they are removed.
+//
+// The configured secrets of every upstream (see secretValues) feed one live
+// redactor (an [authmap.Redactor]; the credential lifecycle adds rotated
+// values to it). Every surface redacts through it: logs (the gateway's, the
+// SDK's, child stderr), failure objects and passed-through JSON-RPC errors,
+// isError content, /health, and successful results (tools, prompts,
+// resources) and the log messages upstreams send agents. Text bound for logs,
+// errors and health loses well-known token shapes as well; data an upstream
+// returned as a success loses only the configured values, since a token-shaped
+// string may be what the agent asked for.
+//
+// Classification, by contrast, uses only the upstream's own secrets (a JWT's
+// expiry, see upstream.secrets): another upstream's credential says nothing
+// about this one's.
+
+// minSecretWarn is the length below which validate warns about a secret:
+// short values also occur in ordinary text, where redacting them mangles it.
+const minSecretWarn = 8
+
+// minSecretRedact is the length below which a value is not redacted at all
+// (authmap's own floor).
+const minSecretRedact = 4
+
+// minUnnamedSecret is the length from which a value under a name that does not
+// say "credential" is still taken for one when it looks random (letters and
+// digits, no spaces or slashes): an API key in a header the gateway does not
+// know.
+const minUnnamedSecret = 16
+
+// secretValues lists the secrets in an upstream's config: the header and env
+// values under a credential's name (Authorization, X-Api-Key, *_TOKEN, ...),
+// each with the credential after its scheme ("Bearer x", "token x") as a value
+// of its own; any other header or env value that looks like a random token;
+// the password and secret query parameters of a URL value
+// (DATABASE_URL=postgres://u:pw@host); and the same within a value that is a
+// JSON object (OPENAPI_MCP_HEADERS={"Authorization": "Bearer ..."}). Plain
+// settings (LOG_LEVEL: info, Content-Type: application/json) are not secrets:
+// redacting them would mangle every result that mentions them.
+func secretValues(u *UpstreamConfig) []string {
+	if u == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range []map[string]string{u.Headers, u.Env} {
+		for _, k := range sortedKeys(m) {
+			out = append(out, secretsOf(k, m[k], 0)...)
+		}
+	}
+	return out
+}
+
+// secretsOf returns the secrets in one header or env entry (or a member of a
+// JSON value, at depth > 0).
+func secretsOf(name, v string, depth int) []string {
+	if secretName(name) {
+		return credentialParts(v)
+	}
+	if looksRandom(v) {
+		return []string{v}
+	}
+	t := strings.TrimSpace(v)
+	if strings.HasPrefix(t, "{") && depth < 4 {
+		var obj map[string]any
+		if json.Unmarshal([]byte(t), &obj) == nil {
+			var out []string
+			for k, e := range obj {
+				switch e := e.(type) {
+				case string:
+					out = append(out, secretsOf(k, e, depth+1)...)
+				case map[string]any:
+					b, _ := json.Marshal(e)
+					out = append(out, secretsOf(k, string(b), depth+1)...)
+				}
+			}
+			return out
+		}
+	}
+	p, err := url.Parse(t)
+	if err != nil || p.Scheme == "" {
+		return nil
+	}
+	var out []string
+	if pw, ok := p.User.Password(); ok && pw != "" {
+		out = append(out, pw)
+	}
+	for k, vals := range p.Query() {
+		if secretName(k) {
+			out = append(out, vals...)
+		}
+	}
+	return out
+}
+
+// credentialParts returns a credential value and, for "Bearer x", "token x"
+// or "Basic x", the credential after the scheme.
+func credentialParts(v string) []string {
+	var out []string
+	if v = strings.TrimSpace(v); v != "" {
+		out = append(out, v)
+	}
+	if _, after, ok := strings.Cut(v, " "); ok {
+		if after = strings.TrimSpace(after); after != "" {
+			out = append(out, after)
+		}
+	}
+	return out
+}
+
+// secretName reports whether a header or env name says it holds a
+// credential: one of its words (split at _ - .) is or ends in auth, token,
+// key, secret, password, ..., or is pat, cookie, credential(s), session,
+// signature.
+func secretName(name string) bool {
+	for _, w := range strings.FieldsFunc(strings.ToLower(name), func(r rune) bool { return r == '_' || r == '-' || r == '.' }) {
+		switch w {
+		case "pat", "pwd", "cookie", "credential", "credentials", "session", "signature", "private", "bearer", "dsn":
+			return true
+		}
+		for _, suffix := range []string{"auth", "authorization", "token", "key", "secret", "password", "passwd", "passphrase"} {
+			if strings.HasSuffix(w, suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// looksRandom reports whether v looks like a token rather than a setting:
+// long, one word, no path, letters and digits.
+func looksRandom(v string) bool {
+	if len(v) < minUnnamedSecret || strings.ContainsAny(v, " \t/") {
+		return false
+	}
+	return strings.ContainsAny(v, "0123456789") && strings.ContainsFunc(v, func(r rune) bool {
+		return (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z')
+	})
+}
+
+// configSecrets lists the secrets of every upstream in c.
+func configSecrets(c *Config) []string {
+	var out []string
+	for _, name := range c.Order() {
+		out = append(out, secretValues(c.Upstreams[name])...)
+	}
+	return out
+}
+
+// Warnings returns what is valid but probably not meant: configured secrets
+// so short that they also occur in ordinary text (under 8 characters), or
+// too short to be redacted at all (under 4). Each names its key, never the
+// value.
+func (c *Config) Warnings() []string {
+	var out []string
+	for _, name := range c.Order() {
+		u := c.Upstreams[name]
+		if u == nil {
+			continue
+		}
+		for _, m := range []struct {
+			key    string
+			values map[string]string
+		}{{"headers", u.Headers}, {"env", u.Env}} {
+			for _, k := range sortedKeys(m.values) {
+				if !secretName(k) {
+					continue
+				}
+				parts := credentialParts(m.values[k])
+				if len(parts) == 0 {
+					continue
+				}
+				n := len(parts[len(parts)-1]) // the credential itself, after any scheme
+				key := fmt.Sprintf("upstreams.%s.%s.%s", name, m.key, k)
+				switch {
+				case n < minSecretRedact:
+					out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters, too short to be redacted from logs and results", key, minSecretRedact))
+				case n < minSecretWarn:
+					out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters; it is redacted wherever it occurs, also in ordinary text", key, minSecretWarn))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// redact removes secrets and token shapes from text bound for logs, failure
+// objects or health.
+func (g *Server) redact(s string) string {
+	return g.redactor.Redact(s)
+}
+
+// redactError returns a passed-through upstream JSON-RPC error without
+// secrets in its message or data. It returns rpc itself when there were none.
+func (g *Server) redactError(rpc *jsonrpc.Error) *jsonrpc.Error {
+	msg := g.redact(rpc.Message)
+	data := rpc.Data
+	if len(data) > 0 {
+		if d := g.redact(string(data)); d != string(data) {
+			if !json.Valid([]byte(d)) {
+				// A secret outside a JSON string (a bare number): the data
+				// travels as the redacted text instead.
+				d = g.redactor.RedactKnown(string(data))
+				if !json.Valid([]byte(d)) {
+					b, _ := json.Marshal(g.redact(string(data)))
+					d = string(b)
+				}
+			}
+			data = json.RawMessage(d)
+		}
+	}
+	if msg == rpc.Message && string(data) == string(rpc.Data) {
+		return rpc
+	}
+	out := *rpc
+	out.Message, out.Data = msg, data
+	return &out
+}
+
+// hasSecrets reports whether any secret is configured; without one, results
+// are not searched at all.
+func (g *Server) hasSecrets() bool { return len(g.redactor.Secrets()) > 0 }
+
+// redactContent removes configured secrets from the text of content an
+// upstream sent, in place (the gateway decoded it and holds the only copy).
+// full also removes token shapes (for failures).
+func (g *Server) redactContent(content []mcp.Content, full bool) {
+	red := g.redactor.RedactKnown
+	if full {
+		red = g.redact
+	}
+	for _, c := range content {
+		switch c := c.(type) {
+		case *mcp.TextContent:
+			c.Text = red(c.Text)
+		case *mcp.EmbeddedResource:
+			if c.Resource != nil {
+				c.Resource.Text = red(c.Resource.Text)
+			}
+		}
+	}
+}
+
+// redactResult removes configured secrets from a successful tool result: an
+// upstream echoing a credential in its answer must not hand it to the agent.
+// It costs a few substring searches per text block when secrets are
+// configured, nothing otherwise.
+func (g *Server) redactResult(res *mcp.CallToolResult) {
+	if !g.hasSecrets() {
+		return
+	}
+	g.redactContent(res.Content, false)
+	if res.StructuredContent != nil {
+		res.StructuredContent = g.redactValue(res.StructuredContent)
+	}
+}
+
+// redactValue removes configured secrets from the strings of a decoded JSON
+// value, in place where it can. It allocates only where it replaces.
+func (g *Server) redactValue(v any) any {
+	if r, ok := g.redactedValue(v); ok {
+		return r
+	}
+	return v
+}
+
+// redactedValue returns the redacted form of v and true if v is a string or
+// raw JSON that held a secret; maps and slices are redacted in place.
+func (g *Server) redactedValue(v any) (any, bool) {
+	switch x := v.(type) {
+	case string:
+		if r := g.redactor.RedactKnown(x); r != x {
+			return r, true
+		}
+	case map[string]any:
+		for k, e := range x {
+			if r, ok := g.redactedValue(e); ok {
+				x[k] = r
+			}
+		}
+	case []any:
+		for i, e := range x {
+			if r, ok := g.redactedValue(e); ok {
+				x[i] = r
+			}
+		}
+	case json.RawMessage:
+		if s := g.redactor.RedactKnown(string(x)); s != string(x) && json.Valid([]byte(s)) {
+			return json.RawMessage(s), true
+		}
+	}
+	return nil, false
+}
+
+// redactPrompt removes configured secrets from a prompt's messages.
+func (g *Server) redactPrompt(res *mcp.GetPromptResult) {
+	if !g.hasSecrets() {
+		return
+	}
+	res.Description = g.redactor.RedactKnown(res.Description)
+	for _, m := range res.Messages {
+		if m != nil && m.Content != nil {
+			g.redactContent([]mcp.Content{m.Content}, false)
+		}
+	}
+}
+
+// redactResource removes configured secrets from a resource's text.
+func (g *Server) redactResource(res *mcp.ReadResourceResult) {
+	if !g.hasSecrets() {
+		return
+	}
+	for _, c := range res.Contents {
+		if c != nil {
+			c.Text = g.redactor.RedactKnown(c.Text)
+		}
+	}
+}
+
+// redactingHandler is a slog handler that redacts every record: the SDK's
+// log lines can quote an upstream's answer or a request's headers.
+type redactingHandler struct {
+	slog.Handler
+	r *authmap.Redactor
+}
+
+func (h redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
+	out := slog.NewRecord(rec.Time, rec.Level, h.r.Redact(rec.Message), rec.PC)
+	rec.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(h.attr(a))
+		return true
+	})
+	return h.Handler.Handle(ctx, out)
+}
+
+func (h redactingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	red := make([]slog.Attr, len(attrs))
+	for i, a := range attrs {
+		red[i] = h.attr(a)
+	}
+	return redactingHandler{Handler: h.Handler.WithAttrs(red), r: h.r}
+}
+
+func (h redactingHandler) WithGroup(name string) slog.Handler {
+	return redactingHandler{Handler: h.Handler.WithGroup(name), r: h.r}
+}
+
+func (h redactingHandler) attr(a slog.Attr) slog.Attr {
+	v := a.Value.Resolve()
+	switch v.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, h.r.Redact(v.String()))
+	case slog.KindGroup:
+		group := v.Group()
+		red := make([]any, len(group))
+		for i, g := range group {
+			red[i] = h.attr(g)
+		}
+		return slog.Group(a.Key, red...)
+	case slog.KindAny:
+		s := fmt.Sprint(v.Any())
+		if r := h.r.Redact(s); r != s {
+			return slog.String(a.Key, r)
+		}
+	}
+	return slog.Attr{Key: a.Key, Value: v}
+}

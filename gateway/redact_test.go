@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+)
+
+// Secrets configured in TestSecretsNeverLeak; each must never leave the
+// gateway.
+const (
+	secretHeader = "tok_0123456789abcdefHEADERSECRET"
+	secretShort  = "k3y9z" // shorter than 8 characters: still redacted
+	secretEnv    = "env-secret-0123456789"
+)
+
+// echoUpstream serves tools, a prompt and a resource that repeat what they
+// are given (and the secret they know) in every way a server answers.
+func echoUpstream(t *testing.T) string {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "1"}, nil)
+	schema := json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`)
+	arg := func(req *mcp.CallToolRequest) string {
+		var a struct{ Text string }
+		_ = json.Unmarshal(req.Params.Arguments, &a)
+		return a.Text
+	}
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		a := arg(req)
+		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: map[string]any{"echo": a}})
+		return &mcp.CallToolResult{
+			Content: []mcp.Content{
+				&mcp.TextContent{Text: "echo: " + a},
+				&mcp.EmbeddedResource{Resource: &mcp.ResourceContents{URI: "mem://e", MIMEType: "text/plain", Text: a}},
+			},
+			StructuredContent: map[string]any{"echo": a, "list": []any{a}},
+		}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "rpc", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		a := arg(req)
+		data, _ := json.Marshal(map[string]string{"sent": a})
+		return nil, &jsonrpc.Error{Code: -32011, Message: "rejected " + a, Data: data}
+	})
+	s.AddTool(&mcp.Tool{Name: "fail", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "could not store " + arg(req)}}}, nil
+	})
+	s.AddPrompt(&mcp.Prompt{Name: "p", Arguments: []*mcp.PromptArgument{{Name: "who"}}}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello " + req.Params.Arguments["who"]}}}}, nil
+	})
+	s.AddResource(&mcp.Resource{URI: "mem://config", Name: "config"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "Authorization: Bearer " + secretHeader}}}, nil
+	})
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/mcp"
+}
+
+// TestSecretsNeverLeak is the regression test for issue 6 item 13: every
+// configured secret (headers and env of every upstream, short ones from 4
+// characters) is redacted from successful results, isError content,
+// passed-through JSON-RPC errors, prompts, resources, log messages to agents,
+// the gateway's logs (child stderr, the SDK's own), and /health.
+func TestSecretsNeverLeak(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cfg, err := ParseConfig(fmt.Appendf(nil, `
+upstreams:
+  e:
+    url: %s
+    headers: {Authorization: "Bearer %s", X-Api-Key: %s, Accept-Language: en}
+  child:
+    command: /bin/sh
+    args: ["-c", "echo \"starting with token $API_TOKEN\" >&2; exit 3"]
+    env: {API_TOKEN: %s}
+`, echoUpstream(t), secretHeader, secretShort, secretEnv), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var agentLogs []string
+	cs := agent(t, ctx, g, &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+		b, _ := json.Marshal(r.Params.Data)
+		mu.Lock()
+		defer mu.Unlock()
+		agentLogs = append(agentLogs, string(b))
+	}})
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		t.Fatal(err)
+	}
+
+	leaked := "header " + secretHeader + ", key " + secretShort + ", env " + secretEnv
+	seen := map[string]string{} // surface -> what the agent or operator saw
+	for _, tool := range []string{"e__echo", "e__rpc", "e__fail"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": leaked}})
+		raw, _ := json.Marshal(res)
+		seen[tool] = fmt.Sprintf("%s %v", raw, err)
+		if err == nil && !strings.Contains(string(raw), "[REDACTED]") {
+			t.Errorf("%s: %s; want the upstream's answer with the secrets redacted", tool, raw)
+		}
+	}
+	var rpc *jsonrpc.Error
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__rpc", Arguments: map[string]any{"text": leaked}}); !errorsAs(err, &rpc) || rpc.Code != -32011 || !strings.HasPrefix(rpc.Message, "rejected ") {
+		t.Errorf("e__rpc = %v; want the upstream's JSON-RPC error passed through, redacted", err)
+	} else {
+		seen["e__rpc data"] = string(rpc.Data)
+		if !json.Valid(rpc.Data) || !strings.Contains(string(rpc.Data), "[REDACTED]") {
+			t.Errorf("e__rpc data = %s; want the upstream's JSON, redacted", rpc.Data)
+		}
+	}
+	pr, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "e__p", Arguments: map[string]string{"who": leaked}})
+	pj, _ := json.Marshal(pr)
+	seen["prompts/get"] = fmt.Sprintf("%s %v", pj, err)
+	rr, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "mem://config"})
+	rj, _ := json.Marshal(rr)
+	seen["resources/read"] = fmt.Sprintf("%s %v", rj, err)
+	waitFor(t, ctx, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(agentLogs) > 0
+	})
+	mu.Lock()
+	seen["log messages to the agent"] = strings.Join(agentLogs, "\n")
+	mu.Unlock()
+	// The child's stderr reaches the log (and health) once it has died.
+	waitFor(t, ctx, func() bool { return strings.Contains(logs.String(), "starting with token") })
+	g.sdkLog.Warn("an SDK warning quoting a request", "header", "Bearer "+secretHeader, "err", fmt.Errorf("sent %s", secretShort))
+	hj, _ := json.Marshal(g.Health())
+	seen["health"] = string(hj)
+	seen["logs"] = logs.String()
+
+	for surface, out := range seen {
+		for _, s := range []string{secretHeader, secretShort, secretEnv} {
+			if strings.Contains(out, s) {
+				t.Errorf("%s carries the secret %q:\n%s", surface, s, out)
+			}
+		}
+	}
+	// Plain settings are not secrets: "en" stays readable.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__echo", Arguments: map[string]any{"text": "lang en"}})
+	if err != nil || text(res) != "echo: lang en" {
+		t.Errorf("echo of a plain setting = %q, %v; want it untouched", text(res), err)
+	}
+}
