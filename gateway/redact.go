@@ -58,12 +58,33 @@ func secretValues(u *UpstreamConfig) []string {
 		return nil
 	}
 	var out []string
-	for _, m := range []map[string]string{u.Headers, u.Env} {
-		for _, k := range sortedKeys(m) {
-			out = append(out, secretsOf(k, m[k], 0)...)
+	for _, k := range sortedKeys(u.Headers) {
+		v := u.Headers[k]
+		// A header sent to an MCP server is almost always there to
+		// authenticate, whatever its name: any value long enough not to be a
+		// plain word is taken for a secret, unless the header is a protocol
+		// one.
+		if !plainHeader(k) && !secretName(k) && len(strings.TrimSpace(v)) >= minSecretWarn {
+			out = append(out, credentialParts(v)...)
+			continue
 		}
+		out = append(out, secretsOf(k, v, 0)...)
+	}
+	for _, k := range sortedKeys(u.Env) {
+		out = append(out, secretsOf(k, u.Env[k], 0)...)
 	}
 	return out
+}
+
+// plainHeader reports whether a header is a protocol header, never a
+// credential.
+func plainHeader(name string) bool {
+	switch strings.ToLower(name) {
+	case "accept", "accept-language", "accept-encoding", "content-type", "user-agent", "cache-control",
+		"mcp-protocol-version", "x-request-id", "x-correlation-id":
+		return true
+	}
+	return false
 }
 
 // secretsOf returns the secrets in one header or env entry (or a member of a

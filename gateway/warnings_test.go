@@ -56,7 +56,8 @@ func TestRedactorIsLive(t *testing.T) {
 }
 
 // TestSecretValues: which configured values count as secrets (issue 6
-// item 13): credentials by their name, random-looking values under any name,
+// item 13): credentials by their name, any header value of 8 characters or
+// more but protocol headers, random-looking values under any name,
 // URL passwords and secret query parameters, and the same inside a JSON
 // value; never plain settings.
 func TestSecretValues(t *testing.T) {
@@ -67,6 +68,8 @@ func TestSecretValues(t *testing.T) {
 			"X-Honeycomb-Team":     "hcKey0123456789abcdef",
 			"Content-Type":         "application/json",
 			"MCP-Protocol-Version": "2025-11-25",
+			"X-Tenant":             "acme", // too short to be told from a word
+			"X-Custom":             "s3cr3t-value",
 		},
 		Env: map[string]string{
 			"GITHUB_PAT":          "pat1234",
@@ -79,7 +82,7 @@ func TestSecretValues(t *testing.T) {
 		},
 	}
 	want := []string{"Bearer tok-0123456789", "tok-0123456789", "hcKey0123456789abcdef",
-		"db-pass-99", "pat1234", "Bearer ntn_secret42", "ntn_secret42", "hook-tok-77"}
+		"db-pass-99", "pat1234", "s3cr3t-value", "Bearer ntn_secret42", "ntn_secret42", "hook-tok-77"}
 	if diff := cmp.Diff(sortedCopy(want), sortedCopy(secretValues(u))); diff != "" {
 		t.Errorf("secrets mismatch (-want +got):\n%s", diff)
 	}
