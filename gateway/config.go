@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -122,29 +121,32 @@ type UpstreamConfig struct {
 	CredentialExpiresAt time.Time `koanf:"credential_expires_at"`
 }
 
-// ToolFilter selects tools by glob patterns (path.Match syntax) on the
-// upstream's own tool names. Deny wins over Allow; an empty Allow allows all.
+// ToolFilter selects tools by glob patterns on the upstream's own tool names
+// ('*' any run of characters, '/' included; '?' one character; "[a-z]" a
+// class; see [routing.Glob]). Deny wins over Allow; an empty Allow allows
+// all. The filter holds for every name forwarded to the upstream, listed or
+// not.
 type ToolFilter struct {
 	Allow []string `koanf:"allow"`
 	Deny  []string `koanf:"deny"`
+
+	// compiled is Allow and Deny compiled once, by Normalize at load; nil
+	// until then (or when a pattern is invalid, which Validate reports).
+	compiled *routing.Filter
 }
 
-// Allowed reports whether the filter lets the tool through.
+// Allowed reports whether the filter lets the tool through. A filter that was
+// never normalized is compiled on the spot; one with an invalid pattern lets
+// nothing through.
 func (f ToolFilter) Allowed(name string) bool {
-	for _, p := range f.Deny {
-		if ok, _ := path.Match(p, name); ok {
+	c := f.compiled
+	if c == nil {
+		var err error
+		if c, err = routing.NewFilter(f.Allow, f.Deny); err != nil {
 			return false
 		}
 	}
-	if len(f.Allow) == 0 {
-		return true
-	}
-	for _, p := range f.Allow {
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
+	return c.Allowed(name)
 }
 
 // prefix returns the effective prefix of upstream name.
@@ -370,6 +372,7 @@ func (c *Config) Normalize() {
 		if u == nil {
 			continue
 		}
+		u.Tools.compiled, _ = routing.NewFilter(u.Tools.Allow, u.Tools.Deny) // an invalid glob is Validate's to report
 		if u.Transport == "" {
 			switch {
 			case u.Command != "":
@@ -440,8 +443,8 @@ func (c *Config) Validate() error {
 			if i >= len(u.Tools.Allow) {
 				list, j = "deny", i-len(u.Tools.Allow)
 			}
-			if _, err := path.Match(p, ""); err != nil {
-				bad(fmt.Sprintf("%s.tools.%s[%d]", key, list, j), "invalid glob %q: %v", p, err)
+			if _, err := routing.CompileGlob(p); err != nil {
+				bad(fmt.Sprintf("%s.tools.%s[%d]", key, list, j), "%v", err)
 			}
 		}
 		prefix := u.prefix(name)

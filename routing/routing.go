@@ -111,17 +111,53 @@ type Table struct {
 	Problems []Problem
 }
 
+// Owner returns the prefix that owns an exposed name: the longest of
+// prefixes p (ignoring "") such that name starts with p+sep, or "" if none
+// does, in which case only an unprefixed upstream can serve the name.
+//
+// Longest wins so that no upstream captures another's names: with prefixes
+// "a" and "a_" and separator "__", "a___x" belongs to "a_" (its tool "x"),
+// not to "a" (a tool "_x"); and a name carrying any prefix never belongs to
+// an unprefixed upstream.
+func Owner(name, sep string, prefixes []string) string {
+	best := ""
+	for _, p := range prefixes {
+		if p != "" && len(p) > len(best) && strings.HasPrefix(name, p+sep) {
+			best = p
+		}
+	}
+	return best
+}
+
 // Build resolves the exposed names of sources, given in config order. A name
 // offered by two sources is served by the first and reported against the later
 // one, so the outcome depends only on the config, never on which upstream
 // happened to connect first.
+//
+// A source never shadows another's names: a name whose exposed form carries
+// another source's prefix (see [Owner]), such as "h__echo" offered by an
+// unprefixed upstream while upstream "h" exists, is refused and reported,
+// whether or not "h" offers that name or is connected at all.
 func Build(sep string, sources []Source) Table {
 	t := Table{Targets: make(map[string]Target)}
+	prefixes := make([]string, 0, len(sources))
+	byPrefix := make(map[string]string, len(sources)) // prefix -> first source with it
+	for _, src := range sources {
+		prefixes = append(prefixes, src.Prefix)
+		if _, ok := byPrefix[src.Prefix]; !ok {
+			byPrefix[src.Prefix] = src.Upstream
+		}
+	}
 	for _, src := range sources {
 		for _, name := range src.Names {
 			exposed := Expose(src.Prefix, sep, name)
 			if err := CheckName(exposed); err != nil {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
+				continue
+			}
+			if owner := Owner(exposed, sep, prefixes); owner != src.Prefix {
+				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed,
+					Reason: fmt.Sprintf("name %q carries the prefix %q of upstream %q; it is refused so that it cannot shadow that upstream's names", exposed, owner+sep, byPrefix[owner])})
 				continue
 			}
 			if prev, ok := t.Targets[exposed]; ok {
