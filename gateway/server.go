@@ -78,6 +78,7 @@ type Server struct {
 
 	secretList []string
 	logLevels  sync.Map // *mcp.ServerSession -> mcp.LoggingLevel it asked for
+	roots      rootsRelay
 
 	upstreams []*upstream // config order
 	byName    map[string]*upstream
@@ -142,6 +143,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		CompletionHandler:  g.complete,
 		SubscribeHandler:   g.subscribe,
 		UnsubscribeHandler: g.unsubscribe,
+		// An agent's roots go to its own upstream sessions (session: per_agent).
+		RootsListChangedHandler: g.rootsListChanged,
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted)
 	g.secretList = g.secrets()

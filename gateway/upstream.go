@@ -115,11 +115,13 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 	if agent != nil {
 		refresh = func() {} // the catalog comes from the shared session
 	}
+	// The shared session declares no roots: the gateway has none of its own,
+	// and one agent's roots must not leak to calls from another. A per-agent
+	// session declares the agent's (see roots.go).
+	roots := agentRootsCaps(agent)
 	c := mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: u.gw.opts.Version}, &mcp.ClientOptions{
-		Logger: u.gw.sdkLog,
-		// Roots are not declared: the gateway has no roots of its own, and one
-		// agent's roots must not leak to an upstream serving another.
-		Capabilities: &mcp.ClientCapabilities{},
+		Logger:       u.gw.sdkLog,
+		Capabilities: &mcp.ClientCapabilities{RootsV2: roots},
 		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 			return u.createMessage(agent, req)
 		},
@@ -141,6 +143,10 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
 	c.AddReceivingMiddleware(u.notes.countHandled)
+	if roots != nil {
+		c.AddReceivingMiddleware(u.askAgentRoots(agent))
+		u.gw.registerRoots(agent, u.name, c)
+	}
 	return c
 }
 
