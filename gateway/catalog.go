@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -43,7 +44,7 @@ type templateMatcher struct {
 // Problem is something an upstream offered that the gateway could not expose
 // as is; it is logged and shown in health.
 type Problem struct {
-	Kind    string `json:"kind"` // tool, prompt, resource, resource_template
+	Kind    string `json:"kind"` // tool, prompt, resource, resource_template, capability
 	Name    string `json:"name"`
 	Exposed string `json:"exposed,omitempty"`
 	Reason  string `json:"reason"`
@@ -137,6 +138,18 @@ func (c *catalog) rebuild() {
 				c.matchers = append(c.matchers, templateMatcher{re: re, upstream: u.name})
 			}
 		}
+	}
+
+	// Tasks: what the gateway cannot forward is reported, not hidden.
+	exposedTools := map[string]map[string]string{} // upstream -> exposed -> own name
+	for exposed, e := range c.tools {
+		if exposedTools[e.upstream] == nil {
+			exposedTools[e.upstream] = map[string]string{}
+		}
+		exposedTools[e.upstream][exposed] = e.orig.Name
+	}
+	for _, u := range g.upstreams {
+		taskProblems(u, exposedTools[u.name], report)
 	}
 
 	for up, ps := range problems {
@@ -239,6 +252,27 @@ func safely(f func()) (err error) {
 // serves.
 func aliasURI(upstream, uri string) string {
 	return "credgate://" + upstream + "/" + url.PathEscape(uri)
+}
+
+// executions returns the execution field each upstream listed for those of
+// tools (exposed) that have one.
+func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out map[string]json.RawMessage
+	for _, t := range tools {
+		e, ok := c.tools[t.Name]
+		if !ok {
+			continue
+		}
+		if raw := c.g.byName[e.upstream].wire.execution(e.orig.Name); raw != nil {
+			if out == nil {
+				out = map[string]json.RawMessage{}
+			}
+			out[t.Name] = raw
+		}
+	}
+	return out
 }
 
 // promptTarget returns the upstream and original name of an exposed prompt.

@@ -146,7 +146,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
 	})
-	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted)
+	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.secretList = g.secrets()
 	g.catalog = newCatalog(g)
 	for _, name := range cfg.Order() {

@@ -51,6 +51,7 @@ type upstream struct {
 	http    *httpTransport // nil for stdio
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
+	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
@@ -271,6 +272,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	default:
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	}
+	t = u.watch(t, client)
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
