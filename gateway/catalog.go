@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -141,15 +142,17 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tasks: what the gateway cannot forward is reported, not hidden.
-	exposedTools := map[string]map[string]string{} // upstream -> exposed -> own name
-	for exposed, e := range c.tools {
-		if exposedTools[e.upstream] == nil {
-			exposedTools[e.upstream] = map[string]string{}
-		}
-		exposedTools[e.upstream][exposed] = e.orig.Name
-	}
 	for _, u := range g.upstreams {
-		taskProblems(u, exposedTools[u.name], report)
+		if !u.wire.declaresTasks() {
+			continue
+		}
+		exposed := map[string]string{} // exposed -> own name
+		for name, e := range c.tools {
+			if e.upstream == u.name {
+				exposed[name] = e.orig.Name
+			}
+		}
+		taskProblems(u, exposed, report)
 	}
 
 	for up, ps := range problems {
@@ -257,6 +260,9 @@ func aliasURI(upstream, uri string) string {
 // executions returns the execution field each upstream listed for those of
 // tools (exposed) that have one.
 func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
+	if !slices.ContainsFunc(c.g.upstreams, func(u *upstream) bool { return u.wire.declaresTasks() }) {
+		return nil // the common case: nothing to look up
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var out map[string]json.RawMessage

@@ -144,6 +144,14 @@ func (w *wireFields) execution(name string) json.RawMessage {
 	return w.exec[name]
 }
 
+// declaresTasks reports whether the upstream declared the tasks capability
+// or task support on any tool.
+func (w *wireFields) declaresTasks() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tasks != nil || len(w.exec) > 0
+}
+
 // tasksCapability returns the upstream's capabilities.tasks, or nil.
 func (w *wireFields) tasksCapability() json.RawMessage {
 	w.mu.Lock()

@@ -11,6 +11,7 @@ package routing
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -120,13 +121,24 @@ type Table struct {
 // not to "a" (a tool "_x"); and a name carrying any prefix never belongs to
 // an unprefixed upstream.
 func Owner(name, sep string, prefixes []string) string {
+	return owner(name, sep, func(p string) bool { return slices.Contains(prefixes, p) })
+}
+
+// owner is Owner with the prefixes as a set: it tries the text before each
+// separator in name, so its cost depends on the name, not on how many
+// prefixes there are. The last hit is the longest.
+func owner(name, sep string, isPrefix func(string) bool) string {
 	best := ""
-	for _, p := range prefixes {
-		if p != "" && len(p) > len(best) && strings.HasPrefix(name, p+sep) {
+	for i := 0; ; {
+		j := strings.Index(name[i:], sep)
+		if j < 0 {
+			return best
+		}
+		if p := name[:i+j]; p != "" && isPrefix(p) {
 			best = p
 		}
+		i += j + 1
 	}
-	return best
 }
 
 // Build resolves the exposed names of sources, given in config order. A name
@@ -140,14 +152,13 @@ func Owner(name, sep string, prefixes []string) string {
 // whether or not "h" offers that name or is connected at all.
 func Build(sep string, sources []Source) Table {
 	t := Table{Targets: make(map[string]Target)}
-	prefixes := make([]string, 0, len(sources))
 	byPrefix := make(map[string]string, len(sources)) // prefix -> first source with it
 	for _, src := range sources {
-		prefixes = append(prefixes, src.Prefix)
 		if _, ok := byPrefix[src.Prefix]; !ok {
 			byPrefix[src.Prefix] = src.Upstream
 		}
 	}
+	isPrefix := func(p string) bool { _, ok := byPrefix[p]; return ok }
 	for _, src := range sources {
 		for _, name := range src.Names {
 			exposed := Expose(src.Prefix, sep, name)
@@ -155,7 +166,7 @@ func Build(sep string, sources []Source) Table {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
 				continue
 			}
-			if owner := Owner(exposed, sep, prefixes); owner != src.Prefix {
+			if owner := owner(exposed, sep, isPrefix); owner != src.Prefix {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed,
 					Reason: fmt.Sprintf("name %q carries the prefix %q of upstream %q; it is refused so that it cannot shadow that upstream's names", exposed, owner+sep, byPrefix[owner])})
 				continue
