@@ -135,3 +135,21 @@ upstreams:
 		t.Errorf("no warning about the refused name; log:\n%s", l)
 	}
 }
+
+// TestGlobErrorsNameTheKey: every invalid glob is reported at load, in one
+// pass, naming its key (issue 6 item 4: globs are compiled at load).
+func TestGlobErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte("upstreams:\n  x:\n    command: c\n    tools: {allow: [ok, '[z-a]'], deny: ['*', 'a\\']}\n"), nil)
+	if err == nil {
+		t.Fatal("ParseConfig accepted invalid globs")
+	}
+	for _, want := range []string{`upstreams.x.tools.allow[1]: invalid glob "[z-a]"`, `upstreams.x.tools.deny[1]: invalid glob "a\\"`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "allow[0]") || strings.Contains(err.Error(), "deny[0]") {
+		t.Errorf("error %q reports a valid glob", err)
+	}
+}

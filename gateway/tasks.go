@@ -269,8 +269,9 @@ func (t watchRoundTripper) sawRequestBody(req *http.Request) bool {
 	head := make([]byte, maxRequestPeek)
 	n, _ := io.ReadFull(body, head)
 	head = head[:n]
-	if !bytes.Contains(head, []byte(`"tools/list"`)) && !bytes.Contains(head, []byte(`"initialize"`)) && !bytes.Contains(head, []byte(`"server/discover"`)) {
-		return false
+	if !bytes.Contains(head, []byte(`"method":"tools/list"`)) && !bytes.Contains(head, []byte(`"method":"initialize"`)) &&
+		!bytes.Contains(head, []byte(`"method":"server/discover"`)) {
+		return false // the SDK writes compact JSON
 	}
 	rest, err := io.ReadAll(io.LimitReader(body, maxWireCapture))
 	if err != nil {

@@ -255,3 +255,32 @@ upstreams:
 		}
 	}
 }
+
+// TestWatchSSESplitReads: an answer is read out of an event stream however
+// the reads split its lines, after events read while nothing was watched.
+func TestWatchSSESplitReads(t *testing.T) {
+	t.Parallel()
+	before := "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\"}\n\n: comment\r\n"
+	answer := "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"bg\",\"execution\":{\"taskSupport\":\"optional\"}}]}}\r\n\r\n"
+	for _, split := range []int{1, 3, 7, 64, 1 << 20} {
+		var w wireFields
+		// The answer comes after the request was sent; whatever came before
+		// may be read whole or in parts.
+		r := &watchSSE{ReadCloser: io.NopCloser(io.MultiReader(strings.NewReader(before), strings.NewReader(answer))), w: &w}
+		buf := make([]byte, split)
+		read := 0
+		for {
+			if read >= len(before)/2 && w.watching.Load() == 0 {
+				w.sawRequest("7", "tools/list", "") // sent while the stream is mid-event
+			}
+			n, err := r.Read(buf)
+			read += n
+			if err != nil {
+				break
+			}
+		}
+		if got := string(w.execution("bg")); got != `{"taskSupport":"optional"}` {
+			t.Errorf("reads of %d bytes: execution = %q, want the answer's", split, got)
+		}
+	}
+}
