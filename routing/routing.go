@@ -166,9 +166,9 @@ func Build(sep string, sources []Source) Table {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
 				continue
 			}
-			if owner := owner(exposed, sep, isPrefix); owner != src.Prefix {
+			if holder := owner(exposed, sep, isPrefix); holder != src.Prefix {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed,
-					Reason: fmt.Sprintf("name %q carries the prefix %q of upstream %q; it is refused so that it cannot shadow that upstream's names", exposed, owner+sep, byPrefix[owner])})
+					Reason: fmt.Sprintf("name %q carries the prefix %q of upstream %q; it is refused so that it cannot shadow that upstream's names", exposed, holder+sep, byPrefix[holder])})
 				continue
 			}
 			if prev, ok := t.Targets[exposed]; ok {
