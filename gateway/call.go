@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/routing"
 )
 
 // reservedMetaPrefix marks _meta keys that belong to one hop of the protocol
@@ -407,17 +409,25 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 }
 
 // ownerByName returns the one upstream an unlisted exposed name can belong
-// to, by prefix, with the upstream's own name for it. A tool name must also
-// pass the upstream's tool filter: unlisted is no way around a deny.
+// to, by prefix, with the upstream's own name for it. The name belongs to the
+// upstream whose prefix it carries (the longest, see [routing.Owner]); only a
+// name carrying no prefix can go to an unprefixed upstream, so that one never
+// receives calls meant for another. A tool name must also pass the upstream's
+// tool filter: unlisted is no way around a deny.
 func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
+	owner := routing.Owner(exposed, g.cfg.ToolSeparator, g.prefixes())
 	var found *upstream
 	var orig string
 	for _, u := range g.upstreams {
-		name, ok := exposed, true
-		if p := u.cfg.prefix(u.name); p != "" {
-			name, ok = strings.CutPrefix(exposed, p+g.cfg.ToolSeparator)
+		p := u.cfg.prefix(u.name)
+		if p != owner {
+			continue
 		}
-		if !ok || name == "" || u.session.Load() == nil {
+		name := strings.TrimPrefix(exposed, p+g.cfg.ToolSeparator)
+		if p == "" {
+			name = exposed
+		}
+		if name == "" || u.session.Load() == nil {
 			continue
 		}
 		caps := u.catalog().caps
@@ -430,6 +440,15 @@ func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
 		found, orig = u, name
 	}
 	return found, orig
+}
+
+// prefixes returns every upstream's effective prefix, in config order.
+func (g *Server) prefixes() []string {
+	out := make([]string, len(g.upstreams))
+	for i, u := range g.upstreams {
+		out[i] = u.cfg.prefix(u.name)
+	}
+	return out
 }
 
 // newProtocol reports whether cs speaks 2026-07-28 or later.
@@ -464,14 +483,17 @@ func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(cont
 }
 
 // downOwner returns the upstream without a session whose prefix an exposed
-// name carries, if any.
+// name carries (the longest, as in ownerByName), if any.
 func (g *Server) downOwner(exposed string) *upstream {
+	owner := routing.Owner(exposed, g.cfg.ToolSeparator, g.prefixes())
+	if owner == "" {
+		return nil
+	}
 	for _, u := range g.upstreams {
-		p := u.cfg.prefix(u.name)
-		if p == "" || u.session.Load() != nil {
+		if u.cfg.prefix(u.name) != owner || u.session.Load() != nil {
 			continue
 		}
-		if name, ok := strings.CutPrefix(exposed, p+g.cfg.ToolSeparator); ok && name != "" && u.cfg.Tools.Allowed(name) {
+		if name := strings.TrimPrefix(exposed, owner+g.cfg.ToolSeparator); name != "" && u.cfg.Tools.Allowed(name) {
 			return u
 		}
 	}

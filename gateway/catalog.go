@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -43,7 +45,7 @@ type templateMatcher struct {
 // Problem is something an upstream offered that the gateway could not expose
 // as is; it is logged and shown in health.
 type Problem struct {
-	Kind    string `json:"kind"` // tool, prompt, resource, resource_template
+	Kind    string `json:"kind"` // tool, prompt, resource, resource_template, capability
 	Name    string `json:"name"`
 	Exposed string `json:"exposed,omitempty"`
 	Reason  string `json:"reason"`
@@ -137,6 +139,20 @@ func (c *catalog) rebuild() {
 				c.matchers = append(c.matchers, templateMatcher{re: re, upstream: u.name})
 			}
 		}
+	}
+
+	// Tasks: what the gateway cannot forward is reported, not hidden.
+	for _, u := range g.upstreams {
+		if !u.wire.declaresTasks() {
+			continue
+		}
+		exposed := map[string]string{} // exposed -> own name
+		for name, e := range c.tools {
+			if e.upstream == u.name {
+				exposed[name] = e.orig.Name
+			}
+		}
+		taskProblems(u, exposed, report)
 	}
 
 	for up, ps := range problems {
@@ -239,6 +255,30 @@ func safely(f func()) (err error) {
 // serves.
 func aliasURI(upstream, uri string) string {
 	return "credgate://" + upstream + "/" + url.PathEscape(uri)
+}
+
+// executions returns the execution field each upstream listed for those of
+// tools (exposed) that have one.
+func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
+	if !slices.ContainsFunc(c.g.upstreams, func(u *upstream) bool { return u.wire.declaresTasks() }) {
+		return nil // the common case: nothing to look up
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var out map[string]json.RawMessage
+	for _, t := range tools {
+		e, ok := c.tools[t.Name]
+		if !ok {
+			continue
+		}
+		if raw := c.g.byName[e.upstream].wire.execution(e.orig.Name); raw != nil {
+			if out == nil {
+				out = map[string]json.RawMessage{}
+			}
+			out[t.Name] = raw
+		}
+	}
+	return out
 }
 
 // promptTarget returns the upstream and original name of an exposed prompt.

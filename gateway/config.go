@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -181,29 +180,32 @@ type UpstreamConfig struct {
 	ClassifyResults bool `koanf:"classify_results"`
 }
 
-// ToolFilter selects tools by glob patterns (path.Match syntax) on the
-// upstream's own tool names. Deny wins over Allow; an empty Allow allows all.
+// ToolFilter selects tools by glob patterns on the upstream's own tool names
+// ('*' any run of characters, '/' included; '?' one character; "[a-z]" a
+// class; see [routing.Glob]). Deny wins over Allow; an empty Allow allows
+// all. The filter holds for every name forwarded to the upstream, listed or
+// not.
 type ToolFilter struct {
 	Allow []string `koanf:"allow"`
 	Deny  []string `koanf:"deny"`
+
+	// compiled is Allow and Deny compiled once, by Normalize at load; nil
+	// until then (or when a pattern is invalid, which Validate reports).
+	compiled *routing.Filter
 }
 
-// Allowed reports whether the filter lets the tool through.
+// Allowed reports whether the filter lets the tool through. A filter that was
+// never normalized is compiled on the spot; one with an invalid pattern lets
+// nothing through.
 func (f ToolFilter) Allowed(name string) bool {
-	for _, p := range f.Deny {
-		if ok, _ := path.Match(p, name); ok {
+	c := f.compiled
+	if c == nil {
+		var err error
+		if c, err = routing.NewFilter(f.Allow, f.Deny); err != nil {
 			return false
 		}
 	}
-	if len(f.Allow) == 0 {
-		return true
-	}
-	for _, p := range f.Allow {
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
+	return c.Allowed(name)
 }
 
 // prefix returns the effective prefix of upstream name.
@@ -540,6 +542,7 @@ func (c *Config) Normalize() {
 		if u == nil {
 			continue
 		}
+		u.Tools.compiled, _ = routing.NewFilter(u.Tools.Allow, u.Tools.Deny) // an invalid glob is Validate's to report
 		if u.Transport == "" {
 			switch {
 			case u.Command != "":
@@ -620,9 +623,9 @@ func (c *Config) Validate() error {
 			if i >= len(u.Tools.Allow) {
 				list, j = "deny", i-len(u.Tools.Allow)
 			}
-			if _, err := path.Match(p, ""); err != nil {
+			if _, err := routing.CompileGlob(p); err != nil {
 				k := fmt.Sprintf("%s.tools.%s[%d]", key, list, j)
-				bad(k, "invalid glob %s: %v", c.shown(k, p), err)
+				bad(k, "%v", err)
 			}
 		}
 		prefix := u.prefix(name)

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 		fmt.Println("this is not JSON-RPC")
 		fmt.Println(`{"jsonrpc": "2.0", "id": "nope"`)
 		os.Exit(0)
+	case "tasks":
+		tasksStdioUpstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)

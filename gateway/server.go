@@ -78,6 +78,7 @@ type Server struct {
 
 	redactor  *authmap.Redactor // every configured secret; live (see redact.go)
 	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
+	roots     rootsRelay
 
 	upstreams []*upstream // config order
 	byName    map[string]*upstream
@@ -143,8 +144,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		CompletionHandler:  g.complete,
 		SubscribeHandler:   g.subscribe,
 		UnsubscribeHandler: g.unsubscribe,
+		// An agent's roots go to its own upstream sessions (session: per_agent).
+		RootsListChangedHandler: g.rootsListChanged,
 	})
-	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted)
+	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)

@@ -51,6 +51,7 @@ type upstream struct {
 	http    *httpTransport // nil for stdio
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
+	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
@@ -120,11 +121,13 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 	if agent != nil {
 		refresh = func() {} // the catalog comes from the shared session
 	}
+	// The shared session declares no roots: the gateway has none of its own,
+	// and one agent's roots must not leak to calls from another. A per-agent
+	// session declares the agent's (see roots.go).
+	roots := agentRootsCaps(agent)
 	c := mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: u.gw.opts.Version}, &mcp.ClientOptions{
-		Logger: u.gw.sdkLog,
-		// Roots are not declared: the gateway has no roots of its own, and one
-		// agent's roots must not leak to an upstream serving another.
-		Capabilities: &mcp.ClientCapabilities{},
+		Logger:       u.gw.sdkLog,
+		Capabilities: &mcp.ClientCapabilities{RootsV2: roots},
 		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 			return u.createMessage(agent, req)
 		},
@@ -152,6 +155,10 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
 	c.AddReceivingMiddleware(u.notes.countHandled)
+	if roots != nil {
+		c.AddReceivingMiddleware(u.askAgentRoots(agent))
+		u.gw.registerRoots(agent, u.name, c)
+	}
 	return c
 }
 
@@ -277,6 +284,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	default:
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	}
+	t = u.watch(t, client)
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())

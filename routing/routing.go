@@ -11,6 +11,7 @@ package routing
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -111,17 +112,63 @@ type Table struct {
 	Problems []Problem
 }
 
+// Owner returns the prefix that owns an exposed name: the longest of
+// prefixes p (ignoring "") such that name starts with p+sep, or "" if none
+// does, in which case only an unprefixed upstream can serve the name.
+//
+// Longest wins so that no upstream captures another's names: with prefixes
+// "a" and "a_" and separator "__", "a___x" belongs to "a_" (its tool "x"),
+// not to "a" (a tool "_x"); and a name carrying any prefix never belongs to
+// an unprefixed upstream.
+func Owner(name, sep string, prefixes []string) string {
+	return owner(name, sep, func(p string) bool { return slices.Contains(prefixes, p) })
+}
+
+// owner is Owner with the prefixes as a set: it tries the text before each
+// separator in name, so its cost depends on the name, not on how many
+// prefixes there are. The last hit is the longest.
+func owner(name, sep string, isPrefix func(string) bool) string {
+	best := ""
+	for i := 0; ; {
+		j := strings.Index(name[i:], sep)
+		if j < 0 {
+			return best
+		}
+		if p := name[:i+j]; p != "" && isPrefix(p) {
+			best = p
+		}
+		i += j + 1
+	}
+}
+
 // Build resolves the exposed names of sources, given in config order. A name
 // offered by two sources is served by the first and reported against the later
 // one, so the outcome depends only on the config, never on which upstream
 // happened to connect first.
+//
+// A source never shadows another's names: a name whose exposed form carries
+// another source's prefix (see [Owner]), such as "h__echo" offered by an
+// unprefixed upstream while upstream "h" exists, is refused and reported,
+// whether or not "h" offers that name or is connected at all.
 func Build(sep string, sources []Source) Table {
 	t := Table{Targets: make(map[string]Target)}
+	byPrefix := make(map[string]string, len(sources)) // prefix -> first source with it
+	for _, src := range sources {
+		if _, ok := byPrefix[src.Prefix]; !ok {
+			byPrefix[src.Prefix] = src.Upstream
+		}
+	}
+	isPrefix := func(p string) bool { _, ok := byPrefix[p]; return ok }
 	for _, src := range sources {
 		for _, name := range src.Names {
 			exposed := Expose(src.Prefix, sep, name)
 			if err := CheckName(exposed); err != nil {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
+				continue
+			}
+			if holder := owner(exposed, sep, isPrefix); holder != src.Prefix {
+				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed,
+					Reason: fmt.Sprintf("name %q carries the prefix %q of upstream %q; it is refused so that it cannot shadow that upstream's names", exposed, holder+sep, byPrefix[holder])})
 				continue
 			}
 			if prev, ok := t.Targets[exposed]; ok {

@@ -69,3 +69,76 @@ func TestBuild(t *testing.T) {
 		t.Errorf("problems mismatch (-want +got):\n%s", diff)
 	}
 }
+
+func TestOwner(t *testing.T) {
+	t.Parallel()
+	prefixes := []string{"", "h", "a", "a_", "gh"}
+	for name, want := range map[string]string{
+		"h__echo":  "h",
+		"echo":     "",
+		"a__x":     "a",
+		"a___x":    "a_", // longest wins
+		"gh__x":    "gh",
+		"ghx__y":   "",
+		"h_echo":   "",
+		"h__":      "h",
+		"x__h__y":  "",
+		"__h__y":   "",
+		"a__b__cd": "a",
+	} {
+		if got := Owner(name, "__", prefixes); got != want {
+			t.Errorf("Owner(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// TestBuildNoShadowing is the regression test for issue 6 item 5 at the name
+// rule: an unprefixed upstream offering "h__echo" must not take the name of
+// upstream h's tool "echo", wherever it comes in the config, and whether or
+// not h lists anything; and a prefix that extends another ("a_" after "a")
+// keeps its own names.
+func TestBuildNoShadowing(t *testing.T) {
+	t.Parallel()
+	for _, order := range [][]Source{
+		{
+			{Upstream: "plain", Prefix: "", Names: []string{"h__echo", "h__only_plain", "echo", "a___x", "hecho"}},
+			{Upstream: "h", Prefix: "h", Names: []string{"echo"}},
+			{Upstream: "a", Prefix: "a", Names: []string{"_x", "y"}},
+			{Upstream: "a_", Prefix: "a_", Names: []string{"x"}},
+		},
+		{
+			{Upstream: "h", Prefix: "h", Names: []string{"echo"}},
+			{Upstream: "a_", Prefix: "a_", Names: []string{"x"}},
+			{Upstream: "a", Prefix: "a", Names: []string{"_x", "y"}},
+			{Upstream: "plain", Prefix: "", Names: []string{"h__echo", "h__only_plain", "echo", "a___x", "hecho"}},
+		},
+	} {
+		got := Build("__", order)
+		wantTargets := map[string]Target{
+			"h__echo": {Upstream: "h", Name: "echo"},
+			"echo":    {Upstream: "plain", Name: "echo"},
+			"hecho":   {Upstream: "plain", Name: "hecho"},
+			"a___x":   {Upstream: "a_", Name: "x"},
+			"a__y":    {Upstream: "a", Name: "y"},
+		}
+		if diff := cmp.Diff(wantTargets, got.Targets); diff != "" {
+			t.Errorf("targets mismatch (-want +got):\n%s", diff)
+		}
+		refused := map[string]string{}
+		for _, p := range got.Problems {
+			refused[p.Upstream+":"+p.Name] = p.Reason
+		}
+		want := []string{"plain:h__echo", "plain:h__only_plain", "plain:a___x", "a:_x"}
+		if len(refused) != len(want) {
+			t.Errorf("problems = %v, want exactly %v", refused, want)
+		}
+		for _, w := range want {
+			if r, ok := refused[w]; !ok || !strings.Contains(r, "carries the prefix") {
+				t.Errorf("problem for %s = %q, want it refused for carrying another upstream's prefix", w, r)
+			}
+		}
+		if r := refused["plain:h__echo"]; !strings.Contains(r, `upstream "h"`) {
+			t.Errorf("reason %q does not name the upstream it would shadow", r)
+		}
+	}
+}
