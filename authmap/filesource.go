@@ -64,7 +64,8 @@ func readBounded(path string) ([]byte, error) {
 // quiet. Any event in the directory re-reads the file; a change is a new,
 // readable, non-empty content (compared by SHA-256, so the secret is not kept
 // here), which also drops the burst of events one rotation makes. A file that
-// is briefly missing or empty mid-rotation is not a change.
+// is briefly missing or empty mid-rotation is not a change. onChange is also
+// called once when the watch is in place, for a change that came before it.
 func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -75,7 +76,11 @@ func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("watch directory %s: %w", dir, err)
 	}
+	// Whatever changed before the watch was in place (since the value was
+	// loaded) is caught by one re-read now; the credential ignores a value it
+	// already holds.
 	last, _ := s.digest()
+	onChange()
 	for {
 		select {
 		case <-ctx.Done():
