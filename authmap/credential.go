@@ -128,6 +128,24 @@ func NewCredential(name string, cfg CredentialConfig, src Source, opts *Credenti
 	return c
 }
 
+// inheritSecrets makes old's values previous values of c, so that a
+// credential replaced by a config change still redacts what it held.
+func (c *Credential) inheritSecrets(old *Credential) {
+	old.mu.Lock()
+	held := append([]string(nil), old.st.previous...)
+	if old.st.value != "" {
+		held = append(held, old.st.value)
+	}
+	old.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.previous = append(held, c.st.previous...)
+	if len(c.st.previous) > maxPrevious {
+		c.st.previous = c.st.previous[len(c.st.previous)-maxPrevious:]
+	}
+	c.publishLocked()
+}
+
 // Name returns the credential's configured name.
 func (c *Credential) Name() string { return c.name }
 
@@ -578,7 +596,7 @@ func (c *Credential) Report(sub Subtype, used string) {
 		return
 	}
 	if sub == "" {
-		if c.st.value == "" || c.st.live == StatusUnknown || c.st.live == StatusMissing {
+		if c.st.value == "" || c.st.live == StatusUnknown {
 			c.mu.Unlock()
 			return
 		}

@@ -34,7 +34,9 @@ func NewExecSource(cfg ExecConfig) *ExecSource {
 // Kind returns "exec".
 func (s *ExecSource) Kind() string { return KindExec }
 
-// Fetch runs the command. It gets the gateway's environment and runs in a
+// Fetch runs the command. A token with an expiry (JSON expires_at) is
+// Renewable: the watch re-runs the command refresh_before it expires. The
+// command gets the gateway's environment and runs in a
 // process group of its own, so that on timeout the command and everything it
 // started are killed. stdout is the value (bounded to 1 MiB), or JSON read as
 // json_field says; stderr (bounded, redacted) goes into errors. Only the
@@ -79,6 +81,10 @@ func (s *ExecSource) Fetch(ctx context.Context) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
+	// A command that reports an expiry mints tokens (gcloud auth
+	// print-access-token, az account get-access-token, a vault or sts CLI):
+	// re-running it before the expiry renews the credential.
+	tok.Renewable = !tok.ExpiresAt.IsZero()
 	return tok, nil
 }
 

@@ -92,6 +92,9 @@ func (s *Set) Apply(lc LifecycleConfig, configs map[string]CredentialConfig) err
 			errs = append(errs, err)
 			continue
 		}
+		if prev := old[name]; prev != nil {
+			c.inheritSecrets(prev)
+		}
 		next[name] = c
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -98,8 +98,9 @@ type SourceOptions struct {
 	LookupEnv func(string) (string, bool)
 	// Openers build the kinds this package does not implement itself, keyed
 	// by kind: KindVault (vault.Open), KindAWSSecretsManager (awssm.Open),
-	// KindOAuth2 (oauth2src.Open). If a kind has none, a source of that kind
-	// is a configuration error.
+	// KindOAuth2 (oauth2src.Open). If one of those has none, a source of that
+	// kind is a configuration error. An opener for a built-in kind (env,
+	// file, exec, value) replaces it.
 	Openers map[string]OpenFunc
 	// HTTPClient is used by sources that speak HTTP (Vault, OAuth). If nil,
 	// each uses its own default client with timeouts.
@@ -119,7 +120,11 @@ func NewSource(key string, cfg SourceConfig, opts *SourceOptions) (Source, error
 	if err := cfg.Validate(key); err != nil {
 		return nil, err
 	}
-	switch k := cfg.Kind(); k {
+	k := cfg.Kind()
+	if opts != nil && opts.Openers[k] != nil {
+		return opts.Openers[k](key, cfg, opts)
+	}
+	switch k {
 	case KindEnv:
 		return &envSource{name: cfg.Env, lookup: opts.lookupEnv()}, nil
 	case KindValue:
@@ -128,16 +133,8 @@ func NewSource(key string, cfg SourceConfig, opts *SourceOptions) (Source, error
 		return NewFileSource(cfg.File), nil
 	case KindExec:
 		return NewExecSource(*cfg.Exec), nil
-	default:
-		var open OpenFunc
-		if opts != nil {
-			open = opts.Openers[k]
-		}
-		if open == nil {
-			return nil, fmt.Errorf("%s.%s: this build cannot open %s sources", key, k, k)
-		}
-		return open(key, cfg, opts)
 	}
+	return nil, fmt.Errorf("%s.%s: this build cannot open %s sources", key, k, k)
 }
 
 type envSource struct {
