@@ -46,6 +46,7 @@ func (r SecretRef) Validate(key string) error {
 }
 
 // Open builds the source the secret is read from; key is its config path.
+// It returns nil, nil for a zero SecretRef (no secret configured).
 func (r SecretRef) Open(key string, opts *SourceOptions) (Source, error) {
 	if r.IsZero() {
 		return nil, nil
@@ -62,6 +63,9 @@ func FetchSecret(ctx context.Context, src Source) (string, error) {
 	tok, err := src.Fetch(ctx)
 	if err != nil {
 		return "", err
+	}
+	if tok.Value == "" {
+		return "", fmt.Errorf("%s source resolved to an empty value: %w", src.Kind(), ErrMissing)
 	}
 	return tok.Value, nil
 }
