@@ -63,9 +63,11 @@ type Credential struct {
 	live atomic.Bool              // a live status is set: Report("") must take the lock
 	kick chan struct{}            // wakes Run to recompute its timer
 
-	mu     sync.Mutex
-	st     state
-	flight *flight
+	mu         sync.Mutex
+	st         state
+	flight     *flight // the renewal running, if any
+	lastFlight *flight // the last one finished
+	flights    uint64  // renewals started
 }
 
 // snapshot is published on every change; the call path reads it lock-free.
@@ -100,6 +102,7 @@ type state struct {
 }
 
 type flight struct {
+	seq     uint64 // flights are numbered in the order they start
 	done    chan struct{}
 	changed bool
 	err     error
@@ -254,16 +257,22 @@ func (c *Credential) Problem() error {
 // Renew re-reads the value from the source now (an OAuth refresh, a file or
 // Vault re-read, an exec re-run). Renewals are single-flight: a caller that
 // finds one running waits for it and shares its result, except that a
-// manual trigger (signal, admin, webhook, file) then runs one of its own, so
-// a rotation that happened after the running fetch began is not missed.
+// manual trigger (signal, admin, webhook, file) shares only a fetch that
+// began after it arrived, so a rotation it announces is never missed, and a
+// burst of them costs at most two fetches.
 // A new value is probed (if configured) before it replaces the old one; one
 // the provider rejects is not adopted (event rejected_rotation). changed
 // reports whether the value changed.
 func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, err error) {
+	c.mu.Lock()
+	arrival := c.flights
 	for {
-		c.mu.Lock()
 		f := c.flight
 		if f == nil {
+			if last := c.lastFlight; trigger.manual() && last != nil && last.seq > arrival {
+				c.mu.Unlock()
+				return last.changed, last.err
+			}
 			break
 		}
 		c.mu.Unlock()
@@ -272,20 +281,22 @@ func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, 
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
-		if !trigger.manual() {
+		if !trigger.manual() || f.seq > arrival {
 			return f.changed, f.err
 		}
+		c.mu.Lock()
 	}
 	if !trigger.manual() && trigger != TriggerStartup && (c.st.refreshRej || c.st.clientRej) {
 		c.mu.Unlock()
 		return false, fmt.Errorf("credential %q: not renewed automatically after the token endpoint rejected it", c.name)
 	}
-	f := &flight{done: make(chan struct{})}
+	c.flights++
+	f := &flight{done: make(chan struct{}), seq: c.flights}
 	c.flight = f
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.flight = nil
+		c.flight, c.lastFlight = nil, f
 		c.mu.Unlock()
 		close(f.done)
 		c.wake()

@@ -22,13 +22,17 @@ type fakeSource struct {
 	mu      sync.Mutex
 	next    func(n int) (Token, error) // n counts fetches from 1
 	fetches []time.Time
-	gate    chan struct{} // if set, each fetch waits for a receive... a close lets all through
+	gate    chan struct{} // if set, each fetch waits for a send on it (or its close)
 }
 
 func (f *fakeSource) Kind() string { return f.kind }
 
+// Fetch reads the source's state when it starts, then waits at the gate (a
+// slow source), then returns it.
 func (f *fakeSource) Fetch(ctx context.Context) (Token, error) {
 	f.mu.Lock()
+	f.fetches = append(f.fetches, time.Now())
+	tok, err := f.next(len(f.fetches))
 	gate := f.gate
 	f.mu.Unlock()
 	if gate != nil {
@@ -38,10 +42,7 @@ func (f *fakeSource) Fetch(ctx context.Context) (Token, error) {
 			return Token{}, ctx.Err()
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.fetches = append(f.fetches, time.Now())
-	return f.next(len(f.fetches))
+	return tok, err
 }
 
 func (f *fakeSource) set(next func(n int) (Token, error)) {
@@ -706,4 +707,51 @@ func TestReadiness(t *testing.T) {
 			t.Errorf("%s: failing parts mismatch (-want +got):\n%s", tt.name, diff)
 		}
 	}
+}
+
+// Manual reloads (webhooks, admin, SIGHUP) arriving while a fetch runs are
+// not served by that older fetch, which may predate the rotation they
+// announce; a burst of them shares one new fetch.
+func TestManualReloadsCoalesce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		value := "before-rotation"
+		src := &fakeSource{kind: KindExec, next: func(int) (Token, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return Token{Value: value}, nil
+		}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		gate := make(chan struct{})
+		src.mu.Lock()
+		src.gate = gate
+		src.mu.Unlock()
+		go func() { _, _ = c.Renew(t.Context(), TriggerWatch) }() // an older fetch, in flight
+		synctest.Wait()
+		mu.Lock()
+		value = "after-rotation"
+		mu.Unlock()
+		var wg sync.WaitGroup
+		changed := make([]bool, 5)
+		for i := range changed {
+			wg.Go(func() { changed[i], _ = c.Renew(t.Context(), TriggerWebhook) })
+		}
+		synctest.Wait()
+		gate <- struct{}{} // the older fetch
+		synctest.Wait()
+		gate <- struct{}{} // one fetch for the burst
+		wg.Wait()
+		for i, ch := range changed {
+			if !ch {
+				t.Errorf("webhook %d: changed = false", i)
+			}
+		}
+		if v, n := c.Value(), len(src.times()); v != "after-rotation" || n != 3 {
+			t.Errorf("value %q after %d fetches, want after-rotation after 3 (load, the older one, one for the burst)", v, n)
+		}
+	})
 }
