@@ -428,16 +428,24 @@ func pastExpiry(k Knowledge, now time.Time) bool {
 
 // headerExpired reads GitHub's github-authentication-token-expiration ("2027-10-12 09:00:00 UTC").
 func headerExpired(h http.Header, now time.Time) bool {
+	t, ok := ExpiryFromHeader(h)
+	return ok && t.Before(now)
+}
+
+// ExpiryFromHeader reads a credential expiry a provider announces on its
+// responses: GitHub's github-authentication-token-expiration
+// ("2027-10-12 09:00:00 UTC"). Feed it to [Credential.NoteExpiry].
+func ExpiryFromHeader(h http.Header) (time.Time, bool) {
 	v := h.Get("Github-Authentication-Token-Expiration")
 	if v == "" {
-		return false
+		return time.Time{}, false
 	}
 	for _, layout := range []string{"2006-01-02 15:04:05 MST", "2006-01-02 15:04:05 -0700", time.RFC3339} {
 		if t, err := time.Parse(layout, v); err == nil {
-			return t.Before(now)
+			return t, true
 		}
 	}
-	return false
+	return time.Time{}, false
 }
 
 func cleanDetail(s string, secrets []string) string {

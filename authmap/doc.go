@@ -1,4 +1,4 @@
-// Package authmap classifies upstream failures. It turns what an upstream API or MCP server
+// Package authmap classifies upstream failures and runs credentials' lifecycle. It turns what an upstream API or MCP server
 // sent back (an HTTP status, headers and body, or the text of a JSON-RPC error message or an
 // isError tool result) into one typed [Failure]: auth_failure with a subtype
 // (credential_missing, credential_invalid, credential_expired, credential_revoked,
@@ -46,6 +46,33 @@
 // live list of secrets (values added while it is in use are redacted from then on) for callers
 // that redact many surfaces.
 //
-// This package will later also host credential sources and their lifecycle; for now it only
-// classifies. It imports neither the gateway nor the MCP SDK.
+// # Credentials
+//
+// The package also owns each credential's life: where its value comes from, whether it works,
+// when it expires, how it is renewed and rotated without a restart.
+//
+//	sources (Source.Fetch → Token{Value, ExpiresAt, Version, Renewable, RotationAt})
+//	  env, value, file (+ Watch: fsnotify on the directory), exec          this package
+//	  vault (KV v2), awssm (Secrets Manager), oauth2src (x/oauth2)        subpackages, via SourceOptions.Openers
+//	        │
+//	        ▼
+//	Credential ── Load (pre-flight: fetch, expiry, probe)                 Value()     atomic, lock-free
+//	   │          Run  (expiry watch, refresh_before, backoff, polling)   Knowledge() for Classify
+//	   │          Renew / RenewAfterRejection (single-flight, 1/min)      Report()    live auth failures
+//	   │          status: healthy expiring expired revoked invalid missing rate_limited unknown
+//	   ▼
+//	Set ── Apply(lifecycle, credentials) keeps unchanged Credentials across reloads
+//	   │   Load, Problems(fail_on), Reload / ReloadAll (admin, webhook, SIGHUP), Run
+//	   ▼
+//	events: func(Event){time, credential, kind, trigger, status, detail (redacted)}
+//
+// A credential's expiry is, in order: the config's expires_at, the source's (OAuth expires_in,
+// exec or file JSON, Vault custom metadata), a JWT's exp claim, or an expiry a provider header
+// announced ([Credential.NoteExpiry]). A credential the gateway cannot renew is expiring under
+// lifecycle.expiry_warning; a renewable one is renewed refresh_before its expiry (half way
+// through a shorter lifetime) and is expiring only while that keeps failing. A new value is
+// probed, when a probe is configured, before it replaces the old one.
+//
+// The package imports neither the gateway nor the MCP SDK, and no dependency's type appears in
+// its API.
 package authmap

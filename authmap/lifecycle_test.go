@@ -1,0 +1,757 @@
+package authmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fakeSource hands out tokens from next (or errors from err), recording each fetch.
+type fakeSource struct {
+	kind string
+
+	mu      sync.Mutex
+	next    func(n int) (Token, error) // n counts fetches from 1
+	fetches []time.Time
+	gate    chan struct{} // if set, each fetch waits for a send on it (or its close)
+}
+
+func (f *fakeSource) Kind() string { return f.kind }
+
+// Fetch reads the source's state when it starts, then waits at the gate (a
+// slow source), then returns it.
+func (f *fakeSource) Fetch(ctx context.Context) (Token, error) {
+	f.mu.Lock()
+	f.fetches = append(f.fetches, time.Now())
+	tok, err := f.next(len(f.fetches))
+	gate := f.gate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return Token{}, ctx.Err()
+		}
+	}
+	return tok, err
+}
+
+func (f *fakeSource) set(next func(n int) (Token, error)) {
+	f.mu.Lock()
+	f.next = next
+	f.mu.Unlock()
+}
+
+func (f *fakeSource) times() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]time.Time(nil), f.fetches...)
+}
+
+// eventLog records events.
+type eventLog struct {
+	mu  sync.Mutex
+	evs []Event
+}
+
+func (l *eventLog) add(e Event) {
+	l.mu.Lock()
+	l.evs = append(l.evs, e)
+	l.mu.Unlock()
+}
+
+// kinds returns "kind@offset/trigger" for each event, offsets from t0.
+func (l *eventLog) kinds(t0 time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.evs))
+	for _, e := range l.evs {
+		out = append(out, fmt.Sprintf("%s@%s/%s", e.Kind, e.Time.Sub(t0), e.Trigger))
+	}
+	return out
+}
+
+func (l *eventLog) all() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]Event(nil), l.evs...)
+}
+
+func newTestCredential(cfg CredentialConfig, src Source, lc LifecycleConfig, probe ProbeFunc) (*Credential, *eventLog) {
+	log := &eventLog{}
+	c := NewCredential("gh", cfg, src, &CredentialOptions{Lifecycle: lc, Probe: probe, OnEvent: log.add})
+	return c, log
+}
+
+// runWatch starts c.Run in the bubble and returns a stop function that waits for it.
+func runWatch(t *testing.T, c *Credential) (stop func()) {
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func offsets(t0 time.Time, ts []time.Time) []time.Duration {
+	out := make([]time.Duration, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, t.Sub(t0))
+	}
+	return out
+}
+
+// Regression test for issue 7 (expiry watch): a credential the gateway
+// cannot renew becomes expiring when its remaining lifetime drops under
+// expiry_warning and expired at its expiry, each with one event, at those
+// very moments (the watch wakes at the due points, not only every check_interval).
+func TestWatchExpiringThenExpired(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		src := &fakeSource{kind: KindEnv, next: func(int) (Token, error) { return Token{Value: "static-token-value"}, nil }}
+		cfg := CredentialConfig{ExpiresAt: t0.Add(2*time.Hour + 7*time.Minute)}
+		c, log := newTestCredential(cfg, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		stop := runWatch(t, c)
+		defer stop()
+
+		statusAt := func(d time.Duration) Status {
+			time.Sleep(time.Until(t0.Add(d)))
+			synctest.Wait()
+			return c.Status()
+		}
+		for _, step := range []struct {
+			at   time.Duration
+			want Status
+		}{
+			{time.Hour, StatusHealthy},
+			{time.Hour + 7*time.Minute - time.Second, StatusHealthy},
+			{time.Hour + 7*time.Minute, StatusExpiring},
+			{2*time.Hour + 7*time.Minute - time.Second, StatusExpiring},
+			{2*time.Hour + 7*time.Minute, StatusExpired},
+			{5 * time.Hour, StatusExpired},
+		} {
+			if got := statusAt(step.at); got != step.want {
+				t.Errorf("at %v: status %v, want %v", step.at, got, step.want)
+			}
+		}
+		want := []string{"loaded@0s/startup", "expiring@1h7m0s/watch", "expired@2h7m0s/watch"}
+		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+		if n := len(src.times()); n != 1 {
+			t.Errorf("an env source was fetched %d times, want 1 (it cannot change)", n)
+		}
+	})
+}
+
+// Regression test for issue 7 (refresh before expiry): a renewable
+// credential is renewed refresh_before its expiry, or half way through a
+// lifetime shorter than twice that, and never becomes expiring while the
+// renewals succeed.
+func TestRefreshBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		lifetime time.Duration
+		until    time.Duration
+		want     []time.Duration // fetch offsets
+	}{
+		{"1h token, refresh_before 10m", time.Hour, 3 * time.Hour,
+			[]time.Duration{0, 50 * time.Minute, 100 * time.Minute, 150 * time.Minute}},
+		{"5s token, half its lifetime", 5 * time.Second, 12 * time.Second,
+			[]time.Duration{0, 2500 * time.Millisecond, 5 * time.Second, 7500 * time.Millisecond, 10 * time.Second}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				t0 := time.Now()
+				src := &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+					return Token{Value: fmt.Sprintf("access-token-%d", n), ExpiresAt: time.Now().Add(tt.lifetime), Renewable: true}, nil
+				}}
+				c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+				stop := runWatch(t, c) // Run loads it first
+				defer stop()
+				for now := time.Duration(0); now <= tt.until; now += time.Second / 4 {
+					time.Sleep(time.Until(t0.Add(now)))
+					synctest.Wait()
+					if st := c.Status(); st != StatusHealthy {
+						t.Fatalf("at %v: status %v, want healthy throughout", now, st)
+					}
+				}
+				if diff := cmp.Diff(tt.want, offsets(t0, src.times())); diff != "" {
+					t.Errorf("fetch times mismatch (-want +got):\n%s", diff)
+				}
+				evs := log.all()
+				if len(evs) != len(tt.want) || evs[0].Kind != EventLoaded || evs[1].Kind != EventRefreshed || evs[1].Trigger != TriggerRefresh {
+					t.Errorf("events %v, want loaded then refreshed/refresh", log.kinds(t0))
+				}
+			})
+		})
+	}
+}
+
+// Regression test for issue 7 (backoff): a failing renewal is retried with
+// exponential backoff and jitter (each wait within [d/2, d] for d = 2s,
+// 4s, 8s, ... capped at check_interval); the credential is expiring while it
+// fails, expired at its expiry, and healthy again once a renewal succeeds.
+func TestRenewalBackoff(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		exp := t0.Add(time.Hour)
+		var failing sync.Mutex
+		fail := true
+		src := &fakeSource{kind: KindOAuth2}
+		src.set(func(n int) (Token, error) {
+			failing.Lock()
+			defer failing.Unlock()
+			if n == 1 {
+				return Token{Value: "first-access-token", ExpiresAt: exp, Renewable: true}, nil
+			}
+			if fail {
+				return Token{}, errors.New("token endpoint unreachable")
+			}
+			return Token{Value: "second-access-token", ExpiresAt: time.Now().Add(time.Hour), Renewable: true}, nil
+		})
+		lc := LifecycleConfig{CheckInterval: time.Minute}
+		c, log := newTestCredential(CredentialConfig{}, src, lc, nil)
+		stop := runWatch(t, c)
+		defer stop()
+
+		refreshAt := 50 * time.Minute
+		time.Sleep(time.Until(t0.Add(refreshAt)))
+		synctest.Wait()
+		if st := c.Status(); st != StatusExpiring {
+			t.Errorf("after the first failed renewal: %v, want expiring", st)
+		}
+		time.Sleep(time.Until(t0.Add(refreshAt + 9*time.Minute)))
+		synctest.Wait()
+		got := offsets(t0, src.times())
+		if len(got) < 8 || got[1] != refreshAt {
+			t.Fatalf("fetches at %v: want the load, a renewal at %v, then retries", got, refreshAt)
+		}
+		d := backoffMin
+		for i := 2; i < len(got); i++ {
+			wait := got[i] - got[i-1]
+			if wait < d/2 || wait > d {
+				t.Errorf("retry %d waited %v, want within [%v, %v]", i-1, wait, d/2, d)
+			}
+			d = min(2*d, lc.CheckInterval)
+		}
+		snap := c.Snapshot(false)
+		if snap.LastError == nil || snap.LastError.Type != TypeUpstreamUnavailable || !strings.Contains(snap.LastError.Detail, "token endpoint unreachable") {
+			t.Errorf("last error %+v, want upstream_unavailable with the cause", snap.LastError)
+		}
+		time.Sleep(time.Until(exp))
+		synctest.Wait()
+		if st := c.Status(); st != StatusExpired {
+			t.Errorf("at expiry: %v, want expired", st)
+		}
+		failing.Lock()
+		fail = false
+		failing.Unlock()
+		time.Sleep(lc.CheckInterval)
+		synctest.Wait()
+		if st, v := c.Status(), c.Value(); st != StatusHealthy || v != "second-access-token" {
+			t.Errorf("after recovery: %v %q, want healthy second-access-token", st, v)
+		}
+		var kinds []EventKind
+		for _, e := range log.all() {
+			kinds = append(kinds, e.Kind)
+		}
+		if diff := cmp.Diff([]EventKind{EventLoaded, EventExpiring, EventExpired, EventRefreshed}, kinds); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// Regression test for issue 7 (reactive renewal): after a rejection a
+// credential whose source may have changed is re-read once (single-flight,
+// however many calls were rejected at once), at most once a minute; the
+// result says whether the value changed, so the call is resent only then.
+func TestRenewAfterRejection(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		value := "old-token-value"
+		var mu sync.Mutex
+		src := &fakeSource{kind: KindExec, next: func(int) (Token, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return Token{Value: value}, nil
+		}}
+		c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		// The source has not changed: no resend.
+		if c.RenewAfterRejection(t.Context(), "old-token-value") {
+			t.Error("changed = true with the same value at the source")
+		}
+		// Within the minute: no fetch at all, even though the source changed.
+		mu.Lock()
+		value = "new-token-value"
+		mu.Unlock()
+		time.Sleep(59 * time.Second)
+		if c.RenewAfterRejection(t.Context(), "old-token-value") {
+			t.Error("renewed again within a minute")
+		}
+		// A minute on, many calls rejected at once: one fetch, all told to resend.
+		time.Sleep(time.Second)
+		src.mu.Lock()
+		src.gate = make(chan struct{})
+		src.mu.Unlock()
+		var wg sync.WaitGroup
+		results := make([]bool, 8)
+		for i := range results {
+			wg.Go(func() { results[i] = c.RenewAfterRejection(t.Context(), "old-token-value") })
+		}
+		synctest.Wait() // all eight are waiting on the one fetch
+		close(src.gate)
+		wg.Wait()
+		for i, r := range results {
+			if !r {
+				t.Errorf("caller %d: changed = false, want true", i)
+			}
+		}
+		if diff := cmp.Diff([]time.Duration{0, 0, time.Minute}, offsets(t0, src.times())); diff != "" {
+			t.Errorf("fetch times mismatch (-want +got):\n%s", diff)
+		}
+		// A caller that used the old value learns at once that it changed.
+		if !c.RenewAfterRejection(t.Context(), "old-token-value") {
+			t.Error("a late caller with the old value was not told to resend")
+		}
+		if n := len(src.times()); n != 3 {
+			t.Errorf("%d fetches, want 3", n)
+		}
+		if diff := cmp.Diff([]string{"loaded@0s/startup", "rotated@1m0s/live_error"}, log.kinds(t0)); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// An env or value credential cannot change by re-reading it: no renewal, no resend.
+func TestRenewAfterRejectionStaticSource(t *testing.T) {
+	t.Parallel()
+	src := &fakeSource{kind: KindEnv, next: func(int) (Token, error) { return Token{Value: "env-token-value"}, nil }}
+	c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if c.RenewAfterRejection(t.Context(), "env-token-value") {
+		t.Error("changed = true for an env source")
+	}
+	if n := len(src.times()); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}
+
+// Regression test for issue 7 (live status): auth failures from calls set
+// the status (revoked in health whatever the watch thought), once per change;
+// a report about a value no longer held is ignored; a call that authenticates
+// restores it; a rate limit clears by itself after a minute.
+func TestReportLiveStatus(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "live-token-value"}, nil }}
+		c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		stop := runWatch(t, c)
+		defer stop()
+		synctest.Wait()
+
+		c.Report(SubtypeCredentialRevoked, "some-older-value")
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("after a report about another value: %v, want healthy", st)
+		}
+		c.Report(SubtypeCredentialRevoked, "live-token-value")
+		c.Report(SubtypeCredentialRevoked, "live-token-value")
+		if st := c.Status(); st != StatusRevoked {
+			t.Errorf("after revoked reports: %v, want revoked", st)
+		}
+		c.Report(SubtypeInsufficientScope, "live-token-value")
+		if st := c.Status(); st != StatusRevoked {
+			t.Errorf("insufficient_scope changed the status to %v", st)
+		}
+		c.Report("", "live-token-value")
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("after a call authenticated: %v, want healthy", st)
+		}
+		time.Sleep(time.Second)
+		c.Report(SubtypeRateLimitReached, "")
+		if st := c.Status(); st != StatusRateLimited {
+			t.Errorf("after a rate limit: %v, want rate_limited", st)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("a minute after the rate limit: %v, want healthy", st)
+		}
+		want := []string{"loaded@0s/startup", "revoked@0s/live_error", "restored@0s/live_error",
+			"rate_limited@1s/live_error", "restored@1m1s/watch"}
+		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+		if k := c.Knowledge(); k.Credential != "gh" || len(k.Secrets) != 1 || k.Secrets[0] != "live-token-value" {
+			t.Errorf("Knowledge = %+v", k)
+		}
+	})
+}
+
+// The success report is on every call's path: it must not allocate or lock.
+func TestHotPathDoesNotAllocate(t *testing.T) {
+	src := &fakeSource{kind: KindValue, next: func(int) (Token, error) { return Token{Value: "hot-path-value"}, nil }}
+	c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var sink string
+	allocs := testing.AllocsPerRun(1000, func() {
+		sink = c.Value()
+		c.Report("", sink)
+		_ = c.Knowledge()
+	})
+	if allocs != 0 {
+		t.Errorf("Value+Report+Knowledge allocate %v times per call, want 0", allocs)
+	}
+}
+
+func BenchmarkCredentialValue(b *testing.B) {
+	src := &fakeSource{kind: KindValue, next: func(int) (Token, error) { return Token{Value: "bench-value"}, nil }}
+	c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	if err := c.Load(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			v := c.Value()
+			c.Report("", v)
+		}
+	})
+}
+
+// Regression test for issue 7 (rotation check): a new value is probed before
+// it replaces the old one; one the provider rejects keeps the old value and
+// raises rejected_rotation; one it accepts is rotated and validated.
+func TestRotationIsProbed(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	value := "good-token-one"
+	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return Token{Value: value}, nil
+	}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.Header.Get("Authorization"), "Bearer good-") {
+			w.Header().Set("Github-Authentication-Token-Expiration", "2031-01-02 03:04:05 UTC")
+			_, _ = w.Write([]byte(`{"login":"octocat"}`))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		_, _ = w.Write([]byte(`{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}`))
+	}))
+	defer srv.Close()
+	probe := HTTPProbe(HTTPProbeConfig{URL: srv.URL + "/user"}, InjectConfig{}, srv.Client(), nil)
+	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, probe)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exp := c.ExpiresAt(); !exp.Equal(time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Errorf("expiry from the probe's header: %v", exp)
+	}
+	mu.Lock()
+	value = "bad-token-two"
+	mu.Unlock()
+	changed, err := c.Renew(ctx, TriggerWebhook)
+	if changed || err == nil {
+		t.Errorf("Renew with a rejected value: changed %v, err %v", changed, err)
+	}
+	if v, st := c.Value(), c.Status(); v != "good-token-one" || st != StatusHealthy {
+		t.Errorf("after a rejected rotation: %q %v, want the old value, healthy", v, st)
+	}
+	if err != nil && strings.Contains(err.Error(), "bad-token-two") {
+		t.Errorf("error shows the rejected value: %v", err)
+	}
+	mu.Lock()
+	value = "good-token-three"
+	mu.Unlock()
+	if changed, err := c.Renew(ctx, TriggerAdmin); !changed || err != nil {
+		t.Errorf("Renew with a good value: changed %v, err %v", changed, err)
+	}
+	var got []string
+	for _, e := range log.all() {
+		got = append(got, string(e.Kind)+"/"+string(e.Trigger))
+		for _, v := range []string{"good-token-one", "bad-token-two", "good-token-three"} {
+			if strings.Contains(e.Detail, v) {
+				t.Errorf("event %s shows a secret: %s", e.Kind, e.Detail)
+			}
+		}
+	}
+	want := []string{"loaded/startup", "validated/startup", "rejected_rotation/webhook", "rotated/admin", "validated/admin"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events mismatch (-want +got):\n%s", diff)
+	}
+	k := c.Knowledge()
+	if diff := cmp.Diff([]string{"good-token-three", "good-token-one"}, k.Secrets); diff != "" {
+		t.Errorf("Knowledge.Secrets mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func jwtExp(exp time.Time) string { return jwtWithExp(exp) }
+
+// Regression test for issue 7 (pre-flight): Load resolves each credential,
+// reads its expiry and probes it; the status, the error and fail_on's verdict
+// follow.
+func TestLoadStatus(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	reject := func(context.Context, string) (ProbeResult, error) {
+		return ProbeResult{Failure: &Failure{Type: TypeAuthFailure, Subtype: SubtypeCredentialRevoked, Detail: "token was revoked"}}, nil
+	}
+	tests := []struct {
+		name    string
+		cfg     CredentialConfig
+		src     Source
+		probe   ProbeFunc
+		want    Status
+		errText string // "" = Load succeeds
+		refuse  []FailOn
+	}{
+		{name: "env set", cfg: CredentialConfig{Source: SourceConfig{Env: "GH"}},
+			src:  &envSource{name: "GH", lookup: func(string) (string, bool) { return " ghp_value \n", true }},
+			want: StatusHealthy},
+		{name: "env unset", src: &envSource{name: "GH", lookup: func(string) (string, bool) { return "", false }},
+			want: StatusMissing, errText: `credential "gh": environment variable GH is not set: credential missing`,
+			refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "source says empty", src: &fakeSource{kind: KindExec, next: func(int) (Token, error) { return Token{}, nil }},
+			want: StatusMissing, errText: "exec source resolved to an empty value", refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "config expiry passed", cfg: CredentialConfig{ExpiresAt: now.Add(-time.Minute)},
+			src:  valueSource("some-token-value"),
+			want: StatusExpired, errText: `credential "gh": expired: expired at`, refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "jwt exp passed", src: valueSource(jwtExp(now.Add(-time.Hour))),
+			want: StatusExpired, errText: "expired at", refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "expiring", src: valueSource(jwtExp(now.Add(30 * time.Minute))),
+			want: StatusExpiring, refuse: []FailOn{FailOnExpiring}},
+		{name: "probe rejects", src: valueSource("a-token-value"), probe: reject,
+			want: StatusRevoked, errText: `credential "gh": revoked: token was revoked`, refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "source unreachable", src: &fakeSource{kind: KindVault, next: func(int) (Token, error) { return Token{}, errors.New("dial tcp: connection refused") }},
+			want: StatusMissing, errText: `credential "gh": dial tcp: connection refused`, refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+		{name: "source denies", src: &fakeSource{kind: KindVault, next: func(int) (Token, error) {
+			return Token{}, fmt.Errorf("vault refused the token: %w", ErrDenied)
+		}}, want: StatusMissing, errText: "vault refused the token", refuse: []FailOn{FailOnExpired, FailOnExpiring}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c, _ := newTestCredential(tt.cfg, tt.src, LifecycleConfig{}, tt.probe)
+			err := c.Load(t.Context())
+			if st := c.Status(); st != tt.want {
+				t.Errorf("status %v, want %v", st, tt.want)
+			}
+			switch {
+			case tt.errText == "" && err != nil:
+				t.Errorf("Load: %v", err)
+			case tt.errText != "" && (err == nil || !strings.Contains(err.Error(), tt.errText)):
+				t.Errorf("Load error %v, want one containing %q", err, tt.errText)
+			}
+			var refused []FailOn
+			for _, f := range []FailOn{FailOnExpired, FailOnExpiring, FailOnNever} {
+				if (StartupConfig{FailOn: f}).Refuses(c.Status()) {
+					refused = append(refused, f)
+				}
+			}
+			if diff := cmp.Diff(tt.refuse, refused); diff != "" {
+				t.Errorf("fail_on verdicts mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The expiry comes from, in order: the config, the source, a JWT's exp, a provider header.
+func TestExpiryPrecedence(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfgExp, srcExp, jwtE, noted := base, base.Add(time.Hour), base.Add(2*time.Hour), base.Add(3*time.Hour)
+	tests := []struct {
+		name   string
+		cfg    time.Time
+		tokExp time.Time
+		value  string
+		noted  time.Time
+		want   time.Time
+	}{
+		{"config wins", cfgExp, srcExp, jwtExp(jwtE), noted, cfgExp},
+		{"then the source", time.Time{}, srcExp, jwtExp(jwtE), noted, srcExp},
+		{"then the jwt", time.Time{}, time.Time{}, jwtExp(jwtE), noted, jwtE},
+		{"then the header", time.Time{}, time.Time{}, "opaque-token-value", noted, noted},
+		{"unknown", time.Time{}, time.Time{}, "opaque-token-value", time.Time{}, time.Time{}},
+	}
+	for _, tt := range tests {
+		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: tt.value, ExpiresAt: tt.tokExp}, nil }}
+		c, _ := newTestCredential(CredentialConfig{ExpiresAt: tt.cfg}, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil && !strings.Contains(err.Error(), "expired") {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		c.NoteExpiry(tt.noted)
+		if got := c.ExpiresAt(); !got.Equal(tt.want) {
+			t.Errorf("%s: expiry %v, want %v", tt.name, got, tt.want)
+		}
+		if got := c.Knowledge().ExpiresAt; !got.Equal(tt.want) {
+			t.Errorf("%s: Knowledge.ExpiresAt %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// Knowledge.Secrets holds the current value, the previous ones (bounded), and
+// the source's own secrets; events and errors are redacted with them.
+func TestSecretsAreBoundedAndRedacted(t *testing.T) {
+	t.Parallel()
+	src := &secretSource{fakeSource: fakeSource{kind: KindExec, next: func(n int) (Token, error) {
+		return Token{Value: fmt.Sprintf("rotating-value-%02d", n)}, nil
+	}}}
+	c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	for range 40 {
+		if _, err := c.Renew(t.Context(), TriggerAdmin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := c.Knowledge()
+	if len(k.Secrets) != 1+maxPrevious+1 {
+		t.Errorf("%d secrets, want %d", len(k.Secrets), 1+maxPrevious+1)
+	}
+	if k.Secrets[0] != "rotating-value-40" || k.Secrets[len(k.Secrets)-1] != "source-own-secret" {
+		t.Errorf("secrets %v", k.Secrets)
+	}
+	src.set(func(int) (Token, error) {
+		return Token{}, errors.New("cli failed printing rotating-value-40 and rotating-value-39 and source-own-secret")
+	})
+	_, err := c.Renew(t.Context(), TriggerAdmin)
+	if err == nil || strings.Contains(err.Error(), "rotating-value") || strings.Contains(err.Error(), "source-own-secret") {
+		t.Errorf("error not redacted: %v", err)
+	}
+	if le := c.Snapshot(false).LastError; le == nil || strings.Contains(le.Detail, "rotating-value") {
+		t.Errorf("last error not redacted: %+v", le)
+	}
+}
+
+type secretSource struct{ fakeSource }
+
+func (s *secretSource) Secrets() []string { return []string{"source-own-secret"} }
+
+// Regression test for issue 7 (access readiness): the score and its parts.
+func TestReadiness(t *testing.T) {
+	t.Parallel()
+	future := time.Now().Add(24 * time.Hour)
+	tests := []struct {
+		name    string
+		cfg     SourceConfig
+		tok     Token
+		perTool bool
+		want    int
+		failing []string
+	}{
+		{"env", SourceConfig{Env: "GH"}, Token{Value: "v1"}, false, 0,
+			[]string{ReadinessExpiryKnown, ReadinessRenewable, ReadinessScoped, ReadinessRotationPath, ReadinessSecretsStore}},
+		{"value per tool", SourceConfig{Value: "v1"}, Token{Value: "v1"}, true, 20,
+			[]string{ReadinessExpiryKnown, ReadinessRenewable, ReadinessRotationPath, ReadinessSecretsStore}},
+		{"file with expiry", SourceConfig{File: "/x"}, Token{Value: "v1", ExpiresAt: future}, false, 60,
+			[]string{ReadinessRenewable, ReadinessScoped}},
+		{"aws rotating", SourceConfig{AWSSecretsManager: &AWSSecretsManagerConfig{SecretID: "s"}}, Token{Value: "v1", RotationAt: future}, true, 100, nil},
+		{"oauth2, scopes, secret in env", SourceConfig{OAuth2: &OAuth2Config{Scopes: []string{"read"}, ClientSecret: SecretRef{Env: "S"}}},
+			Token{Value: "v1", ExpiresAt: future, Renewable: true}, false, 80, []string{ReadinessSecretsStore}},
+		{"oauth2, secret in a file", SourceConfig{OAuth2: &OAuth2Config{ClientSecret: SecretRef{File: "/s"}}},
+			Token{Value: "v1", ExpiresAt: future, Renewable: true, Scopes: []string{"repo"}}, false, 100, nil},
+	}
+	for _, tt := range tests {
+		src := &fakeSource{kind: tt.cfg.Kind(), next: func(int) (Token, error) { return tt.tok, nil }}
+		c, _ := newTestCredential(CredentialConfig{Source: tt.cfg}, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		r := c.Readiness(tt.perTool)
+		var failing []string
+		for _, p := range r.Parts {
+			if !p.OK {
+				failing = append(failing, p.Name)
+				if p.Fix == "" {
+					t.Errorf("%s: part %s fails without a fix", tt.name, p.Name)
+				}
+			}
+		}
+		if r.Score != tt.want {
+			t.Errorf("%s: score %d, want %d", tt.name, r.Score, tt.want)
+		}
+		if diff := cmp.Diff(tt.failing, failing); diff != "" {
+			t.Errorf("%s: failing parts mismatch (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
+
+// Manual reloads (webhooks, admin, SIGHUP) arriving while a fetch runs are
+// not served by that older fetch, which may predate the rotation they
+// announce; a burst of them shares one new fetch.
+func TestManualReloadsCoalesce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		value := "before-rotation"
+		src := &fakeSource{kind: KindExec, next: func(int) (Token, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return Token{Value: value}, nil
+		}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		gate := make(chan struct{})
+		src.mu.Lock()
+		src.gate = gate
+		src.mu.Unlock()
+		go func() { _, _ = c.Renew(t.Context(), TriggerWatch) }() // an older fetch, in flight
+		synctest.Wait()
+		mu.Lock()
+		value = "after-rotation"
+		mu.Unlock()
+		var wg sync.WaitGroup
+		changed := make([]bool, 5)
+		for i := range changed {
+			wg.Go(func() { changed[i], _ = c.Renew(t.Context(), TriggerWebhook) })
+		}
+		synctest.Wait()
+		gate <- struct{}{} // the older fetch
+		synctest.Wait()
+		gate <- struct{}{} // one fetch for the burst
+		wg.Wait()
+		for i, ch := range changed {
+			if !ch {
+				t.Errorf("webhook %d: changed = false", i)
+			}
+		}
+		if v, n := c.Value(), len(src.times()); v != "after-rotation" || n != 3 {
+			t.Errorf("value %q after %d fetches, want after-rotation after 3 (load, the older one, one for the burst)", v, n)
+		}
+	})
+}

@@ -1,0 +1,278 @@
+package authmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"reflect"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// ErrUnknownCredential is returned by [Set.Reload] for a name the set does not hold.
+var ErrUnknownCredential = errors.New("unknown credential")
+
+// SetOptions configure a Set. A nil *SetOptions is the same as the zero value.
+type SetOptions struct {
+	// Sources builds the credentials' sources: the openers for vault,
+	// aws_secrets_manager and oauth2, the environment lookup. If nil, only
+	// env, file, exec and value sources can be built, env from os.LookupEnv.
+	Sources *SourceOptions
+	// ToolProbe runs a probe.tool with a candidate value (the gateway calls
+	// the tool on the upstream with the value injected). If nil, credentials
+	// with a tool probe are not probed: the next call checks them.
+	ToolProbe func(ctx context.Context, credential string, probe ProbeConfig, value string) (ProbeResult, error)
+	// HTTPClient sends HTTP probes. If nil, a client with a 15s timeout.
+	HTTPClient *http.Client
+	// Classifier classifies HTTP probe answers. If nil, the built-in rules.
+	Classifier *Classifier
+	// OnEvent receives every credential's events (see [CredentialOptions]).
+	OnEvent func(Event)
+	// Logger: see [CredentialOptions].
+	Logger *slog.Logger
+}
+
+// Set holds the credentials by their stable names and keeps them across
+// config reloads: [Set.Apply] keeps every Credential whose config did not
+// change, with its value, status and history, and replaces only the others.
+// Lookups are lock-free.
+type Set struct {
+	opts  SetOptions
+	creds atomic.Pointer[map[string]*Credential]
+
+	mu  sync.Mutex // serializes Apply with Run's bookkeeping
+	lc  LifecycleConfig
+	run *setRun // while Run runs
+}
+
+type setRun struct {
+	ctx     context.Context
+	wg      sync.WaitGroup
+	cancels map[*Credential]context.CancelFunc
+}
+
+// NewSet returns an empty set.
+func NewSet(opts *SetOptions) *Set {
+	s := &Set{}
+	if opts != nil {
+		s.opts = *opts
+	}
+	if s.opts.Logger == nil {
+		s.opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	empty := map[string]*Credential{}
+	s.creds.Store(&empty)
+	return s
+}
+
+// Apply makes configs the set's credentials and lc their timings. A
+// credential whose config is unchanged is kept as it is; a new or changed one
+// gets a new Credential (not loaded: see [Set.Load]); one no longer listed is
+// dropped (its watch stops; calls holding it finish with it). If any source
+// cannot be built, Apply changes nothing and returns every problem. Validate
+// configs first ([ValidateCredentials]).
+func (s *Set) Apply(lc LifecycleConfig, configs map[string]CredentialConfig) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := *s.creds.Load()
+	next := make(map[string]*Credential, len(configs))
+	var errs []error
+	for _, name := range sortedKeys(configs) {
+		cfg := configs[name]
+		if c := old[name]; c != nil && reflect.DeepEqual(c.cfg, cfg) {
+			next[name] = c
+			continue
+		}
+		c, err := s.build(name, cfg, lc)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev := old[name]; prev != nil {
+			c.inheritSecrets(prev)
+		}
+		next[name] = c
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	s.lc = lc
+	for _, c := range next {
+		c.SetLifecycle(lc)
+	}
+	s.creds.Store(&next)
+	if r := s.run; r != nil {
+		for c, cancel := range r.cancels {
+			if next[c.name] != c {
+				cancel()
+				delete(r.cancels, c)
+			}
+		}
+		for _, c := range next {
+			if _, ok := r.cancels[c]; !ok {
+				s.startLocked(r, c)
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig) (*Credential, error) {
+	src, err := NewSource("credentials."+name+".source", cfg.Source, s.opts.Sources)
+	if err != nil {
+		return nil, err
+	}
+	var probe ProbeFunc
+	switch {
+	case cfg.Probe.HTTP != nil:
+		probe = HTTPProbe(*cfg.Probe.HTTP, cfg.Inject, s.opts.HTTPClient, s.opts.Classifier)
+	case cfg.Probe.Tool != "" && s.opts.ToolProbe != nil:
+		tp, pc := s.opts.ToolProbe, cfg.Probe
+		probe = func(ctx context.Context, value string) (ProbeResult, error) { return tp(ctx, name, pc, value) }
+	}
+	return NewCredential(name, cfg, src, &CredentialOptions{
+		Lifecycle: lc,
+		Probe:     probe,
+		OnEvent:   s.opts.OnEvent,
+		Logger:    s.opts.Logger,
+	}), nil
+}
+
+// Get returns the credential named name, or nil.
+func (s *Set) Get(name string) *Credential { return (*s.creds.Load())[name] }
+
+// Names returns the credentials' names, sorted.
+func (s *Set) Names() []string { return sortedKeys(*s.creds.Load()) }
+
+// Load runs the pre-flight of every credential not loaded yet, concurrently
+// (one slow or failing source does not hold up the others). It returns the
+// load errors, each naming its credential; [Set.Problems] decides whether
+// they stop the start.
+func (s *Set) Load(ctx context.Context) error {
+	creds := *s.creds.Load()
+	var wg sync.WaitGroup
+	errs := make([]error, 0, len(creds))
+	var mu sync.Mutex
+	for _, name := range sortedKeys(creds) {
+		c := creds[name]
+		if c.Loaded() {
+			continue
+		}
+		wg.Go(func() {
+			defer s.recoverLog("load", name)
+			if err := c.Load(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// Problems returns an error naming every credential whose status keeps the
+// gateway from starting under startup, with its status and why; nil if none.
+func (s *Set) Problems(startup StartupConfig) error {
+	creds := *s.creds.Load()
+	var errs []error
+	for _, name := range sortedKeys(creds) {
+		c := creds[name]
+		if st := c.Status(); startup.Refuses(st) {
+			err := c.Problem()
+			if err == nil {
+				err = fmt.Errorf("credential %q: %s", name, st)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Reload re-reads one credential from its source now (SIGHUP, the admin
+// endpoint, a webhook): see [Credential.Renew].
+func (s *Set) Reload(ctx context.Context, name string, trigger Trigger) (changed bool, err error) {
+	c := s.Get(name)
+	if c == nil {
+		return false, fmt.Errorf("%w %q", ErrUnknownCredential, name)
+	}
+	return c.Renew(ctx, trigger)
+}
+
+// ReloadAll re-reads every credential concurrently (SIGHUP) and returns the
+// errors, each naming its credential.
+func (s *Set) ReloadAll(ctx context.Context, trigger Trigger) error {
+	creds := *s.creds.Load()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, name := range sortedKeys(creds) {
+		c := creds[name]
+		wg.Go(func() {
+			defer s.recoverLog("reload", name)
+			if _, err := c.Renew(ctx, trigger); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// Run runs every credential's watch ([Credential.Run]) until ctx is done,
+// starting and stopping watches as Apply adds and drops credentials. It
+// returns once every watch has stopped.
+func (s *Set) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.run != nil {
+		s.mu.Unlock()
+		return errors.New("authmap: Set.Run called twice")
+	}
+	r := &setRun{ctx: ctx, cancels: map[*Credential]context.CancelFunc{}}
+	s.run = r
+	for _, c := range *s.creds.Load() {
+		s.startLocked(r, c)
+	}
+	s.mu.Unlock()
+	<-ctx.Done()
+	s.mu.Lock()
+	for _, cancel := range r.cancels {
+		cancel()
+	}
+	s.run = nil
+	s.mu.Unlock()
+	r.wg.Wait()
+	return nil
+}
+
+func (s *Set) startLocked(r *setRun, c *Credential) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.cancels[c] = cancel
+	r.wg.Go(func() {
+		defer s.recoverLog("watch", c.name)
+		_ = c.Run(ctx)
+	})
+}
+
+func (s *Set) recoverLog(what, name string) {
+	if r := recover(); r != nil {
+		s.opts.Logger.Error("panic in credential "+what, "credential", name, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

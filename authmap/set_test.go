@@ -1,0 +1,268 @@
+package authmap
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func envOptions(env map[string]string) *SetOptions {
+	return &SetOptions{Sources: &SourceOptions{LookupEnv: func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}}}
+}
+
+// Regression test for issue 7 (reloads keep state): Apply keeps the
+// Credential of an unchanged config (value, status, history and all),
+// replaces a changed one, drops a removed one, and changes nothing when any
+// source cannot be built.
+func TestSetApplyKeepsUnchanged(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"A": "value-a", "B": "value-b", "C": "value-c"}
+	s := NewSet(envOptions(env))
+	cfgs := map[string]CredentialConfig{
+		"a": {Source: SourceConfig{Env: "A"}},
+		"b": {Source: SourceConfig{Env: "B"}},
+	}
+	if err := s.Apply(LifecycleConfig{}, cfgs); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Get("a"), s.Get("b")
+	a.Report(SubtypeCredentialRevoked, "value-a")
+
+	next := map[string]CredentialConfig{
+		"a": {Source: SourceConfig{Env: "A"}},
+		"b": {Source: SourceConfig{Env: "B"}, Inject: InjectConfig{Header: "X-Key"}},
+		"c": {Source: SourceConfig{Env: "C"}},
+	}
+	if err := s.Apply(LifecycleConfig{CheckInterval: time.Minute}, next); err != nil {
+		t.Fatal(err)
+	}
+	if s.Get("a") != a || s.Get("a").Status() != StatusRevoked {
+		t.Error("the unchanged credential was replaced or lost its status")
+	}
+	if s.Get("b") == b || s.Get("b").Loaded() {
+		t.Error("the changed credential was kept")
+	}
+	if diff := cmp.Diff([]string{"value-b"}, s.Get("b").Knowledge().Secrets); diff != "" {
+		t.Errorf("the replacement does not redact what the old one held (-want +got):\n%s", diff)
+	}
+	if a.lifecycle().CheckInterval != time.Minute {
+		t.Error("the kept credential did not get the new lifecycle")
+	}
+	if err := s.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"a", "b", "c"}, s.Names()); diff != "" {
+		t.Errorf("names mismatch (-want +got):\n%s", diff)
+	}
+	// A config one source of which cannot be built changes nothing.
+	bad := map[string]CredentialConfig{
+		"a": {Source: SourceConfig{Env: "A"}},
+		"v": {Source: SourceConfig{Vault: &VaultConfig{Address: "http://v", Path: "p", Token: SecretRef{Value: "t"}}}},
+	}
+	err := s.Apply(LifecycleConfig{}, bad)
+	if err == nil || err.Error() != "credentials.v.source.vault: this build cannot open vault sources" {
+		t.Errorf("Apply with an unbuildable source: %v", err)
+	}
+	if diff := cmp.Diff([]string{"a", "b", "c"}, s.Names()); diff != "" {
+		t.Errorf("a failed Apply changed the set (-want +got):\n%s", diff)
+	}
+	if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"c": next["c"]}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Get("a") != nil || s.Get("c") == nil {
+		t.Errorf("after dropping a and b: %v", s.Names())
+	}
+	if _, err := s.Reload(t.Context(), "a", TriggerAdmin); !errors.Is(err, ErrUnknownCredential) {
+		t.Errorf("Reload of a dropped credential: %v", err)
+	}
+}
+
+// Regression test for issue 7 (pre-flight, acceptance 7 at the leaf): with one
+// credential missing and one expired, fail_on expired refuses, naming both
+// with their status and why; fail_on never starts degraded.
+func TestSetProblems(t *testing.T) {
+	t.Parallel()
+	s := NewSet(envOptions(map[string]string{"OK": "fine-value"}))
+	err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{
+		"good":    {Source: SourceConfig{Env: "OK"}},
+		"gone":    {Source: SourceConfig{Env: "NOT_SET"}},
+		"old":     {Source: SourceConfig{Value: "an-old-value"}, ExpiresAt: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"soonish": {Source: SourceConfig{Value: "a-new-value"}, ExpiresAt: time.Now().Add(10 * time.Minute)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadErr := s.Load(t.Context())
+	if loadErr == nil || !strings.Contains(loadErr.Error(), `credential "gone"`) {
+		t.Errorf("Load: %v", loadErr)
+	}
+	tests := []struct {
+		failOn FailOn
+		want   []string
+	}{
+		{FailOnExpired, []string{
+			`credential "gone": missing: environment variable NOT_SET is not set: credential missing`,
+			`credential "old": expired: expired at 2020-01-01T00:00:00Z`}},
+		{FailOnExpiring, []string{
+			`credential "gone": missing: environment variable NOT_SET is not set: credential missing`,
+			`credential "old": expired: expired at 2020-01-01T00:00:00Z`,
+			`credential "soonish": expiring`}},
+		{FailOnNever, nil},
+	}
+	for _, tt := range tests {
+		err := s.Problems(StartupConfig{FailOn: tt.failOn})
+		var got []string
+		if err != nil {
+			got = strings.Split(err.Error(), "\n")
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("fail_on %s mismatch (-want +got):\n%s", tt.failOn, diff)
+		}
+	}
+}
+
+// watchSource is a Watcher that reports whether its watch runs.
+type watchSource struct {
+	fakeSource
+	mu      sync.Mutex
+	running int
+	started int
+}
+
+func (w *watchSource) Watch(ctx context.Context, onChange func()) error {
+	w.mu.Lock()
+	w.running++
+	w.started++
+	w.mu.Unlock()
+	<-ctx.Done()
+	w.mu.Lock()
+	w.running--
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *watchSource) state() (running, started int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.running, w.started
+}
+
+// Run starts each credential's watch, loads those not loaded, starts and stops
+// watches as Apply adds and drops credentials, and stops them all when done.
+func TestSetRunFollowsApply(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		srcs := map[string]*watchSource{}
+		get := func(n string) *watchSource {
+			mu.Lock()
+			defer mu.Unlock()
+			return srcs[n]
+		}
+		s := NewSet(&SetOptions{Sources: &SourceOptions{Openers: map[string]OpenFunc{
+			KindFile: func(_ string, cfg SourceConfig, _ *SourceOptions) (Source, error) {
+				n := strings.TrimPrefix(cfg.File, "/run/")
+				ws := &watchSource{fakeSource: fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "v-" + n}, nil }}}
+				mu.Lock()
+				srcs[n] = ws
+				mu.Unlock()
+				return ws, nil
+			},
+		}}})
+		apply := func(names ...string) {
+			t.Helper()
+			m := map[string]CredentialConfig{}
+			for _, n := range names {
+				m[n] = CredentialConfig{Source: SourceConfig{File: "/run/" + n}}
+			}
+			if err := s.Apply(LifecycleConfig{}, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		apply("a", "b")
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.Run(ctx)
+		}()
+		synctest.Wait()
+		for _, n := range []string{"a", "b"} {
+			if r, _ := get(n).state(); r != 1 {
+				t.Errorf("%s: %d watches running, want 1", n, r)
+			}
+			if v := s.Get(n).Value(); v != "v-"+n {
+				t.Errorf("%s not loaded by Run: %q", n, v)
+			}
+		}
+		apply("b", "c")
+		synctest.Wait()
+		for n, want := range map[string]int{"a": 0, "b": 1, "c": 1} {
+			if r, _ := get(n).state(); r != want {
+				t.Errorf("after Apply: %s has %d watches running, want %d", n, r, want)
+			}
+		}
+		if _, started := srcs["b"].state(); started != 1 {
+			t.Errorf("the kept credential's watch was restarted (%d starts)", started)
+		}
+		cancel()
+		<-done
+		for n, ws := range srcs {
+			if r, _ := ws.state(); r != 0 {
+				t.Errorf("after Run: %s has %d watches running", n, r)
+			}
+		}
+	})
+}
+
+// A tool probe is the gateway's: the set calls it with the credential's name and probe config.
+func TestSetToolProbe(t *testing.T) {
+	t.Parallel()
+	var got []string
+	opts := envOptions(map[string]string{"T": "tool-probed-value"})
+	opts.ToolProbe = func(_ context.Context, name string, p ProbeConfig, value string) (ProbeResult, error) {
+		got = append(got, name+" "+p.Tool+" "+value)
+		return ProbeResult{Failure: &Failure{Type: TypeAuthFailure, Subtype: SubtypeCredentialInvalid}}, nil
+	}
+	s := NewSet(opts)
+	if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"t": {Source: SourceConfig{Env: "T"}, Probe: ProbeConfig{Tool: "get_me"}}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Load(t.Context())
+	if diff := cmp.Diff([]string{"t get_me tool-probed-value"}, got); diff != "" {
+		t.Errorf("probe calls mismatch (-want +got):\n%s", diff)
+	}
+	if st := s.Get("t").Status(); st != StatusInvalid {
+		t.Errorf("status %v, want invalid", st)
+	}
+}
+
+// The leaves stay leaves: authmap and its subpackages import neither the
+// gateway nor the MCP SDK.
+func TestAuthmapImportsNoCore(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "list", "-deps", "github.com/credgate/credgate/authmap/...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "github.com/credgate/credgate/gateway" || strings.HasPrefix(dep, "github.com/modelcontextprotocol/") {
+			t.Errorf("authmap imports %s", dep)
+		}
+	}
+}

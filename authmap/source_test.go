@@ -1,0 +1,310 @@
+package authmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseTokenText(t *testing.T) {
+	t.Parallel()
+	exp := time.Date(2027, 5, 6, 7, 8, 9, 0, time.UTC)
+	tests := []struct {
+		name    string
+		in      string
+		field   string
+		want    Token
+		wantErr error
+		errText string
+	}{
+		{name: "plain, trimmed", in: "  ghp_abc \n", want: Token{Value: "ghp_abc"}},
+		{name: "json token and expiry", in: `{"token": "t1", "expires_at": "2027-05-06T07:08:09Z"}`, want: Token{Value: "t1", ExpiresAt: exp}},
+		{name: "json unix expiry", in: `{"token": "t1", "expires_at": ` + strconv.FormatInt(exp.Unix(), 10) + `}`, want: Token{Value: "t1", ExpiresAt: exp.Local()}},
+		{name: "json without expiry", in: `{"token":"t1"}`, want: Token{Value: "t1"}},
+		{name: "json empty token", in: `{"token":""}`, wantErr: ErrMissing},
+		{name: "json bad expiry", in: `{"token":"t1","expires_at":"tomorrow"}`, errText: `expires_at: "tomorrow" is not RFC 3339`},
+		{name: "json without token", in: `{"SecretString":"x"}`, errText: `a JSON object without a "token" field (set json_field to pick one)`},
+		{name: "empty", in: " \n", wantErr: ErrMissing},
+		{name: "field", in: `{"SecretString":"s3cr3t","Name":"n"}`, field: "SecretString", want: Token{Value: "s3cr3t"}},
+		{name: "nested field", in: `{"data":{"token":"deep"}}`, field: "data.token", want: Token{Value: "deep"}},
+		{name: "field holding a JSON string", in: `{"SecretString":"{\"token\":\"inner\",\"user\":\"u\"}"}`, field: "SecretString.token", want: Token{Value: "inner"}},
+		{name: "field holding token JSON", in: `{"SecretString":"{\"token\":\"inner\",\"expires_at\":\"2027-05-06T07:08:09Z\"}"}`, field: "SecretString",
+			want: Token{Value: "inner", ExpiresAt: exp}},
+		{name: "field missing", in: `{"a":"b"}`, field: "SecretString", wantErr: ErrMissing},
+		{name: "field not json", in: `plain`, field: "SecretString", errText: "not a JSON object"},
+		{name: "field not a string", in: `{"a":{"b":1}}`, field: "a", errText: "is not a string"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := parseTokenText([]byte(tt.in), tt.field, "test")
+			if tt.wantErr == nil && tt.errText == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if diff := cmp.Diff(tt.want, got); diff != "" {
+					t.Errorf("token mismatch (-want +got):\n%s", diff)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("got %+v, want an error", got)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("error %q is not %v", err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.errText) {
+				t.Errorf("error %q does not contain %q", err, tt.errText)
+			}
+		})
+	}
+}
+
+func TestNewSourceKinds(t *testing.T) {
+	t.Parallel()
+	env := &SourceOptions{LookupEnv: func(k string) (string, bool) { return "from-env", k == "TOKEN" }}
+	src, err := NewSource("credentials.a.source", SourceConfig{Env: "TOKEN"}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := src.Fetch(t.Context()); err != nil || tok.Value != "from-env" {
+		t.Errorf("env: %q %v", tok.Value, err)
+	}
+	if _, err := NewSource("credentials.a.source", SourceConfig{Vault: &VaultConfig{Address: "http://v", Path: "p", Token: SecretRef{Value: "t"}}}, nil); err == nil ||
+		err.Error() != "credentials.a.source.vault: this build cannot open vault sources" {
+		t.Errorf("vault without an opener: %v", err)
+	}
+	if _, err := NewSource("credentials.a.source", SourceConfig{}, nil); err == nil || !strings.HasPrefix(err.Error(), "credentials.a.source: set exactly one") {
+		t.Errorf("no kind: %v", err)
+	}
+}
+
+func writeScript(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cred.sh")
+	if err := os.WriteFile(path, []byte("#!/bin/sh\n"+body), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Regression test for issue 7 (exec source): stdout is the secret or JSON,
+// stderr is redacted and bounded in errors, and a command past its timeout is
+// killed with everything it started.
+func TestExecSource(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		script  string
+		field   string
+		want    string
+		errText string
+		notIn   []string
+	}{
+		{name: "stdout", script: "echo '  tok-from-cli  '", want: "tok-from-cli"},
+		{name: "json", script: `echo '{"token":"tok-json","expires_at":"2030-01-01T00:00:00Z"}'`, want: "tok-json"},
+		{name: "aws cli shape", script: `echo '{"Name":"x","SecretString":"tok-aws","VersionId":"v1"}'`, field: "SecretString", want: "tok-aws"},
+		{name: "failure with stderr", script: "echo 'sk-ant-api03-LeakedKeyInStderr0123456789' >&2; echo 'partial-secret-on-stdout'; echo 'auth: token expired' >&2; exit 3",
+			errText: "exit status 3 (stderr: [REDACTED] auth: token expired)", notIn: []string{"LeakedKey", "partial-secret-on-stdout"}},
+		{name: "huge stderr is bounded", script: `i=0; while [ $i -lt 2000 ]; do echo "line $i of noise" >&2; i=$((i+1)); done; exit 1`,
+			errText: "…)"},
+		{name: "empty stdout", script: "true", errText: "exec "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			src := NewExecSource(ExecConfig{Command: []string{writeScript(t, tt.script)}, JSONField: tt.field})
+			tok, err := src.Fetch(ctx)
+			if tt.errText == "" {
+				if err != nil || tok.Value != tt.want {
+					t.Fatalf("Fetch = %q, %v; want %q", tok.Value, err, tt.want)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Fetch = %q, want an error", tok.Value)
+			}
+			if !strings.Contains(err.Error(), tt.errText) {
+				t.Errorf("error %q does not contain %q", err, tt.errText)
+			}
+			if len(err.Error()) > 600 {
+				t.Errorf("error is %d bytes long", len(err.Error()))
+			}
+			for _, s := range tt.notIn {
+				if strings.Contains(err.Error(), s) {
+					t.Errorf("error %q shows %q", err, s)
+				}
+			}
+		})
+	}
+}
+
+func TestExecSourceEmptyIsMissing(t *testing.T) {
+	t.Parallel()
+	src := NewExecSource(ExecConfig{Command: []string{writeScript(t, "echo")}})
+	if _, err := src.Fetch(t.Context()); !errors.Is(err, ErrMissing) {
+		t.Errorf("empty stdout: %v, want ErrMissing", err)
+	}
+}
+
+func TestExecSourceTimeoutKillsTheGroup(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	// The script starts a grandchild that would hold stdout open for a minute.
+	script := writeScript(t, fmt.Sprintf("sleep 60 & echo $! > %s; wait", pidFile))
+	src := NewExecSource(ExecConfig{Command: []string{script}, Timeout: 300 * time.Millisecond})
+	_, err := src.Fetch(ctx)
+	if err == nil || !strings.Contains(err.Error(), "timed out after 300ms") {
+		t.Fatalf("Fetch: %v, want a timeout", err)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(data))
+	// Killed: gone, or a zombie waiting for a reaper.
+	if stat, err := os.ReadFile("/proc/" + pid + "/stat"); err == nil {
+		fields := strings.Fields(string(stat))
+		if len(fields) > 2 && fields[2] != "Z" {
+			t.Errorf("grandchild %s still running (state %s)", pid, fields[2])
+		}
+	}
+}
+
+// Regression test for issue 7 (file watch): an in-place write, an atomic
+// rename and a Kubernetes secret volume's ..data symlink swap each rotate the
+// credential, with no restart, while a running watch follows the file.
+func TestFileWatchRotates(t *testing.T) {
+	t.Parallel()
+	type layout struct {
+		path   string
+		rotate func(t *testing.T, value string)
+	}
+	write := func(t *testing.T, path, value string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dir string) layout
+	}{
+		{"in-place write", func(t *testing.T, dir string) layout {
+			p := filepath.Join(dir, "token")
+			write(t, p, "value-0")
+			return layout{p, func(t *testing.T, v string) { write(t, p, v) }}
+		}},
+		{"atomic rename", func(t *testing.T, dir string) layout {
+			p := filepath.Join(dir, "token")
+			write(t, p, "value-0")
+			return layout{p, func(t *testing.T, v string) {
+				tmp := filepath.Join(dir, ".token.tmp")
+				write(t, tmp, v)
+				if err := os.Rename(tmp, p); err != nil {
+					t.Fatal(err)
+				}
+			}}
+		}},
+		{"kubernetes ..data swap", func(t *testing.T, dir string) layout {
+			// The kubelet's AtomicWriter: <dir>/token -> ..data/token, ..data -> ..<timestamp>.
+			gen := 0
+			version := func(v string) string {
+				gen++
+				d := fmt.Sprintf("..2026_01_02_03_04_05.%d", gen)
+				if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				write(t, filepath.Join(dir, d, "token"), v)
+				return d
+			}
+			first := version("value-0")
+			if err := os.Symlink(first, filepath.Join(dir, "..data")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(filepath.Join("..data", "token"), filepath.Join(dir, "token")); err != nil {
+				t.Fatal(err)
+			}
+			current := first
+			return layout{filepath.Join(dir, "token"), func(t *testing.T, v string) {
+				next := version(v)
+				tmp := filepath.Join(dir, "..data_tmp")
+				if err := os.Symlink(next, tmp); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.RemoveAll(filepath.Join(dir, current)); err != nil {
+					t.Fatal(err)
+				}
+				current = next
+			}}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			l := tt.setup(t, t.TempDir())
+			events := make(chan Event, 64)
+			c := NewCredential("gh", CredentialConfig{Source: SourceConfig{File: l.path}}, NewFileSource(l.path),
+				&CredentialOptions{OnEvent: func(e Event) { events <- e }})
+			if err := c.Load(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if c.Value() != "value-0" {
+				t.Fatalf("loaded %q", c.Value())
+			}
+			<-events // loaded
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = c.Run(runCtx)
+			}()
+			defer func() { stop(); <-done }()
+			for i := 1; i <= 3; i++ {
+				want := fmt.Sprintf("value-%d", i)
+				// A rotation before the watch is in place is caught by the
+				// watch's first re-read; after, by the directory's events.
+				l.rotate(t, want)
+				select {
+				case e := <-events:
+					if e.Kind != EventRotated || e.Trigger != TriggerFile {
+						t.Fatalf("event %s/%s, want rotated/file", e.Kind, e.Trigger)
+					}
+				case <-ctx.Done():
+					t.Fatalf("rotation to %s not seen", want)
+				}
+				if got := c.Value(); got != want {
+					t.Fatalf("after rotation %d: %q, want %q", i, got, want)
+				}
+			}
+			// A rewrite with the same content is not a rotation.
+			l.rotate(t, "value-3")
+			l.rotate(t, "value-4")
+			select {
+			case e := <-events:
+				if e.Kind != EventRotated || c.Value() != "value-4" {
+					t.Fatalf("event %s with value %q, want rotated to value-4 and nothing for the same content", e.Kind, c.Value())
+				}
+			case <-ctx.Done():
+				t.Fatal("no event")
+			}
+		})
+	}
+}
