@@ -15,6 +15,13 @@
 // Calls are forwarded on the upstream's shared session; failures come back as
 // typed objects ([authmap.Failure]) built in one place, errors.go.
 //
+// Each connected upstream is probed every health_interval, and a call whose
+// connection is gone marks its upstream down at once (health.go). A stdio
+// child runs under a small supervisor that takes its whole process group
+// down with it, however the gateway ends (supervise.go). Close drains: new
+// calls are refused, calls in flight get until shutdown_timeout and are then
+// answered with a typed failure (drain, below).
+//
 // The leaves (routing, authmap, breaker) never import this package.
 package gateway
 

@@ -79,14 +79,18 @@ func init() {
 // started) under a supervisor giving its group grace between SIGTERM and
 // SIGKILL. cmd is changed to start the supervisor.
 func supervised(cmd *exec.Cmd, grace time.Duration) (mcp.Transport, error) {
+	// /proc/self/exe is this binary even if its file was replaced or removed
+	// since it started (an upgrade in place).
+	const self = "/proc/self/exe"
+	if _, err := os.Stat(self); err != nil {
+		return nil, err
+	}
 	status, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	path := cmd.Path
-	// /proc/self/exe is this binary even if its file was replaced or removed
-	// since it started (an upgrade in place).
-	cmd.Path = "/proc/self/exe"
+	cmd.Path = self
 	cmd.Args = append([]string{"credgate-supervise", superviseArg, grace.String(), path}, cmd.Args...)
 	cmd.ExtraFiles = []*os.File{statusW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}

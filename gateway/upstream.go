@@ -270,11 +270,12 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 
 // lost ends the shared session cs, which err proved dead (a call whose
 // connection is gone, a failed probe): the upstream shows as down at once
-// with err as the reason, and run reconnects. It reports whether cs is the
-// shared session; a per-agent session is left to the caller.
+// with err as the reason, and run reconnects. It reports whether cs is a
+// shared session (a former one is already being closed by run); a per-agent
+// session is left to the caller.
 func (u *upstream) lost(cs *mcp.ClientSession, err error) bool {
 	if cs == nil || u.current.Load() != cs {
-		return false
+		return u.cfg.Session != SessionPerAgent
 	}
 	if u.session.CompareAndSwap(cs, nil) {
 		u.setDown(err)
