@@ -401,3 +401,57 @@ func TestStdioStartErrors(t *testing.T) {
 		}
 	}
 }
+
+// The health probe gets an answer from a healthy upstream of either protocol
+// era: ping on 2025-11-25 sessions, tools/list on 2026-07-28 ones (a
+// stateless go-sdk server rejects ping there), and times out on one that
+// hangs.
+func TestProbeEveryProtocol(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		stateless bool
+		protocol  string
+	}{{false, "2025-11-25"}, {true, "2026-07-28"}} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			s := mcp.NewServer(&mcp.Implementation{Name: "p", Version: "1"}, nil)
+			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{}, nil
+			})
+			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
+			var hang atomic.Bool
+			release := make(chan struct{})
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if hang.Load() {
+					select {
+					case <-r.Context().Done():
+					case <-release:
+					}
+					return
+				}
+				h.ServeHTTP(w, r)
+			}))
+			t.Cleanup(hs.Close)
+			t.Cleanup(func() { close(release) })
+			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s/mcp}\n", hs.URL))
+			u := g.byName["p"]
+			cs := u.session.Load()
+			if cs == nil {
+				t.Fatal("not connected")
+			}
+			if got := cs.InitializeResult().ProtocolVersion; got != tc.protocol {
+				t.Fatalf("protocol = %s, want %s", got, tc.protocol)
+			}
+			if err := u.probe(ctx, cs, 5*time.Second); err != nil {
+				t.Errorf("probe of a healthy upstream: %v", err)
+			}
+			hang.Store(true)
+			if err := u.probe(ctx, cs, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("probe of a hung upstream: %v, want a timeout", err)
+			}
+			hang.Store(false) // the gateway's Close says goodbye to it
+		})
+	}
+}

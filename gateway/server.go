@@ -221,6 +221,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	shutDown := make(chan struct{})
 	go func() {
 		defer close(shutDown)
+		defer g.recoverLog("shutdown", "")
 		select {
 		case <-ctx.Done():
 		case <-g.stopped:
@@ -320,7 +321,10 @@ func (g *Server) drain() {
 		}
 		var wg sync.WaitGroup
 		for ss := range g.mcp.Sessions() {
-			wg.Go(func() { _ = ss.Close() })
+			wg.Go(func() {
+				defer g.recoverLog("closing an agent session", "")
+				_ = ss.Close()
+			})
 		}
 		closed := make(chan struct{})
 		go func() {
