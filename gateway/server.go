@@ -351,15 +351,18 @@ func (g *Server) shutdownHTTP(srv *http.Server) {
 }
 
 // countRequests is a receiving middleware that counts the agent requests
-// being handled, so that a shutdown can wait for them. A subscriptions/listen
-// stream lasts as long as its session and is not waited for.
+// being handled, so that a shutdown can wait for them. A request counts until
+// its context ends, not until its handler returns: the SDK ends the context
+// once the answer is written, and a session closed in between would drop the
+// answer (a closing connection refuses writes). A subscriptions/listen stream
+// lasts as long as its session and is not waited for.
 func (g *Server) countRequests(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if strings.HasPrefix(method, "notifications/") || method == "subscriptions/listen" {
 			return next(ctx, method, req)
 		}
 		g.requests.begin()
-		defer g.requests.end()
+		context.AfterFunc(ctx, g.requests.end)
 		return next(ctx, method, req)
 	}
 }
