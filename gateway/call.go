@@ -167,6 +167,9 @@ func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method
 // the call so that what the upstream sends during it reaches this agent,
 // bounds it by the upstream's timeout, and drops a session that proved dead.
 func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession, token any, params mcp.Params, do func(context.Context, *mcp.ClientSession) error) error {
+	if g.draining.Load() {
+		return fmt.Errorf("upstream %q: %w", u.name, ErrShuttingDown)
+	}
 	cs, err := u.sessionFor(ctx, ss)
 	if err != nil {
 		return err
@@ -191,10 +194,17 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		}
 		err = u.call(ctx, cs, do)
 		u.notes.drain(ctx)
-		if err == nil || !isDeadSession(err) {
+		if err == nil || !connectionGone(err) {
 			return err
 		}
-		u.drop(ss, cs)
+		// The upstream shows as down at once and reconnects (issue 6 item
+		// 11), rather than when the transport gives up on its own.
+		if !u.lost(cs, err) {
+			u.drop(ss, cs)
+		}
+		if !isDeadSession(err) {
+			return err
+		}
 		if attempt > 0 || !errors.Is(err, mcp.ErrSessionMissing) {
 			return err
 		}
@@ -470,14 +480,24 @@ var errTimeout = errors.New("upstream timeout")
 func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(context.Context, *mcp.ClientSession) error) error {
 	callCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	// At the shutdown deadline, calls still running end (issue 6 item 9).
+	stopAbort := context.AfterFunc(u.gw.abortCtx, func() { cancel(ErrShuttingDown) })
 	timer := time.AfterFunc(u.cfg.timeout(), func() { cancel(errTimeout) })
+	shared := u.begin(cs)
 	err := do(callCtx, cs)
+	u.end(shared, err)
 	timer.Stop()
 	stop()
-	if err != nil && errors.Is(context.Cause(callCtx), errTimeout) {
-		// Not wrapping err: the SDK reports the ended context as
-		// context.Canceled, which would read as the caller cancelling.
-		err = &timeoutError{after: u.cfg.timeout(), err: err}
+	stopAbort()
+	if err != nil {
+		switch cause := context.Cause(callCtx); {
+		case errors.Is(cause, errTimeout):
+			// Not wrapping err: the SDK reports the ended context as
+			// context.Canceled, which would read as the caller cancelling.
+			err = &timeoutError{after: u.cfg.timeout(), err: err}
+		case errors.Is(cause, ErrShuttingDown):
+			err = fmt.Errorf("upstream %q: %w", u.name, ErrShuttingDown)
+		}
 	}
 	return err
 }

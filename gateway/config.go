@@ -49,6 +49,16 @@ const DefaultListen = "127.0.0.1:8080"
 // DefaultTimeout bounds one forwarded request when an upstream sets no timeout.
 const DefaultTimeout = 60 * time.Second
 
+// DefaultShutdownTimeout is how long calls in flight may run on after a
+// shutdown begins, when the config sets no shutdown_timeout: inside the 30s
+// grace period Kubernetes gives a pod by default, leaving time to answer the
+// calls it ends and to stop the upstreams.
+const DefaultShutdownTimeout = 25 * time.Second
+
+// DefaultHealthInterval is how often a connected upstream is probed when the
+// config sets no health_interval.
+const DefaultHealthInterval = 15 * time.Second
+
 // Config is the whole gateway configuration. Load it with [LoadConfig]; a
 // Config built in code should be passed through [Config.Normalize] and
 // [Config.Validate] like a loaded one.
@@ -66,6 +76,19 @@ type Config struct {
 	Upstreams map[string]*UpstreamConfig `koanf:"upstreams"`
 	// Classify holds the ops' own failure-classification rules.
 	Classify ClassifyConfig `koanf:"classify"`
+
+	// Lifecycle and health (issue 6, items 9 and 11).
+
+	// ShutdownTimeout bounds a graceful shutdown (SIGTERM, SIGINT, Close):
+	// new calls are refused at once, calls in flight get until this deadline
+	// to finish, and those still running then end with a typed
+	// upstream_unavailable failure before the upstreams are stopped. If zero,
+	// defaults to 25s.
+	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// HealthInterval is how often each connected upstream is probed (MCP
+	// ping) while it is idle; a probe that fails marks the upstream down and
+	// reconnects it. Each upstream may override it. If zero, defaults to 15s.
+	HealthInterval time.Duration `koanf:"health_interval"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -178,6 +201,10 @@ type UpstreamConfig struct {
 	// (the default), successful results pass through untouched (secrets
 	// aside: see redact.go).
 	ClassifyResults bool `koanf:"classify_results"`
+
+	// HealthInterval overrides the top-level health_interval for this
+	// upstream. If zero, the top-level value applies.
+	HealthInterval time.Duration `koanf:"health_interval"`
 }
 
 // ToolFilter selects tools by glob patterns on the upstream's own tool names
@@ -222,6 +249,25 @@ func (u *UpstreamConfig) timeout() time.Duration {
 		return DefaultTimeout
 	}
 	return u.Timeout
+}
+
+// shutdownTimeout returns the effective shutdown deadline.
+func (c *Config) shutdownTimeout() time.Duration {
+	if c.ShutdownTimeout <= 0 {
+		return DefaultShutdownTimeout
+	}
+	return c.ShutdownTimeout
+}
+
+// healthInterval returns how often upstream u is probed.
+func (c *Config) healthInterval(u *UpstreamConfig) time.Duration {
+	switch {
+	case u != nil && u.HealthInterval > 0:
+		return u.HealthInterval
+	case c.HealthInterval > 0:
+		return c.HealthInterval
+	}
+	return DefaultHealthInterval
 }
 
 // Order returns the upstream names in config order.
@@ -569,6 +615,12 @@ func (c *Config) Validate() error {
 	if err := routing.CheckSeparator(c.ToolSeparator); err != nil {
 		bad("tool_separator", "%v", err)
 	}
+	if c.ShutdownTimeout < 0 {
+		bad("shutdown_timeout", "negative duration %s", c.ShutdownTimeout)
+	}
+	if c.HealthInterval < 0 {
+		bad("health_interval", "negative duration %s", c.HealthInterval)
+	}
 	prefixes := map[string]string{}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]
@@ -617,6 +669,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Timeout < 0 {
 			bad(key+".timeout", "negative timeout %s", u.Timeout)
+		}
+		if u.HealthInterval < 0 {
+			bad(key+".health_interval", "negative duration %s", u.HealthInterval)
 		}
 		for i, p := range append(slices.Clone(u.Tools.Allow), u.Tools.Deny...) {
 			list, j := "allow", i

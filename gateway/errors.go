@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os/exec"
 	"slices"
 	"strings"
@@ -61,6 +63,24 @@ func isDeadSession(err error) bool {
 	return errors.Is(err, mcp.ErrConnectionClosed) || errors.Is(err, mcp.ErrSessionMissing)
 }
 
+// connectionGone reports whether err proves the connection to the upstream
+// gone: the session is dead, the connection was refused or reset, or it
+// closed before the answer. A timeout proves nothing (the tool may be slow),
+// nor does any answer, an HTTP error status included.
+func connectionGone(err error) bool {
+	if isDeadSession(err) {
+		return true
+	}
+	var httpErr *HTTPError
+	if errors.As(err, &httpErr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var oe *net.OpError
+	var ue *url.Error
+	return (errors.As(err, &oe) && !oe.Timeout()) ||
+		(errors.As(err, &ue) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)))
+}
+
 // classify turns any error from forwarding a request to u into the failure
 // object. It is the only place that decides what a failure is; toolOutcome and
 // rpcError only choose how it travels. upstreamRPC is set for an upstream
@@ -72,6 +92,8 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 	var rpcErr *jsonrpc.Error
 	var unavail *unavailableError
 	switch {
+	case errors.Is(err, ErrShuttingDown):
+		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
 	case errors.As(err, &httpErr):
 		var ok bool
 		f, ok = g.classifier.Classify(authmap.Response{Status: httpErr.Status, Header: httpErr.Header, Body: httpErr.Body, Provider: u.cfg.Provider}, k)

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -18,10 +19,10 @@ import (
 //	/health   JSON status of the gateway and each upstream
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	mux.Handle("/mcp", g.refuseNewWhileDraining(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.cfg.Stateless,
 		Logger:    g.sdkLog,
-	}))
+	})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -46,6 +47,22 @@ func (g *Server) Handler() http.Handler {
 		_ = enc.Encode(h)
 	})
 	return mux
+}
+
+// refuseNewWhileDraining answers 503 to requests that would start something
+// new while the gateway shuts down: a new session, or any stateless request.
+// Requests on existing sessions pass, so that an agent's new call gets the
+// typed failure it can act on (see forward) and its calls in flight their
+// answers.
+func (g *Server) refuseNewWhileDraining(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.draining.Load() && (g.cfg.Stateless || r.Header.Get("Mcp-Session-Id") == "") {
+			w.Header().Set("Connection", "close")
+			http.Error(w, ErrShuttingDown.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Overall health states.
@@ -77,6 +94,11 @@ type UpstreamHealth struct {
 	Since       time.Time        `json:"since"`
 	Attempts    int              `json:"failed_attempts,omitempty"`
 	Problems    []Problem        `json:"problems,omitempty"`
+	// StderrTail is what a stdio upstream's child wrote last on stderr before
+	// it exited (at most 20 lines, 4 KiB, secrets redacted), while the
+	// upstream is not up: a crash's whole report, where last_error has one
+	// line of it.
+	StderrTail []string `json:"stderr_tail,omitempty"`
 }
 
 // Health reports the gateway's state. Secrets never appear in it: errors are
@@ -96,6 +118,9 @@ func (g *Server) Health() Health {
 			LastFailure: u.lastFailure,
 			Since:       u.since,
 			Attempts:    u.attempts,
+		}
+		if u.status != StatusUp {
+			uh.StderrTail = slices.Clone(u.stderrTail)
 		}
 		u.mu.Unlock()
 		uh.Tools = g.catalog.toolCount(u.name)

@@ -15,6 +15,13 @@
 // Calls are forwarded on the upstream's shared session; failures come back as
 // typed objects ([authmap.Failure]) built in one place, errors.go.
 //
+// Each connected upstream is probed every health_interval, and a call whose
+// connection is gone marks its upstream down at once (health.go). A stdio
+// child runs under a small supervisor that takes its whole process group
+// down with it, however the gateway ends (supervise.go). Close drains: new
+// calls are refused, calls in flight get until shutdown_timeout and are then
+// answered with a typed failure (drain, below).
+//
 // The leaves (routing, authmap, breaker) never import this package.
 package gateway
 
@@ -25,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -89,6 +97,15 @@ type Server struct {
 	closeMu sync.Mutex
 	closed  bool
 	httpSrv *http.Server
+
+	// Shutdown (issue 6 item 9): see drain.
+	draining  atomic.Bool             // refuse new calls
+	abortCtx  context.Context         // ends at the shutdown deadline
+	abort     context.CancelCauseFunc // ends abortCtx with ErrShuttingDown
+	requests  requestTracker          // agent requests being handled
+	drainOnce sync.Once               // drain runs once
+	closeOnce sync.Once               // Close runs once; later callers wait for it
+	stopped   chan struct{}           // closed when Close begins
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -97,7 +114,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{cfg: cfg, byName: map[string]*upstream{}, progress: newProgressRouter(), pool: newPool()}
+	g := &Server{cfg: cfg, byName: map[string]*upstream{}, progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
 	if opts != nil {
 		g.opts = *opts
 	}
@@ -148,6 +166,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		RootsListChangedHandler: g.rootsListChanged,
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
+	g.mcp.AddReceivingMiddleware(g.countRequests)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
@@ -190,7 +209,9 @@ func (g *Server) WaitTried(ctx context.Context) error {
 	return nil
 }
 
-// Serve serves HTTP on l until ctx is done or Close is called.
+// Serve serves HTTP on l until ctx is done or Close is called. When ctx is
+// done it shuts down gracefully (see [Server.Close]) and returns once the
+// HTTP side is done; Close then stops the upstreams.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	g.closeMu.Lock()
 	g.httpSrv = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -199,46 +220,208 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.
-		if g.WaitTried(ctx) == nil {
+		if g.WaitTried(ctx) == nil && !g.draining.Load() {
 			g.serving.Store(true)
 		}
 	}()
+	shutDown := make(chan struct{})
 	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
+		defer close(shutDown)
+		defer g.recoverLog("shutdown", "")
+		select {
+		case <-ctx.Done():
+		case <-g.stopped:
+		}
+		g.drain()
+		g.shutdownHTTP(srv)
 	}()
 	err := srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
+		<-shutDown // the answers to the last calls are written
 		return nil
 	}
 	return err
 }
 
-// Close stops every upstream (ending child processes) and the HTTP server.
-// It is safe after a partial start and more than once.
+// Close shuts the gateway down gracefully and stops every upstream (ending
+// child processes). New calls are refused at once (new HTTP requests get
+// 503, new requests on existing sessions a typed upstream_unavailable
+// failure); calls in flight get until shutdown_timeout, and those still
+// running then are ended with an upstream_unavailable failure, so every
+// agent gets an answer; then the downstream sessions and the HTTP server
+// close, and last the upstreams. It is safe after a partial start and more
+// than once; a second caller waits for the first to finish.
 func (g *Server) Close() error {
-	g.closeMu.Lock()
-	if g.closed {
+	g.closeOnce.Do(func() {
+		close(g.stopped)
+		g.drain()
+		g.closeMu.Lock()
+		g.closed = true
+		srv := g.httpSrv
 		g.closeMu.Unlock()
-		return nil
-	}
-	g.closed = true
-	srv := g.httpSrv
-	g.closeMu.Unlock()
-	g.serving.Store(false)
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = srv.Shutdown(ctx)
-		cancel()
-	}
-	if g.cancel != nil {
-		g.cancel()
-	}
-	g.wg.Wait()
-	g.pool.CloseIdleConnections()
+		if srv != nil {
+			g.shutdownHTTP(srv)
+		}
+		if g.cancel != nil {
+			g.cancel()
+		}
+		done := make(chan struct{})
+		go func() {
+			g.wg.Wait()
+			close(done)
+		}()
+		t := time.NewTimer(upstreamStopGrace)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			// Children still running die with the process (see supervise).
+			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
+		}
+		g.pool.CloseIdleConnections()
+		g.abort(ErrShuttingDown) // releases the abort context's resources
+	})
 	return nil
+}
+
+// ErrShuttingDown is the cause of a request refused or ended because the
+// gateway is shutting down; agents see it as an upstream_unavailable failure
+// (retryable) whose detail says so.
+var ErrShuttingDown = errors.New("gateway is shutting down")
+
+// Bounds of the steps of a shutdown after the deadline for calls in flight.
+const (
+	// answerGrace is how long calls ended at the deadline get to write their
+	// answers, and sessions to close.
+	answerGrace = 2 * time.Second
+	// upstreamStopGrace bounds stopping the upstreams: a stdio child gets 2s
+	// after its stdin closes, then SIGTERM and a second to its group.
+	upstreamStopGrace = 5 * time.Second
+)
+
+// drain refuses new calls, lets those in flight finish until the shutdown
+// deadline, ends the rest with ErrShuttingDown, and closes every downstream
+// session (which releases their standing HTTP streams). It runs once;
+// concurrent callers wait for it.
+//
+// Requests are counted as the MCP server handles them (countRequests), for
+// every transport: a stdio agent is drained like HTTP ones. Closing a
+// session waits for the answers of its requests to be written, so nothing
+// an agent is owed is cut off.
+func (g *Server) drain() {
+	g.drainOnce.Do(func() {
+		g.draining.Store(true)
+		g.serving.Store(false)
+		timeout := g.cfg.shutdownTimeout()
+		if n := g.requests.count(); n > 0 {
+			g.log.Info().Int("requests", n).Dur("timeout", timeout).Msg("shutting down: waiting for calls in flight")
+		}
+		deadline := time.NewTimer(timeout)
+		defer deadline.Stop()
+		if !g.requests.waitIdle(deadline.C) {
+			g.log.Warn().Int("requests", g.requests.count()).Msg("shutdown timeout: ending the calls still in flight")
+			g.abort(ErrShuttingDown)
+			grace := time.NewTimer(answerGrace)
+			defer grace.Stop()
+			g.requests.waitIdle(grace.C)
+		}
+		var wg sync.WaitGroup
+		for ss := range g.mcp.Sessions() {
+			wg.Go(func() {
+				defer g.recoverLog("closing an agent session", "")
+				_ = ss.Close()
+			})
+		}
+		closed := make(chan struct{})
+		go func() {
+			wg.Wait()
+			close(closed)
+		}()
+		grace := time.NewTimer(answerGrace)
+		defer grace.Stop()
+		select {
+		case <-closed:
+		case <-grace.C:
+		}
+	})
+}
+
+// shutdownHTTP stops srv: after drain, only idle connections remain, so a
+// short wait suffices before connections are closed outright.
+func (g *Server) shutdownHTTP(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), answerGrace)
+	defer cancel()
+	if srv.Shutdown(ctx) != nil {
+		_ = srv.Close()
+	}
+}
+
+// countRequests is a receiving middleware that counts the agent requests
+// being handled, so that a shutdown can wait for them. A request counts until
+// its context ends, not until its handler returns: the SDK ends the context
+// once the answer is written, and a session closed in between would drop the
+// answer (a closing connection refuses writes). A subscriptions/listen stream
+// lasts as long as its session and is not waited for.
+func (g *Server) countRequests(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if strings.HasPrefix(method, "notifications/") || method == "subscriptions/listen" {
+			return next(ctx, method, req)
+		}
+		g.requests.begin()
+		context.AfterFunc(ctx, g.requests.end)
+		return next(ctx, method, req)
+	}
+}
+
+// requestTracker counts requests in flight and tells a waiter when none are
+// left.
+type requestTracker struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil when nobody waits
+}
+
+func (r *requestTracker) begin() {
+	r.mu.Lock()
+	r.n++
+	r.mu.Unlock()
+}
+
+func (r *requestTracker) end() {
+	r.mu.Lock()
+	r.n--
+	if r.n == 0 && r.idle != nil {
+		close(r.idle)
+		r.idle = nil
+	}
+	r.mu.Unlock()
+}
+
+func (r *requestTracker) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n
+}
+
+// waitIdle waits until no request is in flight; it reports false if stop
+// fired first.
+func (r *requestTracker) waitIdle(stop <-chan time.Time) bool {
+	r.mu.Lock()
+	if r.n == 0 {
+		r.mu.Unlock()
+		return true
+	}
+	if r.idle == nil {
+		r.idle = make(chan struct{})
+	}
+	idle := r.idle
+	r.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-stop:
+		return false
+	}
 }
 
 func (g *Server) now() time.Time { return g.opts.Now() }

@@ -159,11 +159,11 @@ func (w *wireFields) tasksCapability() json.RawMessage {
 	return w.tasks
 }
 
-// watch makes t report the shared session's traffic to u.wire. Per-agent
+// watchListings makes t report the shared session's traffic to u.wire. Per-agent
 // sessions never list, so they are left alone. HTTP transports are watched
 // in their RoundTripper: wrapping their connection would hide interfaces the
 // SDK looks for on it.
-func (u *upstream) watch(t mcp.Transport, client *mcp.Client) mcp.Transport {
+func (u *upstream) watchListings(t mcp.Transport, client *mcp.Client) mcp.Transport {
 	if client != u.client {
 		return t
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,6 +59,17 @@ type upstream struct {
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
 
+	// Liveness (issue 6 item 11). current is the shared session run serves,
+	// kept after a call or a probe drops it from session; lostSig wakes run
+	// when that happens. busy counts calls in flight on it and lastAnswer is
+	// when it last answered one (unix ns): either is proof of life, so the
+	// probe is skipped (see health.go).
+	current    atomic.Pointer[mcp.ClientSession]
+	lostSig    chan struct{}
+	busy       atomic.Int64
+	lastAnswer atomic.Int64
+	closing    sync.WaitGroup // closes of lost sessions, which run does not wait for
+
 	mu      sync.Mutex
 	status  string
 	lastErr string
@@ -63,13 +77,16 @@ type upstream struct {
 	lastFailure *authmap.Failure
 	since       time.Time
 	attempts    int
-	stderr      string // last line the child wrote to stderr
-	cat         upstreamCatalog
-	calls       map[*inflight]struct{}
-	ctx         context.Context                   // run's, which per-agent sessions live on
-	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
-	tried       chan struct{}                     // closed after the first connection attempt
-	triedSet    bool
+	// child is the stderr of the shared session's child process (stdio);
+	// stderrTail is what the last one to exit wrote last, redacted.
+	child      *childStderr
+	stderrTail []string
+	cat        upstreamCatalog
+	calls      map[*inflight]struct{}
+	ctx        context.Context                   // run's, which per-agent sessions live on
+	agents     map[*mcp.ServerSession]*agentConn // per-agent sessions
+	tried      chan struct{}                     // closed after the first connection attempt
+	triedSet   bool
 
 	// secrets are this upstream's own configured secret values: only they
 	// inform its classification (a JWT's expiry); see redact.go.
@@ -99,6 +116,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		gw:      gw,
 		log:     gw.log.With().Str(fieldUpstream, name).Logger(),
 		refresh: make(chan struct{}, 1),
+		lostSig: make(chan struct{}, 1),
 		status:  StatusConnecting,
 		since:   gw.now(),
 		calls:   map[*inflight]struct{}{},
@@ -170,6 +188,7 @@ func (u *upstream) run(ctx context.Context) {
 	u.ctx = ctx
 	u.mu.Unlock()
 	defer u.closeAgents()
+	defer u.closing.Wait()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		sessCtx, endSession := context.WithCancel(ctx)
 		cs, err := u.connect(sessCtx, u.client)
@@ -186,7 +205,9 @@ func (u *upstream) run(ctx context.Context) {
 			}
 			continue
 		}
+		child := u.childOutput()
 		u.setLogLevel(ctx, cs)
+		u.current.Store(cs)
 		u.session.Store(cs)
 		listErr := u.list(ctx, cs)
 		if listErr != nil {
@@ -195,14 +216,34 @@ func (u *upstream) run(ctx context.Context) {
 		u.setUp(listErr)
 		u.markTried()
 		began := time.Now()
+		probeCtx, stopProbe := context.WithCancel(sessCtx)
+		probeDone := u.watch(probeCtx, cs)
 		u.serve(ctx, cs)
-		u.session.Store(nil)
-		_ = cs.Close()
-		endSession()
+		stopProbe()
+		<-probeDone
+		lost := !u.session.CompareAndSwap(cs, nil)
+		u.current.Store(nil)
+		if lost {
+			// A call or a probe proved the session dead and marked the
+			// upstream down: reconnect now, and let the old session's
+			// other calls end on their own (a hung upstream holds them
+			// until their timeout).
+			u.closing.Go(func() {
+				defer u.gw.recoverLog("closing a lost session", u.name)
+				_ = cs.Close()
+				endSession()
+				u.explainDown(child)
+			})
+		} else {
+			_ = cs.Close()
+			endSession()
+		}
 		if ctx.Err() != nil {
 			return
 		}
-		u.setDown(fmt.Errorf("session ended: %w", mcp.ErrConnectionClosed))
+		if !lost {
+			u.setDown(u.withStderr(fmt.Errorf("session ended: %w", mcp.ErrConnectionClosed), child))
+		}
 		// A session that ends soon after it began counts as a failed
 		// attempt, so an upstream that accepts and then drops connections
 		// is retried with backoff, not in a tight loop.
@@ -216,7 +257,8 @@ func (u *upstream) run(ctx context.Context) {
 	}
 }
 
-// serve waits for the session to end, refreshing the catalog on request.
+// serve waits for the session to end or be lost, refreshing the catalog on
+// request.
 func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 	done := make(chan struct{})
 	go func() {
@@ -231,6 +273,10 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 			return
 		case <-done:
 			return
+		case <-u.lostSig:
+			if u.session.Load() != cs {
+				return // the signal may be a previous session's
+			}
 		case <-u.refresh:
 			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
 				u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("refreshing the upstream's catalog failed")
@@ -238,6 +284,45 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 			}
 		}
 	}
+}
+
+// lost ends the shared session cs, which err proved dead (a call whose
+// connection is gone, a failed probe): the upstream shows as down at once
+// with err as the reason, and run reconnects. It reports whether cs is a
+// shared session (a former one is already being closed by run); a per-agent
+// session is left to the caller.
+func (u *upstream) lost(cs *mcp.ClientSession, err error) bool {
+	if cs == nil || u.current.Load() != cs {
+		return u.cfg.Session != SessionPerAgent
+	}
+	if u.session.CompareAndSwap(cs, nil) {
+		u.setDown(err)
+		select {
+		case u.lostSig <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// begin and end bracket a call on cs; shared reports whether cs is the
+// shared session, whose liveness the calls prove (see watch).
+func (u *upstream) begin(cs *mcp.ClientSession) (shared bool) {
+	if cs != u.current.Load() {
+		return false
+	}
+	u.busy.Add(1)
+	return true
+}
+
+func (u *upstream) end(shared bool, err error) {
+	if !shared {
+		return
+	}
+	if err == nil || answered(err) {
+		u.lastAnswer.Store(time.Now().UnixNano())
+	}
+	u.busy.Add(-1)
 }
 
 func (u *upstream) requestRefresh() {
@@ -269,38 +354,29 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	}()
 	ctx = handshake
 	var t mcp.Transport
-	var stderrDone <-chan struct{}
+	var child *childStderr
 	closeStderr := func() {}
 	switch u.cfg.Transport {
 	case TransportStdio:
 		// HTTP transports count notifications in the response body (see
 		// httpTransport); wrapping their connection would hide the SDK's
 		// own interfaces on it.
-		var cmd *mcp.CommandTransport
-		cmd, stderrDone, closeStderr = u.command()
+		var cmd mcp.Transport
+		cmd, child, closeStderr = u.command(client == u.client)
 		t = countingTransport{Transport: cmd, n: &u.notes}
 	case TransportSSE:
 		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	default:
 		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
 	}
-	t = u.watch(t, client)
+	t = u.watchListings(t, client)
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
 	cs, err := client.Connect(ctx, t, nil)
 	closeStderr() // the child, if started, has its own copy
 	if err != nil {
-		if stderrDone != nil {
-			// A child that died at start said why on stderr: wait for it.
-			select {
-			case <-stderrDone:
-			case <-time.After(time.Second):
-			}
-		}
-		if line := u.lastStderr(); line != "" {
-			err = fmt.Errorf("%w (stderr: %s)", err, line)
-		}
+		err = u.withStderr(err, child)
 		if errors.Is(context.Cause(handshake), errTimeout) {
 			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
 		}
@@ -311,54 +387,214 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 
 // command builds the child process of a stdio upstream. The child gets a
 // minimal environment plus the upstream's env, its stderr goes to our log with
-// the upstream's name, and it is killed if the gateway dies (Pdeathsig), so no
-// child outlives the gateway.
-func (u *upstream) command() (*mcp.CommandTransport, <-chan struct{}, func()) {
+// the upstream's name, and it runs under a supervisor (see supervise.go) that
+// ends its whole process group when it exits or the gateway dies, however
+// the gateway dies. shared is set for the shared session's child, whose
+// stderr health reports. started is called once the child has started.
+func (u *upstream) command(shared bool) (t mcp.Transport, child *childStderr, started func()) {
 	cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
 	cmd.Dir = u.cfg.Cwd
 	cmd.Env = childEnv(os.Environ(), u.cfg.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	// Wait (called by the transport's Close) closes the pipe; captureStderr
-	// ends on EOF or on that close.
+	t = &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}
+	if cmd.Err == nil { // a command not found fails at Start, as exec reports it
+		if st, err := supervised(cmd, childTerminate/2); err == nil {
+			t = st
+		} else {
+			u.log.Warn().Err(err).Msg("running the child without a supervisor: its process group may outlive the gateway")
+		}
+	}
+	child = &childStderr{done: make(chan struct{})}
+	if shared {
+		u.mu.Lock()
+		u.child = child
+		u.mu.Unlock()
+	}
 	// The child writes stderr straight into a pipe we own (no copying
 	// goroutine of exec's, which Wait would cut off before the last lines of a
 	// child dying at start are read); captureStderr ends at EOF, once the
 	// child and everything it started have exited.
-	done := make(chan struct{})
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		close(done)
-		return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, done, func() {}
+		close(child.done)
+		return t, child, func() {}
 	}
 	cmd.Stderr = pw
 	go func() {
-		defer close(done)
-		u.captureStderr(pr)
+		defer close(child.done)
+		u.captureStderr(pr, child, shared)
 	}()
-	started := func() { _ = pw.Close() }
-	return &mcp.CommandTransport{Command: cmd, TerminateDuration: 2 * time.Second}, done, started
+	return t, child, func() { _ = pw.Close() }
 }
 
-func (u *upstream) captureStderr(r io.ReadCloser) {
-	defer u.gw.recoverLog("stderr capture", u.name)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		// A child's stderr (a crash's stack trace, a debug dump) can quote
-		// its own credential.
-		line := u.gw.redact(sc.Text())
-		u.mu.Lock()
-		u.stderr = truncate(line, 300)
-		u.mu.Unlock()
-		u.log.Info().Str(fieldStream, "stderr").Msg(line)
+// childTerminate is how long a stdio child gets to exit after its stdin is
+// closed, and then after SIGTERM, before it is killed.
+const childTerminate = 2 * time.Second
+
+// Bounds of what is kept of a child's stderr (issue 6 item 12): each line is
+// logged up to stderrLogMax bytes; health keeps the last stderrTailLines
+// lines, each up to stderrLineMax bytes and stderrTailBytes in all.
+const (
+	stderrLogMax    = 16 << 10
+	stderrLineMax   = 512
+	stderrTailLines = 20
+	stderrTailBytes = 4 << 10
+)
+
+// childStderr is what one child process wrote to stderr: its last lines,
+// redacted and bounded.
+type childStderr struct {
+	done chan struct{} // closed at EOF: the child and all it started are gone
+
+	mu    sync.Mutex
+	lines []string
+	size  int
+}
+
+func (c *childStderr) add(line string) {
+	line = truncate(line, stderrLineMax)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lines = append(c.lines, line)
+	c.size += len(line)
+	for len(c.lines) > stderrTailLines || (c.size > stderrTailBytes && len(c.lines) > 1) {
+		c.size -= len(c.lines[0])
+		c.lines = c.lines[1:]
 	}
-	_ = r.Close()
 }
 
-func (u *upstream) lastStderr() string {
+func (c *childStderr) tail() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.lines)
+}
+
+// wait waits for the child's stderr to end, for at most d: a child that died
+// said why there, and its last lines may still be in the pipe.
+func (c *childStderr) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.done:
+	case <-t.C:
+	}
+}
+
+func (u *upstream) captureStderr(r io.ReadCloser, c *childStderr, shared bool) {
+	defer u.gw.recoverLog("stderr capture", u.name)
+	defer r.Close()
+	readLines(r, stderrLogMax, func(line string) {
+		if strings.TrimSpace(line) == "" {
+			return
+		}
+		line = u.gw.redact(line)
+		c.add(line)
+		u.log.Info().Str(fieldStream, "stderr").Msg(line)
+	})
+	if shared {
+		// The child is gone: what it wrote last is what health shows while
+		// the upstream is down.
+		u.mu.Lock()
+		u.stderrTail = c.tail()
+		u.mu.Unlock()
+	}
+}
+
+// readLines calls fn with each line of r, cut to max bytes (the rest of a
+// longer line is dropped), so that no line, however long, stops the reading
+// or holds more memory than max.
+func readLines(r io.Reader, max int, fn func(string)) {
+	br := bufio.NewReaderSize(r, 4096)
+	var line []byte
+	n := 0 // the line's length, of which line holds at most max bytes
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if err == nil {
+			chunk = bytes.TrimSuffix(chunk[:len(chunk)-1], []byte("\r"))
+		}
+		n += len(chunk)
+		if room := max - len(line); room > 0 {
+			line = append(line, chunk[:min(len(chunk), room)]...)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if n > 0 {
+			s := string(line)
+			if n > max {
+				s += "…"
+			}
+			fn(s)
+		}
+		line, n = line[:0], 0
+		if err != nil {
+			return
+		}
+	}
+}
+
+// childOutput returns the stderr of the shared session's current child (nil
+// for HTTP upstreams).
+func (u *upstream) childOutput() *childStderr {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.stderr
+	return u.child
+}
+
+// withStderr adds to err the line of the child's stderr that best says why
+// it failed (waiting a moment for it to be read), if there is one.
+func (u *upstream) withStderr(err error, child *childStderr) error {
+	if child == nil {
+		return err
+	}
+	child.wait(time.Second)
+	if line := usefulLine(child.tail()); line != "" {
+		return fmt.Errorf("%w (stderr: %s)", err, line)
+	}
+	return err
+}
+
+// explainDown adds the child's last words to last_error after a lost session
+// closed, unless the upstream has moved on since.
+func (u *upstream) explainDown(child *childStderr) {
+	if child == nil {
+		return
+	}
+	child.wait(time.Second)
+	line := usefulLine(child.tail())
+	if line == "" {
+		return
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.status == StatusDown && u.session.Load() == nil && !strings.Contains(u.lastErr, line) {
+		u.lastErr += " (stderr: " + line + ")"
+	}
+}
+
+// errorLineRE matches the line of a crash report that names the error:
+// "Error: Cannot find module ...", "TypeError: ...", "panic: ...",
+// "fatal error: ...", "ModuleNotFoundError: ...", "Exception in thread ...:",
+// "thread 'main' panicked at ...". A line like "panic({0x1, 0x2})" in a Go
+// trace does not match.
+var errorLineRE = regexp.MustCompile(`(?i)^\s*(?:uncaught\s+)?(?:(?:[\w.$]*(?:error|exception)|panic|fatal(?: error)?)\b[^(]*?:|thread '[^']*' panicked at)`)
+
+// usefulLine picks the line of a child's last stderr lines that best says
+// why it failed: the last one naming an error, else the last non-blank one.
+// A Node crash ends with its version ("Node.js v20.20.2") and a Python one
+// with the exception, so the last line alone is not always the answer.
+func usefulLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if errorLineRE.MatchString(lines[i]) {
+			return strings.TrimSpace(lines[i])
+		}
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
 }
 
 // childEnv keeps only the basics of the gateway's environment.

@@ -162,10 +162,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if *listen != "" {
 			cfg.Listen = *listen
 		}
+		// The first SIGTERM or SIGINT starts a graceful shutdown (bounded by
+		// shutdown_timeout); once it has begun, the signals get their default
+		// action back, so a second one ends the process at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		stopHUP := onHangup(ctx, &log, nil)
 		defer stopHUP()
+		context.AfterFunc(ctx, stop)
 		if cmd == "stdio" {
 			err = serveStdio(ctx, cfg, &log)
 		} else {
@@ -378,7 +382,10 @@ func serveStdio(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) e
 	_ = g.WaitTried(waitCtx)
 	cancel()
 	log.Info().Msg("serving one agent on stdio")
-	err = g.MCPServer().Run(ctx, &mcp.StdioTransport{})
+	// A signal drains the agent's calls in flight, then ends its session
+	// (which ends Run); see gateway.Server.Close.
+	context.AfterFunc(ctx, func() { _ = g.Close() })
+	err = g.MCPServer().Run(context.WithoutCancel(ctx), &mcp.StdioTransport{})
 	if ctx.Err() != nil || errors.Is(err, io.EOF) {
 		return nil
 	}

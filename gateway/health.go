@@ -1,0 +1,129 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// Liveness of upstreams (issue 6 item 11).
+//
+// A dead upstream must show as down within seconds. Two things mark it down
+// at once and make run reconnect (upstream.lost):
+//
+//   - a forwarded request whose error proves the connection gone (the
+//     session closed or missing, the connection refused or reset): see
+//     forward. Without this, a killed HTTP upstream stayed "up" for as long
+//     as the SDK kept retrying its event stream (17-55 s).
+//   - a failed probe: every health_interval, each connected upstream is
+//     probed, one probe at a time per upstream (the loop below runs them in
+//     sequence, so they are single-flight by construction). One failure is
+//     enough: the probe waits min(timeout, health_interval) for an answer,
+//     which is already a long time for a request that costs the upstream
+//     nothing, and a wrong verdict costs only a reconnect.
+//
+// The probe is skipped while the upstream shows it is alive anyway: while
+// calls are in flight on its shared session, or when one was answered
+// within the interval. A server that handles one request at a time (many
+// stdio servers do) would not answer a ping during a long call, and taking it
+// down for that would kill the call; a hung upstream's calls are bounded by
+// their own timeout, and the first probe after them finds it.
+//
+// What counts as an answer: any response, even a JSON-RPC error ("method
+// not found" from a server that does not implement ping is still a live
+// server). A timeout, a dead or missing session, a network error or an HTTP
+// failure (401 included: a rejected credential then shows in health as the
+// auth_failure it is) fail the probe.
+//
+// The probe is MCP ping, except on 2026-07-28 sessions, where ping no longer
+// exists (go-sdk v1.8.0 servers answer it with "method not found" and log an
+// error, and reject it over stateless HTTP for lack of the per-request
+// _meta): there it is the first page of tools/list (or prompts/list,
+// resources/list for servers without tools). A list result the upstream lets
+// the client cache (ttlMs) is served from the cache within its TTL; liveness
+// is then checked once per TTL.
+
+// watch probes cs every health interval until ctx ends; the first failure
+// ends the session (lost). The returned channel is closed when it stops.
+func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan struct{} {
+	done := make(chan struct{})
+	interval := u.gw.cfg.healthInterval(u.cfg)
+	go func() {
+		defer close(done)
+		defer u.gw.recoverLog("health probe", u.name)
+		busy := func() bool {
+			last := time.Unix(0, u.lastAnswer.Load())
+			return u.busy.Load() > 0 || time.Since(last) < interval
+		}
+		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval)) }
+		probeLoop(ctx, interval, busy, probe, func(err error) {
+			u.log.Debug().Err(err).Msg("health probe failed")
+			u.lost(cs, err)
+		})
+	}()
+	return done
+}
+
+// probeLoop calls probe an interval after the previous one ended, until ctx
+// ends, skipping a turn when busy reports true. The first failure is handed
+// to fail and ends the loop. Probes never overlap, nor follow each other
+// back to back after a slow one.
+func probeLoop(ctx context.Context, interval time.Duration, busy func() bool, probe func(context.Context) error, fail func(error)) {
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !busy() {
+			if err := probe(ctx); err != nil && ctx.Err() == nil {
+				fail(err)
+				return
+			}
+		}
+		t.Reset(interval)
+	}
+}
+
+// probe asks the upstream for a sign of life on cs, waiting at most d.
+func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var err error
+	var caps *mcp.ServerCapabilities
+	if res := cs.InitializeResult(); res != nil {
+		caps = res.Capabilities
+	}
+	switch {
+	case !newProtocol(cs) || caps == nil:
+		err = cs.Ping(ctx, nil)
+	case caps.Tools != nil:
+		_, err = cs.ListTools(ctx, nil)
+	case caps.Prompts != nil:
+		_, err = cs.ListPrompts(ctx, nil)
+	case caps.Resources != nil:
+		_, err = cs.ListResources(ctx, nil)
+	default:
+		err = cs.Ping(ctx, nil)
+	}
+	if err == nil || answered(err) {
+		return nil
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("health probe: no answer within %s: %w", d, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("health probe: %w", err)
+}
+
+// answered reports whether err is the upstream's own answer (a JSON-RPC
+// error), which shows it alive.
+func answered(err error) bool {
+	var rpc *jsonrpc.Error
+	return errors.As(err, &rpc)
+}

@@ -1,0 +1,457 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// newTestGateway starts a gateway for yaml, without an agent.
+func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	return g
+}
+
+// failureMeta returns the failure object a tool result carries in _meta.
+func failureMeta(t *testing.T, res *mcp.CallToolResult) map[string]any {
+	t.Helper()
+	m, _ := res.Meta[MetaKey].(map[string]any)
+	if !res.IsError || m == nil {
+		t.Fatalf("result is not a typed failure: isError=%v meta=%v content=%q", res.IsError, res.Meta, text(res))
+	}
+	return m
+}
+
+// Regression test for issue 6 item 9: a shutdown refuses new calls (503 for a
+// new session, a typed upstream_unavailable for a new call on an existing
+// one), lets calls in flight run until shutdown_timeout, then ends them with
+// a typed upstream_unavailable result (the agent gets an answer, and the
+// upstream a cancellation), and Close returns.
+func TestShutdownEndsCallsInFlight(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	started, cancelled := make(chan struct{}), make(chan struct{})
+	url := featureUpstream(t, started, cancelled)
+	g := newTestGateway(t, ctx, fmt.Sprintf("shutdown_timeout: 2s\nupstreams:\n  f: {url: %s, timeout: 10m}\n", url))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+
+	type outcome struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	inFlight := make(chan outcome, 1)
+	go func() {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__block"})
+		inFlight <- outcome{res, err}
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the call never reached the upstream")
+	}
+	closed := make(chan struct{})
+	go func() {
+		_ = g.Close()
+		close(closed)
+	}()
+	waitFor(t, ctx, g.draining.Load)
+
+	// A new call on the existing session is refused, typed.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__progress"})
+	if err != nil {
+		t.Fatalf("new call while shutting down: %v", err)
+	}
+	if m := failureMeta(t, res); m["type"] != string(authmap.TypeUpstreamUnavailable) || m["detail"] != "gateway is shutting down" || m["retryable"] != true {
+		t.Errorf("new call while shutting down = %v, want a retryable upstream_unavailable saying the gateway is shutting down", m)
+	}
+	// A new session is refused.
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"late","version":"1"}}}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("new session while shutting down: HTTP %d, want 503", resp.StatusCode)
+	}
+
+	// The call in flight ends at the deadline, with an answer.
+	var o outcome
+	select {
+	case o = <-inFlight:
+	case <-ctx.Done():
+		t.Fatal("the call in flight got no answer")
+	}
+	if o.err != nil {
+		t.Fatalf("call in flight: %v, want a typed result", o.err)
+	}
+	if m := failureMeta(t, o.res); m["type"] != string(authmap.TypeUpstreamUnavailable) || m["detail"] != "gateway is shutting down" {
+		t.Errorf("call in flight ended with %v, want upstream_unavailable: gateway is shutting down", m)
+	}
+	for what, ch := range map[string]chan struct{}{"the upstream saw no cancellation": cancelled, "Close did not return": closed} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatal(what)
+		}
+	}
+}
+
+// Regression test for issue 6 item 11: a call whose connection is refused
+// marks its upstream down at once, not when the SDK gives up retrying its
+// event stream (17-55 s later).
+func TestDeadConnectionMarksUpstreamDown(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	g, cs := startGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s}\n", a.url()))
+	if s := g.Health().Upstreams["a"].Status; s != StatusUp {
+		t.Fatalf("status = %q before the upstream died, want up", s)
+	}
+	a.http.CloseClientConnections()
+	a.http.Close()
+
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := failureMeta(t, res); m["type"] != string(authmap.TypeUpstreamUnavailable) {
+		t.Errorf("call to a dead upstream = %v, want upstream_unavailable", m)
+	}
+	h := g.Health().Upstreams["a"]
+	if h.Status != StatusDown || h.Connected || h.LastFailure == nil || h.LastFailure.Type != authmap.TypeUpstreamUnavailable {
+		t.Errorf("health right after the failed call = %+v, want down with an upstream_unavailable last_failure", h)
+	}
+}
+
+// hangingUpstream is an MCP server over HTTP that stops answering while hang
+// is set: requests wait until the client gives up.
+func hangingUpstream(t *testing.T) (url string, hang *atomic.Bool) {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "hangs", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
+	})
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	hang = new(atomic.Bool)
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(release) }) // runs first: no handler holds hs.Close up
+	return hs.URL + "/mcp", hang
+}
+
+// Regression test for issue 6 item 11: an idle upstream that stops answering
+// is found by the health probe and shows as down (timeout), and comes back up
+// once it answers again.
+func TestHealthProbeFindsHungUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	url, hang := hangingUpstream(t)
+	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  h: {url: %s, timeout: 2s, health_interval: 100ms}\n", url))
+	if s := g.Health().Upstreams["h"].Status; s != StatusUp {
+		t.Fatalf("status = %q, want up", s)
+	}
+	hang.Store(true)
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusDown })
+	if f := g.Health().Upstreams["h"].LastFailure; f == nil || f.Type != authmap.TypeTimeout {
+		t.Errorf("last_failure of a hung upstream = %+v, want timeout", f)
+	}
+	hang.Store(false)
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusUp })
+}
+
+// Regression test for issue 6 item 11: the probe loop probes every interval,
+// one probe at a time (a slow probe delays the next, never overlaps it or
+// is followed at once), skips while the upstream is busy, and stops at the
+// first failure.
+func TestProbeLoop(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		const interval = 10 * time.Second
+		start := time.Now()
+		var busy, probing atomic.Bool
+		var at []time.Duration
+		probe := func(ctx context.Context) error {
+			if probing.Swap(true) {
+				t.Error("two probes at once")
+			}
+			defer probing.Store(false)
+			at = append(at, time.Since(start))
+			switch len(at) {
+			case 2:
+				time.Sleep(25 * time.Second) // a probe slower than the interval
+			case 4:
+				return errors.New("no answer")
+			}
+			return nil
+		}
+		var failed error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			probeLoop(t.Context(), interval, busy.Load, probe, func(err error) { failed = err })
+		}()
+		time.Sleep(50 * time.Second)
+		busy.Store(true) // the turn at 55s (10s after the slow probe) is skipped
+		time.Sleep(10 * time.Second)
+		busy.Store(false)
+		<-done
+		want := []time.Duration{10 * time.Second, 20 * time.Second, 65 * time.Second, 75 * time.Second}
+		if diff := cmp.Diff(want, at); diff != "" {
+			t.Errorf("probe times mismatch (-want +got):\n%s", diff)
+		}
+		if failed == nil || failed.Error() != "no answer" {
+			t.Errorf("fail got %v, want the probe's error", failed)
+		}
+
+		// Cancelling ends the loop.
+		ctx, cancel := context.WithCancel(t.Context())
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			probeLoop(ctx, interval, func() bool { return false }, func(context.Context) error { return nil }, func(error) { t.Error("failed") })
+		}()
+		time.Sleep(15 * time.Second)
+		cancel()
+		<-stopped
+	})
+}
+
+// nodeCrash is what Node 20 writes to stderr when its entry point is missing.
+const nodeCrash = `node:internal/modules/cjs/loader:1228
+  throw err;
+  ^
+
+Error: Cannot find module '/srv/index.js'
+    at Module._resolveFilename (node:internal/modules/cjs/loader:1225:15)
+    at Module._load (node:internal/modules/cjs/loader:1051:27)
+    at Function.executeUserEntryPoint [as runMain] (node:internal/modules/run_main:174:12)
+    at node:internal/main/run_main_module:28:49 {
+  code: 'MODULE_NOT_FOUND',
+  requireStack: []
+}
+
+Node.js v20.20.2`
+
+// Regression test for issue 6 item 12: /health carries the last lines of a
+// crashed child's stderr (bounded, secrets redacted), and last_error the line
+// that names the error, not the last line (a Node crash ends with its
+// version).
+func TestHealthCarriesStderrTail(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "sk-test-0123456789abcdef"
+	script := filepath.Join(t.TempDir(), "crash.sh")
+	var b strings.Builder
+	for i := range 30 {
+		fmt.Fprintf(&b, "echo 'starting worker %d' >&2\n", i)
+	}
+	fmt.Fprintf(&b, "printf '%%s\\n' \"token is $API_TOKEN\" %q >&2\n", strings.Repeat("x", 2000))
+	fmt.Fprintf(&b, "cat >&2 <<'EOF'\n%s\nEOF\nexit 1\n", nodeCrash)
+	if err := os.WriteFile(script, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  crash: {command: /bin/sh, args: [%q], env: {API_TOKEN: %q}}\n", script, secret))
+
+	rec := httptest.NewRecorder()
+	g.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/health", nil))
+	var h struct {
+		Upstreams map[string]struct {
+			Status     string   `json:"status"`
+			LastError  string   `json:"last_error"`
+			StderrTail []string `json:"stderr_tail"`
+		} `json:"upstreams"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &h); err != nil {
+		t.Fatalf("health: %v\n%s", err, rec.Body)
+	}
+	u := h.Upstreams["crash"]
+	if strings.Contains(rec.Body.String(), secret) {
+		t.Errorf("health carries the secret:\n%s", rec.Body)
+	}
+	if !strings.Contains(u.LastError, "Error: Cannot find module '/srv/index.js'") {
+		t.Errorf("last_error = %q, want the line naming the error", u.LastError)
+	}
+	if n := len(u.StderrTail); n == 0 || n > stderrTailLines || u.StderrTail[n-1] != "Node.js v20.20.2" {
+		t.Fatalf("stderr_tail = %q, want at most %d lines ending with the crash report", u.StderrTail, stderrTailLines)
+	}
+	all := strings.Join(u.StderrTail, "\n")
+	size := 0
+	for _, l := range u.StderrTail {
+		size += len(l)
+		if len(l) > stderrLineMax+len("…") {
+			t.Errorf("stderr_tail line of %d bytes, want at most %d", len(l), stderrLineMax)
+		}
+	}
+	if size > stderrTailBytes {
+		t.Errorf("stderr_tail holds %d bytes, want at most %d", size, stderrTailBytes)
+	}
+	for _, want := range []string{"Error: Cannot find module", "code: 'MODULE_NOT_FOUND',", "token is " + authmap.Redacted} {
+		if !strings.Contains(all, want) {
+			t.Errorf("stderr_tail lacks %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "starting worker 0") {
+		t.Errorf("stderr_tail kept the oldest lines:\n%s", all)
+	}
+}
+
+func TestUsefulLine(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, stderr, want string }{
+		{"node", nodeCrash, "Error: Cannot find module '/srv/index.js'"},
+		{"python", "Traceback (most recent call last):\n  File \"/srv/main.py\", line 3, in <module>\n    import mcp\nModuleNotFoundError: No module named 'mcp'", "ModuleNotFoundError: No module named 'mcp'"},
+		{"go panic", "panic: boom [recovered]\n\tpanic: boom\n\ngoroutine 1 [running]:\npanic({0x4b6e40?, 0x4f2e28?})\n\t/usr/local/go/src/runtime/panic.go:770 +0x132\nmain.main()\n\t/srv/main.go:3 +0x25\nexit status 2", "panic: boom"},
+		{"rust", "thread 'main' panicked at src/main.rs:2:5:\nno config\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace", "thread 'main' panicked at src/main.rs:2:5:"},
+		{"java", "Exception in thread \"main\" java.lang.IllegalStateException: no token\n\tat Main.main(Main.java:3)", "Exception in thread \"main\" java.lang.IllegalStateException: no token"},
+		{"plain", "listening on stdio\nbad flag --x\n\n", "bad flag --x"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := usefulLine(strings.Split(tc.stderr, "\n")); got != tc.want {
+				t.Errorf("usefulLine = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// readLines keeps reading past a line longer than its bound, cutting it.
+func TestReadLinesBoundsLines(t *testing.T) {
+	t.Parallel()
+	in := "short\r\n" + strings.Repeat("y", 100_000) + "\nafter\nno newline at end"
+	var got []string
+	readLines(strings.NewReader(in), 16, func(l string) { got = append(got, l) })
+	want := []string{"short", strings.Repeat("y", 16) + "…", "after", "no newline at en…"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("lines mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// A stdio command that cannot start fails as exec reports it, supervisor or
+// not: not found on PATH, not executable.
+func TestStdioStartErrors(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	notExec := filepath.Join(t.TempDir(), "server")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  nope: {command: credgate-no-such-command}\n  noexec: {command: %q}\n", notExec))
+	h := g.Health()
+	for name, want := range map[string]string{
+		"nope":   `exec: "credgate-no-such-command": executable file not found in $PATH`,
+		"noexec": "fork/exec " + notExec + ": permission denied",
+	} {
+		if got := h.Upstreams[name].LastError; !strings.Contains(got, want) {
+			t.Errorf("%s: last_error = %q, want it to contain %q", name, got, want)
+		}
+	}
+}
+
+// The health probe gets an answer from a healthy upstream of either protocol
+// era: ping on 2025-11-25 sessions, tools/list on 2026-07-28 ones (a
+// stateless go-sdk server rejects ping there), and times out on one that
+// hangs.
+func TestProbeEveryProtocol(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		stateless bool
+		protocol  string
+	}{{false, "2025-11-25"}, {true, "2026-07-28"}} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			s := mcp.NewServer(&mcp.Implementation{Name: "p", Version: "1"}, nil)
+			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{}, nil
+			})
+			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
+			var hang atomic.Bool
+			release := make(chan struct{})
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if hang.Load() {
+					select {
+					case <-r.Context().Done():
+					case <-release:
+					}
+					return
+				}
+				h.ServeHTTP(w, r)
+			}))
+			t.Cleanup(hs.Close)
+			t.Cleanup(func() { close(release) })
+			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s/mcp}\n", hs.URL))
+			u := g.byName["p"]
+			cs := u.session.Load()
+			if cs == nil {
+				t.Fatal("not connected")
+			}
+			if got := cs.InitializeResult().ProtocolVersion; got != tc.protocol {
+				t.Fatalf("protocol = %s, want %s", got, tc.protocol)
+			}
+			if err := u.probe(ctx, cs, 5*time.Second); err != nil {
+				t.Errorf("probe of a healthy upstream: %v", err)
+			}
+			hang.Store(true)
+			if err := u.probe(ctx, cs, 100*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("probe of a hung upstream: %v, want a timeout", err)
+			}
+			hang.Store(false) // the gateway's Close says goodbye to it
+		})
+	}
+}
