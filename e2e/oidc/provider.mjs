@@ -220,8 +220,18 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
-    introspection: { enabled: true },
-    revocation: { enabled: true },
+    // Any authenticated client may introspect any token (it is a resource
+    // server); a client revokes only its own tokens (RFC 7009 §2.1).
+    introspection: { enabled: true, allowedPolicy: () => true },
+    revocation: {
+      enabled: true,
+      allowedPolicy: (_ctx, client, token) => {
+        if (token.clientId !== client.clientId) {
+          throw new Provider.errors.InvalidRequest('client is not authorized to revoke the presented token');
+        }
+        return true;
+      },
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
@@ -261,7 +271,7 @@ function requestClientId(ctx) {
   if (m) {
     const decoded = Buffer.from(m[1], 'base64').toString();
     const i = decoded.indexOf(':');
-    if (i > 0) return decodeURIComponent(decoded.slice(0, i));
+    if (i > 0) return decodeURIComponent(decoded.slice(0, i).replace(/\+/g, '%20'));
   }
   return ctx.oidc?.params?.client_id;
 }
