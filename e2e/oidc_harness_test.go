@@ -22,6 +22,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -423,4 +424,46 @@ func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // bearerClient is an *http.Client that sends token() as a bearer token.
 func bearerClient(token func() string) *http.Client {
 	return &http.Client{Transport: bearerTransport{token: token}}
+}
+
+// OAuth2SourceYAML is a flow-style YAML mapping for a credential's
+// `source: {oauth2: ...}` (authmap.OAuth2Config) that gets tokens for client
+// id here: the client-credentials grant, or the refresh-token grant from
+// refreshToken when it is not empty.
+func (p *oidcProvider) OAuth2SourceYAML(id, refreshToken string) string {
+	c := p.clients[id]
+	grant := "client_credentials"
+	extra := ""
+	if refreshToken != "" {
+		grant = "refresh_token"
+		extra = ", refresh_token: " + strconv.Quote(refreshToken)
+	}
+	return fmt.Sprintf("{token_url: %q, client_id: %q, client_secret: %q, grant_type: %s%s}",
+		p.TokenURL, c.ID, c.Secret, grant, extra)
+}
+
+// issuedTo returns the "issued" events of client id, in order.
+func issuedTo(events []oidcEvent, id string) []oidcEvent {
+	var out []oidcEvent
+	for _, e := range events {
+		if e.Type == "issued" && e.ClientID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// checkRenewedBeforeExpiry reports every issuance that came only after the
+// token before it had expired: a credential renewed on time has each token
+// issued while the previous one still lived.
+func checkRenewedBeforeExpiry(issued []oidcEvent) error {
+	var errs []error
+	for i := 1; i < len(issued); i++ {
+		prev, cur := issued[i-1], issued[i]
+		if !cur.Time.Before(prev.ExpiresAt) {
+			errs = append(errs, fmt.Errorf("token %d (%s) was issued at %s, %s after token %d (%s) expired",
+				i, cur.TokenSHA256, cur.Time.Format(time.RFC3339Nano), cur.Time.Sub(prev.ExpiresAt), i-1, prev.TokenSHA256))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/authmap/oauth2src"
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -456,5 +458,114 @@ func TestOIDCJWTResource(t *testing.T) {
 	// Without a resource the token stays opaque.
 	if tok, err := p.ClientCredentials(ctx, "gateway"); err != nil || strings.Contains(tok.AccessToken, ".") {
 		t.Errorf("token without a resource = %v, %v; want opaque", tok, err)
+	}
+}
+
+// TestCheckRenewedBeforeExpiry checks the helper that acceptance tests use to
+// show a credential was renewed before its token expired.
+func TestCheckRenewedBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev := func(at, ttl time.Duration) oidcEvent {
+		return oidcEvent{Type: "issued", ClientID: "gateway", Time: t0.Add(at), ExpiresAt: t0.Add(at + ttl)}
+	}
+	onTime := []oidcEvent{ev(0, 5*time.Second), ev(4*time.Second, 5*time.Second), ev(8*time.Second, 5*time.Second)}
+	if err := checkRenewedBeforeExpiry(onTime); err != nil {
+		t.Errorf("renewed on time: %v", err)
+	}
+	late := []oidcEvent{ev(0, 5*time.Second), ev(4*time.Second, 5*time.Second), ev(9*time.Second, 5*time.Second)}
+	if err := checkRenewedBeforeExpiry(late); err == nil {
+		t.Error("a token issued when the previous one expired passed")
+	}
+	events := append([]oidcEvent{{Type: "issued", ClientID: "other"}, {Type: "grant_error", ClientID: "gateway"}}, onTime...)
+	if got := issuedTo(events, "gateway"); len(got) != 3 {
+		t.Errorf("issuedTo = %d events; want 3", len(got))
+	}
+}
+
+// TestOIDCOAuth2Source drives the gateway's oauth2 credential source
+// (authmap/oauth2src, golang.org/x/oauth2) against the real provider: the
+// client-credentials grant gets a 5s token; the refresh-token grant keeps the
+// newest rotated refresh token across fetches; a revocation at the provider
+// is ErrRefreshRejected after exactly one refused request (x/oauth2 has
+// cached the client authentication style by then: before a first success it
+// sends a refused request twice, header then body); a disabled client is
+// ErrClientRejected.
+func TestOIDCOAuth2Source(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := startOIDC(t, &oidcOptions{Clients: []oidcClient{
+		{ID: "gateway", Grants: []string{"client_credentials"}},
+		{ID: "agent", Grants: []string{"refresh_token"}},
+		{ID: "upstream", Grants: []string{}},
+	}})
+	source := func(id, refreshToken string) *oauth2src.Source {
+		cfg := authmap.OAuth2Config{TokenURL: p.TokenURL, ClientID: id, ClientSecret: authmap.SecretRef{Value: p.Client(t, id).Secret}}
+		if refreshToken != "" {
+			cfg.RefreshToken = authmap.SecretRef{Value: refreshToken}
+		}
+		s, err := oauth2src.New("credentials.test.source.oauth2", cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	cc := source("gateway", "")
+	before := time.Now()
+	tok, err := cc.Fetch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tok.Renewable || tok.ExpiresAt.Before(before.Add(4*time.Second)) || tok.ExpiresAt.After(time.Now().Add(6*time.Second)) {
+		t.Errorf("client-credentials token: renewable %t, expires at %v (fetched at %v); want renewable, 5s", tok.Renewable, tok.ExpiresAt, before)
+	}
+
+	rt, err := p.MintRefreshToken(ctx, "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := source("agent", rt)
+	var last string
+	for i := range 3 {
+		tok, err := rs.Fetch(ctx)
+		if err != nil {
+			t.Fatalf("refresh %d: %v", i, err)
+		}
+		last = tok.Value
+	}
+	if active, err := p.Introspect(ctx, "upstream", last); err != nil || !active {
+		t.Errorf("introspect the last refreshed token = %t, %v; want active", active, err)
+	}
+
+	if _, err := p.RevokeClient(ctx, "agent", false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Fetch(ctx); !errors.Is(err, authmap.ErrRefreshRejected) {
+		t.Errorf("refresh after revocation: %v; want ErrRefreshRejected", err)
+	}
+	if _, err := p.RevokeClient(ctx, "gateway", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.Fetch(ctx); !errors.Is(err, authmap.ErrClientRejected) {
+		t.Errorf("client credentials for a disabled client: %v; want ErrClientRejected", err)
+	}
+
+	events, err := p.Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if issued := issuedTo(events, "agent"); len(issued) != 3 {
+		t.Errorf("agent issuances = %d; want 3", len(issued))
+	}
+	var refused []string
+	for _, e := range events {
+		if e.Type == "grant_error" {
+			refused = append(refused, e.ClientID+" "+e.Error)
+		}
+	}
+	if diff := cmp.Diff([]string{"agent invalid_grant", "gateway invalid_client"}, refused); diff != "" {
+		t.Errorf("refused token requests mismatch (-want +got):\n%s", diff)
 	}
 }
