@@ -48,6 +48,15 @@ const DefaultListen = "127.0.0.1:8080"
 // DefaultTimeout bounds one forwarded request when an upstream sets no timeout.
 const DefaultTimeout = 60 * time.Second
 
+// Defaults of the bounds (issue 6); see the fields they default.
+const (
+	DefaultSessionIdleTimeout = 30 * time.Minute
+	DefaultMaxSessions        = 10000
+	DefaultMaxConnections     = 1024
+	DefaultMaxResponseBytes   = 16 << 20
+	DefaultMaxAgentSessions   = 100
+)
+
 // Config is the whole gateway configuration. Load it with [LoadConfig]; a
 // Config built in code should be passed through [Config.Normalize] and
 // [Config.Validate] like a loaded one.
@@ -65,6 +74,23 @@ type Config struct {
 	Upstreams map[string]*UpstreamConfig `koanf:"upstreams"`
 	// Classify holds the ops' own failure-classification rules.
 	Classify ClassifyConfig `koanf:"classify"`
+
+	// Bounds on what agents can make the gateway hold (issue 6).
+
+	// SessionIdleTimeout closes an agent session on /mcp that has had no
+	// request in flight for this long; the agent's per_agent upstream
+	// sessions close with it. An agent that only listens on its GET stream
+	// counts as idle. If zero, defaults to 30m.
+	SessionIdleTimeout time.Duration `koanf:"session_idle_timeout"`
+	// MaxSessions caps the agent sessions open on /mcp at once. When it is
+	// reached, a new initialize is refused with HTTP 503 and a JSON-RPC error
+	// naming this key, while open sessions keep working. If zero, defaults
+	// to 10000. Ignored when Stateless.
+	MaxSessions int `koanf:"max_sessions"`
+	// MaxConnections caps the HTTP connections served at once; further
+	// connections wait in the listen backlog until one closes. If zero,
+	// defaults to 1024.
+	MaxConnections int `koanf:"max_connections"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -120,6 +146,18 @@ type UpstreamConfig struct {
 	// (GitHub's "Bad credentials") is reported as credential_expired rather
 	// than credential_invalid. If zero, unknown.
 	CredentialExpiresAt time.Time `koanf:"credential_expires_at"`
+
+	// Bounds (issue 6).
+
+	// MaxResponseBytes bounds one message from the upstream: a JSON response
+	// body, one SSE event, one stdio line. A message over it fails the call
+	// it answers with a typed upstream_error; the session survives. If
+	// zero, defaults to 16 MiB.
+	MaxResponseBytes int64 `koanf:"max_response_bytes"`
+	// MaxAgentSessions caps the agent sessions of a per_agent upstream (for
+	// stdio, its child processes). A call that would open one more fails
+	// with a typed upstream_unavailable. If zero, defaults to 100.
+	MaxAgentSessions int `koanf:"max_agent_sessions"`
 }
 
 // ToolFilter selects tools by glob patterns (path.Match syntax) on the
@@ -155,12 +193,52 @@ func (u *UpstreamConfig) prefix(name string) string {
 	return *u.Prefix
 }
 
+// maxResponseBytes returns the effective bound on one upstream message.
+func (u *UpstreamConfig) maxResponseBytes() int64 {
+	if u.MaxResponseBytes <= 0 {
+		return DefaultMaxResponseBytes
+	}
+	return u.MaxResponseBytes
+}
+
+// maxAgentSessions returns the effective cap on per-agent sessions.
+func (u *UpstreamConfig) maxAgentSessions() int {
+	if u.MaxAgentSessions <= 0 {
+		return DefaultMaxAgentSessions
+	}
+	return u.MaxAgentSessions
+}
+
 // timeout returns the effective request timeout.
 func (u *UpstreamConfig) timeout() time.Duration {
 	if u.Timeout <= 0 {
 		return DefaultTimeout
 	}
 	return u.Timeout
+}
+
+// sessionIdleTimeout returns the effective idle timeout of agent sessions.
+func (c *Config) sessionIdleTimeout() time.Duration {
+	if c.SessionIdleTimeout <= 0 {
+		return DefaultSessionIdleTimeout
+	}
+	return c.SessionIdleTimeout
+}
+
+// maxSessions returns the effective cap on agent sessions.
+func (c *Config) maxSessions() int {
+	if c.MaxSessions <= 0 {
+		return DefaultMaxSessions
+	}
+	return c.MaxSessions
+}
+
+// maxConnections returns the effective cap on HTTP connections.
+func (c *Config) maxConnections() int {
+	if c.MaxConnections <= 0 {
+		return DefaultMaxConnections
+	}
+	return c.MaxConnections
 }
 
 // Order returns the upstream names in config order.
@@ -393,6 +471,15 @@ func (c *Config) Validate() error {
 	if err := routing.CheckSeparator(c.ToolSeparator); err != nil {
 		bad("tool_separator", "%v", err)
 	}
+	if c.SessionIdleTimeout < 0 {
+		bad("session_idle_timeout", "negative duration %s", c.SessionIdleTimeout)
+	}
+	if c.MaxSessions < 0 {
+		bad("max_sessions", "negative value %d; want a positive number of sessions (0 = default %d)", c.MaxSessions, DefaultMaxSessions)
+	}
+	if c.MaxConnections < 0 {
+		bad("max_connections", "negative value %d; want a positive number of connections (0 = default %d)", c.MaxConnections, DefaultMaxConnections)
+	}
 	prefixes := map[string]string{}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]
@@ -434,6 +521,12 @@ func (c *Config) Validate() error {
 		}
 		if u.Timeout < 0 {
 			bad(key+".timeout", "negative timeout %s", u.Timeout)
+		}
+		if u.MaxResponseBytes < 0 {
+			bad(key+".max_response_bytes", "negative value %d; want a positive number of bytes (0 = default %d)", u.MaxResponseBytes, DefaultMaxResponseBytes)
+		}
+		if u.MaxAgentSessions < 0 {
+			bad(key+".max_agent_sessions", "negative value %d; want a positive number of sessions (0 = default %d)", u.MaxAgentSessions, DefaultMaxAgentSessions)
 		}
 		for i, p := range append(slices.Clone(u.Tools.Allow), u.Tools.Deny...) {
 			list, j := "allow", i

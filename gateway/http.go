@@ -2,7 +2,10 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -18,10 +21,13 @@ import (
 //	/health   JSON status of the gateway and each upstream
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	mux.Handle("/mcp", g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.cfg.Stateless,
 		Logger:    g.sdkLog,
-	}))
+		// The SDK closes a session that has had no request in flight for
+		// this long; a call in progress keeps its session open.
+		SessionTimeout: g.cfg.sessionIdleTimeout(),
+	})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -48,6 +54,69 @@ func (g *Server) Handler() http.Handler {
 	return mux
 }
 
+// codeSessionLimit is the JSON-RPC error code of an initialize refused
+// because the gateway has max_sessions agent sessions open.
+const codeSessionLimit = -32011
+
+// limitSessions refuses a request that would open an agent session once
+// max_sessions are open: HTTP 503 with a JSON-RPC error naming the key, so an
+// agent or its operator sees why. Requests on open sessions pass, so those
+// keep working. A stateless gateway keeps no sessions and is not limited.
+//
+// The count is the downstream server's sessions plus the session-opening
+// requests in flight, each of which may add one. A session counts twice while
+// its opening request is still in flight, so under a burst the cap may refuse
+// a little early; it never lets more than max_sessions through.
+func (g *Server) limitSessions(next http.Handler) http.Handler {
+	if g.cfg.Stateless {
+		return next
+	}
+	limit := g.cfg.maxSessions()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The SDK opens a session for a POST without a session id.
+		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		opening := g.opening.Add(1)
+		defer g.opening.Add(-1)
+		if g.sessionCount()+int(opening)-1 >= limit {
+			g.refuseSession(w, r, limit)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// sessionCount returns the number of agent sessions open.
+func (g *Server) sessionCount() int {
+	n := 0
+	for range g.mcp.Sessions() {
+		n++
+	}
+	return n
+}
+
+func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int) {
+	// Answer the request's id, when it has one, so a client matches the error
+	// to its initialize.
+	head, _ := io.ReadAll(io.LimitReader(r.Body, oversizedHead))
+	id := inspectMessage(head, nil).id
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.cfg.sessionIdleTimeout())
+	body, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
+	})
+	g.log.Warn().Int("max_sessions", limit).Msg("refused a new agent session: max_sessions reached")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(body)
+}
+
 // Overall health states.
 const (
 	HealthOK       = "ok"       // every upstream is up
@@ -57,9 +126,14 @@ const (
 
 // Health is the /health document.
 type Health struct {
-	Status    string                    `json:"status"`
-	Version   string                    `json:"version"`
-	Upstreams map[string]UpstreamHealth `json:"upstreams"`
+	Status  string `json:"status"`
+	Version string `json:"version"`
+	// Sessions is the number of agent sessions open (see max_sessions).
+	Sessions int `json:"sessions"`
+	// Goroutines is the process's goroutine count: a number that only grows
+	// is a leak.
+	Goroutines int                       `json:"goroutines"`
+	Upstreams  map[string]UpstreamHealth `json:"upstreams"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -82,7 +156,8 @@ type UpstreamHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams)),
+		Sessions: g.sessionCount(), Goroutines: runtime.NumGoroutine()}
 	up := 0
 	for _, u := range g.upstreams {
 		u.mu.Lock()

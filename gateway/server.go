@@ -63,6 +63,12 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Bounds of the HTTP server on slow and idle clients.
+const (
+	httpReadTimeout = 30 * time.Second  // a whole request, headers and body
+	httpIdleTimeout = 120 * time.Second // a kept-alive connection between requests
+)
+
 // Server is the gateway: a downstream MCP server over many upstreams.
 type Server struct {
 	cfg    *Config
@@ -83,6 +89,7 @@ type Server struct {
 	byName    map[string]*upstream
 
 	serving atomic.Bool
+	opening atomic.Int64 // requests in flight that may open an agent session
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Mutex
@@ -187,9 +194,20 @@ func (g *Server) WaitTried(ctx context.Context) error {
 // Serve serves HTTP on l until ctx is done or Close is called.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	g.closeMu.Lock()
-	g.httpSrv = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	g.httpSrv = &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// A request's body must arrive within ReadTimeout (counted from the
+		// start of the request), so a client trickling bytes cannot hold a
+		// connection. There is no WriteTimeout: /mcp streams long calls'
+		// results over SSE, and the server clears the read deadline once a
+		// body has been read.
+		ReadTimeout: httpReadTimeout,
+		IdleTimeout: httpIdleTimeout,
+	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
+	l = newLimitListener(l, g.cfg.maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.

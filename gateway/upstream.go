@@ -49,6 +49,7 @@ type upstream struct {
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
 	http    *httpTransport // nil for stdio
+	limit   *responseLimit // upstreams.<name>.max_response_bytes
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
 	// connectFailures counts failed connection attempts, so a caller waiting
@@ -100,8 +101,10 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		agents:  map[*mcp.ServerSession]*agentConn{},
 		tried:   make(chan struct{}),
 	}
+	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
+		u.http.limit = u.limit
 	}
 	u.client = u.newClient(nil)
 	return u
@@ -259,11 +262,11 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		// own interfaces on it.
 		var cmd *mcp.CommandTransport
 		cmd, stderrDone, closeStderr = u.command()
-		t = countingTransport{Transport: cmd, n: &u.notes}
+		t = countingTransport{Transport: limitedCommand{CommandTransport: cmd, lim: u.limit}, n: &u.notes}
 	case TransportSSE:
-		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
 	default:
-		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
 	}
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
@@ -632,6 +635,17 @@ type agentConn struct {
 	err   error
 }
 
+// agentLimitError is returned for a call that would open one more agent
+// session on a per_agent upstream that has max_agent_sessions open.
+type agentLimitError struct {
+	upstream string
+	max      int
+}
+
+func (e *agentLimitError) Error() string {
+	return fmt.Sprintf("upstream %q has reached upstreams.%s.max_agent_sessions (%d agent sessions); retry when another agent's session ends", e.upstream, e.upstream, e.max)
+}
+
 // sessionFor returns the session that carries agent ss's requests: the shared
 // one, or with session: per_agent the agent's own, opened on first use. An
 // upstream that is down fails fast either way.
@@ -647,6 +661,10 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 	a, ok := u.agents[ss]
 	runCtx := u.ctx
 	if !ok {
+		if limit := u.cfg.maxAgentSessions(); len(u.agents) >= limit {
+			u.mu.Unlock()
+			return nil, &agentLimitError{upstream: u.name, max: limit}
+		}
 		a = &agentConn{ready: make(chan struct{})}
 		u.agents[ss] = a
 	}
@@ -666,7 +684,9 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 }
 
 // openAgent connects an agent's own session and closes it when either side
-// ends.
+// ends. The agent's side ends when it leaves (DELETE), when its connection
+// breaks, and when it has been idle for session_idle_timeout (the SDK closes
+// the session then), so an abandoned agent does not keep a child process.
 func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agentConn) {
 	defer u.gw.recoverLog("per-agent session", u.name)
 	a.cs, a.err = u.connect(ctx, u.newClient(ss))
