@@ -84,6 +84,7 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 			g.refuseSession(w, r, limit)
 			return
 		}
+		g.atSessionCap.Store(false)
 		next.ServeHTTP(w, r)
 	})
 }
@@ -111,7 +112,9 @@ func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int
 		"id":      id,
 		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
 	})
-	g.log.Warn().Int("max_sessions", limit).Msg("refused a new agent session: max_sessions reached")
+	if g.atSessionCap.CompareAndSwap(false, true) { // logged once per time the cap is reached
+		g.log.Warn().Int("max_sessions", limit).Msg("max_sessions reached: refusing new agent sessions")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write(body)

@@ -90,11 +90,13 @@ type Server struct {
 
 	serving atomic.Bool
 	opening atomic.Int64 // requests in flight that may open an agent session
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	closeMu sync.Mutex
-	closed  bool
-	httpSrv *http.Server
+	// atSessionCap is set while new sessions are being refused.
+	atSessionCap atomic.Bool
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	closeMu      sync.Mutex
+	closed       bool
+	httpSrv      *http.Server
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
