@@ -63,10 +63,10 @@ const codeSessionLimit = -32011
 // agent or its operator sees why. Requests on open sessions pass, so those
 // keep working. A stateless gateway keeps no sessions and is not limited.
 //
-// The count is the downstream server's sessions plus the session-opening
+// The count is the initialized agent sessions plus the session-opening
 // requests in flight, each of which may add one. A session counts twice while
-// its opening request is still in flight, so under a burst the cap may refuse
-// a little early; it never lets more than max_sessions through.
+// its initialize request is still in flight, so under a burst the cap may
+// refuse a little early; it never lets more than max_sessions through.
 func (g *Server) limitSessions(next http.Handler) http.Handler {
 	if g.cfg.Stateless {
 		return next
@@ -89,11 +89,16 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 	})
 }
 
-// sessionCount returns the number of agent sessions open.
+// sessionCount returns the number of agent sessions open. A session that
+// was never initialized (a probe such as server/discover, which the SDK
+// serves on a session of its own and closes after the request) is not
+// counted: while its request is in flight, it counts as opening.
 func (g *Server) sessionCount() int {
 	n := 0
-	for range g.mcp.Sessions() {
-		n++
+	for ss := range g.mcp.Sessions() {
+		if ss.InitializeParams() != nil {
+			n++
+		}
 	}
 	return n
 }
