@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -58,15 +60,19 @@ func (g *Server) Handler() http.Handler {
 // because the gateway has max_sessions agent sessions open.
 const codeSessionLimit = -32011
 
-// limitSessions refuses a request that would open an agent session once
+// limitSessions refuses an initialize that would open an agent session once
 // max_sessions are open: HTTP 503 with a JSON-RPC error naming the key, so an
 // agent or its operator sees why. Requests on open sessions pass, so those
-// keep working. A stateless gateway keeps no sessions and is not limited.
+// keep working, and so do requests that open no lasting session (a
+// server/discover probe: the SDK serves it on a session of its own that it
+// closes after the request). A stateless gateway keeps no sessions and is
+// not limited.
 //
-// The count is the initialized agent sessions plus the session-opening
-// requests in flight, each of which may add one. A session counts twice while
-// its initialize request is still in flight, so under a burst the cap may
-// refuse a little early; it never lets more than max_sessions through.
+// The count is the initialized agent sessions plus the initializes in
+// flight, each of which may add one. An initialize stops counting as in
+// flight when its answer starts, by which time its session counts as
+// initialized; in between it counts twice, so under a burst the cap may
+// refuse a little early, but it never lets more than max_sessions through.
 func (g *Server) limitSessions(next http.Handler) http.Handler {
 	if g.cfg.Stateless {
 		return next
@@ -74,25 +80,85 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 	limit := g.cfg.maxSessions()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The SDK opens a session for a POST without a session id.
-		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" {
+		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" || !isInitialize(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		opening := g.opening.Add(1)
-		defer g.opening.Add(-1)
+		var once sync.Once
+		opened := func() { once.Do(func() { g.opening.Add(-1) }) }
+		defer opened()
 		if g.sessionCount()+int(opening)-1 >= limit {
 			g.refuseSession(w, r, limit)
 			return
 		}
 		g.atSessionCap.Store(false)
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: opened}, r)
 	})
 }
+
+// maxPeek bounds how much of a request body isInitialize reads; the SDK
+// refuses larger bodies itself (StreamableHTTPOptions.MaxRequestBodyBytes).
+const maxPeek = mcp.DefaultMaxRequestBodyBytes
+
+// isInitialize reports whether r's body is an initialize request (alone or
+// in a batch). It leaves the body for the next reader as it was.
+func isInitialize(r *http.Request) bool {
+	head, err := io.ReadAll(io.LimitReader(r.Body, maxPeek))
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err != nil || !bytes.Contains(head, []byte(`"initialize"`)) {
+		return false
+	}
+	type request struct {
+		Method string `json:"method"`
+	}
+	var one request
+	if json.Unmarshal(head, &one) == nil {
+		return one.Method == "initialize"
+	}
+	var batch []request
+	if json.Unmarshal(head, &batch) == nil {
+		for _, m := range batch {
+			if m.Method == "initialize" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// answerWatch calls answered when the answer to a request starts.
+type answerWatch struct {
+	http.ResponseWriter
+	answered func()
+}
+
+func (a *answerWatch) WriteHeader(code int) {
+	a.answered()
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answerWatch) Write(p []byte) (int, error) {
+	a.answered()
+	return a.ResponseWriter.Write(p)
+}
+
+// Flush and Unwrap keep the SDK's streaming working through the wrapper.
+func (a *answerWatch) Flush() {
+	if f, ok := a.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *answerWatch) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 // sessionCount returns the number of agent sessions open. A session that
 // was never initialized (a probe such as server/discover, which the SDK
 // serves on a session of its own and closes after the request) is not
-// counted: while its request is in flight, it counts as opening.
+// counted.
 func (g *Server) sessionCount() int {
 	n := 0
 	for ss := range g.mcp.Sessions() {

@@ -89,7 +89,7 @@ type Server struct {
 	byName    map[string]*upstream
 
 	serving atomic.Bool
-	opening atomic.Int64 // requests in flight that may open an agent session
+	opening atomic.Int64 // initializes in flight, not yet answered
 	// atSessionCap is set while new sessions are being refused.
 	atSessionCap atomic.Bool
 	cancel       context.CancelFunc

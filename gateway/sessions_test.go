@@ -223,3 +223,37 @@ func TestAgentSessionCap(t *testing.T) {
 		t.Errorf("second agent after the first left = %q, want its call to work", text(res))
 	}
 }
+
+// TestBoundsConfig: the bounds of issue 6 items 6-8 load from YAML and the
+// environment, default when zero, and a negative value is an error naming
+// its key, all in one pass.
+func TestBoundsConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte("session_idle_timeout: 5m\nmax_connections: 64\nupstreams:\n  a: {command: x, max_agent_sessions: 3}\n  b: {command: y}\n"),
+		[]string{"CREDGATE_MAX_SESSIONS=7", "CREDGATE_UPSTREAMS__A__MAX_RESPONSE_BYTES=1024"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.Upstreams["a"], cfg.Upstreams["b"]
+	type bounds struct {
+		Idle                   time.Duration
+		Sessions, Conns        int
+		ARespBytes, BRespBytes int64
+		AAgents, BAgents       int
+	}
+	got := bounds{cfg.sessionIdleTimeout(), cfg.maxSessions(), cfg.maxConnections(), a.maxResponseBytes(), b.maxResponseBytes(), a.maxAgentSessions(), b.maxAgentSessions()}
+	want := bounds{5 * time.Minute, 7, 64, 1024, 16 << 20, 3, 100}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("bounds mismatch (-want +got):\n%s", diff)
+	}
+	if d := (&Config{}); d.sessionIdleTimeout() != 30*time.Minute || d.maxSessions() != 10000 || d.maxConnections() != 1024 {
+		t.Errorf("defaults = %s, %d, %d", d.sessionIdleTimeout(), d.maxSessions(), d.maxConnections())
+	}
+
+	_, err = ParseConfig([]byte("session_idle_timeout: -1s\nmax_sessions: -1\nmax_connections: -1\nupstreams:\n  a: {command: x, max_response_bytes: -1, max_agent_sessions: -1}\n"), nil)
+	for _, key := range []string{"session_idle_timeout:", "max_sessions:", "max_connections:", "upstreams.a.max_response_bytes:", "upstreams.a.max_agent_sessions:"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("error %v does not name %s", err, key)
+		}
+	}
+}
