@@ -200,14 +200,15 @@ const (
 
 // Health is the /health document.
 type Health struct {
-	Status  string `json:"status"`
-	Version string `json:"version"`
+	Status    string                    `json:"status"`
+	Version   string                    `json:"version"`
+	Upstreams map[string]UpstreamHealth `json:"upstreams"`
+
 	// Sessions is the number of agent sessions open (see max_sessions).
 	Sessions int `json:"sessions"`
 	// Goroutines is the process's goroutine count: a number that only grows
 	// is a leak.
-	Goroutines int                       `json:"goroutines"`
-	Upstreams  map[string]UpstreamHealth `json:"upstreams"`
+	Goroutines int `json:"goroutines"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -230,8 +231,8 @@ type UpstreamHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams)),
-		Sessions: g.sessionCount(), Goroutines: runtime.NumGoroutine()}
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	up := 0
 	for _, u := range g.upstreams {
 		u.mu.Lock()

@@ -191,7 +191,7 @@ func inspectMessage(head, tail []byte) msgInfo {
 		}
 	}
 	if m.id == nil {
-		if sm := tailID.FindSubmatch(bytes.TrimSpace(tail)); sm != nil {
+		if sm := tailID.FindSubmatch(bytes.TrimSpace(tail)); sm != nil && json.Valid(sm[1]) {
 			m.id = json.RawMessage(bytes.Clone(sm[1]))
 		}
 	}
@@ -254,7 +254,9 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 
 func (r *limitedReader) Close() error { return r.closer.Close() }
 
-// release lets go of a large frame buffer once it has been handed on.
+// release lets go of a large frame buffer once it has been handed on (or
+// given up), so that one large message does not pin its size for the life of
+// the connection.
 func (r *limitedReader) release() {
 	if cap(r.buf) > 64<<10 {
 		r.buf = nil
@@ -296,6 +298,7 @@ func newLineLimiter(stdout io.Reader, lim *responseLimit) *limitedReader {
 }
 
 func (r *limitedReader) nextLine() ([]byte, error) {
+	r.release()
 	r.buf = r.buf[:0]
 	for {
 		chunk, err := r.src.ReadSlice('\n')
@@ -334,6 +337,7 @@ func newEventLimiter(body io.ReadCloser, lim *responseLimit, call func() json.Ra
 }
 
 func (r *limitedReader) nextEvent() ([]byte, error) {
+	r.release()
 	r.buf = r.buf[:0]
 	lineStart := true
 	for {
@@ -556,6 +560,8 @@ func (c *childInput) Close() error {
 		return fmt.Errorf("closing stdin: %w", err)
 	}
 	exited := make(chan error, 1)
+	// Ends when the child does, which the SIGKILL below guarantees; the
+	// channel is buffered, so it never blocks on a Close that stopped waiting.
 	go func() { exited <- c.cmd.Wait() }()
 	wait := func() (error, bool) {
 		t := time.NewTimer(c.terminate)

@@ -89,14 +89,15 @@ type Server struct {
 	byName    map[string]*upstream
 
 	serving atomic.Bool
-	opening atomic.Int64 // initializes in flight, not yet answered
-	// atSessionCap is set while new sessions are being refused.
-	atSessionCap atomic.Bool
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
-	closeMu      sync.Mutex
-	closed       bool
-	httpSrv      *http.Server
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Mutex
+	closed  bool
+	httpSrv *http.Server
+
+	// Agent sessions against max_sessions (see limitSessions).
+	opening      atomic.Int64 // initializes in flight, not yet answered
+	atSessionCap atomic.Bool  // set while new sessions are refused
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
