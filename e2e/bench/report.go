@@ -333,6 +333,9 @@ func (r *report) writeText(w io.Writer) {
 		}{{"before", s.Before}, {"after the initializes", s.After}, {fmt.Sprintf("all expired (after %.1f s)", s.ExpiredAfterMs/1000), s.AfterIdle}} {
 			fmt.Fprintf(tw, "  %s\t%d\t%d\t%.1f\t\n", row.name, row.s.Sessions, row.s.Goroutines, row.s.RSSMiB)
 		}
+		if st := s.Settled; st != nil {
+			fmt.Fprintf(tw, "  memory returned to the OS (%.0f s later)\t%d\t%d\t%.1f\t\n", s.SettledAfterMs/1000, st.Sessions, st.Goroutines, st.RSSMiB)
+		}
 		tw.Flush()
 	}
 
