@@ -59,6 +59,15 @@ const DefaultShutdownTimeout = 25 * time.Second
 // config sets no health_interval.
 const DefaultHealthInterval = 15 * time.Second
 
+// Defaults of the bounds (issue 6); see the fields they default.
+const (
+	DefaultSessionIdleTimeout = 30 * time.Minute
+	DefaultMaxSessions        = 10000
+	DefaultMaxConnections     = 1024
+	DefaultMaxResponseBytes   = 16 << 20
+	DefaultMaxAgentSessions   = 100
+)
+
 // Config is the whole gateway configuration. Load it with [LoadConfig]; a
 // Config built in code should be passed through [Config.Normalize] and
 // [Config.Validate] like a loaded one.
@@ -89,6 +98,23 @@ type Config struct {
 	// ping) while it is idle; a probe that fails marks the upstream down and
 	// reconnects it. Each upstream may override it. If zero, defaults to 15s.
 	HealthInterval time.Duration `koanf:"health_interval"`
+
+	// Bounds on what agents can make the gateway hold (issue 6).
+
+	// SessionIdleTimeout closes an agent session on /mcp that has had no
+	// request in flight for this long; the agent's per_agent upstream
+	// sessions close with it. An agent that only listens on its GET stream
+	// counts as idle. If zero, defaults to 30m.
+	SessionIdleTimeout time.Duration `koanf:"session_idle_timeout"`
+	// MaxSessions caps the agent sessions open on /mcp at once. When it is
+	// reached, a new initialize is refused with HTTP 503 and a JSON-RPC error
+	// naming this key, while open sessions keep working. If zero, defaults
+	// to 10000. Ignored when Stateless.
+	MaxSessions int `koanf:"max_sessions"`
+	// MaxConnections caps the HTTP connections served at once; further
+	// connections wait in the listen backlog until one closes. If zero,
+	// defaults to 1024.
+	MaxConnections int `koanf:"max_connections"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -205,6 +231,18 @@ type UpstreamConfig struct {
 	// HealthInterval overrides the top-level health_interval for this
 	// upstream. If zero, the top-level value applies.
 	HealthInterval time.Duration `koanf:"health_interval"`
+
+	// Bounds (issue 6).
+
+	// MaxResponseBytes bounds one message from the upstream: a JSON response
+	// body, one SSE event, one stdio line. A message over it fails the call
+	// it answers with a typed upstream_error; the session survives. If
+	// zero, defaults to 16 MiB.
+	MaxResponseBytes int64 `koanf:"max_response_bytes"`
+	// MaxAgentSessions caps the agent sessions of a per_agent upstream (for
+	// stdio, its child processes). A call that would open one more fails
+	// with a typed upstream_unavailable. If zero, defaults to 100.
+	MaxAgentSessions int `koanf:"max_agent_sessions"`
 }
 
 // ToolFilter selects tools by glob patterns on the upstream's own tool names
@@ -243,6 +281,22 @@ func (u *UpstreamConfig) prefix(name string) string {
 	return *u.Prefix
 }
 
+// maxResponseBytes returns the effective bound on one upstream message.
+func (u *UpstreamConfig) maxResponseBytes() int64 {
+	if u.MaxResponseBytes <= 0 {
+		return DefaultMaxResponseBytes
+	}
+	return u.MaxResponseBytes
+}
+
+// maxAgentSessions returns the effective cap on per-agent sessions.
+func (u *UpstreamConfig) maxAgentSessions() int {
+	if u.MaxAgentSessions <= 0 {
+		return DefaultMaxAgentSessions
+	}
+	return u.MaxAgentSessions
+}
+
 // timeout returns the effective request timeout.
 func (u *UpstreamConfig) timeout() time.Duration {
 	if u.Timeout <= 0 {
@@ -268,6 +322,30 @@ func (c *Config) healthInterval(u *UpstreamConfig) time.Duration {
 		return c.HealthInterval
 	}
 	return DefaultHealthInterval
+}
+
+// sessionIdleTimeout returns the effective idle timeout of agent sessions.
+func (c *Config) sessionIdleTimeout() time.Duration {
+	if c.SessionIdleTimeout <= 0 {
+		return DefaultSessionIdleTimeout
+	}
+	return c.SessionIdleTimeout
+}
+
+// maxSessions returns the effective cap on agent sessions.
+func (c *Config) maxSessions() int {
+	if c.MaxSessions <= 0 {
+		return DefaultMaxSessions
+	}
+	return c.MaxSessions
+}
+
+// maxConnections returns the effective cap on HTTP connections.
+func (c *Config) maxConnections() int {
+	if c.MaxConnections <= 0 {
+		return DefaultMaxConnections
+	}
+	return c.MaxConnections
 }
 
 // Order returns the upstream names in config order.
@@ -621,6 +699,15 @@ func (c *Config) Validate() error {
 	if c.HealthInterval < 0 {
 		bad("health_interval", "negative duration %s", c.HealthInterval)
 	}
+	if c.SessionIdleTimeout < 0 {
+		bad("session_idle_timeout", "negative duration %s", c.SessionIdleTimeout)
+	}
+	if c.MaxSessions < 0 {
+		bad("max_sessions", "negative value %d; want a positive number of sessions (0 = default %d)", c.MaxSessions, DefaultMaxSessions)
+	}
+	if c.MaxConnections < 0 {
+		bad("max_connections", "negative value %d; want a positive number of connections (0 = default %d)", c.MaxConnections, DefaultMaxConnections)
+	}
 	prefixes := map[string]string{}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]
@@ -672,6 +759,12 @@ func (c *Config) Validate() error {
 		}
 		if u.HealthInterval < 0 {
 			bad(key+".health_interval", "negative duration %s", u.HealthInterval)
+		}
+		if u.MaxResponseBytes < 0 {
+			bad(key+".max_response_bytes", "negative value %d; want a positive number of bytes (0 = default %d)", u.MaxResponseBytes, DefaultMaxResponseBytes)
+		}
+		if u.MaxAgentSessions < 0 {
+			bad(key+".max_agent_sessions", "negative value %d; want a positive number of sessions (0 = default %d)", u.MaxAgentSessions, DefaultMaxAgentSessions)
 		}
 		for i, p := range append(slices.Clone(u.Tools.Allow), u.Tools.Deny...) {
 			list, j := "allow", i

@@ -91,9 +91,15 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 	var httpErr *HTTPError
 	var rpcErr *jsonrpc.Error
 	var unavail *unavailableError
+	var agentLimit *agentLimitError
 	switch {
 	case errors.Is(err, ErrShuttingDown):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
+	case errors.As(err, &rpcErr) && isResponseTooLarge(rpcErr):
+		// The gateway's own answer in place of an oversized response.
+		f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: rpcErr.Message}
+	case errors.As(err, &agentLimit):
+		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: agentLimit.Error()}
 	case errors.As(err, &httpErr):
 		var ok bool
 		f, ok = g.classifier.Classify(authmap.Response{Status: httpErr.Status, Header: httpErr.Header, Body: httpErr.Body, Provider: u.cfg.Provider}, k)

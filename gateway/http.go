@@ -1,9 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -19,10 +24,13 @@ import (
 //	/health   JSON status of the gateway and each upstream
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", g.refuseNewWhileDraining(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.cfg.Stateless,
 		Logger:    g.sdkLog,
-	})))
+		// The SDK closes a session that has had no request in flight for
+		// this long; a call in progress keeps its session open.
+		SessionTimeout: g.cfg.sessionIdleTimeout(),
+	}))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -65,6 +73,141 @@ func (g *Server) refuseNewWhileDraining(next http.Handler) http.Handler {
 	})
 }
 
+// codeSessionLimit is the JSON-RPC error code of an initialize refused
+// because the gateway has max_sessions agent sessions open.
+const codeSessionLimit = -32011
+
+// limitSessions refuses an initialize that would open an agent session once
+// max_sessions are open: HTTP 503 with a JSON-RPC error naming the key, so an
+// agent or its operator sees why. Requests on open sessions pass, so those
+// keep working, and so do requests that open no lasting session (a
+// server/discover probe: the SDK serves it on a session of its own that it
+// closes after the request). A stateless gateway keeps no sessions and is
+// not limited.
+//
+// The count is the initialized agent sessions plus the initializes in
+// flight, each of which may add one. An initialize stops counting as in
+// flight when its answer starts, by which time its session counts as
+// initialized; in between it counts twice, so under a burst the cap may
+// refuse a little early, but it never lets more than max_sessions through.
+func (g *Server) limitSessions(next http.Handler) http.Handler {
+	if g.cfg.Stateless {
+		return next
+	}
+	limit := g.cfg.maxSessions()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The SDK opens a session for a POST without a session id.
+		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" || !isInitialize(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		opening := g.opening.Add(1)
+		var once sync.Once
+		opened := func() { once.Do(func() { g.opening.Add(-1) }) }
+		defer opened()
+		if g.sessionCount()+int(opening)-1 >= limit {
+			g.refuseSession(w, r, limit)
+			return
+		}
+		g.atSessionCap.Store(false)
+		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: opened}, r)
+	})
+}
+
+// maxPeek bounds how much of a request body isInitialize reads; the SDK
+// refuses larger bodies itself (StreamableHTTPOptions.MaxRequestBodyBytes).
+const maxPeek = mcp.DefaultMaxRequestBodyBytes
+
+// isInitialize reports whether r's body is an initialize request (alone or
+// in a batch). It leaves the body for the next reader as it was.
+func isInitialize(r *http.Request) bool {
+	head, err := io.ReadAll(io.LimitReader(r.Body, maxPeek))
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(head), r.Body), r.Body}
+	if err != nil || !bytes.Contains(head, []byte(`"initialize"`)) {
+		return false
+	}
+	type request struct {
+		Method string `json:"method"`
+	}
+	var one request
+	if json.Unmarshal(head, &one) == nil {
+		return one.Method == "initialize"
+	}
+	var batch []request
+	if json.Unmarshal(head, &batch) == nil {
+		for _, m := range batch {
+			if m.Method == "initialize" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// answerWatch calls answered when the answer to a request starts.
+type answerWatch struct {
+	http.ResponseWriter
+	answered func()
+}
+
+func (a *answerWatch) WriteHeader(code int) {
+	a.answered()
+	a.ResponseWriter.WriteHeader(code)
+}
+
+func (a *answerWatch) Write(p []byte) (int, error) {
+	a.answered()
+	return a.ResponseWriter.Write(p)
+}
+
+// Flush and Unwrap keep the SDK's streaming working through the wrapper.
+func (a *answerWatch) Flush() {
+	if f, ok := a.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *answerWatch) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+// sessionCount returns the number of agent sessions open. A session that
+// was never initialized (a probe such as server/discover, which the SDK
+// serves on a session of its own and closes after the request) is not
+// counted.
+func (g *Server) sessionCount() int {
+	n := 0
+	for ss := range g.mcp.Sessions() {
+		if ss.InitializeParams() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int) {
+	// Answer the request's id, when it has one, so a client matches the error
+	// to its initialize.
+	head, _ := io.ReadAll(io.LimitReader(r.Body, oversizedHead))
+	id := inspectMessage(head, nil).id
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.cfg.sessionIdleTimeout())
+	body, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
+	})
+	if g.atSessionCap.CompareAndSwap(false, true) { // logged once per time the cap is reached
+		g.log.Warn().Int("max_sessions", limit).Msg("max_sessions reached: refusing new agent sessions")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(body)
+}
+
 // Overall health states.
 const (
 	HealthOK       = "ok"       // every upstream is up
@@ -77,6 +220,12 @@ type Health struct {
 	Status    string                    `json:"status"`
 	Version   string                    `json:"version"`
 	Upstreams map[string]UpstreamHealth `json:"upstreams"`
+
+	// Sessions is the number of agent sessions open (see max_sessions).
+	Sessions int `json:"sessions"`
+	// Goroutines is the process's goroutine count: a number that only grows
+	// is a leak.
+	Goroutines int `json:"goroutines"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -105,6 +254,7 @@ type UpstreamHealth struct {
 // redacted when recorded.
 func (g *Server) Health() Health {
 	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	up := 0
 	for _, u := range g.upstreams {
 		u.mu.Lock()

@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(rawUpstreamEnv) {
 	case "":
 		os.Exit(m.Run())
+	case "bounds":
+		boundsUpstream()
+		os.Exit(0)
 	case "garbage":
 		fmt.Println("this is not JSON-RPC")
 		fmt.Println(`{"jsonrpc": "2.0", "id": "nope"`)

@@ -71,6 +71,12 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Bounds of the HTTP server on slow and idle clients.
+const (
+	httpReadTimeout = 30 * time.Second  // a whole request, headers and body
+	httpIdleTimeout = 120 * time.Second // a kept-alive connection between requests
+)
+
 // Server is the gateway: a downstream MCP server over many upstreams.
 type Server struct {
 	cfg    *Config
@@ -106,6 +112,10 @@ type Server struct {
 	drainOnce sync.Once               // drain runs once
 	closeOnce sync.Once               // Close runs once; later callers wait for it
 	stopped   chan struct{}           // closed when Close begins
+
+	// Agent sessions against max_sessions (see limitSessions).
+	opening      atomic.Int64 // initializes in flight, not yet answered
+	atSessionCap atomic.Bool  // set while new sessions are refused
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -214,9 +224,20 @@ func (g *Server) WaitTried(ctx context.Context) error {
 // HTTP side is done; Close then stops the upstreams.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	g.closeMu.Lock()
-	g.httpSrv = &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	g.httpSrv = &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		// A request's body must arrive within ReadTimeout (counted from the
+		// start of the request), so a client trickling bytes cannot hold a
+		// connection. There is no WriteTimeout: /mcp streams long calls'
+		// results over SSE, and the server clears the read deadline once a
+		// body has been read.
+		ReadTimeout: httpReadTimeout,
+		IdleTimeout: httpIdleTimeout,
+	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
+	l = newLimitListener(l, g.cfg.maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.

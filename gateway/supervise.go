@@ -78,7 +78,7 @@ func init() {
 // supervised returns a transport that runs cmd (prepared by command, not
 // started) under a supervisor giving its group grace between SIGTERM and
 // SIGKILL. cmd is changed to start the supervisor.
-func supervised(cmd *exec.Cmd, grace time.Duration) (mcp.Transport, error) {
+func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit) (mcp.Transport, error) {
 	// /proc/self/exe is this binary even if its file was replaced or removed
 	// since it started (an upgrade in place).
 	const self = "/proc/self/exe"
@@ -95,10 +95,10 @@ func supervised(cmd *exec.Cmd, grace time.Duration) (mcp.Transport, error) {
 	cmd.ExtraFiles = []*os.File{statusW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	return &supervisedCommand{
-		CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate},
-		path:             path,
-		status:           status,
-		statusW:          statusW,
+		limitedCommand: limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: lim},
+		path:           path,
+		status:         status,
+		statusW:        statusW,
 	}, nil
 }
 
@@ -106,13 +106,13 @@ func supervised(cmd *exec.Cmd, grace time.Duration) (mcp.Transport, error) {
 // the configured command. Connect returns once the command has started, or
 // with the error exec would have returned for it.
 type supervisedCommand struct {
-	*mcp.CommandTransport
+	limitedCommand  // its stdout bounded line by line
 	path            string
 	status, statusW *os.File
 }
 
 func (t *supervisedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
-	conn, err := t.CommandTransport.Connect(ctx)
+	conn, err := t.limitedCommand.Connect(ctx)
 	_ = t.statusW.Close() // the supervisor has its own copy
 	defer t.status.Close()
 	if err != nil {

@@ -35,6 +35,7 @@ type httpTransport struct {
 	base    http.RoundTripper
 	headers http.Header
 	notes   *noteCounter
+	limit   *responseLimit // bounds response bodies; nil: unbounded
 
 	mu        sync.Mutex
 	expiresAt time.Time // from github-authentication-token-expiration
@@ -88,6 +89,9 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	}
+	if t.limit != nil {
+		t.limit.bound(req, resp)
 	}
 	if t.notes != nil && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		resp.Body = &sseCounter{ReadCloser: resp.Body, n: t.notes}

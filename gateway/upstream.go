@@ -52,6 +52,7 @@ type upstream struct {
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
 	http    *httpTransport // nil for stdio
+	limit   *responseLimit // upstreams.<name>.max_response_bytes
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
 	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
@@ -124,8 +125,10 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		tried:   make(chan struct{}),
 		secrets: secretValues(cfg),
 	}
+	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
+		u.http.limit = u.limit
 	}
 	u.client = u.newClient(nil)
 	return u
@@ -365,9 +368,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		cmd, child, closeStderr = u.command(client == u.client)
 		t = countingTransport{Transport: cmd, n: &u.notes}
 	case TransportSSE:
-		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
 	default:
-		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client()}
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
 	}
 	t = u.watchListings(t, client)
 	// A fresh counter per session: a dead session's unhandled notifications
@@ -396,9 +399,10 @@ func (u *upstream) command(shared bool) (t mcp.Transport, child *childStderr, st
 	cmd.Dir = u.cfg.Cwd
 	cmd.Env = childEnv(os.Environ(), u.cfg.Env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	t = &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}
+	// The child's stdout is bounded line by line (max_response_bytes).
+	t = limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: u.limit}
 	if cmd.Err == nil { // a command not found fails at Start, as exec reports it
-		if st, err := supervised(cmd, childTerminate/2); err == nil {
+		if st, err := supervised(cmd, childTerminate/2, u.limit); err == nil {
 			t = st
 		} else {
 			u.log.Warn().Err(err).Msg("running the child without a supervisor: its process group may outlive the gateway")
@@ -898,6 +902,17 @@ type agentConn struct {
 	err   error
 }
 
+// agentLimitError is returned for a call that would open one more agent
+// session on a per_agent upstream that has max_agent_sessions open.
+type agentLimitError struct {
+	upstream string
+	max      int
+}
+
+func (e *agentLimitError) Error() string {
+	return fmt.Sprintf("upstream %q has reached upstreams.%s.max_agent_sessions (%d agent sessions); retry when another agent's session ends", e.upstream, e.upstream, e.max)
+}
+
 // sessionFor returns the session that carries agent ss's requests: the shared
 // one, or with session: per_agent the agent's own, opened on first use. An
 // upstream that is down fails fast either way.
@@ -913,6 +928,10 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 	a, ok := u.agents[ss]
 	runCtx := u.ctx
 	if !ok {
+		if limit := u.cfg.maxAgentSessions(); len(u.agents) >= limit {
+			u.mu.Unlock()
+			return nil, &agentLimitError{upstream: u.name, max: limit}
+		}
 		a = &agentConn{ready: make(chan struct{})}
 		u.agents[ss] = a
 	}
@@ -932,7 +951,9 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 }
 
 // openAgent connects an agent's own session and closes it when either side
-// ends.
+// ends. The agent's side ends when it leaves (DELETE), when its connection
+// breaks, and when it has been idle for session_idle_timeout (the SDK closes
+// the session then), so an abandoned agent does not keep a child process.
 func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agentConn) {
 	defer u.gw.recoverLog("per-agent session", u.name)
 	a.cs, a.err = u.connect(ctx, u.newClient(ss))

@@ -11,7 +11,9 @@
 // Phases: the call scenarios (1 session, then N concurrent sessions; direct
 // and gateway interleaved), gateway startup with 50 upstreams, tools/list
 // across 50x100 tools (timed twice: raw HTTP, which the target uses, and
-// the go-sdk client), and gateway RSS with 10 upstreams. All traffic stays
+// the go-sdk client), gateway RSS with 10 upstreams, and the bounds (the
+// gateway's peak RSS over one 200 MB upstream result; RSS and goroutines
+// around 10,000 abandoned sessions and after their idle timeout). All traffic stays
 // on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
 // only a failure to measure (or failed calls) exits non-zero.
 //
@@ -203,6 +205,7 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 	}
 	if bin != "" {
 		runCatalogPhases(ctx, hc, bin, p, rep, logf)
+		runBoundsPhases(ctx, hc, bin, o, rep, logf)
 	}
 	return rep
 }

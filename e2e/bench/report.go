@@ -20,7 +20,10 @@ type report struct {
 	Startup   *startupReport   `json:"startup,omitempty"`
 	ToolsList *toolsListReport `json:"tools_list,omitempty"`
 	Memory    *memoryReport    `json:"memory,omitempty"`
-	Targets   []targetReport   `json:"targets"`
+	// BigResponse and Sessions are the bounds phases (bounds.go).
+	BigResponse *bigResponseReport `json:"big_response,omitempty"`
+	Sessions    *sessionsReport    `json:"abandoned_sessions,omitempty"`
+	Targets     []targetReport     `json:"targets"`
 	// Errors lists phases that could not be measured and calls that failed.
 	// Any entry makes the exit code non-zero.
 	Errors []string `json:"errors,omitempty"`
@@ -261,6 +264,19 @@ func (r *report) evaluate() {
 	} else {
 		add("RSS, 10 upstreams", "< 40 MiB", false, "", false)
 	}
+	if b := r.BigResponse; b != nil {
+		add(fmt.Sprintf("peak RSS, one %.0f MiB result", b.ResponseMiB), "< 128 MiB", true,
+			fmt.Sprintf("%.1f MiB (%s)", b.PeakRSSMiB, b.Outcome), b.PeakRSSMiB < 128 && b.Outcome == "upstream_error")
+	} else {
+		add("peak RSS, one 200 MiB result", "< 128 MiB", false, "", false)
+	}
+	if s := r.Sessions; s != nil {
+		grew := s.AfterIdle.Goroutines - s.Before.Goroutines
+		add(fmt.Sprintf("%d abandoned sessions, after idle timeout", s.Initializes), "0 left, goroutines +10 at most", true,
+			fmt.Sprintf("%d left, goroutines %+d", s.AfterIdle.Sessions, grew), s.AfterIdle.Sessions == 0 && grew <= 10)
+	} else {
+		add("abandoned sessions, after idle timeout", "0 left, goroutines +10 at most", false, "", false)
+	}
 }
 
 func (r *report) writeText(w io.Writer) {
@@ -302,6 +318,25 @@ func (r *report) writeText(w io.Writer) {
 	}
 	if m := r.Memory; m != nil {
 		fmt.Fprintf(w, "RSS, %d upstreams after %d calls: %.1f MiB\n", m.Upstreams, m.WarmupCalls, m.RSSMiB)
+	}
+	if b := r.BigResponse; b != nil {
+		fmt.Fprintf(w, "one %.0f MiB application/json result: %s in %.0f ms; gateway peak RSS %.1f MiB (%.1f MiB before, %.2fx the result); another agent's %d calls meanwhile: %d failed\n",
+			b.ResponseMiB, b.Outcome, b.ElapsedMs, b.PeakRSSMiB, b.PeakRSSBeforeMiB, div(b.PeakRSSMiB, b.ResponseMiB), b.ConcurrentCalls, b.ConcurrentFailed)
+	}
+	if s := r.Sessions; s != nil {
+		fmt.Fprintf(w, "%d abandoned sessions (bare initialize), session_idle_timeout %.0fs:\n", s.Initializes, s.IdleTimeoutSeconds)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "  \tsessions\tgoroutines\tRSS MiB\t")
+		for _, row := range []struct {
+			name string
+			s    sample
+		}{{"before", s.Before}, {"after the initializes", s.After}, {fmt.Sprintf("all expired (after %.1f s)", s.ExpiredAfterMs/1000), s.AfterIdle}} {
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%.1f\t\n", row.name, row.s.Sessions, row.s.Goroutines, row.s.RSSMiB)
+		}
+		if st := s.Settled; st != nil {
+			fmt.Fprintf(tw, "  memory returned to the OS (%.0f s later)\t%d\t%d\t%.1f\t\n", s.SettledAfterMs/1000, st.Sessions, st.Goroutines, st.RSSMiB)
+		}
+		tw.Flush()
 	}
 
 	fmt.Fprintln(w, "\ntargets")
