@@ -52,6 +52,8 @@ const (
 	fieldStream   = "stream"
 	fieldSubtype  = "subtype"
 	fieldOutcome  = "outcome"
+	// fieldCredential names a credential (never its value).
+	fieldCredential = "credential"
 )
 
 // Options tune a Server. The zero value is right for production.
@@ -69,6 +71,11 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Now returns the current time. If nil, defaults to time.Now.
 	Now func() time.Time
+	// Sources builds the credentials' sources (issue 7). If nil, env sources
+	// read the process environment, and vault, aws_secrets_manager and
+	// oauth2 sources use authmap's subpackages; openers given here replace
+	// those of the same kind.
+	Sources *authmap.SourceOptions
 }
 
 // Server is the gateway: a downstream MCP server over many upstreams.
@@ -106,6 +113,9 @@ type Server struct {
 	drainOnce sync.Once               // drain runs once
 	closeOnce sync.Once               // Close runs once; later callers wait for it
 	stopped   chan struct{}           // closed when Close begins
+
+	// Credential lifecycle (issue 7): see credentials.go.
+	cred *credState
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -148,6 +158,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.classifier = classifier
+	if err := g.initCredentials(); err != nil {
+		return nil, err
+	}
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -187,6 +200,7 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
+	g.wg.Go(func() { g.runCredentials(ctx) })
 	for _, u := range g.upstreams {
 		g.wg.Add(1)
 		go func() {
