@@ -7,7 +7,8 @@
 //	                         ├─ plain tools: echo, add, slow, whoami, gen_NNNN
 //	                         ├─ fault tools: provider_error, crash
 //	                         ├─ conformance fixtures (test_*, test://…, prompts, completion)
-//	                         └─ --fail-file: HTTP-level faults injected by writing a file
+//	                         ├─ --fail-file: HTTP-level faults injected by writing a file
+//	                         └─ --introspect: bearer tokens checked at an OAuth server (introspect.go)
 //
 // Faults are driven by the test, never by timers: a test writes the
 // --fail-file to make every following HTTP request fail with the status,
@@ -45,6 +46,12 @@ type options struct {
 	tools          int
 	failFile       string
 	exitAfterCalls int
+
+	// Token introspection (introspect.go).
+	introspect       string
+	introspectClient string
+	introspectSecret string
+	envToken         string
 }
 
 func main() {
@@ -57,6 +64,10 @@ func main() {
 	flag.IntVar(&o.tools, "tools", 0, "number of extra generated tools gen_0000.. (for pagination tests)")
 	flag.StringVar(&o.failFile, "fail-file", "", "http/sse: while this file exists, answer every request with the status, headers and body it holds as JSON")
 	flag.IntVar(&o.exitAfterCalls, "exit-after-calls", 0, "if > 0, exit(1) on receiving tools/call number N+1 (N calls succeed, then the upstream dies)")
+	flag.StringVar(&o.introspect, "introspect", "", "RFC 7662 introspection endpoint: http/sse check every request's bearer token there (401 invalid_token when inactive); stdio checks --env-token's")
+	flag.StringVar(&o.introspectClient, "introspect-client", "", "client id for --introspect (client_secret_basic)")
+	flag.StringVar(&o.introspectSecret, "introspect-secret", "", "client secret for --introspect")
+	flag.StringVar(&o.envToken, "env-token", "", "stdio with --introspect: every tools/call checks this env var's token, answering an isError 401 when inactive")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -70,7 +81,14 @@ func run(o options, logger *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	server := newServer(o, logger)
+	if err := validateIntrospection(o); err != nil {
+		return err
+	}
+	var in *introspector
+	if o.introspect != "" {
+		in = newIntrospector(o.introspect, o.introspectClient, o.introspectSecret)
+	}
+	server := newServer(o, logger, in)
 
 	switch o.transport {
 	case "stdio":
@@ -102,6 +120,9 @@ func run(o options, logger *slog.Logger) error {
 		mux.Handle(path, mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return server }, nil))
 	}
 	var handler http.Handler = mux
+	if in != nil {
+		handler = in.middleware(handler)
+	}
 	if o.failFile != "" {
 		handler = failFileMiddleware(o.failFile, handler)
 	}
@@ -128,7 +149,7 @@ func run(o options, logger *slog.Logger) error {
 	return nil
 }
 
-func newServer(o options, logger *slog.Logger) *mcp.Server {
+func newServer(o options, logger *slog.Logger, in *introspector) *mcp.Server {
 	server := mcp.NewServer(&mcp.Implementation{Name: o.name, Version: "1.0.0"}, &mcp.ServerOptions{
 		Logger:             logger,
 		CompletionHandler:  complete,
@@ -138,7 +159,13 @@ func newServer(o options, logger *slog.Logger) *mcp.Server {
 	if o.exitAfterCalls > 0 {
 		server.AddReceivingMiddleware(exitAfterCalls(o.exitAfterCalls))
 	}
-	addBasicTools(server)
+	addBasicTools(server, o.envToken)
+	if in != nil {
+		addSeenTokensTool(server, in)
+		if o.envToken != "" {
+			server.AddReceivingMiddleware(in.envTokenCheck(o.envToken))
+		}
+	}
 	addGeneratedTools(server, o.tools)
 	addConformanceFixtures(server)
 	return server

@@ -30,7 +30,9 @@ func text(s string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
 }
 
-func addBasicTools(server *mcp.Server) {
+// addBasicTools adds the plain tools. envToken, if set, names the env var
+// whoami reports the token of (a stdio server's credential).
+func addBasicTools(server *mcp.Server, envToken string) {
 	mcp.AddTool(server, &mcp.Tool{Name: "echo", Description: "Echoes its text argument."},
 		func(_ context.Context, _ *mcp.CallToolRequest, a echoArgs) (*mcp.CallToolResult, any, error) {
 			return text(a.Text), nil, nil
@@ -54,9 +56,11 @@ func addBasicTools(server *mcp.Server) {
 
 	server.AddTool(&mcp.Tool{
 		Name:        "whoami",
-		Description: "Reports whether an Authorization header arrived (as a sha256 prefix) and the X-* headers.",
+		Description: "Reports whether an Authorization header arrived (as a sha256 prefix), the bearer token's sha256 prefix and the X-* headers.",
 		InputSchema: json.RawMessage(`{"type":"object"}`),
-	}, whoami)
+	}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return whoami(ctx, req, envToken)
+	})
 
 	server.AddTool(&mcp.Tool{
 		Name:        "crash",
@@ -99,15 +103,27 @@ func slow(ctx context.Context, req *mcp.CallToolRequest, a slowArgs) (*mcp.CallT
 }
 
 // whoami lets header-injection tests see what reached the upstream without
-// ever echoing a credential: Authorization is reported as a sha256 prefix.
-func whoami(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+// ever echoing a credential: Authorization is reported as a sha256 prefix of
+// the whole header, and token_sha256 is tokenHash of the bearer token (or, on
+// stdio with --env-token, of that env var's token), the hash
+// e2e/oidc/provider.mjs and /debug/tokens report: "the next call uses the
+// new token" is a change of token_sha256.
+func whoami(_ context.Context, req *mcp.CallToolRequest, envToken string) (*mcp.CallToolResult, error) {
 	out := map[string]any{"authorization": false}
+	if envToken != "" {
+		if v := os.Getenv(envToken); v != "" {
+			out["token_sha256"] = tokenHash(v)
+		}
+	}
 	if req.Extra != nil && req.Extra.Header != nil {
 		h := req.Extra.Header
 		if v := h.Get("Authorization"); v != "" {
 			sum := sha256.Sum256([]byte(v))
 			out["authorization"] = true
 			out["authorization_sha256"] = hex.EncodeToString(sum[:])[:16]
+		}
+		if tok := bearerToken(h); tok != "" {
+			out["token_sha256"] = tokenHash(tok)
 		}
 		xs := map[string]string{}
 		for _, k := range sortedKeys(h) {
