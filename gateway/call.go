@@ -37,7 +37,7 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 		// The credential serving this tool, bound now (issue 7): see credentials.go.
 		var cc *callCred
 		if cn := u.cfg.credentialFor(name, g.cfg.Credentials); cn != "" {
-			if f, blocked := g.credentialGate(u, cn); blocked {
+			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
 				g.logCall(u, name, start, res, nil)
 				return res, nil
@@ -59,7 +59,11 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 				break
 			}
 			f, answered := outcomeFailure(res, err)
-			if !g.afterCall(ctx, cc, f, answered) || attempt > 0 {
+			resend, revised := g.afterCall(ctx, cc, f, answered)
+			if revised != nil {
+				res, err = g.failureResult(g.attribute(u, *revised), nil), nil
+			}
+			if !resend || attempt > 0 {
 				break
 			}
 			u.awaitCredential(ctx, cc.name)

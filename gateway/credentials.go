@@ -119,6 +119,8 @@ type credState struct {
 	events   []AuditEvent // ring, oldest first once full
 	next     int
 
+	holds sync.Map // credential name -> *hold: a value under reactive renewal
+
 	loaded chan struct{} // closed once the first Load has finished
 	loadMu sync.Once
 
@@ -396,10 +398,16 @@ func (g *Server) credKnowledge(u *upstream, name string) (authmap.Knowledge, boo
 // source found it revoked or invalid. A revocation does not heal itself: the
 // value is not sent again until it changes (a rotation, a refresh, a reload),
 // so a dead token does not keep hitting the provider.
-func (g *Server) credentialGate(u *upstream, name string) (authmap.Failure, bool) {
+func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (authmap.Failure, bool) {
 	c := g.credential(name)
 	if c == nil {
 		return authmap.Failure{}, false
+	}
+	if h, ok := g.cred.holds.Load(name); ok && h.(*hold).used == c.Value() {
+		select { // a call was just rejected with this value: wait for its renewal
+		case <-h.(*hold).done:
+		case <-ctx.Done():
+		}
 	}
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
@@ -437,30 +445,62 @@ func (g *Server) missingFailure(name string) authmap.Failure {
 
 // afterCall feeds a call's outcome back to its credential: the live status,
 // and on a rejection as expired or invalid the reactive renewal. It reports
-// whether the call may be resent: the credential now holds another value,
-// and the rejection proves the call did not run.
-func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure, answered bool) (resend bool) {
+// whether the call may be resent (the credential now holds another value,
+// and the rejection proves the call did not run) and, when the renewal
+// showed the credential revoked (its refresh was answered invalid_grant),
+// the failure the call is answered with instead.
+func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure, answered bool) (resend bool, revised *authmap.Failure) {
 	c := g.credential(cc.name)
 	if c == nil {
-		return false
+		return false, nil
 	}
 	used := cc.sent()
 	if used == "" {
-		return false // nothing was sent: nothing to learn
+		return false, nil // nothing was sent: nothing to learn
 	}
 	if f == nil || !f.IsAuth() {
 		if answered {
 			c.Report("", used)
 		}
-		return false
+		return false, nil
 	}
 	if f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid {
-		if ctx.Err() == nil && c.RenewAfterRejection(ctx, used) {
-			return true
+		// Hold new calls with this value until the renewal is done, so that
+		// a dead token is not sent again meanwhile (see credentialGate).
+		h := &hold{used: used, done: make(chan struct{})}
+		if prev, loaded := g.cred.holds.LoadOrStore(cc.name, h); loaded && prev.(*hold).used == used {
+			h = nil
+		} else if loaded {
+			g.cred.holds.Store(cc.name, h)
+		}
+		renewed := ctx.Err() == nil && c.RenewAfterRejection(ctx, used)
+		if h != nil {
+			g.cred.holds.CompareAndDelete(cc.name, h)
+			close(h.done)
+		}
+		if renewed {
+			return true, nil
+		}
+		if k := c.Knowledge(); k.RefreshRejected {
+			// The renewal found the grant revoked: that, not the
+			// rejection's wording, is what the agent must act on.
+			r := *f
+			r.Subtype, r.Recovery, r.Retryable = authmap.SubtypeCredentialRevoked, authmap.RecoveryReauthorize, false
+			if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
+				r.Detail = g.redact(le.Detail)
+			}
+			c.Report(authmap.SubtypeCredentialRevoked, used)
+			return false, &r
 		}
 	}
 	c.Report(f.Subtype, used)
-	return false
+	return false, nil
+}
+
+// hold marks a value under reactive renewal: calls that would send it wait.
+type hold struct {
+	used string
+	done chan struct{}
 }
 
 // toolProbe runs a credential's probe.tool: the tool is called on the first
