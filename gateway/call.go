@@ -44,6 +44,7 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 			}
 			cc = &callCred{name: cn}
 			ctx = withCallCred(ctx, cc)
+			defer g.releaseHolds(cc)
 		}
 		var res *mcp.CallToolResult
 		var err error

@@ -51,8 +51,9 @@ type callCred struct {
 	// candidate value under probe.
 	override string
 
-	mu   sync.Mutex
-	used string
+	mu    sync.Mutex
+	used  string
+	holds []*hold // holds this call placed (see hold)
 }
 
 func (c *callCred) setUsed(v string) {
@@ -403,12 +404,7 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c == nil {
 		return authmap.Failure{}, false
 	}
-	if h, ok := g.cred.holds.Load(name); ok && h.(*hold).used == c.Value() {
-		select { // a call was just rejected with this value: wait for its renewal
-		case <-h.(*hold).done:
-		case <-ctx.Done():
-		}
-	}
+	g.awaitHold(ctx, callCredFrom(ctx), name, c.Value())
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
 	}
@@ -466,18 +462,11 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 	}
 	if f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid {
 		// Hold new calls with this value until the renewal is done, so that
-		// a dead token is not sent again meanwhile (see credentialGate).
-		h := &hold{used: used, done: make(chan struct{})}
-		if prev, loaded := g.cred.holds.LoadOrStore(cc.name, h); loaded && prev.(*hold).used == used {
-			h = nil
-		} else if loaded {
-			g.cred.holds.Store(cc.name, h)
-		}
+		// a dead token is not sent again meanwhile (the transport placed
+		// the hold as soon as the rejection arrived; see suspect).
+		g.suspect(cc, used)
 		renewed := ctx.Err() == nil && c.RenewAfterRejection(ctx, used)
-		if h != nil {
-			g.cred.holds.CompareAndDelete(cc.name, h)
-			close(h.done)
-		}
+		g.releaseHolds(cc)
 		if renewed {
 			return true, nil
 		}
@@ -497,11 +486,86 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 	return false, nil
 }
 
-// hold marks a value under reactive renewal: calls that would send it wait.
+// hold marks a value a provider just rejected, while the call that got the
+// rejection renews the credential: other calls that would send it wait for
+// the outcome instead, so a dead token is not sent again meanwhile.
 type hold struct {
 	used string
 	done chan struct{}
+	once sync.Once
 }
+
+func (h *hold) release() { h.once.Do(func() { close(h.done) }) }
+
+// suspect places a hold on value used of cc's credential, owned by cc,
+// unless one is already placed on it.
+func (g *Server) suspect(cc *callCred, used string) {
+	if cc == nil || cc.override != "" || used == "" {
+		return
+	}
+	h := &hold{used: used, done: make(chan struct{})}
+	for {
+		prev, loaded := g.cred.holds.LoadOrStore(cc.name, h)
+		if !loaded {
+			break
+		}
+		if prev.(*hold).used == used {
+			return
+		}
+		if g.cred.holds.CompareAndSwap(cc.name, prev, h) {
+			break
+		}
+	}
+	cc.mu.Lock()
+	cc.holds = append(cc.holds, h)
+	cc.mu.Unlock()
+}
+
+// releaseHolds lifts the holds cc placed.
+func (g *Server) releaseHolds(cc *callCred) {
+	if cc == nil {
+		return
+	}
+	cc.mu.Lock()
+	hs := cc.holds
+	cc.holds = nil
+	cc.mu.Unlock()
+	for _, h := range hs {
+		g.cred.holds.CompareAndDelete(cc.name, h)
+		h.release()
+	}
+}
+
+// awaitHold waits while a hold placed by another call is on value v of
+// credential name, and reports whether it waited.
+func (g *Server) awaitHold(ctx context.Context, cc *callCred, name, v string) bool {
+	hv, ok := g.cred.holds.Load(name)
+	if !ok {
+		return false
+	}
+	h := hv.(*hold)
+	if h.used != v {
+		return false
+	}
+	if cc != nil {
+		cc.mu.Lock()
+		own := slices.Contains(cc.holds, h)
+		cc.mu.Unlock()
+		if own {
+			return false
+		}
+	}
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// gatedError: a request was not sent because its credential is known dead.
+type gatedError struct{ f authmap.Failure }
+
+func (e *gatedError) Error() string { return e.f.Error() }
 
 // toolProbe runs a credential's probe.tool: the tool is called on the first
 // upstream (in config order) the credential serves, over a session of its own
@@ -606,6 +670,14 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	v := override
 	if v == "" {
 		v = c.Value()
+		// A call right behind a rejection of this value waits for the
+		// renewal, then sends the new value or nothing.
+		if cc != nil && u.gw.awaitHold(req.Context(), cc, name, v) {
+			v = c.Value()
+			if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {
+				return nil, &gatedError{f: f}
+			}
+		}
 	}
 	if v == "" {
 		return nil, &credentialMissingError{credential: name}

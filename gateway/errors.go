@@ -98,9 +98,12 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 	var rpcErr *jsonrpc.Error
 	var unavail *unavailableError
 	var missing *credentialMissingError
+	var gated *gatedError
 	switch {
 	case errors.As(err, &missing):
 		f = g.missingFailure(missing.credential)
+	case errors.As(err, &gated):
+		f = gated.f
 	case errors.Is(err, ErrShuttingDown):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
 	case errors.As(err, &httpErr):

@@ -83,6 +83,13 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusUnauthorized && t.creds != nil {
+		// Hold other calls with this value at once, until this call's
+		// renewal is done (issue 7; see hold).
+		if cc := callCredFrom(req.Context()); cc != nil {
+			t.creds.gw.suspect(cc, cc.sent())
+		}
+	}
 	if v := resp.Header.Get("github-authentication-token-expiration"); v != "" {
 		t.noteExpiry(v)
 		if t.creds != nil {
