@@ -640,3 +640,39 @@ upstreams:
 		t.Errorf("warnings lack the label note: %s", w)
 	}
 }
+
+// Regression test for issue 7 (a new value is checked before it replaces the
+// old one): with probe.tool, a rotated value the upstream rejects is not
+// adopted (rejected_rotation) and calls keep the old one; a good one is.
+func TestToolProbeGuardsRotation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "good-one-0123456789")
+	up := newBearerUpstream(t, "echo", "get_me")
+	up.accept("good-one-0123456789")
+	up.accept("good-two-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}, probe: {tool: get_me}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	cred := g.Credentials().Get("tok")
+	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "validated") {
+		t.Errorf("events at start %v, want validated (the probe ran)", kinds)
+	}
+	writeFile(t, path, "bad-value-0123456789")
+	waitFor(t, ctx, func() bool { return slices.Contains(eventKinds(g, "tok"), "rejected_rotation") })
+	if v := cred.Value(); v != "good-one-0123456789" {
+		t.Errorf("a value the probe rejected was adopted")
+	}
+	callOK(t, ctx, cs, "api__echo")
+	writeFile(t, path, "good-two-0123456789")
+	waitFor(t, ctx, func() bool { return cred.Value() == "good-two-0123456789" })
+	callOK(t, ctx, cs, "api__echo")
+	if calls := up.calls(); calls[len(calls)-1].Token != "good-two-0123456789" {
+		t.Errorf("last call carried %q", calls[len(calls)-1].Token)
+	}
+}
