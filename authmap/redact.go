@@ -138,6 +138,24 @@ func (r *Redactor) Add(secrets ...string) {
 	r.known.Store(&next)
 }
 
+// Replace makes secrets the whole list, dropping values no longer given: for a caller that
+// rebuilds its list from sources that bound their own history (credentials keep their last
+// values), so that the list does not grow with every renewal of a short-lived token.
+func (r *Redactor) Replace(secrets ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		for _, form := range jsonForms(s) {
+			if len(form) >= minSecretLen && !slices.Contains(next, form) {
+				next = append(next, form)
+			}
+		}
+	}
+	slices.SortStableFunc(next, longestFirst)
+	r.known.Store(&next)
+}
+
 // jsonForms returns s and, where they differ, the forms JSON encoders write it in.
 func jsonForms(s string) []string {
 	forms := []string{s}

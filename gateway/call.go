@@ -34,12 +34,42 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 		if len(req.Params.Arguments) == 0 {
 			params.Arguments = nil
 		}
+		// The credential serving this tool, bound now (issue 7): see credentials.go.
+		var cc *callCred
+		if cn := u.cfg.credentialFor(name, g.cfg.Credentials); cn != "" {
+			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
+				res := g.failureResult(f, nil)
+				g.logCall(u, name, start, res, nil)
+				return res, nil
+			}
+			cc = &callCred{name: cn}
+			ctx = withCallCred(ctx, cc)
+			defer g.releaseHolds(cc)
+		}
 		var res *mcp.CallToolResult
-		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
-			res, err = cs.CallTool(ctx, params)
-			return err
-		})
-		res, err = g.toolOutcome(u, name, res, err)
+		var err error
+		// A call rejected as expired or invalid did not run: once the
+		// credential renewed, it is sent again, once.
+		for attempt := 0; ; attempt++ {
+			err = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+				res, err = cs.CallTool(ctx, params)
+				return err
+			})
+			res, err = g.toolOutcome(u, name, res, err)
+			if cc == nil {
+				break
+			}
+			f, answered := outcomeFailure(res, err)
+			resend, revised := g.afterCall(ctx, cc, f, answered)
+			if revised != nil {
+				res, err = g.failureResult(g.attribute(u, *revised), nil), nil
+			}
+			if !resend || attempt > 0 {
+				break
+			}
+			u.awaitCredential(ctx, cc.name)
+			res = nil
+		}
 		g.logCall(u, name, start, res, err)
 		return res, err
 	}
@@ -170,10 +200,11 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if g.draining.Load() {
 		return fmt.Errorf("upstream %q: %w", u.name, ErrShuttingDown)
 	}
-	cs, err := u.sessionFor(ctx, ss)
+	cs, release, err := u.sessionForCall(ctx, ss)
 	if err != nil {
 		return err
 	}
+	defer release()
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token)
 		defer done()

@@ -116,6 +116,23 @@ type Config struct {
 	// defaults to 1024.
 	MaxConnections int `koanf:"max_connections"`
 
+	// Credential lifecycle (issue 7): see credconfig.go.
+
+	// Credentials are the named credentials upstreams use (upstreams.<name>.credential
+	// and .credentials), by name ([a-z0-9][a-z0-9_-]*). If empty, upstreams
+	// send only their static headers and env, as before.
+	Credentials map[string]authmap.CredentialConfig `koanf:"credentials"`
+	// Lifecycle holds the expiry watch's timings and the start-up policy.
+	// Zero fields take their defaults (check_interval 5m, expiry_warning
+	// 60m, refresh_before 10m, startup.fail_on expired).
+	Lifecycle authmap.LifecycleConfig `koanf:"lifecycle"`
+	// Admin configures the admin endpoints. If admin.token is zero, they do
+	// not exist.
+	Admin AdminConfig `koanf:"admin"`
+	// Webhooks configures the rotation webhooks. If webhooks.secret is zero,
+	// POST /webhooks/rotate/<name> does not exist.
+	Webhooks WebhooksConfig `koanf:"webhooks"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -243,6 +260,14 @@ type UpstreamConfig struct {
 	// stdio, its child processes). A call that would open one more fails
 	// with a typed upstream_unavailable. If zero, defaults to 100.
 	MaxAgentSessions int `koanf:"max_agent_sessions"`
+
+	// Issue 7 (credential lifecycle): Credential above binds to
+	// credentials.<name> when that is defined.
+
+	// Credentials choose a credential per tool: the first entry whose tools
+	// match the upstream's own tool name wins; a tool no entry matches uses
+	// Credential. If empty, every call uses Credential.
+	Credentials []ToolCredential `koanf:"credentials"`
 }
 
 // ToolFilter selects tools by glob patterns on the upstream's own tool names
@@ -667,6 +692,7 @@ func (c *Config) Normalize() {
 			continue
 		}
 		u.Tools.compiled, _ = routing.NewFilter(u.Tools.Allow, u.Tools.Deny) // an invalid glob is Validate's to report
+		u.compileToolCredentials()
 		if u.Transport == "" {
 			switch {
 			case u.Command != "":
@@ -795,5 +821,6 @@ func (c *Config) Validate() error {
 	if err := authmap.ValidateRules(c.Classify.Rules); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateCredentials())
 	return errors.Join(errs...)
 }

@@ -135,7 +135,10 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 	if t == durationType {
 		return c.duration(v, key)
 	}
-	if reflect.PointerTo(t).Implements(textUnmarshalerType) {
+	_, isMap := v.(map[string]any)
+	// A struct that also reads from a string (authmap.SecretRef: a plain
+	// string or a source object) takes a mapping as a struct.
+	if reflect.PointerTo(t).Implements(textUnmarshalerType) && !(isMap && t.Kind() == reflect.Struct) {
 		if tv, ok := v.(time.Time); ok && t == reflect.TypeFor[time.Time]() {
 			return tv, true // YAML read an unquoted timestamp
 		}

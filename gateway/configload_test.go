@@ -63,6 +63,8 @@ func durationKeys(t reflect.Type, at string) []string {
 		case ft == durationType:
 			keys = append(keys, key)
 		case ft == reflect.TypeFor[time.Time]():
+		case reflect.PointerTo(ft).Implements(textUnmarshalerType):
+			// A secret (authmap.SecretRef) nests sources, recursively.
 		case ft.Kind() == reflect.Struct:
 			keys = append(keys, durationKeys(ft, key)...)
 		case ft.Kind() == reflect.Map && ft.Elem().Kind() == reflect.Pointer && ft.Elem().Elem().Kind() == reflect.Struct:

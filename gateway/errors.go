@@ -87,12 +87,24 @@ func connectionGone(err error) bool {
 // JSON-RPC error that is not about credentials: it passes through as is, with
 // f describing it.
 func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRPC *jsonrpc.Error) {
-	k := g.knowledge(u)
+	return g.classifyAs(u, u.defaultCred, err)
+}
+
+// classifyAs is classify for a request that credential cred served ("" for
+// none of the config's credentials).
+func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Failure, upstreamRPC *jsonrpc.Error) {
+	k := g.knowledgeAs(u, cred)
 	var httpErr *HTTPError
 	var rpcErr *jsonrpc.Error
 	var unavail *unavailableError
 	var agentLimit *agentLimitError
+	var missing *credentialMissingError
+	var gated *gatedError
 	switch {
+	case errors.As(err, &missing):
+		f = g.missingFailure(missing.credential)
+	case errors.As(err, &gated):
+		f = gated.f
 	case errors.Is(err, ErrShuttingDown):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
 	case errors.As(err, &rpcErr) && isResponseTooLarge(rpcErr):
@@ -215,6 +227,15 @@ func isNetError(err error) bool {
 
 // knowledge is what the gateway knows about u's credential.
 func (g *Server) knowledge(u *upstream) authmap.Knowledge {
+	return g.knowledgeAs(u, u.defaultCred)
+}
+
+// knowledgeAs is knowledge for a request that credential cred served: the
+// credential's own (issue 7), or else what u's config says.
+func (g *Server) knowledgeAs(u *upstream, cred string) authmap.Knowledge {
+	if k, ok := g.credKnowledge(u, cred); ok {
+		return k
+	}
 	expires := u.http.knownExpiry()
 	if expires.IsZero() {
 		expires = u.cfg.CredentialExpiresAt
@@ -260,11 +281,12 @@ func sortedKeys(m map[string]string) []string {
 // any other isError result gains the failure object in _meta. Caller
 // cancellation is returned as is.
 func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	cred := u.cfg.credentialFor(tool, g.cfg.Credentials)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, err
 		}
-		f, rpc := g.classify(u, err)
+		f, rpc := g.classifyAs(u, cred, err)
 		if rpc != nil {
 			return nil, passThrough(g.redactError(rpc), f)
 		}
@@ -279,7 +301,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 	}
 	if !res.IsError {
 		if u.cfg.ClassifyResults {
-			if f, ok := g.reportedFailure(u, res); ok {
+			if f, ok := g.reportedFailure(u, cred, res); ok {
 				return g.failureResult(g.attribute(u, f), res.Content), nil
 			}
 		}
@@ -287,7 +309,7 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 		return res, nil
 	}
 	text, _ := resultText(res)
-	f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledge(u))
+	f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, g.knowledgeAs(u, cred))
 	if ok && f.IsAuth() {
 		return g.failureResult(g.attribute(u, f), res.Content), nil
 	}
@@ -313,12 +335,12 @@ func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, 
 // block holding a provider's error body with a status or an error code. A
 // phrase alone ("Title: HTTP 403 Forbidden on S3 upload") is data, never a
 // failure; only credential failures are reported.
-func (g *Server) reportedFailure(u *upstream, res *mcp.CallToolResult) (authmap.Failure, bool) {
+func (g *Server) reportedFailure(u *upstream, cred string, res *mcp.CallToolResult) (authmap.Failure, bool) {
 	text, single := resultText(res)
 	if !single || len(text) >= 1024 || !strings.ContainsAny(text, "{<") {
 		return authmap.Failure{}, false // no error body in it
 	}
-	f, ok := g.classifier.ClassifyStructured(text, u.cfg.Provider, g.knowledge(u))
+	f, ok := g.classifier.ClassifyStructured(text, u.cfg.Provider, g.knowledgeAs(u, cred))
 	return f, ok && f.IsAuth()
 }
 

@@ -54,6 +54,7 @@ func (g *Server) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(h)
 	})
+	g.credentialRoutes(mux)
 	return mux
 }
 
@@ -226,6 +227,10 @@ type Health struct {
 	// Goroutines is the process's goroutine count: a number that only grows
 	// is a leak.
 	Goroutines int `json:"goroutines"`
+
+	// Credentials are the configured credentials' states (issue 7); the
+	// overall status is degraded while any is not healthy.
+	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -248,6 +253,18 @@ type UpstreamHealth struct {
 	// upstream is not up: a crash's whole report, where last_error has one
 	// line of it.
 	StderrTail []string `json:"stderr_tail,omitempty"`
+	// Credential is the credential of the upstream's own traffic and of the
+	// tools no per-tool entry covers (issue 7), or the name failure reports
+	// give it.
+	Credential string `json:"credential,omitempty"`
+	// Credentials is the per-tool list (upstreams.<name>.credentials).
+	Credentials []ToolCredentialHealth `json:"credentials,omitempty"`
+}
+
+// ToolCredentialHealth is one per-tool credential entry of an upstream.
+type ToolCredentialHealth struct {
+	Tools      []string `json:"tools"`
+	Credential string   `json:"credential"`
 }
 
 // Health reports the gateway's state. Secrets never appear in it: errors are
@@ -275,6 +292,7 @@ func (g *Server) Health() Health {
 		u.mu.Unlock()
 		uh.Tools = g.catalog.toolCount(u.name)
 		uh.Problems = g.catalog.problemsOf(u.name)
+		uh.Credential, uh.Credentials = u.credentialHealth()
 		if uh.Connected {
 			up++
 		}
@@ -284,6 +302,11 @@ func (g *Server) Health() Health {
 	case len(g.upstreams) > 0 && up == 0:
 		h.Status = HealthDown
 	case up < len(g.upstreams):
+		h.Status = HealthDegraded
+	}
+	creds, healthy := g.credentialHealth()
+	h.Credentials = creds
+	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}
 	return h

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	case "tasks":
 		tasksStdioUpstream()
 		os.Exit(0)
+	case "envtoken":
+		envTokenUpstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)

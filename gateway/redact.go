@@ -217,7 +217,7 @@ func (c *Config) Warnings() []string {
 			}
 		}
 	}
-	return out
+	return append(out, c.credentialWarnings()...)
 }
 
 // redact removes secrets and token shapes from text bound for logs, failure

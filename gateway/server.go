@@ -52,6 +52,8 @@ const (
 	fieldStream   = "stream"
 	fieldSubtype  = "subtype"
 	fieldOutcome  = "outcome"
+	// fieldCredential names a credential (never its value).
+	fieldCredential = "credential"
 )
 
 // Options tune a Server. The zero value is right for production.
@@ -69,6 +71,11 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Now returns the current time. If nil, defaults to time.Now.
 	Now func() time.Time
+	// Sources builds the credentials' sources (issue 7). If nil, env sources
+	// read the process environment, and vault, aws_secrets_manager and
+	// oauth2 sources use authmap's subpackages; openers given here replace
+	// those of the same kind.
+	Sources *authmap.SourceOptions
 }
 
 // Bounds of the HTTP server on slow and idle clients.
@@ -116,6 +123,9 @@ type Server struct {
 	// Agent sessions against max_sessions (see limitSessions).
 	opening      atomic.Int64 // initializes in flight, not yet answered
 	atSessionCap atomic.Bool  // set while new sessions are refused
+
+	// Credential lifecycle (issue 7): see credentials.go.
+	cred *credState
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -158,6 +168,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.classifier = classifier
+	if err := g.initCredentials(); err != nil {
+		return nil, err
+	}
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -197,6 +210,7 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
+	g.wg.Go(func() { g.runCredentials(ctx) })
 	for _, u := range g.upstreams {
 		g.wg.Add(1)
 		go func() {

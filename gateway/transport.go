@@ -39,6 +39,9 @@ type httpTransport struct {
 
 	mu        sync.Mutex
 	expiresAt time.Time // from github-authentication-token-expiration
+
+	// creds sets the credential of each request (issue 7); nil: none.
+	creds *upstream
 }
 
 // newPool returns the connection pool shared by a gateway's HTTP upstreams.
@@ -64,18 +67,35 @@ func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if len(t.headers) > 0 {
+	cloned := len(t.headers) > 0
+	if cloned {
 		req = req.Clone(req.Context())
 		for k, v := range t.headers {
 			req.Header[k] = v
+		}
+	}
+	if t.creds != nil {
+		var err error
+		if req, err = t.creds.injectCredential(req, cloned); err != nil {
+			return nil, err // nothing was sent
 		}
 	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}
+	if resp.StatusCode == http.StatusUnauthorized && t.creds != nil {
+		// Hold other calls with this value at once, until this call's
+		// renewal is done (issue 7; see hold).
+		if cc := callCredFrom(req.Context()); cc != nil {
+			t.creds.gw.suspect(cc, cc.sent())
+		}
+	}
 	if v := resp.Header.Get("github-authentication-token-expiration"); v != "" {
 		t.noteExpiry(v)
+		if t.creds != nil {
+			t.creds.noteCredentialExpiry(req, resp.Header)
+		}
 	}
 	// A failed response is kept whole for classification, unless it is the
 	// MCP server's own answer: a JSON-RPC error body (the SDK reads it, e.g.

@@ -92,6 +92,10 @@ type upstream struct {
 	// secrets are this upstream's own configured secret values: only they
 	// inform its classification (a JWT's expiry); see redact.go.
 	secrets []string
+
+	// Credentials (issue 7): see credsession.go.
+	defaultCred string // the credential of the upstream's own traffic; "" = none
+	creds       credSessions
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
@@ -129,6 +133,10 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 		u.http.limit = u.limit
+	}
+	u.initCredSessions()
+	if u.http != nil && len(u.cfg.boundCredentials(gw.cfg.Credentials)) > 0 {
+		u.http.creds = u
 	}
 	u.client = u.newClient(nil)
 	return u
@@ -192,9 +200,20 @@ func (u *upstream) run(ctx context.Context) {
 	u.mu.Unlock()
 	defer u.closeAgents()
 	defer u.closing.Wait()
+	u.waitCredentials(ctx)
+	var next *handoff // a session that replaces the last one (a rotated credential)
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		sessCtx, endSession := context.WithCancel(ctx)
-		cs, err := u.connect(sessCtx, u.client)
+		var sessCtx context.Context
+		var endSession context.CancelFunc
+		var cs *mcp.ClientSession
+		var err error
+		if next != nil {
+			sessCtx, endSession, cs = next.ctx, next.end, next.cs
+			next = nil
+		} else {
+			sessCtx, endSession = context.WithCancel(ctx)
+			cs, err = u.connect(sessCtx, u.client)
+		}
 		if err != nil {
 			u.connectFailures.Add(1)
 			endSession()
@@ -221,9 +240,16 @@ func (u *upstream) run(ctx context.Context) {
 		began := time.Now()
 		probeCtx, stopProbe := context.WithCancel(sessCtx)
 		probeDone := u.watch(probeCtx, cs)
-		u.serve(ctx, cs)
+		next = u.serve(ctx, cs)
 		stopProbe()
 		<-probeDone
+		if next != nil {
+			// The credential rotated: the new session takes new calls at
+			// once, the old one finishes its calls in flight, then closes.
+			u.handOver(cs, next, endSession, child)
+			attempt = -1
+			continue
+		}
 		lost := !u.session.CompareAndSwap(cs, nil)
 		u.current.Store(nil)
 		if lost {
@@ -261,8 +287,9 @@ func (u *upstream) run(ctx context.Context) {
 }
 
 // serve waits for the session to end or be lost, refreshing the catalog on
-// request.
-func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
+// request. When the credential in a stdio child's environment rotates, it
+// returns the session started with the new value, which replaces cs.
+func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) *handoff {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -273,12 +300,16 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) {
 		case <-ctx.Done():
 			_ = cs.Close()
 			<-done
-			return
+			return nil
 		case <-done:
-			return
+			return nil
 		case <-u.lostSig:
 			if u.session.Load() != cs {
-				return // the signal may be a previous session's
+				return nil // the signal may be a previous session's
+			}
+		case <-u.creds.rotate:
+			if h := u.rotated(ctx); h != nil {
+				return h
 			}
 		case <-u.refresh:
 			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
@@ -358,14 +389,22 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	ctx = handshake
 	var t mcp.Transport
 	var child *childStderr
+	var credGen uint64
 	closeStderr := func() {}
 	switch u.cfg.Transport {
 	case TransportStdio:
+		// The credential the child reads from its environment (issue 7):
+		// the call's (a session of its own), else the upstream's default.
+		extra, gen, err := u.childCredential(ctx)
+		credGen = gen
+		if err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
 		// HTTP transports count notifications in the response body (see
 		// httpTransport); wrapping their connection would hide the SDK's
 		// own interfaces on it.
 		var cmd mcp.Transport
-		cmd, child, closeStderr = u.command(client == u.client)
+		cmd, child, closeStderr = u.command(client == u.client, extra)
 		t = countingTransport{Transport: cmd, n: &u.notes}
 	case TransportSSE:
 		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
@@ -385,6 +424,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	u.connected(client, credGen)
 	return cs, nil
 }
 
@@ -394,10 +434,20 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 // ends its whole process group when it exits or the gateway dies, however
 // the gateway dies. shared is set for the shared session's child, whose
 // stderr health reports. started is called once the child has started.
-func (u *upstream) command(shared bool) (t mcp.Transport, child *childStderr, started func()) {
+func (u *upstream) command(shared bool, credEnv map[string]string) (t mcp.Transport, child *childStderr, started func()) {
 	cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
 	cmd.Dir = u.cfg.Cwd
-	cmd.Env = childEnv(os.Environ(), u.cfg.Env)
+	env := u.cfg.Env
+	if len(credEnv) > 0 {
+		env = make(map[string]string, len(u.cfg.Env)+len(credEnv))
+		for k, v := range u.cfg.Env {
+			env[k] = v
+		}
+		for k, v := range credEnv {
+			env[k] = v
+		}
+	}
+	cmd.Env = childEnv(os.Environ(), env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	// The child's stdout is bounded line by line (max_response_bytes).
 	t = limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: u.limit}

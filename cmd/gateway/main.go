@@ -5,6 +5,7 @@
 //	gateway [serve] [FILE] [--listen ADDR]   serve /mcp over HTTP (default)
 //	gateway stdio [FILE]                      serve one agent over stdio
 //	gateway validate [FILE]                   check a config, list every problem
+//	gateway check [FILE] [--json]             pre-flight every credential; exit 1 if any is bad
 //	gateway import FILE                       print a desktop client's config as credgate YAML
 //	gateway classify [--provider P] < response  classify an HTTP response or text
 package main
@@ -43,6 +44,10 @@ Usage:
   gateway [serve] [FILE] [--listen ADDR]  serve /mcp, /health, /healthz, /readyz over HTTP
   gateway stdio [FILE]                    serve one agent over stdio (logs go to stderr)
   gateway validate [FILE]                 check a config; exit 1 listing every problem
+  gateway check [FILE] [--json]           resolve and probe every credential once; print
+                                          status, TTL, source and access readiness; exit 1
+                                          when any is missing, invalid, revoked, expired or
+                                          expiring
   gateway import FILE                     print a desktop client's MCP config (mcpServers)
                                           as credgate YAML
   gateway classify [FILE] [--provider P]  read an HTTP response (status line, headers,
@@ -61,7 +66,7 @@ Flags:
 `
 
 // commands are the subcommands; the first argument naming one is the command.
-var commands = []string{"serve", "stdio", "validate", "import", "classify", "version", "help"}
+var commands = []string{"serve", "stdio", "validate", "check", "import", "classify", "version", "help"}
 
 func main() {
 	tuneGC()
@@ -91,6 +96,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "json", "log format: json, or console for people")
 	provider := fs.String("provider", "", "classify: provider hint (github, stripe, ...)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	jsonOut := fs.Bool("json", false, "check: print JSON instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -116,6 +122,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	configPath, err := configArg(cmd, *configFlag, positional)
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
+		return 2
+	}
+	if *jsonOut && cmd != "check" {
+		fmt.Fprintln(stderr, "gateway: --json applies to check only")
 		return 2
 	}
 	if *provider != "" && cmd != "classify" {
@@ -146,6 +156,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", configPath)
 		return 0
+	case "check":
+		return check(configPath, *jsonOut, stdout, stderr)
 	case "import":
 		return importConfig(configPath, stdout, stderr)
 	case "classify":
@@ -167,13 +179,30 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// action back, so a second one ends the process at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		stopHUP := onHangup(ctx, &log, nil)
+		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log})
+		if err != nil {
+			log.Error().Err(err).Msg("gateway not started")
+			return 1
+		}
+		defer g.Close()
+		if !preflight(ctx, g, cfg, &log) {
+			return 1
+		}
+		// SIGHUP re-reads every credential from its source (the config
+		// itself is not reloaded yet).
+		stopHUP := onHangup(ctx, &log, func() {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			if err := g.ReloadCredentials(rctx, authmap.TriggerSignal); err != nil {
+				log.Warn().Err(err).Msg("SIGHUP: some credentials could not be re-read")
+			}
+		})
 		defer stopHUP()
 		context.AfterFunc(ctx, stop)
 		if cmd == "stdio" {
-			err = serveStdio(ctx, cfg, &log)
+			err = serveStdio(ctx, g, &log)
 		} else {
-			err = serveHTTP(ctx, cfg, &log)
+			err = serveHTTP(ctx, g, cfg, &log)
 		}
 		if err != nil {
 			log.Error().Err(err).Msg("gateway stopped")
@@ -248,8 +277,8 @@ func configArg(cmd, flagPath string, positional []string) (string, error) {
 
 // onHangup catches SIGHUP, which would otherwise stop the process: a
 // gateway must not die because a terminal closed or an operator sent the
-// conventional reload signal. Until hot reload exists, reload is nil and a
-// hangup is logged; a reload function replaces that. The returned function
+// conventional reload signal. Until hot reload exists, a hangup is logged
+// as such, and reload (if non-nil) re-reads the credentials. The returned function
 // stops catching; the watcher also stops when ctx ends.
 func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop func()) {
 	hup := make(chan os.Signal, 1)
@@ -268,11 +297,10 @@ func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop fun
 			case <-done:
 				return
 			case <-hup:
-				if reload == nil {
-					log.Warn().Msg("SIGHUP: config reload is not supported yet; restart to apply changes")
-					continue
+				log.Warn().Msg("SIGHUP: config reload is not supported yet; restart to apply changes")
+				if reload != nil {
+					reload()
 				}
-				reload()
 			}
 		}
 	}()
@@ -354,12 +382,7 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
-func serveHTTP(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) error {
-	g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer g.Close()
+func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log *zerolog.Logger) error {
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -370,12 +393,7 @@ func serveHTTP(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) er
 	return g.Serve(ctx, l)
 }
 
-func serveStdio(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) error {
-	g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: log})
-	if err != nil {
-		return err
-	}
-	defer g.Close()
+func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) error {
 	g.Start(ctx)
 	// Let reachable upstreams list their tools before the agent asks.
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -385,7 +403,7 @@ func serveStdio(ctx context.Context, cfg *gateway.Config, log *zerolog.Logger) e
 	// A signal drains the agent's calls in flight, then ends its session
 	// (which ends Run); see gateway.Server.Close.
 	context.AfterFunc(ctx, func() { _ = g.Close() })
-	err = g.MCPServer().Run(context.WithoutCancel(ctx), &mcp.StdioTransport{})
+	err := g.MCPServer().Run(context.WithoutCancel(ctx), &mcp.StdioTransport{})
 	if ctx.Err() != nil || errors.Is(err, io.EOF) {
 		return nil
 	}

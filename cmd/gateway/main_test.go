@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr s
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	var out, errOut bytes.Buffer
+	var out, errOut lockedBuffer // the gateway logs from many goroutines
 	done := make(chan int, 1)
 	go func() { done <- run(args, strings.NewReader(stdin), &out, &errOut) }()
 	select {
@@ -29,6 +30,24 @@ func cli(t *testing.T, stdin string, args ...string) (code int, stdout, stderr s
 		t.Fatalf("gateway %q did not return (did it start serving?)", args)
 		return 0, "", ""
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func writeFile(t *testing.T, name, content string) string {

@@ -123,23 +123,24 @@ func rfc6750(code, description string) *authError {
 // check introspects token and records the outcome. It returns nil when the
 // token is active.
 func (in *introspector) check(ctx context.Context, what, token string) *authError {
+	arrived := time.Now().UTC() // a request's time is its arrival; FirstRejected is when it was answered
 	if token == "" {
-		in.record(what, "", outcomeMissing)
+		in.record(arrived, what, "", outcomeMissing)
 		return rfc6750("", "no bearer token")
 	}
 	active, err := in.introspect(ctx, token)
 	switch {
 	case err != nil:
-		in.record(what, tokenHash(token), outcomeError)
+		in.record(arrived, what, tokenHash(token), outcomeError)
 		return &authError{status: http.StatusServiceUnavailable,
 			body: fmt.Sprintf(`{"error":"temporarily_unavailable","error_description":%q}`, "token introspection failed: "+err.Error())}
 	case !active:
-		in.record(what, tokenHash(token), outcomeRejected)
+		in.record(arrived, what, tokenHash(token), outcomeRejected)
 		// An inactive token's introspection answer is only {"active": false}
 		// (RFC 7662 §2.2): expired and revoked look the same from here.
 		return rfc6750("invalid_token", "token is not active")
 	}
-	in.record(what, tokenHash(token), outcomeAccepted)
+	in.record(arrived, what, tokenHash(token), outcomeAccepted)
 	return nil
 }
 
@@ -174,11 +175,11 @@ func (in *introspector) introspect(ctx context.Context, token string) (bool, err
 	return *doc.Active, nil
 }
 
-func (in *introspector) record(what, hash, outcome string) {
+func (in *introspector) record(arrived time.Time, what, hash, outcome string) {
 	now := time.Now().UTC()
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	in.events = append(in.events, tokenEvent{Time: now, SHA256: hash, Outcome: outcome, Request: what})
+	in.events = append(in.events, tokenEvent{Time: arrived, SHA256: hash, Outcome: outcome, Request: what})
 	if len(in.events) > maxTokenEvents {
 		in.events = append(in.events[:0:0], in.events[len(in.events)-maxTokenEvents:]...)
 	}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/gateway"
+)
+
+// preflightTimeout bounds the start-up pre-flight and `gateway check`.
+const preflightTimeout = 60 * time.Second
+
+// preflight resolves every credential before the gateway serves (issue 7)
+// and applies lifecycle.startup.fail_on: it reports false, after logging
+// each bad credential with its status and why, when the gateway must not
+// start; with fail_on: never, bad credentials are logged and it starts
+// degraded.
+func preflight(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log *zerolog.Logger) bool {
+	if len(cfg.Credentials) == 0 {
+		return true
+	}
+	lctx, cancel := context.WithTimeout(ctx, preflightTimeout)
+	defer cancel()
+	_ = g.LoadCredentials(lctx) // the statuses tell; Problems decides
+	failOn := cfg.Lifecycle.WithDefaults().Startup.FailOn
+	problems := g.CredentialProblems()
+	if problems == nil {
+		// Under fail_on: never, Problems refuses nothing: report what is bad anyway.
+		problems = g.Credentials().Problems(authmap.StartupConfig{FailOn: authmap.FailOnExpiring})
+		for _, line := range lines(problems) {
+			log.Warn().Str("fail_on", string(failOn)).Msg("starting degraded: " + line)
+		}
+		return true
+	}
+	for _, line := range lines(problems) {
+		log.Error().Str("fail_on", string(failOn)).Msg(line)
+	}
+	log.Error().Str("fail_on", string(failOn)).Msg("refusing to start: bad credentials (lifecycle.startup.fail_on; `never` starts degraded)")
+	return false
+}
+
+func lines(err error) []string {
+	if err == nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if strings.TrimSpace(l) != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// checkReport is `gateway check --json`.
+type checkReport struct {
+	OK          bool              `json:"ok"`
+	Credentials []checkCredential `json:"credentials"`
+}
+
+type checkCredential struct {
+	Name string `json:"name"`
+	authmap.Snapshot
+	// Fails says why the credential fails the check; empty when it passes.
+	Fails string `json:"fails,omitempty"`
+}
+
+// check runs the pre-flight once and reports every credential: the command
+// a deploy pipeline or a cron runs. It exits 1 when any credential is
+// missing, invalid, revoked, expired or expiring (within expiry_warning).
+func check(path string, asJSON bool, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	nop := zerolog.Nop()
+	g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &nop})
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway check:", err)
+		return 1
+	}
+	defer g.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), preflightTimeout)
+	defer cancel()
+	_ = g.LoadCredentials(ctx)
+	h := g.Health()
+	rep := checkReport{OK: true, Credentials: []checkCredential{}}
+	for _, name := range g.Credentials().Names() {
+		s, ok := h.Credentials[name]
+		if !ok {
+			continue
+		}
+		cc := checkCredential{Name: name, Snapshot: s}
+		switch s.Status {
+		case authmap.StatusMissing, authmap.StatusInvalid, authmap.StatusRevoked, authmap.StatusExpired,
+			authmap.StatusExpiring, authmap.StatusUnknown:
+			cc.Fails = s.Status.String()
+			if s.LastError != nil && s.LastError.Detail != "" {
+				cc.Fails += ": " + s.LastError.Detail
+			}
+			rep.OK = false
+		}
+		rep.Credentials = append(rep.Credentials, cc)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	} else {
+		printCheck(stdout, rep)
+	}
+	if !rep.OK {
+		return 1
+	}
+	return 0
+}
+
+func printCheck(w io.Writer, rep checkReport) {
+	if len(rep.Credentials) == 0 {
+		fmt.Fprintln(w, "no credentials configured")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CREDENTIAL\tSTATUS\tTTL\tSOURCE\tREADINESS")
+	for _, c := range rep.Credentials {
+		ttl := "unknown"
+		if c.TTLSeconds != nil {
+			ttl = (time.Duration(*c.TTLSeconds) * time.Second).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/100\n", c.Name, c.Status, ttl, c.Source, c.Readiness.Score)
+	}
+	_ = tw.Flush()
+	for _, c := range rep.Credentials {
+		fmt.Fprintf(w, "\n%s: %s, readiness %d/100\n", c.Name, c.Status, c.Readiness.Score)
+		if c.Fails != "" {
+			fmt.Fprintf(w, "  FAILS: %s\n", c.Fails)
+		}
+		for _, p := range c.Readiness.Parts {
+			if p.OK {
+				fmt.Fprintf(w, "  [x] %s\n", p.Name)
+			} else {
+				fmt.Fprintf(w, "  [ ] %s: %s\n", p.Name, p.Fix)
+			}
+		}
+	}
+	if rep.OK {
+		fmt.Fprintln(w, "\nok: every credential is usable")
+	} else {
+		fmt.Fprintln(w, "\nFAILED: some credentials are not usable (see above)")
+	}
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// credConfig is a config whose credentials are good, expiring (inside the
+// default 60m warning), expired and missing, as asked.
+func credConfig(failOn string, kinds ...string) string {
+	var b strings.Builder
+	if failOn != "" {
+		fmt.Fprintf(&b, "lifecycle: {startup: {fail_on: %s}}\n", failOn)
+	}
+	b.WriteString("credentials:\n")
+	for _, k := range kinds {
+		switch k {
+		case "good":
+			fmt.Fprintf(&b, "  good: {source: {value: good-secret-0123456789}, expires_at: %q}\n", time.Now().Add(240*time.Hour).UTC().Format(time.RFC3339))
+		case "expiring":
+			fmt.Fprintf(&b, "  soon: {source: {value: soon-secret-0123456789}, expires_at: %q}\n", time.Now().Add(10*time.Minute).UTC().Format(time.RFC3339))
+		case "expired":
+			fmt.Fprintf(&b, "  old: {source: {value: old-secret-0123456789}, expires_at: %q}\n", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
+		case "missing":
+			b.WriteString("  gone: {source: {env: CREDGATE_TEST_SURELY_UNSET_0123}}\n")
+		}
+	}
+	b.WriteString("upstreams:\n  api:\n    url: http://127.0.0.1:1/mcp\n    credentials:\n")
+	for _, k := range kinds {
+		name := map[string]string{"good": "good", "expiring": "soon", "expired": "old", "missing": "gone"}[k]
+		fmt.Fprintf(&b, "      - {tools: [%s_*], credential: %s}\n", name, name)
+	}
+	return b.String()
+}
+
+// Regression test for issue 7 (`gateway check`): exit 0 when every
+// credential is usable; 1 naming each one missing, expired or expiring,
+// with its status, source and readiness; JSON with --json; no secret shown.
+func TestCheckCommand(t *testing.T) {
+	t.Parallel()
+	good := writeFile(t, "good.yaml", credConfig("", "good"))
+	code, out, errOut := cli(t, "", "check", "--config", good)
+	if code != 0 || !strings.Contains(out, "good") || !strings.Contains(out, "healthy") || !strings.Contains(out, "ok: every credential is usable") {
+		t.Errorf("check of a good config: exit %d\n%s%s", code, out, errOut)
+	}
+	bad := writeFile(t, "bad.yaml", credConfig("", "good", "expiring", "expired", "missing"))
+	code, out, errOut = cli(t, "", "check", bad)
+	if code != 1 {
+		t.Errorf("check exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"soon", "expiring", "old", "expired", "gone", "missing", "value", "env", "readiness", "FAILS", "secrets_store:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, _ = cli(t, "", "check", bad, "--json")
+	var rep struct {
+		OK          bool `json:"ok"`
+		Credentials []struct {
+			Name      string `json:"name"`
+			Status    string `json:"status"`
+			Source    string `json:"source"`
+			Fails     string `json:"fails"`
+			Readiness struct {
+				Score int `json:"score"`
+				Parts []struct {
+					Name string `json:"name"`
+					OK   bool   `json:"ok"`
+					Fix  string `json:"fix"`
+				} `json:"parts"`
+			} `json:"readiness"`
+		} `json:"credentials"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("check --json: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, c := range rep.Credentials {
+		got[c.Name] = c.Status
+		if len(c.Readiness.Parts) != 5 {
+			t.Errorf("%s: %d readiness parts, want 5", c.Name, len(c.Readiness.Parts))
+		}
+	}
+	want := map[string]string{"good": "healthy", "soon": "expiring", "old": "expired", "gone": "missing"}
+	if fmt.Sprint(got) != fmt.Sprint(want) || rep.OK || code != 1 {
+		t.Errorf("check --json: exit %d ok %t statuses %v, want 1 false %v", code, rep.OK, got, want)
+	}
+	for _, s := range []string{"good-secret", "soon-secret", "old-secret"} {
+		if strings.Contains(out, s) {
+			t.Errorf("check output shows the secret %s", s)
+		}
+	}
+}
+
+// Regression test for issue 7 (start-up pre-flight): under fail_on expired
+// (the default) a missing and an expired credential keep the gateway from
+// starting, each named with its status; fail_on expiring also refuses an
+// expiring one.
+func TestStartupFailOn(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, failOn string
+		kinds        []string
+		want         []string
+	}{
+		{"default refuses missing and expired", "", []string{"good", "missing", "expired"}, []string{`credential \"gone\": missing`, `credential \"old\": expired`}},
+		{"expired refuses missing and expired", "expired", []string{"expiring", "missing", "expired"}, []string{`credential \"gone\": missing`, `credential \"old\": expired`}},
+		{"expiring refuses expiring", "expiring", []string{"good", "expiring"}, []string{`credential \"soon\": expiring`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeFile(t, "c.yaml", "listen: 127.0.0.1:0\n"+credConfig(tc.failOn, tc.kinds...))
+			code, _, errOut := cli(t, "", "serve", path)
+			if code != 1 {
+				t.Fatalf("serve exit %d, want 1\n%s", code, errOut)
+			}
+			for _, w := range append(tc.want, "refusing to start") {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errOut)
+				}
+			}
+			if strings.Contains(errOut, `credential \"good\"`) {
+				t.Errorf("stderr names the good credential:\n%s", errOut)
+			}
+		})
+	}
+}

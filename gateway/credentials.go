@@ -1,0 +1,729 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/authmap/awssm"
+	"github.com/credgate/credgate/authmap/oauth2src"
+	"github.com/credgate/credgate/authmap/vault"
+)
+
+// Credentials in the call path (issue 7).
+//
+// The credentials live in an [authmap.Set], keyed by their names, which
+// outlive any config. Nothing holds a *authmap.Credential from build time:
+// each call resolves the name that serves (upstream, tool) and looks the
+// credential up when it needs it, so a rotation, a refresh or a reload
+// applies to the very next request.
+//
+//	tools/call ──► toolHandler: name = credentialFor(tool); gate (revoked,
+//	   │           invalid, missing: not sent); callCred{name} in the context
+//	   ▼
+//	HTTP upstream: httpTransport.RoundTrip sets the header from Value(),
+//	   │           records the value sent (used); an empty value is not sent
+//	stdio upstream: the child's env holds the value; a credential other than
+//	   │           the default gets a child of its own (credSession)
+//	   ▼
+//	classify with the credential's Knowledge ──► Report(subtype, used);
+//	   expired / invalid ──► RenewAfterRejection(used) ──► resend once
+//
+// The upstream's own traffic (initialize, listings, pings, the GET stream)
+// carries no callCred and uses the upstream's default credential.
+
+// callCred travels in a call's context: the credential that serves it and,
+// once a request was sent, the value it carried.
+type callCred struct {
+	name string
+	// override, if set, is sent instead of the credential's value: a
+	// candidate value under probe.
+	override string
+
+	mu    sync.Mutex
+	used  string
+	holds []*hold // holds this call placed (see hold)
+}
+
+func (c *callCred) setUsed(v string) {
+	c.mu.Lock()
+	c.used = v
+	c.mu.Unlock()
+}
+
+// sent returns the value the call's last request carried ("" if none was sent).
+func (c *callCred) sent() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.used
+}
+
+type callCredKey struct{}
+
+func withCallCred(ctx context.Context, c *callCred) context.Context {
+	return context.WithValue(ctx, callCredKey{}, c)
+}
+
+func callCredFrom(ctx context.Context) *callCred {
+	c, _ := ctx.Value(callCredKey{}).(*callCred)
+	return c
+}
+
+// credentialMissingError: the credential has no value, so nothing was sent.
+type credentialMissingError struct {
+	credential string
+	why        string
+}
+
+func (e *credentialMissingError) Error() string {
+	if e.why == "" {
+		return fmt.Sprintf("credential %q has no value; nothing was sent", e.credential)
+	}
+	return fmt.Sprintf("credential %q has no value (%s); nothing was sent", e.credential, e.why)
+}
+
+// maxEvents bounds the lifecycle events kept for GET /admin/events.
+const maxEvents = 1000
+
+// AuditEvent is one credential lifecycle event with what it affects: one
+// structured log line and one entry of GET /admin/events.
+type AuditEvent struct {
+	authmap.Event
+	// Upstreams use the credential (as their default or for some tools).
+	Upstreams []string `json:"upstreams,omitempty"`
+	// Tools are the exposed tool globs the credential serves.
+	Tools []string `json:"tools,omitempty"`
+}
+
+// credState is the gateway's side of the credentials: the set and what the
+// call path, redaction and the admin endpoints need around it.
+type credState struct {
+	set *authmap.Set
+
+	static []string // secrets that are not the credentials' (upstreams' config, admin, webhook)
+
+	redactMu sync.Mutex
+	gens     sync.Map // credential name -> *atomic.Uint64: the generation last fed to the redactor
+
+	eventsMu sync.Mutex
+	events   []AuditEvent // ring, oldest first once full
+	next     int
+
+	holds sync.Map // credential name -> *hold: a value under reactive renewal
+
+	loaded chan struct{} // closed once the first Load has finished
+	loadMu sync.Once
+
+	adminToken    string
+	webhookSecret string
+}
+
+// initCredentials builds the credential set from the config and reads the
+// admin and webhook secrets. It starts nothing.
+func (g *Server) initCredentials() error {
+	cs := &credState{loaded: make(chan struct{})}
+	g.cred = cs
+	src := &authmap.SourceOptions{}
+	if g.opts.Sources != nil {
+		*src = *g.opts.Sources
+	}
+	openers := map[string]authmap.OpenFunc{
+		authmap.KindVault:             vault.Open,
+		authmap.KindAWSSecretsManager: awssm.Open,
+		authmap.KindOAuth2:            oauth2src.Open,
+	}
+	for k, f := range src.Openers {
+		openers[k] = f
+	}
+	src.Openers = openers
+	setLog := slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log), r: g.redactor})
+	cs.set = authmap.NewSet(&authmap.SetOptions{
+		Sources:    src,
+		ToolProbe:  g.toolProbe,
+		Classifier: g.classifier,
+		OnEvent:    g.credentialEvent,
+		Logger:     setLog,
+	})
+	if err := cs.set.Apply(g.cfg.Lifecycle, g.cfg.Credentials); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), authmap.DefaultExecTimeout)
+	defer cancel()
+	var errs []error
+	read := func(key string, ref authmap.SecretRef) string {
+		s, err := ref.Open(key, src)
+		if err == nil {
+			var v string
+			if v, err = authmap.FetchSecret(ctx, s); err == nil {
+				if h, ok := s.(authmap.SecretHolder); ok {
+					cs.static = append(cs.static, h.Secrets()...)
+				}
+				cs.static = append(cs.static, v)
+				return v
+			}
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", key, g.redact(err.Error())))
+		return ""
+	}
+	if !g.cfg.Admin.Token.IsZero() {
+		cs.adminToken = read("admin.token", g.cfg.Admin.Token)
+	}
+	if !g.cfg.Webhooks.Secret.IsZero() {
+		cs.webhookSecret = read("webhooks.secret", g.cfg.Webhooks.Secret)
+	}
+	cs.static = append(cs.static, g.redactor.Secrets()...)
+	g.refreshRedactor()
+	return errors.Join(errs...)
+}
+
+// Credentials returns the gateway's credential set (for the pre-flight and
+// `gateway check`).
+func (g *Server) Credentials() *authmap.Set { return g.cred.set }
+
+// LoadCredentials runs the pre-flight of every credential not loaded yet:
+// each is resolved, its expiry read and its probe run. It returns the load
+// errors, each naming its credential; [Server.CredentialProblems] decides
+// whether they stop the start.
+func (g *Server) LoadCredentials(ctx context.Context) error {
+	err := g.cred.set.Load(ctx)
+	g.refreshRedactor()
+	if ctx.Err() == nil {
+		g.cred.loadMu.Do(func() { close(g.cred.loaded) })
+	}
+	return err
+}
+
+// CredentialProblems names every credential whose status keeps the gateway
+// from starting under lifecycle.startup.fail_on, with its status and why;
+// nil if none.
+func (g *Server) CredentialProblems() error {
+	return g.cred.set.Problems(g.cfg.Lifecycle.WithDefaults().Startup)
+}
+
+// ReloadCredentials re-reads every credential from its source (SIGHUP). It
+// returns the errors, each naming its credential.
+func (g *Server) ReloadCredentials(ctx context.Context, trigger authmap.Trigger) error {
+	return g.cred.set.ReloadAll(ctx, trigger)
+}
+
+// runCredentials loads the credentials (if the pre-flight did not) and runs
+// their expiry watch until ctx ends.
+func (g *Server) runCredentials(ctx context.Context) {
+	defer g.recoverLog("credential watch", "")
+	_ = g.LoadCredentials(ctx)
+	_ = g.cred.set.Run(ctx)
+}
+
+// waitCredentials waits until the credentials had their first load, so that
+// an upstream does not connect without the credential it needs.
+func (u *upstream) waitCredentials(ctx context.Context) {
+	if u.defaultCred == "" {
+		return
+	}
+	select {
+	case <-u.gw.cred.loaded:
+	case <-ctx.Done():
+	}
+}
+
+// credential returns the credential named name, or nil.
+func (g *Server) credential(name string) *authmap.Credential {
+	if name == "" {
+		return nil
+	}
+	return g.cred.set.Get(name)
+}
+
+// noteSecrets makes sure the redactor knows the credential's current value
+// before it is sent anywhere. It costs an atomic load while nothing changed.
+func (g *Server) noteSecrets(name string, c *authmap.Credential) {
+	gen := c.Generation()
+	v, _ := g.cred.gens.LoadOrStore(name, new(atomic.Uint64))
+	if v.(*atomic.Uint64).Load() == gen {
+		return
+	}
+	g.refreshRedactor()
+}
+
+// refreshRedactor rebuilds the redactor's list: the static secrets and every
+// credential's current, previous and source secrets. It is rebuilt rather
+// than added to, so that a token renewed every few seconds does not grow it
+// without end (each credential keeps its last values; see authmap).
+func (g *Server) refreshRedactor() {
+	cs := g.cred
+	cs.redactMu.Lock()
+	defer cs.redactMu.Unlock()
+	all := slices.Clone(cs.static)
+	for _, name := range cs.set.Names() {
+		c := cs.set.Get(name)
+		if c == nil {
+			continue
+		}
+		gen := c.Generation()
+		all = append(all, c.Knowledge().Secrets...)
+		v, _ := cs.gens.LoadOrStore(name, new(atomic.Uint64))
+		v.(*atomic.Uint64).Store(gen)
+	}
+	g.redactor.Replace(all...)
+}
+
+// credentialEvent receives every lifecycle event: it feeds the redactor,
+// logs the event once with what it affects, keeps it for /admin/events, and
+// restarts the stdio children that hold a value no longer current.
+func (g *Server) credentialEvent(e authmap.Event) {
+	defer g.recoverLog("credential event", "")
+	g.refreshRedactor()
+	e.Detail = g.redact(e.Detail)
+	ae := AuditEvent{Event: e}
+	ae.Upstreams, ae.Tools = g.credentialScope(e.Credential)
+	cs := g.cred
+	cs.eventsMu.Lock()
+	if len(cs.events) < maxEvents {
+		cs.events = append(cs.events, ae)
+	} else {
+		cs.events[cs.next] = ae
+		cs.next = (cs.next + 1) % maxEvents
+	}
+	cs.eventsMu.Unlock()
+
+	var ev *zerolog.Event
+	switch e.Kind {
+	case authmap.EventExpired, authmap.EventRevoked, authmap.EventInvalid, authmap.EventMissing:
+		ev = g.log.Error()
+	case authmap.EventExpiring, authmap.EventRejectedRotation, authmap.EventRateLimited:
+		ev = g.log.Warn()
+	default:
+		ev = g.log.Info()
+	}
+	ev = ev.Str(fieldCredential, e.Credential).Str("kind", string(e.Kind)).Str("trigger", string(e.Trigger)).
+		Str("status", e.Status.String()).Strs("upstreams", ae.Upstreams).Strs("tools", ae.Tools)
+	if e.Version != "" {
+		ev = ev.Str("version", e.Version)
+	}
+	if e.Detail != "" {
+		ev = ev.Str("detail", e.Detail)
+	}
+	ev.Msg("credential " + string(e.Kind))
+
+	for _, u := range g.upstreams {
+		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {
+			u.kickRotation()
+		}
+	}
+}
+
+// Events returns the lifecycle events kept (the last 1,000), oldest first.
+func (g *Server) Events() []AuditEvent {
+	cs := g.cred
+	cs.eventsMu.Lock()
+	defer cs.eventsMu.Unlock()
+	out := make([]AuditEvent, 0, len(cs.events))
+	out = append(out, cs.events[cs.next:]...)
+	return append(out, cs.events[:cs.next]...)
+}
+
+// credentialScope lists the upstreams using credential name and the exposed
+// tool globs it serves.
+func (g *Server) credentialScope(name string) (ups, tools []string) {
+	for _, up := range g.cfg.Order() {
+		u := g.cfg.Upstreams[up]
+		if u == nil || !slices.Contains(u.boundCredentials(g.cfg.Credentials), name) {
+			continue
+		}
+		ups = append(ups, up)
+		exposed := func(glob string) string {
+			if p := u.prefix(up); p != "" {
+				return p + g.cfg.ToolSeparator + glob
+			}
+			return glob
+		}
+		for _, tc := range u.Credentials {
+			if tc.Credential == name {
+				for _, t := range tc.Tools {
+					tools = append(tools, exposed(t))
+				}
+			}
+		}
+		if u.Credential == name {
+			tools = append(tools, exposed("*"))
+		}
+	}
+	return ups, tools
+}
+
+// perTool reports whether credential name serves only some tools of an
+// upstream (for its readiness score).
+func (g *Server) perTool(name string) bool {
+	for _, u := range g.cfg.Upstreams {
+		if u == nil {
+			continue
+		}
+		for _, tc := range u.Credentials {
+			if tc.Credential == name && !tc.matches("*") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// credKnowledge is what the classifier needs for a call served by credential
+// name on u: the credential's knowledge plus the upstream's own configured
+// secrets.
+func (g *Server) credKnowledge(u *upstream, name string) (authmap.Knowledge, bool) {
+	c := g.credential(name)
+	if c == nil {
+		return authmap.Knowledge{}, false
+	}
+	k := c.Knowledge()
+	k.Now = g.now()
+	if len(u.secrets) > 0 {
+		k.Secrets = append(slices.Clip(k.Secrets), u.secrets...)
+	}
+	return k, true
+}
+
+// credentialGate decides before a call whether credential name may be sent:
+// not when it has no value (credential_missing), nor when calls or its
+// source found it revoked or invalid. A revocation does not heal itself: the
+// value is not sent again until it changes (a rotation, a refresh, a reload),
+// so a dead token does not keep hitting the provider.
+func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (authmap.Failure, bool) {
+	c := g.credential(name)
+	if c == nil {
+		return authmap.Failure{}, false
+	}
+	g.awaitHold(ctx, callCredFrom(ctx), name, c.Value())
+	if c.Value() == "" {
+		return g.attribute(u, g.missingFailure(name)), true
+	}
+	st := c.Status()
+	if st != authmap.StatusRevoked && st != authmap.StatusInvalid {
+		return authmap.Failure{}, false
+	}
+	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialRevoked, Recovery: authmap.RecoveryRotate, Credential: name}
+	if st == authmap.StatusInvalid {
+		f.Subtype = authmap.SubtypeCredentialInvalid
+	}
+	if le := c.Snapshot(false).LastError; le != nil && le.Subtype == f.Subtype {
+		f = *le
+	}
+	f.Credential, f.Retryable = name, false
+	f.Detail = fmt.Sprintf("credential %q is %s and is not sent again until it changes (rotate it, or reload it: SIGHUP, the admin endpoint or a webhook)", name, st)
+	if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
+		f.Detail += ": " + le.Detail
+	}
+	return g.attribute(u, f), true
+}
+
+// missingFailure is the failure of a call whose credential has no value.
+func (g *Server) missingFailure(name string) authmap.Failure {
+	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialMissing, Recovery: authmap.RecoveryRotate, Credential: name}
+	f.Detail = fmt.Sprintf("credential %q has no value; nothing was sent", name)
+	if c := g.credential(name); c != nil {
+		if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
+			f.Detail += ": " + le.Detail
+		}
+	}
+	return f
+}
+
+// afterCall feeds a call's outcome back to its credential: the live status,
+// and on a rejection as expired or invalid the reactive renewal. It reports
+// whether the call may be resent (the credential now holds another value,
+// and the rejection proves the call did not run) and, when the renewal
+// showed the credential revoked (its refresh was answered invalid_grant),
+// the failure the call is answered with instead.
+func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure, answered bool) (resend bool, revised *authmap.Failure) {
+	c := g.credential(cc.name)
+	if c == nil {
+		return false, nil
+	}
+	used := cc.sent()
+	if used == "" {
+		return false, nil // nothing was sent: nothing to learn
+	}
+	if f == nil || !f.IsAuth() {
+		if answered {
+			c.Report("", used)
+		}
+		return false, nil
+	}
+	if f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid {
+		// Hold new calls with this value until the renewal is done, so that
+		// a dead token is not sent again meanwhile (the transport placed
+		// the hold as soon as the rejection arrived; see suspect).
+		g.suspect(cc, used)
+		renewed := ctx.Err() == nil && c.RenewAfterRejection(ctx, used)
+		g.releaseHolds(cc)
+		if renewed {
+			return true, nil
+		}
+		if k := c.Knowledge(); k.RefreshRejected {
+			// The renewal found the grant revoked: that, not the
+			// rejection's wording, is what the agent must act on.
+			r := *f
+			r.Subtype, r.Recovery, r.Retryable = authmap.SubtypeCredentialRevoked, authmap.RecoveryReauthorize, false
+			if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
+				r.Detail = g.redact(le.Detail)
+			}
+			c.Report(authmap.SubtypeCredentialRevoked, used)
+			return false, &r
+		}
+	}
+	c.Report(f.Subtype, used)
+	return false, nil
+}
+
+// hold marks a value a provider just rejected, while the call that got the
+// rejection renews the credential: other calls that would send it wait for
+// the outcome instead, so a dead token is not sent again meanwhile.
+type hold struct {
+	used string
+	done chan struct{}
+	once sync.Once
+}
+
+func (h *hold) release() { h.once.Do(func() { close(h.done) }) }
+
+// suspect places a hold on value used of cc's credential, owned by cc,
+// unless one is already placed on it.
+func (g *Server) suspect(cc *callCred, used string) {
+	if cc == nil || cc.override != "" || used == "" {
+		return
+	}
+	h := &hold{used: used, done: make(chan struct{})}
+	for {
+		prev, loaded := g.cred.holds.LoadOrStore(cc.name, h)
+		if !loaded {
+			break
+		}
+		if prev.(*hold).used == used {
+			return
+		}
+		if g.cred.holds.CompareAndSwap(cc.name, prev, h) {
+			break
+		}
+	}
+	cc.mu.Lock()
+	cc.holds = append(cc.holds, h)
+	cc.mu.Unlock()
+}
+
+// releaseHolds lifts the holds cc placed.
+func (g *Server) releaseHolds(cc *callCred) {
+	if cc == nil {
+		return
+	}
+	cc.mu.Lock()
+	hs := cc.holds
+	cc.holds = nil
+	cc.mu.Unlock()
+	for _, h := range hs {
+		g.cred.holds.CompareAndDelete(cc.name, h)
+		h.release()
+	}
+}
+
+// awaitHold waits while a hold placed by another call is on value v of
+// credential name, and reports whether it waited.
+func (g *Server) awaitHold(ctx context.Context, cc *callCred, name, v string) bool {
+	hv, ok := g.cred.holds.Load(name)
+	if !ok {
+		return false
+	}
+	h := hv.(*hold)
+	if h.used != v {
+		return false
+	}
+	if cc != nil {
+		cc.mu.Lock()
+		own := slices.Contains(cc.holds, h)
+		cc.mu.Unlock()
+		if own {
+			return false
+		}
+	}
+	select {
+	case <-h.done:
+	case <-ctx.Done():
+	}
+	return true
+}
+
+// gatedError: a request was not sent because its credential is known dead.
+type gatedError struct{ f authmap.Failure }
+
+func (e *gatedError) Error() string { return e.f.Error() }
+
+// toolProbe runs a credential's probe.tool: the tool is called on the first
+// upstream (in config order) the credential serves, over a session of its own
+// that sends the candidate value, so that the live sessions are untouched.
+func (g *Server) toolProbe(ctx context.Context, name string, probe authmap.ProbeConfig, value string) (authmap.ProbeResult, error) {
+	var u *upstream
+	for _, cand := range g.upstreams {
+		if slices.Contains(cand.cfg.boundCredentials(g.cfg.Credentials), name) {
+			u = cand
+			break
+		}
+	}
+	if u == nil {
+		return authmap.ProbeResult{}, fmt.Errorf("credential %q serves no upstream", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), g.opts.ConnectTimeout))
+	defer cancel()
+	cc := &callCred{name: name, override: value}
+	ctx = withCallCred(ctx, cc)
+	sessCtx, endSession := context.WithCancel(ctx)
+	defer endSession()
+	cs, err := u.connect(sessCtx, u.newClient(nil))
+	if err == nil {
+		defer cs.Close()
+		args := probe.Arguments
+		if args == nil {
+			args = map[string]any{}
+		}
+		var res *mcp.CallToolResult
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: probe.Tool, Arguments: args})
+		if err == nil && res != nil && res.IsError {
+			text, _ := resultText(res)
+			k, _ := g.credKnowledge(u, name)
+			k.Secrets = append(slices.Clip(k.Secrets), value)
+			if f, ok := g.classifier.ClassifyText(classifiable(text), u.cfg.Provider, k); ok {
+				f = g.attribute(u, f)
+				return authmap.ProbeResult{Failure: &f}, nil
+			}
+			f := g.attribute(u, authmap.Failure{Type: authmap.TypeUpstreamError, Detail: "probe tool " + probe.Tool + ": " + text})
+			return authmap.ProbeResult{Failure: &f}, nil
+		}
+	}
+	if err != nil {
+		f, _ := g.classifyAs(u, name, err)
+		if f.IsAuth() {
+			return authmap.ProbeResult{Failure: &f}, nil
+		}
+		return authmap.ProbeResult{}, fmt.Errorf("probe tool %q on upstream %q: %s", probe.Tool, u.name, g.redact(authmap.Redact(err.Error(), []string{value})))
+	}
+	return authmap.ProbeResult{}, nil
+}
+
+// credentialsHealthy reports whether every credential is healthy, and their
+// snapshots for /health.
+func (g *Server) credentialHealth() (map[string]authmap.Snapshot, bool) {
+	names := g.cred.set.Names()
+	if len(names) == 0 {
+		return nil, true
+	}
+	out := make(map[string]authmap.Snapshot, len(names))
+	healthy := true
+	for _, n := range names {
+		c := g.cred.set.Get(n)
+		if c == nil {
+			continue
+		}
+		s := c.Snapshot(g.perTool(n))
+		if s.LastError != nil {
+			le := *s.LastError
+			le.Detail = g.redact(le.Detail)
+			s.LastError = &le
+		}
+		if s.Status != authmap.StatusHealthy {
+			healthy = false
+		}
+		out[n] = s
+	}
+	return out, healthy
+}
+
+// credentialTimeout bounds a manual reload (admin, webhook, SIGHUP).
+const credentialTimeout = 30 * time.Second
+
+// injectCredential sets the credential header of a request to u: the call's
+// credential, or the upstream's default for its own traffic. It records the
+// value sent in the call's holder, and refuses to send a request whose
+// credential has no value. cloned says req is already a copy it may modify.
+func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Request, error) {
+	name, override := u.defaultCred, ""
+	cc := callCredFrom(req.Context())
+	if cc != nil {
+		name, override = cc.name, cc.override
+	}
+	c := u.gw.credential(name)
+	if c == nil {
+		return req, nil
+	}
+	header, prefix := c.Config().Inject.HeaderName()
+	if header == "" {
+		return req, nil // an env credential: Validate keeps it off HTTP upstreams
+	}
+	v := override
+	if v == "" {
+		v = c.Value()
+		// A call right behind a rejection of this value waits for the
+		// renewal, then sends the new value or nothing.
+		if cc != nil && u.gw.awaitHold(req.Context(), cc, name, v) {
+			v = c.Value()
+			if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {
+				return nil, &gatedError{f: f}
+			}
+		}
+	}
+	if v == "" {
+		return nil, &credentialMissingError{credential: name}
+	}
+	u.gw.noteSecrets(name, c)
+	if !cloned {
+		req = req.Clone(req.Context())
+	}
+	req.Header.Set(header, prefix+v)
+	if cc != nil && override == "" {
+		cc.setUsed(v)
+	}
+	return req, nil
+}
+
+// noteCredentialExpiry feeds an expiry a provider announced on a response
+// (github-authentication-token-expiration) to the credential that was sent.
+func (u *upstream) noteCredentialExpiry(req *http.Request, h http.Header) {
+	name := u.defaultCred
+	if cc := callCredFrom(req.Context()); cc != nil {
+		if cc.override != "" {
+			return // a candidate's expiry is the probe's to report
+		}
+		name = cc.name
+	}
+	if c := u.gw.credential(name); c != nil {
+		if at, ok := authmap.ExpiryFromHeader(h); ok {
+			c.NoteExpiry(at)
+		}
+	}
+}
+
+// outcomeFailure reads what toolOutcome made of a call: the failure object,
+// if any, and whether the upstream answered (so the credential authenticated,
+// unless the failure is an auth failure).
+func outcomeFailure(res *mcp.CallToolResult, err error) (*authmap.Failure, bool) {
+	if err != nil {
+		var rpc *jsonrpc.Error
+		return nil, errors.As(err, &rpc) // a passed-through upstream error was an answer
+	}
+	if res == nil || !res.IsError {
+		return nil, res != nil
+	}
+	f, ok := res.Meta[MetaKey].(authmap.Failure)
+	if !ok {
+		return nil, true
+	}
+	return &f, f.Type == authmap.TypeUpstreamError
+}

@@ -1,0 +1,678 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// bearerUpstream is a real MCP server over streamable HTTP that checks the
+// bearer token of every request against the tokens it accepts, and records
+// what each request carried.
+type bearerUpstream struct {
+	*testUpstream
+	mu      sync.Mutex
+	valid   map[string]string // token -> how a rejection is worded ("" = accepted)
+	seen    []seenRequest
+	handler http.Handler
+}
+
+type seenRequest struct {
+	Token  string
+	Method string // JSON-RPC method ("" for a GET or DELETE)
+	Tool   string // tools/call only
+}
+
+// Rejections the bearer upstream answers with (RFC 6750 challenges).
+const (
+	rejectExpired = `Bearer error="invalid_token", error_description="The access token expired"`
+	rejectRevoked = `Bearer error="invalid_token", error_description="The access token has been revoked"`
+	rejectInvalid = `Bearer error="invalid_token", error_description="The access token is invalid"`
+)
+
+func newBearerUpstream(t *testing.T, tools ...string) *bearerUpstream {
+	t.Helper()
+	b := &bearerUpstream{testUpstream: newTestUpstream(t, "bearer", tools...), valid: map[string]string{}}
+	inner := b.http.Config.Handler
+	b.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		sr := seenRequest{Token: tok}
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var msg struct {
+				Method string `json:"method"`
+				Params struct {
+					Name string `json:"name"`
+				} `json:"params"`
+			}
+			_ = json.Unmarshal(body, &msg)
+			sr.Method = msg.Method
+			if msg.Method == "tools/call" {
+				sr.Tool = msg.Params.Name
+			}
+		}
+		b.mu.Lock()
+		b.seen = append(b.seen, sr)
+		reject, ok := b.valid[tok]
+		b.mu.Unlock()
+		if !ok || reject != "" {
+			if reject == "" {
+				reject = rejectInvalid
+			}
+			w.Header().Set("WWW-Authenticate", reject)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	return b
+}
+
+// accept makes the upstream accept tok; reject (non-empty) makes it refuse tok that way.
+func (b *bearerUpstream) accept(tok string)            { b.set(tok, "") }
+func (b *bearerUpstream) refuse(tok, challenge string) { b.set(tok, challenge) }
+func (b *bearerUpstream) set(tok, v string) {
+	b.mu.Lock()
+	b.valid[tok] = v
+	b.mu.Unlock()
+}
+
+// calls returns the tools/call requests seen, in order.
+func (b *bearerUpstream) calls() []seenRequest {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []seenRequest
+	for _, s := range b.seen {
+		if s.Method == "tools/call" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (b *bearerUpstream) tokens() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, s := range b.seen {
+		out = append(out, s.Token)
+	}
+	return out
+}
+
+// credGateway starts a gateway for yaml with env as its sources' environment,
+// its logs in logs, and returns an agent session and the gateway's HTTP URL.
+func credGateway(t *testing.T, ctx context.Context, yaml string, env map[string]string, logs io.Writer) (*Server, *mcp.ClientSession, string) {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if logs == nil {
+		logs = zerolog.NewTestWriter(t)
+	}
+	log := zerolog.New(logs).Level(zerolog.InfoLevel)
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+		Sources: &authmap.SourceOptions{LookupEnv: lookup}})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	_ = g.LoadCredentials(ctx)
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, nil)
+	if err != nil {
+		t.Fatalf("connect agent: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return g, cs, hs.URL
+}
+
+func callOK(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) {
+	t.Helper()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
+	if err != nil {
+		t.Fatalf("call %s: %v", tool, err)
+	}
+	if res.IsError {
+		t.Fatalf("call %s failed: %s", tool, text(res))
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Regression test for issue 7 (call path): each tool's calls carry the
+// bearer of the credential its per-tool entry names, the session's own
+// traffic the default one.
+func TestPerToolCredentials(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "get_issue", "create_issue")
+	up.accept("read-token-0123456789")
+	up.accept("write-token-0123456789")
+	_, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  gh-read: {source: {value: read-token-0123456789}}
+  gh-write: {source: {env: GH_WRITE}}
+upstreams:
+  gh:
+    url: %s
+    credentials:
+      - {tools: ["get_*"], credential: gh-read}
+      - {tools: ["*"], credential: gh-write}
+`, up.url()), map[string]string{"GH_WRITE": "write-token-0123456789"}, nil)
+	callOK(t, ctx, cs, "gh__get_issue")
+	callOK(t, ctx, cs, "gh__create_issue")
+	want := []seenRequest{
+		{Token: "read-token-0123456789", Method: "tools/call", Tool: "get_issue"},
+		{Token: "write-token-0123456789", Method: "tools/call", Tool: "create_issue"},
+	}
+	if diff := cmp.Diff(want, up.calls()); diff != "" {
+		t.Errorf("tools/call requests mismatch (-want +got):\n%s", diff)
+	}
+	for _, s := range up.seen {
+		if s.Method == "initialize" && s.Token != "write-token-0123456789" {
+			t.Errorf("initialize carried %q, want the default credential (gh-write)", s.Token)
+		}
+	}
+}
+
+// Regression test for issue 7 (rotation): a file credential rotated by an
+// atomic rename applies to the very next request, without a restart.
+func TestFileRotationNextRequest(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	writeFile(t, path, "old-token-0123456789\n")
+	up := newBearerUpstream(t, "echo")
+	up.accept("old-token-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.accept("new-token-0123456789")
+	writeFile(t, path, "new-token-0123456789\n")
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == "new-token-0123456789" })
+	up.refuse("old-token-0123456789", rejectRevoked)
+	callOK(t, ctx, cs, "api__echo")
+	calls := up.calls()
+	if got := calls[len(calls)-1].Token; got != "new-token-0123456789" {
+		t.Errorf("the call after the rotation carried %q, want the new token", got)
+	}
+	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "rotated") {
+		t.Errorf("events %v, want one rotated", kinds)
+	}
+}
+
+func eventKinds(g *Server, name string) []string {
+	var out []string
+	for _, e := range g.Events() {
+		if e.Credential == name {
+			out = append(out, string(e.Kind))
+		}
+	}
+	return out
+}
+
+// Regression test for issue 7 (reactive renewal): a call rejected as expired
+// re-reads an exec source whose value changed, and is resent once with the
+// new value; the agent sees one successful call.
+func TestReactiveRenewalResendsOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {exec: {command: [cat, %s]}}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	// The provider expires the token; the source already holds a new one,
+	// which nothing has read yet (exec is not watched).
+	up.refuse("first-token-0123456789", rejectExpired)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	callOK(t, ctx, cs, "api__echo")
+	want := []seenRequest{
+		{Token: "first-token-0123456789", Method: "tools/call", Tool: "echo"},
+		{Token: "first-token-0123456789", Method: "tools/call", Tool: "echo"},
+		{Token: "second-token-0123456789", Method: "tools/call", Tool: "echo"},
+	}
+	if diff := cmp.Diff(want, up.calls()); diff != "" {
+		t.Errorf("tools/call requests mismatch (-want +got):\n%s", diff)
+	}
+	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusHealthy {
+		t.Errorf("status %s, want healthy", st)
+	}
+	// A second rejection within the minute is not renewed again: it is
+	// reported, typed, and the call is not resent.
+	up.refuse("second-token-0123456789", rejectExpired)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialExpired || f.Credential != "tok" {
+		t.Errorf("failure %+v, want credential_expired naming tok", f)
+	}
+	if n := len(up.calls()); n != 4 {
+		t.Errorf("%d tools/call requests, want 4 (no second resend)", n)
+	}
+}
+
+// Regression test for issue 7: a credential without a value fails the call
+// as credential_missing and sends nothing.
+func TestMissingCredentialNotSent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "get_x", "put_x")
+	up.accept("write-token-0123456789")
+	_, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+lifecycle: {startup: {fail_on: never}}
+credentials:
+  read: {source: {env: GH_READ}}
+  write: {source: {value: write-token-0123456789}}
+upstreams:
+  gh:
+    url: %s
+    credential: write
+    credentials: [{tools: ["get_*"], credential: read}]
+`, up.url()), nil, nil)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "gh__get_x", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := failureOf(t, res)
+	if f.Subtype != authmap.SubtypeCredentialMissing || f.Credential != "read" || f.Upstream != "gh" {
+		t.Errorf("failure %+v, want credential_missing naming read and gh", f)
+	}
+	if n := len(up.calls()); n != 0 {
+		t.Errorf("%d tools/call requests reached the upstream, want none", n)
+	}
+	callOK(t, ctx, cs, "gh__put_x") // the other credential still works
+}
+
+// Regression test for issue 7 (live status): a value the provider revoked is
+// revoked in health and is not sent again, until it changes.
+func TestRevokedStaysRevoked(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("live-token-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {value: live-token-0123456789}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, up.url()), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("live-token-0123456789", rejectRevoked)
+	for i := range 3 {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialRevoked || f.Credential != "tok" || f.Retryable {
+			t.Errorf("call %d: failure %+v, want credential_revoked naming tok, not retryable", i, f)
+		}
+	}
+	if n := len(up.calls()); n != 2 {
+		t.Errorf("%d tools/call requests, want 2: after the rejection the dead value is not sent", n)
+	}
+	h := g.Health()
+	if got := h.Credentials["tok"].Status; got != authmap.StatusRevoked {
+		t.Errorf("health credential status %s, want revoked", got)
+	}
+	if h.Status != HealthDegraded {
+		t.Errorf("health status %s, want degraded", h.Status)
+	}
+	if n := strings.Count(strings.Join(eventKinds(g, "tok"), " "), "revoked"); n != 1 {
+		t.Errorf("%d revoked events, want 1", n)
+	}
+}
+
+// Regression test for issue 7 (secrets): no credential value, previous or
+// current, nor the admin token or webhook secret, appears in logs, health,
+// events or results, even when the upstream echoes them.
+func TestCredentialSecretsNeverShown(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "first-secret-abcdef0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-secret-abcdef0123456789")
+	var logs syncBuffer
+	g, cs, base := credGateway(t, ctx, fmt.Sprintf(`
+admin: {token: admin-secret-abcdef0123456789}
+webhooks: {secret: {env: HOOK}}
+credentials:
+  tok: {source: {file: %s}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), map[string]string{"HOOK": "hook-secret-abcdef0123456789"}, &logs)
+	secrets := []string{"first-secret-abcdef0123456789", "second-secret-abcdef0123456789", "admin-secret-abcdef0123456789", "hook-secret-abcdef0123456789"}
+	var results []string
+	echo := func(s string) {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "text:" + s}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(res)
+		results = append(results, string(b))
+	}
+	for _, s := range secrets {
+		if !strings.HasPrefix(s, "second") { // not known to anyone yet
+			echo(s)
+		}
+	}
+	up.accept("second-secret-abcdef0123456789")
+	writeFile(t, path, "second-secret-abcdef0123456789")
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == "second-secret-abcdef0123456789" })
+	for _, s := range secrets {
+		echo(s)
+	}
+	// A rejection quoting the token.
+	up.refuse("second-secret-abcdef0123456789", rejectRevoked)
+	echo("x")
+	h, _ := json.Marshal(g.Health())
+	ev := adminGet(t, base+"/admin/events", "admin-secret-abcdef0123456789")
+	surfaces := map[string]string{"logs": logs.String(), "health": string(h), "events": ev, "results": strings.Join(results, "\n")}
+	for name, text := range surfaces {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("%s contain the secret %q", name, s)
+			}
+		}
+	}
+	if !strings.Contains(ev, `"rotated"`) {
+		t.Errorf("events lack the rotation: %s", ev)
+	}
+}
+
+func adminGet(t *testing.T, url, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func post(t *testing.T, url string, header map[string]string, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Regression test for issue 7 (rotation without restart): the admin reload
+// and the signed webhook re-read an exec credential; a bad or missing
+// signature or admin token changes nothing.
+func TestAdminAndWebhookReload(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "v1-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	for _, v := range []string{"v1", "v2", "v3"} {
+		up.accept(v + "-token-0123456789")
+	}
+	g, _, base := credGateway(t, ctx, fmt.Sprintf(`
+admin: {token: admin-token-0123456789}
+webhooks: {secret: hook-secret-0123456789}
+credentials:
+  tok: {source: {exec: {command: [cat, %s]}}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	cred := g.Credentials().Get("tok")
+	sign := func(key, body string) string {
+		m := hmac.New(sha256.New, []byte(key))
+		m.Write([]byte(body))
+		return "sha256=" + hex.EncodeToString(m.Sum(nil))
+	}
+	writeFile(t, path, "v2-token-0123456789")
+	for _, tc := range []struct {
+		name   string
+		url    string
+		header map[string]string
+		want   int
+	}{
+		{"admin without token", base + "/admin/credentials/tok/reload", nil, 401},
+		{"admin with a wrong token", base + "/admin/credentials/tok/reload", map[string]string{"Authorization": "Bearer nope"}, 401},
+		{"webhook without signature", base + "/webhooks/rotate/tok", nil, 401},
+		{"webhook signed with another key", base + "/webhooks/rotate/tok", map[string]string{"X-Credgate-Signature": sign("other", "{}")}, 401},
+		{"admin for an unknown credential", base + "/admin/credentials/nope/reload", map[string]string{"Authorization": "Bearer admin-token-0123456789"}, 404},
+	} {
+		if code, body := post(t, tc.url, tc.header, "{}"); code != tc.want {
+			t.Errorf("%s: %d %s, want %d", tc.name, code, body, tc.want)
+		}
+		if v := cred.Value(); v != "v1-token-0123456789" {
+			t.Fatalf("%s changed the credential", tc.name)
+		}
+	}
+	code, body := post(t, base+"/admin/credentials/tok/reload", map[string]string{"Authorization": "Bearer admin-token-0123456789"}, "")
+	if code != 200 || !strings.Contains(body, `"changed": true`) || cred.Value() != "v2-token-0123456789" {
+		t.Errorf("admin reload: %d %s, value changed: %t", code, body, cred.Value() == "v2-token-0123456789")
+	}
+	writeFile(t, path, "v3-token-0123456789")
+	code, body = post(t, base+"/webhooks/rotate/tok", map[string]string{"X-Credgate-Signature": sign("hook-secret-0123456789", `{"ping":1}`)}, `{"ping":1}`)
+	if code != 200 || cred.Value() != "v3-token-0123456789" {
+		t.Errorf("webhook: %d %s, value changed: %t", code, body, cred.Value() == "v3-token-0123456789")
+	}
+	var triggers []string
+	for _, e := range g.Events() {
+		if e.Kind == authmap.EventRotated {
+			triggers = append(triggers, string(e.Trigger))
+		}
+	}
+	if diff := cmp.Diff([]string{"admin", "webhook"}, triggers); diff != "" {
+		t.Errorf("rotation triggers mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// Regression test for issue 7 (admin endpoints exist only when configured).
+func TestAdminEndpointsOnlyWhenConfigured(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("tok-0123456789")
+	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {value: tok-0123456789}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, up.url()), nil, nil)
+	for _, p := range []string{"/admin/credentials/tok/reload", "/webhooks/rotate/tok"} {
+		if code, _ := post(t, base+p, nil, ""); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
+			t.Errorf("POST %s: %d, want 404 (not configured)", p, code)
+		}
+	}
+}
+
+// Regression test for issue 7 (health): /health shows each credential and
+// each upstream's binding.
+func TestCredentialHealth(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("tok-0123456789")
+	exp := time.Now().Add(30 * time.Minute).UTC().Truncate(time.Second)
+	g, _, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {value: tok-0123456789}, expires_at: %q}
+upstreams:
+  api:
+    url: %s
+    credentials: [{tools: ["*"], credential: tok}]
+`, exp.Format(time.RFC3339), up.url()), nil, nil)
+	h := g.Health()
+	s := h.Credentials["tok"]
+	if s.Status != authmap.StatusExpiring || s.Source != "value" || s.ExpiresAt == nil || !s.ExpiresAt.Equal(exp) || s.TTLSeconds == nil {
+		t.Errorf("credential health %+v, want expiring, source value, expires_at %s", s, exp)
+	}
+	if h.Status != HealthDegraded {
+		t.Errorf("status %s, want degraded while a credential is expiring", h.Status)
+	}
+	uh := h.Upstreams["api"]
+	if diff := cmp.Diff([]ToolCredentialHealth{{Tools: []string{"*"}, Credential: "tok"}}, uh.Credentials); diff != "" || uh.Credential != "tok" {
+		t.Errorf("upstream binding credential=%q, list mismatch (-want +got):\n%s", uh.Credential, diff)
+	}
+}
+
+// Regression test for issue 7 (config): every binding problem is reported,
+// naming its key; a secret takes a string or a source object.
+func TestCredentialConfigValidation(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte(`
+admin: {token: {env: ADMIN}}
+webhooks: {secret: plain-secret-value}
+credentials:
+  hdr: {source: {value: x-0123456789}}
+  envc: {source: {value: y-0123456789}, inject: {env: TOKEN}}
+upstreams:
+  web:
+    url: http://127.0.0.1:1/mcp
+    credential: envc
+    credentials:
+      - {tools: ["get_*"], credential: nope}
+      - {tools: [], credential: hdr}
+  local:
+    command: /bin/true
+    credential: hdr
+`), nil)
+	if err == nil {
+		t.Fatal("config accepted")
+	}
+	for _, want := range []string{
+		`upstreams.web.credential: credential "envc" injects the environment variable TOKEN`,
+		`upstreams.web.credentials[0].credential: unknown credential "nope"`,
+		`upstreams.web.credentials[1].tools: missing`,
+		`upstreams.local.credential: credential "hdr" has no inject.env`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, unwanted := range []string{"admin.token", "webhooks.secret"} {
+		if strings.Contains(err.Error(), unwanted) {
+			t.Errorf("error mentions %s, which is valid:\n%v", unwanted, err)
+		}
+	}
+	cfg, err := ParseConfig([]byte(`
+upstreams:
+  web: {url: http://127.0.0.1:1/mcp, credential: label-only}
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, `upstreams.web.credential: "label-only" is not defined under credentials`) {
+		t.Errorf("warnings lack the label note: %s", w)
+	}
+}
+
+// Regression test for issue 7 (a new value is checked before it replaces the
+// old one): with probe.tool, a rotated value the upstream rejects is not
+// adopted (rejected_rotation) and calls keep the old one; a good one is.
+func TestToolProbeGuardsRotation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "good-one-0123456789")
+	up := newBearerUpstream(t, "echo", "get_me")
+	up.accept("good-one-0123456789")
+	up.accept("good-two-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}, probe: {tool: get_me}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	cred := g.Credentials().Get("tok")
+	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "validated") {
+		t.Errorf("events at start %v, want validated (the probe ran)", kinds)
+	}
+	writeFile(t, path, "bad-value-0123456789")
+	waitFor(t, ctx, func() bool { return slices.Contains(eventKinds(g, "tok"), "rejected_rotation") })
+	if v := cred.Value(); v != "good-one-0123456789" {
+		t.Errorf("a value the probe rejected was adopted")
+	}
+	callOK(t, ctx, cs, "api__echo")
+	writeFile(t, path, "good-two-0123456789")
+	waitFor(t, ctx, func() bool { return cred.Value() == "good-two-0123456789" })
+	callOK(t, ctx, cs, "api__echo")
+	if calls := up.calls(); calls[len(calls)-1].Token != "good-two-0123456789" {
+		t.Errorf("last call carried %q", calls[len(calls)-1].Token)
+	}
+}

@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// fingerprint names a token without showing it (results are redacted).
+func fingerprint(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return "fp:" + hex.EncodeToString(sum[:6])
+}
+
+// envTokenUpstream is a stdio MCP server whose tools report the TOKEN its
+// environment holds: whoami at once, wait once the file named in its
+// arguments exists (creating <file>.started first).
+func envTokenUpstream() {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "envtoken", Version: "1"}, nil)
+	me := func() *mcp.CallToolResult {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fingerprint(os.Getenv("TOKEN"))}}}
+	}
+	schema := json.RawMessage(`{"type":"object","properties":{"file":{"type":"string"}}}`)
+	for _, name := range []string{"whoami", "read_whoami"} {
+		srv.AddTool(&mcp.Tool{Name: name, InputSchema: schema}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return me(), nil
+		})
+	}
+	srv.AddTool(&mcp.Tool{Name: "wait", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		var args struct{ File string }
+		_ = json.Unmarshal(req.Params.Arguments, &args)
+		_ = os.WriteFile(args.File+".started", nil, 0o600)
+		for {
+			if _, err := os.Stat(args.File); err == nil {
+				return me(), nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	})
+	_ = srv.Run(context.Background(), &mcp.StdioTransport{})
+}
+
+func callText(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string, args map[string]any) string {
+	t.Helper()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Errorf("call %s: %v", tool, err)
+		return ""
+	}
+	if res.IsError {
+		t.Errorf("call %s failed: %s", tool, text(res))
+	}
+	return text(res)
+}
+
+// Regression test for issue 7 (stdio env injection): each credential's
+// value reaches a child's environment, a per-tool credential gets a child of
+// its own, and a rotated credential replaces its child gracefully: new
+// calls go to a new child while a call in flight finishes on the old one.
+func TestStdioEnvCredentialRotation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	writeFile(t, path, "env-one-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}, inject: {env: TOKEN}}
+  rtok: {source: {value: env-read-0123456789}, inject: {env: TOKEN}}
+upstreams:
+  local:
+    command: %q
+    env: {%s: envtoken}
+    credential: tok
+    credentials: [{tools: ["read_*"], credential: rtok}]
+`, path, self, rawUpstreamEnv), nil, nil)
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
+		t.Errorf("whoami = %q, want the default credential's value", got)
+	}
+	if got := callText(t, ctx, cs, "local__read_whoami", nil); got != fingerprint("env-read-0123456789") {
+		t.Errorf("read_whoami = %q, want the per-tool credential's value", got)
+	}
+
+	release := filepath.Join(dir, "release")
+	var wg sync.WaitGroup
+	var inFlight string
+	wg.Go(func() { inFlight = callText(t, ctx, cs, "local__wait", map[string]any{"file": release}) })
+	waitFor(t, ctx, func() bool { _, err := os.Stat(release + ".started"); return err == nil })
+
+	writeFile(t, path, "env-two-0123456789")
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == "env-two-0123456789" })
+	waitFor(t, ctx, func() bool { return callText(t, ctx, cs, "local__whoami", nil) == fingerprint("env-two-0123456789") })
+	if err := os.WriteFile(release, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if inFlight != fingerprint("env-one-0123456789") {
+		t.Errorf("the call in flight during the rotation answered %q, want the old child's value", inFlight)
+	}
+	if got := callText(t, ctx, cs, "local__read_whoami", nil); got != fingerprint("env-read-0123456789") {
+		t.Errorf("read_whoami after the rotation = %q", got)
+	}
+	if h := g.Health().Upstreams["local"]; h.Status != StatusUp {
+		t.Errorf("upstream %s after the rotation, want up", h.Status)
+	}
+}
