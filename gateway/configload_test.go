@@ -490,38 +490,40 @@ func TestImportDesktopConfig(t *testing.T) {
 
 // readmeConfig returns the ```yaml block under "## Configuration" in the
 // README.
-func readmeConfig(t *testing.T) []byte {
+func readmeConfig(t *testing.T, heading string) []byte {
 	t.Helper()
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, section, ok := strings.Cut(string(readme), "\n## Configuration\n")
+	_, section, ok := strings.Cut(string(readme), "\n## "+heading+"\n")
 	if !ok {
-		t.Fatal(`README.md has no "## Configuration" section`)
+		t.Fatalf("README.md has no %q section", heading)
 	}
 	if next := strings.Index(section, "\n## "); next >= 0 {
 		section = section[:next]
 	}
 	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindStringSubmatch(section)
 	if m == nil {
-		t.Fatal(`no yaml block under "## Configuration" in README.md`)
+		t.Fatalf("no yaml block under %q in README.md", heading)
 	}
 	return []byte(m[1])
 }
 
 // TestREADMEConfigSample is the regression test for issue 6 item 18: the
-// README's own config sample passes validate.
+// README's own config samples pass validate (the credentials sample too).
 func TestREADMEConfigSample(t *testing.T) {
 	t.Parallel()
-	sample := readmeConfig(t)
-	// The sample may reference variables; give each one a value.
-	var environ []string
-	for _, m := range regexp.MustCompile(`\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(sample), -1) {
-		environ = append(environ, m[1]+"=value-of-"+m[1])
-	}
-	if _, err := ParseConfig(sample, environ); err != nil {
-		t.Errorf("the README's config sample does not validate:\n%v\n%s", err, sample)
+	for _, heading := range []string{"Configuration", "Credentials and their lifecycle"} {
+		sample := readmeConfig(t, heading)
+		// The sample may reference variables; give each one a value.
+		var environ []string
+		for _, m := range regexp.MustCompile(`\$\{(?:env:)?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(string(sample), -1) {
+			environ = append(environ, m[1]+"=value-of-"+m[1])
+		}
+		if _, err := ParseConfig(sample, environ); err != nil {
+			t.Errorf("the README's %q sample does not validate:\n%v\n%s", heading, err, sample)
+		}
 	}
 }
 
