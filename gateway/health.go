@@ -61,7 +61,7 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		}
 		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval)) }
 		probeLoop(ctx, interval, busy, probe, func(err error) {
-			u.log.Debug().Err(err).Msg("health probe failed")
+			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
 		})
 	}()

@@ -405,7 +405,7 @@ func (u *upstream) command(shared bool) (t mcp.Transport, child *childStderr, st
 		if st, err := supervised(cmd, childTerminate/2, u.limit); err == nil {
 			t = st
 		} else {
-			u.log.Warn().Err(err).Msg("running the child without a supervisor: its process group may outlive the gateway")
+			u.log.Warn().Str(fieldErr, err.Error()).Msg("running the child without a supervisor: its process group may outlive the gateway")
 		}
 	}
 	child = &childStderr{done: make(chan struct{})}
