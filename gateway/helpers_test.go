@@ -3,9 +3,13 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 )
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
@@ -21,6 +25,49 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// newTestGateway starts a gateway for yaml, without an agent, and waits for
+// its first connection attempts. Its warnings go to the test log.
+func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
+	t.Helper()
+	return newTestGatewayLogged(t, ctx, yaml, zerolog.NewTestWriter(t))
+}
+
+// newTestGatewayLogged is newTestGateway with the gateway's warnings written
+// to log.
+func newTestGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.Writer) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	zl := zerolog.New(log).Level(zerolog.WarnLevel)
+	// Short reconnect delays, so tests of a restarting upstream run fast.
+	g, err := New(cfg, &Options{Logger: &zl, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	return g
+}
+
+// startGateway runs a gateway for yaml and returns a connected agent session.
+func startGateway(t *testing.T, ctx context.Context, yaml string) (*Server, *mcp.ClientSession) {
+	t.Helper()
+	g := newTestGateway(t, ctx, yaml)
+	return g, agent(t, ctx, g, nil)
+}
+
+// startGatewayLogged is startGateway with the gateway's warnings kept in log.
+func startGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.Writer) (*Server, *mcp.ClientSession) {
+	t.Helper()
+	g := newTestGatewayLogged(t, ctx, yaml, log)
+	return g, agent(t, ctx, g, nil)
 }
 
 func sortedCopy(s []string) []string {

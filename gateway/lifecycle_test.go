@@ -17,30 +17,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
 )
-
-// newTestGateway starts a gateway for yaml, without an agent.
-func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
-	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
-	return g
-}
 
 // failureMeta returns the failure object a tool result carries in _meta.
 func failureMeta(t *testing.T, res *mcp.CallToolResult) map[string]any {
