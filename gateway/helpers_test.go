@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+
 	"sort"
 	"testing"
 	"time"
@@ -31,20 +32,18 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 // its first connection attempts. Its warnings go to the test log.
 func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
 	t.Helper()
-	return newTestGatewayLogged(t, ctx, yaml, zerolog.NewTestWriter(t))
+	return newTestGatewayLogged(t, ctx, yaml, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
 }
 
-// newTestGatewayLogged is newTestGateway with the gateway's warnings written
-// to log.
-func newTestGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.Writer) *Server {
+// newTestGatewayLogged is newTestGateway logging to log.
+func newTestGatewayLogged(t *testing.T, ctx context.Context, yaml string, log zerolog.Logger) *Server {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(yaml), nil)
 	if err != nil {
 		t.Fatalf("ParseConfig: %v", err)
 	}
-	zl := zerolog.New(log).Level(zerolog.WarnLevel)
 	// Short reconnect delays, so tests of a restarting upstream run fast.
-	g, err := New(cfg, &Options{Logger: &zl, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -66,7 +65,7 @@ func startGateway(t *testing.T, ctx context.Context, yaml string) (*Server, *mcp
 // startGatewayLogged is startGateway with the gateway's warnings kept in log.
 func startGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.Writer) (*Server, *mcp.ClientSession) {
 	t.Helper()
-	g := newTestGatewayLogged(t, ctx, yaml, log)
+	g := newTestGatewayLogged(t, ctx, yaml, zerolog.New(log).Level(zerolog.WarnLevel))
 	return g, agent(t, ctx, g, nil)
 }
 

@@ -74,7 +74,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cfg, err := ParseConfig(fmt.Appendf(nil, `
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf(`
 upstreams:
   e:
     url: %s
@@ -83,21 +84,7 @@ upstreams:
     command: /bin/sh
     args: ["-c", "echo \"starting with token $API_TOKEN\" >&2; exit 3"]
     env: {API_TOKEN: %s}
-`, echoUpstream(t), secretHeader, secretShort, secretEnv), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatal(err)
-	}
+`, echoUpstream(t), secretHeader, secretShort, secretEnv), zerolog.New(&logs).Level(zerolog.DebugLevel))
 	var mu sync.Mutex
 	var agentLogs []string
 	cs := agent(t, ctx, g, &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
