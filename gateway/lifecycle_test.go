@@ -145,14 +145,15 @@ func TestDeadConnectionMarksUpstreamDown(t *testing.T) {
 }
 
 // hangingUpstream is an MCP server over HTTP that stops answering while hang
-// is set: requests wait until the client gives up.
-func hangingUpstream(t *testing.T) (url string, hang *atomic.Bool) {
+// is set: requests wait until the client gives up. opts configures its
+// handler (nil allowed).
+func hangingUpstream(t *testing.T, opts *mcp.StreamableHTTPOptions) (url string, hang *atomic.Bool) {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "hangs", Version: "1"}, nil)
 	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts)
 	hang = new(atomic.Bool)
 	release := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -177,7 +178,7 @@ func TestHealthProbeFindsHungUpstream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	url, hang := hangingUpstream(t)
+	url, hang := hangingUpstream(t, nil)
 	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  h: {url: %s, timeout: 2s, health_interval: 100ms}\n", url))
 	if s := g.Health().Upstreams["h"].Status; s != StatusUp {
 		t.Fatalf("status = %q, want up", s)
@@ -395,26 +396,8 @@ func TestProbeEveryProtocol(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			s := mcp.NewServer(&mcp.Implementation{Name: "p", Version: "1"}, nil)
-			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{}, nil
-			})
-			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
-			var hang atomic.Bool
-			release := make(chan struct{})
-			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if hang.Load() {
-					select {
-					case <-r.Context().Done():
-					case <-release:
-					}
-					return
-				}
-				h.ServeHTTP(w, r)
-			}))
-			t.Cleanup(hs.Close)
-			t.Cleanup(func() { close(release) })
-			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s/mcp}\n", hs.URL))
+			url, hang := hangingUpstream(t, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
+			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s}\n", url))
 			u := g.byName["p"]
 			cs := u.session.Load()
 			if cs == nil {
