@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 
 	"sort"
 	"testing"
@@ -67,6 +69,15 @@ func startGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.W
 	t.Helper()
 	g := newTestGatewayLogged(t, ctx, yaml, zerolog.New(log).Level(zerolog.WarnLevel))
 	return g, agent(t, ctx, g, nil)
+}
+
+// serveMCP serves s over streamable HTTP until the test ends and returns its
+// endpoint.
+func serveMCP(t testing.TB, s *mcp.Server) string {
+	t.Helper()
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/mcp"
 }
 
 func sortedCopy(s []string) []string {

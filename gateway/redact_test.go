@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -60,9 +58,7 @@ func echoUpstream(t *testing.T) string {
 	s.AddResource(&mcp.Resource{URI: "mem://config", Name: "config"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "Authorization: Bearer " + secretHeader}}}, nil
 	})
-	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
-	t.Cleanup(hs.Close)
-	return hs.URL + "/mcp"
+	return serveMCP(t, s)
 }
 
 // TestSecretsNeverLeak is the regression test for issue 6 item 13: every
