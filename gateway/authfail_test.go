@@ -149,7 +149,7 @@ upstreams:
 		defer up.fail.Store(nil)
 		u := g.byName["github"]
 		if cs := u.session.Load(); cs != nil {
-			u.dropSession(cs) // as if the session had been lost
+			u.lost(cs, mcp.ErrConnectionClosed) // as if a call had found the connection gone
 		}
 		waitFor(t, ctx, func() bool {
 			h := g.Health().Upstreams["github"]

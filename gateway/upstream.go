@@ -335,14 +335,6 @@ func (u *upstream) requestRefresh() {
 	}
 }
 
-// dropSession ends a session that proved dead (connection closed, HTTP session
-// missing), so that run reconnects at once rather than on the next call.
-func (u *upstream) dropSession(cs *mcp.ClientSession) {
-	if u.session.CompareAndSwap(cs, nil) {
-		_ = cs.Close()
-	}
-}
-
 // connect starts a session on ctx, which must live as long as the session:
 // the SSE transport holds its event stream on it. The connect timeout ends
 // only the handshake.
@@ -993,12 +985,10 @@ func (u *upstream) forgetAgent(ss *mcp.ServerSession, a *agentConn) {
 	}
 }
 
-// drop ends a session that proved dead: the shared one, or an agent's own.
+// drop ends an agent's own session that proved dead, so that the agent's
+// next call opens a new one. A shared session is not dropped but lost (see
+// lost), which also marks the upstream down and makes run reconnect.
 func (u *upstream) drop(ss *mcp.ServerSession, cs *mcp.ClientSession) {
-	if u.session.Load() == cs {
-		u.dropSession(cs)
-		return
-	}
 	u.mu.Lock()
 	a := u.agents[ss]
 	if a != nil && a.cs == cs {
