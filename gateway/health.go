@@ -116,7 +116,9 @@ func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Dura
 		return nil
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("health probe: no answer within %s: %w", d, context.DeadlineExceeded)
+		// A timeoutError, so that the failure in health names the probe's
+		// wait, not the upstream's call timeout.
+		return fmt.Errorf("health probe: %w", &timeoutError{after: d, err: err})
 	}
 	return fmt.Errorf("health probe: %w", err)
 }

@@ -187,6 +187,8 @@ func TestHealthProbeFindsHungUpstream(t *testing.T) {
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusDown })
 	if f := g.Health().Upstreams["h"].LastFailure; f == nil || f.Type != authmap.TypeTimeout {
 		t.Errorf("last_failure of a hung upstream = %+v, want timeout", f)
+	} else if !strings.Contains(f.Detail, "within 100ms") {
+		t.Errorf("last_failure detail = %q, want the probe's wait (100ms), not the call timeout", f.Detail)
 	}
 	hang.Store(false)
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusUp })
