@@ -146,3 +146,36 @@ upstreams:
 		t.Errorf("echo of a plain setting = %q, %v; want it untouched", text(res), err)
 	}
 }
+
+// TestProblemsRedacted is a regression test for issue 6 item 13 (/health):
+// what an upstream offers reaches /health problems and the log through the
+// redactor too. Two upstreams offer a resource whose URI carries a
+// configured secret; the second one's problem names it.
+func TestProblemsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "s3cr3t-0123456789abcdef"
+	uri := "mem://db?access=" + secret
+	serve := func() string {
+		s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+		s.AddResource(&mcp.Resource{URI: uri, Name: "db"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{}, nil
+		})
+		return serveMCP(t, s)
+	}
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, headers: {X-Api-Key: %q}}\n  b: {url: %s}\n", serve(), secret, serve()),
+		zerolog.New(&logs).Level(zerolog.WarnLevel))
+	waitFor(t, ctx, func() bool { return len(g.Health().Upstreams["b"].Problems) > 0 })
+	raw, err := json.Marshal(g.Health())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), secret) {
+		t.Errorf("/health carries the secret: %s", raw)
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Errorf("the log carries the secret:\n%s", logs.String())
+	}
+}
