@@ -141,7 +141,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		for _, w := range append(cfg.LoadWarnings(), cfg.Warnings()...) {
+		for _, w := range cfg.Warnings() {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", configPath)
@@ -155,9 +155,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
-		}
-		for _, w := range cfg.LoadWarnings() {
-			log.Warn().Msg(w)
 		}
 		if *listen != "" {
 			cfg.Listen = *listen
