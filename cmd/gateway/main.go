@@ -173,7 +173,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = serveHTTP(ctx, cfg, &log)
 		}
 		if err != nil {
-			log.Error().Err(err).Msg("gateway stopped")
+			log.Error().Str("err", err.Error()).Msg("gateway stopped") // "err", as the gateway names the field
 			return 1
 		}
 		return 0
