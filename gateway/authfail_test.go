@@ -79,27 +79,14 @@ func TestAuthFailureDelivery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	up := newTestUpstream(t, "gh", "list_issues")
-	cfg, err := ParseConfig(fmt.Appendf(nil, `
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf(`
 upstreams:
   github:
     url: %s
     headers: {Authorization: "Bearer %s"}
     classify_results: true
-`, up.url(), secret), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatal(err)
-	}
+`, up.url(), secret), zerolog.New(&logs).Level(zerolog.DebugLevel))
 	cs := agent(t, ctx, g, nil)
 	call := func(arg string) *mcp.CallToolResult {
 		t.Helper()
@@ -162,7 +149,7 @@ upstreams:
 		defer up.fail.Store(nil)
 		u := g.byName["github"]
 		if cs := u.session.Load(); cs != nil {
-			u.dropSession(cs) // as if the session had been lost
+			u.lost(cs, mcp.ErrConnectionClosed) // as if a call had found the connection gone
 		}
 		waitFor(t, ctx, func() bool {
 			h := g.Health().Upstreams["github"]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -62,9 +61,7 @@ func featureUpstream(t *testing.T, started, cancelled chan<- struct{}) string {
 		})
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "grew"}}}, nil
 	})
-	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
-	t.Cleanup(hs.Close)
-	return hs.URL + "/mcp"
+	return serveMCP(t, s)
 }
 
 // agent connects a client with the given options to a gateway over url.

@@ -74,6 +74,9 @@ func (c *catalog) rebuild() {
 	}
 	problems := map[string][]Problem{}
 	report := func(up string, p Problem) {
+		// Names and URIs come from the upstream, and a URI may carry a
+		// credential; problems go to the log and /health.
+		p.Name, p.Exposed, p.Reason = g.redact(p.Name), g.redact(p.Exposed), g.redact(p.Reason)
 		problems[up] = append(problems[up], p)
 	}
 

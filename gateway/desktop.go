@@ -129,13 +129,7 @@ func (d *desktop) translate(raw map[string]any, listed map[string][]string) {
 			}
 			continue
 		}
-		names := listed[dk]
-		for _, n := range slices.Sorted(maps.Keys(servers)) {
-			if !slices.Contains(names, n) {
-				names = append(names, n)
-			}
-		}
-		for _, orig := range names {
+		for _, orig := range orderedNames(listed[dk], servers) {
 			e, ok := servers[orig]
 			if !ok {
 				continue
@@ -411,9 +405,11 @@ func renderYAML(raw map[string]any, order []string, source map[string]string) ([
 	return b.Bytes(), enc.Close()
 }
 
-func orderedNames(order []string, ups map[string]any) []string {
+// orderedNames returns the keys of m: those in order first, as they stand
+// there, then the rest sorted. order is not modified.
+func orderedNames(order []string, m map[string]any) []string {
 	names := slices.Clone(order)
-	for _, n := range slices.Sorted(maps.Keys(ups)) {
+	for _, n := range slices.Sorted(maps.Keys(m)) {
 		if !slices.Contains(names, n) {
 			names = append(names, n)
 		}
@@ -439,13 +435,7 @@ func yamlNode(v any, t reflect.Type) (*yamlv3.Node, error) {
 		return &n, nil
 	}
 	n := &yamlv3.Node{Kind: yamlv3.MappingNode}
-	keys := fieldTags(t)
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		if !slices.Contains(keys, k) {
-			keys = append(keys, k)
-		}
-	}
-	for _, k := range keys {
+	for _, k := range orderedNames(fieldTags(t), m) {
 		c, ok := m[k]
 		if !ok {
 			continue

@@ -15,7 +15,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 )
 
 // testUpstream is a real MCP server over streamable HTTP.
@@ -108,34 +107,6 @@ func newTestUpstream(t testing.TB, name string, tools ...string) *testUpstream {
 }
 
 func (u *testUpstream) url() string { return u.http.URL + "/mcp" }
-
-// startGateway runs a gateway for cfg and returns a connected agent session.
-func startGateway(t *testing.T, ctx context.Context, yaml string) (*Server, *mcp.ClientSession) {
-	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, nil)
-	if err != nil {
-		t.Fatalf("connect agent: %v", err)
-	}
-	t.Cleanup(func() { _ = cs.Close() })
-	return g, cs
-}
 
 func toolNames(t *testing.T, ctx context.Context, cs *mcp.ClientSession) []string {
 	t.Helper()

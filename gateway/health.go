@@ -61,7 +61,7 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		}
 		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval)) }
 		probeLoop(ctx, interval, busy, probe, func(err error) {
-			u.log.Debug().Err(err).Msg("health probe failed")
+			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
 		})
 	}()
@@ -116,7 +116,9 @@ func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Dura
 		return nil
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("health probe: no answer within %s: %w", d, context.DeadlineExceeded)
+		// A timeoutError, so that the failure in health names the probe's
+		// wait, not the upstream's call timeout.
+		return fmt.Errorf("health probe: %w", &timeoutError{after: d, err: err})
 	}
 	return fmt.Errorf("health probe: %w", err)
 }

@@ -3,9 +3,16 @@ package gateway
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 )
 
 func errorsAs(err error, target any) bool { return err != nil && errors.As(err, target) }
@@ -21,6 +28,56 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// newTestGateway starts a gateway for yaml, without an agent, and waits for
+// its first connection attempts. Its warnings go to the test log.
+func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
+	t.Helper()
+	return newTestGatewayLogged(t, ctx, yaml, zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))
+}
+
+// newTestGatewayLogged is newTestGateway logging to log.
+func newTestGatewayLogged(t *testing.T, ctx context.Context, yaml string, log zerolog.Logger) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	// Short reconnect delays, so tests of a restarting upstream run fast.
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	return g
+}
+
+// startGateway runs a gateway for yaml and returns a connected agent session.
+func startGateway(t *testing.T, ctx context.Context, yaml string) (*Server, *mcp.ClientSession) {
+	t.Helper()
+	g := newTestGateway(t, ctx, yaml)
+	return g, agent(t, ctx, g, nil)
+}
+
+// startGatewayLogged is startGateway with the gateway's warnings kept in log.
+func startGatewayLogged(t *testing.T, ctx context.Context, yaml string, log io.Writer) (*Server, *mcp.ClientSession) {
+	t.Helper()
+	g := newTestGatewayLogged(t, ctx, yaml, zerolog.New(log).Level(zerolog.WarnLevel))
+	return g, agent(t, ctx, g, nil)
+}
+
+// serveMCP serves s over streamable HTTP until the test ends and returns its
+// endpoint.
+func serveMCP(t testing.TB, s *mcp.Server) string {
+	t.Helper()
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/mcp"
 }
 
 func sortedCopy(s []string) []string {

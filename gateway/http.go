@@ -37,7 +37,9 @@ func (g *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
-		if !g.serving.Load() {
+		// draining as well: Serve's readiness goroutine may set serving
+		// just after drain cleared it.
+		if !g.serving.Load() || g.draining.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("starting\n"))
 			return

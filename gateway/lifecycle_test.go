@@ -17,30 +17,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
 )
-
-// newTestGateway starts a gateway for yaml, without an agent.
-func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {
-	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
-	return g
-}
 
 // failureMeta returns the failure object a tool result carries in _meta.
 func failureMeta(t *testing.T, res *mcp.CallToolResult) map[string]any {
@@ -166,14 +145,15 @@ func TestDeadConnectionMarksUpstreamDown(t *testing.T) {
 }
 
 // hangingUpstream is an MCP server over HTTP that stops answering while hang
-// is set: requests wait until the client gives up.
-func hangingUpstream(t *testing.T) (url string, hang *atomic.Bool) {
+// is set: requests wait until the client gives up. opts configures its
+// handler (nil allowed).
+func hangingUpstream(t *testing.T, opts *mcp.StreamableHTTPOptions) (url string, hang *atomic.Bool) {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "hangs", Version: "1"}, nil)
 	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
 	})
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts)
 	hang = new(atomic.Bool)
 	release := make(chan struct{})
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -198,7 +178,7 @@ func TestHealthProbeFindsHungUpstream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	url, hang := hangingUpstream(t)
+	url, hang := hangingUpstream(t, nil)
 	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  h: {url: %s, timeout: 2s, health_interval: 100ms}\n", url))
 	if s := g.Health().Upstreams["h"].Status; s != StatusUp {
 		t.Fatalf("status = %q, want up", s)
@@ -207,6 +187,8 @@ func TestHealthProbeFindsHungUpstream(t *testing.T) {
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusDown })
 	if f := g.Health().Upstreams["h"].LastFailure; f == nil || f.Type != authmap.TypeTimeout {
 		t.Errorf("last_failure of a hung upstream = %+v, want timeout", f)
+	} else if !strings.Contains(f.Detail, "within 100ms") {
+		t.Errorf("last_failure detail = %q, want the probe's wait (100ms), not the call timeout", f.Detail)
 	}
 	hang.Store(false)
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["h"].Status == StatusUp })
@@ -416,26 +398,8 @@ func TestProbeEveryProtocol(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			s := mcp.NewServer(&mcp.Implementation{Name: "p", Version: "1"}, nil)
-			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{}, nil
-			})
-			h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
-			var hang atomic.Bool
-			release := make(chan struct{})
-			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if hang.Load() {
-					select {
-					case <-r.Context().Done():
-					case <-release:
-					}
-					return
-				}
-				h.ServeHTTP(w, r)
-			}))
-			t.Cleanup(hs.Close)
-			t.Cleanup(func() { close(release) })
-			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s/mcp}\n", hs.URL))
+			url, hang := hangingUpstream(t, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
+			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s}\n", url))
 			u := g.byName["p"]
 			cs := u.session.Load()
 			if cs == nil {

@@ -3,13 +3,11 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/rs/zerolog"
 )
 
 // TestDenyHoldsForUnlistedNames is the regression test for issue 6 item 4:
@@ -50,33 +48,6 @@ upstreams:
 			t.Errorf("call %s = %v, %v; want %q", name, res, err, want)
 		}
 	}
-}
-
-// startGatewayLogged is startGateway with the gateway's warnings kept in log.
-func startGatewayLogged(t *testing.T, ctx context.Context, yaml string, log *syncBuffer) (*Server, *mcp.ClientSession) {
-	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
-	zl := zerolog.New(log).Level(zerolog.WarnLevel)
-	g, err := New(cfg, &Options{Logger: &zl, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, nil)
-	if err != nil {
-		t.Fatalf("connect agent: %v", err)
-	}
-	t.Cleanup(func() { _ = cs.Close() })
-	return g, cs
 }
 
 // TestNoShadowingByUnprefixedUpstream is the regression test for issue 6

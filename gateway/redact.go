@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -183,12 +184,13 @@ func configSecrets(c *Config) []string {
 	return out
 }
 
-// Warnings returns what is valid but probably not meant: configured secrets
-// so short that they also occur in ordinary text (under 8 characters), or
-// too short to be redacted at all (under 4). Each names its key, never the
-// value.
+// Warnings returns what is valid but probably not meant: what loading
+// skipped or ignored ([Config.LoadWarnings]), then configured secrets so
+// short that they also occur in ordinary text (under 8 characters), or too
+// short to be redacted at all (under 4). Each names its key, never the
+// value. New logs them; validate prints them.
 func (c *Config) Warnings() []string {
-	var out []string
+	out := slices.Clone(c.loadWarnings)
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]
 		if u == nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -60,9 +58,7 @@ func echoUpstream(t *testing.T) string {
 	s.AddResource(&mcp.Resource{URI: "mem://config", Name: "config"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "Authorization: Bearer " + secretHeader}}}, nil
 	})
-	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
-	t.Cleanup(hs.Close)
-	return hs.URL + "/mcp"
+	return serveMCP(t, s)
 }
 
 // TestSecretsNeverLeak is the regression test for issue 6 item 13: every
@@ -74,7 +70,8 @@ func TestSecretsNeverLeak(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	cfg, err := ParseConfig(fmt.Appendf(nil, `
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf(`
 upstreams:
   e:
     url: %s
@@ -83,21 +80,7 @@ upstreams:
     command: /bin/sh
     args: ["-c", "echo \"starting with token $API_TOKEN\" >&2; exit 3"]
     env: {API_TOKEN: %s}
-`, echoUpstream(t), secretHeader, secretShort, secretEnv), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	log := zerolog.New(&logs).Level(zerolog.DebugLevel)
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatal(err)
-	}
+`, echoUpstream(t), secretHeader, secretShort, secretEnv), zerolog.New(&logs).Level(zerolog.DebugLevel))
 	var mu sync.Mutex
 	var agentLogs []string
 	cs := agent(t, ctx, g, &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
@@ -161,5 +144,38 @@ upstreams:
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__echo", Arguments: map[string]any{"text": "lang en"}})
 	if err != nil || text(res) != "echo: lang en" {
 		t.Errorf("echo of a plain setting = %q, %v; want it untouched", text(res), err)
+	}
+}
+
+// TestProblemsRedacted is a regression test for issue 6 item 13 (/health):
+// what an upstream offers reaches /health problems and the log through the
+// redactor too. Two upstreams offer a resource whose URI carries a
+// configured secret; the second one's problem names it.
+func TestProblemsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "s3cr3t-0123456789abcdef"
+	uri := "mem://db?access=" + secret
+	serve := func() string {
+		s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+		s.AddResource(&mcp.Resource{URI: uri, Name: "db"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+			return &mcp.ReadResourceResult{}, nil
+		})
+		return serveMCP(t, s)
+	}
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, headers: {X-Api-Key: %q}}\n  b: {url: %s}\n", serve(), secret, serve()),
+		zerolog.New(&logs).Level(zerolog.WarnLevel))
+	waitFor(t, ctx, func() bool { return len(g.Health().Upstreams["b"].Problems) > 0 })
+	raw, err := json.Marshal(g.Health())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(raw), secret) {
+		t.Errorf("/health carries the secret: %s", raw)
+	}
+	if strings.Contains(logs.String(), secret) {
+		t.Errorf("the log carries the secret:\n%s", logs.String())
 	}
 }

@@ -108,7 +108,6 @@ type Server struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Mutex
-	closed  bool
 	httpSrv *http.Server
 
 	// Shutdown (issue 6 item 9): see drain.
@@ -291,7 +290,6 @@ func (g *Server) Close() error {
 		close(g.stopped)
 		g.drain()
 		g.closeMu.Lock()
-		g.closed = true
 		srv := g.httpSrv
 		g.closeMu.Unlock()
 		if srv != nil {

@@ -366,14 +366,6 @@ func (u *upstream) requestRefresh() {
 	}
 }
 
-// dropSession ends a session that proved dead (connection closed, HTTP session
-// missing), so that run reconnects at once rather than on the next call.
-func (u *upstream) dropSession(cs *mcp.ClientSession) {
-	if u.session.CompareAndSwap(cs, nil) {
-		_ = cs.Close()
-	}
-}
-
 // connect starts a session on ctx, which must live as long as the session:
 // the SSE transport holds its event stream on it. The connect timeout ends
 // only the handshake.
@@ -455,7 +447,7 @@ func (u *upstream) command(shared bool, credEnv map[string]string) (t mcp.Transp
 		if st, err := supervised(cmd, childTerminate/2, u.limit); err == nil {
 			t = st
 		} else {
-			u.log.Warn().Err(err).Msg("running the child without a supervisor: its process group may outlive the gateway")
+			u.log.Warn().Str(fieldErr, err.Error()).Msg("running the child without a supervisor: its process group may outlive the gateway")
 		}
 	}
 	child = &childStderr{done: make(chan struct{})}
@@ -1043,12 +1035,10 @@ func (u *upstream) forgetAgent(ss *mcp.ServerSession, a *agentConn) {
 	}
 }
 
-// drop ends a session that proved dead: the shared one, or an agent's own.
+// drop ends an agent's own session that proved dead, so that the agent's
+// next call opens a new one. A shared session is not dropped but lost (see
+// lost), which also marks the upstream down and makes run reconnect.
 func (u *upstream) drop(ss *mcp.ServerSession, cs *mcp.ClientSession) {
-	if u.session.Load() == cs {
-		u.dropSession(cs)
-		return
-	}
 	u.mu.Lock()
 	a := u.agents[ss]
 	if a != nil && a.cs == cs {

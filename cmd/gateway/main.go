@@ -151,7 +151,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, err)
 			return 1
 		}
-		for _, w := range append(cfg.LoadWarnings(), cfg.Warnings()...) {
+		for _, w := range cfg.Warnings() {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", configPath)
@@ -167,9 +167,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintln(stderr, err)
 			return 1
-		}
-		for _, w := range cfg.LoadWarnings() {
-			log.Warn().Msg(w)
 		}
 		if *listen != "" {
 			cfg.Listen = *listen
@@ -205,7 +202,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			err = serveHTTP(ctx, g, cfg, &log)
 		}
 		if err != nil {
-			log.Error().Err(err).Msg("gateway stopped")
+			log.Error().Str("err", err.Error()).Msg("gateway stopped") // "err", as the gateway names the field
 			return 1
 		}
 		return 0
