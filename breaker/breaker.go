@@ -285,7 +285,7 @@ func (s *Set) get(name string) *breaker {
 // *OpenError and the call must not be made.
 func (s *Set) Allow(name string, generation uint64) (done func(Outcome), err error) {
 	b := s.get(name)
-	now := time.Now()
+	clk := &clock{}
 	b.mu.Lock()
 	b.seeGeneration(generation)
 	probe := false
@@ -294,7 +294,7 @@ func (s *Set) Allow(name string, generation uint64) (done func(Outcome), err err
 		err = &OpenError{Name: b.name, State: StateOpen, Reason: b.holdReason}
 	case holdUntil:
 		switch {
-		case now.Before(b.holdUntil):
+		case clk.now().Before(b.holdUntil):
 			err = &OpenError{Name: b.name, State: StateOpen, Reason: b.holdReason, RetryAfter: b.holdUntil}
 		case b.probes >= b.cfg.HalfOpenRequests:
 			err = &OpenError{Name: b.name, State: StateHalfOpen, Reason: b.holdReason}
@@ -310,11 +310,11 @@ func (s *Set) Allow(name string, generation uint64) (done func(Outcome), err err
 			if probe {
 				b.probes--
 			}
-			st, reason, until := b.stateLocked(now)
+			st, reason, until := b.stateLocked(clk)
 			err = &OpenError{Name: b.name, State: st, Reason: reason, RetryAfter: until}
 		}
 	}
-	ch := b.changeLocked(now, false)
+	ch := b.changeLocked(clk, false)
 	b.mu.Unlock()
 	s.notify(ch)
 	if err != nil {
@@ -329,11 +329,11 @@ func (s *Set) Allow(name string, generation uint64) (done func(Outcome), err err
 // It suits health views and route selection; Allow is still the gate.
 func (s *Set) Check(name string, generation uint64) error {
 	b := s.get(name)
-	now := time.Now()
+	clk := &clock{}
 	b.mu.Lock()
 	b.seeGeneration(generation)
-	st, reason, until := b.stateLocked(now)
-	ch := b.changeLocked(now, false)
+	st, reason, until := b.stateLocked(clk)
+	ch := b.changeLocked(clk, false)
 	b.mu.Unlock()
 	s.notify(ch)
 	if st == StateOpen {
@@ -347,14 +347,14 @@ func (s *Set) Check(name string, generation uint64) error {
 // limit. A fact already past, or weaker than an open the breaker holds, is
 // ignored.
 func (s *Set) Honour(name string, f Fact) {
-	now := time.Now()
-	if !f.Until.After(now) {
+	clk := &clock{}
+	if !f.Until.After(clk.now()) {
 		return
 	}
 	b := s.get(name)
 	b.mu.Lock()
-	b.holdFor(f.Reason, f.Until, now, false)
-	ch := b.changeLocked(now, true)
+	b.holdFor(f.Reason, f.Until, clk, false)
+	ch := b.changeLocked(clk, true)
 	b.mu.Unlock()
 	s.notify(ch)
 }
@@ -367,14 +367,14 @@ func (s *Set) Snapshot() []Status {
 		bs = append(bs, b)
 	}
 	s.mu.RUnlock()
-	now := time.Now()
+	clk := &clock{}
 	out := make([]Status, 0, len(bs))
 	var changes []Change
 	for _, b := range bs {
 		b.mu.Lock()
-		st, reason, until := b.stateLocked(now)
+		st, reason, until := b.stateLocked(clk)
 		c := b.cb.Counts()
-		if ch := b.changeLocked(now, false); ch != nil {
+		if ch := b.changeLocked(clk, false); ch != nil {
 			changes = append(changes, *ch)
 		}
 		b.mu.Unlock()
@@ -464,23 +464,23 @@ func (b *breaker) seeGeneration(gen uint64) {
 
 // holdFor opens the breaker until until, unless it already holds a stronger
 // or longer open. replace forces it (a failed probe re-opens).
-func (b *breaker) holdFor(reason string, until, now time.Time, replace bool) {
+func (b *breaker) holdFor(reason string, until time.Time, clk *clock, replace bool) {
 	switch {
 	case b.hold == holdGen:
 		return
-	case b.hold == holdUntil && !replace && now.Before(b.holdUntil) && !until.After(b.holdUntil):
+	case b.hold == holdUntil && !replace && clk.now().Before(b.holdUntil) && !until.After(b.holdUntil):
 		return
 	}
 	b.hold, b.holdReason, b.holdUntil = holdUntil, reason, until
 }
 
 // stateLocked returns the combined state, why, and until when.
-func (b *breaker) stateLocked(now time.Time) (State, string, time.Time) {
+func (b *breaker) stateLocked(clk *clock) (State, string, time.Time) {
 	switch b.hold {
 	case holdGen:
 		return StateOpen, b.holdReason, time.Time{}
 	case holdUntil:
-		if now.Before(b.holdUntil) {
+		if clk.now().Before(b.holdUntil) {
 			return StateOpen, b.holdReason, b.holdUntil
 		}
 		return StateHalfOpen, b.holdReason, time.Time{}
@@ -489,7 +489,7 @@ func (b *breaker) stateLocked(now time.Time) (State, string, time.Time) {
 	// reads the same from its last reported state without taking its lock.
 	switch b.gbState {
 	case gobreaker.StateOpen:
-		if until := b.openedAt.Add(b.cfg.OpenTimeout); now.Before(until) {
+		if until := b.openedAt.Add(b.cfg.OpenTimeout); clk.now().Before(until) {
 			return StateOpen, b.openReason, until
 		}
 		return StateHalfOpen, b.openReason, time.Time{}
@@ -500,8 +500,8 @@ func (b *breaker) stateLocked(now time.Time) (State, string, time.Time) {
 }
 
 // changeLocked returns the change since the last one reported, if any.
-func (b *breaker) changeLocked(now time.Time, peer bool) *Change {
-	st, reason, until := b.stateLocked(now)
+func (b *breaker) changeLocked(clk *clock, peer bool) *Change {
+	st, reason, until := b.stateLocked(clk)
 	if st == b.last {
 		return nil
 	}
@@ -524,7 +524,7 @@ type ticket struct {
 // done reports the call's outcome; calls after the first are ignored.
 func (t *ticket) done(o Outcome) {
 	b := t.b
-	now := time.Now()
+	clk := &clock{}
 	b.mu.Lock()
 	if t.called {
 		b.mu.Unlock()
@@ -540,7 +540,7 @@ func (t *ticket) done(o Outcome) {
 	}
 	// A probe after a hold ends it on success and renews it on failure; a
 	// hold that was replaced meanwhile (a newer rejection) is left alone.
-	probing := t.probe && b.hold == holdUntil && !now.Before(b.holdUntil)
+	probing := t.probe && b.hold == holdUntil && !clk.now().Before(b.holdUntil)
 	switch o.kind {
 	case kindSuccess:
 		t.gbDone(nil)
@@ -551,7 +551,7 @@ func (t *ticket) done(o Outcome) {
 		b.failReason = o.reason
 		t.gbDone(errFailure)
 		if probing {
-			b.holdFor(o.reason, now.Add(b.cfg.OpenTimeout), now, true)
+			b.holdFor(o.reason, clk.now().Add(b.cfg.OpenTimeout), clk, true)
 		}
 	case kindExcluded:
 		t.gbDone(errExcluded)
@@ -570,13 +570,27 @@ func (t *ticket) done(o Outcome) {
 			if o.kind == kindQuota {
 				wait = b.cfg.QuotaCooldown
 			}
-			until = now.Add(wait)
+			until = clk.now().Add(wait)
 		}
-		if until.After(now) {
-			b.holdFor(o.reason, until, now, probing)
+		if until.After(clk.now()) {
+			b.holdFor(o.reason, until, clk, probing)
 		}
 	}
-	ch := b.changeLocked(now, false)
+	ch := b.changeLocked(clk, false)
 	b.mu.Unlock()
 	t.s.notify(ch)
+}
+
+// clock reads time.Now at most once per operation, and only when a decision
+// needs it: most calls meet a closed breaker and never look at the time.
+type clock struct {
+	t   time.Time
+	set bool
+}
+
+func (c *clock) now() time.Time {
+	if !c.set {
+		c.t, c.set = time.Now(), true
+	}
+	return c.t
 }
