@@ -113,7 +113,12 @@ func Excluded() Outcome { return Outcome{kind: kindExcluded} }
 // "credential_expired"). It opens the breaker at once and keeps it open
 // until Allow is called with another credential generation (rotation,
 // refresh, renewal, reload), so a dead token is not sent again.
-func Rejected(reason string) Outcome { return Outcome{kind: kindRejected, reason: reason} }
+func Rejected(reason string) Outcome {
+	if reason == "" {
+		reason = "credential_rejected"
+	}
+	return Outcome{kind: kindRejected, reason: reason}
+}
 
 // RateLimited: the provider answered rate_limit_reached. The breaker opens
 // until reset (Retry-After or the provider's reset time), then lets probes
@@ -182,7 +187,11 @@ type Options struct {
 	// take the package defaults.
 	Default Config
 	// OnChange, if set, is called after each state change, outside the
-	// breaker's lock but on the caller's goroutine: it must be quick.
+	// breaker's lock but on the caller's goroutine: it must be quick. Changes
+	// are noticed when the breaker is next used (Allow, done, Check,
+	// Snapshot), so a timed open turns half-open on its next use; changes
+	// of calls racing each other may arrive out of order, and Snapshot is
+	// the authority. If nil, changes are not reported.
 	OnChange func(Change)
 }
 
@@ -224,11 +233,13 @@ func upstreamOf(name string) string {
 	return up
 }
 
-// Apply installs per-upstream configs (zero fields take defaults). A breaker
-// whose upstream's config did not change is kept as it is; one whose config
-// changed gets fresh counters but keeps any open it holds beside gobreaker
-// (a rejected credential, a provider's reset, a peer's fact); breakers of
-// upstreams no longer named are dropped.
+// Apply installs per-upstream configs (zero fields take defaults); call it
+// with each config load. A breaker whose upstream's config did not change is
+// kept as it is; one whose config changed starts a fresh gobreaker (closed,
+// counters at zero) but keeps any open it holds beside gobreaker (a rejected
+// credential, a provider's reset, a peer's fact), which are facts about the
+// provider, not about the config; breakers of upstreams no longer named are
+// dropped. An upstream never named gets Options.Default.
 func (s *Set) Apply(configs map[string]Config) {
 	next := make(map[string]Config, len(configs))
 	for up, c := range configs {

@@ -409,3 +409,52 @@ func BenchmarkAllowDoneParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestConcurrentUse runs every entry point at once under the race detector.
+func TestConcurrentUse(t *testing.T) {
+	t.Parallel()
+	var wg sync.WaitGroup
+	s := New(&Options{Default: Config{Failures: 2}, OnChange: func(Change) {}})
+	outcomes := []Outcome{Success(), Failure("timeout"), Excluded(), Rejected("credential_revoked"),
+		RateLimited(time.Now().Add(time.Millisecond)), QuotaExhausted(time.Now().Add(time.Millisecond))}
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				name := Name("up", []string{"", "a", "b"}[i%3])
+				if done, err := s.Allow(name, uint64(i/50)); err == nil {
+					done(outcomes[(i+g)%len(outcomes)])
+				}
+				switch i % 50 {
+				case 0:
+					s.Snapshot()
+				case 1:
+					s.Apply(map[string]Config{"up": {Failures: 1 + i%3}})
+				case 2:
+					s.Honour(name, Fact{Reason: "rate_limit_reached", Until: time.Now().Add(time.Millisecond)})
+				case 3:
+					_ = s.Check(name, uint64(i/50))
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// A Check does not take the half-open probe slot that Allow would.
+func TestCheckTakesNoProbe(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s := New(nil)
+		call(t, s, "up/k", 1, RateLimited(time.Now().Add(time.Second)))
+		time.Sleep(time.Second + time.Millisecond)
+		for range 3 {
+			if err := s.Check("up/k", 1); err != nil {
+				t.Fatalf("Check in half-open: %v", err)
+			}
+		}
+		call(t, s, "up/k", 1, Success())
+		if st := s.Snapshot(); st[0].State != StateClosed {
+			t.Errorf("after the probe succeeded: %s, want closed", st[0].State)
+		}
+	})
+}
