@@ -306,6 +306,32 @@ func Select(r *Route, h Health) []Candidate {
 	return append(out, deferred...)
 }
 
+// Active returns the target a call would go to first, for health views: with
+// reason empty when it is the primary, else why the primary was passed over.
+// When no target is usable, ok is false, target is empty and reason is the
+// reason of the last target considered (the failure a call would get).
+func Active(r *Route, h Health) (target, reason string, ok bool) {
+	cands := Select(r, h)
+	for _, c := range cands {
+		if c.Usable {
+			if c.Target == r.targets[0] {
+				return c.Target, "", true
+			}
+			if cands[0].Target == r.targets[0] {
+				return c.Target, cands[0].Reason, true
+			}
+			return c.Target, primaryReason(r, h), true
+		}
+	}
+	return "", cands[len(cands)-1].Reason, false
+}
+
+// primaryReason is why Select passed over a usable primary.
+func primaryReason(r *Route, h Health) string {
+	_, reason := h.Usable(r.targets[0])
+	return reason
+}
+
 // ShouldFailover reports whether a call that failed on one of the route's
 // targets for reason goes to the next target.
 //

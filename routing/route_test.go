@@ -263,3 +263,25 @@ func TestLeaf(t *testing.T) {
 		}
 	}
 }
+
+func TestActive(t *testing.T) {
+	t.Parallel()
+	r := mustRoutes(t, RouteConfig{Tool: "t", Targets: []string{"p__t", "b__t"}, On: []string{"credential_expiring", "breaker_open"}}).Lookup("t")
+	for _, tc := range []struct {
+		h              health
+		target, reason string
+		ok             bool
+	}{
+		{health{}, "p__t", "", true},
+		{health{"p__t": "breaker_open"}, "b__t", "breaker_open", true},
+		{health{"p__t": "ok:credential_expiring"}, "b__t", "credential_expiring", true},
+		{health{"p__t": "ok:credential_expiring", "b__t": "breaker_open"}, "p__t", "", true},
+		{health{"p__t": "breaker_open", "b__t": "breaker_open"}, "", "breaker_open", false},
+		{health{"p__t": "credential_revoked"}, "", "credential_revoked", false},
+	} {
+		target, reason, ok := Active(r, tc.h)
+		if target != tc.target || reason != tc.reason || ok != tc.ok {
+			t.Errorf("Active(%v) = %q, %q, %v; want %q, %q, %v", tc.h, target, reason, ok, tc.target, tc.reason, tc.ok)
+		}
+	}
+}
