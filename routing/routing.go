@@ -1,12 +1,3 @@
-// Package routing makes the gateway's pure naming and routing decisions: how an
-// upstream's tool or prompt name is exposed to agents, which names are valid,
-// and which upstream serves an exposed name when several offer it.
-//
-//	upstream "github" + separator "__" + tool "list_issues"  ->  "github__list_issues"
-//	upstream with prefix ""                                   ->  "list_issues" (unchanged)
-//
-// It knows nothing of MCP: callers hand it names and get decisions back, so the
-// rules can be tested exhaustively and reused by later health-aware routing.
 package routing
 
 import (
