@@ -115,11 +115,7 @@ func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failur
 		up = func(breaker.Outcome) {}
 	case errors.As(err, &oe) && oe.Reason == reasonConnect:
 		// Still down: the cause of the outage, with the breaker's wait.
-		f, _ := g.classify(u, u.unavailable())
-		if s := oe.RetryAfterSeconds(time.Now()); s > 0 {
-			f.RetryAfterSeconds = &s
-		}
-		f.Detail += "; " + fmt.Sprintf("circuit open until %s after repeated connect failures", oe.RetryAfter.UTC().Format(time.RFC3339))
+		f := g.downFailure(u)
 		return nil, &f
 	default:
 		f := g.openFailure(u, "", err)
@@ -321,4 +317,19 @@ func (g *Server) forwardBreakers(ctx context.Context, u *upstream, method, name 
 	out, f := g.rpcFailure(u, method, name, raw)
 	cb.report(breakerOutcomes(raw, f))
 	return out
+}
+
+// downFailure is the failure of a call to u while it has no session: why it
+// is down and, when failed connect attempts opened its breaker, when it is
+// tried next by the breaker (retry_after_seconds).
+func (g *Server) downFailure(u *upstream) authmap.Failure {
+	f, _ := g.classify(u, u.unavailable())
+	var oe *breaker.OpenError
+	if errors.As(g.breakers.Check(u.name, 0), &oe) && oe.Reason == reasonConnect && !oe.RetryAfter.IsZero() {
+		if s := oe.RetryAfterSeconds(time.Now()); s > 0 {
+			f.RetryAfterSeconds = &s
+		}
+		f.Detail = truncate(f.Detail+fmt.Sprintf("; circuit open until %s after repeated connect failures", oe.RetryAfter.UTC().Format(time.RFC3339)), 600)
+	}
+	return f
 }

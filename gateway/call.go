@@ -440,8 +440,7 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 			// A tool of an upstream that is down, and never listed its tools:
 			// say why it cannot be called instead of "unknown tool".
 			if u := g.downOwner(r.Params.Name); u != nil {
-				f, _ := g.classify(u, u.unavailable())
-				return g.failureResult(f, nil), nil
+				return g.failureResult(g.downFailure(u), nil), nil
 			}
 		case *mcp.GetPromptRequest:
 			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {
