@@ -301,3 +301,65 @@ func TestBreakerConnectFailures(t *testing.T) {
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Tools > 0 })
 	callOK(t, ctx, cs, "api__echo")
 }
+
+// breakerCounts returns the counts of the breaker called name.
+func breakerCounts(g *Server, name string) breaker.Counts {
+	for _, s := range g.breakers.Snapshot() {
+		if s.Name == name {
+			return s.Counts
+		}
+	}
+	return breaker.Counts{}
+}
+
+// Regression test for issue 8 (breakers): a call resent after a reactive
+// renewal, or after the upstream lost its session, is one call to its
+// breakers, told its final outcome; an expired credential that did not
+// renew opens its breaker until it changes.
+func TestBreakerResendIsOneCall(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {exec: {command: [cat, %s]}}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("first-token-0123456789", rejectExpired)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	callOK(t, ctx, cs, "api__echo") // rejected, renewed, resent
+	up.restart()
+	callOK(t, ctx, cs, "api__echo") // session lost, resent
+	if n := len(up.calls()); n != 5 {
+		t.Errorf("%d tools/call requests, want 5 (two of them resends)", n)
+	}
+	// The upstream's breaker also counts its two connects (the first, and
+	// the one after the lost session).
+	for name, n := range map[string]uint32{"api": 3 + 2, breaker.Name("api", "tok"): 3} {
+		want := breaker.Counts{Requests: n, Successes: n, ConsecutiveSuccesses: n}
+		if got := breakerCounts(g, name); got != want {
+			t.Errorf("breaker %s counts %+v, want %+v", name, got, want)
+		}
+	}
+	// Expired again within the minute: not renewed, so the breaker opens
+	// until the credential changes, and the token is not sent again.
+	up.refuse("second-token-0123456789", rejectExpired)
+	for i := range 3 {
+		if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialExpired || f.Credential != "tok" {
+			t.Errorf("call %d: failure %+v, want credential_expired naming tok", i, f)
+		}
+	}
+	if n := len(up.calls()); n != 6 {
+		t.Errorf("%d tools/call requests, want 6: the expired token is sent once", n)
+	}
+	if b := breakerState(g, "api", "tok"); b.State != "open" || b.Reason != "credential_expired" {
+		t.Errorf("credential breaker %+v, want open for credential_expired", b)
+	}
+}
