@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
@@ -213,8 +216,10 @@ func TestBreakerOpensOnUpstreamFailures(t *testing.T) {
 	if b := breakerState(g, "api", ""); b.State != "open" || b.Reason != "upstream_unavailable" || b.Until == nil {
 		t.Errorf("health breaker %+v, want open for upstream_unavailable with until", b)
 	}
-	if _, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "api__greet", Arguments: map[string]string{"who": "x"}}); err == nil {
-		t.Errorf("prompts/get went through an open breaker")
+	_, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "api__greet", Arguments: map[string]string{"who": "x"}})
+	var rpc *jsonrpc.Error
+	if !errorsAs(err, &rpc) || !bytes.Contains(rpc.Data, []byte(`"type":"upstream_unavailable"`)) || !bytes.Contains(rpc.Data, []byte(`"retry_after_seconds"`)) {
+		t.Errorf("prompts/get with the breaker open: %v, want a JSON-RPC error carrying upstream_unavailable with retry_after_seconds", err)
 	}
 }
 
@@ -363,3 +368,53 @@ upstreams:
 		t.Errorf("credential breaker %+v, want open for credential_expired", b)
 	}
 }
+
+// Regression test for issue 8 (breakers): each classified outcome tells the
+// upstream's and the credential's breaker what the table in breakers.go says.
+func TestBreakerOutcomes(t *testing.T) {
+	t.Parallel()
+	secs := func(n int) *int { return &n }
+	auth := func(s authmap.Subtype, retry *int) *authmap.Failure {
+		return &authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: s, RetryAfterSeconds: retry}
+	}
+	in2s := time.Now().Add(2 * time.Second)
+	httpErr := func(status int) error { return &HTTPError{Status: status} }
+	tests := []struct {
+		name     string
+		raw      error
+		f        *authmap.Failure
+		up, cred breaker.Outcome
+	}{
+		{"answered", nil, nil, breaker.Success(), breaker.Success()},
+		{"isError result", nil, &authmap.Failure{Type: authmap.TypeUpstreamError}, breaker.Success(), breaker.Success()},
+		{"cancelled", context.Canceled, nil, breaker.Excluded(), breaker.Excluded()},
+		{"not connected", &unavailableError{upstream: "api"}, &authmap.Failure{Type: authmap.TypeUpstreamUnavailable}, breaker.Excluded(), breaker.Excluded()},
+		{"shutting down", ErrShuttingDown, &authmap.Failure{Type: authmap.TypeUpstreamUnavailable}, breaker.Excluded(), breaker.Excluded()},
+		{"timeout", &timeoutError{after: time.Second}, &authmap.Failure{Type: authmap.TypeTimeout}, breaker.Failure("timeout"), breaker.Excluded()},
+		{"503", httpErr(503), &authmap.Failure{Type: authmap.TypeUpstreamError}, breaker.Failure("upstream_unavailable"), breaker.Excluded()},
+		{"404", httpErr(404), &authmap.Failure{Type: authmap.TypeUpstreamError}, breaker.Success(), breaker.Success()},
+		{"JSON-RPC error", fmt.Errorf("x: %w", errSample), &authmap.Failure{Type: authmap.TypeUpstreamError}, breaker.Success(), breaker.Success()},
+		{"revoked", httpErr(401), auth(authmap.SubtypeCredentialRevoked, nil), breaker.Success(), breaker.Rejected("credential_revoked")},
+		{"invalid in a result", nil, auth(authmap.SubtypeCredentialInvalid, nil), breaker.Success(), breaker.Rejected("credential_invalid")},
+		{"missing", httpErr(401), auth(authmap.SubtypeCredentialMissing, nil), breaker.Success(), breaker.Rejected("credential_missing")},
+		{"expired", httpErr(401), auth(authmap.SubtypeCredentialExpired, nil), breaker.Success(), breaker.Rejected("credential_expired")},
+		{"rate limited", httpErr(429), auth(authmap.SubtypeRateLimitReached, secs(2)), breaker.Success(), breaker.RateLimited(in2s)},
+		{"rate limited, no reset", httpErr(429), auth(authmap.SubtypeRateLimitReached, nil), breaker.Success(), breaker.RateLimited(time.Time{})},
+		{"quota", httpErr(403), auth(authmap.SubtypeQuotaExhausted, secs(2)), breaker.Success(), breaker.QuotaExhausted(in2s)},
+		{"scope", httpErr(403), auth(authmap.SubtypeInsufficientScope, nil), breaker.Success(), breaker.Success()},
+	}
+	opts := cmp.Options{cmp.AllowUnexported(breaker.Outcome{}), cmpopts.EquateApproxTime(time.Second)}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up, cred := breakerOutcomes(tt.raw, tt.f)
+			if diff := cmp.Diff(tt.up, up, opts); diff != "" {
+				t.Errorf("upstream outcome mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.cred, cred, opts); diff != "" {
+				t.Errorf("credential outcome mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+var errSample = &jsonrpc.Error{Code: -32603, Message: "boom"}
