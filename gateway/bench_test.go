@@ -186,3 +186,31 @@ func BenchmarkCredentialInject(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBreakerAdmit measures what the breakers add to a call (issue 8):
+// asking the upstream's and the credential's breaker before it, and telling
+// both its outcome after. Compare with BenchmarkCall's time per call.
+func BenchmarkBreakerAdmit(b *testing.B) {
+	cfg, err := ParseConfig([]byte(`
+credentials:
+  tok: {source: {value: live-token-0123456789}}
+upstreams:
+  a: {url: "http://127.0.0.1:1/mcp", credential: tok}
+`), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := g.byName["a"]
+	b.ReportAllocs()
+	for b.Loop() {
+		cb, refused := g.admit(u, "tok")
+		if refused != nil {
+			b.Fatal(refused)
+		}
+		cb.report(breakerOutcomes(nil, nil))
+	}
+}

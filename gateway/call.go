@@ -36,26 +36,36 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 		}
 		// The credential serving this tool, bound now (issue 7): see credentials.go.
 		var cc *callCred
-		if cn := u.cfg.credentialFor(name, g.cfg.Credentials); cn != "" {
+		cn := u.cfg.credentialFor(name, g.cfg.Credentials)
+		if cn != "" {
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
 				g.logCall(u, name, start, res, nil)
 				return res, nil
 			}
+		}
+		// The breakers (issue 8): asked once for the call, resends included.
+		cb, refused := g.admit(u, cn)
+		if refused != nil {
+			res := g.failureResult(*refused, nil)
+			g.logCall(u, name, start, res, nil)
+			return res, nil
+		}
+		if cn != "" {
 			cc = &callCred{name: cn}
 			ctx = withCallCred(ctx, cc)
 			defer g.releaseHolds(cc)
 		}
 		var res *mcp.CallToolResult
-		var err error
+		var err, raw error
 		// A call rejected as expired or invalid did not run: once the
 		// credential renewed, it is sent again, once.
 		for attempt := 0; ; attempt++ {
-			err = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+			raw = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 				res, err = cs.CallTool(ctx, params)
 				return err
 			})
-			res, err = g.toolOutcome(u, name, res, err)
+			res, err = g.toolOutcome(u, name, res, raw)
 			if cc == nil {
 				break
 			}
@@ -70,6 +80,8 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 			u.awaitCredential(ctx, cc.name)
 			res = nil
 		}
+		f, _ := outcomeFailure(res, err)
+		cb.report(breakerOutcomes(raw, f))
 		g.logCall(u, name, start, res, err)
 		return res, err
 	}
@@ -82,12 +94,14 @@ func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
 		params.Name = name
 		params.Meta = forwardMeta(req.Params.Meta)
 		var res *mcp.GetPromptResult
-		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
-			res, err = cs.GetPrompt(ctx, &params)
-			return err
+		err := g.forwardBreakers(ctx, u, "prompts/get", name, func() error {
+			return g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+				res, err = cs.GetPrompt(ctx, &params)
+				return err
+			})
 		})
 		if err != nil {
-			return nil, g.rpcError(u, "prompts/get", name, err)
+			return nil, err
 		}
 		res.Meta = hopLocalStripped(res.Meta)
 		g.redactPrompt(res)
@@ -105,12 +119,14 @@ func (g *Server) resourceHandler(u *upstream, uri string) mcp.ResourceHandler {
 		}
 		params.Meta = forwardMeta(req.Params.Meta)
 		var res *mcp.ReadResourceResult
-		err := g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
-			res, err = cs.ReadResource(ctx, &params)
-			return err
+		err := g.forwardBreakers(ctx, u, "resources/read", params.URI, func() error {
+			return g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+				res, err = cs.ReadResource(ctx, &params)
+				return err
+			})
 		})
 		if err != nil {
-			return nil, g.rpcError(u, "resources/read", params.URI, err)
+			return nil, err
 		}
 		res.Meta = hopLocalStripped(res.Meta)
 		g.redactResource(res)
@@ -424,8 +440,7 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 			// A tool of an upstream that is down, and never listed its tools:
 			// say why it cannot be called instead of "unknown tool".
 			if u := g.downOwner(r.Params.Name); u != nil {
-				f, _ := g.classify(u, u.unavailable())
-				return g.failureResult(f, nil), nil
+				return g.failureResult(g.downFailure(u), nil), nil
 			}
 		case *mcp.GetPromptRequest:
 			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {

@@ -22,6 +22,7 @@ import (
 	yamlv3 "go.yaml.in/yaml/v3"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 	"github.com/credgate/credgate/routing"
 )
 
@@ -268,6 +269,14 @@ type UpstreamConfig struct {
 	// match the upstream's own tool name wins; a tool no entry matches uses
 	// Credential. If empty, every call uses Credential.
 	Credentials []ToolCredential `koanf:"credentials"`
+
+	// Issue 8 (circuit breakers).
+
+	// Breaker tunes the upstream's circuit breaker and those of the
+	// credentials used on it: breaker: {failures: 5, open_timeout: 30s,
+	// half_open_requests: 1, quota_cooldown: 15m}. Zero fields take those
+	// defaults (see [breaker.Config]).
+	Breaker breaker.Config `koanf:"breaker"`
 }
 
 // ToolFilter selects tools by glob patterns on the upstream's own tool names
@@ -822,5 +831,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCredentials())
+	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
+		if u := c.Upstreams[name]; u != nil {
+			if err := u.Breaker.Validate("upstreams." + name + ".breaker"); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	return errors.Join(errs...)
 }

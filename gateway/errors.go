@@ -348,13 +348,25 @@ func (g *Server) reportedFailure(u *upstream, cred string, res *mcp.CallToolResu
 // subscribe onto a JSON-RPC error whose data is the failure object. A plain
 // upstream JSON-RPC error passes through with its code, message and data.
 func (g *Server) rpcError(u *upstream, method, name string, err error) error {
+	out, _ := g.rpcFailure(u, method, name, err)
+	return out
+}
+
+// rpcFailure is rpcError that also returns the failure object it classified
+// err as (nil for a caller's cancellation), for the breakers.
+func (g *Server) rpcFailure(u *upstream, method, name string, err error) (error, *authmap.Failure) {
 	if errors.Is(err, context.Canceled) {
-		return err
+		return err, nil
 	}
 	f, rpc := g.classify(u, err)
 	if rpc != nil {
-		return passThrough(g.redactError(rpc), f)
+		return passThrough(g.redactError(rpc), f), &f
 	}
+	return failureRPC(method, name, f), &f
+}
+
+// failureRPC is the JSON-RPC error carrying failure f of method on name.
+func failureRPC(method, name string, f authmap.Failure) error {
 	data, _ := json.Marshal(f)
 	return &jsonrpc.Error{Code: codeUpstreamFailure, Message: fmt.Sprintf("%s %q: %s", method, name, f.Error()), Data: data}
 }

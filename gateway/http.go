@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 )
 
 // Handler returns the gateway's HTTP handler:
@@ -261,6 +262,11 @@ type UpstreamHealth struct {
 	Credential string `json:"credential,omitempty"`
 	// Credentials is the per-tool list (upstreams.<name>.credentials).
 	Credentials []ToolCredentialHealth `json:"credentials,omitempty"`
+	// Breaker is the upstream's circuit breaker (issue 8).
+	Breaker BreakerHealth `json:"breaker"`
+	// CredentialBreakers are the breakers of the credentials used on the
+	// upstream, by credential name; a credential not used yet has none.
+	CredentialBreakers map[string]BreakerHealth `json:"credential_breakers,omitempty"`
 }
 
 // ToolCredentialHealth is one per-tool credential entry of an upstream.
@@ -275,6 +281,7 @@ func (g *Server) Health() Health {
 	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	up := 0
+	breakers, credBreakers := g.breakerHealth()
 	for _, u := range g.upstreams {
 		u.mu.Lock()
 		uh := UpstreamHealth{
@@ -295,6 +302,10 @@ func (g *Server) Health() Health {
 		uh.Tools = g.catalog.toolCount(u.name)
 		uh.Problems = g.catalog.problemsOf(u.name)
 		uh.Credential, uh.Credentials = u.credentialHealth()
+		uh.Breaker, uh.CredentialBreakers = breakers[u.name], credBreakers[u.name]
+		if uh.Breaker.State == "" {
+			uh.Breaker.State = breaker.StateClosed.String()
+		}
 		if uh.Connected {
 			up++
 		}

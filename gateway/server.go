@@ -41,6 +41,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 )
 
 // Log field names, used everywhere.
@@ -125,6 +126,10 @@ type Server struct {
 
 	// Credential lifecycle (issue 7): see credentials.go.
 	cred *credState
+
+	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
+	// (upstream, upstream/credential), so they outlive a config.
+	breakers *breaker.Set
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -170,6 +175,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := g.initCredentials(); err != nil {
 		return nil, err
 	}
+	g.initBreakers()
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,

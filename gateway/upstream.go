@@ -207,26 +207,31 @@ func (u *upstream) run(ctx context.Context) {
 		var endSession context.CancelFunc
 		var cs *mcp.ClientSession
 		var err error
+		connected := func(*authmap.Failure, bool) {} // the breaker's report (issue 8)
 		if next != nil {
 			sessCtx, endSession, cs = next.ctx, next.end, next.cs
 			next = nil
 		} else {
 			sessCtx, endSession = context.WithCancel(ctx)
+			connected = u.admitConnect()
 			cs, err = u.connect(sessCtx, u.client)
 		}
 		if err != nil {
 			u.connectFailures.Add(1)
 			endSession()
 			if ctx.Err() != nil {
+				connected(nil, true)
 				return
 			}
-			u.setDown(err)
+			f := u.setDown(err)
+			connected(&f, false)
 			u.markTried()
 			if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
 				return
 			}
 			continue
 		}
+		connected(nil, false)
 		child := u.childOutput()
 		u.setLogLevel(ctx, cs)
 		u.current.Store(cs)
@@ -739,7 +744,7 @@ func (u *upstream) setUp(listErr error) {
 // setDown records why the upstream is down. The cause is classified like a
 // call's failure, so a credential rejected at connect time shows in health and
 // in every call to the upstream as the auth_failure it is, not as an outage.
-func (u *upstream) setDown(err error) {
+func (u *upstream) setDown(err error) authmap.Failure {
 	msg := u.gw.redact(err.Error())
 	f, _ := u.gw.classify(u, err)
 	u.mu.Lock()
@@ -760,6 +765,7 @@ func (u *upstream) setDown(err error) {
 		ev = ev.Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential)
 	}
 	ev.Msg("upstream down")
+	return f
 }
 
 func (u *upstream) setErr(err error) {

@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
+)
+
+// Circuit breakers in the call path (issue 8).
+//
+// The gateway owns one [breaker.Set], keyed by stable names: the upstream's
+// name for its own breaker, breaker.Name(upstream, credential) for each
+// credential used on it. A call asks both before it is sent (the credential's
+// with its generation, so a rotated, refreshed or reloaded credential gets
+// through a breaker a rejection opened), and reports its outcome, classified
+// once, to both when it ends:
+//
+//	outcome (classified once)            upstream breaker   credential breaker
+//	answered (isError results included)  Success            Success
+//	caller cancelled, not sent           Excluded           Excluded
+//	timeout, connection lost, 5xx        Failure            Excluded
+//	revoked/invalid/missing/expired      Success            Rejected(subtype)
+//	rate_limit_reached                   Success            RateLimited(reset)
+//	quota_exhausted                      Success            QuotaExhausted(reset)
+//
+// A transport failure says nothing of the credential (the request may never
+// have reached the provider's auth check), so it is excluded there rather
+// than counted as a success that would close a credential's half-open
+// breaker on no evidence. "Not sent" covers an upstream without a session,
+// a per-agent limit, a shutdown and a credential with no value: nothing
+// reached the upstream. For an upstream that is down, the connect loop is
+// what feeds its breaker: each connect attempt the breaker admits reports
+// its outcome, so five failed attempts open it (reason connect_failed), and
+// calls are then refused with the outage's cause and retry_after_seconds.
+// The loop's backoff stays the mechanism for reconnecting: it connects
+// whatever the breaker says, and once it has, calls flow again even though
+// the breaker still shows open; the first call after open_timeout probes it
+// and closes it.
+//
+// A call resent after a lost session or a credential renewal is one call:
+// its breakers are asked once and told its final outcome.
+
+// initBreakers builds the breaker set and applies the upstreams' configs.
+func (g *Server) initBreakers() {
+	g.breakers = breaker.New(&breaker.Options{OnChange: g.breakerChange})
+	g.applyBreakers(g.cfg)
+}
+
+// applyBreakers installs cfg's per-upstream breaker configs.
+func (g *Server) applyBreakers(cfg *Config) {
+	configs := make(map[string]breaker.Config, len(cfg.Upstreams))
+	for name, u := range cfg.Upstreams {
+		if u != nil {
+			configs[name] = u.Breaker
+		}
+	}
+	g.breakers.Apply(configs)
+}
+
+// breakerChange logs each breaker state change once.
+func (g *Server) breakerChange(c breaker.Change) {
+	up, cred, _ := strings.Cut(c.Name, "/")
+	ev := g.log.Info()
+	if c.To == breaker.StateOpen {
+		ev = g.log.Warn()
+	}
+	ev = ev.Str(fieldUpstream, up).Str(fieldBreakerState, c.To.String()).Str("from", c.From.String())
+	if cred != "" {
+		ev = ev.Str(fieldCredential, cred)
+	}
+	if c.Reason != "" {
+		ev = ev.Str("reason", c.Reason)
+	}
+	if !c.Until.IsZero() {
+		ev = ev.Time("until", c.Until)
+	}
+	ev.Msg("breaker " + c.To.String())
+}
+
+// fieldBreakerState is the log field of a breaker's state.
+const fieldBreakerState = "breaker_state"
+
+// callBreakers are the breakers one call was admitted by; report tells them
+// its outcome (once).
+type callBreakers struct {
+	up, cred func(breaker.Outcome)
+}
+
+func (cb *callBreakers) report(up, cred breaker.Outcome) {
+	if cb == nil {
+		return
+	}
+	cb.up(up)
+	if cb.cred != nil {
+		cb.cred(cred)
+	}
+}
+
+// admit asks u's breaker and, when cred is set, the breaker of cred on u,
+// whether a call may be sent. Refused, it returns the failure the call is
+// answered with.
+func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failure) {
+	up, err := g.breakers.Allow(u.name, 0)
+	var oe *breaker.OpenError
+	switch {
+	case err == nil:
+	case errors.As(err, &oe) && oe.Reason == reasonConnect && u.session.Load() != nil:
+		// Opened by connect failures, and connected since: the connect
+		// loop, not the breaker, decides when an upstream is back.
+		up = func(breaker.Outcome) {}
+	case errors.As(err, &oe) && oe.Reason == reasonConnect:
+		// Still down: the cause of the outage, with the breaker's wait.
+		f := g.downFailure(u)
+		return nil, &f
+	default:
+		f := g.openFailure(u, "", err)
+		return nil, &f
+	}
+	cb := &callBreakers{up: up}
+	if c := g.credential(cred); c != nil {
+		cb.cred, err = g.breakers.Allow(breaker.Name(u.name, cred), c.Generation())
+		if err != nil {
+			up(breaker.Excluded())
+			f := g.openFailure(u, cred, err)
+			return nil, &f
+		}
+	}
+	return cb, nil
+}
+
+// openFailure is the failure of a call an open breaker refused: the typed
+// failure that opened it, with retry_after_seconds when its end is known and
+// the breaker named in the detail.
+func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failure {
+	var oe *breaker.OpenError
+	if !errors.As(err, &oe) {
+		return g.attribute(u, authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: err.Error()})
+	}
+	now := time.Now() // the breaker's clock
+	until := "until the credential changes (rotate it, or reload it)"
+	if !oe.RetryAfter.IsZero() {
+		until = "until " + oe.RetryAfter.UTC().Format(time.RFC3339)
+	}
+	var f authmap.Failure
+	sub := authmap.Subtype(oe.Reason)
+	if isAuthSubtype(sub) && cred != "" {
+		f = authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: sub, Recovery: recoveryOf(sub), Credential: cred}
+		if c := g.credential(cred); c != nil {
+			if le := c.Snapshot(false).LastError; le != nil && le.Subtype == sub {
+				f = *le
+				f.Credential = cred
+			}
+		}
+		f.Retryable = !oe.RetryAfter.IsZero()
+		f.Detail = fmt.Sprintf("circuit open %s: credential %q was answered %s; not sent", until, cred, sub)
+	} else {
+		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
+			Detail: fmt.Sprintf("circuit open %s: upstream %q failed repeatedly (%s); not sent", until, u.name, oe.Reason)}
+	}
+	f.RetryAfterSeconds = nil
+	if s := oe.RetryAfterSeconds(now); s > 0 {
+		f.RetryAfterSeconds = &s
+	}
+	return g.attribute(u, f)
+}
+
+func isAuthSubtype(s authmap.Subtype) bool {
+	for _, t := range authmap.Subtypes() {
+		if s == t {
+			return true
+		}
+	}
+	return false
+}
+
+// recoveryOf is the recovery hint of a refusal for subtype s when the
+// credential's own last failure does not give one.
+func recoveryOf(s authmap.Subtype) authmap.Recovery {
+	switch s {
+	case authmap.SubtypeRateLimitReached:
+		return authmap.RecoveryWait
+	case authmap.SubtypeQuotaExhausted:
+		return authmap.RecoveryAddQuota
+	default:
+		return authmap.RecoveryRotate
+	}
+}
+
+// breakerOutcomes turns a call's outcome, already classified, into what its
+// breakers are told (see the table above). raw is the error forwarding
+// returned (nil when the upstream answered, isError results included) and f
+// the failure object the call was answered with, if any.
+func breakerOutcomes(raw error, f *authmap.Failure) (up, cred breaker.Outcome) {
+	if raw != nil && (errors.Is(raw, context.Canceled) || notSent(raw)) {
+		return breaker.Excluded(), breaker.Excluded()
+	}
+	if f != nil && f.IsAuth() {
+		var reset time.Time
+		if f.RetryAfterSeconds != nil && *f.RetryAfterSeconds > 0 {
+			reset = time.Now().Add(time.Duration(*f.RetryAfterSeconds) * time.Second)
+		}
+		switch f.Subtype {
+		case authmap.SubtypeCredentialRevoked, authmap.SubtypeCredentialInvalid,
+			authmap.SubtypeCredentialMissing, authmap.SubtypeCredentialExpired:
+			return breaker.Success(), breaker.Rejected(string(f.Subtype))
+		case authmap.SubtypeRateLimitReached:
+			return breaker.Success(), breaker.RateLimited(reset)
+		case authmap.SubtypeQuotaExhausted:
+			return breaker.Success(), breaker.QuotaExhausted(reset)
+		}
+		// insufficient_scope, permission_denied: the credential
+		// authenticated; this tool is not for it.
+		return breaker.Success(), breaker.Success()
+	}
+	if raw == nil {
+		return breaker.Success(), breaker.Success()
+	}
+	var httpErr *HTTPError
+	switch {
+	case f != nil && (f.Type == authmap.TypeTimeout || f.Type == authmap.TypeUpstreamUnavailable):
+		return breaker.Failure(string(f.Type)), breaker.Excluded()
+	case errors.As(raw, &httpErr) && httpErr.Status >= 500:
+		return breaker.Failure(string(authmap.TypeUpstreamUnavailable)), breaker.Excluded()
+	}
+	// Any other answer (a JSON-RPC error, a 4xx): the upstream is alive.
+	return breaker.Success(), breaker.Success()
+}
+
+// notSent reports whether err means the request never reached the upstream.
+func notSent(err error) bool {
+	var unavail *unavailableError
+	var agentLimit *agentLimitError
+	var missing *credentialMissingError
+	var gated *gatedError
+	return errors.As(err, &unavail) || errors.As(err, &agentLimit) || errors.As(err, &missing) ||
+		errors.As(err, &gated) || errors.Is(err, ErrShuttingDown)
+}
+
+// admitConnect asks u's breaker before a connect attempt and returns what
+// reports its outcome. An open breaker does not stop the attempt (the
+// backoff decides when to reconnect); its outcome is then not reported.
+func (u *upstream) admitConnect() func(f *authmap.Failure, cancelled bool) {
+	done, err := u.gw.breakers.Allow(u.name, 0)
+	if err != nil {
+		return func(*authmap.Failure, bool) {}
+	}
+	return func(f *authmap.Failure, cancelled bool) {
+		switch {
+		case cancelled:
+			done(breaker.Excluded())
+		case f == nil || f.IsAuth():
+			// Connected, or answered (a credential rejected at connect is
+			// the credential's problem, reported as such).
+			done(breaker.Success())
+		default:
+			done(breaker.Failure(reasonConnect))
+		}
+	}
+}
+
+// reasonConnect is the breaker reason of failed connect attempts. A breaker
+// they opened refuses calls only while the upstream is still down: once the
+// connect loop reconnects, calls flow (and the first one after open_timeout
+// closes the breaker).
+const reasonConnect = "connect_failed"
+
+// BreakerHealth is a breaker's entry in /health.
+type BreakerHealth struct {
+	State  string     `json:"state"`            // closed, open, half-open
+	Reason string     `json:"reason,omitempty"` // why it is open or half-open
+	Until  *time.Time `json:"until,omitempty"`  // when an open breaker lets a probe through; absent if unknown
+}
+
+// breakerHealth returns each upstream's breaker and its credential breakers,
+// by upstream name. An upstream whose breaker was never used is closed.
+func (g *Server) breakerHealth() (map[string]BreakerHealth, map[string]map[string]BreakerHealth) {
+	ups := map[string]BreakerHealth{}
+	creds := map[string]map[string]BreakerHealth{}
+	for _, s := range g.breakers.Snapshot() {
+		bh := BreakerHealth{State: s.State.String(), Reason: s.Reason}
+		if !s.Until.IsZero() {
+			t := s.Until.UTC()
+			bh.Until = &t
+		}
+		up, cred, ok := strings.Cut(s.Name, "/")
+		if !ok {
+			ups[up] = bh
+			continue
+		}
+		if creds[up] == nil {
+			creds[up] = map[string]BreakerHealth{}
+		}
+		creds[up][cred] = bh
+	}
+	return ups, creds
+}
+
+// forwardBreakers runs send, a prompts/get or resources/read forwarded to u,
+// through u's breakers (the upstream's, and its default credential's): it is
+// refused with the failure that opened one, and its outcome, classified once
+// by rpcFailure, is reported. It returns the error the agent gets.
+func (g *Server) forwardBreakers(ctx context.Context, u *upstream, method, name string, send func() error) error {
+	cb, refused := g.admit(u, u.defaultCred)
+	if refused != nil {
+		return failureRPC(method, name, *refused)
+	}
+	raw := send()
+	if raw == nil {
+		cb.report(breaker.Success(), breaker.Success())
+		return nil
+	}
+	out, f := g.rpcFailure(u, method, name, raw)
+	cb.report(breakerOutcomes(raw, f))
+	return out
+}
+
+// downFailure is the failure of a call to u while it has no session: why it
+// is down and, when failed connect attempts opened its breaker, when it is
+// tried next by the breaker (retry_after_seconds).
+func (g *Server) downFailure(u *upstream) authmap.Failure {
+	f, _ := g.classify(u, u.unavailable())
+	var oe *breaker.OpenError
+	if errors.As(g.breakers.Check(u.name, 0), &oe) && oe.Reason == reasonConnect && !oe.RetryAfter.IsZero() {
+		if s := oe.RetryAfterSeconds(time.Now()); s > 0 {
+			f.RetryAfterSeconds = &s
+		}
+		f.Detail = truncate(f.Detail+fmt.Sprintf("; circuit open until %s after repeated connect failures", oe.RetryAfter.UTC().Format(time.RFC3339)), 600)
+	}
+	return f
+}
