@@ -97,6 +97,10 @@ type state struct {
 	retryAt      time.Time // the next automatic attempt after a failure
 	lastPoll     time.Time
 	lastReactive time.Time
+	// reactiveDue: a rejection's renewal was skipped by the once-a-minute
+	// limit; the watch runs it when the minute is over (issue 7), so a
+	// credential whose every call is now held back is not stranded.
+	reactiveDue  bool
 	announced    Status // the status events last reported
 	lastEventKey string // the last repeatable event, so a source failing the same way is reported once
 }
@@ -449,6 +453,7 @@ func (c *Credential) adoptLocked(tok Token, now time.Time) {
 	c.st.jwtExp, _ = jwtExpiry(tok.Value)
 	c.st.noted = time.Time{}
 	c.st.refreshRej, c.st.clientRej = false, false
+	c.st.reactiveDue = false
 	c.st.lastErr = nil
 	c.st.lastEventKey = ""
 	c.setLiveLocked(StatusUnknown, now)
@@ -656,7 +661,13 @@ func (c *Credential) RenewAfterRejection(ctx context.Context, used string) bool 
 		return changedFrom(c.Value())
 	}
 	if !c.st.lastReactive.IsZero() && now.Sub(c.st.lastReactive) < reactiveInterval {
+		// Deferred, not dropped: once this value is known dead the gate
+		// holds every call back, so no later rejection would come to
+		// renew it, and a renewable credential would wait for its
+		// scheduled refresh (up to its whole lifetime).
+		c.st.reactiveDue = true
 		c.mu.Unlock()
+		c.wake()
 		return false
 	}
 	c.st.lastReactive = now
@@ -782,6 +793,10 @@ func (c *Credential) check(ctx context.Context) {
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
 			due = TriggerWatch
 		}
+	case c.reactiveDueLocked() && !now.Before(c.st.lastReactive.Add(reactiveInterval)):
+		due = TriggerLiveError
+		c.st.reactiveDue = false
+		c.st.lastReactive = now
 	case c.renewableLocked():
 		if at := c.refreshAtLocked(lc); !at.IsZero() && !now.Before(at) && retryOK {
 			due = TriggerRefresh
@@ -831,7 +846,17 @@ func (c *Credential) nextCheck(now time.Time) time.Duration {
 	if c.st.live == StatusRateLimited {
 		consider(c.st.liveAt.Add(reactiveInterval))
 	}
+	if c.reactiveDueLocked() {
+		consider(c.st.lastReactive.Add(reactiveInterval))
+	}
 	return max(next.Sub(now), 0)
+}
+
+// reactiveDueLocked reports whether a rejection's renewal was deferred by the
+// once-a-minute limit and is still wanted: the value is still the one calls
+// found expired or invalid, and the credential can change.
+func (c *Credential) reactiveDueLocked() bool {
+	return c.st.reactiveDue && (c.st.live == StatusInvalid || c.st.live == StatusExpired) && c.reactiveLocked()
 }
 
 func (c *Credential) renewableLocked() bool {
