@@ -62,6 +62,9 @@ type Credential struct {
 	snap atomic.Pointer[snapshot] // what the call path reads
 	live atomic.Bool              // a live status is set: Report("") must take the lock
 	kick chan struct{}            // wakes Run to recompute its timer
+	// unwatched: the source's watch failed, so the watch polls it like a
+	// secrets store (issue 7).
+	unwatched atomic.Bool
 
 	mu         sync.Mutex
 	st         state
@@ -741,7 +744,12 @@ func (c *Credential) Run(ctx context.Context) error {
 				}
 			})
 			if err != nil && ctx.Err() == nil {
-				c.log.Error("credential file watch stopped; rotations need a reload", "credential", c.name, "err", err)
+				// Its directory may not exist yet (a volume mounted
+				// later): re-read it every check_interval instead, so a
+				// rotation after its first value is not lost.
+				c.log.Error("credential file watch stopped; the file is re-read every check_interval instead", "credential", c.name, "err", err)
+				c.unwatched.Store(true)
+				c.wake()
 			}
 		}()
 	}
@@ -801,7 +809,7 @@ func (c *Credential) check(ctx context.Context) {
 		if at := c.refreshAtLocked(lc); !at.IsZero() && !now.Before(at) && retryOK {
 			due = TriggerRefresh
 		}
-	case polled(kind):
+	case polled(kind) || c.unwatched.Load():
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
 			due = TriggerWatch
 		}

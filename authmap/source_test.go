@@ -308,3 +308,47 @@ func TestFileWatchRotates(t *testing.T) {
 		})
 	}
 }
+
+// Regression test for issue 7 (file source): a file whose directory does not
+// exist when the watch starts (a volume mounted later) cannot be watched; it
+// is then re-read every check_interval, so rotations after its first value
+// are still picked up. Before the fix the watch stopped for good and only
+// the first value was ever read.
+func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "mounted-later")
+	path := filepath.Join(dir, "token")
+	events := make(chan Event, 64)
+	c := NewCredential("gh", CredentialConfig{Source: SourceConfig{File: path}}, NewFileSource(path),
+		&CredentialOptions{Lifecycle: LifecycleConfig{CheckInterval: 20 * time.Millisecond}, OnEvent: func(e Event) { events <- e }})
+	if err := c.Load(ctx); !errors.Is(err, ErrMissing) {
+		t.Fatalf("Load: %v, want missing", err)
+	}
+	<-events // missing
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(runCtx)
+	}()
+	defer func() { stop(); <-done }()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, kind := range []EventKind{EventLoaded, EventRotated} {
+		want := fmt.Sprintf("value-%d", i+1)
+		if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-events:
+			if e.Kind != kind || c.Value() != want {
+				t.Fatalf("event %s with value %q, want %s with %s", e.Kind, c.Value(), kind, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s not seen", want)
+		}
+	}
+}
