@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -321,8 +323,16 @@ func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "mounted-later")
 	path := filepath.Join(dir, "token")
 	events := make(chan Event, 64)
+	watchFailed := make(chan struct{})
+	var once sync.Once
+	logger := slog.New(signalHandler{func(r slog.Record) {
+		if r.Level == slog.LevelError && strings.Contains(r.Message, "watch") {
+			once.Do(func() { close(watchFailed) })
+		}
+	}})
 	c := NewCredential("gh", CredentialConfig{Source: SourceConfig{File: path}}, NewFileSource(path),
-		&CredentialOptions{Lifecycle: LifecycleConfig{CheckInterval: 20 * time.Millisecond}, OnEvent: func(e Event) { events <- e }})
+		&CredentialOptions{Lifecycle: LifecycleConfig{CheckInterval: 20 * time.Millisecond}, Logger: logger,
+			OnEvent: func(e Event) { events <- e }})
 	if err := c.Load(ctx); !errors.Is(err, ErrMissing) {
 		t.Fatalf("Load: %v, want missing", err)
 	}
@@ -334,6 +344,11 @@ func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
 		_ = c.Run(runCtx)
 	}()
 	defer func() { stop(); <-done }()
+	select {
+	case <-watchFailed:
+	case <-ctx.Done():
+		t.Fatal("the watch of a missing directory did not fail")
+	}
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -352,3 +367,11 @@ func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
 		}
 	}
 }
+
+// signalHandler is a slog.Handler that hands each record to f.
+type signalHandler struct{ f func(slog.Record) }
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error { h.f(r); return nil }
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h signalHandler) WithGroup(string) slog.Handler                 { return h }
