@@ -730,3 +730,36 @@ upstreams:
 		})
 	}
 }
+
+// Regression test for issue 7 (admin endpoints): the bearer scheme of
+// admin.token is matched without regard to case, as HTTP says; a wrong or
+// missing token, or another scheme, still gets 401.
+func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("tok-0123456789")
+	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
+admin: {token: admin-token-0123456789}
+credentials:
+  tok: {source: {value: tok-0123456789}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, up.url()), nil, nil)
+	for auth, want := range map[string]int{
+		"Bearer admin-token-0123456789": http.StatusOK,
+		"bearer admin-token-0123456789": http.StatusOK,
+		"BEARER admin-token-0123456789": http.StatusOK,
+		"Bearer wrong-token":            http.StatusUnauthorized,
+		"Basic admin-token-0123456789":  http.StatusUnauthorized,
+		"admin-token-0123456789":        http.StatusUnauthorized,
+		"Bearer":                        http.StatusUnauthorized,
+		"":                              http.StatusUnauthorized,
+	} {
+		code, body := post(t, base+"/admin/credentials/tok/reload", map[string]string{"Authorization": auth}, "")
+		if code != want {
+			t.Errorf("Authorization %q: %d %s, want %d", auth, code, body, want)
+		}
+	}
+}
