@@ -185,6 +185,46 @@ func TestExecSourceTimeoutKillsTheGroup(t *testing.T) {
 	}
 }
 
+// Regression test for issue 7 (exec source): a command that prints its
+// value and exits 0 but leaves a background helper in its group holding
+// stdout open is a success, and the helper is killed. Before the fix the
+// value was dropped (exec: WaitDelay expired before I/O complete, so the
+// credential was missing) and the helper outlived the gateway's fetch.
+func TestExecSourceBackgroundHelper(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := writeScript(t, fmt.Sprintf("sleep 60 & echo $! > %s; echo helper-left-token-0123", pidFile))
+	src := NewExecSource(ExecConfig{Command: []string{script}, Timeout: 10 * time.Second})
+	tok, err := src.Fetch(ctx)
+	if err != nil || tok.Value != "helper-left-token-0123" {
+		t.Fatalf("Fetch: %q, %v; want the value printed", tok.Value, err)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(data))
+	// Killed: gone, or a zombie waiting for a reaper (the kill is
+	// delivered before Fetch returns, but the state may lag a moment).
+	running := func() bool {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		fields := strings.Fields(string(stat))
+		return len(fields) > 2 && fields[2] != "Z" && fields[2] != "X"
+	}
+	for running() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("helper %s still running", pid)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // Regression test for issue 7 (file watch): an in-place write, an atomic
 // rename and a Kubernetes secret volume's ..data symlink swap each rotate the
 // credential, with no restart, while a running watch follows the file.
