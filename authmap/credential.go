@@ -381,6 +381,10 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 		// The provider answered, but not about the credential (a 5xx, a missing scope on the probe URL).
 		c.st.lastErr = c.failureWithCredential(res.Failure)
 	case probed && perr != nil:
+		// Inconclusive, so the value is adopted; but say so where ops
+		// look (health, `gateway check`), not only in a log line.
+		detail := "the probe could not run: " + c.redactLocked(perr.Error())
+		c.st.lastErr = &Failure{Type: TypeUpstreamUnavailable, Retryable: true, Credential: c.name, Detail: detail}
 		c.log.Warn("credential probe could not run", "credential", c.name, "err", c.redactLocked(perr.Error()))
 	}
 	c.publishLocked()
