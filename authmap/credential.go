@@ -62,6 +62,9 @@ type Credential struct {
 	snap atomic.Pointer[snapshot] // what the call path reads
 	live atomic.Bool              // a live status is set: Report("") must take the lock
 	kick chan struct{}            // wakes Run to recompute its timer
+	// unwatched: the source's watch failed, so the watch polls it like a
+	// secrets store (issue 7).
+	unwatched atomic.Bool
 
 	mu         sync.Mutex
 	st         state
@@ -97,6 +100,10 @@ type state struct {
 	retryAt      time.Time // the next automatic attempt after a failure
 	lastPoll     time.Time
 	lastReactive time.Time
+	// reactiveDue: a rejection's renewal was skipped by the once-a-minute
+	// limit; the watch runs it when the minute is over (issue 7), so a
+	// credential whose every call is now held back is not stranded.
+	reactiveDue  bool
 	announced    Status // the status events last reported
 	lastEventKey string // the last repeatable event, so a source failing the same way is reported once
 }
@@ -374,6 +381,10 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 		// The provider answered, but not about the credential (a 5xx, a missing scope on the probe URL).
 		c.st.lastErr = c.failureWithCredential(res.Failure)
 	case probed && perr != nil:
+		// Inconclusive, so the value is adopted; but say so where ops
+		// look (health, `gateway check`), not only in a log line.
+		detail := "the probe could not run: " + c.redactLocked(perr.Error())
+		c.st.lastErr = &Failure{Type: TypeUpstreamUnavailable, Retryable: true, Credential: c.name, Detail: detail}
 		c.log.Warn("credential probe could not run", "credential", c.name, "err", c.redactLocked(perr.Error()))
 	}
 	c.publishLocked()
@@ -449,6 +460,7 @@ func (c *Credential) adoptLocked(tok Token, now time.Time) {
 	c.st.jwtExp, _ = jwtExpiry(tok.Value)
 	c.st.noted = time.Time{}
 	c.st.refreshRej, c.st.clientRej = false, false
+	c.st.reactiveDue = false
 	c.st.lastErr = nil
 	c.st.lastEventKey = ""
 	c.setLiveLocked(StatusUnknown, now)
@@ -656,7 +668,13 @@ func (c *Credential) RenewAfterRejection(ctx context.Context, used string) bool 
 		return changedFrom(c.Value())
 	}
 	if !c.st.lastReactive.IsZero() && now.Sub(c.st.lastReactive) < reactiveInterval {
+		// Deferred, not dropped: once this value is known dead the gate
+		// holds every call back, so no later rejection would come to
+		// renew it, and a renewable credential would wait for its
+		// scheduled refresh (up to its whole lifetime).
+		c.st.reactiveDue = true
 		c.mu.Unlock()
+		c.wake()
 		return false
 	}
 	c.st.lastReactive = now
@@ -730,7 +748,12 @@ func (c *Credential) Run(ctx context.Context) error {
 				}
 			})
 			if err != nil && ctx.Err() == nil {
-				c.log.Error("credential file watch stopped; rotations need a reload", "credential", c.name, "err", err)
+				// Its directory may not exist yet (a volume mounted
+				// later): re-read it every check_interval instead, so a
+				// rotation after its first value is not lost.
+				c.log.Error("credential file watch stopped; the file is re-read every check_interval instead", "credential", c.name, "err", err)
+				c.unwatched.Store(true)
+				c.wake()
 			}
 		}()
 	}
@@ -782,11 +805,15 @@ func (c *Credential) check(ctx context.Context) {
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
 			due = TriggerWatch
 		}
+	case c.reactiveDueLocked() && !now.Before(c.st.lastReactive.Add(reactiveInterval)):
+		due = TriggerLiveError
+		c.st.reactiveDue = false
+		c.st.lastReactive = now
 	case c.renewableLocked():
 		if at := c.refreshAtLocked(lc); !at.IsZero() && !now.Before(at) && retryOK {
 			due = TriggerRefresh
 		}
-	case polled(kind):
+	case polled(kind) || c.unwatched.Load():
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
 			due = TriggerWatch
 		}
@@ -831,7 +858,17 @@ func (c *Credential) nextCheck(now time.Time) time.Duration {
 	if c.st.live == StatusRateLimited {
 		consider(c.st.liveAt.Add(reactiveInterval))
 	}
+	if c.reactiveDueLocked() {
+		consider(c.st.lastReactive.Add(reactiveInterval))
+	}
 	return max(next.Sub(now), 0)
+}
+
+// reactiveDueLocked reports whether a rejection's renewal was deferred by the
+// once-a-minute limit and is still wanted: the value is still the one calls
+// found expired or invalid, and the credential can change.
+func (c *Credential) reactiveDueLocked() bool {
+	return c.st.reactiveDue && (c.st.live == StatusInvalid || c.st.live == StatusExpired) && c.reactiveLocked()
 }
 
 func (c *Credential) renewableLocked() bool {

@@ -57,6 +57,14 @@ func (s *ExecSource) Fetch(ctx context.Context) (Token, error) {
 	stderr := &boundedBuffer{limit: maxStderr}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// The command exited 0 and printed its value, but left something
+		// in its group holding the pipes (a helper started with &): that
+		// is not a failure, and what it left goes with it. The group
+		// still exists (it holds the pipes), so its id is not reused yet.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		err = nil
+	}
 	out := stdout.bytes()
 	if err != nil {
 		var what string

@@ -348,6 +348,49 @@ func TestRenewAfterRejection(t *testing.T) {
 	})
 }
 
+// Regression test for issue 7 (reactive renewal): a value rejected within a
+// minute of the last reactive renewal is not renewed at once (at most once a
+// minute), but the renewal is deferred, not dropped. Before the fix an OAuth
+// credential revoked twice within a minute stayed invalid, every call held
+// back by the gate, until its scheduled refresh: 50 minutes for a 1h token.
+func TestRenewAfterRejectionDeferred(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		src := &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+			return Token{Value: fmt.Sprintf("access-token-%d", n), ExpiresAt: time.Now().Add(time.Hour), Renewable: true}, nil
+		}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		stop := runWatch(t, c)
+		defer stop()
+		synctest.Wait()
+		// The provider revokes the first token: renewed at once, resent.
+		if !c.RenewAfterRejection(t.Context(), "access-token-1") {
+			t.Fatal("first rejection: changed = false, want true")
+		}
+		// Ten seconds later it revokes the second: within the minute, so
+		// not renewed now, and the credential is invalid.
+		time.Sleep(10 * time.Second)
+		if c.RenewAfterRejection(t.Context(), "access-token-2") {
+			t.Error("second rejection within the minute: changed = true")
+		}
+		c.Report(SubtypeCredentialInvalid, "access-token-2")
+		if st := c.Status(); st != StatusInvalid {
+			t.Fatalf("after the second rejection: %v, want invalid", st)
+		}
+		// No call sends the dead value again, so no rejection comes; the
+		// watch renews it once the minute is over.
+		time.Sleep(time.Until(t0.Add(time.Minute + time.Second)))
+		synctest.Wait()
+		if st, v := c.Status(), c.Value(); st != StatusHealthy || v != "access-token-3" {
+			t.Errorf("a minute on: status %v, value %q; want healthy, access-token-3", st, v)
+		}
+		if diff := cmp.Diff([]time.Duration{0, 0, time.Minute}, offsets(t0, src.times())); diff != "" {
+			t.Errorf("fetch times mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // An env or value credential cannot change by re-reading it: no renewal, no resend.
 func TestRenewAfterRejectionStaticSource(t *testing.T) {
 	t.Parallel()

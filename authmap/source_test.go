@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,6 +185,46 @@ func TestExecSourceTimeoutKillsTheGroup(t *testing.T) {
 	}
 }
 
+// Regression test for issue 7 (exec source): a command that prints its
+// value and exits 0 but leaves a background helper in its group holding
+// stdout open is a success, and the helper is killed. Before the fix the
+// value was dropped (exec: WaitDelay expired before I/O complete, so the
+// credential was missing) and the helper outlived the gateway's fetch.
+func TestExecSourceBackgroundHelper(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := writeScript(t, fmt.Sprintf("sleep 60 & echo $! > %s; echo helper-left-token-0123", pidFile))
+	src := NewExecSource(ExecConfig{Command: []string{script}, Timeout: 10 * time.Second})
+	tok, err := src.Fetch(ctx)
+	if err != nil || tok.Value != "helper-left-token-0123" {
+		t.Fatalf("Fetch: %q, %v; want the value printed", tok.Value, err)
+	}
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(data))
+	// Killed: gone, or a zombie waiting for a reaper (the kill is
+	// delivered before Fetch returns, but the state may lag a moment).
+	running := func() bool {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		fields := strings.Fields(string(stat))
+		return len(fields) > 2 && fields[2] != "Z" && fields[2] != "X"
+	}
+	for running() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("helper %s still running", pid)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // Regression test for issue 7 (file watch): an in-place write, an atomic
 // rename and a Kubernetes secret volume's ..data symlink swap each rotate the
 // credential, with no restart, while a running watch follows the file.
@@ -308,3 +350,68 @@ func TestFileWatchRotates(t *testing.T) {
 		})
 	}
 }
+
+// Regression test for issue 7 (file source): a file whose directory does not
+// exist when the watch starts (a volume mounted later) cannot be watched; it
+// is then re-read every check_interval, so rotations after its first value
+// are still picked up. Before the fix the watch stopped for good and only
+// the first value was ever read.
+func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "mounted-later")
+	path := filepath.Join(dir, "token")
+	events := make(chan Event, 64)
+	watchFailed := make(chan struct{})
+	var once sync.Once
+	logger := slog.New(signalHandler{func(r slog.Record) {
+		if r.Level == slog.LevelError && strings.Contains(r.Message, "watch") {
+			once.Do(func() { close(watchFailed) })
+		}
+	}})
+	c := NewCredential("gh", CredentialConfig{Source: SourceConfig{File: path}}, NewFileSource(path),
+		&CredentialOptions{Lifecycle: LifecycleConfig{CheckInterval: 20 * time.Millisecond}, Logger: logger,
+			OnEvent: func(e Event) { events <- e }})
+	if err := c.Load(ctx); !errors.Is(err, ErrMissing) {
+		t.Fatalf("Load: %v, want missing", err)
+	}
+	<-events // missing
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(runCtx)
+	}()
+	defer func() { stop(); <-done }()
+	select {
+	case <-watchFailed:
+	case <-ctx.Done():
+		t.Fatal("the watch of a missing directory did not fail")
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, kind := range []EventKind{EventLoaded, EventRotated} {
+		want := fmt.Sprintf("value-%d", i+1)
+		if err := os.WriteFile(path, []byte(want+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-events:
+			if e.Kind != kind || c.Value() != want {
+				t.Fatalf("event %s with value %q, want %s with %s", e.Kind, c.Value(), kind, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s not seen", want)
+		}
+	}
+}
+
+// signalHandler is a slog.Handler that hands each record to f.
+type signalHandler struct{ f func(slog.Record) }
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool      { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error { h.f(r); return nil }
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
+func (h signalHandler) WithGroup(string) slog.Handler                 { return h }

@@ -57,11 +57,13 @@ func (g *Server) credentialRoutes(mux *http.ServeMux) {
 }
 
 // admin guards an admin handler with the bearer admin.token, compared in
-// constant time.
+// constant time. The scheme is matched without regard to case (RFC 9110
+// section 11.1): some clients send "bearer".
 func (g *Server) admin(h http.HandlerFunc) http.HandlerFunc {
-	want := []byte("Bearer " + g.cred.adminToken)
+	want := []byte(g.cred.adminToken)
 	return func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="credgate-admin"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (admin.token)"})
 			return

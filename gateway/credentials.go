@@ -321,6 +321,46 @@ func (g *Server) credentialEvent(e authmap.Event) {
 			u.kickRotation()
 		}
 	}
+	switch e.Kind {
+	case authmap.EventLoaded, authmap.EventRotated, authmap.EventRefreshed, authmap.EventRestored:
+		for _, u := range g.upstreams {
+			if u.defaultCred == e.Credential {
+				u.wakeForCredential()
+			}
+		}
+	}
+}
+
+// wakeForCredential ends the reconnect backoff of an upstream that is down
+// because its credential was missing or refused, now that the credential has
+// a new value: ops who fixed a secret should not wait up to
+// Options.ReconnectMax for the upstream to notice. An upstream down for any
+// other reason keeps its backoff.
+func (u *upstream) wakeForCredential() {
+	u.mu.Lock()
+	authDown := u.status == StatusDown && u.lastFailure != nil && u.lastFailure.IsAuth()
+	u.mu.Unlock()
+	if !authDown {
+		return
+	}
+	select {
+	case u.credWake <- struct{}{}:
+	default:
+	}
+}
+
+// backoffSleep waits d before a reconnect attempt, or less when
+// wakeForCredential calls; false when ctx is done.
+func (u *upstream) backoffSleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-u.credWake:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // Events returns the lifecycle events kept (the last 1,000), oldest first.

@@ -676,3 +676,90 @@ upstreams:
 		t.Errorf("last call carried %q", calls[len(calls)-1].Token)
 	}
 }
+
+// Regression test for issue 7 (rotation without restart): an HTTP upstream
+// that is down because its credential was missing or refused at connect
+// reconnects as soon as the credential gets a new value, not at the end of
+// its reconnect backoff. Before the fix ops who fixed the secret waited up to
+// Options.ReconnectMax (30 s by default, an hour here) for the upstream.
+func TestCredentialChangeEndsReconnectBackoff(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		start string // the file's content at start; "" = no file
+	}{
+		{"missing at start", ""},
+		{"refused at connect", "refused-token-0123456789\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			path := filepath.Join(t.TempDir(), "token")
+			if tc.start != "" {
+				writeFile(t, path, tc.start)
+			}
+			up := newBearerUpstream(t, "echo")
+			cfg, err := ParseConfig(fmt.Appendf(nil, `
+lifecycle: {startup: {fail_on: never}}
+credentials:
+  tok: {source: {file: %s}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, path, up.url()), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+			g, err := New(cfg, &Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = g.LoadCredentials(ctx)
+			g.Start(ctx)
+			t.Cleanup(func() { _ = g.Close() })
+			if err := g.WaitTried(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := g.Health().Upstreams["api"].Status; st != StatusDown {
+				t.Fatalf("upstream %s before the fix of its credential, want down", st)
+			}
+			up.accept("good-token-0123456789")
+			writeFile(t, path, "good-token-0123456789\n")
+			waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Status == StatusUp })
+		})
+	}
+}
+
+// Regression test for issue 7 (admin endpoints): the bearer scheme of
+// admin.token is matched without regard to case, as HTTP says; a wrong or
+// missing token, or another scheme, still gets 401.
+func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("tok-0123456789")
+	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
+admin: {token: admin-token-0123456789}
+credentials:
+  tok: {source: {value: tok-0123456789}}
+upstreams:
+  api: {url: %s, credential: tok}
+`, up.url()), nil, nil)
+	for auth, want := range map[string]int{
+		"Bearer admin-token-0123456789": http.StatusOK,
+		"bearer admin-token-0123456789": http.StatusOK,
+		"BEARER admin-token-0123456789": http.StatusOK,
+		"Bearer wrong-token":            http.StatusUnauthorized,
+		"Basic admin-token-0123456789":  http.StatusUnauthorized,
+		"admin-token-0123456789":        http.StatusUnauthorized,
+		"Bearer":                        http.StatusUnauthorized,
+		"":                              http.StatusUnauthorized,
+	} {
+		code, body := post(t, base+"/admin/credentials/tok/reload", map[string]string{"Authorization": auth}, "")
+		if code != want {
+			t.Errorf("Authorization %q: %d %s, want %d", auth, code, body, want)
+		}
+	}
+}

@@ -96,6 +96,9 @@ type upstream struct {
 	// Credentials (issue 7): see credsession.go.
 	defaultCred string // the credential of the upstream's own traffic; "" = none
 	creds       credSessions
+	// credWake cuts a reconnect backoff short: the credential the upstream
+	// was refused for got a new value (see wakeForCredential).
+	credWake chan struct{}
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
@@ -116,18 +119,19 @@ type inflight struct {
 
 func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 	u := &upstream{
-		name:    name,
-		cfg:     cfg,
-		gw:      gw,
-		log:     gw.log.With().Str(fieldUpstream, name).Logger(),
-		refresh: make(chan struct{}, 1),
-		lostSig: make(chan struct{}, 1),
-		status:  StatusConnecting,
-		since:   gw.now(),
-		calls:   map[*inflight]struct{}{},
-		agents:  map[*mcp.ServerSession]*agentConn{},
-		tried:   make(chan struct{}),
-		secrets: secretValues(cfg),
+		name:     name,
+		cfg:      cfg,
+		gw:       gw,
+		log:      gw.log.With().Str(fieldUpstream, name).Logger(),
+		refresh:  make(chan struct{}, 1),
+		lostSig:  make(chan struct{}, 1),
+		credWake: make(chan struct{}, 1),
+		status:   StatusConnecting,
+		since:    gw.now(),
+		calls:    map[*inflight]struct{}{},
+		agents:   map[*mcp.ServerSession]*agentConn{},
+		tried:    make(chan struct{}),
+		secrets:  secretValues(cfg),
 	}
 	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	if cfg.Transport != TransportStdio {
@@ -226,7 +230,7 @@ func (u *upstream) run(ctx context.Context) {
 			f := u.setDown(err)
 			connected(&f, false)
 			u.markTried()
-			if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
+			if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
 				return
 			}
 			continue

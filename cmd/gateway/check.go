@@ -143,6 +143,9 @@ func printCheck(w io.Writer, rep checkReport) {
 		fmt.Fprintf(w, "\n%s: %s, readiness %d/100\n", c.Name, c.Status, c.Readiness.Score)
 		if c.Fails != "" {
 			fmt.Fprintf(w, "  FAILS: %s\n", c.Fails)
+		} else if c.LastError != nil && c.LastError.Detail != "" {
+			// Usable, but something was inconclusive (a probe that could not run).
+			fmt.Fprintf(w, "  NOTE: %s\n", c.LastError.Detail)
 		}
 		for _, p := range c.Readiness.Parts {
 			if p.OK {

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,44 @@ func TestStartupFailOn(t *testing.T) {
 				t.Errorf("stderr names the good credential:\n%s", errOut)
 			}
 		})
+	}
+}
+
+// Regression test for issue 7 (`gateway check`): a probe that cannot run
+// (its URL refuses connections) is inconclusive, so the credential passes,
+// but the check says so, in the table and in --json's last_error. Before the
+// fix the check printed "ok" with no word of the probe, whose warning went
+// to a discarded log.
+func TestCheckReportsProbeThatCouldNotRun(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.NotFoundHandler())
+	url := srv.URL + "/user"
+	srv.Close() // now refuses connections
+	path := writeFile(t, "probe.yaml", fmt.Sprintf(`credentials:
+  tok: {source: {value: probe-secret-0123456789}, probe: {http: {url: %q}}}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: tok}
+`, url))
+	code, out, errOut := cli(t, "", "check", path)
+	if code != 0 || !strings.Contains(out, "NOTE: the probe could not run") {
+		t.Errorf("check: exit %d, want 0 with a note that the probe could not run\n%s%s", code, out, errOut)
+	}
+	code, out, _ = cli(t, "", "check", path, "--json")
+	var rep struct {
+		Credentials []struct {
+			LastError *struct {
+				Type   string `json:"type"`
+				Detail string `json:"detail"`
+			} `json:"last_error"`
+		} `json:"credentials"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Credentials) != 1 {
+		t.Fatalf("check --json (exit %d): %v\n%s", code, err, out)
+	}
+	if le := rep.Credentials[0].LastError; le == nil || le.Type != "upstream_unavailable" || !strings.Contains(le.Detail, "probe could not run") {
+		t.Errorf("last_error %+v, want upstream_unavailable saying the probe could not run", le)
+	}
+	if strings.Contains(out, "probe-secret-0123456789") {
+		t.Error("the secret appears in the output")
 	}
 }
