@@ -455,3 +455,38 @@ func TestProbeEveryProtocol(t *testing.T) {
 		})
 	}
 }
+
+// TestStdioBadCwdNamed is the regression test for issue 6 item 3 (commands,
+// found by trying the binary): a stdio upstream whose cwd is missing or not
+// a directory is reported as that cwd's failure with the command named, never
+// as "fork/exec /proc/self/exe" (the supervisor's path, which the user never
+// configured), and is upstream_unavailable like every start failure.
+func TestStdioBadCwdNamed(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  missing: {command: %q, cwd: %q}\n  notdir: {command: %q, cwd: %q}\n",
+		self, missing, self, notDir))
+	h := g.Health()
+	for name, want := range map[string]string{
+		"missing": "starting " + self + ": chdir " + missing + ": no such file or directory",
+		"notdir":  "starting " + self + ": chdir " + notDir + ": not a directory",
+	} {
+		up := h.Upstreams[name]
+		if got := up.LastError; !strings.Contains(got, want) || strings.Contains(got, "/proc/self/exe") {
+			t.Errorf("%s: last_error = %q, want it to contain %q", name, got, want)
+		}
+		if lf := up.LastFailure; lf == nil || lf.Type != authmap.TypeUpstreamUnavailable || !lf.Retryable {
+			t.Errorf("%s: last_failure = %+v, want retryable upstream_unavailable", name, lf)
+		}
+	}
+}
