@@ -490,3 +490,31 @@ func TestStdioBadCwdNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeFindsDeadHTTPUpstream is the regression test for issue 6 item 11
+// (found by trying the binary): the SDK reports a request its streamable
+// HTTP transport could not deliver as a JSON-RPC error ("rejected by
+// transport"), which the gateway took for the upstream's own answer, so the
+// probe of a killed HTTP upstream always "succeeded" and the upstream stayed
+// up until the SDK gave up on its event stream, 15-20 s later. The probe
+// must find it.
+func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, health_interval: 50ms}\n", a.url()))
+	if s := g.Health().Upstreams["a"].Status; s != StatusUp {
+		t.Fatalf("status = %q before the upstream died, want up", s)
+	}
+	cs := g.byName["a"].session.Load()
+	a.http.CloseClientConnections()
+	a.http.Close()
+	if err := cs.Ping(ctx, nil); err == nil || answered(err) {
+		t.Errorf("ping of a closed HTTP upstream: err = %v, answered = %v; want an error that is no answer", err, answered(err))
+	}
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
+	if got := g.Health().Upstreams["a"].LastError; !strings.Contains(got, "health probe") {
+		t.Errorf("last_error = %q, want the health probe's failure", got)
+	}
+}
