@@ -518,3 +518,32 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 		t.Errorf("last_error = %q, want the health probe's failure", got)
 	}
 }
+
+// TestStderrPanicLineOutlivesTail is the regression test for issue 6 item 12
+// (found by trying the binary): a Go panic or a Java exception names its
+// error first and then prints a stack trace longer than the stderr tail, so
+// last_error quoted the trace's last frame ("goroutine 25 ...") instead of
+// the panic. The line naming the error is kept after it leaves the tail.
+func TestStderrPanicLineOutlivesTail(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	script := `echo 'panic: runtime error: invalid memory address' >&2; echo >&2; i=0; while [ $i -lt 40 ]; do echo "main.frame$i()" >&2; i=$((i+1)); done; exit 2`
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  gp: {command: sh, args: [-c, %q]}\n", script))
+	waitFor(t, ctx, func() bool { return strings.Contains(g.Health().Upstreams["gp"].LastError, "stderr:") })
+	h := g.Health().Upstreams["gp"]
+	if !strings.Contains(h.LastError, "(stderr: panic: runtime error: invalid memory address)") {
+		t.Errorf("last_error = %q, want it to quote the panic line", h.LastError)
+	}
+	if len(h.StderrTail) == 0 || h.StderrTail[len(h.StderrTail)-1] != "main.frame39()" {
+		t.Errorf("stderr_tail = %q, want the last lines", h.StderrTail)
+	}
+	c := &childStderr{}
+	c.add("Error: an old failure, long since recovered")
+	for i := range stderrErrLineAge {
+		c.add(fmt.Sprintf("serving request %d", i))
+	}
+	if got := c.useful(); got != "serving request 499" {
+		t.Errorf("useful() = %q, want the last line: an error line %d lines back explains nothing", got, stderrErrLineAge)
+	}
+}
