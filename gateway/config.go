@@ -516,7 +516,17 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 	}
 	raw, err = yaml.Parser().Unmarshal(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
+		// VS Code's mcp.json (and other clients' settings) is JSONC:
+		// comments and trailing commas. Tried only when the file does not
+		// parse as it is, so no YAML file is ever read differently.
+		clean, ok := stripJSONC(data)
+		if !ok {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+		if raw, err = yaml.Parser().Unmarshal(clean); err != nil {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+		data = clean
 	}
 	if raw == nil {
 		raw = map[string]any{} // a file of comments only

@@ -574,3 +574,42 @@ classify:
 		t.Errorf("providers a rule defines, aliases and built-ins: %v", err)
 	}
 }
+
+// TestDesktopConfigJSONC is the regression test for issue 6 item 16 (found by
+// trying the binary): VS Code's mcp.json is JSONC, with comments and
+// trailing commas, and was refused as a YAML syntax error. It is read as it
+// is, strings that look like comments stay intact, and a YAML file is never
+// read differently ("//" in an unquoted URL is no comment).
+func TestDesktopConfigJSONC(t *testing.T) {
+	t.Parallel()
+	jsonc := `{
+  // .vscode/mcp.json
+  "servers": {
+    "fs": {"type": "stdio", "command": "/usr/bin/srv", /* inline */
+           "args": ["http://a/b", "/* kept */", "a\"//b",],},
+  },
+}
+`
+	cfg, err := ParseConfig([]byte(jsonc), nil)
+	if err != nil {
+		t.Fatalf("JSONC desktop config: %v", err)
+	}
+	fs := cfg.Upstreams["fs"]
+	if fs == nil {
+		t.Fatalf("upstreams = %v, want fs", cfg.Order())
+	}
+	if diff := cmp.Diff([]string{"http://a/b", "/* kept */", `a"//b`}, fs.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	out, _, err := ImportDesktopConfig([]byte(jsonc))
+	if err != nil || !strings.Contains(string(out), "fs:") {
+		t.Errorf("import of JSONC = %q, %v", out, err)
+	}
+	cfg, err = ParseConfig([]byte("upstreams: {a: {url: http://h/mcp}}\n"), nil)
+	if err != nil || cfg.Upstreams["a"].URL != "http://h/mcp" {
+		t.Errorf("flow YAML with // in a URL: %v", err)
+	}
+	if _, err := ParseConfig([]byte("{\n  // a comment\n  \"upstreams\": {\"a\": {\"command\": \"x\",}\n}\n"), nil); err == nil || !strings.Contains(err.Error(), "line") {
+		t.Errorf("broken JSONC: err = %v, want a parse error with its line", err)
+	}
+}
