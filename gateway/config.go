@@ -141,6 +141,47 @@ func (c *Config) shown(key, v string) string {
 	return fmt.Sprintf("%q", v)
 }
 
+// shownURL is shown for a URL, with its password and the values of its
+// secret query parameters (api_key=, token=, ...) replaced by [REDACTED]
+// (issue 6 item 13: validate output never shows a secret), whether or not
+// the URL parses: a URL that does not is the one an error shows.
+func (c *Config) shownURL(key, v string) string {
+	if t, ok := c.templates[key]; ok {
+		return fmt.Sprintf("%q (before expansion)", redactURLText(t))
+	}
+	return fmt.Sprintf("%q", redactURLText(v))
+}
+
+// redactURLText hides the password and the secret query parameter values in
+// s, a URL that may not parse.
+func redactURLText(s string) string {
+	rest, frag, _ := strings.Cut(s, "#")
+	base, query, hasQuery := strings.Cut(rest, "?")
+	if _, after, ok := strings.Cut(base, "://"); ok {
+		authority, _, _ := strings.Cut(after, "/")
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			if user, _, ok := strings.Cut(authority[:at], ":"); ok {
+				start := len(base) - len(after)
+				base = base[:start] + user + ":" + authmap.Redacted + after[at:]
+			}
+		}
+	}
+	out := base
+	if hasQuery {
+		params := strings.Split(query, "&")
+		for i, p := range params {
+			if k, _, ok := strings.Cut(p, "="); ok && secretName(k) {
+				params[i] = k + "=" + authmap.Redacted
+			}
+		}
+		out += "?" + strings.Join(params, "&")
+	}
+	if frag != "" || strings.Contains(s, "#") {
+		out += "#" + frag
+	}
+	return out
+}
+
 // knownProvider reports whether p is a built-in provider (or an alias of
 // one) or one that a classify rule defines.
 func (c *Config) knownProvider(p string) bool {
@@ -744,7 +785,7 @@ func (c *Config) Validate() error {
 			if u.URL == "" {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shown(key+".url", u.URL))
+				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shownURL(key+".url", u.URL))
 			}
 			if u.Command != "" || len(u.Args) > 0 || len(u.Env) > 0 || u.Cwd != "" {
 				bad(key, "command, args, env and cwd apply to stdio upstreams only (transport is %s)", u.Transport)

@@ -613,3 +613,28 @@ func TestDesktopConfigJSONC(t *testing.T) {
 		t.Errorf("broken JSONC: err = %v, want a parse error with its line", err)
 	}
 }
+
+// TestInvalidURLRedacted is the regression test for issue 6 item 13
+// (validate output; found by trying the binary): an invalid upstream url was
+// shown whole in the error, password and api_key included.
+func TestInvalidURLRedacted(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte(`upstreams:
+  a: {url: "https://bob:pw-s3cr3t-value@host:badport/mcp?api_key=sk-query-s3cr3t&x=1#f"}
+  b: {url: "ftp://host/mcp?token=tok-s3cr3t-value"}
+`), nil)
+	if err == nil {
+		t.Fatal("invalid urls accepted")
+	}
+	msg := err.Error()
+	for _, secret := range []string{"pw-s3cr3t-value", "sk-query-s3cr3t", "tok-s3cr3t-value"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error shows the secret %q:\n%s", secret, msg)
+		}
+	}
+	for _, want := range []string{`"https://bob:[REDACTED]@host:badport/mcp?api_key=[REDACTED]&x=1#f"`, `"ftp://host/mcp?token=[REDACTED]"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %s:\n%s", want, msg)
+		}
+	}
+}
