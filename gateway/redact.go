@@ -73,6 +73,9 @@ func secretValues(u *UpstreamConfig) []string {
 	for _, k := range sortedKeys(u.Env) {
 		out = append(out, secretsOf(k, u.Env[k], 0)...)
 	}
+	// The url's password and secret query parameters (?api_key=...), which
+	// some hosted MCP servers take instead of a header.
+	out = append(out, secretsOf("url", u.URL, 0)...)
 	return out
 }
 

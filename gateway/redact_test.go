@@ -163,3 +163,24 @@ upstreams:
 		t.Errorf("echo of a plain setting = %q, %v; want it untouched", text(res), err)
 	}
 }
+
+// TestURLSecretsRedacted is the regression test for issue 6 item 13 (found
+// by trying the binary): a hosted MCP server that takes its key in the url
+// (?api_key=..., or https://user:password@host) had that key echoed back in
+// results unredacted: the url's secrets were not among the configured ones.
+func TestURLSecretsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const key, pw = "qk-0123456789urlkey", "pw-urlpassword-42"
+	u := strings.Replace(echoUpstream(t), "http://", "http://bob:"+pw+"@", 1) + "?api_key=" + key + "&region=eu"
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %q}\n", u))
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": key + " " + pw + " eu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res)
+	if strings.Contains(string(b), key) || strings.Contains(string(b), pw) || !strings.Contains(string(b), "[REDACTED] [REDACTED] eu") {
+		t.Errorf("result = %s, want the url's key and password redacted and the rest intact", b)
+	}
+}
