@@ -152,6 +152,14 @@ func (c *Config) shownURL(key, v string) string {
 	return fmt.Sprintf("%q", redactURLText(v))
 }
 
+// validHeaderName reports whether h is an HTTP header name (an RFC 9110
+// token).
+func validHeaderName(h string) bool {
+	return h != "" && !strings.ContainsFunc(h, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+	})
+}
+
 // redactURLText hides the password and the secret query parameter values in
 // s, a URL that may not parse.
 func redactURLText(s string) string {
@@ -786,6 +794,17 @@ func (c *Config) Validate() error {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shownURL(key+".url", u.URL))
+			}
+			for _, h := range sortedKeys(u.Headers) {
+				// Checked here, or every request fails with net/http's
+				// "invalid header field" and the upstream is retried forever.
+				// The value is never shown: it is usually a secret.
+				if !validHeaderName(h) {
+					bad(key+".headers."+h, "invalid header name: want letters, digits and !#$%%&'*+-.^_`|~, no spaces")
+				}
+				if strings.ContainsFunc(u.Headers[h], func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }) {
+					bad(key+".headers."+h, "the value contains a line break or another control character, which HTTP headers cannot carry")
+				}
 			}
 			if u.Command != "" || len(u.Args) > 0 || len(u.Env) > 0 || u.Cwd != "" {
 				bad(key, "command, args, env and cwd apply to stdio upstreams only (transport is %s)", u.Transport)

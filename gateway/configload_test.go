@@ -638,3 +638,25 @@ func TestInvalidURLRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadersChecked is the regression test for issue 6 item 14 (found by
+// trying the binary): a header name with a space or a value with a line
+// break passed validate, then every request failed with net/http's "invalid
+// header field" and the upstream was retried forever. Both are errors
+// naming the key, without the value.
+func TestHeadersChecked(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte("upstreams:\n  a: {url: \"https://h/mcp\", headers: {Authorization: \"Bearer sk-line\\nbreak-s3cr3t\", \"Bad Name\": x, X-Ok: \"a\\tb\"}}\n"), nil)
+	if err == nil {
+		t.Fatal("invalid headers accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"upstreams.a.headers.Authorization: the value contains a line break", "upstreams.a.headers.Bad Name: invalid header name"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "X-Ok") {
+		t.Errorf("error shows a header value or flags a valid header:\n%s", msg)
+	}
+}
