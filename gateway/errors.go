@@ -81,6 +81,14 @@ func connectionGone(err error) bool {
 		(errors.As(err, &ue) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)))
 }
 
+// streamEnded reports whether err is a stdio upstream's output ending under
+// a request: the child exited (crashed, was killed) while the request was in
+// flight. The SDK reports that as a bare io.EOF, which, unlike an HTTP
+// connection's, is no url.Error, but it proves the connection gone as much.
+func (u *upstream) streamEnded(err error) bool {
+	return u.cfg.Transport == TransportStdio && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
+}
+
 // classify turns any error from forwarding a request to u into the failure
 // object. It is the only place that decides what a failure is; toolOutcome and
 // rpcError only choose how it travels. upstreamRPC is set for an upstream
@@ -126,7 +134,7 @@ func (g *Server) classify(u *upstream, err error) (f authmap.Failure, upstreamRP
 		// the upstream is not there; the gateway keeps trying to start it.
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
-	case isDeadSession(err) || isNetError(err):
+	case isDeadSession(err) || isNetError(err) || u.streamEnded(err):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q connection lost: %v", u.name, err)}
 	case errors.As(err, &rpcErr) && rpcErr.Code != jsonrpcRejected:

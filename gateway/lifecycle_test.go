@@ -547,3 +547,37 @@ func TestStderrPanicLineOutlivesTail(t *testing.T) {
 		t.Errorf("useful() = %q, want the last line: an error line %d lines back explains nothing", got, stderrErrLineAge)
 	}
 }
+
+// crashMidCall is a stdio MCP server (sh) that exits when it receives
+// tools/call, as a server crashing on a request does.
+const crashMidCall = `while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  case "$line" in
+    *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"c","version":"1"}}}\n' "$id";;
+    *'"method":"tools/list"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"die","inputSchema":{"type":"object"}}]}}\n' "$id";;
+    *'"method":"tools/call"'*) echo "dying mid-call" >&2; exit 1;;
+    *) [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+  esac
+done`
+
+// TestStdioCrashMidCallIsUnavailable is the regression test for issue 6
+// item 11 (found by trying the binary): a stdio child that exits during a
+// call proves its connection gone, like a reset HTTP connection, so the call
+// gets a retryable upstream_unavailable (the gateway restarts the child), not
+// a non-retryable upstream_error "calling tools/call: EOF", shared session or
+// per_agent.
+func TestStdioCrashMidCallIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  c: {command: sh, args: [-c, %q]}\n  p: {command: sh, args: [-c, %q], session: per_agent}\n", crashMidCall, crashMidCall))
+	for _, name := range []string{"c__die", "p__die"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+			t.Errorf("%s: failure = %+v, want a retryable upstream_unavailable", name, f)
+		}
+	}
+}
