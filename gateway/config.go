@@ -489,6 +489,7 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 		Prefix: EnvPrefix,
 		TransformFunc: func(name, value string) (string, any) {
 			key, v := envKey(name, value)
+			key = envUpstreamKey(raw, key)
 			if key != "" {
 				envVars[key] = name
 			}
@@ -669,6 +670,39 @@ func envKey(key, value string) (string, any) {
 		parts[i] = strings.ToLower(p)
 	}
 	return strings.Join(parts, "."), value
+}
+
+// envUpstreamKey maps upstreams.demo_http.x to upstreams.demo-http.x when
+// the file has an upstream demo-http and none named demo_http: a shell
+// cannot export a variable with '-' in its name, so CREDGATE_UPSTREAMS__
+// DEMO_HTTP__URL is the only way to reach that upstream from the
+// environment (before, it added an empty upstream demo_http instead).
+func envUpstreamKey(raw map[string]any, key string) string {
+	rest, ok := strings.CutPrefix(key, "upstreams.")
+	if !ok {
+		return key
+	}
+	name, tail, hasTail := strings.Cut(rest, ".")
+	ups, _ := raw["upstreams"].(map[string]any)
+	if _, exists := ups[name]; exists || !strings.Contains(name, "_") {
+		return key
+	}
+	var match string
+	for n := range ups {
+		if strings.ReplaceAll(n, "-", "_") == name {
+			if match != "" {
+				return key // ambiguous (a-b_c and a_b-c): leave it to Validate
+			}
+			match = n
+		}
+	}
+	if match == "" {
+		return key
+	}
+	if !hasTail {
+		return "upstreams." + match
+	}
+	return "upstreams." + match + "." + tail
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {

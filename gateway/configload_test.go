@@ -660,3 +660,32 @@ func TestHeadersChecked(t *testing.T) {
 		t.Errorf("error shows a header value or flags a valid header:\n%s", msg)
 	}
 }
+
+// TestEnvOverrideDashedUpstream is the regression test for issue 6 item 14
+// (env overrides; found by trying the binary): a shell cannot export a
+// variable with '-' in its name, so an upstream named demo-http (the demo's,
+// or any desktop entry such as "GitHub MCP") could not be overridden, and
+// CREDGATE_UPSTREAMS__DEMO_HTTP__URL added an empty upstream demo_http that
+// failed validation. It reaches demo-http; an upstream really named with
+// '_' keeps its own variables.
+func TestEnvOverrideDashedUpstream(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte("upstreams:\n  demo-http: {url: \"https://a/mcp\"}\n  b_c: {command: x}\n  b-c: {command: y}\n"), []string{
+		"CREDGATE_UPSTREAMS__DEMO_HTTP__URL=https://b/mcp",
+		"CREDGATE_UPSTREAMS__DEMO_HTTP__HEADERS__Authorization=Bearer abcdefgh12345678",
+		"CREDGATE_UPSTREAMS__B_C__TIMEOUT=5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"demo-http", "b_c", "b-c"}, cfg.Order()); diff != "" {
+		t.Errorf("upstreams (-want +got):\n%s", diff)
+	}
+	d := cfg.Upstreams["demo-http"]
+	if d.URL != "https://b/mcp" || d.Headers["Authorization"] != "Bearer abcdefgh12345678" {
+		t.Errorf("demo-http = %+v, want the overrides applied", d)
+	}
+	if cfg.Upstreams["b_c"].Timeout != 5*time.Second || cfg.Upstreams["b-c"].Timeout == 5*time.Second {
+		t.Errorf("b_c timeout %s, b-c timeout %s: want the override on b_c only", cfg.Upstreams["b_c"].Timeout, cfg.Upstreams["b-c"].Timeout)
+	}
+}
