@@ -184,3 +184,38 @@ func TestURLSecretsRedacted(t *testing.T) {
 		t.Errorf("result = %s, want the url's key and password redacted and the rest intact", b)
 	}
 }
+
+// TestListingsRedacted is the regression test for issue 6 item 13 (found by
+// trying the binary): an upstream that put its configured token in a tool's
+// description or a schema default handed it to every agent listing tools.
+// Listings lose configured secrets like results do; names stay.
+func TestListingsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "lst-0123456789abcdef"
+	s := mcp.NewServer(&mcp.Implementation{Name: "l", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "q", Description: "queries with token " + secret,
+		InputSchema: json.RawMessage(`{"type":"object","properties":{"k":{"type":"string","default":"` + secret + `"}}}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
+	s.AddPrompt(&mcp.Prompt{Name: "p", Description: "key " + secret}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s/mcp, headers: {X-Api-Key: %q}}\n", hs.URL, secret))
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal([]any{tools, prompts})
+	if strings.Contains(string(b), secret) || !strings.Contains(string(b), `"a__q"`) || !strings.Contains(string(b), "queries with token [REDACTED]") {
+		t.Errorf("listings = %s, want the secret redacted and the names kept", b)
+	}
+}

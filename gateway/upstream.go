@@ -696,6 +696,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 			cat.templates = append(cat.templates, r)
 		}
 	}
+	u.gw.redactCatalog(&cat)
 	u.mu.Lock()
 	u.cat = cat
 	u.mu.Unlock()
