@@ -81,12 +81,15 @@ func connectionGone(err error) bool {
 		(errors.As(err, &ue) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)))
 }
 
-// streamEnded reports whether err is a stdio upstream's output ending under
-// a request: the child exited (crashed, was killed) while the request was in
-// flight. The SDK reports that as a bare io.EOF, which, unlike an HTTP
-// connection's, is no url.Error, but it proves the connection gone as much.
+// streamEnded reports whether err is the upstream's message stream ending
+// under a request: a stdio child exited (crashed, was killed), or an SSE
+// upstream's event stream closed, while the request was in flight. The SDK
+// reports that as a bare io.EOF, which, unlike a failed HTTP request's, is no
+// url.Error, but it proves the connection gone as much. (A streamable HTTP
+// request whose stream breaks is retried by the SDK, which reports the end
+// of its retries otherwise.)
 func (u *upstream) streamEnded(err error) bool {
-	return u.cfg.Transport == TransportStdio && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF))
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // classify turns any error from forwarding a request to u into the failure

@@ -581,3 +581,45 @@ func TestStdioCrashMidCallIsUnavailable(t *testing.T) {
 		}
 	}
 }
+
+// TestSSEDropMidCallIsUnavailable is the regression test for issue 6 item 11
+// (SSE; found by trying the binary): an SSE upstream whose event stream
+// closes during a call ends that call with a bare EOF, which proves the
+// connection gone: a retryable upstream_unavailable, not a non-retryable
+// upstream_error "calling tools/call: EOF".
+func TestSSEDropMidCallIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "sse", Version: "1"}, nil)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	s.AddTool(&mcp.Tool{Name: "hang", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+		case <-release:
+		}
+		return &mcp.CallToolResult{}, nil
+	})
+	hs := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(release) }) // runs first: no handler holds hs.Close up
+	_, cs := startGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, transport: sse, timeout: 10s}\n", hs.URL))
+	go func() {
+		select {
+		case <-started:
+			hs.CloseClientConnections()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__hang"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+		t.Errorf("failure = %+v, want a retryable upstream_unavailable", f)
+	}
+}
