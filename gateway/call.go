@@ -241,7 +241,7 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		}
 		err = u.call(ctx, cs, do)
 		u.notes.drain(ctx)
-		if err == nil || !connectionGone(err) {
+		if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
 			return err
 		}
 		// The upstream shows as down at once and reconnects (issue 6 item

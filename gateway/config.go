@@ -159,6 +159,55 @@ func (c *Config) shown(key, v string) string {
 	return fmt.Sprintf("%q", v)
 }
 
+// shownURL is shown for a URL, with its password and the values of its
+// secret query parameters (api_key=, token=, ...) replaced by [REDACTED]
+// (issue 6 item 13: validate output never shows a secret), whether or not
+// the URL parses: a URL that does not is the one an error shows.
+func (c *Config) shownURL(key, v string) string {
+	if t, ok := c.templates[key]; ok {
+		return fmt.Sprintf("%q (before expansion)", redactURLText(t))
+	}
+	return fmt.Sprintf("%q", redactURLText(v))
+}
+
+// validHeaderName reports whether h is an HTTP header name (an RFC 9110
+// token).
+func validHeaderName(h string) bool {
+	return h != "" && !strings.ContainsFunc(h, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("!#$%&'*+-.^_`|~", r))
+	})
+}
+
+// redactURLText hides the password and the secret query parameter values in
+// s, a URL that may not parse.
+func redactURLText(s string) string {
+	rest, frag, _ := strings.Cut(s, "#")
+	base, query, hasQuery := strings.Cut(rest, "?")
+	if _, after, ok := strings.Cut(base, "://"); ok {
+		authority, _, _ := strings.Cut(after, "/")
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			if user, _, ok := strings.Cut(authority[:at], ":"); ok {
+				start := len(base) - len(after)
+				base = base[:start] + user + ":" + authmap.Redacted + after[at:]
+			}
+		}
+	}
+	out := base
+	if hasQuery {
+		params := strings.Split(query, "&")
+		for i, p := range params {
+			if k, _, ok := strings.Cut(p, "="); ok && secretName(k) {
+				params[i] = k + "=" + authmap.Redacted
+			}
+		}
+		out += "?" + strings.Join(params, "&")
+	}
+	if frag != "" || strings.Contains(s, "#") {
+		out += "#" + frag
+	}
+	return out
+}
+
 // knownProvider reports whether p is a built-in provider (or an alias of
 // one) or one that a classify rule defines.
 func (c *Config) knownProvider(p string) bool {
@@ -474,6 +523,7 @@ func parseConfig(data []byte, o loadOptions) (*Config, error) {
 		Prefix: EnvPrefix,
 		TransformFunc: func(name, value string) (string, any) {
 			key, v := envKey(name, value)
+			key = envUpstreamKey(raw, key)
 			if key != "" {
 				envVars[key] = name
 			}
@@ -550,7 +600,17 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 	}
 	raw, err = yaml.Parser().Unmarshal(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("config: %w", err)
+		// VS Code's mcp.json (and other clients' settings) is JSONC:
+		// comments and trailing commas. Tried only when the file does not
+		// parse as it is, so no YAML file is ever read differently.
+		clean, ok := stripJSONC(data)
+		if !ok {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+		if raw, err = yaml.Parser().Unmarshal(clean); err != nil {
+			return nil, nil, fmt.Errorf("config: %w", err)
+		}
+		data = clean
 	}
 	if raw == nil {
 		raw = map[string]any{} // a file of comments only
@@ -644,6 +704,39 @@ func envKey(key, value string) (string, any) {
 		parts[i] = strings.ToLower(p)
 	}
 	return strings.Join(parts, "."), value
+}
+
+// envUpstreamKey maps upstreams.demo_http.x to upstreams.demo-http.x when
+// the file has an upstream demo-http and none named demo_http: a shell
+// cannot export a variable with '-' in its name, so CREDGATE_UPSTREAMS__
+// DEMO_HTTP__URL is the only way to reach that upstream from the
+// environment (before, it added an empty upstream demo_http instead).
+func envUpstreamKey(raw map[string]any, key string) string {
+	rest, ok := strings.CutPrefix(key, "upstreams.")
+	if !ok {
+		return key
+	}
+	name, tail, hasTail := strings.Cut(rest, ".")
+	ups, _ := raw["upstreams"].(map[string]any)
+	if _, exists := ups[name]; exists || !strings.Contains(name, "_") {
+		return key
+	}
+	var match string
+	for n := range ups {
+		if strings.ReplaceAll(n, "-", "_") == name {
+			if match != "" {
+				return key // ambiguous (a-b_c and a_b-c): leave it to Validate
+			}
+			match = n
+		}
+	}
+	if match == "" {
+		return key
+	}
+	if !hasTail {
+		return "upstreams." + match
+	}
+	return "upstreams." + match + "." + tail
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {
@@ -769,7 +862,18 @@ func (c *Config) Validate() error {
 			if u.URL == "" {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shown(key+".url", u.URL))
+				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shownURL(key+".url", u.URL))
+			}
+			for _, h := range sortedKeys(u.Headers) {
+				// Checked here, or every request fails with net/http's
+				// "invalid header field" and the upstream is retried forever.
+				// The value is never shown: it is usually a secret.
+				if !validHeaderName(h) {
+					bad(key+".headers."+h, "invalid header name: want letters, digits and !#$%%&'*+-.^_`|~, no spaces")
+				}
+				if strings.ContainsFunc(u.Headers[h], func(r rune) bool { return (r < ' ' && r != '\t') || r == 0x7f }) {
+					bad(key+".headers."+h, "the value contains a line break or another control character, which HTTP headers cannot carry")
+				}
 			}
 			if u.Command != "" || len(u.Args) > 0 || len(u.Env) > 0 || u.Cwd != "" {
 				bad(key, "command, args, env and cwd apply to stdio upstreams only (transport is %s)", u.Transport)

@@ -578,3 +578,118 @@ classify:
 		t.Errorf("providers a rule defines, aliases and built-ins: %v", err)
 	}
 }
+
+// TestDesktopConfigJSONC is the regression test for issue 6 item 16 (found by
+// trying the binary): VS Code's mcp.json is JSONC, with comments and
+// trailing commas, and was refused as a YAML syntax error. It is read as it
+// is, strings that look like comments stay intact, and a YAML file is never
+// read differently ("//" in an unquoted URL is no comment).
+func TestDesktopConfigJSONC(t *testing.T) {
+	t.Parallel()
+	jsonc := `{
+  // .vscode/mcp.json
+  "servers": {
+    "fs": {"type": "stdio", "command": "/usr/bin/srv", /* inline */
+           "args": ["http://a/b", "/* kept */", "a\"//b",],},
+  },
+}
+`
+	cfg, err := ParseConfig([]byte(jsonc), nil)
+	if err != nil {
+		t.Fatalf("JSONC desktop config: %v", err)
+	}
+	fs := cfg.Upstreams["fs"]
+	if fs == nil {
+		t.Fatalf("upstreams = %v, want fs", cfg.Order())
+	}
+	if diff := cmp.Diff([]string{"http://a/b", "/* kept */", `a"//b`}, fs.Args); diff != "" {
+		t.Errorf("args (-want +got):\n%s", diff)
+	}
+	out, _, err := ImportDesktopConfig([]byte(jsonc))
+	if err != nil || !strings.Contains(string(out), "fs:") {
+		t.Errorf("import of JSONC = %q, %v", out, err)
+	}
+	cfg, err = ParseConfig([]byte("upstreams: {a: {url: http://h/mcp}}\n"), nil)
+	if err != nil || cfg.Upstreams["a"].URL != "http://h/mcp" {
+		t.Errorf("flow YAML with // in a URL: %v", err)
+	}
+	if _, err := ParseConfig([]byte("{\n  // a comment\n  \"upstreams\": {\"a\": {\"command\": \"x\",}\n}\n"), nil); err == nil || !strings.Contains(err.Error(), "line") {
+		t.Errorf("broken JSONC: err = %v, want a parse error with its line", err)
+	}
+}
+
+// TestInvalidURLRedacted is the regression test for issue 6 item 13
+// (validate output; found by trying the binary): an invalid upstream url was
+// shown whole in the error, password and api_key included.
+func TestInvalidURLRedacted(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte(`upstreams:
+  a: {url: "https://bob:pw-s3cr3t-value@host:badport/mcp?api_key=sk-query-s3cr3t&x=1#f"}
+  b: {url: "ftp://host/mcp?token=tok-s3cr3t-value"}
+`), nil)
+	if err == nil {
+		t.Fatal("invalid urls accepted")
+	}
+	msg := err.Error()
+	for _, secret := range []string{"pw-s3cr3t-value", "sk-query-s3cr3t", "tok-s3cr3t-value"} {
+		if strings.Contains(msg, secret) {
+			t.Errorf("error shows the secret %q:\n%s", secret, msg)
+		}
+	}
+	for _, want := range []string{`"https://bob:[REDACTED]@host:badport/mcp?api_key=[REDACTED]&x=1#f"`, `"ftp://host/mcp?token=[REDACTED]"`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %s:\n%s", want, msg)
+		}
+	}
+}
+
+// TestHeadersChecked is the regression test for issue 6 item 14 (found by
+// trying the binary): a header name with a space or a value with a line
+// break passed validate, then every request failed with net/http's "invalid
+// header field" and the upstream was retried forever. Both are errors
+// naming the key, without the value.
+func TestHeadersChecked(t *testing.T) {
+	t.Parallel()
+	_, err := ParseConfig([]byte("upstreams:\n  a: {url: \"https://h/mcp\", headers: {Authorization: \"Bearer sk-line\\nbreak-s3cr3t\", \"Bad Name\": x, X-Ok: \"a\\tb\"}}\n"), nil)
+	if err == nil {
+		t.Fatal("invalid headers accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{"upstreams.a.headers.Authorization: the value contains a line break", "upstreams.a.headers.Bad Name: invalid header name"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "s3cr3t") || strings.Contains(msg, "X-Ok") {
+		t.Errorf("error shows a header value or flags a valid header:\n%s", msg)
+	}
+}
+
+// TestEnvOverrideDashedUpstream is the regression test for issue 6 item 14
+// (env overrides; found by trying the binary): a shell cannot export a
+// variable with '-' in its name, so an upstream named demo-http (the demo's,
+// or any desktop entry such as "GitHub MCP") could not be overridden, and
+// CREDGATE_UPSTREAMS__DEMO_HTTP__URL added an empty upstream demo_http that
+// failed validation. It reaches demo-http; an upstream really named with
+// '_' keeps its own variables.
+func TestEnvOverrideDashedUpstream(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte("upstreams:\n  demo-http: {url: \"https://a/mcp\"}\n  b_c: {command: x}\n  b-c: {command: y}\n"), []string{
+		"CREDGATE_UPSTREAMS__DEMO_HTTP__URL=https://b/mcp",
+		"CREDGATE_UPSTREAMS__DEMO_HTTP__HEADERS__Authorization=Bearer abcdefgh12345678",
+		"CREDGATE_UPSTREAMS__B_C__TIMEOUT=5s",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"demo-http", "b_c", "b-c"}, cfg.Order()); diff != "" {
+		t.Errorf("upstreams (-want +got):\n%s", diff)
+	}
+	d := cfg.Upstreams["demo-http"]
+	if d.URL != "https://b/mcp" || d.Headers["Authorization"] != "Bearer abcdefgh12345678" {
+		t.Errorf("demo-http = %+v, want the overrides applied", d)
+	}
+	if cfg.Upstreams["b_c"].Timeout != 5*time.Second || cfg.Upstreams["b-c"].Timeout == 5*time.Second {
+		t.Errorf("b_c timeout %s, b-c timeout %s: want the override on b_c only", cfg.Upstreams["b_c"].Timeout, cfg.Upstreams["b-c"].Timeout)
+	}
+}

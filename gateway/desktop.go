@@ -449,3 +449,72 @@ func yamlNode(v any, t reflect.Type) (*yamlv3.Node, error) {
 	}
 	return n, nil
 }
+
+// stripJSONC turns JSON with comments (// and /* */) and trailing commas, as
+// VS Code's mcp.json allows them, into JSON, keeping every newline so that
+// parse errors keep their line numbers. ok is false when data does not look
+// like a JSON object (its first token is not '{') or has nothing to strip.
+func stripJSONC(data []byte) (out []byte, ok bool) {
+	out = make([]byte, 0, len(data))
+	changed := false
+	first := true // before the first token
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		switch {
+		case c == '"':
+			if first {
+				return nil, false
+			}
+			j := i + 1
+			for j < len(data) && data[j] != '"' && data[j] != '\n' {
+				if data[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j, len(data)-1)
+			out = append(out, data[i:j+1]...)
+			i = j
+		case c == '/' && i+1 < len(data) && data[i+1] == '/':
+			for i < len(data) && data[i] != '\n' {
+				out = append(out, ' ')
+				i++
+			}
+			i--
+			changed = true
+		case c == '/' && i+1 < len(data) && data[i+1] == '*':
+			end := bytes.Index(data[i+2:], []byte("*/"))
+			if end < 0 {
+				return nil, false
+			}
+			for _, b := range data[i : i+2+end+2] {
+				if b != '\n' {
+					b = ' '
+				}
+				out = append(out, b)
+			}
+			i += 2 + end + 1
+			changed = true
+		case c == ',':
+			j := i + 1
+			for j < len(data) && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r') {
+				j++
+			}
+			if j < len(data) && (data[j] == '}' || data[j] == ']') {
+				out = append(out, ' ')
+				changed = true
+			} else {
+				out = append(out, c)
+			}
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			out = append(out, c)
+		default:
+			if first && c != '{' {
+				return nil, false
+			}
+			first = false
+			out = append(out, c)
+		}
+	}
+	return out, changed && !first
+}

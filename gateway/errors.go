@@ -81,6 +81,17 @@ func connectionGone(err error) bool {
 		(errors.As(err, &ue) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)))
 }
 
+// streamEnded reports whether err is the upstream's message stream ending
+// under a request: a stdio child exited (crashed, was killed), or an SSE
+// upstream's event stream closed, while the request was in flight. The SDK
+// reports that as a bare io.EOF, which, unlike a failed HTTP request's, is no
+// url.Error, but it proves the connection gone as much. (A streamable HTTP
+// request whose stream breaks is retried by the SDK, which reports the end
+// of its retries otherwise.)
+func (u *upstream) streamEnded(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
 // classify turns any error from forwarding a request to u into the failure
 // object. It is the only place that decides what a failure is; toolOutcome and
 // rpcError only choose how it travels. upstreamRPC is set for an upstream
@@ -138,7 +149,7 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 		// the upstream is not there; the gateway keeps trying to start it.
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
-	case isDeadSession(err) || isNetError(err):
+	case isDeadSession(err) || isNetError(err) || u.streamEnded(err):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q connection lost: %v", u.name, err)}
 	case errors.As(err, &rpcErr) && rpcErr.Code != jsonrpcRejected:

@@ -125,7 +125,24 @@ func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Dura
 
 // answered reports whether err is the upstream's own answer (a JSON-RPC
 // error), which shows it alive.
+//
+// The SDK reports some local failures as JSON-RPC errors too: a request the
+// streamable HTTP transport could not deliver (connection refused or reset,
+// an HTTP failure) wraps "rejected by transport" (-32005), and a call on a
+// closing session gets "client is closing" (-32003) or "server is closing"
+// (-32004). None of them came from the upstream, so none shows it alive:
+// taking them for answers kept a killed HTTP upstream "up" until the SDK gave
+// up on its event stream (issue 6 item 11).
 func answered(err error) bool {
 	var rpc *jsonrpc.Error
-	return errors.As(err, &rpc)
+	if !errors.As(err, &rpc) {
+		return false
+	}
+	switch {
+	case rpc.Code == -32005 && rpc.Message == "rejected by transport",
+		rpc.Code == -32003 && rpc.Message == "client is closing",
+		rpc.Code == -32004 && rpc.Message == "server is closing":
+		return false
+	}
+	return true
 }

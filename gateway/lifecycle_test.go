@@ -419,3 +419,171 @@ func TestProbeEveryProtocol(t *testing.T) {
 		})
 	}
 }
+
+// TestStdioBadCwdNamed is the regression test for issue 6 item 3 (commands,
+// found by trying the binary): a stdio upstream whose cwd is missing or not
+// a directory is reported as that cwd's failure with the command named, never
+// as "fork/exec /proc/self/exe" (the supervisor's path, which the user never
+// configured), and is upstream_unavailable like every start failure.
+func TestStdioBadCwdNamed(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  missing: {command: %q, cwd: %q}\n  notdir: {command: %q, cwd: %q}\n",
+		self, missing, self, notDir))
+	h := g.Health()
+	for name, want := range map[string]string{
+		"missing": "starting " + self + ": chdir " + missing + ": no such file or directory",
+		"notdir":  "starting " + self + ": chdir " + notDir + ": not a directory",
+	} {
+		up := h.Upstreams[name]
+		if got := up.LastError; !strings.Contains(got, want) || strings.Contains(got, "/proc/self/exe") {
+			t.Errorf("%s: last_error = %q, want it to contain %q", name, got, want)
+		}
+		if lf := up.LastFailure; lf == nil || lf.Type != authmap.TypeUpstreamUnavailable || !lf.Retryable {
+			t.Errorf("%s: last_failure = %+v, want retryable upstream_unavailable", name, lf)
+		}
+	}
+}
+
+// TestProbeFindsDeadHTTPUpstream is the regression test for issue 6 item 11
+// (found by trying the binary): the SDK reports a request its streamable
+// HTTP transport could not deliver as a JSON-RPC error ("rejected by
+// transport"), which the gateway took for the upstream's own answer, so the
+// probe of a killed HTTP upstream always "succeeded" and the upstream stayed
+// up until the SDK gave up on its event stream, 15-20 s later. The probe
+// must find it.
+func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, health_interval: 50ms}\n", a.url()))
+	if s := g.Health().Upstreams["a"].Status; s != StatusUp {
+		t.Fatalf("status = %q before the upstream died, want up", s)
+	}
+	cs := g.byName["a"].session.Load()
+	a.http.CloseClientConnections()
+	a.http.Close()
+	if err := cs.Ping(ctx, nil); err == nil || answered(err) {
+		t.Errorf("ping of a closed HTTP upstream: err = %v, answered = %v; want an error that is no answer", err, answered(err))
+	}
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
+	if got := g.Health().Upstreams["a"].LastError; !strings.Contains(got, "health probe") {
+		t.Errorf("last_error = %q, want the health probe's failure", got)
+	}
+}
+
+// TestStderrPanicLineOutlivesTail is the regression test for issue 6 item 12
+// (found by trying the binary): a Go panic or a Java exception names its
+// error first and then prints a stack trace longer than the stderr tail, so
+// last_error quoted the trace's last frame ("goroutine 25 ...") instead of
+// the panic. The line naming the error is kept after it leaves the tail.
+func TestStderrPanicLineOutlivesTail(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	script := `echo 'panic: runtime error: invalid memory address' >&2; echo >&2; i=0; while [ $i -lt 40 ]; do echo "main.frame$i()" >&2; i=$((i+1)); done; exit 2`
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  gp: {command: sh, args: [-c, %q]}\n", script))
+	waitFor(t, ctx, func() bool { return strings.Contains(g.Health().Upstreams["gp"].LastError, "stderr:") })
+	h := g.Health().Upstreams["gp"]
+	if !strings.Contains(h.LastError, "(stderr: panic: runtime error: invalid memory address)") {
+		t.Errorf("last_error = %q, want it to quote the panic line", h.LastError)
+	}
+	if len(h.StderrTail) == 0 || h.StderrTail[len(h.StderrTail)-1] != "main.frame39()" {
+		t.Errorf("stderr_tail = %q, want the last lines", h.StderrTail)
+	}
+	c := &childStderr{}
+	c.add("Error: an old failure, long since recovered")
+	for i := range stderrErrLineAge {
+		c.add(fmt.Sprintf("serving request %d", i))
+	}
+	if got := c.useful(); got != "serving request 499" {
+		t.Errorf("useful() = %q, want the last line: an error line %d lines back explains nothing", got, stderrErrLineAge)
+	}
+}
+
+// crashMidCall is a stdio MCP server (sh) that exits when it receives
+// tools/call, as a server crashing on a request does.
+const crashMidCall = `while IFS= read -r line; do
+  id=$(printf '%s' "$line" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
+  case "$line" in
+    *'"method":"initialize"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"c","version":"1"}}}\n' "$id";;
+    *'"method":"tools/list"'*) printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"die","inputSchema":{"type":"object"}}]}}\n' "$id";;
+    *'"method":"tools/call"'*) echo "dying mid-call" >&2; exit 1;;
+    *) [ -n "$id" ] && printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id";;
+  esac
+done`
+
+// TestStdioCrashMidCallIsUnavailable is the regression test for issue 6
+// item 11 (found by trying the binary): a stdio child that exits during a
+// call proves its connection gone, like a reset HTTP connection, so the call
+// gets a retryable upstream_unavailable (the gateway restarts the child), not
+// a non-retryable upstream_error "calling tools/call: EOF", shared session or
+// per_agent.
+func TestStdioCrashMidCallIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  c: {command: sh, args: [-c, %q]}\n  p: {command: sh, args: [-c, %q], session: per_agent}\n", crashMidCall, crashMidCall))
+	for _, name := range []string{"c__die", "p__die"} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+			t.Errorf("%s: failure = %+v, want a retryable upstream_unavailable", name, f)
+		}
+	}
+}
+
+// TestSSEDropMidCallIsUnavailable is the regression test for issue 6 item 11
+// (SSE; found by trying the binary): an SSE upstream whose event stream
+// closes during a call ends that call with a bare EOF, which proves the
+// connection gone: a retryable upstream_unavailable, not a non-retryable
+// upstream_error "calling tools/call: EOF".
+func TestSSEDropMidCallIsUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "sse", Version: "1"}, nil)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	s.AddTool(&mcp.Tool{Name: "hang", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+		case <-release:
+		}
+		return &mcp.CallToolResult{}, nil
+	})
+	hs := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { close(release) }) // runs first: no handler holds hs.Close up
+	_, cs := startGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, transport: sse, timeout: 10s}\n", hs.URL))
+	go func() {
+		select {
+		case <-started:
+			hs.CloseClientConnections()
+		case <-ctx.Done():
+		}
+	}()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__hang"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+		t.Errorf("failure = %+v, want a retryable upstream_unavailable", f)
+	}
+}

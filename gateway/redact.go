@@ -74,6 +74,9 @@ func secretValues(u *UpstreamConfig) []string {
 	for _, k := range sortedKeys(u.Env) {
 		out = append(out, secretsOf(k, u.Env[k], 0)...)
 	}
+	// The url's password and secret query parameters (?api_key=...), which
+	// some hosted MCP servers take instead of a header.
+	out = append(out, secretsOf("url", u.URL, 0)...)
 	return out
 }
 
@@ -402,4 +405,38 @@ func (h redactingHandler) attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
+}
+
+// redactCatalog removes configured secrets from the text of an upstream's
+// listings, in place (freshly decoded, the gateway holds the only copy): a
+// server that puts its configuration in a tool's description or a schema's
+// default ("uses token ...") must not hand a credential to every agent that
+// lists tools (issue 6 item 13). Names and URIs are identifiers and are kept:
+// changing them would break the calls that use them.
+func (g *Server) redactCatalog(cat *upstreamCatalog) {
+	if !g.hasSecrets() {
+		return
+	}
+	red := g.redactor.RedactKnown
+	for _, t := range cat.tools {
+		t.Title, t.Description = red(t.Title), red(t.Description)
+		t.InputSchema, t.OutputSchema = g.redactValue(t.InputSchema), g.redactValue(t.OutputSchema)
+		if t.Annotations != nil {
+			t.Annotations.Title = red(t.Annotations.Title)
+		}
+	}
+	for _, p := range cat.prompts {
+		p.Title, p.Description = red(p.Title), red(p.Description)
+		for _, a := range p.Arguments {
+			if a != nil {
+				a.Title, a.Description = red(a.Title), red(a.Description)
+			}
+		}
+	}
+	for _, r := range cat.resources {
+		r.Title, r.Description = red(r.Title), red(r.Description)
+	}
+	for _, r := range cat.templates {
+		r.Title, r.Description = red(r.Title), red(r.Description)
+	}
 }

@@ -179,3 +179,57 @@ func TestProblemsRedacted(t *testing.T) {
 		t.Errorf("the log carries the secret:\n%s", logs.String())
 	}
 }
+
+// TestURLSecretsRedacted is the regression test for issue 6 item 13 (found
+// by trying the binary): a hosted MCP server that takes its key in the url
+// (?api_key=..., or https://user:password@host) had that key echoed back in
+// results unredacted: the url's secrets were not among the configured ones.
+func TestURLSecretsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const key, pw = "qk-0123456789urlkey", "pw-urlpassword-42"
+	u := strings.Replace(echoUpstream(t), "http://", "http://bob:"+pw+"@", 1) + "?api_key=" + key + "&region=eu"
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %q}\n", u))
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": key + " " + pw + " eu"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(res)
+	if strings.Contains(string(b), key) || strings.Contains(string(b), pw) || !strings.Contains(string(b), "[REDACTED] [REDACTED] eu") {
+		t.Errorf("result = %s, want the url's key and password redacted and the rest intact", b)
+	}
+}
+
+// TestListingsRedacted is the regression test for issue 6 item 13 (found by
+// trying the binary): an upstream that put its configured token in a tool's
+// description or a schema default handed it to every agent listing tools.
+// Listings lose configured secrets like results do; names stay.
+func TestListingsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "lst-0123456789abcdef"
+	s := mcp.NewServer(&mcp.Implementation{Name: "l", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "q", Description: "queries with token " + secret,
+		InputSchema: json.RawMessage(`{"type":"object","properties":{"k":{"type":"string","default":"` + secret + `"}}}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
+	s.AddPrompt(&mcp.Prompt{Name: "p", Description: "key " + secret}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, headers: {X-Api-Key: %q}}\n", serveMCP(t, s), secret))
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts, err := cs.ListPrompts(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal([]any{tools, prompts})
+	if strings.Contains(string(b), secret) || !strings.Contains(string(b), `"a__q"`) || !strings.Contains(string(b), "queries with token [REDACTED]") {
+		t.Errorf("listings = %s, want the secret redacted and the names kept", b)
+	}
+}

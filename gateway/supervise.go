@@ -97,6 +97,7 @@ func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit) (mcp.Tra
 	return &supervisedCommand{
 		limitedCommand: limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: lim},
 		path:           path,
+		dir:            cmd.Dir,
 		status:         status,
 		statusW:        statusW,
 	}, nil
@@ -108,6 +109,7 @@ func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit) (mcp.Tra
 type supervisedCommand struct {
 	limitedCommand  // its stdout bounded line by line
 	path            string
+	dir             string // the command's working directory, also the supervisor's
 	status, statusW *os.File
 }
 
@@ -116,13 +118,29 @@ func (t *supervisedCommand) Connect(ctx context.Context) (mcp.Connection, error)
 	_ = t.statusW.Close() // the supervisor has its own copy
 	defer t.status.Close()
 	if err != nil {
-		return nil, err
+		return nil, t.startError(err)
 	}
 	if err := readStatus(ctx, t.status, t.path); err != nil {
 		_ = conn.Close() // the supervisor is exiting; this reaps it
 		return nil, err
 	}
 	return conn, nil
+}
+
+// startError names what failed when the supervisor itself could not start.
+// The supervisor exists (supervised checked it) and starts in the command's
+// working directory, so exec's "fork/exec /proc/self/exe: ..." is about that
+// directory when one is set: report it as a chdir failure of the command,
+// never as the supervisor's path, which the user never configured.
+func (t *supervisedCommand) startError(err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Op != "fork/exec" {
+		return err
+	}
+	if t.dir != "" {
+		return fmt.Errorf("starting %s: %w", t.path, &fs.PathError{Op: "chdir", Path: t.dir, Err: pe.Err})
+	}
+	return &fs.PathError{Op: pe.Op, Path: t.path, Err: pe.Err}
 }
 
 // readStatus reads the supervisor's report on starting path.

@@ -504,12 +504,26 @@ type childStderr struct {
 	mu    sync.Mutex
 	lines []string
 	size  int
+	// errLine is the last line that named an error (errorLineRE), kept
+	// after it leaves lines: a Go panic or a Java exception names its
+	// error first, then prints a stack trace longer than the tail. n counts
+	// the lines added, errAt is n when errLine was added.
+	errLine  string
+	n, errAt int
 }
+
+// stderrErrLineAge is how many lines after it an error line still explains a
+// child's exit: enough for a long stack trace, not an error logged long before.
+const stderrErrLineAge = 500
 
 func (c *childStderr) add(line string) {
 	line = truncate(line, stderrLineMax)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.n++
+	if errorLineRE.MatchString(line) {
+		c.errLine, c.errAt = strings.TrimSpace(line), c.n
+	}
 	c.lines = append(c.lines, line)
 	c.size += len(line)
 	for len(c.lines) > stderrTailLines || (c.size > stderrTailBytes && len(c.lines) > 1) {
@@ -522,6 +536,23 @@ func (c *childStderr) tail() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.lines)
+}
+
+// useful returns the line that best says why the child failed: usefulLine of
+// its tail, unless an error line scrolled out of the tail shortly before (a
+// stack trace followed it) and the tail names none.
+func (c *childStderr) useful() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.lines {
+		if errorLineRE.MatchString(l) {
+			return usefulLine(c.lines)
+		}
+	}
+	if c.errLine != "" && c.n-c.errAt < stderrErrLineAge {
+		return c.errLine
+	}
+	return usefulLine(c.lines)
 }
 
 // wait waits for the child's stderr to end, for at most d: a child that died
@@ -603,7 +634,7 @@ func (u *upstream) withStderr(err error, child *childStderr) error {
 		return err
 	}
 	child.wait(time.Second)
-	if line := usefulLine(child.tail()); line != "" {
+	if line := child.useful(); line != "" {
 		return fmt.Errorf("%w (stderr: %s)", err, line)
 	}
 	return err
@@ -616,7 +647,7 @@ func (u *upstream) explainDown(child *childStderr) {
 		return
 	}
 	child.wait(time.Second)
-	line := usefulLine(child.tail())
+	line := child.useful()
 	if line == "" {
 		return
 	}
@@ -716,6 +747,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 			cat.templates = append(cat.templates, r)
 		}
 	}
+	u.gw.redactCatalog(&cat)
 	u.mu.Lock()
 	u.cat = cat
 	u.mu.Unlock()

@@ -357,9 +357,11 @@ func indent(err error) error {
 }
 
 func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		return zerolog.Logger{}, fmt.Errorf("--log-level %q: %w", level, err)
+	// zerolog's own error ("Unknown Level String: 'x', defaulting to
+	// NoLevel") says it carries on, and "" parses as "log everything".
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Logger{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	switch format {
 	case "json":

@@ -187,3 +187,21 @@ func TestREADMECommandsValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestLogLevelChecked is the regression test for issue 6 item 17 (flags are
+// checked, found by trying the binary): a bad --log-level names the levels
+// instead of zerolog's "defaulting to NoLevel", and an empty one is refused
+// rather than logging everything.
+func TestLogLevelChecked(t *testing.T) {
+	t.Parallel()
+	good := writeFile(t, "ok.yaml", "upstreams:\n  a: {command: x}\n")
+	for _, level := range []string{"verbose", ""} {
+		code, _, stderr := cli(t, "", "validate", good, "--log-level", level)
+		if code != 2 || !strings.Contains(stderr, "want debug, info, warn or error") || strings.Contains(stderr, "defaulting") {
+			t.Errorf("--log-level %q: exit %d, stderr %q", level, code, stderr)
+		}
+	}
+	if code, _, stderr := cli(t, "", "validate", good, "--log-level", "WARN"); code != 0 {
+		t.Errorf("--log-level WARN: exit %d, stderr %q", code, stderr)
+	}
+}
