@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,12 +91,7 @@ func TestBreakerRateLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	up := newFaultUpstream(t)
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: live-token-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {value: live-token-0123456789}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
 	f := failureOf(t, callTool(t, ctx, cs, "api__echo"))
@@ -145,16 +139,10 @@ func TestBreakerRevokedUntilRotation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "old-token-0123456789\n")
+	path := tokenFile(t, "old-token-0123456789\n")
 	up := newBearerUpstream(t, "echo")
 	up.accept("old-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	before := len(up.calls())
 	up.refuse("old-token-0123456789", rejectRevoked)
@@ -325,16 +313,10 @@ func TestBreakerResendIsOneCall(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-token-0123456789")
+	path := tokenFile(t, "first-token-0123456789")
 	up := newBearerUpstream(t, "echo")
 	up.accept("first-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	up.refuse("first-token-0123456789", rejectExpired)
 	up.accept("second-token-0123456789")

@@ -125,26 +125,13 @@ func (b *bearerUpstream) tokens() []string {
 // its logs in logs, and returns an agent session and the gateway's HTTP URL.
 func credGateway(t *testing.T, ctx context.Context, yaml string, env map[string]string, logs io.Writer) (*Server, *mcp.ClientSession, string) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
 	if logs == nil {
 		logs = zerolog.NewTestWriter(t)
 	}
 	log := zerolog.New(logs).Level(zerolog.InfoLevel)
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+	g := startCredServer(t, ctx, yaml, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
 		Sources: &authmap.SourceOptions{LookupEnv: lookup}})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	_ = g.LoadCredentials(ctx)
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
 	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
@@ -154,6 +141,49 @@ func credGateway(t *testing.T, ctx context.Context, yaml string, env map[string]
 	}
 	t.Cleanup(func() { _ = cs.Close() })
 	return g, cs, hs.URL
+}
+
+// startCredServer starts a gateway for yaml with opts, its credentials
+// loaded first, and waits for its first connection attempts.
+func startCredServer(t *testing.T, ctx context.Context, yaml string, opts *Options) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	g, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	_ = g.LoadCredentials(ctx)
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	return g
+}
+
+// tokGateway is credGateway for the common shape: one credential "tok",
+// whose YAML mapping holds cred (e.g. "source: {value: x}"), borne by one
+// upstream "api" at url; head is YAML put first (admin, webhooks), or "".
+func tokGateway(t *testing.T, ctx context.Context, head, cred, url string, env map[string]string, logs io.Writer) (*Server, *mcp.ClientSession, string) {
+	t.Helper()
+	return credGateway(t, ctx, tokConfig(head, cred, url), env, logs)
+}
+
+// tokConfig is the YAML tokGateway runs.
+func tokConfig(head, cred, url string) string {
+	return fmt.Sprintf("%scredentials:\n  tok: {%s}\nupstreams:\n  api: {url: %s, credential: tok}\n", head, cred, url)
+}
+
+// tokenFile writes content to a file in a new temporary directory and
+// returns its path.
+func tokenFile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, content)
+	return path
 }
 
 func callOK(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) {
@@ -221,17 +251,10 @@ func TestFileRotationNextRequest(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "token")
-	writeFile(t, path, "old-token-0123456789\n")
+	path := tokenFile(t, "old-token-0123456789\n")
 	up := newBearerUpstream(t, "echo")
 	up.accept("old-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	up.accept("new-token-0123456789")
 	writeFile(t, path, "new-token-0123456789\n")
@@ -265,16 +288,10 @@ func TestReactiveRenewalResendsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-token-0123456789")
+	path := tokenFile(t, "first-token-0123456789")
 	up := newBearerUpstream(t, "echo")
 	up.accept("first-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	// The provider expires the token; the source already holds a new one,
 	// which nothing has read yet (exec is not watched).
@@ -349,12 +366,7 @@ func TestRevokedStaysRevoked(t *testing.T) {
 	defer cancel()
 	up := newBearerUpstream(t, "echo")
 	up.accept("live-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: live-token-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {value: live-token-0123456789}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	up.refuse("live-token-0123456789", rejectRevoked)
 	for i := range 3 {
@@ -388,19 +400,11 @@ func TestCredentialSecretsNeverShown(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-secret-abcdef0123456789")
+	path := tokenFile(t, "first-secret-abcdef0123456789")
 	up := newBearerUpstream(t, "echo")
 	up.accept("first-secret-abcdef0123456789")
 	var logs syncBuffer
-	g, cs, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-secret-abcdef0123456789}
-webhooks: {secret: {env: HOOK}}
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), map[string]string{"HOOK": "hook-secret-abcdef0123456789"}, &logs)
+	g, cs, base := tokGateway(t, ctx, "admin: {token: admin-secret-abcdef0123456789}\nwebhooks: {secret: {env: HOOK}}\n", "source: {file: "+path+"}", up.url(), map[string]string{"HOOK": "hook-secret-abcdef0123456789"}, &logs)
 	secrets := []string{"first-secret-abcdef0123456789", "second-secret-abcdef0123456789", "admin-secret-abcdef0123456789", "hook-secret-abcdef0123456789"}
 	var results []string
 	echo := func(s string) {
@@ -479,20 +483,12 @@ func TestAdminAndWebhookReload(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "v1-token-0123456789")
+	path := tokenFile(t, "v1-token-0123456789")
 	up := newBearerUpstream(t, "echo")
 	for _, v := range []string{"v1", "v2", "v3"} {
 		up.accept(v + "-token-0123456789")
 	}
-	g, _, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-token-0123456789}
-webhooks: {secret: hook-secret-0123456789}
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, _, base := tokGateway(t, ctx, "admin: {token: admin-token-0123456789}\nwebhooks: {secret: hook-secret-0123456789}\n", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
 	cred := g.Credentials().Get("tok")
 	sign := func(key, body string) string {
 		m := hmac.New(sha256.New, []byte(key))
@@ -546,12 +542,7 @@ func TestAdminEndpointsOnlyWhenConfigured(t *testing.T) {
 	defer cancel()
 	up := newBearerUpstream(t, "echo")
 	up.accept("tok-0123456789")
-	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: tok-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	_, _, base := tokGateway(t, ctx, "", "source: {value: tok-0123456789}", up.url(), nil, nil)
 	for _, p := range []string{"/admin/credentials/tok/reload", "/webhooks/rotate/tok"} {
 		if code, _ := post(t, base+p, nil, ""); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
 			t.Errorf("POST %s: %d, want 404 (not configured)", p, code)
@@ -648,17 +639,11 @@ func TestToolProbeGuardsRotation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "good-one-0123456789")
+	path := tokenFile(t, "good-one-0123456789")
 	up := newBearerUpstream(t, "echo", "get_me")
 	up.accept("good-one-0123456789")
 	up.accept("good-two-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}, probe: {tool: get_me}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}, probe: {tool: get_me}", up.url(), nil, nil)
 	cred := g.Credentials().Get("tok")
 	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "validated") {
 		t.Errorf("events at start %v, want validated (the probe ran)", kinds)
@@ -700,27 +685,9 @@ func TestCredentialChangeEndsReconnectBackoff(t *testing.T) {
 				writeFile(t, path, tc.start)
 			}
 			up := newBearerUpstream(t, "echo")
-			cfg, err := ParseConfig(fmt.Appendf(nil, `
-lifecycle: {startup: {fail_on: never}}
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
 			log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-			g, err := New(cfg, &Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = g.LoadCredentials(ctx)
-			g.Start(ctx)
-			t.Cleanup(func() { _ = g.Close() })
-			if err := g.WaitTried(ctx); err != nil {
-				t.Fatal(err)
-			}
+			g := startCredServer(t, ctx, tokConfig("lifecycle: {startup: {fail_on: never}}\n", "source: {file: "+path+"}", up.url()),
+				&Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
 			if st := g.Health().Upstreams["api"].Status; st != StatusDown {
 				t.Fatalf("upstream %s before the fix of its credential, want down", st)
 			}
@@ -740,13 +707,7 @@ func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
 	defer cancel()
 	up := newBearerUpstream(t, "echo")
 	up.accept("tok-0123456789")
-	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-token-0123456789}
-credentials:
-  tok: {source: {value: tok-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	_, _, base := tokGateway(t, ctx, "admin: {token: admin-token-0123456789}\n", "source: {value: tok-0123456789}", up.url(), nil, nil)
 	for auth, want := range map[string]int{
 		"Bearer admin-token-0123456789": http.StatusOK,
 		"bearer admin-token-0123456789": http.StatusOK,
