@@ -158,13 +158,9 @@ func TestBreakerRevokedUntilRotation(t *testing.T) {
 	if b := breakerState(g, "api", "tok"); b.State != "open" || b.Reason != "credential_revoked" || b.Until != nil {
 		t.Errorf("health credential breaker %+v, want open for credential_revoked without until", b)
 	}
-	up.accept("new-token-0123456789")
-	writeFile(t, path, "new-token-0123456789\n")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "new-token-0123456789" })
+	rotateFile(t, ctx, g, up, path, "new-token-0123456789\n")
 	callOK(t, ctx, cs, "api__echo")
-	calls := up.calls()
-	if got := calls[len(calls)-1].Token; got != "new-token-0123456789" {
+	if got := up.lastToken(); got != "new-token-0123456789" {
 		t.Errorf("the call after the rotation carried %q, want the new token", got)
 	}
 	if b := breakerState(g, "api", "tok"); b.State != "closed" {
@@ -313,14 +309,7 @@ func TestBreakerResendIsOneCall(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := tokenFile(t, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.refuse("first-token-0123456789", rejectExpired)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	g, cs, up := expiredExecGateway(t, ctx)
 	callOK(t, ctx, cs, "api__echo") // rejected, renewed, resent
 	up.restart()
 	callOK(t, ctx, cs, "api__echo") // session lost, resent

@@ -111,6 +111,15 @@ func (b *bearerUpstream) calls() []seenRequest {
 	return out
 }
 
+// lastToken returns the token the last tools/call request carried.
+func (b *bearerUpstream) lastToken() string {
+	calls := b.calls()
+	if len(calls) == 0 {
+		return ""
+	}
+	return calls[len(calls)-1].Token
+}
+
 func (b *bearerUpstream) tokens() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -186,6 +195,36 @@ func tokenFile(t *testing.T, content string) string {
 	return path
 }
 
+// rotateFile rotates the file credential tok of g, read from path, to
+// content: up accepts the new value before it is written, and rotateFile
+// returns once g holds it.
+func rotateFile(t *testing.T, ctx context.Context, g *Server, up *bearerUpstream, path, content string) {
+	t.Helper()
+	value := strings.TrimSpace(content)
+	up.accept(value)
+	writeFile(t, path, content)
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == value })
+}
+
+// expiredExecGateway sets the scene for a reactive renewal: a gateway whose
+// credential tok an exec source reads from a file, one call that succeeded
+// with the first token, then the provider expired that token while the
+// source already holds a new one, which nothing has read yet (exec is not
+// watched). The next call is rejected as expired, renewed and resent.
+func expiredExecGateway(t *testing.T, ctx context.Context) (*Server, *mcp.ClientSession, *bearerUpstream) {
+	t.Helper()
+	path := tokenFile(t, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("first-token-0123456789", rejectExpired)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	return g, cs, up
+}
+
 func callOK(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) {
 	t.Helper()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
@@ -256,14 +295,10 @@ func TestFileRotationNextRequest(t *testing.T) {
 	up.accept("old-token-0123456789")
 	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
-	up.accept("new-token-0123456789")
-	writeFile(t, path, "new-token-0123456789\n")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "new-token-0123456789" })
+	rotateFile(t, ctx, g, up, path, "new-token-0123456789\n")
 	up.refuse("old-token-0123456789", rejectRevoked)
 	callOK(t, ctx, cs, "api__echo")
-	calls := up.calls()
-	if got := calls[len(calls)-1].Token; got != "new-token-0123456789" {
+	if got := up.lastToken(); got != "new-token-0123456789" {
 		t.Errorf("the call after the rotation carried %q, want the new token", got)
 	}
 	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "rotated") {
@@ -288,16 +323,7 @@ func TestReactiveRenewalResendsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := tokenFile(t, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	// The provider expires the token; the source already holds a new one,
-	// which nothing has read yet (exec is not watched).
-	up.refuse("first-token-0123456789", rejectExpired)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	g, cs, up := expiredExecGateway(t, ctx)
 	callOK(t, ctx, cs, "api__echo")
 	want := []seenRequest{
 		{Token: "first-token-0123456789", Method: "tools/call", Tool: "echo"},
@@ -420,10 +446,7 @@ func TestCredentialSecretsNeverShown(t *testing.T) {
 			echo(s)
 		}
 	}
-	up.accept("second-secret-abcdef0123456789")
-	writeFile(t, path, "second-secret-abcdef0123456789")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "second-secret-abcdef0123456789" })
+	rotateFile(t, ctx, g, up, path, "second-secret-abcdef0123456789")
 	for _, s := range secrets {
 		echo(s)
 	}
@@ -657,8 +680,8 @@ func TestToolProbeGuardsRotation(t *testing.T) {
 	writeFile(t, path, "good-two-0123456789")
 	waitFor(t, ctx, func() bool { return cred.Value() == "good-two-0123456789" })
 	callOK(t, ctx, cs, "api__echo")
-	if calls := up.calls(); calls[len(calls)-1].Token != "good-two-0123456789" {
-		t.Errorf("last call carried %q", calls[len(calls)-1].Token)
+	if got := up.lastToken(); got != "good-two-0123456789" {
+		t.Errorf("last call carried %q", got)
 	}
 }
 
