@@ -63,6 +63,16 @@ func newFaultUpstream(t *testing.T) *faultUpstream {
 	return f
 }
 
+// faultGateway starts a gateway in front of a fault upstream "api", with
+// extra YAML keys for it (in flow style, each starting with ", "), and
+// returns an agent session.
+func faultGateway(t *testing.T, ctx context.Context, extra string) (*Server, *mcp.ClientSession, *faultUpstream) {
+	t.Helper()
+	up := newFaultUpstream(t)
+	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s%s}\n", up.url(), extra))
+	return g, cs, up
+}
+
 func callTool(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) *mcp.CallToolResult {
 	t.Helper()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
@@ -175,8 +185,7 @@ func TestBreakerOpensOnUpstreamFailures(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s}\n", up.url()))
+	g, cs, up := faultGateway(t, ctx, "")
 	callOK(t, ctx, cs, "api__echo")
 	up.fault.Store(&httpFailure{status: http.StatusServiceUnavailable, body: "down for maintenance"})
 	for i := range breaker.DefaultFailures {
@@ -213,8 +222,7 @@ func TestBreakerIgnoresCancelAndToolErrors(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s, breaker: {failures: 1}}\n", up.url()))
+	g, cs, up := faultGateway(t, ctx, ", breaker: {failures: 1}")
 	for range 3 {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "tool-error"}})
 		if err != nil || !res.IsError {
