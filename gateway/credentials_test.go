@@ -181,6 +181,16 @@ func tokGateway(t *testing.T, ctx context.Context, head, cred, url string, env m
 	return credGateway(t, ctx, tokConfig(head, cred, url), env, logs)
 }
 
+// valueTokGateway is tokGateway with tok's value, token, set in the config
+// and an echo upstream that accepts it.
+func valueTokGateway(t *testing.T, ctx context.Context, head, token string) (*Server, *mcp.ClientSession, string, *bearerUpstream) {
+	t.Helper()
+	up := newBearerUpstream(t, "echo")
+	up.accept(token)
+	g, cs, base := tokGateway(t, ctx, head, "source: {value: "+token+"}", up.url(), nil, nil)
+	return g, cs, base, up
+}
+
 // tokConfig is the YAML tokGateway runs.
 func tokConfig(head, cred, url string) string {
 	return fmt.Sprintf("%scredentials:\n  tok: {%s}\nupstreams:\n  api: {url: %s, credential: tok}\n", head, cred, url)
@@ -390,9 +400,7 @@ func TestRevokedStaysRevoked(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("live-token-0123456789")
-	g, cs, _ := tokGateway(t, ctx, "", "source: {value: live-token-0123456789}", up.url(), nil, nil)
+	g, cs, _, up := valueTokGateway(t, ctx, "", "live-token-0123456789")
 	callOK(t, ctx, cs, "api__echo")
 	up.refuse("live-token-0123456789", rejectRevoked)
 	for i := range 3 {
@@ -563,9 +571,7 @@ func TestAdminEndpointsOnlyWhenConfigured(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("tok-0123456789")
-	_, _, base := tokGateway(t, ctx, "", "source: {value: tok-0123456789}", up.url(), nil, nil)
+	_, _, base, _ := valueTokGateway(t, ctx, "", "tok-0123456789")
 	for _, p := range []string{"/admin/credentials/tok/reload", "/webhooks/rotate/tok"} {
 		if code, _ := post(t, base+p, nil, ""); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
 			t.Errorf("POST %s: %d, want 404 (not configured)", p, code)
@@ -728,9 +734,7 @@ func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("tok-0123456789")
-	_, _, base := tokGateway(t, ctx, "admin: {token: admin-token-0123456789}\n", "source: {value: tok-0123456789}", up.url(), nil, nil)
+	_, _, base, _ := valueTokGateway(t, ctx, "admin: {token: admin-token-0123456789}\n", "tok-0123456789")
 	for auth, want := range map[string]int{
 		"Bearer admin-token-0123456789": http.StatusOK,
 		"bearer admin-token-0123456789": http.StatusOK,
