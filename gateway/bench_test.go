@@ -20,10 +20,29 @@ func benchGateway(b *testing.B) (context.Context, *Server) {
 // flow style, each ending with ", ").
 func benchGatewayWith(b *testing.B, extra string) (context.Context, *Server) {
 	b.Helper()
+	return benchGatewayConfig(b, func(url string) string {
+		return fmt.Sprintf("upstreams:\n  a: {%surl: %s}\n", extra, url)
+	})
+}
+
+// benchGatewayConfig runs a gateway for the YAML config returns for the URL
+// of one in-process echo upstream, over real HTTP.
+func benchGatewayConfig(b *testing.B, config func(url string) string) (context.Context, *Server) {
+	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
 	b.Cleanup(cancel)
 	up := newTestUpstream(b, "a", "echo")
-	cfg, err := ParseConfig(fmt.Appendf(nil, "upstreams:\n  a: {%surl: %s}\n", extra, up.url()), nil)
+	g := benchServer(b, config(up.url()))
+	g.Start(ctx)
+	b.Cleanup(func() { _ = g.Close() })
+	_ = g.WaitTried(ctx)
+	return ctx, g
+}
+
+// benchServer builds, without starting it, a gateway for yaml.
+func benchServer(b *testing.B, yaml string) *Server {
+	b.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -31,10 +50,19 @@ func benchGatewayWith(b *testing.B, extra string) (context.Context, *Server) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g.Start(ctx)
-	b.Cleanup(func() { _ = g.Close() })
-	_ = g.WaitTried(ctx)
-	return ctx, g
+	return g
+}
+
+// benchEcho calls a__echo through cs in a benchmark loop.
+func benchEcho(b *testing.B, ctx context.Context, cs *mcp.ClientSession) {
+	b.Helper()
+	args := map[string]any{"text": "hello"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // BenchmarkCall measures one tools/call through the gateway, upstream and
@@ -42,13 +70,7 @@ func benchGatewayWith(b *testing.B, extra string) (context.Context, *Server) {
 func BenchmarkCall(b *testing.B) {
 	ctx, g := benchGateway(b)
 	cs := agent(b, ctx, g, nil)
-	args := map[string]any{"text": "hello"}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEcho(b, ctx, cs)
 }
 
 // BenchmarkCallSecrets is BenchmarkCall with secrets configured, so that
@@ -56,13 +78,7 @@ func BenchmarkCall(b *testing.B) {
 func BenchmarkCallSecrets(b *testing.B) {
 	ctx, g := benchGatewayWith(b, `headers: {Authorization: "Bearer ghp_0123456789abcdefSECRET0123", X-Api-Key: "k3y-0123456789"}, `)
 	cs := agent(b, ctx, g, nil)
-	args := map[string]any{"text": "hello"}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEcho(b, ctx, cs)
 }
 
 // BenchmarkCallParallel is BenchmarkCall with 8 agent sessions at once.
@@ -108,17 +124,10 @@ func BenchmarkCallDirect(b *testing.B) {
 // a call (issue 6 item 13): the substring searches for the configured
 // secrets in a typical small result, which holds none of them.
 func BenchmarkRedactResult(b *testing.B) {
-	cfg, err := ParseConfig([]byte(`
+	g := benchServer(b, `
 upstreams:
   a: {url: "http://127.0.0.1:1/mcp", headers: {Authorization: "Bearer ghp_0123456789abcdefSECRET0123", X-Api-Key: "k3y-0123456789"}}
-`), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+`)
 	res := &mcp.CallToolResult{
 		Content:           []mcp.Content{&mcp.TextContent{Text: "a:echo:hello, a result of ordinary length with nothing secret in it"}},
 		StructuredContent: map[string]any{"n": 1.0, "items": []any{"one", "two", map[string]any{"k": "v"}}},
@@ -139,41 +148,15 @@ func credBenchConfig(url string) string {
 // resolved by name and injected by the transport (issue 7): compare with
 // BenchmarkCallSecrets, which sends a static header.
 func BenchmarkCallCredential(b *testing.B) {
-	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
-	b.Cleanup(cancel)
-	up := newTestUpstream(b, "a", "echo")
-	cfg, err := ParseConfig([]byte(credBenchConfig(up.url())), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g.Start(ctx)
-	b.Cleanup(func() { _ = g.Close() })
-	_ = g.WaitTried(ctx)
+	ctx, g := benchGatewayConfig(b, credBenchConfig)
 	cs := agent(b, ctx, g, nil)
-	args := map[string]any{"text": "hello"}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchEcho(b, ctx, cs)
 }
 
 // BenchmarkCredentialInject measures the per-request part alone: the
 // credential looked up by name, its header set, the value sent recorded.
 func BenchmarkCredentialInject(b *testing.B) {
-	cfg, err := ParseConfig([]byte(credBenchConfig("http://127.0.0.1:1/mcp")), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	g := benchServer(b, credBenchConfig("http://127.0.0.1:1/mcp"))
 	if err := g.LoadCredentials(b.Context()); err != nil {
 		b.Fatal(err)
 	}
@@ -191,19 +174,12 @@ func BenchmarkCredentialInject(b *testing.B) {
 // asking the upstream's and the credential's breaker before it, and telling
 // both its outcome after. Compare with BenchmarkCall's time per call.
 func BenchmarkBreakerAdmit(b *testing.B) {
-	cfg, err := ParseConfig([]byte(`
+	g := benchServer(b, `
 credentials:
   tok: {source: {value: live-token-0123456789}}
 upstreams:
   a: {url: "http://127.0.0.1:1/mcp", credential: tok}
-`), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := New(cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+`)
 	u := g.byName["a"]
 	b.ReportAllocs()
 	for b.Loop() {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,6 +63,16 @@ func newFaultUpstream(t *testing.T) *faultUpstream {
 	return f
 }
 
+// faultGateway starts a gateway in front of a fault upstream "api", with
+// extra YAML keys for it (in flow style, each starting with ", "), and
+// returns an agent session.
+func faultGateway(t *testing.T, ctx context.Context, extra string) (*Server, *mcp.ClientSession, *faultUpstream) {
+	t.Helper()
+	up := newFaultUpstream(t)
+	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s%s}\n", up.url(), extra))
+	return g, cs, up
+}
+
 func callTool(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) *mcp.CallToolResult {
 	t.Helper()
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"text": "hi"}})
@@ -92,12 +101,7 @@ func TestBreakerRateLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	up := newFaultUpstream(t)
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: live-token-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {value: live-token-0123456789}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
 	f := failureOf(t, callTool(t, ctx, cs, "api__echo"))
@@ -145,16 +149,10 @@ func TestBreakerRevokedUntilRotation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "old-token-0123456789\n")
+	path := tokenFile(t, "old-token-0123456789\n")
 	up := newBearerUpstream(t, "echo")
 	up.accept("old-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
 	before := len(up.calls())
 	up.refuse("old-token-0123456789", rejectRevoked)
@@ -170,13 +168,9 @@ upstreams:
 	if b := breakerState(g, "api", "tok"); b.State != "open" || b.Reason != "credential_revoked" || b.Until != nil {
 		t.Errorf("health credential breaker %+v, want open for credential_revoked without until", b)
 	}
-	up.accept("new-token-0123456789")
-	writeFile(t, path, "new-token-0123456789\n")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "new-token-0123456789" })
+	rotateFile(t, ctx, g, up, path, "new-token-0123456789\n")
 	callOK(t, ctx, cs, "api__echo")
-	calls := up.calls()
-	if got := calls[len(calls)-1].Token; got != "new-token-0123456789" {
+	if got := up.lastToken(); got != "new-token-0123456789" {
 		t.Errorf("the call after the rotation carried %q, want the new token", got)
 	}
 	if b := breakerState(g, "api", "tok"); b.State != "closed" {
@@ -191,8 +185,7 @@ func TestBreakerOpensOnUpstreamFailures(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s}\n", up.url()))
+	g, cs, up := faultGateway(t, ctx, "")
 	callOK(t, ctx, cs, "api__echo")
 	up.fault.Store(&httpFailure{status: http.StatusServiceUnavailable, body: "down for maintenance"})
 	for i := range breaker.DefaultFailures {
@@ -229,8 +222,7 @@ func TestBreakerIgnoresCancelAndToolErrors(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  api: {url: %s, breaker: {failures: 1}}\n", up.url()))
+	g, cs, up := faultGateway(t, ctx, ", breaker: {failures: 1}")
 	for range 3 {
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "tool-error"}})
 		if err != nil || !res.IsError {
@@ -325,20 +317,7 @@ func TestBreakerResendIsOneCall(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.refuse("first-token-0123456789", rejectExpired)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	g, cs, up := expiredExecGateway(t, ctx)
 	callOK(t, ctx, cs, "api__echo") // rejected, renewed, resent
 	up.restart()
 	callOK(t, ctx, cs, "api__echo") // session lost, resent

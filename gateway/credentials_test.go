@@ -111,6 +111,15 @@ func (b *bearerUpstream) calls() []seenRequest {
 	return out
 }
 
+// lastToken returns the token the last tools/call request carried.
+func (b *bearerUpstream) lastToken() string {
+	calls := b.calls()
+	if len(calls) == 0 {
+		return ""
+	}
+	return calls[len(calls)-1].Token
+}
+
 func (b *bearerUpstream) tokens() []string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -125,26 +134,13 @@ func (b *bearerUpstream) tokens() []string {
 // its logs in logs, and returns an agent session and the gateway's HTTP URL.
 func credGateway(t *testing.T, ctx context.Context, yaml string, env map[string]string, logs io.Writer) (*Server, *mcp.ClientSession, string) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(yaml), nil)
-	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
-	}
 	if logs == nil {
 		logs = zerolog.NewTestWriter(t)
 	}
 	log := zerolog.New(logs).Level(zerolog.InfoLevel)
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
+	g := startCredServer(t, ctx, yaml, &Options{Logger: &log, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond,
 		Sources: &authmap.SourceOptions{LookupEnv: lookup}})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	_ = g.LoadCredentials(ctx)
-	g.Start(ctx)
-	t.Cleanup(func() { _ = g.Close() })
-	if err := g.WaitTried(ctx); err != nil {
-		t.Fatalf("WaitTried: %v", err)
-	}
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
 	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil)
@@ -154,6 +150,89 @@ func credGateway(t *testing.T, ctx context.Context, yaml string, env map[string]
 	}
 	t.Cleanup(func() { _ = cs.Close() })
 	return g, cs, hs.URL
+}
+
+// startCredServer starts a gateway for yaml with opts, its credentials
+// loaded first, and waits for its first connection attempts.
+func startCredServer(t *testing.T, ctx context.Context, yaml string, opts *Options) *Server {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	g, err := New(cfg, opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	_ = g.LoadCredentials(ctx)
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	if err := g.WaitTried(ctx); err != nil {
+		t.Fatalf("WaitTried: %v", err)
+	}
+	return g
+}
+
+// tokGateway is credGateway for the common shape: one credential "tok",
+// whose YAML mapping holds cred (e.g. "source: {value: x}"), borne by one
+// upstream "api" at url; head is YAML put first (admin, webhooks), or "".
+func tokGateway(t *testing.T, ctx context.Context, head, cred, url string, env map[string]string, logs io.Writer) (*Server, *mcp.ClientSession, string) {
+	t.Helper()
+	return credGateway(t, ctx, tokConfig(head, cred, url), env, logs)
+}
+
+// valueTokGateway is tokGateway with tok's value, token, set in the config
+// and an echo upstream that accepts it.
+func valueTokGateway(t *testing.T, ctx context.Context, head, token string) (*Server, *mcp.ClientSession, string, *bearerUpstream) {
+	t.Helper()
+	up := newBearerUpstream(t, "echo")
+	up.accept(token)
+	g, cs, base := tokGateway(t, ctx, head, "source: {value: "+token+"}", up.url(), nil, nil)
+	return g, cs, base, up
+}
+
+// tokConfig is the YAML tokGateway runs.
+func tokConfig(head, cred, url string) string {
+	return fmt.Sprintf("%scredentials:\n  tok: {%s}\nupstreams:\n  api: {url: %s, credential: tok}\n", head, cred, url)
+}
+
+// tokenFile writes content to a file in a new temporary directory and
+// returns its path.
+func tokenFile(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, content)
+	return path
+}
+
+// rotateFile rotates the file credential tok of g, read from path, to
+// content: up accepts the new value before it is written, and rotateFile
+// returns once g holds it.
+func rotateFile(t *testing.T, ctx context.Context, g *Server, up *bearerUpstream, path, content string) {
+	t.Helper()
+	value := strings.TrimSpace(content)
+	up.accept(value)
+	writeFile(t, path, content)
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == value })
+}
+
+// expiredExecGateway sets the scene for a reactive renewal: a gateway whose
+// credential tok an exec source reads from a file, one call that succeeded
+// with the first token, then the provider expired that token while the
+// source already holds a new one, which nothing has read yet (exec is not
+// watched). The next call is rejected as expired, renewed and resent.
+func expiredExecGateway(t *testing.T, ctx context.Context) (*Server, *mcp.ClientSession, *bearerUpstream) {
+	t.Helper()
+	path := tokenFile(t, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("first-token-0123456789", rejectExpired)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	return g, cs, up
 }
 
 func callOK(t *testing.T, ctx context.Context, cs *mcp.ClientSession, tool string) {
@@ -221,26 +300,15 @@ func TestFileRotationNextRequest(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "token")
-	writeFile(t, path, "old-token-0123456789\n")
+	path := tokenFile(t, "old-token-0123456789\n")
 	up := newBearerUpstream(t, "echo")
 	up.accept("old-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
-	up.accept("new-token-0123456789")
-	writeFile(t, path, "new-token-0123456789\n")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "new-token-0123456789" })
+	rotateFile(t, ctx, g, up, path, "new-token-0123456789\n")
 	up.refuse("old-token-0123456789", rejectRevoked)
 	callOK(t, ctx, cs, "api__echo")
-	calls := up.calls()
-	if got := calls[len(calls)-1].Token; got != "new-token-0123456789" {
+	if got := up.lastToken(); got != "new-token-0123456789" {
 		t.Errorf("the call after the rotation carried %q, want the new token", got)
 	}
 	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "rotated") {
@@ -265,22 +333,7 @@ func TestReactiveRenewalResendsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	// The provider expires the token; the source already holds a new one,
-	// which nothing has read yet (exec is not watched).
-	up.refuse("first-token-0123456789", rejectExpired)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	g, cs, up := expiredExecGateway(t, ctx)
 	callOK(t, ctx, cs, "api__echo")
 	want := []seenRequest{
 		{Token: "first-token-0123456789", Method: "tools/call", Tool: "echo"},
@@ -347,14 +400,7 @@ func TestRevokedStaysRevoked(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("live-token-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: live-token-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	g, cs, _, up := valueTokGateway(t, ctx, "", "live-token-0123456789")
 	callOK(t, ctx, cs, "api__echo")
 	up.refuse("live-token-0123456789", rejectRevoked)
 	for i := range 3 {
@@ -388,19 +434,11 @@ func TestCredentialSecretsNeverShown(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "first-secret-abcdef0123456789")
+	path := tokenFile(t, "first-secret-abcdef0123456789")
 	up := newBearerUpstream(t, "echo")
 	up.accept("first-secret-abcdef0123456789")
 	var logs syncBuffer
-	g, cs, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-secret-abcdef0123456789}
-webhooks: {secret: {env: HOOK}}
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), map[string]string{"HOOK": "hook-secret-abcdef0123456789"}, &logs)
+	g, cs, base := tokGateway(t, ctx, "admin: {token: admin-secret-abcdef0123456789}\nwebhooks: {secret: {env: HOOK}}\n", "source: {file: "+path+"}", up.url(), map[string]string{"HOOK": "hook-secret-abcdef0123456789"}, &logs)
 	secrets := []string{"first-secret-abcdef0123456789", "second-secret-abcdef0123456789", "admin-secret-abcdef0123456789", "hook-secret-abcdef0123456789"}
 	var results []string
 	echo := func(s string) {
@@ -416,10 +454,7 @@ upstreams:
 			echo(s)
 		}
 	}
-	up.accept("second-secret-abcdef0123456789")
-	writeFile(t, path, "second-secret-abcdef0123456789")
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Value() == "second-secret-abcdef0123456789" })
+	rotateFile(t, ctx, g, up, path, "second-secret-abcdef0123456789")
 	for _, s := range secrets {
 		echo(s)
 	}
@@ -479,20 +514,12 @@ func TestAdminAndWebhookReload(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "v1-token-0123456789")
+	path := tokenFile(t, "v1-token-0123456789")
 	up := newBearerUpstream(t, "echo")
 	for _, v := range []string{"v1", "v2", "v3"} {
 		up.accept(v + "-token-0123456789")
 	}
-	g, _, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-token-0123456789}
-webhooks: {secret: hook-secret-0123456789}
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, _, base := tokGateway(t, ctx, "admin: {token: admin-token-0123456789}\nwebhooks: {secret: hook-secret-0123456789}\n", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
 	cred := g.Credentials().Get("tok")
 	sign := func(key, body string) string {
 		m := hmac.New(sha256.New, []byte(key))
@@ -544,14 +571,7 @@ func TestAdminEndpointsOnlyWhenConfigured(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("tok-0123456789")
-	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {value: tok-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	_, _, base, _ := valueTokGateway(t, ctx, "", "tok-0123456789")
 	for _, p := range []string{"/admin/credentials/tok/reload", "/webhooks/rotate/tok"} {
 		if code, _ := post(t, base+p, nil, ""); code != http.StatusNotFound && code != http.StatusMethodNotAllowed {
 			t.Errorf("POST %s: %d, want 404 (not configured)", p, code)
@@ -648,17 +668,11 @@ func TestToolProbeGuardsRotation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "good-one-0123456789")
+	path := tokenFile(t, "good-one-0123456789")
 	up := newBearerUpstream(t, "echo", "get_me")
 	up.accept("good-one-0123456789")
 	up.accept("good-two-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}, probe: {tool: get_me}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil, nil)
+	g, cs, _ := tokGateway(t, ctx, "", "source: {file: "+path+"}, probe: {tool: get_me}", up.url(), nil, nil)
 	cred := g.Credentials().Get("tok")
 	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "validated") {
 		t.Errorf("events at start %v, want validated (the probe ran)", kinds)
@@ -672,8 +686,8 @@ upstreams:
 	writeFile(t, path, "good-two-0123456789")
 	waitFor(t, ctx, func() bool { return cred.Value() == "good-two-0123456789" })
 	callOK(t, ctx, cs, "api__echo")
-	if calls := up.calls(); calls[len(calls)-1].Token != "good-two-0123456789" {
-		t.Errorf("last call carried %q", calls[len(calls)-1].Token)
+	if got := up.lastToken(); got != "good-two-0123456789" {
+		t.Errorf("last call carried %q", got)
 	}
 }
 
@@ -700,27 +714,9 @@ func TestCredentialChangeEndsReconnectBackoff(t *testing.T) {
 				writeFile(t, path, tc.start)
 			}
 			up := newBearerUpstream(t, "echo")
-			cfg, err := ParseConfig(fmt.Appendf(nil, `
-lifecycle: {startup: {fail_on: never}}
-credentials:
-  tok: {source: {file: %s}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, path, up.url()), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
 			log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
-			g, err := New(cfg, &Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = g.LoadCredentials(ctx)
-			g.Start(ctx)
-			t.Cleanup(func() { _ = g.Close() })
-			if err := g.WaitTried(ctx); err != nil {
-				t.Fatal(err)
-			}
+			g := startCredServer(t, ctx, tokConfig("lifecycle: {startup: {fail_on: never}}\n", "source: {file: "+path+"}", up.url()),
+				&Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
 			if st := g.Health().Upstreams["api"].Status; st != StatusDown {
 				t.Fatalf("upstream %s before the fix of its credential, want down", st)
 			}
@@ -738,15 +734,7 @@ func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newBearerUpstream(t, "echo")
-	up.accept("tok-0123456789")
-	_, _, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-token-0123456789}
-credentials:
-  tok: {source: {value: tok-0123456789}}
-upstreams:
-  api: {url: %s, credential: tok}
-`, up.url()), nil, nil)
+	_, _, base, _ := valueTokGateway(t, ctx, "admin: {token: admin-token-0123456789}\n", "tok-0123456789")
 	for auth, want := range map[string]int{
 		"Bearer admin-token-0123456789": http.StatusOK,
 		"bearer admin-token-0123456789": http.StatusOK,

@@ -3,7 +3,6 @@ package awssm
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/authmap/internal/fetchtest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -166,24 +166,7 @@ func TestSecretsManagerSource(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := src.Fetch(ctx)
-			if tt.wantErr == nil && tt.errText == "" {
-				if err != nil {
-					t.Fatalf("Fetch: %v", err)
-				}
-				if diff := cmp.Diff(tt.want, got); diff != "" {
-					t.Errorf("token mismatch (-want +got):\n%s", diff)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Fetch = %+v, want an error", got)
-			}
-			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Errorf("error %q is not %v", err, tt.wantErr)
-			}
-			if !strings.Contains(err.Error(), tt.errText) {
-				t.Errorf("error %q does not contain %q", err, tt.errText)
-			}
+			fetchtest.Check(t, got, err, tt.want, tt.wantErr, tt.errText)
 		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/authmap/internal/fetchtest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -141,27 +142,7 @@ func TestVaultSource(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, err := src.Fetch(ctx)
-			if tt.wantErr == nil && tt.errText == "" {
-				if err != nil {
-					t.Fatalf("Fetch: %v", err)
-				}
-				if diff := cmp.Diff(tt.want, got); diff != "" {
-					t.Errorf("token mismatch (-want +got):\n%s", diff)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatalf("Fetch = %+v, want an error", got)
-			}
-			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-				t.Errorf("error %q is not %v", err, tt.wantErr)
-			}
-			if !strings.Contains(err.Error(), tt.errText) {
-				t.Errorf("error %q does not contain %q", err, tt.errText)
-			}
-			if strings.Contains(err.Error(), "hvs.") {
-				t.Errorf("error %q shows a Vault token", err)
-			}
+			fetchtest.Check(t, got, err, tt.want, tt.wantErr, tt.errText, "hvs.") // no Vault token
 		})
 	}
 }
