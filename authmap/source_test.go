@@ -175,12 +175,28 @@ func TestExecSourceTimeoutKillsTheGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := strings.TrimSpace(string(data))
-	// Killed: gone, or a zombie waiting for a reaper.
-	if stat, err := os.ReadFile("/proc/" + pid + "/stat"); err == nil {
+	waitKilled(t, ctx, strings.TrimSpace(string(data)))
+}
+
+// waitKilled waits until the process pid is gone or a zombie waiting for a
+// reaper, failing the test if ctx ends first. The kill is sent before Fetch
+// returns, but a SIGKILLed process on a busy machine may still show as
+// running for a moment.
+func waitKilled(t *testing.T, ctx context.Context, pid string) {
+	t.Helper()
+	running := func() bool {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
 		fields := strings.Fields(string(stat))
-		if len(fields) > 2 && fields[2] != "Z" {
-			t.Errorf("grandchild %s still running (state %s)", pid, fields[2])
+		return len(fields) > 2 && fields[2] != "Z" && fields[2] != "X"
+	}
+	for running() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("process %s still running", pid)
+		case <-time.After(time.Millisecond):
 		}
 	}
 }
@@ -205,24 +221,7 @@ func TestExecSourceBackgroundHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pid := strings.TrimSpace(string(data))
-	// Killed: gone, or a zombie waiting for a reaper (the kill is
-	// delivered before Fetch returns, but the state may lag a moment).
-	running := func() bool {
-		stat, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			return false
-		}
-		fields := strings.Fields(string(stat))
-		return len(fields) > 2 && fields[2] != "Z" && fields[2] != "X"
-	}
-	for running() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("helper %s still running", pid)
-		case <-time.After(time.Millisecond):
-		}
-	}
+	waitKilled(t, ctx, strings.TrimSpace(string(data)))
 }
 
 // Regression test for issue 7 (file watch): an in-place write, an atomic
