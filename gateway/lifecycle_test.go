@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
 )
@@ -467,7 +468,9 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	a := newTestUpstream(t, "a", "echo")
-	g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, health_interval: 50ms}\n", a.url()))
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  a: {url: %s, health_interval: 50ms}\n", a.url()),
+		zerolog.New(&logs).Level(zerolog.WarnLevel))
 	if s := g.Health().Upstreams["a"].Status; s != StatusUp {
 		t.Fatalf("status = %q before the upstream died, want up", s)
 	}
@@ -478,8 +481,19 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 		t.Errorf("ping of a closed HTTP upstream: err = %v, answered = %v; want an error that is no answer", err, answered(err))
 	}
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
-	if got := g.Health().Upstreams["a"].LastError; !strings.Contains(got, "health probe") {
-		t.Errorf("last_error = %q, want the health probe's failure", got)
+	// The reconnect attempts that follow overwrite last_error at once, so
+	// the cause is read from the one warning logged when it went down.
+	var first struct {
+		Err string `json:"err"`
+	}
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"message":"upstream down"`) {
+			_ = json.Unmarshal([]byte(line), &first)
+			break
+		}
+	}
+	if !strings.Contains(first.Err, "health probe") {
+		t.Errorf("the upstream went down with err %q, want the health probe's failure\n%s", first.Err, logs.String())
 	}
 }
 
