@@ -1,11 +1,8 @@
 package routing
 
 import (
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -244,24 +241,6 @@ func cloneMap(m map[string]any) map[string]any {
 		out[k] = v
 	}
 	return out
-}
-
-// TestLeaf holds the architecture line: routing knows nothing of MCP, the
-// gateway or the other leaves.
-func TestLeaf(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/credgate/credgate/") && dep != "github.com/credgate/credgate/routing" ||
-			strings.HasPrefix(dep, "github.com/modelcontextprotocol/") {
-			t.Errorf("routing imports %s", dep)
-		}
-	}
 }
 
 func TestActive(t *testing.T) {
