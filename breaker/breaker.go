@@ -326,12 +326,13 @@ func (s *Set) Allow(name string, generation uint64) (done func(Outcome), err err
 		}
 	}
 	ch := b.changeLocked(clk, false)
+	cb := b.cb // the gobreaker gbDone belongs to; Apply may replace b.cb once unlocked
 	b.mu.Unlock()
 	s.notify(ch)
 	if err != nil {
 		return nil, err
 	}
-	t := &ticket{s: s, b: b, cb: b.cb, gbDone: gbDone, gen: generation, probe: probe}
+	t := &ticket{s: s, b: b, cb: cb, gbDone: gbDone, gen: generation, probe: probe}
 	return t.done, nil
 }
 
