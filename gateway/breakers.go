@@ -48,7 +48,7 @@ import (
 // initBreakers builds the breaker set and applies the upstreams' configs.
 func (g *Server) initBreakers() {
 	g.breakers = breaker.New(&breaker.Options{OnChange: g.breakerChange})
-	g.applyBreakers(g.cfg)
+	g.applyBreakers(g.config())
 }
 
 // applyBreakers installs cfg's per-upstream breaker configs.

@@ -292,7 +292,7 @@ func sortedKeys(m map[string]string) []string {
 // any other isError result gains the failure object in _meta. Caller
 // cancellation is returned as is.
 func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
-	cred := u.cfg.credentialFor(tool, g.cfg.Credentials)
+	cred := u.cfg.credentialFor(tool, g.config().Credentials)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, err

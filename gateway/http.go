@@ -26,11 +26,11 @@ import (
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
-		Stateless: g.cfg.Stateless,
+		Stateless: g.config().Stateless,
 		Logger:    g.sdkLog,
 		// The SDK closes a session that has had no request in flight for
 		// this long; a call in progress keeps its session open.
-		SessionTimeout: g.cfg.sessionIdleTimeout(),
+		SessionTimeout: g.config().sessionIdleTimeout(),
 	}))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -68,7 +68,7 @@ func (g *Server) Handler() http.Handler {
 // answers.
 func (g *Server) refuseNewWhileDraining(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.draining.Load() && (g.cfg.Stateless || r.Header.Get("Mcp-Session-Id") == "") {
+		if g.draining.Load() && (g.config().Stateless || r.Header.Get("Mcp-Session-Id") == "") {
 			w.Header().Set("Connection", "close")
 			http.Error(w, ErrShuttingDown.Error(), http.StatusServiceUnavailable)
 			return
@@ -95,10 +95,10 @@ const codeSessionLimit = -32011
 // initialized; in between it counts twice, so under a burst the cap may
 // refuse a little early, but it never lets more than max_sessions through.
 func (g *Server) limitSessions(next http.Handler) http.Handler {
-	if g.cfg.Stateless {
+	if g.config().Stateless {
 		return next
 	}
-	limit := g.cfg.maxSessions()
+	limit := g.config().maxSessions()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The SDK opens a session for a POST without a session id.
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" || !isInitialize(r) {
@@ -198,7 +198,7 @@ func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int
 	if id == nil {
 		id = json.RawMessage("null")
 	}
-	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.cfg.sessionIdleTimeout())
+	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.config().sessionIdleTimeout())
 	body, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
@@ -278,11 +278,11 @@ type ToolCredentialHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.ups()))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	up := 0
 	breakers, credBreakers := g.breakerHealth()
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		u.mu.Lock()
 		uh := UpstreamHealth{
 			Status:      u.status,
@@ -312,9 +312,9 @@ func (g *Server) Health() Health {
 		h.Upstreams[u.name] = uh
 	}
 	switch {
-	case len(g.upstreams) > 0 && up == 0:
+	case len(g.ups()) > 0 && up == 0:
 		h.Status = HealthDown
-	case up < len(g.upstreams):
+	case up < len(g.ups()):
 		h.Status = HealthDegraded
 	}
 	creds, healthy := g.credentialHealth()

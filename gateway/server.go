@@ -87,7 +87,6 @@ const (
 
 // Server is the gateway: a downstream MCP server over many upstreams.
 type Server struct {
-	cfg    *Config
 	opts   Options
 	log    zerolog.Logger
 	sdkLog *slog.Logger
@@ -102,11 +101,13 @@ type Server struct {
 	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
 	roots     rootsRelay
 
-	upstreams []*upstream // config order
-	byName    map[string]*upstream
+	// snap is the config in force and the upstreams built from it; a call
+	// reads it once and keeps it to the end (see snapshot.go).
+	snap atomic.Pointer[snapshot]
 
 	serving atomic.Bool
 	cancel  context.CancelFunc
+	runCtx  context.Context // Start's: upstreams added later run on it too
 	wg      sync.WaitGroup
 	closeMu sync.Mutex
 	httpSrv *http.Server
@@ -138,8 +139,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{cfg: cfg, byName: map[string]*upstream{}, progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g := &Server{progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
+	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
+	g.snap.Store(snap)
 	if opts != nil {
 		g.opts = *opts
 	}
@@ -201,9 +204,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	for _, name := range cfg.Order() {
 		u := newUpstream(g, name, cfg.Upstreams[name])
-		g.upstreams = append(g.upstreams, u)
-		g.byName[name] = u
+		snap.upstreams = append(snap.upstreams, u)
+		snap.byName[name] = u
 	}
+	snap.loadedAt = g.now()
 	return g, nil
 }
 
@@ -215,20 +219,17 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
+	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
-	for _, u := range g.upstreams {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			u.run(ctx)
-		}()
+	for _, u := range g.ups() {
+		g.startUpstream(u)
 	}
 }
 
 // WaitTried blocks until every upstream has made its first connection
 // attempt, successful or not, or ctx is done.
 func (g *Server) WaitTried(ctx context.Context) error {
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		select {
 		case <-u.tried:
 		case <-ctx.Done():
@@ -256,7 +257,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
-	l = newLimitListener(l, g.cfg.maxConnections())
+	l = newLimitListener(l, g.config().maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.
@@ -351,7 +352,7 @@ func (g *Server) drain() {
 	g.drainOnce.Do(func() {
 		g.draining.Store(true)
 		g.serving.Store(false)
-		timeout := g.cfg.shutdownTimeout()
+		timeout := g.config().shutdownTimeout()
 		if n := g.requests.count(); n > 0 {
 			g.log.Info().Int("requests", n).Dur("timeout", timeout).Msg("shutting down: waiting for calls in flight")
 		}

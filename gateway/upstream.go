@@ -96,6 +96,11 @@ type upstream struct {
 	// Credentials (issue 7): see credsession.go.
 	defaultCred string // the credential of the upstream's own traffic; "" = none
 	creds       credSessions
+	// stop ends run (a reload removed or replaced the upstream); stopped is
+	// closed once run has returned. See snapshot.go.
+	stop    context.CancelFunc
+	stopped chan struct{}
+
 	// credWake cuts a reconnect backoff short: the credential the upstream
 	// was refused for got a new value (see wakeForCredential).
 	credWake chan struct{}
@@ -131,6 +136,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		calls:    map[*inflight]struct{}{},
 		agents:   map[*mcp.ServerSession]*agentConn{},
 		tried:    make(chan struct{}),
+		stopped:  make(chan struct{}),
 		secrets:  secretValues(cfg),
 	}
 	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
@@ -139,7 +145,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		u.http.limit = u.limit
 	}
 	u.initCredSessions()
-	if u.http != nil && len(u.cfg.boundCredentials(gw.cfg.Credentials)) > 0 {
+	if u.http != nil && len(u.cfg.boundCredentials(gw.config().Credentials)) > 0 {
 		u.http.creds = u
 	}
 	u.client = u.newClient(nil)
