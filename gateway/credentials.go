@@ -283,6 +283,7 @@ func (g *Server) refreshRedactor() {
 // restarts the stdio children that hold a value no longer current.
 func (g *Server) credentialEvent(e authmap.Event) {
 	defer g.recoverLog("credential event", "")
+	defer g.healthChanged()
 	g.refreshRedactor()
 	e.Detail = g.redact(e.Detail)
 	ae := AuditEvent{Event: e}

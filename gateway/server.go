@@ -131,6 +131,10 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	// healthSig asks the health watcher to compare the health resource
+	// (see healthres.go).
+	healthSig chan struct{}
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -139,7 +143,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
 	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
 	g.snap.Store(snap)
@@ -221,6 +225,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.cancel = cancel
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.watchHealth(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}

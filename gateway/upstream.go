@@ -278,6 +278,7 @@ func (u *upstream) setUp(listErr error) {
 	}
 	n := len(u.cat.tools)
 	u.mu.Unlock()
+	u.gw.healthChanged()
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
 	}
@@ -298,6 +299,7 @@ func (u *upstream) setDown(err error) authmap.Failure {
 	u.attempts++
 	attempts := u.attempts
 	u.mu.Unlock()
+	u.gw.healthChanged()
 	ev := u.log.Debug()
 	if prev != StatusDown {
 		ev = u.log.Warn()
