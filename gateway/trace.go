@@ -317,7 +317,9 @@ func (g *Server) injectTrace(ctx context.Context, h interface{ Set(string, strin
 	}
 }
 
-type headerSetter struct{ h interface{ Set(string, string) } }
+type headerSetter struct {
+	h interface{ Set(string, string) }
+}
 
 func (s headerSetter) Get(string) string { return "" }
 func (s headerSetter) Set(k, v string)   { s.h.Set(k, v) }
