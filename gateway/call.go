@@ -291,7 +291,9 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		if params != nil {
 			g.passLogLevel(cs, ss, params)
 		}
-		err = u.call(ctx, cs, do)
+		actx, endSpan := g.attemptSpan(ctx, u, params, attempt)
+		err = u.call(actx, cs, do)
+		endSpan(err)
 		u.notes.drain(ctx)
 		if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
 			return err

@@ -134,6 +134,10 @@ type Config struct {
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
 
+	// Telemetry configures OpenTelemetry traces (see trace.go). Off unless
+	// an OTLP endpoint is set here or in the environment.
+	Telemetry TelemetryConfig `koanf:"telemetry"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -823,6 +827,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative duration %s", c.ShutdownTimeout)
+	}
+	if err := c.Telemetry.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.HealthInterval < 0 {
 		bad("health_interval", "negative duration %s", c.HealthInterval)

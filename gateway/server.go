@@ -132,6 +132,9 @@ type Server struct {
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
 
+	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
+	tracing *tracing
+
 	// healthSig asks the health watcher to compare the health resource
 	// (see healthres.go).
 	healthSig chan struct{}
@@ -183,6 +186,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	if g.tracing, err = newTracing(cfg.Telemetry, g.opts.Version); err != nil {
+		return nil, err
+	}
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -202,6 +208,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
+	// Outermost, so a request's span covers all the gateway does for it.
+	g.mcp.AddReceivingMiddleware(g.traceRequests)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
@@ -324,6 +332,9 @@ func (g *Server) Close() error {
 			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
 		}
 		g.pool.CloseIdleConnections()
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.tracing.shutdown(flush) // exports the spans still queued
+		cancel()
 		g.abort(ErrShuttingDown) // releases the abort context's resources
 	})
 	return nil

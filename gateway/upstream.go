@@ -133,6 +133,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 		u.http.limit = u.limit
+		u.http.trace = gw
 	}
 	u.initCredSessions()
 	if u.http != nil && len(u.cfg.boundCredentials(gw.config().Credentials)) > 0 {
