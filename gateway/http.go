@@ -23,6 +23,7 @@ import (
 //	/healthz  liveness: 200 while the process serves HTTP
 //	/readyz   readiness: 200 once every upstream had its first connection attempt
 //	/health   JSON status of the gateway and each upstream
+//	/metrics  Prometheus metrics (see metrics.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
@@ -57,6 +58,7 @@ func (g *Server) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(h)
 	})
+	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
 	return mux
 }

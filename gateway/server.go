@@ -130,6 +130,8 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	metrics *metrics // Prometheus metrics (issue 10): see metrics.go
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -164,6 +166,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log = zerolog.Nop()
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
+	g.metrics = newMetrics(g)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
