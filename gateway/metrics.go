@@ -176,7 +176,7 @@ type routeTargetState struct {
 // state collectors read the rest at scrape time.
 func newMetrics(g *Server) *metrics {
 	m := &metrics{g: g, reg: prometheus.NewRegistry(), toolLabels: map[[2]string]bool{}, rerouteLabels: map[[2]string]bool{},
-		types: map[string]bool{outcomeOK: true, outcomeCancelled: true, outcomeRPCError: true, outcomeToolError: true},
+		types:    map[string]bool{outcomeOK: true, outcomeCancelled: true, outcomeRPCError: true, outcomeToolError: true},
 		subtypes: map[string]bool{}}
 	for _, t := range authmap.Types() {
 		m.types[string(t)] = true
