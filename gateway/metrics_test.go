@@ -497,3 +497,19 @@ func BenchmarkMetricsToolCall(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkCallMetricsOff is BenchmarkCall with the metrics switched off (a
+// nil *metrics: every hook returns at once). Compare it with BenchmarkCall
+// for what the metrics cost a call end to end.
+func BenchmarkCallMetricsOff(b *testing.B) {
+	ctx, cancel := context.WithTimeout(b.Context(), 5*time.Minute)
+	b.Cleanup(cancel)
+	up := newTestUpstream(b, "a", "echo")
+	g := buildServer(b, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url()))
+	g.metrics = nil
+	g.Start(ctx)
+	b.Cleanup(func() { _ = g.Close() })
+	_ = g.WaitTried(ctx)
+	cs := agent(b, ctx, g, nil)
+	benchEcho(b, ctx, cs)
+}
