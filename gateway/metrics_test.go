@@ -98,8 +98,8 @@ func wantSample(t *testing.T, mfs map[string]*dto.MetricFamily, name string, lab
 }
 
 // metricsGateway runs a gateway whose credential tok (value token) an
-// upstream "api" with tool echo accepts, with every hook of the metrics
-// driven once, and returns it with an agent session.
+// upstream "api" with tool echo accepts, and returns it with an agent
+// session and the upstream.
 func metricsGateway(t *testing.T, ctx context.Context, token string) (*Server, *mcp.ClientSession, *bearerUpstream) {
 	t.Helper()
 	g, cs, _, up := valueTokGateway(t, ctx, "", token)
