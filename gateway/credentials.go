@@ -285,6 +285,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 	defer g.recoverLog("credential event", "")
 	defer g.healthChanged()
 	g.refreshRedactor()
+	g.metrics.credentialEvent(e)
 	e.Detail = g.redact(e.Detail)
 	ae := AuditEvent{Event: e}
 	ae.Upstreams, ae.Tools = g.credentialScope(e.Credential)

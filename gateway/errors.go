@@ -453,6 +453,7 @@ func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.Cal
 		ev = g.log.Debug()
 	}
 	ev.Str(fieldUpstream, u.name).Str(fieldTool, tool).Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+	g.metrics.toolCall(u, tool, outcome, f, start)
 }
 
 // classifyWindow bounds the text of a failure that is classified: its head,

@@ -24,6 +24,7 @@ import (
 //	/readyz   readiness: 200 once every upstream had its first connection
 //	          attempt, while at least one upstream can serve
 //	/health   JSON status of the gateway and each upstream
+//	/metrics  Prometheus metrics (see metrics.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
@@ -66,6 +67,7 @@ func (g *Server) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(h)
 	})
+	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
 	return mux
 }

@@ -138,6 +138,7 @@ type Server struct {
 	// healthSig asks the health watcher to compare the health resource
 	// (see healthres.go).
 	healthSig chan struct{}
+	metrics *metrics // Prometheus metrics (issue 10): see metrics.go
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -174,6 +175,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log = zerolog.Nop()
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
+	g.metrics = newMetrics(g)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
