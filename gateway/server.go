@@ -138,7 +138,7 @@ type Server struct {
 	// healthSig asks the health watcher to compare the health resource
 	// (see healthres.go).
 	healthSig chan struct{}
-	metrics *metrics // Prometheus metrics (issue 10): see metrics.go
+	metrics   *metrics // Prometheus metrics (issue 10): see metrics.go
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
