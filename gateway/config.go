@@ -134,6 +134,10 @@ type Config struct {
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
 
+	// Notify lists where alerts go (issue 10): see notifyconfig.go. If
+	// empty, nobody is notified.
+	Notify []NotifyConfig `koanf:"notify"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -935,6 +939,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCredentials())
+	errs = append(errs, c.validateNotify())
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		if u := c.Upstreams[name]; u != nil {
 			if err := u.Breaker.Validate("upstreams." + name + ".breaker"); err != nil {

@@ -58,6 +58,7 @@ func (g *Server) Handler() http.Handler {
 		_ = enc.Encode(h)
 	})
 	g.credentialRoutes(mux)
+	g.opsRoutes(mux)
 	return mux
 }
 
@@ -234,6 +235,9 @@ type Health struct {
 	// Credentials are the configured credentials' states (issue 7); the
 	// overall status is degraded while any is not healthy.
 	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
+
+	// Notify is each alert notifier's delivery counters (issue 10), by name.
+	Notify map[string]NotifyHealth `json:"notify,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -319,6 +323,7 @@ func (g *Server) Health() Health {
 	}
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
+	h.Notify = g.NotifyStats()
 	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}

@@ -130,6 +130,11 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	// Ops surface (issue 10): the event bus (events.go) and the alert
+	// notifier (notify.go).
+	events *eventBus
+	notify *notifier
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -164,6 +169,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log = zerolog.Nop()
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
+	g.initOps()
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -216,6 +222,7 @@ func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.notify.run(ctx) })
 	for _, u := range g.upstreams {
 		g.wg.Add(1)
 		go func() {
