@@ -88,6 +88,7 @@ type notifier struct {
 	mu      sync.Mutex
 	alerts  map[alertKey]*alertState
 	breaker map[string]*time.Timer // upstream -> breakerOpenLong check, while its breaker is away from closed
+	status  map[string]string      // credential -> its status at its last event
 	stopped bool
 }
 
@@ -148,7 +149,7 @@ type delivery struct {
 // initOps builds the event bus and the notifier. It starts nothing.
 func (g *Server) initOps() {
 	g.events = newEventBus(maxEvents, maxEventSubscribers)
-	n := &notifier{g: g, backoff: notifyBackoff, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}}
+	n := &notifier{g: g, backoff: notifyBackoff, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}, status: map[string]string{}}
 	n.host, _ = os.Hostname()
 	for _, c := range g.cfg.Notify {
 		s := &sink{cfg: c, on: map[string]bool{}, min: c.minInterval(), url: c.url(), queue: make(chan *delivery, notifyQueue)}
@@ -327,6 +328,7 @@ func (n *notifier) credential(e Event) {
 		return
 	}
 	name := e.Credential
+	n.status[name] = e.Status
 	var renewable bool
 	var last *authmap.Failure
 	if c := n.g.credential(name); c != nil {
@@ -373,10 +375,9 @@ func (n *notifier) credential(e Event) {
 				return
 			}
 			st.pending = nil
-			if c := n.g.credential(name); c != nil && c.Status() != authmap.StatusExpired {
-				return
+			if n.status[name] == authmap.StatusExpired.String() {
+				n.activate(k, info)
 			}
-			n.activate(k, info)
 		})
 		return
 	}
