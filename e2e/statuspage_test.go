@@ -217,13 +217,22 @@ upstreams:
 	}
 	screenshot(t, bctx, "status-revoked.png")
 
-	// Rotation: the open page shows it, without a reload.
+	// Rotation: the open page shows it, without a reload, because /events
+	// told it (not its 30 s refresh of the TTLs).
+	liveEvents := `+document.body.dataset.liveEvents || 0`
+	before, err := chromedp.Run(bctx, chromedp.Evaluate[int](liveEvents))
+	if err != nil {
+		t.Fatal(err)
+	}
 	up.set("browser-token-two-0123456789", true)
 	atomicWrite(t, path, "browser-token-two-0123456789")
 	st = waitCard(t, ctx, bctx, "healthy")
 	sameLoad, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`window.__sameLoad === true`))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if after, err := chromedp.Run(bctx, chromedp.Evaluate[int](liveEvents)); err != nil || after <= before {
+		t.Errorf("the page got no event from /events for the rotation (%d before, %d after, %v)", before, after, err)
 	}
 	events, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#events`)))
 	if err != nil {
