@@ -12,10 +12,10 @@ build:
 
 # Installs what the e2e tests need (pinned npm packages under e2e/, Debian's
 # chromium for the status page's browser test), then runs every test with the
-# race detector. CREDGATE_REQUIRE_BROWSER makes the browser test fail rather
+# race detector. E2E_REQUIRE_BROWSER makes the browser test fail rather
 # than skip if chromium is still missing.
 test: e2e-deps browser-deps vet
-	CREDGATE_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
+	E2E_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)

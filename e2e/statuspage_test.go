@@ -2,7 +2,7 @@ package e2e
 
 // The status page (issue 10) in a real browser: Debian's chromium, headless,
 // driven by chromedp. `make test` installs chromium when it is missing; run
-// alone, the test skips without it unless CI or CREDGATE_REQUIRE_BROWSER is
+// alone, the test skips without it unless CI or E2E_REQUIRE_BROWSER is
 // set.
 
 import (
@@ -33,7 +33,7 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") != "" || os.Getenv("CREDGATE_REQUIRE_BROWSER") != "" {
+	if os.Getenv("CI") != "" || os.Getenv("E2E_REQUIRE_BROWSER") != "" {
 		t.Fatal("chromium is not installed: `make test` installs it (apt-get install chromium)")
 	}
 	t.Skip("chromium is not installed: run `make browser-deps` (apt-get install chromium), or `make test`")
