@@ -23,6 +23,8 @@ import (
 //	/healthz  liveness: 200 while the process serves HTTP
 //	/readyz   readiness: 200 once every upstream had its first connection attempt
 //	/health   JSON status of the gateway and each upstream
+//	/events   server-sent events of every state change (ops.go)
+//	/status   the status page, also at / (ops.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
