@@ -263,7 +263,7 @@ func (g *Server) publish(e Event) Event {
 	return g.events.publish(e, g.now())
 }
 
-// PublishRouteSwitch publishes a route's change of active target: to is the
+// publishRouteSwitch publishes a route's change of active target: to is the
 // target now serving (empty when none is healthy: kind no_target), from the
 // one before, reason why.
 func (g *Server) publishRouteSwitch(route, from, to, reason string) Event {
@@ -275,7 +275,9 @@ func (g *Server) publishRouteSwitch(route, from, to, reason string) Event {
 }
 
 // publishConfigReload publishes the outcome of a config reload: err nil for
-// a config applied, else why it was refused.
+// a config applied, else why it was refused. (publishRouteSwitch and this
+// are for the route table and the config reloader, which call them once
+// they exist.)
 func (g *Server) publishConfigReload(trigger string, err error) Event {
 	e := Event{Type: EventConfig, Kind: KindConfigReloaded, Trigger: trigger}
 	if err != nil {
