@@ -501,6 +501,9 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 		}
 	default:
 		c.log.Warn("credential source failed", "credential", c.name, "trigger", string(trigger), "err", f.Detail)
+		if !c.sameErrorEvent(EventRefreshFailed, f.Detail) {
+			evs = append(evs, c.eventLocked(now, EventRefreshFailed, trigger, f.Detail))
+		}
 	}
 	c.publishLocked()
 	evs = c.settleLocked(now, trigger, evs, false)

@@ -25,6 +25,8 @@ import (
 //	          attempt, while at least one upstream can serve
 //	/health   JSON status of the gateway and each upstream
 //	/metrics  Prometheus metrics (see metrics.go)
+//	/events   server-sent events of every state change (ops.go)
+//	/status   the status page, also at / (ops.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
@@ -69,6 +71,7 @@ func (g *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
+	g.opsRoutes(mux)
 	return mux
 }
 
@@ -245,6 +248,9 @@ type Health struct {
 	// Credentials are the configured credentials' states (issue 7); the
 	// overall status is degraded while any is not healthy.
 	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
+
+	// Notify is each alert notifier's delivery counters (issue 10), by name.
+	Notify map[string]NotifyHealth `json:"notify,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -330,6 +336,7 @@ func (g *Server) Health() Health {
 	}
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
+	h.Notify = g.NotifyStats()
 	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}

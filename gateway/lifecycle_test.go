@@ -482,7 +482,9 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 	}
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
 	// The reconnect attempts that follow overwrite last_error at once, so
-	// the cause is read from the one warning logged when it went down.
+	// the cause is read from the one warning logged when it went down
+	// (written just after the status changes: wait for it).
+	waitFor(t, ctx, func() bool { return strings.Contains(logs.String(), `"message":"upstream down"`) })
 	var first struct {
 		Err string `json:"err"`
 	}

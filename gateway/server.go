@@ -139,6 +139,10 @@ type Server struct {
 	// (see healthres.go).
 	healthSig chan struct{}
 	metrics   *metrics // Prometheus metrics (issue 10): see metrics.go
+	// Ops surface (issue 10): the event bus (events.go) and the alert
+	// notifier (notify.go).
+	events *eventBus
+	notify *notifier
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -176,6 +180,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
 	g.metrics = newMetrics(g)
+	g.initOps()
+	g.metrics.setNotificationDrops(g.NotifyDropped)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -236,6 +242,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
 	g.wg.Go(func() { g.watchHealth(ctx) })
+	g.wg.Go(func() { g.notify.run(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}

@@ -282,6 +282,7 @@ func (u *upstream) setUp(listErr error) {
 	u.gw.healthChanged()
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
+		u.gw.publishUpstream(u.name, StatusUp, nil, "")
 	}
 }
 
@@ -310,6 +311,9 @@ func (u *upstream) setDown(err error) authmap.Failure {
 		ev = ev.Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential)
 	}
 	ev.Msg("upstream down")
+	if prev != StatusDown {
+		u.gw.publishUpstream(u.name, StatusDown, &f, msg)
+	}
 	return f
 }
 
