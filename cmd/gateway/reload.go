@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/knadh/koanf/providers/file"
+	"github.com/rs/zerolog"
+)
+
+// Config hot reload triggers (issue 8): the config file is watched, SIGHUP
+// reloads it (see onHangup), and so does POST /admin/reload (the gateway's).
+
+// configDebounce is how long the watch waits after a change for the next
+// one before it reloads: an editor's save or a Kubernetes ConfigMap update is
+// a burst of events (truncate and write, rename, symlink swap, removal of the
+// old data), and one reload follows the whole burst, on the file as it ends.
+const configDebounce = 200 * time.Millisecond
+
+// rewatchDelay is how long the watch waits before watching again when the
+// file is gone (an editor that deletes and recreates it, a volume being
+// remounted) or cannot be watched.
+const rewatchDelay = time.Second
+
+// watchConfig calls reload when the config file at path changes, until ctx
+// ends: a write, a file renamed over it, or a swap of a symlink on its path
+// (a Kubernetes ConfigMap volume swaps its ..data symlink). koanf's file
+// provider watches the file's directory and follows symlinks. A watch that
+// ends (the file was removed) is set up again once the file is back, and a
+// reload follows, for what changed meanwhile. The returned function stops
+// the watch and waits for it.
+func watchConfig(ctx context.Context, path string, log *zerolog.Logger, reload func()) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error().Interface("panic", r).Msg("config file watch panicked; the file is no longer watched (SIGHUP still reloads)")
+			}
+		}()
+		watchLoop(ctx, path, log, reload)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload func()) {
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	failing := false // the last attempt to watch failed: later failures log at debug
+	for first := true; ; first = false {
+		changed := make(chan struct{}, 1)
+		ended := make(chan error, 1)
+		f := file.Provider(path)
+		err := f.Watch(func(_ any, err error) {
+			if err != nil {
+				select {
+				case ended <- err:
+				default:
+				}
+				return
+			}
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			ev := log.Debug()
+			if !failing {
+				ev = log.Warn()
+			}
+			failing = true
+			ev.Str("path", path).Str("err", err.Error()).Msg("cannot watch the config file; trying again every second (SIGHUP reloads it meanwhile)")
+			if !wait(ctx, rewatchDelay) {
+				return
+			}
+			continue
+		}
+		if failing || !first {
+			// Watching again after a gap: the file may have changed.
+			log.Info().Str("path", path).Msg("watching the config file again")
+			debounce.Reset(configDebounce)
+		}
+		failing = false
+	watching:
+		for {
+			select {
+			case <-ctx.Done():
+				_ = f.Unwatch()
+				return
+			case <-changed:
+				debounce.Reset(configDebounce)
+			case <-debounce.C:
+				reload()
+			case err := <-ended:
+				_ = f.Unwatch()
+				log.Warn().Str("path", path).Str("err", err.Error()).Msg("the config file watch ended; watching again once the file is back")
+				break watching
+			}
+		}
+		if !wait(ctx, rewatchDelay) {
+			return
+		}
+	}
+}
+
+// wait waits d or until ctx ends; false if ctx ended.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
