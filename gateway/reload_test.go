@@ -597,3 +597,53 @@ func TestSameUpstream(t *testing.T) {
 		})
 	}
 }
+
+// Issue 8 (hot reload): global settings apply without touching upstreams:
+// a new tool_separator renames the exposed tools (list_changed sent), new
+// classify rules classify the next failure, a breaker setting applies, and
+// the upstream keeps its session throughout.
+func TestReloadGlobals(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url()))
+	opts, changed := listChanges()
+	cs := agent(t, ctx, g, opts)
+	ua := g.upstream("a")
+	sess := ua.session.Load()
+	settleListChanged(t, ctx, g, changed)
+
+	next := fmt.Sprintf("tool_separator: .\nclassify:\n  rules:\n    - {match: {body: maintenance window}, type: upstream_unavailable}\n"+
+		"upstreams:\n  a: {url: %s, breaker: {failures: 9}}\n", up.url())
+	if err := reloadTo(t, g, next); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatal("no tools/list_changed for the new separator")
+	}
+	if diff := cmp.Diff([]string{"a.echo"}, toolNames(t, ctx, cs)); diff != "" {
+		t.Errorf("tools mismatch (-want +got):\n%s", diff)
+	}
+	if got := callText(t, ctx, cs, "a.echo", map[string]any{"text": "hi"}); got != "a:echo:hi" {
+		t.Errorf("a.echo = %q", got)
+	}
+	if g.upstream("a") != ua || ua.session.Load() != sess {
+		t.Error("a global change replaced or reconnected the upstream")
+	}
+	if f, ok := g.classifier.ClassifyText("maintenance window", "", authmap.Knowledge{}); !ok || f.Type != authmap.TypeUpstreamUnavailable {
+		t.Errorf("the new classify rule is not in force: %+v %v", f, ok)
+	}
+	if v := g.Health().Config.Version; v != 2 {
+		t.Errorf("version %d, want 2", v)
+	}
+	// A breaker change alone is a change too.
+	if err := reloadTo(t, g, strings.Replace(next, "failures: 9", "failures: 3", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if v := g.Health().Config.Version; v != 3 || g.upstream("a") != ua {
+		t.Errorf("after a breaker change: version %d, same upstream %v", v, g.upstream("a") == ua)
+	}
+}

@@ -27,10 +27,12 @@ const rewatchDelay = time.Second
 // (a Kubernetes ConfigMap volume swaps its ..data symlink). koanf's file
 // provider watches the file's directory and follows symlinks. A watch that
 // ends (the file was removed) is set up again once the file is back, and a
-// reload follows, for what changed meanwhile. The returned function stops
-// the watch and waits for it.
+// reload follows, for what changed meanwhile. The first watch is set up
+// before watchConfig returns. The returned function stops the watch and
+// waits for it.
 func watchConfig(ctx context.Context, path string, log *zerolog.Logger, reload func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
+	first, err := startWatch(path)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -39,7 +41,7 @@ func watchConfig(ctx context.Context, path string, log *zerolog.Logger, reload f
 				log.Error().Interface("panic", r).Msg("config file watch panicked; the file is no longer watched (SIGHUP still reloads)")
 			}
 		}()
-		watchLoop(ctx, path, log, reload)
+		watchLoop(ctx, path, log, reload, first, err)
 	}()
 	return func() {
 		cancel()
@@ -47,28 +49,45 @@ func watchConfig(ctx context.Context, path string, log *zerolog.Logger, reload f
 	}
 }
 
-func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload func()) {
+// fileWatch is one koanf watch of the config file.
+type fileWatch struct {
+	f       *file.File
+	changed chan struct{} // a change (coalesced)
+	ended   chan error    // the watch ended (the file was removed, an error)
+}
+
+func startWatch(path string) (*fileWatch, error) {
+	w := &fileWatch{f: file.Provider(path), changed: make(chan struct{}, 1), ended: make(chan error, 1)}
+	err := w.f.Watch(func(_ any, err error) {
+		if err != nil {
+			select {
+			case w.ended <- err:
+			default:
+			}
+			return
+		}
+		select {
+		case w.changed <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// watchLoop runs the watch w (or, when it failed to start with err, sets
+// one up again) until ctx ends.
+func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload func(), w *fileWatch, err error) {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
 	failing := false // the last attempt to watch failed: later failures log at debug
 	for first := true; ; first = false {
-		changed := make(chan struct{}, 1)
-		ended := make(chan error, 1)
-		f := file.Provider(path)
-		err := f.Watch(func(_ any, err error) {
-			if err != nil {
-				select {
-				case ended <- err:
-				default:
-				}
-				return
-			}
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		})
+		if !first {
+			w, err = startWatch(path)
+		}
 		if err != nil {
 			ev := log.Debug()
 			if !failing {
@@ -81,7 +100,7 @@ func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload fun
 			}
 			continue
 		}
-		if failing || !first {
+		if !first {
 			// Watching again after a gap: the file may have changed.
 			log.Info().Str("path", path).Msg("watching the config file again")
 			debounce.Reset(configDebounce)
@@ -91,14 +110,14 @@ func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload fun
 		for {
 			select {
 			case <-ctx.Done():
-				_ = f.Unwatch()
+				_ = w.f.Unwatch()
 				return
-			case <-changed:
+			case <-w.changed:
 				debounce.Reset(configDebounce)
 			case <-debounce.C:
 				reload()
-			case err := <-ended:
-				_ = f.Unwatch()
+			case err := <-w.ended:
+				_ = w.f.Unwatch()
 				log.Warn().Str("path", path).Str("err", err.Error()).Msg("the config file watch ended; watching again once the file is back")
 				break watching
 			}
