@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgate/credgate/authmap"
@@ -551,32 +552,41 @@ func (cs *credState) stage(creds []*authmap.Credential) {
 // callGate counts the calls in flight on an upstream, so that a reload can
 // stop it once they are done. A call enters before it uses the upstream and
 // leaves when it is answered; once drained (none left after drain began),
-// the gate refuses new calls.
+// the gate refuses new calls. It is lock-free: every call passes it.
 type callGate struct {
-	mu       sync.Mutex
-	n        int
-	draining bool
-	closed   bool
-	idle     chan struct{}
+	state atomic.Int64  // calls in flight, with gateDraining and gateClosed
+	idle  chan struct{} // set by drain (once), closed when the gate closes
+	once  sync.Once
 }
+
+const (
+	gateDraining = 1 << 61
+	gateClosed   = 1 << 62
+	gateCount    = gateDraining - 1
+)
 
 // enter counts a call; false once the gate is closed.
 func (c *callGate) enter() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
+	for {
+		v := c.state.Load()
+		if v&gateClosed != 0 {
+			return false
+		}
+		if c.state.CompareAndSwap(v, v+1) {
+			return true
+		}
 	}
-	c.n++
-	return true
 }
 
 func (c *callGate) leave() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.n--
-	if c.n == 0 && c.draining && !c.closed {
-		c.closed = true
+	if c.state.Add(-1) == gateDraining {
+		c.tryClose()
+	}
+}
+
+// tryClose closes the gate if it is draining with no call in flight.
+func (c *callGate) tryClose() {
+	if c.state.CompareAndSwap(gateDraining, gateDraining|gateClosed) {
 		close(c.idle)
 	}
 }
@@ -586,24 +596,15 @@ func (c *callGate) leave() {
 // flight, or that resolved the upstream just before it was retired) are
 // let through.
 func (c *callGate) drain() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.idle == nil {
+	c.once.Do(func() {
 		c.idle = make(chan struct{})
-	}
-	c.draining = true
-	if c.n == 0 && !c.closed {
-		c.closed = true
-		close(c.idle)
-	}
+		c.state.Or(gateDraining)
+	})
+	c.tryClose()
 	return c.idle
 }
 
-func (c *callGate) inFlight() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
-}
+func (c *callGate) inFlight() int { return int(c.state.Load() & gateCount) }
 
 // retiredError is the error of a call that reached an upstream a reload
 // removed, after it stopped taking calls.

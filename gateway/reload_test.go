@@ -647,3 +647,58 @@ func TestReloadGlobals(t *testing.T) {
 		t.Errorf("after a breaker change: version %d, same upstream %v", v, g.upstream("a") == ua)
 	}
 }
+
+// BenchmarkCallGate is what counting a call for reloads adds to it: a call
+// enters and leaves the gate twice (tools/call, then the forwarded request).
+func BenchmarkCallGate(b *testing.B) {
+	var c callGate
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if c.enter() {
+				c.enter()
+				c.leave()
+				c.leave()
+			}
+		}
+	})
+}
+
+// The gate a reload drains an upstream through: calls in flight hold it
+// open (calls nested in them still enter), the last to leave closes it, and
+// then nothing enters.
+func TestCallGate(t *testing.T) {
+	t.Parallel()
+	var c callGate
+	if !c.enter() {
+		t.Fatal("a new gate refused a call")
+	}
+	idle := c.drain()
+	select {
+	case <-idle:
+		t.Fatal("drained with a call in flight")
+	default:
+	}
+	if !c.enter() || c.inFlight() != 2 {
+		t.Fatal("a call nested in one in flight was refused")
+	}
+	c.leave()
+	c.leave()
+	select {
+	case <-idle:
+	default:
+		t.Fatal("not drained once the calls left")
+	}
+	if c.enter() {
+		t.Error("a drained gate let a call in")
+	}
+	if c.drain() != idle {
+		t.Error("a second drain returned another channel")
+	}
+
+	var idleGate callGate
+	select {
+	case <-idleGate.drain():
+	default:
+		t.Error("an idle gate did not drain at once")
+	}
+}
