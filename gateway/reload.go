@@ -108,7 +108,8 @@ func (g *Server) configHealth() *ConfigHealth {
 
 // configReloaded records the outcome of a reload attempt: ok when the config
 // was put in force (or was unchanged), else err says why it was rejected.
-// Every attempt, whatever triggered it, ends here once.
+// Every attempt, whatever triggered it, ends here once, under the reload
+// lock (so hooks added here see attempts in order; they must not reload).
 func (g *Server) configReloaded(ok bool, err error) {
 	r := &g.reload
 	r.statusMu.Lock()
@@ -179,7 +180,6 @@ var restartKeys = []struct {
 	{"session_idle_timeout", func(a, b *Config) bool { return a.sessionIdleTimeout() != b.sessionIdleTimeout() }, func(d, o *Config) { d.SessionIdleTimeout = o.SessionIdleTimeout }},
 	{"admin", func(a, b *Config) bool { return !reflect.DeepEqual(a.Admin, b.Admin) }, func(d, o *Config) { d.Admin = o.Admin }},
 	{"webhooks", func(a, b *Config) bool { return !reflect.DeepEqual(a.Webhooks, b.Webhooks) }, func(d, o *Config) { d.Webhooks = o.Webhooks }},
-	{"lifecycle.startup", func(a, b *Config) bool { return !reflect.DeepEqual(a.Lifecycle.Startup, b.Lifecycle.Startup) }, func(d, o *Config) { d.Lifecycle.Startup = o.Lifecycle.Startup }},
 }
 
 // effectiveConfig is cfg with the settings only a restart applies kept at

@@ -702,3 +702,35 @@ func TestCallGate(t *testing.T) {
 		t.Error("an idle gate did not drain at once")
 	}
 }
+
+// Issue 8 (hot reload): a replacement that cannot start still takes over
+// once its first attempt failed: the old upstream stops, and the upstream
+// shows as down with the new cause, its calls failing typed and retryable.
+func TestReloadReplacementThatFails(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	g := newTestGateway(t, ctx, reloadYAML(t, "", "c"))
+	cs := agent(t, ctx, g, nil)
+	uc := g.upstream("c")
+	pc := pidOf(t, ctx, cs, "c")
+	missing := filepath.Join(t.TempDir(), "no-such-command")
+	if err := reloadTo(t, g, fmt.Sprintf("upstreams:\n  c: {command: %q}\n", missing)); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if g.upstream("c") == uc {
+		t.Fatal("the old upstream is still in force")
+	}
+	waitStopped(t, ctx, uc, pc)
+	h := g.Health().Upstreams["c"]
+	if h.Connected || !strings.Contains(h.LastError, "no-such-command") {
+		t.Errorf("health of the failed replacement: %+v", h)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "c__pid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+		t.Errorf("call to the failed replacement: %+v", f)
+	}
+}
