@@ -324,7 +324,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	if _, err := authmap.New(&authmap.Options{Rules: cfg.Classify.Rules}); err != nil {
 		return err
 	}
-	// TODO(routes): validate the routes here: `if _, err := newRoutes(cfg); err != nil { return err }` (gateway/routes.go).
+	// TODO(routes): routes, err := newRoutes(cfg); if err != nil { return err } — and set next.routes = routes below (gateway/routes.go).
 	old := g.snap.Load()
 	eff, restart := effectiveConfig(old.cfg, cfg)
 	staged, err := g.cred.set.Stage(eff.Lifecycle, eff.Credentials)
@@ -417,7 +417,8 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		}
 	}
 	cur := g.snap.Load()
-	swapped := &snapshot{cfg: cur.cfg, byName: make(map[string]*upstream, len(cur.byName)), version: cur.version, loadedAt: cur.loadedAt}
+	swapped := *cur // the same config, version and routes
+	swapped.upstreams, swapped.byName = nil, make(map[string]*upstream, len(cur.byName))
 	for _, u := range cur.upstreams {
 		if r := p.replaced[u.name]; r != nil {
 			u = r
@@ -425,7 +426,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		swapped.upstreams = append(swapped.upstreams, u)
 		swapped.byName[u.name] = u
 	}
-	g.snap.Store(swapped)
+	g.snap.Store(&swapped)
 	g.catalog.rebuild()
 	for name := range p.replaced {
 		g.retire(old.byName[name], "its settings changed; replaced")

@@ -734,3 +734,40 @@ func TestReloadReplacementThatFails(t *testing.T) {
 		t.Errorf("call to the failed replacement: %+v", f)
 	}
 }
+
+// A config loaded twice from the same text compares equal, whatever
+// sections it has, so that a reload of an unchanged file changes nothing.
+func TestSameGlobals(t *testing.T) {
+	t.Parallel()
+	const yaml = `
+admin: {token: admin-token-0123456789}
+webhooks: {secret: hook-secret-0123456789}
+lifecycle: {check_interval: 1m, startup: {fail_on: never}}
+classify:
+  rules:
+    - {match: {status: 500, body: maintenance}, type: upstream_unavailable}
+credentials:
+  tok: {source: {value: tok-0123456789}, inject: {header: X-Key}, probe: {http: {url: "http://127.0.0.1:1/me"}}}
+  ex: {source: {exec: {command: [cat, /dev/null]}}}
+upstreams:
+  a: {url: "http://127.0.0.1:1/mcp", credential: tok, tools: {deny: ["x*"]}, breaker: {failures: 3}}
+`
+	a, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameGlobals(a, b) || !sameUpstream(a.Upstreams["a"], a.Credentials, b.Upstreams["a"], b.Credentials) {
+		t.Error("the same text loaded twice compares as a change")
+	}
+	c, err := ParseConfig([]byte(strings.Replace(yaml, "check_interval: 1m", "check_interval: 2m", 1)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sameGlobals(a, c) {
+		t.Error("a lifecycle change compares equal")
+	}
+}
