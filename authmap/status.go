@@ -148,6 +148,7 @@ const (
 	TriggerAdmin     Trigger = "admin"      // POST /admin/credentials/<name>/reload
 	TriggerWebhook   Trigger = "webhook"    // POST /webhooks/rotate/<name>
 	TriggerLiveError Trigger = "live_error" // a call's auth failure
+	TriggerConfig    Trigger = "config"     // a config reload added or changed the credential
 )
 
 func (t Trigger) String() string { return string(t) }

@@ -109,7 +109,9 @@ type AuditEvent struct {
 type credState struct {
 	set *authmap.Set
 
-	static []string // secrets that are not the credentials' (upstreams' config, admin, webhook)
+	static []string              // secrets that are not the credentials' (upstreams' config, admin, webhook)
+	base   []string              // the admin and webhook secrets (static without the upstreams')
+	staged []*authmap.Credential // credentials a reload is loading, not in force yet
 
 	redactMu sync.Mutex
 	gens     sync.Map // credential name -> *atomic.Uint64: the generation last fed to the redactor
@@ -176,6 +178,7 @@ func (g *Server) initCredentials() error {
 	if !g.config().Webhooks.Secret.IsZero() {
 		cs.webhookSecret = read("webhooks.secret", g.config().Webhooks.Secret)
 	}
+	cs.base = slices.Clone(cs.static)
 	cs.static = append(cs.static, g.redactor.Secrets()...)
 	g.refreshRedactor()
 	return errors.Join(errs...)
@@ -268,6 +271,9 @@ func (g *Server) refreshRedactor() {
 		all = append(all, c.Knowledge().Secrets...)
 		v, _ := cs.gens.LoadOrStore(name, new(atomic.Uint64))
 		v.(*atomic.Uint64).Store(gen)
+	}
+	for _, c := range cs.staged {
+		all = append(all, c.Knowledge().Secrets...)
 	}
 	g.redactor.Replace(all...)
 }

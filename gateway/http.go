@@ -72,6 +72,7 @@ func (g *Server) Handler() http.Handler {
 	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
 	g.opsRoutes(mux)
+	g.reloadRoutes(mux)
 	return mux
 }
 
@@ -251,6 +252,8 @@ type Health struct {
 
 	// Notify is each alert notifier's delivery counters (issue 10), by name.
 	Notify map[string]NotifyHealth `json:"notify,omitempty"`
+	// Config is the config in force and the last reload's outcome (issue 8).
+	Config *ConfigHealth `json:"config"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -295,11 +298,13 @@ type ToolCredentialHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.ups()))}
+	ups := g.ups()
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(ups))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
+	h.Config = g.configHealth()
 	up := 0
 	breakers, credBreakers := g.breakerHealth()
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		u.mu.Lock()
 		uh := UpstreamHealth{
 			Status:      u.status,
@@ -329,9 +334,9 @@ func (g *Server) Health() Health {
 		h.Upstreams[u.name] = uh
 	}
 	switch {
-	case len(g.ups()) > 0 && up == 0:
+	case len(ups) > 0 && up == 0:
 		h.Status = HealthDown
-	case up < len(g.ups()):
+	case up < len(ups):
 		h.Status = HealthDegraded
 	}
 	creds, healthy := g.credentialHealth()

@@ -77,6 +77,14 @@ type Options struct {
 	// oauth2 sources use authmap's subpackages; openers given here replace
 	// those of the same kind.
 	Sources *authmap.SourceOptions
+	// ConfigFile is the file the config came from: /health shows it, and
+	// [Server.ReloadConfig] re-reads it. If empty, there is nothing to
+	// reload (Reload still applies a config given in code).
+	ConfigFile string
+	// LoadConfig loads the config for [Server.ReloadConfig], the way it was
+	// loaded at start-up (the CLI applies its flags). If nil, it is
+	// [LoadConfig] of ConfigFile with the process environment.
+	LoadConfig func() (*Config, error)
 }
 
 // Bounds of the HTTP server on slow and idle clients.
@@ -143,6 +151,8 @@ type Server struct {
 	// notifier (notify.go).
 	events *eventBus
 	notify *notifier
+	// Config hot reload (issue 8): see reload.go.
+	reload reloadState
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -223,7 +233,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log.Warn().Msg(w)
 	}
 	for _, name := range cfg.Order() {
-		u := newUpstream(g, name, cfg.Upstreams[name])
+		u := newUpstream(g, name, cfg.Upstreams[name], cfg.Credentials)
 		snap.upstreams = append(snap.upstreams, u)
 		snap.byName[name] = u
 	}
@@ -237,6 +247,8 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 // Start connects every upstream in parallel, in the background. It returns at
 // once: a failing upstream never blocks or fails the others.
 func (g *Server) Start(ctx context.Context) {
+	g.reload.mu.Lock() // a reload starts upstreams on runCtx
+	defer g.reload.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	g.runCtx = ctx
@@ -324,9 +336,11 @@ func (g *Server) Close() error {
 		if srv != nil {
 			g.shutdownHTTP(srv)
 		}
+		g.reload.mu.Lock() // no reload starts an upstream after this
 		if g.cancel != nil {
 			g.cancel()
 		}
+		g.reload.mu.Unlock()
 		done := make(chan struct{})
 		go func() {
 			g.wg.Wait()

@@ -191,7 +191,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// action back, so a second one ends the process at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log})
+		// A reload loads the file as start-up did, flags included.
+		reloadConfig := func() (*gateway.Config, error) {
+			cfg, err := loadConfig(configPath)
+			if err == nil && *listen != "" {
+				cfg.Listen = *listen
+			}
+			return cfg, err
+		}
+		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log, ConfigFile: configPath, LoadConfig: reloadConfig})
 		if err != nil {
 			log.Error().Err(err).Msg("gateway not started")
 			return 1
@@ -200,9 +208,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if !preflight(ctx, g, cfg, &log) {
 			return 1
 		}
-		// SIGHUP re-reads every credential from its source (the config
-		// itself is not reloaded yet).
+		// SIGHUP reloads the config, then re-reads every credential from its
+		// source; a change to the file reloads the config (issue 8). A
+		// rejected config is logged by the gateway and shown in /health.
 		stopHUP := onHangup(ctx, &log, func() {
+			_ = g.ReloadConfig(authmap.TriggerSignal)
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			if err := g.ReloadCredentials(rctx, authmap.TriggerSignal); err != nil {
@@ -210,6 +220,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		})
 		defer stopHUP()
+		stopWatch := watchConfig(ctx, configPath, &log, func() { _ = g.ReloadConfig(authmap.TriggerFile) })
+		defer stopWatch()
 		context.AfterFunc(ctx, stop)
 		if cmd == "stdio" {
 			err = serveStdio(ctx, g, &log)
@@ -289,8 +301,8 @@ func configArg(cmd, flagPath string, positional []string) (string, error) {
 
 // onHangup catches SIGHUP, which would otherwise stop the process: a
 // gateway must not die because a terminal closed or an operator sent the
-// conventional reload signal. Until hot reload exists, a hangup is logged
-// as such, and reload (if non-nil) re-reads the credentials. The returned function
+// conventional reload signal. A hangup is logged, and reload (if non-nil)
+// reloads the config and re-reads the credentials. The returned function
 // stops catching; the watcher also stops when ctx ends.
 func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop func()) {
 	hup := make(chan os.Signal, 1)
@@ -309,7 +321,7 @@ func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop fun
 			case <-done:
 				return
 			case <-hup:
-				log.Warn().Msg("SIGHUP: config reload is not supported yet; restart to apply changes")
+				log.Info().Msg("SIGHUP: reloading the config and re-reading every credential")
 				if reload != nil {
 					reload()
 				}
