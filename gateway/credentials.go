@@ -50,6 +50,9 @@ type callCred struct {
 	// override, if set, is sent instead of the credential's value: a
 	// candidate value under probe.
 	override string
+	// failFast: a route's backup can take the call, so it does not wait
+	// behind another call's renewal of this credential (routes.go).
+	failFast bool
 
 	mu    sync.Mutex
 	used  string
@@ -315,6 +318,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 		ev = ev.Str("detail", e.Detail)
 	}
 	ev.Msg("credential " + string(e.Kind))
+	g.routesChanged()
 
 	for _, u := range g.ups() {
 		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {
@@ -444,7 +448,9 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c == nil {
 		return authmap.Failure{}, false
 	}
-	g.awaitHold(ctx, callCredFrom(ctx), name, c.Value())
+	if cc := callCredFrom(ctx); cc == nil || !cc.failFast {
+		g.awaitHold(ctx, cc, name, c.Value())
+	}
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
 	}
@@ -524,6 +530,29 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 	}
 	c.Report(f.Subtype, used)
 	return false, nil
+}
+
+// renewable reports whether f is a rejection that a renewal of the
+// credential may cure (expired, invalid), after which the call is resent.
+func renewable(f *authmap.Failure) bool {
+	return f != nil && f.IsAuth() && (f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid)
+}
+
+// renewBehind is afterCall for a call whose rejection a route's backup
+// answers: the renewal and the status report run in the background, owned
+// by the gateway, holding cc's holds until they are done, so the agent does
+// not wait for them and no other call sends the rejected value meanwhile.
+func (g *Server) renewBehind(ctx context.Context, cc *callCred, f authmap.Failure, answered bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), credentialTimeout)
+	stop := context.AfterFunc(g.abortCtx, cancel)
+	g.suspect(cc, cc.sent()) // held from now on, if the transport did not hold it already
+	g.wg.Go(func() {
+		defer cancel()
+		defer stop()
+		defer g.releaseHolds(cc)
+		defer g.recoverLog("credential renewal", "")
+		g.afterCall(ctx, cc, &f, answered)
+	})
 }
 
 // hold marks a value a provider just rejected, while the call that got the
@@ -711,7 +740,11 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if v == "" {
 		v = c.Value()
 		// A call right behind a rejection of this value waits for the
-		// renewal, then sends the new value or nothing.
+		// renewal, then sends the new value or nothing; one a backup can
+		// take is not sent.
+		if cc != nil && cc.failFast && u.gw.held(name, v) {
+			return nil, &gatedError{f: u.gw.heldFailure(u, name)}
+		}
 		if cc != nil && u.gw.awaitHold(req.Context(), cc, name, v) {
 			v = c.Value()
 			if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {

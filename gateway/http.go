@@ -234,6 +234,10 @@ type Health struct {
 	// Credentials are the configured credentials' states (issue 7); the
 	// overall status is degraded while any is not healthy.
 	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
+
+	// Routes are the routes' states by exposed tool name (issue 8): the
+	// target calls go to and why not the primary.
+	Routes map[string]RouteHealth `json:"routes,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -319,6 +323,7 @@ func (g *Server) Health() Health {
 	}
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
+	h.Routes = g.routesHealth()
 	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}

@@ -131,6 +131,9 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	// Routing (issue 8): see routes.go.
+	routing routeState
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -141,7 +144,11 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g := &Server{progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
-	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
+	routes, rerr := newRoutes(cfg)
+	if rerr != nil {
+		return nil, rerr
+	}
+	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1, routes: routes}
 	g.snap.Store(snap)
 	if opts != nil {
 		g.opts = *opts
@@ -179,6 +186,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	g.initRouting()
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -221,6 +229,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.cancel = cancel
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.watchRoutes(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}

@@ -280,6 +280,7 @@ func (u *upstream) setUp(listErr error) {
 	u.mu.Unlock()
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
+		u.gw.routesChanged()
 	}
 }
 
@@ -307,6 +308,9 @@ func (u *upstream) setDown(err error) authmap.Failure {
 		ev = ev.Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential)
 	}
 	ev.Msg("upstream down")
+	if prev != StatusDown {
+		u.gw.routesChanged()
+	}
 	return f
 }
 

@@ -48,6 +48,9 @@ func reasonBit(reason string) reasonSet {
 
 type reasonSet uint16
 
+// KnownReason reports whether reason is one a route's `on` can list.
+func KnownReason(reason string) bool { return reasonBit(reason) != 0 }
+
 func (s reasonSet) has(reason string) bool { b := reasonBit(reason); return b != 0 && s&b != 0 }
 
 // Config is the `routing` block.
@@ -202,6 +205,10 @@ func (r *Route) RetrySafe() bool { return r.retrySafe }
 
 // On reports whether the route fails over on reason.
 func (r *Route) On(reason string) bool { return r.on.has(reason) }
+
+// Maps reports whether the route rewrites the arguments sent to target, so
+// that a caller holding them encoded decodes them only then.
+func (r *Route) Maps(target string) bool { _, ok := r.args[target]; return ok }
 
 // Routes is the routing table: routes by exposed tool name, immutable.
 type Routes struct {

@@ -207,6 +207,9 @@ func TestMapArguments(t *testing.T) {
 	}}
 	r := mustRoutes(t, cfg).Lookup("search")
 	cfg.Arguments["gl__s"].Set["scope"] = "mutated"
+	if !r.Maps("gl__s") || r.Maps("gh__s") {
+		t.Errorf("Maps(gl__s) = %v, Maps(gh__s) = %v; want true, false", r.Maps("gl__s"), r.Maps("gh__s"))
+	}
 	for _, tc := range []struct {
 		name, target string
 		in, want     map[string]any
