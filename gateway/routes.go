@@ -177,8 +177,10 @@ type routeTarget struct {
 }
 
 // routeIndex resolves a snapshot's route targets, computed once per
-// snapshot (config-derived, so a call does not split names).
+// snapshot (config-derived, so a call does not split names). It is also the
+// gateway's routing.Health for that snapshot (see state).
 type routeIndex struct {
+	g       *Server
 	snap    *snapshot
 	targets map[string][]routeTarget // several only for an unprefixed name with several unprefixed upstreams
 }
@@ -188,7 +190,7 @@ func (g *Server) routeIndexOf(s *snapshot) *routeIndex {
 	if ix := g.routing.index.Load(); ix != nil && ix.snap == s {
 		return ix
 	}
-	ix := &routeIndex{snap: s, targets: map[string][]routeTarget{}}
+	ix := &routeIndex{g: g, snap: s, targets: map[string][]routeTarget{}}
 	owners := s.cfg.prefixOwners()
 	for _, r := range s.routes.All() {
 		for _, t := range r.Targets() {
@@ -244,19 +246,12 @@ func listed(u *upstream, tool string) *mcp.Tool {
 	return find(u.catalog().tools, func(t *mcp.Tool) bool { return t.Name == tool })
 }
 
-// routeHealth adapts the gateway's state to routing.Health.
-type routeHealth struct {
-	g  *Server
-	ix *routeIndex
-}
-
-func (g *Server) routeHealth(s *snapshot) routeHealth {
-	return routeHealth{g: g, ix: g.routeIndexOf(s)}
-}
+// routeHealth returns the gateway's routing.Health for snapshot s.
+func (g *Server) routeHealth(s *snapshot) *routeIndex { return g.routeIndexOf(s) }
 
 // Usable implements routing.Health.
-func (h routeHealth) Usable(target string) (bool, string) {
-	st := h.state(target)
+func (ix *routeIndex) Usable(target string) (bool, string) {
+	st := ix.state(target)
 	return st.ok, st.reason
 }
 
@@ -273,9 +268,9 @@ type targetState struct {
 // value and status, a renewal in progress, the credential's breaker. It
 // asks breakers with Check, which takes no probe slot: a target passed over
 // costs nothing, and the call itself still goes through Allow.
-func (h routeHealth) state(target string) targetState {
-	g := h.g
-	rt := h.ix.resolve(target)
+func (ix *routeIndex) state(target string) targetState {
+	g := ix.g
+	rt := ix.resolve(target)
 	u := rt.up
 	if u == nil {
 		return targetState{reason: routing.ReasonUpstreamUnavailable}
@@ -287,17 +282,21 @@ func (h routeHealth) state(target string) targetState {
 			st.reason = string(lf.Subtype)
 		}
 		u.mu.Unlock()
-		var oe *breaker.OpenError
-		if errors.As(g.breakers.Check(u.name, 0), &oe) {
-			st.until = oe.RetryAfter
+		if err := g.breakers.Check(u.name, 0); err != nil {
+			st.until = openUntil(err)
 		}
 		return st
 	}
-	var oe *breaker.OpenError
-	if errors.As(g.breakers.Check(u.name, 0), &oe) && oe.Reason != reasonConnect {
-		// A breaker opened by connect failures does not refuse calls once
-		// the upstream is connected again (see admit).
-		return targetState{reason: routing.ReasonBreakerOpen, until: oe.RetryAfter}
+	if err := g.breakers.Check(u.name, 0); err != nil {
+		var oe *breaker.OpenError
+		switch {
+		case !errors.As(err, &oe):
+			return targetState{reason: routing.ReasonBreakerOpen}
+		case oe.Reason != reasonConnect:
+			// A breaker opened by connect failures does not refuse calls
+			// once the upstream is connected again (see admit).
+			return targetState{reason: routing.ReasonBreakerOpen, until: oe.RetryAfter}
+		}
 	}
 	if rt.cred == "" {
 		return targetState{ok: true}
@@ -322,17 +321,31 @@ func (h routeHealth) state(target string) targetState {
 	if g.held(rt.cred, v) {
 		return targetState{reason: routing.ReasonCredentialInvalid}
 	}
-	if errors.As(g.breakers.Check(rt.credBreaker, c.Generation()), &oe) {
-		reason := routing.ReasonBreakerOpen
-		if routing.KnownReason(oe.Reason) {
-			reason = oe.Reason // credential_revoked, rate_limit_reached, ...: what opened it
+	if err := g.breakers.Check(rt.credBreaker, c.Generation()); err != nil {
+		st := targetState{reason: routing.ReasonBreakerOpen}
+		var oe *breaker.OpenError
+		if errors.As(err, &oe) {
+			st.until = oe.RetryAfter
+			if routing.KnownReason(oe.Reason) {
+				st.reason = oe.Reason // credential_revoked, rate_limit_reached, ...: what opened it
+			}
 		}
-		return targetState{reason: reason, until: oe.RetryAfter}
+		return st
 	}
 	if status == authmap.StatusExpiring {
 		return targetState{ok: true, reason: routing.ReasonCredentialExpiring}
 	}
 	return targetState{ok: true}
+}
+
+// openUntil is when the breaker that refused with err lets a probe
+// through; zero if unknown.
+func openUntil(err error) time.Time {
+	var oe *breaker.OpenError
+	if errors.As(err, &oe) {
+		return oe.RetryAfter
+	}
+	return time.Time{}
 }
 
 // held reports whether value v of credential name was just rejected and is
@@ -364,7 +377,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			continue
 		}
 		backup := slices.ContainsFunc(cands[i+1:], func(c routing.Candidate) bool { return c.Usable })
-		rt := h.ix.resolve(c.Target)
+		rt := h.resolve(c.Target)
 		var res *mcp.CallToolResult
 		var out callOutcome
 		var err error
@@ -586,7 +599,7 @@ func (c *catalog) routeTools(want map[string]entry[*mcp.Tool], cats map[string]u
 		var def *mcp.Tool
 		var defUp string
 		for _, t := range r.Targets() {
-			rt := h.ix.resolve(t)
+			rt := h.resolve(t)
 			if rt.up == nil {
 				continue
 			}

@@ -16,6 +16,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 	"github.com/credgate/credgate/routing"
 )
 
@@ -574,4 +575,89 @@ routing: {hide_unavailable: true}
 		}
 		callOK(t, ctx, cs, "search")
 	})
+}
+
+// BenchmarkRouteDecision is the gateway's routing and breaker decision of
+// one routed call, without the call itself: look the route up, select a
+// target with the gateway's health adapter (upstream connected, credential
+// usable, breakers checked), take the chosen target's upstream and
+// credential breakers (admit) and report the outcome to both. In
+// "failover", the primary's credential was rejected (its breaker is open),
+// so every call passes it over for the backup. "unrouted" is the breaker
+// part alone, which every call pays, routed or not. Target: under 2µs per
+// call (compare cpu-ns/op on a busy machine).
+func BenchmarkRouteDecision(b *testing.B) {
+	for _, tc := range []struct {
+		name             string
+		revoked, unroute bool
+		want             string
+	}{{"unrouted", false, true, "p__echo"}, {"primary", false, false, "p__echo"}, {"failover", true, false, "b__echo"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			ctx, g := benchGatewayConfig(b, func(url string) string {
+				return fmt.Sprintf(`credentials:
+  ptok: {source: {value: p-token-0123456789}}
+  btok: {source: {value: b-token-0123456789}}
+upstreams:
+  p: {url: %[1]s, credential: ptok}
+  b: {url: %[1]s, credential: btok}
+routes:
+  - {tool: search, targets: [p__echo, b__echo]}
+`, url)
+			})
+			if err := g.LoadCredentials(ctx); err != nil {
+				b.Fatal(err)
+			}
+			for _, u := range g.ups() {
+				for u.session.Load() == nil {
+					select {
+					case <-ctx.Done():
+						b.Fatal("upstreams never connected")
+					case <-time.After(time.Millisecond):
+					}
+				}
+			}
+			if tc.revoked {
+				done, err := g.breakers.Allow(breaker.Name("p", "ptok"), g.credential("ptok").Generation())
+				if err != nil {
+					b.Fatal(err)
+				}
+				done(breaker.Rejected("credential_revoked"))
+			}
+			b.ReportAllocs()
+			reportThreadCPU(b)
+			if tc.unroute {
+				p := g.upstream("p")
+				for b.Loop() {
+					cb, refused := g.admit(p, "ptok")
+					if refused != nil {
+						b.Fatal(refused)
+					}
+					cb.report(breaker.Success(), breaker.Success())
+				}
+				return
+			}
+			for b.Loop() {
+				s := g.snap.Load()
+				r := s.routes.Lookup("search")
+				h := g.routeHealth(s)
+				served := ""
+				for _, c := range routing.Select(r, h) {
+					if !c.Usable {
+						continue
+					}
+					rt := h.resolve(c.Target)
+					cb, refused := g.admit(rt.up, rt.cred)
+					if refused != nil {
+						continue
+					}
+					cb.report(breaker.Success(), breaker.Success())
+					served = c.Target
+					break
+				}
+				if served != tc.want {
+					b.Fatalf("served by %q, want %q", served, tc.want)
+				}
+			}
+		})
+	}
 }
