@@ -494,6 +494,9 @@ func dialFailed(err error) bool {
 // _meta when another target than the primary served it or targets were
 // passed over.
 func (g *Server) routeServed(r *routing.Route, cands []routing.Candidate, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	if errors.Is(err, context.Canceled) {
+		return res, err // the caller is gone: nothing was served
+	}
 	if len(attempts) == 0 && target != r.Primary() {
 		// The primary was usable but passed over (credential_expiring).
 		for _, c := range cands {
