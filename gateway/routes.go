@@ -376,7 +376,11 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
 			continue
 		}
-		backup := slices.ContainsFunc(cands[i+1:], func(c routing.Candidate) bool { return c.Usable })
+		// With a backup to move on to, the call does not wait for this
+		// target's credential renewal (a rejection as expired or invalid
+		// moves on, so the route must list both).
+		backup := slices.ContainsFunc(cands[i+1:], func(c routing.Candidate) bool { return c.Usable }) &&
+			r.On(routing.ReasonCredentialInvalid) && r.On(routing.ReasonCredentialExpired)
 		rt := h.resolve(c.Target)
 		var res *mcp.CallToolResult
 		var out callOutcome

@@ -343,6 +343,25 @@ func TestRouteFailoverBeforeRenewal(t *testing.T) {
 	}
 }
 
+// Regression test for issue 8 (renewal kept): a route that does not fail
+// over on expired credentials leaves a rejected call to the credential's
+// reactive renewal, resent once with the new token, as without a route.
+func TestRouteRenewalWithoutFailover(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := tokenFile(t, routeTok1)
+	s := newRouteScene(t, ctx, "source: {exec: {command: [cat, "+path+"]}}",
+		"routes:\n  - {tool: search, targets: [p__echo, b__echo], on: [breaker_open, upstream_unavailable]}\n", nil)
+	callOK(t, ctx, s.cs, "search")
+	s.p.refuse(routeTok1, rejectExpired)
+	s.p.accept(routeTok2)
+	writeFile(t, path, routeTok2)
+	if got, m := servedBy(t, ctx, s.cs, "search"); got != "bearer:echo:hi" || m != nil || s.p.lastToken() != routeTok2 {
+		t.Errorf("rejected as expired: %q, meta %+v, last token %q; want the primary, resent with the renewed token", got, m, s.p.lastToken())
+	}
+}
+
 // Regression test for issue 8 (what fails over): a call that may have run
 // upstream (a 502 from the primary) is not repeated on the backup, unless
 // the route is retry_safe or the tool is annotated read-only; a call the
