@@ -55,10 +55,11 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 // toolCall is how callToolOn sends a call.
 type toolCall struct {
 	args any // the arguments sent: the agent's, or a route's mapping of them
-	// failFast is set when a route has a backup for the call: it is not
-	// held behind another call's credential renewal, nor does it wait for
-	// its own after a rejection (see routes.go).
-	failFast bool
+	// backup, if set, reports whether a route has another target for the
+	// call: then it is not held behind another call's renewal of its
+	// credential, nor does it wait for its own after a rejection (see
+	// routes.go). It is asked only then.
+	backup func() bool
 }
 
 // callOutcome is how a call ended, for a route deciding whether to move on.
@@ -86,7 +87,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 		var cc *callCred
 		cn := u.cfg.credentialFor(name, g.config().Credentials)
 		if cn != "" {
-			cc = &callCred{name: cn, failFast: tc.failFast}
+			cc = &callCred{name: cn, backup: tc.backup}
 			ctx = withCallCred(ctx, cc)
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
@@ -127,7 +128,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				break
 			}
 			f, answered := outcomeFailure(res, err)
-			if tc.failFast && renewable(f) {
+			if renewable(f) && cc.failsFast() {
 				// A backup takes the call now; the renewal goes on.
 				handedOff = true
 				g.renewBehind(ctx, cc, *f, answered)

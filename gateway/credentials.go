@@ -50,14 +50,18 @@ type callCred struct {
 	// override, if set, is sent instead of the credential's value: a
 	// candidate value under probe.
 	override string
-	// failFast: a route's backup can take the call, so it does not wait
-	// behind another call's renewal of this credential (routes.go).
-	failFast bool
+	// backup, if set, reports whether a route's backup can take the call,
+	// so that it need not wait for a renewal of this credential (routes.go).
+	backup func() bool
 
 	mu    sync.Mutex
 	used  string
 	holds []*hold // holds this call placed (see hold)
 }
+
+// failsFast reports whether the call has a backup to go to rather than wait
+// for this credential's renewal.
+func (c *callCred) failsFast() bool { return c != nil && c.backup != nil && c.backup() }
 
 func (c *callCred) setUsed(v string) {
 	c.mu.Lock()
@@ -448,7 +452,7 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c == nil {
 		return authmap.Failure{}, false
 	}
-	if cc := callCredFrom(ctx); cc == nil || !cc.failFast {
+	if cc := callCredFrom(ctx); !g.held(name, c.Value()) || !cc.failsFast() {
 		g.awaitHold(ctx, cc, name, c.Value())
 	}
 	if c.Value() == "" {
@@ -742,7 +746,7 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 		// A call right behind a rejection of this value waits for the
 		// renewal, then sends the new value or nothing; one a backup can
 		// take is not sent.
-		if cc != nil && cc.failFast && u.gw.held(name, v) {
+		if cc != nil && u.gw.held(name, v) && cc.failsFast() {
 			return nil, &gatedError{f: u.gw.heldFailure(u, name)}
 		}
 		if cc != nil && u.gw.awaitHold(req.Context(), cc, name, v) {

@@ -364,52 +364,88 @@ func (g *Server) heldFailure(u *upstream, name string) authmap.Failure {
 }
 
 // callRoute serves one call of routed tool r, with the config of snapshot s.
+// Candidates are asked about lazily: a call its primary serves costs one
+// health question.
 func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *snapshot, r *routing.Route) (*mcp.CallToolResult, error) {
 	h := g.routeHealth(s)
-	cands := routing.Select(r, h)
 	var attempts []routing.Attempt
 	var args map[string]any // req's arguments decoded, once a target maps them
 	decoded := false
-	for i, c := range cands {
-		last := i == len(cands)-1
-		if !c.Usable && !last {
-			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
-			continue
-		}
-		// With a backup to move on to, the call does not wait for this
-		// target's credential renewal (a rejection as expired or invalid
-		// moves on, so the route must list both).
-		backup := slices.ContainsFunc(cands[i+1:], func(c routing.Candidate) bool { return c.Usable }) &&
-			r.On(routing.ReasonCredentialInvalid) && r.On(routing.ReasonCredentialExpired)
-		rt := h.resolve(c.Target)
-		var res *mcp.CallToolResult
-		var out callOutcome
-		var err error
+	call := func(target string, backup func() bool) (*mcp.CallToolResult, callOutcome, error, routeTarget) {
+		rt := h.resolve(target)
 		if rt.up == nil {
 			f := authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
-				Detail: fmt.Sprintf("route %q: no upstream in force serves target %q", r.Tool(), c.Target)}
-			res, out = g.failureResult(f, nil), callOutcome{failure: &f, refused: refusedDown}
-		} else {
-			var send any = req.Params.Arguments
-			if r.Maps(c.Target) {
-				if !decoded {
-					args, decoded = decodeArgs(req.Params.Arguments), true
-				}
-				send = routing.MapArguments(r, c.Target, args)
-			}
-			res, out, err = g.callToolOn(ctx, req, rt.up, rt.tool, toolCall{args: send, failFast: backup})
+				Detail: fmt.Sprintf("route %q: no upstream in force serves target %q", r.Tool(), target)}
+			return g.failureResult(f, nil), callOutcome{failure: &f, refused: refusedDown}, nil, rt
 		}
+		var send any = req.Params.Arguments
+		if r.Maps(target) {
+			if !decoded {
+				args, decoded = decodeArgs(req.Params.Arguments), true
+			}
+			send = routing.MapArguments(r, target, args)
+		}
+		res, out, err := g.callToolOn(ctx, req, rt.up, rt.tool, toolCall{args: send, backup: backup})
+		return res, out, err, rt
+	}
+	var pending *routing.Candidate // the last candidate seen, when it was unusable
+	var lastRes *mcp.CallToolResult
+	var lastErr error
+	for c := range routing.Candidates(r, h) {
+		if !c.Usable {
+			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
+			pending = &c
+			continue
+		}
+		pending = nil
+		res, out, err, rt := call(c.Target, g.backupOf(r, h, c.Target, attempts))
 		reason, executed := failoverReason(out, err)
 		if reason == "" {
-			return g.routeServed(r, cands, c.Target, attempts, res, err)
+			return g.routeServed(r, h, c.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: reason})
-		if last || !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
+		if !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
 			return g.routeFailed(r, attempts, res, err)
 		}
+		lastRes, lastErr = res, err
 	}
-	// Select returns at least one candidate per target, and a route has one.
-	return nil, unknownError("tool", r.Tool())
+	if pending != nil {
+		// The last target is unusable too: it is called for its typed
+		// failure, which the gate, a breaker or the missing session gives
+		// without sending anything (or, if it recovered meanwhile, it
+		// serves).
+		attempts = attempts[:len(attempts)-1]
+		res, out, err, _ := call(pending.Target, nil)
+		reason, _ := failoverReason(out, err)
+		if reason == "" {
+			return g.routeServed(r, h, pending.Target, attempts, res, err)
+		}
+		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
+		return g.routeFailed(r, attempts, res, err)
+	}
+	return g.routeFailed(r, attempts, lastRes, lastErr)
+}
+
+// backupOf returns what tells a call to target whether another of r's
+// targets could take it instead, so that the call need not wait for
+// target's credential renewal. It is asked only when that renewal is met (a
+// held value, a rejection as expired or invalid), and only routes that fail
+// over on both expired and invalid credentials have one.
+func (g *Server) backupOf(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt) func() bool {
+	if !r.On(routing.ReasonCredentialInvalid) || !r.On(routing.ReasonCredentialExpired) {
+		return nil
+	}
+	return func() bool {
+		for _, t := range r.Targets() {
+			if t == target || slices.ContainsFunc(attempts, func(a routing.Attempt) bool { return a.Target == t }) {
+				continue
+			}
+			if ok, _ := h.Usable(t); ok {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // decodeArgs decodes a call's arguments for mapping. Arguments that are not
@@ -497,17 +533,14 @@ func dialFailed(err error) bool {
 // routeServed answers a call target served (or answered), with the route's
 // _meta when another target than the primary served it or targets were
 // passed over.
-func (g *Server) routeServed(r *routing.Route, cands []routing.Candidate, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+func (g *Server) routeServed(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
 	if errors.Is(err, context.Canceled) {
 		return res, err // the caller is gone: nothing was served
 	}
 	if len(attempts) == 0 && target != r.Primary() {
 		// The primary was usable but passed over (credential_expiring).
-		for _, c := range cands {
-			if c.Target == r.Primary() {
-				attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
-			}
-		}
+		_, reason := h.Usable(r.Primary())
+		attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
 	}
 	g.noteServed(r, target, attempts)
 	if len(attempts) == 0 {

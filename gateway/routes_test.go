@@ -597,9 +597,10 @@ routing: {hide_unavailable: true}
 }
 
 // BenchmarkRouteDecision is the gateway's routing and breaker decision of
-// one routed call, without the call itself: look the route up, select a
-// target with the gateway's health adapter (upstream connected, credential
-// usable, breakers checked), take the chosen target's upstream and
+// one routed call, as callRoute makes it, without the call itself: look the
+// route up, walk its candidates with the gateway's health adapter (upstream
+// connected, credential usable, breakers checked) up to the first usable
+// one, take the chosen target's upstream and
 // credential breakers (admit) and report the outcome to both. In
 // "failover", the primary's credential was rejected (its breaker is open),
 // so every call passes it over for the backup. "unrouted" is the breaker
@@ -660,7 +661,7 @@ routes:
 				r := s.routes.Lookup("search")
 				h := g.routeHealth(s)
 				served := ""
-				for _, c := range routing.Select(r, h) {
+				for c := range routing.Candidates(r, h) {
 					if !c.Usable {
 						continue
 					}

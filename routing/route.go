@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -295,22 +296,43 @@ type Candidate struct {
 // that reason, so the caller answers with it.
 func Select(r *Route, h Health) []Candidate {
 	out := make([]Candidate, 0, len(r.targets))
-	var deferred []Candidate
-	for _, t := range r.targets {
-		ok, reason := h.Usable(t)
-		switch {
-		case ok && (reason == "" || !r.on.has(reason)):
-			out = append(out, Candidate{Target: t, Usable: true})
-		case ok:
-			deferred = append(deferred, Candidate{Target: t, Usable: true, Reason: reason})
-		default:
-			out = append(out, Candidate{Target: t, Reason: reason})
-			if !r.on.has(reason) {
-				return append(out, deferred...)
+	for c := range Candidates(r, h) {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Candidates yields Select's list lazily: h is asked about a target only
+// when the iteration reaches it, so a call served by its first target costs
+// one question, not one per target.
+func Candidates(r *Route, h Health) iter.Seq[Candidate] {
+	return func(yield func(Candidate) bool) {
+		var deferred []Candidate
+	targets:
+		for _, t := range r.targets {
+			ok, reason := h.Usable(t)
+			switch {
+			case ok && (reason == "" || !r.on.has(reason)):
+				if !yield(Candidate{Target: t, Usable: true}) {
+					return
+				}
+			case ok:
+				deferred = append(deferred, Candidate{Target: t, Usable: true, Reason: reason})
+			default:
+				if !yield(Candidate{Target: t, Reason: reason}) {
+					return
+				}
+				if !r.on.has(reason) {
+					break targets
+				}
+			}
+		}
+		for _, c := range deferred {
+			if !yield(c) {
+				return
 			}
 		}
 	}
-	return append(out, deferred...)
 }
 
 // Active returns the target a call would go to first, for health views: with
