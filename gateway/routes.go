@@ -371,12 +371,12 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 	var attempts []routing.Attempt
 	var args map[string]any // req's arguments decoded, once a target maps them
 	decoded := false
-	call := func(target string, backup func() bool) (*mcp.CallToolResult, callOutcome, error, routeTarget) {
+	call := func(target string, backup func() bool) (*mcp.CallToolResult, callOutcome, routeTarget, error) {
 		rt := h.resolve(target)
 		if rt.up == nil {
 			f := authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 				Detail: fmt.Sprintf("route %q: no upstream in force serves target %q", r.Tool(), target)}
-			return g.failureResult(f, nil), callOutcome{failure: &f, refused: refusedDown}, nil, rt
+			return g.failureResult(f, nil), callOutcome{failure: &f, refused: refusedDown}, rt, nil
 		}
 		var send any = req.Params.Arguments
 		if r.Maps(target) {
@@ -386,7 +386,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			send = routing.MapArguments(r, target, args)
 		}
 		res, out, err := g.callToolOn(ctx, req, rt.up, rt.tool, toolCall{args: send, backup: backup})
-		return res, out, err, rt
+		return res, out, rt, err
 	}
 	var pending *routing.Candidate // the last candidate seen, when it was unusable
 	var lastRes *mcp.CallToolResult
@@ -398,7 +398,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			continue
 		}
 		pending = nil
-		res, out, err, rt := call(c.Target, g.backupOf(r, h, c.Target, attempts))
+		res, out, rt, err := call(c.Target, g.backupOf(r, h, c.Target, attempts))
 		reason, executed := failoverReason(out, err)
 		if reason == "" {
 			return g.routeServed(r, h, c.Target, attempts, res, err)
@@ -415,7 +415,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		// without sending anything (or, if it recovered meanwhile, it
 		// serves).
 		attempts = attempts[:len(attempts)-1]
-		res, out, err, _ := call(pending.Target, nil)
+		res, out, _, err := call(pending.Target, nil)
 		reason, _ := failoverReason(out, err)
 		if reason == "" {
 			return g.routeServed(r, h, pending.Target, attempts, res, err)
