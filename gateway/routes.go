@@ -27,11 +27,10 @@ import (
 //	tools/call "search" ──► toolHandler: snapshot.routes.Lookup("search")
 //	   │
 //	   ▼
-//	routing.Select(route, routeHealth) ── per target: upstream connected?
-//	   │                                  credential has a value, not revoked,
-//	   │                                  invalid or expired, not held for a
-//	   │                                  renewal? breakers admit (Check, no
-//	   │                                  ticket taken)?
+//	routing.Candidates(route, routeIndex) ── per target, lazily, until one
+//	   │              is usable: upstream connected? credential has a value,
+//	   │              not revoked, invalid or expired, not held for a
+//	   │              renewal? breakers admit (Check: no ticket taken)?
 //	   ▼
 //	callToolOn(first usable, mapped arguments) ── the ordinary call path:
 //	   │       credential gate, breakers (Allow), forward, classify, report
@@ -52,8 +51,9 @@ import (
 // answered without sending anything: the gate, the breaker or the missing
 // session refuses it).
 //
-// A call whose credential a backup could replace does not wait for that
-// credential: it is not held behind another call's renewal, and when the
+// /health (routes) and routing.hide_unavailable ask about every target
+// (routing.Select, routing.Active). A call whose credential a backup could
+// replace does not wait for that credential: it is not held behind another call's renewal, and when the
 // provider rejects it as expired or invalid, the renewal goes on in the
 // background while the call moves to the backup at once (failing over wins
 // over waiting). The rejection still opens the credential's breaker and
