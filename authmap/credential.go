@@ -41,6 +41,9 @@ type CredentialOptions struct {
 	// Logger gets what has no caller to return to: a failed watch, a
 	// recovered panic. If nil, nothing is logged.
 	Logger *slog.Logger
+	// Coordinator shares renewals with peer replicas (see [Coordinator]).
+	// If nil, the credential renews on its own.
+	Coordinator Coordinator
 }
 
 // Credential is one named credential: its source, its current value and what
@@ -57,6 +60,7 @@ type Credential struct {
 	probe   ProbeFunc
 	onEvent func(Event)
 	log     *slog.Logger
+	coord   Coordinator
 
 	lc   atomic.Pointer[LifecycleConfig]
 	snap atomic.Pointer[snapshot] // what the call path reads
@@ -128,6 +132,7 @@ func NewCredential(name string, cfg CredentialConfig, src Source, opts *Credenti
 		probe:   opts.Probe,
 		onEvent: opts.OnEvent,
 		log:     opts.Logger,
+		coord:   opts.Coordinator,
 		kick:    make(chan struct{}, 1),
 	}
 	if c.log == nil {
@@ -313,7 +318,7 @@ func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, 
 }
 
 func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
-	tok, err := c.src.Fetch(ctx)
+	tok, err := c.fetch(ctx, trigger)
 	if err == nil && tok.Value == "" {
 		err = fmt.Errorf("%s source resolved to an empty value: %w", c.src.Kind(), ErrMissing)
 	}

@@ -133,6 +133,9 @@ const (
 	TriggerAdmin     Trigger = "admin"      // POST /admin/credentials/<name>/reload
 	TriggerWebhook   Trigger = "webhook"    // POST /webhooks/rotate/<name>
 	TriggerLiveError Trigger = "live_error" // a call's auth failure
+	// TriggerPeer: a peer replica announced a rotation or shared a renewed
+	// value (issue 11).
+	TriggerPeer Trigger = "peer"
 )
 
 func (t Trigger) String() string { return string(t) }
@@ -140,7 +143,7 @@ func (t Trigger) String() string { return string(t) }
 // manual reports whether a person or a provider asked for this: such a
 // renewal is tried even for a credential whose refresh was rejected.
 func (t Trigger) manual() bool {
-	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook || t == TriggerFile
+	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook || t == TriggerFile || t == TriggerPeer
 }
 
 // Event is one lifecycle event: one structured log line and one entry of

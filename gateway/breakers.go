@@ -81,6 +81,7 @@ func (g *Server) breakerChange(c breaker.Change) {
 		ev = ev.Time("until", c.Until)
 	}
 	ev.Msg("breaker " + c.To.String())
+	g.shared.breakerChange(c)
 }
 
 // fieldBreakerState is the log field of a breaker's state.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/breaker"
+	"github.com/credgate/credgate/gateway/state"
 	"github.com/credgate/credgate/routing"
 )
 
@@ -133,6 +134,10 @@ type Config struct {
 	// Webhooks configures the rotation webhooks. If webhooks.secret is zero,
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
+
+	// State is where replicas share state (issue 11): in memory, for one
+	// replica (the default), or in Redis with state.redis; see shared.go.
+	State state.Config `koanf:"state"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -935,6 +940,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCredentials())
+	errs = append(errs, c.State.Validate("state", func(u string) string { return c.shownURL("state.redis.url", u) }))
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		if u := c.Upstreams[name]; u != nil {
 			if err := u.Breaker.Validate("upstreams." + name + ".breaker"); err != nil {

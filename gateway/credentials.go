@@ -149,11 +149,12 @@ func (g *Server) initCredentials() error {
 	src.Openers = openers
 	setLog := slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log), r: g.redactor})
 	cs.set = authmap.NewSet(&authmap.SetOptions{
-		Sources:    src,
-		ToolProbe:  g.toolProbe,
-		Classifier: g.classifier,
-		OnEvent:    g.credentialEvent,
-		Logger:     setLog,
+		Sources:     src,
+		ToolProbe:   g.toolProbe,
+		Classifier:  g.classifier,
+		OnEvent:     g.credentialEvent,
+		Logger:      setLog,
+		Coordinator: g.shared.coordinator(),
 	})
 	if err := cs.set.Apply(g.config().Lifecycle, g.config().Credentials); err != nil {
 		return err
@@ -316,6 +317,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 		ev = ev.Str("detail", e.Detail)
 	}
 	ev.Msg("credential " + string(e.Kind))
+	g.shared.credentialEvent(e)
 
 	for _, u := range g.ups() {
 		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {

@@ -243,6 +243,10 @@ type Health struct {
 	// Credentials are the configured credentials' states (issue 7); the
 	// overall status is degraded while any is not healthy.
 	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
+
+	// State is where the state replicas share lives (issue 11); the overall
+	// status is degraded while it is unreachable.
+	State *StateHealth `json:"state,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -329,6 +333,9 @@ func (g *Server) Health() Health {
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
 	if !healthy && h.Status == HealthOK {
+		h.Status = HealthDegraded
+	}
+	if h.State = g.shared.health(); h.State.Status != "ok" && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}
 	return h

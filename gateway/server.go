@@ -132,6 +132,9 @@ type Server struct {
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
 
+	// Shared state with peer replicas (issue 11): see shared.go.
+	shared *shared
+
 	// healthSig asks the health watcher to compare the health resource
 	// (see healthres.go).
 	healthSig chan struct{}
@@ -179,6 +182,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.classifier = classifier
+	if err := g.initShared(); err != nil {
+		return nil, err
+	}
 	if err := g.initCredentials(); err != nil {
 		return nil, err
 	}
@@ -226,6 +232,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
 	g.wg.Go(func() { g.watchHealth(ctx) })
+	g.wg.Go(func() { g.shared.run(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}
