@@ -3,7 +3,7 @@ GO        ?= go
 GOFLAGS   ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test unit e2e-deps bench demo vet fmt clean
+.PHONY: all build test unit e2e-deps redis-deps bench demo vet fmt clean
 
 all: build
 
@@ -12,7 +12,7 @@ build:
 
 # Installs what the e2e tests need (pinned npm packages under e2e/), then runs
 # every test with the race detector.
-test: e2e-deps vet
+test: e2e-deps redis-deps vet
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 
 unit:
@@ -25,6 +25,12 @@ e2e-deps:
 	@if [ ! -d e2e/node_modules ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then \
 		cd e2e && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
+
+# The shared-state tests (issue 11) start redis-server processes of their own.
+redis-deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 
 vet:
 	$(GO) vet ./...

@@ -601,6 +601,20 @@ func (c *Credential) failureWithCredential(f *Failure) *Failure {
 // value the credential no longer holds is ignored (used == "" always counts).
 // The success path is lock-free while nothing needs clearing.
 func (c *Credential) Report(sub Subtype, used string) {
+	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub))
+}
+
+// ReportPeer is [Credential.Report] for what a peer replica found (issue
+// 11): the same status change, with trigger peer and the peer's detail in
+// the event and last error.
+func (c *Credential) ReportPeer(sub Subtype, used, detail string) {
+	if detail == "" {
+		detail = "a peer replica's call was answered " + string(sub)
+	}
+	c.report(sub, used, TriggerPeer, detail)
+}
+
+func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail string) {
 	snap := c.snap.Load()
 	if used != "" && snap.value != used {
 		return
@@ -632,10 +646,10 @@ func (c *Credential) Report(sub Subtype, used string) {
 	} else {
 		c.setLiveLocked(st, now)
 		c.st.lastErr = &Failure{Type: TypeAuthFailure, Subtype: sub, Credential: c.name,
-			Detail: "a call was answered " + string(sub)}
+			Detail: cleanDetail(detail, c.secretsLocked())}
 	}
 	c.publishLocked()
-	evs = c.settleLocked(now, TriggerLiveError, evs, false)
+	evs = c.settleLocked(now, trigger, evs, false)
 	c.mu.Unlock()
 	c.emit(evs)
 	c.wake()

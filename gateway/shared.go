@@ -542,7 +542,11 @@ func (s *shared) applyCredFact(name string, f credFact) {
 	s.applying.Store(name, struct{}{})
 	defer s.applying.Delete(name)
 	before := c.Status()
-	c.Report(sub, v)
+	detail := ""
+	if f.LastError != nil && f.LastError.Detail != "" {
+		detail = "a peer replica found it " + f.Status + ": " + f.LastError.Detail
+	}
+	c.ReportPeer(sub, v, s.g.redact(detail))
 	if after := c.Status(); after != before {
 		s.g.log.Info().Str(fieldCredential, name).Str("status", after.String()).Str("origin", f.Origin).Msg("credential status from a peer replica")
 	}
@@ -575,16 +579,23 @@ func (s *shared) applyBreakerFact(name string, f breakerFact) {
 // Rotation and reload notices.
 
 // announceReload tells the peers that credential name was re-read here on
-// trigger (an admin or webhook reload), so they re-read it too.
-func (s *shared) announceReload(name string, trigger authmap.Trigger) {
+// trigger (an admin or webhook reload), so they re-read it too. It sends
+// the notice before returning, so the endpoint's answer means the peers
+// were told; a store that does not answer in time gets it once it does.
+func (s *shared) announceReload(ctx context.Context, name string, trigger authmap.Trigger) {
 	if !s.enabled() {
 		return
 	}
+	key := "reload:" + name
 	b, _ := json.Marshal(reloadNotice{Origin: s.origin, Trigger: trigger, At: time.Now().UTC()})
 	s.mu.Lock()
-	delete(s.sent, "reload:"+name) // every reload is announced, even one like the last
+	delete(s.sent, key) // every reload is announced, even one like the last
 	s.mu.Unlock()
-	s.publish("reload:"+name, b, reloadTTL, time.Time{})
+	if v, err := s.store.Put(ctx, key, b, reloadTTL); err == nil {
+		s.dropPending(key, nil, v)
+		return
+	}
+	s.publish(key, b, reloadTTL, time.Time{})
 }
 
 // applyReload re-reads credential name from its source, in the background.
