@@ -3,7 +3,7 @@ GO        ?= go
 GOFLAGS   ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test unit e2e-deps redis-deps bench demo vet fmt clean
+.PHONY: all build test unit e2e-deps deb-deps bench demo vet fmt clean
 
 all: build
 
@@ -12,7 +12,7 @@ build:
 
 # Installs what the e2e tests need (pinned npm packages under e2e/), then runs
 # every test with the race detector.
-test: e2e-deps redis-deps vet
+test: e2e-deps deb-deps vet
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 
 unit:
@@ -26,11 +26,16 @@ e2e-deps:
 		cd e2e && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
 
-# The shared-state tests (issue 11) start redis-server processes of their own.
-redis-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server (apt-get)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+# The shared-state tests (issue 11) start redis-server processes of their
+# own, and the sticky-routing test runs the HAProxy example of deploy/sticky.
+deb-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 vet:
 	$(GO) vet ./...
