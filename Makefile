@@ -3,7 +3,7 @@ GO        ?= go
 GOFLAGS   ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test unit e2e-deps deb-deps bench demo vet fmt clean
+.PHONY: all build test unit e2e-deps deb-deps chaos bench demo vet fmt clean
 
 all: build
 
@@ -42,6 +42,12 @@ vet:
 
 bench:
 	$(GO) run ./e2e/bench
+
+# The issue 11 chaos suite at length (4 minutes, 24 agents) and the 2-minute
+# run of three replicas renewing a rotating-refresh-token OAuth credential;
+# `make test` runs short versions. Reports go to chaos-report/.
+chaos: e2e-deps deb-deps
+	CHAOS_LONG=1 CHAOS_OUT=$(CURDIR)/chaos-report $(GO) test -count=1 -v -timeout 30m -run 'TestChaos|TestReplicasOAuthRotatingRefresh' ./e2e/
 
 demo:
 	$(GO) run ./cmd/gateway --config configs/demo.yaml --log-format console

@@ -188,9 +188,9 @@ upstreams:
 }
 
 // oauthReplicaRun is how long acceptance 3 runs: 40s in `make test`, the
-// full 2 minutes with CREDGATE_CHAOS_LONG=1 (`make chaos`).
+// full 2 minutes with CHAOS_LONG=1 (`make chaos`).
 func oauthReplicaRun() time.Duration {
-	if os.Getenv("CREDGATE_CHAOS_LONG") != "" {
+	if os.Getenv("CHAOS_LONG") != "" {
 		return 2 * time.Minute
 	}
 	return 40 * time.Second

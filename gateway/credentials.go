@@ -711,6 +711,15 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 		return req, nil // an env credential: Validate keeps it off HTTP upstreams
 	}
 	v := override
+	if v == "" && cc == nil {
+		// The upstream's own traffic (initialize, listings, pings, its GET
+		// stream) does not carry a value known dead either (issue 11: at
+		// most 2 requests with a dead token): the upstream shows down with
+		// the credential's failure until the value changes.
+		if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {
+			return nil, &gatedError{f: f}
+		}
+	}
 	if v == "" {
 		v = c.Value()
 		// A call right behind a rejection of this value waits for the
