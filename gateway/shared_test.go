@@ -263,7 +263,7 @@ func TestSharedRenewalsOneAtATime(t *testing.T) {
 		inner.ServeHTTP(w, r)
 	})
 	cred := fmt.Sprintf("source: {oauth2: {token_url: %q, client_id: gw, client_secret: client-secret-0123456789, refresh_token: rt-0-abcdefghijklmnop}}", ts.URL)
-	_, css, _ := replicas(t, ctx, 3, srv, tokConfig("", cred, up.url()), nil)
+	gs, css, _ := replicas(t, ctx, 3, srv, tokConfig("", cred, up.url()), nil)
 	deadline := time.Now().Add(8 * time.Second)
 	var wg sync.WaitGroup
 	var failures atomic.Int64
@@ -299,6 +299,23 @@ func TestSharedRenewalsOneAtATime(t *testing.T) {
 		t.Errorf("%d of %d calls failed", n, calls.Load())
 	}
 	t.Logf("%d calls, %d refreshes for 3 replicas", calls.Load(), ts.refreshes)
+	// What the replicas keep in Redis holds no token or secret in the clear.
+	entries, err := gs[0].shared.store.Get(ctx, append(gs[0].shared.keys(), "catalog:api")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, e := range entries {
+		found[e.Key] = true
+		for _, secret := range []string{"abcdefghijklmnop", "client-secret-0123456789"} {
+			if strings.Contains(string(e.Value), secret) {
+				t.Errorf("%s holds a secret in the clear: %s", e.Key, e.Value)
+			}
+		}
+	}
+	if !found["tokens:tok"] {
+		t.Errorf("no shared token set in Redis (keys %v)", found)
+	}
 }
 
 // Regression test for issue 11: with Redis stopped, calls carry on without
