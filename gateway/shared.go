@@ -629,7 +629,7 @@ func (s *shared) Renew(ctx context.Context, r authmap.Renewal) (authmap.Token, e
 	for {
 		set, err := s.readTokens(ctx, name)
 		if err == nil && set != nil {
-			r.Source.AdoptRefreshToken(set.RefreshToken)
+			adoptRefresh(set, r)
 			if newer(set, r) {
 				s.g.log.Debug().Str(fieldCredential, name).Str("trigger", string(r.Trigger)).Msg("adopting a token set a peer replica renewed")
 				return set.token(), nil
@@ -678,7 +678,7 @@ func (s *shared) renewLocked(ctx context.Context, r authmap.Renewal, owner strin
 	}()
 	// A peer may have shared a token set just before the lock was ours.
 	if set, err := s.readTokens(ctx, name); err == nil && set != nil {
-		r.Source.AdoptRefreshToken(set.RefreshToken)
+		adoptRefresh(set, r)
 		if newer(set, r) {
 			return set.token(), nil
 		}
@@ -712,6 +712,17 @@ func (s *shared) renewAlone(ctx context.Context, r authmap.Renewal, storeErr err
 		_ = s.putTokens(ctx, r.Credential, tok, r.Source) // queued until the store answers
 	}
 	return tok, err
+}
+
+// adoptRefresh takes the refresh token of a shared token set that is not
+// older than the value held: only a renewal under the lock writes the set,
+// so its refresh token is the newest of the chain, even when its access
+// token is past (a restart). A set older than what this replica holds (its
+// own newer one is still queued for the store) keeps the source's own.
+func adoptRefresh(set *tokenSet, r authmap.Renewal) {
+	if set.AccessToken == r.Current || r.CurrentExpiry.IsZero() || set.ExpiresAt.IsZero() || !set.ExpiresAt.Before(r.CurrentExpiry) {
+		r.Source.AdoptRefreshToken(set.RefreshToken)
+	}
 }
 
 // newer reports whether a shared token set is worth adopting: another value
