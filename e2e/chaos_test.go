@@ -5,7 +5,8 @@ package e2e
 // tokens a real OAuth server issues and revokes) and a stdio upstream,
 // while a driver at random revokes and rotates the token at the provider
 // and announces the rotation by webhook to one replica, kills and restarts
-// the HTTP upstream, stops and restarts Redis, and kills and restarts a
+// the HTTP upstream, cuts and delays its connections with a fault proxy
+// between the processes, stops and restarts Redis, and kills and restarts a
 // replica; the stdio upstream dies by itself every 150 calls.
 //
 // `make test` runs a short version (~50 s, 8 agents); `make chaos`
@@ -119,6 +120,116 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "no replica answers", http.StatusServiceUnavailable)
 }
 
+// faultProxy is a TCP proxy between the gateways and the HTTP upstream
+// that can cut every connection (and refuse new ones) or delay what the
+// upstream sends.
+type faultProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	mode  string // "", "cut", "delay"
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func startFaultProxy(t *testing.T, target string) *faultProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &faultProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	f.wg.Go(f.serve)
+	t.Cleanup(func() {
+		_ = ln.Close()
+		f.setMode("cut")
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *faultProxy) addr() string { return f.ln.Addr().String() }
+
+// setMode switches mode; "cut" also closes every open connection.
+func (f *faultProxy) setMode(mode string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mode = mode
+	if mode == "cut" {
+		for c := range f.conns {
+			_ = c.Close()
+		}
+	}
+}
+
+func (f *faultProxy) track(c net.Conn, add bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if add {
+		f.conns[c] = struct{}{}
+	} else {
+		delete(f.conns, c)
+	}
+}
+
+func (f *faultProxy) serve() {
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		f.mu.Lock()
+		cut := f.mode == "cut"
+		f.mu.Unlock()
+		if cut {
+			_ = c.Close()
+			continue
+		}
+		f.wg.Go(func() { f.pipe(c) })
+	}
+}
+
+func (f *faultProxy) pipe(c net.Conn) {
+	up, err := net.Dial("tcp", f.target)
+	if err != nil {
+		_ = c.Close()
+		return
+	}
+	f.track(c, true)
+	f.track(up, true)
+	defer func() {
+		f.track(c, false)
+		f.track(up, false)
+		_ = c.Close()
+		_ = up.Close()
+	}()
+	done := make(chan struct{}, 2)
+	go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 {
+				f.mu.Lock()
+				delay := f.mode == "delay"
+				f.mu.Unlock()
+				if delay {
+					time.Sleep(300 * time.Millisecond) // the injected fault: a slow network
+				}
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		done <- struct{}{}
+	}()
+	<-done
+}
+
 // chaosCall is one agent call's record.
 type chaosCall struct {
 	Start    time.Time     `json:"start"`
@@ -197,6 +308,7 @@ func TestChaos(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	current := mint()
 	atomicWrite(t, path, current)
+	proxy := startFaultProxy(t, upAddr)
 	config := stateConfig(srv, redistest.Prefix(t)) + fmt.Sprintf(`
 stateless: true
 health_interval: 2s
@@ -207,7 +319,7 @@ credentials:
 upstreams:
   up: {url: %s, credential: api, timeout: 10s}
   local: {command: %s, args: [--exit-after-calls, "150"], timeout: 10s}
-`, path, upURL, bin("testupstream"))
+`, path, "http://"+proxy.addr()+"/mcp", bin("testupstream"))
 	gws := startReplicas(t, 3, config)
 	lb := &balancer{tr: &http.Transport{MaxIdleConnsPerHost: 64}}
 	for _, g := range gws {
@@ -235,7 +347,7 @@ upstreams:
 		body := `{"event":"rotated"}`
 		_, _, _ = postTo(ctx, "http://"+addr+"/webhooks/rotate/api", map[string]string{"X-Credgate-Signature": sign("chaos-hook-secret-0123456789", body)}, body)
 	}
-	kinds := []string{"rotate", "revoke", "redis", "kill_replica", "kill_upstream"}
+	kinds := []string{"rotate", "revoke", "redis", "kill_replica", "kill_upstream", "cut_upstream", "delay_upstream"}
 	deadline := began.Add(run - 5*time.Second)
 	n := 0
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -307,6 +419,13 @@ upstreams:
 			mu.Unlock()
 			lb.set(i, ng.Addr)
 			ev.Note = fmt.Sprintf("replica %d", i)
+		case "cut_upstream", "delay_upstream":
+			proxy.setMode(strings.TrimSuffix(kind, "_upstream"))
+			select {
+			case <-time.After(time.Duration(1000+rng.IntN(2000)) * time.Millisecond): // the fault's length
+			case <-ctx.Done():
+			}
+			proxy.setMode("")
 		case "kill_upstream":
 			_ = syscall.Kill(-upProc.Pid(), syscall.SIGKILL)
 			_ = upProc.wait(ctx)
@@ -687,7 +806,8 @@ func timelineHTML(s chaosSummary, cr *chaosRun, began time.Time) string {
 	colors := []string{"#3a7d44", "#c0392b", "#e67e22", "#8e44ad", "#2980b9", "#7f8c8d", "#d35400", "#16a085", "#f1c40f"}
 	var svg strings.Builder
 	fmt.Fprintf(&svg, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`, w, h)
-	evColors := map[string]string{"rotate": "#d6eaf8", "revoke": "#fadbd8", "redis": "#fcf3cf", "kill_replica": "#e8daef", "kill_upstream": "#d5f5e3"}
+	evColors := map[string]string{"rotate": "#d6eaf8", "revoke": "#fadbd8", "redis": "#fcf3cf", "kill_replica": "#e8daef",
+		"kill_upstream": "#d5f5e3", "cut_upstream": "#f6ddcc", "delay_upstream": "#ebedef"}
 	for _, e := range cr.events {
 		x0, x1 := x(e.Start.Sub(began).Seconds()), x(e.End.Sub(began).Seconds())
 		fmt.Fprintf(&svg, `<rect x="%.1f" y="10" width="%.1f" height="%d" fill="%s"><title>%s %s</title></rect>`, x0, max(x1-x0, 2), h-bottom-10, evColors[e.Kind], e.Kind, html.EscapeString(e.Note))
