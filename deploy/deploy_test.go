@@ -354,4 +354,3 @@ func selects(selector, labels map[string]string) bool {
 	}
 	return true
 }
-
