@@ -41,6 +41,9 @@ type CredentialOptions struct {
 	// Logger gets what has no caller to return to: a failed watch, a
 	// recovered panic. If nil, nothing is logged.
 	Logger *slog.Logger
+	// Coordinator shares renewals with peer replicas (see [Coordinator]).
+	// If nil, the credential renews on its own.
+	Coordinator Coordinator
 }
 
 // Credential is one named credential: its source, its current value and what
@@ -57,6 +60,7 @@ type Credential struct {
 	probe   ProbeFunc
 	onEvent func(Event)
 	log     *slog.Logger
+	coord   Coordinator
 
 	lc   atomic.Pointer[LifecycleConfig]
 	snap atomic.Pointer[snapshot] // what the call path reads
@@ -128,6 +132,7 @@ func NewCredential(name string, cfg CredentialConfig, src Source, opts *Credenti
 		probe:   opts.Probe,
 		onEvent: opts.OnEvent,
 		log:     opts.Logger,
+		coord:   opts.Coordinator,
 		kick:    make(chan struct{}, 1),
 	}
 	if c.log == nil {
@@ -318,7 +323,7 @@ func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, 
 }
 
 func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
-	tok, err := c.src.Fetch(ctx)
+	tok, err := c.fetch(ctx, trigger)
 	if err == nil && tok.Value == "" {
 		err = fmt.Errorf("%s source resolved to an empty value: %w", c.src.Kind(), ErrMissing)
 	}
@@ -604,6 +609,20 @@ func (c *Credential) failureWithCredential(f *Failure) *Failure {
 // value the credential no longer holds is ignored (used == "" always counts).
 // The success path is lock-free while nothing needs clearing.
 func (c *Credential) Report(sub Subtype, used string) {
+	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub))
+}
+
+// ReportPeer is [Credential.Report] for what a peer replica found (issue
+// 11): the same status change, with trigger peer and the peer's detail in
+// the event and last error.
+func (c *Credential) ReportPeer(sub Subtype, used, detail string) {
+	if detail == "" {
+		detail = "a peer replica's call was answered " + string(sub)
+	}
+	c.report(sub, used, TriggerPeer, detail)
+}
+
+func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail string) {
 	snap := c.snap.Load()
 	if used != "" && snap.value != used {
 		return
@@ -635,10 +654,10 @@ func (c *Credential) Report(sub Subtype, used string) {
 	} else {
 		c.setLiveLocked(st, now)
 		c.st.lastErr = &Failure{Type: TypeAuthFailure, Subtype: sub, Credential: c.name,
-			Detail: "a call was answered " + string(sub)}
+			Detail: cleanDetail(detail, c.secretsLocked())}
 	}
 	c.publishLocked()
-	evs = c.settleLocked(now, TriggerLiveError, evs, false)
+	evs = c.settleLocked(now, trigger, evs, false)
 	c.mu.Unlock()
 	c.emit(evs)
 	c.wake()

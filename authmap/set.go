@@ -34,6 +34,8 @@ type SetOptions struct {
 	OnEvent func(Event)
 	// Logger: see [CredentialOptions].
 	Logger *slog.Logger
+	// Coordinator: see [CredentialOptions].
+	Coordinator Coordinator
 }
 
 // Set holds the credentials by their stable names and keeps them across
@@ -227,10 +229,11 @@ func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig) (*Cre
 		probe = func(ctx context.Context, value string) (ProbeResult, error) { return tp(ctx, name, pc, value) }
 	}
 	return NewCredential(name, cfg, src, &CredentialOptions{
-		Lifecycle: lc,
-		Probe:     probe,
-		OnEvent:   s.opts.OnEvent,
-		Logger:    s.opts.Logger,
+		Lifecycle:   lc,
+		Probe:       probe,
+		OnEvent:     s.opts.OnEvent,
+		Logger:      s.opts.Logger,
+		Coordinator: s.opts.Coordinator,
 	}), nil
 }
 

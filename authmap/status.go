@@ -149,6 +149,9 @@ const (
 	TriggerWebhook   Trigger = "webhook"    // POST /webhooks/rotate/<name>
 	TriggerLiveError Trigger = "live_error" // a call's auth failure
 	TriggerConfig    Trigger = "config"     // a config reload added or changed the credential
+	// TriggerPeer: a peer replica announced a rotation or shared a renewed
+	// value (issue 11).
+	TriggerPeer Trigger = "peer"
 )
 
 func (t Trigger) String() string { return string(t) }
@@ -156,7 +159,7 @@ func (t Trigger) String() string { return string(t) }
 // manual reports whether a person or a provider asked for this: such a
 // renewal is tried even for a credential whose refresh was rejected.
 func (t Trigger) manual() bool {
-	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook || t == TriggerFile
+	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook || t == TriggerFile || t == TriggerPeer
 }
 
 // Event is one lifecycle event: one structured log line and one entry of

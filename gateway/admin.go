@@ -106,6 +106,9 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 		return
 	}
 	g.refreshRedactor()
+	if err == nil {
+		g.shared.announceReload(ctx, name, trigger) // every replica re-reads it (issue 11)
+	}
 	out := map[string]any{"credential": name, "changed": changed}
 	if c := g.credential(name); c != nil {
 		out["status"] = c.Status().String()

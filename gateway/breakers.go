@@ -83,6 +83,7 @@ func (g *Server) breakerChange(c breaker.Change) {
 	ev.Msg("breaker " + c.To.String())
 	g.publishBreaker(c)
 	g.routesChanged()
+	g.shared.breakerChange(c)
 }
 
 // fieldBreakerState is the log field of a breaker's state.

@@ -23,6 +23,7 @@ import (
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/breaker"
+	"github.com/credgate/credgate/gateway/state"
 	"github.com/credgate/credgate/routing"
 )
 
@@ -150,6 +151,9 @@ type Config struct {
 	// Routing holds the routing options. If zero, a routed tool with no
 	// usable target stays listed and fails fast.
 	Routing routing.Config `koanf:"routing"`
+	// State is where replicas share state (issue 11): in memory, for one
+	// replica (the default), or in Redis with state.redis; see shared.go.
+	State state.Config `koanf:"state"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -956,6 +960,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.validateCredentials(), c.validateRoutes())
 	errs = append(errs, c.validateNotify())
+	errs = append(errs, c.State.Validate("state", func(u string) string { return c.shownURL("state.redis.url", u) }))
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		if u := c.Upstreams[name]; u != nil {
 			if err := u.Breaker.Validate("upstreams." + name + ".breaker"); err != nil {

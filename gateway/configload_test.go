@@ -120,10 +120,11 @@ func TestDurationsNeedUnit(t *testing.T) {
 			if want := envName(key) + " (" + key + "): want a duration with a unit"; !strings.Contains(msg, want) {
 				t.Errorf("error does not contain %q:\n%s", want, msg)
 			}
-			// With a unit it loads.
+			// With a unit it loads (a key with bounds of its own, such as
+			// state.redis.timeout, may refuse the value for another reason).
 			setKey(raw, key, "30s")
 			file, _ = yamlv3.Marshal(raw)
-			if _, err := ParseConfig(file, nil); err != nil {
+			if _, err := ParseConfig(file, nil); err != nil && strings.Contains(err.Error(), key+": want a duration") {
 				t.Errorf("%s: 30s: %v", key, err)
 			}
 		})

@@ -152,11 +152,12 @@ func (g *Server) initCredentials() error {
 	src.Openers = openers
 	setLog := slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log), r: g.redactor})
 	cs.set = authmap.NewSet(&authmap.SetOptions{
-		Sources:    src,
-		ToolProbe:  g.toolProbe,
-		Classifier: g.classifier,
-		OnEvent:    g.credentialEvent,
-		Logger:     setLog,
+		Sources:     src,
+		ToolProbe:   g.toolProbe,
+		Classifier:  g.classifier,
+		OnEvent:     g.credentialEvent,
+		Logger:      setLog,
+		Coordinator: g.shared.coordinator(),
 	})
 	if err := cs.set.Apply(g.config().Lifecycle, g.config().Credentials); err != nil {
 		return err
@@ -318,6 +319,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 	}
 	ev.Msg("credential " + string(e.Kind))
 	g.routesChanged()
+	g.shared.credentialEvent(e)
 
 	for _, u := range g.ups() {
 		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {
@@ -726,6 +728,15 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 		return req, nil // an env credential: Validate keeps it off HTTP upstreams
 	}
 	v := override
+	if v == "" && cc == nil {
+		// The upstream's own traffic (initialize, listings, pings, its GET
+		// stream) does not carry a value known dead either (issue 11: at
+		// most 2 requests with a dead token): the upstream shows down with
+		// the credential's failure until the value changes.
+		if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {
+			return nil, &gatedError{f: f}
+		}
+	}
 	if v == "" {
 		v = c.Value()
 		// A call right behind a rejection of this value waits for the

@@ -311,9 +311,9 @@ func TestFileRotationNextRequest(t *testing.T) {
 	if got := up.lastToken(); got != "new-token-0123456789" {
 		t.Errorf("the call after the rotation carried %q, want the new token", got)
 	}
-	if kinds := eventKinds(g, "tok"); !slices.Contains(kinds, "rotated") {
-		t.Errorf("events %v, want one rotated", kinds)
-	}
+	// The event follows the new value's publication (it is emitted once the
+	// credential's lock is released): wait for it.
+	waitFor(t, ctx, func() bool { return slices.Contains(eventKinds(g, "tok"), "rotated") })
 }
 
 func eventKinds(g *Server, name string) []string {

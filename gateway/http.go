@@ -257,6 +257,9 @@ type Health struct {
 	// Routes are the routes' states by exposed tool name (issue 8): the
 	// target calls go to and why not the primary.
 	Routes map[string]RouteHealth `json:"routes,omitempty"`
+	// State is where the state replicas share lives (issue 11); the overall
+	// status is degraded while it is unreachable.
+	State *StateHealth `json:"state,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -347,6 +350,9 @@ func (g *Server) Health() Health {
 	h.Notify = g.NotifyStats()
 	h.Routes = g.routesHealth()
 	if !healthy && h.Status == HealthOK {
+		h.Status = HealthDegraded
+	}
+	if h.State = g.shared.health(); h.State.Status != "ok" && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}
 	return h

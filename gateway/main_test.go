@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/credgate/credgate/gateway/state"
 )
 
 // rawUpstreamEnv makes the test binary act as a hand-written stdio MCP
@@ -17,6 +19,7 @@ const rawUpstreamEnv = "CREDGATE_TEST_RAW_UPSTREAM"
 func TestMain(m *testing.M) {
 	switch os.Getenv(rawUpstreamEnv) {
 	case "":
+		state.QuietLibraryLogs(func(string) {}) // go-redis's reconnect notices, in the outage tests
 		os.Exit(m.Run())
 	case "bounds":
 		boundsUpstream()

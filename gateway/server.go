@@ -142,6 +142,8 @@ type Server struct {
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
 	tracing *tracing
+	// Shared state with peer replicas (issue 11): see shared.go.
+	shared *shared
 
 	// healthSig asks the health watcher to compare the health resource
 	// (see healthres.go).
@@ -207,6 +209,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.classifier = classifier
+	if err := g.initShared(); err != nil {
+		return nil, err
+	}
 	if err := g.initCredentials(); err != nil {
 		return nil, err
 	}
@@ -264,6 +269,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.wg.Go(func() { g.watchHealth(ctx) })
 	g.wg.Go(func() { g.notify.run(ctx) })
 	g.wg.Go(func() { g.watchRoutes(ctx) })
+	g.wg.Go(func() { g.shared.run(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}

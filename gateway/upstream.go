@@ -265,6 +265,9 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	u.cat = cat
 	u.mu.Unlock()
 	u.gw.catalog.rebuild()
+	if len(errs) == 0 {
+		u.gw.shared.cacheCatalog(u.name, cat) // issue 11: see shared.go
+	}
 	return errors.Join(errs...)
 }
 

@@ -50,6 +50,8 @@ type Source struct {
 	fetchMu    sync.Mutex // one token request at a time: a rotated refresh token is single-use
 	configured string     // the refresh token last read from its source
 	refresh    string     // the refresh token to use next
+	adopted    bool       // refresh came from a peer replica (AdoptRefreshToken)
+	rotates    bool       // the provider handed back a new refresh token
 
 	secretsMu sync.Mutex // never held during I/O: Secrets is called under the credential's lock
 	secrets   []string   // the client secret and refresh tokens seen, newest last
@@ -133,6 +135,32 @@ func (s *Source) RefreshToken() string {
 	return s.refresh
 }
 
+// AdoptRefreshToken makes rt, which a peer replica's renewal obtained (issue
+// 11), the refresh token the next refresh uses. The configured refresh
+// token still wins when it changes at its source.
+func (s *Source) AdoptRefreshToken(rt string) {
+	if rt == "" || s.grant != authmap.GrantRefreshToken {
+		return
+	}
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	if rt != s.refresh {
+		if s.refresh != "" {
+			s.rotates = true
+		}
+		s.refresh, s.adopted = rt, true
+		s.remember(rt)
+	}
+}
+
+// RotatesRefreshTokens reports whether the provider was seen handing back a
+// new refresh token with a renewal.
+func (s *Source) RotatesRefreshTokens() bool {
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	return s.rotates
+}
+
 // Fetch requests a new access token.
 func (s *Source) Fetch(ctx context.Context) (authmap.Token, error) {
 	s.fetchMu.Lock()
@@ -163,7 +191,7 @@ func (s *Source) Fetch(ctx context.Context) (authmap.Token, error) {
 		return authmap.Token{}, fmt.Errorf("oauth2 %s: the token endpoint returned no access token: %w", s.cfg.TokenURL, authmap.ErrMissing)
 	}
 	if tok.RefreshToken != "" && tok.RefreshToken != s.refresh && s.grant == authmap.GrantRefreshToken {
-		s.refresh = tok.RefreshToken
+		s.refresh, s.rotates = tok.RefreshToken, true
 		s.remember(tok.RefreshToken)
 	}
 	out := authmap.Token{Value: tok.AccessToken, ExpiresAt: tok.Expiry, Renewable: true}
@@ -182,6 +210,12 @@ func (s *Source) readRefreshToken(ctx context.Context) error {
 		return fmt.Errorf("oauth2 %s: reading the refresh token: %w", s.cfg.TokenURL, err)
 	case err != nil:
 		return nil // keep using the newest one we hold
+	case rt != s.configured && s.configured == "" && s.adopted:
+		// The first read after a peer's token set was adopted: the
+		// configured token is the one the peers' chain started from, and
+		// the adopted one is newer.
+		s.configured = rt
+		s.remember(rt)
 	case rt != s.configured:
 		s.configured, s.refresh = rt, rt
 		s.remember(rt)

@@ -34,6 +34,7 @@ import (
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/gateway"
+	"github.com/credgate/credgate/gateway/state"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -156,6 +157,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 2
 	}
+	// go-redis writes its own notices (pool, subscription) to stderr as
+	// plain text; they go into the JSON log at debug instead.
+	state.QuietLibraryLogs(func(msg string) { log.Debug().Str("component", "redis").Msg(msg) })
 
 	switch cmd {
 	case "validate":
