@@ -61,7 +61,7 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 		if cn != "" {
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
-				g.logCall(u, name, start, res, nil)
+				g.logCall(ctx, u, name, start, res, nil)
 				return res, nil
 			}
 		}
@@ -69,7 +69,7 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 		cb, refused := g.admit(u, cn)
 		if refused != nil {
 			res := g.failureResult(*refused, nil)
-			g.logCall(u, name, start, res, nil)
+			g.logCall(ctx, u, name, start, res, nil)
 			return res, nil
 		}
 		if cn != "" {
@@ -103,7 +103,7 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 		}
 		f, _ := outcomeFailure(res, err)
 		cb.report(breakerOutcomes(raw, f))
-		g.logCall(u, name, start, res, err)
+		g.logCall(ctx, u, name, start, res, err)
 		return res, err
 	}
 }

@@ -131,6 +131,11 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
+	agentAuth *agentAuth
+	policy    *policySet
+	opsAddr   atomic.Value // string: admin.listen's bound address, once serving
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -179,6 +184,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	if err := g.initAgentAuth(); err != nil {
+		return nil, err
+	}
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -198,6 +206,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
+	// Outermost: the agent's identity and policy come first (issue 9).
+	g.mcp.AddReceivingMiddleware(g.agentPolicy)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
@@ -243,9 +253,19 @@ func (g *Server) WaitTried(ctx context.Context) error {
 // done it shuts down gracefully (see [Server.Close]) and returns once the
 // HTTP side is done; Close then stops the upstreams.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
+	// Agents must authenticate where others can reach (issue 9).
+	if err := g.checkExposure(l); err != nil {
+		return err
+	}
+	main, ops := g.handlers()
+	stopOps, err := g.serveOps(ops)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	g.closeMu.Lock()
 	g.httpSrv = &http.Server{
-		Handler:           g.Handler(),
+		Handler:           main,
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request's body must arrive within ReadTimeout (counted from the
 		// start of the request), so a client trickling bytes cannot hold a
@@ -276,7 +296,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 		g.drain()
 		g.shutdownHTTP(srv)
 	}()
-	err := srv.Serve(l)
+	err = srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		<-shutDown // the answers to the last calls are written
 		return nil
