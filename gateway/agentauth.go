@@ -270,9 +270,14 @@ func (g *Server) requireAgent(next http.Handler) http.Handler {
 		return nil, auth.ErrInvalidToken
 	}, &auth.RequireBearerTokenOptions{AllowMissingExpiration: true, ClockSkew: expirySlack})(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := bearerToken(r.Header.Get("Authorization"))
-		if !ok {
+		h := r.Header.Get("Authorization")
+		token, ok := bearerToken(h)
+		switch {
+		case !ok && h == "":
 			a.refuse(g, w, r, http.StatusUnauthorized, "", "missing bearer token: send Authorization: Bearer <key>")
+			return
+		case !ok:
+			a.refuse(g, w, r, http.StatusUnauthorized, `error="invalid_request"`, "malformed Authorization header: send Authorization: Bearer <key>")
 			return
 		}
 		info, err := a.verifiers.Verify(r.Context(), token, r)

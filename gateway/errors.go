@@ -447,10 +447,7 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 			outcome = string(v.Type)
 		}
 	}
-	cred := u.cfg.credentialFor(tool, g.config().Credentials)
-	if cred == "" {
-		cred = u.credentialName()
-	}
+	cred := g.callCredential(u, tool)
 	var ev *zerolog.Event
 	if f != nil && f.IsAuth() {
 		if f.Credential != "" {

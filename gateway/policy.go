@@ -362,10 +362,7 @@ func (g *Server) logRefusal(ctx context.Context, method, name string, start time
 	ev := g.log.Info().Str(fieldAgent, agentName(ctx)).Str("method", method)
 	if method == "tools/call" {
 		if u, own, ok := g.catalog.toolTarget(name); ok {
-			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, own)
-			if cn := u.cfg.credentialFor(own, g.config().Credentials); cn != "" {
-				ev = ev.Str(fieldCredential, cn)
-			}
+			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, own).Str(fieldCredential, g.callCredential(u, own))
 		} else {
 			ev = ev.Str(fieldTool, truncate(name, 128))
 		}
@@ -419,3 +416,13 @@ func (l *lru[K, V]) add(k K, v V) {
 }
 
 func (l *lru[K, V]) len() int { return l.order.Len() }
+
+// callCredential names the credential a call of tool on u uses (for the
+// audit line): its configured credential, else where the upstream's config
+// holds one (a header or env entry), else "".
+func (g *Server) callCredential(u *upstream, tool string) string {
+	if cn := u.cfg.credentialFor(tool, g.config().Credentials); cn != "" {
+		return cn
+	}
+	return u.credentialName()
+}
