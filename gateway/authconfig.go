@@ -338,6 +338,9 @@ func normalizeOrigin(o string) (string, error) {
 // probably not meant, each naming its key.
 func (c *Config) authWarnings() []string {
 	var out []string
+	if err := c.CheckExposure(c.Listen); err != nil {
+		out = append(out, err.Error()+" (gateway serve refuses to start)")
+	}
 	authOn := c.Auth.enabled()
 	if authOn && c.AllowUnauthenticated {
 		out = append(out, "allow_unauthenticated: has no effect: agents authenticate (auth is set)")
