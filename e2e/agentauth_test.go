@@ -253,7 +253,9 @@ func TestOriginHostAndOpsEndpoints(t *testing.T) {
 	base := "http://" + gw.Addr
 	auth := map[string]string{"Authorization": "Bearer " + e2eKeyWriter}
 
-	withOrigin := func(o string) map[string]string { return map[string]string{"Authorization": auth["Authorization"], "Origin": o} }
+	withOrigin := func(o string) map[string]string {
+		return map[string]string{"Authorization": auth["Authorization"], "Origin": o}
+	}
 	if code, _, body := rawRequest(t, ctx, http.MethodPost, gw.URL, "", withOrigin("https://evil.example"), initializeJSON); code != http.StatusForbidden || !strings.Contains(body, "allowed_origins") {
 		t.Errorf("cross-origin initialize: %d %s, want 403 naming allowed_origins", code, body)
 	}

@@ -106,7 +106,9 @@ func (g *Server) serveOps(ops http.Handler) (stop func(), err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       httpReadTimeout,
 		IdleTimeout:       httpIdleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return context.WithValue(context.Background(), opsListenerKey{}, true) },
+		BaseContext: func(net.Listener) context.Context {
+			return context.WithValue(context.Background(), opsListenerKey{}, true)
+		},
 	}
 	g.opsAddr.Store(l.Addr().String())
 	g.log.Info().Str("admin_addr", l.Addr().String()).Msgf("ops endpoints on http://%s/health", l.Addr())
