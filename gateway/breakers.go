@@ -64,6 +64,7 @@ func (g *Server) applyBreakers(cfg *Config) {
 
 // breakerChange logs each breaker state change once.
 func (g *Server) breakerChange(c breaker.Change) {
+	defer g.healthChanged()
 	up, cred, _ := strings.Cut(c.Name, "/")
 	ev := g.log.Info()
 	if c.To == breaker.StateOpen {

@@ -245,6 +245,9 @@ func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) e
 
 // subscription forwards a subscribe or unsubscribe to the resource's upstream.
 func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method, exposed string, do func(context.Context, *mcp.ClientSession, string) error) error {
+	if exposed == HealthURI {
+		return nil // the gateway's own: the SDK keeps the subscription
+	}
 	u, uri, ok := g.resourceOwner(exposed)
 	if !ok {
 		return invalidParams(fmt.Sprintf("%s: unknown resource %q", method, exposed))
@@ -288,7 +291,9 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		if params != nil {
 			g.passLogLevel(cs, ss, params)
 		}
-		err = u.call(ctx, cs, do)
+		actx, endSpan := g.attemptSpan(ctx, u, params, attempt)
+		err = u.call(actx, cs, do)
+		endSpan(err)
 		u.notes.drain(ctx)
 		if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
 			return err
@@ -501,6 +506,9 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 		case *mcp.ReadResourceRequest:
 			if r.Params == nil {
 				break
+			}
+			if r.Params.URI == HealthURI {
+				return g.readHealthResource()
 			}
 			if _, _, known := g.catalog.resourceTarget(r.Params.URI); known {
 				break

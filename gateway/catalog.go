@@ -100,7 +100,12 @@ func (c *catalog) rebuild() {
 	for _, u := range g.ups() {
 		for _, r := range cats[u.name].resources {
 			uri := r.URI
-			if prev, ok := wantR[uri]; ok {
+			if uri == HealthURI {
+				alt := aliasURI(u.name, r.URI)
+				report(u.name, Problem{Kind: "resource", Name: r.URI, Exposed: alt,
+					Reason: fmt.Sprintf("URI is the gateway's own health resource; exposed as %s", alt)})
+				uri = alt
+			} else if prev, ok := wantR[uri]; ok {
 				alt := aliasURI(u.name, r.URI)
 				report(u.name, Problem{Kind: "resource", Name: r.URI, Exposed: alt,
 					Reason: fmt.Sprintf("URI is also offered by upstream %q; exposed as %s", prev.upstream, alt)})
@@ -166,6 +171,7 @@ func (c *catalog) rebuild() {
 		}
 	}
 	c.problems = problems
+	g.healthChanged()
 }
 
 // exposeByName resolves exposed names with routing and looks up each target's

@@ -158,6 +158,10 @@ type Config struct {
 	// only those.
 	AllowedHosts []string `koanf:"allowed_hosts"`
 
+	// Telemetry configures OpenTelemetry traces (see trace.go). Off unless
+	// an OTLP endpoint is set here or in the environment.
+	Telemetry TelemetryConfig `koanf:"telemetry"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -847,6 +851,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative duration %s", c.ShutdownTimeout)
+	}
+	if err := c.Telemetry.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.HealthInterval < 0 {
 		bad("health_interval", "negative duration %s", c.HealthInterval)

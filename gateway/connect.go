@@ -38,6 +38,7 @@ func (u *upstream) run(ctx context.Context) {
 			sessCtx, endSession = context.WithCancel(ctx)
 			connected = u.admitConnect()
 			cs, err = u.connect(sessCtx, u.client)
+			u.gw.metrics.connectAttempt(ctx, u.name, err)
 		}
 		if err != nil {
 			u.connectFailures.Add(1)

@@ -283,7 +283,9 @@ func (g *Server) refreshRedactor() {
 // restarts the stdio children that hold a value no longer current.
 func (g *Server) credentialEvent(e authmap.Event) {
 	defer g.recoverLog("credential event", "")
+	defer g.healthChanged()
 	g.refreshRedactor()
+	g.metrics.credentialEvent(e)
 	e.Detail = g.redact(e.Detail)
 	ae := AuditEvent{Event: e}
 	ae.Upstreams, ae.Tools = g.credentialScope(e.Credential)

@@ -459,6 +459,7 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 	}
 	ev.Str(fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, tool).Str(fieldCredential, cred).
 		Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+	g.metrics.toolCall(u, tool, outcome, f, start)
 }
 
 // classifyWindow bounds the text of a failure that is classified: its head,

@@ -20,7 +20,7 @@ import (
 //	/mcp                             checkOrigin: a browser's Origin is allowed
 //	                                 requireAgent: the agent authenticates (agentauth.go)
 //	ops endpoints                    opsOnly: admin.token, or the admin.listen address only
-//	  /health, /admin/*, and the ones to come (/metrics, /events, /status):
+//	  /health, /metrics, /admin/*, and the ones to come (/events, /status):
 //	  register them in opsRoutes, each wrapped in opsOnly
 //	/healthz, /readyz                open: they say nothing about upstreams
 //
@@ -54,6 +54,7 @@ func (g *Server) handlers() (main, ops http.Handler) {
 // belong here.
 func (g *Server) opsRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /health", g.opsOnly(http.HandlerFunc(g.healthHTTP)))
+	mux.Handle("GET /metrics", g.opsOnly(g.metricsHandler()))
 	g.adminRoutes(mux)
 }
 

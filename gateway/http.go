@@ -22,9 +22,13 @@ import (
 //
 //	/mcp      the MCP endpoint (streamable HTTP)
 //	/healthz  liveness: 200 while the process serves HTTP
-//	/readyz   readiness: 200 once every upstream had its first connection attempt
-//	/health   JSON status of the gateway and each upstream (an ops endpoint;
-//	          with admin.listen, served there instead)
+//	/readyz   readiness: 200 once every upstream had its first connection
+//	          attempt, while at least one upstream can serve
+//	/health   JSON status of the gateway and each upstream
+//	/metrics  Prometheus metrics (see metrics.go)
+//
+// /health, /metrics and /admin/* are ops endpoints (see opsOnly); with
+// admin.listen, they are served there instead.
 func (g *Server) Handler() http.Handler {
 	main, _ := g.handlers()
 	return main
@@ -57,12 +61,20 @@ func (g *Server) probeRoutes(mux *http.ServeMux) {
 		w.Header().Set("Content-Type", "text/plain")
 		// draining as well: Serve's readiness goroutine may set serving
 		// just after drain cleared it.
-		if !g.serving.Load() || g.draining.Load() {
+		switch {
+		case g.draining.Load():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+		case !g.serving.Load():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("starting\n"))
-			return
+		case !g.canServe():
+			// Say nothing of which: /readyz is open to anyone.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("no upstream can serve\n"))
+		default:
+			_, _ = w.Write([]byte("ready\n"))
 		}
-		_, _ = w.Write([]byte("ready\n"))
 	})
 }
 

@@ -484,7 +484,9 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 	}
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
 	// The reconnect attempts that follow overwrite last_error at once, so
-	// the cause is read from the one warning logged when it went down.
+	// the cause is read from the one warning logged when it went down,
+	// which may follow the status change by a moment (flaked under load).
+	waitFor(t, ctx, func() bool { return strings.Contains(logs.String(), `"message":"upstream down"`) })
 	var first struct {
 		Err string `json:"err"`
 	}

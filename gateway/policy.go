@@ -134,8 +134,13 @@ type agentState struct {
 	// agent).
 	tools     *routing.Filter
 	resources *routing.Filter // likewise; nil when no resource is allowed
-	rate      Rate
-	limiter   *rate.Limiter // nil: no limit
+	// ops holds the resources.allow globs alone: the gateway's own
+	// resources (credgate://health) are ops data, read only by an agent a
+	// grant lists them for, however open its grants are otherwise. nil
+	// when no grant has a resources.allow.
+	ops     *routing.Filter
+	rate    Rate
+	limiter *rate.Limiter // nil: no limit
 }
 
 // build merges the grants that apply to an agent: its key's (if any) and
@@ -168,6 +173,9 @@ func (ps *policySet) build(name string, scopes []string, key *grantConfig) *agen
 	if !st.rate.IsZero() {
 		st.limiter = rate.NewLimiter(st.rate.limit(), st.rate.N)
 	}
+	if len(resAllow) > 0 {
+		st.ops, _ = routing.NewFilter(resAllow, resDeny)
+	}
 	switch {
 	case !covered && ps.configured:
 		return st // nothing allowed
@@ -193,6 +201,9 @@ func (st *agentState) tool(name string) bool {
 // resource reports whether the agent may read (or see) the resource URI or
 // URI template.
 func (st *agentState) resource(uri string) bool {
+	if uri == HealthURI {
+		return st.ops != nil && st.ops.Allowed(uri)
+	}
 	return st.all || (st.resources != nil && st.resources.Allowed(uri))
 }
 

@@ -67,10 +67,18 @@ func TestPolicyGrants(t *testing.T) {
 			}
 		}
 	}
-	// No policies: a key without tools may use everything.
+	// No policies: a key without tools may use everything, but the
+	// gateway's own health resource, which is ops data like /health.
 	open := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "k"}}}}).state(key("k"))
 	if !open.all || !open.tool("x") || !open.resource("y") {
 		t.Error("without policies, a key without tools is restricted")
+	}
+	if open.resource(HealthURI) {
+		t.Errorf("an agent no grant lists it for reads %s", HealthURI)
+	}
+	orch := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "o", Resources: ToolFilter{Allow: []string{"credgate://*"}}}}}}).state(key("o"))
+	if !orch.resource(HealthURI) {
+		t.Errorf("an agent a resources.allow lists it for cannot read %s", HealthURI)
 	}
 	// The lowest rate of those that apply holds.
 	ps = newPolicySet(&Config{

@@ -132,6 +132,14 @@ type Server struct {
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
 
+	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
+	tracing *tracing
+
+	// healthSig asks the health watcher to compare the health resource
+	// (see healthres.go).
+	healthSig chan struct{}
+	metrics   *metrics // Prometheus metrics (issue 10): see metrics.go
+
 	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
 	agentAuth *agentAuth
 	policy    *policySet
@@ -144,7 +152,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
 	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
 	g.snap.Store(snap)
@@ -172,6 +180,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log = zerolog.Nop()
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
+	g.metrics = newMetrics(g)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -185,6 +194,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.initBreakers()
 	if err := g.initAgentAuth(); err != nil {
+		return nil, err
+	}
+	if g.tracing, err = newTracing(cfg.Telemetry, g.opts.Version); err != nil {
 		return nil, err
 	}
 
@@ -206,8 +218,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
-	// Outermost: the agent's identity and policy come first (issue 9).
+	// The agent's identity and policy come before the call path (issue 9).
 	g.mcp.AddReceivingMiddleware(g.agentPolicy)
+	// Outermost, so a request's span covers all the gateway does for it.
+	g.mcp.AddReceivingMiddleware(g.traceRequests)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
@@ -231,6 +245,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.cancel = cancel
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.watchHealth(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}
@@ -339,6 +354,9 @@ func (g *Server) Close() error {
 			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
 		}
 		g.pool.CloseIdleConnections()
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.tracing.shutdown(flush) // exports the spans still queued
+		cancel()
 		g.abort(ErrShuttingDown) // releases the abort context's resources
 	})
 	return nil

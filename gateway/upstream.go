@@ -133,6 +133,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 		u.http.limit = u.limit
+		u.http.trace = gw
 	}
 	u.initCredSessions()
 	if u.http != nil && len(u.cfg.boundCredentials(gw.config().Credentials)) > 0 {
@@ -278,6 +279,7 @@ func (u *upstream) setUp(listErr error) {
 	}
 	n := len(u.cat.tools)
 	u.mu.Unlock()
+	u.gw.healthChanged()
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
 	}
@@ -298,6 +300,7 @@ func (u *upstream) setDown(err error) authmap.Failure {
 	u.attempts++
 	attempts := u.attempts
 	u.mu.Unlock()
+	u.gw.healthChanged()
 	ev := u.log.Debug()
 	if prev != StatusDown {
 		ev = u.log.Warn()
