@@ -189,6 +189,10 @@ func TestAgentKeysAndPolicies(t *testing.T) {
 	if _, ok := h["upstreams"]; !ok {
 		t.Errorf("/health with the admin token = %v", h)
 	}
+	// Refused calls are counted by their type, like forwarded ones.
+	m := gw.scrape(t, ctx)
+	m.want(t, "credgate_tool_calls_total", map[string]string{"upstream": "up", "tool": "up__crash", "type": "forbidden", "subtype": ""}, 1)
+	m.want(t, "credgate_tool_calls_total", map[string]string{"upstream": "up", "tool": "up__echo", "type": "auth_failure", "subtype": "rate_limit_reached"}, 1)
 }
 
 // recordedHeaders reads what testupstream --record-headers saw.

@@ -374,6 +374,7 @@ func (g *Server) logRefusal(ctx context.Context, method, name string, start time
 	if method == "tools/call" {
 		if u, own, ok := g.catalog.toolTarget(name); ok {
 			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, own).Str(fieldCredential, g.callCredential(u, own))
+			defer g.metrics.toolCall(u, own, string(f.Type), &f, start) // counted like a forwarded call's outcome
 		} else {
 			ev = ev.Str(fieldTool, truncate(name, 128))
 		}
