@@ -17,7 +17,7 @@ import (
 
 // Admin and webhook endpoints (issue 7):
 //
-//	GET  /admin/events                      the last 1,000 credential events (bearer admin.token)
+//	GET  /admin/events                      the last 1,000 events of the bus (bearer admin.token)
 //	POST /admin/credentials/<name>/reload   re-read a credential from its source (bearer admin.token)
 //	POST /webhooks/rotate/<name>            a provider's rotation ping, signed with webhooks.secret
 //
@@ -36,11 +36,14 @@ func (g *Server) adminRoutes(mux *http.ServeMux) {
 		return
 	}
 	mux.Handle("GET /admin/events", g.opsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"events": g.Events()})
+		// Every event kept, credential events with the fields the
+		// audit log had (see events.go); type tells them apart.
+		writeJSON(w, http.StatusOK, map[string]any{"events": g.EventLog()})
 	})))
 	mux.Handle("POST /admin/credentials/{name}/reload", g.opsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.reloadHTTP(w, r, authmap.TriggerAdmin)
 	})))
+	g.reloadRoutes(mux) // POST /admin/reload (reload.go)
 }
 
 // webhookRoutes adds the rotation webhook when webhooks.secret is set. It is

@@ -222,10 +222,15 @@ func (g *Server) initAgentAuth() error {
 				errs = append(errs, fmt.Errorf("%s: %s", key, g.redact(err.Error())))
 				continue
 			}
+			// Redacted everywhere, and kept across config reloads (base).
+			secrets := []string{v}
 			if h, ok := s.(authmap.SecretHolder); ok {
-				g.cred.static = append(g.cred.static, h.Secrets()...)
+				secrets = append(secrets, h.Secrets()...)
 			}
-			g.cred.static = append(g.cred.static, v)
+			g.cred.redactMu.Lock()
+			g.cred.base = append(g.cred.base, secrets...)
+			g.cred.static = append(g.cred.static, secrets...)
+			g.cred.redactMu.Unlock()
 			k.static, k.hasStatic = sha256.Sum256([]byte(v)), true
 			if other, dup := seen[k.static]; dup {
 				errs = append(errs, fmt.Errorf("%s: the same key as agent %q; each agent needs its own key", key, other))
@@ -245,7 +250,7 @@ func (g *Server) initAgentAuth() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	g.policy = newPolicySet(cfg)
+	g.policy.Store(newPolicySet(cfg))
 	return nil
 }
 

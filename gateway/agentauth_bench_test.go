@@ -49,7 +49,7 @@ func BenchmarkAgentAuthPolicy(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		st := g.policy.state(info)
+		st := g.policy.Load().state(info)
 		if !st.tool("a__echo") || st.tool("a__delete_all") {
 			b.Fatal("policy")
 		}

@@ -864,3 +864,46 @@ allow_unauthenticated: true
 		}
 	}
 }
+
+// Regression test for issue 9 with config reload (issue 8): a reload that
+// changes policies applies to the next request; one that changes auth keeps
+// the keys in force and says a restart is needed.
+func TestAgentPolicyReload(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo", "list_x")
+	base := fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth: {keys: [{name: ops, key: %s}]}\n", up.url(), keyOps)
+	g := newTestGateway(t, ctx, base+"policies: [{agents: [ops], tools: {allow: [a__echo]}}]\n")
+	url := serveGateway(t, g)
+	cs := keyAgent(t, ctx, url, keyOps, nil)
+	if got := toolNames(t, ctx, cs); !slices.Equal(got, []string{"a__echo"}) {
+		t.Fatalf("before the reload: %v", got)
+	}
+	cfg, err := ParseConfig([]byte(base+"policies: [{agents: [ops], tools: {allow: [a__list_*]}}]\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := toolNames(t, ctx, cs); !slices.Equal(got, []string{"a__list_x"}) {
+		t.Errorf("after the reload: %v, want the new policy's [a__list_x]", got)
+	}
+	// A new key needs a restart: the old one keeps working, the new one does not yet.
+	cfg, err = ParseConfig([]byte(fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth: {keys: [{name: ops, key: %s}]}\n", up.url(), keyReader)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if h := g.configHealth(); !slices.Contains(h.RestartRequired, "auth") {
+		t.Errorf("restart_required = %v, want auth", h.RestartRequired)
+	}
+	if cs, err := keyConnect(ctx, url, keyOps, nil); err != nil {
+		t.Errorf("the key in force stopped working after a reload that needs a restart: %v", err)
+	} else {
+		_ = cs.Close()
+	}
+}

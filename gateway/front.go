@@ -20,7 +20,7 @@ import (
 //	/mcp                             checkOrigin: a browser's Origin is allowed
 //	                                 requireAgent: the agent authenticates (agentauth.go)
 //	ops endpoints                    opsOnly: admin.token, or the admin.listen address only
-//	  /health, /metrics, /admin/*, and the ones to come (/events, /status):
+//	  /health, /metrics, /events, /status (and /), /admin/*, and any to come:
 //	  register them in opsRoutes, each wrapped in opsOnly
 //	/healthz, /readyz                open: they say nothing about upstreams
 //
@@ -55,6 +55,9 @@ func (g *Server) handlers() (main, ops http.Handler) {
 func (g *Server) opsRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /health", g.opsOnly(http.HandlerFunc(g.healthHTTP)))
 	mux.Handle("GET /metrics", g.opsOnly(g.metricsHandler()))
+	for pattern, h := range g.OpsHandlers() { // /events, /status (ops.go)
+		mux.Handle(pattern, g.opsOnly(h))
+	}
 	g.adminRoutes(mux)
 }
 

@@ -239,7 +239,7 @@ func (g *Server) agentPolicy(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		ctx = withAgent(ctx, info)
-		st := g.policy.state(info)
+		st := g.policy.Load().state(info)
 		start := time.Now()
 		switch r := req.(type) {
 		case *mcp.CallToolRequest:
