@@ -157,7 +157,7 @@ type Server struct {
 	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
 	agentAuth *agentAuth
 	policy    atomic.Pointer[policySet] // rebuilt by a reload that changes policies
-	opsAddr   atomic.Value // string: admin.listen's bound address, once serving
+	opsAddr   atomic.Value              // string: admin.listen's bound address, once serving
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
