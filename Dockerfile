@@ -14,7 +14,7 @@ COPY --from=build /out/gateway /usr/local/bin/gateway
 # container listens on every interface, where the gateway refuses to serve
 # unauthenticated agents. Run it with a key, and mount your own config (with
 # its auth section) over /etc/credgate/config.yaml:
-#   docker run -e CREDGATE_AGENT_KEY=$(openssl rand -hex 32) -p 8080:8080 \
+#   docker run -e AGENT_KEY=$(openssl rand -hex 32) -p 8080:8080 \
 #     -v $PWD/my.yaml:/etc/credgate/config.yaml credgate
 COPY configs/docker.yaml /etc/credgate/config.yaml
 USER nonroot:nonroot

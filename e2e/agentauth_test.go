@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -316,5 +320,30 @@ func TestRefusesUnauthenticatedExposure(t *testing.T) {
 	p := startProcess(t, ctx, "gateway", "serve", "--config", writeConfig(t, cfg+"allow_unauthenticated: true\n"), "--listen", "0.0.0.0:0")
 	if _, err := p.waitFunc(ctx, listenAddr); err != nil {
 		t.Fatalf("with allow_unauthenticated: %v\n%s", err, p.Output())
+	}
+}
+
+// The Docker image's default config (configs/docker.yaml, which listens on
+// 0.0.0.0) starts with AGENT_KEY set, and agents need that key.
+func TestDockerConfigAuthenticates(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const key = "e2e-docker-agent-key-0123456789abcdef"
+	cmd := exec.Command(requireBin(t, "gateway"), "serve", "--config", filepath.Join(repoRoot(), "configs", "docker.yaml"), "--listen", "0.0.0.0:0")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "AGENT_KEY=" + key}
+	p := startCmd(t, ctx, "gateway", cmd)
+	m, err := p.waitFunc(ctx, listenAddr)
+	if err != nil {
+		t.Fatalf("the Docker config did not start: %v\n%s", err, p.Output())
+	}
+	_, port, _ := net.SplitHostPort(m[1])
+	url := "http://127.0.0.1:" + port + "/mcp"
+	if code, _, _ := rawRequest(t, ctx, http.MethodPost, url, "", nil, initializeJSON); code != http.StatusUnauthorized {
+		t.Errorf("no key: %d, want 401", code)
+	}
+	cs := mustConnectWithKey(t, ctx, url, key)
+	if err := cs.Ping(ctx, nil); err != nil {
+		t.Errorf("ping with the key: %v", err)
 	}
 }
