@@ -82,6 +82,7 @@ func (g *Server) breakerChange(c breaker.Change) {
 	}
 	ev.Msg("breaker " + c.To.String())
 	g.publishBreaker(c)
+	g.routesChanged()
 }
 
 // fieldBreakerState is the log field of a breaker's state.

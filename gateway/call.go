@@ -14,6 +14,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/routing"
 )
 
@@ -22,11 +23,15 @@ import (
 const reservedMetaPrefix = "io.modelcontextprotocol/"
 
 // toolHandler serves tools/call for one exposed tool. The binding is made
-// per call: the exposed name is resolved against the catalog and the config
-// in force when the call arrives, so a reload or a catalog change never
-// leaves a handler pointing at an upstream that is gone.
+// per call: the exposed name is resolved against the routes, the catalog and
+// the config in force when the call arrives, so a reload or a catalog change
+// never leaves a handler pointing at an upstream that is gone.
 func (g *Server) toolHandler(exposed string) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		s := g.snap.Load()
+		if r := s.routes.Lookup(exposed); r != nil {
+			return g.callRoute(ctx, req, s, r)
+		}
 		u, name, ok := g.catalog.toolTarget(exposed)
 		if !ok {
 			return nil, unknownError("tool", exposed)
@@ -43,33 +48,58 @@ func unknownError(kind, name string) error {
 
 // callTool forwards one tools/call to tool name of upstream u.
 func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upstream, name string) (*mcp.CallToolResult, error) {
+	res, _, err := g.callToolOn(ctx, req, u, name, toolCall{args: req.Params.Arguments})
+	return res, err
+}
+
+// toolCall is how callToolOn sends a call.
+type toolCall struct {
+	args any // the arguments sent: the agent's, or a route's mapping of them
+	// backup, if set, reports whether a route has another target for the
+	// call: then it is not held behind another call's renewal of its
+	// credential, nor does it wait for its own after a rejection (see
+	// routes.go). It is asked only then.
+	backup func() bool
+}
+
+// callOutcome is how a call ended, for a route deciding whether to move on.
+type callOutcome struct {
+	failure *authmap.Failure // the failure it was answered with, if any
+	raw     error            // what forwarding returned
+	refused string           // why it was not sent: refusedGate, refusedBreaker, refusedDown; "" if it was
+}
+
+// callToolOn is callTool for a call as tc says, also reporting its outcome.
+func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *upstream, name string, tc toolCall) (*mcp.CallToolResult, callOutcome, error) {
 	// Counted from here, resends included, so that a reload retiring u
 	// waits for the call (reload.go); retired already, its successor serves.
 	if u.gate.enter() {
 		defer u.gate.leave()
 	} else if next := g.upstream(u.name); next != nil && next != u && next.cfg.Tools.Allowed(name) {
-		return g.callTool(ctx, req, next, name)
+		return g.callToolOn(ctx, req, next, name, tc)
 	}
 	{
 		start := time.Now()
 		params := &mcp.CallToolParams{
 			Meta:           forwardMeta(req.Params.Meta),
 			Name:           name,
-			Arguments:      req.Params.Arguments,
+			Arguments:      tc.args,
 			InputResponses: req.Params.InputResponses,
 			RequestState:   req.Params.RequestState,
 		}
-		if len(req.Params.Arguments) == 0 {
+		if raw, ok := tc.args.(json.RawMessage); ok && len(raw) == 0 {
 			params.Arguments = nil
 		}
 		// The credential serving this tool, bound now (issue 7): see credentials.go.
 		var cc *callCred
 		cn := u.cfg.credentialFor(name, g.config().Credentials)
 		if cn != "" {
+			cc = &callCred{name: cn, backup: tc.backup}
+			ctx = withCallCred(ctx, cc)
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
 				g.logCall(ctx, u, name, start, res, nil)
-				return res, nil
+				return res, callOutcome{failure: &f, refused: refusedGate}, nil
 			}
 		}
 		// The breakers (issue 8): asked once for the call, resends included.
@@ -77,12 +107,19 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 		if refused != nil {
 			res := g.failureResult(*refused, nil)
 			g.logCall(ctx, u, name, start, res, nil)
-			return res, nil
+			why := refusedBreaker
+			if u.session.Load() == nil {
+				why = refusedDown
+			}
+			return res, callOutcome{failure: refused, refused: why}, nil
 		}
-		if cn != "" {
-			cc = &callCred{name: cn}
-			ctx = withCallCred(ctx, cc)
-			defer g.releaseHolds(cc)
+		handedOff := false // the holds cc placed went to a background renewal
+		if cc != nil {
+			defer func() {
+				if !handedOff {
+					g.releaseHolds(cc)
+				}
+			}()
 		}
 		var res *mcp.CallToolResult
 		var err, raw error
@@ -98,6 +135,12 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 				break
 			}
 			f, answered := outcomeFailure(res, err)
+			if renewable(f) && cc.failsFast() {
+				// A backup takes the call now; the renewal goes on.
+				handedOff = true
+				g.renewBehind(ctx, cc, *f, answered)
+				break
+			}
 			resend, revised := g.afterCall(ctx, cc, f, answered)
 			if revised != nil {
 				res, err = g.failureResult(g.attribute(u, *revised), nil), nil
@@ -111,7 +154,7 @@ func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upst
 		f, _ := outcomeFailure(res, err)
 		cb.report(breakerOutcomes(raw, f))
 		g.logCall(ctx, u, name, start, res, err)
-		return res, err
+		return res, callOutcome{failure: f, raw: raw}, err
 	}
 }
 
@@ -498,6 +541,11 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 		case *mcp.CallToolRequest:
 			if r.Params == nil || g.catalog.hasTool(r.Params.Name) {
 				break
+			}
+			// A routed tool not listed (no target listed yet, or hidden
+			// by routing.hide_unavailable): the route answers.
+			if s := g.snap.Load(); s.routes.Lookup(r.Params.Name) != nil {
+				return g.callRoute(ctx, r, s, s.routes.Lookup(r.Params.Name))
 			}
 			if u, name := g.ownerByName(r.Params.Name, true); u != nil {
 				return g.callTool(ctx, r, u, name)

@@ -35,6 +35,9 @@ type catalog struct {
 type entry[T any] struct {
 	upstream string
 	orig     T // the upstream's definition, compared to detect changes
+	// routed marks a routed tool (routes.go): orig is its first listed
+	// target's definition, and calls are resolved by the route.
+	routed bool
 }
 
 type templateMatcher struct {
@@ -88,6 +91,7 @@ func (c *catalog) rebuild() {
 	wantT := exposeByName(sep, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
 		return find(cats[up].tools, func(t *mcp.Tool) bool { return t.Name == name })
 	})
+	c.routeTools(wantT, cats)
 	reconcile(c.tools, wantT, "tool", report, g.mcp.RemoveTools, c.addTool, func(t *mcp.Tool) string { return t.Name })
 	wantP := exposeByName(sep, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
 		return find(cats[up].prompts, func(p *mcp.Prompt) bool { return p.Name == name })
@@ -160,7 +164,7 @@ func (c *catalog) rebuild() {
 		}
 		exposed := map[string]string{} // exposed -> own name
 		for name, e := range c.tools {
-			if e.upstream == u.name {
+			if e.upstream == u.name && !e.routed {
 				exposed[name] = e.orig.Name
 			}
 		}
@@ -208,7 +212,7 @@ func reconcile[T any](have, want map[string]entry[T], kind string, report func(s
 		remove(gone...)
 	}
 	for key, w := range want {
-		if h, ok := have[key]; ok && reflect.DeepEqual(h.orig, w.orig) {
+		if h, ok := have[key]; ok && h.routed == w.routed && reflect.DeepEqual(h.orig, w.orig) {
 			continue
 		}
 		if err := add(key, w); err != nil {
@@ -384,13 +388,14 @@ func (c *catalog) problemsOf(upstream string) []Problem {
 	return c.problems[upstream]
 }
 
-// toolCount returns how many tools upstream has exposed.
+// toolCount returns how many tools upstream has exposed (routed tools
+// aside: they belong to their routes).
 func (c *catalog) toolCount(upstream string) int {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	n := 0
 	for _, e := range c.tools {
-		if e.upstream == upstream {
+		if e.upstream == upstream && !e.routed {
 			n++
 		}
 	}

@@ -164,6 +164,16 @@ type Config struct {
 	// Notify lists where alerts go (issue 10): see notifyconfig.go. If
 	// empty, nobody is notified.
 	Notify []NotifyConfig `koanf:"notify"`
+	// Routing (issue 8): see routes.go.
+
+	// Routes send each call of an exposed tool to the first usable of
+	// several targets (<upstream>__<tool>), and on to the next when one
+	// cannot serve it. If empty, each tool is served by the upstream that
+	// lists it.
+	Routes []routing.RouteConfig `koanf:"routes"`
+	// Routing holds the routing options. If zero, a routed tool with no
+	// usable target stays listed and fails fast.
+	Routing routing.Config `koanf:"routing"`
 
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
@@ -968,7 +978,7 @@ func (c *Config) Validate() error {
 	if err := authmap.ValidateRules(c.Classify.Rules); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.validateCredentials())
+	errs = append(errs, c.validateCredentials(), c.validateRoutes())
 	errs = append(errs, c.validateAuth())
 	errs = append(errs, c.validateNotify())
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {

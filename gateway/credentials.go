@@ -50,11 +50,18 @@ type callCred struct {
 	// override, if set, is sent instead of the credential's value: a
 	// candidate value under probe.
 	override string
+	// backup, if set, reports whether a route's backup can take the call,
+	// so that it need not wait for a renewal of this credential (routes.go).
+	backup func() bool
 
 	mu    sync.Mutex
 	used  string
 	holds []*hold // holds this call placed (see hold)
 }
+
+// failsFast reports whether the call has a backup to go to rather than wait
+// for this credential's renewal.
+func (c *callCred) failsFast() bool { return c != nil && c.backup != nil && c.backup() }
 
 func (c *callCred) setUsed(v string) {
 	c.mu.Lock()
@@ -310,6 +317,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 		ev = ev.Str("detail", e.Detail)
 	}
 	ev.Msg("credential " + string(e.Kind))
+	g.routesChanged()
 
 	for _, u := range g.ups() {
 		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {
@@ -429,7 +437,9 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c == nil {
 		return authmap.Failure{}, false
 	}
-	g.awaitHold(ctx, callCredFrom(ctx), name, c.Value())
+	if cc := callCredFrom(ctx); !g.held(name, c.Value()) || !cc.failsFast() {
+		g.awaitHold(ctx, cc, name, c.Value())
+	}
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
 	}
@@ -509,6 +519,29 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 	}
 	c.Report(f.Subtype, used)
 	return false, nil
+}
+
+// renewable reports whether f is a rejection that a renewal of the
+// credential may cure (expired, invalid), after which the call is resent.
+func renewable(f *authmap.Failure) bool {
+	return f != nil && f.IsAuth() && (f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid)
+}
+
+// renewBehind is afterCall for a call whose rejection a route's backup
+// answers: the renewal and the status report run in the background, owned
+// by the gateway, holding cc's holds until they are done, so the agent does
+// not wait for them and no other call sends the rejected value meanwhile.
+func (g *Server) renewBehind(ctx context.Context, cc *callCred, f authmap.Failure, answered bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), credentialTimeout)
+	stop := context.AfterFunc(g.abortCtx, cancel)
+	g.suspect(cc, cc.sent()) // held from now on, if the transport did not hold it already
+	g.wg.Go(func() {
+		defer cancel()
+		defer stop()
+		defer g.releaseHolds(cc)
+		defer g.recoverLog("credential renewal", "")
+		g.afterCall(ctx, cc, &f, answered)
+	})
 }
 
 // hold marks a value a provider just rejected, while the call that got the
@@ -696,7 +729,11 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if v == "" {
 		v = c.Value()
 		// A call right behind a rejection of this value waits for the
-		// renewal, then sends the new value or nothing.
+		// renewal, then sends the new value or nothing; one a backup can
+		// take is not sent.
+		if cc != nil && u.gw.held(name, v) && cc.failsFast() {
+			return nil, &gatedError{f: u.gw.heldFailure(u, name)}
+		}
 		if cc != nil && u.gw.awaitHold(req.Context(), cc, name, v) {
 			v = c.Value()
 			if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {

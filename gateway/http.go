@@ -258,6 +258,9 @@ type Health struct {
 	Notify map[string]NotifyHealth `json:"notify,omitempty"`
 	// Config is the config in force and the last reload's outcome (issue 8).
 	Config *ConfigHealth `json:"config"`
+	// Routes are the routes' states by exposed tool name (issue 8): the
+	// target calls go to and why not the primary.
+	Routes map[string]RouteHealth `json:"routes,omitempty"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -346,6 +349,7 @@ func (g *Server) Health() Health {
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
 	h.Notify = g.NotifyStats()
+	h.Routes = g.routesHealth()
 	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}

@@ -338,7 +338,10 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	if _, err := authmap.New(&authmap.Options{Rules: cfg.Classify.Rules}); err != nil {
 		return err
 	}
-	// TODO(routes): routes, err := newRoutes(cfg); if err != nil { return err } — and set next.routes = routes below (gateway/routes.go).
+	routes, err := newRoutes(cfg)
+	if err != nil {
+		return err
+	}
 	old := g.snap.Load()
 	eff, restart := effectiveConfig(old.cfg, cfg)
 	staged, err := g.cred.set.Stage(eff.Lifecycle, eff.Credentials)
@@ -382,7 +385,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	}
 
 	started := g.runCtx != nil
-	next := &snapshot{cfg: eff, byName: make(map[string]*upstream, len(eff.Upstreams)), version: old.version + 1, loadedAt: g.now()}
+	next := &snapshot{cfg: eff, byName: make(map[string]*upstream, len(eff.Upstreams)), version: old.version + 1, loadedAt: g.now(), routes: routes}
 	for _, u := range p.kept {
 		next.byName[u.name] = u
 	}

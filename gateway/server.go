@@ -153,6 +153,8 @@ type Server struct {
 	notify *notifier
 	// Config hot reload (issue 8): see reload.go.
 	reload reloadState
+	// Routing (issue 8): see routes.go.
+	routing routeState
 
 	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
 	agentAuth *agentAuth
@@ -168,7 +170,11 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
-	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
+	routes, rerr := newRoutes(cfg)
+	if rerr != nil {
+		return nil, rerr
+	}
+	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1, routes: routes}
 	g.snap.Store(snap)
 	if opts != nil {
 		g.opts = *opts
@@ -197,6 +203,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	g.metrics = newMetrics(g)
 	g.initOps()
 	g.metrics.setNotificationDrops(g.NotifyDropped)
+	g.metrics.setRoutes(g.routeTargetStates)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -215,6 +222,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if g.tracing, err = newTracing(cfg.Telemetry, g.opts.Version); err != nil {
 		return nil, err
 	}
+	g.initRouting()
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -265,6 +273,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.wg.Go(func() { g.runCredentials(ctx) })
 	g.wg.Go(func() { g.watchHealth(ctx) })
 	g.wg.Go(func() { g.notify.run(ctx) })
+	g.wg.Go(func() { g.watchRoutes(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}

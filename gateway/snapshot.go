@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"time"
+
+	"github.com/credgate/credgate/routing"
 )
 
 // snapshot is one loaded config and the upstreams serving it. It is
@@ -21,6 +23,9 @@ type snapshot struct {
 	byName    map[string]*upstream // by config name
 	version   int64                // 1 for the config the gateway started with
 	loadedAt  time.Time
+	// routes is the routing table built from cfg by newRoutes (routes.go);
+	// nil when cfg has no routes.
+	routes *routing.Routes
 }
 
 // config returns the config in force.

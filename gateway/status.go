@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -159,7 +160,26 @@ func (g *Server) statusView(nonce string) statusView {
 // routeRows lists the routes and their active targets. Health has no routes
 // yet (routes are wired into the call path separately); when it has, this
 // is where they become rows.
-func routeRows(Health) []routeRow { return nil }
+func routeRows(h Health) []routeRow {
+	names := make([]string, 0, len(h.Routes))
+	for n := range h.Routes {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]routeRow, 0, len(names))
+	for _, n := range names {
+		r := h.Routes[n]
+		row := routeRow{Name: n, Target: r.Active, Reason: r.Reason, Class: "ok"}
+		switch {
+		case r.Active == "":
+			row.Class = "bad"
+		case len(r.Targets) > 0 && r.Active != r.Targets[0].Target:
+			row.Class = "warn"
+		}
+		out = append(out, row)
+	}
+	return out
+}
 
 func (g *Server) credentialRow(name string, s authmap.Snapshot) credentialRow {
 	st := s.Status.String()

@@ -289,6 +289,7 @@ func (u *upstream) setUp(listErr error) {
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
 		u.gw.publishUpstream(u.name, StatusUp, nil, "")
+		u.gw.routesChanged()
 	}
 }
 
@@ -319,6 +320,7 @@ func (u *upstream) setDown(err error) authmap.Failure {
 	ev.Msg("upstream down")
 	if prev != StatusDown {
 		u.gw.publishUpstream(u.name, StatusDown, &f, msg)
+		u.gw.routesChanged()
 	}
 	return f
 }

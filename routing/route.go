@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -47,6 +48,9 @@ func reasonBit(reason string) reasonSet {
 }
 
 type reasonSet uint16
+
+// KnownReason reports whether reason is one a route's `on` can list.
+func KnownReason(reason string) bool { return reasonBit(reason) != 0 }
 
 func (s reasonSet) has(reason string) bool { b := reasonBit(reason); return b != 0 && s&b != 0 }
 
@@ -203,6 +207,10 @@ func (r *Route) RetrySafe() bool { return r.retrySafe }
 // On reports whether the route fails over on reason.
 func (r *Route) On(reason string) bool { return r.on.has(reason) }
 
+// Maps reports whether the route rewrites the arguments sent to target, so
+// that a caller holding them encoded decodes them only then.
+func (r *Route) Maps(target string) bool { _, ok := r.args[target]; return ok }
+
 // Routes is the routing table: routes by exposed tool name, immutable.
 type Routes struct {
 	byTool map[string]*Route
@@ -288,22 +296,43 @@ type Candidate struct {
 // that reason, so the caller answers with it.
 func Select(r *Route, h Health) []Candidate {
 	out := make([]Candidate, 0, len(r.targets))
-	var deferred []Candidate
-	for _, t := range r.targets {
-		ok, reason := h.Usable(t)
-		switch {
-		case ok && (reason == "" || !r.on.has(reason)):
-			out = append(out, Candidate{Target: t, Usable: true})
-		case ok:
-			deferred = append(deferred, Candidate{Target: t, Usable: true, Reason: reason})
-		default:
-			out = append(out, Candidate{Target: t, Reason: reason})
-			if !r.on.has(reason) {
-				return append(out, deferred...)
+	for c := range Candidates(r, h) {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Candidates yields Select's list lazily: h is asked about a target only
+// when the iteration reaches it, so a call served by its first target costs
+// one question, not one per target.
+func Candidates(r *Route, h Health) iter.Seq[Candidate] {
+	return func(yield func(Candidate) bool) {
+		var deferred []Candidate
+	targets:
+		for _, t := range r.targets {
+			ok, reason := h.Usable(t)
+			switch {
+			case ok && (reason == "" || !r.on.has(reason)):
+				if !yield(Candidate{Target: t, Usable: true}) {
+					return
+				}
+			case ok:
+				deferred = append(deferred, Candidate{Target: t, Usable: true, Reason: reason})
+			default:
+				if !yield(Candidate{Target: t, Reason: reason}) {
+					return
+				}
+				if !r.on.has(reason) {
+					break targets
+				}
+			}
+		}
+		for _, c := range deferred {
+			if !yield(c) {
+				return
 			}
 		}
 	}
-	return append(out, deferred...)
 }
 
 // Active returns the target a call would go to first, for health views: with

@@ -123,6 +123,50 @@ func (h health) Usable(target string) (bool, string) {
 // Regression test for issue 8 (selection): the first usable target wins,
 // unusable ones are listed for the attempts, an opted-in soft reason moves a
 // target to the end, and a reason the route does not fail over on stops it.
+// countingHealth counts the questions Candidates asks.
+type countingHealth struct {
+	health
+	asked []string
+}
+
+func (c *countingHealth) Usable(target string) (bool, string) {
+	c.asked = append(c.asked, target)
+	return c.health.Usable(target)
+}
+
+// Regression test for issue 8 (decision cost): Candidates asks about a
+// target only when the iteration reaches it, and yields Select's order.
+func TestCandidatesLazy(t *testing.T) {
+	t.Parallel()
+	r := mustRoutes(t, RouteConfig{Tool: "t", Targets: []string{"p__t", "b1__t", "b2__t"}, On: []string{"credential_expiring", "breaker_open"}}).Lookup("t")
+	h := &countingHealth{health: health{"p__t": "ok:credential_expiring", "b1__t": "breaker_open"}}
+	var got []Candidate
+	for c := range Candidates(r, h) {
+		got = append(got, c)
+		if c.Usable {
+			break
+		}
+	}
+	want := []Candidate{{Target: "b1__t", Reason: "breaker_open"}, {Target: "b2__t", Usable: true}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("candidates mismatch (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"p__t", "b1__t", "b2__t"}, h.asked); diff != "" {
+		t.Errorf("asked mismatch (-want +got):\n%s", diff)
+	}
+	h.asked = nil
+	h.health = health{}
+	for c := range Candidates(r, h) {
+		if !c.Usable || c.Target != "p__t" {
+			t.Errorf("first candidate %+v, want p__t usable", c)
+		}
+		break
+	}
+	if len(h.asked) != 1 {
+		t.Errorf("asked %v for a call the primary serves, want only p__t", h.asked)
+	}
+}
+
 func TestSelect(t *testing.T) {
 	t.Parallel()
 	three := []string{"p__t", "b1__t", "b2__t"}
@@ -207,6 +251,9 @@ func TestMapArguments(t *testing.T) {
 	}}
 	r := mustRoutes(t, cfg).Lookup("search")
 	cfg.Arguments["gl__s"].Set["scope"] = "mutated"
+	if !r.Maps("gl__s") || r.Maps("gh__s") {
+		t.Errorf("Maps(gl__s) = %v, Maps(gh__s) = %v; want true, false", r.Maps("gl__s"), r.Maps("gh__s"))
+	}
 	for _, tc := range []struct {
 		name, target string
 		in, want     map[string]any

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -18,14 +20,28 @@ type failure struct {
 	Status  int               `json:"status"`
 	Headers map[string]string `json:"headers"`
 	Body    string            `json:"body"`
+	// Until, if set, ends the fault at that time even though the file is
+	// still there: a provider's rate-limit window, which ends by itself.
+	Until time.Time `json:"until"`
 }
 
+// debugFaultsPath serves how many requests the fail-file answered, outside
+// the fault itself: {"faulted": N}.
+const debugFaultsPath = "/debug/faults"
+
 // failFileMiddleware answers every request with the failure described in
-// path while that file exists. The file is read on every request so a test
-// can switch the fault on and off at any point of a session (at initialize,
-// mid-session, ...) without timing assumptions.
+// path while that file exists (and its until has not passed). The file is
+// read on every request so a test can switch the fault on and off at any
+// point of a session (at initialize, mid-session, ...) without timing
+// assumptions.
 func failFileMiddleware(path string, next http.Handler) http.Handler {
+	var faulted atomic.Int64
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == debugFaultsPath {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]int64{"faulted": faulted.Load()})
+			return
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			next.ServeHTTP(w, r)
@@ -36,6 +52,11 @@ func failFileMiddleware(path string, next http.Handler) http.Handler {
 			http.Error(w, fmt.Sprintf("testupstream: bad fail-file %s: %v", path, err), http.StatusInternalServerError)
 			return
 		}
+		if !f.Until.IsZero() && !time.Now().Before(f.Until) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		faulted.Add(1)
 		if f.Status == 0 {
 			f.Status = http.StatusInternalServerError
 		}

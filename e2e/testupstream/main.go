@@ -4,7 +4,7 @@
 //
 //	test ──▶ gateway ──▶ testupstream (stdio | streamable HTTP | SSE)
 //	                         │
-//	                         ├─ plain tools: echo, add, slow, whoami, pid, gen_NNNN
+//	                         ├─ plain tools: echo, echo_args, add, slow, whoami, pid, gen_NNNN
 //	                         ├─ fault tools: provider_error, crash
 //	                         ├─ conformance fixtures (test_*, test://…, prompts, completion)
 //	                         ├─ --fail-file: HTTP-level faults injected by writing a file
@@ -66,7 +66,7 @@ func main() {
 	flag.BoolVar(&o.stateless, "stateless", false, "http: serve streamable HTTP statelessly (enables protocol 2026-07-28)")
 	flag.BoolVar(&o.jsonResponse, "json", false, "http: answer POSTs with application/json instead of SSE")
 	flag.IntVar(&o.tools, "tools", 0, "number of extra generated tools gen_0000.. (for pagination tests)")
-	flag.StringVar(&o.failFile, "fail-file", "", "http/sse: while this file exists, answer every request with the status, headers and body it holds as JSON")
+	flag.StringVar(&o.failFile, "fail-file", "", "http/sse: while this file exists (and its \"until\" time, if any, has not passed), answer every request with the status, headers and body it holds as JSON; GET /debug/faults counts those answers")
 	flag.IntVar(&o.exitAfterCalls, "exit-after-calls", 0, "if > 0, exit(1) on receiving tools/call number N+1 (N calls succeed, then the upstream dies)")
 	flag.StringVar(&o.introspect, "introspect", "", "RFC 7662 introspection endpoint: http/sse check every request's bearer token there (401 invalid_token when inactive); stdio checks --env-token's")
 	flag.StringVar(&o.introspectClient, "introspect-client", "", "client id for --introspect (client_secret_basic)")

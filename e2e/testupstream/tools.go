@@ -71,6 +71,18 @@ func addBasicTools(server *mcp.Server, envToken string) {
 	})
 
 	server.AddTool(&mcp.Tool{
+		Name:        "echo_args",
+		Description: "Answers with the arguments it received, as JSON, exactly as they arrived.",
+		InputSchema: json.RawMessage(`{"type":"object"}`),
+	}, func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		args := string(req.Params.Arguments)
+		if args == "" {
+			args = "null"
+		}
+		return text(args), nil
+	})
+
+	server.AddTool(&mcp.Tool{
 		Name:        "crash",
 		Description: "Exits the upstream process immediately with status 3.",
 		InputSchema: json.RawMessage(`{"type":"object"}`),

@@ -1,0 +1,780 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
+	"github.com/credgate/credgate/routing"
+)
+
+// Routes in the call path (issue 8).
+//
+// A route sends the calls of one exposed tool to the first usable of its
+// targets, and on to the next when a target cannot serve a call:
+//
+//	tools/call "search" ──► toolHandler: snapshot.routes.Lookup("search")
+//	   │
+//	   ▼
+//	routing.Candidates(route, routeIndex) ── per target, lazily, until one
+//	   │              is usable: upstream connected? credential has a value,
+//	   │              not revoked, invalid or expired, not held for a
+//	   │              renewal? breakers admit (Check: no ticket taken)?
+//	   ▼
+//	callToolOn(first usable, mapped arguments) ── the ordinary call path:
+//	   │       credential gate, breakers (Allow), forward, classify, report
+//	   ▼
+//	failed for a reason in `on`, before it ran upstream (credential
+//	rejected, rate limited, connection refused, breaker open, not
+//	connected)? ──► the next target, the same call. Any other failure
+//	moves on only for retry_safe routes or tools annotated readOnlyHint or
+//	idempotentHint.
+//	   │
+//	   ▼
+//	served by another target than the primary: _meta["dev.credgate/route"]
+//	= {served_by, reason, attempts}; no target served: the last typed
+//	failure, with the attempts.
+//
+// Unusable targets are passed over without a call, except the last one,
+// which is called so that the agent gets its typed failure (which is then
+// answered without sending anything: the gate, the breaker or the missing
+// session refuses it).
+//
+// /health (routes) and routing.hide_unavailable ask about every target
+// (routing.Select, routing.Active). A call whose credential a backup could
+// replace does not wait for that credential: it is not held behind another call's renewal, and when the
+// provider rejects it as expired or invalid, the renewal goes on in the
+// background while the call moves to the backup at once (failing over wins
+// over waiting). The rejection still opens the credential's breaker and
+// feeds the credential's status, so the dead token is not sent again until
+// the credential changes.
+
+// fieldRoute is the log field of a route (its exposed tool name).
+const fieldRoute = "route"
+
+// newRoutes builds the routing table of cfg, or nil when it has none. A
+// config reload calls it to build its new snapshot; cfg was validated.
+func newRoutes(cfg *Config) (*routing.Routes, error) {
+	if len(cfg.Routes) == 0 {
+		return nil, nil
+	}
+	return routing.NewRoutes(cfg.Routes)
+}
+
+// validateRoutes checks routes and routing: each route's syntax (see
+// routing.RouteConfig.Validate) and that each target names a configured
+// upstream, by its prefix, whose tool filter lets the tool through. Whether
+// the upstream lists the tool is known only once it is connected.
+func (c *Config) validateRoutes() error {
+	if len(c.Routes) == 0 {
+		return nil
+	}
+	errs := []error{routing.ValidateRoutes("routes", c.Routes)}
+	if routing.CheckSeparator(c.ToolSeparator) != nil {
+		return errors.Join(errs...) // tool_separator is reported; targets cannot be split
+	}
+	owners := c.prefixOwners()
+	for i, r := range c.Routes {
+		for j, t := range r.Targets {
+			if routing.CheckName(t) != nil {
+				continue // reported by ValidateRoutes
+			}
+			key := fmt.Sprintf("routes[%d].targets[%d]", i, j)
+			ups, tool := owners.resolve(t, c.ToolSeparator)
+			switch {
+			case len(ups) == 0:
+				errs = append(errs, fmt.Errorf("%s: %q names no configured upstream: a target is <prefix>%s<tool>, where prefix is an upstream's (%s)",
+					key, t, c.ToolSeparator, strings.Join(owners.prefixes, ", ")))
+			case tool == "":
+				errs = append(errs, fmt.Errorf("%s: %q names no tool after the prefix of upstream %q", key, t, ups[0]))
+			case !slices.ContainsFunc(ups, func(up string) bool { return c.Upstreams[up].Tools.Allowed(tool) }):
+				errs = append(errs, fmt.Errorf("%s: tool %q is filtered out by upstreams.%s.tools", key, tool, ups[0]))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// prefixOwners maps the config's prefixes to their upstreams.
+type prefixOwners struct {
+	byPrefix   map[string]string // prefix -> the upstream with it (the first, in config order)
+	prefixes   []string          // in config order, for Owner and messages
+	unprefixed []string          // upstreams exposing their tools unprefixed, in config order
+}
+
+func (c *Config) prefixOwners() prefixOwners {
+	o := prefixOwners{byPrefix: map[string]string{}}
+	for _, name := range c.Order() {
+		u := c.Upstreams[name]
+		if u == nil {
+			continue
+		}
+		p := u.prefix(name)
+		if p == "" {
+			o.unprefixed = append(o.unprefixed, name)
+			continue
+		}
+		if _, ok := o.byPrefix[p]; !ok {
+			o.byPrefix[p] = name
+			o.prefixes = append(o.prefixes, p)
+		}
+	}
+	return o
+}
+
+// resolve returns the upstreams that may serve exposed name target (one for
+// a prefixed name; the unprefixed upstreams, in config order, otherwise) and
+// the upstream's own tool name.
+func (o prefixOwners) resolve(target, sep string) ([]string, string) {
+	if p := routing.Owner(target, sep, o.prefixes); p != "" {
+		return []string{o.byPrefix[p]}, strings.TrimPrefix(target, p+sep)
+	}
+	return o.unprefixed, target
+}
+
+// routeState is the gateway's routing state besides the table, which lives
+// in the snapshot.
+type routeState struct {
+	index atomic.Pointer[routeIndex] // of the snapshot in force, built on first use
+	// changed asks watchRoutes to re-evaluate which routed tools are
+	// listed (routing.hide_unavailable); coalesced.
+	changed chan struct{}
+	// wake is when a hidden tool's target may become usable by itself (a
+	// breaker's wait ends), unix ns; 0 for none. rearm tells watchRoutes
+	// it changed.
+	wake  atomic.Int64
+	rearm chan struct{}
+	// active is the target each route last served a call from (route tool
+	// -> target), to report switches once. Keyed by route name, so it
+	// survives a reload; it holds one entry per route ever configured.
+	active sync.Map
+}
+
+func (g *Server) initRouting() {
+	g.routing.changed = make(chan struct{}, 1)
+	g.routing.rearm = make(chan struct{}, 1)
+}
+
+// routeTarget is what serves one target: the upstream, its own name for the
+// tool, the credential serving that tool there and that credential's
+// breaker name.
+type routeTarget struct {
+	up          *upstream // nil when no upstream in force serves the target
+	tool        string
+	cred        string
+	credBreaker string
+}
+
+// routeIndex resolves a snapshot's route targets, computed once per
+// snapshot (config-derived, so a call does not split names). It is also the
+// gateway's routing.Health for that snapshot (see state).
+type routeIndex struct {
+	g       *Server
+	snap    *snapshot
+	targets map[string][]routeTarget // several only for an unprefixed name with several unprefixed upstreams
+}
+
+// routeIndexOf returns the index of snapshot s.
+func (g *Server) routeIndexOf(s *snapshot) *routeIndex {
+	if ix := g.routing.index.Load(); ix != nil && ix.snap == s {
+		return ix
+	}
+	ix := &routeIndex{g: g, snap: s, targets: map[string][]routeTarget{}}
+	owners := s.cfg.prefixOwners()
+	for _, r := range s.routes.All() {
+		for _, t := range r.Targets() {
+			if _, done := ix.targets[t]; done {
+				continue
+			}
+			ups, tool := owners.resolve(t, s.cfg.ToolSeparator)
+			var rts []routeTarget
+			for _, name := range ups {
+				u := s.byName[name]
+				if u == nil || tool == "" || !u.cfg.Tools.Allowed(tool) {
+					continue
+				}
+				rt := routeTarget{up: u, tool: tool, cred: u.cfg.credentialFor(tool, s.cfg.Credentials)}
+				if rt.cred != "" {
+					rt.credBreaker = breaker.Name(u.name, rt.cred)
+				}
+				rts = append(rts, rt)
+			}
+			ix.targets[t] = rts
+		}
+	}
+	g.routing.index.Store(ix)
+	return ix
+}
+
+// resolve returns what serves target. An unprefixed name offered by several
+// unprefixed upstreams goes to the first, in config order, that lists it,
+// as the catalog decides for unrouted names.
+func (ix *routeIndex) resolve(target string) routeTarget {
+	rts := ix.targets[target]
+	switch len(rts) {
+	case 0:
+		return routeTarget{tool: target}
+	case 1:
+		return rts[0]
+	}
+	for _, rt := range rts {
+		if lists(rt.up, rt.tool) {
+			return rt
+		}
+	}
+	return rts[0]
+}
+
+// lists reports whether u's last listing has tool.
+func lists(u *upstream, tool string) bool {
+	return listed(u, tool) != nil
+}
+
+// listed returns u's listing of tool, or nil.
+func listed(u *upstream, tool string) *mcp.Tool {
+	return find(u.catalog().tools, func(t *mcp.Tool) bool { return t.Name == tool })
+}
+
+// routeHealth returns the gateway's routing.Health for snapshot s.
+func (g *Server) routeHealth(s *snapshot) *routeIndex { return g.routeIndexOf(s) }
+
+// Usable implements routing.Health.
+func (ix *routeIndex) Usable(target string) (bool, string) {
+	st := ix.state(target)
+	return st.ok, st.reason
+}
+
+// targetState is whether a target can take a call now, why not (a routing
+// reason), and, when a breaker's wait keeps it out, until when.
+type targetState struct {
+	ok     bool
+	reason string
+	until  time.Time
+}
+
+// state decides whether target can take a call, in the order a call meets
+// the obstacles: the upstream's session, its breaker, the credential's
+// value and status, a renewal in progress, the credential's breaker. It
+// asks breakers with Check, which takes no probe slot: a target passed over
+// costs nothing, and the call itself still goes through Allow.
+func (ix *routeIndex) state(target string) targetState {
+	g := ix.g
+	rt := ix.resolve(target)
+	u := rt.up
+	if u == nil {
+		return targetState{reason: routing.ReasonUpstreamUnavailable}
+	}
+	if u.session.Load() == nil {
+		st := targetState{reason: routing.ReasonUpstreamUnavailable}
+		u.mu.Lock()
+		if lf := u.lastFailure; lf != nil && lf.IsAuth() && routing.KnownReason(string(lf.Subtype)) {
+			st.reason = string(lf.Subtype)
+		}
+		u.mu.Unlock()
+		if err := g.breakers.Check(u.name, 0); err != nil {
+			st.until = openUntil(err)
+		}
+		return st
+	}
+	if err := g.breakers.Check(u.name, 0); err != nil {
+		var oe *breaker.OpenError
+		switch {
+		case !errors.As(err, &oe):
+			return targetState{reason: routing.ReasonBreakerOpen}
+		case oe.Reason != reasonConnect:
+			// A breaker opened by connect failures does not refuse calls
+			// once the upstream is connected again (see admit).
+			return targetState{reason: routing.ReasonBreakerOpen, until: oe.RetryAfter}
+		}
+	}
+	if rt.cred == "" {
+		return targetState{ok: true}
+	}
+	c := g.credential(rt.cred)
+	if c == nil {
+		return targetState{ok: true}
+	}
+	v := c.Value()
+	if v == "" {
+		return targetState{reason: routing.ReasonCredentialMissing}
+	}
+	status := c.Status()
+	switch status {
+	case authmap.StatusRevoked:
+		return targetState{reason: routing.ReasonCredentialRevoked}
+	case authmap.StatusInvalid:
+		return targetState{reason: routing.ReasonCredentialInvalid}
+	case authmap.StatusExpired:
+		return targetState{reason: routing.ReasonCredentialExpired}
+	}
+	if g.held(rt.cred, v) {
+		return targetState{reason: routing.ReasonCredentialInvalid}
+	}
+	if err := g.breakers.Check(rt.credBreaker, c.Generation()); err != nil {
+		st := targetState{reason: routing.ReasonBreakerOpen}
+		var oe *breaker.OpenError
+		if errors.As(err, &oe) {
+			st.until = oe.RetryAfter
+			if routing.KnownReason(oe.Reason) {
+				st.reason = oe.Reason // credential_revoked, rate_limit_reached, ...: what opened it
+			}
+		}
+		return st
+	}
+	if status == authmap.StatusExpiring {
+		return targetState{ok: true, reason: routing.ReasonCredentialExpiring}
+	}
+	return targetState{ok: true}
+}
+
+// openUntil is when the breaker that refused with err lets a probe
+// through; zero if unknown.
+func openUntil(err error) time.Time {
+	var oe *breaker.OpenError
+	if errors.As(err, &oe) {
+		return oe.RetryAfter
+	}
+	return time.Time{}
+}
+
+// held reports whether value v of credential name was just rejected and is
+// being renewed (see hold).
+func (g *Server) held(name, v string) bool {
+	hv, ok := g.cred.holds.Load(name)
+	return ok && hv.(*hold).used == v
+}
+
+// heldFailure is the failure of a call not sent because its credential's
+// value was just rejected and is being renewed, while a backup can serve it.
+func (g *Server) heldFailure(u *upstream, name string) authmap.Failure {
+	return g.attribute(u, authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialInvalid,
+		Recovery: authmap.RecoveryRotate, Retryable: true, Credential: name,
+		Detail: fmt.Sprintf("credential %q was just rejected and is being renewed; not sent", name)})
+}
+
+// callRoute serves one call of routed tool r, with the config of snapshot s.
+// Candidates are asked about lazily: a call its primary serves costs one
+// health question.
+func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *snapshot, r *routing.Route) (*mcp.CallToolResult, error) {
+	if g.tracing != nil {
+		ctx = withRoute(ctx, r.Tool())
+	}
+	h := g.routeHealth(s)
+	var attempts []routing.Attempt
+	var args map[string]any // req's arguments decoded, once a target maps them
+	decoded := false
+	call := func(target string, backup func() bool) (*mcp.CallToolResult, callOutcome, routeTarget, error) {
+		rt := h.resolve(target)
+		if rt.up == nil {
+			f := authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
+				Detail: fmt.Sprintf("route %q: no upstream in force serves target %q", r.Tool(), target)}
+			return g.failureResult(f, nil), callOutcome{failure: &f, refused: refusedDown}, rt, nil
+		}
+		var send any = req.Params.Arguments
+		if r.Maps(target) {
+			if !decoded {
+				args, decoded = decodeArgs(req.Params.Arguments), true
+			}
+			send = routing.MapArguments(r, target, args)
+		}
+		res, out, err := g.callToolOn(ctx, req, rt.up, rt.tool, toolCall{args: send, backup: backup})
+		return res, out, rt, err
+	}
+	var pending *routing.Candidate // the last candidate seen, when it was unusable
+	var lastRes *mcp.CallToolResult
+	var lastErr error
+	for c := range routing.Candidates(r, h) {
+		if !c.Usable {
+			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
+			pending = &c
+			continue
+		}
+		pending = nil
+		res, out, rt, err := call(c.Target, g.backupOf(r, h, c.Target, attempts))
+		reason, executed := failoverReason(out, err)
+		if reason == "" {
+			return g.routeServed(r, h, c.Target, attempts, res, err)
+		}
+		attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: reason})
+		if !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
+			return g.routeFailed(r, attempts, res, err)
+		}
+		lastRes, lastErr = res, err
+	}
+	if pending != nil {
+		// The last target is unusable too: it is called for its typed
+		// failure, which the gate, a breaker or the missing session gives
+		// without sending anything (or, if it recovered meanwhile, it
+		// serves).
+		attempts = attempts[:len(attempts)-1]
+		res, out, _, err := call(pending.Target, nil)
+		reason, _ := failoverReason(out, err)
+		if reason == "" {
+			return g.routeServed(r, h, pending.Target, attempts, res, err)
+		}
+		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
+		return g.routeFailed(r, attempts, res, err)
+	}
+	return g.routeFailed(r, attempts, lastRes, lastErr)
+}
+
+// backupOf returns what tells a call to target whether another of r's
+// targets could take it instead, so that the call need not wait for
+// target's credential renewal. It is asked only when that renewal is met (a
+// held value, a rejection as expired or invalid), and only routes that fail
+// over on both expired and invalid credentials have one.
+func (g *Server) backupOf(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt) func() bool {
+	if !r.On(routing.ReasonCredentialInvalid) || !r.On(routing.ReasonCredentialExpired) {
+		return nil
+	}
+	return func() bool {
+		for _, t := range r.Targets() {
+			if t == target || slices.ContainsFunc(attempts, func(a routing.Attempt) bool { return a.Target == t }) {
+				continue
+			}
+			if ok, _ := h.Usable(t); ok {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// decodeArgs decodes a call's arguments for mapping. Arguments that are not
+// a JSON object (invalid for any tool) are mapped as if empty.
+func decodeArgs(raw json.RawMessage) map[string]any {
+	var m map[string]any
+	if len(raw) > 0 {
+		_ = json.Unmarshal(raw, &m)
+	}
+	return m
+}
+
+// annotatedSafe reports whether rt's upstream annotates the tool read-only
+// or idempotent, so that repeating a call that may have run is harmless.
+func annotatedSafe(rt routeTarget) bool {
+	if rt.up == nil {
+		return false
+	}
+	t := listed(rt.up, rt.tool)
+	return t != nil && t.Annotations != nil && (t.Annotations.ReadOnlyHint || t.Annotations.IdempotentHint)
+}
+
+// Why a call was not sent (callOutcome.refused).
+const (
+	refusedGate    = "gate"    // the credential has no value, or is known dead
+	refusedBreaker = "breaker" // an open breaker
+	refusedDown    = "down"    // the upstream is not connected
+)
+
+// failoverReason reads how a call to one target ended: the routing reason
+// to move on for ("" when the call was served, or answered by the tool or
+// the upstream: nothing a backup would do better, or the caller cancelled),
+// and whether the call may have run upstream.
+//
+// Credential rejections (auth_failure of any subtype) did not run: the
+// provider refused the request. Nor did calls the gateway did not send
+// (refused by the gate or a breaker, no session, connection refused).
+// Timeouts, lost connections and 5xx may have run.
+func failoverReason(out callOutcome, err error) (reason string, executed bool) {
+	f := out.failure
+	if err != nil || f == nil {
+		return "", true
+	}
+	switch out.refused {
+	case refusedBreaker:
+		if f.IsAuth() && routing.KnownReason(string(f.Subtype)) {
+			return string(f.Subtype), false // a credential's breaker, opened by a rejection
+		}
+		return routing.ReasonBreakerOpen, false
+	case refusedGate, refusedDown:
+		return failureReason(f), false
+	}
+	if f.IsAuth() {
+		return failureReason(f), false
+	}
+	if out.raw == nil {
+		// An isError result: the tool's own failure is an answer, unless the
+		// classifier read an outage or a timeout in it.
+		if f.Type == authmap.TypeUpstreamUnavailable || f.Type == authmap.TypeTimeout {
+			return string(f.Type), true
+		}
+		return "", true
+	}
+	if notSent(out.raw) || dialFailed(out.raw) {
+		return failureReason(f), false
+	}
+	return string(f.Type), true
+}
+
+// failureReason is a failure's routing reason: its subtype, else its type.
+func failureReason(f *authmap.Failure) string {
+	if f.Subtype != "" {
+		return string(f.Subtype)
+	}
+	return string(f.Type)
+}
+
+// dialFailed reports whether err is a connection that could not be made
+// (refused, no route): nothing was sent.
+func dialFailed(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// routeServed answers a call target served (or answered), with the route's
+// _meta when another target than the primary served it or targets were
+// passed over.
+func (g *Server) routeServed(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	if errors.Is(err, context.Canceled) {
+		return res, err // the caller is gone: nothing was served
+	}
+	if len(attempts) == 0 && target != r.Primary() {
+		// The primary was usable but passed over (credential_expiring).
+		_, reason := h.Usable(r.Primary())
+		attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
+	}
+	g.noteServed(r, target, attempts)
+	if len(attempts) == 0 {
+		return res, err
+	}
+	meta := routing.Meta{ServedBy: target, Reason: attempts[0].Reason, Attempts: attempts}
+	g.rerouted(r.Tool(), meta.Reason)
+	return withRouteMeta(res, meta), err
+}
+
+// routeFailed answers a call no target served with the last failure and,
+// when more than the primary was tried or passed over, the attempts.
+func (g *Server) routeFailed(r *routing.Route, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	if len(attempts) == 1 && attempts[0].Target == r.Primary() {
+		return res, err // the primary's failure, which the route does not fail over on
+	}
+	meta := routing.Meta{Reason: attempts[0].Reason, Attempts: attempts}
+	g.rerouted(r.Tool(), meta.Reason)
+	return withRouteMeta(res, meta), err
+}
+
+// withRouteMeta returns res with meta under routing.MetaKey. res is not
+// modified: a result may be shared.
+func withRouteMeta(res *mcp.CallToolResult, meta routing.Meta) *mcp.CallToolResult {
+	if res == nil {
+		return nil
+	}
+	out := *res
+	out.Meta = make(mcp.Meta, len(res.Meta)+1)
+	for k, v := range res.Meta {
+		out.Meta[k] = v
+	}
+	out.Meta[routing.MetaKey] = meta
+	return &out
+}
+
+// noteServed records which target served route r, and reports a switch:
+// to a backup with the reason the primary did not serve (the first
+// attempt's), back to the primary as "recovered".
+func (g *Server) noteServed(r *routing.Route, target string, attempts []routing.Attempt) {
+	key := r.Tool()
+	prev, loaded := g.routing.active.Load(key)
+	var from string
+	switch {
+	case loaded && prev.(string) == target:
+		return
+	case loaded:
+		if !g.routing.active.CompareAndSwap(key, prev, target) {
+			return // another call reported it
+		}
+		from = prev.(string)
+	default:
+		if _, raced := g.routing.active.LoadOrStore(key, target); raced || target == r.Primary() {
+			return
+		}
+		from = r.Primary()
+	}
+	reason := "recovered"
+	if target != r.Primary() && len(attempts) > 0 {
+		reason = attempts[0].Reason
+	}
+	g.routeSwitched(key, from, target, reason)
+}
+
+// rerouted is called once per call a route did not serve from its primary
+// (served by a backup, or failed after trying), with the reason the primary
+// did not serve it. A hook for metrics.
+func (g *Server) rerouted(route, reason string) { g.metrics.rerouted(route, reason) }
+
+// routeSwitched is called when a route's calls move from one target to
+// another: to a backup (reason: why the previous target stopped serving),
+// or back to the primary (reason "recovered"). It is logged; it is the hook
+// for events.
+func (g *Server) routeSwitched(route, from, to, reason string) {
+	g.log.Info().Str(fieldRoute, route).Str("from", from).Str("to", to).Str("reason", reason).Msg("route switched")
+	g.publishRouteSwitch(route, from, to, reason)
+}
+
+// routeTargetStates is what the route metrics read at each scrape.
+func (g *Server) routeTargetStates() []routeTargetState {
+	var out []routeTargetState
+	for name, rh := range g.routesHealth() {
+		for _, t := range rh.Targets {
+			out = append(out, routeTargetState{Route: name, Target: t.Target, Available: t.Usable, Active: t.Target == rh.Active})
+		}
+	}
+	return out
+}
+
+// routeTools puts the routed tools in want, the tools the catalog is about
+// to expose: each under its route's name, defined by its first target the
+// upstreams list (schema, description, annotations), and resolved per call.
+// A route none of whose targets is listed yet is not exposed. Under
+// routing.hide_unavailable, a route with no usable target is left out too,
+// and routing.wake is set to when a breaker's wait may bring one back. The
+// catalog's lock is held.
+func (c *catalog) routeTools(want map[string]entry[*mcp.Tool], cats map[string]upstreamCatalog) {
+	g := c.g
+	s := g.snap.Load()
+	if s.routes == nil {
+		g.routing.setWake(time.Time{})
+		return
+	}
+	h := g.routeHealth(s)
+	hide := s.cfg.Routing.HideUnavailable
+	var wake time.Time
+	for _, r := range s.routes.All() {
+		var def *mcp.Tool
+		var defUp string
+		for _, t := range r.Targets() {
+			rt := h.resolve(t)
+			if rt.up == nil {
+				continue
+			}
+			if tool := find(cats[rt.up.name].tools, func(x *mcp.Tool) bool { return x.Name == rt.tool }); tool != nil {
+				def, defUp = tool, rt.up.name
+				break
+			}
+		}
+		if def == nil {
+			delete(want, r.Tool())
+			continue
+		}
+		if hide {
+			if _, _, ok := routing.Active(r, h); !ok {
+				delete(want, r.Tool())
+				for _, t := range r.Targets() {
+					if u := h.state(t).until; !u.IsZero() && (wake.IsZero() || u.Before(wake)) {
+						wake = u
+					}
+				}
+				continue
+			}
+		}
+		want[r.Tool()] = entry[*mcp.Tool]{upstream: defUp, orig: def, routed: true}
+	}
+	g.routing.setWake(wake)
+}
+
+// setWake records when watchRoutes should look again by itself, and tells it
+// when that changed.
+func (rs *routeState) setWake(t time.Time) {
+	var ns int64
+	if t.After(time.Now()) {
+		ns = t.UnixNano()
+	}
+	if rs.wake.Swap(ns) != ns {
+		select {
+		case rs.rearm <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// routesChanged tells watchRoutes that an upstream, a credential or a
+// breaker changed state, which may change which routed tools are usable.
+func (g *Server) routesChanged() {
+	select {
+	case g.routing.changed <- struct{}{}:
+	default:
+	}
+}
+
+// watchRoutes keeps the routed tools' listing current under
+// routing.hide_unavailable: it rebuilds the catalog when an upstream, a
+// credential or a breaker changes state, and when a breaker's wait that
+// keeps a hidden tool out ends (breakers turn half-open only when asked).
+// Without hide_unavailable it does nothing. It runs until ctx ends.
+func (g *Server) watchRoutes(ctx context.Context) {
+	defer g.recoverLog("route watch", "")
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	for {
+		if w := g.routing.wake.Load(); w != 0 {
+			t.Reset(max(time.Until(time.Unix(0, w)), 0) + time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-g.routing.rearm:
+			t.Stop()
+			continue
+		case <-g.routing.changed:
+		case <-t.C:
+		}
+		t.Stop()
+		if s := g.snap.Load(); s.routes != nil && s.cfg.Routing.HideUnavailable {
+			g.catalog.rebuild()
+		}
+	}
+}
+
+// RouteHealth is a route's entry in /health.
+type RouteHealth struct {
+	// Active is the target a call would go to first; empty when none can
+	// serve (calls then fail fast, typed).
+	Active string `json:"active,omitempty"`
+	// Reason is why the primary target is passed over, or, with no active
+	// target, the failure calls get.
+	Reason string `json:"reason,omitempty"`
+	// Targets are the route's targets in order, each usable or not, and why.
+	Targets []RouteTargetHealth `json:"targets"`
+}
+
+// RouteTargetHealth is one target of a route in /health.
+type RouteTargetHealth struct {
+	Target string `json:"target"`
+	Usable bool   `json:"usable"`
+	// Reason is why the target is unusable, or passed over while usable
+	// (credential_expiring).
+	Reason string `json:"reason,omitempty"`
+}
+
+// routesHealth returns every route's state, by exposed tool name; nil when
+// there are no routes.
+func (g *Server) routesHealth() map[string]RouteHealth {
+	s := g.snap.Load()
+	if s.routes == nil {
+		return nil
+	}
+	h := g.routeHealth(s)
+	out := map[string]RouteHealth{}
+	for _, r := range s.routes.All() {
+		active, reason, _ := routing.Active(r, h)
+		rh := RouteHealth{Active: active, Reason: reason}
+		for _, t := range r.Targets() {
+			st := h.state(t)
+			rh.Targets = append(rh.Targets, RouteTargetHealth{Target: t, Usable: st.ok, Reason: st.reason})
+		}
+		out[r.Tool()] = rh
+	}
+	return out
+}
