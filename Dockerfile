@@ -10,6 +10,13 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/gateway /usr/local/bin/gateway
+# The default config is an authenticated skeleton (configs/docker.yaml): the
+# container listens on every interface, where the gateway refuses to serve
+# unauthenticated agents. Run it with a key, and mount your own config (with
+# its auth section) over /etc/credgate/config.yaml:
+#   docker run -e AGENT_KEY=$(openssl rand -hex 32) -p 8080:8080 \
+#     -v $PWD/my.yaml:/etc/credgate/config.yaml credgate
+COPY configs/docker.yaml /etc/credgate/config.yaml
 USER nonroot:nonroot
 EXPOSE 8080
 ENV CREDGATE_LISTEN=0.0.0.0:8080

@@ -423,6 +423,7 @@ func TestValidateRules(t *testing.T) {
 		{Subtype: SubtypeCredentialInvalid},
 		{Match: RuleMatch{Status: 1000}, Type: "bogus", Provider: "My Space"},
 		{Match: RuleMatch{Status: 500}, Type: TypeUpstreamError, Subtype: SubtypeCredentialInvalid},
+		{Match: RuleMatch{Status: 403}, Type: TypeForbidden}, // the gateway's own policy refusal (issue 9)
 	})
 	if err == nil {
 		t.Fatal("ValidateRules = nil, want errors")
@@ -442,6 +443,7 @@ func TestValidateRules(t *testing.T) {
 		"classify.rules[4].provider",
 		"classify.rules[4].match.status",
 		"classify.rules[5].subtype",
+		"classify.rules[6].type",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("mismatch (-want +got):\n%s\nerr: %v", diff, err)

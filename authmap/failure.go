@@ -17,13 +17,17 @@ const (
 	TypeTimeout             Type = "timeout"
 	TypeInvalidRequest      Type = "invalid_request"
 	TypeNotFound            Type = "not_found"
+	// TypeForbidden is the gateway's own refusal: the agent's policy does
+	// not let it call the tool (or read the prompt or resource). It is
+	// never about an upstream credential, and no classifier rule yields it.
+	TypeForbidden Type = "forbidden"
 )
 
 func (t Type) String() string { return string(t) }
 
 // Types lists every Type, in schema order.
 func Types() []Type {
-	return []Type{TypeAuthFailure, TypeUpstreamError, TypeUpstreamUnavailable, TypeTimeout, TypeInvalidRequest, TypeNotFound}
+	return []Type{TypeAuthFailure, TypeUpstreamError, TypeUpstreamUnavailable, TypeTimeout, TypeInvalidRequest, TypeNotFound, TypeForbidden}
 }
 
 // Subtype refines TypeAuthFailure.

@@ -69,7 +69,10 @@ func compileRules(rules []Rule) ([]compiledRule, error) {
 		if typ == "" {
 			typ = TypeAuthFailure
 		}
-		if !slices.Contains(Types(), typ) {
+		switch {
+		case typ == TypeForbidden:
+			bad("type", "%q is the gateway's own policy refusal, not a way an upstream fails; use auth_failure with subtype permission_denied", r.Type)
+		case !slices.Contains(Types(), typ):
 			bad("type", "unknown type %q", r.Type)
 		}
 		switch {

@@ -720,6 +720,7 @@ upstreams:
 `, path, p.OAuth2SourceYAML("gateway", ""), upURL)
 	secrets := []string{tok.AccessToken, p.Client(t, "gateway").Secret, "e2e-admin-token-0123456789", "e2e-hook-secret-0123456789"}
 	gw := startGateway(t, cfg)
+	gw.AdminToken = "e2e-admin-token-0123456789" // /health is an ops endpoint (issue 9)
 	cs := connectClient(t, ctx, gw.URL)
 	var results []string
 	for _, s := range append(secrets, "x") {
@@ -740,6 +741,9 @@ upstreams:
 	b, _ := json.Marshal(r)
 	results = append(results, string(b))
 	h, _ := json.Marshal(gw.Health(t))
+	if !strings.Contains(string(h), `"upstreams"`) {
+		t.Fatalf("/health = %s; want the health document", h)
+	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+gw.Addr+"/admin/events", nil)
 	req.Header.Set("Authorization", "Bearer e2e-admin-token-0123456789")
 	resp, err := http.DefaultClient.Do(req)

@@ -464,6 +464,9 @@ type gatewayProc struct {
 	Addr       string // 127.0.0.1:PORT
 	URL        string // http://Addr/mcp
 	ConfigPath string // the config file it was started with (tests may rewrite it)
+	// AdminToken, if set, is sent to the ops endpoints (/health) as a
+	// bearer token: a config with admin.token sets it.
+	AdminToken string
 }
 
 // startGateway writes configYAML to a file and runs
@@ -536,7 +539,14 @@ func (g *gatewayProc) Health(t *testing.T) map[string]any {
 }
 
 func (g *gatewayProc) health(ctx context.Context) (map[string]any, error) {
-	resp, err := httpGet(ctx, "http://"+g.Addr+"/health")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.Addr+"/health", nil)
+	if err != nil {
+		return nil, err
+	}
+	if g.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+g.AdminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

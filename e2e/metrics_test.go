@@ -28,7 +28,14 @@ type scrape struct {
 
 func (g *gatewayProc) scrape(t *testing.T, ctx context.Context) scrape {
 	t.Helper()
-	resp, err := httpGet(ctx, "http://"+g.Addr+"/metrics")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.Addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.AdminToken != "" { // an ops endpoint (issue 9)
+		req.Header.Set("Authorization", "Bearer "+g.AdminToken)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,56 +21,50 @@ import (
 //	POST /admin/credentials/<name>/reload   re-read a credential from its source (bearer admin.token)
 //	POST /webhooks/rotate/<name>            a provider's rotation ping, signed with webhooks.secret
 //
-// The admin endpoints exist only when admin.token is set, the webhook only
-// when webhooks.secret is. A webhook's body is ignored once its signature
+// The admin endpoints exist only when admin.token or admin.listen is set
+// (they are ops endpoints: see opsOnly), the webhook only when
+// webhooks.secret is. A webhook's body is ignored once its signature
 // holds: a ping means "re-read it from the source", whatever it says.
 
 // maxWebhookBody bounds a webhook's body (it is read only to check its signature).
 const maxWebhookBody = 1 << 20
 
-// credentialRoutes adds the admin and webhook endpoints that are configured.
-func (g *Server) credentialRoutes(mux *http.ServeMux) {
-	if g.cred.adminToken != "" {
-		mux.HandleFunc("GET /admin/events", g.admin(func(w http.ResponseWriter, r *http.Request) {
-			// Every event kept, credential events with the fields the
-			// audit log had (see events.go); type tells them apart.
-			writeJSON(w, http.StatusOK, map[string]any{"events": g.EventLog()})
-		}))
-		mux.HandleFunc("POST /admin/credentials/{name}/reload", g.admin(func(w http.ResponseWriter, r *http.Request) {
-			g.reloadHTTP(w, r, authmap.TriggerAdmin)
-		}))
+// adminRoutes adds the admin endpoints, behind opsOnly, when admin.token
+// or admin.listen is set.
+func (g *Server) adminRoutes(mux *http.ServeMux) {
+	if g.cred.adminToken == "" && g.config().Admin.Listen == "" {
+		return
 	}
-	if g.cred.webhookSecret != "" {
-		mux.HandleFunc("POST /webhooks/rotate/{name}", func(w http.ResponseWriter, r *http.Request) {
-			body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody+1))
-			if err != nil || len(body) > maxWebhookBody {
-				writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body too large"})
-				return
-			}
-			if !validSignature(g.cred.webhookSecret, body, r.Header.Get("X-Credgate-Signature")) {
-				g.log.Warn().Str(fieldCredential, r.PathValue("name")).Str("remote", r.RemoteAddr).Msg("rotation webhook with a bad or missing signature refused")
-				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "bad or missing X-Credgate-Signature (want sha256=<hex HMAC-SHA256 of the body>)"})
-				return
-			}
-			g.reloadHTTP(w, r, authmap.TriggerWebhook)
-		})
-	}
+	mux.Handle("GET /admin/events", g.opsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every event kept, credential events with the fields the
+		// audit log had (see events.go); type tells them apart.
+		writeJSON(w, http.StatusOK, map[string]any{"events": g.EventLog()})
+	})))
+	mux.Handle("POST /admin/credentials/{name}/reload", g.opsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.reloadHTTP(w, r, authmap.TriggerAdmin)
+	})))
+	g.reloadRoutes(mux) // POST /admin/reload (reload.go)
 }
 
-// admin guards an admin handler with the bearer admin.token, compared in
-// constant time. The scheme is matched without regard to case (RFC 9110
-// section 11.1): some clients send "bearer".
-func (g *Server) admin(h http.HandlerFunc) http.HandlerFunc {
-	want := []byte(g.cred.adminToken)
-	return func(w http.ResponseWriter, r *http.Request) {
-		scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(token), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="credgate-admin"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (admin.token)"})
+// webhookRoutes adds the rotation webhook when webhooks.secret is set. It is
+// served on listen, where providers reach it; its signature guards it.
+func (g *Server) webhookRoutes(mux *http.ServeMux) {
+	if g.cred.webhookSecret == "" {
+		return
+	}
+	mux.HandleFunc("POST /webhooks/rotate/{name}", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxWebhookBody+1))
+		if err != nil || len(body) > maxWebhookBody {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": "body too large"})
 			return
 		}
-		h(w, r)
-	}
+		if !validSignature(g.cred.webhookSecret, body, r.Header.Get("X-Credgate-Signature")) {
+			g.log.Warn().Str(fieldCredential, r.PathValue("name")).Str("remote", r.RemoteAddr).Msg("rotation webhook with a bad or missing signature refused")
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "bad or missing X-Credgate-Signature (want sha256=<hex HMAC-SHA256 of the body>)"})
+			return
+		}
+		g.reloadHTTP(w, r, authmap.TriggerWebhook)
+	})
 }
 
 // validSignature checks X-Credgate-Signature: sha256=<hex HMAC-SHA256 of body>.

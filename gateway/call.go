@@ -98,7 +98,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			ctx = withCallCred(ctx, cc)
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
-				g.logCall(u, name, start, res, nil)
+				g.logCall(ctx, u, name, start, res, nil)
 				return res, callOutcome{failure: &f, refused: refusedGate}, nil
 			}
 		}
@@ -106,7 +106,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 		cb, refused := g.admit(u, cn)
 		if refused != nil {
 			res := g.failureResult(*refused, nil)
-			g.logCall(u, name, start, res, nil)
+			g.logCall(ctx, u, name, start, res, nil)
 			why := refusedBreaker
 			if u.session.Load() == nil {
 				why = refusedDown
@@ -153,7 +153,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 		}
 		f, _ := outcomeFailure(res, err)
 		cb.report(breakerOutcomes(raw, f))
-		g.logCall(u, name, start, res, err)
+		g.logCall(ctx, u, name, start, res, err)
 		return res, callOutcome{failure: f, raw: raw}, err
 	}
 }

@@ -128,12 +128,36 @@ type Config struct {
 	// Zero fields take their defaults (check_interval 5m, expiry_warning
 	// 60m, refresh_before 10m, startup.fail_on expired).
 	Lifecycle authmap.LifecycleConfig `koanf:"lifecycle"`
-	// Admin configures the admin endpoints. If admin.token is zero, they do
-	// not exist.
+	// Admin configures the ops endpoints (/health, /admin/*): admin.token
+	// guards them, admin.listen serves them on an address of their own. If
+	// both are zero, the admin endpoints do not exist and /health answers
+	// only a gateway that serves unauthenticated agents on loopback.
 	Admin AdminConfig `koanf:"admin"`
 	// Webhooks configures the rotation webhooks. If webhooks.secret is zero,
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
+
+	// Agent authentication and policy (issue 9): see authconfig.go.
+
+	// Auth is how agents authenticate on /mcp. If zero, they do not, and the
+	// gateway serves only on a loopback address unless AllowUnauthenticated.
+	Auth AuthConfig `koanf:"auth"`
+	// Policies say what each authenticated agent may use. If empty, an
+	// agent may use what its key allows (everything if it sets nothing).
+	Policies []PolicyConfig `koanf:"policies"`
+	// AllowUnauthenticated lets a gateway without auth serve on an address
+	// other machines can reach. If false, it refuses to start there.
+	AllowUnauthenticated bool `koanf:"allow_unauthenticated"`
+	// AllowedOrigins are the browser origins (https://app.example.com) that
+	// may call /mcp; a request with another Origin gets 403, one without
+	// Origin passes. If empty, only same-origin browser requests pass.
+	AllowedOrigins []string `koanf:"allowed_origins"`
+	// AllowedHosts are the names the gateway answers to in the Host header,
+	// on every endpoint (DNS-rebinding protection); "*.example.com" covers
+	// the names under it, "*" any. IP addresses and localhost are always
+	// accepted, and so are the names in listen and admin.listen. If empty,
+	// only those.
+	AllowedHosts []string `koanf:"allowed_hosts"`
 
 	// Telemetry configures OpenTelemetry traces (see trace.go). Off unless
 	// an OTLP endpoint is set here or in the environment.
@@ -959,6 +983,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCredentials(), c.validateRoutes())
+	errs = append(errs, c.validateAuth())
 	errs = append(errs, c.validateNotify())
 	errs = append(errs, c.State.Validate("state", func(u string) string { return c.shownURL("state.redis.url", u) }))
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {

@@ -20,8 +20,14 @@ type AdminConfig struct {
 	// Token is the bearer token of the admin endpoints (GET /admin/events,
 	// POST /admin/credentials/<name>/reload): a plain string or a source
 	// object ({env: CREDGATE_ADMIN_TOKEN}, {file: ...}). It is read once, at
-	// start-up. If zero, the admin endpoints do not exist.
+	// start-up. It also guards the other ops endpoints (/health; see
+	// opsOnly). If zero, the admin endpoints exist only on admin.listen.
 	Token authmap.SecretRef `koanf:"token"`
+	// Listen, if set, is an address of their own for the ops endpoints
+	// (/health, /admin/*; see opsOnly): they are then served there only,
+	// never on listen. If empty, they are served on listen, behind
+	// admin.token.
+	Listen string `koanf:"listen"`
 }
 
 // WebhooksConfig is the webhooks section.
@@ -230,6 +236,9 @@ func (c *Config) credentialWarnings() []string {
 				out = append(out, fmt.Sprintf("upstreams.%s.env.%s: replaced by credential %q", name, inj.Env, d))
 			}
 		}
+	}
+	for _, n := range c.keyCredentials() {
+		used[n] = true // an agent's API key (auth.keys[].key_credential)
 	}
 	for _, n := range sortedCredentialNames(c.Credentials) {
 		if !used[n] {

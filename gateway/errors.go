@@ -430,9 +430,10 @@ func resultText(res *mcp.CallToolResult) (text string, single bool) {
 	return b.String(), n == 1 && len(res.Content) == 1 && res.StructuredContent == nil
 }
 
-// logCall writes the one debug line per call, and a warning for credential
-// failures, which ops must see.
-func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.CallToolResult, err error) {
+// logCall writes the audit line of a call (issue 9): one info line with the
+// agent, upstream, tool, credential, outcome (the failure's type) and
+// duration; a warning for credential failures, which ops must see.
+func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start time.Time, res *mcp.CallToolResult, err error) {
 	outcome, f := "ok", (*authmap.Failure)(nil)
 	switch {
 	case err != nil && errors.Is(err, context.Canceled):
@@ -446,13 +447,18 @@ func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.Cal
 			outcome = string(v.Type)
 		}
 	}
+	cred := g.callCredential(u, tool)
 	var ev *zerolog.Event
 	if f != nil && f.IsAuth() {
-		ev = g.log.Warn().Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential).Str("provider", f.Provider).Str("provider_code", f.ProviderCode)
+		if f.Credential != "" {
+			cred = f.Credential
+		}
+		ev = g.log.Warn().Str(fieldSubtype, string(f.Subtype)).Str("provider", f.Provider).Str("provider_code", f.ProviderCode)
 	} else {
-		ev = g.log.Debug()
+		ev = g.log.Info()
 	}
-	ev.Str(fieldUpstream, u.name).Str(fieldTool, tool).Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+	ev.Str(fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, tool).Str(fieldCredential, cred).
+		Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
 	g.metrics.toolCall(u, tool, outcome, f, start)
 }
 

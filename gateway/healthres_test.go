@@ -16,7 +16,9 @@ import (
 func readyz(t *testing.T, g *Server) (int, string) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	g.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	req.Host = "localhost" // httptest's example.com is a foreign host (issue 9)
+	g.Handler().ServeHTTP(rec, req)
 	body, _ := io.ReadAll(rec.Body)
 	return rec.Code, strings.TrimSpace(string(body))
 }

@@ -17,7 +17,8 @@ import (
 	"github.com/credgate/credgate/breaker"
 )
 
-// Handler returns the gateway's HTTP handler:
+// Handler returns the gateway's HTTP handler (see front.go for what guards
+// each endpoint):
 //
 //	/mcp      the MCP endpoint (streamable HTTP)
 //	/healthz  liveness: 200 while the process serves HTTP
@@ -27,15 +28,33 @@ import (
 //	/metrics  Prometheus metrics (see metrics.go)
 //	/events   server-sent events of every state change (ops.go)
 //	/status   the status page, also at / (ops.go)
+//
+// /health, /metrics, /events, /status and /admin/* are ops endpoints (see
+// opsOnly); with admin.listen, they are served there instead.
 func (g *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	main, _ := g.handlers()
+	return main
+}
+
+// mcpHandler is the SDK's streamable HTTP handler of /mcp with the
+// gateway's bounds.
+func (g *Server) mcpHandler() http.Handler {
+	return g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.config().Stateless,
 		Logger:    g.sdkLog,
 		// The SDK closes a session that has had no request in flight for
 		// this long; a call in progress keeps its session open.
 		SessionTimeout: g.config().sessionIdleTimeout(),
-	}))))
+		// The SDK's own check refuses any name but localhost on a loopback
+		// listener; guardHosts checks every endpoint instead, and also
+		// knows allowed_hosts (issue 9).
+		DisableLocalhostProtection: true,
+	})))
+}
+
+// probeRoutes adds /healthz and /readyz, which stay open: they say nothing
+// about the upstreams.
+func (g *Server) probeRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -59,21 +78,6 @@ func (g *Server) Handler() http.Handler {
 			_, _ = w.Write([]byte("ready\n"))
 		}
 	})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
-		h := g.Health()
-		w.Header().Set("Content-Type", "application/json")
-		if h.Status == HealthDown {
-			w.WriteHeader(http.StatusServiceUnavailable)
-		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(h)
-	})
-	mux.Handle("GET /metrics", g.metricsHandler())
-	g.credentialRoutes(mux)
-	g.opsRoutes(mux)
-	g.reloadRoutes(mux)
-	return mux
 }
 
 // refuseNewWhileDraining answers 503 to requests that would start something

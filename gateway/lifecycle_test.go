@@ -290,7 +290,9 @@ func TestHealthCarriesStderrTail(t *testing.T) {
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  crash: {command: /bin/sh, args: [%q], env: {API_TOKEN: %q}}\n", script, secret))
 
 	rec := httptest.NewRecorder()
-	g.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/health", nil))
+	req := httptest.NewRequest(http.MethodGet, "/health", nil)
+	req.Host = "localhost" // httptest's example.com is a foreign host (issue 9)
+	g.Handler().ServeHTTP(rec, req)
 	var h struct {
 		Upstreams map[string]struct {
 			Status     string   `json:"status"`

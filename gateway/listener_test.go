@@ -86,7 +86,7 @@ func TestSlowClientsAreBounded(t *testing.T) {
 			wg.Go(func() { _, _ = io.Copy(io.Discard, c) }) // the server's answer, if any
 			wg.Go(func() {
 				defer c.Close()
-				_, err := io.WriteString(c, "POST /mcp HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"+
+				_, err := io.WriteString(c, "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"+
 					"Accept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n")
 				for n := 0; err == nil && n < 1000; n++ {
 					_, err = c.Write([]byte(" "))
@@ -114,7 +114,7 @@ func TestSlowClientsAreBounded(t *testing.T) {
 		// idle.
 		c := l.dial()
 		defer c.Close()
-		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
 		br := bufio.NewReader(c)

@@ -402,7 +402,9 @@ upstreams:
 	_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": token}})
 	driveHooks(g)
 
-	resp, err := http.Get(base + "/metrics")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+admin) // an ops endpoint (issue 9)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

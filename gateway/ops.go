@@ -18,12 +18,7 @@ import (
 //
 // GET /admin/events (admin.token) serves the same ring as JSON; see admin.go.
 
-// opsRoutes adds the ops endpoints to mux.
-func (g *Server) opsRoutes(mux *http.ServeMux) {
-	for pattern, h := range g.OpsHandlers() {
-		mux.Handle(pattern, h)
-	}
-}
+// They are registered, behind opsOnly, by opsRoutes (front.go).
 
 // OpsHandlers returns the ops endpoints by ServeMux pattern, each a plain
 // handler, so that they can be wrapped (authentication) where they are

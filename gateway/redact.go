@@ -222,7 +222,8 @@ func (c *Config) Warnings() []string {
 			}
 		}
 	}
-	return append(out, c.credentialWarnings()...)
+	out = append(out, c.credentialWarnings()...)
+	return append(out, c.authWarnings()...)
 }
 
 // redact removes secrets and token shapes from text bound for logs, failure

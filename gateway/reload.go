@@ -188,6 +188,12 @@ var restartKeys = []struct {
 	{"webhooks", func(a, b *Config) bool { return !reflect.DeepEqual(a.Webhooks, b.Webhooks) }, func(d, o *Config) { d.Webhooks = o.Webhooks }},
 	{"notify", func(a, b *Config) bool { return !reflect.DeepEqual(a.Notify, b.Notify) }, func(d, o *Config) { d.Notify = o.Notify }},
 	{"telemetry", func(a, b *Config) bool { return a.Telemetry != b.Telemetry }, func(d, o *Config) { d.Telemetry = o.Telemetry }},
+	// Agent authentication and the HTTP front (issue 9): keys are read once
+	// (a key_credential still rotates live), the front is built at Serve.
+	{"auth", func(a, b *Config) bool { return !reflect.DeepEqual(a.Auth, b.Auth) }, func(d, o *Config) { d.Auth = o.Auth }},
+	{"allow_unauthenticated", func(a, b *Config) bool { return a.AllowUnauthenticated != b.AllowUnauthenticated }, func(d, o *Config) { d.AllowUnauthenticated = o.AllowUnauthenticated }},
+	{"allowed_origins", func(a, b *Config) bool { return !slices.Equal(a.AllowedOrigins, b.AllowedOrigins) }, func(d, o *Config) { d.AllowedOrigins = o.AllowedOrigins }},
+	{"allowed_hosts", func(a, b *Config) bool { return !slices.Equal(a.AllowedHosts, b.AllowedHosts) }, func(d, o *Config) { d.AllowedHosts = o.AllowedHosts }},
 }
 
 // effectiveConfig is cfg with the settings only a restart applies kept at
@@ -397,6 +403,11 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		next.upstreams = append(next.upstreams, next.byName[name])
 	}
 	g.snap.Store(next)
+	if !reflect.DeepEqual(old.cfg.Policies, eff.Policies) {
+		// Agents' grants and rates follow at once (issue 9); their
+		// buckets start full.
+		g.policy.Store(newPolicySet(eff))
+	}
 	g.catalog.rebuild()
 	g.logPlan(next.version, p)
 	if !started {
@@ -629,10 +640,7 @@ func retiredError(u *upstream) error {
 // file was put in force (or was unchanged), 422 with the reason when it was
 // rejected, 409 when the gateway has no config file.
 func (g *Server) reloadRoutes(mux *http.ServeMux) {
-	if g.cred.adminToken == "" {
-		return
-	}
-	mux.HandleFunc("POST /admin/reload", g.admin(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /admin/reload", g.opsOnly(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		err := g.ReloadConfig(authmap.TriggerAdmin)
 		status := http.StatusOK
 		out := map[string]any{"config": g.configHealth()}
@@ -645,5 +653,5 @@ func (g *Server) reloadRoutes(mux *http.ServeMux) {
 			out["error"] = g.redact(err.Error())
 		}
 		writeJSON(w, status, out)
-	}))
+	})))
 }

@@ -157,6 +157,11 @@ type Server struct {
 	reload reloadState
 	// Routing (issue 8): see routes.go.
 	routing routeState
+
+	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
+	agentAuth *agentAuth
+	policy    atomic.Pointer[policySet] // rebuilt by a reload that changes policies
+	opsAddr   atomic.Value              // string: admin.listen's bound address, once serving
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -216,6 +221,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	if err := g.initAgentAuth(); err != nil {
+		return nil, err
+	}
 	if g.tracing, err = newTracing(cfg.Telemetry, g.opts.Version); err != nil {
 		return nil, err
 	}
@@ -239,6 +247,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
+	// The agent's identity and policy come before the call path (issue 9).
+	g.mcp.AddReceivingMiddleware(g.agentPolicy)
 	// Outermost, so a request's span covers all the gateway does for it.
 	g.mcp.AddReceivingMiddleware(g.traceRequests)
 	g.catalog = newCatalog(g)
@@ -292,9 +302,19 @@ func (g *Server) WaitTried(ctx context.Context) error {
 // done it shuts down gracefully (see [Server.Close]) and returns once the
 // HTTP side is done; Close then stops the upstreams.
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
+	// Agents must authenticate where others can reach (issue 9).
+	if err := g.checkExposure(l); err != nil {
+		return err
+	}
+	main, ops := g.handlers()
+	stopOps, err := g.serveOps(ops)
+	if err != nil {
+		return err
+	}
+	defer stopOps()
 	g.closeMu.Lock()
 	g.httpSrv = &http.Server{
-		Handler:           g.Handler(),
+		Handler:           main,
 		ReadHeaderTimeout: 10 * time.Second,
 		// A request's body must arrive within ReadTimeout (counted from the
 		// start of the request), so a client trickling bytes cannot hold a
@@ -325,7 +345,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 		g.drain()
 		g.shutdownHTTP(srv)
 	}()
-	err := srv.Serve(l)
+	err = srv.Serve(l)
 	if errors.Is(err, http.ErrServerClosed) {
 		<-shutDown // the answers to the last calls are written
 		return nil

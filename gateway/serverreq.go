@@ -91,16 +91,15 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 	return nil
 }
 
-// logMessage passes a log message sent during calls to the agents making them.
+// logMessage passes a log message sent during calls to the agent making
+// them, when there is one (see routeLog).
 func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
 	if u.gw.hasSecrets() {
 		p := *req.Params
 		p.Data = u.gw.redactValue(p.Data)
 		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: &p}
 	}
-	for _, c := range u.callers(agent) {
-		_ = c.session.Log(c.ctx, req.Params)
-	}
+	u.routeLog(agent, req.Params)
 }
 
 func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {

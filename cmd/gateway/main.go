@@ -190,6 +190,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if *listen != "" {
 			cfg.Listen = *listen
 		}
+		if cmd != "stdio" {
+			// Agents must authenticate where others can reach (issue 9);
+			// Serve checks the bound address again.
+			if err := cfg.CheckExposure(cfg.Listen); err != nil {
+				log.Error().Str("err", err.Error()).Msg("gateway not started")
+				return 1
+			}
+		}
 		// The first SIGTERM or SIGINT starts a graceful shutdown (bounded by
 		// shutdown_timeout); once it has begun, the signals get their default
 		// action back, so a second one ends the process at once.

@@ -33,9 +33,14 @@ func statusCmd(configPath, rawURL string, watch bool, stdout, stderr io.Writer) 
 		fmt.Fprintln(stderr, "gateway status:", err)
 		return 2
 	}
+	token, err := statusToken(configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway status:", err)
+		return 2
+	}
 	color := isTerminal(stdout)
 	if !watch {
-		h, err := fetchHealth(context.Background(), base)
+		h, err := fetchHealth(context.Background(), base, token)
 		if err != nil {
 			fmt.Fprintln(stderr, "gateway status:", err)
 			return 1
@@ -51,7 +56,7 @@ func statusCmd(configPath, rawURL string, watch bool, stdout, stderr io.Writer) 
 	tick := time.NewTicker(statusWatchEvery)
 	defer tick.Stop()
 	for {
-		h, err := fetchHealth(ctx, base)
+		h, err := fetchHealth(ctx, base, token)
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -73,8 +78,9 @@ func statusCmd(configPath, rawURL string, watch bool, stdout, stderr io.Writer) 
 	}
 }
 
-// statusURL is the gateway's base URL: --url, else the config's listen
-// address (a wildcard host read as 127.0.0.1), else the default listen.
+// statusURL is the gateway's base URL: --url, else the config's
+// admin.listen (where /health is served when it is set) or listen address
+// (a wildcard host read as 127.0.0.1), else the default listen.
 func statusURL(configPath, rawURL string) (string, error) {
 	if rawURL != "" {
 		u := strings.TrimRight(strings.TrimSuffix(strings.TrimRight(rawURL, "/"), "/health"), "/")
@@ -90,6 +96,9 @@ func statusURL(configPath, rawURL string) (string, error) {
 			return "", fmt.Errorf("%v\n(or give the gateway's address with --url)", err)
 		}
 		listen = cfg.Listen
+		if cfg.Admin.Listen != "" {
+			listen = cfg.Admin.Listen
+		}
 	}
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
@@ -101,13 +110,35 @@ func statusURL(configPath, rawURL string) (string, error) {
 	return "http://" + net.JoinHostPort(host, port), nil
 }
 
-func fetchHealth(ctx context.Context, base string) (gateway.Health, error) {
+// statusToken reads the config's admin.token, which /health wants when it
+// is set (issue 9); "" without a config or a token.
+func statusToken(configPath string) (string, error) {
+	if configPath == "" {
+		return "", nil
+	}
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		return "", err
+	}
+	src, err := cfg.Admin.Token.Open("admin.token", nil)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), authmap.DefaultExecTimeout)
+	defer cancel()
+	return authmap.FetchSecret(ctx, src)
+}
+
+func fetchHealth(ctx context.Context, base, token string) (gateway.Health, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var h gateway.Health
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/health", nil)
 	if err != nil {
 		return h, err
+	}
+	if token != "" { // /health is an ops endpoint
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

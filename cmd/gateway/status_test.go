@@ -73,3 +73,26 @@ func TestStatusCommand(t *testing.T) {
 		}
 	}
 }
+
+// Regression test for issue 9: /health is an ops endpoint; `gateway status
+// --config` sends the config's admin.token and reads admin.listen when set.
+func TestStatusCommandAdminToken(t *testing.T) {
+	t.Parallel()
+	const token = "status-admin-token-0123456789"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(gateway.Health{Status: gateway.HealthOK, Version: "v-test"})
+	}))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	cfg := writeFile(t, "gateway.yaml", "listen: 127.0.0.1:1\nadmin: {token: "+token+", listen: \""+addr+"\"}\n")
+	if code, out, errOut := cli(t, "", "status", "--config", cfg); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("status with the config's admin token: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, "", "status", "--url", srv.URL); code != 1 || !strings.Contains(errOut, "401") {
+		t.Errorf("status without the token: exit %d, stderr %q; want 401 reported", code, errOut)
+	}
+}

@@ -8,7 +8,8 @@
 //	                         ├─ fault tools: provider_error, crash
 //	                         ├─ conformance fixtures (test_*, test://…, prompts, completion)
 //	                         ├─ --fail-file: HTTP-level faults injected by writing a file
-//	                         └─ --introspect: bearer tokens checked at an OAuth server (introspect.go)
+//	                         ├─ --introspect: bearer tokens checked at an OAuth server (introspect.go)
+//	                         └─ --record-headers: every request's headers kept, at GET /debug/headers (headers.go)
 //
 // Faults are driven by the test, never by timers: a test writes the
 // --fail-file to make every following HTTP request fail with the status,
@@ -52,6 +53,9 @@ type options struct {
 	introspectClient string
 	introspectSecret string
 	envToken         string
+
+	// recordHeaders keeps every request's headers (headers.go).
+	recordHeaders bool
 }
 
 func main() {
@@ -68,6 +72,7 @@ func main() {
 	flag.StringVar(&o.introspectClient, "introspect-client", "", "client id for --introspect (client_secret_basic)")
 	flag.StringVar(&o.introspectSecret, "introspect-secret", "", "client secret for --introspect")
 	flag.StringVar(&o.envToken, "env-token", "", "stdio with --introspect: every tools/call checks this env var's token, answering an isError 401 when inactive")
+	flag.BoolVar(&o.recordHeaders, "record-headers", false, "http/sse: record every request's headers, served verbatim at GET /debug/headers")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -125,6 +130,9 @@ func run(o options, logger *slog.Logger) error {
 	}
 	if o.failFile != "" {
 		handler = failFileMiddleware(o.failFile, handler)
+	}
+	if o.recordHeaders {
+		handler = newHeaderRecorder().middleware(handler)
 	}
 
 	ln, err := net.Listen("tcp", o.listen)

@@ -1,0 +1,45 @@
+package gateway
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Regression test for issue 9: the shipped configs on 0.0.0.0; the Docker image's
+// (which listens on 0.0.0.0) authenticates agents, so it may serve there,
+// while the demo, moved to 0.0.0.0, may not.
+func TestShippedConfigsExposure(t *testing.T) {
+	t.Parallel()
+	paths, err := filepath.Glob("../configs/*.yaml")
+	if err != nil || len(paths) < 3 {
+		t.Fatalf("configs: %v %v", paths, err)
+	}
+	for _, p := range paths {
+		if filepath.Base(p) == "prometheus-rules.yaml" {
+			continue // Prometheus rules, not a gateway config
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The Docker image sets CREDGATE_LISTEN=0.0.0.0:8080.
+		cfg, err := ParseConfig(data, []string{"CREDGATE_LISTEN=0.0.0.0:8080"})
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		err = cfg.CheckExposure(cfg.Listen)
+		switch filepath.Base(p) {
+		case "docker.yaml", "example.yaml":
+			if err != nil {
+				t.Errorf("%s on 0.0.0.0: %v; want it to authenticate agents", p, err)
+			}
+		default:
+			if err == nil || !strings.Contains(err.Error(), "allow_unauthenticated") {
+				t.Errorf("%s on 0.0.0.0 without auth: %v; want a refusal", p, err)
+			}
+		}
+	}
+}

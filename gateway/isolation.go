@@ -1,0 +1,72 @@
+package gateway
+
+import (
+	"encoding/json"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+)
+
+// Isolation between agents (issue 9).
+//
+// A log message an upstream sends on its shared session carries nothing that
+// ties it to one call. It goes to the calls in flight on that upstream only
+// when they all come from one agent (the same authenticated identity, or,
+// without authentication, the same agent session); when calls from several
+// agents are in flight, or none, it goes to the gateway's own log (debug)
+// and to no agent, so that agent B never reads agent A's tool logs. On a
+// per-agent session (session: per_agent) every message belongs to that
+// session's agent and goes to it. Progress notifications carry the call's
+// own token and always reach exactly the calling agent (see progressRouter).
+
+// routeLog delivers an upstream's log message (already redacted) under the
+// rule above. agent is the per-agent session it arrived on, nil for the
+// shared session.
+func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParams) {
+	calls := u.callers(agent)
+	if agent == nil {
+		var principal any
+		for _, c := range calls {
+			var who any = c.session
+			if name := agentName(c.ctx); name != "" {
+				who = name
+			}
+			if principal != nil && principal != who {
+				u.keepLog(p, "upstream log message while calls from several agents were in flight: kept here, sent to no agent")
+				return
+			}
+			principal = who
+		}
+		if principal == nil {
+			u.keepLog(p, "upstream log message outside any call: kept here, sent to no agent")
+			return
+		}
+	}
+	sent := map[*mcp.ServerSession]bool{}
+	for _, c := range calls {
+		if sent[c.session] {
+			continue // one copy per agent session, however many of its calls are in flight
+		}
+		sent[c.session] = true
+		_ = c.session.Log(c.ctx, p)
+	}
+}
+
+// keepLog writes an upstream's log message that no agent gets to the
+// gateway's log: at info for warnings and worse, at debug otherwise (an
+// upstream's debug chatter must not flood the gateway's log). Its data was
+// redacted on arrival, and is bounded here.
+func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
+	var ev *zerolog.Event
+	switch p.Level {
+	case "warning", "error", "critical", "alert", "emergency":
+		ev = u.log.Info()
+	default:
+		ev = u.log.Debug()
+	}
+	if ev == nil {
+		return // not logged at this level: skip the encoding
+	}
+	data, _ := json.Marshal(p.Data)
+	ev.Str("upstream_level", string(p.Level)).Str("logger", p.Logger).Str("data", truncate(string(data), 1024)).Msg(msg)
+}
