@@ -134,6 +134,14 @@ type Config struct {
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
 
+	// Agent authentication and transport security (issue 9).
+
+	// Auth authenticates agents on /mcp; auth.oauth: see oauthcfg.go.
+	Auth AuthConfig `koanf:"auth"`
+	// TLS serves HTTPS (optionally requiring client certificates); see tls.go.
+	// If tls.cert_file is empty, the gateway serves plain HTTP.
+	TLS TLSConfig `koanf:"tls"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -836,6 +844,8 @@ func (c *Config) Validate() error {
 	if c.MaxConnections < 0 {
 		bad("max_connections", "negative value %d; want a positive number of connections (0 = default %d)", c.MaxConnections, DefaultMaxConnections)
 	}
+	errs = append(errs, c.validateOAuth()...)
+	errs = append(errs, c.validateTLS()...)
 	prefixes := map[string]string{}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]

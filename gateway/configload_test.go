@@ -120,7 +120,11 @@ func TestDurationsNeedUnit(t *testing.T) {
 			if want := envName(key) + " (" + key + "): want a duration with a unit"; !strings.Contains(msg, want) {
 				t.Errorf("error does not contain %q:\n%s", want, msg)
 			}
-			// With a unit it loads.
+			// With a unit it loads (with what its section requires besides).
+			if strings.HasPrefix(key, "auth.oauth.") {
+				setKey(raw, "auth.oauth.issuer", "https://as.example.com")
+				setKey(raw, "auth.oauth.resource", "https://gw.example.com/mcp")
+			}
 			setKey(raw, key, "30s")
 			file, _ = yamlv3.Marshal(raw)
 			if _, err := ParseConfig(file, nil); err != nil {

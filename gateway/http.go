@@ -25,13 +25,13 @@ import (
 //	/health   JSON status of the gateway and each upstream
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	mux.Handle("/mcp", g.requireAgentAuth(g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.cfg.Stateless,
 		Logger:    g.sdkLog,
 		// The SDK closes a session that has had no request in flight for
 		// this long; a call in progress keeps its session open.
 		SessionTimeout: g.cfg.sessionIdleTimeout(),
-	}))))
+	})))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = w.Write([]byte("ok\n"))
@@ -58,6 +58,7 @@ func (g *Server) Handler() http.Handler {
 		_ = enc.Encode(h)
 	})
 	g.credentialRoutes(mux)
+	g.oauthRoutes(mux)
 	return mux
 }
 

@@ -130,6 +130,13 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+
+	// oauth is the OAuth resource server of auth.oauth (issue 9), or nil:
+	// see oauth.go and oauthwire.go.
+	oauth *OAuthResource
+	// tls serves HTTPS from the tls section's files, reloaded when they
+	// change (issue 9), or is nil: see tls.go.
+	tls *CertReloader
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -176,6 +183,12 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	if err := g.initOAuth(); err != nil {
+		return nil, err
+	}
+	if err := g.initTLS(); err != nil {
+		return nil, err
+	}
 
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
@@ -216,6 +229,8 @@ func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.loadOAuth(ctx) })
+	g.wg.Go(func() { g.watchTLS(ctx) })
 	for _, u := range g.upstreams {
 		g.wg.Add(1)
 		go func() {
@@ -256,7 +271,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
-	l = newLimitListener(l, g.cfg.maxConnections())
+	l = newLimitListener(g.tlsListener(l), g.cfg.maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.

@@ -300,7 +300,7 @@ func (v *Verifier) discover(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("issuer metadata %s: no jwks_uri (set jwks_url)", u)
 		}
 		if err := CheckURL(meta.JWKSURI); err != nil {
-			return "", fmt.Errorf("issuer metadata %s: jwks_uri: %w", u, err)
+			return "", fmt.Errorf("issuer metadata %s: jwks_uri %s: %w", u, shownURL(meta.JWKSURI), err)
 		}
 		return meta.JWKSURI, nil
 	}

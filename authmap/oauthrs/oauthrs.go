@@ -235,15 +235,12 @@ func New(cfg Config, opts *Options) (*Verifier, error) {
 // Validate checks the config, naming each bad field.
 func (c Config) Validate() error {
 	var errs []error
-	if err := CheckURL(c.Issuer); err != nil {
-		errs = append(errs, fmt.Errorf("issuer: %w", err))
-	}
-	if err := CheckURL(c.Audience); err != nil {
-		errs = append(errs, fmt.Errorf("audience: %w", err))
-	}
-	if c.JWKSURL != "" {
-		if err := CheckURL(c.JWKSURL); err != nil {
-			errs = append(errs, fmt.Errorf("jwks_url: %w", err))
+	for _, f := range []struct{ name, v string }{{"issuer", c.Issuer}, {"audience", c.Audience}, {"jwks_url", c.JWKSURL}} {
+		if f.v == "" && f.name == "jwks_url" {
+			continue
+		}
+		if err := CheckURL(f.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", f.name, shownURL(f.v), err))
 		}
 	}
 	for i, s := range c.RequiredScopes {
@@ -259,28 +256,37 @@ func (c Config) Validate() error {
 
 // CheckURL accepts an absolute https URL, or http on a loopback host (a
 // development setup), without a fragment or user info: what an issuer, an
-// audience or a JWKS URL may be.
+// audience or a JWKS URL may be. The error does not repeat the URL, which
+// the caller shows as it sees fit (redacted).
 func CheckURL(s string) error {
 	if s == "" {
 		return errors.New("missing")
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("%q does not parse: %v", s, err)
+		return errors.New("does not parse as a URL")
 	}
 	switch {
 	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		return fmt.Errorf("%q is not an absolute http(s) URL", s)
+		return errors.New("not an absolute http(s) URL")
 	case u.Scheme == "http" && !loopback(u.Hostname()):
-		return fmt.Errorf("%q: want https (plain http only on a loopback host)", s)
+		return errors.New("want https (plain http only on a loopback host)")
 	case u.Fragment != "" || strings.HasSuffix(s, "#"):
-		return fmt.Errorf("%q has a fragment", s)
+		return errors.New("has a fragment")
 	case u.User != nil:
-		return fmt.Errorf("%q has user info", u.Redacted())
+		return errors.New("has user info")
 	case strings.ContainsAny(s, "\"\\ "):
-		return fmt.Errorf("%q has a quote, backslash or space", s)
+		return errors.New("has a quote, backslash or space")
 	}
 	return nil
+}
+
+// shownURL quotes a configured URL for an error, without its user info.
+func shownURL(s string) string {
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		s = u.Redacted()
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 func loopback(host string) bool {

@@ -704,8 +704,8 @@ func TestConfigValidate(t *testing.T) {
 	}
 	want := []string{
 		`issuer: "http://as.example.test": want https (plain http only on a loopback host)`,
-		`audience: "gw.example.test/mcp" is not an absolute http(s) URL`,
-		`jwks_url: "https://u:xxxxx@as.example.test/jwks" has user info`,
+		`audience: "gw.example.test/mcp": not an absolute http(s) URL`,
+		`jwks_url: "https://u:xxxxx@as.example.test/jwks": has user info`,
 		`required_scopes[1]: scope "two words": want printable ASCII without spaces, quotes or backslashes`,
 		`required_scopes[2]: empty scope`,
 		`leeway: 1h0m0s is out of range; want 1s to 5m0s (0: default 30s)`,
