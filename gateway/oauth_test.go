@@ -36,7 +36,7 @@ type testIssuer struct {
 	key *rsa.PrivateKey
 }
 
-func newTestIssuer(t *testing.T) *testIssuer {
+func newTestIssuer(t testing.TB) *testIssuer {
 	t.Helper()
 	oauthKeyOnce.Do(func() {
 		k, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -61,7 +61,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 
 // Token signs a token for audience aud with scope, expiring in ttl
 // (negative: expired).
-func (is *testIssuer) Token(t *testing.T, aud, scope string, ttl time.Duration) string {
+func (is *testIssuer) Token(t testing.TB, aud, scope string, ttl time.Duration) string {
 	t.Helper()
 	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: is.key, KeyID: "k1"}}, (&jose.SignerOptions{}).WithType("at+jwt"))
 	if err != nil {
@@ -329,4 +329,56 @@ func TestOAuthOffByDefault(t *testing.T) {
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("metadata without auth.oauth: %d; want 404", rec.Code)
 	}
+}
+
+// BenchmarkOAuthRequire is what auth.oauth adds to each /mcp request with
+// the agent's token seen before (the usual case: one token for many calls):
+// the Authorization header, the verified-token cache, exp and scopes, and
+// the SDK's TokenInfo in the context. first_sight is a token's first
+// request, which checks its RS256 signature.
+func BenchmarkOAuthRequire(b *testing.B) {
+	is := newTestIssuer(b)
+	const resource = "https://gw.example.com/mcp"
+	o, err := NewOAuthResource(&OAuthConfig{Issuer: is.URL, Resource: resource, RequiredScopes: []string{"mcp:tools"}}, zerolog.Nop(), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := o.Load(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	h := o.Require(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	run := func(b *testing.B, token func() string) {
+		b.ReportAllocs()
+		for b.Loop() {
+			req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+			req.Header.Set("Authorization", "Bearer "+token())
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("%d %s", rec.Code, rec.Body)
+			}
+		}
+	}
+	b.Run("token_seen", func(b *testing.B) {
+		tok := is.Token(b, resource, "mcp:tools", time.Hour)
+		run(b, func() string { return tok })
+	})
+	b.Run("first_sight", func(b *testing.B) {
+		toks := make([]string, 0, 4096)
+		for i := range cap(toks) {
+			toks = append(toks, is.Token(b, resource, fmt.Sprintf("mcp:tools s%d", i), time.Hour))
+		}
+		i := 0
+		run(b, func() string { i++; return toks[i%len(toks)] })
+	})
+	// The baseline: the same request through a handler with no auth.
+	b.Run("no_auth", func(b *testing.B) {
+		b.ReportAllocs()
+		nop := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+		for b.Loop() {
+			req := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+			req.Header.Set("Authorization", "Bearer x")
+			nop.ServeHTTP(httptest.NewRecorder(), req)
+		}
+	})
 }
