@@ -165,7 +165,9 @@ func TestOAuthVerifierRealProvider(t *testing.T) {
 		token  string
 		reason error
 	}{
-		{"expired", sign(func(c map[string]any) { c["iat"], c["exp"] = time.Now().Add(-time.Hour).Unix(), time.Now().Add(-time.Minute).Unix() }, nil, false), oauthrs.ErrExpired},
+		{"expired", sign(func(c map[string]any) {
+			c["iat"], c["exp"] = time.Now().Add(-time.Hour).Unix(), time.Now().Add(-time.Minute).Unix()
+		}, nil, false), oauthrs.ErrExpired},
 		{"not yet valid", sign(func(c map[string]any) { c["nbf"] = time.Now().Add(time.Hour).Unix() }, nil, false), oauthrs.ErrNotYetValid},
 		{"wrong audience (a real token for another resource)", otherAud, oauthrs.ErrWrongAudience},
 		{"wrong issuer (a real token of another server)", otherIss, oauthrs.ErrWrongIssuer},
