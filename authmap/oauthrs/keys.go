@@ -42,9 +42,14 @@ func (v *Verifier) keyGen() uint64 {
 	return 0
 }
 
+// maxTried bounds the keys one token's signature is checked against: a
+// token without a kid is tried with each key that fits its alg, and a forged
+// one must not cost a signature check per key of a large JWKS.
+const maxTried = 4
+
 // find returns the keys that may have signed a token with kid and alg: the
 // one with that kid (a JWKS may hold a kid once per algorithm), or, for a
-// token without a kid, every key that fits alg.
+// token without a kid, the first maxTried keys that fit alg.
 func (ks *keySet) find(kid, alg string) []jose.JSONWebKey {
 	if ks == nil {
 		return nil
@@ -53,6 +58,9 @@ func (ks *keySet) find(kid, alg string) []jose.JSONWebKey {
 	for _, k := range ks.keys {
 		if (kid == "" || k.KeyID == kid) && fits(k, alg) {
 			out = append(out, k)
+			if len(out) == maxTried {
+				break
+			}
 		}
 	}
 	return out

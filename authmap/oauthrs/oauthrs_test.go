@@ -275,6 +275,11 @@ func TestVerifyAccepts(t *testing.T) {
 			t.Errorf("typ %q: claims %+v; want agent svc, scopes [mcp:tools]", typ, got)
 		}
 	}
+	// A token without a kid is checked against the keys that fit its alg.
+	noKid := signingKey{alg: jose.ES256, priv: ecKey}
+	if got, err := v.Verify(ctx, sign(t, noKid, as.claims(now))); err != nil || got.KeyID != "" {
+		t.Errorf("token without a kid: %+v, %v", got, err)
+	}
 	if n := as.fetches.Load(); n != 1 {
 		t.Errorf("JWKS fetched %d times; want once", n)
 	}
