@@ -43,6 +43,16 @@ func (s Status) String() string {
 	return fmt.Sprintf("Status(%d)", s)
 }
 
+// Statuses lists every Status, in order (the one-hot series of
+// credgate_credential_status have one per status).
+func Statuses() []Status {
+	out := make([]Status, len(statusNames))
+	for i := range out {
+		out[i] = Status(i)
+	}
+	return out
+}
+
 // MarshalText writes the status's name (JSON, logs).
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 

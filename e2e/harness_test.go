@@ -504,15 +504,18 @@ func listenAddr(line string) []string {
 	return []string{line, rec.Addr}
 }
 
-// waitReady polls GET /readyz until it answers 200.
+// waitReady polls GET /readyz until the gateway has started: it answers
+// 200, or 503 saying no upstream can serve (every upstream had its first
+// attempt, and tests of dead upstreams start that way).
 func (g *gatewayProc) waitReady(ctx context.Context) error {
 	return poll(ctx, func() (bool, error) {
 		resp, err := httpGet(ctx, "http://"+g.Addr+"/readyz")
 		if err != nil {
 			return false, nil
 		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, nil
+		return resp.StatusCode == http.StatusOK || strings.HasPrefix(string(body), "no upstream can serve"), nil
 	})
 }
 

@@ -147,7 +147,7 @@ upstreams:
 	t.Run("credential rejected at reconnect: health and calls say auth_failure", func(t *testing.T) {
 		up.fail.Store(&httpFailure{status: 401, header: map[string]string{"Content-Type": "application/json"}, body: githubBadCredentials})
 		defer up.fail.Store(nil)
-		u := g.byName["github"]
+		u := g.upstream("github")
 		if cs := u.session.Load(); cs != nil {
 			u.lost(cs, mcp.ErrConnectionClosed) // as if a call had found the connection gone
 		}

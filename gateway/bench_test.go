@@ -160,7 +160,7 @@ func BenchmarkCredentialInject(b *testing.B) {
 	if err := g.LoadCredentials(b.Context()); err != nil {
 		b.Fatal(err)
 	}
-	u := g.byName["a"]
+	u := g.upstream("a")
 	req, _ := http.NewRequestWithContext(withCallCred(b.Context(), &callCred{name: "tok"}), http.MethodPost, "http://127.0.0.1:1/mcp", nil)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -180,7 +180,7 @@ credentials:
 upstreams:
   a: {url: "http://127.0.0.1:1/mcp", credential: tok}
 `)
-	u := g.byName["a"]
+	u := g.upstream("a")
 	b.ReportAllocs()
 	for b.Loop() {
 		cb, refused := g.admit(u, "tok")

@@ -48,7 +48,7 @@ import (
 // initBreakers builds the breaker set and applies the upstreams' configs.
 func (g *Server) initBreakers() {
 	g.breakers = breaker.New(&breaker.Options{OnChange: g.breakerChange})
-	g.applyBreakers(g.cfg)
+	g.applyBreakers(g.config())
 }
 
 // applyBreakers installs cfg's per-upstream breaker configs.
@@ -64,6 +64,7 @@ func (g *Server) applyBreakers(cfg *Config) {
 
 // breakerChange logs each breaker state change once.
 func (g *Server) breakerChange(c breaker.Change) {
+	defer g.healthChanged()
 	up, cred, _ := strings.Cut(c.Name, "/")
 	ev := g.log.Info()
 	if c.To == breaker.StateOpen {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/routing"
@@ -20,9 +21,29 @@ import (
 // (protocol version, client info); they are never forwarded upstream.
 const reservedMetaPrefix = "io.modelcontextprotocol/"
 
-// toolHandler forwards tools/call for one exposed tool.
-func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
+// toolHandler serves tools/call for one exposed tool. The binding is made
+// per call: the exposed name is resolved against the catalog and the config
+// in force when the call arrives, so a reload or a catalog change never
+// leaves a handler pointing at an upstream that is gone.
+func (g *Server) toolHandler(exposed string) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		u, name, ok := g.catalog.toolTarget(exposed)
+		if !ok {
+			return nil, unknownError("tool", exposed)
+		}
+		return g.callTool(ctx, req, u, name)
+	}
+}
+
+// unknownError is the JSON-RPC error of a name that was removed between
+// the SDK finding its handler and the handler resolving it.
+func unknownError(kind, name string) error {
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown %s %q", kind, name)}
+}
+
+// callTool forwards one tools/call to tool name of upstream u.
+func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upstream, name string) (*mcp.CallToolResult, error) {
+	{
 		start := time.Now()
 		params := &mcp.CallToolParams{
 			Meta:           forwardMeta(req.Params.Meta),
@@ -36,7 +57,7 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 		}
 		// The credential serving this tool, bound now (issue 7): see credentials.go.
 		var cc *callCred
-		cn := u.cfg.credentialFor(name, g.cfg.Credentials)
+		cn := u.cfg.credentialFor(name, g.config().Credentials)
 		if cn != "" {
 			if f, blocked := g.credentialGate(ctx, u, cn); blocked {
 				res := g.failureResult(f, nil)
@@ -87,9 +108,21 @@ func (g *Server) toolHandler(u *upstream, name string) mcp.ToolHandler {
 	}
 }
 
-// promptHandler forwards prompts/get for one exposed prompt.
-func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
+// promptHandler serves prompts/get for one exposed prompt, resolved per call
+// (see toolHandler).
+func (g *Server) promptHandler(exposed string) mcp.PromptHandler {
 	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		u, name, ok := g.catalog.promptTarget(exposed)
+		if !ok {
+			return nil, unknownError("prompt", exposed)
+		}
+		return g.getPrompt(ctx, req, u, name)
+	}
+}
+
+// getPrompt forwards one prompts/get to prompt name of upstream u.
+func (g *Server) getPrompt(ctx context.Context, req *mcp.GetPromptRequest, u *upstream, name string) (*mcp.GetPromptResult, error) {
+	{
 		params := *req.Params
 		params.Name = name
 		params.Meta = forwardMeta(req.Params.Meta)
@@ -109,10 +142,26 @@ func (g *Server) promptHandler(u *upstream, name string) mcp.PromptHandler {
 	}
 }
 
-// resourceHandler forwards resources/read. uri is the upstream's URI of a
-// listed resource, or "" for a template, whose URIs pass unchanged.
-func (g *Server) resourceHandler(u *upstream, uri string) mcp.ResourceHandler {
+// resourceHandler serves resources/read for a listed resource or a
+// template, resolved per call from the URI asked (see toolHandler).
+func (g *Server) resourceHandler() mcp.ResourceHandler {
 	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		u, uri, listed, ok := g.catalog.resourceTargetListed(req.Params.URI)
+		if !ok {
+			return nil, mcp.ResourceNotFoundError(req.Params.URI)
+		}
+		if !listed {
+			uri = ""
+		}
+		return g.readResource(ctx, req, u, uri)
+	}
+}
+
+// readResource forwards one resources/read to upstream u. uri is the
+// upstream's URI of a listed resource, or "" for a template, whose URIs pass
+// unchanged.
+func (g *Server) readResource(ctx context.Context, req *mcp.ReadResourceRequest, u *upstream, uri string) (*mcp.ReadResourceResult, error) {
+	{
 		params := *req.Params
 		if uri != "" {
 			params.URI = uri
@@ -196,6 +245,9 @@ func (g *Server) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) e
 
 // subscription forwards a subscribe or unsubscribe to the resource's upstream.
 func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method, exposed string, do func(context.Context, *mcp.ClientSession, string) error) error {
+	if exposed == HealthURI {
+		return nil // the gateway's own: the SDK keeps the subscription
+	}
 	u, uri, ok := g.resourceOwner(exposed)
 	if !ok {
 		return invalidParams(fmt.Sprintf("%s: unknown resource %q", method, exposed))
@@ -239,7 +291,9 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		if params != nil {
 			g.passLogLevel(cs, ss, params)
 		}
-		err = u.call(ctx, cs, do)
+		actx, endSpan := g.attemptSpan(ctx, u, params, attempt)
+		err = u.call(actx, cs, do)
+		endSpan(err)
 		u.notes.drain(ctx)
 		if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
 			return err
@@ -363,7 +417,7 @@ func (g *Server) resourceOwner(uri string) (*upstream, string, bool) {
 // there are none or several.
 func (g *Server) sole(has func(*mcp.ServerCapabilities) bool) *upstream {
 	var found *upstream
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		caps := u.catalog().caps
 		if caps == nil || !has(caps) {
 			continue
@@ -435,7 +489,7 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 				break
 			}
 			if u, name := g.ownerByName(r.Params.Name, true); u != nil {
-				return g.toolHandler(u, name)(ctx, r)
+				return g.callTool(ctx, r, u, name)
 			}
 			// A tool of an upstream that is down, and never listed its tools:
 			// say why it cannot be called instead of "unknown tool".
@@ -447,17 +501,20 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 				break
 			}
 			if u, name := g.ownerByName(r.Params.Name, false); u != nil {
-				return g.promptHandler(u, name)(ctx, r)
+				return g.getPrompt(ctx, r, u, name)
 			}
 		case *mcp.ReadResourceRequest:
 			if r.Params == nil {
 				break
 			}
+			if r.Params.URI == HealthURI {
+				return g.readHealthResource()
+			}
 			if _, _, known := g.catalog.resourceTarget(r.Params.URI); known {
 				break
 			}
 			if u, uri, ok := g.resourceOwner(r.Params.URI); ok {
-				return g.resourceHandler(u, uri)(ctx, r)
+				return g.readResource(ctx, r, u, uri)
 			}
 		}
 		return next(ctx, method, req)
@@ -471,15 +528,15 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 // receives calls meant for another. A tool name must also pass the upstream's
 // tool filter: unlisted is no way around a deny.
 func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
-	owner := routing.Owner(exposed, g.cfg.ToolSeparator, g.prefixes())
+	owner := routing.Owner(exposed, g.config().ToolSeparator, g.prefixes())
 	var found *upstream
 	var orig string
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		p := u.cfg.prefix(u.name)
 		if p != owner {
 			continue
 		}
-		name := strings.TrimPrefix(exposed, p+g.cfg.ToolSeparator)
+		name := strings.TrimPrefix(exposed, p+g.config().ToolSeparator)
 		if p == "" {
 			name = exposed
 		}
@@ -500,8 +557,8 @@ func (g *Server) ownerByName(exposed string, tool bool) (*upstream, string) {
 
 // prefixes returns every upstream's effective prefix, in config order.
 func (g *Server) prefixes() []string {
-	out := make([]string, len(g.upstreams))
-	for i, u := range g.upstreams {
+	out := make([]string, len(g.ups()))
+	for i, u := range g.ups() {
 		out[i] = u.cfg.prefix(u.name)
 	}
 	return out
@@ -551,15 +608,15 @@ func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(cont
 // downOwner returns the upstream without a session whose prefix an exposed
 // name carries (the longest, as in ownerByName), if any.
 func (g *Server) downOwner(exposed string) *upstream {
-	owner := routing.Owner(exposed, g.cfg.ToolSeparator, g.prefixes())
+	owner := routing.Owner(exposed, g.config().ToolSeparator, g.prefixes())
 	if owner == "" {
 		return nil
 	}
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		if u.cfg.prefix(u.name) != owner || u.session.Load() != nil {
 			continue
 		}
-		if name := strings.TrimPrefix(exposed, owner+g.cfg.ToolSeparator); name != "" && u.cfg.Tools.Allowed(name) {
+		if name := strings.TrimPrefix(exposed, owner+g.config().ToolSeparator); name != "" && u.cfg.Tools.Allowed(name) {
 			return u
 		}
 	}

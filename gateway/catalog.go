@@ -63,9 +63,9 @@ func (c *catalog) rebuild() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.g
-	cats := make(map[string]upstreamCatalog, len(g.upstreams))
+	cats := make(map[string]upstreamCatalog, len(g.ups()))
 	var toolSrc, promptSrc []routing.Source
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		cat := u.catalog()
 		cats[u.name] = cat
 		prefix := u.cfg.prefix(u.name)
@@ -81,26 +81,31 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tools and prompts: exposed names decided by routing.
-	wantT := exposeByName(g.cfg.ToolSeparator, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
+	wantT := exposeByName(g.config().ToolSeparator, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
 		return find(cats[up].tools, func(t *mcp.Tool) bool { return t.Name == name })
 	})
 	reconcile(c.tools, wantT, "tool", report, g.mcp.RemoveTools, c.addTool, func(t *mcp.Tool) string { return t.Name })
-	wantP := exposeByName(g.cfg.ToolSeparator, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
+	wantP := exposeByName(g.config().ToolSeparator, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
 		return find(cats[up].prompts, func(p *mcp.Prompt) bool { return p.Name == name })
 	})
 	reconcile(c.prompts, wantP, "prompt", report, g.mcp.RemovePrompts, func(name string, w entry[*mcp.Prompt]) error {
 		p := *w.orig
 		p.Name = name
-		return safely(func() { g.mcp.AddPrompt(&p, g.promptHandler(g.byName[w.upstream], w.orig.Name)) })
+		return safely(func() { g.mcp.AddPrompt(&p, g.promptHandler(name)) })
 	}, func(p *mcp.Prompt) string { return p.Name })
 
 	// Resources keep their URIs; a URI offered twice is served by the first
 	// upstream in config order and exposed under a gateway URI for the others.
 	wantR := map[string]entry[*mcp.Resource]{}
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		for _, r := range cats[u.name].resources {
 			uri := r.URI
-			if prev, ok := wantR[uri]; ok {
+			if uri == HealthURI {
+				alt := aliasURI(u.name, r.URI)
+				report(u.name, Problem{Kind: "resource", Name: r.URI, Exposed: alt,
+					Reason: fmt.Sprintf("URI is the gateway's own health resource; exposed as %s", alt)})
+				uri = alt
+			} else if prev, ok := wantR[uri]; ok {
 				alt := aliasURI(u.name, r.URI)
 				report(u.name, Problem{Kind: "resource", Name: r.URI, Exposed: alt,
 					Reason: fmt.Sprintf("URI is also offered by upstream %q; exposed as %s", prev.upstream, alt)})
@@ -112,12 +117,12 @@ func (c *catalog) rebuild() {
 	reconcile(c.resources, wantR, "resource", report, g.mcp.RemoveResources, func(uri string, w entry[*mcp.Resource]) error {
 		r := *w.orig
 		r.URI = uri
-		return safely(func() { g.mcp.AddResource(&r, g.resourceHandler(g.byName[w.upstream], w.orig.URI)) })
+		return safely(func() { g.mcp.AddResource(&r, g.resourceHandler()) })
 	}, func(r *mcp.Resource) string { return r.URI })
 
 	// Resource templates: first in config order wins.
 	wantRT := map[string]entry[*mcp.ResourceTemplate]{}
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		for _, t := range cats[u.name].templates {
 			if prev, ok := wantRT[t.URITemplate]; ok {
 				report(u.name, Problem{Kind: "resource_template", Name: t.URITemplate,
@@ -132,10 +137,10 @@ func (c *catalog) rebuild() {
 			return fmt.Errorf("invalid URI template: %v", err)
 		}
 		t := *w.orig
-		return safely(func() { g.mcp.AddResourceTemplate(&t, g.resourceHandler(g.byName[w.upstream], "")) })
+		return safely(func() { g.mcp.AddResourceTemplate(&t, g.resourceHandler()) })
 	}, func(t *mcp.ResourceTemplate) string { return t.URITemplate })
 	c.matchers = c.matchers[:0]
-	for _, u := range g.upstreams { // config order decides which template matches first
+	for _, u := range g.ups() { // config order decides which template matches first
 		for tpl, e := range c.templates {
 			if e.upstream == u.name {
 				re, _ := uritemplate.New(tpl)
@@ -145,7 +150,7 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tasks: what the gateway cannot forward is reported, not hidden.
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		if !u.wire.declaresTasks() {
 			continue
 		}
@@ -166,6 +171,7 @@ func (c *catalog) rebuild() {
 		}
 	}
 	c.problems = problems
+	g.healthChanged()
 }
 
 // exposeByName resolves exposed names with routing and looks up each target's
@@ -240,7 +246,7 @@ func (c *catalog) addTool(name string, w entry[*mcp.Tool]) error {
 	if t.InputSchema == nil {
 		return fmt.Errorf("tool %q has no input schema", w.orig.Name)
 	}
-	return safely(func() { c.g.mcp.AddTool(&t, c.g.toolHandler(c.g.byName[w.upstream], w.orig.Name)) })
+	return safely(func() { c.g.mcp.AddTool(&t, c.g.toolHandler(name)) })
 }
 
 // safely runs f, turning a panic into an error.
@@ -263,7 +269,7 @@ func aliasURI(upstream, uri string) string {
 // executions returns the execution field each upstream listed for those of
 // tools (exposed) that have one.
 func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
-	if !slices.ContainsFunc(c.g.upstreams, func(u *upstream) bool { return u.wire.declaresTasks() }) {
+	if !slices.ContainsFunc(c.g.ups(), func(u *upstream) bool { return u.wire.declaresTasks() }) {
 		return nil // the common case: nothing to look up
 	}
 	c.mu.RLock()
@@ -274,7 +280,11 @@ func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
 		if !ok {
 			continue
 		}
-		if raw := c.g.byName[e.upstream].wire.execution(e.orig.Name); raw != nil {
+		u := c.g.upstream(e.upstream)
+		if u == nil {
+			continue
+		}
+		if raw := u.wire.execution(e.orig.Name); raw != nil {
 			if out == nil {
 				out = map[string]json.RawMessage{}
 			}
@@ -282,6 +292,19 @@ func (c *catalog) executions(tools []*mcp.Tool) map[string]json.RawMessage {
 		}
 	}
 	return out
+}
+
+// toolTarget returns the upstream in force and the original name of an
+// exposed tool.
+func (c *catalog) toolTarget(exposed string) (*upstream, string, bool) {
+	c.mu.RLock()
+	e, ok := c.tools[exposed]
+	c.mu.RUnlock()
+	if !ok {
+		return nil, "", false
+	}
+	u := c.g.upstream(e.upstream)
+	return u, e.orig.Name, u != nil
 }
 
 // promptTarget returns the upstream and original name of an exposed prompt.
@@ -292,26 +315,43 @@ func (c *catalog) promptTarget(exposed string) (*upstream, string, bool) {
 	if !ok {
 		return nil, "", false
 	}
-	return c.g.byName[e.upstream], e.orig.Name, true
+	u := c.g.upstream(e.upstream)
+	return u, e.orig.Name, u != nil
 }
 
 // resourceTarget returns the upstream and original URI for an exposed
 // resource URI or a URI matching a template.
 func (c *catalog) resourceTarget(uri string) (*upstream, string, bool) {
+	u, orig, _, ok := c.resourceTargetListed(uri)
+	return u, orig, ok
+}
+
+// resourceTargetListed is resourceTarget, also reporting whether uri is a
+// listed resource (as opposed to a template or a template's match).
+func (c *catalog) resourceTargetListed(uri string) (u *upstream, orig string, listed, ok bool) {
 	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if e, ok := c.resources[uri]; ok {
-		return c.g.byName[e.upstream], e.orig.URI, true
-	}
-	if e, ok := c.templates[uri]; ok { // completion refers to templates by their template string
-		return c.g.byName[e.upstream], uri, true
-	}
-	for _, m := range c.matchers {
-		if m.re.Regexp().MatchString(uri) {
-			return c.g.byName[m.upstream], uri, true
+	up := ""
+	switch e, found := c.resources[uri]; {
+	case found:
+		up, orig, listed = e.upstream, e.orig.URI, true
+	default:
+		if e, found := c.templates[uri]; found { // completion refers to templates by their template string
+			up, orig = e.upstream, uri
+			break
+		}
+		for _, m := range c.matchers {
+			if m.re.Regexp().MatchString(uri) {
+				up, orig = m.upstream, uri
+				break
+			}
 		}
 	}
-	return nil, "", false
+	c.mu.RUnlock()
+	if up == "" {
+		return nil, "", false, false
+	}
+	u = c.g.upstream(up)
+	return u, orig, listed, u != nil
 }
 
 // exposedURI maps an upstream's resource URI to the URI agents know it by.

@@ -134,6 +134,10 @@ type Config struct {
 	// POST /webhooks/rotate/<name> does not exist.
 	Webhooks WebhooksConfig `koanf:"webhooks"`
 
+	// Telemetry configures OpenTelemetry traces (see trace.go). Off unless
+	// an OTLP endpoint is set here or in the environment.
+	Telemetry TelemetryConfig `koanf:"telemetry"`
+
 	// Agent authentication and transport security (issue 9).
 
 	// Auth authenticates agents on /mcp; auth.oauth: see oauthcfg.go.
@@ -831,6 +835,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative duration %s", c.ShutdownTimeout)
+	}
+	if err := c.Telemetry.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.HealthInterval < 0 {
 		bad("health_interval", "negative duration %s", c.HealthInterval)

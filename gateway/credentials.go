@@ -155,7 +155,7 @@ func (g *Server) initCredentials() error {
 		OnEvent:    g.credentialEvent,
 		Logger:     setLog,
 	})
-	if err := cs.set.Apply(g.cfg.Lifecycle, g.cfg.Credentials); err != nil {
+	if err := cs.set.Apply(g.config().Lifecycle, g.config().Credentials); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), authmap.DefaultExecTimeout)
@@ -176,11 +176,11 @@ func (g *Server) initCredentials() error {
 		errs = append(errs, fmt.Errorf("%s: %s", key, g.redact(err.Error())))
 		return ""
 	}
-	if !g.cfg.Admin.Token.IsZero() {
-		cs.adminToken = read("admin.token", g.cfg.Admin.Token)
+	if !g.config().Admin.Token.IsZero() {
+		cs.adminToken = read("admin.token", g.config().Admin.Token)
 	}
-	if !g.cfg.Webhooks.Secret.IsZero() {
-		cs.webhookSecret = read("webhooks.secret", g.cfg.Webhooks.Secret)
+	if !g.config().Webhooks.Secret.IsZero() {
+		cs.webhookSecret = read("webhooks.secret", g.config().Webhooks.Secret)
 	}
 	cs.static = append(cs.static, g.redactor.Secrets()...)
 	g.refreshRedactor()
@@ -208,7 +208,7 @@ func (g *Server) LoadCredentials(ctx context.Context) error {
 // from starting under lifecycle.startup.fail_on, with its status and why;
 // nil if none.
 func (g *Server) CredentialProblems() error {
-	return g.cred.set.Problems(g.cfg.Lifecycle.WithDefaults().Startup)
+	return g.cred.set.Problems(g.config().Lifecycle.WithDefaults().Startup)
 }
 
 // ReloadCredentials re-reads every credential from its source (SIGHUP). It
@@ -283,7 +283,9 @@ func (g *Server) refreshRedactor() {
 // restarts the stdio children that hold a value no longer current.
 func (g *Server) credentialEvent(e authmap.Event) {
 	defer g.recoverLog("credential event", "")
+	defer g.healthChanged()
 	g.refreshRedactor()
+	g.metrics.credentialEvent(e)
 	e.Detail = g.redact(e.Detail)
 	ae := AuditEvent{Event: e}
 	ae.Upstreams, ae.Tools = g.credentialScope(e.Credential)
@@ -316,14 +318,14 @@ func (g *Server) credentialEvent(e authmap.Event) {
 	}
 	ev.Msg("credential " + string(e.Kind))
 
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		if u.cfg.Transport == TransportStdio && u.defaultCred == e.Credential {
 			u.kickRotation()
 		}
 	}
 	switch e.Kind {
 	case authmap.EventLoaded, authmap.EventRotated, authmap.EventRefreshed, authmap.EventRestored:
-		for _, u := range g.upstreams {
+		for _, u := range g.ups() {
 			if u.defaultCred == e.Credential {
 				u.wakeForCredential()
 			}
@@ -376,15 +378,15 @@ func (g *Server) Events() []AuditEvent {
 // credentialScope lists the upstreams using credential name and the exposed
 // tool globs it serves.
 func (g *Server) credentialScope(name string) (ups, tools []string) {
-	for _, up := range g.cfg.Order() {
-		u := g.cfg.Upstreams[up]
-		if u == nil || !slices.Contains(u.boundCredentials(g.cfg.Credentials), name) {
+	for _, up := range g.config().Order() {
+		u := g.config().Upstreams[up]
+		if u == nil || !slices.Contains(u.boundCredentials(g.config().Credentials), name) {
 			continue
 		}
 		ups = append(ups, up)
 		exposed := func(glob string) string {
 			if p := u.prefix(up); p != "" {
-				return p + g.cfg.ToolSeparator + glob
+				return p + g.config().ToolSeparator + glob
 			}
 			return glob
 		}
@@ -405,7 +407,7 @@ func (g *Server) credentialScope(name string) (ups, tools []string) {
 // perTool reports whether credential name serves only some tools of an
 // upstream (for its readiness score).
 func (g *Server) perTool(name string) bool {
-	for _, u := range g.cfg.Upstreams {
+	for _, u := range g.config().Upstreams {
 		if u == nil {
 			continue
 		}
@@ -612,8 +614,8 @@ func (e *gatedError) Error() string { return e.f.Error() }
 // that sends the candidate value, so that the live sessions are untouched.
 func (g *Server) toolProbe(ctx context.Context, name string, probe authmap.ProbeConfig, value string) (authmap.ProbeResult, error) {
 	var u *upstream
-	for _, cand := range g.upstreams {
-		if slices.Contains(cand.cfg.boundCredentials(g.cfg.Credentials), name) {
+	for _, cand := range g.ups() {
+		if slices.Contains(cand.cfg.boundCredentials(g.config().Credentials), name) {
 			u = cand
 			break
 		}

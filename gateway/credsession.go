@@ -71,7 +71,7 @@ type handoff struct {
 }
 
 func (u *upstream) initCredSessions() {
-	creds := u.gw.cfg.Credentials
+	creds := u.gw.config().Credentials
 	u.defaultCred = u.cfg.defaultCredential(creds)
 	u.creds.rotate = make(chan struct{}, 1)
 	u.creds.counted = u.cfg.Transport == TransportStdio && len(u.cfg.boundCredentials(creds)) > 0

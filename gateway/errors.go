@@ -292,7 +292,7 @@ func sortedKeys(m map[string]string) []string {
 // any other isError result gains the failure object in _meta. Caller
 // cancellation is returned as is.
 func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
-	cred := u.cfg.credentialFor(tool, g.cfg.Credentials)
+	cred := u.cfg.credentialFor(tool, g.config().Credentials)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return nil, err
@@ -453,6 +453,7 @@ func (g *Server) logCall(u *upstream, tool string, start time.Time, res *mcp.Cal
 		ev = g.log.Debug()
 	}
 	ev.Str(fieldUpstream, u.name).Str(fieldTool, tool).Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+	g.metrics.toolCall(u, tool, outcome, f, start)
 }
 
 // classifyWindow bounds the text of a failure that is classified: its head,

@@ -51,7 +51,7 @@ import (
 // ends the session (lost). The returned channel is closed when it stops.
 func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan struct{} {
 	done := make(chan struct{})
-	interval := u.gw.cfg.healthInterval(u.cfg)
+	interval := u.gw.config().healthInterval(u.cfg)
 	go func() {
 		defer close(done)
 		defer u.gw.recoverLog("health probe", u.name)

@@ -21,16 +21,18 @@ import (
 //
 //	/mcp      the MCP endpoint (streamable HTTP)
 //	/healthz  liveness: 200 while the process serves HTTP
-//	/readyz   readiness: 200 once every upstream had its first connection attempt
+//	/readyz   readiness: 200 once every upstream had its first connection
+//	          attempt, while at least one upstream can serve
 //	/health   JSON status of the gateway and each upstream
+//	/metrics  Prometheus metrics (see metrics.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.requireAgentAuth(g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
-		Stateless: g.cfg.Stateless,
+		Stateless: g.config().Stateless,
 		Logger:    g.sdkLog,
 		// The SDK closes a session that has had no request in flight for
 		// this long; a call in progress keeps its session open.
-		SessionTimeout: g.cfg.sessionIdleTimeout(),
+		SessionTimeout: g.config().sessionIdleTimeout(),
 	})))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -40,12 +42,20 @@ func (g *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		// draining as well: Serve's readiness goroutine may set serving
 		// just after drain cleared it.
-		if !g.serving.Load() || g.draining.Load() {
+		switch {
+		case g.draining.Load():
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+		case !g.serving.Load():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("starting\n"))
-			return
+		case !g.canServe():
+			// Say nothing of which: /readyz is open to anyone.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("no upstream can serve\n"))
+		default:
+			_, _ = w.Write([]byte("ready\n"))
 		}
-		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		h := g.Health()
@@ -57,6 +67,7 @@ func (g *Server) Handler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(h)
 	})
+	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
 	g.oauthRoutes(mux)
 	return mux
@@ -69,7 +80,7 @@ func (g *Server) Handler() http.Handler {
 // answers.
 func (g *Server) refuseNewWhileDraining(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if g.draining.Load() && (g.cfg.Stateless || r.Header.Get("Mcp-Session-Id") == "") {
+		if g.draining.Load() && (g.config().Stateless || r.Header.Get("Mcp-Session-Id") == "") {
 			w.Header().Set("Connection", "close")
 			http.Error(w, ErrShuttingDown.Error(), http.StatusServiceUnavailable)
 			return
@@ -96,10 +107,10 @@ const codeSessionLimit = -32011
 // initialized; in between it counts twice, so under a burst the cap may
 // refuse a little early, but it never lets more than max_sessions through.
 func (g *Server) limitSessions(next http.Handler) http.Handler {
-	if g.cfg.Stateless {
+	if g.config().Stateless {
 		return next
 	}
-	limit := g.cfg.maxSessions()
+	limit := g.config().maxSessions()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The SDK opens a session for a POST without a session id.
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" || !isInitialize(r) {
@@ -199,7 +210,7 @@ func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int
 	if id == nil {
 		id = json.RawMessage("null")
 	}
-	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.cfg.sessionIdleTimeout())
+	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.config().sessionIdleTimeout())
 	body, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
@@ -279,11 +290,11 @@ type ToolCredentialHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.upstreams))}
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.ups()))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	up := 0
 	breakers, credBreakers := g.breakerHealth()
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		u.mu.Lock()
 		uh := UpstreamHealth{
 			Status:      u.status,
@@ -313,9 +324,9 @@ func (g *Server) Health() Health {
 		h.Upstreams[u.name] = uh
 	}
 	switch {
-	case len(g.upstreams) > 0 && up == 0:
+	case len(g.ups()) > 0 && up == 0:
 		h.Status = HealthDown
-	case up < len(g.upstreams):
+	case up < len(g.ups()):
 		h.Status = HealthDegraded
 	}
 	creds, healthy := g.credentialHealth()

@@ -401,7 +401,7 @@ func TestProbeEveryProtocol(t *testing.T) {
 			defer cancel()
 			url, hang := hangingUpstream(t, &mcp.StreamableHTTPOptions{Stateless: tc.stateless})
 			g := newTestGateway(t, ctx, fmt.Sprintf("health_interval: 1h\nupstreams:\n  p: {url: %s}\n", url))
-			u := g.byName["p"]
+			u := g.upstream("p")
 			cs := u.session.Load()
 			if cs == nil {
 				t.Fatal("not connected")
@@ -474,7 +474,7 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 	if s := g.Health().Upstreams["a"].Status; s != StatusUp {
 		t.Fatalf("status = %q before the upstream died, want up", s)
 	}
-	cs := g.byName["a"].session.Load()
+	cs := g.upstream("a").session.Load()
 	a.http.CloseClientConnections()
 	a.http.Close()
 	if err := cs.Ping(ctx, nil); err == nil || answered(err) {

@@ -224,7 +224,7 @@ func TestResponseLimit(t *testing.T) {
 			defer cancel()
 			up := tc.up(t)
 			g, a := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  big: {%s, max_response_bytes: 4096}\n", up.config))
-			u := g.byName["big"]
+			u := g.upstream("big")
 			shared := u.session.Load()
 			if shared == nil {
 				t.Fatalf("upstream not connected: %+v", g.Health().Upstreams["big"])

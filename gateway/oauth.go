@@ -196,7 +196,7 @@ func (o *OAuthResource) Require(next http.Handler) http.Handler {
 		return ti, nil
 	}, &auth.RequireBearerTokenOptions{ClockSkew: oauthrs.MaxLeeway})(next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := bearerToken(r)
+		token, ok := oauthBearer(r)
 		if !ok {
 			o.Challenge(w, nil)
 			return
@@ -215,9 +215,9 @@ func (o *OAuthResource) Require(next http.Handler) http.Handler {
 	})
 }
 
-// bearerToken returns the token of an "Authorization: Bearer" header (the
+// oauthBearer returns the token of an "Authorization: Bearer" header (the
 // scheme is case-insensitive, RFC 9110 §11.1).
-func bearerToken(r *http.Request) (string, bool) {
+func oauthBearer(r *http.Request) (string, bool) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.Contains(token, " ") {

@@ -22,10 +22,10 @@ type AuthConfig struct {
 
 // initOAuth builds g.oauth from auth.oauth; nil when it is unset.
 func (g *Server) initOAuth() error {
-	if g.cfg.Auth.OAuth == nil {
+	if g.config().Auth.OAuth == nil {
 		return nil
 	}
-	o, err := NewOAuthResource(g.cfg.Auth.OAuth, g.log, nil, g.opts.Now)
+	o, err := NewOAuthResource(g.config().Auth.OAuth, g.log, nil, g.opts.Now)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,6 @@ const (
 
 // Server is the gateway: a downstream MCP server over many upstreams.
 type Server struct {
-	cfg    *Config
 	opts   Options
 	log    zerolog.Logger
 	sdkLog *slog.Logger
@@ -102,11 +101,13 @@ type Server struct {
 	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
 	roots     rootsRelay
 
-	upstreams []*upstream // config order
-	byName    map[string]*upstream
+	// snap is the config in force and the upstreams built from it; a call
+	// reads it once and keeps it to the end (see snapshot.go).
+	snap atomic.Pointer[snapshot]
 
 	serving atomic.Bool
 	cancel  context.CancelFunc
+	runCtx  context.Context // Start's: upstreams added later run on it too
 	wg      sync.WaitGroup
 	closeMu sync.Mutex
 	httpSrv *http.Server
@@ -131,6 +132,14 @@ type Server struct {
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
 
+	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
+	tracing *tracing
+
+	// healthSig asks the health watcher to compare the health resource
+	// (see healthres.go).
+	healthSig chan struct{}
+	metrics   *metrics // Prometheus metrics (issue 10): see metrics.go
+
 	// oauth is the OAuth resource server of auth.oauth (issue 9), or nil:
 	// see oauth.go and oauthwire.go.
 	oauth *OAuthResource
@@ -145,8 +154,10 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{cfg: cfg, byName: map[string]*upstream{}, progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
+	snap := &snapshot{cfg: cfg, byName: map[string]*upstream{}, version: 1}
+	g.snap.Store(snap)
 	if opts != nil {
 		g.opts = *opts
 	}
@@ -171,6 +182,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log = zerolog.Nop()
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
+	g.metrics = newMetrics(g)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -187,6 +199,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	if err := g.initTLS(); err != nil {
+		return nil, err
+	}
+	if g.tracing, err = newTracing(cfg.Telemetry, g.opts.Version); err != nil {
 		return nil, err
 	}
 
@@ -208,15 +223,18 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
+	// Outermost, so a request's span covers all the gateway does for it.
+	g.mcp.AddReceivingMiddleware(g.traceRequests)
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
 	}
 	for _, name := range cfg.Order() {
 		u := newUpstream(g, name, cfg.Upstreams[name])
-		g.upstreams = append(g.upstreams, u)
-		g.byName[name] = u
+		snap.upstreams = append(snap.upstreams, u)
+		snap.byName[name] = u
 	}
+	snap.loadedAt = g.now()
 	return g, nil
 }
 
@@ -228,22 +246,20 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 func (g *Server) Start(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
+	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
 	g.wg.Go(func() { g.loadOAuth(ctx) })
 	g.wg.Go(func() { g.watchTLS(ctx) })
-	for _, u := range g.upstreams {
-		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			u.run(ctx)
-		}()
+	g.wg.Go(func() { g.watchHealth(ctx) })
+	for _, u := range g.ups() {
+		g.startUpstream(u)
 	}
 }
 
 // WaitTried blocks until every upstream has made its first connection
 // attempt, successful or not, or ctx is done.
 func (g *Server) WaitTried(ctx context.Context) error {
-	for _, u := range g.upstreams {
+	for _, u := range g.ups() {
 		select {
 		case <-u.tried:
 		case <-ctx.Done():
@@ -271,7 +287,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
-	l = newLimitListener(g.tlsListener(l), g.cfg.maxConnections())
+	l = newLimitListener(g.tlsListener(l), g.config().maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.
@@ -333,6 +349,9 @@ func (g *Server) Close() error {
 			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
 		}
 		g.pool.CloseIdleConnections()
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		g.tracing.shutdown(flush) // exports the spans still queued
+		cancel()
 		g.abort(ErrShuttingDown) // releases the abort context's resources
 	})
 	return nil
@@ -366,7 +385,7 @@ func (g *Server) drain() {
 	g.drainOnce.Do(func() {
 		g.draining.Store(true)
 		g.serving.Store(false)
-		timeout := g.cfg.shutdownTimeout()
+		timeout := g.config().shutdownTimeout()
 		if n := g.requests.count(); n > 0 {
 			g.log.Info().Int("requests", n).Dur("timeout", timeout).Msg("shutting down: waiting for calls in flight")
 		}

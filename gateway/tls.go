@@ -254,10 +254,10 @@ func (r *CertReloader) Listener(l net.Listener) net.Listener {
 
 // initTLS loads the tls section's files (New fails naming a bad one).
 func (g *Server) initTLS() error {
-	if !g.cfg.TLS.Enabled() {
+	if !g.config().TLS.Enabled() {
 		return nil
 	}
-	r, err := NewCertReloader(g.cfg.TLS, g.log)
+	r, err := NewCertReloader(g.config().TLS, g.log)
 	if err != nil {
 		return err
 	}

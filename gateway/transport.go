@@ -42,6 +42,8 @@ type httpTransport struct {
 
 	// creds sets the credential of each request (issue 7); nil: none.
 	creds *upstream
+	// trace carries the call's trace context in headers when tracing is on.
+	trace *Server
 }
 
 // newPool returns the connection pool shared by a gateway's HTTP upstreams.
@@ -73,6 +75,13 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		for k, v := range t.headers {
 			req.Header[k] = v
 		}
+	}
+	if t.trace != nil && t.trace.tracing != nil {
+		if !cloned {
+			req = req.Clone(req.Context())
+			cloned = true
+		}
+		t.trace.injectTrace(req.Context(), req.Header)
 	}
 	if t.creds != nil {
 		var err error

@@ -1,0 +1,135 @@
+// Per-agent upstream sessions (upstreams.<name>.session: per_agent).
+
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// agentConn is one agent's own session to the upstream (session: per_agent).
+type agentConn struct {
+	ready chan struct{} // closed once cs or err is set
+	cs    *mcp.ClientSession
+	err   error
+}
+
+// agentLimitError is returned for a call that would open one more agent
+// session on a per_agent upstream that has max_agent_sessions open.
+type agentLimitError struct {
+	upstream string
+	max      int
+}
+
+func (e *agentLimitError) Error() string {
+	return fmt.Sprintf("upstream %q has reached upstreams.%s.max_agent_sessions (%d agent sessions); retry when another agent's session ends", e.upstream, e.upstream, e.max)
+}
+
+// sessionFor returns the session that carries agent ss's requests: the shared
+// one, or with session: per_agent the agent's own, opened on first use. An
+// upstream that is down fails fast either way.
+func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.ClientSession, error) {
+	shared := u.session.Load()
+	if shared == nil {
+		return nil, u.unavailable()
+	}
+	if u.cfg.Session != SessionPerAgent || ss == nil {
+		return shared, nil
+	}
+	u.mu.Lock()
+	a, ok := u.agents[ss]
+	runCtx := u.ctx
+	if !ok {
+		if limit := u.cfg.maxAgentSessions(); len(u.agents) >= limit {
+			u.mu.Unlock()
+			return nil, &agentLimitError{upstream: u.name, max: limit}
+		}
+		a = &agentConn{ready: make(chan struct{})}
+		u.agents[ss] = a
+	}
+	u.mu.Unlock()
+	if !ok {
+		go u.openAgent(runCtx, ss, a)
+	}
+	select {
+	case <-a.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	return a.cs, nil
+}
+
+// openAgent connects an agent's own session and closes it when either side
+// ends. The agent's side ends when it leaves (DELETE), when its connection
+// breaks, and when it has been idle for session_idle_timeout (the SDK closes
+// the session then), so an abandoned agent does not keep a child process.
+func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agentConn) {
+	defer u.gw.recoverLog("per-agent session", u.name)
+	a.cs, a.err = u.connect(ctx, u.newClient(ss))
+	if a.err != nil {
+		u.forgetAgent(ss, a)
+		close(a.ready)
+		return
+	}
+	u.setLogLevel(ctx, a.cs)
+	close(a.ready)
+	agentGone := make(chan struct{})
+	go func() {
+		_ = ss.Wait()
+		close(agentGone)
+	}()
+	sessionGone := make(chan struct{})
+	go func() {
+		_ = a.cs.Wait()
+		close(sessionGone)
+	}()
+	select {
+	case <-agentGone:
+	case <-sessionGone:
+	case <-ctx.Done():
+	}
+	u.forgetAgent(ss, a)
+	_ = a.cs.Close()
+}
+
+// forgetAgent removes a's session from the pool, if it is still there, so
+// that the agent's next call opens a new one.
+func (u *upstream) forgetAgent(ss *mcp.ServerSession, a *agentConn) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.agents[ss] == a {
+		delete(u.agents, ss)
+	}
+}
+
+// drop ends an agent's own session that proved dead, so that the agent's
+// next call opens a new one. A shared session is not dropped but lost (see
+// lost), which also marks the upstream down and makes run reconnect.
+func (u *upstream) drop(ss *mcp.ServerSession, cs *mcp.ClientSession) {
+	u.mu.Lock()
+	a := u.agents[ss]
+	if a != nil && a.cs == cs {
+		delete(u.agents, ss)
+	}
+	u.mu.Unlock()
+	_ = cs.Close()
+}
+
+// closeAgents ends every per-agent session (at shutdown).
+func (u *upstream) closeAgents() {
+	u.mu.Lock()
+	agents := u.agents
+	u.agents = map[*mcp.ServerSession]*agentConn{}
+	u.mu.Unlock()
+	for _, a := range agents {
+		<-a.ready
+		if a.cs != nil {
+			_ = a.cs.Close()
+		}
+	}
+}

@@ -1,0 +1,306 @@
+// The upstream's connect loop: connect, serve, reconnect with backoff.
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// run connects, keeps the session alive and reconnects with exponential
+// backoff and jitter until ctx is done.
+func (u *upstream) run(ctx context.Context) {
+	defer u.gw.recoverLog("upstream run", u.name)
+	u.mu.Lock()
+	u.ctx = ctx
+	u.mu.Unlock()
+	defer u.closeAgents()
+	defer u.closing.Wait()
+	u.waitCredentials(ctx)
+	var next *handoff // a session that replaces the last one (a rotated credential)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		var sessCtx context.Context
+		var endSession context.CancelFunc
+		var cs *mcp.ClientSession
+		var err error
+		connected := func(*authmap.Failure, bool) {} // the breaker's report (issue 8)
+		if next != nil {
+			sessCtx, endSession, cs = next.ctx, next.end, next.cs
+			next = nil
+		} else {
+			sessCtx, endSession = context.WithCancel(ctx)
+			connected = u.admitConnect()
+			cs, err = u.connect(sessCtx, u.client)
+			u.gw.metrics.connectAttempt(ctx, u.name, err)
+		}
+		if err != nil {
+			u.connectFailures.Add(1)
+			endSession()
+			if ctx.Err() != nil {
+				connected(nil, true)
+				return
+			}
+			f := u.setDown(err)
+			connected(&f, false)
+			u.markTried()
+			if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
+				return
+			}
+			continue
+		}
+		connected(nil, false)
+		child := u.childOutput()
+		u.setLogLevel(ctx, cs)
+		u.current.Store(cs)
+		u.session.Store(cs)
+		listErr := u.list(ctx, cs)
+		if listErr != nil {
+			u.log.Warn().Str(fieldErr, u.gw.redact(listErr.Error())).Msg("listing the upstream's catalog failed")
+		}
+		u.setUp(listErr)
+		u.markTried()
+		began := time.Now()
+		probeCtx, stopProbe := context.WithCancel(sessCtx)
+		probeDone := u.watch(probeCtx, cs)
+		next = u.serve(ctx, cs)
+		stopProbe()
+		<-probeDone
+		if next != nil {
+			// The credential rotated: the new session takes new calls at
+			// once, the old one finishes its calls in flight, then closes.
+			u.handOver(cs, next, endSession, child)
+			attempt = -1
+			continue
+		}
+		lost := !u.session.CompareAndSwap(cs, nil)
+		u.current.Store(nil)
+		if lost {
+			// A call or a probe proved the session dead and marked the
+			// upstream down: reconnect now, and let the old session's
+			// other calls end on their own (a hung upstream holds them
+			// until their timeout).
+			u.closing.Go(func() {
+				defer u.gw.recoverLog("closing a lost session", u.name)
+				_ = cs.Close()
+				endSession()
+				u.explainDown(child)
+			})
+		} else {
+			_ = cs.Close()
+			endSession()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !lost {
+			u.setDown(u.withStderr(fmt.Errorf("session ended: %w", mcp.ErrConnectionClosed), child))
+		}
+		// A session that ends soon after it began counts as a failed
+		// attempt, so an upstream that accepts and then drops connections
+		// is retried with backoff, not in a tight loop.
+		if time.Since(began) >= u.gw.opts.ReconnectMax {
+			attempt = -1
+			continue
+		}
+		if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
+			return
+		}
+	}
+}
+
+// serve waits for the session to end or be lost, refreshing the catalog on
+// request. When the credential in a stdio child's environment rotates, it
+// returns the session started with the new value, which replaces cs.
+func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) *handoff {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = cs.Wait()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = cs.Close()
+			<-done
+			return nil
+		case <-done:
+			return nil
+		case <-u.lostSig:
+			if u.session.Load() != cs {
+				return nil // the signal may be a previous session's
+			}
+		case <-u.creds.rotate:
+			if h := u.rotated(ctx); h != nil {
+				return h
+			}
+		case <-u.refresh:
+			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
+				u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("refreshing the upstream's catalog failed")
+				u.setErr(err)
+			}
+		}
+	}
+}
+
+// lost ends the shared session cs, which err proved dead (a call whose
+// connection is gone, a failed probe): the upstream shows as down at once
+// with err as the reason, and run reconnects. It reports whether cs is a
+// shared session (a former one is already being closed by run); a per-agent
+// session is left to the caller.
+func (u *upstream) lost(cs *mcp.ClientSession, err error) bool {
+	if cs == nil || u.current.Load() != cs {
+		return u.cfg.Session != SessionPerAgent
+	}
+	if u.session.CompareAndSwap(cs, nil) {
+		u.setDown(err)
+		select {
+		case u.lostSig <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// begin and end bracket a call on cs; shared reports whether cs is the
+// shared session, whose liveness the calls prove (see watch).
+func (u *upstream) begin(cs *mcp.ClientSession) (shared bool) {
+	if cs != u.current.Load() {
+		return false
+	}
+	u.busy.Add(1)
+	return true
+}
+
+func (u *upstream) end(shared bool, err error) {
+	if !shared {
+		return
+	}
+	if err == nil || answered(err) {
+		u.lastAnswer.Store(time.Now().UnixNano())
+	}
+	u.busy.Add(-1)
+}
+
+func (u *upstream) requestRefresh() {
+	select {
+	case u.refresh <- struct{}{}:
+	default:
+	}
+}
+
+// connect starts a session on ctx, which must live as long as the session:
+// the SSE transport holds its event stream on it. The connect timeout ends
+// only the handshake.
+func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.ClientSession, error) {
+	handshake, cancel := context.WithCancelCause(ctx)
+	bound := min(u.cfg.timeout(), u.gw.opts.ConnectTimeout)
+	timer := time.AfterFunc(bound, func() { cancel(errTimeout) })
+	defer func() {
+		if !timer.Stop() {
+			cancel(errTimeout) // the handshake timed out; its context is done anyway
+		}
+	}()
+	ctx = handshake
+	var t mcp.Transport
+	var child *childStderr
+	var credGen uint64
+	closeStderr := func() {}
+	switch u.cfg.Transport {
+	case TransportStdio:
+		// The credential the child reads from its environment (issue 7):
+		// the call's (a session of its own), else the upstream's default.
+		extra, gen, err := u.childCredential(ctx)
+		credGen = gen
+		if err != nil {
+			return nil, fmt.Errorf("connect: %w", err)
+		}
+		// HTTP transports count notifications in the response body (see
+		// httpTransport); wrapping their connection would hide the SDK's
+		// own interfaces on it.
+		var cmd mcp.Transport
+		cmd, child, closeStderr = u.command(client == u.client, extra)
+		t = countingTransport{Transport: cmd, n: &u.notes}
+	case TransportSSE:
+		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
+	default:
+		t = &mcp.StreamableClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
+	}
+	t = u.watchListings(t, client)
+	// A fresh counter per session: a dead session's unhandled notifications
+	// must not hold up the next one's calls.
+	u.notes.read.Store(u.notes.handled.Load())
+	cs, err := client.Connect(ctx, t, nil)
+	closeStderr() // the child, if started, has its own copy
+	if err != nil {
+		err = u.withStderr(err, child)
+		if errors.Is(context.Cause(handshake), errTimeout) {
+			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	u.connected(client, credGen)
+	return cs, nil
+}
+
+// backoff returns the wait before reconnect attempt n (0-based): exponential
+// from Options.ReconnectMin to Options.ReconnectMax, with full jitter in the
+// upper half so that upstreams failing together do not retry together.
+func (g *Server) backoff(n int) time.Duration {
+	d := g.opts.ReconnectMin
+	for i := 0; i < n && d < g.opts.ReconnectMax; i++ {
+		d *= 2
+	}
+	d = min(d, g.opts.ReconnectMax)
+	return d/2 + rand.N(d/2+1)
+}
+
+// setLogLevel asks a 2025-11-25 upstream for all its log messages: the SDK
+// sends none until a level is set, and each agent's own level filters them on
+// the way out. 2026-07-28 sessions carry the level per request instead.
+func (u *upstream) setLogLevel(ctx context.Context, cs *mcp.ClientSession) {
+	res := cs.InitializeResult()
+	if res == nil || res.Capabilities == nil || res.Capabilities.Logging == nil || newProtocol(cs) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
+	defer cancel()
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("setting the upstream's log level failed")
+	}
+}
+
+// awaitSession waits, for at most the connect timeout, for a session other
+// than old, and returns it (nil if none came).
+func (u *upstream) awaitSession(ctx context.Context, ss *mcp.ServerSession, old *mcp.ClientSession) *mcp.ClientSession {
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
+	defer cancel()
+	if u.cfg.Session == SessionPerAgent && ss != nil {
+		if cs, err := u.sessionFor(ctx, ss); err == nil && cs != old {
+			return cs
+		}
+		return nil
+	}
+	failures := u.connectFailures.Load()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cs := u.session.Load(); cs != nil && cs != old {
+			return cs
+		}
+		if u.connectFailures.Load() != failures {
+			return nil // the upstream is down, not restarting
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSDKPatchStillNeeded guards the patched go-sdk copy in
+// third_party/go-sdk (see its PATCH.md): it must equal the go-sdk version
+// go.mod requires except for the one patched file, and it fails once
+// upstream's internal/json.Unmarshal stops building a decoder per call,
+// which is when the patch should go.
+func TestSDKPatchStillNeeded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gomod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/modelcontextprotocol/go-sdk (v\S+)`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("go.mod does not require github.com/modelcontextprotocol/go-sdk")
+	}
+	version := string(m[1])
+	if !bytes.Contains(gomod, []byte("replace github.com/modelcontextprotocol/go-sdk "+version+" => ./third_party/go-sdk")) {
+		t.Fatalf("go.mod does not replace go-sdk %s with ./third_party/go-sdk", version)
+	}
+
+	// The upstream module, from the module cache or the proxy.
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "github.com/modelcontextprotocol/go-sdk@"+version)
+	cmd.Dir = t.TempDir() // outside any module: the replace does not apply
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go mod download go-sdk@%s: %v\n%s", version, err, out)
+	}
+	var dl struct{ Dir string }
+	if err := json.Unmarshal(out, &dl); err != nil || dl.Dir == "" {
+		t.Fatalf("go mod download: %v %s", err, out)
+	}
+
+	const patched = "internal/json/json.go"
+	copyDir := filepath.Join(root, "third_party", "go-sdk")
+	err = filepath.WalkDir(copyDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(copyDir, path)
+		if rel == patched || rel == "PATCH.md" {
+			return nil
+		}
+		mine, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		theirs, err := os.ReadFile(filepath.Join(dl.Dir, rel))
+		if err != nil || !bytes.Equal(mine, theirs) {
+			t.Errorf("third_party/go-sdk/%s differs from go-sdk %s (%v): refresh the copy (see PATCH.md)", rel, version, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	upstream, err := os.ReadFile(filepath.Join(dl.Dir, patched))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(upstream), "NewDecoder(bytes.NewReader(data)).Decode(v)") {
+		t.Errorf("go-sdk %s's Unmarshal no longer builds a decoder per call: the patch in third_party/go-sdk may be unneeded; check and drop it (see PATCH.md)", version)
+	}
+	mine, err := os.ReadFile(filepath.Join(copyDir, patched))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mine), "json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)") {
+		t.Errorf("third_party/go-sdk/%s lacks the patch", patched)
+	}
+}

@@ -1,0 +1,108 @@
+// Requests and notifications an upstream sends back during calls (sampling,
+// elicitation, logs), routed to the agent whose call caused them.
+
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// track registers a call in flight; the returned func ends it.
+func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) func() {
+	c := &inflight{ctx: ctx, session: ss}
+	u.mu.Lock()
+	u.calls[c] = struct{}{}
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		delete(u.calls, c)
+		u.mu.Unlock()
+	}
+}
+
+// caller returns the call that a server-to-client request from the upstream
+// belongs to. A 2025-11-25 upstream sends such requests with no link to the
+// call that caused them. On a per-agent session (agent non-nil) they belong
+// to that agent's call. On the shared session the gateway can only route them
+// when every call in flight on this upstream comes from one agent session;
+// otherwise it refuses rather than risk asking the wrong agent.
+func (u *upstream) caller(agent *mcp.ServerSession) (*inflight, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var found *inflight
+	for c := range u.calls {
+		if agent != nil && c.session != agent {
+			continue
+		}
+		if found != nil && found.session != c.session {
+			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight on its shared session; it cannot be routed to one of them (set upstreams.%s.session: per_agent)", u.name, u.name)
+		}
+		found = c
+	}
+	if found == nil {
+		return nil, fmt.Errorf("credgate: upstream %q sent a request outside any call; there is no agent to ask", u.name)
+	}
+	return found, nil
+}
+
+// callers returns the calls in flight (of agent, if non-nil), for
+// notifications that go to all of them.
+func (u *upstream) callers(agent *mcp.ServerSession) []*inflight {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]*inflight, 0, len(u.calls))
+	for c := range u.calls {
+		if agent == nil || c.session == agent {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	c, err := u.caller(agent)
+	if err != nil {
+		return nil, err
+	}
+	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
+		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
+	}
+	return c.session.Elicit(c.ctx, req.Params)
+}
+
+func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	c, err := u.caller(agent)
+	if err != nil {
+		return nil, err
+	}
+	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
+		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
+	}
+	return c.session.CreateMessage(c.ctx, req.Params)
+}
+
+func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
+	if p := ss.InitializeParams(); p != nil {
+		return p.Capabilities
+	}
+	return nil
+}
+
+// logMessage passes a log message sent during calls to the agents making them.
+func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
+	if u.gw.hasSecrets() {
+		p := *req.Params
+		p.Data = u.gw.redactValue(p.Data)
+		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: &p}
+	}
+	for _, c := range u.callers(agent) {
+		_ = c.session.Log(c.ctx, req.Params)
+	}
+}
+
+func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
+	u.gw.catalog.resourceUpdated(ctx, u.name, req.Params)
+}
