@@ -3,17 +3,19 @@ GO        ?= go
 GOFLAGS   ?=
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build test unit e2e-deps bench demo vet fmt clean
+.PHONY: all build test unit e2e-deps browser-deps bench demo vet fmt clean
 
 all: build
 
 build:
 	$(GO) build -o bin/gateway ./cmd/gateway
 
-# Installs what the e2e tests need (pinned npm packages under e2e/), then runs
-# every test with the race detector.
-test: e2e-deps vet
-	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
+# Installs what the e2e tests need (pinned npm packages under e2e/, Debian's
+# chromium for the status page's browser test), then runs every test with the
+# race detector. E2E_REQUIRE_BROWSER makes the browser test fail rather
+# than skip if chromium is still missing.
+test: e2e-deps browser-deps vet
+	E2E_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
@@ -25,6 +27,11 @@ e2e-deps:
 	@if [ ! -d e2e/node_modules ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then \
 		cd e2e && npm ci --no-audit --no-fund --loglevel=error; \
 	fi
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 vet:
 	$(GO) vet ./...

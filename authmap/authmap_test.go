@@ -578,3 +578,26 @@ func TestNormalizeProvider(t *testing.T) {
 		}
 	}
 }
+
+// Issue 8 (hot reload): SetRules swaps the ops rules at once, and a set of
+// rules that does not compile leaves those in force.
+func TestSetRules(t *testing.T) {
+	t.Parallel()
+	c := mustNew(t, nil)
+	r := Response{Status: 403, Body: []byte("maintenance window")}
+	if f, _ := c.Classify(r, Knowledge{}); f.Type == TypeUpstreamUnavailable {
+		t.Fatal("classified as unavailable before the rule exists")
+	}
+	if err := c.SetRules([]Rule{{Match: RuleMatch{Body: `maintenance window`}, Type: TypeUpstreamUnavailable}}); err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := c.Classify(r, Knowledge{}); f.Type != TypeUpstreamUnavailable {
+		t.Errorf("after SetRules: %s, want %s", f.Type, TypeUpstreamUnavailable)
+	}
+	if err := c.SetRules([]Rule{{Match: RuleMatch{Body: `(`}, Subtype: SubtypeCredentialInvalid}}); err == nil || !strings.Contains(err.Error(), "classify.rules[0]") {
+		t.Errorf("SetRules with a bad rule = %v, want it to name classify.rules[0]", err)
+	}
+	if f, _ := c.Classify(r, Knowledge{}); f.Type != TypeUpstreamUnavailable {
+		t.Error("a refused SetRules replaced the rules in force")
+	}
+}

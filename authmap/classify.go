@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -58,10 +59,10 @@ type Options struct {
 	Rules []Rule
 }
 
-// Classifier maps upstream failures to Failure values. It is immutable after New and safe for
-// concurrent use.
+// Classifier maps upstream failures to Failure values. It is safe for concurrent use; its ops
+// rules change only by [Classifier.SetRules], which swaps them at once (a config reload).
 type Classifier struct {
-	rules []compiledRule
+	rules atomic.Pointer[[]compiledRule]
 }
 
 // New returns a Classifier. It returns an error naming the key path of every invalid ops rule
@@ -71,12 +72,22 @@ func New(opts *Options) (*Classifier, error) {
 	if opts == nil {
 		return c, nil
 	}
-	rules, err := compileRules(opts.Rules)
-	if err != nil {
+	if err := c.SetRules(opts.Rules); err != nil {
 		return nil, err
 	}
-	c.rules = rules
 	return c, nil
+}
+
+// SetRules replaces the ops rules (a config reload): a classification that
+// started keeps the rules it began with, the next one uses rules. On error
+// (naming every invalid rule, as New does) the rules in force are kept.
+func (c *Classifier) SetRules(rules []Rule) error {
+	compiled, err := compileRules(rules)
+	if err != nil {
+		return err
+	}
+	c.rules.Store(&compiled)
+	return nil
 }
 
 // Classify returns the failure and true when the response is a failure at all; (zero, false) for a

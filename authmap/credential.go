@@ -146,9 +146,14 @@ func (c *Credential) inheritSecrets(old *Credential) {
 	if old.st.value != "" {
 		held = append(held, old.st.value)
 	}
+	gen := old.st.gen
 	old.mu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// The generation goes on from the old one's: its first value is a
+	// change to whoever compared generations (a breaker held until the
+	// credential changes, the redactor's bookkeeping, a stdio child).
+	c.st.gen = max(c.st.gen, gen)
 	c.st.previous = append(held, c.st.previous...)
 	if len(c.st.previous) > maxPrevious {
 		c.st.previous = c.st.previous[len(c.st.previous)-maxPrevious:]
@@ -501,6 +506,9 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 		}
 	default:
 		c.log.Warn("credential source failed", "credential", c.name, "trigger", string(trigger), "err", f.Detail)
+		if !c.sameErrorEvent(EventRefreshFailed, f.Detail) {
+			evs = append(evs, c.eventLocked(now, EventRefreshFailed, trigger, f.Detail))
+		}
 	}
 	c.publishLocked()
 	evs = c.settleLocked(now, trigger, evs, false)

@@ -135,7 +135,11 @@ func mapKeys(m map[string]string) func(func(string) bool) {
 }
 
 func (c *Classifier) matchRules(in input) (verdict, bool) {
-	for _, cr := range c.rules {
+	rules := c.rules.Load()
+	if rules == nil {
+		return verdict{}, false
+	}
+	for _, cr := range *rules {
 		m := cr.rule.Match
 		if m.Status != 0 && m.Status != in.status {
 			continue

@@ -74,17 +74,48 @@ func NewSet(opts *SetOptions) *Set {
 // gets a new Credential (not loaded: see [Set.Load]); one no longer listed is
 // dropped (its watch stops; calls holding it finish with it). If any source
 // cannot be built, Apply changes nothing and returns every problem. Validate
-// configs first ([ValidateCredentials]).
+// configs first ([ValidateCredentials]). It is [Set.Stage] then
+// [Staged.Commit].
 func (s *Set) Apply(lc LifecycleConfig, configs map[string]CredentialConfig) error {
+	st, err := s.Stage(lc, configs)
+	if err != nil {
+		return err
+	}
+	return st.Commit()
+}
+
+// ErrStaleStage is returned by [Staged.Commit] when the set changed (another
+// Apply or Commit) after the Staged was built: nothing is changed then.
+var ErrStaleStage = errors.New("authmap: the set changed since this change was staged")
+
+// Staged is what Apply would do, built but not in force: the credentials a
+// config adds or changes exist, and can be loaded before any call sees them
+// (a config reload loads them first, so that a changed credential is never
+// in force without its value). Commit puts it in force.
+type Staged struct {
+	s     *Set
+	lc    LifecycleConfig
+	base  *map[string]*Credential // the set's credentials when staged
+	next  map[string]*Credential
+	fresh []*Credential // new or changed, by name
+}
+
+// Stage builds what Apply(lc, configs) would put in force, without changing
+// the set. A credential replacing one of the same name carries over its
+// previous values (still redacted) and continues its generation, so a
+// breaker that waits for the credential to change sees a change. If any
+// source cannot be built, it returns every problem.
+func (s *Set) Stage(lc LifecycleConfig, configs map[string]CredentialConfig) (*Staged, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := *s.creds.Load()
-	next := make(map[string]*Credential, len(configs))
+	base := s.creds.Load()
+	old := *base
+	st := &Staged{s: s, lc: lc, base: base, next: make(map[string]*Credential, len(configs))}
 	var errs []error
 	for _, name := range sortedKeys(configs) {
 		cfg := configs[name]
 		if c := old[name]; c != nil && reflect.DeepEqual(c.cfg, cfg) {
-			next[name] = c
+			st.next[name] = c
 			continue
 		}
 		c, err := s.build(name, cfg, lc)
@@ -95,14 +126,75 @@ func (s *Set) Apply(lc LifecycleConfig, configs map[string]CredentialConfig) err
 		if prev := old[name]; prev != nil {
 			c.inheritSecrets(prev)
 		}
-		next[name] = c
+		st.next[name] = c
+		st.fresh = append(st.fresh, c)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, err
 	}
-	s.lc = lc
+	return st, nil
+}
+
+// Fresh returns the credentials the change adds or replaces, by name.
+func (st *Staged) Fresh() []*Credential { return st.fresh }
+
+// Load runs the pre-flight of the fresh credentials, concurrently, trigger
+// naming why ([TriggerConfig] for a reload). It returns their load errors,
+// each naming its credential.
+func (st *Staged) Load(ctx context.Context, trigger Trigger) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, c := range st.fresh {
+		wg.Go(func() {
+			defer st.s.recoverLog("load", c.name)
+			_, err := c.Renew(ctx, trigger)
+			if err == nil {
+				err = c.Problem()
+			}
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+	return errors.Join(errs...)
+}
+
+// Problems is [Set.Problems] for the fresh credentials only: those whose
+// status startup refuses.
+func (st *Staged) Problems(startup StartupConfig) error {
+	var errs []error
+	for _, c := range st.fresh {
+		if startup.Refuses(c.Status()) {
+			err := c.Problem()
+			if err == nil {
+				err = fmt.Errorf("credential %q: %s", c.name, c.Status())
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Commit puts the staged change in force: the set holds the staged
+// credentials, watches start for the fresh ones and stop for those dropped
+// or replaced. It fails with ErrStaleStage, changing nothing, when the set
+// changed since Stage.
+func (st *Staged) Commit() error {
+	s := st.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.creds.Load() != st.base {
+		return ErrStaleStage
+	}
+	next := st.next
+	s.lc = st.lc
 	for _, c := range next {
-		c.SetLifecycle(lc)
+		c.SetLifecycle(st.lc)
 	}
 	s.creds.Store(&next)
 	if r := s.run; r != nil {

@@ -248,3 +248,75 @@ func TestSetToolProbe(t *testing.T) {
 		t.Errorf("status %v, want invalid", st)
 	}
 }
+
+// Issue 8 (hot reload): a staged change is loaded before it is in force. The
+// set keeps serving the old credential while the new one loads; the new one
+// carries the old one's generation forward, so its first value is a change;
+// a staged credential the startup policy refuses is reported; Commit after
+// another change is refused.
+func TestSetStageLoadCommit(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"A": "value-a", "B": "value-b2"}
+	s := NewSet(envOptions(env))
+	if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"a": {Source: SourceConfig{Env: "A"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Get("a")
+	oldGen := old.Generation()
+
+	st, err := s.Stage(LifecycleConfig{}, map[string]CredentialConfig{
+		"a": {Source: SourceConfig{Env: "B"}},       // changed
+		"m": {Source: SourceConfig{Env: "MISSING"}}, // new, without a value
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Get("a") != old || s.Get("m") != nil {
+		t.Fatal("Stage changed the set")
+	}
+	var names []string
+	for _, c := range st.Fresh() {
+		names = append(names, c.Name())
+	}
+	if diff := cmp.Diff([]string{"a", "m"}, names); diff != "" {
+		t.Errorf("fresh mismatch (-want +got):\n%s", diff)
+	}
+	err = st.Load(t.Context(), TriggerConfig)
+	if err == nil || !strings.Contains(err.Error(), `credential "m"`) {
+		t.Errorf("staged load error = %v, want it to name m", err)
+	}
+	if p := st.Problems(StartupConfig{}); p == nil || !strings.Contains(p.Error(), `credential "m"`) || strings.Contains(p.Error(), `"a"`) {
+		t.Errorf("staged problems = %v, want m only", p)
+	}
+	if s.Get("a").Value() != "value-a" {
+		t.Error("a staged load reached the set in force")
+	}
+	if err := st.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a := s.Get("a")
+	if a == old || a.Value() != "value-b2" {
+		t.Fatalf("after Commit a = %q (same object %v)", a.Value(), a == old)
+	}
+	if a.Generation() <= oldGen {
+		t.Errorf("the replacement's generation %d does not follow the old one's %d", a.Generation(), oldGen)
+	}
+
+	// A change staged before another one went in force is refused.
+	st2, err := s.Stage(LifecycleConfig{}, map[string]CredentialConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"a": {Source: SourceConfig{Env: "A"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st2.Commit(); !errors.Is(err, ErrStaleStage) {
+		t.Errorf("stale Commit = %v, want ErrStaleStage", err)
+	}
+	if s.Get("a") == nil {
+		t.Error("a stale Commit changed the set")
+	}
+}

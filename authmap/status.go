@@ -126,6 +126,11 @@ const (
 	// EventRejectedRotation: a new value from the source failed its check (or
 	// the source resolved to nothing) and the old value was kept.
 	EventRejectedRotation EventKind = "rejected_rotation"
+	// EventRefreshFailed: a renewal or re-read of the source failed for a
+	// reason that may pass (the token endpoint or the store unreachable, a
+	// 5xx); the value held is kept and the renewal is retried with backoff.
+	// A source failing the same way again is not reported again.
+	EventRefreshFailed EventKind = "refresh_failed"
 )
 
 func (k EventKind) String() string { return string(k) }
@@ -143,6 +148,7 @@ const (
 	TriggerAdmin     Trigger = "admin"      // POST /admin/credentials/<name>/reload
 	TriggerWebhook   Trigger = "webhook"    // POST /webhooks/rotate/<name>
 	TriggerLiveError Trigger = "live_error" // a call's auth failure
+	TriggerConfig    Trigger = "config"     // a config reload added or changed the credential
 )
 
 func (t Trigger) String() string { return string(t) }

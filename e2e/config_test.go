@@ -19,8 +19,9 @@ import (
 )
 
 // TestSIGHUPKeepsServing is the regression test for issue 6 item 17: SIGHUP
-// (a closed terminal, or an operator's reload) never stops the gateway; it
-// logs that reload is not supported yet. It used to exit.
+// (a closed terminal, or an operator's reload) never stops the gateway. It
+// used to exit. Since issue 8 it reloads the config: an unchanged file
+// changes nothing, but /health shows the attempt.
 func TestSIGHUPKeepsServing(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -31,8 +32,18 @@ func TestSIGHUPKeepsServing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := gw.waitLine(ctx, regexp.MustCompile(`"level":"warn".*config reload is not supported yet; restart to apply changes`)); err != nil {
-		t.Fatalf("no reload warning after SIGHUP: %v", err)
+	if _, err := gw.waitLine(ctx, regexp.MustCompile(`"level":"info".*SIGHUP: reloading the config`)); err != nil {
+		t.Fatalf("no reload after SIGHUP: %v", err)
+	}
+	h, err := gw.waitHealth(ctx, func(h map[string]any) bool {
+		c, _ := h["config"].(map[string]any)
+		return c["last_attempt_at"] != nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := h["config"].(map[string]any); c["version"] != 1.0 || c["last_error"] != nil {
+		t.Errorf("config after SIGHUP with an unchanged file: %v", c)
 	}
 	cs := connectClient(t, ctx, gw.URL)
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "still here"}})

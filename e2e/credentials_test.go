@@ -662,8 +662,8 @@ upstreams:
 	if err := poll(ctx, func() (bool, error) { return current() == tokenHash(toks[3]), nil }); err != nil {
 		t.Errorf("SIGHUP did not re-read the credential: %v", err)
 	}
-	if !strings.Contains(gw.Logs(), "config reload is not supported yet") {
-		t.Error("SIGHUP no longer says the config is not reloaded")
+	if !strings.Contains(gw.Logs(), "SIGHUP: reloading the config and re-reading every credential") {
+		t.Error("SIGHUP does not say it reloads")
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/events", nil)
 	req.Header.Set("Authorization", "Bearer e2e-admin-token-0123456789")

@@ -18,7 +18,7 @@ import (
 
 // Admin and webhook endpoints (issue 7):
 //
-//	GET  /admin/events                      the last 1,000 credential events (bearer admin.token)
+//	GET  /admin/events                      the last 1,000 events of the bus (bearer admin.token)
 //	POST /admin/credentials/<name>/reload   re-read a credential from its source (bearer admin.token)
 //	POST /webhooks/rotate/<name>            a provider's rotation ping, signed with webhooks.secret
 //
@@ -33,7 +33,9 @@ const maxWebhookBody = 1 << 20
 func (g *Server) credentialRoutes(mux *http.ServeMux) {
 	if g.cred.adminToken != "" {
 		mux.HandleFunc("GET /admin/events", g.admin(func(w http.ResponseWriter, r *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]any{"events": g.Events()})
+			// Every event kept, credential events with the fields the
+			// audit log had (see events.go); type tells them apart.
+			writeJSON(w, http.StatusOK, map[string]any{"events": g.EventLog()})
 		}))
 		mux.HandleFunc("POST /admin/credentials/{name}/reload", g.admin(func(w http.ResponseWriter, r *http.Request) {
 			g.reloadHTTP(w, r, authmap.TriggerAdmin)

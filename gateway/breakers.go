@@ -62,7 +62,7 @@ func (g *Server) applyBreakers(cfg *Config) {
 	g.breakers.Apply(configs)
 }
 
-// breakerChange logs each breaker state change once.
+// breakerChange logs each breaker state change once and publishes it.
 func (g *Server) breakerChange(c breaker.Change) {
 	defer g.healthChanged()
 	up, cred, _ := strings.Cut(c.Name, "/")
@@ -81,6 +81,7 @@ func (g *Server) breakerChange(c breaker.Change) {
 		ev = ev.Time("until", c.Until)
 	}
 	ev.Msg("breaker " + c.To.String())
+	g.publishBreaker(c)
 }
 
 // fieldBreakerState is the log field of a breaker's state.

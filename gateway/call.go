@@ -43,6 +43,13 @@ func unknownError(kind, name string) error {
 
 // callTool forwards one tools/call to tool name of upstream u.
 func (g *Server) callTool(ctx context.Context, req *mcp.CallToolRequest, u *upstream, name string) (*mcp.CallToolResult, error) {
+	// Counted from here, resends included, so that a reload retiring u
+	// waits for the call (reload.go); retired already, its successor serves.
+	if u.gate.enter() {
+		defer u.gate.leave()
+	} else if next := g.upstream(u.name); next != nil && next != u && next.cfg.Tools.Allowed(name) {
+		return g.callTool(ctx, req, next, name)
+	}
 	{
 		start := time.Now()
 		params := &mcp.CallToolParams{
@@ -268,6 +275,10 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 	if g.draining.Load() {
 		return fmt.Errorf("upstream %q: %w", u.name, ErrShuttingDown)
 	}
+	if !u.gate.enter() {
+		return retiredError(u)
+	}
+	defer u.gate.leave()
 	cs, release, err := u.sessionForCall(ctx, ss)
 	if err != nil {
 		return err

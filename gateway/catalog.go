@@ -63,9 +63,13 @@ func (c *catalog) rebuild() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	g := c.g
-	cats := make(map[string]upstreamCatalog, len(g.ups()))
+	// One snapshot throughout: a reload may swap it meanwhile, and then
+	// rebuilds again.
+	snap := g.snap.Load()
+	ups, sep := snap.upstreams, snap.cfg.ToolSeparator
+	cats := make(map[string]upstreamCatalog, len(ups))
 	var toolSrc, promptSrc []routing.Source
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		cat := u.catalog()
 		cats[u.name] = cat
 		prefix := u.cfg.prefix(u.name)
@@ -81,11 +85,11 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tools and prompts: exposed names decided by routing.
-	wantT := exposeByName(g.config().ToolSeparator, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
+	wantT := exposeByName(sep, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
 		return find(cats[up].tools, func(t *mcp.Tool) bool { return t.Name == name })
 	})
 	reconcile(c.tools, wantT, "tool", report, g.mcp.RemoveTools, c.addTool, func(t *mcp.Tool) string { return t.Name })
-	wantP := exposeByName(g.config().ToolSeparator, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
+	wantP := exposeByName(sep, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
 		return find(cats[up].prompts, func(p *mcp.Prompt) bool { return p.Name == name })
 	})
 	reconcile(c.prompts, wantP, "prompt", report, g.mcp.RemovePrompts, func(name string, w entry[*mcp.Prompt]) error {
@@ -97,7 +101,7 @@ func (c *catalog) rebuild() {
 	// Resources keep their URIs; a URI offered twice is served by the first
 	// upstream in config order and exposed under a gateway URI for the others.
 	wantR := map[string]entry[*mcp.Resource]{}
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		for _, r := range cats[u.name].resources {
 			uri := r.URI
 			if uri == HealthURI {
@@ -122,7 +126,7 @@ func (c *catalog) rebuild() {
 
 	// Resource templates: first in config order wins.
 	wantRT := map[string]entry[*mcp.ResourceTemplate]{}
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		for _, t := range cats[u.name].templates {
 			if prev, ok := wantRT[t.URITemplate]; ok {
 				report(u.name, Problem{Kind: "resource_template", Name: t.URITemplate,
@@ -140,7 +144,7 @@ func (c *catalog) rebuild() {
 		return safely(func() { g.mcp.AddResourceTemplate(&t, g.resourceHandler()) })
 	}, func(t *mcp.ResourceTemplate) string { return t.URITemplate })
 	c.matchers = c.matchers[:0]
-	for _, u := range g.ups() { // config order decides which template matches first
+	for _, u := range ups { // config order decides which template matches first
 		for tpl, e := range c.templates {
 			if e.upstream == u.name {
 				re, _ := uritemplate.New(tpl)
@@ -150,7 +154,7 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tasks: what the gateway cannot forward is reported, not hidden.
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		if !u.wire.declaresTasks() {
 			continue
 		}

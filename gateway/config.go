@@ -137,6 +137,9 @@ type Config struct {
 	// Telemetry configures OpenTelemetry traces (see trace.go). Off unless
 	// an OTLP endpoint is set here or in the environment.
 	Telemetry TelemetryConfig `koanf:"telemetry"`
+	// Notify lists where alerts go (issue 10): see notifyconfig.go. If
+	// empty, nobody is notified.
+	Notify []NotifyConfig `koanf:"notify"`
 
 	// Agent authentication and transport security (issue 9).
 
@@ -952,6 +955,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateCredentials())
+	errs = append(errs, c.validateNotify())
 	for _, name := range slices.Sorted(maps.Keys(c.Upstreams)) {
 		if u := c.Upstreams[name]; u != nil {
 			if err := u.Breaker.Validate("upstreams." + name + ".breaker"); err != nil {

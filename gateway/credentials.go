@@ -93,11 +93,9 @@ func (e *credentialMissingError) Error() string {
 	return fmt.Sprintf("credential %q has no value (%s); nothing was sent", e.credential, e.why)
 }
 
-// maxEvents bounds the lifecycle events kept for GET /admin/events.
-const maxEvents = 1000
-
-// AuditEvent is one credential lifecycle event with what it affects: one
-// structured log line and one entry of GET /admin/events.
+// AuditEvent is one credential lifecycle event with what it affects, as
+// [Server.Events] returns it; the events themselves live on the event bus
+// (events.go).
 type AuditEvent struct {
 	authmap.Event
 	// Upstreams use the credential (as their default or for some tools).
@@ -111,14 +109,12 @@ type AuditEvent struct {
 type credState struct {
 	set *authmap.Set
 
-	static []string // secrets that are not the credentials' (upstreams' config, admin, webhook)
+	static []string              // secrets that are not the credentials' (upstreams' config, admin, webhook)
+	base   []string              // the admin and webhook secrets (static without the upstreams')
+	staged []*authmap.Credential // credentials a reload is loading, not in force yet
 
 	redactMu sync.Mutex
 	gens     sync.Map // credential name -> *atomic.Uint64: the generation last fed to the redactor
-
-	eventsMu sync.Mutex
-	events   []AuditEvent // ring, oldest first once full
-	next     int
 
 	holds sync.Map // credential name -> *hold: a value under reactive renewal
 
@@ -182,6 +178,7 @@ func (g *Server) initCredentials() error {
 	if !g.config().Webhooks.Secret.IsZero() {
 		cs.webhookSecret = read("webhooks.secret", g.config().Webhooks.Secret)
 	}
+	cs.base = slices.Clone(cs.static)
 	cs.static = append(cs.static, g.redactor.Secrets()...)
 	g.refreshRedactor()
 	return errors.Join(errs...)
@@ -275,12 +272,16 @@ func (g *Server) refreshRedactor() {
 		v, _ := cs.gens.LoadOrStore(name, new(atomic.Uint64))
 		v.(*atomic.Uint64).Store(gen)
 	}
+	for _, c := range cs.staged {
+		all = append(all, c.Knowledge().Secrets...)
+	}
 	g.redactor.Replace(all...)
 }
 
 // credentialEvent receives every lifecycle event: it feeds the redactor,
-// logs the event once with what it affects, keeps it for /admin/events, and
-// restarts the stdio children that hold a value no longer current.
+// logs the event once with what it affects, publishes it on the event bus
+// (/events, /admin/events, alerts), and restarts the stdio children that
+// hold a value no longer current.
 func (g *Server) credentialEvent(e authmap.Event) {
 	defer g.recoverLog("credential event", "")
 	defer g.healthChanged()
@@ -289,21 +290,13 @@ func (g *Server) credentialEvent(e authmap.Event) {
 	e.Detail = g.redact(e.Detail)
 	ae := AuditEvent{Event: e}
 	ae.Upstreams, ae.Tools = g.credentialScope(e.Credential)
-	cs := g.cred
-	cs.eventsMu.Lock()
-	if len(cs.events) < maxEvents {
-		cs.events = append(cs.events, ae)
-	} else {
-		cs.events[cs.next] = ae
-		cs.next = (cs.next + 1) % maxEvents
-	}
-	cs.eventsMu.Unlock()
+	g.publishCredential(e, ae.Upstreams, ae.Tools)
 
 	var ev *zerolog.Event
 	switch e.Kind {
 	case authmap.EventExpired, authmap.EventRevoked, authmap.EventInvalid, authmap.EventMissing:
 		ev = g.log.Error()
-	case authmap.EventExpiring, authmap.EventRejectedRotation, authmap.EventRateLimited:
+	case authmap.EventExpiring, authmap.EventRejectedRotation, authmap.EventRateLimited, authmap.EventRefreshFailed:
 		ev = g.log.Warn()
 	default:
 		ev = g.log.Info()
@@ -363,16 +356,6 @@ func (u *upstream) backoffSleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 	return true
-}
-
-// Events returns the lifecycle events kept (the last 1,000), oldest first.
-func (g *Server) Events() []AuditEvent {
-	cs := g.cred
-	cs.eventsMu.Lock()
-	defer cs.eventsMu.Unlock()
-	out := make([]AuditEvent, 0, len(cs.events))
-	out = append(out, cs.events[cs.next:]...)
-	return append(out, cs.events[:cs.next]...)
 }
 
 // credentialScope lists the upstreams using credential name and the exposed

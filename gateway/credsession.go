@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Sessions of stdio upstreams whose children read a credential from their
@@ -70,8 +72,7 @@ type handoff struct {
 	cs  *mcp.ClientSession
 }
 
-func (u *upstream) initCredSessions() {
-	creds := u.gw.config().Credentials
+func (u *upstream) initCredSessions(creds map[string]authmap.CredentialConfig) {
 	u.defaultCred = u.cfg.defaultCredential(creds)
 	u.creds.rotate = make(chan struct{}, 1)
 	u.creds.counted = u.cfg.Transport == TransportStdio && len(u.cfg.boundCredentials(creds)) > 0

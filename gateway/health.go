@@ -51,15 +51,16 @@ import (
 // ends the session (lost). The returned channel is closed when it stops.
 func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan struct{} {
 	done := make(chan struct{})
-	interval := u.gw.config().healthInterval(u.cfg)
+	// Read at every turn: a reload may change the top-level health_interval.
+	interval := func() time.Duration { return u.gw.config().healthInterval(u.cfg) }
 	go func() {
 		defer close(done)
 		defer u.gw.recoverLog("health probe", u.name)
 		busy := func() bool {
 			last := time.Unix(0, u.lastAnswer.Load())
-			return u.busy.Load() > 0 || time.Since(last) < interval
+			return u.busy.Load() > 0 || time.Since(last) < interval()
 		}
-		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval)) }
+		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval())) }
 		probeLoop(ctx, interval, busy, probe, func(err error) {
 			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
@@ -71,9 +72,9 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 // probeLoop calls probe an interval after the previous one ended, until ctx
 // ends, skipping a turn when busy reports true. The first failure is handed
 // to fail and ends the loop. Probes never overlap, nor follow each other
-// back to back after a slow one.
-func probeLoop(ctx context.Context, interval time.Duration, busy func() bool, probe func(context.Context) error, fail func(error)) {
-	t := time.NewTimer(interval)
+// back to back after a slow one. interval is read at every turn.
+func probeLoop(ctx context.Context, interval func() time.Duration, busy func() bool, probe func(context.Context) error, fail func(error)) {
+	t := time.NewTimer(interval())
 	defer t.Stop()
 	for {
 		select {
@@ -87,7 +88,7 @@ func probeLoop(ctx context.Context, interval time.Duration, busy func() bool, pr
 				return
 			}
 		}
-		t.Reset(interval)
+		t.Reset(interval())
 	}
 }
 

@@ -25,6 +25,10 @@ import (
 //	          attempt, while at least one upstream can serve
 //	/health   JSON status of the gateway and each upstream
 //	/metrics  Prometheus metrics (see metrics.go)
+//	/events   server-sent events of every state change (ops.go)
+//	/status   the status page, also at / (ops.go)
+//	/.well-known/oauth-protected-resource[/mcp]
+//	          RFC 9728 metadata, with auth.oauth (oauth.go)
 func (g *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", g.requireAgentAuth(g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
@@ -69,6 +73,8 @@ func (g *Server) Handler() http.Handler {
 	})
 	mux.Handle("GET /metrics", g.metricsHandler())
 	g.credentialRoutes(mux)
+	g.opsRoutes(mux)
+	g.reloadRoutes(mux)
 	g.oauthRoutes(mux)
 	return mux
 }
@@ -246,6 +252,11 @@ type Health struct {
 	// Credentials are the configured credentials' states (issue 7); the
 	// overall status is degraded while any is not healthy.
 	Credentials map[string]authmap.Snapshot `json:"credentials,omitempty"`
+
+	// Notify is each alert notifier's delivery counters (issue 10), by name.
+	Notify map[string]NotifyHealth `json:"notify,omitempty"`
+	// Config is the config in force and the last reload's outcome (issue 8).
+	Config *ConfigHealth `json:"config"`
 }
 
 // UpstreamHealth is one upstream's entry in /health.
@@ -290,11 +301,13 @@ type ToolCredentialHealth struct {
 // Health reports the gateway's state. Secrets never appear in it: errors are
 // redacted when recorded.
 func (g *Server) Health() Health {
-	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(g.ups()))}
+	ups := g.ups()
+	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(ups))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
+	h.Config = g.configHealth()
 	up := 0
 	breakers, credBreakers := g.breakerHealth()
-	for _, u := range g.ups() {
+	for _, u := range ups {
 		u.mu.Lock()
 		uh := UpstreamHealth{
 			Status:      u.status,
@@ -324,13 +337,14 @@ func (g *Server) Health() Health {
 		h.Upstreams[u.name] = uh
 	}
 	switch {
-	case len(g.ups()) > 0 && up == 0:
+	case len(ups) > 0 && up == 0:
 		h.Status = HealthDown
-	case up < len(g.ups()):
+	case up < len(ups):
 		h.Status = HealthDegraded
 	}
 	creds, healthy := g.credentialHealth()
 	h.Credentials = creds
+	h.Notify = g.NotifyStats()
 	if !healthy && h.Status == HealthOK {
 		h.Status = HealthDegraded
 	}

@@ -224,7 +224,7 @@ func TestProbeLoop(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			probeLoop(t.Context(), interval, busy.Load, probe, func(err error) { failed = err })
+			probeLoop(t.Context(), func() time.Duration { return interval }, busy.Load, probe, func(err error) { failed = err })
 		}()
 		time.Sleep(50 * time.Second)
 		busy.Store(true) // the turn at 55s (10s after the slow probe) is skipped
@@ -244,7 +244,7 @@ func TestProbeLoop(t *testing.T) {
 		stopped := make(chan struct{})
 		go func() {
 			defer close(stopped)
-			probeLoop(ctx, interval, func() bool { return false }, func(context.Context) error { return nil }, func(error) { t.Error("failed") })
+			probeLoop(ctx, func() time.Duration { return interval }, func() bool { return false }, func(context.Context) error { return nil }, func(error) { t.Error("failed") })
 		}()
 		time.Sleep(15 * time.Second)
 		cancel()
@@ -482,7 +482,9 @@ func TestProbeFindsDeadHTTPUpstream(t *testing.T) {
 	}
 	waitFor(t, ctx, func() bool { return g.Health().Upstreams["a"].Status == StatusDown })
 	// The reconnect attempts that follow overwrite last_error at once, so
-	// the cause is read from the one warning logged when it went down.
+	// the cause is read from the one warning logged when it went down
+	// (written just after the status changes: wait for it).
+	waitFor(t, ctx, func() bool { return strings.Contains(logs.String(), `"message":"upstream down"`) })
 	var first struct {
 		Err string `json:"err"`
 	}

@@ -31,6 +31,9 @@ func TestMain(m *testing.M) {
 	case "envtoken":
 		envTokenUpstream()
 		os.Exit(0)
+	case reloadUpstreamMode:
+		reloadUpstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)

@@ -402,3 +402,41 @@ func BenchmarkOAuthRequire(b *testing.B) {
 		}
 	})
 }
+
+// TestOAuthReloadNeedsRestart: a reload that changes auth.oauth or tls keeps
+// the resource server and certificate the gateway started with, and says a
+// restart is needed (the certificate files themselves reload on change).
+func TestOAuthReloadNeedsRestart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	is := newTestIssuer(t)
+	g, base, _ := oauthGateway(t, ctx, is, "")
+	up := g.config().Upstreams["a"].URL
+	next := fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth:\n  oauth: {issuer: %s, resource: 'https://other.example.com/mcp'}\n", up, is.URL)
+	if err := reloadTo(t, g, next); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if diff := cmp.Diff([]string{"auth.oauth"}, g.Health().Config.RestartRequired); diff != "" {
+		t.Errorf("restart_required mismatch (-want +got):\n%s", diff)
+	}
+	if r := g.config().Auth.OAuth.resource(); r != "https://gw.example.com/mcp" {
+		t.Errorf("resource in force after the reload = %q; want the one started with", r)
+	}
+	// The metadata still names the resource the tokens are checked for.
+	resp, err := http.Get(base + "/.well-known/oauth-protected-resource/mcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc oauthex.ProtectedResourceMetadata
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc.Resource != "https://gw.example.com/mcp" {
+		t.Errorf("metadata after the reload: %+v, %v", doc, err)
+	}
+	if err := reloadTo(t, g, next+"tls: {cert_file: /nonexistent.crt, key_file: /nonexistent.key}\n"); err != nil {
+		t.Fatalf("Reload with tls: %v", err)
+	}
+	if diff := cmp.Diff([]string{"auth.oauth", "tls"}, g.Health().Config.RestartRequired); diff != "" {
+		t.Errorf("restart_required mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -184,7 +184,7 @@ func configSecrets(c *Config) []string {
 	for _, name := range c.Order() {
 		out = append(out, secretValues(c.Upstreams[name])...)
 	}
-	return out
+	return append(out, notifySecrets(c)...)
 }
 
 // Warnings returns what is valid but probably not meant: what loading

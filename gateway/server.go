@@ -77,6 +77,14 @@ type Options struct {
 	// oauth2 sources use authmap's subpackages; openers given here replace
 	// those of the same kind.
 	Sources *authmap.SourceOptions
+	// ConfigFile is the file the config came from: /health shows it, and
+	// [Server.ReloadConfig] re-reads it. If empty, there is nothing to
+	// reload (Reload still applies a config given in code).
+	ConfigFile string
+	// LoadConfig loads the config for [Server.ReloadConfig], the way it was
+	// loaded at start-up (the CLI applies its flags). If nil, it is
+	// [LoadConfig] of ConfigFile with the process environment.
+	LoadConfig func() (*Config, error)
 }
 
 // Bounds of the HTTP server on slow and idle clients.
@@ -139,6 +147,12 @@ type Server struct {
 	// (see healthres.go).
 	healthSig chan struct{}
 	metrics   *metrics // Prometheus metrics (issue 10): see metrics.go
+	// Ops surface (issue 10): the event bus (events.go) and the alert
+	// notifier (notify.go).
+	events *eventBus
+	notify *notifier
+	// Config hot reload (issue 8): see reload.go.
+	reload reloadState
 
 	// oauth is the OAuth resource server of auth.oauth (issue 9), or nil:
 	// see oauth.go and oauthwire.go.
@@ -183,6 +197,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.redactor = authmap.NewRedactor(configSecrets(cfg))
 	g.metrics = newMetrics(g)
+	g.initOps()
+	g.metrics.setNotificationDrops(g.NotifyDropped)
 	// The SDK logs every session's lifecycle at info; only its warnings matter here.
 	g.sdkLog = slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(g.log.Level(max(zerolog.WarnLevel, g.log.GetLevel()))), r: g.redactor})
 
@@ -230,7 +246,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		g.log.Warn().Msg(w)
 	}
 	for _, name := range cfg.Order() {
-		u := newUpstream(g, name, cfg.Upstreams[name])
+		u := newUpstream(g, name, cfg.Upstreams[name], cfg.Credentials)
 		snap.upstreams = append(snap.upstreams, u)
 		snap.byName[name] = u
 	}
@@ -244,6 +260,8 @@ func (g *Server) MCPServer() *mcp.Server { return g.mcp }
 // Start connects every upstream in parallel, in the background. It returns at
 // once: a failing upstream never blocks or fails the others.
 func (g *Server) Start(ctx context.Context) {
+	g.reload.mu.Lock() // a reload starts upstreams on runCtx
+	defer g.reload.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g.cancel = cancel
 	g.runCtx = ctx
@@ -251,6 +269,7 @@ func (g *Server) Start(ctx context.Context) {
 	g.wg.Go(func() { g.loadOAuth(ctx) })
 	g.wg.Go(func() { g.watchTLS(ctx) })
 	g.wg.Go(func() { g.watchHealth(ctx) })
+	g.wg.Go(func() { g.notify.run(ctx) })
 	for _, u := range g.ups() {
 		g.startUpstream(u)
 	}
@@ -332,9 +351,11 @@ func (g *Server) Close() error {
 		if srv != nil {
 			g.shutdownHTTP(srv)
 		}
+		g.reload.mu.Lock() // no reload starts an upstream after this
 		if g.cancel != nil {
 			g.cancel()
 		}
+		g.reload.mu.Unlock()
 		done := make(chan struct{})
 		go func() {
 			g.wg.Wait()

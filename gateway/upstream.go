@@ -94,6 +94,10 @@ type upstream struct {
 	// credWake cuts a reconnect backoff short: the credential the upstream
 	// was refused for got a new value (see wakeForCredential).
 	credWake chan struct{}
+
+	// gate counts the calls using the upstream, so that a config reload
+	// that removes or replaces it stops it once they are done (reload.go).
+	gate callGate
 }
 
 // upstreamCatalog is what the upstream offered at its last listing.
@@ -112,7 +116,9 @@ type inflight struct {
 	session *mcp.ServerSession
 }
 
-func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
+// newUpstream builds upstream name for cfg; creds are the config's
+// credentials, which decide the ones it binds.
+func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]authmap.CredentialConfig) *upstream {
 	u := &upstream{
 		name:     name,
 		cfg:      cfg,
@@ -135,8 +141,8 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig) *upstream {
 		u.http.limit = u.limit
 		u.http.trace = gw
 	}
-	u.initCredSessions()
-	if u.http != nil && len(u.cfg.boundCredentials(gw.config().Credentials)) > 0 {
+	u.initCredSessions(creds)
+	if u.http != nil && len(u.cfg.boundCredentials(creds)) > 0 {
 		u.http.creds = u
 	}
 	u.client = u.newClient(nil)
@@ -282,6 +288,7 @@ func (u *upstream) setUp(listErr error) {
 	u.gw.healthChanged()
 	if prev != StatusUp {
 		u.log.Info().Int("tools", n).Msg("upstream up")
+		u.gw.publishUpstream(u.name, StatusUp, nil, "")
 	}
 }
 
@@ -310,6 +317,9 @@ func (u *upstream) setDown(err error) authmap.Failure {
 		ev = ev.Str(fieldSubtype, string(f.Subtype)).Str("credential", f.Credential)
 	}
 	ev.Msg("upstream down")
+	if prev != StatusDown {
+		u.gw.publishUpstream(u.name, StatusDown, &f, msg)
+	}
 	return f
 }
 

@@ -6,6 +6,7 @@
 //	gateway stdio [FILE]                      serve one agent over stdio
 //	gateway validate [FILE]                   check a config, list every problem
 //	gateway check [FILE] [--json]             pre-flight every credential; exit 1 if any is bad
+//	gateway status [FILE] [--url URL] [--watch]  a running gateway's upstreams and credentials
 //	gateway import FILE                       print a desktop client's config as credgate YAML
 //	gateway classify [--provider P] < response  classify an HTTP response or text
 package main
@@ -41,13 +42,19 @@ var version = ""
 const usage = `credgate: one MCP endpoint over many upstream MCP servers.
 
 Usage:
-  gateway [serve] [FILE] [--listen ADDR]  serve /mcp, /health, /healthz, /readyz over HTTP
+  gateway [serve] [FILE] [--listen ADDR]  serve /mcp, /health, /healthz, /readyz, /status,
+                                          /events over HTTP
   gateway stdio [FILE]                    serve one agent over stdio (logs go to stderr)
   gateway validate [FILE]                 check a config; exit 1 listing every problem
   gateway check [FILE] [--json]           resolve and probe every credential once; print
                                           status, TTL, source and access readiness; exit 1
                                           when any is missing, invalid, revoked, expired or
                                           expiring
+  gateway status [FILE] [--url URL] [--watch]
+                                          print a running gateway's upstreams and
+                                          credentials with TTLs (from its /health; the
+                                          address is --url, else FILE's listen); exit 1
+                                          unless it is ok; --watch refreshes every 2 s
   gateway import FILE                     print a desktop client's MCP config (mcpServers)
                                           as credgate YAML
   gateway classify [FILE] [--provider P]  read an HTTP response (status line, headers,
@@ -66,7 +73,7 @@ Flags:
 `
 
 // commands are the subcommands; the first argument naming one is the command.
-var commands = []string{"serve", "stdio", "validate", "check", "import", "classify", "version", "help"}
+var commands = []string{"serve", "stdio", "validate", "check", "status", "import", "classify", "version", "help"}
 
 func main() {
 	tuneGC()
@@ -97,6 +104,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	provider := fs.String("provider", "", "classify: provider hint (github, stripe, ...)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	jsonOut := fs.Bool("json", false, "check: print JSON instead of a table")
+	statusURLFlag := fs.String("url", "", "status: the gateway's base URL (default: the config's listen, else http://127.0.0.1:8080)")
+	watch := fs.Bool("watch", false, "status: refresh every 2s until interrupted")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
@@ -126,6 +135,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if *jsonOut && cmd != "check" {
 		fmt.Fprintln(stderr, "gateway: --json applies to check only")
+		return 2
+	}
+	if (*statusURLFlag != "" || *watch) && cmd != "status" {
+		fmt.Fprintln(stderr, "gateway: --url and --watch apply to status only")
 		return 2
 	}
 	if *provider != "" && cmd != "classify" {
@@ -158,6 +171,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 0
 	case "check":
 		return check(configPath, *jsonOut, stdout, stderr)
+	case "status":
+		return statusCmd(configPath, *statusURLFlag, *watch, stdout, stderr)
 	case "import":
 		return importConfig(configPath, stdout, stderr)
 	case "classify":
@@ -176,7 +191,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		// action back, so a second one ends the process at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log})
+		// A reload loads the file as start-up did, flags included.
+		reloadConfig := func() (*gateway.Config, error) {
+			cfg, err := loadConfig(configPath)
+			if err == nil && *listen != "" {
+				cfg.Listen = *listen
+			}
+			return cfg, err
+		}
+		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log, ConfigFile: configPath, LoadConfig: reloadConfig})
 		if err != nil {
 			log.Error().Err(err).Msg("gateway not started")
 			return 1
@@ -185,9 +208,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if !preflight(ctx, g, cfg, &log) {
 			return 1
 		}
-		// SIGHUP re-reads every credential from its source (the config
-		// itself is not reloaded yet).
+		// SIGHUP reloads the config, then re-reads every credential from its
+		// source; a change to the file reloads the config (issue 8). A
+		// rejected config is logged by the gateway and shown in /health.
 		stopHUP := onHangup(ctx, &log, func() {
+			_ = g.ReloadConfig(authmap.TriggerSignal)
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			if err := g.ReloadCredentials(rctx, authmap.TriggerSignal); err != nil {
@@ -195,6 +220,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		})
 		defer stopHUP()
+		stopWatch := watchConfig(ctx, configPath, &log, func() { _ = g.ReloadConfig(authmap.TriggerFile) })
+		defer stopWatch()
 		context.AfterFunc(ctx, stop)
 		if cmd == "stdio" {
 			err = serveStdio(ctx, g, &log)
@@ -274,8 +301,8 @@ func configArg(cmd, flagPath string, positional []string) (string, error) {
 
 // onHangup catches SIGHUP, which would otherwise stop the process: a
 // gateway must not die because a terminal closed or an operator sent the
-// conventional reload signal. Until hot reload exists, a hangup is logged
-// as such, and reload (if non-nil) re-reads the credentials. The returned function
+// conventional reload signal. A hangup is logged, and reload (if non-nil)
+// reloads the config and re-reads the credentials. The returned function
 // stops catching; the watcher also stops when ctx ends.
 func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop func()) {
 	hup := make(chan os.Signal, 1)
@@ -294,7 +321,7 @@ func onHangup(ctx context.Context, log *zerolog.Logger, reload func()) (stop fun
 			case <-done:
 				return
 			case <-hup:
-				log.Warn().Msg("SIGHUP: config reload is not supported yet; restart to apply changes")
+				log.Info().Msg("SIGHUP: reloading the config and re-reading every credential")
 				if reload != nil {
 					reload()
 				}

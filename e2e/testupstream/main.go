@@ -4,7 +4,7 @@
 //
 //	test ──▶ gateway ──▶ testupstream (stdio | streamable HTTP | SSE)
 //	                         │
-//	                         ├─ plain tools: echo, add, slow, whoami, gen_NNNN
+//	                         ├─ plain tools: echo, add, slow, whoami, pid, gen_NNNN
 //	                         ├─ fault tools: provider_error, crash
 //	                         ├─ conformance fixtures (test_*, test://…, prompts, completion)
 //	                         ├─ --fail-file: HTTP-level faults injected by writing a file

@@ -63,6 +63,14 @@ func addBasicTools(server *mcp.Server, envToken string) {
 	})
 
 	server.AddTool(&mcp.Tool{
+		Name:        "pid",
+		Description: "Reports the upstream's process id, so a test can tell whether its child was restarted.",
+		InputSchema: json.RawMessage(`{"type":"object"}`),
+	}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return text(strconv.Itoa(os.Getpid())), nil
+	})
+
+	server.AddTool(&mcp.Tool{
 		Name:        "crash",
 		Description: "Exits the upstream process immediately with status 3.",
 		InputSchema: json.RawMessage(`{"type":"object"}`),

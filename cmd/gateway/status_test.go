@@ -1,0 +1,75 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/gateway"
+)
+
+// Regression test for issue 10 (`gateway status`): the table of upstreams
+// and credentials from a gateway's /health, plain when not on a terminal,
+// and the exit code telling ok from not.
+func TestStatusCommand(t *testing.T) {
+	t.Parallel()
+	ttl := int64(3*3600 + 120)
+	exp := time.Now().Add(time.Duration(ttl) * time.Second)
+	h := gateway.Health{Status: gateway.HealthDegraded, Version: "v-test", Sessions: 1,
+		Upstreams: map[string]gateway.UpstreamHealth{
+			"github": {Status: gateway.StatusUp, Transport: "streamable-http", Tools: 41, Credential: "gh",
+				Breaker: gateway.BreakerHealth{State: "closed"}, Since: time.Now().Add(-time.Minute)},
+			"files": {Status: gateway.StatusDown, Transport: "stdio", LastError: "connect: exec: \"x\": not found",
+				Credentials: []gateway.ToolCredentialHealth{{Tools: []string{"*"}, Credential: "pat"}}, Breaker: gateway.BreakerHealth{State: "open"}},
+		},
+		Credentials: map[string]authmap.Snapshot{
+			"gh":  {Status: authmap.StatusHealthy, TTLSeconds: &ttl, ExpiresAt: &exp, Source: "oauth2", Readiness: authmap.Readiness{Score: 80}},
+			"pat": {Status: authmap.StatusRevoked, Source: "file", LastError: &authmap.Failure{Detail: "Bad credentials"}},
+		},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/health" {
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(h)
+	}))
+	defer srv.Close()
+	code, out, errOut := cli(t, "", "status", "--url", srv.URL+"/")
+	if code != 1 {
+		t.Errorf("degraded gateway: exit %d, want 1\n%s", code, errOut)
+	}
+	for _, want := range []string{
+		"credgate v-test at " + srv.URL + ": degraded (2 upstreams, 1 agent session)",
+		"UPSTREAM  STATUS  TOOLS  TRANSPORT        BREAKER",
+		"files     down    0      stdio            open",
+		"github    up      41     streamable-http  closed   1m0s ago",
+		"gh          healthy  3h2m",
+		"pat         revoked  unknown",
+		"Bad credentials",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\x1b[") {
+		t.Errorf("colours outside a terminal:\n%q", out)
+	}
+	h.Status = gateway.HealthOK
+	if code, out, _ := cli(t, "", "status", "--url", srv.URL+"/health"); code != 0 || !strings.Contains(out, ": ok ") {
+		t.Errorf("ok gateway: exit %d\n%s", code, out)
+	}
+	srv.Close()
+	if code, _, errOut := cli(t, "", "status", "--url", srv.URL); code != 1 || !strings.Contains(errOut, "connection refused") {
+		t.Errorf("gateway down: exit %d, stderr %q", code, errOut)
+	}
+	for _, args := range [][]string{{"status", "--url", "localhost:8080"}, {"check", "--watch"}, {"validate", "--url", "http://x"}} {
+		if code, _, _ := cli(t, "", args...); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+	}
+}
