@@ -467,3 +467,50 @@ func checkRenewedBeforeExpiry(issued []oidcEvent) error {
 	}
 	return errors.Join(errs...)
 }
+
+// RotateKeys rotates the provider's signing keys (issue 9): a new key signs
+// from now on and is published first in the JWKS; with keepOld the keys
+// before it stay published. It returns the new key's kid.
+func (p *oidcProvider) RotateKeys(ctx context.Context, keepOld bool) (string, error) {
+	var out struct {
+		Kid string `json:"kid"`
+	}
+	err := p.testPost(ctx, "/test/rotate-keys", map[string]any{"keep_old": keepOld}, &out)
+	return out.Kid, err
+}
+
+// Sign signs claims as given with the provider's current key (RS256, typ
+// at+jwt, its kid; header overrides), or with a key no JWKS has when
+// foreignKey: tokens the provider would never issue (expired, for another
+// issuer), signed for real.
+func (p *oidcProvider) Sign(ctx context.Context, claims, header map[string]any, foreignKey bool) (string, error) {
+	var out struct {
+		Token string `json:"token"`
+	}
+	body := map[string]any{"claims": claims, "foreign_key": foreignKey}
+	if header != nil {
+		body["header"] = header
+	}
+	err := p.testPost(ctx, "/test/sign", body, &out)
+	return out.Token, err
+}
+
+// AddJWTResource makes tokens asked for resource JWTs with that audience,
+// as JWTResources does at start-up (for a URL known only later).
+func (p *oidcProvider) AddJWTResource(ctx context.Context, resource string) error {
+	return p.testPost(ctx, "/test/jwt-resource", map[string]any{"resource": resource}, nil)
+}
+
+// ResourceToken gets a JWT access token for resource with the
+// client-credentials grant as client id, with scope (if not empty).
+func (p *oidcProvider) ResourceToken(ctx context.Context, id, resource, scope string) (string, error) {
+	form := url.Values{"grant_type": {"client_credentials"}, "resource": {resource}}
+	if scope != "" {
+		form.Set("scope", scope)
+	}
+	tok, err := p.Token(ctx, id, form)
+	if err != nil {
+		return "", err
+	}
+	return tok.AccessToken, nil
+}

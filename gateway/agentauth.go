@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/authmap/oauthrs"
 )
 
 // Agent authentication on /mcp (issue 9).
@@ -244,8 +245,10 @@ func (g *Server) initAgentAuth() error {
 	if len(kv.keys) > 0 {
 		a.verifiers = append(a.verifiers, kv)
 	}
-	// TODO(issue 9, OAuth part): append the OAuth verifier when auth.oauth
-	// is set, and set a.resourceMetadata.
+	if g.oauth != nil {
+		a.verifiers = append(a.verifiers, oauthVerifier{g.oauth})
+		a.resourceMetadata = func(*http.Request) string { return g.oauth.ResourceMetadataURL() }
+	}
 	g.refreshRedactor()
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -286,6 +289,11 @@ func (g *Server) requireAgent(next http.Handler) http.Handler {
 			return
 		}
 		info, err := a.verifiers.Verify(r.Context(), token, r)
+		if err != nil && g.oauth != nil && errors.Is(err, oauthrs.ErrKeysUnavailable) {
+			// The token may be fine: the issuer's keys cannot be had.
+			g.oauth.Challenge(w, err)
+			return
+		}
 		if err != nil {
 			var scope *insufficientScopeError
 			if errors.As(err, &scope) {

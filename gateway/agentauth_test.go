@@ -791,7 +791,7 @@ auth:
     - {name: cred, key_credential: agentkye}
     - {name: globs, key: fifth-long-key-0123456789, tools: {allow: ["[a-"]}, rate: "ten/s"}
     - {name: dup, key: long-enough-key-0123456789}
-  oauth: {issuer: https://issuer.example}
+  oauth: {issuer: https://issuer.example, resource: https://gw.example/mcp}
 policies:
   - {tools: {allow: [x]}}
   - {agents: ["[z"], scopes: ["a b"], resources: {deny: ["[q"]}, rate: 5/fortnight}

@@ -30,14 +30,10 @@ type AuthConfig struct {
 	// Keys are the API keys agents send as "Authorization: Bearer <key>".
 	// Each names one agent.
 	Keys []APIKeyConfig `koanf:"keys"`
-	// OAuth is the OAuth 2.1 resource server (JWT access tokens from an
-	// authorization server).
-	//
-	// TODO(issue 9, OAuth part): the OAuth resource server parses and
-	// validates this section and plugs its verifier into agentAuth (see
-	// tokenVerifier); until it lands the key is accepted so that a config
-	// using it loads, and a token no API key matches is refused.
-	OAuth map[string]any `koanf:"oauth"`
+	// OAuth makes the gateway an OAuth 2.1 resource server (JWT access
+	// tokens from an authorization server; see oauth.go). If nil, agents are
+	// not asked for OAuth tokens.
+	OAuth *OAuthConfig `koanf:"oauth"`
 }
 
 // APIKeyConfig is one entry of auth.keys.
@@ -165,7 +161,7 @@ const (
 var agentNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@:-]*$`)
 
 // enabled reports whether agents authenticate on /mcp.
-func (a *AuthConfig) enabled() bool { return len(a.Keys) > 0 || len(a.OAuth) > 0 }
+func (a *AuthConfig) enabled() bool { return len(a.Keys) > 0 || a.OAuth != nil }
 
 // validateAuth checks the auth, policies, allowed_hosts, allowed_origins and
 // admin.listen keys; every problem names its key.
@@ -346,7 +342,7 @@ func (c *Config) authWarnings() []string {
 		out = append(out, "allow_unauthenticated: has no effect: agents authenticate (auth is set)")
 	}
 	for i, p := range c.Policies {
-		if len(c.Auth.OAuth) > 0 {
+		if c.Auth.OAuth != nil {
 			break // a name may be a token's subject
 		}
 		for j, a := range p.Agents {

@@ -179,6 +179,12 @@ type Config struct {
 	// replica (the default), or in Redis with state.redis; see shared.go.
 	State state.Config `koanf:"state"`
 
+	// Transport security (issue 9).
+
+	// TLS serves HTTPS (optionally requiring client certificates); see tls.go.
+	// If tls.cert_file is empty, the gateway serves plain HTTP.
+	TLS TLSConfig `koanf:"tls"`
+
 	// order is the upstreams' order in the config file; names that came only
 	// from the environment follow, sorted.
 	order []string
@@ -884,6 +890,8 @@ func (c *Config) Validate() error {
 	if c.MaxConnections < 0 {
 		bad("max_connections", "negative value %d; want a positive number of connections (0 = default %d)", c.MaxConnections, DefaultMaxConnections)
 	}
+	errs = append(errs, c.validateOAuth()...)
+	errs = append(errs, c.validateTLS()...)
 	prefixes := map[string]string{}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]

@@ -122,6 +122,11 @@ func TestDurationsNeedUnit(t *testing.T) {
 			}
 			// With a unit it loads (a key with bounds of its own, such as
 			// state.redis.timeout, may refuse the value for another reason).
+			// With a unit it loads (with what its section requires besides).
+			if strings.HasPrefix(key, "auth.oauth.") {
+				setKey(raw, "auth.oauth.issuer", "https://as.example.com")
+				setKey(raw, "auth.oauth.resource", "https://gw.example.com/mcp")
+			}
 			setKey(raw, key, "30s")
 			file, _ = yamlv3.Marshal(raw)
 			if _, err := ParseConfig(file, nil); err != nil && strings.Contains(err.Error(), key+": want a duration") {

@@ -35,6 +35,7 @@ func (g *Server) handlers() (main, ops http.Handler) {
 	mux.Handle("/mcp", g.checkOrigin(g.requireAgent(g.mcpHandler())))
 	g.probeRoutes(mux)
 	g.webhookRoutes(mux)
+	g.oauthRoutes(mux) // RFC 9728 metadata: open, outside requireAgent
 	opsMux := mux
 	if cfg.Admin.Listen != "" {
 		opsMux = http.NewServeMux()

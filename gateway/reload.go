@@ -194,6 +194,9 @@ var restartKeys = []struct {
 	{"allow_unauthenticated", func(a, b *Config) bool { return a.AllowUnauthenticated != b.AllowUnauthenticated }, func(d, o *Config) { d.AllowUnauthenticated = o.AllowUnauthenticated }},
 	{"allowed_origins", func(a, b *Config) bool { return !slices.Equal(a.AllowedOrigins, b.AllowedOrigins) }, func(d, o *Config) { d.AllowedOrigins = o.AllowedOrigins }},
 	{"allowed_hosts", func(a, b *Config) bool { return !slices.Equal(a.AllowedHosts, b.AllowedHosts) }, func(d, o *Config) { d.AllowedHosts = o.AllowedHosts }},
+	// The OAuth resource server and the TLS files are built at New (issue
+	// 9); the certificate files themselves reload when they change.
+	{"tls", func(a, b *Config) bool { return a.TLS != b.TLS }, func(d, o *Config) { d.TLS = o.TLS }},
 }
 
 // effectiveConfig is cfg with the settings only a restart applies kept at

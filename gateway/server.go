@@ -162,6 +162,13 @@ type Server struct {
 	agentAuth *agentAuth
 	policy    atomic.Pointer[policySet] // rebuilt by a reload that changes policies
 	opsAddr   atomic.Value              // string: admin.listen's bound address, once serving
+
+	// oauth is the OAuth resource server of auth.oauth (issue 9), or nil:
+	// see oauth.go and oauthwire.go.
+	oauth *OAuthResource
+	// tls serves HTTPS from the tls section's files, reloaded when they
+	// change (issue 9), or is nil: see tls.go.
+	tls *CertReloader
 }
 
 // New builds a gateway for cfg. It starts nothing: call [Server.Run] or
@@ -221,6 +228,12 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g.initBreakers()
+	if err := g.initOAuth(); err != nil {
+		return nil, err
+	}
+	if err := g.initTLS(); err != nil {
+		return nil, err
+	}
 	if err := g.initAgentAuth(); err != nil {
 		return nil, err
 	}
@@ -276,6 +289,8 @@ func (g *Server) Start(ctx context.Context) {
 	g.cancel = cancel
 	g.runCtx = ctx
 	g.wg.Go(func() { g.runCredentials(ctx) })
+	g.wg.Go(func() { g.loadOAuth(ctx) })
+	g.wg.Go(func() { g.watchTLS(ctx) })
 	g.wg.Go(func() { g.watchHealth(ctx) })
 	g.wg.Go(func() { g.notify.run(ctx) })
 	g.wg.Go(func() { g.watchRoutes(ctx) })
@@ -326,7 +341,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
-	l = newLimitListener(l, g.config().maxConnections())
+	l = newLimitListener(g.tlsListener(l), g.config().maxConnections())
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.

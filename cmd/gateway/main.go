@@ -427,7 +427,7 @@ func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 	}
 	g.Start(ctx)
 	log.Info().Str("addr", l.Addr().String()).Int("upstreams", len(cfg.Upstreams)).
-		Msgf("listening on http://%s/mcp", l.Addr())
+		Msgf("listening on %s://%s/mcp", cfg.Scheme(), l.Addr())
 	return g.Serve(ctx, l)
 }
 

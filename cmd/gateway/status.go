@@ -80,7 +80,8 @@ func statusCmd(configPath, rawURL string, watch bool, stdout, stderr io.Writer) 
 
 // statusURL is the gateway's base URL: --url, else the config's
 // admin.listen (where /health is served when it is set) or listen address
-// (a wildcard host read as 127.0.0.1), else the default listen.
+// (a wildcard host read as 127.0.0.1; https when the config sets tls), else
+// the default listen.
 func statusURL(configPath, rawURL string) (string, error) {
 	if rawURL != "" {
 		u := strings.TrimRight(strings.TrimSuffix(strings.TrimRight(rawURL, "/"), "/health"), "/")
@@ -89,13 +90,13 @@ func statusURL(configPath, rawURL string) (string, error) {
 		}
 		return u, nil
 	}
-	listen := gateway.DefaultListen
+	listen, scheme := gateway.DefaultListen, "http"
 	if configPath != "" {
 		cfg, err := loadConfig(configPath)
 		if err != nil {
 			return "", fmt.Errorf("%v\n(or give the gateway's address with --url)", err)
 		}
-		listen = cfg.Listen
+		listen, scheme = cfg.Listen, cfg.Scheme()
 		if cfg.Admin.Listen != "" {
 			listen = cfg.Admin.Listen
 		}
@@ -107,7 +108,7 @@ func statusURL(configPath, rawURL string) (string, error) {
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port), nil
+	return scheme + "://" + net.JoinHostPort(host, port), nil
 }
 
 // statusToken reads the config's admin.token, which /health wants when it

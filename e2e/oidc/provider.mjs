@@ -45,6 +45,18 @@
 //       the client, or of one of its grants. With "disable": true the client
 //       can no longer authenticate (the token endpoint answers invalid_client)
 //       until POST /test/enable {"client_id"}. Answers {"revoked": N}.
+//   POST /test/rotate-keys {"keep_old"?}
+//       rotates the signing keys: a new RSA key (kid e2e-N) signs from now on
+//       and is published at ISSUER/jwks first; the keys before it stay
+//       published unless "keep_old": false. Clients, grants and tokens carry
+//       over. Answers {"kid", "kids"}.
+//   POST /test/sign {"claims", "header"?, "foreign_key"?}
+//       signs claims as given, RS256 with the current signing key (header
+//       {alg, typ at+jwt, kid} unless overridden), or with a key no JWKS has
+//       ("foreign_key": true, same kid): tokens a real server never issues.
+//       Answers {"token"}.
+//   POST /test/jwt-resource {"resource"}
+//       adds a resource indicator whose tokens are JWTs, as --jwt-resource.
 //   GET /test/events
 //       {"events": [...]}: every token issuance and refusal, in order. Each has
 //       seq, time (RFC 3339, ms), type, client_id, and by type:
@@ -55,6 +67,7 @@
 //         minted        grant_id, refresh_token_sha256
 //         revoked       kind, token_sha256 (RFC 7009 or /test/revoke)
 //         disabled, enabled
+//         keys_rotated  kids
 //   token_sha256 is the first 16 hex digits of SHA-256 over the token, the
 //   same hash e2e/testupstream reports; full tokens are never logged.
 //
@@ -64,7 +77,7 @@
 // static configuration, because oidc-provider looks stored clients up on every
 // request: deleting one is how /test/revoke disables a client at once.
 
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign as cryptoSign } from 'node:crypto';
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 
@@ -200,70 +213,75 @@ await new Promise((resolve, reject) => {
 });
 const issuer = `http://${host.includes(':') ? `[${host}]` : host}:${server.address().port}`;
 
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwtResources = new Set(args['jwt-resource']);
 
-const provider = new Provider(issuer, {
-  adapter: Adapter,
-  clients: [],
-  jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'e2e', use: 'sig', alg: 'RS256' }] },
-  findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
-  scopes: ['openid', 'offline_access', ...args.scopes.split(/\s+/).filter(Boolean)],
-  rotateRefreshToken: !args['no-rotate'],
-  ttl: {
-    AccessToken: accessTTL,
-    ClientCredentials: accessTTL,
-    RefreshToken: refreshTTL,
-    Grant: refreshTTL,
-    IdToken: accessTTL,
-  },
-  features: {
-    devInteractions: { enabled: false },
-    clientCredentials: { enabled: true },
-    // Any authenticated client may introspect any token (it is a resource
-    // server); a client revokes only its own tokens (RFC 7009 §2.1).
-    introspection: { enabled: true, allowedPolicy: () => true },
-    revocation: {
-      enabled: true,
-      allowedPolicy: (_ctx, client, token) => {
-        if (token.clientId !== client.clientId) {
-          throw new Provider.errors.InvalidRequest('client is not authorized to revoke the presented token');
-        }
-        return true;
+// The signing keys, newest (the one that signs) first. POST /test/rotate-keys
+// adds one and rebuilds the provider around the same store, as an operator
+// rotating keys restarts theirs: clients, grants and tokens carry over.
+let keySeq = 0;
+function newSigningKey() {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  keySeq += 1;
+  return { kid: keySeq === 1 ? 'e2e' : `e2e-${keySeq}`, privateKey };
+}
+let signingKeys = [newSigningKey()];
+let foreignKey; // signs /test/sign's foreign_key tokens; made on first use
+
+function makeProvider() {
+  const p = new Provider(issuer, {
+    adapter: Adapter,
+    clients: [],
+    jwks: {
+      keys: signingKeys.map((k) => ({ ...k.privateKey.export({ format: 'jwk' }), kid: k.kid, use: 'sig', alg: 'RS256' })),
+    },
+    findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+    scopes: ['openid', 'offline_access', ...args.scopes.split(/\s+/).filter(Boolean)],
+    rotateRefreshToken: !args['no-rotate'],
+    ttl: {
+      AccessToken: accessTTL,
+      ClientCredentials: accessTTL,
+      RefreshToken: refreshTTL,
+      Grant: refreshTTL,
+      IdToken: accessTTL,
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      // Any authenticated client may introspect any token (it is a resource
+      // server); a client revokes only its own tokens (RFC 7009 §2.1).
+      introspection: { enabled: true, allowedPolicy: () => true },
+      revocation: {
+        enabled: true,
+        allowedPolicy: (_ctx, client, token) => {
+          if (token.clientId !== client.clientId) {
+            throw new Provider.errors.InvalidRequest('client is not authorized to revoke the presented token');
+          }
+          return true;
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resource) => {
+          if (!jwtResources.has(resource)) throw new Provider.errors.InvalidTarget(`unknown resource ${resource}`);
+          return {
+            scope: args.scopes,
+            audience: resource,
+            accessTokenTTL: accessTTL,
+            accessTokenFormat: 'jwt',
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
       },
     },
-    resourceIndicators: {
-      enabled: true,
-      defaultResource: () => undefined,
-      useGrantedResource: () => true,
-      getResourceServerInfo: (_ctx, resource) => {
-        if (!jwtResources.has(resource)) throw new Provider.errors.InvalidTarget(`unknown resource ${resource}`);
-        return {
-          scope: args.scopes,
-          audience: resource,
-          accessTokenTTL: accessTTL,
-          accessTokenFormat: 'jwt',
-          jwt: { sign: { alg: 'RS256' } },
-        };
-      },
-    },
-  },
-});
+  });
+  addListeners(p);
+  return p;
+}
 
 for (const c of clients) await new Adapter('Client').upsert(c.id, clientMetadata(c));
 
-provider.on('grant.success', (ctx) => {
-  const { access_token: at, refresh_token: rt, expires_in: expiresIn } = ctx.body;
-  record('issued', {
-    client_id: ctx.oidc.client?.clientId,
-    grant_type: ctx.oidc.params.grant_type,
-    token_sha256: tokenHash(at),
-    expires_in: expiresIn,
-    expires_at: new Date(Date.now() + expiresIn * 1000).toISOString(),
-    refresh_token_sha256: rt ? tokenHash(rt) : undefined,
-    resource: ctx.oidc.params.resource || undefined,
-  });
-});
 // requestClientId names the client a refused request claimed to be (from
 // client_secret_basic or client_id), when authentication itself failed.
 function requestClientId(ctx) {
@@ -276,20 +294,36 @@ function requestClientId(ctx) {
   return ctx.oidc?.params?.client_id;
 }
 
-provider.on('grant.error', (ctx, err) => {
-  record('grant_error', {
-    client_id: ctx.oidc?.client?.clientId ?? requestClientId(ctx),
-    grant_type: ctx.oidc?.params?.grant_type,
-    error: err.error,
-    error_description: err.error_description,
-    error_detail: err.error_detail,
+function addListeners(p) {
+  p.on('grant.success', (ctx) => {
+    const { access_token: at, refresh_token: rt, expires_in: expiresIn } = ctx.body;
+    record('issued', {
+      client_id: ctx.oidc.client?.clientId,
+      grant_type: ctx.oidc.params.grant_type,
+      token_sha256: tokenHash(at),
+      expires_in: expiresIn,
+      expires_at: new Date(Date.now() + expiresIn * 1000).toISOString(),
+      refresh_token_sha256: rt ? tokenHash(rt) : undefined,
+      resource: ctx.oidc.params.resource || undefined,
+    });
   });
-});
-for (const kind of ['access_token', 'client_credentials', 'refresh_token']) {
-  provider.on(`${kind}.destroyed`, (token) => {
-    record('revoked', { client_id: token.clientId, kind, token_sha256: tokenHash(token.jti) });
+  p.on('grant.error', (ctx, err) => {
+    record('grant_error', {
+      client_id: ctx.oidc?.client?.clientId ?? requestClientId(ctx),
+      grant_type: ctx.oidc?.params?.grant_type,
+      error: err.error,
+      error_description: err.error_description,
+      error_detail: err.error_detail,
+    });
   });
+  for (const kind of ['access_token', 'client_credentials', 'refresh_token']) {
+    p.on(`${kind}.destroyed`, (token) => {
+      record('revoked', { client_id: token.clientId, kind, token_sha256: tokenHash(token.jti) });
+    });
+  }
 }
+
+let provider = makeProvider();
 
 // ---------------------------------------------------------------------------
 // Test-only endpoints
@@ -356,14 +390,49 @@ async function enableClient({ client_id: clientId }) {
   return [200, {}];
 }
 
+// rotateKeys adds a new signing key, which signs from now on, and serves the
+// JWKS with it (and, with keep_old, the keys before it).
+async function rotateKeys({ keep_old: keepOld = true }) {
+  signingKeys = [newSigningKey(), ...(keepOld ? signingKeys : [])];
+  provider = makeProvider();
+  oidc = provider.callback();
+  const kids = signingKeys.map((k) => k.kid);
+  record('keys_rotated', { kids });
+  return [200, { kid: kids[0], kids }];
+}
+
+// signJWT signs claims as given (RS256 with the current key, or with a key
+// the JWKS does not have), header fields overriding the defaults: tokens a
+// real server would never issue (expired, another issuer or audience), with
+// its real key.
+async function signJWT({ claims, header = {}, foreign_key: foreign = false }) {
+  if (foreign && !foreignKey) foreignKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const h = { alg: 'RS256', typ: 'at+jwt', kid: signingKeys[0].kid, ...header };
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const input = `${b64(h)}.${b64(claims)}`;
+  const sig = cryptoSign('sha256', Buffer.from(input), foreign ? foreignKey : signingKeys[0].privateKey);
+  return [200, { token: `${input}.${sig.toString('base64url')}` }];
+}
+
+// addResource makes tokens asked for resource JWTs (a resource URL known
+// only once the gateway listens).
+async function addResource({ resource }) {
+  if (typeof resource !== 'string' || !resource) return [400, { error: 'want {"resource": URL}' }];
+  jwtResources.add(resource);
+  return [200, { resources: [...jwtResources] }];
+}
+
 const routes = {
+  'POST /test/rotate-keys': rotateKeys,
+  'POST /test/sign': signJWT,
+  'POST /test/jwt-resource': addResource,
   'POST /test/refresh-token': mintRefreshToken,
   'POST /test/revoke': revokeClient,
   'POST /test/enable': enableClient,
   'GET /test/events': async () => [200, { events }],
 };
 
-const oidc = provider.callback();
+let oidc = provider.callback();
 server.on('request', async (req, res) => {
   const path = req.url.split('?')[0];
   if (!path.startsWith('/test/')) {

