@@ -443,6 +443,12 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
 	}
+	return g.deadCredential(u, name, c)
+}
+
+// deadCredential returns the failure of sending credential name (c) while
+// calls or its source found it revoked or invalid, and whether it is.
+func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential) (authmap.Failure, bool) {
 	st := c.Status()
 	if st != authmap.StatusRevoked && st != authmap.StatusInvalid {
 		return authmap.Failure{}, false
@@ -726,6 +732,16 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 		return req, nil // an env credential: Validate keeps it off HTTP upstreams
 	}
 	v := override
+	if v == "" && cc == nil {
+		// The upstream's own traffic (initialize, listings, probes, a
+		// session's DELETE) is gated like calls: a value found revoked or
+		// invalid is not sent again until it changes, so the reconnect
+		// loop does not keep presenting a dead token (it fails at once,
+		// typed, and a new value wakes it; see wakeForCredential).
+		if f, dead := u.gw.deadCredential(u, name, c); dead {
+			return nil, &gatedError{f: f}
+		}
+	}
 	if v == "" {
 		v = c.Value()
 		// A call right behind a rejection of this value waits for the
