@@ -49,6 +49,7 @@ func (u *upstream) run(ctx context.Context) {
 			}
 			f := u.setDown(err)
 			connected(&f, false)
+			u.ownTrafficRejected(ctx, err, f)
 			u.markTried()
 			if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
 				return

@@ -768,6 +768,9 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if cc != nil && override == "" {
 		cc.setUsed(v)
 	}
+	if cc == nil {
+		u.noteOwnSent(v)
+	}
 	return req, nil
 }
 

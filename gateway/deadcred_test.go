@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Regression test for issue 8 (no retry storm with a dead token): once a
@@ -48,5 +51,51 @@ func TestDeadCredentialNotSentByReconnects(t *testing.T) {
 	}
 	if f := g.Health().Upstreams["api"].LastFailure; f == nil || !f.IsAuth() {
 		t.Errorf("upstream last_failure %+v, want the credential's auth failure", f)
+	}
+}
+
+// Regression test for issue 8 (a credential rejected at connect): the
+// provider refusing the upstream's own traffic (initialize) sets the
+// credential's status, as a refused call does, and the reconnect loop stops
+// presenting the dead value. Found trying the built gateway: a token
+// revoked while the gateway was down showed "healthy" in /health (so no
+// alert fired) while the upstream was down for credential_invalid, and
+// every reconnect sent it again.
+func TestCredentialRejectedAtConnect(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, challenge string
+		want            authmap.Status
+	}{
+		{"revoked", rejectRevoked, authmap.StatusRevoked},
+		{"invalid", rejectInvalid, authmap.StatusInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			const token = "dead-token-0123456789"
+			path := filepath.Join(t.TempDir(), "token")
+			writeFile(t, path, token+"\n")
+			up := newBearerUpstream(t, "echo")
+			up.refuse(token, tc.challenge)
+			g, _, _ := credGateway(t, ctx, tokConfig("", "source: {file: "+path+"}", up.url()), nil, nil)
+			waitFor(t, ctx, func() bool { return g.Health().Credentials["tok"].Status == tc.want })
+			u := g.snap.Load().byName["api"]
+			sent := len(up.tokens())
+			before := u.connectFailures.Load()
+			waitFor(t, ctx, func() bool { return u.connectFailures.Load() >= before+5 })
+			if n := len(up.tokens()) - sent; n > 0 {
+				t.Errorf("%d more requests carried the %s token while the reconnect loop retried", n, tc.want)
+			}
+
+			// A new value brings the upstream back.
+			up.accept("good-token-0123456789")
+			writeFile(t, path, "good-token-0123456789\n")
+			waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Status == StatusUp })
+			if st := g.Health().Credentials["tok"].Status; st != authmap.StatusHealthy {
+				t.Errorf("credential status after rotation %s, want healthy", st)
+			}
+		})
 	}
 }
