@@ -50,6 +50,7 @@ func (u *upstream) run(ctx context.Context) {
 			f := u.setDown(err)
 			connected(&f, false)
 			u.useCachedCatalog(ctx) // issue 11: a replica's last listing, while it has none
+			u.ownTrafficRejected(ctx, err, f)
 			u.markTried()
 			if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
 				return

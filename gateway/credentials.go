@@ -445,6 +445,12 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true
 	}
+	return g.deadCredential(u, name, c)
+}
+
+// deadCredential returns the failure of sending credential name (c) while
+// calls or its source found it revoked or invalid, and whether it is.
+func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential) (authmap.Failure, bool) {
 	st := c.Status()
 	if st != authmap.StatusRevoked && st != authmap.StatusInvalid {
 		return authmap.Failure{}, false
@@ -762,6 +768,9 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	req.Header.Set(header, prefix+v)
 	if cc != nil && override == "" {
 		cc.setUsed(v)
+	}
+	if cc == nil {
+		u.noteOwnSent(v)
 	}
 	return req, nil
 }

@@ -64,6 +64,8 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		probeLoop(ctx, interval, busy, probe, func(err error) {
 			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
+			f, _ := u.gw.classify(u, err)
+			u.ownTrafficRejected(ctx, err, f)
 		})
 	}()
 	return done

@@ -367,6 +367,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	p := g.plan(old, eff)
 	if !p.changed() && len(staged.Fresh()) == 0 && sameGlobals(old.cfg, eff) {
 		g.setRestart(restart)
+		g.warnRestart(restart)
 		g.log.Info().Int64("version", old.version).Msg("config reloaded: nothing changed")
 		return nil
 	}
@@ -383,9 +384,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.log.Warn().Msg(w)
 	}
 	g.setRestart(restart)
-	if len(restart) > 0 {
-		g.log.Warn().Strs("keys", restart).Msg("config reload: these settings changed but need a restart; they keep their old values until then")
-	}
+	g.warnRestart(restart)
 
 	started := g.runCtx != nil
 	next := &snapshot{cfg: eff, byName: make(map[string]*upstream, len(eff.Upstreams)), version: old.version + 1, loadedAt: g.now(), routes: routes}
@@ -565,6 +564,14 @@ func (g *Server) updateStaticSecrets(extra ...*Config) {
 	cs.static = all
 	cs.redactMu.Unlock()
 	g.refreshRedactor()
+}
+
+// warnRestart logs the settings a reload changed that only a restart
+// applies, if any.
+func (g *Server) warnRestart(keys []string) {
+	if len(keys) > 0 {
+		g.log.Warn().Strs("keys", keys).Msg("config reload: these settings changed but need a restart; they keep their old values until then")
+	}
 }
 
 // stage makes the redactor know credentials being loaded by a reload

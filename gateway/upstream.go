@@ -84,7 +84,8 @@ type upstream struct {
 	secrets []string
 
 	// Credentials (issue 7): see credsession.go.
-	defaultCred string // the credential of the upstream's own traffic; "" = none
+	defaultCred string                 // the credential of the upstream's own traffic; "" = none
+	ownSent     atomic.Pointer[string] // the value its own traffic last sent (owntraffic.go)
 	creds       credSessions
 	// stop ends run (a reload removed or replaced the upstream); stopped is
 	// closed once run has returned. See snapshot.go.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"time"
 
 	"github.com/knadh/koanf/providers/file"
@@ -54,11 +55,16 @@ type fileWatch struct {
 	f       *file.File
 	changed chan struct{} // a change (coalesced)
 	ended   chan error    // the watch ended (the file was removed, an error)
+	// target watches the file a symlink on the path resolves to, when it
+	// lives in another directory: koanf watches the path's directory only,
+	// so an edit of the target would go unseen. nil otherwise.
+	target *file.File
+	real   string // what path resolved to when the watch started
 }
 
 func startWatch(path string) (*fileWatch, error) {
 	w := &fileWatch{f: file.Provider(path), changed: make(chan struct{}, 1), ended: make(chan error, 1)}
-	err := w.f.Watch(func(_ any, err error) {
+	cb := func(_ any, err error) {
 		if err != nil {
 			select {
 			case w.ended <- err:
@@ -70,11 +76,39 @@ func startWatch(path string) (*fileWatch, error) {
 		case w.changed <- struct{}{}:
 		default:
 		}
-	})
-	if err != nil {
+	}
+	if err := w.f.Watch(cb); err != nil {
 		return nil, err
 	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		_ = w.f.Unwatch()
+		return nil, err
+	}
+	w.real = filepath.Clean(real)
+	if filepath.Dir(w.real) != filepath.Dir(filepath.Clean(path)) {
+		w.target = file.Provider(w.real)
+		if err := w.target.Watch(cb); err != nil {
+			_ = w.f.Unwatch()
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+// unwatch ends w.
+func (w *fileWatch) unwatch() {
+	_ = w.f.Unwatch()
+	if w.target != nil {
+		_ = w.target.Unwatch()
+	}
+}
+
+// moved reports whether path no longer resolves to the file w watches
+// (a symlink on it was swapped), so the watch must follow.
+func (w *fileWatch) moved(path string) bool {
+	real, err := filepath.EvalSymlinks(path)
+	return err == nil && filepath.Clean(real) != w.real
 }
 
 // watchLoop runs the watch w (or, when it failed to start with err, sets
@@ -106,21 +140,34 @@ func watchLoop(ctx context.Context, path string, log *zerolog.Logger, reload fun
 			debounce.Reset(configDebounce)
 		}
 		failing = false
+		follow := false // the path's symlink moved: watch its new target at once
 	watching:
 		for {
 			select {
 			case <-ctx.Done():
-				_ = w.f.Unwatch()
+				w.unwatch()
 				return
 			case <-w.changed:
 				debounce.Reset(configDebounce)
 			case <-debounce.C:
 				reload()
+				if w.target != nil && w.moved(path) {
+					w.unwatch()
+					follow = true
+					break watching
+				}
 			case err := <-w.ended:
-				_ = w.f.Unwatch()
+				w.unwatch()
+				if w.target != nil && w.moved(path) {
+					follow = true // the old target was removed after a swap
+					break watching
+				}
 				log.Warn().Str("path", path).Str("err", err.Error()).Msg("the config file watch ended; watching again once the file is back")
 				break watching
 			}
+		}
+		if follow {
+			continue
 		}
 		if !wait(ctx, rewatchDelay) {
 			return

@@ -100,3 +100,72 @@ func TestWatchConfig(t *testing.T) {
 	}
 	expect("v5")
 }
+
+// Regression test for issue 8 (hot reload): when the config path is a
+// symlink to a file in another directory (/etc/credgate/gateway.yaml ->
+// /srv/deploy/gateway.yaml), an edit of that file reloads, and after the
+// symlink is pointed elsewhere the watch follows the new target. Found
+// trying the built gateway: koanf watches the path's directory only, so
+// editing the target in place changed nothing.
+func TestWatchConfigSymlinkTarget(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	write := func(p, content string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v1 := filepath.Join(dir, "deploy", "v1.yaml")
+	v2 := filepath.Join(dir, "deploy2", "v2.yaml")
+	write(v1, "a")
+	path := filepath.Join(dir, "etc", "gateway.yaml")
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(v1, path); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 64)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	stop := watchConfig(ctx, path, &log, func() {
+		b, _ := os.ReadFile(path)
+		seen <- string(b)
+	})
+	defer stop()
+	expect := func(want string) {
+		t.Helper()
+		for {
+			select {
+			case got := <-seen:
+				if got == want {
+					return
+				}
+			case <-ctx.Done():
+				t.Fatalf("no reload that read %q", want)
+			}
+		}
+	}
+
+	write(v1, "b") // the target edited in place
+	expect("b")
+
+	// The symlink pointed at a file in a third directory, then that file
+	// edited: the watch followed.
+	write(v2, "c")
+	tmp := path + ".tmp"
+	if err := os.Symlink(v2, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	expect("c")
+	write(v2, "d")
+	expect("d")
+}

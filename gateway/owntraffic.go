@@ -1,0 +1,52 @@
+package gateway
+
+import (
+	"context"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// The upstream's own traffic (initialize, listings, health probes) carries
+// its default credential. A rejection of it there says as much about the
+// credential as a call's would: it feeds the credential's live status (and
+// with it /health, metrics, events and alerts), after the same reactive
+// renewal a call gets; and once the value is known revoked or invalid,
+// injectCredential sends it no more, so the reconnect loop does not keep
+// presenting a dead token until it changes (issue 8: no retry storm).
+
+// noteOwnSent records the value the upstream's own traffic just sent.
+func (u *upstream) noteOwnSent(v string) {
+	if p := u.ownSent.Load(); p == nil || *p != v {
+		u.ownSent.Store(&v)
+	}
+}
+
+// ownTrafficRejected feeds f, the failure of the upstream's own request
+// that ended with err, to the default credential when the provider
+// rejected that credential. It may renew the credential, so it blocks up to
+// credentialTimeout: call it from the connect loop or the probe, not from
+// a call.
+func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.Failure) {
+	if !f.IsAuth() || u.defaultCred == "" || f.Credential != u.defaultCred || notSent(err) || ctx.Err() != nil {
+		return
+	}
+	c := u.gw.credential(u.defaultCred)
+	p := u.ownSent.Load()
+	if c == nil || p == nil || *p == "" {
+		return
+	}
+	used := *p
+	if renewable(&f) {
+		rctx, cancel := context.WithTimeout(ctx, credentialTimeout)
+		renewed := c.RenewAfterRejection(rctx, used)
+		cancel()
+		if renewed {
+			return // the new value wakes the reconnect (wakeForCredential)
+		}
+		if c.Knowledge().RefreshRejected {
+			c.Report(authmap.SubtypeCredentialRevoked, used)
+			return
+		}
+	}
+	c.Report(f.Subtype, used)
+}
