@@ -458,6 +458,10 @@ func startUpstream(t *testing.T, args ...string) (string, *proc) {
 // ---------------------------------------------------------------------------
 // Gateway
 
+// adminTokenRE finds a literal admin token in a test config
+// (`admin: {token: X}`).
+var adminTokenRE = regexp.MustCompile(`(?m)^admin:\s*\{[^}]*\btoken:\s*([A-Za-z0-9_.-]+)`)
+
 // gatewayProc is a running gateway.
 type gatewayProc struct {
 	*proc
@@ -489,6 +493,11 @@ func startGateway(t *testing.T, configYAML string, extraArgs ...string) *gateway
 		t.Fatalf("gateway did not log its listen address: %v\n%s", err, p.Output())
 	}
 	g := &gatewayProc{proc: p, Addr: m[1], URL: "http://" + m[1] + "/mcp", ConfigPath: cfg}
+	// A literal admin.token in flow style is the ops endpoints' bearer token
+	// (issue 9): send it, so tests of other features read /health as before.
+	if at := adminTokenRE.FindStringSubmatch(configYAML); at != nil {
+		g.AdminToken = at[1]
+	}
 	if err := g.waitReady(ctx); err != nil {
 		t.Fatalf("gateway not ready: %v\n%s", err, p.Output())
 	}
