@@ -144,42 +144,18 @@ func (st *Staged) Fresh() []*Credential { return st.fresh }
 // naming why ([TriggerConfig] for a reload). It returns their load errors,
 // each naming its credential.
 func (st *Staged) Load(ctx context.Context, trigger Trigger) error {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []error
-	for _, c := range st.fresh {
-		wg.Go(func() {
-			defer st.s.recoverLog("load", c.name)
-			_, err := c.Renew(ctx, trigger)
-			if err == nil {
-				err = c.Problem()
-			}
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
+	return st.s.each("load", st.fresh, func(c *Credential) error {
+		if _, err := c.Renew(ctx, trigger); err != nil {
+			return err
+		}
+		return c.Problem()
+	})
 }
 
 // Problems is [Set.Problems] for the fresh credentials only: those whose
 // status startup refuses.
 func (st *Staged) Problems(startup StartupConfig) error {
-	var errs []error
-	for _, c := range st.fresh {
-		if startup.Refuses(c.Status()) {
-			err := c.Problem()
-			if err == nil {
-				err = fmt.Errorf("credential %q: %s", c.name, c.Status())
-			}
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+	return problems(startup, st.fresh)
 }
 
 // Commit puts the staged change in force: the set holds the staged
@@ -248,40 +224,30 @@ func (s *Set) Names() []string { return sortedKeys(*s.creds.Load()) }
 // load errors, each naming its credential; [Set.Problems] decides whether
 // they stop the start.
 func (s *Set) Load(ctx context.Context) error {
-	creds := *s.creds.Load()
-	var wg sync.WaitGroup
-	errs := make([]error, 0, len(creds))
-	var mu sync.Mutex
-	for _, name := range sortedKeys(creds) {
-		c := creds[name]
-		if c.Loaded() {
-			continue
+	var todo []*Credential
+	for _, c := range s.sorted() {
+		if !c.Loaded() {
+			todo = append(todo, c)
 		}
-		wg.Go(func() {
-			defer s.recoverLog("load", name)
-			if err := c.Load(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
 	}
-	wg.Wait()
-	sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
-	return errors.Join(errs...)
+	return s.each("load", todo, func(c *Credential) error { return c.Load(ctx) })
 }
 
 // Problems returns an error naming every credential whose status keeps the
 // gateway from starting under startup, with its status and why; nil if none.
 func (s *Set) Problems(startup StartupConfig) error {
-	creds := *s.creds.Load()
+	return problems(startup, s.sorted())
+}
+
+// problems returns an error naming each of cs whose status startup refuses,
+// with its status and why; nil if none.
+func problems(startup StartupConfig, cs []*Credential) error {
 	var errs []error
-	for _, name := range sortedKeys(creds) {
-		c := creds[name]
+	for _, c := range cs {
 		if st := c.Status(); startup.Refuses(st) {
 			err := c.Problem()
 			if err == nil {
-				err = fmt.Errorf("credential %q: %s", name, st)
+				err = fmt.Errorf("credential %q: %s", c.name, st)
 			}
 			errs = append(errs, err)
 		}
@@ -302,15 +268,33 @@ func (s *Set) Reload(ctx context.Context, name string, trigger Trigger) (changed
 // ReloadAll re-reads every credential concurrently (SIGHUP) and returns the
 // errors, each naming its credential.
 func (s *Set) ReloadAll(ctx context.Context, trigger Trigger) error {
+	return s.each("reload", s.sorted(), func(c *Credential) error {
+		_, err := c.Renew(ctx, trigger)
+		return err
+	})
+}
+
+// sorted returns the credentials in force, by name.
+func (s *Set) sorted() []*Credential {
 	creds := *s.creds.Load()
+	out := make([]*Credential, 0, len(creds))
+	for _, name := range sortedKeys(creds) {
+		out = append(out, creds[name])
+	}
+	return out
+}
+
+// each runs f on every one of cs concurrently (one slow or failing
+// credential does not hold up the others) and returns their errors, sorted
+// and joined; what names the step in a panic's log.
+func (s *Set) each(what string, cs []*Credential, f func(*Credential) error) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
-	for _, name := range sortedKeys(creds) {
-		c := creds[name]
+	for _, c := range cs {
 		wg.Go(func() {
-			defer s.recoverLog("reload", name)
-			if _, err := c.Renew(ctx, trigger); err != nil {
+			defer s.recoverLog(what, c.name)
+			if err := f(c); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

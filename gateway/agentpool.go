@@ -9,11 +9,33 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
-// agentConn is one agent's own session to the upstream (session: per_agent).
-type agentConn struct {
-	ready chan struct{} // closed once cs or err is set
+// opening is a session being opened on another goroutine, which sets cs or
+// err and then closes ready.
+type opening struct {
+	ready chan struct{}
 	cs    *mcp.ClientSession
 	err   error
+}
+
+func newOpening() opening { return opening{ready: make(chan struct{})} }
+
+// wait returns the session once it is open, or why it could not be, or
+// ctx's error if ctx ends first.
+func (o *opening) wait(ctx context.Context) (*mcp.ClientSession, error) {
+	select {
+	case <-o.ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	return o.cs, nil
+}
+
+// agentConn is one agent's own session to the upstream (session: per_agent).
+type agentConn struct {
+	opening
 }
 
 // agentLimitError is returned for a call that would open one more agent
@@ -46,22 +68,14 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 			u.mu.Unlock()
 			return nil, &agentLimitError{upstream: u.name, max: limit}
 		}
-		a = &agentConn{ready: make(chan struct{})}
+		a = &agentConn{opening: newOpening()}
 		u.agents[ss] = a
 	}
 	u.mu.Unlock()
 	if !ok {
 		go u.openAgent(runCtx, ss, a)
 	}
-	select {
-	case <-a.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if a.err != nil {
-		return nil, a.err
-	}
-	return a.cs, nil
+	return a.wait(ctx)
 }
 
 // openAgent connects an agent's own session and closes it when either side

@@ -47,11 +47,9 @@ type credSessions struct {
 
 // credConn is the session of one per-tool credential's child.
 type credConn struct {
-	ready chan struct{} // closed once cs or err is set
-	gen   uint64        // the credential's generation when it was opened
-	cs    *mcp.ClientSession
-	err   error
-	end   context.CancelFunc
+	opening
+	gen uint64 // the credential's generation when it was opened
+	end context.CancelFunc
 }
 
 // stale reports whether a new session is needed: the last one failed to
@@ -255,7 +253,7 @@ func (u *upstream) credSession(ctx context.Context, name string) (*mcp.ClientSes
 	start := false
 	if conn == nil || conn.stale(gen) {
 		old, start = conn, true
-		conn = &credConn{ready: make(chan struct{}), gen: gen}
+		conn = &credConn{opening: newOpening(), gen: gen}
 		u.creds.conns[name] = conn
 	}
 	u.creds.mu.Unlock()
@@ -275,15 +273,7 @@ func (u *upstream) credSession(ctx context.Context, name string) (*mcp.ClientSes
 			}()
 		}
 	}
-	select {
-	case <-conn.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if conn.err != nil {
-		return nil, conn.err
-	}
-	return conn.cs, nil
+	return conn.wait(ctx)
 }
 
 // openCred opens credential name's own session and closes it when it ends,

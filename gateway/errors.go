@@ -275,7 +275,8 @@ func (u *upstream) credentialName() string {
 	return ""
 }
 
-func sortedKeys(m map[string]string) []string {
+// sortedKeys returns m's keys in order.
+func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

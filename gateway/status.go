@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/http"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -132,11 +131,11 @@ func (g *Server) statusView(nonce string) statusView {
 		}
 		v.Upstreams = append(v.Upstreams, row)
 		v.Breakers = append(v.Breakers, breakerRowOf(name, uh.Breaker))
-		for _, cred := range mapKeys(uh.CredentialBreakers) {
+		for _, cred := range sortedKeys(uh.CredentialBreakers) {
 			v.Breakers = append(v.Breakers, breakerRowOf(name+" / "+cred, uh.CredentialBreakers[cred]))
 		}
 	}
-	for _, name := range mapKeys(h.Credentials) {
+	for _, name := range sortedKeys(h.Credentials) {
 		v.Credentials = append(v.Credentials, g.credentialRow(name, h.Credentials[name]))
 	}
 	v.Routes = routeRows(h)
@@ -326,13 +325,4 @@ func credentialClass(s authmap.Status) string {
 		return "none"
 	}
 	return "bad"
-}
-
-func mapKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

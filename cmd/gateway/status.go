@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -225,7 +225,7 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	}
 	fmt.Fprintf(w, "credgate %s at %s: %s (%d upstreams, %d agent %s) %s\n\n", h.Version, base, st, len(h.Upstreams), h.Sessions, sessions, now.UTC().Format(time.RFC3339))
 
-	names := sortedNames(h.Upstreams)
+	names := slices.Sorted(maps.Keys(h.Upstreams))
 	var rows [][]cell
 	for _, n := range names {
 		u := h.Upstreams[n]
@@ -249,7 +249,7 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	if len(h.Credentials) > 0 {
 		fmt.Fprintln(w)
 		rows = nil
-		for _, n := range sortedNames(h.Credentials) {
+		for _, n := range slices.Sorted(maps.Keys(h.Credentials)) {
 			c := h.Credentials[n]
 			ttl, expires := "unknown", ""
 			if c.TTLSeconds != nil {
@@ -275,7 +275,7 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	if len(h.Notify) > 0 {
 		fmt.Fprintln(w)
 		rows = nil
-		for _, n := range sortedNames(h.Notify) {
+		for _, n := range slices.Sorted(maps.Keys(h.Notify)) {
 			s := h.Notify[n]
 			dc := ""
 			if s.Dropped > 0 {
@@ -291,21 +291,12 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 // usedBy lists the upstreams that use credential name.
 func usedBy(h gateway.Health, name string) []string {
 	var out []string
-	for _, up := range sortedNames(h.Upstreams) {
+	for _, up := range slices.Sorted(maps.Keys(h.Upstreams)) {
 		u := h.Upstreams[up]
 		if u.Credential == name || slices.ContainsFunc(u.Credentials, func(tc gateway.ToolCredentialHealth) bool { return tc.Credential == name }) {
 			out = append(out, up)
 		}
 	}
-	return out
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 
