@@ -22,7 +22,7 @@ func TestDeadCredentialNotSentByReconnects(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	const token = "live-token-0123456789"
-	g, cs, _, up := valueTokGateway(t, ctx, "health_interval: 20ms\n", token)
+	g, cs, _, up := valueTokGateway(t, ctx, "health_interval: 200ms\n", token)
 	callOK(t, ctx, cs, "api__echo")
 	refusedFrom := len(up.tokens())
 	up.refuse(token, rejectRevoked)
