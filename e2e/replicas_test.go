@@ -71,8 +71,8 @@ func requestsWith(t *testing.T, ctx context.Context, upURL, hash string) int {
 
 // Acceptance 1 of issue 11: two replicas; the token is revoked at the
 // provider; only replica A's call sees the rejection; within 1 s replica B
-// reports the credential dead and refuses its calls typed without sending
-// the dead token.
+// reports the credential dead, refuses its unrouted calls typed and routes
+// its routed calls to the backup, without sending the dead token.
 func TestReplicasShareRevocation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -80,6 +80,7 @@ func TestReplicasShareRevocation(t *testing.T) {
 	srv := redistest.Start(t)
 	p := startOIDC(t, &oidcOptions{AccessTTL: 600 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
+	backupURL := startUpstreamHTTP(t)
 	tok, err := p.ClientCredentials(ctx, "gateway")
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +93,10 @@ credentials:
   api: {source: {file: %s}}
 upstreams:
   up: {url: %s, credential: api}
-`, path, upURL))
+  backup: {url: %s}
+routes:
+  - {tool: search, targets: [up__echo, backup__echo]}
+`, path, upURL, backupURL))
 	a, b := connectClient(t, ctx, gws[0].URL), connectClient(t, ctx, gws[1].URL)
 	for _, cs := range []*mcp.ClientSession{a, b} {
 		if _, err := whoamiHash(ctx, cs, "up__whoami"); err != nil {
@@ -130,6 +134,17 @@ upstreams:
 	}
 	if got := subtypeOf(t, "B's call", res); got != sub {
 		t.Errorf("B's call: %s, want %s like A's", got, sub)
+	}
+	// Routed, B's call goes to the backup at once: the agent does not notice.
+	res, err = b.CallTool(ctx, &mcp.CallToolParams{Name: "search", Arguments: map[string]any{"text": "routed"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError {
+		t.Errorf("B's routed call failed: %s", toolText(res))
+	}
+	if route, _ := res.Meta["dev.credgate/route"].(map[string]any); route["served_by"] != "backup__echo" {
+		t.Errorf("B's routed call _meta route = %v, want served_by backup__echo", res.Meta["dev.credgate/route"])
 	}
 	if n := requestsWith(t, ctx, upURL, tokenHash(tok.AccessToken)) - dead; n != 0 {
 		t.Errorf("B sent the dead token %d times, want 0", n)
