@@ -335,16 +335,10 @@ func TestCredentialOAuthRevoked(t *testing.T) {
 	defer cancel()
 	p := startOIDC(t, &oidcOptions{AccessTTL: 120 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
-	rt, err := p.MintRefreshToken(ctx, "gateway")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := startGateway(t, fmt.Sprintf(`
-credentials:
-  api: {source: {oauth2: %s}}
+	gw := startGateway(t, p.refreshCredentialYAML(t, ctx)+fmt.Sprintf(`
 upstreams:
   up: {url: %s, credential: api}
-`, p.OAuth2SourceYAML("gateway", rt), upURL))
+`, upURL))
 	cs := agents(t, ctx, gw.URL, 4)
 	for _, s := range cs {
 		if _, err := whoamiHash(ctx, s, "up__whoami"); err != nil {

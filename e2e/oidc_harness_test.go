@@ -442,6 +442,18 @@ func (p *oidcProvider) OAuth2SourceYAML(id, refreshToken string) string {
 		p.TokenURL, c.ID, c.Secret, grant, extra)
 }
 
+// refreshCredentialYAML mints a refresh token for client "gateway" and
+// returns the config's credentials section: one credential "api" renewed
+// with it by the oauth2 source.
+func (p *oidcProvider) refreshCredentialYAML(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	rt, err := p.MintRefreshToken(ctx, "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "credentials:\n  api: {source: {oauth2: " + p.OAuth2SourceYAML("gateway", rt) + "}}\n"
+}
+
 // issuedTo returns the "issued" events of client id, in order.
 func issuedTo(events []oidcEvent, id string) []oidcEvent {
 	var out []oidcEvent

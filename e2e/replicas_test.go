@@ -224,16 +224,10 @@ func TestReplicasOAuthRotatingRefresh(t *testing.T) {
 	srv := redistest.Start(t)
 	p := startOIDC(t, &oidcOptions{AccessTTL: 5 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
-	rt, err := p.MintRefreshToken(ctx, "gateway")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gws := startReplicas(t, 3, stateConfig(srv, redistest.Prefix(t))+fmt.Sprintf(`
-credentials:
-  api: {source: {oauth2: %s}}
+	gws := startReplicas(t, 3, stateConfig(srv, redistest.Prefix(t))+p.refreshCredentialYAML(t, ctx)+fmt.Sprintf(`
 upstreams:
   up: {url: %s, credential: api}
-`, p.OAuth2SourceYAML("gateway", rt), upURL))
+`, upURL))
 	var sessions []*mcp.ClientSession
 	for i := range 6 {
 		sessions = append(sessions, connectClient(t, ctx, gws[i%3].URL))

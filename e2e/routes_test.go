@@ -139,19 +139,13 @@ func TestRouteRevokedPrimaryBackupServes(t *testing.T) {
 	p := startOIDC(t, &oidcOptions{AccessTTL: 120 * time.Second})
 	primaryURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
 	backupURL := startUpstreamHTTP(t)
-	rt, err := p.MintRefreshToken(ctx, "gateway")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw := startGateway(t, fmt.Sprintf(`
-credentials:
-  api: {source: {oauth2: %s}}
+	gw := startGateway(t, p.refreshCredentialYAML(t, ctx)+fmt.Sprintf(`
 upstreams:
   primary: {url: %s, credential: api}
   backup: {url: %s}
 routes:
   - {tool: search, targets: [primary__echo, backup__echo]}
-`, p.OAuth2SourceYAML("gateway", rt), primaryURL, backupURL))
+`, primaryURL, backupURL))
 	load := startRoutedLoad(ctx, agents(t, ctx, gw.URL, 8), "search")
 	defer func() {
 		if load != nil {
