@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 
@@ -44,6 +45,20 @@ func (g *Server) adminRoutes(mux *http.ServeMux) {
 		g.reloadHTTP(w, r, authmap.TriggerAdmin)
 	})))
 	g.reloadRoutes(mux) // POST /admin/reload (reload.go)
+}
+
+// pprofRoutes adds Go's profiler under /debug/pprof/ when admin.pprof is
+// set, behind opsOnly like every ops endpoint. `make bench` reads the
+// gateway's CPU and allocation profiles through it.
+func (g *Server) pprofRoutes(mux *http.ServeMux) {
+	if !g.config().Admin.Pprof {
+		return
+	}
+	mux.Handle("GET /debug/pprof/", g.opsOnly(http.HandlerFunc(pprof.Index)))
+	mux.Handle("GET /debug/pprof/cmdline", g.opsOnly(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("GET /debug/pprof/profile", g.opsOnly(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /debug/pprof/symbol", g.opsOnly(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("GET /debug/pprof/trace", g.opsOnly(http.HandlerFunc(pprof.Trace)))
 }
 
 // webhookRoutes adds the rotation webhook when webhooks.secret is set. It is

@@ -28,6 +28,12 @@ type AdminConfig struct {
 	// never on listen. If empty, they are served on listen, behind
 	// admin.token.
 	Listen string `koanf:"listen"`
+	// Pprof, if true, serves Go's profiler (net/http/pprof) under
+	// /debug/pprof/ as an ops endpoint: behind admin.token, or on
+	// admin.listen. A profile shows no secret, but it shows the gateway's
+	// insides, so it is off unless asked for. If false, /debug/pprof/ does
+	// not exist.
+	Pprof bool `koanf:"pprof"`
 }
 
 // WebhooksConfig is the webhooks section.

@@ -60,6 +60,7 @@ func (g *Server) opsRoutes(mux *http.ServeMux) {
 		mux.Handle(pattern, g.opsOnly(h))
 	}
 	g.adminRoutes(mux)
+	g.pprofRoutes(mux)
 }
 
 // opsListenerKey marks the context of requests that arrived on admin.listen.

@@ -67,7 +67,7 @@ type gatewayProc struct {
 // writeConfig writes a gateway config naming each upstream's URL.
 func writeConfig(dir, name string, upstreams map[string]string) (string, error) {
 	var b strings.Builder
-	b.WriteString("listen: 127.0.0.1:0\nupstreams:\n")
+	b.WriteString("listen: 127.0.0.1:0\nadmin:\n  pprof: true\nupstreams:\n")
 	for _, n := range sortedKeys(upstreams) {
 		fmt.Fprintf(&b, "  %s:\n    transport: streamable-http\n    url: %s\n", n, upstreams[n])
 	}
