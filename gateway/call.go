@@ -127,6 +127,10 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 		// credential renewed, it is sent again, once.
 		for attempt := 0; ; attempt++ {
 			raw = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+				if u.rawEligible(cs, params) {
+					res, err = u.rawCallTool(ctx, cs, params)
+					return err
+				}
 				res, err = cs.CallTool(ctx, params)
 				return err
 			})

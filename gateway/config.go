@@ -83,6 +83,13 @@ type Config struct {
 	// request. If false (the default), sessions are stateful: server-to-client
 	// requests (sampling, elicitation) work for every client.
 	Stateless bool `koanf:"stateless"`
+	// FastPath lets a plain tools/call skip the SDK's machinery (issue 12):
+	// answered by the gateway's own front (fastpath.go) and sent to a
+	// streamable-HTTP upstream by the gateway itself (rawcall.go), with the
+	// same policy, routing, breakers, credentials, classification, metrics
+	// and logs. Calls it cannot take go the full way. If unset, defaults to
+	// true; false sends every call through the SDK.
+	FastPath *bool `koanf:"fast_path"`
 	// Upstreams are the MCP servers to federate, by name.
 	Upstreams map[string]*UpstreamConfig `koanf:"upstreams"`
 	// Classify holds the ops' own failure-classification rules.
@@ -459,6 +466,9 @@ func (c *Config) healthInterval(u *UpstreamConfig) time.Duration {
 }
 
 // sessionIdleTimeout returns the effective idle timeout of agent sessions.
+// fastPath reports whether fast_path is on (the default).
+func (c *Config) fastPath() bool { return c.FastPath == nil || *c.FastPath }
+
 func (c *Config) sessionIdleTimeout() time.Duration {
 	if c.SessionIdleTimeout <= 0 {
 		return DefaultSessionIdleTimeout

@@ -37,9 +37,10 @@ func (g *Server) Handler() http.Handler {
 }
 
 // mcpHandler is the SDK's streamable HTTP handler of /mcp with the
-// gateway's bounds.
+// gateway's bounds, behind the fast path for plain tools/calls
+// (fastpath.go).
 func (g *Server) mcpHandler() http.Handler {
-	return g.refuseNewWhileDraining(g.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
+	return g.refuseNewWhileDraining(g.limitSessions(g.fastFront(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return g.mcp }, &mcp.StreamableHTTPOptions{
 		Stateless: g.config().Stateless,
 		Logger:    g.sdkLog,
 		// The SDK closes a session that has had no request in flight for
@@ -49,7 +50,7 @@ func (g *Server) mcpHandler() http.Handler {
 		// listener; guardHosts checks every endpoint instead, and also
 		// knows allowed_hosts (issue 9).
 		DisableLocalhostProtection: true,
-	})))
+	}))))
 }
 
 // probeRoutes adds /healthz and /readyz, which stay open: they say nothing

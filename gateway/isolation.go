@@ -48,6 +48,10 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 			continue // one copy per agent session, however many of its calls are in flight
 		}
 		sent[c.session] = true
+		if fs := fastStreamFrom(c.ctx); fs != nil {
+			fs.notifyLog(c.session, p) // on the fast call's own answer (fastpath.go)
+			continue
+		}
 		_ = c.session.Log(c.ctx, p)
 	}
 }

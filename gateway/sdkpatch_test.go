@@ -16,9 +16,10 @@ import (
 
 // TestSDKPatchStillNeeded guards the patched go-sdk copy in
 // third_party/go-sdk (see its PATCH.md): it must equal the go-sdk version
-// go.mod requires except for the one patched file, and it fails once
-// upstream's internal/json.Unmarshal stops building a decoder per call,
-// which is when the patch should go.
+// go.mod requires except for the one patched file and the one added file,
+// and it fails once upstream's internal/json.Unmarshal stops building a
+// decoder per call, or upstream gains the seam the added file provides:
+// then that part of the patch should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -54,13 +55,16 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 	}
 
 	const patched = "internal/json/json.go"
+	// added is the file the fast path's seam lives in (issue 12): upstream
+	// has no such file, and no AcquireSession of its own.
+	const added = "mcp/credgate.go"
 	copyDir := filepath.Join(root, "third_party", "go-sdk")
 	err = filepath.WalkDir(copyDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(copyDir, path)
-		if rel == patched || rel == "PATCH.md" {
+		if rel == patched || rel == "PATCH.md" || rel == added {
 			return nil
 		}
 		mine, err := os.ReadFile(path)
@@ -90,5 +94,15 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 	}
 	if !strings.Contains(string(mine), "json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)") {
 		t.Errorf("third_party/go-sdk/%s lacks the patch", patched)
+	}
+	if _, err := os.Stat(filepath.Join(dl.Dir, added)); err == nil {
+		t.Errorf("go-sdk %s has a file %s of its own: merge credgate's seam into it (see PATCH.md)", version, added)
+	}
+	src, err := os.ReadFile(filepath.Join(dl.Dir, "mcp", "streamable.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(src), "AcquireSession(") {
+		t.Errorf("go-sdk %s has an AcquireSession of its own: drop third_party/go-sdk/%s and use it (see PATCH.md)", version, added)
 	}
 }

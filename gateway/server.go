@@ -142,6 +142,10 @@ type Server struct {
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
 	tracing *tracing
+
+	// fast and fastChain serve the fast path (fastpath.go).
+	fast      *fastCalls
+	fastChain mcp.MethodHandler
 	// Shared state with peer replicas (issue 11): see shared.go.
 	shared *shared
 
@@ -264,6 +268,11 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	g.mcp.AddReceivingMiddleware(g.agentPolicy)
 	// Outermost, so a request's span covers all the gateway does for it.
 	g.mcp.AddReceivingMiddleware(g.traceRequests)
+	// The fast path runs the same middlewares, in the same order, but the
+	// tracing one (it is off while tracing is on) and with the SDK's own
+	// innermost one (input rounds) in credgate's terms (fastpath.go).
+	g.fast = newFastCalls()
+	g.fastChain = g.agentPolicy(g.countRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.fastInputRounds(g.fastTool))))))
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)

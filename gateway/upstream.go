@@ -46,6 +46,7 @@ type upstream struct {
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
 	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
+	rawIDs  atomic.Int64   // ids of the gateway's own requests (rawcall.go)
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64

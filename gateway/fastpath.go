@@ -1,0 +1,503 @@
+package gateway
+
+// The agent half of the fast path (issue 12): a plain tools/call POST on
+// /mcp answered by the gateway's own handler, not the SDK's server.
+//
+// The SDK's streamable server hands a POST from the HTTP goroutine to the
+// session's connection, from its reader to a goroutine of its own per
+// request, and the answer back to the HTTP goroutine, which writes it as an
+// SSE stream: three hand-offs and a fresh goroutine (whose stack grows on
+// every call) per request. Here the HTTP goroutine decodes the request once,
+// runs the same receiving middlewares (agent policy and rate limits,
+// request counting, log levels, unlisted names) and the same call path, and
+// writes the answer. A call's log messages and the upstream's requests
+// (sampling, elicitation) travel on the call's own answer, which turns into
+// an SSE stream when the first of them comes (fastStream); the agent's
+// answers to those requests, and its cancellation of a fast call, are
+// picked off the POSTs that carry them.
+//
+// What it does not take goes to the SDK untouched, before anything is
+// written: batches, other methods, progress tokens, agents speaking the
+// 2026-07-28 protocol, input responses, traced requests
+// (the SDK path carries the spans), a session not yet initialized.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// fastVersions are the protocol versions the fast path serves.
+var fastVersions = map[string]bool{"2025-11-25": true, "2025-06-18": true, "2025-03-26": true}
+
+// maxFastBody bounds what the fast path reads of a request; a larger one
+// goes to the SDK, which has its own bound.
+const maxFastBody = 1 << 20
+
+// fastCalls are the fast calls in flight and the requests they sent to
+// their agents, by session and JSON-RPC id.
+type fastCalls struct {
+	ids     atomic.Int64
+	pending atomic.Int64 // len(asks), read without the lock
+	mu      sync.Mutex
+	calls   map[fastKey]context.CancelCauseFunc
+	asks    map[fastKey]chan *rawMessage
+}
+
+type fastKey struct{ session, id string }
+
+func newFastCalls() *fastCalls {
+	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, asks: map[fastKey]chan *rawMessage{}}
+}
+
+// bufPool holds request bodies and answers being built.
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// fastEnvelope is a JSON-RPC message as the fast path reads it.
+type fastEnvelope struct {
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   *jsonrpc.Error  `json:"error"`
+}
+
+// fastFront serves /mcp: plain tools/calls itself, everything else by sdk.
+func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !g.config().fastPath() || g.tracing != nil || !fastHeaders(r) {
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		buf := bufPool.Get().(*bytes.Buffer)
+		buf.Reset()
+		defer func() {
+			if buf.Cap() <= 64<<10 {
+				bufPool.Put(buf)
+			}
+		}()
+		n, err := buf.ReadFrom(io.LimitReader(r.Body, maxFastBody+1))
+		body := buf.Bytes()
+		if err != nil || n > maxFastBody || !g.fastServe(w, r, sdk, body) {
+			// Not for the fast path: the SDK reads the body as it came.
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(bytes.Clone(body)), r.Body), r.Body}
+			sdk.ServeHTTP(w, r)
+		}
+	})
+}
+
+// fastHeaders reports whether r's headers allow the fast path: the SDK's
+// own checks pass, and the protocol is one it serves.
+func fastHeaders(r *http.Request) bool {
+	if !fastVersions[r.Header.Get("Mcp-Protocol-Version")] {
+		return false
+	}
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
+		return false
+	}
+	accept := strings.Join(r.Header.Values("Accept"), ",")
+	return strings.Contains(accept, "application/json") && strings.Contains(accept, "text/event-stream")
+}
+
+// fastServe answers body if the fast path takes it, and reports whether it
+// did; if not, nothing was written.
+func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler, body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return false // a batch
+	}
+	stateless := g.config().Stateless
+	sid := r.Header.Get("Mcp-Session-Id")
+	if !stateless && sid == "" {
+		return false
+	}
+	isCall := bytes.Contains(body, []byte(`"tools/call"`))
+	if !isCall {
+		// The agent's answer to a fast call's request, or its
+		// cancellation of a fast call.
+		if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) {
+			return g.fastAnswer(w, sid, body)
+		}
+		if bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
+			return g.fastCancel(w, sid, body)
+		}
+		return false
+	}
+	var env fastEnvelope
+	if json.Unmarshal(body, &env) != nil || env.JSONRPC != "2.0" || env.Method != "tools/call" || !validID(env.ID) {
+		return false
+	}
+	var params mcp.CallToolParamsRaw
+	if len(env.Params) == 0 || json.Unmarshal(env.Params, &params) != nil {
+		return false
+	}
+	if params.InputResponses != nil || params.RequestState != "" || !fastMeta(params.Meta) {
+		return false
+	}
+	if !g.catalog.hasTool(params.Name) && g.snap.Load().routes.Lookup(params.Name) == nil {
+		return false // the SDK answers unknown names, or unlisted finds their owner
+	}
+	var ss *mcp.ServerSession
+	if !stateless {
+		var release func()
+		if ss, release = sdk.AcquireSession(w, r); ss == nil {
+			return true // answered: no such session, or not the agent's
+		}
+		defer release()
+		ip := ss.InitializeParams()
+		if ip == nil || !fastVersions[ip.ProtocolVersion] {
+			return false
+		}
+	}
+	g.fastCall(w, r, ss, sid, env.ID, &params)
+	return true
+}
+
+// validID reports whether raw is a JSON-RPC request id: a string or a number.
+func validID(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && (raw[0] == '"' || raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'))
+}
+
+// fastMeta reports whether a call's _meta allows the fast path: no progress
+// token (progress goes the SDK's way) and no per-request protocol keys.
+func fastMeta(m mcp.Meta) bool {
+	for k := range m {
+		if k == "progressToken" || strings.HasPrefix(k, reservedMetaPrefix) {
+			return false
+		}
+	}
+	return true
+}
+
+// fastCall runs one tools/call through the gateway's receiving middlewares
+// and call path, and writes its answer.
+func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.ServerSession, sid string, id json.RawMessage, params *mcp.CallToolParamsRaw) {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	fs := &fastStream{w: w, g: g, session: sid}
+	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
+	key := fastKey{sid, string(bytes.TrimSpace(id))}
+	if ss != nil {
+		g.fast.mu.Lock()
+		g.fast.calls[key] = cancel
+		g.fast.mu.Unlock()
+		defer func() {
+			g.fast.mu.Lock()
+			delete(g.fast.calls, key)
+			g.fast.mu.Unlock()
+		}()
+	}
+	req := &mcp.CallToolRequest{Session: ss, Params: params, Extra: &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header}}
+	res, err := g.fastChain(ctx, "tools/call", req)
+	fs.finish(id, res, err)
+}
+
+// fastTool is the end of the fast path's middleware chain: what the SDK's
+// server does for tools/call (find the tool, call its handler, never answer
+// null content), with the gateway's per-call binding (toolHandler).
+func (g *Server) fastTool(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+	r := req.(*mcp.CallToolRequest)
+	name := r.Params.Name
+	if !g.catalog.hasTool(name) && g.snap.Load().routes.Lookup(name) == nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("unknown tool %q", name)}
+	}
+	res, err := g.toolHandler(name)(ctx, r)
+	if err == nil && res != nil && res.Content == nil {
+		out := *res
+		out.Content = []mcp.Content{} // as the SDK: never "null"
+		res = &out
+	}
+	return res, err
+}
+
+// fastInputRounds is what the SDK's server does for an agent older than
+// 2026-07-28 when a result asks for input (a 2026-07-28 upstream's, passed
+// through): it asks the agent for it and calls again with the answers,
+// once. The fast path serves only such agents.
+func (g *Server) fastInputRounds(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		r, ok := res.(*mcp.CallToolResult)
+		if err != nil || !ok || r == nil || r.InputRequests == nil {
+			return res, err
+		}
+		call := req.(*mcp.CallToolRequest)
+		if call.Session == nil {
+			return res, nil // stateless: nobody to ask; the agent gets the request
+		}
+		if len(r.InputRequests) == 0 {
+			return nil, errors.New("the server is busy, retry later")
+		}
+		if len(r.Content) > 0 {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: "server bug: result has both content and inputRequests"}
+		}
+		answers, err := call.Session.FulfillInputRequests(ctx, r.InputRequests)
+		if err != nil {
+			return nil, err
+		}
+		p := *call.Params
+		p.InputResponses, p.RequestState = answers, r.RequestState
+		return next(ctx, method, &mcp.CallToolRequest{Session: call.Session, Params: &p, Extra: call.Extra})
+	}
+}
+
+// fastStreamKey is the context key of a fast call's answer stream.
+type fastStreamKey struct{}
+
+// fastStreamFrom returns the answer stream of the fast call ctx belongs to,
+// or nil.
+func fastStreamFrom(ctx context.Context) *fastStream {
+	fs, _ := ctx.Value(fastStreamKey{}).(*fastStream)
+	return fs
+}
+
+// fastStream is a fast call's answer: a JSON body, or, once a message has
+// to go to the agent before it, an SSE stream.
+type fastStream struct {
+	g       *Server
+	session string
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	sse     bool // the stream started
+	done    bool // the answer was written
+}
+
+// send writes one message to the agent on the stream, starting it if
+// needed. It fails once the answer was written.
+func (fs *fastStream) send(msg []byte) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if fs.done {
+		return errors.New("credgate: the call has been answered")
+	}
+	fs.start()
+	return fs.event(msg)
+}
+
+func (fs *fastStream) start() {
+	if fs.sse {
+		return
+	}
+	fs.sse = true
+	h := fs.w.Header()
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Connection", "keep-alive")
+	fs.w.WriteHeader(http.StatusOK)
+}
+
+func (fs *fastStream) event(msg []byte) error {
+	b := bufPool.Get().(*bytes.Buffer)
+	b.Reset()
+	b.WriteString("event: message\ndata: ")
+	b.Write(msg)
+	b.WriteString("\n\n")
+	_, err := fs.w.Write(b.Bytes())
+	bufPool.Put(b)
+	if err == nil {
+		err = http.NewResponseController(fs.w).Flush()
+	}
+	return err
+}
+
+// finish writes the call's answer.
+func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
+	if r, ok := res.(*mcp.CallToolResult); ok && r == nil {
+		res = nil
+	}
+	b := bufPool.Get().(*bytes.Buffer)
+	b.Reset()
+	defer bufPool.Put(b)
+	b.WriteString(`{"jsonrpc":"2.0","id":`)
+	b.Write(bytes.TrimSpace(id))
+	if err == nil && res != nil {
+		data, merr := json.Marshal(res)
+		if merr == nil {
+			b.WriteString(`,"result":`)
+			b.Write(data)
+		} else {
+			err = merr
+		}
+	} else if err == nil {
+		err = errors.New("credgate: no result")
+	}
+	if err != nil {
+		data, _ := json.Marshal(wireError(err))
+		b.WriteString(`,"error":`)
+		b.Write(data)
+	}
+	b.WriteByte('}')
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.done = true
+	if fs.sse {
+		_ = fs.event(b.Bytes())
+		return
+	}
+	h := fs.w.Header()
+	h.Set("Cache-Control", "no-cache, no-transform")
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	fs.w.WriteHeader(http.StatusOK)
+	_, _ = fs.w.Write(b.Bytes())
+}
+
+// wireError is err as the SDK's JSON-RPC layer puts a handler's error on
+// the wire: a *jsonrpc.Error as it is; any other error with its own
+// message and the code of a *jsonrpc.Error it wraps, if any.
+func wireError(err error) *jsonrpc.Error {
+	if e, ok := err.(*jsonrpc.Error); ok {
+		return e
+	}
+	out := &jsonrpc.Error{Message: err.Error()}
+	var wrapped *jsonrpc.Error
+	if errors.As(err, &wrapped) {
+		out.Code = wrapped.Code
+	}
+	return out
+}
+
+// notifyLog sends a log message to the agent of a fast call, filtered by
+// the level its session asked for as the SDK's ServerSession.Log does.
+func (fs *fastStream) notifyLog(ss *mcp.ServerSession, p *mcp.LoggingMessageParams) {
+	lvl, ok := fs.g.logLevels.Load(ss)
+	if !ok || logSeverity(p.Level) < logSeverity(lvl.(mcp.LoggingLevel)) {
+		return // no level set: the SDK sends nothing either
+	}
+	msg, err := json.Marshal(struct {
+		JSONRPC string                    `json:"jsonrpc"`
+		Method  string                    `json:"method"`
+		Params  *mcp.LoggingMessageParams `json:"params"`
+	}{"2.0", "notifications/message", p})
+	if err == nil {
+		_ = fs.send(msg)
+	}
+}
+
+// logSeverity orders the MCP log levels (RFC 5424, least severe first).
+func logSeverity(l mcp.LoggingLevel) int {
+	switch l {
+	case "debug":
+		return 0
+	case "info":
+		return 1
+	case "notice":
+		return 2
+	case "warning":
+		return 3
+	case "error":
+		return 4
+	case "critical":
+		return 5
+	case "alert":
+		return 6
+	case "emergency":
+		return 7
+	}
+	return -1
+}
+
+// ask sends a request to the agent of a fast call on the call's stream and
+// waits for its answer, which arrives on a POST of its own (fastAnswer).
+func (fs *fastStream) ask(ctx context.Context, method string, params any, result any) error {
+	id := rawIDPrefix + strconv.FormatInt(fs.g.fast.ids.Add(1), 10)
+	msg, err := json.Marshal(struct {
+		JSONRPC string `json:"jsonrpc"`
+		ID      string `json:"id"`
+		Method  string `json:"method"`
+		Params  any    `json:"params"`
+	}{"2.0", id, method, params})
+	if err != nil {
+		return err
+	}
+	key := fastKey{fs.session, strconv.Quote(id)}
+	ch := make(chan *rawMessage, 1)
+	f := fs.g.fast
+	f.mu.Lock()
+	f.asks[key] = ch
+	f.pending.Store(int64(len(f.asks)))
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.asks, key)
+		f.pending.Store(int64(len(f.asks)))
+		f.mu.Unlock()
+	}()
+	if err := fs.send(msg); err != nil {
+		return err
+	}
+	select {
+	case m := <-ch:
+		if m.Error != nil {
+			return m.Error
+		}
+		return json.Unmarshal(m.Result, result)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fastAnswer delivers an agent's answer to a request a fast call sent it,
+// and reports whether body was one.
+func (g *Server) fastAnswer(w http.ResponseWriter, sid string, body []byte) bool {
+	var env fastEnvelope
+	if json.Unmarshal(body, &env) != nil || env.Method != "" || len(env.ID) == 0 {
+		return false
+	}
+	key := fastKey{sid, string(bytes.TrimSpace(env.ID))}
+	g.fast.mu.Lock()
+	ch, ok := g.fast.asks[key]
+	g.fast.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case ch <- &rawMessage{ID: env.ID, Result: bytes.Clone(env.Result), Error: env.Error}:
+	default: // answered twice: the first holds
+	}
+	w.WriteHeader(http.StatusAccepted)
+	return true
+}
+
+// fastCancel ends a fast call the agent cancelled, and reports whether body
+// was the cancellation of one.
+func (g *Server) fastCancel(w http.ResponseWriter, sid string, body []byte) bool {
+	var env fastEnvelope
+	if json.Unmarshal(body, &env) != nil || env.Method != "notifications/cancelled" {
+		return false
+	}
+	var p struct {
+		RequestID json.RawMessage `json:"requestId"`
+		Reason    string          `json:"reason"`
+	}
+	if json.Unmarshal(env.Params, &p) != nil {
+		return false
+	}
+	g.fast.mu.Lock()
+	cancel, ok := g.fast.calls[fastKey{sid, string(bytes.TrimSpace(p.RequestID))}]
+	g.fast.mu.Unlock()
+	if !ok {
+		return false
+	}
+	cancel(context.Canceled)
+	w.WriteHeader(http.StatusAccepted)
+	return true
+}

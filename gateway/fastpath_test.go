@@ -1,0 +1,255 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// rawAgent is an agent speaking raw HTTP to a gateway, so a test sees the
+// answers' framing (issue 12: the fast path answers with JSON, the SDK with
+// SSE).
+type rawAgent struct {
+	t       *testing.T
+	url     string
+	session string
+}
+
+func newRawAgent(t *testing.T, ctx context.Context, g *Server) *rawAgent {
+	t.Helper()
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
+	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	a.session = resp.Header.Get("Mcp-Session-Id")
+	if a.session == "" && !g.config().Stateless {
+		t.Fatal("initialize: no session id")
+	}
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return a
+}
+
+// post sends body and returns the response and its body.
+func (a *rawAgent) post(ctx context.Context, body string) (*http.Response, []byte) {
+	a.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	if a.session != "" {
+		req.Header.Set("Mcp-Session-Id", a.session)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return resp, data
+}
+
+// answer returns the JSON-RPC message of an answer, JSON or the last SSE event.
+func answer(t *testing.T, resp *http.Response, body []byte) map[string]any {
+	t.Helper()
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		var last []byte
+		for _, line := range bytes.Split(body, []byte("\n")) {
+			if v, ok := bytes.CutPrefix(line, []byte("data: ")); ok {
+				last = v
+			}
+		}
+		body = last
+	}
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	return m
+}
+
+// TestFastPathSameAnswers checks that the fast path answers what the SDK's
+// path answers, for results, tool errors, JSON-RPC errors, typed failures
+// and unknown names, and that it is the one answering (a JSON body, where
+// the SDK streams SSE).
+func TestFastPathSameAnswers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	down := newTestUpstream(t, "d", "echo")
+	yaml := func(fast bool) string {
+		return fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s}\n  d: {url: %s}\n", fast, up.url(), down.url())
+	}
+	fast := newTestGateway(t, ctx, yaml(true))
+	slow := newTestGateway(t, ctx, yaml(false))
+	fa, sa := newRawAgent(t, ctx, fast), newRawAgent(t, ctx, slow)
+	down.status.Store(http.StatusUnauthorized) // d's calls fail as auth_failure
+	for i, call := range []string{
+		`{"name":"a__echo","arguments":{"text":"hello"}}`,
+		`{"name":"a__echo","arguments":{"text":"structured"}}`,
+		`{"name":"a__echo","arguments":{"text":"tool-error"}}`,
+		`{"name":"a__echo","arguments":{"text":"rpc-error"}}`,
+		`{"name":"a__echo","arguments":{"text":"jsonrpc:boom"}}`,
+		`{"name":"a__echo"}`,
+		`{"name":"a__echo","arguments":{"text":"x"},"_meta":{"dev.example/k":"v"}}`,
+		`{"name":"d__echo","arguments":{"text":"hello"}}`,
+		`{"name":"nope__echo","arguments":{}}`,
+	} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":"c%d","method":"tools/call","params":%s}`, i, call)
+		fr, fb := fa.post(ctx, body)
+		sr, sb := sa.post(ctx, body)
+		got, want := answer(t, fr, fb), answer(t, sr, sb)
+		if g, w := mustJSON(t, got), mustJSON(t, want); g != w {
+			t.Errorf("%s:\nfast path: %s\nSDK path:  %s", call, g, w)
+		}
+		known := !strings.Contains(call, "nope__")
+		if ct := fr.Header.Get("Content-Type"); known && ct != "application/json" {
+			t.Errorf("%s: fast path answered %q; want application/json (the fast path's)", call, ct)
+		}
+		if ct := sr.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Errorf("%s: fast_path false answered %q; want the SDK's text/event-stream", call, ct)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestFastPathFallsBack checks that what the fast path does not take goes
+// to the SDK and still works: a progress token, a batch, another method,
+// an older protocol header it does not serve, a session it does not know.
+func TestFastPathFallsBack(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url()))
+	a := newRawAgent(t, ctx, g)
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"p"},"_meta":{"progressToken":"tok"}}}`)
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" || !strings.Contains(string(body), "a:echo:p") {
+		t.Errorf("progress token: %s %q; want the SDK's SSE answer with the result", ct, body)
+	}
+	resp, body = a.post(ctx, `{"jsonrpc":"2.0","id":8,"method":"tools/list"}`)
+	if !strings.Contains(string(body), "a__echo") {
+		t.Errorf("tools/list: %d %q", resp.StatusCode, body)
+	}
+	saved := a.session
+	a.session = "no-such-session"
+	resp, _ = a.post(ctx, `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown session: %d; want 404 as the SDK answers", resp.StatusCode)
+	}
+	a.session = saved
+	if n := len(g.fast.calls); n != 0 {
+		t.Errorf("%d fast calls left registered", n)
+	}
+}
+
+// TestFastPathLogsAndCancel checks that a fast call's log messages reach
+// its agent (on the call's own answer stream), and that an
+// agent's cancellation reaches the upstream (issue 12: logs and
+// cancellation keep working).
+func TestFastPathLogsAndCancel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, &mcp.ServerOptions{Capabilities: &mcp.ServerCapabilities{Logging: &mcp.LoggingCapabilities{}}})
+	s.AddTool(&mcp.Tool{Name: "chatty", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: "working"})
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		cancelled <- struct{}{}
+		return nil, ctx.Err()
+	})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
+	var mu sync.Mutex
+	var logs []string
+	logged := make(chan struct{}, 1)
+	cs := agentVersion(t, ctx, g, &mcp.ClientOptions{
+		LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+			mu.Lock()
+			logs = append(logs, fmt.Sprint(r.Params.Data))
+			mu.Unlock()
+			select {
+			case logged <- struct{}{}:
+			default:
+			}
+		},
+	}, "2025-11-25")
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__chatty"})
+	if err != nil || res.IsError {
+		t.Fatalf("chatty: %v %v", res, err)
+	}
+	// The SDK client hands notifications to their handler on a goroutine of
+	// its own, so the message may be handled after the result returns.
+	select {
+	case <-logged:
+	case <-ctx.Done():
+		t.Fatal("the log message never arrived")
+	}
+	mu.Lock()
+	if len(logs) != 1 || logs[0] != "working" {
+		t.Errorf("logs = %q; want [working]", logs)
+	}
+	mu.Unlock()
+
+	cctx, ccancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "f__slow"})
+		done <- err
+	}()
+	<-started
+	ccancel()
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("the upstream's call was never cancelled")
+	}
+	<-done
+}
+
+// agentVersion is agent speaking protocol version v.
+func agentVersion(t testing.TB, ctx context.Context, g *Server, opts *mcp.ClientOptions, v string) *mcp.ClientSession {
+	t.Helper()
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, opts).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: v})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	if got := cs.InitializeResult().ProtocolVersion; got != v {
+		t.Fatalf("negotiated %q; want %q", got, v)
+	}
+	return cs
+}

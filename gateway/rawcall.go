@@ -1,0 +1,356 @@
+package gateway
+
+// The upstream half of the fast path (issue 12): a tools/call to a
+// streamable-HTTP upstream sent by the gateway itself, on the shared
+// session's id, instead of through the SDK's client.
+//
+// The SDK's client sends a request from one goroutine, reads its answer in
+// another, hands it over a channel to a third (the connection's reader) and
+// from there to the caller: four hand-offs, each a thread wake-up, and the
+// request and answer encoded and decoded more than once. Here the calling
+// goroutine writes the POST, reads the answer off the response body and
+// decodes it once. What can arrive on that response besides the answer is
+// handled as the SDK's client would, by the same functions (newClient's
+// handlers): log messages, progress, list changes and resource updates, and
+// the upstream's own requests (sampling, elicitation, ping), which are
+// answered with a POST of their own.
+//
+// Only a plain call takes it: the shared session of a streamable-HTTP
+// upstream, no progress token. The request is what the SDK would send
+// (mcp.ClientSession.PrepareToolCall, the one seam added to the SDK for it:
+// the 2026-07-28 per-request _meta and headers). Anything else (per-agent
+// and per-credential sessions, the SSE and stdio transports, progress) goes
+// through the SDK as before.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// rawIDPrefix starts the ids of the gateway's own requests: strings, which
+// never collide with the SDK client's numeric ids on the same session.
+const rawIDPrefix = "cg-"
+
+// rawEligible reports whether a tools/call with params can go to u on cs
+// without the SDK's client.
+func (u *upstream) rawEligible(cs *mcp.ClientSession, params *mcp.CallToolParams) bool {
+	if u.http == nil || u.cfg.Transport != TransportStreamableHTTP || !u.gw.config().fastPath() {
+		return false
+	}
+	if cs != u.current.Load() || cs.InitializeResult() == nil {
+		return false // a per-agent or per-credential session
+	}
+	return params.GetProgressToken() == nil
+}
+
+// rawRequest is one tools/call as sent.
+type rawRequest struct {
+	JSONRPC string              `json:"jsonrpc"`
+	ID      string              `json:"id"`
+	Method  string              `json:"method"`
+	Params  *mcp.CallToolParams `json:"params"`
+}
+
+// rawMessage is any JSON-RPC message read off an answer stream.
+type rawMessage struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+	Result json.RawMessage `json:"result"`
+	Error  *jsonrpc.Error  `json:"error"`
+}
+
+// readerPool holds the buffered readers answer streams are read with.
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+
+// rawCallTool sends params as a tools/call on cs's session and returns the
+// upstream's result, or its error as the SDK would (a JSON-RPC error as a
+// *jsonrpc.Error, a lost session as mcp.ErrSessionMissing).
+func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, params *mcp.CallToolParams) (*mcp.CallToolResult, error) {
+	id := rawIDPrefix + strconv.FormatInt(u.rawIDs.Add(1), 10)
+	params, header := cs.PrepareToolCall(params)
+	body, err := json.Marshal(rawRequest{JSONRPC: "2.0", ID: id, Method: "tools/call", Params: params})
+	if err != nil {
+		return nil, fmt.Errorf("tools/call: %w", err)
+	}
+	resp, err := u.rawPost(ctx, cs, body, header)
+	var res *mcp.CallToolResult
+	if err == nil {
+		defer resp.Body.Close()
+		res, err = u.rawAnswer(ctx, cs, resp, id)
+	} else if ctx.Err() == nil {
+		return nil, fmt.Errorf("sending \"tools/call\": %w", err)
+	}
+	if err != nil && ctx.Err() != nil {
+		// The call was cancelled or timed out while the upstream ran it:
+		// tell it, as the SDK's client does.
+		go u.rawCancel(ctx, cs, id, context.Cause(ctx).Error())
+		return nil, fmt.Errorf("tools/call: %w", ctx.Err())
+	}
+	return res, err
+}
+
+// rawAnswer reads the answer to the call id from resp.
+func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *http.Response, id string) (*mcp.CallToolResult, error) {
+	var msg *rawMessage
+	var err error
+	switch mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); {
+	case resp.StatusCode == http.StatusNotFound && cs.ID() != "":
+		return nil, fmt.Errorf("sending \"tools/call\": session %s: %w", cs.ID(), mcp.ErrSessionMissing)
+	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		// An MCP server's own JSON-RPC error answer (see httpTransport).
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		var m rawMessage
+		if json.Unmarshal(data, &m) == nil && m.Error != nil {
+			return nil, m.Error
+		}
+		return nil, fmt.Errorf("sending \"tools/call\": %s", http.StatusText(resp.StatusCode))
+	case strings.EqualFold(strings.TrimSpace(mt), "application/json"):
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, fmt.Errorf("tools/call: reading the answer: %w", err)
+		}
+		var m rawMessage
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("tools/call: decoding the answer: %w", err)
+		}
+		msg = &m
+	case strings.EqualFold(strings.TrimSpace(mt), "text/event-stream"):
+		if msg, err = u.rawStream(ctx, cs, resp.Body, id); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("sending \"tools/call\": unsupported content type %q", mt)
+	}
+	if msg.Error != nil {
+		return nil, msg.Error
+	}
+	if len(msg.Result) == 0 {
+		return nil, errors.New("tools/call: the answer has neither a result nor an error")
+	}
+	var res mcp.CallToolResult
+	if err := json.Unmarshal(msg.Result, &res); err != nil {
+		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)
+	}
+	return &res, nil
+}
+
+// rawPost POSTs one JSON-RPC message on cs's session through u's transport
+// (headers, credential, limits, trace context), as the SDK's client would.
+func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []byte, header http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if header != nil {
+		req.Header = header
+	} else if res := cs.InitializeResult(); res != nil && res.ProtocolVersion != "" {
+		req.Header["Mcp-Protocol-Version"] = []string{res.ProtocolVersion}
+	}
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Accept"] = []string{"application/json, text/event-stream"}
+	if sid := cs.ID(); sid != "" {
+		req.Header["Mcp-Session-Id"] = []string{sid}
+	}
+	return u.http.RoundTrip(req)
+}
+
+// rawStream reads an SSE answer stream until the answer to id, handling
+// what comes before it, then reads the stream's end so that its connection
+// goes back to the pool.
+func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io.Reader, id string) (*rawMessage, error) {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(body)
+	defer func() {
+		br.Reset(nil)
+		readerPool.Put(br)
+	}()
+	want := `"` + id + `"`
+	var data []byte
+	limit := u.limit.backstop()
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// A long line: gather it whole.
+			full := append([]byte(nil), line...)
+			for errors.Is(err, bufio.ErrBufferFull) {
+				if limit > 0 && len(full) > limit {
+					return nil, fmt.Errorf("tools/call: an event exceeded %d bytes", limit)
+				}
+				line, err = br.ReadSlice('\n')
+				full = append(full, line...)
+			}
+			line = full
+		}
+		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // the stream ended before the answer
+			}
+			return nil, fmt.Errorf("tools/call: reading the answer stream: %w", err)
+		}
+		line = bytes.TrimRight(line, "\r\n")
+		if len(line) > 0 {
+			if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				v = bytes.TrimPrefix(v, []byte(" "))
+				if data != nil {
+					data = append(data, '\n')
+				}
+				data = append(data, v...)
+				if limit > 0 && len(data) > limit {
+					return nil, fmt.Errorf("tools/call: an event exceeded %d bytes", limit)
+				}
+			}
+			if err == nil {
+				continue
+			}
+		}
+		// A blank line (or the end) completes an event.
+		if len(data) > 0 {
+			var m rawMessage
+			if jerr := json.Unmarshal(data, &m); jerr == nil {
+				if m.Method == "" && string(bytes.TrimSpace(m.ID)) == want {
+					u.rawDrain(br)
+					return &m, nil
+				}
+				u.rawHandle(ctx, cs, &m)
+			}
+			data = data[:0]
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tools/call: reading the answer stream: %w", io.ErrUnexpectedEOF)
+		}
+	}
+}
+
+// rawDrain reads what is left of an answer stream after the answer (the
+// server ends it there), bounded, so its connection can be reused.
+func (u *upstream) rawDrain(br *bufio.Reader) {
+	_, _ = io.CopyN(io.Discard, br, 64<<10)
+}
+
+// rawHandle handles a message an upstream sent on a call's answer stream
+// before the answer, as the SDK's client does with newClient's handlers.
+func (u *upstream) rawHandle(ctx context.Context, cs *mcp.ClientSession, m *rawMessage) {
+	if m.Method == "" {
+		return // an answer to something else: not ours
+	}
+	if len(m.ID) == 0 || string(m.ID) == "null" {
+		u.rawNotification(ctx, m)
+		return
+	}
+	result, rpcErr := u.rawServerRequest(ctx, m)
+	out := struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Result  any             `json:"result,omitempty"`
+		Error   *jsonrpc.Error  `json:"error,omitempty"`
+	}{"2.0", m.ID, result, rpcErr}
+	body, err := json.Marshal(out)
+	if err != nil {
+		return
+	}
+	// Answered on a context of its own: the call's may end first.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), u.cfg.timeout())
+	defer cancel()
+	if resp, err := u.rawPost(actx, cs, body, nil); err == nil {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
+		_ = resp.Body.Close()
+	}
+}
+
+// rawNotification dispatches a notification as newClient's handlers do.
+func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
+	switch m.Method {
+	case "notifications/message":
+		var p mcp.LoggingMessageParams
+		if json.Unmarshal(m.Params, &p) == nil {
+			u.logMessage(nil, &mcp.LoggingMessageRequest{Params: &p})
+		}
+	case "notifications/progress":
+		var p mcp.ProgressNotificationParams
+		if json.Unmarshal(m.Params, &p) == nil {
+			p.Message = u.gw.redactor.RedactKnown(p.Message)
+			u.gw.progress.forward(ctx, &p)
+		}
+	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
+		u.requestRefresh()
+	case "notifications/resources/updated":
+		var p mcp.ResourceUpdatedNotificationParams
+		if json.Unmarshal(m.Params, &p) == nil {
+			u.resourceUpdated(ctx, &mcp.ResourceUpdatedNotificationRequest{Params: &p})
+		}
+	}
+	// The transport counted a call notification as read (see sseCounter);
+	// it is handled now, so calls waiting on the barrier need not wait.
+	if isCallNote(m.Method) {
+		u.notes.handled.Add(1)
+	}
+}
+
+// rawServerRequest answers a request the upstream sent during a call, as
+// the shared session's client does (it declares no roots).
+func (u *upstream) rawServerRequest(ctx context.Context, m *rawMessage) (any, *jsonrpc.Error) {
+	wire := func(err error) *jsonrpc.Error {
+		var rpc *jsonrpc.Error
+		if errors.As(err, &rpc) {
+			return rpc
+		}
+		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
+	}
+	switch m.Method {
+	case "ping":
+		return struct{}{}, nil
+	case "sampling/createMessage":
+		var p mcp.CreateMessageParams
+		if err := json.Unmarshal(m.Params, &p); err != nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+		}
+		res, err := u.createMessage(nil, &mcp.CreateMessageRequest{Params: &p})
+		if err != nil {
+			return nil, wire(err)
+		}
+		return res, nil
+	case "elicitation/create":
+		var p mcp.ElicitParams
+		if err := json.Unmarshal(m.Params, &p); err != nil {
+			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+		}
+		res, err := u.elicit(nil, &mcp.ElicitRequest{Params: &p})
+		if err != nil {
+			return nil, wire(err)
+		}
+		return res, nil
+	}
+	return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method %q not supported", m.Method)}
+}
+
+// rawCancel tells the upstream a call it is running was cancelled, as the
+// SDK's client does when a call's context ends.
+func (u *upstream) rawCancel(ctx context.Context, cs *mcp.ClientSession, id string, reason string) {
+	body, err := json.Marshal(map[string]any{
+		"jsonrpc": "2.0",
+		"method":  "notifications/cancelled",
+		"params":  map[string]any{"requestId": id, "reason": reason},
+	})
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if resp, err := u.rawPost(cctx, cs, body, nil); err == nil {
+		_ = resp.Body.Close()
+	}
+}
