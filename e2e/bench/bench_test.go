@@ -19,25 +19,28 @@ func TestDirectSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	o := options{calls: 6, sessions: 2, directOnly: true, timeout: time.Minute}
+	o := options{calls: 6, sessions: 2, runs: 2, directOnly: true, timeout: time.Minute}
 	rep := run(ctx, o, io.Discard)
 	if len(rep.Errors) > 0 {
 		t.Fatalf("run errors: %q", rep.Errors)
 	}
+	c := rep.Calls
+	if c == nil {
+		t.Fatal("no calls report")
+	}
 	type shape struct {
-		Name  string
-		Calls int
+		Throughput, Latency scenarioShape
+		DirectRuns          int
+		Variants            int
 	}
-	var got []shape
-	for _, s := range rep.Scenarios {
-		got = append(got, shape{s.Name, s.Direct.Calls})
-		if s.Gateway != nil {
-			t.Errorf("scenario %s: gateway side measured in direct-only mode", s.Name)
-		}
+	want := shape{
+		Throughput: scenarioShape{Name: "2x3", Sessions: 2, CallsPerSession: 3},
+		Latency:    scenarioShape{Name: "1x6", Sessions: 1, CallsPerSession: 6},
+		DirectRuns: 2,
 	}
-	want := []shape{{"1x6", 6}, {"2x3", 6}}
+	got := shape{c.Throughput, c.Latency, c.Direct.Runs, len(c.Variants)}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("scenarios mismatch (-want +got):\n%s", diff)
+		t.Errorf("calls report mismatch (-want +got):\n%s", diff)
 	}
 	for _, tg := range rep.Targets {
 		if tg.Status != "n/a" {
@@ -47,7 +50,7 @@ func TestDirectSmoke(t *testing.T) {
 
 	var text bytes.Buffer
 	rep.writeText(&text)
-	if !strings.Contains(text.String(), "1x6") {
+	if !strings.Contains(text.String(), "latency at 1x6") {
 		t.Errorf("text report lacks scenario 1x6:\n%s", text.String())
 	}
 	if _, err := json.Marshal(rep); err != nil {
