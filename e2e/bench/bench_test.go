@@ -80,24 +80,34 @@ func TestPercentile(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
+	type shape struct {
+		Calls, Runs int
+		Profile     bool
+	}
 	for _, tc := range []struct {
-		args      []string
-		wantCalls int
-		wantErr   bool
+		args    []string
+		want    shape
+		wantErr bool
 	}{
-		{nil, 1000, false},
-		{[]string{"--quick"}, 100, false},
-		{[]string{"--quick", "--calls", "40"}, 40, false},
-		{[]string{"--calls", "0"}, 0, true},
-		{[]string{"extra"}, 0, true},
+		{nil, shape{1000, 6, true}, false},
+		{[]string{"--quick"}, shape{100, 2, false}, false},
+		{[]string{"--quick", "--calls", "40", "--runs", "3", "--profile"}, shape{40, 3, true}, false},
+		{[]string{"--runs", "1", "--profile=false"}, shape{1000, 1, false}, false},
+		{[]string{"--calls", "0"}, shape{}, true},
+		{[]string{"--runs", "0"}, shape{}, true},
+		{[]string{"--profile-seconds", "100ms"}, shape{}, true},
+		{[]string{"extra"}, shape{}, true},
 	} {
 		o, err := parseFlags(tc.args)
 		if (err != nil) != tc.wantErr {
 			t.Errorf("parseFlags(%q) error = %v, want error %t", tc.args, err, tc.wantErr)
 			continue
 		}
-		if err == nil && o.calls != tc.wantCalls {
-			t.Errorf("parseFlags(%q).calls = %d, want %d", tc.args, o.calls, tc.wantCalls)
+		if err != nil {
+			continue
+		}
+		if diff := cmp.Diff(tc.want, shape{o.calls, o.runs, o.profile}); diff != "" {
+			t.Errorf("parseFlags(%q) mismatch (-want +got):\n%s", tc.args, diff)
 		}
 	}
 }
