@@ -27,6 +27,9 @@ type profileReport struct {
 	// /metrics, not the profile's samples).
 	CPUPerCallMs      float64 `json:"cpu_per_call_ms"`
 	AllocBytesPerCall float64 `json:"alloc_bytes_per_call"`
+	// CPUSplit divides the CPU profile's samples among categories
+	// (profilesplit.go).
+	CPUSplit []cpuShare `json:"cpu_split"`
 	// `go tool pprof -top` lines: the table's header and its rows.
 	TopFlat  []string `json:"top_flat"`
 	TopCum   []string `json:"top_cum"`
@@ -127,6 +130,9 @@ func runProfile(ctx context.Context, hc *http.Client, bin string, p plan, o opti
 		return lines
 	}
 	cpu := filepath.Join(dir, "cpu.pb.gz")
+	if pr.CPUSplit, err = cpuSplit(ctx, cpu); err != nil {
+		rep.fail("profile: CPU split", err)
+	}
 	pr.TopFlat = top(cpu)
 	pr.TopCum = top("-cum", cpu)
 	pr.TopAlloc = top("-sample_index=alloc_space", "-base", filepath.Join(dir, "allocs-before.pb.gz"), filepath.Join(dir, "allocs-after.pb.gz"))
@@ -170,7 +176,7 @@ func pprofTable(out string) []string {
 		if !keep || strings.HasPrefix(line, "Dropped ") || strings.HasPrefix(line, "Showing top") {
 			continue
 		}
-		lines = append(lines, line)
+		lines = append(lines, shortenGenerics(line))
 	}
 	return lines
 }
@@ -179,6 +185,13 @@ func (p *profileReport) writeText(w io.Writer) {
 	fmt.Fprintf(w, "CPU profile of the gateway (%s upstream, %s, %.0f s of it profiled): %d calls, %.3f ms CPU and %.1f KiB allocated per call\n",
 		p.Variant, p.Scenario, p.Seconds, p.Calls, p.CPUPerCallMs, p.AllocBytesPerCall/1024)
 	fmt.Fprintf(w, "raw profiles: %s (go tool pprof -http=: %s)\n", p.Dir, filepath.Join(p.Dir, "cpu.pb.gz"))
+	if len(p.CPUSplit) > 0 {
+		parts := make([]string, len(p.CPUSplit))
+		for i, s := range p.CPUSplit {
+			parts[i] = fmt.Sprintf("%s %.0f%%", s.Category, s.Percent)
+		}
+		fmt.Fprintf(w, "  CPU by where it is spent (each sample counted once, first match): %s\n", strings.Join(parts, "; "))
+	}
 	for _, b := range []struct {
 		title string
 		lines []string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -257,3 +258,69 @@ func TestNewCallsReport(t *testing.T) {
 }
 
 func round(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+func TestSplitTraces(t *testing.T) {
+	t.Parallel()
+	out := `File: gw-bench
+Type: cpu
+Duration: 4s, Total samples = 1.63s (40.75%)
+-----------+-------------------------------------------------------
+      10ms   runtime.scanobject
+             runtime.gcDrain
+             runtime.gcBgMarkWorker
+-----------+-------------------------------------------------------
+      30ms   internal/runtime/syscall/linux.Syscall6
+             syscall.Syscall
+             net.(*conn).Write
+             net/http.(*conn).serve
+-----------+-------------------------------------------------------
+      20ms   encoding/json.Unmarshal
+             github.com/modelcontextprotocol/go-sdk/internal/json.Unmarshal
+             github.com/credgate/credgate/gateway.(*Server).callTool
+-----------+-------------------------------------------------------
+      10ms   github.com/credgate/credgate/gateway.(*Server).callTool
+             github.com/modelcontextprotocol/go-sdk/mcp.(*Server).callTool
+-----------+-------------------------------------------------------
+      20ms   net/textproto.readMIMEHeader
+             net/http.readRequest
+-----------+-------------------------------------------------------
+      10ms   runtime.findRunnable
+             runtime.schedule
+-----------+-------------------------------------------------------
+    1.20ms   strconv.Itoa
+             main.main
+-----------+-------------------------------------------------------
+`
+	got, err := splitTraces(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shares []string
+	for _, s := range got {
+		shares = append(shares, fmt.Sprintf("%s %.1f", s.Category, s.Ms))
+	}
+	want := []string{
+		"garbage collection 10.0",
+		"syscalls (leaf) 30.0",
+		"credgate's own code (leaf) 10.0",
+		"under go-sdk frames 20.0",
+		"under net/http frames (no go-sdk) 20.0",
+		"other runtime (scheduler, malloc) 10.0",
+		"other 1.2",
+	}
+	if diff := cmp.Diff(want, shares); diff != "" {
+		t.Errorf("split mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := splitTraces("File: x\n"); err == nil {
+		t.Error("splitTraces without samples: no error")
+	}
+}
+
+func TestShortenGenerics(t *testing.T) {
+	t.Parallel()
+	in := `  0.41s 25.15%  github.com/modelcontextprotocol/go-sdk/mcp.newServerMethodInfo[go.shape.*mcp.CallToolParamsRaw,go.shape.struct { Meta "json:\"_meta,omitempty\""; X []byte }].func2`
+	want := `  0.41s 25.15%  github.com/modelcontextprotocol/go-sdk/mcp.newServerMethodInfo[...].func2`
+	if got := shortenGenerics(in); got != want {
+		t.Errorf("shortenGenerics = %q, want %q", got, want)
+	}
+}
