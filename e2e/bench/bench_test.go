@@ -19,25 +19,28 @@ func TestDirectSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 
-	o := options{calls: 6, sessions: 2, directOnly: true, timeout: time.Minute}
+	o := options{calls: 6, sessions: 2, runs: 2, directOnly: true, timeout: time.Minute}
 	rep := run(ctx, o, io.Discard)
 	if len(rep.Errors) > 0 {
 		t.Fatalf("run errors: %q", rep.Errors)
 	}
+	c := rep.Calls
+	if c == nil {
+		t.Fatal("no calls report")
+	}
 	type shape struct {
-		Name  string
-		Calls int
+		Throughput, Latency scenarioShape
+		DirectRuns          int
+		Variants            int
 	}
-	var got []shape
-	for _, s := range rep.Scenarios {
-		got = append(got, shape{s.Name, s.Direct.Calls})
-		if s.Gateway != nil {
-			t.Errorf("scenario %s: gateway side measured in direct-only mode", s.Name)
-		}
+	want := shape{
+		Throughput: scenarioShape{Name: "2x3", Sessions: 2, CallsPerSession: 3},
+		Latency:    scenarioShape{Name: "1x6", Sessions: 1, CallsPerSession: 6},
+		DirectRuns: 2,
 	}
-	want := []shape{{"1x6", 6}, {"2x3", 6}}
+	got := shape{c.Throughput, c.Latency, c.Direct.Runs, len(c.Variants)}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("scenarios mismatch (-want +got):\n%s", diff)
+		t.Errorf("calls report mismatch (-want +got):\n%s", diff)
 	}
 	for _, tg := range rep.Targets {
 		if tg.Status != "n/a" {
@@ -47,7 +50,7 @@ func TestDirectSmoke(t *testing.T) {
 
 	var text bytes.Buffer
 	rep.writeText(&text)
-	if !strings.Contains(text.String(), "1x6") {
+	if !strings.Contains(text.String(), "latency at 1x6") {
 		t.Errorf("text report lacks scenario 1x6:\n%s", text.String())
 	}
 	if _, err := json.Marshal(rep); err != nil {
@@ -77,24 +80,34 @@ func TestPercentile(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
+	type shape struct {
+		Calls, Runs int
+		Profile     bool
+	}
 	for _, tc := range []struct {
-		args      []string
-		wantCalls int
-		wantErr   bool
+		args    []string
+		want    shape
+		wantErr bool
 	}{
-		{nil, 1000, false},
-		{[]string{"--quick"}, 100, false},
-		{[]string{"--quick", "--calls", "40"}, 40, false},
-		{[]string{"--calls", "0"}, 0, true},
-		{[]string{"extra"}, 0, true},
+		{nil, shape{1000, 6, true}, false},
+		{[]string{"--quick"}, shape{100, 2, false}, false},
+		{[]string{"--quick", "--calls", "40", "--runs", "3", "--profile"}, shape{40, 3, true}, false},
+		{[]string{"--runs", "1", "--profile=false"}, shape{1000, 1, false}, false},
+		{[]string{"--calls", "0"}, shape{}, true},
+		{[]string{"--runs", "0"}, shape{}, true},
+		{[]string{"--profile-seconds", "100ms"}, shape{}, true},
+		{[]string{"extra"}, shape{}, true},
 	} {
 		o, err := parseFlags(tc.args)
 		if (err != nil) != tc.wantErr {
 			t.Errorf("parseFlags(%q) error = %v, want error %t", tc.args, err, tc.wantErr)
 			continue
 		}
-		if err == nil && o.calls != tc.wantCalls {
-			t.Errorf("parseFlags(%q).calls = %d, want %d", tc.args, o.calls, tc.wantCalls)
+		if err != nil {
+			continue
+		}
+		if diff := cmp.Diff(tc.want, shape{o.calls, o.runs, o.profile}); diff != "" {
+			t.Errorf("parseFlags(%q) mismatch (-want +got):\n%s", tc.args, diff)
 		}
 	}
 }

@@ -48,9 +48,13 @@ type sessionsReport struct {
 	Refused            int     `json:"refused"`
 	IdleTimeoutSeconds float64 `json:"idle_timeout_seconds"`
 	Before             sample  `json:"before"`
-	After              sample  `json:"after"`      // right after the last initialize
-	AfterIdle          sample  `json:"after_idle"` // once the idle timeout closed them
-	ExpiredAfterMs     float64 `json:"expired_after_ms"`
+	After              sample  `json:"after"` // right after the last initialize
+	// Idle is the gateway sampled while every session is held open and
+	// idle, from right after the last initialize (AtMs 0) on: issue 12's
+	// "RSS flat under 10,000 idle sessions".
+	Idle           []sample `json:"idle"`
+	AfterIdle      sample   `json:"after_idle"` // once the idle timeout closed them
+	ExpiredAfterMs float64  `json:"expired_after_ms"`
 	// Settled is the gateway once the Go runtime has returned the freed
 	// memory to the OS, which waits for a GC cycle: with no allocation to
 	// trigger one, the runtime forces one every 2 minutes. Not measured
@@ -61,6 +65,7 @@ type sessionsReport struct {
 
 // sample is the gateway's state at one moment.
 type sample struct {
+	AtMs       float64 `json:"at_ms,omitempty"` // idle samples: since the last initialize
 	Sessions   int     `json:"sessions"`
 	Goroutines int     `json:"goroutines"`
 	RSSMiB     float64 `json:"rss_mib"`
@@ -68,9 +73,16 @@ type sample struct {
 
 // Sizes of the bounds phases.
 const (
-	bigResponseBytes   = 200 << 20
-	abandonedSessions  = 10000
-	benchIdleTimeout   = 5 * time.Second
+	bigResponseBytes  = 200 << 20
+	abandonedSessions = 10000
+	// benchIdleTimeout outlasts the initializes (several seconds for
+	// 10,000 on 2 CPUs) and the idle samples, so every session is still
+	// open while RSS is sampled, and is short enough that the expiry is
+	// seen soon after.
+	benchIdleTimeout   = 20 * time.Second
+	idleSamples        = 7 // over idleSampleEvery x (idleSamples-1)
+	idleSampleEvery    = time.Second
+	idleRSSGrowthPct   = 2.0 // "flat": RSS grows at most this much while idle
 	initializeWorkers  = 8
 	bigConcurrentCalls = 50
 )
@@ -320,6 +332,22 @@ func measureAbandonedSessions(ctx context.Context, hc *http.Client, bin, dir str
 	idleFrom := time.Now()
 	if r.After, err = g.sample(ctx, hc); err != nil {
 		return nil, err
+	}
+	// Nothing touches the sessions now; RSS should not move.
+	for i := range idleSamples {
+		if i > 0 {
+			select {
+			case <-time.After(idleSampleEvery):
+			case <-ctx.Done():
+				return r, ctx.Err()
+			}
+		}
+		s, err := g.sample(ctx, hc)
+		if err != nil {
+			return r, err
+		}
+		s.AtMs = ms(time.Since(idleFrom))
+		r.Idle = append(r.Idle, s)
 	}
 
 	deadline := time.NewTimer(benchIdleTimeout + 30*time.Second)

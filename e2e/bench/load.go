@@ -118,9 +118,20 @@ func runLoad(ctx context.Context, hc *http.Client, tg target, sc scenario, h hoo
 		}
 		sessions = append(sessions, cs)
 	}
+	// Warm up all sessions at once, as they will be measured: a gateway
+	// that grows its upstream connection pool with concurrency does so
+	// here, not in the measured window.
+	warm := make([]*worker, len(sessions))
+	var wwg sync.WaitGroup
 	for i, cs := range sessions {
-		w := newWorker(cs, tg.toolFunc(), i)
-		w.run(ctx, sc.warmup)
+		warm[i] = newWorker(cs, tg.toolFunc(), i)
+		wwg.Go(func() { warm[i].run(ctx, sc.warmup) })
+	}
+	wwg.Wait()
+	for i, w := range warm {
+		if w.panic != nil {
+			return loadResult{}, fmt.Errorf("%s: session %d: warm-up worker panicked: %v", sc.name, i, w.panic)
+		}
 		if n := w.errors.total(); n > 0 {
 			return loadResult{}, fmt.Errorf("%s: session %d: %d of %d warm-up calls failed (%+v)", sc.name, i, n, sc.warmup, w.errors)
 		}

@@ -1,25 +1,32 @@
 // Command bench is the load driver behind `make bench`. It calls the same
-// in-process upstream directly and through a real gateway process in one run,
-// and reports both sides, their ratios, and the gateway's targets.
+// in-process upstream directly and through real gateway processes in one run,
+// and reports both sides, their ratios, and issue 12's targets.
 //
 //	                 ┌──────────── this process ────────────┐
 //	load clients ──► │ direct upstream   (echo)             │
 //	load clients ──► gateway process ──► gateway upstream (echo, counts TCP accepts)
+//	load clients ──► gateway process ──► this binary on stdio (echo, CREDGATE_BENCH_STDIO=1)
 //	                 │ 50 catalog upstreams (100 tools each)│
 //	                 └──────────────────────────────────────┘
 //
-// Phases: the call scenarios (1 session, then N concurrent sessions; direct
-// and gateway interleaved), gateway startup with 50 upstreams, tools/list
+// Phases: the call measurements (variants.go: four gateway configurations,
+// HTTP or stdio upstream, stateful or stateless, each against direct HTTP;
+// throughput at N sessions and latency at 1 session, every gateway run right
+// after a direct run, medians over several runs), a CPU and allocation
+// profile of the gateway under load (profile.go), gateway startup with 50
+// upstreams, tools/list
 // across 50x100 tools (timed twice: raw HTTP, which the target uses, and
 // the go-sdk client), gateway RSS with 10 upstreams, and the bounds (the
 // gateway's peak RSS over one 200 MB upstream result; RSS and goroutines
-// around 10,000 abandoned sessions and after their idle timeout). All traffic stays
+// around 10,000 abandoned sessions while they sit idle and after their idle
+// timeout). All traffic stays
 // on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
 // only a failure to measure (or failed calls) exits non-zero.
 //
 // Usage:
 //
-//	go run ./e2e/bench [--quick] [--calls N] [--sessions N] [--gateway PATH] [--json]
+//	go run ./e2e/bench [--quick] [--runs N] [--calls N] [--sessions N] [--gateway PATH]
+//	                   [--profile=false] [--profile-dir DIR] [--json]
 package main
 
 import (
@@ -40,7 +47,11 @@ import (
 type options struct {
 	calls      int           // calls in the one-session scenario; concurrent sessions make half each
 	sessions   int           // concurrent sessions in the second scenario
+	runs       int           // runs of every scenario and variant; figures are medians over them
 	quick      bool          // smaller counts for a smoke run
+	profile    bool          // profile the gateway under load (profile.go)
+	profileDir string        // where the raw profiles go; if empty, a new temporary directory
+	profileFor time.Duration // length of the CPU profile
 	json       bool          // machine-readable output
 	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
 	directOnly bool          // measure only the direct side (no gateway needed)
@@ -51,12 +62,16 @@ func parseFlags(args []string) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.IntVar(&o.calls, "calls", 1000, "calls in the one-session scenario; each concurrent session makes half as many")
-	fs.IntVar(&o.sessions, "sessions", 8, "concurrent sessions in the second scenario")
-	fs.BoolVar(&o.quick, "quick", false, "smaller counts for a smoke run (--calls 100, fewer repeats) unless --calls is given")
+	fs.IntVar(&o.sessions, "sessions", 8, "concurrent sessions in the throughput scenario")
+	fs.IntVar(&o.runs, "runs", 6, "runs of each scenario and variant (each gateway run paired with a direct run); figures are medians")
+	fs.BoolVar(&o.quick, "quick", false, "smaller counts for a smoke run (--calls 100, --runs 2, no profile, fewer repeats) unless given")
+	fs.BoolVar(&o.profile, "profile", true, "profile the gateway's CPU and allocations in an extra run of the HTTP throughput scenario")
+	fs.StringVar(&o.profileDir, "profile-dir", "", "directory for the raw profiles (default: a new temporary directory, printed)")
+	fs.DurationVar(&o.profileFor, "profile-seconds", 4*time.Second, "length of the CPU profile")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "bound on the whole run")
+	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -65,8 +80,14 @@ func parseFlags(args []string) (options, error) {
 	if o.quick && !set["calls"] {
 		o.calls = 100
 	}
-	if o.calls < 1 || o.sessions < 1 || o.timeout <= 0 {
-		return o, errors.New("--calls, --sessions and --timeout must be positive")
+	if o.quick && !set["runs"] {
+		o.runs = 2
+	}
+	if o.quick && !set["profile"] {
+		o.profile = false
+	}
+	if o.calls < 1 || o.sessions < 1 || o.runs < 1 || o.timeout <= 0 || o.profileFor < time.Second {
+		return o, errors.New("--calls, --sessions, --runs and --timeout must be positive, --profile-seconds at least 1s")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -76,7 +97,9 @@ func parseFlags(args []string) (options, error) {
 
 // plan is the counts a run uses, derived from the options.
 type plan struct {
-	scenarios        []scenario
+	scenarios        []scenario // latency (1 session) first, then throughput
+	variants         []variant  // gateway configurations measured against direct
+	runs             int
 	catalogUpstreams int // upstreams for the startup and tools/list phases
 	catalogTools     int // tools per catalog upstream
 	startupRuns      int
@@ -92,6 +115,8 @@ func newPlan(o options) plan {
 			{name: fmt.Sprintf("1x%d", o.calls), sessions: 1, calls: o.calls, warmup: warmup},
 			{name: fmt.Sprintf("%dx%d", o.sessions, max(o.calls/2, 1)), sessions: o.sessions, calls: max(o.calls/2, 1), warmup: max(warmup/2, 1)},
 		},
+		variants:         allVariants(),
+		runs:             o.runs,
 		catalogUpstreams: 50,
 		catalogTools:     100,
 		startupRuns:      3,
@@ -105,7 +130,12 @@ func newPlan(o options) plan {
 	return p
 }
 
-func main() { os.Exit(mainErr(os.Args[1:], os.Stdout, os.Stderr)) }
+func main() {
+	if os.Getenv(stdioEnv) == "1" {
+		os.Exit(serveStdio(os.Stderr)) // a gateway runs this binary as its stdio upstream
+	}
+	os.Exit(mainErr(os.Args[1:], os.Stdout, os.Stderr))
+}
 
 func mainErr(args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args)
@@ -150,58 +180,25 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 	hc := newHTTPClient()
 	defer hc.CloseIdleConnections()
 
-	direct, err := startUpstream("echo", []string{"echo"})
-	if err != nil {
-		rep.fail("direct upstream", err)
-		return rep
-	}
-	defer direct.Close()
-
-	var (
-		bin string
-		gw  *echoGateway
-	)
+	var bin string
 	if !o.directOnly {
-		var cleanup func()
-		if bin, cleanup, err = gatewayBinary(ctx, o.gateway, logf); err != nil {
+		b, cleanup, err := gatewayBinary(ctx, o.gateway, logf)
+		if err != nil {
 			rep.fail("gateway build", err)
 		} else {
 			defer cleanup()
+			bin = b
 			rep.Gateway = bin
-			if gw, err = startEchoGateway(ctx, hc, bin); err != nil {
-				rep.fail("gateway start (1 upstream)", err)
-				gw = nil
-			} else {
-				defer gw.Close() // idempotent; also covers a panic below
-			}
 		}
 	}
 
-	for _, sc := range p.scenarios {
-		logf("scenario %s: direct", sc.name)
-		d, err := runLoad(ctx, hc, target{endpoint: direct.url, tool: "echo"}, sc, hooks{})
-		if err != nil {
-			rep.fail("direct "+sc.name, err)
-			continue
-		}
-		sr := scenarioReport{Name: sc.name, Sessions: sc.sessions, CallsPerSession: sc.calls, Direct: sideOf(d)}
-		rep.checkCalls("direct "+sc.name, d)
-		if gw != nil {
-			logf("scenario %s: gateway", sc.name)
-			if g, err := gw.measure(ctx, hc, sc); err != nil {
-				rep.fail("gateway "+sc.name, err)
-			} else {
-				sr.addGateway(g)
-				rep.checkCalls("gateway "+sc.name, g.loadResult)
-			}
-		}
-		rep.Scenarios = append(rep.Scenarios, sr)
+	// Every call-phase gateway is stopped before the next phases, so it
+	// does not compete with them.
+	if data := runCalls(ctx, hc, bin, p, rep, logf); data != nil {
+		rep.Calls = newCallsReport(data)
 	}
-	if gw != nil {
-		// Stop the echo gateway so it does not compete with the next phases.
-		if err := gw.Close(); err != nil {
-			rep.fail("gateway stop", err)
-		}
+	if bin != "" && o.profile {
+		rep.Profile = runProfile(ctx, hc, bin, p, o, rep, logf)
 	}
 	if bin != "" {
 		runCatalogPhases(ctx, hc, bin, p, rep, logf)

@@ -10,25 +10,33 @@ import (
 )
 
 // echoGateway is a gateway in front of one echo upstream of its own, so the
-// upstream's accepted connections are all the gateway's.
+// upstream's accepted connections are all the gateway's. For a stdio
+// variant the upstream is the gateway's child process and up is nil.
 type echoGateway struct {
-	closed bool
-	up     *upstream
-	proc   *gatewayProc
-	dir    string
-	ticks  int64 // clock ticks per second
+	closed  bool
+	variant variant
+	up      *upstream
+	proc    *gatewayProc
+	dir     string
+	ticks   int64 // clock ticks per second
 }
 
-func startEchoGateway(ctx context.Context, hc *http.Client, bin string) (*echoGateway, error) {
-	up, err := startUpstream("echo", []string{"echo"})
-	if err != nil {
-		return nil, err
+// startEchoGateway starts a gateway for v; self is the command of the stdio
+// echo upstream (stdioCommand).
+func startEchoGateway(ctx context.Context, hc *http.Client, bin string, v variant, self string) (*echoGateway, error) {
+	g := &echoGateway{variant: v, ticks: clockTicks()}
+	var err error
+	url := ""
+	if !v.Stdio {
+		if g.up, err = startUpstream("echo", []string{"echo"}); err != nil {
+			return nil, err
+		}
+		url = g.up.url
 	}
-	g := &echoGateway{up: up, ticks: clockTicks()}
 	if g.dir, err = os.MkdirTemp("", "credgate-bench-"); err != nil {
 		return nil, errors.Join(err, g.Close())
 	}
-	cfg, err := writeConfig(g.dir, "echo.yaml", map[string]string{"echo": up.url})
+	cfg, err := writeEchoConfig(g.dir, v, url, self)
 	if err != nil {
 		return nil, errors.Join(err, g.Close())
 	}
@@ -44,8 +52,9 @@ func startEchoGateway(ctx context.Context, hc *http.Client, bin string) (*echoGa
 // gatewayResult adds what only the gateway side has to a loadResult.
 type gatewayResult struct {
 	loadResult
-	cpu   time.Duration // gateway process CPU time during the measured calls
-	conns int64         // upstream TCP connections accepted during them
+	cpu        time.Duration // gateway process CPU time during the measured calls
+	conns      int64         // upstream TCP connections accepted during them; 0 for stdio
+	allocBytes float64       // bytes the gateway allocated during them (its /metrics)
 }
 
 func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario) (gatewayResult, error) {
@@ -53,20 +62,40 @@ func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario)
 		res                 gatewayResult
 		t0, t1              int64
 		c0, c1              int64
+		aw                  allocWindow
+		alloc               float64
 		errBefore, errAfter error
+		errAlloc            error
 	)
 	h := hooks{
-		before: func() { t0, errBefore = g.proc.cpuTicks(); c0 = g.up.accepted() },
-		after:  func() { t1, errAfter = g.proc.cpuTicks(); c1 = g.up.accepted() },
+		before: func() {
+			aw.begin(ctx, hc, g.proc)
+			t0, errBefore = g.proc.cpuTicks()
+			c0 = g.accepted()
+		},
+		after: func() {
+			t1, errAfter = g.proc.cpuTicks()
+			c1 = g.accepted()
+			alloc, errAlloc = aw.end(ctx, hc, g.proc)
+		},
 	}
 	lr, err := runLoad(ctx, hc, target{endpoint: g.proc.endpoint(), tool: "echo__echo"}, sc, h)
-	if err := errors.Join(err, errBefore, errAfter); err != nil {
+	if err := errors.Join(err, errBefore, errAfter, errAlloc); err != nil {
 		return res, err
 	}
 	res.loadResult = lr
 	res.cpu = time.Duration((t1 - t0) * int64(time.Second) / g.ticks)
 	res.conns = c1 - c0
+	res.allocBytes = alloc
 	return res, nil
+}
+
+// accepted is the HTTP upstream's accepted connections; 0 for stdio.
+func (g *echoGateway) accepted() int64 {
+	if g.up == nil {
+		return 0
+	}
+	return g.up.accepted()
 }
 
 func (g *echoGateway) Close() error {
@@ -78,7 +107,9 @@ func (g *echoGateway) Close() error {
 	if g.proc != nil {
 		errs = append(errs, g.proc.Close())
 	}
-	errs = append(errs, g.up.Close())
+	if g.up != nil {
+		errs = append(errs, g.up.Close())
+	}
 	if g.dir != "" {
 		errs = append(errs, os.RemoveAll(g.dir))
 	}

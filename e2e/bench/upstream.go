@@ -29,8 +29,10 @@ type upstream struct {
 // echoInputSchema is shared by every tool: {"text": string}.
 var echoInputSchema = json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`)
 
-// startUpstream serves a stateful streamable-HTTP MCP server exposing tools.
-func startUpstream(name string, tools []string) (*upstream, error) {
+// newEchoServer returns an MCP server whose tools all echo (echoTool). The
+// HTTP upstreams and the stdio one (stdio.go) serve the same server, so the
+// two transports differ only in how the bytes travel.
+func newEchoServer(name string, tools []string) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "bench"}, nil)
 	for _, t := range tools {
 		s.AddTool(&mcp.Tool{
@@ -39,6 +41,12 @@ func startUpstream(name string, tools []string) (*upstream, error) {
 			InputSchema: echoInputSchema,
 		}, echoTool)
 	}
+	return s
+}
+
+// startUpstream serves a stateful streamable-HTTP MCP server exposing tools.
+func startUpstream(name string, tools []string) (*upstream, error) {
+	s := newEchoServer(name, tools)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: listen: %w", name, err)

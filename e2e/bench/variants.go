@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// variant is one gateway configuration measured against direct HTTP.
+type variant struct {
+	Name      string // as printed: "HTTP", "HTTP stateless", "stdio", "stdio stateless"
+	Stdio     bool   // the echo upstream is this binary on stdio, not an HTTP server
+	Stateless bool   // the gateway's top-level stateless: true
+}
+
+// upstreamTransport is the gateway config's transport for the variant.
+func (v variant) upstreamTransport() string {
+	if v.Stdio {
+		return "stdio"
+	}
+	return "streamable-http"
+}
+
+// allVariants is every gateway configuration issue 12 measures, in the
+// order of its table: HTTP upstream first (default, then stateless), then a
+// stdio upstream.
+func allVariants() []variant {
+	return []variant{
+		{Name: "HTTP"},
+		{Name: "HTTP stateless", Stateless: true},
+		{Name: "stdio", Stdio: true},
+		{Name: "stdio stateless", Stdio: true, Stateless: true},
+	}
+}
+
+// Issue 12's goals for the call measurements, against direct HTTP.
+const (
+	goalThroughputHTTP  = 0.72 // x direct, 8 sessions, HTTP upstream (the minimal Go proxy's level)
+	goalThroughputStdio = 1.15 // x direct HTTP, 8 sessions, stdio upstream
+	goalAddedP50Ms      = 0.20 // ms over direct, 1 session
+	goalCPUPerCallMs    = 0.13 // gateway CPU ms per call, 8 sessions
+	goalAllocKiB        = 25   // KiB allocated by the gateway per call, 8 sessions
+	goalNewConnsPer100  = 0    // new upstream TCP connections per 100 calls
+)
+
+func (v variant) throughputGoal() float64 {
+	if v.Stdio {
+		return goalThroughputStdio
+	}
+	return goalThroughputHTTP
+}
+
+// writeEchoConfig writes the config of a variant's gateway: one upstream
+// named echo, either the HTTP server at url or this executable on stdio.
+func writeEchoConfig(dir string, v variant, url, self string) (string, error) {
+	var b strings.Builder
+	b.WriteString("listen: 127.0.0.1:0\n")
+	if v.Stateless {
+		b.WriteString("stateless: true\n")
+	}
+	b.WriteString("admin:\n  pprof: true\nupstreams:\n  echo:\n")
+	if v.Stdio {
+		fmt.Fprintf(&b, "    transport: stdio\n    command: %s\n    env: {%s: \"1\"}\n", strconv.Quote(self), stdioEnv)
+	} else {
+		fmt.Fprintf(&b, "    transport: streamable-http\n    url: %s\n", url)
+	}
+	path := filepath.Join(dir, "echo.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return "", fmt.Errorf("write config: %w", err)
+	}
+	return path, nil
+}
+
+// pairResult is one gateway measurement and the direct one made just before
+// it, with the same load shape: their ratio is the run's figure.
+type pairResult struct {
+	direct loadResult
+	gw     *gatewayResult // nil when only the direct side is measured
+}
+
+// callsData is every call measurement of a run, before summarising.
+type callsData struct {
+	scenarios []scenario
+	variants  []variant
+	// pairs[v][s] is variant v's pairs in scenario s, one per run; with no
+	// gateway, pairs[0] holds the direct-only runs.
+	pairs [][][]pairResult
+}
+
+// runCalls measures every variant against direct: per run and scenario,
+// each variant's gateway run right after a direct run, so slow drift of a
+// shared machine lands on both sides of a ratio.
+func runCalls(ctx context.Context, hc *http.Client, bin string, p plan, rep *report, logf func(string, ...any)) *callsData {
+	direct, err := startUpstream("echo", []string{"echo"})
+	if err != nil {
+		rep.fail("direct upstream", err)
+		return nil
+	}
+	defer direct.Close()
+
+	data := &callsData{scenarios: p.scenarios}
+	var gws []*echoGateway
+	defer func() {
+		for _, g := range gws {
+			if err := g.Close(); err != nil {
+				rep.fail("gateway stop", err)
+			}
+		}
+	}()
+	if bin != "" {
+		self, err := stdioCommand()
+		for _, v := range p.variants {
+			if v.Stdio && err != nil {
+				rep.fail("gateway start ("+v.Name+")", err)
+				continue
+			}
+			g, err := startEchoGateway(ctx, hc, bin, v, self)
+			if err != nil {
+				rep.fail("gateway start ("+v.Name+")", err)
+				continue
+			}
+			gws = append(gws, g)
+			data.variants = append(data.variants, v)
+		}
+	}
+	slots := max(len(gws), 1)
+	data.pairs = make([][][]pairResult, slots)
+	for i := range data.pairs {
+		data.pairs[i] = make([][]pairResult, len(p.scenarios))
+	}
+	for run := range p.runs {
+		for si, sc := range p.scenarios {
+			for slot := range slots {
+				var g *echoGateway
+				name := "direct"
+				if slot < len(gws) {
+					g = gws[slot]
+					name = g.variant.Name
+				}
+				logf("run %d/%d, %s: direct, then %s", run+1, p.runs, sc.name, name)
+				d, err := runLoad(ctx, hc, target{endpoint: direct.url, tool: "echo"}, sc, hooks{})
+				if err != nil {
+					rep.fail("direct "+sc.name, err)
+					continue
+				}
+				rep.checkCalls("direct "+sc.name, d)
+				pr := pairResult{direct: d}
+				if g != nil {
+					gr, err := g.measure(ctx, hc, sc)
+					if err != nil {
+						rep.fail("gateway "+g.variant.Name+" "+sc.name, err)
+						continue
+					}
+					rep.checkCalls("gateway "+g.variant.Name+" "+sc.name, gr.loadResult)
+					pr.gw = &gr
+				}
+				data.pairs[slot][si] = append(data.pairs[slot][si], pr)
+			}
+		}
+	}
+	return data
+}
+
+// scrapeAlloc reads go_memstats_alloc_bytes_total, the bytes the gateway
+// has allocated since it started, from its /metrics.
+func (g *gatewayProc) scrapeAlloc(ctx context.Context, hc *http.Client) (float64, error) {
+	body, err := g.fetch(ctx, hc, "/metrics", 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	return parseAllocBytes(body)
+}
+
+// allocMetric is the Go collector's counter of bytes allocated on the heap.
+const allocMetric = "go_memstats_alloc_bytes_total"
+
+// parseAllocBytes finds allocMetric in a Prometheus text exposition.
+func parseAllocBytes(body []byte) (float64, error) {
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), allocMetric)
+		if !ok || !strings.HasPrefix(rest, " ") {
+			continue // a comment, another series, or a longer name
+		}
+		f := strings.Fields(rest)
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("/metrics: %s: %w", allocMetric, err)
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("/metrics has no %s (is the Go collector registered?)", allocMetric)
+}
+
+// fetch GETs path from the gateway and returns a 200 body.
+func (g *gatewayProc) fetch(ctx context.Context, hc *http.Client, path string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.addr+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %.200s", path, resp.Status, body)
+	}
+	return body, nil
+}
+
+// allocWindow measures the gateway's allocation over a window. Each scrape
+// of /metrics allocates too, and the window holds about one scrape's worth
+// (the end of the first, the start of the last), so start scrapes twice in
+// a row and takes their difference as that cost.
+type allocWindow struct {
+	start, scrape float64
+	err           error
+}
+
+func (w *allocWindow) begin(ctx context.Context, hc *http.Client, g *gatewayProc) {
+	a, err1 := g.scrapeAlloc(ctx, hc)
+	b, err2 := g.scrapeAlloc(ctx, hc)
+	w.start, w.scrape, w.err = b, b-a, errors.Join(err1, err2)
+}
+
+// end returns the bytes allocated since begin, less one scrape.
+func (w *allocWindow) end(ctx context.Context, hc *http.Client, g *gatewayProc) (float64, error) {
+	c, err := g.scrapeAlloc(ctx, hc)
+	if err := errors.Join(w.err, err); err != nil {
+		return 0, err
+	}
+	return max(c-w.start-w.scrape, 0), nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/gateway"
+)
+
+// TestMain lets the test binary be the stdio echo server, as the bench
+// binary is for a stdio variant's gateway.
+func TestMain(m *testing.M) {
+	if os.Getenv(stdioEnv) == "1" {
+		os.Exit(serveStdio(os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestStdioEcho runs this binary as the stdio upstream the way a gateway
+// does (the environment variable, no arguments) and checks it serves the
+// HTTP upstream's tool: same name, schema and echo.
+func TestStdioEcho(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	self, err := stdioCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), stdioEnv+"=1")
+	c := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "1"}, nil)
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("tools/list: %v", err)
+	}
+	if len(tools.Tools) != 1 || tools.Tools[0].Name != "echo" {
+		t.Fatalf("tools = %+v, want one named echo", tools.Tools)
+	}
+	schema, err := json.Marshal(tools.Tools[0].InputSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want any
+	if err := json.Unmarshal(schema, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(echoInputSchema, &want); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("input schema mismatch (-want +got):\n%s", diff)
+	}
+	w := newWorker(cs, func(int) string { return "echo" }, 0)
+	w.run(ctx, 5)
+	if w.errors.total() != 0 || len(w.latencies) != 5 {
+		t.Errorf("5 echo calls: %d made, errors %+v", len(w.latencies), w.errors)
+	}
+}
+
+// TestWriteEchoConfig checks every variant's config loads in the gateway
+// with the transport and statelessness the variant names.
+func TestWriteEchoConfig(t *testing.T) {
+	t.Parallel()
+	for _, v := range allVariants() {
+		t.Run(v.Name, func(t *testing.T) {
+			t.Parallel()
+			path, err := writeEchoConfig(t.TempDir(), v, "http://127.0.0.1:1/mcp", "/path with space/bench")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := gateway.LoadConfig(path, nil)
+			if err != nil {
+				t.Fatalf("config does not load: %v", err)
+			}
+			u := cfg.Upstreams["echo"]
+			type shape struct {
+				Stateless, Pprof   bool
+				Transport, Command string
+				URL, Env           string
+			}
+			got := shape{cfg.Stateless, cfg.Admin.Pprof, string(u.Transport), u.Command, u.URL, u.Env[stdioEnv]}
+			want := shape{Stateless: v.Stateless, Pprof: true, Transport: v.upstreamTransport()}
+			if v.Stdio {
+				want.Command, want.Env = "/path with space/bench", "1"
+			} else {
+				want.URL = "http://127.0.0.1:1/mcp"
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("config mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseAllocBytes(t *testing.T) {
+	t.Parallel()
+	body := `# HELP go_memstats_alloc_bytes Number of bytes allocated in heap and currently in use.
+# TYPE go_memstats_alloc_bytes gauge
+go_memstats_alloc_bytes 1.2e+06
+# HELP go_memstats_alloc_bytes_total Total number of bytes allocated in heap until now, even if released already.
+# TYPE go_memstats_alloc_bytes_total counter
+go_memstats_alloc_bytes_total 3.696216e+06
+`
+	got, err := parseAllocBytes([]byte(body))
+	if err != nil || got != 3696216 {
+		t.Errorf("parseAllocBytes = %v, %v; want 3696216", got, err)
+	}
+	if _, err := parseAllocBytes([]byte("go_memstats_alloc_bytes 5\n")); err == nil {
+		t.Error("parseAllocBytes without the counter: no error")
+	}
+}
+
+func TestPprofTable(t *testing.T) {
+	t.Parallel()
+	out := `File: gateway
+Type: cpu
+Time: 2026-12-01 01:00:00 UTC
+Duration: 4.02s, Total samples = 1800ms (44.79%)
+Showing nodes accounting for 830ms, 46.11% of 1800ms total
+Dropped 200 nodes (cum <= 9ms)
+Showing top 15 nodes out of 300
+      flat  flat%   sum%        cum   cum%
+     290ms 16.11% 16.11%      290ms 16.11%  internal/runtime/syscall/linux.Syscall6
+`
+	want := []string{
+		"Duration: 4.02s, Total samples = 1800ms (44.79%)",
+		"Showing nodes accounting for 830ms, 46.11% of 1800ms total",
+		"      flat  flat%   sum%        cum   cum%",
+		"     290ms 16.11% 16.11%      290ms 16.11%  internal/runtime/syscall/linux.Syscall6",
+	}
+	if diff := cmp.Diff(want, pprofTable(out)); diff != "" {
+		t.Errorf("pprofTable mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{3, 1, 2}, 2}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(tc.in); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestNewCallsReport summarises made-up pairs: medians of per-run ratios,
+// totals per call, connections only for HTTP, and the goal per transport.
+func TestNewCallsReport(t *testing.T) {
+	t.Parallel()
+	load := func(calls int, elapsed, p50 time.Duration) loadResult {
+		lat := make([]time.Duration, calls)
+		for i := range lat {
+			lat[i] = p50
+		}
+		return loadResult{calls: calls, elapsed: elapsed, latencies: newStats(lat)}
+	}
+	gw := func(lr loadResult, cpu time.Duration, conns int64, alloc float64) *gatewayResult {
+		return &gatewayResult{loadResult: lr, cpu: cpu, conns: conns, allocBytes: alloc}
+	}
+	scs := []scenario{{name: "1x10", sessions: 1, calls: 10}, {name: "2x5", sessions: 2, calls: 5}}
+	d := &callsData{scenarios: scs, variants: []variant{{Name: "HTTP"}, {Name: "stdio", Stdio: true}}}
+	// Direct: 10 calls in 10 ms (1000/s), p50 0.1 ms. HTTP gateway runs at
+	// 0.5x, 0.8x, 0.9x of it; stdio at 1.2x.
+	dThr, dLat := load(10, 10*time.Millisecond, 100*time.Microsecond), load(10, 10*time.Millisecond, 100*time.Microsecond)
+	http := [][]pairResult{
+		{
+			{direct: dLat, gw: gw(load(10, time.Second, 250*time.Microsecond), time.Millisecond, 0, 0)},
+			{direct: dLat, gw: gw(load(10, time.Second, 200*time.Microsecond), time.Millisecond, 0, 0)},
+			{direct: dLat, gw: gw(load(10, time.Second, 400*time.Microsecond), time.Millisecond, 0, 0)},
+		},
+		{
+			{direct: dThr, gw: gw(load(10, 20*time.Millisecond, 0), time.Millisecond, 0, 10*1024)},
+			{direct: dThr, gw: gw(load(10, 12500*time.Microsecond, 0), 2*time.Millisecond, 1, 20*1024)},
+			{direct: dThr, gw: gw(load(10, 11111*time.Microsecond, 0), 3*time.Millisecond, 0, 30*1024)},
+		},
+	}
+	stdio := [][]pairResult{
+		{{direct: dLat, gw: gw(load(10, time.Second, 150*time.Microsecond), time.Millisecond, 0, 0)}},
+		{{direct: dThr, gw: gw(load(12, 10*time.Millisecond, 0), 1200*time.Microsecond, 0, 12*1024)}},
+	}
+	d.pairs = [][][]pairResult{http, stdio}
+	r := newCallsReport(d)
+
+	type row struct {
+		Name                   string
+		Throughput, AddedP50Ms float64
+		CPUPerCallMs           float64
+		AllocKiB               float64
+		Conns                  *int64
+		Calls                  int
+	}
+	one := int64(1)
+	var got []row
+	for _, v := range r.Variants {
+		got = append(got, row{v.Name, round(v.Throughput), round(v.AddedP50Ms), round(v.CPUPerCallMs), round(v.AllocBytesPerCall / 1024), v.UpstreamConns, v.GatewayCalls})
+	}
+	want := []row{
+		{"HTTP", 0.8, 0.15, 0.2, 2, &one, 60},
+		{"stdio", 1.2, 0.05, 0.1, 1, nil, 22},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("variants mismatch (-want +got):\n%s", diff)
+	}
+	if r.Runs != 3 || r.Direct.Runs != 4 {
+		t.Errorf("runs = %d, direct runs = %d; want 3 and 4", r.Runs, r.Direct.Runs)
+	}
+
+	var status []string
+	for _, v := range r.Variants {
+		for _, tg := range v.targets(r) {
+			status = append(status, v.Name+": "+tg.Name+" "+tg.Goal+" "+tg.Status)
+		}
+	}
+	wantStatus := []string{
+		"HTTP: throughput, 2 sessions >= 0.72x PASS",
+		"HTTP: added p50, 1 session <= 0.20 ms PASS",
+		"HTTP: gateway CPU per call <= 0.13 ms MISS",
+		"HTTP: new upstream conns per 100 calls = 0 MISS",
+		"HTTP: allocated per call <= 25 KiB PASS",
+		"stdio: throughput, 2 sessions >= 1.15x PASS",
+		"stdio: added p50, 1 session <= 0.20 ms PASS",
+		"stdio: gateway CPU per call <= 0.13 ms PASS",
+		"stdio: new upstream conns per 100 calls - n/a",
+		"stdio: allocated per call <= 25 KiB PASS",
+	}
+	if diff := cmp.Diff(wantStatus, status); diff != "" {
+		t.Errorf("targets mismatch (-want +got):\n%s", diff)
+	}
+
+	var text bytes.Buffer
+	r.writeText(&text)
+	for _, s := range []string{"credgate, HTTP", "credgate, stdio", "published in issue 12, not measured here", "TBXark/mcp-proxy", "minimal Go reverse proxy"} {
+		if !strings.Contains(text.String(), s) {
+			t.Errorf("text lacks %q:\n%s", s, text.String())
+		}
+	}
+	if _, err := json.Marshal(r); err != nil {
+		t.Errorf("json: %v", err)
+	}
+}
+
+func round(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }
+
+func TestSplitTraces(t *testing.T) {
+	t.Parallel()
+	out := `File: gw-bench
+Type: cpu
+Duration: 4s, Total samples = 1.63s (40.75%)
+-----------+-------------------------------------------------------
+      10ms   runtime.scanobject
+             runtime.gcDrain
+             runtime.gcBgMarkWorker
+-----------+-------------------------------------------------------
+      30ms   internal/runtime/syscall/linux.Syscall6
+             syscall.Syscall
+             net.(*conn).Write
+             net/http.(*conn).serve
+-----------+-------------------------------------------------------
+      20ms   encoding/json.Unmarshal
+             github.com/modelcontextprotocol/go-sdk/internal/json.Unmarshal
+             github.com/credgate/credgate/gateway.(*Server).callTool
+-----------+-------------------------------------------------------
+      10ms   github.com/credgate/credgate/gateway.(*Server).callTool
+             github.com/modelcontextprotocol/go-sdk/mcp.(*Server).callTool
+-----------+-------------------------------------------------------
+      20ms   net/textproto.readMIMEHeader
+             net/http.readRequest
+-----------+-------------------------------------------------------
+      10ms   runtime.findRunnable
+             runtime.schedule
+-----------+-------------------------------------------------------
+    1.20ms   strconv.Itoa
+             main.main
+-----------+-------------------------------------------------------
+`
+	got, err := splitTraces(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shares []string
+	for _, s := range got {
+		shares = append(shares, fmt.Sprintf("%s %.1f", s.Category, s.Ms))
+	}
+	want := []string{
+		"garbage collection 10.0",
+		"syscalls (leaf) 30.0",
+		"credgate's own code (leaf) 10.0",
+		"under go-sdk frames 20.0",
+		"under net/http frames (no go-sdk) 20.0",
+		"other runtime (scheduler, malloc) 10.0",
+		"other 1.2",
+	}
+	if diff := cmp.Diff(want, shares); diff != "" {
+		t.Errorf("split mismatch (-want +got):\n%s", diff)
+	}
+	if _, err := splitTraces("File: x\n"); err == nil {
+		t.Error("splitTraces without samples: no error")
+	}
+}
+
+func TestShortenGenerics(t *testing.T) {
+	t.Parallel()
+	in := `  0.41s 25.15%  github.com/modelcontextprotocol/go-sdk/mcp.newServerMethodInfo[go.shape.*mcp.CallToolParamsRaw,go.shape.struct { Meta "json:\"_meta,omitempty\""; X []byte }].func2`
+	want := `  0.41s 25.15%  github.com/modelcontextprotocol/go-sdk/mcp.newServerMethodInfo[...].func2`
+	if got := shortenGenerics(in); got != want {
+		t.Errorf("shortenGenerics = %q, want %q", got, want)
+	}
+}
