@@ -23,6 +23,9 @@ const (
 	maxPages = 1000
 )
 
+// loadProtocolVersion is the protocol version of the load clients.
+const loadProtocolVersion = "2025-11-25"
+
 // scenario is one load shape: sessions run concurrently, each making calls.
 type scenario struct {
 	name     string
@@ -264,7 +267,9 @@ func connect(ctx context.Context, hc *http.Client, endpoint string) (*mcp.Client
 	c := mcp.NewClient(&mcp.Implementation{Name: "credgate-bench", Version: "bench"}, nil)
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc}, nil)
+	// Pinned to 2025-11-25, as the issue 12 figures were measured: the
+	// SDK's default (2026-07-28) would be negotiated by a stateless server.
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc}, &mcp.ClientSessionOptions{ProtocolVersion: loadProtocolVersion})
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", endpoint, err)
 	}
