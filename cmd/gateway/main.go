@@ -152,7 +152,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	log, err := newLogger(stderr, *logLevel, *logFormat)
+	logOut := stderr
+	if (cmd == "serve" || cmd == "stdio") && *logFormat == "json" {
+		// A gateway logs a line per call: batched (logsink.go).
+		sink := newLogSink(stderr)
+		defer sink.Close()
+		logOut = sink
+	}
+	log, err := newLogger(logOut, *logLevel, *logFormat)
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway:", err)
 		return 2

@@ -54,7 +54,8 @@ type options struct {
 	profileFor time.Duration // length of the CPU profile
 	json       bool          // machine-readable output
 	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
-	directOnly bool          // measure only the direct side (no gateway needed)
+	directOnly bool          // measure only the direct side
+	callsOnly  bool          // only the call scenarios and the profile (no gateway needed)
 	timeout    time.Duration // bound on the whole run
 }
 
@@ -71,6 +72,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")
+	fs.BoolVar(&o.callsOnly, "calls-only", false, "run only the call scenarios (and the profile): no startup, tools/list, memory or bounds phases")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -201,8 +203,10 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 		rep.Profile = runProfile(ctx, hc, bin, p, o, rep, logf)
 	}
 	if bin != "" {
-		runCatalogPhases(ctx, hc, bin, p, rep, logf)
-		runBoundsPhases(ctx, hc, bin, o, rep, logf)
+		if !o.callsOnly {
+			runCatalogPhases(ctx, hc, bin, p, rep, logf)
+			runBoundsPhases(ctx, hc, bin, o, rep, logf)
+		}
 	}
 	return rep
 }
