@@ -251,7 +251,94 @@ type oauthSetup struct {
 	resource string // front + /mcp
 	other    string // another resource p issues JWTs for
 	upURL    string
+	frontLog *requestLog // every request through the front, for failure reports
 }
+
+// requestLog records the requests a handler serves: when each started,
+// its answer's status and when that began, and when it ended. A test that
+// fails prints it, so a request left waiting shows as one with no answer.
+type requestLog struct {
+	start time.Time
+	mu    sync.Mutex
+	reqs  []*loggedRequest
+}
+
+type loggedRequest struct {
+	desc                 string
+	status               int
+	began, answered, end time.Duration // since the log's start; answered, end zero until then
+}
+
+func newRequestLog() *requestLog { return &requestLog{start: time.Now()} }
+
+// wrap logs every request next serves.
+func (l *requestLog) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		desc := r.Method + " " + r.URL.RequestURI()
+		if r.Header.Get("Authorization") != "" {
+			desc += " (bearer)"
+		}
+		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
+			desc += " session " + sid
+		}
+		lr := &loggedRequest{desc: desc, began: time.Since(l.start)}
+		l.mu.Lock()
+		l.reqs = append(l.reqs, lr)
+		l.mu.Unlock()
+		next.ServeHTTP(&statusWriter{ResponseWriter: w, l: l, lr: lr}, r)
+		l.mu.Lock()
+		lr.end = time.Since(l.start)
+		l.mu.Unlock()
+	})
+}
+
+// String lists the requests in arrival order.
+func (l *requestLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for i, r := range l.reqs {
+		fmt.Fprintf(&b, "#%d +%dms %s: ", i+1, r.began.Milliseconds(), r.desc)
+		switch {
+		case r.status == 0:
+			b.WriteString("NO ANSWER YET\n")
+		case r.end == 0:
+			fmt.Fprintf(&b, "%d at +%dms, still streaming\n", r.status, r.answered.Milliseconds())
+		default:
+			fmt.Fprintf(&b, "%d at +%dms, ended +%dms\n", r.status, r.answered.Milliseconds(), r.end.Milliseconds())
+		}
+	}
+	return b.String()
+}
+
+// statusWriter notes when the answer starts; Unwrap keeps the reverse
+// proxy's flushing (SSE) working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	l  *requestLog
+	lr *loggedRequest
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.l.mu.Lock()
+	if w.lr.status == 0 {
+		w.lr.status, w.lr.answered = code, time.Since(w.l.start)
+	}
+	w.l.mu.Unlock()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.l.mu.Lock()
+	unanswered := w.lr.status == 0
+	w.l.mu.Unlock()
+	if unanswered {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	t.Helper()
@@ -264,10 +351,11 @@ func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	s.upURL = startUpstreamHTTP(t, s.p.UpstreamArgs("upstream")...)
 
 	var target atomic.Pointer[url.URL]
-	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+	s.frontLog = newRequestLog()
+	front := httptest.NewServer(s.frontLog.wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target.Load())
 		r.Out.Host = r.In.Host // the gateway sees the public host, as behind an ingress
-	}})
+	}}))
 	t.Cleanup(front.Close)
 	s.front, s.resource, s.other = front.URL, front.URL+"/mcp", "https://other.example.test/mcp"
 	for _, p := range []*oidcProvider{s.p, s.p2} {
@@ -497,7 +585,11 @@ func TestOAuthTypeScriptClient(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("TypeScript client: %v\nstdout: %s\nstderr: %s\ngateway:\n%s", err, stdout.String(), stderr.String(), tail(s.gw.Logs(), 30))
+		// Everything that says where the client waited: its own trace, what
+		// reached the front and how it was answered, and where every
+		// goroutine of the gateway was at that moment.
+		t.Fatalf("TypeScript client: %v\nstdout: %s\nstderr (the client's trace):\n%s\nrequests at the front:\n%s\ngateway:\n%s\ngateway goroutines:\n%s",
+			err, stdout.String(), stderr.String(), s.frontLog, tail(s.gw.Logs(), 60), s.gw.stacks(10*time.Second))
 	}
 	var out struct {
 		Tools  []string `json:"tools"`
