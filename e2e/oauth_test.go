@@ -30,6 +30,7 @@ import (
 	"net/url"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -573,15 +574,29 @@ func TestOAuthGateway(t *testing.T) {
 func TestOAuthTypeScriptClient(t *testing.T) {
 	t.Parallel()
 	requireNode(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// The budget: on 2 CPUs shared with other packages' tests under -race,
+	// starting the two providers, the upstream and the gateway took up to
+	// 60s, while the client's own run took 1-3s. The client's requests get
+	// what is left of the test's time (less reportTime), not the SDK's
+	// fixed 60s each, which counts from the first request however late the
+	// client starts; and the client, not the context, ends a run that waits
+	// too long, so its trace and the reports below say where.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	s := startOAuthSetup(t, ctx)
+	const reportTime = 30 * time.Second // the goroutine dump, the provider's events
+	deadline, _ := ctx.Deadline()
+	budget := time.Until(deadline) - reportTime
+	if budget < 10*time.Second {
+		t.Fatalf("starting the providers, the upstream and the gateway left the client %v", budget)
+	}
 
 	cmd := exec.CommandContext(ctx, nodeBin(), "oidc/mcp-client-credentials.mjs", s.resource, "up__echo", "mcp:tools")
 	cmd.Dir = repoRoot() + "/e2e"
 	// The issuer pins where the client's secret may go; the client still
 	// finds the authorization server from the gateway's metadata.
-	cmd.Env = append(cmd.Environ(), "MCP_CLIENT_ID=agent", "MCP_CLIENT_SECRET="+s.p.Client(t, "agent").Secret, "MCP_EXPECTED_ISSUER="+s.p.Issuer)
+	cmd.Env = append(cmd.Environ(), "MCP_CLIENT_ID=agent", "MCP_CLIENT_SECRET="+s.p.Client(t, "agent").Secret, "MCP_EXPECTED_ISSUER="+s.p.Issuer,
+		"MCP_REQUEST_TIMEOUT_MS="+strconv.FormatInt(budget.Milliseconds(), 10))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -591,6 +606,8 @@ func TestOAuthTypeScriptClient(t *testing.T) {
 		t.Fatalf("TypeScript client: %v\nstdout: %s\nstderr (the client's trace):\n%s\nrequests at the front:\n%s\ngateway:\n%s\ngateway goroutines:\n%s",
 			err, stdout.String(), stderr.String(), s.frontLog, tail(s.gw.Logs(), 60), s.gw.stacks(10*time.Second))
 	}
+	// Shown with -v: where a slow run spent its time.
+	t.Logf("the client's trace:\n%s\nrequests at the front:\n%s", stderr.String(), s.frontLog)
 	var out struct {
 		Tools  []string `json:"tools"`
 		Result string   `json:"result"`
