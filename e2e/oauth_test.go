@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -266,6 +267,8 @@ type requestLog struct {
 
 type loggedRequest struct {
 	desc                 string
+	note                 bool   // a log line, not a request
+	aborted              string // the panic that ended the handler, if any
 	status               int
 	began, answered, end time.Duration // since the log's start; answered, end zero until then
 }
@@ -286,11 +289,32 @@ func (l *requestLog) wrap(next http.Handler) http.Handler {
 		l.mu.Lock()
 		l.reqs = append(l.reqs, lr)
 		l.mu.Unlock()
+		defer func() {
+			// A reverse proxy aborts a response it cannot finish copying
+			// by panicking with http.ErrAbortHandler (the server then
+			// drops the connection); note it and let it go on.
+			p := recover()
+			l.mu.Lock()
+			lr.end = time.Since(l.start)
+			if p != nil {
+				lr.aborted = fmt.Sprint(p)
+			}
+			l.mu.Unlock()
+			if p != nil {
+				panic(p)
+			}
+		}()
 		next.ServeHTTP(&statusWriter{ResponseWriter: w, l: l, lr: lr}, r)
-		l.mu.Lock()
-		lr.end = time.Since(l.start)
-		l.mu.Unlock()
 	})
+}
+
+// Write takes a line of the handler's error log (a reverse proxy's
+// ErrorLog), kept in arrival order with the requests.
+func (l *requestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reqs = append(l.reqs, &loggedRequest{desc: "log: " + strings.TrimSpace(string(p)), began: time.Since(l.start), note: true})
+	return len(p), nil
 }
 
 // String lists the requests in arrival order.
@@ -299,8 +323,14 @@ func (l *requestLog) String() string {
 	defer l.mu.Unlock()
 	var b strings.Builder
 	for i, r := range l.reqs {
+		if r.note {
+			fmt.Fprintf(&b, "   +%dms %s\n", r.began.Milliseconds(), r.desc)
+			continue
+		}
 		fmt.Fprintf(&b, "#%d +%dms %s: ", i+1, r.began.Milliseconds(), r.desc)
 		switch {
+		case r.aborted != "":
+			fmt.Fprintf(&b, "%d at +%dms, ABORTED at +%dms (%s)\n", r.status, r.answered.Milliseconds(), r.end.Milliseconds(), r.aborted)
 		case r.status == 0:
 			b.WriteString("NO ANSWER YET\n")
 		case r.end == 0:
@@ -356,7 +386,7 @@ func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	front := httptest.NewServer(s.frontLog.wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target.Load())
 		r.Out.Host = r.In.Host // the gateway sees the public host, as behind an ingress
-	}}))
+	}, ErrorLog: log.New(s.frontLog, "", 0)}))
 	t.Cleanup(front.Close)
 	s.front, s.resource, s.other = front.URL, front.URL+"/mcp", "https://other.example.test/mcp"
 	for _, p := range []*oidcProvider{s.p, s.p2} {

@@ -23,6 +23,8 @@
 // the client was waiting. MCP_REQUEST_TIMEOUT_MS bounds each MCP request,
 // its OAuth flow included (default: the SDK's 60s).
 
+import diagnosticsChannel from 'node:diagnostics_channel';
+
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
@@ -54,6 +56,14 @@ async function tracedFetch(input, init) {
     throw err;
   }
 }
+
+// Node's fetch (undici) reports the end of each response and the socket-level
+// cause of a failed one ("other side closed"), which the SDK's own errors
+// leave out ("SSE stream disconnected: TypeError: terminated").
+const described = (req) => `${req.method} ${req.origin}${req.path}`;
+diagnosticsChannel.subscribe('undici:request:trailers', ({ request }) => trace(`response ended: ${described(request)}`));
+diagnosticsChannel.subscribe('undici:request:error', ({ request, error }) =>
+  trace(`request failed: ${described(request)}: ${error?.code ?? ''} ${error?.name}: ${error?.message}`));
 
 const timeoutMs = Number(process.env.MCP_REQUEST_TIMEOUT_MS) || undefined;
 const requestOptions = timeoutMs ? { timeout: timeoutMs } : undefined;
