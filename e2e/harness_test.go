@@ -531,6 +531,47 @@ func (g *gatewayProc) waitReady(ctx context.Context) error {
 	})
 }
 
+// stacks ends the gateway with SIGQUIT, which makes the Go runtime print
+// every goroutine's stack, and returns that dump: where each request was
+// waiting, for the report of a test that failed on a request left
+// unanswered. The gateway is gone afterwards.
+func (g *gatewayProc) stacks(timeout time.Duration) string {
+	n := len(g.Lines())
+	if err := syscall.Kill(g.Pid(), syscall.SIGQUIT); err != nil {
+		return fmt.Sprintf("(SIGQUIT: %v)", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = g.wait(ctx)
+	return compactStacks(g.Lines()[n:])
+}
+
+// stackFrameRE matches the frame addresses a SIGQUIT dump adds to each
+// file:line ("+0x21 fp=0x... sp=0x... pc=0x...").
+var stackFrameRE = regexp.MustCompile(` \+0x[0-9a-f]+( fp=0x[0-9a-f]+ sp=0x[0-9a-f]+ pc=0x[0-9a-f]+)?$`)
+
+// compactStacks keeps, of a goroutine dump, the goroutines that run the
+// gateway's code or serve an HTTP connection (the runtime's own are
+// noise), without frame addresses.
+func compactStacks(lines []string) string {
+	var out, cur []string
+	flush := func() {
+		text := strings.Join(cur, "\n")
+		if strings.Contains(text, "credgate") || strings.Contains(text, "net/http") {
+			out = append(out, cur...)
+		}
+		cur = nil
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "goroutine ") {
+			flush()
+		}
+		cur = append(cur, stackFrameRE.ReplaceAllString(l, ""))
+	}
+	flush()
+	return strings.Join(out, "\n")
+}
+
 // Logs returns the gateway's output so far (zerolog JSON lines).
 func (g *gatewayProc) Logs() string { return g.Output() }
 

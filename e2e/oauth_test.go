@@ -24,12 +24,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -251,7 +253,123 @@ type oauthSetup struct {
 	resource string // front + /mcp
 	other    string // another resource p issues JWTs for
 	upURL    string
+	frontLog *requestLog // every request through the front, for failure reports
 }
+
+// requestLog records the requests a handler serves: when each started,
+// its answer's status and when that began, and when it ended. A test that
+// fails prints it, so a request left waiting shows as one with no answer.
+type requestLog struct {
+	start time.Time
+	mu    sync.Mutex
+	reqs  []*loggedRequest
+}
+
+type loggedRequest struct {
+	desc                 string
+	note                 bool   // a log line, not a request
+	aborted              string // the panic that ended the handler, if any
+	status               int
+	began, answered, end time.Duration // since the log's start; answered, end zero until then
+}
+
+func newRequestLog() *requestLog { return &requestLog{start: time.Now()} }
+
+// wrap logs every request next serves.
+func (l *requestLog) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		desc := r.Method + " " + r.URL.RequestURI()
+		if r.Header.Get("Authorization") != "" {
+			desc += " (bearer)"
+		}
+		if sid := r.Header.Get("Mcp-Session-Id"); sid != "" {
+			desc += " session " + sid
+		}
+		lr := &loggedRequest{desc: desc, began: time.Since(l.start)}
+		l.mu.Lock()
+		l.reqs = append(l.reqs, lr)
+		l.mu.Unlock()
+		defer func() {
+			// A reverse proxy aborts a response it cannot finish copying
+			// by panicking with http.ErrAbortHandler (the server then
+			// drops the connection); note it and let it go on.
+			p := recover()
+			l.mu.Lock()
+			lr.end = time.Since(l.start)
+			if p != nil {
+				lr.aborted = fmt.Sprint(p)
+			}
+			l.mu.Unlock()
+			if p != nil {
+				panic(p)
+			}
+		}()
+		next.ServeHTTP(&statusWriter{ResponseWriter: w, l: l, lr: lr}, r)
+	})
+}
+
+// Write takes a line of the handler's error log (a reverse proxy's
+// ErrorLog), kept in arrival order with the requests.
+func (l *requestLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reqs = append(l.reqs, &loggedRequest{desc: "log: " + strings.TrimSpace(string(p)), began: time.Since(l.start), note: true})
+	return len(p), nil
+}
+
+// String lists the requests in arrival order.
+func (l *requestLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for i, r := range l.reqs {
+		if r.note {
+			fmt.Fprintf(&b, "   +%dms %s\n", r.began.Milliseconds(), r.desc)
+			continue
+		}
+		fmt.Fprintf(&b, "#%d +%dms %s: ", i+1, r.began.Milliseconds(), r.desc)
+		switch {
+		case r.aborted != "":
+			fmt.Fprintf(&b, "%d at +%dms, ABORTED at +%dms (%s)\n", r.status, r.answered.Milliseconds(), r.end.Milliseconds(), r.aborted)
+		case r.status == 0:
+			b.WriteString("NO ANSWER YET\n")
+		case r.end == 0:
+			fmt.Fprintf(&b, "%d at +%dms, still streaming\n", r.status, r.answered.Milliseconds())
+		default:
+			fmt.Fprintf(&b, "%d at +%dms, ended +%dms\n", r.status, r.answered.Milliseconds(), r.end.Milliseconds())
+		}
+	}
+	return b.String()
+}
+
+// statusWriter notes when the answer starts; Unwrap keeps the reverse
+// proxy's flushing (SSE) working through it.
+type statusWriter struct {
+	http.ResponseWriter
+	l  *requestLog
+	lr *loggedRequest
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.l.mu.Lock()
+	if w.lr.status == 0 {
+		w.lr.status, w.lr.answered = code, time.Since(w.l.start)
+	}
+	w.l.mu.Unlock()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	w.l.mu.Lock()
+	unanswered := w.lr.status == 0
+	w.l.mu.Unlock()
+	if unanswered {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	t.Helper()
@@ -264,10 +382,11 @@ func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	s.upURL = startUpstreamHTTP(t, s.p.UpstreamArgs("upstream")...)
 
 	var target atomic.Pointer[url.URL]
-	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+	s.frontLog = newRequestLog()
+	front := httptest.NewServer(s.frontLog.wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target.Load())
 		r.Out.Host = r.In.Host // the gateway sees the public host, as behind an ingress
-	}})
+	}, ErrorLog: log.New(s.frontLog, "", 0)}))
 	t.Cleanup(front.Close)
 	s.front, s.resource, s.other = front.URL, front.URL+"/mcp", "https://other.example.test/mcp"
 	for _, p := range []*oidcProvider{s.p, s.p2} {
@@ -485,20 +604,39 @@ func TestOAuthGateway(t *testing.T) {
 func TestOAuthTypeScriptClient(t *testing.T) {
 	t.Parallel()
 	requireNode(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// The budget: on 2 CPUs shared with other tests under -race, starting
+	// the two providers, the upstream and the gateway took up to 70s, the
+	// client's own run up to 13s. The client's requests get what is left of
+	// the test's time less reportTime (not the SDK's fixed 60s each, which
+	// could outlast the context), so the client, not the context, ends a run
+	// that waits too long, and its trace and the reports below say where.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	s := startOAuthSetup(t, ctx)
+	const reportTime = 30 * time.Second // the goroutine dump, the provider's events
+	deadline, _ := ctx.Deadline()
+	budget := time.Until(deadline) - reportTime
+	if budget < 10*time.Second {
+		t.Fatalf("starting the providers, the upstream and the gateway left the client %v", budget)
+	}
 
 	cmd := exec.CommandContext(ctx, nodeBin(), "oidc/mcp-client-credentials.mjs", s.resource, "up__echo", "mcp:tools")
 	cmd.Dir = repoRoot() + "/e2e"
 	// The issuer pins where the client's secret may go; the client still
 	// finds the authorization server from the gateway's metadata.
-	cmd.Env = append(cmd.Environ(), "MCP_CLIENT_ID=agent", "MCP_CLIENT_SECRET="+s.p.Client(t, "agent").Secret, "MCP_EXPECTED_ISSUER="+s.p.Issuer)
+	cmd.Env = append(cmd.Environ(), "MCP_CLIENT_ID=agent", "MCP_CLIENT_SECRET="+s.p.Client(t, "agent").Secret, "MCP_EXPECTED_ISSUER="+s.p.Issuer,
+		"MCP_REQUEST_TIMEOUT_MS="+strconv.FormatInt(budget.Milliseconds(), 10))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("TypeScript client: %v\nstdout: %s\nstderr: %s\ngateway:\n%s", err, stdout.String(), stderr.String(), tail(s.gw.Logs(), 30))
+		// Everything that says where the client waited: its own trace, what
+		// reached the front and how it was answered, and where every
+		// goroutine of the gateway was at that moment.
+		t.Fatalf("TypeScript client: %v\nstdout: %s\nstderr (the client's trace):\n%s\nrequests at the front:\n%s\ngateway:\n%s\ngateway goroutines:\n%s",
+			err, stdout.String(), stderr.String(), s.frontLog, tail(s.gw.Logs(), 60), s.gw.stacks(10*time.Second))
 	}
+	// Shown with -v: where a slow run spent its time.
+	t.Logf("the client's trace:\n%s\nrequests at the front:\n%s", stderr.String(), s.frontLog)
 	var out struct {
 		Tools  []string `json:"tools"`
 		Result string   `json:"result"`

@@ -17,6 +17,13 @@
 //   {"tools": ["up__echo", ...], "result": "<text of TOOL called with {text: \"ts-client\"}>"}
 //
 // and exits 0; on failure it prints the error to stderr and exits 1.
+//
+// It traces every HTTP request it makes (method, URL, status, milliseconds
+// since start) and each MCP step on stderr, so a test that fails shows where
+// the client was waiting. MCP_REQUEST_TIMEOUT_MS bounds each MCP request,
+// its OAuth flow included (default: the SDK's 60s).
+
+import diagnosticsChannel from 'node:diagnostics_channel';
 
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -29,21 +36,58 @@ if (!url || !clientId || !clientSecret) {
   process.exit(2);
 }
 
+const started = performance.now();
+const trace = (msg) => process.stderr.write(`mcp-client-credentials.mjs: +${Math.round(performance.now() - started)}ms ${msg}\n`);
+
+// tracedFetch is fetch, logged: the request when it leaves, its status when
+// the response's headers arrive (an SSE stream's body goes on after that).
+let fetchSeq = 0;
+async function tracedFetch(input, init) {
+  const n = ++fetchSeq;
+  const method = init?.method ?? 'GET';
+  const hasToken = new Headers(init?.headers).has('authorization');
+  trace(`fetch #${n} ${method} ${input}${hasToken ? ' (bearer)' : ''}`);
+  try {
+    const res = await fetch(input, init);
+    trace(`fetch #${n} ${method} ${input}: ${res.status} ${res.headers.get('content-type') ?? ''}`);
+    return res;
+  } catch (err) {
+    trace(`fetch #${n} ${method} ${input}: ${err?.name}: ${err?.message}${err?.cause ? ` (cause: ${err.cause})` : ''}`);
+    throw err;
+  }
+}
+
+// Node's fetch (undici) reports the end of each response and the socket-level
+// cause of a failed one ("other side closed"), which the SDK's own errors
+// leave out ("SSE stream disconnected: TypeError: terminated").
+const described = (req) => `${req.method} ${req.origin}${req.path}`;
+diagnosticsChannel.subscribe('undici:request:trailers', ({ request }) => trace(`response ended: ${described(request)}`));
+diagnosticsChannel.subscribe('undici:request:error', ({ request, error }) =>
+  trace(`request failed: ${described(request)}: ${error?.code ?? ''} ${error?.name}: ${error?.message}`));
+
+const timeoutMs = Number(process.env.MCP_REQUEST_TIMEOUT_MS) || undefined;
+const requestOptions = timeoutMs ? { timeout: timeoutMs } : undefined;
+
 const authProvider = new ClientCredentialsProvider({
   clientId, clientSecret, scope: scope || undefined, expectedIssuer: expectedIssuer || undefined,
 });
-const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider });
+const transport = new StreamableHTTPClientTransport(new URL(url), { authProvider, fetch: tracedFetch });
+transport.onerror = (err) => trace(`transport error: ${err?.message ?? err}`);
 const client = new Client({ name: 'credgate-e2e-ts-client-credentials', version: '1.0.0' });
 
 try {
-  await client.connect(transport);
-  const { tools } = await client.listTools();
+  trace('connect (initialize)');
+  await client.connect(transport, requestOptions);
+  trace('tools/list');
+  const { tools } = await client.listTools(undefined, requestOptions);
   const out = { tools: tools.map((t) => t.name) };
   if (tool) {
-    const res = await client.callTool({ name: tool, arguments: { text: 'ts-client' } });
+    trace(`tools/call ${tool}`);
+    const res = await client.callTool({ name: tool, arguments: { text: 'ts-client' } }, undefined, requestOptions);
     if (res.isError) throw new Error(`${tool} answered isError: ${JSON.stringify(res.content)}`);
     out.result = res.content.filter((c) => c.type === 'text').map((c) => c.text).join('');
   }
+  trace('done');
   process.stdout.write(`${JSON.stringify(out)}\n`);
   await client.close();
   process.exit(0);
