@@ -386,7 +386,11 @@ func startOAuthSetup(t *testing.T, ctx context.Context) *oauthSetup {
 	front := httptest.NewServer(s.frontLog.wrap(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target.Load())
 		r.Out.Host = r.In.Host // the gateway sees the public host, as behind an ingress
-	}, ErrorLog: log.New(s.frontLog, "", 0)}))
+	}, ErrorLog: log.New(s.frontLog, "", 0),
+		// A transport of its own: connections to the gateway are never
+		// touched by another test's use of the process-wide default (a
+		// suspect in a once-in-66-runs lost answer under load).
+		Transport: http.DefaultTransport.(*http.Transport).Clone()}))
 	t.Cleanup(front.Close)
 	s.front, s.resource, s.other = front.URL, front.URL+"/mcp", "https://other.example.test/mcp"
 	for _, p := range []*oidcProvider{s.p, s.p2} {

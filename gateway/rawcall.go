@@ -165,7 +165,7 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 	if sid := cs.ID(); sid != "" {
 		req.Header["Mcp-Session-Id"] = []string{sid}
 	}
-	return u.http.RoundTrip(req)
+	return u.http.rawRoundTrip(req)
 }
 
 // rawStream reads an SSE answer stream until the answer to id, handling

@@ -104,6 +104,7 @@ type Server struct {
 	classifier *authmap.Classifier
 	progress   *progressRouter
 	pool       *http.Transport
+	syncPool   *syncPool // the fast path's own HTTP/1.1 client (syncpool.go)
 
 	redactor  *authmap.Redactor // every configured secret; live (see redact.go)
 	logLevels sync.Map          // *mcp.ServerSession -> mcp.LoggingLevel it asked for
@@ -182,6 +183,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		return nil, err
 	}
 	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g.syncPool = newSyncPool(g.pool)
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
 	routes, rerr := newRoutes(cfg)
 	if rerr != nil {
@@ -414,6 +416,7 @@ func (g *Server) Close() error {
 			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
 		}
 		g.pool.CloseIdleConnections()
+		g.syncPool.closeIdle()
 		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		g.tracing.shutdown(flush) // exports the spans still queued
 		cancel()

@@ -33,6 +33,7 @@ func (e *HTTPError) Error() string {
 // and remembers what successful responses say about the credential.
 type httpTransport struct {
 	base    http.RoundTripper
+	sync    http.RoundTripper // the fast path's (syncpool.go); nil: base
 	headers http.Header
 	notes   *noteCounter
 	limit   *responseLimit // bounds response bodies; nil: unbounded
@@ -69,6 +70,19 @@ func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req, t.base)
+}
+
+// rawRoundTrip is RoundTrip for the fast path's own requests (rawcall.go),
+// sent on the calling goroutine when the upstream allows (syncpool.go).
+func (t *httpTransport) rawRoundTrip(req *http.Request) (*http.Response, error) {
+	if t.sync != nil {
+		return t.roundTrip(req, t.sync)
+	}
+	return t.roundTrip(req, t.base)
+}
+
+func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*http.Response, error) {
 	cloned := len(t.headers) > 0
 	if cloned {
 		req = req.Clone(req.Context())
@@ -89,7 +103,7 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err // nothing was sent
 		}
 	}
-	resp, err := t.base.RoundTrip(req)
+	resp, err := base.RoundTrip(req)
 	if err != nil {
 		return nil, err
 	}

@@ -140,6 +140,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
+		u.http.sync = gw.syncPool
 		u.http.limit = u.limit
 		u.http.trace = gw
 	}
