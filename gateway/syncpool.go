@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// syncPool is the fast path's HTTP/1.1 client for plain-HTTP upstreams
+// (issue 12). net/http's Transport writes a request from a goroutine of its
+// own and reads the answer in another, each handing over to the caller:
+// two thread wake-ups per call, which on a small machine cost more than
+// the gateway's own work. Here the calling goroutine writes the request
+// and reads the answer itself on a pooled keep-alive connection; the
+// parsing is net/http's (Request.Write, ReadResponse). Anything it does not
+// handle goes to the Transport: https, a proxy from the environment, a
+// request without a body to resend.
+//
+// A pooled connection the upstream closed while idle fails on first use
+// before any answer byte: the request is then sent once more on a new
+// connection, as the Transport does. A connection is reused only once its
+// answer was read to the end.
+type syncPool struct {
+	fallback http.RoundTripper
+	dialer   net.Dialer
+
+	mu   sync.Mutex
+	idle map[string][]*syncConn // by host:port, most recent last
+}
+
+// Bounds of the pool.
+const (
+	syncMaxIdlePerHost = 256
+	syncIdleTimeout    = 60 * time.Second
+)
+
+type syncConn struct {
+	net.Conn
+	addr     string // the pool's key
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	lastUsed time.Time
+}
+
+func newSyncPool(fallback http.RoundTripper) *syncPool {
+	return &syncPool{
+		fallback: fallback,
+		dialer:   net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second},
+		idle:     map[string][]*syncConn{},
+	}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (p *syncPool) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "http" || req.GetBody == nil {
+		return p.fallback.RoundTrip(req)
+	}
+	if proxy, err := http.ProxyFromEnvironment(req); err != nil || proxy != nil {
+		return p.fallback.RoundTrip(req)
+	}
+	addr := req.URL.Host
+	if req.URL.Port() == "" {
+		addr = net.JoinHostPort(req.URL.Hostname(), "80")
+	}
+	for attempt := 0; ; attempt++ {
+		c, reused, err := p.get(req.Context(), addr)
+		if err != nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
+		}
+		resp, err, fresh := p.send(c, req)
+		if err == nil {
+			return resp, nil
+		}
+		_ = c.Close()
+		if !reused || !fresh || attempt > 0 || req.Context().Err() != nil {
+			return nil, err
+		}
+		// The upstream closed the idle connection: send again on a new one.
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return nil, err
+		}
+		r2 := *req
+		r2.Body = body
+		req = &r2
+	}
+}
+
+// send writes req on c and reads the answer's head. fresh reports that the
+// failure came before any byte of an answer.
+func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, err error, fresh bool) {
+	// Cancellation and deadlines end the blocking reads and writes.
+	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(c.bw); err != nil {
+		stop()
+		return nil, p.ctxErr(req, err), true
+	}
+	if err := c.bw.Flush(); err != nil {
+		stop()
+		return nil, p.ctxErr(req, err), true
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		stop()
+		return nil, p.ctxErr(req, err), true
+	}
+	resp, err = http.ReadResponse(c.br, req)
+	if err != nil {
+		stop()
+		return nil, p.ctxErr(req, err), false
+	}
+	resp.Body = &syncBody{ReadCloser: resp.Body, pool: p, conn: c, stop: stop, reuse: !resp.Close && !req.Close}
+	return resp, nil, false
+}
+
+// ctxErr returns the context's error when it ended the exchange.
+func (p *syncPool) ctxErr(req *http.Request, err error) error {
+	if cerr := req.Context().Err(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// get returns an idle connection to addr, or a new one.
+func (p *syncPool) get(ctx context.Context, addr string) (*syncConn, bool, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for {
+		list := p.idle[addr]
+		if len(list) == 0 {
+			break
+		}
+		c := list[len(list)-1]
+		p.idle[addr] = list[:len(list)-1]
+		if now.Sub(c.lastUsed) < syncIdleTimeout {
+			p.mu.Unlock()
+			return c, true, nil
+		}
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &syncConn{Conn: conn, addr: addr, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, false, nil
+}
+
+// put returns c to the pool.
+func (p *syncPool) put(c *syncConn) {
+	addr := c.addr
+	if err := c.SetDeadline(time.Time{}); err != nil {
+		_ = c.Close()
+		return
+	}
+	c.lastUsed = time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	list := p.idle[addr]
+	if len(list) >= syncMaxIdlePerHost {
+		_ = c.Close()
+		return
+	}
+	// The oldest idle connections are closed as the newest come back.
+	for len(list) > 0 && c.lastUsed.Sub(list[0].lastUsed) >= syncIdleTimeout {
+		_ = list[0].Close()
+		list = list[1:]
+	}
+	p.idle[addr] = append(list, c)
+}
+
+// closeIdle closes every idle connection.
+func (p *syncPool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, list := range p.idle {
+		for _, c := range list {
+			_ = c.Close()
+		}
+		delete(p.idle, addr)
+	}
+}
+
+// syncBody is an answer's body: read to its end, its connection goes back
+// to the pool; closed before, the connection is closed.
+type syncBody struct {
+	io.ReadCloser
+	pool  *syncPool
+	conn  *syncConn
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *syncBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *syncBody) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+func (b *syncBody) finish(complete bool) {
+	b.done = true
+	canceled := !b.stop()
+	if complete && b.reuse && !canceled {
+		b.pool.put(b.conn)
+		return
+	}
+	_ = b.conn.Close()
+}
