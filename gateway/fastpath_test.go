@@ -253,3 +253,36 @@ func agentVersion(t testing.TB, ctx context.Context, g *Server, opts *mcp.Client
 	}
 	return cs
 }
+
+// allocBudget is issue 12's goal for what the gateway allocates per
+// forwarded tools/call.
+const allocBudget = 25 << 10
+
+// TestCallAllocationBudget fails when the gateway's allocation per call
+// grows past issue 12's goal. The gateway's share is a call through it
+// (agent, gateway and upstream in this process) less a direct call (agent
+// and upstream alone), both measured by the benchmarks below in this run.
+func TestCallAllocationBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two benchmarks")
+	}
+	through := testing.Benchmark(BenchmarkCallFast)
+	direct := testing.Benchmark(BenchmarkCallDirect)
+	if through.N == 0 || direct.N == 0 {
+		t.Fatal("a benchmark failed")
+	}
+	bytes := through.AllocedBytesPerOp() - direct.AllocedBytesPerOp()
+	allocs := through.AllocsPerOp() - direct.AllocsPerOp()
+	t.Logf("gateway: %d B and %d allocations per call (through %d B, direct %d B)", bytes, allocs, through.AllocedBytesPerOp(), direct.AllocedBytesPerOp())
+	if bytes > allocBudget {
+		t.Errorf("the gateway allocates %d B per call; the budget is %d B (issue 12)", bytes, allocBudget)
+	}
+}
+
+// BenchmarkCallFast is BenchmarkCall with the agent pinned to 2025-11-25,
+// as issue 12 measures: the fast path serves it end to end.
+func BenchmarkCallFast(b *testing.B) {
+	ctx, g := benchGateway(b)
+	cs := agentVersion(b, ctx, g, nil, "2025-11-25")
+	benchEcho(b, ctx, cs)
+}
