@@ -274,7 +274,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	// tracing one (it is off while tracing is on) and with the SDK's own
 	// innermost one (input rounds) in credgate's terms (fastpath.go).
 	g.fast = newFastCalls()
-	g.fastChain = g.agentPolicy(g.countRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.fastInputRounds(g.fastTool))))))
+	g.fastChain = g.agentPolicy(g.countFastRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.fastInputRounds(g.fastTool))))))
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)
@@ -510,6 +510,17 @@ func (g *Server) countRequests(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		g.requests.begin()
 		context.AfterFunc(ctx, g.requests.end)
+		return next(ctx, method, req)
+	}
+}
+
+// countFastRequests is countRequests for the fast path, whose requests
+// end when its handler returns: counted down then, without the goroutine
+// an AfterFunc on the request's context starts when it ends.
+func (g *Server) countFastRequests(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		g.requests.begin()
+		defer g.requests.end()
 		return next(ctx, method, req)
 	}
 }

@@ -6,91 +6,71 @@ import (
 )
 
 // logSink writes the gateway's log lines in batches (issue 12). A gateway
-// logs a line per call (the audit line); written one by one, that is a
-// write system call per call on the hot path, and a wake-up of whatever
-// reads the pipe. Here a call appends its line to a buffer and wakes one
-// writer goroutine, which writes everything gathered since its last write
-// at once: under load, many lines per system call; idle, each line goes out
-// as soon as the writer runs. Order is kept, nothing is dropped, and memory
-// is bounded: past maxPending bytes, a caller writes the backlog itself.
-//
-// Close writes what is left; a line logged during a crash may be lost.
+// logs a line per call (the audit line); written one by one under load,
+// that is a write system call per call, and a wake-up of whatever reads the
+// pipe. Here the first caller to log while no write is in progress writes
+// its line itself, and keeps writing what other callers appended meanwhile
+// until nothing is left; the others only append and return. Idle, a line
+// goes out at once, on its caller's goroutine (no hand-off); under load,
+// many lines go out per system call. Order is kept and nothing is dropped;
+// past maxPending bytes waiting, callers wait for the writer.
 type logSink struct {
 	out io.Writer
 
 	mu      sync.Mutex
+	drained sync.Cond // signalled when the writer takes the buffer
 	buf     []byte
-	closed  bool
-	writeMu sync.Mutex // held while writing to out, so batches never interleave
-
-	kick chan struct{} // a line is waiting
-	done chan struct{} // the writer has returned
+	spare   []byte
+	writing bool
 }
 
 // maxPending bounds the bytes waiting for the writer.
 const maxPending = 1 << 20
 
 func newLogSink(out io.Writer) *logSink {
-	s := &logSink{out: out, kick: make(chan struct{}, 1), done: make(chan struct{})}
-	go s.run()
+	s := &logSink{out: out}
+	s.drained.L = &s.mu
 	return s
 }
 
 func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
-		return s.out.Write(p)
+	for s.writing && len(s.buf) >= maxPending {
+		s.drained.Wait()
 	}
 	s.buf = append(s.buf, p...)
-	full := len(s.buf) >= maxPending
-	if !full {
-		select {
-		case s.kick <- struct{}{}:
-		default: // the writer is already due to run
+	if s.writing {
+		s.mu.Unlock()
+		return len(p), nil
+	}
+	s.writing = true
+	var err error
+	for len(s.buf) > 0 {
+		b := s.buf
+		s.buf, s.spare = s.spare[:0], nil
+		s.drained.Broadcast()
+		s.mu.Unlock()
+		_, werr := s.out.Write(b)
+		if err == nil {
+			err = werr
+		}
+		s.mu.Lock()
+		if cap(b) <= maxPending {
+			s.spare = b[:0]
 		}
 	}
+	s.writing = false
+	s.drained.Broadcast()
 	s.mu.Unlock()
-	if full {
-		s.flush()
-	}
-	return len(p), nil
+	return len(p), err
 }
 
-func (s *logSink) run() {
-	defer close(s.done)
-	for range s.kick {
-		s.flush()
-	}
-}
-
-// flush writes what is waiting.
-func (s *logSink) flush() {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	s.mu.Lock()
-	b := s.buf
-	s.buf = nil
-	s.mu.Unlock()
-	if len(b) > 0 {
-		_, _ = s.out.Write(b)
-	}
-}
-
-// Close writes what is waiting and stops the writer; later lines are
-// written directly.
+// Close waits for a write in progress; nothing else is ever held back.
 func (s *logSink) Close() error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	for s.writing {
+		s.drained.Wait()
 	}
-	s.closed = true
-	close(s.kick)
 	s.mu.Unlock()
-	<-s.done
-	s.flush()
 	return nil
 }

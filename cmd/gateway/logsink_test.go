@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -58,21 +59,49 @@ func TestLogSinkKeepsEveryLineInOrder(t *testing.T) {
 	}
 }
 
-// TestLogSinkBounded checks that a backlog past maxPending is written by
-// the caller rather than held.
+// TestLogSinkBounded checks that callers wait rather than let the backlog
+// pass maxPending while a write is slow.
 func TestLogSinkBounded(t *testing.T) {
 	t.Parallel()
-	var out sinkBuffer
-	s := newLogSink(&out)
-	defer s.Close()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	out := &slowWriter{release: release, entered: entered}
+	s := newLogSink(out)
+	go func() { _, _ = s.Write([]byte("first\n")) }()
+	<-entered // the first write is in progress, held
 	big := bytes.Repeat([]byte("y"), maxPending)
-	if _, err := s.Write(big); err != nil {
-		t.Fatal(err)
+	done := make(chan struct{})
+	go func() {
+		_, _ = s.Write(big)         // appended: the backlog is now maxPending
+		_, _ = s.Write([]byte("z")) // must wait for the writer
+		close(done)
+	}()
+	select {
+	case <-done:
+		t.Fatal("a write past maxPending did not wait for the writer")
+	default:
 	}
-	s.mu.Lock()
-	pending := len(s.buf)
-	s.mu.Unlock()
-	if pending != 0 {
-		t.Errorf("%d bytes still pending after a write of maxPending; want them written", pending)
+	close(release)
+	<-done
+	_ = s.Close()
+	if got := out.n.Load(); got != int64(len("first\n")+maxPending+1) {
+		t.Errorf("%d bytes written; want %d", got, len("first\n")+maxPending+1)
 	}
+}
+
+// slowWriter holds its writes until release is closed.
+type slowWriter struct {
+	release chan struct{}
+	entered chan struct{}
+	n       atomic.Int64
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	select {
+	case w.entered <- struct{}{}:
+	default:
+	}
+	<-w.release
+	w.n.Add(int64(len(p)))
+	return len(p), nil
 }
