@@ -39,8 +39,9 @@ func buildGateway(ctx context.Context, dir, outDir string) (string, error) {
 	return bin, nil
 }
 
-// moduleRoot finds the directory holding go.mod, so the driver works from any
-// directory inside the repo.
+// moduleRoot finds credgate's root (the directory holding cmd/gateway), so
+// the driver works from any directory inside the repo. The driver is a
+// module of its own (see go.mod), so that is not its go.mod's directory.
 func moduleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
@@ -50,7 +51,14 @@ func moduleRoot(ctx context.Context) (string, error) {
 	if gomod == "" || gomod == os.DevNull {
 		return "", errors.New("not inside a Go module")
 	}
-	return filepath.Dir(gomod), nil
+	for dir := filepath.Dir(gomod); ; dir = filepath.Dir(dir) {
+		if st, err := os.Stat(filepath.Join(dir, "cmd", "gateway")); err == nil && st.IsDir() {
+			return dir, nil
+		}
+		if filepath.Dir(dir) == dir {
+			return "", errors.New("no cmd/gateway above " + gomod)
+		}
+	}
 }
 
 // gatewayProc is a running gateway child process in its own process group.

@@ -25,7 +25,7 @@
 //
 // Usage:
 //
-//	go run ./e2e/bench [--quick] [--runs N] [--calls N] [--sessions N] [--gateway PATH]
+//	cd e2e/bench && go run . [--quick] [--runs N] [--calls N] [--sessions N] [--gateway PATH]
 //	                   [--profile=false] [--profile-dir DIR] [--json]
 package main
 
