@@ -130,10 +130,13 @@ type metrics struct {
 	types    map[string]bool // call outcome types (the type label's values)
 	subtypes map[string]bool
 
-	// tools caches each (upstream, tool) pair's label and series, so that a
-	// call costs two lock-free map reads and no allocation. It is copied on
-	// write (a new pair is rare: once per tool).
-	tools      atomic.Pointer[map[toolKey]*toolSeries]
+	// tools caches each (upstream, tool) pair's *toolSeries, so that a call
+	// costs a lock-free map read and no allocation. A sync.Map rather than
+	// a map copied on write: a new pair comes once per tool, but a gateway
+	// with thousands of tools made quadratic garbage copying the map for
+	// each (issue 12: 24 MB over the first call of 1,000 tools).
+	tools      sync.Map // toolKey -> *toolSeries
+	toolCount  atomic.Int64
 	toolMu     sync.Mutex
 	toolLabels map[[2]string]bool // (upstream, tool label) pairs issued; under toolMu
 
@@ -184,8 +187,6 @@ func newMetrics(g *Server) *metrics {
 	for _, s := range authmap.Subtypes() {
 		m.subtypes[string(s)] = true
 	}
-	empty := map[toolKey]*toolSeries{}
-	m.tools.Store(&empty)
 
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "credgate", Name: name, Help: help}, labels)
@@ -311,8 +312,10 @@ func (m *metrics) callLabels(outcome string, f *authmap.Failure) (typ, sub strin
 // upstream's own name, making them if needed.
 func (m *metrics) toolSeries(u *upstream, tool string) *toolSeries {
 	prefix, sep := u.cfg.prefix(u.name), m.g.metricsConfig().ToolSeparator
-	if s := (*m.tools.Load())[toolKey{u.name, tool}]; s != nil && s.prefix == prefix && s.sep == sep {
-		return s
+	if v, ok := m.tools.Load(toolKey{u.name, tool}); ok {
+		if s := v.(*toolSeries); s.prefix == prefix && s.sep == sep {
+			return s
+		}
 	}
 	return m.newToolSeries(u, tool, prefix, sep)
 }
@@ -341,16 +344,12 @@ func (m *metrics) newToolSeries(u *upstream, tool, prefix, sep string) *toolSeri
 	}
 	s := &toolSeries{prefix: prefix, sep: sep, label: label,
 		ok: m.calls.WithLabelValues(u.name, label, outcomeOK, ""), dur: m.duration.WithLabelValues(u.name, label)}
-	old := *m.tools.Load()
-	if label == toolUnknown || len(old) >= 2*maxToolLabels {
+	if label == toolUnknown || m.toolCount.Load() >= 2*maxToolLabels {
 		return s
 	}
-	next := make(map[toolKey]*toolSeries, len(old)+1)
-	for k, v := range old {
-		next[k] = v
+	if _, loaded := m.tools.Swap(toolKey{u.name, tool}, s); !loaded {
+		m.toolCount.Add(1)
 	}
-	next[toolKey{u.name, tool}] = s
-	m.tools.Store(&next)
 	return s
 }
 
