@@ -138,8 +138,9 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
 
-// go-sdk v1.8.0 with one patch: internal/json.Unmarshal parses in place
-// instead of allocating a 32 KiB decoder buffer per call. See
+// go-sdk v1.8.0 with two patches: internal/json.Unmarshal parses in place
+// instead of allocating a 32 KiB decoder buffer per call, and jsonrpc2 no
+// longer keeps an idle connection's last request alive. See
 // third_party/go-sdk/PATCH.md; gateway/sdkpatch_test.go fails once a new
-// go-sdk makes it unnecessary.
+// go-sdk makes either unnecessary.
 replace github.com/modelcontextprotocol/go-sdk v1.8.0 => ./third_party/go-sdk

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"runtime"
 	"slices"
@@ -105,7 +106,7 @@ const (
 
 // callDurationBuckets are the call histogram's bounds, in seconds: from a
 // local stdio tool (a few ms) to a long remote job, up to the 5-minute mark.
-var callDurationBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+var callDurationBuckets = [...]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 
 // metrics is a Server's registry and the series it keeps. Its hooks are
 // safe on a nil *metrics (they do nothing), so a Server built without one
@@ -115,14 +116,16 @@ type metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	calls           *prometheus.CounterVec   // upstream, tool, type, subtype
-	duration        *prometheus.HistogramVec // upstream, tool
-	connects        *prometheus.CounterVec   // upstream
-	connectFailures *prometheus.CounterVec   // upstream
-	refreshes       *prometheus.CounterVec   // credential, result
-	rotations       *prometheus.CounterVec   // credential, result
-	credEvents      *prometheus.CounterVec   // credential, kind
-	reloads         *prometheus.CounterVec   // result
+	calls           *prometheus.CounterVec // upstream, tool, type, subtype; failures only (see callSeries)
+	okDesc          *prometheus.Desc       // calls' ok series (callCollector)
+	durationDesc    *prometheus.Desc       // upstream, tool (callCollector)
+	series          sync.Map               // [2]string{upstream, tool label} -> *callSeries
+	connects        *prometheus.CounterVec // upstream
+	connectFailures *prometheus.CounterVec // upstream
+	refreshes       *prometheus.CounterVec // credential, result
+	rotations       *prometheus.CounterVec // credential, result
+	credEvents      *prometheus.CounterVec // credential, kind
+	reloads         *prometheus.CounterVec // result
 	reloadOK        prometheus.Gauge
 	reloadAt        prometheus.Gauge
 	reroutes        *prometheus.CounterVec // route, reason
@@ -130,10 +133,13 @@ type metrics struct {
 	types    map[string]bool // call outcome types (the type label's values)
 	subtypes map[string]bool
 
-	// tools caches each (upstream, tool) pair's label and series, so that a
-	// call costs two lock-free map reads and no allocation. It is copied on
-	// write (a new pair is rare: once per tool).
-	tools      atomic.Pointer[map[toolKey]*toolSeries]
+	// tools caches each (upstream, tool) pair's *toolSeries, so that a call
+	// costs a lock-free map read and no allocation. A sync.Map rather than
+	// a map copied on write: a new pair comes once per tool, but a gateway
+	// with thousands of tools made quadratic garbage copying the map for
+	// each (issue 12: 24 MB over the first call of 1,000 tools).
+	tools      sync.Map // toolKey -> *toolSeries
+	toolCount  atomic.Int64
 	toolMu     sync.Mutex
 	toolLabels map[[2]string]bool // (upstream, tool label) pairs issued; under toolMu
 
@@ -156,8 +162,62 @@ type toolKey struct{ upstream, tool string }
 type toolSeries struct {
 	prefix, sep string
 	label       string
-	ok          prometheus.Counter
-	dur         prometheus.Observer
+	*callSeries
+}
+
+// callSeries is the successful-call counter and the duration histogram of
+// one (upstream, tool label) pair, exposed by callCollector. They are kept
+// here rather than in a CounterVec and a HistogramVec because a gateway
+// keeps one per tool called: client_golang spends ~1.7 KiB on the pair
+// (a histogram with two bucket sets, label-pair protos, map entries), this
+// ~200 bytes (issue 12: 1,000 tools held 1.7 MiB, a quarter of the live
+// heap). Failed calls are rare and stay in the calls CounterVec, under the
+// same metric name.
+type callSeries struct {
+	upstream, label string
+	ok              atomic.Uint64
+	count           atomic.Uint64
+	sumBits         atomic.Uint64 // float64 seconds
+	buckets         [len(callDurationBuckets)]atomic.Uint64
+}
+
+// observe records one call of d seconds.
+func (c *callSeries) observe(d float64) {
+	i, _ := slices.BinarySearch(callDurationBuckets[:], d) // first bound >= d
+	if i < len(c.buckets) {
+		c.buckets[i].Add(1)
+	}
+	for {
+		old := c.sumBits.Load()
+		if c.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+d)) {
+			break
+		}
+	}
+	c.count.Add(1)
+}
+
+// callCollector exposes every callSeries: the ok series of
+// credgate_tool_calls_total and credgate_tool_call_duration_seconds.
+type callCollector struct{ m *metrics }
+
+func (c callCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.durationDesc }
+
+func (c callCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.series.Range(func(_, v any) bool {
+		s := v.(*callSeries)
+		// count first: a call observed meanwhile may then show in the
+		// buckets and not yet in the count, never the reverse.
+		count := s.count.Load()
+		buckets := make(map[float64]uint64, len(callDurationBuckets))
+		var cum uint64
+		for i, b := range callDurationBuckets {
+			cum += s.buckets[i].Load()
+			buckets[b] = min(cum, count)
+		}
+		ch <- prometheus.MustNewConstHistogram(c.m.durationDesc, count, math.Float64frombits(s.sumBits.Load()), buckets, s.upstream, s.label)
+		ch <- prometheus.MustNewConstMetric(c.m.okDesc, prometheus.CounterValue, float64(s.ok.Load()), s.upstream, s.label, outcomeOK, "")
+		return true
+	})
 }
 
 // routeTargetState is one target of a route, as the routing code reports it
@@ -184,17 +244,17 @@ func newMetrics(g *Server) *metrics {
 	for _, s := range authmap.Subtypes() {
 		m.subtypes[string(s)] = true
 	}
-	empty := map[toolKey]*toolSeries{}
-	m.tools.Store(&empty)
 
 	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "credgate", Name: name, Help: help}, labels)
 	}
-	m.calls = counter("tool_calls_total", "Tool calls through the gateway, by upstream, exposed tool name and outcome: type is ok, a failure type (auth_failure, upstream_unavailable, timeout, ...), rpc_error, tool_error or cancelled; subtype is the auth failure subtype, if any.",
-		fieldUpstream, fieldTool, labelType, fieldSubtype)
-	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "credgate", Name: "tool_call_duration_seconds",
-		Help: "Duration of tool calls through the gateway, from the agent's request to the answer, whatever the outcome.", Buckets: callDurationBuckets},
-		[]string{fieldUpstream, fieldTool})
+	const callsHelp = "Tool calls through the gateway, by upstream, exposed tool name and outcome: type is ok, a failure type (auth_failure, upstream_unavailable, timeout, ...), rpc_error, tool_error or cancelled; subtype is the auth failure subtype, if any."
+	m.calls = counter("tool_calls_total", callsHelp, fieldUpstream, fieldTool, labelType, fieldSubtype)
+	// The same name, help and labels as m.calls: the registry merges the two
+	// into one family, and only callCollector has type="ok" series.
+	m.okDesc = prometheus.NewDesc("credgate_tool_calls_total", callsHelp, []string{fieldUpstream, fieldTool, labelType, fieldSubtype}, nil)
+	m.durationDesc = prometheus.NewDesc("credgate_tool_call_duration_seconds",
+		"Duration of tool calls through the gateway, from the agent's request to the answer, whatever the outcome.", []string{fieldUpstream, fieldTool}, nil)
 	m.connects = counter("upstream_connect_attempts_total", "Connection attempts to an upstream (process start or HTTP handshake plus initialize).", fieldUpstream)
 	m.connectFailures = counter("upstream_connect_failures_total", "Connection attempts to an upstream that failed.", fieldUpstream)
 	m.refreshes = counter("credential_refreshes_total", "Renewals of a renewable credential (OAuth): success, or failure when a refresh failing changed the credential's status (expiring, expired, revoked, invalid, missing).",
@@ -231,7 +291,7 @@ func newMetrics(g *Server) *metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.calls, m.duration, m.connects, m.connectFailures, m.refreshes, m.rotations, m.credEvents,
+		m.calls, callCollector{m}, m.connects, m.connectFailures, m.refreshes, m.rotations, m.credEvents,
 		m.reloads, m.reloadOK, m.reloadAt, m.reroutes, build, stateCollector{m},
 	)
 	m.handler = promhttp.InstrumentMetricHandler(m.reg, promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
@@ -280,9 +340,9 @@ func (m *metrics) toolCall(u *upstream, tool, outcome string, f *authmap.Failure
 		return
 	}
 	s := m.toolSeries(u, tool)
-	s.dur.Observe(time.Since(start).Seconds())
+	s.observe(time.Since(start).Seconds())
 	if outcome == outcomeOK {
-		s.ok.Inc()
+		s.ok.Add(1)
 		return
 	}
 	typ, sub := m.callLabels(outcome, f)
@@ -311,8 +371,10 @@ func (m *metrics) callLabels(outcome string, f *authmap.Failure) (typ, sub strin
 // upstream's own name, making them if needed.
 func (m *metrics) toolSeries(u *upstream, tool string) *toolSeries {
 	prefix, sep := u.cfg.prefix(u.name), m.g.metricsConfig().ToolSeparator
-	if s := (*m.tools.Load())[toolKey{u.name, tool}]; s != nil && s.prefix == prefix && s.sep == sep {
-		return s
+	if v, ok := m.tools.Load(toolKey{u.name, tool}); ok {
+		if s := v.(*toolSeries); s.prefix == prefix && s.sep == sep {
+			return s
+		}
 	}
 	return m.newToolSeries(u, tool, prefix, sep)
 }
@@ -339,18 +401,18 @@ func (m *metrics) newToolSeries(u *upstream, tool, prefix, sep string) *toolSeri
 			}
 		}
 	}
-	s := &toolSeries{prefix: prefix, sep: sep, label: label,
-		ok: m.calls.WithLabelValues(u.name, label, outcomeOK, ""), dur: m.duration.WithLabelValues(u.name, label)}
-	old := *m.tools.Load()
-	if label == toolUnknown || len(old) >= 2*maxToolLabels {
+	key := [2]string{u.name, label}
+	cs, ok := m.series.Load(key)
+	if !ok {
+		cs, _ = m.series.LoadOrStore(key, &callSeries{upstream: u.name, label: label})
+	}
+	s := &toolSeries{prefix: prefix, sep: sep, label: label, callSeries: cs.(*callSeries)}
+	if label == toolUnknown || m.toolCount.Load() >= 2*maxToolLabels {
 		return s
 	}
-	next := make(map[toolKey]*toolSeries, len(old)+1)
-	for k, v := range old {
-		next[k] = v
+	if _, loaded := m.tools.Swap(toolKey{u.name, tool}, s); !loaded {
+		m.toolCount.Add(1)
 	}
-	next[toolKey{u.name, tool}] = s
-	m.tools.Store(&next)
 	return s
 }
 

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +17,11 @@ import (
 
 // TestSDKPatchStillNeeded guards the patched go-sdk copy in
 // third_party/go-sdk (see its PATCH.md): it must equal the go-sdk version
-// go.mod requires except for the one patched file and the one added file,
-// and it fails once upstream's internal/json.Unmarshal stops building a
-// decoder per call, or upstream gains the seam the added file provides:
-// then that part of the patch should go.
+// go.mod requires except for the patched files and the one added file
+// (the fast path's seam), and it fails once upstream fixes what a patch
+// works around (internal/json.Unmarshal building a decoder per call;
+// jsonrpc2's handleAsync keeping the last request alive) or gains the seam
+// the added file provides, which is when that part should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
@@ -54,17 +56,29 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		t.Fatalf("go mod download: %v %s", err, out)
 	}
 
-	const patched = "internal/json/json.go"
+	// Each patch: the file, a line upstream still has while the problem is
+	// there, and a line only the patched copy has.
+	patches := []struct{ file, upstreamHas, mineHas, fixed string }{
+		{"internal/json/json.go", "NewDecoder(bytes.NewReader(data)).Decode(v)",
+			"json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)",
+			"Unmarshal no longer builds a decoder per call"},
+		{"internal/jsonrpc2/conn.go", "req, s.handlerQueue = s.handlerQueue[0], s.handlerQueue[1:]",
+			"s.handlerQueue[0] = nil // credgate patch",
+			"handleAsync no longer leaves the last request in the emptied queue"},
+	}
 	// added is the file the fast path's seam lives in (issue 12): upstream
 	// has no such file, and no AcquireSession of its own.
 	const added = "mcp/credgate.go"
+	isPatched := func(rel string) bool {
+		return slices.ContainsFunc(patches, func(p struct{ file, upstreamHas, mineHas, fixed string }) bool { return p.file == rel })
+	}
 	copyDir := filepath.Join(root, "third_party", "go-sdk")
 	err = filepath.WalkDir(copyDir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		rel, _ := filepath.Rel(copyDir, path)
-		if rel == patched || rel == "PATCH.md" || rel == added {
+		if isPatched(rel) || rel == "PATCH.md" || rel == added {
 			return nil
 		}
 		mine, err := os.ReadFile(path)
@@ -81,19 +95,21 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	upstream, err := os.ReadFile(filepath.Join(dl.Dir, patched))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(upstream), "NewDecoder(bytes.NewReader(data)).Decode(v)") {
-		t.Errorf("go-sdk %s's Unmarshal no longer builds a decoder per call: the patch in third_party/go-sdk may be unneeded; check and drop it (see PATCH.md)", version)
-	}
-	mine, err := os.ReadFile(filepath.Join(copyDir, patched))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(mine), "json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)") {
-		t.Errorf("third_party/go-sdk/%s lacks the patch", patched)
+	for _, p := range patches {
+		upstream, err := os.ReadFile(filepath.Join(dl.Dir, p.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(upstream), p.upstreamHas) {
+			t.Errorf("go-sdk %s's %s: %s: the patch in third_party/go-sdk may be unneeded; check and drop it (see PATCH.md)", version, p.file, p.fixed)
+		}
+		mine, err := os.ReadFile(filepath.Join(copyDir, p.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(mine), p.mineHas) {
+			t.Errorf("third_party/go-sdk/%s lacks the patch", p.file)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dl.Dir, added)); err == nil {
 		t.Errorf("go-sdk %s has a file %s of its own: merge credgate's seam into it (see PATCH.md)", version, added)

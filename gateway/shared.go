@@ -888,6 +888,7 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 		}
 	}
 	u.gw.redactCatalog(&cat)
+	compactSchemas(cat.tools)
 	u.mu.Lock()
 	if u.session.Load() != nil || u.cat.caps != nil || u.cat.tools != nil {
 		u.mu.Unlock()

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -264,6 +265,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		}
 	}
 	u.gw.redactCatalog(&cat)
+	compactSchemas(cat.tools)
 	u.mu.Lock()
 	u.cat = cat
 	u.mu.Unlock()
@@ -272,6 +274,33 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		u.gw.shared.cacheCatalog(u.name, cat) // issue 11: see shared.go
 	}
 	return errors.Join(errs...)
+}
+
+// compactSchemas replaces each tool's decoded schemas (the SDK decodes them
+// into map[string]any) with their JSON text. The gateway never looks inside a
+// schema after redaction (redactCatalog, which must run first); it only
+// hands it on in tools/list, and the SDK writes raw JSON as is. Decoded, a
+// three-key schema costs about 1 KiB of maps, held for as long as the
+// upstream lists the tool; as text it costs its length (issue 12: 1,000
+// tools held 1 MiB of schema maps, a sixth of the gateway's live heap).
+func compactSchemas(tools []*mcp.Tool) {
+	for _, t := range tools {
+		t.InputSchema, t.OutputSchema = schemaText(t.InputSchema), schemaText(t.OutputSchema)
+	}
+}
+
+// schemaText returns v as JSON text, or v itself when it is nil, already
+// text, or cannot be marshalled (AddTool then reports it as it would have).
+func schemaText(v any) any {
+	switch v.(type) {
+	case nil, json.RawMessage:
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	return json.RawMessage(b)
 }
 
 func (u *upstream) catalog() upstreamCatalog {

@@ -658,7 +658,9 @@ func (c *Connection) handleAsync() {
 		var req *incomingRequest
 		c.updateInFlight(func(s *inFlightState) {
 			if len(s.handlerQueue) > 0 {
-				req, s.handlerQueue = s.handlerQueue[0], s.handlerQueue[1:]
+				req = s.handlerQueue[0]
+				s.handlerQueue[0] = nil // credgate patch: the emptied queue kept the last request alive (third_party/go-sdk/PATCH.md)
+				s.handlerQueue = s.handlerQueue[1:]
 			} else {
 				s.handlerRunning = false
 			}
