@@ -208,6 +208,16 @@ func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.Server
 	req := &mcp.CallToolRequest{Session: ss, Params: params, Extra: &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header}}
 	res, err := g.fastChain(ctx, "tools/call", req)
 	fs.finish(id, res, err)
+	fs.mu.Lock()
+	deferred := fs.deferred
+	fs.mu.Unlock()
+	if len(deferred) > 0 {
+		// Out now: net/http would hold the answer until the handler returns.
+		_ = http.NewResponseController(w).Flush()
+	}
+	for _, f := range deferred {
+		f()
+	}
 }
 
 // fastTool is the end of the fast path's middleware chain: what the SDK's
@@ -278,6 +288,16 @@ type fastStream struct {
 	w       http.ResponseWriter
 	sse     bool // the stream started
 	done    bool // the answer was written
+	// deferred runs after the answer was written: the end of the upstream's
+	// answer stream, read so that its connection is reused (rawcall.go).
+	deferred []func()
+}
+
+// later runs f once the call's answer was written.
+func (fs *fastStream) later(f func()) {
+	fs.mu.Lock()
+	fs.deferred = append(fs.deferred, f)
+	fs.mu.Unlock()
 }
 
 // send writes one message to the agent on the stream, starting it if

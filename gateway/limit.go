@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -223,6 +224,7 @@ func skipValue(dec *json.Decoder) bool {
 // it on whole, or in its place the answer to the call it was for.
 type limitedReader struct {
 	src    *bufio.Reader
+	pooled bool // src came from eventReaders
 	closer io.Closer
 	lim    *responseLimit
 	next   func(*limitedReader) ([]byte, error) // reads the next frame
@@ -246,6 +248,12 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 		r.out, r.err = r.next(r)
+		if r.err != nil && r.pooled {
+			// The stream is over: its reader is never read again.
+			r.src.Reset(nil)
+			eventReaders.Put(r.src)
+			r.src, r.pooled = nil, false
+		}
 	}
 	n := copy(p, r.out)
 	r.out = r.out[n:]
@@ -333,8 +341,14 @@ func (r *limitedReader) overflowLine(chunk []byte, err error) ([]byte, error) {
 
 // newEventLimiter bounds an SSE stream event by event.
 func newEventLimiter(body io.ReadCloser, lim *responseLimit, call func() json.RawMessage) *limitedReader {
-	return &limitedReader{src: bufio.NewReader(body), closer: body, lim: lim, next: (*limitedReader).nextEvent, call: call, length: -1}
+	src := eventReaders.Get().(*bufio.Reader)
+	src.Reset(body)
+	return &limitedReader{src: src, pooled: true, closer: body, lim: lim, next: (*limitedReader).nextEvent, call: call, length: -1}
 }
+
+// eventReaders holds the buffered readers of SSE streams: a POST's answer
+// stream is read to its end once per call (issue 12: 4 KiB a call).
+var eventReaders = sync.Pool{New: func() any { return bufio.NewReader(nil) }}
 
 func (r *limitedReader) nextEvent() ([]byte, error) {
 	r.release()

@@ -86,13 +86,36 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 	if err != nil {
 		return nil, fmt.Errorf("tools/call: %w", err)
 	}
-	resp, err := u.rawPost(ctx, cs, body, header)
+	// The request's own context, ended once its answer stream was read to
+	// the end, or given up on (rawDrainGrace).
+	rctx, rcancel := context.WithCancel(ctx)
+	resp, err := u.rawPost(rctx, cs, body, header)
 	var res *mcp.CallToolResult
 	if err == nil {
-		defer resp.Body.Close()
 		res, err = u.rawAnswer(ctx, cs, resp, id)
-	} else if ctx.Err() == nil {
-		return nil, fmt.Errorf("sending \"tools/call\": %w", err)
+		end := func() {
+			// The rest of the stream (the server ends it after the
+			// answer), so that its connection goes back to the pool.
+			_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+			_ = resp.Body.Close()
+			rcancel()
+		}
+		if fs := fastStreamFrom(ctx); fs != nil && err == nil {
+			// The agent gets its answer first; the stream's end is read
+			// after (fastCall), no longer than rawDrainGrace.
+			fs.later(func() {
+				t := time.AfterFunc(rawDrainGrace, rcancel)
+				end()
+				t.Stop()
+			})
+		} else {
+			end()
+		}
+	} else {
+		rcancel()
+		if ctx.Err() == nil {
+			return nil, fmt.Errorf("sending \"tools/call\": %w", err)
+		}
 	}
 	if err != nil && ctx.Err() != nil {
 		// The call was cancelled or timed out while the upstream ran it:
@@ -169,8 +192,7 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 }
 
 // rawStream reads an SSE answer stream until the answer to id, handling
-// what comes before it, then reads the stream's end so that its connection
-// goes back to the pool.
+// what comes before it.
 func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io.Reader, id string) (*rawMessage, error) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(body)
@@ -222,7 +244,9 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 			var m rawMessage
 			if jerr := json.Unmarshal(data, &m); jerr == nil {
 				if m.Method == "" && string(bytes.TrimSpace(m.ID)) == want {
-					u.rawDrain(br)
+					// What br holds past the answer is the stream's end,
+					// which the caller reads from the body.
+					_, _ = br.Discard(br.Buffered())
 					return &m, nil
 				}
 				u.rawHandle(ctx, cs, &m)
@@ -235,11 +259,9 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 	}
 }
 
-// rawDrain reads what is left of an answer stream after the answer (the
-// server ends it there), bounded, so its connection can be reused.
-func (u *upstream) rawDrain(br *bufio.Reader) {
-	_, _ = io.CopyN(io.Discard, br, 64<<10)
-}
+// rawDrainGrace bounds the reading of an answer stream's end after the
+// answer: an upstream that keeps it open loses the connection instead.
+const rawDrainGrace = time.Second
 
 // rawHandle handles a message an upstream sent on a call's answer stream
 // before the answer, as the SDK's client does with newClient's handlers.
