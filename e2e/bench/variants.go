@@ -20,6 +20,7 @@ type variant struct {
 	Name      string // as printed: "HTTP", "HTTP stateless", "stdio", "stdio stateless"
 	Stdio     bool   // the echo upstream is this binary on stdio, not an HTTP server
 	Stateless bool   // the gateway's top-level stateless: true
+	NoFast    bool   // the gateway's fast_path: false (a reference: every call through the SDK)
 }
 
 // upstreamTransport is the gateway config's transport for the variant.
@@ -39,6 +40,8 @@ func allVariants() []variant {
 		{Name: "HTTP stateless", Stateless: true},
 		{Name: "stdio", Stdio: true},
 		{Name: "stdio stateless", Stdio: true, Stateless: true},
+		// A reference row, measured in the same run: the fast path's effect.
+		{Name: "HTTP, fast_path off", NoFast: true},
 	}
 }
 
@@ -66,6 +69,9 @@ func writeEchoConfig(dir string, v variant, url, self string) (string, error) {
 	b.WriteString("listen: 127.0.0.1:0\n")
 	if v.Stateless {
 		b.WriteString("stateless: true\n")
+	}
+	if v.NoFast {
+		b.WriteString("fast_path: false\n")
 	}
 	b.WriteString("admin:\n  pprof: true\nupstreams:\n  echo:\n")
 	if v.Stdio {
