@@ -18,6 +18,8 @@ build:
 test: e2e-deps browser-deps deb-deps vet
 	E2E_REQUIRE_BROWSER=1 $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	cd e2e/bench && $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
+	# The allocation budget of a call (issue 12), which the race detector skews.
+	$(GO) test -timeout 5m -count=1 -run 'TestCallAllocationBudget' ./gateway
 
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)

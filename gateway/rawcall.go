@@ -152,7 +152,12 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 		}
 		msg = &m
 	case strings.EqualFold(strings.TrimSpace(mt), "text/event-stream"):
-		if msg, err = u.rawStream(ctx, cs, resp.Body, id); err != nil {
+		var end streamEnd
+		msg, err = u.rawStream(ctx, cs, resp.Body, id, &end)
+		if err == &end {
+			msg, err = u.rawResume(ctx, cs, id, &end)
+		}
+		if err != nil {
 			return nil, err
 		}
 	default:
@@ -193,7 +198,7 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 
 // rawStream reads an SSE answer stream until the answer to id, handling
 // what comes before it.
-func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io.Reader, id string) (*rawMessage, error) {
+func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io.Reader, id string, end *streamEnd) (*rawMessage, error) {
 	br := readerPool.Get().(*bufio.Reader)
 	br.Reset(body)
 	defer func() {
@@ -217,22 +222,27 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 			}
 			line = full
 		}
-		if err != nil && (len(line) == 0 || !errors.Is(err, io.EOF)) {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF // the stream ended before the answer
-			}
+		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("tools/call: reading the answer stream: %w", err)
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) > 0 {
-			if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-				v = bytes.TrimPrefix(v, []byte(" "))
-				if data != nil {
+			field, value, _ := bytes.Cut(line, []byte(":"))
+			value = bytes.TrimPrefix(value, []byte(" "))
+			switch string(field) {
+			case "data":
+				if len(data) > 0 {
 					data = append(data, '\n')
 				}
-				data = append(data, v...)
+				data = append(data, value...)
 				if limit > 0 && len(data) > limit {
 					return nil, fmt.Errorf("tools/call: an event exceeded %d bytes", limit)
+				}
+			case "id":
+				end.lastID = string(value)
+			case "retry":
+				if ms, err := strconv.Atoi(string(value)); err == nil && ms >= 0 {
+					end.retry = time.Duration(ms) * time.Millisecond
 				}
 			}
 			if err == nil {
@@ -250,13 +260,85 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 					return &m, nil
 				}
 				u.rawHandle(ctx, cs, &m)
+				end.progress = true
 			}
 			data = data[:0]
 		}
 		if err != nil {
-			return nil, fmt.Errorf("tools/call: reading the answer stream: %w", io.ErrUnexpectedEOF)
+			return nil, end // the stream ended before the answer
 		}
 	}
+}
+
+// streamEnd is an answer stream that ended before the answer: with an
+// event id, the server can send the rest on a new GET stream (resumption;
+// SSE polling, SEP-1699), as the SDK's client asks it to.
+type streamEnd struct {
+	lastID   string        // the last event id seen, "" if none
+	retry    time.Duration // the server's requested delay, 0 if none
+	progress bool          // an event came on the last stream
+}
+
+func (e *streamEnd) Error() string {
+	return "tools/call: the upstream ended the answer stream before the answer"
+}
+
+// rawResumeMax bounds the resumptions of one answer stream without an event.
+const rawResumeMax = 5
+
+// rawResume reads the rest of an answer stream from a GET with
+// Last-Event-ID, until the answer, as the SDK's client does.
+func (u *upstream) rawResume(ctx context.Context, cs *mcp.ClientSession, id string, end *streamEnd) (*rawMessage, error) {
+	idle := 0
+	for end.lastID != "" && idle < rawResumeMax {
+		delay := end.retry
+		if delay <= 0 {
+			delay = time.Second
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.cfg.URL, nil)
+		if err != nil {
+			return nil, err
+		}
+		if res := cs.InitializeResult(); res != nil {
+			req.Header.Set("Mcp-Protocol-Version", res.ProtocolVersion)
+		}
+		if sid := cs.ID(); sid != "" {
+			req.Header.Set("Mcp-Session-Id", sid)
+		}
+		req.Header.Set("Last-Event-ID", end.lastID)
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := u.http.rawRoundTrip(req)
+		if err != nil {
+			idle++
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			_ = resp.Body.Close()
+			return nil, fmt.Errorf("tools/call: resuming the answer stream: HTTP %d", resp.StatusCode)
+		}
+		end.progress = false
+		msg, err := u.rawStream(ctx, cs, resp.Body, id, end)
+		if err == nil {
+			_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
+		}
+		_ = resp.Body.Close()
+		if err != end {
+			return msg, err
+		}
+		if !end.progress {
+			idle++
+		} else {
+			idle = 0
+		}
+	}
+	return nil, end
 }
 
 // rawDrainGrace bounds the reading of an answer stream's end after the
