@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"syscall"
@@ -11,21 +10,6 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
-
-// echoUpstreamMode makes the test binary a stdio MCP server (go-sdk) whose
-// echo tool answers as newTestUpstream's does, for the stdio benchmarks.
-const echoUpstreamMode = "echo"
-
-func echoStdioUpstream() {
-	srv := mcp.NewServer(&mcp.Implementation{Name: "a", Version: "1"}, nil)
-	srv.AddTool(&mcp.Tool{Name: "echo", Description: "a echo", InputSchema: json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`)},
-		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-			var args struct{ Text string }
-			_ = json.Unmarshal(req.Params.Arguments, &args)
-			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "a:echo:" + args.Text}}}, nil
-		})
-	_ = srv.Run(context.Background(), &mcp.StdioTransport{})
-}
 
 // benchStdioGateway runs a gateway whose upstream a is the test binary as a
 // stdio echo server (under the supervisor, as in production).
@@ -49,22 +33,32 @@ func benchStdioGateway(b *testing.B) (context.Context, *Server) {
 
 // reportProcessCPU reports, when the benchmark ends, the CPU time the whole
 // test process (agent, gateway and, for HTTP, the upstream; never a stdio
-// child) spent per operation as "proc-cpu-ns/op".
+// child) spent per operation as "proc-cpu-ns/op", and its threads' context
+// switches (a thread sleeping, as when no goroutine is left to run) as
+// "ctxsw/op": on a machine shared with other work, the second is the steadier
+// figure for the goroutine hand-offs of a call.
 func reportProcessCPU(b *testing.B) {
-	start := processCPU()
+	start := processUsage()
 	b.Cleanup(func() {
 		if b.N > 0 {
-			b.ReportMetric(float64(processCPU()-start)/float64(b.N), "proc-cpu-ns/op")
+			end := processUsage()
+			b.ReportMetric(float64(end.cpu-start.cpu)/float64(b.N), "proc-cpu-ns/op")
+			b.ReportMetric(float64(end.switches-start.switches)/float64(b.N), "ctxsw/op")
 		}
 	})
 }
 
-func processCPU() time.Duration {
+type usage struct {
+	cpu      time.Duration
+	switches int64
+}
+
+func processUsage() usage {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
+		return usage{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return usage{time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), ru.Nvcsw + ru.Nivcsw}
 }
 
 // BenchmarkCallStdio is BenchmarkCall with a stdio upstream: the agent and
