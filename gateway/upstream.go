@@ -46,7 +46,7 @@ type upstream struct {
 	// stdio maps each open session of a stdio upstream (shared, per-agent,
 	// per-credential) to its connection, for credgate's own calls on it
 	// (see stdioConn.call); empty for other transports.
-	stdio sync.Map // *mcp.ClientSession -> *stdioConn
+	stdio   sync.Map       // *mcp.ClientSession -> *stdioConn
 	limit   *responseLimit // upstreams.<name>.max_response_bytes
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
