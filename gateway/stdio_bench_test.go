@@ -111,3 +111,32 @@ func BenchmarkCallStdioUpstream(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCallStdioLog is BenchmarkCallStdio for a tool that sends a log
+// message before it answers: the call waits for the message to be relayed
+// to the agent before its result (noteCounter.drain).
+func BenchmarkCallStdioLog(b *testing.B) {
+	ctx, g := benchStdioGateway(b)
+	logs := make(chan struct{}, 1)
+	cs := agent(b, ctx, g, &mcp.ClientOptions{LoggingMessageHandler: func(context.Context, *mcp.LoggingMessageRequest) {
+		select {
+		case logs <- struct{}{}:
+		default:
+		}
+	}})
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		b.Fatal(err)
+	}
+	reportProcessCPU(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__log"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-logs:
+	default:
+		b.Fatal("no log message reached the agent")
+	}
+}

@@ -208,20 +208,29 @@ func decodeFrame(line []byte) ([]jsonrpc.Message, error) {
 // silently: a second message on the same line is an error, as it was. It
 // does not validate: the decoder does.
 func completeValue(line []byte) bool {
-	depth, inString := 0, false
+	depth := 0
 	for i := 0; i < len(line); i++ {
-		switch c := line[i]; {
-		case inString:
-			if c == '\\' {
-				i++
-			} else if c == '"' {
-				inString = false
+		switch line[i] {
+		case '"':
+			// Skip the string: to the next quote not escaped, that is
+			// not preceded by an odd run of backslashes.
+			for {
+				j := bytes.IndexByte(line[i+1:], '"')
+				if j < 0 {
+					return true // unterminated: the decoder reports it
+				}
+				i += 1 + j
+				k := i - 1
+				for k >= 0 && line[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
 			}
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
+		case '{', '[':
 			depth++
-		case c == '}' || c == ']':
+		case '}', ']':
 			if depth--; depth == 0 {
 				return i == len(line)-1 // line is trimmed: nothing may follow
 			}

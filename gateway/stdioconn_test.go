@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -243,6 +244,34 @@ func BenchmarkCallStdioRaw(b *testing.B) {
 	for b.Loop() {
 		if _, err := c.call(ctx, "tools/call", params); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStdioDecodeLarge measures reading one large message (a 256 KiB
+// text result) from a child's output: the framing checks are to cost little
+// beside the decoding.
+func BenchmarkStdioDecodeLarge(b *testing.B) {
+	text := strings.Repeat(`lorem \"ipsum\" dolor {sit} amet, `, 256<<10/32)
+	line := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"` + text + `"}]}}` + "\n")
+	lim := newResponseLimit("a", 1<<30, zerolog.Nop())
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c := newStdioConn(bytes.NewReader(line), nopWriteCloser{}, lim)
+		if _, err := c.Read(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStdioCompleteValue(b *testing.B) {
+	text := strings.Repeat(`lorem \"ipsum\" dolor {sit} amet, `, 256<<10/32)
+	line := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"` + text + `"}]}}`)
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if !completeValue(line) {
+			b.Fatal("incomplete")
 		}
 	}
 }
