@@ -63,10 +63,10 @@ type stdioConn struct {
 	readErr  error         // why, set before readDone closes
 	ended    bool          // closed or read failed: onEnd ran or runs now
 	onEnd    func()
-}
 
-// rawIDPrefix starts the ids of credgate's own requests.
-const rawIDPrefix = "cg-"
+	metaOnce sync.Once
+	meta     map[string]json.RawMessage // see requestMeta
+}
 
 func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdioConn {
 	c := &stdioConn{
@@ -462,4 +462,74 @@ func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	b = append(b, s...)
 	return append(b, '"')
+}
+
+// stdioCallTool is rawCallTool for a stdio child: params sent as a
+// tools/call on c, cs's connection, by the calling goroutine, the answer
+// taken off the stream by the SDK's reading goroutine and decoded once. The
+// request is what the SDK would send (the 2026-07-28 per-request _meta, see
+// requestMeta); errors are as rawCallTool's: a JSON-RPC error as a
+// *jsonrpc.Error, a child that exited as io.EOF (streamEnded), a closed
+// connection as mcp.ErrConnectionClosed. Unlike the HTTP fast path it can
+// carry a progress token: progress and log messages come on the connection
+// the SDK reads, to the client's handlers, as for the SDK's own calls.
+func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.ClientSession, params *mcp.CallToolParams) (*mcp.CallToolResult, error) {
+	p := *params
+	if p.Arguments == nil {
+		p.Arguments = map[string]any{} // as the SDK sends it
+	}
+	if meta := c.requestMeta(cs); len(meta) > 0 {
+		m := make(mcp.Meta, len(p.Meta)+len(meta))
+		for k, v := range p.Meta {
+			m[k] = v
+		}
+		for k, v := range meta {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+		p.Meta = m
+	}
+	body, err := json.Marshal(&p)
+	if err != nil {
+		return nil, fmt.Errorf("tools/call: %w", err)
+	}
+	result, err := c.call(ctx, "tools/call", body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("tools/call: %w", ctx.Err())
+		}
+		return nil, err
+	}
+	if len(result) == 0 {
+		return nil, errors.New("tools/call: the answer has neither a result nor an error")
+	}
+	// The SDK's own decoding, without encoding/json's validating pass
+	// first: the bytes are one JSON value, the message's decoder saw to it.
+	var res mcp.CallToolResult
+	if err := res.UnmarshalJSON(result); err != nil {
+		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)
+	}
+	return &res, nil
+}
+
+// requestMeta returns the _meta keys the SDK's client adds to every request
+// of cs (2026-07-28, SEP-2575: protocol version, client info and
+// capabilities; none before), encoded. They are fixed for the session, so
+// they are taken from the SDK (PrepareToolCall) once and kept.
+func (c *stdioConn) requestMeta(cs *mcp.ClientSession) map[string]json.RawMessage {
+	c.metaOnce.Do(func() {
+		p, _ := cs.PrepareToolCall(&mcp.CallToolParams{})
+		for _, k := range []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities} {
+			if v, ok := p.Meta[k]; ok {
+				if b, err := json.Marshal(v); err == nil {
+					if c.meta == nil {
+						c.meta = map[string]json.RawMessage{}
+					}
+					c.meta[k] = b
+				}
+			}
+		}
+	})
+	return c.meta
 }

@@ -233,8 +233,26 @@ func (nopWriteCloser) Write(p []byte) (int, error) { return len(p), nil }
 func (nopWriteCloser) Close() error                { return nil }
 
 // BenchmarkCallStdioRaw is BenchmarkCallStdioUpstream with the call made by
-// stdioConn.call (raw params in, raw result out) in place of cs.CallTool.
+// stdioCallTool (the gateway writes the request and decodes the answer
+// once) in place of cs.CallTool.
 func BenchmarkCallStdioRaw(b *testing.B) {
+	ctx, g := benchStdioGateway(b)
+	u := g.upstream("a")
+	cs := u.session.Load()
+	c := u.stdioConn(cs)
+	args := map[string]any{"text": "hello"}
+	reportProcessCPU(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := u.stdioCallTool(ctx, c, cs, &mcp.CallToolParams{Name: "echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCallStdioRawBytes is BenchmarkCallStdioRaw with params already
+// encoded and the result left undecoded: stdioConn.call alone.
+func BenchmarkCallStdioRawBytes(b *testing.B) {
 	ctx, g := benchStdioGateway(b)
 	u := g.upstream("a")
 	c := u.stdioConn(u.session.Load())
