@@ -112,6 +112,24 @@ func TestStdioRawCall(t *testing.T) {
 		t.Errorf("the log message sent before the answer was not read before call returned (%d, was %d)", n, before)
 	}
 
+	// stdioCallTool answers as cs.CallTool does.
+	cs := u.session.Load()
+	params := func() *mcp.CallToolParams {
+		return &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "same"}, Meta: mcp.Meta{"dev.example/k": "v"}}
+	}
+	viaSDK, err1 := cs.CallTool(ctx, params())
+	p := params()
+	viaRaw, err2 := u.stdioCallTool(ctx, c, cs, p)
+	if err1 != nil || err2 != nil || fmt.Sprint(viaSDK.Content[0]) != fmt.Sprint(viaRaw.Content[0]) || viaRaw.IsError {
+		t.Errorf("stdioCallTool = %v, %v; cs.CallTool = %v, %v", viaRaw, err2, viaSDK, err1)
+	}
+	if len(p.Meta) != 1 {
+		t.Errorf("stdioCallTool changed the caller's _meta: %v", p.Meta)
+	}
+	if _, err := u.stdioCallTool(ctx, c, cs, &mcp.CallToolParams{Name: "fail"}); !errors.As(err, &rpcErr) || rpcErr.Code != -32011 {
+		t.Errorf("stdioCallTool JSON-RPC error = %v", err)
+	}
+
 	// The SDK's own calls share the connection.
 	r, err := u.session.Load().CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "sdk"}})
 	if err != nil || r.Content[0].(*mcp.TextContent).Text != "a:echo:sdk" {
