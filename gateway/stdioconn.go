@@ -95,7 +95,7 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		} else {
 			msgs, err := c.readMessages()
 			if err != nil {
-				c.readFailed(err)
+				c.end(err) // credgate's calls waiting for an answer get err
 				return nil, err
 			}
 			if len(msgs) == 0 {
@@ -289,12 +289,8 @@ func (c *stdioConn) Close() error {
 	return c.closeErr
 }
 
-// readFailed records why reading ended: credgate's calls waiting for an
-// answer get it as their error.
-func (c *stdioConn) readFailed(err error) {
-	c.end(err)
-}
-
+// end records that the connection ended (closed, or its reading failed) and
+// why: credgate's calls waiting for an answer, and later ones, get err.
 func (c *stdioConn) end(err error) {
 	c.mu.Lock()
 	if c.ended {
