@@ -57,6 +57,7 @@ func benchServer(b *testing.B, yaml string) *Server {
 func benchEcho(b *testing.B, ctx context.Context, cs *mcp.ClientSession) {
 	b.Helper()
 	args := map[string]any{"text": "hello"}
+	reportProcessCPU(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
@@ -112,6 +113,7 @@ func BenchmarkCallDirect(b *testing.B) {
 	}
 	defer cs.Close()
 	args := map[string]any{"text": "hello"}
+	reportProcessCPU(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: args}); err != nil {

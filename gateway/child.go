@@ -26,7 +26,8 @@ import (
 // ends its whole process group when it exits or the gateway dies, however
 // the gateway dies. shared is set for the shared session's child, whose
 // stderr health reports. started is called once the child has started.
-func (u *upstream) command(shared bool, credEnv map[string]string) (t mcp.Transport, child *childStderr, started func()) {
+// opened, if set, is given the connection to the child once it started.
+func (u *upstream) command(shared bool, credEnv map[string]string, opened func(*stdioConn)) (t mcp.Transport, child *childStderr, started func()) {
 	cmd := exec.Command(u.cfg.Command, u.cfg.Args...)
 	cmd.Dir = u.cfg.Cwd
 	env := u.cfg.Env
@@ -42,9 +43,9 @@ func (u *upstream) command(shared bool, credEnv map[string]string) (t mcp.Transp
 	cmd.Env = childEnv(os.Environ(), env)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	// The child's stdout is bounded line by line (max_response_bytes).
-	t = limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: u.limit}
+	t = limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: u.limit, opened: opened}
 	if cmd.Err == nil { // a command not found fails at Start, as exec reports it
-		if st, err := supervised(cmd, childTerminate/2, u.limit); err == nil {
+		if st, err := supervised(cmd, childTerminate/2, u.limit, opened); err == nil {
 			t = st
 		} else {
 			u.log.Warn().Str(fieldErr, err.Error()).Msg("running the child without a supervisor: its process group may outlive the gateway")

@@ -213,6 +213,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	var t mcp.Transport
 	var child *childStderr
 	var credGen uint64
+	var conn *stdioConn // a stdio child's, once started
 	closeStderr := func() {}
 	switch u.cfg.Transport {
 	case TransportStdio:
@@ -227,7 +228,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		// httpTransport); wrapping their connection would hide the SDK's
 		// own interfaces on it.
 		var cmd mcp.Transport
-		cmd, child, closeStderr = u.command(client == u.client, extra)
+		cmd, child, closeStderr = u.command(client == u.client, extra, func(c *stdioConn) { conn = c })
 		t = countingTransport{Transport: cmd, n: &u.notes}
 	case TransportSSE:
 		t = &mcp.SSEClientTransport{Endpoint: u.cfg.URL, HTTPClient: u.http.client(), MaxEventSize: u.limit.backstop()}
@@ -247,8 +248,22 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
+	if conn != nil {
+		u.stdio.Store(cs, conn)
+		conn.onEnded(func() { u.stdio.Delete(cs) })
+	}
 	u.connected(client, credGen)
 	return cs, nil
+}
+
+// stdioConn returns the connection of cs, a session of u, if it is one to a
+// stdio child still open: credgate's own calls can go on it (see
+// stdioConn.call). It returns nil for other transports and ended sessions.
+func (u *upstream) stdioConn(cs *mcp.ClientSession) *stdioConn {
+	if c, ok := u.stdio.Load(cs); ok {
+		return c.(*stdioConn)
+	}
+	return nil
 }
 
 // backoff returns the wait before reconnect attempt n (0-based): exponential

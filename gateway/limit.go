@@ -527,10 +527,12 @@ func requestID(req *http.Request) json.RawMessage {
 // limitedCommand is [mcp.CommandTransport] with the child's stdout bounded
 // line by line: Connect starts the command as the SDK's does, and closing
 // the connection stops it as the SDK's does (stdin closed, then SIGTERM after
-// TerminateDuration, then SIGKILL).
+// TerminateDuration, then SIGKILL). Its connection is a stdioConn.
 type limitedCommand struct {
 	*mcp.CommandTransport
 	lim *responseLimit
+	// opened, if set, is given the connection once the command started.
+	opened func(*stdioConn)
 }
 
 func (t limitedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
@@ -550,11 +552,11 @@ func (t limitedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
 	if td <= 0 {
 		td = 5 * time.Second
 	}
-	return (&mcp.IOTransport{
-		Reader:        newLineLimiter(stdout, t.lim),
-		Writer:        &childInput{cmd: cmd, stdin: stdin, terminate: td},
-		MaxLineLength: t.lim.backstop(),
-	}).Connect(ctx)
+	c := newStdioConn(stdout, &childInput{cmd: cmd, stdin: stdin, terminate: td}, t.lim)
+	if t.opened != nil {
+		t.opened(c)
+	}
+	return c, nil
 }
 
 // childInput is a stdio child's stdin; closing it stops the child.

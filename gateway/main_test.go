@@ -34,6 +34,9 @@ func TestMain(m *testing.M) {
 	case "envtoken":
 		envTokenUpstream()
 		os.Exit(0)
+	case echoUpstreamMode:
+		echoStdioUpstream()
+		os.Exit(0)
 	case reloadUpstreamMode:
 		reloadUpstream()
 		os.Exit(0)

@@ -77,8 +77,9 @@ func init() {
 
 // supervised returns a transport that runs cmd (prepared by command, not
 // started) under a supervisor giving its group grace between SIGTERM and
-// SIGKILL. cmd is changed to start the supervisor.
-func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit) (mcp.Transport, error) {
+// SIGKILL. cmd is changed to start the supervisor. opened is as in
+// limitedCommand.
+func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit, opened func(*stdioConn)) (mcp.Transport, error) {
 	// /proc/self/exe is this binary even if its file was replaced or removed
 	// since it started (an upgrade in place).
 	const self = "/proc/self/exe"
@@ -95,7 +96,7 @@ func supervised(cmd *exec.Cmd, grace time.Duration, lim *responseLimit) (mcp.Tra
 	cmd.ExtraFiles = []*os.File{statusW}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	return &supervisedCommand{
-		limitedCommand: limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: lim},
+		limitedCommand: limitedCommand{CommandTransport: &mcp.CommandTransport{Command: cmd, TerminateDuration: childTerminate}, lim: lim, opened: opened},
 		path:           path,
 		dir:            cmd.Dir,
 		status:         status,

@@ -225,7 +225,8 @@ func (c *watchConn) Write(ctx context.Context, m jsonrpc.Message) error {
 
 func (c *watchConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	m, err := c.Connection.Read(ctx)
-	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil {
+	// watching first: the id's formatting costs every call's answer.
+	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil && c.w.watching.Load() != 0 {
 		c.w.sawResponse(fmt.Sprint(r.ID.Raw()), r.Result)
 	}
 	return m, err

@@ -43,6 +43,10 @@ type upstream struct {
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
 	http    *httpTransport // nil for stdio
+	// stdio maps each open session of a stdio upstream (shared, per-agent,
+	// per-credential) to its connection, for credgate's own calls on it
+	// (see stdioConn.call); empty for other transports.
+	stdio   sync.Map       // *mcp.ClientSession -> *stdioConn
 	limit   *responseLimit // upstreams.<name>.max_response_bytes
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled

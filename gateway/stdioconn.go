@@ -1,0 +1,531 @@
+// The connection to a stdio child: newline-delimited JSON-RPC on its stdin
+// and stdout.
+
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// stdioConn is the [mcp.Connection] of a stdio upstream, in place of the
+// SDK's (mcp.IOTransport's ioConn). The SDK's reads the child's stdout in a
+// goroutine of its own, which scans each message with a streaming decoder and
+// hands it over a channel to the SDK's reading goroutine, which decodes it
+// again (first as a batch, then as a message): two wake-ups and three passes
+// over the bytes per message. Here the SDK's reading goroutine reads the
+// line itself and decodes it once. Close unblocks a Read waiting for input
+// (the pipe's read deadline), as the SDK's does with its channel.
+//
+// It also carries credgate's own calls (call): requests with ids the SDK
+// never uses (strings "cg-<n>"; the SDK's are numbers), whose responses it
+// takes out of the stream before the SDK sees them. Every other message
+// passes to and from the SDK unchanged.
+//
+// Unlike the SDK's, it answers a batch of requests from the child one
+// response at a time, not as one batch (JSON-RPC batches left MCP in
+// 2025-06-18; no server sends its client a batch of requests).
+type stdioConn struct {
+	r        *limitedReader // the child's stdout, line by line, bounded
+	stdout   *os.File       // nil if stdout is no file: then Close cannot interrupt a Read
+	w        io.WriteCloser // the child's stdin; closing it stops the child
+	backstop int            // bound of a message spanning lines; <= 0 for none
+
+	// Only the reading goroutine (the SDK's) touches these.
+	queue []jsonrpc.Message // the rest of a batch
+	rerr  error             // the stream's end, returned once its last line is decoded
+
+	writeMu sync.Mutex
+	wbuf    []byte
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	closeErr  error
+
+	// credgate's own calls.
+	next     atomic.Int64
+	mu       sync.Mutex
+	pending  map[int64]chan *jsonrpc.Response
+	readDone chan struct{} // closed when Read has failed for good
+	readErr  error         // why, set before readDone closes
+	ended    bool          // closed or read failed: onEnd ran or runs now
+	onEnd    func()
+
+	metaOnce sync.Once
+	meta     map[string]json.RawMessage // see requestMeta
+}
+
+func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdioConn {
+	c := &stdioConn{
+		r:        newLineLimiter(stdout, lim),
+		w:        w,
+		backstop: lim.backstop(),
+		closed:   make(chan struct{}),
+		readDone: make(chan struct{}),
+		pending:  make(map[int64]chan *jsonrpc.Response),
+	}
+	c.stdout, _ = stdout.(*os.File)
+	return c
+}
+
+func (c *stdioConn) SessionID() string { return "" }
+
+// Read returns the next message for the SDK.
+func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var msg jsonrpc.Message
+		if len(c.queue) > 0 {
+			msg, c.queue = c.queue[0], c.queue[1:]
+		} else {
+			msgs, err := c.readMessages()
+			if err != nil {
+				c.end(err) // credgate's calls waiting for an answer get err
+				return nil, err
+			}
+			if len(msgs) == 0 {
+				continue
+			}
+			msg, c.queue = msgs[0], msgs[1:]
+		}
+		if resp, ok := msg.(*jsonrpc.Response); ok && c.deliver(resp) {
+			continue
+		}
+		return msg, nil
+	}
+}
+
+// readMessages reads and decodes the next message, or batch of messages.
+func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
+	line, err := c.frame()
+	if err != nil {
+		return nil, err
+	}
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 {
+		return nil, nil // a blank line, or an oversized message dropped
+	}
+	msgs, err := decodeFrame(line)
+	if err == nil {
+		return msgs, nil
+	}
+	// The rare message that spans lines (pretty-printed): the SDK's reader
+	// took JSON values wherever lines broke, so this one does too.
+	var acc []byte
+	for isIncomplete(line) {
+		if acc == nil {
+			acc = append([]byte(nil), line...)
+		}
+		next, ferr := c.frame()
+		if ferr != nil {
+			if ferr == io.EOF {
+				ferr = io.ErrUnexpectedEOF
+			}
+			return nil, ferr
+		}
+		acc = append(append(acc, '\n'), bytes.TrimSpace(next)...)
+		if c.backstop > 0 && len(acc) > c.backstop {
+			return nil, fmt.Errorf("a message spanning lines exceeded %d bytes", c.backstop)
+		}
+		line = acc
+		if msgs, err = decodeFrame(line); err == nil {
+			return msgs, nil
+		}
+	}
+	return nil, err
+}
+
+// frame returns the next line of the child's output. A last line without a
+// newline is returned before the stream's end.
+func (c *stdioConn) frame() ([]byte, error) {
+	if c.rerr != nil {
+		return nil, c.rerr
+	}
+	b, err := c.r.next(c.r)
+	if err != nil {
+		select {
+		case <-c.closed:
+			err = io.EOF // we closed it: the stream ended, as the SDK reports it
+		default:
+		}
+		c.rerr = err
+		if len(bytes.TrimSpace(b)) > 0 {
+			return b, nil
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// decodeFrame decodes one line: a message, or a batch of them.
+func decodeFrame(line []byte) ([]jsonrpc.Message, error) {
+	if line[0] != '[' {
+		if !completeValue(line) {
+			return nil, errors.New("invalid trailing data after a message")
+		}
+		msg, err := jsonrpc.DecodeMessage(line)
+		if err != nil {
+			return nil, err
+		}
+		return []jsonrpc.Message{msg}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(line, &raws); err != nil {
+		return nil, err
+	}
+	if len(raws) == 0 {
+		return nil, errors.New("empty batch")
+	}
+	msgs := make([]jsonrpc.Message, 0, len(raws))
+	for _, raw := range raws {
+		msg, err := jsonrpc.DecodeMessage(raw)
+		if err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, msg)
+	}
+	return msgs, nil
+}
+
+// completeValue reports whether the JSON object line starts with ends where
+// the line ends. The SDK's reader refused data after a message on its line,
+// and the decoder (which stops after the first value) would drop it
+// silently: a second message on the same line is an error, as it was. It
+// does not validate: the decoder does.
+func completeValue(line []byte) bool {
+	depth := 0
+	for i := 0; i < len(line); i++ {
+		switch line[i] {
+		case '"':
+			// Skip the string: to the next quote not escaped, that is
+			// not preceded by an odd run of backslashes.
+			for {
+				j := bytes.IndexByte(line[i+1:], '"')
+				if j < 0 {
+					return true // unterminated: the decoder reports it
+				}
+				i += 1 + j
+				k := i - 1
+				for k >= 0 && line[k] == '\\' {
+					k--
+				}
+				if (i-1-k)%2 == 0 {
+					break
+				}
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i == len(line)-1 // line is trimmed: nothing may follow
+			}
+		}
+	}
+	return true // unbalanced: the decoder reports it
+}
+
+// isIncomplete reports whether b is the start of a JSON value that more
+// input would complete.
+func isIncomplete(b []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var v json.RawMessage
+	return errors.Is(dec.Decode(&v), io.ErrUnexpectedEOF)
+}
+
+// Write sends msg as one line.
+func (c *stdioConn) Write(ctx context.Context, msg jsonrpc.Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	data, err := jsonrpc.EncodeMessage(msg)
+	if err != nil {
+		return fmt.Errorf("marshaling message: %v", err)
+	}
+	return c.writeLine(data)
+}
+
+// writeLine writes data and a newline in one write: a message never
+// interleaves with another.
+func (c *stdioConn) writeLine(data []byte) error {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	c.wbuf = append(append(c.wbuf[:0], data...), '\n')
+	_, err := c.w.Write(c.wbuf)
+	if cap(c.wbuf) > 64<<10 {
+		c.wbuf = nil // one large message does not pin its size
+	}
+	return err
+}
+
+// Close stops the child (stdin closed, then signals: see childInput) and
+// ends a Read waiting for its output.
+func (c *stdioConn) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		c.closeErr = c.w.Close()
+		if c.stdout != nil {
+			// The child has exited and exec has closed stdout, unless
+			// something the child started holds it open: then this
+			// ends the read.
+			_ = c.stdout.SetReadDeadline(time.Now())
+		}
+		c.end(mcp.ErrConnectionClosed)
+	})
+	return c.closeErr
+}
+
+// end records that the connection ended (closed, or its reading failed) and
+// why: credgate's calls waiting for an answer, and later ones, get err.
+func (c *stdioConn) end(err error) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	c.ended = true
+	c.readErr = err
+	close(c.readDone)
+	f := c.onEnd
+	c.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+// onEnded arranges for f to run once the connection has ended (closed or its
+// reading failed), at once if it has.
+func (c *stdioConn) onEnded(f func()) {
+	c.mu.Lock()
+	if !c.ended {
+		c.onEnd = f
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	f()
+}
+
+// deliver hands resp to the credgate call it answers, if it answers one,
+// and reports whether it did (a late answer to a call given up is dropped).
+func (c *stdioConn) deliver(resp *jsonrpc.Response) bool {
+	s, ok := resp.ID.Raw().(string)
+	if !ok || !strings.HasPrefix(s, rawIDPrefix) {
+		return false
+	}
+	n, err := strconv.ParseInt(s[len(rawIDPrefix):], 10, 64)
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	ch := c.pending[n]
+	delete(c.pending, n)
+	c.mu.Unlock()
+	if ch != nil {
+		ch <- resp // buffered, and only one answer is delivered
+	}
+	return true
+}
+
+// call sends a request of credgate's own (method with params, which must be
+// a JSON object or nil) and returns its result's bytes, unparsed. A JSON-RPC
+// error answer comes back as *jsonrpc.Error. When ctx ends first, the child
+// is told (notifications/cancelled) and ctx's error returned. A connection
+// that ended returns an error connectionGone or streamEnded recognizes
+// (mcp.ErrConnectionClosed after Close; the read error, io.EOF for a child
+// that exited, otherwise).
+//
+// The responses are read by the SDK's reading goroutine, so call works only
+// on a connection the SDK has connected: notifications and requests the child
+// sends during the call reach the SDK's handlers as they do for the SDK's
+// own calls, in the order they came.
+func (c *stdioConn) call(ctx context.Context, method string, params json.RawMessage) (json.RawMessage, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	n := c.next.Add(1)
+	ch := make(chan *jsonrpc.Response, 1)
+	c.mu.Lock()
+	if c.ended {
+		err := c.readErr
+		c.mu.Unlock()
+		return nil, c.endedError(method, err)
+	}
+	c.pending[n] = ch
+	c.mu.Unlock()
+
+	buf := make([]byte, 0, 64+len(method)+len(params))
+	buf = append(buf, `{"jsonrpc":"2.0","id":"`+rawIDPrefix...)
+	buf = strconv.AppendInt(buf, n, 10)
+	buf = append(buf, `","method":`...)
+	buf = appendJSONString(buf, method)
+	if len(params) > 0 {
+		buf = append(buf, `,"params":`...)
+		buf = append(buf, params...)
+	}
+	buf = append(buf, '}')
+	if err := c.writeLine(buf); err != nil {
+		c.forget(n)
+		select {
+		case <-c.readDone:
+			return nil, c.endedError(method, c.readErr)
+		default:
+		}
+		return nil, fmt.Errorf("calling %q: writing to the child: %w", method, err)
+	}
+	select {
+	case resp := <-ch:
+		return rawResult(resp)
+	case <-ctx.Done():
+		if !c.forget(n) {
+			return rawResult(<-ch) // answered meanwhile
+		}
+		c.cancelled(n, context.Cause(ctx))
+		return nil, ctx.Err()
+	case <-c.readDone:
+		select {
+		case resp := <-ch: // answered just before the end
+			return rawResult(resp)
+		default:
+		}
+		if !c.forget(n) {
+			return rawResult(<-ch)
+		}
+		return nil, c.endedError(method, c.readErr)
+	}
+}
+
+// forget stops waiting for call n's answer, and reports whether it was still
+// awaited (not delivered).
+func (c *stdioConn) forget(n int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.pending[n]
+	delete(c.pending, n)
+	return ok
+}
+
+func (c *stdioConn) endedError(method string, err error) error {
+	if err == nil {
+		err = mcp.ErrConnectionClosed
+	}
+	return fmt.Errorf("calling %q: %w", method, err)
+}
+
+// cancelled tells the child that call n is no longer awaited, as the SDK does
+// for its own calls.
+func (c *stdioConn) cancelled(n int64, cause error) {
+	reason := "context canceled"
+	if cause != nil {
+		reason = cause.Error()
+	}
+	buf := append([]byte(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"`+rawIDPrefix), strconv.FormatInt(n, 10)...)
+	buf = append(buf, `","reason":`...)
+	buf = appendJSONString(buf, reason)
+	buf = append(buf, "}}"...)
+	_ = c.writeLine(buf)
+}
+
+func rawResult(resp *jsonrpc.Response) (json.RawMessage, error) {
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return json.RawMessage(resp.Result), nil
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// stdioCallTool is rawCallTool for a stdio child: params sent as a
+// tools/call on c, cs's connection, by the calling goroutine, the answer
+// taken off the stream by the SDK's reading goroutine and decoded once. The
+// request is what the SDK would send (the 2026-07-28 per-request _meta, see
+// requestMeta); errors are as rawCallTool's: a JSON-RPC error as a
+// *jsonrpc.Error, a child that exited as io.EOF (streamEnded), a closed
+// connection as mcp.ErrConnectionClosed. Unlike the HTTP fast path it can
+// carry a progress token: progress and log messages come on the connection
+// the SDK reads, to the client's handlers, as for the SDK's own calls.
+func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.ClientSession, params *mcp.CallToolParams) (*mcp.CallToolResult, error) {
+	p := *params
+	if p.Arguments == nil {
+		p.Arguments = map[string]any{} // as the SDK sends it
+	}
+	if meta := c.requestMeta(cs); len(meta) > 0 {
+		m := make(mcp.Meta, len(p.Meta)+len(meta))
+		for k, v := range p.Meta {
+			m[k] = v
+		}
+		for k, v := range meta {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+		p.Meta = m
+	}
+	body, err := json.Marshal(&p)
+	if err != nil {
+		return nil, fmt.Errorf("tools/call: %w", err)
+	}
+	result, err := c.call(ctx, "tools/call", body)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("tools/call: %w", ctx.Err())
+		}
+		return nil, err
+	}
+	if len(result) == 0 {
+		return nil, errors.New("tools/call: the answer has neither a result nor an error")
+	}
+	// The SDK's own decoding, without encoding/json's validating pass
+	// first: the bytes are one JSON value, the message's decoder saw to it.
+	var res mcp.CallToolResult
+	if err := res.UnmarshalJSON(result); err != nil {
+		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)
+	}
+	return &res, nil
+}
+
+// requestMeta returns the _meta keys the SDK's client adds to every request
+// of cs (2026-07-28, SEP-2575: protocol version, client info and
+// capabilities; none before), encoded. They are fixed for the session, so
+// they are taken from the SDK (PrepareToolCall) once and kept.
+func (c *stdioConn) requestMeta(cs *mcp.ClientSession) map[string]json.RawMessage {
+	c.metaOnce.Do(func() {
+		p, _ := cs.PrepareToolCall(&mcp.CallToolParams{})
+		for _, k := range []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities} {
+			if v, ok := p.Meta[k]; ok {
+				if b, err := json.Marshal(v); err == nil {
+					if c.meta == nil {
+						c.meta = map[string]json.RawMessage{}
+					}
+					c.meta[k] = b
+				}
+			}
+		}
+	})
+	return c.meta
+}

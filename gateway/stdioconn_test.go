@@ -1,0 +1,313 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
+)
+
+// echoUpstreamMode makes the test binary a stdio MCP server (go-sdk) whose
+// echo tool answers as newTestUpstream's does, for the stdio benchmarks and
+// stdioConn's tests. Its other tools: wait blocks until the call is
+// cancelled and says so on stderr; die exits mid-call; log sends a log
+// message before it answers; fail answers a JSON-RPC error.
+const echoUpstreamMode = "echo"
+
+func echoStdioUpstream() {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "a", Version: "1"}, nil)
+	schema := json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`)
+	srv.AddTool(&mcp.Tool{Name: "echo", Description: "a echo", InputSchema: schema},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			var args struct{ Text string }
+			_ = json.Unmarshal(req.Params.Arguments, &args)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "a:echo:" + args.Text}}}, nil
+		})
+	srv.AddTool(&mcp.Tool{Name: "wait", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		fmt.Fprintln(os.Stderr, "wait: started")
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, "wait: cancelled")
+		return nil, ctx.Err()
+	})
+	srv.AddTool(&mcp.Tool{Name: "die", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		os.Exit(3)
+		return nil, nil
+	})
+	srv.AddTool(&mcp.Tool{Name: "log", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: "working"})
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "logged"}}}, nil
+	})
+	srv.AddTool(&mcp.Tool{Name: "fail", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return nil, &jsonrpc.Error{Code: -32011, Message: "upstream says no"}
+	})
+	_ = srv.Run(context.Background(), &mcp.StdioTransport{})
+}
+
+// stdioGateway starts a gateway whose upstream a is the echo child and
+// returns it with the connection of a's shared session.
+func stdioGateway(t *testing.T, ctx context.Context) (*Server, *upstream, *stdioConn) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  a: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode), log)
+	u := g.upstream("a")
+	cs := u.session.Load()
+	if cs == nil {
+		t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
+	}
+	c := u.stdioConn(cs)
+	if c == nil {
+		t.Fatal("no stdio connection for the shared session")
+	}
+	return g, u, c
+}
+
+// TestStdioRawCall: credgate's own calls on a stdio child's connection get
+// the raw result, a JSON-RPC error as *jsonrpc.Error, and the notifications
+// the child sent before the answer reach the SDK before call returns; the
+// SDK's calls work alongside.
+func TestStdioRawCall(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, u, c := stdioGateway(t, ctx)
+
+	res, err := c.call(ctx, "tools/call", json.RawMessage(`{"name":"echo","arguments":{"text":"raw"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got mcp.CallToolResult
+	if err := json.Unmarshal(res, &got); err != nil || len(got.Content) != 1 || got.Content[0].(*mcp.TextContent).Text != "a:echo:raw" {
+		t.Errorf("raw result %s (%v)", res, err)
+	}
+
+	_, err = c.call(ctx, "tools/call", json.RawMessage(`{"name":"fail"}`))
+	var rpcErr *jsonrpc.Error
+	if !errors.As(err, &rpcErr) || rpcErr.Code != -32011 || rpcErr.Message != "upstream says no" {
+		t.Errorf("JSON-RPC error answer = %v, want *jsonrpc.Error -32011", err)
+	}
+	if _, err := c.call(ctx, "no/such\"method", nil); !errors.As(err, &rpcErr) || rpcErr.Code != jsonrpc.CodeMethodNotFound {
+		t.Errorf("unknown method = %v, want method not found", err)
+	}
+
+	before := u.notes.read.Load()
+	// The level travels in _meta on 2026-07-28 sessions (see passLogLevel).
+	if _, err := c.call(ctx, "tools/call", json.RawMessage(`{"name":"log","_meta":{`+newRequestMeta+`,"`+mcp.MetaKeyLogLevel+`":"debug"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.notes.read.Load(); n <= before {
+		t.Errorf("the log message sent before the answer was not read before call returned (%d, was %d)", n, before)
+	}
+
+	// stdioCallTool answers as cs.CallTool does.
+	cs := u.session.Load()
+	params := func() *mcp.CallToolParams {
+		return &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "same"}, Meta: mcp.Meta{"dev.example/k": "v"}}
+	}
+	viaSDK, err1 := cs.CallTool(ctx, params())
+	p := params()
+	viaRaw, err2 := u.stdioCallTool(ctx, c, cs, p)
+	if err1 != nil || err2 != nil || fmt.Sprint(viaSDK.Content[0]) != fmt.Sprint(viaRaw.Content[0]) || viaRaw.IsError {
+		t.Errorf("stdioCallTool = %v, %v; cs.CallTool = %v, %v", viaRaw, err2, viaSDK, err1)
+	}
+	if len(p.Meta) != 1 {
+		t.Errorf("stdioCallTool changed the caller's _meta: %v", p.Meta)
+	}
+	if _, err := u.stdioCallTool(ctx, c, cs, &mcp.CallToolParams{Name: "fail"}); !errors.As(err, &rpcErr) || rpcErr.Code != -32011 {
+		t.Errorf("stdioCallTool JSON-RPC error = %v", err)
+	}
+
+	// The SDK's own calls share the connection.
+	r, err := u.session.Load().CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "sdk"}})
+	if err != nil || r.Content[0].(*mcp.TextContent).Text != "a:echo:sdk" {
+		t.Errorf("SDK call beside raw ones = %v, %v", r, err)
+	}
+}
+
+// TestStdioRawCallCancel: a call whose context ends tells the child
+// (notifications/cancelled), which stops the tool.
+func TestStdioRawCallCancel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, u, c := stdioGateway(t, ctx)
+	child := u.childOutput()
+	callCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.call(callCtx, "tools/call", json.RawMessage(`{"name":"wait"}`))
+		done <- err
+	}()
+	waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "wait: started") })
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled call = %v, want context.Canceled", err)
+	}
+	waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "wait: cancelled") })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.pending) != 0 {
+		t.Errorf("%d calls still pending", len(c.pending))
+	}
+}
+
+// TestStdioRawCallChildDies: a child that exits mid-call fails the call with
+// an error the classifier reads as the connection gone, and the connection
+// leaves the upstream's map; a call on it after that fails at once.
+func TestStdioRawCallChildDies(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, u, c := stdioGateway(t, ctx)
+	cs := u.session.Load()
+	_, err := c.call(ctx, "tools/call", json.RawMessage(`{"name":"die"}`))
+	if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
+		t.Fatalf("call on a child that died = %v, want a connection loss", err)
+	}
+	waitFor(t, ctx, func() bool { return u.stdioConn(cs) == nil })
+	if _, err := c.call(ctx, "tools/call", json.RawMessage(`{"name":"echo"}`)); err == nil || !(connectionGone(err) || u.streamEnded(err)) {
+		t.Errorf("call on an ended connection = %v, want a connection loss", err)
+	}
+	// The upstream restarts the child, whose session has a connection.
+	waitFor(t, ctx, func() bool { cs2 := u.session.Load(); return cs2 != nil && cs2 != cs && u.stdioConn(cs2) != nil })
+}
+
+// TestStdioRawCallAfterClose: a closed connection refuses calls with
+// mcp.ErrConnectionClosed.
+func TestStdioRawCallAfterClose(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, _, c := stdioGateway(t, ctx)
+	_ = c.Close()
+	if _, err := c.call(ctx, "tools/call", json.RawMessage(`{"name":"echo"}`)); !connectionGone(err) && !errors.Is(err, io.EOF) {
+		t.Errorf("call after Close = %v, want a connection loss", err)
+	}
+}
+
+// TestStdioConnFraming: what the child writes is read as the SDK's reader
+// read it: blank lines skipped, a message spanning lines (pretty-printed)
+// joined, a batch split, a last line without a newline kept; data after a
+// message on its line, or garbage, ends the stream with an error.
+func TestStdioConnFraming(t *testing.T) {
+	t.Parallel()
+	read := func(input string) ([]string, error) {
+		c := newStdioConn(strings.NewReader(input), nopWriteCloser{}, newResponseLimit("a", 1<<20, zerolog.Nop()))
+		var got []string
+		for {
+			m, err := c.Read(t.Context())
+			if err != nil {
+				return got, err
+			}
+			switch m := m.(type) {
+			case *jsonrpc.Request:
+				got = append(got, m.Method)
+			case *jsonrpc.Response:
+				got = append(got, fmt.Sprint(m.ID.Raw()))
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name, input string
+		want        []string
+		wantErr     bool
+	}{
+		{"lines", `{"jsonrpc":"2.0","method":"a"}` + "\n\n" + `{"jsonrpc":"2.0","id":1,"result":{}}` + "\r\n", []string{"a", "1"}, false},
+		{"last line unterminated", `{"jsonrpc":"2.0","method":"a"}` + "\n" + `{"jsonrpc":"2.0","method":"b"}`, []string{"a", "b"}, false},
+		{"pretty", "{\n  \"jsonrpc\": \"2.0\",\n  \"method\": \"a\"\n}\n" + `{"jsonrpc":"2.0","method":"b"}` + "\n", []string{"a", "b"}, false},
+		{"batch", `[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":"x","result":{}}]` + "\n", []string{"a", "x"}, false},
+		{"braces in strings", `{"jsonrpc":"2.0","method":"a","params":{"s":"}{\"]"}}` + "\n", []string{"a"}, false},
+		{"trailing data", `{"jsonrpc":"2.0","method":"a"} {"jsonrpc":"2.0","method":"b"}` + "\n", nil, true},
+		{"garbage", "this is not JSON-RPC\n", nil, true},
+		{"cut off", `{"jsonrpc":"2.0","method":"a"`, nil, true},
+	} {
+		got, err := read(tc.input)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || (err != io.EOF) != tc.wantErr {
+			t.Errorf("%s: read %v, %v; want %v (error %v)", tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+// newRequestMeta is what the SDK's client puts in every request's _meta on a
+// 2026-07-28 session (SEP-2575), which a raw call must carry too.
+const newRequestMeta = `"` + mcp.MetaKeyProtocolVersion + `":"2026-07-28","` + mcp.MetaKeyClientInfo + `":{"name":"credgate","version":"1"},"` + mcp.MetaKeyClientCapabilities + `":{}`
+
+type nopWriteCloser struct{}
+
+func (nopWriteCloser) Write(p []byte) (int, error) { return len(p), nil }
+func (nopWriteCloser) Close() error                { return nil }
+
+// BenchmarkCallStdioRaw is BenchmarkCallStdioUpstream with the call made by
+// stdioCallTool (the gateway writes the request and decodes the answer
+// once) in place of cs.CallTool.
+func BenchmarkCallStdioRaw(b *testing.B) {
+	ctx, g := benchStdioGateway(b)
+	u := g.upstream("a")
+	cs := u.session.Load()
+	c := u.stdioConn(cs)
+	args := map[string]any{"text": "hello"}
+	reportProcessCPU(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := u.stdioCallTool(ctx, c, cs, &mcp.CallToolParams{Name: "echo", Arguments: args}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCallStdioRawBytes is BenchmarkCallStdioRaw with params already
+// encoded and the result left undecoded: stdioConn.call alone.
+func BenchmarkCallStdioRawBytes(b *testing.B) {
+	ctx, g := benchStdioGateway(b)
+	u := g.upstream("a")
+	c := u.stdioConn(u.session.Load())
+	params := json.RawMessage(`{"name":"echo","arguments":{"text":"hello"},"_meta":{` + newRequestMeta + `}}`)
+	reportProcessCPU(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.call(ctx, "tools/call", params); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkStdioDecodeLarge measures reading one large message (a 256 KiB
+// text result) from a child's output: the framing checks are to cost little
+// beside the decoding.
+func BenchmarkStdioDecodeLarge(b *testing.B) {
+	text := strings.Repeat(`lorem \"ipsum\" dolor {sit} amet, `, 256<<10/32)
+	line := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"` + text + `"}]}}` + "\n")
+	lim := newResponseLimit("a", 1<<30, zerolog.Nop())
+	b.SetBytes(int64(len(line)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c := newStdioConn(bytes.NewReader(line), nopWriteCloser{}, lim)
+		if _, err := c.Read(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStdioCompleteValue(b *testing.B) {
+	text := strings.Repeat(`lorem \"ipsum\" dolor {sit} amet, `, 256<<10/32)
+	line := []byte(`{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"` + text + `"}]}}`)
+	b.SetBytes(int64(len(line)))
+	for b.Loop() {
+		if !completeValue(line) {
+			b.Fatal("incomplete")
+		}
+	}
+}
