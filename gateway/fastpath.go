@@ -65,16 +65,6 @@ func newFastCalls() *fastCalls {
 // bufPool holds request bodies and answers being built.
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// fastEnvelope is a JSON-RPC message as the fast path reads it.
-type fastEnvelope struct {
-	JSONRPC string          `json:"jsonrpc"`
-	ID      json.RawMessage `json:"id"`
-	Method  string          `json:"method"`
-	Params  json.RawMessage `json:"params"`
-	Result  json.RawMessage `json:"result"`
-	Error   *jsonrpc.Error  `json:"error"`
-}
-
 // fastFront serves /mcp: plain tools/calls itself, everything else by sdk.
 func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -140,7 +130,7 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 		}
 		return false
 	}
-	var env fastEnvelope
+	var env rawMessage
 	if json.Unmarshal(body, &env) != nil || env.JSONRPC != "2.0" || env.Method != "tools/call" || !validID(env.ID) {
 		return false
 	}
@@ -478,7 +468,7 @@ func (fs *fastStream) ask(ctx context.Context, method string, params any, result
 // fastAnswer delivers an agent's answer to a request a fast call sent it,
 // and reports whether body was one.
 func (g *Server) fastAnswer(w http.ResponseWriter, sid string, body []byte) bool {
-	var env fastEnvelope
+	var env rawMessage
 	if json.Unmarshal(body, &env) != nil || env.Method != "" || len(env.ID) == 0 {
 		return false
 	}
@@ -500,7 +490,7 @@ func (g *Server) fastAnswer(w http.ResponseWriter, sid string, body []byte) bool
 // fastCancel ends a fast call the agent cancelled, and reports whether body
 // was the cancellation of one.
 func (g *Server) fastCancel(w http.ResponseWriter, sid string, body []byte) bool {
-	var env fastEnvelope
+	var env rawMessage
 	if json.Unmarshal(body, &env) != nil || env.Method != "notifications/cancelled" {
 		return false
 	}

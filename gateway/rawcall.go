@@ -64,13 +64,15 @@ type rawRequest struct {
 	Params  *mcp.CallToolParams `json:"params"`
 }
 
-// rawMessage is any JSON-RPC message read off an answer stream.
+// rawMessage is any JSON-RPC message, as the fast path reads it off an
+// answer stream or an agent's POST.
 type rawMessage struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
-	Params json.RawMessage `json:"params"`
-	Result json.RawMessage `json:"result"`
-	Error  *jsonrpc.Error  `json:"error"`
+	JSONRPC string          `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params"`
+	Result  json.RawMessage `json:"result"`
+	Error   *jsonrpc.Error  `json:"error"`
 }
 
 // readerPool holds the buffered readers answer streams are read with.
@@ -355,7 +357,7 @@ func (u *upstream) rawHandle(ctx context.Context, cs *mcp.ClientSession, m *rawM
 		u.rawNotification(ctx, m)
 		return
 	}
-	result, rpcErr := u.rawServerRequest(ctx, m)
+	result, rpcErr := u.rawServerRequest(m)
 	out := struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
@@ -406,39 +408,37 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 
 // rawServerRequest answers a request the upstream sent during a call, as
 // the shared session's client does (it declares no roots).
-func (u *upstream) rawServerRequest(ctx context.Context, m *rawMessage) (any, *jsonrpc.Error) {
-	wire := func(err error) *jsonrpc.Error {
-		var rpc *jsonrpc.Error
-		if errors.As(err, &rpc) {
-			return rpc
-		}
-		return &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
-	}
+func (u *upstream) rawServerRequest(m *rawMessage) (any, *jsonrpc.Error) {
 	switch m.Method {
 	case "ping":
 		return struct{}{}, nil
 	case "sampling/createMessage":
-		var p mcp.CreateMessageParams
-		if err := json.Unmarshal(m.Params, &p); err != nil {
-			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
-		}
-		res, err := u.createMessage(nil, &mcp.CreateMessageRequest{Params: &p})
-		if err != nil {
-			return nil, wire(err)
-		}
-		return res, nil
+		return relayRequest(m, func(p *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+			return u.createMessage(nil, &mcp.CreateMessageRequest{Params: p})
+		})
 	case "elicitation/create":
-		var p mcp.ElicitParams
-		if err := json.Unmarshal(m.Params, &p); err != nil {
-			return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
-		}
-		res, err := u.elicit(nil, &mcp.ElicitRequest{Params: &p})
-		if err != nil {
-			return nil, wire(err)
-		}
-		return res, nil
+		return relayRequest(m, func(p *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+			return u.elicit(nil, &mcp.ElicitRequest{Params: p})
+		})
 	}
 	return nil, &jsonrpc.Error{Code: jsonrpc.CodeMethodNotFound, Message: fmt.Sprintf("method %q not supported", m.Method)}
+}
+
+// relayRequest decodes an upstream request's params, has do answer it, and
+// returns the answer or its error as JSON-RPC puts it.
+func relayRequest[P, R any](m *rawMessage, do func(*P) (R, error)) (any, *jsonrpc.Error) {
+	p := new(P)
+	if err := json.Unmarshal(m.Params, p); err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: err.Error()}
+	}
+	res, err := do(p)
+	if err != nil {
+		if rpc, ok := errors.AsType[*jsonrpc.Error](err); ok {
+			return nil, rpc
+		}
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
+	}
+	return res, nil
 }
 
 // rawCancel tells the upstream a call it is running was cancelled, as the
