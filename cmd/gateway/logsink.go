@@ -1,38 +1,31 @@
 package main
 
 import (
-	"bytes"
 	"io"
 	"sync"
-	"time"
 )
 
-// logSink writes the gateway's JSON log lines in batches (issue 12). A
-// gateway logs a line per call (the audit line); written one by one, that
-// is a write system call per call on the call's goroutine, and a wake-up of
-// whatever reads the log (journald, a pipe) per call. Here info and debug
-// lines wait up to logFlushDelay, or until logFlushBytes have gathered, and
-// go out together; a warning or worse goes out at once, with everything
-// before it. Order is kept and nothing is dropped; past maxPending bytes
-// waiting, callers wait for the writer. Close writes what is left (the
-// binary closes the sink before it exits); a crash can lose the info lines
-// of its last logFlushDelay.
+// logSink writes the gateway's log lines in batches (issue 12). A gateway
+// logs a line per call (the audit line); written one by one under load,
+// that is a write system call per call, and a wake-up of whatever reads the
+// pipe. Here the first caller to log while no write is in progress writes
+// its line itself, and keeps writing what other callers appended meanwhile
+// until nothing is left; the others only append and return. Idle, a line
+// goes out at once, on its caller's goroutine (no hand-off); under load,
+// many lines go out per system call. Order is kept and nothing is dropped;
+// past maxPending bytes waiting, callers wait for the writer.
 type logSink struct {
 	out io.Writer
 
 	mu      sync.Mutex
-	drained sync.Cond // signalled when the writer takes the buffer or stops
+	drained sync.Cond // signalled when the writer takes the buffer
 	buf     []byte
 	spare   []byte
-	writing bool // a goroutine is writing (see flush)
-	armed   bool // a delayed flush is due
+	writing bool
 }
 
-const (
-	logFlushDelay = 50 * time.Millisecond
-	logFlushBytes = 64 << 10
-	maxPending    = 1 << 20
-)
+// maxPending bounds the bytes waiting for the writer.
+const maxPending = 1 << 20
 
 func newLogSink(out io.Writer) *logSink {
 	s := &logSink{out: out}
@@ -40,40 +33,15 @@ func newLogSink(out io.Writer) *logSink {
 	return s
 }
 
-// routine reports whether a zerolog JSON line may wait: info and debug.
-func routine(p []byte) bool {
-	return bytes.HasPrefix(p, []byte(`{"level":"info"`)) || bytes.HasPrefix(p, []byte(`{"level":"debug"`))
-}
-
 func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
-	for len(s.buf) >= maxPending {
+	for s.writing && len(s.buf) >= maxPending {
 		s.drained.Wait()
 	}
 	s.buf = append(s.buf, p...)
-	now := !routine(p) || len(s.buf) >= logFlushBytes
-	if !now && !s.armed {
-		s.armed = true
-		time.AfterFunc(logFlushDelay, func() { _ = s.flush() })
-	}
-	s.mu.Unlock()
-	if now {
-		if err := s.flush(); err != nil {
-			return len(p), err
-		}
-	}
-	return len(p), nil
-}
-
-// flush writes what is waiting. One goroutine writes at a time, and keeps
-// writing what others append meanwhile; a flush that finds a writer at work
-// leaves its lines to it.
-func (s *logSink) flush() error {
-	s.mu.Lock()
-	s.armed = false
 	if s.writing {
 		s.mu.Unlock()
-		return nil
+		return len(p), nil
 	}
 	s.writing = true
 	var err error
@@ -82,7 +50,8 @@ func (s *logSink) flush() error {
 		s.buf, s.spare = s.spare[:0], nil
 		s.drained.Broadcast()
 		s.mu.Unlock()
-		if _, werr := s.out.Write(b); err == nil {
+		_, werr := s.out.Write(b)
+		if err == nil {
 			err = werr
 		}
 		s.mu.Lock()
@@ -93,15 +62,15 @@ func (s *logSink) flush() error {
 	s.writing = false
 	s.drained.Broadcast()
 	s.mu.Unlock()
-	return err
+	return len(p), err
 }
 
-// Close writes what is waiting, after any write in progress.
+// Close waits for a write in progress; nothing else is ever held back.
 func (s *logSink) Close() error {
 	s.mu.Lock()
 	for s.writing {
 		s.drained.Wait()
 	}
 	s.mu.Unlock()
-	return s.flush()
+	return nil
 }

@@ -59,38 +59,6 @@ func TestLogSinkKeepsEveryLineInOrder(t *testing.T) {
 	}
 }
 
-// TestLogSinkHoldsRoutineLines checks that info lines wait (no write per
-// line), that a warning takes everything before it out at once, and that
-// Close writes what is left.
-func TestLogSinkHoldsRoutineLines(t *testing.T) {
-	t.Parallel()
-	var out sinkBuffer
-	s := newLogSink(&out)
-	for i := range 100 {
-		fmt.Fprintf(s, `{"level":"info","n":%d}`+"\n", i)
-	}
-	out.mu.Lock()
-	writes := out.n
-	out.mu.Unlock()
-	if writes > 1 { // the delayed flush may have run once already
-		t.Errorf("%d writes for 100 info lines written at once; want them batched", writes)
-	}
-	fmt.Fprintf(s, `{"level":"warn","n":100}`+"\n")
-	out.mu.Lock()
-	text := out.b.String()
-	out.mu.Unlock()
-	if !strings.Contains(text, `"n":0}`) || !strings.HasSuffix(text, `{"level":"warn","n":100}`+"\n") {
-		t.Errorf("after a warning, the log holds %q; want every line, the warning last", text)
-	}
-	fmt.Fprintf(s, `{"level":"info","n":101}`+"\n")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Count(out.b.String(), "\n"); got != 102 {
-		t.Errorf("%d lines after Close; want 102", got)
-	}
-}
-
 // TestLogSinkBounded checks that callers wait rather than let the backlog
 // pass maxPending while a write is slow.
 func TestLogSinkBounded(t *testing.T) {
