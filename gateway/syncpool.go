@@ -21,10 +21,12 @@ import (
 // handle goes to the Transport: https, a proxy from the environment, a
 // request without a body to resend.
 //
-// A pooled connection the upstream closed while idle fails on first use
-// before any answer byte: the request is then sent once more on a new
-// connection, as the Transport does. A connection is reused only once its
-// answer was read to the end.
+// A pooled connection is checked before reuse (closedByPeer): one the
+// upstream closed while it sat idle is dropped, as the Transport's reading
+// goroutine drops it. A request that could not be written is sent once more
+// on a new connection; one that was written is never sent again (the
+// upstream may have run it), as the Transport does for a POST. A connection
+// is reused only once its answer was read to the end.
 type syncPool struct {
 	fallback http.RoundTripper
 	dialer   net.Dialer
@@ -72,15 +74,16 @@ func (p *syncPool) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 		}
-		resp, err, fresh := p.send(c, req)
+		resp, err, unsent := p.send(c, req)
 		if err == nil {
 			return resp, nil
 		}
 		_ = c.Close()
-		if !reused || !fresh || attempt > 0 || req.Context().Err() != nil {
+		if !reused || !unsent || attempt > 0 || req.Context().Err() != nil {
 			return nil, err
 		}
-		// The upstream closed the idle connection: send again on a new one.
+		// The request never left on a connection the upstream had closed:
+		// send it on a new one.
 		body, gerr := req.GetBody()
 		if gerr != nil {
 			return nil, err
@@ -91,9 +94,10 @@ func (p *syncPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// send writes req on c and reads the answer's head. fresh reports that the
-// failure came before any byte of an answer.
-func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, err error, fresh bool) {
+// send writes req on c and reads the answer's head. unsent reports that
+// the failure came before the request was written whole: the upstream
+// cannot have run it.
+func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, err error, unsent bool) {
 	// Cancellation and deadlines end the blocking reads and writes.
 	stop := context.AfterFunc(req.Context(), func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	if err := req.Write(c.bw); err != nil {
@@ -106,7 +110,7 @@ func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, er
 	}
 	if _, err := c.br.Peek(1); err != nil {
 		stop()
-		return nil, p.ctxErr(req, err), true
+		return nil, p.ctxErr(req, err), false
 	}
 	resp, err = http.ReadResponse(c.br, req)
 	if err != nil {
@@ -136,7 +140,7 @@ func (p *syncPool) get(ctx context.Context, addr string) (*syncConn, bool, error
 		}
 		c := list[len(list)-1]
 		p.idle[addr] = list[:len(list)-1]
-		if now.Sub(c.lastUsed) < syncIdleTimeout {
+		if now.Sub(c.lastUsed) < syncIdleTimeout && c.br.Buffered() == 0 && !closedByPeer(c.Conn) {
 			p.mu.Unlock()
 			return c, true, nil
 		}

@@ -80,8 +80,9 @@ func TestSyncPoolReusesConnections(t *testing.T) {
 }
 
 // TestSyncPoolResendsOnStaleConnection checks that a pooled connection the
-// upstream closed while it sat idle costs the call nothing: it is sent again
-// on a new connection, once, and the upstream runs it once.
+// upstream closed while it sat idle costs the call nothing: the pool sees
+// it closed and sends the call on a new connection, and the upstream runs
+// each call once.
 func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -92,6 +93,7 @@ func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	var requests atomic.Int64
+	closed := make(chan struct{}, 10)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -101,7 +103,10 @@ func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 			go func() {
 				// One answer per connection, kept alive by its headers,
 				// then the connection is dropped: the next use is stale.
-				defer c.Close()
+				defer func() {
+					_ = c.Close()
+					closed <- struct{}{}
+				}()
 				req, err := http.ReadRequest(bufio.NewReader(c))
 				if err != nil {
 					return
@@ -122,6 +127,7 @@ func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 		}
 		_, _ = io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
+		<-closed // the upstream has dropped the connection the pool holds
 	}
 	if n := requests.Load(); n != 3 {
 		t.Errorf("the upstream ran %d requests for 3 calls; want 3", n)
