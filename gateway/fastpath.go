@@ -118,13 +118,14 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	if !stateless && sid == "" {
 		return false
 	}
+	// The agent's answer to a fast call's request, looked for first: its
+	// content may hold any string, "tools/call" too.
+	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, body) {
+		return true
+	}
 	isCall := bytes.Contains(body, []byte(`"tools/call"`))
 	if !isCall {
-		// The agent's answer to a fast call's request, or its
-		// cancellation of a fast call.
-		if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) {
-			return g.fastAnswer(w, sid, body)
-		}
+		// The agent's cancellation of a fast call.
 		if bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
 			return g.fastCancel(w, sid, body)
 		}

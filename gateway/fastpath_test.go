@@ -289,3 +289,105 @@ func BenchmarkCallFast(b *testing.B) {
 	cs := agentVersion(b, ctx, g, nil, "2025-11-25")
 	benchEcho(b, ctx, cs)
 }
+
+// TestFastPathSameAnswersLimits compares the fast path with the SDK's for
+// a redacted secret, an oversized answer and an upstream timeout.
+func TestFastPathSameAnswersLimits(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const secret = "tok_0123456789abcdefREVIEWSECRET"
+	s := mcp.NewServer(&mcp.Implementation{Name: "a", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		var args struct{ Text string }
+		_ = json.Unmarshal(req.Params.Arguments, &args)
+		switch args.Text {
+		case "secret":
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "key " + secret}}, StructuredContent: map[string]any{"k": secret}}, nil
+		case "big":
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Repeat("x", 10000)}}}, nil
+		case "slow":
+			<-ctx.Done()
+			return nil, ctx.Err()
+		case "secret-error":
+			return nil, fmt.Errorf("failed with %s", secret)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: args.Text}}}, nil
+	})
+	url := serveMCP(t, s)
+	yaml := func(fast bool) string {
+		return fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 300ms, max_response_bytes: 4096, headers: {X-Key: %s}}\n", fast, url, secret)
+	}
+	fast := newTestGateway(t, ctx, yaml(true))
+	slow := newTestGateway(t, ctx, yaml(false))
+	fa, sa := newRawAgent(t, ctx, fast), newRawAgent(t, ctx, slow)
+	for i, arg := range []string{"secret", "big", "slow", "secret-error"} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":%q}}}`, i, arg)
+		fr, fb := fa.post(ctx, body)
+		sr, sb := sa.post(ctx, body)
+		got, want := mustJSON(t, answer(t, fr, fb)), mustJSON(t, answer(t, sr, sb))
+		if got != want {
+			t.Errorf("%s:\nfast path: %s\nSDK path:  %s", arg, got, want)
+		}
+		if strings.Contains(got, secret) {
+			t.Errorf("%s: the fast path leaked the secret: %s", arg, got)
+		}
+		if fr.StatusCode != sr.StatusCode {
+			t.Errorf("%s: status %d; SDK %d", arg, fr.StatusCode, sr.StatusCode)
+		}
+	}
+}
+
+// TestFastPathSameAnswersStateless compares the two paths with stateless: true.
+func TestFastPathSameAnswersStateless(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	yaml := func(fast bool) string {
+		return fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  a: {url: %s, max_response_bytes: 4096}\n", fast, up.url())
+	}
+	fa, sa := newRawAgent(t, ctx, newTestGateway(t, ctx, yaml(true))), newRawAgent(t, ctx, newTestGateway(t, ctx, yaml(false)))
+	for i, call := range []string{
+		`{"name":"a__echo","arguments":{"text":"hello"}}`,
+		`{"name":"a__echo","arguments":{"text":"structured"}}`,
+		`{"name":"a__echo","arguments":{"text":"rpc-error"}}`,
+		`{"name":"a__echo","arguments":{"text":"text:` + strings.Repeat("y", 5000) + `"}}`,
+		`{"name":"nope__echo","arguments":{}}`,
+	} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":"c%d","method":"tools/call","params":%s}`, i, call)
+		fr, fb := fa.post(ctx, body)
+		sr, sb := sa.post(ctx, body)
+		got, want := mustJSON(t, answer(t, fr, fb)), mustJSON(t, answer(t, sr, sb))
+		if got != want || fr.StatusCode != sr.StatusCode {
+			t.Errorf("%.60s:\nfast path: %d %s\nSDK path:  %d %s", call, fr.StatusCode, got, sr.StatusCode, want)
+		}
+	}
+}
+
+// TestFastPathAnswerNamingToolsCall (issue 12): an agent's answer to an
+// upstream's request during a fast call reaches the call even when its
+// content holds the string "tools/call".
+func TestFastPathAnswerNamingToolsCall(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "e", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "which method?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{"m":{"type":"string"}}}`)})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(res.Content["m"])}}}, nil
+	})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  e: {url: %s, timeout: 5s}\n", serveMCP(t, s)))
+	cs := agentVersion(t, ctx, g, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"m": "tools/call"}}, nil
+		},
+	}, "2025-11-25")
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__ask"})
+	if err != nil || text(res) != "tools/call" {
+		t.Fatalf("call: %v %v; want the agent's answer, tools/call", res, err)
+	}
+}

@@ -102,16 +102,21 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 			_ = resp.Body.Close()
 			rcancel()
 		}
-		if fs := fastStreamFrom(ctx); fs != nil && err == nil {
+		graced := func() {
+			t := time.AfterFunc(rawDrainGrace, rcancel)
+			end()
+			t.Stop()
+		}
+		if fs := fastStreamFrom(ctx); fs != nil {
 			// The agent gets its answer first; the stream's end is read
 			// after (fastCall), no longer than rawDrainGrace.
-			fs.later(func() {
-				t := time.AfterFunc(rawDrainGrace, rcancel)
-				end()
-				t.Stop()
-			})
+			fs.later(graced)
 		} else {
-			end()
+			// A call from the SDK's front: the answer goes back now, as
+			// the SDK's client hands it over before the stream ends; an
+			// upstream that keeps the stream open would otherwise hold
+			// the call until its timeout.
+			go graced()
 		}
 	} else {
 		rcancel()

@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// lingeringUpstream serves MCP with the SDK, except that it answers a
+// tools/call itself with answer(id) on an SSE stream that it then keeps
+// open until the request ends or release is closed.
+func lingeringUpstream(t *testing.T, answer func(id json.RawMessage) string, release <-chan struct{}) string {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "l", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if r.Method == http.MethodPost && json.Unmarshal(body, &m) == nil && m.Method == "tools/call" {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.WriteHeader(http.StatusOK)
+			fmt.Fprintf(w, "event: message\ndata: %s\n\n", answer(m.ID))
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/mcp"
+}
+
+// TestRawCallLingeringStream: an upstream that keeps its answer
+// stream open after the answer must not hold a call that came through the
+// SDK's front (here: an agent speaking 2024-11-05, which the fast path
+// does not serve) until the upstream's timeout.
+func TestRawCallLingeringStream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	defer close(release)
+	url := lingeringUpstream(t, func(id json.RawMessage) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`, id)
+	}, release)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	cs := agentVersion(t, ctx, g, nil, "2024-11-05")
+	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ccancel()
+	res, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "l__echo"})
+	if err != nil {
+		t.Fatalf("call: %v (held until the upstream ends its stream)", err)
+	}
+	if text(res) != "ok" {
+		t.Fatalf("got %q", text(res))
+	}
+}
+
+// TestRawCallLingeringStreamError: the same with a JSON-RPC error as the
+// answer, on both fronts.
+func TestRawCallLingeringStreamError(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	defer close(release)
+	url := lingeringUpstream(t, func(id json.RawMessage) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32011,"message":"no"}}`, id)
+	}, release)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	for _, v := range []string{"2024-11-05", "2025-11-25"} {
+		cs := agentVersion(t, ctx, g, nil, v)
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "l__echo"})
+		late := cctx.Err()
+		ccancel()
+		if err == nil || late != nil {
+			t.Errorf("%s: call: %v; want the upstream's error at once", v, err)
+		}
+	}
+}
