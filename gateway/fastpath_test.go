@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -389,5 +391,38 @@ func TestFastPathAnswerNamingToolsCall(t *testing.T) {
 	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__ask"})
 	if err != nil || text(res) != "tools/call" {
 		t.Fatalf("call: %v %v; want the agent's answer, tools/call", res, err)
+	}
+}
+
+// TestFastPathTimeoutWhileAsking checks that an upstream's timeout ends a
+// fast call while the agent is asked something (an elicitation it never
+// answers), as it does on the SDK's path (issue 12 review).
+func TestFastPathTimeoutWhileAsking(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "e", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object"}})
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(err)}}}, nil
+	})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  e: {url: %s, timeout: 300ms}\n", serveMCP(t, s)))
+	never := make(chan struct{})
+	cs := agentVersion(t, ctx, g, &mcp.ClientOptions{
+		ElicitationHandler: func(ctx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			select { // the agent never answers
+			case <-never:
+			case <-ctx.Done():
+			}
+			return nil, errors.New("no answer")
+		},
+	}, "2025-11-25")
+	t.Cleanup(func() { close(never) }) // before the agent's own cleanup
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "e__ask"})
+	if err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	if f, ok := res.Meta[MetaKey]; !ok || !strings.Contains(mustJSON(t, f), `"timeout"`) {
+		t.Errorf("the call ended with %s; want the typed timeout", mustJSON(t, res))
 	}
 }

@@ -362,7 +362,21 @@ func (u *upstream) rawHandle(ctx context.Context, cs *mcp.ClientSession, m *rawM
 		u.rawNotification(ctx, m)
 		return
 	}
-	result, rpcErr := u.rawServerRequest(m)
+	// Asked on a goroutine of its own, so that the call's end (its
+	// timeout, its cancellation) ends the wait for the agent's answer, as
+	// it does on the SDK's client; the ask ends with the agent's call.
+	var result any
+	var rpcErr *jsonrpc.Error
+	asked := make(chan struct{})
+	go func() {
+		defer close(asked)
+		result, rpcErr = u.rawServerRequest(m)
+	}()
+	select {
+	case <-asked:
+	case <-ctx.Done():
+		return
+	}
 	out := struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`

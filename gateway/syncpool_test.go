@@ -208,7 +208,6 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 // tools/call must not be sent again, as net/http's Transport does not send
 // a POST again once written.
 func TestSyncPoolNoResendAfterReceipt(t *testing.T) {
-	t.Skip("known bug, see the review report: syncPool resends a POST the upstream may have received")
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
