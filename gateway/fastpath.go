@@ -56,7 +56,19 @@ type fastCalls struct {
 	asks    map[fastKey]chan *rawMessage
 }
 
-type fastKey struct{ session, id string }
+// fastKey names a fast call, or a request one sent its agent: the session,
+// the JSON-RPC id, and the agent (the user of its credentials, "" without
+// authentication), so that only the session's own agent can answer or
+// cancel, as the SDK checks for any request on a session.
+type fastKey struct{ session, id, user string }
+
+// requestUser is the user of r's credentials, "" without authentication.
+func requestUser(r *http.Request) string {
+	if ti := auth.TokenInfoFromContext(r.Context()); ti != nil {
+		return ti.UserID
+	}
+	return ""
+}
 
 func newFastCalls() *fastCalls {
 	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, asks: map[fastKey]chan *rawMessage{}}
@@ -120,14 +132,14 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	}
 	// The agent's answer to a fast call's request, looked for first: its
 	// content may hold any string, "tools/call" too.
-	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, body) {
+	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, requestUser(r), body) {
 		return true
 	}
 	isCall := bytes.Contains(body, []byte(`"tools/call"`))
 	if !isCall {
 		// The agent's cancellation of a fast call.
 		if bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
-			return g.fastCancel(w, sid, body)
+			return g.fastCancel(w, sid, requestUser(r), body)
 		}
 		return false
 	}
@@ -183,9 +195,9 @@ func fastMeta(m mcp.Meta) bool {
 func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.ServerSession, sid string, id json.RawMessage, params *mcp.CallToolParamsRaw) {
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	fs := &fastStream{w: w, g: g, session: sid}
+	fs := &fastStream{w: w, g: g, session: sid, user: requestUser(r)}
 	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
-	key := fastKey{sid, string(bytes.TrimSpace(id))}
+	key := fastKey{sid, string(bytes.TrimSpace(id)), fs.user}
 	if ss != nil {
 		g.fast.mu.Lock()
 		g.fast.calls[key] = cancel
@@ -275,6 +287,7 @@ func fastStreamFrom(ctx context.Context) *fastStream {
 type fastStream struct {
 	g       *Server
 	session string
+	user    string // the agent's (see fastKey)
 	mu      sync.Mutex
 	w       http.ResponseWriter
 	sse     bool // the stream started
@@ -439,7 +452,7 @@ func (fs *fastStream) ask(ctx context.Context, method string, params any, result
 	if err != nil {
 		return err
 	}
-	key := fastKey{fs.session, strconv.Quote(id)}
+	key := fastKey{fs.session, strconv.Quote(id), fs.user}
 	ch := make(chan *rawMessage, 1)
 	f := fs.g.fast
 	f.mu.Lock()
@@ -468,12 +481,12 @@ func (fs *fastStream) ask(ctx context.Context, method string, params any, result
 
 // fastAnswer delivers an agent's answer to a request a fast call sent it,
 // and reports whether body was one.
-func (g *Server) fastAnswer(w http.ResponseWriter, sid string, body []byte) bool {
+func (g *Server) fastAnswer(w http.ResponseWriter, sid, user string, body []byte) bool {
 	var env rawMessage
 	if json.Unmarshal(body, &env) != nil || env.Method != "" || len(env.ID) == 0 {
 		return false
 	}
-	key := fastKey{sid, string(bytes.TrimSpace(env.ID))}
+	key := fastKey{sid, string(bytes.TrimSpace(env.ID)), user}
 	g.fast.mu.Lock()
 	ch, ok := g.fast.asks[key]
 	g.fast.mu.Unlock()
@@ -490,7 +503,7 @@ func (g *Server) fastAnswer(w http.ResponseWriter, sid string, body []byte) bool
 
 // fastCancel ends a fast call the agent cancelled, and reports whether body
 // was the cancellation of one.
-func (g *Server) fastCancel(w http.ResponseWriter, sid string, body []byte) bool {
+func (g *Server) fastCancel(w http.ResponseWriter, sid, user string, body []byte) bool {
 	var env rawMessage
 	if json.Unmarshal(body, &env) != nil || env.Method != "notifications/cancelled" {
 		return false
@@ -503,7 +516,7 @@ func (g *Server) fastCancel(w http.ResponseWriter, sid string, body []byte) bool
 		return false
 	}
 	g.fast.mu.Lock()
-	cancel, ok := g.fast.calls[fastKey{sid, string(bytes.TrimSpace(p.RequestID))}]
+	cancel, ok := g.fast.calls[fastKey{sid, string(bytes.TrimSpace(p.RequestID)), user}]
 	g.fast.mu.Unlock()
 	if !ok {
 		return false
