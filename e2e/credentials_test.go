@@ -591,16 +591,7 @@ func TestCredentialWebhookAdminSignal(t *testing.T) {
 	defer cancel()
 	p := startOIDC(t, &oidcOptions{AccessTTL: 600 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
-	var toks []string
-	for range 4 {
-		tok, err := p.ClientCredentials(ctx, "gateway")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	path := filepath.Join(t.TempDir(), "token")
-	atomicWrite(t, path, toks[0])
+	toks, path := tokenFile(t, ctx, p, 4)
 	gw := startGateway(t, fmt.Sprintf(`
 admin: {token: e2e-admin-token-0123456789}
 webhooks: {secret: e2e-hook-secret-0123456789}

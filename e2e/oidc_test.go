@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -568,4 +569,21 @@ func TestOIDCOAuth2Source(t *testing.T) {
 	if diff := cmp.Diff([]string{"agent invalid_grant", "gateway invalid_client"}, refused); diff != "" {
 		t.Errorf("refused token requests mismatch (-want +got):\n%s", diff)
 	}
+}
+
+// tokenFile has p issue n client-credentials tokens to the "gateway" client
+// and writes the first to a file, the source of a credential the tests then
+// rotate by writing the next.
+func tokenFile(t *testing.T, ctx context.Context, p *oidcProvider, n int) (toks []string, path string) {
+	t.Helper()
+	for range n {
+		tok, err := p.ClientCredentials(ctx, "gateway")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	path = filepath.Join(t.TempDir(), "token")
+	atomicWrite(t, path, toks[0])
+	return toks, path
 }

@@ -163,16 +163,7 @@ func TestReplicasWebhookRotation(t *testing.T) {
 	srv := redistest.Start(t)
 	p := startOIDC(t, &oidcOptions{AccessTTL: 600 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
-	var toks []string
-	for range 2 {
-		tok, err := p.ClientCredentials(ctx, "gateway")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	path := filepath.Join(t.TempDir(), "token")
-	atomicWrite(t, path, toks[0])
+	toks, path := tokenFile(t, ctx, p, 2)
 	// exec is not watched: only a reload, here or announced by a peer, re-reads it.
 	gws := startReplicas(t, 2, stateConfig(srv, redistest.Prefix(t))+fmt.Sprintf(`
 webhooks: {secret: e2e-hook-secret-0123456789}
@@ -284,16 +275,7 @@ func TestReplicasRedisOutage(t *testing.T) {
 	srv := redistest.Start(t)
 	p := startOIDC(t, &oidcOptions{AccessTTL: 600 * time.Second})
 	upURL := startUpstreamHTTP(t, p.UpstreamArgs("upstream")...)
-	var toks []string
-	for range 2 {
-		tok, err := p.ClientCredentials(ctx, "gateway")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	path := filepath.Join(t.TempDir(), "token")
-	atomicWrite(t, path, toks[0])
+	toks, path := tokenFile(t, ctx, p, 2)
 	gws := startReplicas(t, 2, stateConfig(srv, redistest.Prefix(t))+fmt.Sprintf(`
 admin: {token: e2e-admin-token-0123456789}
 credentials:
