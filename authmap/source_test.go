@@ -323,13 +323,25 @@ func TestFileWatchRotates(t *testing.T) {
 				// A rotation before the watch is in place is caught by the
 				// watch's first re-read; after, by the directory's events.
 				l.rotate(t, want)
-				select {
-				case e := <-events:
-					if e.Kind != EventRotated || e.Trigger != TriggerFile {
-						t.Fatalf("event %s/%s, want rotated/file", e.Kind, e.Trigger)
+			wait:
+				for {
+					select {
+					case e := <-events:
+						// An in-place write truncates the file before it
+						// writes it: a watch that reads between the two
+						// sees it empty, refuses that (rejected_rotation,
+						// the old value kept) and rotates on the write's
+						// own event. Only that layout may show it.
+						if e.Kind == EventRejectedRotation && tt.name == "in-place write" {
+							continue
+						}
+						if e.Kind != EventRotated || e.Trigger != TriggerFile {
+							t.Fatalf("event %s/%s, want rotated/file", e.Kind, e.Trigger)
+						}
+						break wait
+					case <-ctx.Done():
+						t.Fatalf("rotation to %s not seen", want)
 					}
-				case <-ctx.Done():
-					t.Fatalf("rotation to %s not seen", want)
 				}
 				if got := c.Value(); got != want {
 					t.Fatalf("after rotation %d: %q, want %q", i, got, want)
@@ -338,13 +350,20 @@ func TestFileWatchRotates(t *testing.T) {
 			// A rewrite with the same content is not a rotation.
 			l.rotate(t, "value-3")
 			l.rotate(t, "value-4")
-			select {
-			case e := <-events:
-				if e.Kind != EventRotated || c.Value() != "value-4" {
-					t.Fatalf("event %s with value %q, want rotated to value-4 and nothing for the same content", e.Kind, c.Value())
+		last:
+			for {
+				select {
+				case e := <-events:
+					if e.Kind == EventRejectedRotation && tt.name == "in-place write" {
+						continue // a read between truncate and write (see above)
+					}
+					if e.Kind != EventRotated || c.Value() != "value-4" {
+						t.Fatalf("event %s with value %q, want rotated to value-4 and nothing for the same content", e.Kind, c.Value())
+					}
+					break last
+				case <-ctx.Done():
+					t.Fatal("no event")
 				}
-			case <-ctx.Done():
-				t.Fatal("no event")
 			}
 		})
 	}
