@@ -272,6 +272,37 @@ func (g *Server) fastInputRounds(next mcp.MethodHandler) mcp.MethodHandler {
 	}
 }
 
+// fastSend is a sending middleware of the gateway's MCP server: a request
+// the SDK's ServerSession sends to the agent in the context of a fast call
+// (elicitation, sampling, roots, whether for an upstream's server-to-client
+// request or for the input rounds a 2026-07-28 upstream's result asks for)
+// goes on the call's own answer stream, as the SDK sends a request related
+// to one it is serving. Without it, it would go to the agent's standalone
+// GET stream, which the agent may not have opened yet.
+func (g *Server) fastSend(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		fs := fastStreamFrom(ctx)
+		if fs == nil {
+			return next(ctx, method, req)
+		}
+		var res mcp.Result
+		switch method {
+		case "elicitation/create":
+			res = new(mcp.ElicitResult)
+		case "sampling/createMessage":
+			res = new(mcp.CreateMessageWithToolsResult)
+		case "roots/list":
+			res = new(mcp.ListRootsResult)
+		default: // notifications, pings: as the SDK sends them
+			return next(ctx, method, req)
+		}
+		if err := fs.ask(ctx, method, req.GetParams(), res); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
+}
+
 // fastStreamKey is the context key of a fast call's answer stream.
 type fastStreamKey struct{}
 

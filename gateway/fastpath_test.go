@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -424,5 +425,68 @@ func TestFastPathTimeoutWhileAsking(t *testing.T) {
 	}
 	if f, ok := res.Meta[MetaKey]; !ok || !strings.Contains(mustJSON(t, f), `"timeout"`) {
 		t.Errorf("the call ended with %s; want the typed timeout", mustJSON(t, res))
+	}
+}
+
+// TestFastPathInputRoundsOnCallStream: when a 2026-07-28 upstream's result
+// asks for input and the agent is older, the gateway asks the agent on the
+// call's own answer stream, as the SDK does for a request it serves, and
+// not on the standalone GET stream, which this agent never opens (the
+// conformance suite's elicitation scenarios failed now and then through a
+// stdio upstream while the TypeScript client's GET was still connecting).
+func TestFastPathInputRoundsOnCallStream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g, _, _ := stdioGateway(t, ctx) // a stdio child: a 2026-07-28 session
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
+	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"raw","version":"1"}}}`)
+	a.session = resp.Header.Get("Mcp-Session-Id")
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__ask","arguments":{}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Mcp-Session-Id", a.session)
+	call, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Body.Close()
+	if ct := call.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("the call's answer is %s; want the stream carrying the agent's input request", ct)
+	}
+	events := bufio.NewScanner(call.Body)
+	next := func() map[string]any {
+		for events.Scan() {
+			if v, ok := bytes.CutPrefix(events.Bytes(), []byte("data: ")); ok {
+				var m map[string]any
+				if err := json.Unmarshal(v, &m); err != nil {
+					t.Fatalf("event %q: %v", v, err)
+				}
+				return m
+			}
+		}
+		t.Fatalf("the call's stream ended: %v", events.Err())
+		return nil
+	}
+	ask := next()
+	if ask["method"] != "elicitation/create" {
+		t.Fatalf("first event on the call's stream = %v; want the elicitation request", ask)
+	}
+	id, _ := json.Marshal(ask["id"])
+	r, _ := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"action":"accept","content":{"name":"Ada"}}}`, id))
+	if r.StatusCode != http.StatusAccepted {
+		t.Errorf("the agent's answer got %s; want 202", r.Status)
+	}
+	got := mustJSON(t, next())
+	if !strings.Contains(got, `"id":7`) || !strings.Contains(got, `accept Ada`) {
+		t.Errorf("the call's answer = %s; want id 7 with the upstream's result of the second round", got)
 	}
 }

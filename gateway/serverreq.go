@@ -70,14 +70,7 @@ func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mc
 	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
 	}
-	if fs := fastStreamFrom(c.ctx); fs != nil {
-		// A fast call: asked on the call's own answer stream (fastpath.go).
-		var res mcp.ElicitResult
-		if err := fs.ask(c.ctx, "elicitation/create", req.Params, &res); err != nil {
-			return nil, err
-		}
-		return &res, nil
-	}
+	// A fast call's request goes on its own answer stream (fastSend).
 	return c.session.Elicit(c.ctx, req.Params)
 }
 
@@ -88,22 +81,6 @@ func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessag
 	}
 	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
-	}
-	if fs := fastStreamFrom(c.ctx); fs != nil {
-		params := req.Params
-		if params == nil || params.Messages == nil {
-			p := mcp.CreateMessageParams{Messages: []*mcp.SamplingMessage{}} // as the SDK: never "null"
-			if params != nil {
-				p = *params
-				p.Messages = []*mcp.SamplingMessage{}
-			}
-			params = &p
-		}
-		var res mcp.CreateMessageResult
-		if err := fs.ask(c.ctx, "sampling/createMessage", params, &res); err != nil {
-			return nil, err
-		}
-		return &res, nil
 	}
 	return c.session.CreateMessage(c.ctx, req.Params)
 }

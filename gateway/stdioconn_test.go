@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
@@ -49,6 +50,17 @@ func echoStdioUpstream() {
 	})
 	srv.AddTool(&mcp.Tool{Name: "fail", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return nil, &jsonrpc.Error{Code: -32011, Message: "upstream says no"}
+	})
+	// ask needs input (2026-07-28, SEP-2322): a name, then answers with it.
+	srv.AddTool(&mcp.Tool{Name: "ask", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if r, ok := req.Params.InputResponses["q"].(*mcp.ElicitResult); ok {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", r.Action, r.Content["name"])}}}, nil
+		}
+		if v := req.ProtocolVersion(); v < "2026-07-28" {
+			return nil, fmt.Errorf("the session is on %s, not 2026-07-28", v)
+		}
+		p := &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}
+		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"q": p}}, nil
 	})
 	_ = srv.Run(context.Background(), &mcp.StdioTransport{})
 }
