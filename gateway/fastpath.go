@@ -80,6 +80,10 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // fastFront serves /mcp: plain tools/calls itself, everything else by sdk.
 func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodDelete {
+			g.fastDelete(w, r, sdk)
+			return
+		}
 		if r.Method != http.MethodPost || !g.config().fastPath() || g.tracing != nil || !fastHeaders(r) {
 			sdk.ServeHTTP(w, r)
 			return
@@ -103,6 +107,55 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 		}
 	})
 }
+
+// errSessionDeleted ends the fast calls of a session its agent deleted.
+var errSessionDeleted = errors.New("credgate: the agent ended its session")
+
+// fastDelete serves an agent's DELETE of its session (by sdk) and, once the
+// session is gone, cancels the session's fast calls, as closing the session
+// cancels the calls the SDK serves.
+func (g *Server) fastDelete(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler) {
+	sw := &statusRecorder{ResponseWriter: w}
+	sdk.ServeHTTP(sw, r)
+	sid := r.Header.Get("Mcp-Session-Id")
+	if sid == "" || sw.status >= 300 {
+		return
+	}
+	user := requestUser(r)
+	var ended []context.CancelCauseFunc
+	g.fast.mu.Lock()
+	for k, cancel := range g.fast.calls {
+		if k.session == sid && k.user == user {
+			ended = append(ended, cancel)
+		}
+	}
+	g.fast.mu.Unlock()
+	for _, cancel := range ended {
+		cancel(errSessionDeleted)
+	}
+}
+
+// statusRecorder remembers the status code written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // fastHeaders reports whether r's headers allow the fast path: the SDK's
 // own checks pass, and the protocol is one it serves.

@@ -490,3 +490,65 @@ func TestFastPathInputRoundsOnCallStream(t *testing.T) {
 		t.Errorf("the call's answer = %s; want id 7 with the upstream's result of the second round", got)
 	}
 }
+
+// TestFastPathDeleteEndsCalls: an agent deleting its session ends its fast
+// calls in flight, as closing a session ends the calls the SDK serves: the
+// upstream is told, and the call's POST returns.
+func TestFastPathDeleteEndsCalls(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		cancelled <- struct{}{}
+		return nil, ctx.Err()
+	})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
+	a := newRawAgent(t, ctx, g)
+	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the call never reached the upstream")
+	}
+	del := func(a *rawAgent) int {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, a.url, nil)
+		req.Header.Set("Mcp-Session-Id", a.session)
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := del(other); code != http.StatusNoContent {
+		t.Fatalf("DELETE of the other session: %d", code)
+	}
+	select {
+	case <-cancelled:
+		t.Fatal("deleting another session ended this session's call")
+	default:
+	}
+	if code := del(a); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d", code)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("the upstream's call was never cancelled after the agent deleted its session")
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		t.Fatal("the call's POST never returned after the agent deleted its session")
+	}
+}
