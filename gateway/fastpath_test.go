@@ -178,18 +178,12 @@ func TestFastPathLogsAndCancel(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, &mcp.ServerOptions{Capabilities: &mcp.ServerCapabilities{Logging: &mcp.LoggingCapabilities{}}})
 	s.AddTool(&mcp.Tool{Name: "chatty", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: "working"})
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
 	})
-	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		started <- struct{}{}
-		<-ctx.Done()
-		cancelled <- struct{}{}
-		return nil, ctx.Err()
-	})
+	started, cancelled := addSlowTool(s)
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
 	var mu sync.Mutex
 	var logs []string
@@ -498,14 +492,8 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		started <- struct{}{}
-		<-ctx.Done()
-		cancelled <- struct{}{}
-		return nil, ctx.Err()
-	})
+	started, cancelled := addSlowTool(s)
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
 	a := newRawAgent(t, ctx, g)
 	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
@@ -551,4 +539,17 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the call's POST never returned after the agent deleted its session")
 	}
+}
+
+// addSlowTool adds to s a tool "slow" that runs until it is cancelled,
+// signalling on started when it begins and on cancelled when it ends.
+func addSlowTool(s *mcp.Server) (started, cancelled chan struct{}) {
+	started, cancelled = make(chan struct{}, 1), make(chan struct{}, 1)
+	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		cancelled <- struct{}{}
+		return nil, ctx.Err()
+	})
+	return started, cancelled
 }
