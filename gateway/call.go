@@ -502,6 +502,9 @@ func (g *Server) trackLogLevel(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if method == "logging/setLevel" {
 			if p, ok := req.GetParams().(*mcp.SetLoggingLevelParams); ok && p != nil {
+				if logSeverity(p.Level) < 0 {
+					return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: fmt.Sprintf("invalid log level %q: want one of debug, info, notice, warning, error, critical, alert, emergency", p.Level)}
+				}
 				if ss, ok := req.GetSession().(*mcp.ServerSession); ok {
 					if _, seen := g.logLevels.Swap(ss, p.Level); !seen {
 						go func() { // forget the session when it ends

@@ -167,8 +167,21 @@ func fastHeaders(r *http.Request) bool {
 	if !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
 		return false
 	}
-	accept := strings.Join(r.Header.Values("Accept"), ",")
-	return strings.Contains(accept, "application/json") && strings.Contains(accept, "text/event-stream")
+	jsonOK, streamOK := false, false
+	for _, value := range r.Header.Values("Accept") { // as the SDK reads it
+		for _, token := range strings.Split(value, ",") {
+			base, _, _ := strings.Cut(token, ";")
+			switch strings.ToLower(strings.TrimSpace(base)) {
+			case "application/json", "application/*":
+				jsonOK = true
+			case "text/event-stream", "text/*":
+				streamOK = true
+			case "*/*":
+				jsonOK, streamOK = true, true
+			}
+		}
+	}
+	return jsonOK && streamOK
 }
 
 // fastServe answers body if the fast path takes it, and reports whether it
@@ -188,20 +201,25 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, requestUser(r), body) {
 		return true
 	}
-	isCall := bytes.Contains(body, []byte(`"tools/call"`))
-	if !isCall {
-		// The agent's cancellation of a fast call.
-		if bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
-			return g.fastCancel(w, sid, requestUser(r), body)
-		}
+	if !bytes.Contains(body, []byte(`"tools/call"`)) && !bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
 		return false
 	}
 	var env rawMessage
-	if json.Unmarshal(body, &env) != nil || env.JSONRPC != "2.0" || env.Method != "tools/call" || !validID(env.ID) {
+	if agentJSON(body, &env) != nil || env.JSONRPC != "2.0" {
+		return false
+	}
+	switch env.Method {
+	case "notifications/cancelled": // the agent's cancellation of a fast call
+		return len(env.ID) == 0 && g.fastCancel(w, sid, requestUser(r), env.Params)
+	case "tools/call":
+	default:
+		return false
+	}
+	if !validID(env.ID) {
 		return false
 	}
 	var params mcp.CallToolParamsRaw
-	if len(env.Params) == 0 || json.Unmarshal(env.Params, &params) != nil {
+	if len(env.Params) == 0 || agentJSON(env.Params, &params) != nil {
 		return false
 	}
 	if params.InputResponses != nil || params.RequestState != "" || !fastMeta(params.Meta) {
@@ -226,10 +244,36 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	return true
 }
 
-// validID reports whether raw is a JSON-RPC request id: a string or a number.
+// validID reports whether raw is a JSON-RPC request id the fast path
+// takes: a string without escapes, or an integer of at most 15 digits
+// without a fraction or exponent. Those the SDK echoes byte for byte, and
+// their text names them in fastKey; other ids (1.5, 1e2, "\u0041", beyond
+// 2^53) go to the SDK, which answers them in its own way.
 func validID(raw json.RawMessage) bool {
 	raw = bytes.TrimSpace(raw)
-	return len(raw) > 0 && (raw[0] == '"' || raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'))
+	if len(raw) >= 2 && raw[0] == '"' {
+		return bytes.IndexByte(raw, '\\') < 0
+	}
+	digits := raw
+	if len(digits) > 0 && digits[0] == '-' {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 15 || (digits[0] == '0' && len(raw) > 1) {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// agentJSON decodes an agent's message as the SDK's server does: object
+// keys match struct fields exactly ("Method" is not "method").
+func agentJSON(data []byte, v any) error {
+	_, err := json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)
+	return err
 }
 
 // fastMeta reports whether a call's _meta allows the fast path: no progress
@@ -246,13 +290,26 @@ func fastMeta(m mcp.Meta) bool {
 // fastCall runs one tools/call through the gateway's receiving middlewares
 // and call path, and writes its answer.
 func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.ServerSession, sid string, id json.RawMessage, params *mcp.CallToolParamsRaw) {
-	ctx, cancel := context.WithCancelCause(r.Context())
+	// An agent that goes away has not cancelled its call (the spec: a
+	// disconnection SHOULD NOT be taken as cancellation), so the call runs
+	// on as the SDK's does; only notifications/cancelled and DELETE end it.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
 	defer cancel(nil)
 	fs := &fastStream{w: w, g: g, session: sid, user: requestUser(r)}
 	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
 	key := fastKey{sid, string(bytes.TrimSpace(id)), fs.user}
 	if ss != nil {
 		g.fast.mu.Lock()
+		if _, dup := g.fast.calls[key]; dup {
+			g.fast.mu.Unlock()
+			// As the SDK answers a request whose id is in flight on the session.
+			jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(key.id, `"`)}
+			data, _ := json.Marshal(jerr)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, key.id, data)
+			return
+		}
 		g.fast.calls[key] = cancel
 		g.fast.mu.Unlock()
 		defer func() {
@@ -325,19 +382,19 @@ func (g *Server) fastInputRounds(next mcp.MethodHandler) mcp.MethodHandler {
 	}
 }
 
-// fastSend is a sending middleware of the gateway's MCP server: a request
-// the SDK's ServerSession sends to the agent in the context of a fast call
-// (elicitation, sampling, roots, whether for an upstream's server-to-client
-// request or for the input rounds a 2026-07-28 upstream's result asks for)
-// goes on the call's own answer stream, as the SDK sends a request related
-// to one it is serving. Without it, it would go to the agent's standalone
-// GET stream, which the agent may not have opened yet.
-func (g *Server) fastSend(next mcp.MethodHandler) mcp.MethodHandler {
+// toAgent is the sending middleware of the gateway's MCP server, for the
+// requests it sends an agent (elicitation, sampling, roots), whether for an
+// upstream's server-to-client request or for the input a 2026-07-28
+// upstream's result asks for:
+//   - a request for a capability the agent did not declare fails at once,
+//     as the SDK's Elicit does for elicitation (its sampling requests go
+//     out regardless, and an agent may never answer them);
+//   - a request in the context of a fast call goes on the call's own
+//     answer stream, as the SDK sends a request related to one it serves;
+//     without this it would go to the agent's standalone GET stream, which
+//     the agent may not have opened yet.
+func (g *Server) toAgent(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		fs := fastStreamFrom(ctx)
-		if fs == nil {
-			return next(ctx, method, req)
-		}
 		var res mcp.Result
 		switch method {
 		case "elicitation/create":
@@ -349,11 +406,39 @@ func (g *Server) fastSend(next mcp.MethodHandler) mcp.MethodHandler {
 		default: // notifications, pings: as the SDK sends them
 			return next(ctx, method, req)
 		}
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok {
+			if err := agentCan(ss, method); err != nil {
+				return nil, err
+			}
+		}
+		fs := fastStreamFrom(ctx)
+		if fs == nil {
+			return next(ctx, method, req)
+		}
 		if err := fs.ask(ctx, method, req.GetParams(), res); err != nil {
 			return nil, err
 		}
 		return res, nil
 	}
+}
+
+// agentCan reports, as an error, that the agent of ss did not declare the
+// capability method needs.
+func agentCan(ss *mcp.ServerSession, method string) error {
+	caps := clientCaps(ss)
+	var ok bool
+	switch method {
+	case "elicitation/create":
+		ok = caps != nil && caps.Elicitation != nil
+	case "sampling/createMessage":
+		ok = caps != nil && caps.Sampling != nil
+	default: // roots: asked only of agents that declared them (roots.go)
+		return nil
+	}
+	if !ok {
+		return fmt.Errorf("credgate: the agent does not support %s (it did not declare the capability)", method)
+	}
+	return nil
 }
 
 // fastStreamKey is the context key of a fast call's answer stream.
@@ -567,7 +652,7 @@ func (fs *fastStream) ask(ctx context.Context, method string, params any, result
 // and reports whether body was one.
 func (g *Server) fastAnswer(w http.ResponseWriter, sid, user string, body []byte) bool {
 	var env rawMessage
-	if json.Unmarshal(body, &env) != nil || env.Method != "" || len(env.ID) == 0 {
+	if agentJSON(body, &env) != nil || env.Method != "" || len(env.ID) == 0 {
 		return false
 	}
 	key := fastKey{sid, string(bytes.TrimSpace(env.ID)), user}
@@ -587,16 +672,12 @@ func (g *Server) fastAnswer(w http.ResponseWriter, sid, user string, body []byte
 
 // fastCancel ends a fast call the agent cancelled, and reports whether body
 // was the cancellation of one.
-func (g *Server) fastCancel(w http.ResponseWriter, sid, user string, body []byte) bool {
-	var env rawMessage
-	if json.Unmarshal(body, &env) != nil || env.Method != "notifications/cancelled" {
-		return false
-	}
+func (g *Server) fastCancel(w http.ResponseWriter, sid, user string, params json.RawMessage) bool {
 	var p struct {
 		RequestID json.RawMessage `json:"requestId"`
 		Reason    string          `json:"reason"`
 	}
-	if json.Unmarshal(env.Params, &p) != nil {
+	if len(params) == 0 || agentJSON(params, &p) != nil {
 		return false
 	}
 	g.fast.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 )
 
 // rawAgent is an agent speaking raw HTTP to a gateway, so a test sees the
@@ -552,4 +554,217 @@ func addSlowTool(s *mcp.Server) (started, cancelled chan struct{}) {
 		return nil, ctx.Err()
 	})
 	return started, cancelled
+}
+
+// TestFastPathSameEdges: requests at the edges of what the fast path takes
+// are answered as the SDK answers them (issue 12 review): keys matched
+// exactly ("ID", "Method", "Name" are not the spec's), ids the SDK rewrites,
+// a loose Accept header, a duplicate id in flight, and a cancellation whose
+// text holds "tools/call".
+func TestFastPathSameEdges(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	started, cancelled := addSlowTool(up.srv)
+	yaml := func(fast bool) string {
+		return fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s}\n", fast, up.url())
+	}
+	fast := newRawAgent(t, ctx, newTestGateway(t, ctx, yaml(true)))
+	slow := newRawAgent(t, ctx, newTestGateway(t, ctx, yaml(false)))
+	same := func(what string, fr *http.Response, fb []byte, sr *http.Response, sb []byte) {
+		t.Helper()
+		if fr.StatusCode != sr.StatusCode {
+			t.Errorf("%s: fast path %d %q; SDK path %d %q", what, fr.StatusCode, fb, sr.StatusCode, sb)
+			return
+		}
+		if len(bytes.TrimSpace(sb)) == 0 || sr.StatusCode >= 300 && !strings.HasPrefix(sr.Header.Get("Content-Type"), "application/json") {
+			if !bytes.Equal(bytes.TrimSpace(fb), bytes.TrimSpace(sb)) {
+				t.Errorf("%s: fast path %q; SDK path %q", what, fb, sb)
+			}
+			return
+		}
+		if g, w := mustJSON(t, answer(t, fr, fb)), mustJSON(t, answer(t, sr, sb)); g != w {
+			t.Errorf("%s:\nfast path: %s\nSDK path:  %s", what, g, w)
+		}
+	}
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","ID":"e1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":"e2","Method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":"e3","method":"tools/call","params":{"Name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":1.5,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":1e2,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":"\u0041","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+		`{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+	} {
+		fr, fb := fast.post(ctx, body)
+		sr, sb := slow.post(ctx, body)
+		same(body, fr, fb, sr, sb)
+	}
+
+	// Accept must name both types, as the SDK parses it.
+	post := func(a *rawAgent, accept string) (*http.Response, []byte) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":"acc","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", accept)
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		req.Header.Set("Mcp-Session-Id", a.session)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	for _, accept := range []string{"application/json-seq, text/event-streams", "application/*, text/*", "*/*"} {
+		fr, fb := post(fast, accept)
+		sr, sb := post(slow, accept)
+		same("Accept: "+accept, fr, fb, sr, sb)
+	}
+
+	// A second call with the id of one in flight is refused; the first can
+	// still be cancelled, by a cancellation whose reason reads "tools/call".
+	for _, a := range []*rawAgent{fast, slow} {
+		go a.post(ctx, `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"a__slow","arguments":{}}}`)
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatal("the slow call never started")
+		}
+	}
+	dup := `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`
+	fr, fb := fast.post(ctx, dup)
+	sr, sb := slow.post(ctx, dup)
+	same("duplicate id in flight", fr, fb, sr, sb)
+	for _, a := range []*rawAgent{fast, slow} {
+		if r, b := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"dup","reason":"tools/call"}}`); r.StatusCode != http.StatusAccepted {
+			t.Errorf("cancellation: %d %q", r.StatusCode, b)
+		}
+	}
+	for range 2 {
+		select {
+		case <-cancelled:
+		case <-ctx.Done():
+			t.Fatal("a cancelled call ran on")
+		}
+	}
+}
+
+// TestFastPathDisconnectIsNotCancel: an agent whose connection drops has
+// not cancelled its call (the spec: a disconnection SHOULD NOT be taken as
+// cancellation); the call runs to its end, as through the SDK.
+func TestFastPathDisconnectIsNotCancel(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	s.AddTool(&mcp.Tool{Name: "gated", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		started <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	lines := make(chan string, 16)
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)),
+		zerolog.New(lineWriter(lines)).Level(zerolog.InfoLevel))
+	// gone signals once the gateway's handler saw the agent's connection end.
+	gone := make(chan struct{})
+	h := g.Handler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Test-Watch") != "" {
+			context.AfterFunc(r.Context(), func() { close(gone) })
+		}
+		h.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
+	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	a.session = resp.Header.Get("Mcp-Session-Id")
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	cctx, drop := context.WithCancel(ctx)
+	req, _ := http.NewRequestWithContext(cctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"f__gated","arguments":{}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Mcp-Session-Id", a.session)
+	req.Header.Set("X-Test-Watch", "1")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the call never started")
+	}
+	drop()
+	<-done
+	select {
+	case <-gone:
+	case <-ctx.Done():
+		t.Fatal("the gateway never saw the agent go")
+	}
+	close(release)
+	for {
+		select {
+		case l := <-lines:
+			if !strings.Contains(l, `"message":"call"`) {
+				continue
+			}
+			if !strings.Contains(l, `"outcome":"ok"`) {
+				t.Errorf("the call after the agent dropped its connection: %s; want outcome ok (run to its end)", l)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("no call line")
+		}
+	}
+}
+
+// lineWriter sends each line written to it on ch, dropping lines when ch
+// is full.
+type lineWriter chan string
+
+func (w lineWriter) Write(p []byte) (int, error) {
+	select {
+	case w <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// TestAgentRequestsNeedCapability: the gateway does not send an agent a
+// request for a capability it did not declare (a 2026-07-28 upstream's
+// result asking for sampling, here), on either path: the call fails at
+// once rather than waiting on an agent that will never answer. An invalid
+// log level is refused as invalid params.
+func TestAgentRequestsNeedCapability(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		cs := agentVersion(t, ctx, g, nil, "2025-11-25") // no sampling capability
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__sample"})
+		if err == nil && !res.IsError {
+			t.Errorf("fast=%v: sampling through an agent without the capability answered %s", fast, mustJSON(t, res))
+		} else if msg := fmt.Sprint(err, res); !strings.Contains(msg, "sampling") {
+			t.Errorf("fast=%v: the failure %s does not say sampling is what the agent lacks", fast, msg)
+		}
+		if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "bogus"}); err == nil || !strings.Contains(err.Error(), "invalid log level") {
+			t.Errorf("fast=%v: logging/setLevel bogus = %v; want invalid params", fast, err)
+		}
+	}
 }

@@ -270,8 +270,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	g.mcp.AddReceivingMiddleware(g.agentPolicy)
 	// Outermost, so a request's span covers all the gateway does for it.
 	g.mcp.AddReceivingMiddleware(g.traceRequests)
-	// Requests to the agent during a fast call go on its answer stream.
-	g.mcp.AddSendingMiddleware(g.fastSend)
+	// Requests to agents: their capabilities checked, on a fast call's
+	// answer stream during one.
+	g.mcp.AddSendingMiddleware(g.toAgent)
 	// The fast path runs the same middlewares, in the same order, but the
 	// tracing one (it is off while tracing is on) and with the SDK's own
 	// innermost one (input rounds) in credgate's terms (fastpath.go).

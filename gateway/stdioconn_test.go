@@ -62,6 +62,14 @@ func echoStdioUpstream() {
 		p := &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}
 		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"q": p}}, nil
 	})
+	// sample needs a sampled message (2026-07-28, SEP-2322).
+	srv.AddTool(&mcp.Tool{Name: "sample", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if _, ok := req.Params.InputResponses["s"]; ok {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sampled"}}}, nil
+		}
+		p := &mcp.CreateMessageParams{MaxTokens: 10, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}}
+		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"s": p}}, nil
+	})
 	_ = srv.Run(context.Background(), &mcp.StdioTransport{})
 }
 
