@@ -84,7 +84,13 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			g.fastDelete(w, r, sdk)
 			return
 		}
-		if r.Method != http.MethodPost || !g.config().fastPath() || g.tracing != nil || !fastHeaders(r) {
+		if r.Method != http.MethodPost {
+			sdk.ServeHTTP(w, r)
+			return
+		}
+		fast := g.config().fastPath() && g.tracing == nil && fastHeaders(r)
+		sessionless := r.Header.Get("Mcp-Session-Id") == "" && !g.config().Stateless && sessionProtocol(r)
+		if !fast && !sessionless {
 			sdk.ServeHTTP(w, r)
 			return
 		}
@@ -97,7 +103,10 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 		}()
 		n, err := buf.ReadFrom(io.LimitReader(r.Body, maxFastBody+1))
 		body := buf.Bytes()
-		if err != nil || n > maxFastBody || !g.fastServe(w, r, sdk, body) {
+		if err == nil && n <= maxFastBody && sessionless && refuseSessionless(w, body) {
+			return
+		}
+		if err != nil || n > maxFastBody || !fast || !g.fastServe(w, r, sdk, body) {
 			// Not for the fast path: the SDK reads the body as it came.
 			r.Body = struct {
 				io.Reader
@@ -106,6 +115,38 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			sdk.ServeHTTP(w, r)
 		}
 	})
+}
+
+// sessionProtocol reports whether r's protocol has sessions: 2025-11-25 or
+// older (a request without the version header is 2025-03-26's, per the
+// spec); 2026-07-28 agents need none.
+func sessionProtocol(r *http.Request) bool {
+	v := r.Header.Get("Mcp-Protocol-Version")
+	return v == "" || fastVersions[v]
+}
+
+// refuseSessionless answers, on a stateful endpoint, a request other than
+// initialize that came without a session id: 400, as the spec says a server
+// that requires sessions SHOULD answer (the SDK would start a session for
+// it and refuse the request inside it). It reports whether it answered;
+// batches and bodies that do not parse are the SDK's to answer.
+func refuseSessionless(w http.ResponseWriter, body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return false
+	}
+	var env rawMessage
+	if agentJSON(body, &env) != nil || env.Method == "" || env.Method == "initialize" {
+		return false
+	}
+	id := bytes.TrimSpace(env.ID)
+	if len(id) == 0 {
+		id = []byte("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":%d,"message":"Bad Request: no Mcp-Session-Id header; initialize a session first and send its id with every request"}}`, id, jsonrpc.CodeInvalidRequest)
+	return true
 }
 
 // errSessionDeleted ends the fast calls of a session its agent deleted.

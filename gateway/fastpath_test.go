@@ -768,3 +768,33 @@ func TestAgentRequestsNeedCapability(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionlessRequestRefused: on a stateful endpoint a 2025-11-25
+// request other than initialize without Mcp-Session-Id gets 400, as the
+// spec says; initialize, and a stateless endpoint, are served.
+func TestSessionlessRequestRefused(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s}\n", fast, up.url()))
+		a := newRawAgent(t, ctx, g)
+		a.session = ""
+		for _, body := range []string{
+			`{"jsonrpc":"2.0","id":"n1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`,
+			`{"jsonrpc":"2.0","id":"n2","method":"tools/list"}`,
+		} {
+			resp, b := a.post(ctx, body)
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "Mcp-Session-Id") {
+				t.Errorf("fast=%v: %s without a session: %d %q; want 400 naming the missing header", fast, body, resp.StatusCode, b)
+			}
+		}
+	}
+	g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", up.url()))
+	a := newRawAgent(t, ctx, g)
+	resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":"s1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "a:echo:x") {
+		t.Errorf("stateless: %d %q; want the result", resp.StatusCode, b)
+	}
+}
