@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// hostileUpstream is a real MCP server, except that a tools/call of its
+// tool "raw" is answered by the test with raw bytes on the connection: the
+// function named by the call's "text" argument writes them.
+type hostileUpstream struct {
+	url string
+
+	mu    sync.Mutex
+	conns []net.Conn // hijacked, closed when the test ends
+}
+
+// rawAnswerFunc writes an answer to the tools/call with JSON-RPC id on c.
+type rawAnswerFunc func(c net.Conn, br *bufio.Reader, id json.RawMessage)
+
+func newHostileUpstream(t *testing.T, answers map[string]rawAnswerFunc) *hostileUpstream {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "h", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "raw", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ran"}}}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "echo"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	h := &hostileUpstream{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.RawQuery == "" {
+			body, _ := io.ReadAll(r.Body)
+			var m struct {
+				ID     json.RawMessage
+				Method string
+				Params struct {
+					Name      string
+					Arguments struct{ Text string }
+				}
+			}
+			_ = json.Unmarshal(body, &m)
+			if f := answers[m.Params.Arguments.Text]; m.Method == "tools/call" && m.Params.Name == "raw" && f != nil {
+				c, brw, err := w.(http.Hijacker).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				h.mu.Lock()
+				h.conns = append(h.conns, c)
+				h.mu.Unlock()
+				f(c, brw.Reader, m.ID)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		hs.Close()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, c := range h.conns {
+			_ = c.Close()
+		}
+	})
+	h.url = hs.URL + "/mcp"
+	return h
+}
+
+// jsonAnswer is an HTTP/1.1 JSON answer to id with head's extra header lines.
+func jsonAnswer(id json.RawMessage, head string) string {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"raw answer"}]}}`, id)
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s", head, len(body), body)
+}
+
+// failureOf returns the failure object of an agent's answer, or its result's text.
+func outcomeOf(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	m := answer(t, resp, body)
+	if res, ok := m["result"].(map[string]any); ok {
+		if meta, ok := res["_meta"].(map[string]any); ok {
+			if f, ok := meta[MetaKey]; ok {
+				return "failure " + mustJSON(t, f)
+			}
+		}
+		return "result " + mustJSON(t, res["content"])
+	}
+	return "error " + mustJSON(t, m["error"])
+}
+
+// serveHeld answers every further request on a hijacked connection with a
+// JSON result "held" to its id, until the connection ends.
+func serveHeld(c net.Conn, br *bufio.Reader) {
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		body, _ := io.ReadAll(req.Body)
+		var m struct{ ID json.RawMessage }
+		_ = json.Unmarshal(body, &m)
+		if req.Method != http.MethodPost || len(m.ID) == 0 {
+			_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+			continue
+		}
+		b := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"held %s"}]}}`, m.ID, req.URL.RawQuery)
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b); err != nil {
+			return
+		}
+	}
+}
+
+// hostileCase is an upstream's unusual answer to a tools/call.
+type hostileCase struct {
+	name   string
+	answer rawAnswerFunc
+	// fast is the outcome (see outcomeKind) the fast path must give; ""
+	// for the SDK path's.
+	fast string
+}
+
+// outcomeKind is what an agent acts on in an outcome: a result's content,
+// a failure's type, a JSON-RPC error's code.
+func outcomeKind(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	m := answer(t, resp, body)
+	if res, ok := m["result"].(map[string]any); ok {
+		if meta, ok := res["_meta"].(map[string]any); ok {
+			if f, ok := meta[MetaKey].(map[string]any); ok {
+				return fmt.Sprintf("failure %v", f["type"])
+			}
+		}
+		return "result " + mustJSON(t, res["content"])
+	}
+	if e, ok := m["error"].(map[string]any); ok {
+		return fmt.Sprintf("error %v", e["code"])
+	}
+	return mustJSON(t, m)
+}
+
+// runHostile sends each case's call through a gateway with the fast path and
+// one without, each on an upstream of its own, and checks that the fast
+// path's outcome is the SDK path's (or the case's own), and that the next
+// call on the fast path gets its own answer, never what the upstream sent
+// for the case.
+func runHostile(t *testing.T, cases []hostileCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			var outcome, next [2]string
+			for i, fast := range []bool{true, false} {
+				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": tc.answer})
+				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, max_response_bytes: 4096}\n", fast, h.url))
+				a := newRawAgent(t, ctx, g)
+				r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				outcome[i] = outcomeKind(t, r, b)
+				r, b = a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__echo","arguments":{}}}`)
+				next[i] = outcomeOf(t, r, b)
+			}
+			want := tc.fast
+			if want == "" {
+				want = outcome[1]
+			}
+			if outcome[0] != want {
+				t.Errorf("fast path: %s; want %s (SDK path: %s)", outcome[0], want, outcome[1])
+			}
+			if strings.Contains(next[0], "raw answer") || strings.Contains(next[0], "stale") {
+				t.Errorf("the next call on the fast path got the upstream's answer to another: %s", next[0])
+			}
+		})
+	}
+}
+
+// TestFastPathInformationalAnswers: an upstream's 1xx answers (100
+// Continue, 103 Early Hints) before its answer are skipped, as the
+// Transport skips them. The fast path's own HTTP client took the 1xx for
+// the answer, failed the call, and put the connection back with the real
+// answer still to come: the next call on it could get that answer as its
+// own.
+func TestFastPathInformationalAnswers(t *testing.T) {
+	t.Parallel()
+	runHostile(t, []hostileCase{
+		{name: "100 Continue", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"+jsonAnswer(id, ""))
+			serveHeld(c, br)
+		}},
+		{name: "103 Early Hints", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </app.js>; rel=preload\r\n\r\n")
+			_, _ = io.WriteString(c, jsonAnswer(id, ""))
+			serveHeld(c, br)
+		}},
+	})
+}
