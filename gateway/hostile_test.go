@@ -210,3 +210,35 @@ func TestFastPathInformationalAnswers(t *testing.T) {
 		}},
 	})
 }
+
+// staleAnswer is an answer to a request other than the one it comes for.
+const staleAnswer = `{"jsonrpc":"2.0","id":"earlier","result":{"content":[{"type":"text","text":"stale answer"}]}}`
+
+// TestFastPathAnswerForAnotherID: a JSON answer whose id is not the call's
+// is not the call's answer. The fast path took any JSON answer as its own:
+// an upstream that answered a request on a reused connection with an
+// answer it owed an earlier one (a late answer, garbage after an answer)
+// had it handed to another agent's call. The SDK's path drops it and waits
+// for the call's timeout; the fast path fails the call at once.
+func TestFastPathAnswerForAnotherID(t *testing.T) {
+	t.Parallel()
+	runHostile(t, []hostileCase{
+		{name: "another id", fast: "failure upstream_error", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(staleAnswer), staleAnswer)
+			serveHeld(c, br)
+		}},
+		{name: "a stale answer to the next request", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, jsonAnswer(id, ""))
+			// The next request on this connection gets an answer owed
+			// to another: the garbage a broken upstream sends after an
+			// answer, which comes once the next request was written.
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(staleAnswer), staleAnswer)
+			serveHeld(c, br)
+		}},
+	})
+}
