@@ -242,3 +242,39 @@ func TestFastPathAnswerForAnotherID(t *testing.T) {
 		}},
 	})
 }
+
+// TestFastPathRedirectsAndBrokenExchanges: the fast path sends its
+// requests as the SDK's client does, through an http.Client: a redirect is
+// followed (the fast path failed a 307 the SDK follows), and an exchange
+// that breaks (an endless head, an answer that is not HTTP) fails as the
+// connection's failure, upstream_unavailable, as on the SDK's path (the
+// fast path said upstream_error).
+func TestFastPathRedirectsAndBrokenExchanges(t *testing.T) {
+	t.Parallel()
+	redirect := func(status string) rawAnswerFunc {
+		return func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 %s\r\nLocation: /mcp?redirected\r\nContent-Length: 0\r\n\r\n", status)
+			serveHeld(c, br)
+		}
+	}
+	runHostile(t, []hostileCase{
+		{name: "307", answer: redirect("307 Temporary Redirect")},
+		{name: "308", answer: redirect("308 Permanent Redirect")},
+		{name: "endless head", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			go func() { _, _ = io.Copy(io.Discard, br) }()
+			n, _ := io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Endless: ")
+			chunk := strings.Repeat("a", 64<<10)
+			for n < 32<<20 {
+				m, err := io.WriteString(c, chunk)
+				if err != nil {
+					return
+				}
+				n += m
+			}
+		}},
+		{name: "not HTTP", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "hello\r\n\r\n")
+			serveHeld(c, br)
+		}},
+	})
+}

@@ -207,7 +207,7 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 	if sid := cs.ID(); sid != "" {
 		req.Header["Mcp-Session-Id"] = []string{sid}
 	}
-	return u.http.rawRoundTrip(req)
+	return u.http.rawDo(req)
 }
 
 // rawStream reads an SSE answer stream until the answer to id, handling
@@ -328,7 +328,7 @@ func (u *upstream) rawResume(ctx context.Context, cs *mcp.ClientSession, id stri
 		}
 		req.Header.Set("Last-Event-ID", end.lastID)
 		req.Header.Set("Accept", "text/event-stream")
-		resp, err := u.http.rawRoundTrip(req)
+		resp, err := u.http.rawDo(req)
 		if err != nil {
 			idle++
 			continue

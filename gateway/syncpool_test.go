@@ -188,7 +188,7 @@ func TestSyncPoolCancel(t *testing.T) {
 func TestSyncPoolFallsBack(t *testing.T) {
 	t.Parallel()
 	var used atomic.Bool
-	p := newSyncPool(roundTripFunc(func(*http.Request) (*http.Response, error) {
+	p := newSyncPool(roundTripperFunc(func(*http.Request) (*http.Response, error) {
 		used.Store(true)
 		return nil, errors.New("fallback")
 	}))
@@ -197,10 +197,6 @@ func TestSyncPoolFallsBack(t *testing.T) {
 		t.Errorf("https: err %v, fallback used %v; want the fallback's", err, used.Load())
 	}
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestSyncPoolNoResendAfterReceipt: an upstream that read a request on a
 // reused connection and then dropped the connection without answering
