@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -274,6 +275,34 @@ func TestFastPathRedirectsAndBrokenExchanges(t *testing.T) {
 		}},
 		{name: "not HTTP", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
 			_, _ = io.WriteString(c, "hello\r\n\r\n")
+			serveHeld(c, br)
+		}},
+	})
+}
+
+// TestFastPathGzipUnasked: an upstream that compresses its answer though
+// the fast path's client did not ask (a proxy that always does) is read as
+// on the SDK's path, whose Transport asks for gzip and decodes it; the fast
+// path failed to decode the answer.
+func TestFastPathGzipUnasked(t *testing.T) {
+	t.Parallel()
+	gzipped := func(ct, body string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		_, _ = io.WriteString(zw, body)
+		_ = zw.Close()
+		return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", ct, b.Len(), b.Bytes())
+	}
+	result := func(id json.RawMessage) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"raw answer"}]}}`, id)
+	}
+	runHostile(t, []hostileCase{
+		{name: "JSON", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, gzipped("application/json", result(id)))
+			serveHeld(c, br)
+		}},
+		{name: "SSE", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, gzipped("text/event-stream", "event: message\ndata: "+result(id)+"\n\n"))
 			serveHeld(c, br)
 		}},
 	})

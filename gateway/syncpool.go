@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -138,8 +140,39 @@ func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, er
 	// After 101 the connection speaks another protocol: never reused.
 	reuse := !resp.Close && !req.Close && resp.StatusCode >= 200
 	resp.Body = &syncBody{ReadCloser: resp.Body, pool: p, conn: c, stop: stop, reuse: reuse}
+	if req.Header.Get("Accept-Encoding") == "" && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		// The Transport asks for gzip and decodes it; this client does not
+		// ask, but an upstream that compresses all the same is read as on
+		// the SDK's path.
+		resp.Body = &syncGzipBody{body: resp.Body}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Uncompressed = true
+	}
 	return resp, nil, false
 }
+
+// syncGzipBody is a gzip answer's body, decompressed as it is read.
+type syncGzipBody struct {
+	body io.ReadCloser // the connection's (syncBody)
+	zr   *gzip.Reader
+	err  error
+}
+
+func (b *syncGzipBody) Read(p []byte) (int, error) {
+	if b.zr == nil {
+		if b.err == nil {
+			b.zr, b.err = gzip.NewReader(b.body)
+		}
+		if b.err != nil {
+			return 0, b.err
+		}
+	}
+	return b.zr.Read(p)
+}
+
+func (b *syncGzipBody) Close() error { return b.body.Close() }
 
 // syncMaxHeadBytes bounds the head of an answer, as the Transport's
 // default MaxResponseHeaderBytes does.
