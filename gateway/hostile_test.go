@@ -44,7 +44,7 @@ func newHostileUpstream(t *testing.T, answers map[string]rawAnswerFunc) *hostile
 	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 	h := &hostileUpstream{}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.RawQuery == "" {
+		if r.Method == http.MethodPost && r.URL.RawQuery != "redirected" {
 			body, _ := io.ReadAll(r.Body)
 			var m struct {
 				ID     json.RawMessage
@@ -133,6 +133,9 @@ type hostileCase struct {
 	// fast is the outcome (see outcomeKind) the fast path must give; ""
 	// for the SDK path's.
 	fast string
+	// fresh: the answer's connection must not be reused (the next call
+	// must not be answered "held").
+	fresh bool
 }
 
 // outcomeKind is what an agent acts on in an outcome: a result's content,
@@ -185,6 +188,9 @@ func runHostile(t *testing.T, cases []hostileCase) {
 			}
 			if strings.Contains(next[0], "raw answer") || strings.Contains(next[0], "stale") {
 				t.Errorf("the next call on the fast path got the upstream's answer to another: %s", next[0])
+			}
+			if tc.fresh && strings.Contains(next[0], "held") {
+				t.Errorf("the next call on the fast path reused the answer's connection: %s", next[0])
 			}
 		})
 	}
@@ -304,6 +310,71 @@ func TestFastPathGzipUnasked(t *testing.T) {
 		{name: "SSE", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
 			_, _ = io.WriteString(c, gzipped("text/event-stream", "event: message\ndata: "+result(id)+"\n\n"))
 			serveHeld(c, br)
+		}},
+	})
+}
+
+// TestFastPathUnusualAnswersAsSDK pins what the fast path already did as
+// the SDK's path does, for answers a review of the fast path's HTTP client
+// checked: a connection closing after its answer is not reused; failed
+// statuses classify alike; trailers, an answer stream for another id, an
+// answer stream that never answers (the call's timeout), a 202 or 204.
+// A body cut short is the one difference: the fast path says
+// upstream_unavailable (the connection closed during the call, as README
+// puts it), the SDK's client an upstream_error.
+func TestFastPathUnusualAnswersAsSDK(t *testing.T) {
+	t.Parallel()
+	raw := func(head, ct, body string) rawAnswerFunc {
+		return func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			b := strings.ReplaceAll(body, "ID", string(id))
+			_, _ = fmt.Fprintf(c, "%s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s", head, ct, len(b), b)
+			serveHeld(c, br)
+		}
+	}
+	result := `{"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":"raw answer"}]}}`
+	runHostile(t, []hostileCase{
+		{name: "Connection: close", fresh: true, answer: raw("HTTP/1.1 200 OK\r\nConnection: close", "application/json", result)},
+		{name: "HTTP/1.0", fresh: true, answer: raw("HTTP/1.0 200 OK", "application/json", result)},
+		{name: "HTTP/1.0 without a length", fresh: true, answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n"+strings.ReplaceAll(result, "ID", string(id)))
+			_ = c.Close()
+		}},
+		{name: "body cut short", fast: "failure upstream_unavailable", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"jsonrpc\"")
+			_ = c.Close()
+		}},
+		{name: "chunked with trailers", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			b := "event: message\ndata: " + strings.ReplaceAll(result, "ID", string(id)) + "\n\n"
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n%x\r\n%s\r\n0\r\nX-T: v\r\n\r\n", len(b), b)
+			serveHeld(c, br)
+		}},
+		{name: "401 HTML", answer: raw("HTTP/1.1 401 Unauthorized", "text/html", "<html>Unauthorized</html>")},
+		{name: "403 JSON-RPC", answer: raw("HTTP/1.1 403 Forbidden", "application/json", `{"jsonrpc":"2.0","id":ID,"error":{"code":-32001,"message":"forbidden here"}}`)},
+		{name: "400 JSON-RPC", answer: raw("HTTP/1.1 400 Bad Request", "application/json", `{"jsonrpc":"2.0","id":ID,"error":{"code":-32600,"message":"bad"}}`)},
+		{name: "404 HTML", answer: raw("HTTP/1.1 404 Not Found", "text/html", "<html>gone</html>")},
+		{name: "500 HTML", answer: raw("HTTP/1.1 500 Internal Server Error", "text/html", "<html>oops</html>")},
+		{name: "503 JSON-RPC", answer: raw("HTTP/1.1 503 Service Unavailable", "application/json", `{"jsonrpc":"2.0","id":ID,"error":{"code":-32603,"message":"down"}}`)},
+		{name: "202", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+			serveHeld(c, br)
+		}},
+		{name: "204", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 204 No Content\r\n\r\n")
+			serveHeld(c, br)
+		}},
+		{name: "SSE answer for another id", answer: raw("HTTP/1.1 200 OK", "text/event-stream", "data: "+staleAnswer+"\n\n")},
+		{name: "SSE without an answer", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+			for range 1000 {
+				b := ": keep-alive\n\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/unknown\"}\n\n"
+				if _, err := fmt.Fprintf(c, "%x\r\n%s\r\n", len(b), b); err != nil {
+					return
+				}
+			}
+			_, _ = io.Copy(io.Discard, br) // open, silent, until the gateway gives up
+		}},
+		{name: "closed after the request", answer: func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_ = c.Close()
 		}},
 	})
 }
