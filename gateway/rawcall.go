@@ -157,6 +157,13 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 		if err := json.Unmarshal(data, &m); err != nil {
 			return nil, fmt.Errorf("tools/call: decoding the answer: %w", err)
 		}
+		// Only the answer to this call's id is its answer (or an error
+		// without an id: the upstream could not read the request). What
+		// else comes, an answer left over on a reused connection say,
+		// must not be handed to this call's agent.
+		if rid := bytes.TrimSpace(m.ID); string(rid) != `"`+id+`"` && (m.Error == nil || (len(rid) > 0 && string(rid) != "null")) {
+			return nil, errors.New("tools/call: the upstream's answer is not for this call (another id)")
+		}
 		msg = &m
 	case strings.EqualFold(strings.TrimSpace(mt), "text/event-stream"):
 		var end streamEnd
@@ -200,7 +207,7 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 	if sid := cs.ID(); sid != "" {
 		req.Header["Mcp-Session-Id"] = []string{sid}
 	}
-	return u.http.rawRoundTrip(req)
+	return u.http.rawDo(req)
 }
 
 // rawStream reads an SSE answer stream until the answer to id, handling
@@ -321,7 +328,7 @@ func (u *upstream) rawResume(ctx context.Context, cs *mcp.ClientSession, id stri
 		}
 		req.Header.Set("Last-Event-ID", end.lastID)
 		req.Header.Set("Accept", "text/event-stream")
-		resp, err := u.http.rawRoundTrip(req)
+		resp, err := u.http.rawDo(req)
 		if err != nil {
 			idle++
 			continue

@@ -2,11 +2,14 @@ package gateway
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -47,6 +50,7 @@ type syncConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
+	headLeft int // what the head being read may still take; -1: no head is read
 }
 
 func newSyncPool(fallback http.RoundTripper) *syncPool {
@@ -108,18 +112,89 @@ func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, er
 		stop()
 		return nil, p.ctxErr(req, err), true
 	}
+	// The head is bounded, 1xx heads included, as the Transport bounds it
+	// (MaxResponseHeaderBytes): ReadResponse alone would keep an endless
+	// header line in memory until the call's timeout.
+	c.headLeft = syncMaxHeadBytes
+	defer func() { c.headLeft = -1 }()
 	if _, err := c.br.Peek(1); err != nil {
 		stop()
 		return nil, p.ctxErr(req, err), false
 	}
-	resp, err = http.ReadResponse(c.br, req)
-	if err != nil {
-		stop()
-		return nil, p.ctxErr(req, err), false
+	for {
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			stop()
+			if c.headLeft == 0 {
+				err = fmt.Errorf("upstream response headers exceeded %d bytes; aborted", syncMaxHeadBytes)
+			}
+			return nil, p.ctxErr(req, err), false
+		}
+		// An informational answer (100 Continue, 103 Early Hints) comes
+		// before the answer, on the same connection: skipped, as the
+		// Transport skips it. 101 is final.
+		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
 	}
-	resp.Body = &syncBody{ReadCloser: resp.Body, pool: p, conn: c, stop: stop, reuse: !resp.Close && !req.Close}
+	// After 101 the connection speaks another protocol: never reused.
+	reuse := !resp.Close && !req.Close && resp.StatusCode >= 200
+	resp.Body = &syncBody{ReadCloser: resp.Body, pool: p, conn: c, stop: stop, reuse: reuse}
+	if req.Header.Get("Accept-Encoding") == "" && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		// The Transport asks for gzip and decodes it; this client does not
+		// ask, but an upstream that compresses all the same is read as on
+		// the SDK's path.
+		resp.Body = &syncGzipBody{body: resp.Body}
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Uncompressed = true
+	}
 	return resp, nil, false
 }
+
+// syncGzipBody is a gzip answer's body, decompressed as it is read.
+type syncGzipBody struct {
+	body io.ReadCloser // the connection's (syncBody)
+	zr   *gzip.Reader
+	err  error
+}
+
+func (b *syncGzipBody) Read(p []byte) (int, error) {
+	if b.zr == nil {
+		if b.err == nil {
+			b.zr, b.err = gzip.NewReader(b.body)
+		}
+		if b.err != nil {
+			return 0, b.err
+		}
+	}
+	return b.zr.Read(p)
+}
+
+func (b *syncGzipBody) Close() error { return b.body.Close() }
+
+// syncMaxHeadBytes bounds the head of an answer, as the Transport's
+// default MaxResponseHeaderBytes does.
+const syncMaxHeadBytes = 10 << 20
+
+// Read reads from the connection, at most headLeft bytes while a head is
+// read (headLeft >= 0).
+func (c *syncConn) Read(p []byte) (int, error) {
+	if c.headLeft == 0 {
+		return 0, errSyncHeadTooLarge
+	}
+	if c.headLeft > 0 && len(p) > c.headLeft {
+		p = p[:c.headLeft]
+	}
+	n, err := c.Conn.Read(p)
+	if c.headLeft > 0 {
+		c.headLeft -= n
+	}
+	return n, err
+}
+
+var errSyncHeadTooLarge = errors.New("response head too large")
 
 // ctxErr returns the context's error when it ended the exchange.
 func (p *syncPool) ctxErr(req *http.Request, err error) error {
@@ -151,7 +226,9 @@ func (p *syncPool) get(ctx context.Context, addr string) (*syncConn, bool, error
 	if err != nil {
 		return nil, false, err
 	}
-	return &syncConn{Conn: conn, addr: addr, br: bufio.NewReaderSize(conn, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, false, nil
+	c := &syncConn{Conn: conn, addr: addr, bw: bufio.NewWriterSize(conn, 4<<10), headLeft: -1}
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	return c, false, nil
 }
 
 // put returns c to the pool.

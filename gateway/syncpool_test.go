@@ -188,7 +188,7 @@ func TestSyncPoolCancel(t *testing.T) {
 func TestSyncPoolFallsBack(t *testing.T) {
 	t.Parallel()
 	var used atomic.Bool
-	p := newSyncPool(roundTripFunc(func(*http.Request) (*http.Response, error) {
+	p := newSyncPool(roundTripperFunc(func(*http.Request) (*http.Response, error) {
 		used.Store(true)
 		return nil, errors.New("fallback")
 	}))
@@ -197,10 +197,6 @@ func TestSyncPoolFallsBack(t *testing.T) {
 		t.Errorf("https: err %v, fallback used %v; want the fallback's", err, used.Load())
 	}
 }
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // TestSyncPoolNoResendAfterReceipt: an upstream that read a request on a
 // reused connection and then dropped the connection without answering
@@ -263,5 +259,102 @@ func TestSyncPoolNoResendAfterReceipt(t *testing.T) {
 		if n := requests.Load(); n != 2 {
 			t.Errorf("%s: the upstream received %d requests for 2 calls; want 2", tc.name, n)
 		}
+	}
+}
+
+// TestSyncPoolBoundsResponseHead: an upstream that sends an endless header
+// line fails the call once the head passes the Transport's bound
+// (MaxResponseHeaderBytes' default, 10 MiB); ReadResponse alone kept the
+// line in memory, growing, until the call's timeout.
+func TestSyncPoolBoundsResponseHead(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	const most = 32 << 20 // what the upstream sends at most
+	written := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		n, _ := io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Endless: ")
+		chunk := strings.Repeat("a", 64<<10)
+		for n < most {
+			m, err := io.WriteString(c, chunk)
+			n += m
+			if err != nil {
+				break
+			}
+		}
+		written <- n
+		<-ctx.Done() // the whole line sent, the upstream waits
+	}()
+	p := newSyncPool(http.DefaultTransport)
+	defer p.closeIdle()
+	_, err = syncPost(t, ctx, p, "http://"+ln.Addr().String()+"/mcp", `{}`)
+	if err == nil || !strings.Contains(err.Error(), "headers exceeded") {
+		t.Errorf("err = %v; want the head's bound exceeded", err)
+	}
+	if n := <-written; n >= most {
+		t.Errorf("the upstream wrote its whole %d-byte header line: it was read", n)
+	}
+}
+
+// TestSyncPoolNoReuseAfterSwitchingProtocols: after a 101 the connection
+// speaks another protocol; it is not put back for the next request.
+func TestSyncPoolNoReuseAfterSwitchingProtocols(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if i == 0 {
+						_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n")
+						continue
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	p := newSyncPool(http.DefaultTransport)
+	defer p.closeIdle()
+	for i := range 2 {
+		resp, err := syncPost(t, ctx, p, "http://"+ln.Addr().String()+"/mcp", `{}`)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		_, _ = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("%d connections for a 101 and the next call; want 2", n)
 	}
 }

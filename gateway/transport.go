@@ -37,6 +37,7 @@ type httpTransport struct {
 	headers http.Header
 	notes   *noteCounter
 	limit   *responseLimit // bounds response bodies; nil: unbounded
+	raw     http.Client    // the fast path's client (rawDo), over rawRoundTrip
 
 	mu        sync.Mutex
 	expiresAt time.Time // from github-authentication-token-expiration
@@ -63,7 +64,9 @@ func newHTTPTransport(base http.RoundTripper, headers map[string]string, notes *
 	for k, v := range headers {
 		h.Set(k, v)
 	}
-	return &httpTransport{base: base, headers: h, notes: notes}
+	t := &httpTransport{base: base, headers: h, notes: notes}
+	t.raw.Transport = roundTripperFunc(t.rawRoundTrip)
+	return t
 }
 
 func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t} }
@@ -72,6 +75,19 @@ func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.roundTrip(req, t.base)
 }
+
+// rawDo sends one of the fast path's own requests (rawcall.go) as the SDK's
+// client sends its requests: through an http.Client, which follows
+// redirects and reports a failed exchange as a *url.Error (which classify
+// reads as the connection's failure, as it reads the SDK's).
+func (t *httpTransport) rawDo(req *http.Request) (*http.Response, error) {
+	return t.raw.Do(req)
+}
+
+// roundTripperFunc is a function as an http.RoundTripper.
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // rawRoundTrip is RoundTrip for the fast path's own requests (rawcall.go),
 // sent on the calling goroutine when the upstream allows (syncpool.go).
