@@ -798,3 +798,25 @@ func TestSessionlessRequestRefused(t *testing.T) {
 		t.Errorf("stateless: %d %q; want the result", resp.StatusCode, b)
 	}
 }
+
+// TestFastPathUpstreamGoneMessage: a call to an upstream that went away
+// mid-session fails as upstream_unavailable, and its detail says what
+// happened once ("dial tcp ... refused", not "dial tcp: dial tcp").
+func TestFastPathUpstreamGoneMessage(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url()))
+	cs := agentVersion(t, ctx, g, nil, "2025-11-25")
+	up.http.CloseClientConnections()
+	up.http.Close()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := mustJSON(t, res)
+	if !strings.Contains(got, `"upstream_unavailable"`) || strings.Contains(got, "dial tcp: dial tcp") {
+		t.Errorf("call to an upstream gone: %s; want upstream_unavailable saying dial tcp once", got)
+	}
+}

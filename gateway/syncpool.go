@@ -76,6 +76,9 @@ func (p *syncPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		c, reused, err := p.get(req.Context(), addr)
 		if err != nil {
+			if _, ok := err.(*net.OpError); ok {
+				return nil, err // the dialer's own, already saying "dial tcp"
+			}
 			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 		}
 		resp, err, unsent := p.send(c, req)
