@@ -51,6 +51,7 @@ const maxFastBody = 1 << 20
 type fastCalls struct {
 	ids     atomic.Int64
 	pending atomic.Int64 // len(asks), read without the lock
+	running atomic.Int64 // len(calls), read without the lock
 	mu      sync.Mutex
 	calls   map[fastKey]context.CancelCauseFunc
 	asks    map[fastKey]chan *rawMessage
@@ -70,6 +71,9 @@ func requestUser(r *http.Request) string {
 	return ""
 }
 
+// active reports whether a fast call is in flight or waiting on its agent.
+func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Load() > 0 }
+
 func newFastCalls() *fastCalls {
 	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, asks: map[fastKey]chan *rawMessage{}}
 }
@@ -88,9 +92,16 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			sdk.ServeHTTP(w, r)
 			return
 		}
-		fast := g.config().fastPath() && g.tracing == nil && fastHeaders(r)
-		sessionless := r.Header.Get("Mcp-Session-Id") == "" && !g.config().Stateless && sessionProtocol(r)
-		if !fast && !sessionless {
+		headersOK := postHeaders(r)
+		fast := g.config().fastPath() && g.tracing == nil && headersOK && sessionProtocol(r)
+		sid := r.Header.Get("Mcp-Session-Id")
+		sessionless := sid == "" && !g.config().Stateless && sessionProtocol(r)
+		// The agent's answers to what fast calls asked it, and its
+		// cancellations of them, are looked for while any is in flight,
+		// whatever the config says now (a reload may have turned the fast
+		// path off under them) and whatever the request's version header.
+		routed := sid != "" && headersOK && g.fast.active()
+		if !fast && !sessionless && !routed {
 			sdk.ServeHTTP(w, r)
 			return
 		}
@@ -103,7 +114,11 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 		}()
 		n, err := buf.ReadFrom(io.LimitReader(r.Body, maxFastBody+1))
 		body := buf.Bytes()
-		if err == nil && n <= maxFastBody && sessionless && refuseSessionless(w, body) {
+		read := err == nil && n <= maxFastBody
+		if read && sessionless && refuseSessionless(w, body) {
+			return
+		}
+		if read && routed && g.fastRoute(w, sid, requestUser(r), body) {
 			return
 		}
 		if err != nil || n > maxFastBody || !fast || !g.fastServe(w, r, sdk, body) {
@@ -198,12 +213,9 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// fastHeaders reports whether r's headers allow the fast path: the SDK's
-// own checks pass, and the protocol is one it serves.
-func fastHeaders(r *http.Request) bool {
-	if !fastVersions[r.Header.Get("Mcp-Protocol-Version")] {
-		return false
-	}
+// postHeaders reports whether r's headers pass the SDK's checks of a POST:
+// a JSON body, and answers accepted as JSON and as an SSE stream.
+func postHeaders(r *http.Request) bool {
 	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
 	if !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
 		return false
@@ -237,26 +249,17 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	if !stateless && sid == "" {
 		return false
 	}
-	// The agent's answer to a fast call's request, looked for first: its
-	// content may hold any string, "tools/call" too.
-	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, requestUser(r), body) {
-		return true
-	}
-	if !bytes.Contains(body, []byte(`"tools/call"`)) && !bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
+	if !bytes.Contains(body, []byte(`"tools/call"`)) {
 		return false
 	}
 	var env rawMessage
-	if agentJSON(body, &env) != nil || env.JSONRPC != "2.0" {
+	if agentJSON(body, &env) != nil || env.JSONRPC != "2.0" || env.Method != "tools/call" || !validID(env.ID) {
 		return false
 	}
-	switch env.Method {
-	case "notifications/cancelled": // the agent's cancellation of a fast call
-		return len(env.ID) == 0 && g.fastCancel(w, sid, requestUser(r), env.Params)
-	case "tools/call":
-	default:
-		return false
-	}
-	if !validID(env.ID) {
+	if stateless && g.perAgentUpstreams() {
+		// Without a session the SDK gives each request one of its own, and
+		// a per_agent upstream a session (and child) for it; the fast path
+		// has none to key them on.
 		return false
 	}
 	var params mcp.CallToolParamsRaw
@@ -283,6 +286,39 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	}
 	g.fastCall(w, r, ss, sid, env.ID, &params)
 	return true
+}
+
+// fastRoute delivers body to the fast call it is for, if it is one: the
+// agent's answer to a request the call sent it, or its cancellation of the
+// call. It reports whether it did (and answered the POST).
+func (g *Server) fastRoute(w http.ResponseWriter, sid, user string, body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return false // a batch
+	}
+	// An answer is looked for first: its content may hold any string.
+	if g.fast.pending.Load() > 0 && bytes.Contains(body, []byte(`"`+rawIDPrefix)) && g.fastAnswer(w, sid, user, body) {
+		return true
+	}
+	if !bytes.Contains(body, []byte(`"notifications/cancelled"`)) {
+		return false
+	}
+	var env rawMessage
+	if agentJSON(body, &env) != nil || env.JSONRPC != "2.0" || env.Method != "notifications/cancelled" || len(env.ID) != 0 {
+		return false
+	}
+	return g.fastCancel(w, sid, user, env.Params)
+}
+
+// perAgentUpstreams reports whether an upstream in force has
+// session: per_agent.
+func (g *Server) perAgentUpstreams() bool {
+	for _, u := range g.ups() {
+		if u.cfg.Session == SessionPerAgent {
+			return true
+		}
+	}
+	return false
 }
 
 // validID reports whether raw is a JSON-RPC request id the fast path
@@ -352,10 +388,12 @@ func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.Server
 			return
 		}
 		g.fast.calls[key] = cancel
+		g.fast.running.Store(int64(len(g.fast.calls)))
 		g.fast.mu.Unlock()
 		defer func() {
 			g.fast.mu.Lock()
 			delete(g.fast.calls, key)
+			g.fast.running.Store(int64(len(g.fast.calls)))
 			g.fast.mu.Unlock()
 		}()
 	}

@@ -32,10 +32,16 @@ type rawAgent struct {
 
 func newRawAgent(t *testing.T, ctx context.Context, g *Server) *rawAgent {
 	t.Helper()
+	return newRawAgentWith(t, ctx, g, `{}`)
+}
+
+// newRawAgentWith is newRawAgent for an agent declaring caps (JSON).
+func newRawAgentWith(t *testing.T, ctx context.Context, g *Server, caps string) *rawAgent {
+	t.Helper()
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
 	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
-	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":`+caps+`,"clientInfo":{"name":"raw","version":"1"}}}`)
 	a.session = resp.Header.Get("Mcp-Session-Id")
 	if a.session == "" && !g.config().Stateless {
 		t.Fatal("initialize: no session id")
@@ -67,6 +73,42 @@ func (a *rawAgent) post(ctx context.Context, body string) (*http.Response, []byt
 		a.t.Fatal(err)
 	}
 	return resp, data
+}
+
+// stream sends body, which must be answered with an SSE stream, and
+// returns a function that reads the stream's next message.
+func (a *rawAgent) stream(ctx context.Context, body string) func() map[string]any {
+	a.t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Mcp-Session-Id", a.session)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { resp.Body.Close() })
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		a.t.Fatalf("the call's answer is %s; want a stream", ct)
+	}
+	events := bufio.NewScanner(resp.Body)
+	return func() map[string]any {
+		for events.Scan() {
+			if v, ok := bytes.CutPrefix(events.Bytes(), []byte("data: ")); ok {
+				var m map[string]any
+				if err := json.Unmarshal(v, &m); err != nil {
+					a.t.Fatalf("event %q: %v", v, err)
+				}
+				return m
+			}
+		}
+		a.t.Fatalf("the call's stream ended: %v", events.Err())
+		return nil
+	}
 }
 
 // answer returns the JSON-RPC message of an answer, JSON or the last SSE event.
@@ -435,43 +477,9 @@ func TestFastPathInputRoundsOnCallStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	g, _, _ := stdioGateway(t, ctx) // a stdio child: a 2026-07-28 session
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
-	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"elicitation":{}},"clientInfo":{"name":"raw","version":"1"}}}`)
-	a.session = resp.Header.Get("Mcp-Session-Id")
-	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__ask","arguments":{}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	req.Header.Set("Mcp-Session-Id", a.session)
-	call, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer call.Body.Close()
-	if ct := call.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		t.Fatalf("the call's answer is %s; want the stream carrying the agent's input request", ct)
-	}
-	events := bufio.NewScanner(call.Body)
-	next := func() map[string]any {
-		for events.Scan() {
-			if v, ok := bytes.CutPrefix(events.Bytes(), []byte("data: ")); ok {
-				var m map[string]any
-				if err := json.Unmarshal(v, &m); err != nil {
-					t.Fatalf("event %q: %v", v, err)
-				}
-				return m
-			}
-		}
-		t.Fatalf("the call's stream ended: %v", events.Err())
-		return nil
-	}
+	next := a.stream(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__ask","arguments":{}}}`)
 	ask := next()
 	if ask["method"] != "elicitation/create" {
 		t.Fatalf("first event on the call's stream = %v; want the elicitation request", ask)
@@ -818,5 +826,99 @@ func TestFastPathUpstreamGoneMessage(t *testing.T) {
 	got := mustJSON(t, res)
 	if !strings.Contains(got, `"upstream_unavailable"`) || strings.Contains(got, "dial tcp: dial tcp") {
 		t.Errorf("call to an upstream gone: %s; want upstream_unavailable saying dial tcp once", got)
+	}
+}
+
+// TestFastPathCallsOutliveReload: fast calls in flight when a reload turns
+// the fast path off still get their agent's answers and cancellations, as
+// do answers and cancellations without the protocol version header (the
+// spec's 2025-03-26 default), which the SDK takes too.
+func TestFastPathCallsOutliveReload(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	started, cancelled := addSlowTool(s)
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		r, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", r.Action, r.Content["name"])}}}, nil
+	})
+	url := serveMCP(t, s)
+	yaml := func(fast bool) string { return fmt.Sprintf("fast_path: %v\nupstreams:\n  f: {url: %s}\n", fast, url) }
+	g := newTestGateway(t, ctx, yaml(true))
+	a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
+
+	slowDone := make(chan struct{})
+	go func() {
+		defer close(slowDone)
+		a.post(ctx, `{"jsonrpc":"2.0","id":"slow","method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the slow call never started")
+	}
+	next := a.stream(ctx, `{"jsonrpc":"2.0","id":"ask","method":"tools/call","params":{"name":"f__ask","arguments":{}}}`)
+	ask := next()
+	if ask["method"] != "elicitation/create" {
+		t.Fatalf("first event = %v; want the elicitation request", ask)
+	}
+	if err := reloadTo(t, g, yaml(false)); err != nil {
+		t.Fatal(err)
+	}
+	versionless := func(body string) int {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Session-Id", a.session)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	id, _ := json.Marshal(ask["id"])
+	if code := versionless(fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"action":"accept","content":{"name":"Ada"}}}`, id)); code != http.StatusAccepted {
+		t.Errorf("the agent's answer after the reload: %d; want 202", code)
+	}
+	if got := mustJSON(t, next()); !strings.Contains(got, `"id":"ask"`) || !strings.Contains(got, "accept Ada") {
+		t.Errorf("the asking call's answer = %s; want its result with the agent's answer", got)
+	}
+	if code := versionless(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"slow"}}`); code != http.StatusAccepted {
+		t.Errorf("the cancellation after the reload: %d; want 202", code)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("the slow call was never cancelled after the reload")
+	}
+	<-slowDone
+}
+
+// TestFastPathStatelessPerAgent: with stateless: true each request is its
+// own agent session, and a per_agent upstream gets a session for it; the
+// fast path, having no session to key one on, leaves such calls to the SDK
+// rather than send them on the shared session. The config warns.
+func TestFastPathStatelessPerAgent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	yaml := fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s, session: per_agent}\n", up.url())
+	cfg, err := ParseConfig([]byte(yaml), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "upstreams.a.session: per_agent with stateless: true") {
+		t.Errorf("warnings %q; want one naming upstreams.a.session", w)
+	}
+	a := newRawAgent(t, ctx, newTestGateway(t, ctx, yaml))
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":"p1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" || !strings.Contains(string(body), "a:echo:x") {
+		t.Errorf("stateless per_agent call: %s %q; want the SDK's answer (SSE) with the result", ct, body)
 	}
 }

@@ -128,7 +128,7 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 		// The call was cancelled or timed out while the upstream ran it:
 		// tell it, as the SDK's client does.
 		go u.rawCancel(ctx, cs, id, context.Cause(ctx).Error())
-		return nil, fmt.Errorf("tools/call: %w", ctx.Err())
+		return nil, ctx.Err() // as the SDK's client returns it
 	}
 	return res, err
 }

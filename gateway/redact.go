@@ -199,6 +199,9 @@ func (c *Config) Warnings() []string {
 		if u == nil {
 			continue
 		}
+		if c.Stateless && u.Session == SessionPerAgent {
+			out = append(out, fmt.Sprintf("upstreams.%s.session: per_agent with stateless: true opens a new upstream session (and, for a command, a new child process) for every request, as each request is its own agent session", name))
+		}
 		for _, m := range []struct {
 			key    string
 			values map[string]string
