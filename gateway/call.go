@@ -345,7 +345,7 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 			p.SetProgressToken(up)
 		}
 	}
-	if ss != nil {
+	if ss != nil || fastStreamFrom(ctx) != nil { // a stateless fast call has no session
 		defer u.track(ctx, ss)()
 	}
 	// At most two attempts: an HTTP upstream that lost our session (it

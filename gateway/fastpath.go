@@ -650,9 +650,16 @@ func wireError(err error) *jsonrpc.Error {
 // notifyLog sends a log message to the agent of a fast call, filtered by
 // the level its session asked for as the SDK's ServerSession.Log does.
 func (fs *fastStream) notifyLog(ss *mcp.ServerSession, p *mcp.LoggingMessageParams) {
-	lvl, ok := fs.g.logLevels.Load(ss)
-	if !ok || logSeverity(p.Level) < logSeverity(lvl.(mcp.LoggingLevel)) {
-		return // no level set: the SDK sends nothing either
+	lvl := mcp.LoggingLevel("info") // a stateless request's, as the SDK sets it
+	if ss != nil {
+		l, ok := fs.g.logLevels.Load(ss)
+		if !ok {
+			return // no level set: the SDK sends nothing either
+		}
+		lvl = l.(mcp.LoggingLevel)
+	}
+	if logSeverity(p.Level) < logSeverity(lvl) {
+		return
 	}
 	msg, err := json.Marshal(struct {
 		JSONRPC string                    `json:"jsonrpc"`

@@ -922,3 +922,28 @@ func TestFastPathStatelessPerAgent(t *testing.T) {
 		t.Errorf("stateless per_agent call: %s %q; want the SDK's answer (SSE) with the result", ct, body)
 	}
 }
+
+// TestFastPathStatelessLogs: with stateless: true each request is its own
+// agent session at log level info (as the SDK sets it), and an upstream's
+// log messages during a fast call reach that call's agent as through the
+// SDK.
+func TestFastPathStatelessLogs(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, &mcp.ServerOptions{Capabilities: &mcp.ServerCapabilities{Logging: &mcp.LoggingCapabilities{}}})
+	s.AddTool(&mcp.Tool{Name: "chatty", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "debug", Data: "working-debug"})
+		_ = req.Session.Log(ctx, &mcp.LoggingMessageParams{Level: "info", Data: "working-info"})
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	url := serveMCP(t, s)
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  f: {url: %s}\n", fast, url))
+		a := newRawAgent(t, ctx, g)
+		_, body := a.post(ctx, `{"jsonrpc":"2.0","id":"l1","method":"tools/call","params":{"name":"f__chatty","arguments":{}}}`)
+		if b := string(body); !strings.Contains(b, "working-info") || strings.Contains(b, "working-debug") || !strings.Contains(b, `"done"`) {
+			t.Errorf("fast_path %v, stateless: %q; want the info log message before the result, not the debug one", fast, b)
+		}
+	}
+}

@@ -27,7 +27,7 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 	if agent == nil {
 		var principal any
 		for _, c := range calls {
-			var who any = c.session
+			who := c.agent()
 			if name := agentName(c.ctx); name != "" {
 				who = name
 			}
@@ -42,12 +42,12 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 			return
 		}
 	}
-	sent := map[*mcp.ServerSession]bool{}
+	sent := map[any]bool{}
 	for _, c := range calls {
-		if sent[c.session] {
+		if sent[c.agent()] {
 			continue // one copy per agent session, however many of its calls are in flight
 		}
-		sent[c.session] = true
+		sent[c.agent()] = true
 		if fs := fastStreamFrom(c.ctx); fs != nil {
 			fs.notifyLog(c.session, p) // on the fast call's own answer (fastpath.go)
 			continue

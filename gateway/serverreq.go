@@ -37,13 +37,18 @@ func (u *upstream) caller(agent *mcp.ServerSession) (*inflight, error) {
 		if agent != nil && c.session != agent {
 			continue
 		}
-		if found != nil && found.session != c.session {
+		if found != nil && found.agent() != c.agent() {
 			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight on its shared session; it cannot be routed to one of them (set upstreams.%s.session: per_agent)", u.name, u.name)
 		}
 		found = c
 	}
 	if found == nil {
 		return nil, fmt.Errorf("credgate: upstream %q sent a request outside any call; there is no agent to ask", u.name)
+	}
+	if found.session == nil {
+		// As through the SDK, whose stateless request session has no
+		// capabilities to ask with.
+		return nil, fmt.Errorf("credgate: the agent calling upstream %q has no session (stateless: true) to be asked on", u.name)
 	}
 	return found, nil
 }

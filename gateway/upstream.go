@@ -120,7 +120,17 @@ type upstreamCatalog struct {
 // sends during it (logs, sampling, elicitation) reaches the calling agent.
 type inflight struct {
 	ctx     context.Context
-	session *mcp.ServerSession
+	session *mcp.ServerSession // nil: a stateless fast call (fastpath.go)
+}
+
+// agent names the agent session of c: its ServerSession, or for a
+// stateless fast call, which has none, the call's own answer stream (each
+// stateless request is an agent session of its own, as in the SDK).
+func (c *inflight) agent() any {
+	if c.session == nil {
+		return fastStreamFrom(c.ctx)
+	}
+	return c.session
 }
 
 // newUpstream builds upstream name for cfg; creds are the config's
