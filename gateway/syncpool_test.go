@@ -87,11 +87,7 @@ func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
+	ln := localListener(t)
 	var requests atomic.Int64
 	closed := make(chan struct{}, 10)
 	go func() {
@@ -207,11 +203,7 @@ func TestSyncPoolNoResendAfterReceipt(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
+	ln := localListener(t)
 	var requests atomic.Int64
 	go func() {
 		for {
@@ -270,11 +262,7 @@ func TestSyncPoolBoundsResponseHead(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
+	ln := localListener(t)
 	const most = 32 << 20 // what the upstream sends at most
 	written := make(chan int, 1)
 	go func() {
@@ -298,7 +286,7 @@ func TestSyncPoolBoundsResponseHead(t *testing.T) {
 	}()
 	p := newSyncPool(http.DefaultTransport)
 	defer p.closeIdle()
-	_, err = syncPost(t, ctx, p, "http://"+ln.Addr().String()+"/mcp", `{}`)
+	_, err := syncPost(t, ctx, p, "http://"+ln.Addr().String()+"/mcp", `{}`)
 	if err == nil || !strings.Contains(err.Error(), "headers exceeded") {
 		t.Errorf("err = %v; want the head's bound exceeded", err)
 	}
@@ -313,11 +301,7 @@ func TestSyncPoolNoReuseAfterSwitchingProtocols(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
+	ln := localListener(t)
 	var conns atomic.Int64
 	go func() {
 		for {
@@ -357,4 +341,15 @@ func TestSyncPoolNoReuseAfterSwitchingProtocols(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Errorf("%d connections for a 101 and the next call; want 2", n)
 	}
+}
+
+// localListener listens on a free loopback port until the test ends.
+func localListener(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
 }
