@@ -136,9 +136,10 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				// sampling scenarios fail about one run in three.
 				if u.rawEligible(cs, params) {
 					res, err = u.rawCallTool(ctx, cs, params)
-					return err
+				} else {
+					res, err = cs.CallTool(ctx, params)
 				}
-				res, err = cs.CallTool(ctx, params)
+				res = resultForAgent(cs, req, res)
 				return err
 			})
 			res, err = g.toolOutcome(u, name, res, raw)
@@ -380,6 +381,36 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		}
 		cs = next
 	}
+}
+
+// resultForAgent returns res as the agent of req may get it: a 2026-07-28
+// upstream's complete result carries "resultType", which an agent older
+// than that protocol does not know, so it gets the result without it.
+func resultForAgent(cs *mcp.ClientSession, req *mcp.CallToolRequest, res *mcp.CallToolResult) *mcp.CallToolResult {
+	if res == nil || res.InputRequests != nil {
+		return res
+	}
+	if !newProtocol(cs) || agentProtocol(req) >= protocol20260728 {
+		return res
+	}
+	return &mcp.CallToolResult{Meta: res.Meta, Content: res.Content, StructuredContent: res.StructuredContent, IsError: res.IsError, RequestState: res.RequestState}
+}
+
+// protocol20260728 is the first MCP version with per-request metadata and input
+// rounds in results (SEP-2575, SEP-2322).
+const protocol20260728 = "2026-07-28"
+
+// agentProtocol is the protocol version req's agent speaks.
+func agentProtocol(req *mcp.CallToolRequest) string {
+	if req.Session != nil {
+		if p := req.Session.InitializeParams(); p != nil && p.ProtocolVersion != "" {
+			return p.ProtocolVersion
+		}
+	}
+	if req.Extra != nil && req.Extra.Header != nil {
+		return req.Extra.Header.Get("Mcp-Protocol-Version")
+	}
+	return ""
 }
 
 // forwardMeta copies the agent's _meta without the hop-local keys and the
@@ -640,7 +671,7 @@ func (g *Server) prefixes() []string {
 // newProtocol reports whether cs speaks 2026-07-28 or later.
 func newProtocol(cs *mcp.ClientSession) bool {
 	res := cs.InitializeResult()
-	return res != nil && res.ProtocolVersion >= "2026-07-28"
+	return res != nil && res.ProtocolVersion >= protocol20260728
 }
 
 // errTimeout is the cause of a call context ended by the upstream's timeout.

@@ -947,3 +947,24 @@ func TestFastPathStatelessLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestOldAgentGetsNoResultType: a 2026-07-28 upstream's results carry
+// "resultType"; an agent on 2025-11-25 does not know the field and gets
+// the result without it, on either path.
+func TestOldAgentGetsNoResultType(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		a := newRawAgent(t, ctx, g)
+		_, body := a.post(ctx, `{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
+		if b := string(body); !strings.Contains(b, "a:echo:x") || strings.Contains(b, "resultType") {
+			t.Errorf("fast_path %v: %q; want the result without resultType", fast, b)
+		}
+	}
+}
