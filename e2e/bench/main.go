@@ -52,6 +52,7 @@ type options struct {
 	profile    bool          // profile the gateway under load (profile.go)
 	profileDir string        // where the raw profiles go; if empty, a new temporary directory
 	profileFor time.Duration // length of the CPU profile
+	profileOf  string        // the variant profiled (its name)
 	json       bool          // machine-readable output
 	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
 	directOnly bool          // measure only the direct side
@@ -69,6 +70,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.profile, "profile", true, "profile the gateway's CPU and allocations in an extra run of the HTTP throughput scenario")
 	fs.StringVar(&o.profileDir, "profile-dir", "", "directory for the raw profiles (default: a new temporary directory, printed)")
 	fs.DurationVar(&o.profileFor, "profile-seconds", 4*time.Second, "length of the CPU profile")
+	fs.StringVar(&o.profileOf, "profile-variant", "HTTP", "the variant --profile profiles (HTTP, HTTP stateless, stdio, stdio stateless, \"HTTP, fast_path off\")")
 	fs.BoolVar(&o.json, "json", false, "print the report as JSON")
 	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")

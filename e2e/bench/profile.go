@@ -39,10 +39,20 @@ type profileReport struct {
 // profileTop is how many functions each summary lists.
 const profileTop = 15
 
-// runProfile starts a gateway of the default HTTP variant and profiles it
+// runProfile starts a gateway of the variant --profile-variant names (HTTP
+// by default) and profiles it
 // while the throughput scenario runs long enough to cover the profile.
 func runProfile(ctx context.Context, hc *http.Client, bin string, p plan, o options, rep *report, logf func(string, ...any)) *profileReport {
-	v := allVariants()[0]
+	var v variant
+	for _, c := range allVariants() {
+		if c.Name == o.profileOf {
+			v = c
+		}
+	}
+	if v.Name == "" {
+		rep.fail("profile", fmt.Errorf("--profile-variant %q: no such variant", o.profileOf))
+		return nil
+	}
 	dir := o.profileDir
 	if dir == "" {
 		var err error
@@ -74,7 +84,15 @@ func runProfile(ctx context.Context, hc *http.Client, bin string, p plan, o opti
 	sc.name = fmt.Sprintf("%dx%d", sc.sessions, sc.calls)
 	logf("profile: %s, %s, CPU profile of %s", v.Name, sc.name, o.profileFor)
 
-	g, err := startEchoGateway(ctx, hc, bin, v, "")
+	var self string
+	if v.Stdio {
+		var err error
+		if self, err = stdioCommand(); err != nil {
+			rep.fail("profile: gateway start", err)
+			return nil
+		}
+	}
+	g, err := startEchoGateway(ctx, hc, bin, v, self)
 	if err != nil {
 		rep.fail("profile: gateway start", err)
 		return nil
