@@ -139,7 +139,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				} else {
 					res, err = cs.CallTool(ctx, params)
 				}
-				res = resultForAgent(cs, req, res)
+				res = resultForAgent(cs, agentProtocol(req.Session, req.Extra), res)
 				return err
 			})
 			res, err = g.toolOutcome(u, name, res, raw)
@@ -192,6 +192,7 @@ func (g *Server) getPrompt(ctx context.Context, req *mcp.GetPromptRequest, u *up
 		err := g.forwardBreakers(ctx, u, "prompts/get", name, func() error {
 			return g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 				res, err = cs.GetPrompt(ctx, &params)
+				res = promptForAgent(cs, agentProtocol(req.Session, req.Extra), res)
 				return err
 			})
 		})
@@ -233,6 +234,7 @@ func (g *Server) readResource(ctx context.Context, req *mcp.ReadResourceRequest,
 		err := g.forwardBreakers(ctx, u, "resources/read", params.URI, func() error {
 			return g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), &params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 				res, err = cs.ReadResource(ctx, &params)
+				res = resourceForAgent(cs, agentProtocol(req.Session, req.Extra), res)
 				return err
 			})
 		})
@@ -386,29 +388,43 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 // resultForAgent returns res as the agent of req may get it: a 2026-07-28
 // upstream's complete result carries "resultType", which an agent older
 // than that protocol does not know, so it gets the result without it.
-func resultForAgent(cs *mcp.ClientSession, req *mcp.CallToolRequest, res *mcp.CallToolResult) *mcp.CallToolResult {
-	if res == nil || res.InputRequests != nil {
-		return res
-	}
-	if !newProtocol(cs) || agentProtocol(req) >= protocol20260728 {
+// (The same holds for prompts/get and resources/read: promptForAgent,
+// resourceForAgent.)
+func resultForAgent(cs *mcp.ClientSession, agent string, res *mcp.CallToolResult) *mcp.CallToolResult {
+	if res == nil || res.InputRequests != nil || !newProtocol(cs) || agent >= protocol20260728 {
 		return res
 	}
 	return &mcp.CallToolResult{Meta: res.Meta, Content: res.Content, StructuredContent: res.StructuredContent, IsError: res.IsError, RequestState: res.RequestState}
+}
+
+func promptForAgent(cs *mcp.ClientSession, agent string, res *mcp.GetPromptResult) *mcp.GetPromptResult {
+	if res == nil || res.InputRequests != nil || !newProtocol(cs) || agent >= protocol20260728 {
+		return res
+	}
+	return &mcp.GetPromptResult{Meta: res.Meta, Description: res.Description, Messages: res.Messages, RequestState: res.RequestState}
+}
+
+func resourceForAgent(cs *mcp.ClientSession, agent string, res *mcp.ReadResourceResult) *mcp.ReadResourceResult {
+	if res == nil || res.InputRequests != nil || !newProtocol(cs) || agent >= protocol20260728 {
+		return res
+	}
+	return &mcp.ReadResourceResult{Meta: res.Meta, Cacheable: res.Cacheable, Contents: res.Contents, RequestState: res.RequestState}
 }
 
 // protocol20260728 is the first MCP version with per-request metadata and input
 // rounds in results (SEP-2575, SEP-2322).
 const protocol20260728 = "2026-07-28"
 
-// agentProtocol is the protocol version req's agent speaks.
-func agentProtocol(req *mcp.CallToolRequest) string {
-	if req.Session != nil {
-		if p := req.Session.InitializeParams(); p != nil && p.ProtocolVersion != "" {
+// agentProtocol is the protocol version the agent of a request on ss, with
+// extra, speaks.
+func agentProtocol(ss *mcp.ServerSession, extra *mcp.RequestExtra) string {
+	if ss != nil {
+		if p := ss.InitializeParams(); p != nil && p.ProtocolVersion != "" {
 			return p.ProtocolVersion
 		}
 	}
-	if req.Extra != nil && req.Extra.Header != nil {
-		return req.Extra.Header.Get("Mcp-Protocol-Version")
+	if extra != nil && extra.Header != nil {
+		return extra.Header.Get("Mcp-Protocol-Version")
 	}
 	return ""
 }

@@ -950,7 +950,7 @@ func TestFastPathStatelessLogs(t *testing.T) {
 
 // TestOldAgentGetsNoResultType: a 2026-07-28 upstream's results carry
 // "resultType"; an agent on 2025-11-25 does not know the field and gets
-// the result without it, on either path.
+// the result (of a tool, a prompt, a resource) without it, on either path.
 func TestOldAgentGetsNoResultType(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -962,9 +962,15 @@ func TestOldAgentGetsNoResultType(t *testing.T) {
 	for _, fast := range []bool{true, false} {
 		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
 		a := newRawAgent(t, ctx, g)
-		_, body := a.post(ctx, `{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
-		if b := string(body); !strings.Contains(b, "a:echo:x") || strings.Contains(b, "resultType") {
-			t.Errorf("fast_path %v: %q; want the result without resultType", fast, b)
+		for _, c := range []struct{ body, want string }{
+			{`{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`, "a:echo:x"},
+			{`{"jsonrpc":"2.0","id":"r2","method":"prompts/get","params":{"name":"a__hello"}}`, `"hello"`},
+			{`{"jsonrpc":"2.0","id":"r3","method":"resources/read","params":{"uri":"test://r"}}`, "r-text"},
+		} {
+			_, body := a.post(ctx, c.body)
+			if b := string(body); !strings.Contains(b, c.want) || strings.Contains(b, "resultType") {
+				t.Errorf("fast_path %v: %s: %q; want the result without resultType", fast, c.body, b)
+			}
 		}
 	}
 }
