@@ -633,8 +633,12 @@ func TestFastPathSameEdges(t *testing.T) {
 
 	// A second call with the id of one in flight is refused; the first can
 	// still be cancelled, by a cancellation whose reason reads "tools/call".
+	var posts sync.WaitGroup
+	defer posts.Wait() // before ctx ends: a.post fails the test on a cancelled request
 	for _, a := range []*rawAgent{fast, slow} {
-		go a.post(ctx, `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"a__slow","arguments":{}}}`)
+		posts.Go(func() {
+			a.post(ctx, `{"jsonrpc":"2.0","id":"dup","method":"tools/call","params":{"name":"a__slow","arguments":{}}}`)
+		})
 		select {
 		case <-started:
 		case <-ctx.Done():
