@@ -53,8 +53,9 @@ vet:
 	$(GO) vet ./...
 	cd e2e/bench && $(GO) vet ./...
 
+# BENCH_FLAGS passes flags to the driver, e.g. make bench BENCH_FLAGS="--calls-only --profile-variant stdio".
 bench:
-	cd e2e/bench && $(GO) run .
+	cd e2e/bench && $(GO) run . $(BENCH_FLAGS)
 
 # The issue 11 chaos suite at length (4 minutes, 24 agents) and the 2-minute
 # run of three replicas renewing a rotating-refresh-token OAuth credential;
