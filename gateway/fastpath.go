@@ -347,10 +347,63 @@ func validID(raw json.RawMessage) bool {
 }
 
 // agentJSON decodes an agent's message as the SDK's server does: object
-// keys match struct fields exactly ("Method" is not "method").
+// keys match struct fields exactly ("Method" is not "method"), and nothing
+// nested deeper than the SDK takes (maxJSONDepth).
 func agentJSON(data []byte, v any) error {
+	if !jsonDepthOK(data) {
+		return errJSONTooDeep
+	}
 	_, err := json.Parse(data, v, json.DontMatchCaseInsensitiveStructFields)
 	return err
+}
+
+// upstreamJSON decodes an upstream's message (rawcall.go), refusing what
+// nests deeper than the SDK's client takes, as it refuses it.
+func upstreamJSON(data []byte, v any) error {
+	if !jsonDepthOK(data) {
+		return errJSONTooDeep
+	}
+	return json.Unmarshal(data, v)
+}
+
+// maxJSONDepth is the deepest nesting of objects and arrays the SDK
+// decodes (its internal/json): the decoder recurses once per level, so a
+// 1 MiB body of "[" grows a goroutine's stack by about 256 MB, and 2.5
+// million levels (a 5 MB answer) overflow its 1 GB limit, which is fatal.
+const maxJSONDepth = 1000
+
+var errJSONTooDeep = fmt.Errorf("json: exceeded maximum nesting depth of %d", maxJSONDepth)
+
+// jsonDepthOK reports whether data nests at most maxJSONDepth objects and
+// arrays deep, scanning it as the SDK does (strings skipped).
+func jsonDepthOK(data []byte) bool {
+	depth, inString, escaped := 0, false, false
+	for _, b := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '{', '[':
+			if depth++; depth > maxJSONDepth {
+				return false
+			}
+		case '}', ']':
+			if depth > 0 {
+				depth--
+			}
+		}
+	}
+	return true
 }
 
 // fastMeta reports whether a call's _meta allows the fast path: no progress

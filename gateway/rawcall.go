@@ -144,7 +144,7 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 		// An MCP server's own JSON-RPC error answer (see httpTransport).
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		var m rawMessage
-		if json.Unmarshal(data, &m) == nil && m.Error != nil {
+		if upstreamJSON(data, &m) == nil && m.Error != nil {
 			return nil, m.Error
 		}
 		return nil, fmt.Errorf("sending \"tools/call\": %s", http.StatusText(resp.StatusCode))
@@ -154,7 +154,7 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 			return nil, fmt.Errorf("tools/call: reading the answer: %w", err)
 		}
 		var m rawMessage
-		if err := json.Unmarshal(data, &m); err != nil {
+		if err := upstreamJSON(data, &m); err != nil {
 			return nil, fmt.Errorf("tools/call: decoding the answer: %w", err)
 		}
 		// Only the answer to this call's id is its answer (or an error
@@ -266,7 +266,7 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 		// A blank line (or the end) completes an event.
 		if len(data) > 0 {
 			var m rawMessage
-			if jerr := json.Unmarshal(data, &m); jerr == nil {
+			if jerr := upstreamJSON(data, &m); jerr == nil {
 				if m.Method == "" && string(bytes.TrimSpace(m.ID)) == want {
 					// What br holds past the answer is the stream's end,
 					// which the caller reads from the body.
