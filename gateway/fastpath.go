@@ -272,8 +272,27 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	if !g.catalog.hasTool(params.Name) && g.snap.Load().routes.Lookup(params.Name) == nil {
 		return false // the SDK answers unknown names, or unlisted finds their owner
 	}
+	// An agent that goes away has not cancelled its call (the spec: a
+	// disconnection SHOULD NOT be taken as cancellation), so the call runs
+	// on as the SDK's does; only notifications/cancelled and DELETE end it.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
+	defer cancel(nil)
+	key := fastKey{sid, string(bytes.TrimSpace(env.ID)), requestUser(r)}
 	var ss *mcp.ServerSession
 	if !stateless {
+		// Registered before the session is looked up: a DELETE of the
+		// session either finds the call (and cancels it) or came first
+		// (and the lookup answers 404).
+		if !g.fast.register(key, cancel) {
+			// As the SDK answers a request whose id is in flight on the session.
+			jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(key.id, `"`)}
+			data, _ := json.Marshal(jerr)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, key.id, data)
+			return true
+		}
+		defer g.fast.unregister(key)
 		var release func()
 		if ss, release = sdk.AcquireSession(w, r); ss == nil {
 			return true // answered: no such session, or not the agent's
@@ -284,8 +303,28 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 			return false
 		}
 	}
-	g.fastCall(w, r, ss, sid, env.ID, &params)
+	g.fastCall(ctx, w, r, ss, key, env.ID, &params)
 	return true
+}
+
+// register records the fast call key, ended by cancel, and reports whether
+// it did: false if a call of that key is in flight.
+func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, dup := f.calls[key]; dup {
+		return false
+	}
+	f.calls[key] = cancel
+	f.running.Store(int64(len(f.calls)))
+	return true
+}
+
+func (f *fastCalls) unregister(key fastKey) {
+	f.mu.Lock()
+	delete(f.calls, key)
+	f.running.Store(int64(len(f.calls)))
+	f.mu.Unlock()
 }
 
 // fastRoute delivers body to the fast call it is for, if it is one: the
@@ -419,37 +458,9 @@ func fastMeta(m mcp.Meta) bool {
 
 // fastCall runs one tools/call through the gateway's receiving middlewares
 // and call path, and writes its answer.
-func (g *Server) fastCall(w http.ResponseWriter, r *http.Request, ss *mcp.ServerSession, sid string, id json.RawMessage, params *mcp.CallToolParamsRaw) {
-	// An agent that goes away has not cancelled its call (the spec: a
-	// disconnection SHOULD NOT be taken as cancellation), so the call runs
-	// on as the SDK's does; only notifications/cancelled and DELETE end it.
-	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
-	defer cancel(nil)
-	fs := &fastStream{w: w, g: g, session: sid, user: requestUser(r)}
+func (g *Server) fastCall(ctx context.Context, w http.ResponseWriter, r *http.Request, ss *mcp.ServerSession, key fastKey, id json.RawMessage, params *mcp.CallToolParamsRaw) {
+	fs := &fastStream{w: w, g: g, session: key.session, ss: ss, user: key.user}
 	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
-	key := fastKey{sid, string(bytes.TrimSpace(id)), fs.user}
-	if ss != nil {
-		g.fast.mu.Lock()
-		if _, dup := g.fast.calls[key]; dup {
-			g.fast.mu.Unlock()
-			// As the SDK answers a request whose id is in flight on the session.
-			jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(key.id, `"`)}
-			data, _ := json.Marshal(jerr)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, key.id, data)
-			return
-		}
-		g.fast.calls[key] = cancel
-		g.fast.running.Store(int64(len(g.fast.calls)))
-		g.fast.mu.Unlock()
-		defer func() {
-			g.fast.mu.Lock()
-			delete(g.fast.calls, key)
-			g.fast.running.Store(int64(len(g.fast.calls)))
-			g.fast.mu.Unlock()
-		}()
-	}
 	req := &mcp.CallToolRequest{Session: ss, Params: params, Extra: &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header}}
 	res, err := g.fastChain(ctx, "tools/call", req)
 	fs.finish(id, res, err)
@@ -588,7 +599,8 @@ func fastStreamFrom(ctx context.Context) *fastStream {
 type fastStream struct {
 	g       *Server
 	session string
-	user    string // the agent's (see fastKey)
+	ss      *mcp.ServerSession // the agent's session; nil when stateless
+	user    string             // the agent's (see fastKey)
 	mu      sync.Mutex
 	w       http.ResponseWriter
 	sse     bool // the stream started

@@ -836,7 +836,9 @@ func TestFastPathUpstreamGoneMessage(t *testing.T) {
 // TestFastPathCallsOutliveReload: fast calls in flight when a reload turns
 // the fast path off still get their agent's answers and cancellations, as
 // do answers and cancellations without the protocol version header (the
-// spec's 2025-03-26 default), which the SDK takes too.
+// spec's 2025-03-26 default), which the SDK takes too. The upstream's
+// elicitation reaches the asking call's own stream, though another call of
+// the session is in flight (the raw call knows which call it came on).
 func TestFastPathCallsOutliveReload(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

@@ -377,7 +377,7 @@ func (u *upstream) rawHandle(ctx context.Context, cs *mcp.ClientSession, m *rawM
 	asked := make(chan struct{})
 	go func() {
 		defer close(asked)
-		result, rpcErr = u.rawServerRequest(m)
+		result, rpcErr = u.rawServerRequest(ctx, m)
 	}()
 	select {
 	case <-asked:
@@ -434,16 +434,30 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 
 // rawServerRequest answers a request the upstream sent during a call, as
 // the shared session's client does (it declares no roots).
-func (u *upstream) rawServerRequest(m *rawMessage) (any, *jsonrpc.Error) {
+func (u *upstream) rawServerRequest(ctx context.Context, m *rawMessage) (any, *jsonrpc.Error) {
+	// The request came on this call's own answer stream, so it is this
+	// call's: when the call is a fast one, its agent is known, and is
+	// asked even while other calls of the session are in flight. Otherwise
+	// the calls in flight on the upstream decide (caller).
+	var c *inflight
+	if fs := fastStreamFrom(ctx); fs != nil && fs.ss != nil {
+		c = &inflight{ctx: ctx, session: fs.ss}
+	}
 	switch m.Method {
 	case "ping":
 		return struct{}{}, nil
 	case "sampling/createMessage":
 		return relayRequest(m, func(p *mcp.CreateMessageParams) (*mcp.CreateMessageResult, error) {
+			if c != nil {
+				return u.createMessageOn(c, &mcp.CreateMessageRequest{Params: p})
+			}
 			return u.createMessage(nil, &mcp.CreateMessageRequest{Params: p})
 		})
 	case "elicitation/create":
 		return relayRequest(m, func(p *mcp.ElicitParams) (*mcp.ElicitResult, error) {
+			if c != nil {
+				return u.elicitOn(c, &mcp.ElicitRequest{Params: p})
+			}
 			return u.elicit(nil, &mcp.ElicitRequest{Params: p})
 		})
 	}

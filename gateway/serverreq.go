@@ -72,6 +72,11 @@ func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mc
 	if err != nil {
 		return nil, err
 	}
+	return u.elicitOn(c, req)
+}
+
+// elicitOn asks the agent of call c.
+func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
 	}
@@ -84,6 +89,11 @@ func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessag
 	if err != nil {
 		return nil, err
 	}
+	return u.createMessageOn(c, req)
+}
+
+// createMessageOn asks the agent of call c.
+func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
 	}
