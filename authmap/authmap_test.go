@@ -72,6 +72,7 @@ func TestClassifyTextShapes(t *testing.T) {
 		{"SAML text", "GitHub API Error: Resource protected by organization SAML enforcement.", want{TypeAuthFailure, SubtypePermissionDenied}},
 		{"secondary rate limit text", "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", want{TypeAuthFailure, SubtypeRateLimitReached}},
 		{"5xx text", "MCP error -32603: HTTP 502 Bad Gateway", want{TypeUpstreamUnavailable, ""}},
+		{"go-sdk arguments schema", `validating "arguments": validating root: required: missing properties: ["a" "b"]`, want{TypeInvalidRequest, ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -159,9 +159,10 @@ var (
 	// SDK messages for a missing object or an invalid request that carry no status (Notion
 	// object_not_found "Could not find database with ID", Stripe resource_missing "No such customer",
 	// Exchange/Graph "not found in the store"; Notion validation_error "body failed validation", Stripe
-	// card_error). Used only when nothing else matched; they never make an auth failure.
+	// card_error; the go-sdk server's schema check of a tool's arguments, `validating "arguments": ...`).
+	// Used only when nothing else matched; they never make an auth failure.
 	reSDKNotFound  = regexp.MustCompile(`(?i)\bcould not find \w+ with id\b|(?:^|Error: )No such \w+:|\bwas not found in the store\b`)
-	reSDKInvalid   = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b`)
+	reSDKInvalid   = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b|^validating "arguments": `)
 	reLocalTimeout = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b|\bi/o timeout\b|\bTLS handshake timeout\b|\bClient\.Timeout exceeded\b`)
 	// Connection failures Node, Go, Python, curl and Rust clients report: refused, reset (as the
 	// socket call reports it: "read: connection reset by peer", not a message that merely says
