@@ -85,10 +85,20 @@ func BenchmarkCallSecrets(b *testing.B) {
 // BenchmarkCallParallel is BenchmarkCall with 8 agent sessions at once.
 func BenchmarkCallParallel(b *testing.B) {
 	ctx, g := benchGateway(b)
+	benchEchoParallel(b, ctx, benchSessions(b, ctx, g))
+}
+
+// benchSessions connects 8 agent sessions to g.
+func benchSessions(b *testing.B, ctx context.Context, g *Server) chan *mcp.ClientSession {
 	sessions := make(chan *mcp.ClientSession, 8)
 	for range 8 {
 		sessions <- agent(b, ctx, g, nil)
 	}
+	return sessions
+}
+
+// benchEchoParallel calls a__echo from the 8 sessions at once.
+func benchEchoParallel(b *testing.B, ctx context.Context, sessions chan *mcp.ClientSession) {
 	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 goroutines
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -75,24 +75,10 @@ func BenchmarkCallStdio(b *testing.B) {
 // BenchmarkCallStdioParallel is BenchmarkCallStdio with 8 agent sessions.
 func BenchmarkCallStdioParallel(b *testing.B) {
 	ctx, g := benchStdioGateway(b)
-	sessions := make(chan *mcp.ClientSession, 8)
-	for range 8 {
-		sessions <- agent(b, ctx, g, nil)
-	}
+	sessions := benchSessions(b, ctx, g)
 	reportProcessCPU(b)
 	b.ReportAllocs()
-	b.SetParallelism(4) // 4 x GOMAXPROCS(2) = 8 goroutines
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		cs := <-sessions
-		args := map[string]any{"text": "hello"}
-		for pb.Next() {
-			if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: args}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+	benchEchoParallel(b, ctx, sessions)
 }
 
 // BenchmarkCallStdioUpstream measures the gateway's half alone: one
