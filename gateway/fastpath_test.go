@@ -53,6 +53,13 @@ func newRawAgentWith(t *testing.T, ctx context.Context, g *Server, caps string) 
 // post sends body and returns the response and its body.
 func (a *rawAgent) post(ctx context.Context, body string) (*http.Response, []byte) {
 	a.t.Helper()
+	return a.do(a.request(ctx, body))
+}
+
+// request is a POST of body as a 2025-11-25 agent sends it, on a's
+// session if it has one.
+func (a *rawAgent) request(ctx context.Context, body string) *http.Request {
+	a.t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
 	if err != nil {
 		a.t.Fatal(err)
@@ -63,6 +70,12 @@ func (a *rawAgent) post(ctx context.Context, body string) (*http.Response, []byt
 	if a.session != "" {
 		req.Header.Set("Mcp-Session-Id", a.session)
 	}
+	return req
+}
+
+// do sends req and returns the response and its body.
+func (a *rawAgent) do(req *http.Request) (*http.Response, []byte) {
+	a.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		a.t.Fatal(err)
@@ -79,15 +92,7 @@ func (a *rawAgent) post(ctx context.Context, body string) (*http.Response, []byt
 // returns a function that reads the stream's next message.
 func (a *rawAgent) stream(ctx context.Context, body string) func() map[string]any {
 	a.t.Helper()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	req.Header.Set("Mcp-Session-Id", a.session)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.DefaultClient.Do(a.request(ctx, body))
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -612,18 +617,9 @@ func TestFastPathSameEdges(t *testing.T) {
 
 	// Accept must name both types, as the SDK parses it.
 	post := func(a *rawAgent, accept string) (*http.Response, []byte) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":"acc","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`))
-		req.Header.Set("Content-Type", "application/json")
+		req := a.request(ctx, `{"jsonrpc":"2.0","id":"acc","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`)
 		req.Header.Set("Accept", accept)
-		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-		req.Header.Set("Mcp-Session-Id", a.session)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
+		return a.do(req)
 	}
 	for _, accept := range []string{"application/json-seq, text/event-streams", "application/*, text/*", "*/*"} {
 		fr, fb := post(fast, accept)
@@ -699,11 +695,7 @@ func TestFastPathDisconnectIsNotCancel(t *testing.T) {
 	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
 
 	cctx, drop := context.WithCancel(ctx)
-	req, _ := http.NewRequestWithContext(cctx, http.MethodPost, a.url, strings.NewReader(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"f__gated","arguments":{}}}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	req.Header.Set("Mcp-Session-Id", a.session)
+	req := a.request(cctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"f__gated","arguments":{}}}`)
 	req.Header.Set("X-Test-Watch", "1")
 	done := make(chan struct{})
 	go func() {
@@ -876,15 +868,9 @@ func TestFastPathCallsOutliveReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	versionless := func(body string) int {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.url, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Session-Id", a.session)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		req := a.request(ctx, body)
+		req.Header.Del("Mcp-Protocol-Version")
+		resp, _ := a.do(req)
 		return resp.StatusCode
 	}
 	id, _ := json.Marshal(ask["id"])
