@@ -90,29 +90,21 @@ func TestSyncPoolResendsOnStaleConnection(t *testing.T) {
 	ln := localListener(t)
 	var requests atomic.Int64
 	closed := make(chan struct{}, 10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				// One answer per connection, kept alive by its headers,
-				// then the connection is dropped: the next use is stale.
-				defer func() {
-					_ = c.Close()
-					closed <- struct{}{}
-				}()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				n := requests.Add(1)
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n%d", n%10)
-			}()
+	serveEach(ln, func(c net.Conn) {
+		// One answer per connection, kept alive by its headers,
+		// then the connection is dropped: the next use is stale.
+		defer func() {
+			_ = c.Close()
+			closed <- struct{}{}
+		}()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	}()
+		_, _ = io.Copy(io.Discard, req.Body)
+		n := requests.Add(1)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n%d", n%10)
+	})
 	p := newSyncPool(http.DefaultTransport)
 	defer p.closeIdle()
 	url := "http://" + ln.Addr().String() + "/mcp"
@@ -205,32 +197,24 @@ func TestSyncPoolNoResendAfterReceipt(t *testing.T) {
 	defer cancel()
 	ln := localListener(t)
 	var requests atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	serveEach(ln, func(c net.Conn) {
+		// The first request is answered; the second is read, then
+		// the connection dropped without an answer.
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				// The first request is answered; the second is read, then
-				// the connection dropped without an answer.
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					requests.Add(1)
-					if i == 1 {
-						return
-					}
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n1")
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			requests.Add(1)
+			if i == 1 {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1\r\n\r\n1")
 		}
-	}()
+	})
 	for _, tc := range []struct {
 		name string
 		rt   http.RoundTripper
@@ -303,31 +287,23 @@ func TestSyncPoolNoReuseAfterSwitchingProtocols(t *testing.T) {
 	defer cancel()
 	ln := localListener(t)
 	var conns atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
+	serveEach(ln, func(c net.Conn) {
+		conns.Add(1)
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := 0; ; i++ {
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			conns.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for i := 0; ; i++ {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					_, _ = io.Copy(io.Discard, req.Body)
-					if i == 0 {
-						_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n")
-						continue
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-				}
-			}()
+			_, _ = io.Copy(io.Discard, req.Body)
+			if i == 0 {
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\nConnection: Upgrade\r\n\r\n")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
 		}
-	}()
+	})
 	p := newSyncPool(http.DefaultTransport)
 	defer p.closeIdle()
 	for i := range 2 {
@@ -352,4 +328,18 @@ func localListener(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	return ln
+}
+
+// serveEach serves every connection ln accepts with serve, each on a
+// goroutine of its own, until ln is closed.
+func serveEach(ln net.Listener, serve func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serve(c)
+		}
+	}()
 }
