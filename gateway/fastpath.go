@@ -665,7 +665,14 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 	defer bufPool.Put(b)
 	b.WriteString(`{"jsonrpc":"2.0","id":`)
 	b.Write(bytes.TrimSpace(id))
-	if err == nil && res != nil {
+	var passed []byte
+	if r, ok := res.(*mcp.CallToolResult); ok && err == nil && r != nil {
+		passed, res, err = passedBytes(r)
+	}
+	if passed != nil {
+		b.WriteString(`,"result":`)
+		b.Write(passed)
+	} else if err == nil && res != nil {
 		data, merr := json.Marshal(res)
 		if merr == nil {
 			b.WriteString(`,"result":`)

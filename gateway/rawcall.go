@@ -183,6 +183,11 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 	if len(msg.Result) == 0 {
 		return nil, errors.New("tools/call: the answer has neither a result nor an error")
 	}
+	if fastStreamFrom(ctx) != nil {
+		if res := u.gw.passThrough(u, cs, msg.Result); res != nil {
+			return res, nil // the fast path's writer sends its bytes
+		}
+	}
 	var res mcp.CallToolResult
 	if err := json.Unmarshal(msg.Result, &res); err != nil {
 		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)

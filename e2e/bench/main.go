@@ -57,6 +57,8 @@ type options struct {
 	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
 	directOnly bool          // measure only the direct side
 	callsOnly  bool          // only the call scenarios and the profile (no gateway needed)
+	variants   string        // comma-separated variant names to measure; "" is all
+	compare    string        // another gateway binary, measured beside each variant in the same run
 	timeout    time.Duration // bound on the whole run
 }
 
@@ -75,6 +77,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")
 	fs.BoolVar(&o.callsOnly, "calls-only", false, "run only the call scenarios (and the profile): no startup, tools/list, memory or bounds phases")
+	fs.StringVar(&o.variants, "variants", "", "comma-separated names of the variants to measure (default all), e.g. \"HTTP,stdio\"")
+	fs.StringVar(&o.compare, "compare", "", "another gateway binary (an earlier build, say), measured as a variant of its own beside each one, in the same run")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -95,6 +99,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if _, err := pickVariants(o.variants); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -119,7 +126,7 @@ func newPlan(o options) plan {
 			{name: fmt.Sprintf("1x%d", o.calls), sessions: 1, calls: o.calls, warmup: warmup},
 			{name: fmt.Sprintf("%dx%d", o.sessions, max(o.calls/2, 1)), sessions: o.sessions, calls: max(o.calls/2, 1), warmup: max(warmup/2, 1)},
 		},
-		variants:         allVariants(),
+		variants:         withCompare(must(pickVariants(o.variants)), o.compare),
 		runs:             o.runs,
 		catalogUpstreams: 50,
 		catalogTools:     100,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +22,7 @@ type variant struct {
 	Stdio     bool   // the echo upstream is this binary on stdio, not an HTTP server
 	Stateless bool   // the gateway's top-level stateless: true
 	NoFast    bool   // the gateway's fast_path: false (a reference: every call through the SDK)
+	Bin       string // the gateway binary, if not the one under test (--compare)
 }
 
 // upstreamTransport is the gateway config's transport for the variant.
@@ -43,6 +45,56 @@ func allVariants() []variant {
 		// A reference row, measured in the same run: the fast path's effect.
 		{Name: "HTTP, fast_path off", NoFast: true},
 	}
+}
+
+// pickVariants returns the variants named in list (comma-separated, in
+// allVariants' order), or all of them for "".
+func pickVariants(list string) ([]variant, error) {
+	all := allVariants()
+	if strings.TrimSpace(list) == "" {
+		return all, nil
+	}
+	want := map[string]bool{}
+	for _, n := range strings.Split(list, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []variant
+	for _, v := range all {
+		if want[v.Name] {
+			out = append(out, v)
+			delete(want, v.Name)
+		}
+	}
+	if len(want) > 0 {
+		names := make([]string, 0, len(all))
+		for _, v := range all {
+			names = append(names, strconv.Quote(v.Name))
+		}
+		return nil, fmt.Errorf("--variants: unknown %q; the variants are %s", slices.Sorted(maps.Keys(want)), strings.Join(names, ", "))
+	}
+	return out, nil
+}
+
+// withCompare adds, after each variant, the same one run by the gateway
+// binary bin ("" adds none), named "<name> @compare".
+func withCompare(vs []variant, bin string) []variant {
+	if bin == "" {
+		return vs
+	}
+	out := make([]variant, 0, 2*len(vs))
+	for _, v := range vs {
+		c := v
+		c.Name, c.Bin = v.Name+" @compare", bin
+		out = append(out, v, c)
+	}
+	return out
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // Issue 12's goals for the call measurements, against direct HTTP.
@@ -129,7 +181,11 @@ func runCalls(ctx context.Context, hc *http.Client, bin string, p plan, rep *rep
 				rep.fail("gateway start ("+v.Name+")", err)
 				continue
 			}
-			g, err := startEchoGateway(ctx, hc, bin, v, self)
+			b := bin
+			if v.Bin != "" {
+				b = v.Bin
+			}
+			g, err := startEchoGateway(ctx, hc, b, v, self)
 			if err != nil {
 				rep.fail("gateway start ("+v.Name+")", err)
 				continue

@@ -1,0 +1,133 @@
+package gateway
+
+// A fast call's plain result, passed to the agent as the upstream wrote it
+// (issue 12). Decoding a result into the SDK's types and encoding it again
+// for the agent was about a tenth of the gateway's CPU per call, for a
+// result the gateway does not change: a success, text content only, no
+// _meta, no secret in it. Such a result is checked without building its
+// content (passWire) and travels the call path as a stand-in
+// (*mcp.CallToolResult with no content yet and the upstream's bytes in
+// StructuredContent, as a *passRaw); the fast path's writer (finish) sends
+// the bytes. Anything that changed the stand-in on its way (a route's
+// _meta, say) gets the result decoded then, with its changes kept
+// (expand). Every other result is decoded as before.
+
+import (
+	"bytes"
+	"errors"
+	"unsafe"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	json "github.com/segmentio/encoding/json"
+)
+
+// passRaw is the upstream's bytes of a result passed through.
+type passRaw struct{ raw []byte }
+
+// MarshalJSON fails: a stand-in must never be encoded as it is (finish
+// writes its bytes or expands it first).
+func (*passRaw) MarshalJSON() ([]byte, error) {
+	return nil, errors.New("credgate: internal error: a pass-through result was encoded")
+}
+
+// passMark is the content of every stand-in: empty, never nil (so nothing
+// takes it for a missing content), and told apart from any other by where
+// it points.
+var passMarkArray [1]mcp.Content
+
+func passMark() []mcp.Content { return passMarkArray[:0:0] }
+
+func isPassMark(c []mcp.Content) bool {
+	return c != nil && len(c) == 0 && unsafe.SliceData(c) == &passMarkArray[0]
+}
+
+// passWire is what a result passed through may hold: anything else (an
+// error, _meta, a 2026-07-28 field, content of another type, an unknown
+// key, a value of the wrong type) has it decoded in full.
+type passWire struct {
+	Content           []passText      `json:"content"`
+	StructuredContent json.RawMessage `json:"structuredContent"`
+	IsError           bool            `json:"isError"`
+}
+
+// passText is a text content block without _meta or annotations (whose
+// shapes the SDK checks when it decodes them).
+type passText struct {
+	Type string `json:"type"`
+	Text string `json:"text"`
+}
+
+const passFlags = json.DisallowUnknownFields | json.DontMatchCaseInsensitiveStructFields | json.ZeroCopy
+
+// passThrough returns the stand-in of raw, the result of a tools/call on
+// cs, or nil if it must be decoded: see passWire, and no configured secret
+// may be in it, as redactResult would take it out.
+func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mcp.CallToolResult {
+	if u.cfg.ClassifyResults || newProtocol(cs) || !g.secretFree(raw) {
+		return nil
+	}
+	var w passWire
+	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil || w.IsError {
+		return nil
+	}
+	for _, c := range w.Content {
+		if c.Type != "text" {
+			return nil
+		}
+	}
+	if len(w.StructuredContent) > 0 && string(w.StructuredContent) == "null" {
+		return nil // the SDK drops it; the bytes would keep it
+	}
+	if bytes.ContainsAny(raw, "\r\n") {
+		// Whitespace between tokens, which an SSE data line cannot hold.
+		var b bytes.Buffer
+		if json.Compact(&b, raw) != nil {
+			return nil
+		}
+		raw = b.Bytes()
+	}
+	return &mcp.CallToolResult{Content: passMark(), StructuredContent: &passRaw{raw: raw}}
+}
+
+// secretFree reports whether raw, JSON text, can hold none of the
+// configured secrets once decoded: none of the forms they are written in
+// occurs in it, and it has no escapes (\u, \/) that could spell one another
+// way.
+func (g *Server) secretFree(raw []byte) bool {
+	secrets := g.redactor.Secrets()
+	if len(secrets) == 0 {
+		return true
+	}
+	if bytes.Contains(raw, []byte(`\u`)) || bytes.Contains(raw, []byte(`\/`)) {
+		return false
+	}
+	for _, s := range secrets {
+		if bytes.Contains(raw, []byte(s)) {
+			return false
+		}
+	}
+	return true
+}
+
+// passedBytes returns the bytes to answer res with, if res is a stand-in
+// as passThrough made it. A stand-in that was changed on its way is
+// expanded: decoded, with its changes kept.
+func passedBytes(res *mcp.CallToolResult) ([]byte, mcp.Result, error) {
+	p, ok := res.StructuredContent.(*passRaw)
+	if !ok {
+		return nil, res, nil
+	}
+	if res.Meta == nil && !res.IsError && res.InputRequests == nil && res.RequestState == "" && isPassMark(res.Content) {
+		return p.raw, nil, nil
+	}
+	var full mcp.CallToolResult
+	if err := json.Unmarshal(p.raw, &full); err != nil {
+		return nil, nil, err
+	}
+	out := *res
+	out.StructuredContent = full.StructuredContent
+	if isPassMark(res.Content) {
+		out.Content = full.Content
+	}
+	return nil, &out, nil
+}
