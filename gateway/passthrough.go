@@ -63,7 +63,7 @@ const passFlags = json.DisallowUnknownFields | json.DontMatchCaseInsensitiveStru
 // cs, or nil if it must be decoded: see passWire, and no configured secret
 // may be in it, as redactResult would take it out.
 func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mcp.CallToolResult {
-	if u.cfg.ClassifyResults || newProtocol(cs) || !g.secretFree(raw) {
+	if u.cfg.ClassifyResults || (cs != nil && newProtocol(cs)) || !g.secretFree(raw) {
 		return nil
 	}
 	var w passWire

@@ -1,0 +1,184 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/routing"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// passSecret is the credential the pass-through tests' upstream is
+// configured with, so that results are checked for it.
+const passSecret = "ghp_0123456789abcdefSECRET0123"
+
+// resultAnswer answers id on c with an HTTP/1.1 JSON body whose result is
+// result, as written (whitespace and key order kept), then serves the
+// connection's next requests.
+func resultAnswer(result string) rawAnswerFunc {
+	return func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":%s}`, id, result)
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		serveHeld(c, br)
+	}
+}
+
+// normalResult is an answer's result as an agent's SDK reads it, encoded
+// again: what must be the same on both paths; of a failure, its type.
+func normalResult(t *testing.T, resp *http.Response, body []byte) string {
+	t.Helper()
+	if kind := outcomeKind(t, resp, body); strings.HasPrefix(kind, "failure ") {
+		return kind
+	}
+	m := answer(t, resp, body)
+	raw, err := json.Marshal(m["result"])
+	if err != nil || m["result"] == nil {
+		return "no result: " + mustJSON(t, m)
+	}
+	var res mcp.CallToolResult
+	if err := json.Unmarshal(raw, &res); err != nil {
+		return "undecodable result: " + string(raw)
+	}
+	out, _ := json.Marshal(&res)
+	return string(out)
+}
+
+// resultBytes is the result of a JSON answer as sent.
+func resultBytes(t *testing.T, body []byte) string {
+	t.Helper()
+	var m struct{ Result json.RawMessage }
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	return string(m.Result)
+}
+
+// TestFastPathPassesResultsThrough checks the fast path's pass-through of
+// plain results (passthrough.go): the agent reads the same result as on the
+// SDK's path for every kind of result, a plain one reaches it byte for byte
+// as the upstream wrote it, and a configured secret never does, however
+// the upstream spells it.
+func TestFastPathPassesResultsThrough(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, result string
+		same         bool // the fast path's result is the upstream's bytes
+	}{
+		{name: "plain", result: `{"content":[{"type":"text","text":"plain answer"}],"structuredContent":{"k":["v",1]}}`, same: true},
+		{name: "key order and spaces kept", result: `{ "structuredContent" : {"b":1,"a":2}, "content" : [ { "text" : "x", "type" : "text" } ] }`, same: true},
+		{name: "lines compacted", result: "{\n  \"content\": [\n    {\"type\": \"text\", \"text\": \"pretty\"}\n  ]\n}"},
+		{name: "escapes", result: `{"content":[{"type":"text","text":"line\nnext \"quoted\" tab\t"}]}`, same: true},
+		{name: "secret", result: `{"content":[{"type":"text","text":"token ` + passSecret + `"}]}`},
+		{name: "secret spelled with \\u", result: `{"content":[{"type":"text","text":"token gh\u0070_0123456789abcdefSECRET0123"}]}`},
+		{name: "slash escaped", result: `{"content":[{"type":"text","text":"a\/b"}]}`},
+		{name: "secret in structured content", result: `{"content":[],"structuredContent":{"token":"` + passSecret + `"}}`},
+		{name: "image", result: `{"content":[{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}]}`},
+		{name: "unknown field", result: `{"content":[{"type":"text","text":"x"}],"extra":1}`},
+		{name: "unknown content field", result: `{"content":[{"type":"text","text":"x","extra":1}]}`},
+		{name: "annotations", result: `{"content":[{"type":"text","text":"x","annotations":{"priority":0.5}}]}`},
+		{name: "meta", result: `{"_meta":{"k":"v"},"content":[{"type":"text","text":"x"}]}`},
+		{name: "null structured content", result: `{"content":[{"type":"text","text":"x"}],"structuredContent":null}`},
+		{name: "no content", result: `{"structuredContent":{"k":1}}`},
+		{name: "null content", result: `{"content":null}`},
+		{name: "text not a string", result: `{"content":[{"type":"text","text":5}]}`},
+		{name: "case of a key", result: `{"Content":[{"type":"text","text":"x"}],"IsError":true}`},
+		{name: "tool error", result: `{"content":[{"type":"text","text":"it broke"}],"isError":true}`},
+		{name: "explicit isError false", result: `{"content":[{"type":"text","text":"x"}],"isError":false}`, same: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			var results [2]string
+			for i, fast := range []bool{true, false} {
+				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(tc.result)})
+				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, h.url, passSecret))
+				a := newRawAgent(t, ctx, g)
+				r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				if bytes.Contains(b, []byte(passSecret)) {
+					t.Errorf("fast_path %v: the secret reached the agent: %s", fast, b)
+				}
+				results[i] = normalResult(t, r, b)
+				if fast && tc.same {
+					if got := resultBytes(t, b); got != tc.result {
+						t.Errorf("fast path result %s; want the upstream's bytes %s", got, tc.result)
+					}
+				}
+			}
+			if results[0] != results[1] {
+				t.Errorf("fast path result %s; SDK path %s", results[0], results[1])
+			}
+		})
+	}
+}
+
+// TestPassThroughChangedOnItsWay: a stand-in changed on its way to the
+// agent (a route adds its _meta) is answered decoded, with the change.
+func TestPassThroughChangedOnItsWay(t *testing.T) {
+	t.Parallel()
+	g := &Server{}
+	g.redactor = authmap.NewRedactor([]string{passSecret})
+	raw := []byte(`{"content":[{"type":"text","text":"from the backup"}],"structuredContent":{"k":1}}`)
+	u := &upstream{cfg: &UpstreamConfig{}}
+	res := g.passThrough(u, nil, raw)
+	if res == nil {
+		t.Fatal("a plain result was not passed through")
+	}
+	if b, _, err := passedBytes(res); err != nil || string(b) != string(raw) {
+		t.Fatalf("unchanged stand-in: %q, %v; want the upstream's bytes", b, err)
+	}
+	if _, err := json.Marshal(res); err == nil {
+		t.Error("a stand-in encoded as it is did not fail")
+	}
+	routed := withRouteMeta(res, routing.Meta{ServedBy: "b__echo", Reason: "auth_failure"})
+	b, out, err := passedBytes(routed)
+	if err != nil || b != nil {
+		t.Fatalf("changed stand-in: bytes %q, %v; want it decoded", b, err)
+	}
+	data, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"text":"from the backup"`, `"structuredContent":{"k":1}`, `"served_by":"b__echo"`} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("%s lacks %s", data, want)
+		}
+	}
+}
+
+// TestPassThroughOnAStream: a result passed through on an answer that
+// became an SSE stream (a log message came first) is one data line, even
+// when the upstream wrote it over several.
+func TestPassThroughOnAStream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
+			"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"working\"}}\n\n"+
+			"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\ndata:   \"content\": [{\"type\": \"text\", \"text\": \"over lines\"}]\ndata: }}\n\n", id)
+		_ = c.Close()
+	}})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, timeout: 5s}\n", h.url))
+	a := newRawAgent(t, ctx, g)
+	if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`); r.StatusCode != http.StatusOK {
+		t.Fatalf("setLevel: %d %s", r.StatusCode, b)
+	}
+	r, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+	if !strings.HasPrefix(r.Header.Get("Content-Type"), "text/event-stream") || !bytes.Contains(b, []byte("working")) {
+		t.Fatalf("the log message did not come first on a stream: %s %s", r.Header.Get("Content-Type"), b)
+	}
+	if got := mustJSON(t, answer(t, r, b)["result"]); got != `{"content":[{"text":"over lines","type":"text"}]}` {
+		t.Errorf("result %s", got)
+	}
+}
