@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -90,12 +91,31 @@ var commands = []string{"serve", "stdio", "validate", "check", "status", "import
 // keep 10 upstreams under 40 MiB sits at the live heap plus runtime overhead,
 // and the collector then ran 600 times per 1,000 calls; a limit that scales
 // with the live heap comes back to GOGC=100.
+//
+// main also runs Go's scheduler on half the processors it would use (at
+// least one; the GOMAXPROCS variable, if set, decides instead). A gateway
+// spends its time waiting on sockets: per call it wakes for the agent's
+// request, the upstream's answer and the end of the upstream's stream, and
+// with a second idle processor every wake-up set an idle thread spinning
+// to look for work (futex wake-ups and 3 µs sleeps while stealing, about
+// a fifth of its CPU), on a machine whose other cores the agents, the
+// upstreams and credgate's own stdio children need. Measured in make bench
+// on 2 vCPUs, one processor against two, same run: CPU per call 0.134 vs
+// 0.162 ms, throughput 0.80x vs 0.67x direct, added p50 +0.22 vs +0.27 ms.
+// One processor serves about 7,000 plain calls a second; a machine with
+// more cores gives the gateway more.
 func main() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(halfProcs(runtime.GOMAXPROCS(0)))
+	}
 	// zerolog's global, set once here rather than per logger: run is also
 	// called by tests, in parallel.
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
+
+// halfProcs is half of n processors, rounded up.
+func halfProcs(n int) int { return max(1, (n+1)/2) }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
@@ -435,7 +455,7 @@ func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 		return fmt.Errorf("listen: %w", err)
 	}
 	g.Start(ctx)
-	log.Info().Str("addr", l.Addr().String()).Int("upstreams", len(cfg.Upstreams)).
+	log.Info().Str("addr", l.Addr().String()).Int("upstreams", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).
 		Msgf("listening on %s://%s/mcp", cfg.Scheme(), l.Addr())
 	return g.Serve(ctx, l)
 }
