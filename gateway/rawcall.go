@@ -91,7 +91,8 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 	// The request's own context, ended once its answer stream was read to
 	// the end, or given up on (rawDrainGrace).
 	rctx, rcancel := context.WithCancel(ctx)
-	resp, err := u.rawPost(rctx, cs, body, header)
+	guard := &drainGuard{}
+	resp, err := u.rawPost(context.WithValue(rctx, drainGuardKey{}, guard), cs, body, header)
 	var res *mcp.CallToolResult
 	if err == nil {
 		res, err = u.rawAnswer(ctx, cs, resp, id)
@@ -103,9 +104,19 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 			rcancel()
 		}
 		graced := func() {
-			t := time.AfterFunc(rawDrainGrace, rcancel)
+			var t *time.Timer
+			arm := func() { t = time.AfterFunc(rawDrainGrace, rcancel) }
+			if !guard.lazy {
+				arm()
+			} else {
+				// Armed only if the read must wait for the upstream:
+				// usually the end came with the answer.
+				guard.arm = arm
+			}
 			end()
-			t.Stop()
+			if t != nil {
+				t.Stop()
+			}
 		}
 		if fs := fastStreamFrom(ctx); fs != nil {
 			// The agent gets its answer first; the stream's end is read
@@ -359,6 +370,18 @@ func (u *upstream) rawResume(ctx context.Context, cs *mcp.ClientSession, id stri
 	}
 	return nil, end
 }
+
+// drainGuard bounds the reading of a raw call's stream end: the
+// connection it is read from (syncpool.go) calls arm before its first read
+// that may wait for the upstream, and sets lazy once it took the exchange;
+// without lazy, the bound is armed before the reading starts.
+type drainGuard struct {
+	lazy bool
+	arm  func()
+}
+
+// drainGuardKey is the context key of a raw call's drainGuard.
+type drainGuardKey struct{}
 
 // rawDrainGrace bounds the reading of an answer stream's end after the
 // answer: an upstream that keeps it open loses the connection instead.

@@ -97,3 +97,30 @@ func TestRawCallLingeringStreamError(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathLingeringStreamBounded: on the fast path, the end of an
+// answer stream is read after the agent has its answer, no longer than
+// rawDrainGrace, even though the bound is armed only when that read must
+// wait: the agent's next request on the same connection is served, and
+// the upstream sees its stream given up.
+func TestFastPathLingeringStreamBounded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	defer close(release)
+	url := lingeringUpstream(t, func(id json.RawMessage) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`, id)
+	}, release)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	a := newRawAgent(t, ctx, g)
+	for i := range 2 {
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		r, b := a.post(cctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"l__echo","arguments":{}}}`, i+1))
+		late := cctx.Err()
+		ccancel()
+		if late != nil || !bytes.Contains(b, []byte(`"text":"ok"`)) {
+			t.Fatalf("call %d on the agent's connection: %d %s (%v); want ok at once", i+1, r.StatusCode, b, late)
+		}
+	}
+}

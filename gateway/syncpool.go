@@ -50,7 +50,8 @@ type syncConn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	lastUsed time.Time
-	headLeft int // what the head being read may still take; -1: no head is read
+	headLeft int         // what the head being read may still take; -1: no head is read
+	guard    *drainGuard // of the exchange in progress, if its caller set one
 }
 
 func newSyncPool(fallback http.RoundTripper) *syncPool {
@@ -143,6 +144,9 @@ func (p *syncPool) send(c *syncConn, req *http.Request) (resp *http.Response, er
 	// After 101 the connection speaks another protocol: never reused.
 	reuse := !resp.Close && !req.Close && resp.StatusCode >= 200
 	resp.Body = &syncBody{ReadCloser: resp.Body, pool: p, conn: c, stop: stop, reuse: reuse}
+	if g, ok := req.Context().Value(drainGuardKey{}).(*drainGuard); ok {
+		g.lazy, c.guard = true, g
+	}
 	if req.Header.Get("Accept-Encoding") == "" && strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
 		// The Transport asks for gzip and decodes it; this client does not
 		// ask, but an upstream that compresses all the same is read as on
@@ -189,6 +193,11 @@ func (c *syncConn) Read(p []byte) (int, error) {
 	}
 	if c.headLeft > 0 && len(p) > c.headLeft {
 		p = p[:c.headLeft]
+	}
+	if g := c.guard; g != nil && g.arm != nil {
+		// A read of the stream's end that may wait: bounded from now.
+		g.arm()
+		g.arm = nil
 	}
 	n, err := c.Conn.Read(p)
 	if c.headLeft > 0 {
@@ -302,6 +311,7 @@ func (b *syncBody) Close() error {
 
 func (b *syncBody) finish(complete bool) {
 	b.done = true
+	b.conn.guard = nil
 	canceled := !b.stop()
 	if complete && b.reuse && !canceled {
 		b.pool.put(b.conn)
