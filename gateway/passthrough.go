@@ -15,6 +15,8 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"strings"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -47,14 +49,14 @@ func isPassMark(c []mcp.Content) bool {
 type passWire struct {
 	Content           []passText      `json:"content"`
 	StructuredContent json.RawMessage `json:"structuredContent"`
-	IsError           bool            `json:"isError"`
+	IsError           json.RawMessage `json:"isError"` // absent or false
 }
 
-// passText is a text content block without _meta or annotations (whose
-// shapes the SDK checks when it decodes them).
+// passText is a text content block with its text a string, without _meta
+// or annotations (whose shapes the SDK checks when it decodes them).
 type passText struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
+	Type string          `json:"type"`
+	Text json.RawMessage `json:"text"`
 }
 
 const passFlags = json.DisallowUnknownFields | json.DontMatchCaseInsensitiveStructFields | json.ZeroCopy
@@ -63,16 +65,16 @@ const passFlags = json.DisallowUnknownFields | json.DontMatchCaseInsensitiveStru
 // cs, or nil if it must be decoded: see passWire, and no configured secret
 // may be in it, as redactResult would take it out.
 func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mcp.CallToolResult {
-	if u.cfg.ClassifyResults || (cs != nil && newProtocol(cs)) || !g.secretFree(raw) {
+	if u.cfg.ClassifyResults || (cs != nil && newProtocol(cs)) || !g.secretFree(raw) || !wireClean(raw) {
 		return nil
 	}
 	var w passWire
-	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil || w.IsError {
+	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil || (w.IsError != nil && string(w.IsError) != "false") {
 		return nil
 	}
 	for _, c := range w.Content {
-		if c.Type != "text" {
-			return nil
+		if c.Type != "text" || len(c.Text) == 0 || c.Text[0] != '"' {
+			return nil // another type; a text that is null, missing or not a string
 		}
 	}
 	if len(w.StructuredContent) > 0 && string(w.StructuredContent) == "null" {
@@ -87,6 +89,25 @@ func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mc
 		raw = b.Bytes()
 	}
 	return &mcp.CallToolResult{Content: passMark(), StructuredContent: &passRaw{raw: raw}}
+}
+
+// wireClean reports whether raw is text the SDK's encoder would write as
+// it is: valid UTF-8, and no escaped surrogate (\ud800 to \udfff: a lone
+// one, from a string cut inside an emoji, the SDK writes as U+FFFD).
+func wireClean(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	for rest := raw; ; {
+		i := bytes.Index(rest, []byte(`\u`))
+		if i < 0 {
+			return true
+		}
+		rest = rest[i+2:]
+		if len(rest) >= 2 && (rest[0] == 'd' || rest[0] == 'D') && strings.IndexByte("89abAB", rest[1]) >= 0 {
+			return false
+		}
+	}
 }
 
 // secretFree reports whether raw, JSON text, can hold none of the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/routing"
@@ -180,5 +181,65 @@ func TestPassThroughOnAStream(t *testing.T) {
 	}
 	if got := mustJSON(t, answer(t, r, b)["result"]); got != `{"content":[{"text":"over lines","type":"text"}]}` {
 		t.Errorf("result %s", got)
+	}
+}
+
+// canonical decodes a result as a strict generic JSON reader would and
+// encodes it again (sorted keys): null vs "" and a missing key show.
+func canonical(raw string) string {
+	var v any
+	if err := json.Unmarshal([]byte(raw), &v); err != nil {
+		return "undecodable: " + err.Error()
+	}
+	out, _ := json.Marshal(v)
+	return string(out)
+}
+
+// sseData is the data of an SSE answer's last event, or b as it is.
+func sseData(b []byte) []byte {
+	if i := bytes.LastIndex(b, []byte("data: ")); i >= 0 && bytes.HasPrefix(b, []byte("event:")) {
+		return bytes.TrimSpace(b[i+len("data: "):])
+	}
+	return b
+}
+
+// TestFastPathPassThroughWireAsSDK: the agent must get, on the wire, what
+// fast_path: false sends, not only something the Go SDK reads the same.
+func TestFastPathPassThroughWireAsSDK(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, result string }{
+		{"text null", `{"content":[{"type":"text","text":null}]}`},
+		{"text missing", `{"content":[{"type":"text"}]}`},
+		{"isError null", `{"content":[{"type":"text","text":"x"}],"isError":null}`},
+		{"lone surrogate (JS slice of an emoji)", `{"content":[{"type":"text","text":"cut \ud83d"}]}`},
+		{"invalid utf8", "{\"content\":[{\"type\":\"text\",\"text\":\"bad \xff byte\"}]}"},
+		{"surrogate pair", `{"content":[{"type":"text","text":"smile \uD83D\uDE00"}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			var got, raw [2]string
+			var valid [2]bool
+			for i, fast := range []bool{true, false} {
+				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(tc.result)})
+				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s}\n", fast, h.url))
+				a := newRawAgent(t, ctx, g)
+				_, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				valid[i] = utf8.Valid(b)
+				raw[i] = resultBytes(t, sseData(b))
+				got[i] = canonical(raw[i])
+			}
+			if valid[0] != valid[1] {
+				t.Errorf("valid UTF-8: fast path %v, SDK path %v", valid[0], valid[1])
+			}
+			if strings.Contains(raw[0], `\ud83d`) != strings.Contains(raw[1], `\ud83d`) {
+				t.Errorf("lone surrogate: fast path %s, SDK path %s", raw[0], raw[1])
+			}
+			if got[0] != got[1] {
+				t.Errorf("fast path result %s\n                     SDK path    %s", got[0], got[1])
+			}
+		})
 	}
 }
