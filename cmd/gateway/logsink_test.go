@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -145,4 +151,32 @@ func TestLogSinkHoldsInfoNotWarnings(t *testing.T) {
 			t.Fatalf("Close left %q (%v)", got, err)
 		}
 	})
+}
+
+// TestSecondSignalWritesHeldLines: a second SIGTERM during a graceful
+// shutdown ends the process by that signal, as by default, but writes the
+// log lines the sink held first (review of issue 12: they were lost). The
+// test runs itself as the process that gets the signal.
+func TestSecondSignalWritesHeldLines(t *testing.T) {
+	if os.Getenv("CREDGATE_SECOND_SIGNAL") == "1" {
+		sink := newLogSink(os.Stderr)
+		_, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		secondSignal(stop, sink, make(chan struct{}))
+		log := zerolog.New(sink)
+		log.Info().Msg("the last line before the second signal")
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		select {} // until the signal ends the process
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSecondSignalWritesHeldLines$")
+	cmd.Env = append(os.Environ(), "CREDGATE_SECOND_SIGNAL=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+		t.Fatalf("the process ended with %v; want killed by SIGTERM\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "the last line before the second signal") {
+		t.Errorf("the held line was lost:\n%s", out)
+	}
 }
