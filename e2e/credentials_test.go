@@ -647,7 +647,7 @@ upstreams:
 	if err := poll(ctx, func() (bool, error) { return current() == tokenHash(toks[3]), nil }); err != nil {
 		t.Errorf("SIGHUP did not re-read the credential: %v", err)
 	}
-	if !strings.Contains(gw.Logs(), "SIGHUP: reloading the config and re-reading every credential") {
+	if !gw.logged("SIGHUP: reloading the config and re-reading every credential") {
 		t.Error("SIGHUP does not say it reloads")
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/admin/events", nil)

@@ -575,6 +575,23 @@ func compactStacks(lines []string) string {
 // Logs returns the gateway's output so far (zerolog JSON lines).
 func (g *gatewayProc) Logs() string { return g.Output() }
 
+// logged waits, up to 10 s, until the gateway's log holds every one of
+// want, and reports whether it did: the gateway writes its info lines up
+// to 5 ms after it logs them (cmd/gateway/logsink.go).
+func (g *gatewayProc) logged(want ...string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return poll(ctx, func() (bool, error) {
+		logs := g.Logs()
+		for _, w := range want {
+			if !strings.Contains(logs, w) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}) == nil
+}
+
 // Health returns the decoded GET /health document. A non-2xx status is not
 // an error: a degraded gateway still describes itself.
 func (g *gatewayProc) Health(t *testing.T) map[string]any {

@@ -567,7 +567,7 @@ func TestOAuthGateway(t *testing.T) {
 	if res, err := cs2.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "rotated"}}); err != nil || res.IsError {
 		t.Fatalf("call with a token of the rotated key %s: %v, %v", kid, res, err)
 	}
-	if !strings.Contains(s.gw.Logs(), `"why":"unknown_kid"`) || !strings.Contains(s.gw.Logs(), `"kids":["`+kid+`","e2e"]`) {
+	if !s.gw.logged(`"why":"unknown_kid"`, `"kids":["`+kid+`","e2e"]`) {
 		t.Errorf("the gateway did not log the rotation it picked up:\n%s", tail(s.gw.Logs(), 20))
 	}
 

@@ -149,7 +149,7 @@ routes:
 	if n := requestsWith(t, ctx, upURL, tokenHash(tok.AccessToken)) - dead; n != 0 {
 		t.Errorf("B sent the dead token %d times, want 0", n)
 	}
-	if !strings.Contains(gws[1].Logs(), `"trigger":"peer"`) {
+	if !gws[1].logged(`"trigger":"peer"`) {
 		t.Errorf("B's log has no event from the peer's fact")
 	}
 }
