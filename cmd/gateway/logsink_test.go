@@ -2,21 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"testing/synctest"
-	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // sinkBuffer is a bytes.Buffer safe for the sink's writer and the test.
@@ -31,13 +21,6 @@ func (l *sinkBuffer) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	l.n++
 	return l.b.Write(p)
-}
-
-// state returns what was written and in how many writes.
-func (l *sinkBuffer) state() (string, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String(), l.n
 }
 
 // TestLogSinkKeepsEveryLineInOrder checks the batching log writer (issue
@@ -121,62 +104,4 @@ func (w *slowWriter) Write(p []byte) (int, error) {
 	<-w.release
 	w.n.Add(int64(len(p)))
 	return len(p), nil
-}
-
-// TestLogSinkHoldsInfoNotWarnings checks when lines go out: info lines
-// together, logFlushDelay after the first; a warning at once, with the
-// info lines before it, on its caller's goroutine.
-func TestLogSinkHoldsInfoNotWarnings(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		var out sinkBuffer
-		s := newLogSink(&out)
-		_, _ = s.WriteLevel(zerolog.InfoLevel, []byte("a\n"))
-		_, _ = s.Write([]byte("b\n"))
-		if got, _ := out.state(); got != "" {
-			t.Fatalf("info lines written at once: %q", got)
-		}
-		time.Sleep(logFlushDelay)
-		synctest.Wait()
-		if got, n := out.state(); got != "a\nb\n" || n != 1 {
-			t.Fatalf("after %v: %q in %d writes; want \"a\\nb\\n\" in 1", logFlushDelay, got, n)
-		}
-		_, _ = s.WriteLevel(zerolog.InfoLevel, []byte("c\n"))
-		_, _ = s.WriteLevel(zerolog.WarnLevel, []byte("d\n"))
-		if got, _ := out.state(); got != "a\nb\nc\nd\n" {
-			t.Fatalf("a warning did not go out at once with the line before it: %q", got)
-		}
-		_, _ = s.WriteLevel(zerolog.DebugLevel, []byte("e\n"))
-		err := s.Close()
-		if got, _ := out.state(); err != nil || got != "a\nb\nc\nd\ne\n" {
-			t.Fatalf("Close left %q (%v)", got, err)
-		}
-	})
-}
-
-// TestSecondSignalWritesHeldLines: a second SIGTERM during a graceful
-// shutdown ends the process by that signal, as by default, but writes the
-// log lines the sink held first (review of issue 12: they were lost). The
-// test runs itself as the process that gets the signal.
-func TestSecondSignalWritesHeldLines(t *testing.T) {
-	if os.Getenv("CREDGATE_SECOND_SIGNAL") == "1" {
-		sink := newLogSink(os.Stderr)
-		_, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-		secondSignal(stop, sink, make(chan struct{}))
-		log := zerolog.New(sink)
-		log.Info().Msg("the last line before the second signal")
-		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
-		select {} // until the signal ends the process
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestSecondSignalWritesHeldLines$")
-	cmd.Env = append(os.Environ(), "CREDGATE_SECOND_SIGNAL=1")
-	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
-		t.Fatalf("the process ended with %v; want killed by SIGTERM\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "the last line before the second signal") {
-		t.Errorf("the held line was lost:\n%s", out)
-	}
 }

@@ -175,10 +175,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	logOut := stderr
-	var sink *logSink
 	if (cmd == "serve" || cmd == "stdio") && *logFormat == "json" {
 		// A gateway logs a line per call: batched (logsink.go).
-		sink = newLogSink(stderr)
+		sink := newLogSink(stderr)
 		defer sink.Close()
 		logOut = sink
 	}
@@ -229,9 +228,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		}
 		// The first SIGTERM or SIGINT starts a graceful shutdown (bounded by
-		// shutdown_timeout); once it has begun, a second one ends the process
-		// at once, as by default, once the log lines held back are written
-		// (secondSignal).
+		// shutdown_timeout); once it has begun, the signals get their default
+		// action back, so a second one ends the process at once.
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		// A reload loads the file as start-up did, flags included.
@@ -265,9 +263,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		defer stopHUP()
 		stopWatch := watchConfig(ctx, configPath, &log, func() { _ = g.ReloadConfig(authmap.TriggerFile) })
 		defer stopWatch()
-		ended := make(chan struct{})
-		defer close(ended)
-		context.AfterFunc(ctx, func() { secondSignal(stop, sink, ended) })
+		context.AfterFunc(ctx, stop)
 		if cmd == "stdio" {
 			err = serveStdio(ctx, g, &log)
 		} else {
@@ -279,28 +275,6 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-}
-
-// secondSignal, once a graceful shutdown has begun (stop ends the first
-// signal's watch), makes a second SIGTERM or SIGINT end the process at
-// once, killed by that signal as by default, after writing the log lines
-// sink holds. ended closes when the shutdown finished without one.
-func secondSignal(stop func(), sink *logSink, ended <-chan struct{}) {
-	again := make(chan os.Signal, 1)
-	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	stop()
-	go func() {
-		defer signal.Stop(again)
-		select {
-		case sig := <-again:
-			if sink != nil {
-				_ = sink.Close()
-			}
-			signal.Reset(os.Interrupt, syscall.SIGTERM)
-			_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
-		case <-ended:
-		}
-	}()
 }
 
 // errFlagParse marks a flag error the flag package has already printed.
