@@ -64,7 +64,7 @@ func runProfile(ctx context.Context, hc *http.Client, bin string, p plan, o opti
 		rep.fail("profile", err)
 		return nil
 	}
-	var sc scenario
+	sc := p.scenarios[len(p.scenarios)-1] // the throughput scenario (--sessions 1: one session)
 	for _, s := range p.scenarios {
 		if s.sessions > 1 {
 			sc = s
