@@ -576,8 +576,10 @@ func compactStacks(lines []string) string {
 func (g *gatewayProc) Logs() string { return g.Output() }
 
 // logged waits, up to 10 s, until the gateway's log holds every one of
-// want, and reports whether it did: the gateway writes its info lines up
-// to 5 ms after it logs them (cmd/gateway/logsink.go).
+// want, and reports whether it did: a line logged by another goroutine
+// than the one whose effect a test saw (a signal's, a peer's) may come a
+// little later, and the test's reader sees the pipe after the gateway
+// wrote it.
 func (g *gatewayProc) logged(want ...string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
