@@ -82,6 +82,10 @@ func TestFastPathPassesResultsThrough(t *testing.T) {
 		{name: "secret spelled with \\u", result: `{"content":[{"type":"text","text":"token gh\u0070_0123456789abcdefSECRET0123"}]}`},
 		{name: "slash escaped", result: `{"content":[{"type":"text","text":"a\/b"}]}`},
 		{name: "secret in structured content", result: `{"content":[],"structuredContent":{"token":"` + passSecret + `"}}`},
+		{name: "secret in a link", result: `{"content":[{"type":"resource_link","uri":"https://x.test/?key=` + passSecret + `","name":"` + passSecret + `","description":"see ` + passSecret + `"}]}`},
+		{name: "secret in _meta", result: `{"_meta":{"tok":"` + passSecret + `"},"content":[{"type":"text","text":"x","_meta":{"t":"` + passSecret + `"}}]}`},
+		{name: "secret in an embedded resource's uri", result: `{"content":[{"type":"resource","resource":{"uri":"file:///` + passSecret + `","text":"t"}}]}`},
+		{name: "secret in a key", result: `{"content":[],"structuredContent":{"` + passSecret + `":{"nested":{"` + passSecret + `x":1}},"n":12345678901234567890}}`},
 		{name: "image", result: `{"content":[{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}]}`},
 		{name: "unknown field", result: `{"content":[{"type":"text","text":"x"}],"extra":1}`},
 		{name: "unknown content field", result: `{"content":[{"type":"text","text":"x","extra":1}]}`},
@@ -241,5 +245,34 @@ func TestFastPathPassThroughWireAsSDK(t *testing.T) {
 				t.Errorf("fast path result %s\n                     SDK path    %s", got[0], got[1])
 			}
 		})
+	}
+}
+
+// TestLogMessageSecretsRedacted: an upstream's log message reaches the
+// agent without a configured secret in its logger, its data's keys or its
+// _meta, on both paths (values were redacted; those were not).
+func TestLogMessageSecretsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, fast := range []bool{true, false} {
+		h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
+				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"_meta\":{\"m\":\"%[2]s\"},\"level\":\"info\",\"logger\":\"%[2]s\",\"data\":{\"%[2]s\":\"v\"}}}\n\n"+
+				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%[1]s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}}\n\n", id, passSecret)
+			_ = c.Close()
+		}})
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, h.url, passSecret))
+		a := newRawAgent(t, ctx, g)
+		if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`); r.StatusCode != http.StatusOK {
+			t.Fatalf("setLevel: %d %s", r.StatusCode, b)
+		}
+		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+		if !bytes.Contains(b, []byte("notifications/message")) || !bytes.Contains(b, []byte("done")) {
+			t.Fatalf("fast_path %v: no log message or result on the answer: %s", fast, b)
+		}
+		if bytes.Contains(b, []byte(passSecret)) {
+			t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -288,8 +289,9 @@ func (g *Server) redactContent(content []mcp.Content, full bool) {
 
 // redactResult removes configured secrets from a successful tool result: an
 // upstream echoing a credential in its answer must not hand it to the agent.
-// It costs a few substring searches per text block when secrets are
-// configured, nothing otherwise.
+// When secrets are configured it costs a few substring searches per text
+// block and one encoding of the result (redactEverywhere); nothing
+// otherwise, nor for a result passed through (already checked whole).
 func (g *Server) redactResult(res *mcp.CallToolResult) {
 	if !g.hasSecrets() {
 		return
@@ -298,6 +300,59 @@ func (g *Server) redactResult(res *mcp.CallToolResult) {
 	if res.StructuredContent != nil {
 		res.StructuredContent = g.redactValue(res.StructuredContent)
 	}
+	g.redactEverywhere(res)
+}
+
+// redactEverywhere removes configured secrets from the rest of a result:
+// a link's URI, name or description, an embedded resource's URI, _meta,
+// an object's keys. The result is checked as it will be sent (one
+// encoding, a few substring searches); one that still holds a secret is
+// redacted in every string and key of its JSON and decoded again. If that
+// fails, the result is withheld rather than sent with the secret.
+func (g *Server) redactEverywhere(res *mcp.CallToolResult) {
+	if _, ok := res.StructuredContent.(*passRaw); ok {
+		return // passed through: checked whole already (secretFree)
+	}
+	clean, ok := redactedJSON(g, res)
+	if !ok {
+		clean = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "credgate: the result held a configured secret and is withheld"}}}
+	}
+	if clean != res {
+		res.Meta, res.Content, res.StructuredContent = clean.Meta, clean.Content, clean.StructuredContent
+	}
+}
+
+// redactedJSON returns v if its JSON holds no configured secret, or else
+// a copy decoded from its JSON with the secrets taken out of every string
+// and key; false if that could not be done.
+func redactedJSON[T any](g *Server, v *T) (*T, bool) {
+	data, err := json.Marshal(v)
+	if err == nil && !g.holdsSecret(data) {
+		return v, true
+	}
+	clean := new(T)
+	if err == nil {
+		var doc any
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if err = dec.Decode(&doc); err == nil {
+			if data, err = json.Marshal(g.redactValue(doc)); err == nil {
+				err = json.Unmarshal(data, clean)
+			}
+		}
+	}
+	return clean, err == nil && !g.holdsSecret(data)
+}
+
+// holdsSecret reports whether JSON text data holds a configured secret in
+// any of the forms encoders write it in.
+func (g *Server) holdsSecret(data []byte) bool {
+	for _, s := range g.redactor.Secrets() {
+		if bytes.Contains(data, []byte(s)) {
+			return true
+		}
+	}
+	return false
 }
 
 // redactValue removes configured secrets from the strings of a decoded JSON
@@ -310,7 +365,8 @@ func (g *Server) redactValue(v any) any {
 }
 
 // redactedValue returns the redacted form of v and true if v is a string or
-// raw JSON that held a secret; maps and slices are redacted in place.
+// raw JSON that held a secret; maps (their keys too) and slices are
+// redacted in place.
 func (g *Server) redactedValue(v any) (any, bool) {
 	switch x := v.(type) {
 	case string:
@@ -318,11 +374,21 @@ func (g *Server) redactedValue(v any) (any, bool) {
 			return r, true
 		}
 	case map[string]any:
+		var renamed []string
 		for k, e := range x {
 			if r, ok := g.redactedValue(e); ok {
 				x[k] = r
 			}
+			if g.redactor.RedactKnown(k) != k {
+				renamed = append(renamed, k)
+			}
 		}
+		for _, k := range renamed { // a key holding a secret
+			x[g.redactor.RedactKnown(k)] = x[k]
+			delete(x, k)
+		}
+	case mcp.Meta:
+		g.redactedValue(map[string]any(x))
 	case []any:
 		for i, e := range x {
 			if r, ok := g.redactedValue(e); ok {
@@ -348,6 +414,12 @@ func (g *Server) redactPrompt(res *mcp.GetPromptResult) {
 			g.redactContent([]mcp.Content{m.Content}, false)
 		}
 	}
+	// Anywhere else (see redactEverywhere).
+	if clean, ok := redactedJSON(g, res); !ok {
+		*res = mcp.GetPromptResult{Description: "credgate: the prompt held a configured secret and is withheld"}
+	} else if clean != res {
+		res.Meta, res.Description, res.Messages = clean.Meta, clean.Description, clean.Messages
+	}
 }
 
 // redactResource removes configured secrets from a resource's text.
@@ -359,6 +431,12 @@ func (g *Server) redactResource(res *mcp.ReadResourceResult) {
 		if c != nil {
 			c.Text = g.redactor.RedactKnown(c.Text)
 		}
+	}
+	// Anywhere else (see redactEverywhere).
+	if clean, ok := redactedJSON(g, res); !ok {
+		*res = mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{}}
+	} else if clean != res {
+		res.Meta, res.Contents = clean.Meta, clean.Contents
 	}
 }
 

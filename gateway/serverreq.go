@@ -6,6 +6,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"maps"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -113,6 +114,11 @@ func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageR
 	if u.gw.hasSecrets() {
 		p := *req.Params
 		p.Data = u.gw.redactValue(p.Data)
+		p.Logger = u.gw.redactor.RedactKnown(p.Logger)
+		if p.Meta != nil {
+			p.Meta = maps.Clone(p.Meta)
+			u.gw.redactValue(map[string]any(p.Meta))
+		}
 		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: &p}
 	}
 	u.routeLog(agent, req.Params)
