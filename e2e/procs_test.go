@@ -25,6 +25,7 @@ func TestGatewayProcs(t *testing.T) {
 	}{
 		{nil, max(1, (runtime.NumCPU()+1)/2)},
 		{[]string{"GOMAXPROCS=3"}, 3},
+		{[]string{"GOMAXPROCS=abc"}, max(1, (runtime.NumCPU()+1)/2)}, // not a count: ignored, as Go ignores it
 	} {
 		p := startCmdEnv(t, tc.env, "serve", "--config", cfg, "--listen", "127.0.0.1:0")
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,7 +106,7 @@ var commands = []string{"serve", "stdio", "validate", "check", "status", "import
 // One processor serves about 7,000 plain calls a second; a machine with
 // more cores gives the gateway more.
 func main() {
-	if os.Getenv("GOMAXPROCS") == "" {
+	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err != nil || n <= 0 { // unset or not a count: Go ignores it too
 		runtime.GOMAXPROCS(halfProcs(runtime.GOMAXPROCS(0)))
 	}
 	// zerolog's global, set once here rather than per logger: run is also
