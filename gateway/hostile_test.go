@@ -83,6 +83,19 @@ func newHostileUpstream(t *testing.T, answers map[string]rawAnswerFunc) *hostile
 	return h
 }
 
+// hostileAgent is a raw agent of a gateway (fast_path as fast) whose
+// upstream "a" is a hostileUpstream answering the call of a__raw with
+// "x" by answer; opts are more of the upstream's settings (flow style).
+func hostileAgent(t *testing.T, ctx context.Context, fast bool, answer rawAnswerFunc, opts string) *rawAgent {
+	t.Helper()
+	h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": answer})
+	g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s%s}\n", fast, h.url, opts))
+	return newRawAgent(t, ctx, g)
+}
+
+// callRaw is the call of a__raw that the hostile upstream answers itself.
+const callRaw = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`
+
 // jsonAnswer is an HTTP/1.1 JSON answer to id with head's extra header lines.
 func jsonAnswer(id json.RawMessage, head string) string {
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"raw answer"}]}}`, id)
@@ -171,10 +184,8 @@ func runHostile(t *testing.T, cases []hostileCase) {
 			defer cancel()
 			var outcome, next [2]string
 			for i, fast := range []bool{true, false} {
-				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": tc.answer})
-				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, max_response_bytes: 4096}\n", fast, h.url))
-				a := newRawAgent(t, ctx, g)
-				r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				a := hostileAgent(t, ctx, fast, tc.answer, ", max_response_bytes: 4096")
+				r, b := a.post(ctx, callRaw)
 				outcome[i] = outcomeKind(t, r, b)
 				r, b = a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__echo","arguments":{}}}`)
 				next[i] = outcomeOf(t, r, b)

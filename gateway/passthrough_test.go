@@ -22,6 +22,9 @@ import (
 // configured with, so that results are checked for it.
 const passSecret = "ghp_0123456789abcdefSECRET0123"
 
+// passSecretHeader configures passSecret on a hostileAgent's upstream.
+const passSecretHeader = `, headers: {Authorization: "Bearer ` + passSecret + `"}`
+
 // resultAnswer answers id on c with an HTTP/1.1 JSON body whose result is
 // result, as written (whitespace and key order kept), then serves the
 // connection's next requests.
@@ -106,10 +109,8 @@ func TestFastPathPassesResultsThrough(t *testing.T) {
 			defer cancel()
 			var results [2]string
 			for i, fast := range []bool{true, false} {
-				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(tc.result)})
-				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, h.url, passSecret))
-				a := newRawAgent(t, ctx, g)
-				r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				a := hostileAgent(t, ctx, fast, resultAnswer(tc.result), passSecretHeader)
+				r, b := a.post(ctx, callRaw)
 				if bytes.Contains(b, []byte(passSecret)) {
 					t.Errorf("fast_path %v: the secret reached the agent: %s", fast, b)
 				}
@@ -227,10 +228,7 @@ func TestFastPathPassThroughWireAsSDK(t *testing.T) {
 			var got, raw [2]string
 			var valid [2]bool
 			for i, fast := range []bool{true, false} {
-				h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(tc.result)})
-				g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s}\n", fast, h.url))
-				a := newRawAgent(t, ctx, g)
-				_, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+				_, b := hostileAgent(t, ctx, fast, resultAnswer(tc.result), "").post(ctx, callRaw)
 				valid[i] = utf8.Valid(b)
 				raw[i] = resultBytes(t, sseData(b))
 				got[i] = canonical(raw[i])
@@ -256,18 +254,16 @@ func TestLogMessageSecretsRedacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	for _, fast := range []bool{true, false} {
-		h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+		a := hostileAgent(t, ctx, fast, func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
 				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"_meta\":{\"m\":\"%[2]s\"},\"level\":\"info\",\"logger\":\"%[2]s\",\"data\":{\"%[2]s\":\"v\"}}}\n\n"+
 				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%[1]s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}}\n\n", id, passSecret)
 			_ = c.Close()
-		}})
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, h.url, passSecret))
-		a := newRawAgent(t, ctx, g)
+		}, passSecretHeader)
 		if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`); r.StatusCode != http.StatusOK {
 			t.Fatalf("setLevel: %d %s", r.StatusCode, b)
 		}
-		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+		_, b := a.post(ctx, callRaw)
 		if !bytes.Contains(b, []byte("notifications/message")) || !bytes.Contains(b, []byte("done")) {
 			t.Fatalf("fast_path %v: no log message or result on the answer: %s", fast, b)
 		}

@@ -48,20 +48,26 @@ func lingeringUpstream(t *testing.T, answer func(id json.RawMessage) string, rel
 	return hs.URL + "/mcp"
 }
 
+// lingeringGateway is a gateway whose upstream l is a lingeringUpstream
+// answering answer (a format of the call's id), its streams held until the
+// test ends, and a context bounding the test.
+func lingeringGateway(t *testing.T, answer string) (context.Context, *Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	release := make(chan struct{})
+	url := lingeringUpstream(t, func(id json.RawMessage) string { return fmt.Sprintf(answer, id) }, release)
+	t.Cleanup(func() { close(release) }) // before the upstream closes, which waits for its streams
+	return ctx, newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+}
+
 // TestRawCallLingeringStream: an upstream that keeps its answer
 // stream open after the answer must not hold a call that came through the
 // SDK's front (here: an agent speaking 2024-11-05, which the fast path
 // does not serve) until the upstream's timeout.
 func TestRawCallLingeringStream(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	release := make(chan struct{})
-	defer close(release)
-	url := lingeringUpstream(t, func(id json.RawMessage) string {
-		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`, id)
-	}, release)
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	ctx, g := lingeringGateway(t, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 	cs := agentVersion(t, ctx, g, nil, "2024-11-05")
 	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
 	defer ccancel()
@@ -78,14 +84,7 @@ func TestRawCallLingeringStream(t *testing.T) {
 // answer, on both fronts.
 func TestRawCallLingeringStreamError(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	release := make(chan struct{})
-	defer close(release)
-	url := lingeringUpstream(t, func(id json.RawMessage) string {
-		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32011,"message":"no"}}`, id)
-	}, release)
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	ctx, g := lingeringGateway(t, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32011,"message":"no"}}`)
 	for _, v := range []string{"2024-11-05", "2025-11-25"} {
 		cs := agentVersion(t, ctx, g, nil, v)
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
@@ -105,14 +104,7 @@ func TestRawCallLingeringStreamError(t *testing.T) {
 // the upstream sees its stream given up.
 func TestFastPathLingeringStreamBounded(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	release := make(chan struct{})
-	defer close(release)
-	url := lingeringUpstream(t, func(id json.RawMessage) string {
-		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`, id)
-	}, release)
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  l: {url: %s, timeout: 10m}\n", url))
+	ctx, g := lingeringGateway(t, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"ok"}]}}`)
 	a := newRawAgent(t, ctx, g)
 	for i := range 2 {
 		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
