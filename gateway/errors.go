@@ -293,6 +293,18 @@ func sortedKeys[V any](m map[string]V) []string {
 // any other isError result gains the failure object in _meta. Caller
 // cancellation is returned as is.
 func (g *Server) toolOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	res, err = g.classifyOutcome(u, tool, res, err)
+	if res != nil && g.hasSecrets() {
+		// Whatever the result is (a success, input asked for, a tool
+		// error, a failure keeping the upstream's content), no configured
+		// secret leaves in it.
+		g.redactEverywhere(res)
+	}
+	return res, err
+}
+
+// classifyOutcome is toolOutcome before the last redaction.
+func (g *Server) classifyOutcome(u *upstream, tool string, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
 	cred := u.cfg.credentialFor(tool, g.config().Credentials)
 	if err != nil {
 		if errors.Is(err, context.Canceled) {

@@ -442,8 +442,7 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 	case "notifications/progress":
 		var p mcp.ProgressNotificationParams
 		if json.Unmarshal(m.Params, &p) == nil {
-			p.Message = u.gw.redactor.RedactKnown(p.Message)
-			u.gw.progress.forward(ctx, &p)
+			u.gw.progress.forward(ctx, u.gw.redactProgress(&p))
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		u.requestRefresh()

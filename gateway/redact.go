@@ -315,11 +315,24 @@ func (g *Server) redactEverywhere(res *mcp.CallToolResult) {
 	}
 	clean, ok := redactedJSON(g, res)
 	if !ok {
-		clean = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "credgate: the result held a configured secret and is withheld"}}}
+		clean = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "credgate: the result held a configured secret and is withheld"}}, IsError: res.IsError}
 	}
 	if clean != res {
-		res.Meta, res.Content, res.StructuredContent = clean.Meta, clean.Content, clean.StructuredContent
+		*res = *clean // decoded whole: requestState, inputRequests and resultType too
 	}
+}
+
+// redactProgress returns p without configured secrets (its message and
+// _meta).
+func (g *Server) redactProgress(p *mcp.ProgressNotificationParams) *mcp.ProgressNotificationParams {
+	if !g.hasSecrets() {
+		return p
+	}
+	clean, ok := redactedJSON(g, p)
+	if !ok {
+		return &mcp.ProgressNotificationParams{ProgressToken: p.ProgressToken, Progress: p.Progress, Total: p.Total}
+	}
+	return clean
 }
 
 // redactedJSON returns v if its JSON holds no configured secret, or else
@@ -384,7 +397,14 @@ func (g *Server) redactedValue(v any) (any, bool) {
 			}
 		}
 		for _, k := range renamed { // a key holding a secret
-			x[g.redactor.RedactKnown(k)] = x[k]
+			to := g.redactor.RedactKnown(k)
+			for n := 2; ; n++ { // never onto another key
+				if _, taken := x[to]; !taken {
+					break
+				}
+				to = fmt.Sprintf("%s (%d)", g.redactor.RedactKnown(k), n)
+			}
+			x[to] = x[k]
 			delete(x, k)
 		}
 	case mcp.Meta:
@@ -394,6 +414,10 @@ func (g *Server) redactedValue(v any) (any, bool) {
 			if r, ok := g.redactedValue(e); ok {
 				x[i] = r
 			}
+		}
+	case json.Number: // a secret of digits: the number becomes a string
+		if r := g.redactor.RedactKnown(string(x)); r != string(x) {
+			return r, true
 		}
 	case json.RawMessage:
 		if s := g.redactor.RedactKnown(string(x)); s != string(x) && json.Valid([]byte(s)) {
@@ -416,9 +440,9 @@ func (g *Server) redactPrompt(res *mcp.GetPromptResult) {
 	}
 	// Anywhere else (see redactEverywhere).
 	if clean, ok := redactedJSON(g, res); !ok {
-		*res = mcp.GetPromptResult{Description: "credgate: the prompt held a configured secret and is withheld"}
+		*res = mcp.GetPromptResult{Description: "credgate: the prompt held a configured secret and is withheld", Messages: []*mcp.PromptMessage{}}
 	} else if clean != res {
-		res.Meta, res.Description, res.Messages = clean.Meta, clean.Description, clean.Messages
+		*res = *clean
 	}
 }
 
@@ -436,7 +460,7 @@ func (g *Server) redactResource(res *mcp.ReadResourceResult) {
 	if clean, ok := redactedJSON(g, res); !ok {
 		*res = mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{}}
 	} else if clean != res {
-		res.Meta, res.Contents = clean.Meta, clean.Contents
+		*res = *clean
 	}
 }
 

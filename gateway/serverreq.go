@@ -6,8 +6,8 @@ package gateway
 import (
 	"context"
 	"fmt"
-	"maps"
 
+	"github.com/credgate/credgate/authmap"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -112,14 +112,13 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 // them, when there is one (see routeLog).
 func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
 	if u.gw.hasSecrets() {
-		p := *req.Params
-		p.Data = u.gw.redactValue(p.Data)
-		p.Logger = u.gw.redactor.RedactKnown(p.Logger)
-		if p.Meta != nil {
-			p.Meta = maps.Clone(p.Meta)
-			u.gw.redactValue(map[string]any(p.Meta))
+		p, ok := redactedJSON(u.gw, req.Params)
+		if !ok {
+			// A secret the JSON could not lose (in a number, say): the
+			// message goes without its data.
+			p = &mcp.LoggingMessageParams{Level: req.Params.Level, Data: authmap.Redacted}
 		}
-		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: &p}
+		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: p}
 	}
 	u.routeLog(agent, req.Params)
 }

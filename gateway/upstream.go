@@ -196,13 +196,7 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 			u.logMessage(agent, req)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
-			p := r.Params
-			if m := u.gw.redactor.RedactKnown(p.Message); m != p.Message {
-				q := *p
-				q.Message = m
-				p = &q
-			}
-			u.gw.progress.forward(ctx, p)
+			u.gw.progress.forward(ctx, u.gw.redactProgress(r.Params))
 		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who
 		// answers them; the gateway never answers on an agent's behalf.

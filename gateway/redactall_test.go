@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// redactCall sends one tools/call of a__raw, answered with result, through
+// a gateway with the given fast_path, and returns the agent's answer body.
+func redactCall(t *testing.T, fast bool, result string) []byte {
+	t.Helper()
+	return redactCallWith(t, fast, result, `Authorization: "Bearer `+passSecret+`"`)
+}
+
+func redactCallWith(t *testing.T, fast bool, result, headers string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(result)})
+	g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {%s}}\n", fast, h.url, headers))
+	a := newRawAgent(t, ctx, g)
+	_, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+	return b
+}
+
+// TestSecretsOutOfEveryResult: no configured secret reaches the agent in
+// any kind of tools/call result (a review found these did).
+func TestSecretsOutOfEveryResult(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, result string }{
+		// toolOutcome returns a NeedsInput result before redactResult: an
+		// upstream (of any protocol) adding resultType skips all redaction.
+		{"resultType input_required", `{"resultType":"input_required","content":[{"type":"text","text":"token ` + passSecret + `"}]}`},
+		// redactEverywhere copies back only Meta, Content, StructuredContent.
+		{"requestState", `{"content":[{"type":"text","text":"x"}],"requestState":"` + passSecret + `"}`},
+		// isError results: only text (and embedded resource text) is redacted.
+		{"isError _meta", `{"isError":true,"_meta":{"k":"` + passSecret + `"},"content":[{"type":"text","text":"boom"}]}`},
+		{"isError structuredContent", `{"isError":true,"content":[{"type":"text","text":"boom"}],"structuredContent":{"t":"` + passSecret + `"}}`},
+		{"isError link", `{"isError":true,"content":[{"type":"text","text":"boom"},{"type":"resource_link","uri":"https://x.test/?k=1","name":"` + passSecret + `"}]}`},
+		// an auth failure keeps the upstream's content; only TextContent is redacted.
+		{"auth failure embedded resource", `{"isError":true,"content":[{"type":"text","text":"401 Unauthorized: invalid token"},{"type":"resource","resource":{"uri":"mem://r","text":"` + passSecret + `"}}]}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			for _, fast := range []bool{true, false} {
+				if b := redactCall(t, fast, tc.result); bytes.Contains(b, []byte(passSecret)) {
+					t.Errorf("fast_path %v: the secret reached the agent: %s", fast, b)
+				}
+			}
+		})
+	}
+}
+
+// TestSecretKeyRenamedNotOntoAnother: a key holding a secret is renamed,
+// never onto an existing key, whose value would be lost.
+func TestSecretKeyRenamedNotOntoAnother(t *testing.T) {
+	t.Parallel()
+	b := redactCall(t, false, `{"content":[{"type":"text","text":"x"}],"structuredContent":{"`+passSecret+`":"from the secret key","[REDACTED]":"kept?"}}`)
+	if !bytes.Contains(b, []byte("kept?")) {
+		t.Errorf("the value of key \"[REDACTED]\" (no secret in it) was lost: %s", b)
+	}
+}
+
+// redactUpstream is an SDK upstream whose tool sends progress, whose
+// prompt and resource answer with what the test sets.
+func redactUpstream(t *testing.T) string {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "secrets", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "slow", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if tok := req.Params.GetProgressToken(); tok != nil {
+			_ = req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{Meta: mcp.Meta{"k": passSecret}, ProgressToken: tok, Message: "half", Progress: 1, Total: 2})
+		}
+		time.Sleep(100 * time.Millisecond)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	s.AddPrompt(&mcp.Prompt{Name: "p"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Meta: mcp.Meta{"k": passSecret}, Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}, RequestState: "state-" + passSecret}, nil
+	})
+	s.AddResource(&mcp.Resource{URI: "mem://r", Name: "r"}, func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Meta: mcp.Meta{"k": passSecret}, Contents: []*mcp.ResourceContents{{URI: req.Params.URI, Text: "t"}}, RequestState: "state-" + passSecret}, nil
+	})
+	return serveMCP(t, s)
+}
+
+// TestSecretsOutOfPromptsResourcesProgress: prompts/get and resources/read
+// keep a secret in requestState (redactPrompt/redactResource copy back
+// only some fields); a progress notification keeps one in its _meta.
+func TestSecretsOutOfPromptsResourcesProgress(t *testing.T) {
+	t.Parallel()
+	for _, fast := range []bool{true, false} {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, redactUpstream(t), passSecret))
+		a := newRawAgent(t, ctx, g)
+		for _, req := range []string{
+			`{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"a__p"}}`,
+			`{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"mem://r"}}`,
+			`{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"a__slow","arguments":{},"_meta":{"progressToken":"pt"}}}`,
+		} {
+			_, b := a.post(ctx, req)
+			if !bytes.Contains(b, []byte(`"result"`)) {
+				t.Errorf("fast_path %v: %s: no result: %s", fast, req, b)
+			}
+			if bytes.Contains(b, []byte(passSecret)) {
+				t.Errorf("fast_path %v: %s: the secret reached the agent: %s", fast, strings.SplitN(req, `"method":`, 2)[1][:16], b)
+			}
+		}
+	}
+}
+
+// TestSecretsOutOfInputRequests: the inputRequests of a result (with or
+// without resultType input_required) reach the agent as an elicitation
+// request holding the secret.
+func TestSecretsOutOfInputRequests(t *testing.T) {
+	t.Parallel()
+	ir := `"inputRequests":{"r1":{"method":"elicitation/create","params":{"message":"paste ` + passSecret + `","requestedSchema":{"type":"object","properties":{}}}}}`
+	for _, result := range []string{`{"resultType":"input_required",` + ir + `}`, `{` + ir + `}`} {
+		for _, fast := range []bool{true, false} {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": resultAnswer(result)})
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, h.url, passSecret))
+			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
+			next := a.stream(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+			m := next()
+			b, _ := json.Marshal(m)
+			if bytes.Contains(b, []byte(passSecret)) {
+				t.Errorf("fast_path %v, result %.40s...: the secret reached the agent: %s", fast, result, b)
+			}
+			if id, ok := m["id"]; ok && m["method"] != nil { // answer the agent's request, so the call ends
+				idj, _ := json.Marshal(id)
+				a.post(ctx, `{"jsonrpc":"2.0","id":`+string(idj)+`,"result":{"action":"decline"}}`)
+			}
+		}
+	}
+}
+
+// TestNumericSecretInPromptMeta: a secret of digits in a number (a
+// prompt's _meta) is taken out (the number becomes "[REDACTED]"); the
+// prompt was withheld, answered with "messages": null, which the spec's
+// schema does not allow.
+func TestNumericSecretInPromptMeta(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "n", Version: "1"}, nil)
+	s.AddPrompt(&mcp.Prompt{Name: "p"}, func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{Meta: mcp.Meta{"n": 98765432101}, Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}}, nil
+	})
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, timeout: 5s, headers: {X-Api-Key: \"98765432101\"}}\n", serveMCP(t, s)))
+	a := newRawAgent(t, ctx, g)
+	_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"prompts/get","params":{"name":"a__p"}}`)
+	if bytes.Contains(b, []byte(`"messages":null`)) || bytes.Contains(b, []byte("98765432101")) || !bytes.Contains(b, []byte(`"hi"`)) {
+		t.Errorf("prompt with a numeric secret in its _meta: %s; want the secret out and the messages kept", b)
+	}
+}
+
+// TestSecretsInEveryEscapedForm: a secret with characters
+// encoders escape (HTML, U+2028, '/', '"') is redacted from every string
+// and key however the upstream spells it; the agent's decoded answer is
+// searched, not its bytes.
+func TestSecretsInEveryEscapedForm(t *testing.T) {
+	t.Parallel()
+	const sec = "Ab<1>&2\u2028/3\"Zq9x" // the secret as configured
+	enc := func(s string) string { b, _ := json.Marshal(s); return string(b[1 : len(b)-1]) }
+	spellings := []string{
+		enc(sec),                                // \u003c \u003e \u0026 \u2028 \"
+		`Ab\u003c1\u003e\u00262\u2028\/3\"Zq9x`, // \/ as well
+		"Ab<1>&2\u2028/3\\\"Zq9x",               // raw where JSON allows it
+	}
+	for _, sp := range spellings {
+		result := `{"_meta":{"k":"` + sp + `"},"content":[{"type":"text","text":"t ` + sp + `"},{"type":"resource_link","uri":"https://x.test/` + sp + `","name":"` + sp + `"}],"structuredContent":{"` + sp + `":1}}`
+		for _, fast := range []bool{true, false} {
+			q, _ := json.Marshal(sec)
+			b := redactCallWith(t, fast, result, "X-Api-Key: "+string(q))
+			if i := bytes.LastIndex(b, []byte("data: ")); i >= 0 {
+				b = bytes.TrimSpace(b[i+6:])
+			}
+			var m any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatalf("%s: %v", b, err)
+			}
+			dec, _ := json.Marshal(m)
+			var flat strings.Builder
+			var walk func(any)
+			walk = func(v any) {
+				switch x := v.(type) {
+				case string:
+					flat.WriteString(x + "\x00")
+				case map[string]any:
+					for k, e := range x {
+						flat.WriteString(k + "\x00")
+						walk(e)
+					}
+				case []any:
+					for _, e := range x {
+						walk(e)
+					}
+				}
+			}
+			walk(m)
+			if strings.Contains(flat.String(), sec) || !strings.Contains(string(dec), "REDACTED") {
+				t.Errorf("fast_path %v, spelling %q: %s", fast, sp, dec)
+			}
+		}
+	}
+}
+
+// TestNumericSecretInLog: a numeric secret (an X-Api-Key of digits) in
+// a log message's data as a number never reaches the agent.
+func TestNumericSecretInLog(t *testing.T) {
+	t.Parallel()
+	const sec = "98765432101"
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, fast := range []bool{true, false} {
+		h := newHostileUpstream(t, map[string]rawAnswerFunc{"x": func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
+				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":{\"n\":%[2]s}}}\n\n"+
+				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%[1]s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}}\n\n", id, sec)
+			_ = c.Close()
+		}})
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {X-Api-Key: \"%s\"}}\n", fast, h.url, sec))
+		a := newRawAgent(t, ctx, g)
+		a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`)
+		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
+		if bytes.Contains(b, []byte(sec)) {
+			t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
+		}
+	}
+}
