@@ -554,6 +554,9 @@ func (g *Server) toAgent(next mcp.MethodHandler) mcp.MethodHandler {
 				return nil, err
 			}
 		}
+		if err := g.redactRequest(req); err != nil {
+			return nil, err
+		}
 		fs := fastStreamFrom(ctx)
 		if fs == nil {
 			return next(ctx, method, req)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -320,6 +321,35 @@ func (g *Server) redactEverywhere(res *mcp.CallToolResult) {
 	if clean != res {
 		*res = *clean // decoded whole: requestState, inputRequests and resultType too
 	}
+}
+
+// redactRequest takes configured secrets out of a request an upstream
+// asks of an agent (elicitation, sampling), whose message or prompt may
+// quote them; params that cannot lose them are not sent.
+func (g *Server) redactRequest(req mcp.Request) error {
+	if !g.hasSecrets() {
+		return nil
+	}
+	r, isReq := req.(*mcp.ServerRequest[mcp.Params]) // as ServerSession sends them
+	if !isReq {
+		return nil
+	}
+	ok := true
+	switch p := r.Params.(type) {
+	case *mcp.ElicitParams:
+		p, ok = redactedJSON(g, p)
+		r.Params = p
+	case *mcp.CreateMessageParams:
+		p, ok = redactedJSON(g, p)
+		r.Params = p
+	case *mcp.CreateMessageWithToolsParams:
+		p, ok = redactedJSON(g, p)
+		r.Params = p
+	}
+	if !ok {
+		return errors.New("credgate: the upstream's request held a configured secret; it was not sent to the agent")
+	}
+	return nil
 }
 
 // redactProgress returns p without configured secrets (its message and

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -236,6 +237,38 @@ func TestNumericSecretInLog(t *testing.T) {
 		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__raw","arguments":{"text":"x"}}}`)
 		if bytes.Contains(b, []byte(sec)) {
 			t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
+		}
+	}
+}
+
+// TestSecretsOutOfUpstreamRequests: an upstream's own elicitation request
+// during a call, quoting a configured secret, reaches the agent without
+// it, on both paths.
+func TestSecretsOutOfUpstreamRequests(t *testing.T) {
+	t.Parallel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "is " + passSecret + " yours?", RequestedSchema: &jsonschema.Schema{Type: "object"}})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action}}}, nil
+	})
+	url := serveMCP(t, s)
+	for _, fast := range []bool{true, false} {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 5s, headers: {Authorization: \"Bearer %s\"}}\n", fast, url, passSecret))
+		a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
+		next := a.stream(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__ask","arguments":{}}}`)
+		m := next()
+		b, _ := json.Marshal(m)
+		if m["method"] != "elicitation/create" || bytes.Contains(b, []byte(passSecret)) || !bytes.Contains(b, []byte("REDACTED")) {
+			t.Errorf("fast_path %v: the agent was asked %s; want the elicitation without the secret", fast, b)
+		}
+		if id, ok := m["id"]; ok {
+			idj, _ := json.Marshal(id)
+			a.post(ctx, `{"jsonrpc":"2.0","id":`+string(idj)+`,"result":{"action":"decline"}}`)
 		}
 	}
 }
