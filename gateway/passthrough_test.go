@@ -246,29 +246,42 @@ func TestFastPathPassThroughWireAsSDK(t *testing.T) {
 	}
 }
 
+// logAnswer answers a call on an SSE stream: a log message with params,
+// then a result.
+func logAnswer(params string) rawAnswerFunc {
+	return func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
+			"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":%s}\n\n"+
+			"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}}\n\n", params, id)
+		_ = c.Close()
+	}
+}
+
 // TestLogMessageSecretsRedacted: an upstream's log message reaches the
-// agent without a configured secret in its logger, its data's keys or its
-// _meta, on both paths (values were redacted; those were not).
+// agent without a configured secret in its logger, its data's keys, its
+// _meta or a number, on both paths (values were redacted; those were not).
 func TestLogMessageSecretsRedacted(t *testing.T) {
 	t.Parallel()
+	const digits = "98765432101" // an X-Api-Key of digits
+	cases := []struct{ secret, params, header string }{
+		{passSecret, `{"_meta":{"m":"` + passSecret + `"},"level":"info","logger":"` + passSecret + `","data":{"` + passSecret + `":"v"}}`, passSecretHeader},
+		{digits, `{"level":"info","data":{"n":` + digits + `}}`, `, headers: {X-Api-Key: "` + digits + `"}`},
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	for _, fast := range []bool{true, false} {
-		a := hostileAgent(t, ctx, fast, func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
-			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"+
-				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"_meta\":{\"m\":\"%[2]s\"},\"level\":\"info\",\"logger\":\"%[2]s\",\"data\":{\"%[2]s\":\"v\"}}}\n\n"+
-				"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":%[1]s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"done\"}]}}\n\n", id, passSecret)
-			_ = c.Close()
-		}, passSecretHeader)
-		if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`); r.StatusCode != http.StatusOK {
-			t.Fatalf("setLevel: %d %s", r.StatusCode, b)
-		}
-		_, b := a.post(ctx, callRaw)
-		if !bytes.Contains(b, []byte("notifications/message")) || !bytes.Contains(b, []byte("done")) {
-			t.Fatalf("fast_path %v: no log message or result on the answer: %s", fast, b)
-		}
-		if bytes.Contains(b, []byte(passSecret)) {
-			t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
+	for _, tc := range cases {
+		for _, fast := range []bool{true, false} {
+			a := hostileAgent(t, ctx, fast, logAnswer(tc.params), tc.header)
+			if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}`); r.StatusCode != http.StatusOK {
+				t.Fatalf("setLevel: %d %s", r.StatusCode, b)
+			}
+			_, b := a.post(ctx, callRaw)
+			if !bytes.Contains(b, []byte("notifications/message")) || !bytes.Contains(b, []byte("done")) {
+				t.Fatalf("fast_path %v: no log message or result on the answer: %s", fast, b)
+			}
+			if bytes.Contains(b, []byte(tc.secret)) {
+				t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
+			}
 		}
 	}
 }
