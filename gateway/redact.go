@@ -288,11 +288,11 @@ func (g *Server) redactContent(content []mcp.Content, full bool) {
 	}
 }
 
-// redactResult removes configured secrets from a successful tool result: an
-// upstream echoing a credential in its answer must not hand it to the agent.
-// When secrets are configured it costs a few substring searches per text
-// block and one encoding of the result (redactEverywhere); nothing
-// otherwise, nor for a result passed through (already checked whole).
+// redactResult removes configured secrets from a successful tool result's
+// text and structured content, in place: an upstream echoing a credential
+// in its answer must not hand it to the agent. It costs a few substring
+// searches per text block when secrets are configured, nothing otherwise;
+// toolOutcome then checks the whole result (redactEverywhere).
 func (g *Server) redactResult(res *mcp.CallToolResult) {
 	if !g.hasSecrets() {
 		return
@@ -301,18 +301,19 @@ func (g *Server) redactResult(res *mcp.CallToolResult) {
 	if res.StructuredContent != nil {
 		res.StructuredContent = g.redactValue(res.StructuredContent)
 	}
-	g.redactEverywhere(res)
 }
 
-// redactEverywhere removes configured secrets from the rest of a result:
-// a link's URI, name or description, an embedded resource's URI, _meta,
-// an object's keys. The result is checked as it will be sent (one
-// encoding, a few substring searches); one that still holds a secret is
-// redacted in every string and key of its JSON and decoded again. If that
-// fails, the result is withheld rather than sent with the secret.
+// redactEverywhere removes configured secrets from every part of a tool
+// result of any kind: a link's URI, name or description, an embedded
+// resource's URI, _meta, an object's keys, input requests. The result is
+// checked as it will be sent (one encoding, a substring search per secret
+// form); one that still holds a secret is redacted in every string and key
+// of its JSON and decoded again. If that fails, the result is withheld
+// rather than sent with the secret. A result passed through was checked
+// whole already (secretFree).
 func (g *Server) redactEverywhere(res *mcp.CallToolResult) {
 	if _, ok := res.StructuredContent.(*passRaw); ok {
-		return // passed through: checked whole already (secretFree)
+		return
 	}
 	clean, ok := redactedJSON(g, res)
 	if !ok {
