@@ -24,7 +24,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -93,30 +92,22 @@ var commands = []string{"serve", "stdio", "validate", "check", "status", "import
 // and the collector then ran 600 times per 1,000 calls; a limit that scales
 // with the live heap comes back to GOGC=100.
 //
-// main also runs Go's scheduler on half the processors it would use (at
-// least one; the GOMAXPROCS variable, if set, decides instead). A gateway
-// spends its time waiting on sockets: per call it wakes for the agent's
-// request, the upstream's answer and the end of the upstream's stream, and
-// with a second idle processor every wake-up set an idle thread spinning
-// to look for work (futex wake-ups and 3 µs sleeps while stealing, about
-// a fifth of its CPU), on a machine whose other cores the agents, the
-// upstreams and credgate's own stdio children need. Measured in make bench
-// on 2 vCPUs, one processor against two, same run: CPU per call 0.134 vs
-// 0.162 ms, throughput 0.80x vs 0.67x direct, added p50 +0.22 vs +0.27 ms.
-// One processor serves about 7,000 plain calls a second; a machine with
-// more cores gives the gateway more.
+// main leaves Go's scheduler its default processors (GOMAXPROCS applies).
+// Issue 12 tried half of them (1 on 2 vCPUs): in make bench that cut CPU
+// per call from 0.162 to 0.134 ms and lifted throughput from 0.67x to 0.80x
+// direct, as a second idle processor makes every socket wake-up set a thread
+// spinning for work. It was reverted: with one processor under CPU
+// contention, the goroutine that reads an upstream's 401 waits behind calls
+// that go on sending the dead credential, and in e2e's revoked-primary route
+// test (eight agents, its bound at most 2 such requests) 2 of 15 runs sent
+// 4 and 6; with two processors the worst of 15 was 2. The listening line
+// says how many processors the gateway has (procs).
 func main() {
-	if n, err := strconv.Atoi(os.Getenv("GOMAXPROCS")); err != nil || n <= 0 { // unset or not a count: Go ignores it too
-		runtime.GOMAXPROCS(halfProcs(runtime.GOMAXPROCS(0)))
-	}
 	// zerolog's global, set once here rather than per logger: run is also
 	// called by tests, in parallel.
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
-
-// halfProcs is half of n processors, rounded up.
-func halfProcs(n int) int { return max(1, (n+1)/2) }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)

@@ -208,13 +208,3 @@ func TestLogLevelChecked(t *testing.T) {
 		t.Errorf("--log-level WARN: exit %d, stderr %q", code, stderr)
 	}
 }
-
-// TestHalfProcs checks the scheduler's default share of the machine: half
-// the processors, rounded up, never none.
-func TestHalfProcs(t *testing.T) {
-	for n, want := range map[int]int{0: 1, 1: 1, 2: 1, 3: 2, 4: 2, 8: 4, 64: 32} {
-		if got := halfProcs(n); got != want {
-			t.Errorf("halfProcs(%d) = %d; want %d", n, got, want)
-		}
-	}
-}
