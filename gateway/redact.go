@@ -319,9 +319,20 @@ func (g *Server) redactEverywhere(res *mcp.CallToolResult) {
 	if !ok {
 		clean = &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "credgate: the result held a configured secret and is withheld"}}, IsError: res.IsError}
 	}
-	if clean != res {
-		*res = *clean // decoded whole: requestState, inputRequests and resultType too
+	if clean == res {
+		return
 	}
+	// The failure object stays typed (breakers, renewal, routes and the
+	// audit line read it), with its strings redacted too.
+	if f, typed := res.Meta[MetaKey].(authmap.Failure); typed {
+		f.Detail = g.redact(f.Detail)
+		f.ProviderCode = g.redactor.RedactKnown(f.ProviderCode)
+		if clean.Meta == nil {
+			clean.Meta = mcp.Meta{}
+		}
+		clean.Meta[MetaKey] = f
+	}
+	*res = *clean // decoded whole: requestState, inputRequests and resultType too
 }
 
 // redactRequest takes configured secrets out of a request an upstream

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/authmap"
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -241,5 +242,26 @@ func TestSecretsOutOfUpstreamRequests(t *testing.T) {
 			idj, _ := json.Marshal(id)
 			a.post(ctx, `{"jsonrpc":"2.0","id":`+string(idj)+`,"result":{"action":"decline"}}`)
 		}
+	}
+}
+
+// TestRedactedFailureStaysTyped: a failure result whose kept upstream
+// content held a secret is redacted whole, and its failure object stays an
+// authmap.Failure, which breakers, credential renewal, routes and the
+// audit line read (decoded from JSON it had become a map, and the call
+// read as a plain tool error).
+func TestRedactedFailureStaysTyped(t *testing.T) {
+	t.Parallel()
+	g := &Server{redactor: authmap.NewRedactor([]string{passSecret})}
+	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialRevoked, Upstream: "a", Detail: "401"}
+	res := g.failureResult(f, []mcp.Content{&mcp.EmbeddedResource{Resource: &mcp.ResourceContents{URI: "mem://r", Text: passSecret}}})
+	g.redactEverywhere(res)
+	data, _ := json.Marshal(res)
+	if bytes.Contains(data, []byte(passSecret)) {
+		t.Fatalf("the secret is still in %s", data)
+	}
+	got, _ := outcomeFailure(res, nil)
+	if got == nil || got.Type != authmap.TypeAuthFailure || got.Subtype != authmap.SubtypeCredentialRevoked {
+		t.Errorf("failure after redaction: %+v (meta %T); want the typed auth_failure", got, res.Meta[MetaKey])
 	}
 }
