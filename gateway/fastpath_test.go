@@ -569,6 +569,18 @@ func addSlowTool(s *mcp.Server) (started, cancelled chan struct{}) {
 	return started, cancelled
 }
 
+// addAskTool adds to s a tool "ask" that asks the agent message (a form
+// with a name) and answers "<action> <name>".
+func addAskTool(s *mcp.Server, message string) {
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		r, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: message, RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", r.Action, r.Content["name"])}}}, nil
+	})
+}
+
 // TestFastPathSameEdges: requests at the edges of what the fast path takes
 // are answered as the SDK answers them (issue 12 review): keys matched
 // exactly ("ID", "Method", "Name" are not the spec's), ids the SDK rewrites,
@@ -837,13 +849,7 @@ func TestFastPathCallsOutliveReload(t *testing.T) {
 	defer cancel()
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
 	started, cancelled := addSlowTool(s)
-	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		r, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}})
-		if err != nil {
-			return nil, err
-		}
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s %v", r.Action, r.Content["name"])}}}, nil
-	})
+	addAskTool(s, "name?")
 	url := serveMCP(t, s)
 	yaml := func(fast bool) string { return fmt.Sprintf("fast_path: %v\nupstreams:\n  f: {url: %s}\n", fast, url) }
 	g := newTestGateway(t, ctx, yaml(true))

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/credgate/credgate/authmap"
-	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -219,13 +218,7 @@ func TestSecretsInEveryEscapedForm(t *testing.T) {
 func TestSecretsOutOfUpstreamRequests(t *testing.T) {
 	t.Parallel()
 	s := mcp.NewServer(&mcp.Implementation{Name: "asks", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "is " + passSecret + " yours?", RequestedSchema: &jsonschema.Schema{Type: "object"}})
-		if err != nil {
-			return nil, err
-		}
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action}}}, nil
-	})
+	addAskTool(s, "is "+passSecret+" yours?")
 	url := serveMCP(t, s)
 	for _, fast := range []bool{true, false} {
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
