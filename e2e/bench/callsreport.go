@@ -39,6 +39,9 @@ type variantReport struct {
 	Name      string `json:"name"`
 	Upstream  string `json:"upstream"` // streamable-http or stdio
 	Stateless bool   `json:"stateless"`
+	// Reference marks the minimal Go proxy's row (--reference): measured
+	// the same way, held to no goal, so it has no targets.
+	Reference bool `json:"reference"`
 
 	Throughput           float64   `json:"throughput_vs_direct"`
 	ThroughputRuns       []float64 `json:"throughput_vs_direct_runs"`
@@ -63,6 +66,28 @@ type variantReport struct {
 	UpstreamConnsPer100 *float64   `json:"upstream_conns_per_100,omitempty"` // nil for stdio
 	GatewayCalls        int        `json:"gateway_calls"`                    // measured, both scenarios
 	Errors              callErrors `json:"errors"`
+
+	// VsReference is this variant against the reference row of the same
+	// run; set on credgate's variants with an HTTP upstream when the
+	// reference was measured.
+	VsReference *referenceComparison `json:"vs_reference,omitempty"`
+}
+
+// referenceComparison is a variant against the minimal Go proxy measured in
+// the same run. Throughput and added p50 are taken from each side's figures
+// against its own paired direct runs (throughput_vs_direct, added_p50_ms),
+// so the machine's drift between the two sides' slots cancels as it does in
+// those figures; CPU and allocation are per call at N sessions.
+type referenceComparison struct {
+	Reference       string  `json:"reference"`          // the reference row's name
+	CPUPerCallRatio float64 `json:"cpu_per_call_ratio"` // variant CPU / call over the reference's
+	// ThroughputRatio is the variant's throughput over the reference's:
+	// throughput_vs_direct over the reference's throughput_vs_direct.
+	ThroughputRatio float64 `json:"throughput_ratio"`
+	// AddedP50Ms is the variant's added p50 less the reference's: the
+	// latency credgate adds over a bare proxy, in ms.
+	AddedP50Ms float64 `json:"added_p50_ms"`
+	AllocRatio float64 `json:"alloc_ratio"` // variant bytes allocated / call over the reference's
 }
 
 func newCallsReport(d *callsData) *callsReport {
@@ -92,7 +117,7 @@ func newCallsReport(d *callsData) *callsReport {
 	}
 
 	for vi, v := range d.variants {
-		vr := variantReport{Name: v.Name, Upstream: v.upstreamTransport(), Stateless: v.Stateless}
+		vr := variantReport{Name: v.Name, Upstream: v.upstreamTransport(), Stateless: v.Stateless, Reference: v.Ref}
 		var gcps, dcps, gp50, dp50, gp99, dp99 []float64
 		var conns int64
 		sum := func(prs []pairResult) (cpuMs, alloc float64, calls int) {
@@ -140,7 +165,40 @@ func newCallsReport(d *callsData) *callsReport {
 		}
 		r.Variants = append(r.Variants, vr)
 	}
+	r.compareWithReference()
 	return r
+}
+
+// compareWithReference sets VsReference on every credgate variant with an
+// HTTP upstream, if the reference row was measured.
+func (c *callsReport) compareWithReference() {
+	ref := c.reference()
+	if ref == nil || ref.GatewayCalls == 0 {
+		return
+	}
+	for i := range c.Variants {
+		v := &c.Variants[i]
+		if v.Reference || v.Upstream == "stdio" || v.GatewayCalls == 0 {
+			continue
+		}
+		v.VsReference = &referenceComparison{
+			Reference:       ref.Name,
+			CPUPerCallRatio: div(v.CPUPerCallMs, ref.CPUPerCallMs),
+			ThroughputRatio: div(v.Throughput, ref.Throughput),
+			AddedP50Ms:      v.AddedP50Ms - ref.AddedP50Ms,
+			AllocRatio:      div(v.AllocBytesPerCall, ref.AllocBytesPerCall),
+		}
+	}
+}
+
+// reference is the reference row, or nil.
+func (c *callsReport) reference() *variantReport {
+	for i := range c.Variants {
+		if c.Variants[i].Reference {
+			return &c.Variants[i]
+		}
+	}
+	return nil
 }
 
 // throughputIndex and latencyIndex find the scenarios by their sessions.
@@ -163,7 +221,8 @@ func (d *callsData) latencyIndex() int {
 }
 
 // targets are the variant's figures against issue 12's goals, in the
-// order of the table.
+// order of the table. The reference row's are its values only: the report
+// neither prints its status nor evaluates it (report.evaluate).
 func (v variantReport) targets(c *callsReport) []targetReport {
 	have := v.GatewayCalls > 0
 	t := func(name, goal, value string, pass bool) targetReport {
@@ -226,13 +285,12 @@ func (c *callsReport) writeText(w io.Writer) {
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  target\tthroughput vs direct\tadded p50\tgateway CPU / call\tnew upstream conns / 100 calls\tallocated / call\t")
-	byVariant := map[string][]targetReport{}
 	for _, v := range c.Variants {
-		byVariant[v.Name] = v.targets(c)
-	}
-	for _, v := range c.Variants {
+		if v.Reference {
+			continue
+		}
 		cells := []string{"credgate, " + v.Name}
-		for _, t := range byVariant[v.Name] {
+		for _, t := range v.targets(c) {
 			if t.Status == "n/a" {
 				cells = append(cells, t.Value)
 				continue
@@ -241,11 +299,26 @@ func (c *callsReport) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "  %s\t\n", strings.Join(cells, "\t"))
 	}
+	if ref := c.reference(); ref != nil {
+		// Values only: a reference is what credgate is read against, not
+		// something held to the goals.
+		fmt.Fprintln(tw, "  measured here, same run:\t\t\t\t\t\t")
+		cells := []string{ref.Name}
+		for _, t := range ref.targets(c) {
+			cells = append(cells, t.Value)
+		}
+		fmt.Fprintf(tw, "  %s\t\n", strings.Join(cells, "\t"))
+	}
 	fmt.Fprintln(tw, "  published in issue 12, not measured here:\t\t\t\t\t\t")
 	for _, p := range publishedPeers() {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t-\t\n", p.name, p.throughput, p.addedP50, p.cpu, p.conns)
 	}
 	tw.Flush()
+	for _, v := range c.Variants {
+		if v.Name == "HTTP" && v.VsReference != nil {
+			writeVsReference(w, v)
+		}
+	}
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -262,6 +335,15 @@ func (c *callsReport) writeText(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "  (medians; errors: tool isError / JSON-RPC / transport / wrong echo)")
+}
+
+// writeVsReference prints the line comparing credgate's variant v with the
+// reference row of the same run (the figures it is made of are the two
+// rows above it).
+func writeVsReference(w io.Writer, v variantReport) {
+	x := v.VsReference
+	fmt.Fprintf(w, "\n  credgate, %s vs %s, same run: CPU / call %.2fx, throughput %.2fx, added p50 %+.3f ms, allocated / call %.2fx\n",
+		v.Name, x.Reference, x.CPUPerCallRatio, x.ThroughputRatio, x.AddedP50Ms, x.AllocRatio)
 }
 
 func fmtRatios(v []float64) string {

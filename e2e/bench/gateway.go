@@ -30,11 +30,19 @@ const (
 
 // buildGateway compiles ./cmd/gateway of the module in dir into outDir.
 func buildGateway(ctx context.Context, dir, outDir string) (string, error) {
-	bin := filepath.Join(outDir, "gateway")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/gateway")
+	return goBuild(ctx, dir, "./cmd/gateway", filepath.Join(outDir, "gateway"))
+}
+
+// buildMinproxy compiles ./minproxy of the bench module in dir into outDir.
+func buildMinproxy(ctx context.Context, dir, outDir string) (string, error) {
+	return goBuild(ctx, dir, "./minproxy", filepath.Join(outDir, "minproxy"))
+}
+
+func goBuild(ctx context.Context, dir, pkg, bin string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/gateway: %w\n%s", err, out)
+		return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
 	return bin, nil
 }

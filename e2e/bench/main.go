@@ -6,6 +6,7 @@
 //	load clients ──► │ direct upstream   (echo)             │
 //	load clients ──► gateway process ──► gateway upstream (echo, counts TCP accepts)
 //	load clients ──► gateway process ──► this binary on stdio (echo, CREDGATE_BENCH_STDIO=1)
+//	load clients ──► minproxy process ─► its upstream (echo, counts TCP accepts)
 //	                 │ 50 catalog upstreams (100 tools each)│
 //	                 └──────────────────────────────────────┘
 //
@@ -23,9 +24,18 @@
 // on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
 // only a failure to measure (or failed calls) exits non-zero.
 //
+// Beside credgate's variants the call phase measures a reference row, the
+// minimal Go reverse proxy of issue 12 (./minproxy, which the driver
+// builds), exactly as it measures a variant, whenever the HTTP variant is
+// measured (--reference=false turns it off). Issue 12's goals come from a
+// faster machine; the reference says what a bare proxy costs on this one,
+// so the report prints it without goals and compares credgate's HTTP
+// variant with it as ratios.
+//
 // Usage:
 //
 //	cd e2e/bench && go run . [--quick] [--runs N] [--calls N] [--sessions N] [--gateway PATH]
+//	                   [--variants LIST] [--compare PATH] [--reference=false] [--calls-only]
 //	                   [--profile=false] [--profile-dir DIR] [--json]
 package main
 
@@ -39,6 +49,7 @@ import (
 	"maps"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -59,6 +70,7 @@ type options struct {
 	callsOnly  bool          // only the call scenarios and the profile (no gateway needed)
 	variants   string        // comma-separated variant names to measure; "" is all
 	compare    string        // another gateway binary, measured beside each variant in the same run
+	reference  bool          // measure the minimal Go proxy (./minproxy) as a reference row
 	timeout    time.Duration // bound on the whole run
 }
 
@@ -79,6 +91,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.callsOnly, "calls-only", false, "run only the call scenarios (and the profile): no startup, tools/list, memory or bounds phases")
 	fs.StringVar(&o.variants, "variants", "", "comma-separated names of the variants to measure (default all), e.g. \"HTTP,stdio\"")
 	fs.StringVar(&o.compare, "compare", "", "another gateway binary (an earlier build, say), measured as a variant of its own beside each one, in the same run")
+	fs.BoolVar(&o.reference, "reference", true, "build ./minproxy (a minimal Go reverse proxy) and measure it in the same run as a reference row, without goals, whenever the HTTP variant is measured")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -126,7 +139,7 @@ func newPlan(o options) plan {
 			{name: fmt.Sprintf("1x%d", o.calls), sessions: 1, calls: o.calls, warmup: warmup},
 			{name: fmt.Sprintf("%dx%d", o.sessions, max(o.calls/2, 1)), sessions: o.sessions, calls: max(o.calls/2, 1), warmup: max(warmup/2, 1)},
 		},
-		variants:         withCompare(must(pickVariants(o.variants)), o.compare),
+		variants:         withReference(withCompare(must(pickVariants(o.variants)), o.compare), o.reference),
 		runs:             o.runs,
 		catalogUpstreams: 50,
 		catalogTools:     100,
@@ -193,13 +206,17 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 
 	var bin string
 	if !o.directOnly {
-		b, cleanup, err := gatewayBinary(ctx, o.gateway, logf)
+		dir, err := os.MkdirTemp("", "credgate-bench-")
 		if err != nil {
 			rep.fail("gateway build", err)
 		} else {
-			defer cleanup()
-			bin = b
-			rep.Gateway = bin
+			defer os.RemoveAll(dir)
+			if bin, err = gatewayBinary(ctx, o.gateway, dir, logf); err != nil {
+				rep.fail("gateway build", err)
+			} else {
+				rep.Gateway = bin
+				p.variants = buildReference(ctx, p.variants, dir, rep, logf)
+			}
 		}
 	}
 
@@ -220,28 +237,37 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 	return rep
 }
 
-// gatewayBinary returns path if given, else builds ./cmd/gateway into a
-// temporary directory that cleanup removes.
-func gatewayBinary(ctx context.Context, path string, logf func(string, ...any)) (string, func(), error) {
+// gatewayBinary returns path if given, else builds ./cmd/gateway into dir.
+func gatewayBinary(ctx context.Context, path, dir string, logf func(string, ...any)) (string, error) {
 	if path != "" {
-		return path, func() {}, nil
+		return path, nil
 	}
 	root, err := moduleRoot(ctx)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	dir, err := os.MkdirTemp("", "credgate-bench-")
-	if err != nil {
-		return "", nil, err
-	}
-	cleanup := func() { _ = os.RemoveAll(dir) }
 	logf("building ./cmd/gateway")
-	bin, err := buildGateway(ctx, root, dir)
-	if err != nil {
-		cleanup()
-		return "", nil, err
+	return buildGateway(ctx, root, dir)
+}
+
+// buildReference builds ./minproxy into dir and sets it as the reference
+// variant's binary, if vs has that variant. A failed build is recorded and
+// drops the row; credgate's rows are measured all the same.
+func buildReference(ctx context.Context, vs []variant, dir string, rep *report, logf func(string, ...any)) []variant {
+	i := slices.IndexFunc(vs, func(v variant) bool { return v.Ref })
+	if i < 0 {
+		return vs
 	}
-	return bin, cleanup, nil
+	root, err := moduleRoot(ctx)
+	if err == nil {
+		logf("building ./minproxy (the reference row)")
+		vs[i].Bin, err = buildMinproxy(ctx, filepath.Join(root, "e2e", "bench"), dir)
+	}
+	if err != nil {
+		rep.fail("reference build", err)
+		return slices.Delete(vs, i, i+1)
+	}
+	return vs
 }
 
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -158,7 +158,9 @@ func (r *report) evaluate() {
 	}
 	if r.Calls != nil {
 		for _, v := range r.Calls.Variants {
-			r.Targets = append(r.Targets, v.targets(r.Calls)...)
+			if !v.Reference { // measured to compare with, not held to the goals
+				r.Targets = append(r.Targets, v.targets(r.Calls)...)
+			}
 		}
 	}
 	if t := r.ToolsList; t != nil {

@@ -22,7 +22,10 @@ type variant struct {
 	Stdio     bool   // the echo upstream is this binary on stdio, not an HTTP server
 	Stateless bool   // the gateway's top-level stateless: true
 	NoFast    bool   // the gateway's fast_path: false (a reference: every call through the SDK)
-	Bin       string // the gateway binary, if not the one under test (--compare)
+	// Ref marks the reference row: not credgate but the minimal Go reverse
+	// proxy (./minproxy), measured like a variant and held to no goal.
+	Ref bool
+	Bin string // the binary, if not the gateway under test (--compare, or minproxy for Ref)
 }
 
 // upstreamTransport is the gateway config's transport for the variant.
@@ -88,6 +91,24 @@ func withCompare(vs []variant, bin string) []variant {
 		out = append(out, v, c)
 	}
 	return out
+}
+
+// referenceName is the reference row's name (--reference).
+const referenceName = "minimal Go proxy (reference)"
+
+// withReference adds, last, the reference row: issue 12's "minimal Go
+// reverse proxy" (./minproxy), measured in the same run. Issue 12's goals
+// were set on a faster machine than most that run the bench; the proxy
+// measured here says what the cheapest possible hop costs on this one, so
+// credgate can be read as a ratio to it. It is added only when the HTTP
+// variant is measured (it has an HTTP upstream, and its comparison line is
+// against HTTP), and never gets an @compare copy. Its Bin is set once the
+// driver has built it.
+func withReference(vs []variant, on bool) []variant {
+	if !on || !slices.ContainsFunc(vs, func(v variant) bool { return v.Name == "HTTP" }) {
+		return vs
+	}
+	return append(vs, variant{Name: referenceName, Ref: true})
 }
 
 func must[T any](v T, err error) T {

@@ -181,16 +181,7 @@ func TestMedian(t *testing.T) {
 // totals per call, connections only for HTTP, and the goal per transport.
 func TestNewCallsReport(t *testing.T) {
 	t.Parallel()
-	load := func(calls int, elapsed, p50 time.Duration) loadResult {
-		lat := make([]time.Duration, calls)
-		for i := range lat {
-			lat[i] = p50
-		}
-		return loadResult{calls: calls, elapsed: elapsed, latencies: newStats(lat)}
-	}
-	gw := func(lr loadResult, cpu time.Duration, conns int64, alloc float64) *gatewayResult {
-		return &gatewayResult{loadResult: lr, cpu: cpu, conns: conns, allocBytes: alloc}
-	}
+	load, gw := fakeLoad, fakeGateway
 	scs := []scenario{{name: "1x10", sessions: 1, calls: 10}, {name: "2x5", sessions: 2, calls: 5}}
 	d := &callsData{scenarios: scs, variants: []variant{{Name: "HTTP"}, {Name: "stdio", Stdio: true}}}
 	// Direct: 10 calls in 10 ms (1000/s), p50 0.1 ms. HTTP gateway runs at
@@ -270,6 +261,204 @@ func TestNewCallsReport(t *testing.T) {
 	}
 	if _, err := json.Marshal(r); err != nil {
 		t.Errorf("json: %v", err)
+	}
+}
+
+// fakeLoad is a load run of calls calls taking elapsed, every one p50 long.
+func fakeLoad(calls int, elapsed, p50 time.Duration) loadResult {
+	lat := make([]time.Duration, calls)
+	for i := range lat {
+		lat[i] = p50
+	}
+	return loadResult{calls: calls, elapsed: elapsed, latencies: newStats(lat)}
+}
+
+func fakeGateway(lr loadResult, cpu time.Duration, conns int64, alloc float64) *gatewayResult {
+	return &gatewayResult{loadResult: lr, cpu: cpu, conns: conns, allocBytes: alloc}
+}
+
+// referenceCalls is made-up pairs for credgate's HTTP variant and the
+// reference row; the reference misses every goal. Direct: 10 calls in
+// 10 ms, p50 0.1 ms. HTTP: 0.4x, +0.5 ms, 0.3 ms CPU and 60 KiB per call.
+// Reference: 0.5x, +0.3 ms, 0.2 ms CPU, 30 KiB and 1 new connection.
+func referenceCalls(withRef bool) *callsData {
+	scs := []scenario{{name: "1x10", sessions: 1, calls: 10}, {name: "2x5", sessions: 2, calls: 5}}
+	direct := fakeLoad(10, 10*time.Millisecond, 100*time.Microsecond)
+	pair := func(p50, elapsed, cpu time.Duration, conns int64, allocKiB float64) [][]pairResult {
+		return [][]pairResult{
+			{{direct: direct, gw: fakeGateway(fakeLoad(10, time.Second, p50), cpu, 0, 0)}},
+			{{direct: direct, gw: fakeGateway(fakeLoad(10, elapsed, 0), cpu, conns, allocKiB*1024)}},
+		}
+	}
+	d := &callsData{
+		scenarios: scs,
+		variants:  []variant{{Name: "HTTP"}},
+		pairs:     [][][]pairResult{pair(600*time.Microsecond, 25*time.Millisecond, 3*time.Millisecond, 0, 600)},
+	}
+	if withRef {
+		d.variants = append(d.variants, variant{Name: referenceName, Ref: true})
+		d.pairs = append(d.pairs, pair(400*time.Microsecond, 20*time.Millisecond, 2*time.Millisecond, 1, 300))
+	}
+	return d
+}
+
+// TestReferenceRow checks the minimal proxy's row is printed with its
+// values, under its own heading between credgate's rows and issue 12's,
+// is held to no goal (it misses all of them here, and no target names it),
+// and that the comparison line and vs_reference carry credgate's HTTP
+// figures against it.
+func TestReferenceRow(t *testing.T) {
+	t.Parallel()
+	rep := &report{Calls: newCallsReport(referenceCalls(true))}
+	rep.evaluate()
+
+	for _, tg := range rep.Targets {
+		if tg.Variant == referenceName {
+			t.Errorf("target %q of the reference row is evaluated: %+v", tg.Name, tg)
+		}
+	}
+	var misses []string
+	for _, tg := range rep.Targets {
+		if tg.Status == "MISS" {
+			misses = append(misses, tg.Variant+": "+tg.Name)
+		}
+	}
+	wantMisses := []string{
+		"HTTP: throughput, 2 sessions",
+		"HTTP: added p50, 1 session",
+		"HTTP: gateway CPU per call",
+		"HTTP: allocated per call",
+	}
+	if diff := cmp.Diff(wantMisses, misses); diff != "" {
+		t.Errorf("missed targets mismatch (-want +got):\n%s", diff)
+	}
+
+	c := rep.Calls
+	if n := len(c.Variants); n != 2 {
+		t.Fatalf("%d variants, want 2", n)
+	}
+	if !c.Variants[1].Reference || c.Variants[0].Reference || c.Variants[1].VsReference != nil {
+		t.Errorf("reference flags: HTTP %t, reference %t (vs_reference %+v)", c.Variants[0].Reference, c.Variants[1].Reference, c.Variants[1].VsReference)
+	}
+	x := c.Variants[0].VsReference
+	if x == nil {
+		t.Fatal("HTTP has no vs_reference")
+	}
+	got := referenceComparison{x.Reference, round(x.CPUPerCallRatio), round(x.ThroughputRatio), round(x.AddedP50Ms), round(x.AllocRatio)}
+	want := referenceComparison{Reference: referenceName, CPUPerCallRatio: 1.5, ThroughputRatio: 0.8, AddedP50Ms: 0.2, AllocRatio: 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("vs_reference mismatch (-want +got):\n%s", diff)
+	}
+
+	var buf bytes.Buffer
+	c.writeText(&buf)
+	text := buf.String()
+	var order []string
+	for line := range strings.Lines(text) {
+		for _, s := range []string{"credgate, HTTP ", "measured here, same run:", referenceName, "published in issue 12"} {
+			if strings.HasPrefix(strings.TrimSpace(line), s) {
+				order = append(order, s)
+			}
+		}
+		if strings.Contains(line, referenceName) && (strings.Contains(line, "PASS") || strings.Contains(line, "MISS")) {
+			t.Errorf("reference line has a status: %q", line)
+		}
+	}
+	// Then the comparison line, and the reference again in the details table.
+	wantOrder := []string{"credgate, HTTP ", "measured here, same run:", referenceName, "published in issue 12", "credgate, HTTP ", referenceName}
+	if diff := cmp.Diff(wantOrder, order); diff != "" {
+		t.Errorf("row order mismatch (-want +got):\n%s\n%s", diff, text)
+	}
+	var refRow []string
+	for line := range strings.Lines(text) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), referenceName); ok && refRow == nil {
+			refRow = strings.Fields(rest)
+		}
+	}
+	// One new connection in 20 calls is 5 per 100.
+	wantRow := []string{"0.50x", "+0.300", "ms", "0.200", "ms", "5.00", "30.0", "KiB"}
+	if diff := cmp.Diff(wantRow, refRow); diff != "" {
+		t.Errorf("reference row mismatch (-want +got):\n%s", diff)
+	}
+	line := "credgate, HTTP vs " + referenceName + ", same run: CPU / call 1.50x, throughput 0.80x, added p50 +0.200 ms, allocated / call 2.00x\n"
+	if !strings.Contains(text, line) {
+		t.Errorf("text lacks %q:\n%s", line, text)
+	}
+
+	data, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js struct {
+		Calls struct {
+			Variants []struct {
+				Name        string          `json:"name"`
+				Reference   bool            `json:"reference"`
+				VsReference json.RawMessage `json:"vs_reference"`
+			} `json:"variants"`
+		} `json:"calls"`
+	}
+	if err := json.Unmarshal(data, &js); err != nil {
+		t.Fatal(err)
+	}
+	type jsRow struct {
+		Name          string
+		Reference, Vs bool
+	}
+	var rows []jsRow
+	for _, v := range js.Calls.Variants {
+		rows = append(rows, jsRow{v.Name, v.Reference, v.VsReference != nil})
+	}
+	wantRows := []jsRow{{"HTTP", false, true}, {referenceName, true, false}}
+	if diff := cmp.Diff(wantRows, rows); diff != "" {
+		t.Errorf("json variants mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestNoReference checks --reference=false (and a run without the HTTP
+// variant) plans no reference row, the default plans it once, last, with
+// no @compare copy, and a report without it prints neither its heading
+// nor the comparison line.
+func TestNoReference(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", referenceName}},
+		{[]string{"--reference=false"}, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off"}},
+		{[]string{"--variants", "HTTP"}, []string{"HTTP", referenceName}},
+		{[]string{"--variants", "HTTP", "--reference=false"}, []string{"HTTP"}},
+		{[]string{"--variants", "stdio,HTTP stateless"}, []string{"HTTP stateless", "stdio"}},
+		{[]string{"--variants", "HTTP", "--compare", "/bin/old"}, []string{"HTTP", "HTTP @compare", referenceName}},
+	} {
+		o, err := parseFlags(tc.args)
+		if err != nil {
+			t.Errorf("parseFlags(%q): %v", tc.args, err)
+			continue
+		}
+		var got []string
+		for _, v := range newPlan(o).variants {
+			if v.Ref != (v.Name == referenceName) {
+				t.Errorf("%q: variant %q has Ref %t", tc.args, v.Name, v.Ref)
+			}
+			got = append(got, v.Name)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("%q: variants mismatch (-want +got):\n%s", tc.args, diff)
+		}
+	}
+
+	c := newCallsReport(referenceCalls(false))
+	if c.Variants[0].VsReference != nil {
+		t.Errorf("vs_reference without a reference: %+v", c.Variants[0].VsReference)
+	}
+	var buf bytes.Buffer
+	c.writeText(&buf)
+	for _, s := range []string{"measured here, same run", referenceName, "same run:"} {
+		if strings.Contains(buf.String(), s) {
+			t.Errorf("text without a reference has %q:\n%s", s, buf.String())
+		}
 	}
 }
 
