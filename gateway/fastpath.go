@@ -700,9 +700,9 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 		return
 	}
 	h := fs.w.Header()
-	h.Set("Cache-Control", "no-cache, no-transform")
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(b.Len()))
+	h["Cache-Control"] = headerNoCache
+	h["Content-Type"] = headerJSON
+	h["Content-Length"] = []string{strconv.Itoa(b.Len())}
 	fs.w.WriteHeader(http.StatusOK)
 	_, _ = fs.w.Write(b.Bytes())
 }

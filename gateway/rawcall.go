@@ -206,6 +206,14 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 	return &res, nil
 }
 
+// Header values the fast path sets on every request and answer, shared
+// (a value slice is replaced, never written, by net/http and by credgate).
+var (
+	headerJSON      = []string{"application/json"}
+	headerAcceptMCP = []string{"application/json, text/event-stream"}
+	headerNoCache   = []string{"no-cache, no-transform"}
+)
+
 // rawPost POSTs one JSON-RPC message on cs's session through u's transport
 // (headers, credential, limits, trace context), as the SDK's client would.
 func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []byte, header http.Header) (*http.Response, error) {
@@ -218,8 +226,8 @@ func (u *upstream) rawPost(ctx context.Context, cs *mcp.ClientSession, body []by
 	} else if res := cs.InitializeResult(); res != nil && res.ProtocolVersion != "" {
 		req.Header["Mcp-Protocol-Version"] = []string{res.ProtocolVersion}
 	}
-	req.Header["Content-Type"] = []string{"application/json"}
-	req.Header["Accept"] = []string{"application/json, text/event-stream"}
+	req.Header["Content-Type"] = headerJSON
+	req.Header["Accept"] = headerAcceptMCP
 	if sid := cs.ID(); sid != "" {
 		req.Header["Mcp-Session-Id"] = []string{sid}
 	}

@@ -245,11 +245,9 @@ func (p *syncPool) get(ctx context.Context, addr string) (*syncConn, bool, error
 
 // put returns c to the pool.
 func (p *syncPool) put(c *syncConn) {
+	// No deadline is left to clear: the one cancellation sets (send) ends
+	// the exchange with the connection closed, never here.
 	addr := c.addr
-	if err := c.SetDeadline(time.Time{}); err != nil {
-		_ = c.Close()
-		return
-	}
 	c.lastUsed = time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -80,8 +81,57 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // client sends its requests: through an http.Client, which follows
 // redirects and reports a failed exchange as a *url.Error (which classify
 // reads as the connection's failure, as it reads the SDK's).
+//
+// The client's work per request (a copy of the headers, kept for
+// redirects) is skipped in the usual case: the request goes straight to
+// the RoundTripper, its failure wrapped as the client wraps it. A redirect
+// answer is closed unread and the request sent again through the client,
+// which follows it: a redirect is not the upstream running the call.
 func (t *httpTransport) rawDo(req *http.Request) (*http.Response, error) {
-	return t.raw.Do(req)
+	resp, err := t.rawRoundTrip(req)
+	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: redactedURL(req.URL), Err: err}
+	}
+	if !followable(resp) || req.GetBody == nil {
+		return resp, nil
+	}
+	_ = resp.Body.Close()
+	again := req.Clone(req.Context())
+	if again.Body, err = req.GetBody(); err != nil {
+		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: redactedURL(req.URL), Err: err}
+	}
+	return t.raw.Do(again)
+}
+
+// followable reports whether http.Client would follow resp (a redirect
+// with somewhere to go).
+func followable(resp *http.Response) bool {
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+		return resp.Header.Get("Location") != ""
+	}
+	return false
+}
+
+// urlErrorOp is http.Client's Op of a *url.Error: "Post" for POST.
+func urlErrorOp(method string) string {
+	if method == "" {
+		return "Get"
+	}
+	return method[:1] + strings.ToLower(method[1:])
+}
+
+// redactedURL is u as http.Client puts it in a *url.Error: the password
+// of its user info masked.
+func redactedURL(u *url.URL) string {
+	if _, has := u.User.Password(); has {
+		return u.Redacted()
+	}
+	return u.String()
 }
 
 // roundTripperFunc is a function as an http.RoundTripper.
