@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,5 +116,41 @@ func TestFastPathLingeringStreamBounded(t *testing.T) {
 		if late != nil || !bytes.Contains(b, []byte(`"text":"ok"`)) {
 			t.Fatalf("call %d on the agent's connection: %d %s (%v); want ok at once", i+1, r.StatusCode, b, late)
 		}
+	}
+}
+
+// TestRawCallFollowsRedirect: the fast path's upstream request skips
+// http.Client (rawDo), yet an upstream that redirects its endpoint is
+// followed as the SDK's client follows it, and the tool runs once.
+func TestRawCallFollowsRedirect(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var runs atomic.Int32
+	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		runs.Add(1)
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "moved"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", sdk)
+	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/mcp", http.StatusTemporaryRedirect)
+	})
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s/old}\n", hs.URL))
+	a := newRawAgent(t, ctx, g)
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"r__echo","arguments":{}}}`)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("answered as %q; the fast path answers application/json", ct)
+	}
+	got := mustJSON(t, answer(t, resp, body))
+	if !strings.Contains(got, `"moved"`) || strings.Contains(got, `"isError":true`) {
+		t.Fatalf("answer %s; want the tool's text", got)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the tool ran %d times; want once", n)
 	}
 }
