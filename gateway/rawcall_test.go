@@ -154,3 +154,131 @@ func TestRawCallFollowsRedirect(t *testing.T) {
 		t.Fatalf("the tool ran %d times; want once", n)
 	}
 }
+
+// TestRawCallURLUserInfo: an upstream url with user info
+// (https://user:password@host/mcp, which some hosted MCP servers take in
+// place of a header) authenticates the fast path's requests as it does the
+// SDK's, with Basic auth, as http.Client sends it.
+func TestRawCallURLUserInfo(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "b", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "in"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pw, ok := r.BasicAuth(); !ok || user != "agent" || pw != "hunter2-secret" {
+			http.Error(w, "who are you", http.StatusUnauthorized)
+			return
+		}
+		sdk.ServeHTTP(w, r)
+	}))
+	t.Cleanup(hs.Close)
+	url := strings.Replace(hs.URL, "http://", "http://agent:hunter2-secret@", 1) + "/mcp"
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  b: {url: %q}\n", url))
+	a := newRawAgent(t, ctx, g)
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"b__echo","arguments":{}}}`)
+	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"in"`) {
+		t.Fatalf("answer %s; want the tool's text", got)
+	}
+}
+
+// TestRawCallResumeFollowsRedirect: the GET that resumes an answer stream
+// (Last-Event-ID) goes to the upstream's url as the POST does, and is
+// redirected as it is.
+func TestRawCallResumeFollowsRedirect(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	var callID atomic.Value // the raw call's id, as JSON
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		switch {
+		case r.Method == http.MethodPost && json.Unmarshal(body, &m) == nil && m.Method == "tools/call":
+			// The stream ends before the answer (SSE polling): the rest
+			// is for a GET resuming after event 1.
+			callID.Store(string(m.ID))
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprint(w, "id: 1\nretry: 1\ndata: \n\n")
+		case r.Method == http.MethodGet && r.Header.Get("Last-Event-ID") == "1":
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":%s,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"resumed\"}]}}\n\n", callID.Load())
+		default:
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			sdk.ServeHTTP(w, r)
+		}
+	})
+	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/mcp", http.StatusTemporaryRedirect)
+	})
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s/old}\n", hs.URL))
+	a := newRawAgent(t, ctx, g)
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"r__echo","arguments":{}}}`)
+	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"resumed"`) {
+		t.Fatalf("answer %s; want the resumed stream's", got)
+	}
+}
+
+// TestRawCallSeeOtherRunsOnce: an upstream that runs a call and answers
+// 303 See Other (the result is elsewhere, RFC 9110 15.4.4) gets the POST
+// once; the answer is read from where it points, as http.Client does.
+func TestRawCallSeeOtherRunsOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
+	})
+	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	var runs atomic.Int32
+	mux := http.NewServeMux()
+	mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if r.Method == http.MethodPost && json.Unmarshal(body, &m) == nil && m.Method == "tools/call" {
+			runs.Add(1)
+			var id string
+			if json.Unmarshal(m.ID, &id) != nil {
+				http.Error(w, "want a string id", http.StatusBadRequest)
+				return
+			}
+			http.Redirect(w, r, "/result/"+id, http.StatusSeeOther)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		sdk.ServeHTTP(w, r)
+	})
+	mux.HandleFunc("GET /result/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%q,"result":{"content":[{"type":"text","text":"done"}]}}`, r.PathValue("id"))
+	})
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s/mcp}\n", hs.URL))
+	a := newRawAgent(t, ctx, g)
+	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"r__echo","arguments":{}}}`)
+	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"done"`) {
+		t.Fatalf("answer %s; want the result the redirect points to", got)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("the upstream got the call %d times; want once", n)
+	}
+}

@@ -84,26 +84,35 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 //
 // The client's work per request (a copy of the headers, kept for
 // redirects) is skipped in the usual case: the request goes straight to
-// the RoundTripper, its failure wrapped as the client wraps it. A redirect
-// answer is closed unread and the request sent again through the client,
-// which follows it: a redirect is not the upstream running the call.
+// the RoundTripper, its failure wrapped as the client wraps it. A url
+// with user info (Basic auth, which the client adds) goes through the
+// client. A redirect answer is handed to a client as the answer to its
+// first hop, so that it follows it as it would have (303 as a GET, at
+// most 10 hops, its headers' rules) without the request being sent again:
+// the upstream may have run it (303 See Other).
 func (t *httpTransport) rawDo(req *http.Request) (*http.Response, error) {
+	if req.URL.User != nil {
+		return t.raw.Do(req)
+	}
 	resp, err := t.rawRoundTrip(req)
 	if err != nil {
 		if req.Body != nil {
 			_ = req.Body.Close()
 		}
-		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: redactedURL(req.URL), Err: err}
+		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: req.URL.String(), Err: err}
 	}
-	if !followable(resp) || req.GetBody == nil {
+	if !followable(resp) {
 		return resp, nil
 	}
-	_ = resp.Body.Close()
-	again := req.Clone(req.Context())
-	if again.Body, err = req.GetBody(); err != nil {
-		return nil, &url.Error{Op: urlErrorOp(req.Method), URL: redactedURL(req.URL), Err: err}
-	}
-	return t.raw.Do(again)
+	first := resp
+	c := http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		if resp := first; resp != nil {
+			first = nil
+			return resp, nil // the answer to req, already read
+		}
+		return t.rawRoundTrip(r)
+	})}
+	return c.Do(req)
 }
 
 // followable reports whether http.Client would follow resp (a redirect
@@ -123,15 +132,6 @@ func urlErrorOp(method string) string {
 		return "Get"
 	}
 	return method[:1] + strings.ToLower(method[1:])
-}
-
-// redactedURL is u as http.Client puts it in a *url.Error: the password
-// of its user info masked.
-func redactedURL(u *url.URL) string {
-	if _, has := u.User.Password(); has {
-		return u.Redacted()
-	}
-	return u.String()
 }
 
 // roundTripperFunc is a function as an http.RoundTripper.
