@@ -24,11 +24,14 @@ type scenarioShape struct {
 }
 
 type directReport struct {
-	Runs           int        `json:"runs"`             // per scenario
-	CallsPerSecond float64    `json:"calls_per_second"` // median, throughput scenario
-	P50Ms          float64    `json:"p50_ms"`           // median of the runs' p50, latency scenario
-	P99Ms          float64    `json:"p99_ms"`           // median of the runs' p99, latency scenario
-	Errors         callErrors `json:"errors"`
+	Runs           int     `json:"runs"`             // per scenario
+	CallsPerSecond float64 `json:"calls_per_second"` // median, throughput scenario
+	P50Ms          float64 `json:"p50_ms"`           // median of the runs' p50, latency scenario
+	P99Ms          float64 `json:"p99_ms"`           // median of the runs' p99, latency scenario
+	// DriverCPUPerCallMs is this process's CPU per call over every direct
+	// run of the throughput scenario: the load clients and the upstream.
+	DriverCPUPerCallMs float64    `json:"driver_cpu_per_call_ms"`
+	Errors             callErrors `json:"errors"`
 }
 
 // variantReport is one gateway configuration's figures. Ratios and added
@@ -67,9 +70,23 @@ type variantReport struct {
 	GatewayCalls        int        `json:"gateway_calls"`                    // measured, both scenarios
 	Errors              callErrors `json:"errors"`
 
+	// CPU per call of the other processes at N sessions, like
+	// CPUPerCallMs (proc.go). ChildCPUPerCallMs is the processes below the
+	// gateway: the stdio upstream and its credgate-supervise helper (nil for
+	// an HTTP upstream, which runs in the driver). DriverCPUPerCallMs is this
+	// process during the gateway runs: the load clients, plus the echo
+	// upstream for HTTP; DirectDriverCPUPerCallMs is it during the paired
+	// direct runs: the same clients and the upstream they call directly.
+	// TotalCPUPerCallMs is gateway + child + driver: what a call through
+	// the gateway costs the machine, against DirectDriverCPUPerCallMs.
+	ChildCPUPerCallMs        *float64 `json:"upstream_child_cpu_per_call_ms,omitempty"`
+	DriverCPUPerCallMs       float64  `json:"driver_cpu_per_call_ms"`
+	DirectDriverCPUPerCallMs float64  `json:"direct_driver_cpu_per_call_ms"`
+	TotalCPUPerCallMs        float64  `json:"total_cpu_per_call_ms"`
+
 	// VsReference is this variant against the reference row of the same
-	// run; set on credgate's variants with an HTTP upstream when the
-	// reference was measured.
+	// run with the same upstream transport (HTTP or stdio); set on
+	// credgate's variants when that reference was measured.
 	VsReference *referenceComparison `json:"vs_reference,omitempty"`
 }
 
@@ -98,10 +115,14 @@ func newCallsReport(d *callsData) *callsReport {
 	r := &callsReport{Throughput: shape(d.scenarios[thr]), Latency: shape(d.scenarios[lat])}
 
 	var cps, p50, p99 []float64
+	var driverMs float64
+	var driverCalls int
 	for _, slot := range d.pairs {
 		for _, pr := range slot[thr] {
 			cps = append(cps, pr.direct.throughput())
 			r.Direct.Errors.add(pr.direct.errors)
+			driverMs += ms(pr.direct.driverCPU)
+			driverCalls += pr.direct.calls
 		}
 		for _, pr := range slot[lat] {
 			p50 = append(p50, ms(pr.direct.latencies.percentile(50)))
@@ -111,6 +132,7 @@ func newCallsReport(d *callsData) *callsReport {
 	}
 	r.Direct.Runs = len(cps)
 	r.Direct.CallsPerSecond, r.Direct.P50Ms, r.Direct.P99Ms = median(cps), median(p50), median(p99)
+	r.Direct.DriverCPUPerCallMs = div(driverMs, float64(driverCalls))
 	r.Runs = len(cps)
 	if len(d.pairs) > 0 {
 		r.Runs = len(d.pairs[0][thr])
@@ -120,6 +142,8 @@ func newCallsReport(d *callsData) *callsReport {
 		vr := variantReport{Name: v.Name, Upstream: v.upstreamTransport(), Stateless: v.Stateless, Reference: v.Ref}
 		var gcps, dcps, gp50, dp50, gp99, dp99 []float64
 		var conns int64
+		var childMs, driverMs, directMs float64 // throughput scenario
+		var directCalls int
 		sum := func(prs []pairResult) (cpuMs, alloc float64, calls int) {
 			for _, pr := range prs {
 				if pr.gw == nil {
@@ -141,6 +165,10 @@ func newCallsReport(d *callsData) *callsReport {
 			g, dd := pr.gw.throughput(), pr.direct.throughput()
 			gcps, dcps = append(gcps, g), append(dcps, dd)
 			vr.ThroughputRuns = append(vr.ThroughputRuns, div(g, dd))
+			childMs += ms(pr.gw.childCPU)
+			driverMs += ms(pr.gw.driverCPU)
+			directMs += ms(pr.direct.driverCPU)
+			directCalls += pr.direct.calls
 		}
 		for _, pr := range d.pairs[vi][lat] {
 			if pr.gw == nil {
@@ -157,6 +185,14 @@ func newCallsReport(d *callsData) *callsReport {
 		vr.P99Ms, vr.DirectP99Ms = median(gp99), median(dp99)
 		cpu, alloc, calls := sum(d.pairs[vi][thr])
 		vr.CPUPerCallMs, vr.AllocBytesPerCall = div(cpu, float64(calls)), div(alloc, float64(calls))
+		vr.DriverCPUPerCallMs = div(driverMs, float64(calls))
+		vr.DirectDriverCPUPerCallMs = div(directMs, float64(directCalls))
+		vr.TotalCPUPerCallMs = vr.CPUPerCallMs + vr.DriverCPUPerCallMs
+		if v.Stdio {
+			child := div(childMs, float64(calls))
+			vr.ChildCPUPerCallMs = &child
+			vr.TotalCPUPerCallMs += child
+		}
 		cpu, alloc, calls = sum(d.pairs[vi][lat])
 		vr.CPUPerCallMs1, vr.AllocBytesPerCall1 = div(cpu, float64(calls)), div(alloc, float64(calls))
 		if !v.Stdio {
@@ -169,16 +205,14 @@ func newCallsReport(d *callsData) *callsReport {
 	return r
 }
 
-// compareWithReference sets VsReference on every credgate variant with an
-// HTTP upstream, if the reference row was measured.
+// compareWithReference sets VsReference on every credgate variant whose
+// upstream transport has a measured reference row: the HTTP variants
+// against the HTTP row, the stdio ones against the stdio row.
 func (c *callsReport) compareWithReference() {
-	ref := c.reference()
-	if ref == nil || ref.GatewayCalls == 0 {
-		return
-	}
 	for i := range c.Variants {
 		v := &c.Variants[i]
-		if v.Reference || v.Upstream == "stdio" || v.GatewayCalls == 0 {
+		ref := c.referenceFor(v.Upstream)
+		if v.Reference || ref == nil || ref.GatewayCalls == 0 || v.GatewayCalls == 0 {
 			continue
 		}
 		v.VsReference = &referenceComparison{
@@ -191,10 +225,10 @@ func (c *callsReport) compareWithReference() {
 	}
 }
 
-// reference is the reference row, or nil.
-func (c *callsReport) reference() *variantReport {
+// referenceFor is the reference row with the given upstream transport, or nil.
+func (c *callsReport) referenceFor(upstream string) *variantReport {
 	for i := range c.Variants {
-		if c.Variants[i].Reference {
+		if c.Variants[i].Reference && c.Variants[i].Upstream == upstream {
 			return &c.Variants[i]
 		}
 	}
@@ -277,8 +311,8 @@ func (c *callsReport) writeText(w io.Writer) {
 		c.Throughput.Name, c.Throughput.Sessions, c.Throughput.CallsPerSession, c.Latency.Name)
 	fmt.Fprintf(w, "ratios and added p50 are medians over %d runs of gateway vs its paired direct run; CPU, allocation and\n", c.Runs)
 	fmt.Fprintf(w, "connections are totals over the runs per call (CPU and allocation at %d sessions).\n", c.Throughput.Sessions)
-	fmt.Fprintf(w, "direct: %.0f calls/s at %d sessions; p50 %.3f ms, p99 %.3f ms at 1 session (medians of %d runs)\n\n",
-		c.Direct.CallsPerSecond, c.Throughput.Sessions, c.Direct.P50Ms, c.Direct.P99Ms, c.Direct.Runs)
+	fmt.Fprintf(w, "direct: %.0f calls/s at %d sessions; p50 %.3f ms, p99 %.3f ms at 1 session (medians of %d runs); driver CPU %.3f ms / call at %d sessions\n\n",
+		c.Direct.CallsPerSecond, c.Throughput.Sessions, c.Direct.P50Ms, c.Direct.P99Ms, c.Direct.Runs, c.Direct.DriverCPUPerCallMs, c.Throughput.Sessions)
 	if len(c.Variants) == 0 {
 		return
 	}
@@ -299,10 +333,17 @@ func (c *callsReport) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "  %s\t\n", strings.Join(cells, "\t"))
 	}
-	if ref := c.reference(); ref != nil {
+	heading := false
+	for _, ref := range c.Variants {
+		if !ref.Reference {
+			continue
+		}
 		// Values only: a reference is what credgate is read against, not
 		// something held to the goals.
-		fmt.Fprintln(tw, "  measured here, same run:\t\t\t\t\t\t")
+		if !heading {
+			fmt.Fprintln(tw, "  measured here, same run:\t\t\t\t\t\t")
+			heading = true
+		}
 		cells := []string{ref.Name}
 		for _, t := range ref.targets(c) {
 			cells = append(cells, t.Value)
@@ -314,36 +355,47 @@ func (c *callsReport) writeText(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t-\t\n", p.name, p.throughput, p.addedP50, p.cpu, p.conns)
 	}
 	tw.Flush()
+	nl := "\n"
 	for _, v := range c.Variants {
-		if v.Name == "HTTP" && v.VsReference != nil {
-			writeVsReference(w, v)
+		if (v.Name == "HTTP" || v.Name == "stdio") && v.VsReference != nil {
+			writeVsReference(w, nl, v)
+			nl = ""
 		}
 	}
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "  variant\tgw calls/s\tdirect calls/s\tgw p50 ms\tdirect p50 ms\tgw p99 ms\tdirect p99 ms\tCPU/call 1 session\talloc/call 1 session\tnew upstream conns\tthroughput runs\terrors t/r/x/m\t")
+	fmt.Fprintln(tw, "  variant\tgw calls/s\tdirect calls/s\tgw p50 ms\tdirect p50 ms\tgw p99 ms\tdirect p99 ms\tCPU/call 1 session\talloc/call 1 session\tupstream child CPU/call\tdriver CPU/call\tdirect driver CPU/call\ttotal CPU/call\tnew upstream conns\tthroughput runs\terrors t/r/x/m\t")
 	for _, v := range c.Variants {
 		e := v.Errors
 		conns := "-"
 		if v.UpstreamConns != nil {
 			conns = fmt.Sprintf("%d in %d calls", *v.UpstreamConns, v.GatewayCalls)
 		}
-		fmt.Fprintf(tw, "  %s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f ms\t%.1f KiB\t%s\t%s\t%d/%d/%d/%d\t\n",
+		child := "-"
+		if v.ChildCPUPerCallMs != nil {
+			child = fmt.Sprintf("%.3f ms", *v.ChildCPUPerCallMs)
+		}
+		fmt.Fprintf(tw, "  %s\t%.0f\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f ms\t%.1f KiB\t%s\t%.3f ms\t%.3f ms\t%.3f ms\t%s\t%s\t%d/%d/%d/%d\t\n",
 			v.Name, v.CallsPerSecond, v.DirectCallsPerSecond, v.P50Ms, v.DirectP50Ms, v.P99Ms, v.DirectP99Ms,
-			v.CPUPerCallMs1, v.AllocBytesPerCall1/1024, conns, fmtRatios(v.ThroughputRuns), e.Tool, e.RPC, e.Transport, e.Mismatch)
+			v.CPUPerCallMs1, v.AllocBytesPerCall1/1024, child, v.DriverCPUPerCallMs, v.DirectDriverCPUPerCallMs, v.TotalCPUPerCallMs,
+			conns, fmtRatios(v.ThroughputRuns), e.Tool, e.RPC, e.Transport, e.Mismatch)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "  (medians; errors: tool isError / JSON-RPC / transport / wrong echo)")
+	fmt.Fprintf(w, "  (CPU/call at %d sessions, from /proc: upstream child = the processes below the gateway or proxy (the stdio\n", c.Throughput.Sessions)
+	fmt.Fprintln(w, "  upstream and the helper it runs under); driver = this process in the gateway runs (load clients, and the echo")
+	fmt.Fprintln(w, "  upstream for HTTP); direct driver = this process in the paired direct runs (load clients and upstream);")
+	fmt.Fprintln(w, "  total = gateway (the table above) + upstream child + driver, against direct driver for a direct call)")
 }
 
 // writeVsReference prints the line comparing credgate's variant v with the
 // reference row of the same run (the figures it is made of are the two
 // rows above it).
-func writeVsReference(w io.Writer, v variantReport) {
+func writeVsReference(w io.Writer, before string, v variantReport) {
 	x := v.VsReference
-	fmt.Fprintf(w, "\n  credgate, %s vs %s, same run: CPU / call %.2fx, throughput %.2fx, added p50 %+.3f ms, allocated / call %.2fx\n",
-		v.Name, x.Reference, x.CPUPerCallRatio, x.ThroughputRatio, x.AddedP50Ms, x.AllocRatio)
+	fmt.Fprintf(w, "%s  credgate, %s vs %s, same run: CPU / call %.2fx, throughput %.2fx, added p50 %+.3f ms, allocated / call %.2fx\n",
+		before, v.Name, x.Reference, x.CPUPerCallRatio, x.ThroughputRatio, x.AddedP50Ms, x.AllocRatio)
 }
 
 func fmtRatios(v []float64) string {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -250,26 +249,15 @@ func (g *gatewayProc) get(ctx context.Context, hc *http.Client, path string, int
 
 // cpuTicks returns utime+stime of the gateway process in clock ticks.
 func (g *gatewayProc) cpuTicks() (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may contain spaces; fields after it are
-	// space-separated, starting with field 3 (state). utime is field 14.
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, errors.New("malformed /proc/pid/stat")
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 13 {
-		return 0, errors.New("short /proc/pid/stat")
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/pid/stat: %w", err)
-	}
-	return utime + stime, nil
+	st, err := readStat(fmt.Sprintf("/proc/%d/stat", g.cmd.Process.Pid))
+	return st.ticks, err
+}
+
+// childTicks returns the CPU ticks of every process below the gateway
+// (descendantTicks) and how many there are.
+func (g *gatewayProc) childTicks() (ticks int64, procs int, err error) {
+	ticks, pids, err := descendantTicks(g.cmd.Process.Pid)
+	return ticks, len(pids), err
 }
 
 // rssBytes returns VmRSS of the gateway process.
@@ -307,17 +295,4 @@ func (g *gatewayProc) Close() error {
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("gateway pid %d did not exit after SIGKILL", g.cmd.Process.Pid)
 	}
-}
-
-// clockTicks returns the kernel's USER_HZ, which /proc/pid/stat counts in.
-func clockTicks() int64 {
-	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err != nil {
-		return 100
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	if err != nil || n <= 0 {
-		return 100
-	}
-	return n
 }

@@ -81,6 +81,10 @@ type loadResult struct {
 	elapsed   time.Duration
 	latencies stats
 	errors    callErrors
+	// driverCPU is this process's CPU time over the measured calls: the
+	// load clients, and whatever else runs in it (the direct upstream, an
+	// HTTP variant's echo upstream, reading the gateway's log).
+	driverCPU time.Duration
 }
 
 func (r loadResult) throughput() float64 {
@@ -147,6 +151,9 @@ func runLoad(ctx context.Context, hc *http.Client, tg target, sc scenario, h hoo
 	if h.before != nil {
 		h.before()
 	}
+	// The driver's own CPU, read inside the hooks so their work (scrapes,
+	// /proc scans) is not in it.
+	d0, err0 := selfTicks()
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -159,11 +166,15 @@ func runLoad(ctx context.Context, hc *http.Client, tg target, sc scenario, h hoo
 	close(start)
 	wg.Wait()
 	elapsed := time.Since(t0)
+	d1, err1 := selfTicks()
 	if h.after != nil {
 		h.after()
 	}
+	if err := errors.Join(err0, err1); err != nil {
+		return loadResult{}, fmt.Errorf("%s: driver CPU: %w", sc.name, err)
+	}
 
-	res := loadResult{elapsed: elapsed}
+	res := loadResult{elapsed: elapsed, driverCPU: ticksDuration(d1 - d0)}
 	var all []time.Duration
 	for _, w := range workers {
 		res.calls += len(w.latencies)

@@ -7,6 +7,7 @@
 //	load clients ──► gateway process ──► gateway upstream (echo, counts TCP accepts)
 //	load clients ──► gateway process ──► this binary on stdio (echo, CREDGATE_BENCH_STDIO=1)
 //	load clients ──► minproxy process ─► its upstream (echo, counts TCP accepts)
+//	load clients ──► minproxy process ─► this binary on stdio (echo)
 //	                 │ 50 catalog upstreams (100 tools each)│
 //	                 └──────────────────────────────────────┘
 //
@@ -24,13 +25,19 @@
 // on 127.0.0.1. It is a report, not a test: a missed target still exits 0;
 // only a failure to measure (or failed calls) exits non-zero.
 //
-// Beside credgate's variants the call phase measures a reference row, the
+// Beside credgate's variants the call phase measures reference rows, the
 // minimal Go reverse proxy of issue 12 (./minproxy, which the driver
-// builds), exactly as it measures a variant, whenever the HTTP variant is
-// measured (--reference=false turns it off). Issue 12's goals come from a
-// faster machine; the reference says what a bare proxy costs on this one,
-// so the report prints it without goals and compares credgate's HTTP
-// variant with it as ratios.
+// builds), exactly as it measures a variant: in front of an HTTP echo
+// upstream whenever the HTTP variant is measured, and in front of the stdio
+// echo child whenever the stdio variant is (--reference=false turns both
+// off). Issue 12's goals come from a faster machine; a reference says what
+// a bare proxy costs on this one, so the report prints it without goals
+// and compares credgate's variant of the same upstream with it as ratios.
+//
+// Each measured window reads the CPU of three processes from /proc (see
+// proc.go): the gateway, the processes below it (a stdio upstream), and
+// this driver (the load clients, and the echo upstream of a direct run or
+// an HTTP variant). The detail table prints them per call.
 //
 // Usage:
 //
@@ -91,7 +98,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.callsOnly, "calls-only", false, "run only the call scenarios (and the profile): no startup, tools/list, memory or bounds phases")
 	fs.StringVar(&o.variants, "variants", "", "comma-separated names of the variants to measure (default all), e.g. \"HTTP,stdio\"")
 	fs.StringVar(&o.compare, "compare", "", "another gateway binary (an earlier build, say), measured as a variant of its own beside each one, in the same run")
-	fs.BoolVar(&o.reference, "reference", true, "build ./minproxy (a minimal Go reverse proxy) and measure it in the same run as a reference row, without goals, whenever the HTTP variant is measured")
+	fs.BoolVar(&o.reference, "reference", true, "build ./minproxy (a minimal Go reverse proxy) and measure it in the same run as a reference row, without goals, in front of an HTTP upstream whenever the HTTP variant is measured and of a stdio one whenever the stdio variant is")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound on the whole run")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -251,21 +258,27 @@ func gatewayBinary(ctx context.Context, path, dir string, logf func(string, ...a
 }
 
 // buildReference builds ./minproxy into dir and sets it as the reference
-// variant's binary, if vs has that variant. A failed build is recorded and
-// drops the row; credgate's rows are measured all the same.
+// variants' binary, if vs has any. A failed build is recorded and drops
+// those rows; credgate's rows are measured all the same.
 func buildReference(ctx context.Context, vs []variant, dir string, rep *report, logf func(string, ...any)) []variant {
-	i := slices.IndexFunc(vs, func(v variant) bool { return v.Ref })
-	if i < 0 {
+	isRef := func(v variant) bool { return v.Ref }
+	if !slices.ContainsFunc(vs, isRef) {
 		return vs
 	}
 	root, err := moduleRoot(ctx)
+	var bin string
 	if err == nil {
-		logf("building ./minproxy (the reference row)")
-		vs[i].Bin, err = buildMinproxy(ctx, filepath.Join(root, "e2e", "bench"), dir)
+		logf("building ./minproxy (the reference rows)")
+		bin, err = buildMinproxy(ctx, filepath.Join(root, "e2e", "bench"), dir)
 	}
 	if err != nil {
 		rep.fail("reference build", err)
-		return slices.Delete(vs, i, i+1)
+		return slices.DeleteFunc(vs, isRef)
+	}
+	for i := range vs {
+		if vs[i].Ref {
+			vs[i].Bin = bin
+		}
 	}
 	return vs
 }

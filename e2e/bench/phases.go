@@ -18,13 +18,12 @@ type echoGateway struct {
 	up      *upstream
 	proc    *gatewayProc
 	dir     string
-	ticks   int64 // clock ticks per second
 }
 
 // startEchoGateway starts a gateway for v; self is the command of the stdio
 // echo upstream (stdioCommand).
 func startEchoGateway(ctx context.Context, hc *http.Client, bin string, v variant, self string) (*echoGateway, error) {
-	g := &echoGateway{variant: v, ticks: clockTicks()}
+	g := &echoGateway{variant: v}
 	var err error
 	url := ""
 	if !v.Stdio {
@@ -52,29 +51,43 @@ func startEchoGateway(ctx context.Context, hc *http.Client, bin string, v varian
 // gatewayResult adds what only the gateway side has to a loadResult.
 type gatewayResult struct {
 	loadResult
-	cpu        time.Duration // gateway process CPU time during the measured calls
-	conns      int64         // upstream TCP connections accepted during them; 0 for stdio
-	allocBytes float64       // bytes the gateway allocated during them (its /metrics)
+	cpu time.Duration // gateway process CPU time during the measured calls
+	// childCPU is the CPU time of the processes below the gateway during
+	// them: for stdio, the upstream and the credgate-supervise helper it
+	// runs under (minproxy runs it directly); 0 for HTTP.
+	childCPU   time.Duration
+	conns      int64   // upstream TCP connections accepted during them; 0 for stdio
+	allocBytes float64 // bytes the gateway allocated during them (its /metrics)
 }
 
 func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario) (gatewayResult, error) {
 	var (
 		res                 gatewayResult
 		t0, t1              int64
+		k0, k1              int64 // the descendants' ticks
+		procs               int   // descendants at the end
 		c0, c1              int64
 		aw                  allocWindow
 		alloc               float64
 		errBefore, errAfter error
 		errAlloc            error
 	)
+	// The readings nearest the window come last in before and first in
+	// after; runLoad reads the driver's own CPU inside both.
 	h := hooks{
 		before: func() {
 			aw.begin(ctx, hc, g.proc)
-			t0, errBefore = g.proc.cpuTicks()
 			c0 = g.accepted()
+			var err1, err2 error
+			k0, _, err1 = g.proc.childTicks()
+			t0, err2 = g.proc.cpuTicks()
+			errBefore = errors.Join(err1, err2)
 		},
 		after: func() {
-			t1, errAfter = g.proc.cpuTicks()
+			var err1, err2 error
+			t1, err1 = g.proc.cpuTicks()
+			k1, procs, err2 = g.proc.childTicks()
+			errAfter = errors.Join(err1, err2)
 			c1 = g.accepted()
 			alloc, errAlloc = aw.end(ctx, hc, g.proc)
 		},
@@ -83,8 +96,12 @@ func (g *echoGateway) measure(ctx context.Context, hc *http.Client, sc scenario)
 	if err := errors.Join(err, errBefore, errAfter, errAlloc); err != nil {
 		return res, err
 	}
+	if g.variant.Stdio && procs == 0 {
+		return res, fmt.Errorf("no process below the gateway (pid %d): where is its stdio upstream?", g.proc.cmd.Process.Pid)
+	}
 	res.loadResult = lr
-	res.cpu = time.Duration((t1 - t0) * int64(time.Second) / g.ticks)
+	res.cpu = ticksDuration(t1 - t0)
+	res.childCPU = ticksDuration(k1 - k0)
 	res.conns = c1 - c0
 	res.allocBytes = alloc
 	return res, nil

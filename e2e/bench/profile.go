@@ -137,7 +137,7 @@ func runProfile(ctx context.Context, hc *http.Client, bin string, p plan, o opti
 	}
 	rep.checkCalls("profile "+sc.name, lr)
 	pr.Calls, pr.ElapsedMs = lr.calls, ms(lr.elapsed)
-	pr.CPUPerCallMs = div(ms(time.Duration((t1-t0)*int64(time.Second)/g.ticks)), float64(lr.calls))
+	pr.CPUPerCallMs = div(ms(ticksDuration(t1-t0)), float64(lr.calls))
 	pr.AllocBytesPerCall = div(alloc, float64(lr.calls))
 
 	top := func(args ...string) []string {

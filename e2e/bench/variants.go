@@ -93,22 +93,35 @@ func withCompare(vs []variant, bin string) []variant {
 	return out
 }
 
-// referenceName is the reference row's name (--reference).
-const referenceName = "minimal Go proxy (reference)"
+// referenceName and stdioReferenceName are the reference rows' names
+// (--reference).
+const (
+	referenceName      = "minimal Go proxy (reference)"
+	stdioReferenceName = "minimal Go proxy, stdio (reference)"
+)
 
-// withReference adds, last, the reference row: issue 12's "minimal Go
+// withReference adds, last, the reference rows: issue 12's "minimal Go
 // reverse proxy" (./minproxy), measured in the same run. Issue 12's goals
 // were set on a faster machine than most that run the bench; the proxy
 // measured here says what the cheapest possible hop costs on this one, so
-// credgate can be read as a ratio to it. It is added only when the HTTP
-// variant is measured (it has an HTTP upstream, and its comparison line is
-// against HTTP), and never gets an @compare copy. Its Bin is set once the
-// driver has built it.
+// credgate can be read as a ratio to it. The HTTP row is added only when
+// the HTTP variant is measured, and the stdio row (minproxy in front of the
+// same stdio echo child) only when the stdio variant is: each row's
+// comparison line is against that variant. Neither gets an @compare copy.
+// Their Bin is set once the driver has built minproxy.
 func withReference(vs []variant, on bool) []variant {
-	if !on || !slices.ContainsFunc(vs, func(v variant) bool { return v.Name == "HTTP" }) {
+	if !on {
 		return vs
 	}
-	return append(vs, variant{Name: referenceName, Ref: true})
+	has := func(name string) bool { return slices.ContainsFunc(vs, func(v variant) bool { return v.Name == name }) }
+	withHTTP, withStdio := has("HTTP"), has("stdio")
+	if withHTTP {
+		vs = append(vs, variant{Name: referenceName, Ref: true})
+	}
+	if withStdio {
+		vs = append(vs, variant{Name: stdioReferenceName, Ref: true, Stdio: true})
+	}
+	return vs
 }
 
 func must[T any](v T, err error) T {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -415,21 +416,24 @@ func TestReferenceRow(t *testing.T) {
 	}
 }
 
-// TestNoReference checks --reference=false (and a run without the HTTP
-// variant) plans no reference row, the default plans it once, last, with
-// no @compare copy, and a report without it prints neither its heading
-// nor the comparison line.
+// TestNoReference checks --reference=false (and a run without the HTTP or
+// the stdio variant) plans no reference row, the default plans each once,
+// last, HTTP first, with no @compare copy, and a report without one prints
+// neither its heading nor the comparison line.
 func TestNoReference(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want []string
 	}{
-		{nil, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", referenceName}},
+		{nil, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", referenceName, stdioReferenceName}},
 		{[]string{"--reference=false"}, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off"}},
 		{[]string{"--variants", "HTTP"}, []string{"HTTP", referenceName}},
 		{[]string{"--variants", "HTTP", "--reference=false"}, []string{"HTTP"}},
-		{[]string{"--variants", "stdio,HTTP stateless"}, []string{"HTTP stateless", "stdio"}},
+		{[]string{"--variants", "stdio,HTTP stateless"}, []string{"HTTP stateless", "stdio", stdioReferenceName}},
+		{[]string{"--variants", "stdio,HTTP"}, []string{"HTTP", "stdio", referenceName, stdioReferenceName}},
+		{[]string{"--variants", "stdio stateless,HTTP stateless"}, []string{"HTTP stateless", "stdio stateless"}},
+		{[]string{"--variants", "stdio", "--reference=false"}, []string{"stdio"}},
 		{[]string{"--variants", "HTTP", "--compare", "/bin/old"}, []string{"HTTP", "HTTP @compare", referenceName}},
 	} {
 		o, err := parseFlags(tc.args)
@@ -439,8 +443,8 @@ func TestNoReference(t *testing.T) {
 		}
 		var got []string
 		for _, v := range newPlan(o).variants {
-			if v.Ref != (v.Name == referenceName) {
-				t.Errorf("%q: variant %q has Ref %t", tc.args, v.Name, v.Ref)
+			if v.Ref != (v.Name == referenceName || v.Name == stdioReferenceName) || v.Ref && v.Stdio != (v.Name == stdioReferenceName) {
+				t.Errorf("%q: variant %q has Ref %t, Stdio %t", tc.args, v.Name, v.Ref, v.Stdio)
 			}
 			got = append(got, v.Name)
 		}
@@ -527,5 +531,189 @@ func TestShortenGenerics(t *testing.T) {
 	want := `  0.41s 25.15%  github.com/modelcontextprotocol/go-sdk/mcp.newServerMethodInfo[...].func2`
 	if got := shortenGenerics(in); got != want {
 		t.Errorf("shortenGenerics = %q, want %q", got, want)
+	}
+}
+
+// stdioReferenceCalls is made-up pairs for credgate's HTTP and stdio
+// variants and both reference rows, with every process's CPU. Direct: 10
+// calls in 10 ms, p50 0.1 ms, driver 0.2 ms CPU per call at 2 sessions.
+// Per call at 2 sessions (gateway / child / driver CPU):
+//
+//	HTTP                 0.4x  0.30 / -    / 0.25  60 KiB
+//	stdio                0.4x  0.20 / 0.15 / 0.10  40 KiB
+//	reference, HTTP      0.8x  0.10 / -    / 0.25  30 KiB
+//	reference, stdio     0.8x  0.05 / 0.15 / 0.10  10 KiB
+func stdioReferenceCalls() *callsData {
+	scs := []scenario{{name: "1x10", sessions: 1, calls: 10}, {name: "2x5", sessions: 2, calls: 5}}
+	direct := fakeLoad(10, 10*time.Millisecond, 100*time.Microsecond)
+	direct.driverCPU = 2 * time.Millisecond
+	pair := func(p50 time.Duration, elapsed time.Duration, cpu, child, driver time.Duration, allocKiB float64) [][]pairResult {
+		thr := fakeGateway(fakeLoad(10, elapsed, 0), cpu, 0, allocKiB*1024)
+		thr.childCPU, thr.driverCPU = child, driver
+		return [][]pairResult{
+			{{direct: direct, gw: fakeGateway(fakeLoad(10, time.Second, p50), time.Millisecond, 0, 0)}},
+			{{direct: direct, gw: thr}},
+		}
+	}
+	ms := time.Millisecond
+	return &callsData{
+		scenarios: scs,
+		variants: []variant{
+			{Name: "HTTP"}, {Name: "stdio", Stdio: true},
+			{Name: referenceName, Ref: true}, {Name: stdioReferenceName, Ref: true, Stdio: true},
+		},
+		pairs: [][][]pairResult{
+			pair(600*time.Microsecond, 25*ms, 3*ms, 0, 2500*time.Microsecond, 600),
+			pair(300*time.Microsecond, 25*ms, 2*ms, 1500*time.Microsecond, ms, 400),
+			pair(400*time.Microsecond, 12500*time.Microsecond, ms, 0, 2500*time.Microsecond, 300),
+			pair(200*time.Microsecond, 12500*time.Microsecond, ms/2, 1500*time.Microsecond, ms, 100),
+		},
+	}
+}
+
+// TestStdioReferenceRow checks the stdio reference row is printed after the
+// HTTP one under the one heading, is held to no goal, and is what credgate's
+// stdio variant is compared with (its own line after the HTTP one, and
+// vs_reference); and that every variant reports its upstream child's (stdio
+// only), the driver's and the total CPU per call beside the direct runs'
+// driver CPU, in the detail table and in --json.
+func TestStdioReferenceRow(t *testing.T) {
+	t.Parallel()
+	rep := &report{Calls: newCallsReport(stdioReferenceCalls())}
+	rep.evaluate()
+	for _, tg := range rep.Targets {
+		if strings.Contains(tg.Variant, "reference") {
+			t.Errorf("target %q of a reference row is evaluated: %+v", tg.Name, tg)
+		}
+	}
+	c := rep.Calls
+
+	type vs struct {
+		Reference                          string
+		CPU, Throughput, AddedP50Ms, Alloc float64
+	}
+	var gotVs []vs
+	for _, v := range c.Variants {
+		if x := v.VsReference; x != nil {
+			gotVs = append(gotVs, vs{x.Reference, round(x.CPUPerCallRatio), round(x.ThroughputRatio), round(x.AddedP50Ms), round(x.AllocRatio)})
+		}
+	}
+	wantVs := []vs{{referenceName, 3, 0.5, 0.2, 2}, {stdioReferenceName, 4, 0.5, 0.1, 4}}
+	if diff := cmp.Diff(wantVs, gotVs); diff != "" {
+		t.Errorf("vs_reference mismatch (-want +got):\n%s", diff)
+	}
+
+	var buf bytes.Buffer
+	c.writeText(&buf)
+	text := buf.String()
+	if !strings.Contains(text, "; driver CPU 0.200 ms / call at 2 sessions\n") {
+		t.Errorf("direct line lacks the driver's CPU:\n%s", text)
+	}
+	if n := strings.Count(text, "measured here, same run:"); n != 1 {
+		t.Errorf("%d reference headings, want 1:\n%s", n, text)
+	}
+	lines := "\n" +
+		"  credgate, HTTP vs " + referenceName + ", same run: CPU / call 3.00x, throughput 0.50x, added p50 +0.200 ms, allocated / call 2.00x\n" +
+		"  credgate, stdio vs " + stdioReferenceName + ", same run: CPU / call 4.00x, throughput 0.50x, added p50 +0.100 ms, allocated / call 4.00x\n"
+	if !strings.Contains(text, lines) {
+		t.Errorf("text lacks the comparison lines %q:\n%s", lines, text)
+	}
+	// The rows of both tables, as fields after the name: the targets
+	// table's first (values only for the references), then the details'.
+	rows := map[string][][]string{}
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		for _, name := range []string{"credgate, stdio", "HTTP", "stdio", referenceName, stdioReferenceName} {
+			if rest, ok := strings.CutPrefix(line, name+" "); ok && !strings.Contains(line, " vs ") {
+				rows[name] = append(rows[name], strings.Fields(rest))
+			}
+		}
+	}
+	target := func(name string) []string {
+		if len(rows[name]) == 0 {
+			return nil
+		}
+		return rows[name][0]
+	}
+	if diff := cmp.Diff([]string{"0.80x", "+0.100", "ms", "0.050", "ms", "-", "10.0", "KiB"}, target(stdioReferenceName)); diff != "" {
+		t.Errorf("stdio reference row mismatch (-want +got):\n%s", diff)
+	}
+	// The details: upstream child, driver, direct driver and total CPU per
+	// call follow the allocation at 1 session.
+	cpu := func(name string) []string {
+		rs := rows[name]
+		if len(rs) == 0 {
+			return nil
+		}
+		f := rs[len(rs)-1]
+		i := slices.Index(f, "KiB")
+		if i < 0 || i+9 > len(f) {
+			return f
+		}
+		return f[i+1 : i+9]
+	}
+	for name, want := range map[string][]string{
+		"HTTP":             {"-", "0.250", "ms", "0.200", "ms", "0.550", "ms", "0"},
+		"stdio":            {"0.150", "ms", "0.100", "ms", "0.200", "ms", "0.450", "ms"},
+		referenceName:      {"-", "0.250", "ms", "0.200", "ms", "0.350", "ms", "0"},
+		stdioReferenceName: {"0.150", "ms", "0.100", "ms", "0.200", "ms", "0.300", "ms"},
+	} {
+		if diff := cmp.Diff(want, cpu(name)); diff != "" {
+			t.Errorf("%s: details CPU mismatch (-want +got):\n%s", name, diff)
+		}
+	}
+
+	data, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var js struct {
+		Calls struct {
+			Direct struct {
+				Driver float64 `json:"driver_cpu_per_call_ms"`
+			} `json:"direct"`
+			Variants []struct {
+				Name        string   `json:"name"`
+				Child       *float64 `json:"upstream_child_cpu_per_call_ms"`
+				Driver      float64  `json:"driver_cpu_per_call_ms"`
+				Direct      float64  `json:"direct_driver_cpu_per_call_ms"`
+				Total       float64  `json:"total_cpu_per_call_ms"`
+				VsReference *struct {
+					Reference string `json:"reference"`
+				} `json:"vs_reference"`
+			} `json:"variants"`
+		} `json:"calls"`
+	}
+	if err := json.Unmarshal(data, &js); err != nil {
+		t.Fatal(err)
+	}
+	type jsRow struct {
+		Name                  string
+		Child                 string
+		Driver, Direct, Total float64
+		Vs                    string
+	}
+	var got []jsRow
+	for _, v := range js.Calls.Variants {
+		r := jsRow{Name: v.Name, Child: "absent", Driver: round(v.Driver), Direct: round(v.Direct), Total: round(v.Total)}
+		if v.Child != nil {
+			r.Child = fmt.Sprint(round(*v.Child))
+		}
+		if v.VsReference != nil {
+			r.Vs = v.VsReference.Reference
+		}
+		got = append(got, r)
+	}
+	want := []jsRow{
+		{"HTTP", "absent", 0.25, 0.2, 0.55, referenceName},
+		{"stdio", "0.15", 0.1, 0.2, 0.45, stdioReferenceName},
+		{referenceName, "absent", 0.25, 0.2, 0.35, ""},
+		{stdioReferenceName, "0.15", 0.1, 0.2, 0.3, ""},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("json variants mismatch (-want +got):\n%s", diff)
+	}
+	if d := round(js.Calls.Direct.Driver); d != 0.2 {
+		t.Errorf("direct driver_cpu_per_call_ms = %v, want 0.2", d)
 	}
 }

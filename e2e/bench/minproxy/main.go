@@ -10,13 +10,19 @@
 //
 //	minproxy serve --config FILE --listen ADDR [--log-level L]
 //
-// reads the first "url:" of FILE, logs {"message":"listening","addr":...},
-// and serves /mcp (proxied), /readyz, /health and /metrics
-// (go_memstats_alloc_bytes_total only).
+// reads the upstream from FILE (the first "url:", or with "transport:
+// stdio" the first "command:" and "env:"), logs
+// {"message":"listening","addr":...}, and serves /mcp (proxied), /readyz,
+// /health and /metrics (go_memstats_alloc_bytes_total only).
+//
+// An HTTP upstream is proxied request by request (proxy, below). A stdio
+// upstream is one child process that every agent session shares
+// (stdioProxy, stdio.go): the proxy initializes it once, rewrites each
+// request's JSON-RPC id to one of its own on the way in and back on the
+// way out, and answers each agent's initialize from the child's one answer.
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/rand"
 	"encoding/hex"
@@ -29,6 +35,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -57,18 +64,29 @@ func run(args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	target, err := upstreamURL(*config)
+	up, err := readConfig(*config)
 	if err != nil {
 		return err
 	}
-	p := &proxy{
-		target:   target,
-		sessions: map[string]string{},
-		client: &http.Client{Transport: &http.Transport{
-			MaxIdleConns:        1024,
-			MaxIdleConnsPerHost: 1024,
-			IdleConnTimeout:     90 * time.Second,
-		}},
+	var serve http.HandlerFunc
+	if up.transport == "stdio" {
+		sp, err := startStdio(up.command, up.env, os.Stderr)
+		if err != nil {
+			return err
+		}
+		defer sp.Close()
+		serve = sp.serve
+	} else {
+		p := &proxy{
+			target:   up.url,
+			sessions: map[string]string{},
+			client: &http.Client{Transport: &http.Transport{
+				MaxIdleConns:        1024,
+				MaxIdleConnsPerHost: 1024,
+				IdleConnTimeout:     90 * time.Second,
+			}},
+		}
+		serve = p.serve
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -77,7 +95,7 @@ func run(args []string) error {
 	line, _ := json.Marshal(map[string]string{"level": "info", "message": "listening", "addr": ln.Addr().String()})
 	fmt.Fprintf(os.Stderr, "%s\n", line)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/mcp", p.serve)
+	mux.HandleFunc("/mcp", serve)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, `{"status":"healthy","upstreams":{%q:{"status":"healthy","connected":true,"tools":1}}}`, upstreamName)
@@ -90,20 +108,93 @@ func run(args []string) error {
 	return http.Serve(ln, mux)
 }
 
-// upstreamURL is the first "url:" value of the config file.
-func upstreamURL(path string) (string, error) {
-	f, err := os.Open(path)
+// upstream is the part of a config file minproxy reads: the first value of
+// each key it knows, wherever it is. That is enough for the configs the
+// bench writes (writeEchoConfig), which have one upstream.
+type upstream struct {
+	transport string            // "stdio", or anything else for HTTP
+	url       string            // HTTP: the upstream's endpoint
+	command   string            // stdio: the executable, run without arguments
+	env       map[string]string // stdio: added to the child's environment
+}
+
+// readConfig reads the upstream of the config file at path. Values may be
+// double-quoted; env must be a flow map ({KEY: "1"}), as the bench writes it.
+func readConfig(path string) (upstream, error) {
+	var up upstream
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return up, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "url:"); ok {
-			return strings.TrimSpace(v), nil
+	seen := map[string]bool{}
+	for line := range strings.Lines(string(data)) {
+		key, val, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || seen[key] {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "transport", "url", "command":
+			if val, err = unquote(val); err != nil {
+				return up, fmt.Errorf("%s: %s: %w", path, key, err)
+			}
+		case "env":
+			if up.env, err = flowMap(val); err != nil {
+				return up, fmt.Errorf("%s: env: %w", path, err)
+			}
+		default:
+			continue
+		}
+		seen[key] = true
+		switch key {
+		case "transport":
+			up.transport = val
+		case "url":
+			up.url = val
+		case "command":
+			up.command = val
 		}
 	}
-	return "", fmt.Errorf("%s: no url: line (minproxy proxies HTTP upstreams only)", path)
+	if up.transport == "stdio" && up.command == "" {
+		return up, fmt.Errorf("%s: a stdio upstream needs a command: line", path)
+	}
+	if up.transport != "stdio" && up.url == "" {
+		return up, fmt.Errorf("%s: no url: line (and no transport: stdio)", path)
+	}
+	return up, nil
+}
+
+// unquote strips a value's double quotes, if it has them.
+func unquote(s string) (string, error) {
+	if !strings.HasPrefix(s, `"`) {
+		return s, nil
+	}
+	return strconv.Unquote(s)
+}
+
+// flowMap parses {K: V, K2: "V2"}, the one form of env the bench writes.
+func flowMap(s string) (map[string]string, error) {
+	inner, ok1 := strings.CutPrefix(s, "{")
+	inner, ok2 := strings.CutSuffix(inner, "}")
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("%q is not a flow map {KEY: \"value\"}", s)
+	}
+	m := map[string]string{}
+	for kv := range strings.SplitSeq(inner, ",") {
+		if strings.TrimSpace(kv) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, ":")
+		if !ok {
+			return nil, fmt.Errorf("%q: no colon", kv)
+		}
+		v, err := unquote(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", kv, err)
+		}
+		m[strings.TrimSpace(k)] = v
+	}
+	return m, nil
 }
 
 type proxy struct {

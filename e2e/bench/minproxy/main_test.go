@@ -105,22 +105,50 @@ func TestProxy(t *testing.T) {
 	}
 }
 
-// TestUpstreamURL reads the URL from a config shaped like the bench's.
-func TestUpstreamURL(t *testing.T) {
+// TestReadConfig reads the upstream from configs shaped like the bench's
+// (writeEchoConfig): an HTTP one, and a stdio one with a quoted command
+// and a flow-map env.
+func TestReadConfig(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "echo.yaml")
-	cfg := "listen: 127.0.0.1:0\nadmin:\n  pprof: true\nupstreams:\n  echo:\n    transport: streamable-http\n    url: http://127.0.0.1:9/mcp\n"
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := upstreamURL(path); err != nil || got != "http://127.0.0.1:9/mcp" {
-		t.Errorf("upstreamURL = %q, %v; want http://127.0.0.1:9/mcp", got, err)
-	}
-	stdio := filepath.Join(t.TempDir(), "stdio.yaml")
-	if err := os.WriteFile(stdio, []byte("upstreams:\n  echo:\n    transport: stdio\n    command: x\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := upstreamURL(stdio); err == nil {
-		t.Error("upstreamURL of a stdio config: no error")
+	for _, tc := range []struct {
+		name, cfg string
+		want      upstream
+		err       bool
+	}{
+		{
+			name: "HTTP",
+			cfg:  "listen: 127.0.0.1:0\nadmin:\n  pprof: true\nupstreams:\n  echo:\n    transport: streamable-http\n    url: http://127.0.0.1:9/mcp\n",
+			want: upstream{transport: "streamable-http", url: "http://127.0.0.1:9/mcp"},
+		},
+		{
+			name: "stdio",
+			cfg:  "listen: 127.0.0.1:0\nupstreams:\n  echo:\n    transport: stdio\n    command: \"/path with space/bench\"\n    env: {CREDGATE_BENCH_STDIO: \"1\", B: x}\n",
+			want: upstream{transport: "stdio", command: "/path with space/bench", env: map[string]string{"CREDGATE_BENCH_STDIO": "1", "B": "x"}},
+		},
+		{name: "stdio without command", cfg: "upstreams:\n  echo:\n    transport: stdio\n", err: true},
+		{name: "env not a flow map", cfg: "upstreams:\n  echo:\n    transport: stdio\n    command: x\n    env:\n      A: b\n", err: true},
+		{name: "env without its brace", cfg: "upstreams:\n  echo:\n    transport: stdio\n    command: x\n    env: A: b}\n", err: true},
+		{name: "nothing", cfg: "listen: 127.0.0.1:0\n", err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "echo.yaml")
+			if err := os.WriteFile(path, []byte(tc.cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := readConfig(path)
+			if tc.err {
+				if err == nil {
+					t.Errorf("readConfig = %+v, want an error", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(upstream{})); diff != "" {
+				t.Errorf("config mismatch (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
