@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -280,5 +282,73 @@ func TestRawCallSeeOtherRunsOnce(t *testing.T) {
 	}
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("the upstream got the call %d times; want once", n)
+	}
+}
+
+// TestRedirectElsewhereGetsNoCredential: an upstream that redirects to
+// another host does not get the upstream's credential or configured
+// headers sent there, on either path (http.Client keeps Authorization on
+// a redirect only to the same host or a subdomain; the transport added its
+// headers back on every hop). A redirect on the same host keeps them.
+func TestRedirectElsewhereGetsNoCredential(t *testing.T) {
+	t.Parallel()
+	const token, key = "redirect-token-0123456789abcdef", "redirect-key-0123456789abcdef"
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path=%v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
+			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "here"}}}, nil
+			})
+			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+			var mu sync.Mutex
+			got := map[string]map[string]bool{} // host -> the Authorization and X-Key pairs that arrived there
+			mux := http.NewServeMux()
+			mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
+				host, _, _ := net.SplitHostPort(r.Host)
+				mu.Lock()
+				if got[host] == nil {
+					got[host] = map[string]bool{}
+				}
+				got[host][r.Header.Get("Authorization")+"|"+r.Header.Get("X-Key")] = true
+				mu.Unlock()
+				sdk.ServeHTTP(w, r)
+			})
+			var port string
+			mux.HandleFunc("/same", func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "/mcp", http.StatusTemporaryRedirect)
+			})
+			mux.HandleFunc("/away", func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, "http://localhost:"+port+"/mcp", http.StatusTemporaryRedirect)
+			})
+			hs := httptest.NewServer(mux)
+			t.Cleanup(hs.Close)
+			_, port, _ = net.SplitHostPort(hs.Listener.Addr().String())
+			g := newTestGateway(t, ctx, fmt.Sprintf(`fast_path: %v
+credentials:
+  tok: {source: {value: %s}}
+upstreams:
+  same: {url: %s/same, credential: tok, headers: {X-Key: %s}}
+  away: {url: %s/away, credential: tok, headers: {X-Key: %s}}
+`, fast, token, hs.URL, key, hs.URL, key))
+			a := newRawAgent(t, ctx, g)
+			for _, name := range []string{"same__echo", "away__echo"} {
+				resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"`+name+`","arguments":{}}}`)
+				if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"here"`) {
+					t.Errorf("%s: %s; want the tool's answer", name, got)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			want := "Bearer " + token + "|" + key
+			if len(got["127.0.0.1"]) != 1 || !got["127.0.0.1"][want] {
+				t.Errorf("the upstream's own host got %v; want every request with the credential and header", got["127.0.0.1"])
+			}
+			if len(got["localhost"]) != 1 || !got["localhost"]["|"] {
+				t.Errorf("the redirect's other host got %v; want neither the credential nor the header", got["localhost"])
+			}
+		})
 	}
 }

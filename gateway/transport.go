@@ -47,6 +47,9 @@ type httpTransport struct {
 	creds *upstream
 	// trace carries the call's trace context in headers when tracing is on.
 	trace *Server
+	// host is the upstream url's host name, lower case: where the headers
+	// and the credential go (trusted); "" sends them everywhere.
+	host string
 }
 
 // newPool returns the connection pool shared by a gateway's HTTP upstreams.
@@ -71,6 +74,25 @@ func newHTTPTransport(base http.RoundTripper, headers map[string]string, notes *
 }
 
 func (t *httpTransport) client() *http.Client { return &http.Client{Transport: t} }
+
+// trusted reports whether a request to u may carry the upstream's
+// configured headers and credential: u's host is the upstream url's or a
+// subdomain of it, whatever the port. That is the rule by which
+// http.Client keeps Authorization and cookies on a redirect; this
+// transport adds its headers on every hop the client follows, so it keeps
+// them off a redirect elsewhere itself (as curl does without
+// --location-trusted). Such a hop is sent without them.
+func (t *httpTransport) trusted(u *url.URL) bool {
+	if t.host == "" {
+		return true
+	}
+	h := strings.ToLower(u.Hostname())
+	if h == t.host {
+		return true
+	}
+	// An IPv6 address (or zone) is never a subdomain.
+	return !strings.ContainsAny(h, ":%") && strings.HasSuffix(h, "."+t.host)
+}
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -149,7 +171,8 @@ func (t *httpTransport) rawRoundTrip(req *http.Request) (*http.Response, error) 
 }
 
 func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*http.Response, error) {
-	cloned := len(t.headers) > 0
+	trusted := t.trusted(req.URL)
+	cloned := len(t.headers) > 0 && trusted
 	if cloned {
 		req = req.Clone(req.Context())
 		for k, v := range t.headers {
@@ -163,7 +186,7 @@ func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*h
 		}
 		t.trace.injectTrace(req.Context(), req.Header)
 	}
-	if t.creds != nil {
+	if t.creds != nil && trusted {
 		var err error
 		if req, err = t.creds.injectCredential(req, cloned); err != nil {
 			return nil, err // nothing was sent
@@ -173,7 +196,7 @@ func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*h
 	if err != nil {
 		return nil, err
 	}
-	if resp.StatusCode == http.StatusUnauthorized && t.creds != nil {
+	if resp.StatusCode == http.StatusUnauthorized && t.creds != nil && trusted {
 		// Hold other calls with this value at once, until this call's
 		// renewal is done (issue 7; see hold).
 		if cc := callCredFrom(req.Context()); cc != nil {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,6 +160,9 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 		u.http.sync = gw.syncPool
 		u.http.limit = u.limit
 		u.http.trace = gw
+		if pu, err := url.Parse(cfg.URL); err == nil {
+			u.http.host = strings.ToLower(pu.Hostname())
+		}
 	}
 	u.initCredSessions(creds)
 	if u.http != nil && len(u.cfg.boundCredentials(creds)) > 0 {
