@@ -129,13 +129,13 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			raw = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
 				// The fast path's upstream half (issue 12): the request
 				// sent by the gateway itself, on an HTTP upstream's shared
-				// session (rawcall.go). A stdio upstream's calls stay with
-				// the SDK's client on credgate's own connection
-				// (stdioconn.go): its raw call (stdioCallTool) saved little
-				// CPU and made the conformance suite's elicitation and
-				// sampling scenarios fail about one run in three.
+				// session (rawcall.go) or on a stdio child's connection
+				// (stdioconn.go), whose answers, and whatever the child
+				// sends before them, the SDK's reading goroutine reads.
 				if u.rawEligible(cs, params) {
 					res, err = u.rawCallTool(ctx, cs, params)
+				} else if c := u.stdioConn(cs); c != nil && g.config().fastPath() && params.GetProgressToken() == nil {
+					res, err = u.stdioCallTool(ctx, c, cs, params)
 				} else {
 					res, err = cs.CallTool(ctx, params)
 				}
