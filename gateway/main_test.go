@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 	case reloadUpstreamMode:
 		reloadUpstream()
 		os.Exit(0)
+	case raw2026Mode:
+		raw2026Upstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)

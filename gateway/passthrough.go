@@ -45,7 +45,8 @@ func isPassMark(c []mcp.Content) bool {
 
 // passWire is what a result passed through may hold: anything else (an
 // error, _meta, a 2026-07-28 field, content of another type, an unknown
-// key, a value of the wrong type) has it decoded in full.
+// key, a value of the wrong type) has it decoded in full. A 2026-07-28
+// upstream's result is taken to this shape first (completeFor2025).
 type passWire struct {
 	Content           []passText      `json:"content"`
 	StructuredContent json.RawMessage `json:"structuredContent"`
@@ -65,8 +66,13 @@ const passFlags = json.DisallowUnknownFields | json.DontMatchCaseInsensitiveStru
 // cs, or nil if it must be decoded: see passWire, and no configured secret
 // may be in it, as redactResult would take it out.
 func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mcp.CallToolResult {
-	if u.cfg.ClassifyResults || (cs != nil && newProtocol(cs)) || !g.secretFree(raw) || !wireClean(raw) {
+	if u.cfg.ClassifyResults || !g.secretFree(raw) || !wireClean(raw) {
 		return nil
+	}
+	if cs != nil && newProtocol(cs) {
+		if raw = completeFor2025(raw); raw == nil {
+			return nil
+		}
 	}
 	var w passWire
 	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil || (w.IsError != nil && string(w.IsError) != "false") {
@@ -89,6 +95,50 @@ func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mc
 		raw = b.Bytes()
 	}
 	return &mcp.CallToolResult{Content: passMark(), StructuredContent: &passRaw{raw: raw}}
+}
+
+// passWire2026 is a 2026-07-28 upstream's result as passThrough takes it:
+// passWire's fields, its hop-local _meta and its resultType.
+type passWire2026 struct {
+	Meta              map[string]json.RawMessage `json:"_meta"`
+	Content           json.RawMessage            `json:"content"`
+	StructuredContent json.RawMessage            `json:"structuredContent"`
+	IsError           json.RawMessage            `json:"isError"`
+	ResultType        json.RawMessage            `json:"resultType"`
+}
+
+// completeFor2025 returns raw, a 2026-07-28 upstream's result, as an agent
+// older than that protocol gets it (what classifyOutcome and
+// resultForAgent leave of it): without resultType, which must say
+// "complete" (an input round is decoded in full), and without _meta, whose
+// keys must all be the upstream SDK's own (io.modelcontextprotocol/...:
+// its server info, dropped for every agent). Anything else returns nil:
+// the result is decoded.
+func completeFor2025(raw []byte) []byte {
+	var w passWire2026
+	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil {
+		return nil
+	}
+	if w.ResultType != nil && string(w.ResultType) != `"complete"` {
+		return nil
+	}
+	for k := range w.Meta {
+		if !strings.HasPrefix(k, reservedMetaPrefix) {
+			return nil
+		}
+	}
+	out := make([]byte, 0, len(raw))
+	out = append(out, `{"content":`...)
+	out = append(out, w.Content...)
+	if w.StructuredContent != nil {
+		out = append(out, `,"structuredContent":`...)
+		out = append(out, w.StructuredContent...)
+	}
+	if w.IsError != nil {
+		out = append(out, `,"isError":`...)
+		out = append(out, w.IsError...)
+	}
+	return append(out, '}')
 }
 
 // wireClean reports whether raw is text the SDK's encoder would write as

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -282,6 +283,117 @@ func TestLogMessageSecretsRedacted(t *testing.T) {
 			if bytes.Contains(b, []byte(tc.secret)) {
 				t.Errorf("fast_path %v: the secret reached the agent in a log message: %s", fast, b)
 			}
+		}
+	}
+}
+
+// raw2026Mode makes the test binary a raw 2026-07-28 stdio upstream
+// (raw2026Upstream).
+const raw2026Mode = "raw2026"
+
+// raw2026Results are the results of raw2026Upstream's tool x, as written,
+// by the call's text argument.
+var raw2026Results = map[string]string{
+	"plain":              `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"r","version":"1"}},"content":[{"text":"plain answer","type":"text"}],"resultType":"complete"}`,
+	"structured":         `{"resultType":"complete","structuredContent":{"b":1,"a":[2]},"content":[{"type":"text","text":"s"}]}`,
+	"no resultType":      `{"content":[{"type":"text","text":"bare"}]}`,
+	"isError false":      `{"content":[{"type":"text","text":"x"}],"isError":false,"resultType":"complete"}`,
+	"tool error":         `{"content":[{"type":"text","text":"it broke"}],"isError":true,"resultType":"complete"}`,
+	"user _meta":         `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"r"},"dev.example/k":"v"},"content":[{"type":"text","text":"m"}],"resultType":"complete"}`,
+	"other resultType":   `{"content":[{"type":"text","text":"x"}],"resultType":"something_else"}`,
+	"unknown key":        `{"content":[{"type":"text","text":"x"}],"resultType":"complete","extra":1}`,
+	"image":              `{"content":[{"type":"image","data":"aGVsbG8=","mimeType":"image/png"}],"resultType":"complete"}`,
+	"null content":       `{"content":null,"resultType":"complete"}`,
+	"null structured":    `{"content":[{"type":"text","text":"x"}],"structuredContent":null,"resultType":"complete"}`,
+	"secret":             `{"content":[{"type":"text","text":"token ` + passSecret + `"}],"resultType":"complete"}`,
+	"secret in _meta":    `{"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"` + passSecret + `"}},"content":[{"type":"text","text":"x"}],"resultType":"complete"}`,
+	"meta not an object": `{"_meta":5,"content":[{"type":"text","text":"x"}],"resultType":"complete"}`,
+}
+
+// raw2026Passed are the results of raw2026Results the fast path passes
+// through, as the agent gets them: the upstream's bytes of content and
+// structured content (key order kept), without resultType and the
+// upstream SDK's own _meta.
+var raw2026Passed = map[string]string{
+	"plain":         `{"content":[{"text":"plain answer","type":"text"}]}`,
+	"structured":    `{"content":[{"type":"text","text":"s"}],"structuredContent":{"b":1,"a":[2]}}`,
+	"no resultType": `{"content":[{"type":"text","text":"bare"}]}`,
+	"isError false": `{"content":[{"type":"text","text":"x"}],"isError":false}`,
+}
+
+// raw2026Upstream serves a 2026-07-28 MCP server over stdio (server/discover,
+// no initialize) with one tool, x, answering raw2026Results[text].
+func raw2026Upstream() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	for in.Scan() {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Arguments struct{ Text string } `json:"arguments"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
+			continue
+		}
+		var result string
+		switch req.Method {
+		case "server/discover":
+			result = `{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}},"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"raw2026","version":"1"}}}`
+		case "tools/list":
+			result = `{"resultType":"complete","tools":[{"name":"x","inputSchema":{"type":"object"}}]}`
+		case "tools/call":
+			result = raw2026Results[req.Params.Arguments.Text]
+		}
+		if result == "" {
+			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
+			continue
+		}
+		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+	}
+}
+
+// TestPassThrough2026Upstream: a 2026-07-28 upstream's plain result reaches
+// an older agent without being decoded (its bytes, less resultType and the
+// upstream SDK's own _meta), and every result reads the same as on the
+// SDK's path, the configured secret in none.
+func TestPassThrough2026Upstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var agents [2]*rawAgent
+	for i, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s, TOKEN: %s}}\n", fast, self, rawUpstreamEnv, raw2026Mode, passSecret))
+		if v := g.ups()[0].current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
+			t.Fatalf("the upstream speaks %s; the test needs %s", v, protocol20260728)
+		}
+		agents[i] = newRawAgent(t, ctx, g)
+	}
+	for name := range raw2026Results {
+		call := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__x","arguments":{"text":%q}}}`, name)
+		var results [2]string
+		for i, a := range agents {
+			r, b := a.post(ctx, call)
+			if bytes.Contains(b, []byte(passSecret)) {
+				t.Errorf("%s, fast_path %v: the secret reached the agent: %s", name, i == 0, b)
+			}
+			if bytes.Contains(b, []byte(`"resultType":`)) || bytes.Contains(b, []byte(`"io.modelcontextprotocol/`)) {
+				t.Errorf("%s, fast_path %v: a 2026-07-28 field reached a 2025-11-25 agent: %s", name, i == 0, b)
+			}
+			results[i] = normalResult(t, r, b)
+			if want, ok := raw2026Passed[name]; ok && i == 0 {
+				if got := resultBytes(t, b); got != want {
+					t.Errorf("%s: fast path result %s; want it passed through as %s", name, got, want)
+				}
+			}
+		}
+		if results[0] != results[1] {
+			t.Errorf("%s: fast path result %s; SDK path %s", name, results[0], results[1])
 		}
 	}
 }

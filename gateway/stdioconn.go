@@ -500,6 +500,11 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 	if len(result) == 0 {
 		return nil, errors.New("tools/call: the answer has neither a result nor an error")
 	}
+	if fastStreamFrom(ctx) != nil {
+		if res := u.gw.passThrough(u, cs, result); res != nil {
+			return res, nil // the fast path's writer sends its bytes
+		}
+	}
 	// The SDK's own decoding, without encoding/json's validating pass
 	// first: the bytes are one JSON value, the message's decoder saw to it.
 	var res mcp.CallToolResult
