@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	case raw2026Mode:
 		raw2026Upstream()
 		os.Exit(0)
+	case stallUpstreamMode:
+		stallUpstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)

@@ -394,7 +394,11 @@ func (c *stdioConn) call(ctx context.Context, method string, params json.RawMess
 		if !c.forget(n) {
 			return rawResult(<-ch) // answered meanwhile
 		}
-		c.cancelled(n, context.Cause(ctx))
+		// Off the caller's return path, as the SDK's client sends it (go-sdk
+		// issue 1150): a child that stopped reading its stdin, behind another
+		// request's write, would hold the call past its timeout. The write
+		// ends when the child reads or the connection closes.
+		go c.cancelled(n, context.Cause(ctx))
 		return nil, ctx.Err()
 	case <-c.readDone:
 		select {
@@ -493,7 +497,7 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 	result, err := c.call(ctx, "tools/call", body)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("tools/call: %w", ctx.Err())
+			return nil, ctx.Err() // as the SDK's client returns it (and rawCallTool)
 		}
 		return nil, err
 	}

@@ -1,0 +1,163 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stallUpstreamMode makes the test binary a raw 2025-11-25 stdio upstream
+// (stallUpstream) that stops reading its stdin during a call.
+const stallUpstreamMode = "stall"
+
+// stallUpstream answers initialize and tools/list, and tools/call of any
+// tool with "ok", except stall: it says "stalled" on stderr and reads
+// nothing more (its stdin pipe fills) until the file named in its file
+// argument exists, and never answers that call.
+func stallUpstream() {
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	for {
+		line, err := in.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Name      string `json:"name"`
+				Arguments struct {
+					File string `json:"file"`
+				} `json:"arguments"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(line, &req) != nil || req.ID == nil {
+			continue
+		}
+		var result string
+		switch req.Method {
+		case "initialize":
+			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"stall","version":"1"}}`
+		case "tools/list":
+			result = `{"tools":[{"name":"stall","inputSchema":{"type":"object"}},{"name":"x","inputSchema":{"type":"object"}}]}`
+		case "tools/call":
+			if req.Params.Name == "stall" {
+				fmt.Fprintln(os.Stderr, "stalled")
+				for {
+					if _, err := os.Stat(req.Params.Arguments.File); err == nil {
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				continue
+			}
+			result = `{"content":[{"type":"text","text":"ok"}]}`
+		case "ping":
+			result = `{}`
+		default:
+			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
+			continue
+		}
+		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+	}
+}
+
+// TestStdioTimeoutWhileChildStalls: a call to a stdio child that stopped
+// reading its stdin ends at the upstream's timeout with the typed timeout
+// failure, also while another call's request fills the pipe to the child,
+// on both paths. The SDK's client sends the call's notifications/cancelled
+// off the caller's return path (go-sdk issue 1150); stdioConn.call sent it
+// inline, waiting behind the blocked write, so the call ran past its
+// timeout until the child read again.
+func TestStdioTimeoutWhileChildStalls(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			const timeout = 2 * time.Second
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, timeout: %s, env: {%s: %s}}\n", fast, self, timeout, rawUpstreamEnv, stallUpstreamMode))
+			u := g.upstream("a")
+			if u.session.Load() == nil {
+				t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
+			}
+			child := u.childOutput()
+			a, b := newRawAgent(t, ctx, g), newRawAgent(t, ctx, g)
+			release := t.TempDir() + "/release"
+			defer func() { _ = os.WriteFile(release, nil, 0o600) }() // the child reads again: the big call's write ends
+
+			stalled := make(chan string, 1)
+			go func() {
+				r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__stall","arguments":{"file":%q}}}`, release))
+				stalled <- mustJSON(t, answer(t, r, body))
+			}()
+			waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "stalled") })
+			// A request larger than the pipe's buffer, sent well within the
+			// stalled call's timeout: its write waits for the child to read.
+			big := make(chan struct{})
+			go func() {
+				defer close(big)
+				b.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__x","arguments":{"pad":%q}}}`, strings.Repeat("p", 256<<10)))
+			}()
+			done := false
+			select {
+			case got := <-stalled:
+				done = true
+				if !strings.Contains(got, `"type":"timeout"`) {
+					t.Errorf("the stalled call answered %s; want the typed timeout", got)
+				}
+			case <-time.After(timeout + 5*time.Second):
+				t.Errorf("the stalled call did not end at its %s timeout (waited %s) while another call's request filled the child's pipe", timeout, timeout+5*time.Second)
+			}
+			_ = os.WriteFile(release, nil, 0o600)
+			<-big
+			if !done {
+				<-stalled
+			}
+		})
+	}
+}
+
+// TestStdioCancelSameAnswer: an agent cancelling its call to a stdio child
+// stops the tool (the child reads the cancellation for the id it was
+// sent), and the call's answer reads as on the SDK's path, the bare
+// context error, as rawCallTool returns it for an HTTP upstream.
+func TestStdioCancelSameAnswer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answers [2]string
+	for i, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		child := g.upstream("a").childOutput()
+		a := newRawAgent(t, ctx, g)
+		done := make(chan string, 1)
+		go func() {
+			r, body := a.post(ctx, `{"jsonrpc":"2.0","id":"w1","method":"tools/call","params":{"name":"a__wait","arguments":{}}}`)
+			done <- mustJSON(t, answer(t, r, body))
+		}()
+		waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "wait: started") })
+		if r, body := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"w1","reason":"no longer needed"}}`); r.StatusCode != 202 {
+			t.Fatalf("fast_path %v: the cancellation got %d %q", fast, r.StatusCode, body)
+		}
+		waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "wait: cancelled") })
+		answers[i] = <-done
+	}
+	if answers[0] != answers[1] {
+		t.Errorf("the cancelled call's answer:\nfast path: %s\nSDK path:  %s", answers[0], answers[1])
+	}
+}
