@@ -23,11 +23,7 @@ import (
 // open until the request ends or release is closed.
 func lingeringUpstream(t *testing.T, answer func(id json.RawMessage) string, release <-chan struct{}) string {
 	t.Helper()
-	s := mcp.NewServer(&mcp.Implementation{Name: "l", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
-	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	sdk := echoHandler("l", "sdk", nil)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		var m struct {
@@ -129,12 +125,7 @@ func TestRawCallFollowsRedirect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	var runs atomic.Int32
-	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		runs.Add(1)
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "moved"}}}, nil
-	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	sdk := echoHandler("r", "moved", &runs)
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", sdk)
 	mux.HandleFunc("/old", func(w http.ResponseWriter, r *http.Request) {
@@ -165,11 +156,7 @@ func TestRawCallURLUserInfo(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "b", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "in"}}}, nil
-	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	sdk := echoHandler("b", "in", nil)
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if user, pw, ok := r.BasicAuth(); !ok || user != "agent" || pw != "hunter2-secret" {
 			http.Error(w, "who are you", http.StatusUnauthorized)
@@ -194,11 +181,7 @@ func TestRawCallResumeFollowsRedirect(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
-	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	sdk := echoHandler("r", "sdk", nil)
 	var callID atomic.Value // the raw call's id, as JSON
 	mux := http.NewServeMux()
 	mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
@@ -242,11 +225,7 @@ func TestRawCallSeeOtherRunsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
-	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sdk"}}}, nil
-	})
-	sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	sdk := echoHandler("r", "sdk", nil)
 	var runs atomic.Int32
 	mux := http.NewServeMux()
 	mux.HandleFunc("/mcp", func(w http.ResponseWriter, r *http.Request) {
@@ -298,11 +277,7 @@ func TestRedirectElsewhereGetsNoCredential(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			s := mcp.NewServer(&mcp.Implementation{Name: "r", Version: "1"}, nil)
-			s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-				return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "here"}}}, nil
-			})
-			sdk := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+			sdk := echoHandler("r", "here", nil)
 			var mu sync.Mutex
 			got := map[string]map[string]bool{} // host -> the Authorization and X-Key pairs that arrived there
 			mux := http.NewServeMux()
@@ -351,4 +326,17 @@ upstreams:
 			}
 		})
 	}
+}
+
+// echoHandler serves, over streamable HTTP, an MCP server named name whose
+// tool echo answers text, counting its runs in runs if not nil.
+func echoHandler(name, text string, runs *atomic.Int32) http.Handler {
+	s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if runs != nil {
+			runs.Add(1)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil
+	})
+	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
 }
