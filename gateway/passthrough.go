@@ -100,20 +100,27 @@ func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mc
 // passWire2026 is a 2026-07-28 upstream's result as passThrough takes it:
 // passWire's fields, its hop-local _meta and its resultType.
 type passWire2026 struct {
-	Meta              map[string]json.RawMessage `json:"_meta"`
-	Content           json.RawMessage            `json:"content"`
-	StructuredContent json.RawMessage            `json:"structuredContent"`
-	IsError           json.RawMessage            `json:"isError"`
-	ResultType        json.RawMessage            `json:"resultType"`
+	Meta              *passMeta2026   `json:"_meta"`
+	Content           json.RawMessage `json:"content"`
+	StructuredContent json.RawMessage `json:"structuredContent"`
+	IsError           json.RawMessage `json:"isError"`
+	ResultType        json.RawMessage `json:"resultType"`
+}
+
+// passMeta2026 is the _meta a passed 2026-07-28 result may have: the
+// upstream SDK's server info, which classifyOutcome drops for every agent
+// (hopLocalStripped). Any other key, its own io.modelcontextprotocol/ ones
+// included, has the result decoded (a struct, not a map: no allocation).
+type passMeta2026 struct {
+	ServerInfo json.RawMessage `json:"io.modelcontextprotocol/serverInfo"`
 }
 
 // completeFor2025 returns raw, a 2026-07-28 upstream's result, as an agent
 // older than that protocol gets it (what classifyOutcome and
 // resultForAgent leave of it): without resultType, which must say
-// "complete" (an input round is decoded in full), and without _meta, whose
-// keys must all be the upstream SDK's own (io.modelcontextprotocol/...:
-// its server info, dropped for every agent). Anything else returns nil:
-// the result is decoded.
+// "complete" (an input round is decoded in full), and without _meta, which
+// may hold only the upstream SDK's server info (passMeta2026). Anything
+// else returns nil: the result is decoded.
 func completeFor2025(raw []byte) []byte {
 	var w passWire2026
 	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil {
@@ -121,11 +128,6 @@ func completeFor2025(raw []byte) []byte {
 	}
 	if w.ResultType != nil && string(w.ResultType) != `"complete"` {
 		return nil
-	}
-	for k := range w.Meta {
-		if !strings.HasPrefix(k, reservedMetaPrefix) {
-			return nil
-		}
 	}
 	out := make([]byte, 0, len(raw))
 	out = append(out, `{"content":`...)
