@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +68,7 @@ type stdioConn struct {
 
 	metaOnce sync.Once
 	meta     map[string]json.RawMessage // see requestMeta
+	metaJSON []byte                     // meta as a member of an object: `"_meta":{...},`, or nothing
 }
 
 func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdioConn {
@@ -474,25 +477,12 @@ func appendJSONString(b []byte, s string) []byte {
 // carry a progress token: progress and log messages come on the connection
 // the SDK reads, to the client's handlers, as for the SDK's own calls.
 func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.ClientSession, params *mcp.CallToolParams) (*mcp.CallToolResult, error) {
-	p := *params
-	if p.Arguments == nil {
-		p.Arguments = map[string]any{} // as the SDK sends it
-	}
-	if meta := c.requestMeta(cs); len(meta) > 0 {
-		m := make(mcp.Meta, len(p.Meta)+len(meta))
-		for k, v := range p.Meta {
-			m[k] = v
+	body := c.plainCall(cs, params)
+	if body == nil {
+		var err error
+		if body, err = c.encodeCall(cs, params); err != nil {
+			return nil, fmt.Errorf("tools/call: %w", err)
 		}
-		for k, v := range meta {
-			if _, ok := m[k]; !ok {
-				m[k] = v
-			}
-		}
-		p.Meta = m
-	}
-	body, err := json.Marshal(&p)
-	if err != nil {
-		return nil, fmt.Errorf("tools/call: %w", err)
 	}
 	result, err := c.call(ctx, "tools/call", body)
 	if err != nil {
@@ -518,12 +508,71 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 	return &res, nil
 }
 
+// encodeCall returns the params of a tools/call as the SDK's client would
+// send them on cs: the arguments never null, the 2026-07-28 per-request
+// _meta added to the call's own (requestMeta).
+func (c *stdioConn) encodeCall(cs *mcp.ClientSession, params *mcp.CallToolParams) ([]byte, error) {
+	p := *params
+	if p.Arguments == nil {
+		p.Arguments = map[string]any{} // as the SDK sends it
+	}
+	if meta := c.requestMeta(cs); len(meta) > 0 {
+		m := make(mcp.Meta, len(p.Meta)+len(meta))
+		for k, v := range p.Meta {
+			m[k] = v
+		}
+		for k, v := range meta {
+			if _, ok := m[k]; !ok {
+				m[k] = v
+			}
+		}
+		p.Meta = m
+	}
+	return json.Marshal(&p)
+}
+
+// plainCall is encodeCall for the common call, written without encoding
+// the params' types: no _meta of its own, no input responses, and the
+// arguments as the agent sent them (JSON, already checked when the
+// agent's request was read) or none. It returns nil for any other call.
+func (c *stdioConn) plainCall(cs *mcp.ClientSession, params *mcp.CallToolParams) []byte {
+	if len(params.Meta) > 0 || params.InputResponses != nil || params.RequestState != "" {
+		return nil
+	}
+	args := []byte("{}")
+	switch a := params.Arguments.(type) {
+	case nil:
+	case json.RawMessage:
+		t := bytes.TrimSpace(a)
+		if len(t) > 0 && (t[0] != '{' || bytes.ContainsAny(t, "\r\n")) {
+			// Not an object, or one spanning lines (which the child's
+			// line framing cannot carry): encoded as the SDK would.
+			return nil
+		}
+		if len(t) > 0 {
+			args = t
+		}
+	default:
+		return nil
+	}
+	c.requestMeta(cs)
+	b := make([]byte, 0, len(c.metaJSON)+len(params.Name)+len(args)+32)
+	b = append(b, '{')
+	b = append(b, c.metaJSON...)
+	b = append(b, `"name":`...)
+	b = appendJSONString(b, params.Name)
+	b = append(b, `,"arguments":`...)
+	b = append(b, args...)
+	return append(b, '}')
+}
+
 // requestMeta returns the _meta keys the SDK's client adds to every request
 // of cs (2026-07-28, SEP-2575: protocol version, client info and
 // capabilities; none before), encoded. They are fixed for the session, so
 // they are taken from the SDK (PrepareToolCall) once and kept.
 func (c *stdioConn) requestMeta(cs *mcp.ClientSession) map[string]json.RawMessage {
 	c.metaOnce.Do(func() {
+		defer func() { c.metaJSON = metaMember(c.meta) }()
 		p, _ := cs.PrepareToolCall(&mcp.CallToolParams{})
 		for _, k := range []string{mcp.MetaKeyProtocolVersion, mcp.MetaKeyClientInfo, mcp.MetaKeyClientCapabilities} {
 			if v, ok := p.Meta[k]; ok {
@@ -537,4 +586,22 @@ func (c *stdioConn) requestMeta(cs *mcp.ClientSession) map[string]json.RawMessag
 		}
 	})
 	return c.meta
+}
+
+// metaMember returns meta written as the first member of a JSON object
+// (`"_meta":{...},`, keys in order), or nil for none.
+func metaMember(meta map[string]json.RawMessage) []byte {
+	if len(meta) == 0 {
+		return nil
+	}
+	b := []byte(`"_meta":{`)
+	for i, k := range slices.Sorted(maps.Keys(meta)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = append(b, meta[k]...)
+	}
+	return append(b, "},"...)
 }

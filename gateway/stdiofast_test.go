@@ -161,3 +161,54 @@ func TestStdioCancelSameAnswer(t *testing.T) {
 		t.Errorf("the cancelled call's answer:\nfast path: %s\nSDK path:  %s", answers[0], answers[1])
 	}
 }
+
+// TestStdioCallArgumentsAsSent: the stdio fast path writes the child's
+// tools/call itself (plainCall); arguments spanning lines, escaped, empty,
+// missing, null, not an object, or with _meta of the agent's own reach the
+// child as the SDK's client sends them, and the answers are the SDK path's.
+func TestStdioCallArgumentsAsSent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := []string{
+		`{"name":"a__echo","arguments":{"text":"plain"}}`,
+		"{\"name\":\"a__echo\",\"arguments\":{\n  \"text\": \"two\\nlines\"\r\n}}",
+		`{"name":"a__echo","arguments":{"text":"a\u003cb \"q\" é"}}`,
+		`{"name":"a__echo","arguments":{}}`,
+		`{"name":"a__echo"}`,
+		`{"name":"a__echo","arguments":null}`,
+		`{"name":"a__echo","arguments":[1]}`,
+		`{"name":"a__echo","arguments":"text"}`,
+		`{"name":"a__echo","arguments":{"text":"meta"},"_meta":{"dev.example/k":"v"}}`,
+	}
+	var answers [2][]string
+	for i, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		a := newRawAgent(t, ctx, g)
+		for n, params := range calls {
+			r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}`, n, params))
+			answers[i] = append(answers[i], mustJSON(t, answer(t, r, body)))
+		}
+	}
+	for n := range calls {
+		if answers[0][n] != answers[1][n] {
+			t.Errorf("%s:\nfast path: %s\nSDK path:  %s", calls[n], answers[0][n], answers[1][n])
+		}
+	}
+	for n, want := range map[int]string{0: "a:echo:plain", 1: `a:echo:two\nlines`, 2: `a:echo:a\u003cb \"q\" é`} {
+		if !strings.Contains(answers[0][n], want) {
+			t.Errorf("%s: %s; want %s", calls[n], answers[0][n], want)
+		}
+	}
+	// A child that reads its stdin line by line (the go-sdk's decoder does
+	// not care) gets arguments that spanned lines on one line.
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {command: %q, env: {%s: lines}, timeout: 5s}\n", self, rawUpstreamEnv))
+	r, body := newRawAgent(t, ctx, g).post(ctx, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"r__good\",\"arguments\":{\n\"a\": \"x\"\n}}}")
+	if got := mustJSON(t, answer(t, r, body)); !strings.Contains(got, "raw ok") {
+		t.Errorf("a line-reading child answered %s; want raw ok", got)
+	}
+}
