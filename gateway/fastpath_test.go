@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -766,12 +765,8 @@ func TestAgentRequestsNeedCapability(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, selfUpstream(t, echoUpstreamMode)))
 		cs := agentVersion(t, ctx, g, nil, "2025-11-25") // no sampling capability
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__sample"})
 		if err == nil && !res.IsError {
@@ -953,12 +948,8 @@ func TestOldAgentGetsNoResultType(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, selfUpstream(t, echoUpstreamMode)))
 		a := newRawAgent(t, ctx, g)
 		for _, c := range []struct{ body, want string }{
 			{`{"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`, "a:echo:x"},

@@ -363,13 +363,9 @@ func TestPassThrough2026Upstream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var agents [2]*rawAgent
 	for i, fast := range []bool{true, false} {
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s, TOKEN: %s}}\n", fast, self, rawUpstreamEnv, raw2026Mode, passSecret))
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, selfUpstream(t, raw2026Mode, "TOKEN", passSecret)))
 		if v := g.ups()[0].current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
 			t.Fatalf("the upstream speaks %s; the test needs %s", v, protocol20260728)
 		}

@@ -167,9 +167,7 @@ func TestRawCallURLUserInfo(t *testing.T) {
 	t.Cleanup(hs.Close)
 	url := strings.Replace(hs.URL, "http://", "http://agent:hunter2-secret@", 1) + "/mcp"
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  b: {url: %q}\n", url))
-	a := newRawAgent(t, ctx, g)
-	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"b__echo","arguments":{}}}`)
-	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"in"`) {
+	if got := callOnce(t, ctx, g, "b__echo"); !strings.Contains(got, `"text":"in"`) {
 		t.Fatalf("answer %s; want the tool's text", got)
 	}
 }
@@ -211,9 +209,7 @@ func TestRawCallResumeFollowsRedirect(t *testing.T) {
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s/old}\n", hs.URL))
-	a := newRawAgent(t, ctx, g)
-	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"r__echo","arguments":{}}}`)
-	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"resumed"`) {
+	if got := callOnce(t, ctx, g, "r__echo"); !strings.Contains(got, `"text":"resumed"`) {
 		t.Fatalf("answer %s; want the resumed stream's", got)
 	}
 }
@@ -254,9 +250,7 @@ func TestRawCallSeeOtherRunsOnce(t *testing.T) {
 	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s/mcp}\n", hs.URL))
-	a := newRawAgent(t, ctx, g)
-	resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"r__echo","arguments":{}}}`)
-	if got := mustJSON(t, answer(t, resp, body)); !strings.Contains(got, `"text":"done"`) {
+	if got := callOnce(t, ctx, g, "r__echo"); !strings.Contains(got, `"text":"done"`) {
 		t.Fatalf("answer %s; want the result the redirect points to", got)
 	}
 	if n := runs.Load(); n != 1 {
@@ -339,4 +333,12 @@ func echoHandler(name, text string, runs *atomic.Int32) http.Handler {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: text}}}, nil
 	})
 	return mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+}
+
+// callOnce calls tool with no arguments through g, as a new raw agent, and
+// returns the answer's JSON-RPC message.
+func callOnce(t *testing.T, ctx context.Context, g *Server, tool string) string {
+	t.Helper()
+	resp, body := newRawAgent(t, ctx, g).post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"`+tool+`","arguments":{}}}`)
+	return mustJSON(t, answer(t, resp, body))
 }

@@ -136,13 +136,9 @@ func TestStdioCancelSameAnswer(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var answers [2]string
 	for i, fast := range []bool{true, false} {
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, selfUpstream(t, echoUpstreamMode)))
 		child := g.upstream("a").childOutput()
 		a := newRawAgent(t, ctx, g)
 		done := make(chan string, 1)
@@ -187,7 +183,7 @@ func TestStdioCallArgumentsAsSent(t *testing.T) {
 	}
 	var answers [2][]string
 	for i, fast := range []bool{true, false} {
-		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, selfUpstream(t, echoUpstreamMode)))
 		a := newRawAgent(t, ctx, g)
 		for n, params := range calls {
 			r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":%s}`, n, params))
@@ -211,4 +207,19 @@ func TestStdioCallArgumentsAsSent(t *testing.T) {
 	if got := mustJSON(t, answer(t, r, body)); !strings.Contains(got, "raw ok") {
 		t.Errorf("a line-reading child answered %s; want raw ok", got)
 	}
+}
+
+// selfUpstream is the config (a YAML flow map) of an upstream that is this
+// test binary run in mode (see TestMain), with env's KEY: value pairs added.
+func selfUpstream(t testing.TB, mode string, env ...string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := fmt.Sprintf("%s: %s", rawUpstreamEnv, mode)
+	for i := 0; i+1 < len(env); i += 2 {
+		vars += fmt.Sprintf(", %s: %s", env[i], env[i+1])
+	}
+	return fmt.Sprintf("{command: %q, env: {%s}}", self, vars)
 }
