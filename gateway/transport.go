@@ -99,10 +99,10 @@ func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.roundTrip(req, t.base)
 }
 
-// rawDo sends one of the fast path's own requests (rawcall.go) as the SDK's
-// client sends its requests: through an http.Client, which follows
-// redirects and reports a failed exchange as a *url.Error (which classify
-// reads as the connection's failure, as it reads the SDK's).
+// rawDo sends one of the fast path's own requests (rawcall.go) with the
+// outcome the SDK's client gets from its http.Client: redirects followed,
+// a failed exchange reported as a *url.Error (which classify reads as the
+// connection's failure, as it reads the SDK's).
 //
 // The client's work per request (a copy of the headers, kept for
 // redirects) is skipped in the usual case: the request goes straight to
