@@ -210,17 +210,27 @@ var bufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 // prefix is what the agent's tool names carry and the upstream's do not.
 var prefix = []byte(`"name":"` + upstreamName + `__`)
 
+// readRenamed reads r's body (bounded) with the name rewrite done:
+// <upstream>__<tool> becomes <tool>. A body that cannot be read is answered
+// 400, and ok is false.
+func readRenamed(w http.ResponseWriter, r *http.Request) (b []byte, ok bool) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil, false
+	}
+	if i := bytes.Index(b, prefix); i >= 0 {
+		b = append(b[:i+len(`"name":"`)], b[i+len(prefix):]...)
+	}
+	return b, true
+}
+
 func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	var body io.Reader
 	if r.Method == http.MethodPost {
-		b, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		b, ok := readRenamed(w, r)
+		if !ok {
 			return
-		}
-		// The name rewrite: <upstream>__<tool> becomes <tool>.
-		if i := bytes.Index(b, prefix); i >= 0 {
-			b = append(b[:i+len(`"name":"`)], b[i+len(prefix):]...)
 		}
 		body = bytes.NewReader(b)
 	}

@@ -234,14 +234,9 @@ func (p *stdioProxy) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, 4<<20))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	b, ok := readRenamed(w, r)
+	if !ok {
 		return
-	}
-	// The name rewrite, as for HTTP: <upstream>__<tool> becomes <tool>.
-	if i := bytes.Index(b, prefix); i >= 0 {
-		b = append(b[:i+len(`"name":"`)], b[i+len(prefix):]...)
 	}
 	var msg struct {
 		ID     json.RawMessage `json:"id"`
@@ -267,7 +262,7 @@ func (p *stdioProxy) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	sid := r.Header.Get(sessionHdr)
 	p.smu.Lock()
-	_, ok := p.sessions[sid]
+	_, ok = p.sessions[sid]
 	p.smu.Unlock()
 	if !ok {
 		http.Error(w, "unknown session", http.StatusNotFound)
