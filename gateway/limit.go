@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -541,11 +542,18 @@ func (t limitedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	stdin, err := cmd.StdinPipe()
+	// The pipe to the child's stdin is made here, not by cmd.StdinPipe,
+	// which hides the file: a write to a child that stopped reading must be
+	// able to give up (a deadline, see stdioConn.writeLine).
+	stdinR, stdin, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdin = stdinR
+	err = cmd.Start()
+	_ = stdinR.Close() // the child has its own copy
+	if err != nil {
+		_ = stdin.Close()
 		return nil, err
 	}
 	td := t.TerminateDuration
@@ -562,11 +570,14 @@ func (t limitedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
 // childInput is a stdio child's stdin; closing it stops the child.
 type childInput struct {
 	cmd       *exec.Cmd
-	stdin     io.WriteCloser
+	stdin     *os.File
 	terminate time.Duration
 }
 
 func (c *childInput) Write(p []byte) (int, error) { return c.stdin.Write(p) }
+
+// SetWriteDeadline is the stdin pipe's (stdioConn.writeLine).
+func (c *childInput) SetWriteDeadline(t time.Time) error { return c.stdin.SetWriteDeadline(t) }
 
 // Close closes stdin and waits for the child to exit, sending SIGTERM after
 // the terminate duration and SIGKILL after as long again: the shutdown the

@@ -50,8 +50,15 @@ type stdioConn struct {
 	queue []jsonrpc.Message // the rest of a batch
 	rerr  error             // the stream's end, returned once its last line is decoded
 
-	writeMu sync.Mutex
-	wbuf    []byte
+	// Writing. wsem is held by the one write under way: a message never
+	// interleaves with another. A write given up part way is finished by a
+	// goroutine of its own, which holds wsem until it is (writeLine).
+	wsem     chan struct{}
+	wbuf     []byte
+	deadline writeDeadliner // w's deadline, if it has one; nil otherwise
+	dlMu     sync.Mutex
+	dlGen    uint64 // the write under way, for its ctx's AfterFunc
+	dlSet    bool   // a deadline is set on w
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -75,13 +82,20 @@ func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdio
 	c := &stdioConn{
 		r:        newLineLimiter(stdout, lim),
 		w:        w,
+		wsem:     make(chan struct{}, 1),
 		backstop: lim.backstop(),
 		closed:   make(chan struct{}),
 		readDone: make(chan struct{}),
 		pending:  make(map[int64]chan *jsonrpc.Response),
 	}
 	c.stdout, _ = stdout.(*os.File)
+	c.deadline, _ = w.(writeDeadliner)
 	return c
+}
+
+// writeDeadliner is a writer whose writes can be made to give up.
+type writeDeadliner interface {
+	SetWriteDeadline(time.Time) error
 }
 
 func (c *stdioConn) SessionID() string { return "" }
@@ -259,20 +273,88 @@ func (c *stdioConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err != nil {
 		return fmt.Errorf("marshaling message: %v", err)
 	}
-	return c.writeLine(data)
+	var id jsonrpc.ID
+	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+		id = req.ID
+	}
+	return c.writeLine(ctx, data, id)
 }
 
-// writeLine writes data and a newline in one write: a message never
-// interleaves with another.
-func (c *stdioConn) writeLine(data []byte) error {
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	c.wbuf = append(append(c.wbuf[:0], data...), '\n')
-	_, err := c.w.Write(c.wbuf)
-	if cap(c.wbuf) > 64<<10 {
-		c.wbuf = nil // one large message does not pin its size
+// writeLine writes data and a newline in one write, and returns nil once
+// they are written, or ctx's error if it ends first.
+//
+// A child that stops reading its stdin fills the pipe, and the write waits
+// for it to read again; so do the writes after it. The caller's wait ends
+// with ctx (its call's timeout, or the agent's cancellation), so that no
+// call runs past its timeout behind a child's stall. What was written stays
+// valid: a write given up before its first byte sends nothing, and one given
+// up part way is finished by a goroutine of its own, since whatever came
+// next would be read as the rest of its line. It holds the writing turn
+// until the child has read it all, or the connection closes (the goroutine
+// is bounded: one per connection at a time). If data is a request (id is
+// valid), the child is then told it is no longer awaited, as the SDK's
+// client does when a call it sent ends first: the caller has gone.
+func (c *stdioConn) writeLine(ctx context.Context, data []byte, id jsonrpc.ID) error {
+	select {
+	case c.wsem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return err
+	if err := ctx.Err(); err != nil {
+		<-c.wsem
+		return err
+	}
+	c.wbuf = append(append(c.wbuf[:0], data...), '\n')
+	n, err := c.write(ctx, c.wbuf)
+	if err == nil || ctx.Err() == nil || n == 0 || n == len(c.wbuf) {
+		if cap(c.wbuf) > 64<<10 {
+			c.wbuf = nil // one large message does not pin its size
+		}
+		<-c.wsem
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	rest := c.wbuf[n:]
+	c.wbuf = nil // the goroutine's now
+	go func() {
+		_, err := c.w.Write(rest)
+		<-c.wsem
+		if err == nil && id.IsValid() {
+			c.notifyCancelled(id, context.Cause(ctx))
+		}
+	}()
+	return ctx.Err()
+}
+
+// write writes b on w, giving up when ctx ends if w has a deadline.
+func (c *stdioConn) write(ctx context.Context, b []byte) (int, error) {
+	if c.deadline == nil || ctx.Done() == nil {
+		return c.w.Write(b)
+	}
+	// The AfterFunc may run after the write returns, even after the next
+	// write began: the generation keeps it from cutting that one short.
+	gen := c.dlGen // only the writer changes it
+	stop := context.AfterFunc(ctx, func() {
+		c.dlMu.Lock()
+		defer c.dlMu.Unlock()
+		if c.dlGen == gen {
+			c.dlSet = true
+			_ = c.deadline.SetWriteDeadline(time.Now())
+		}
+	})
+	n, err := c.w.Write(b)
+	if !stop() {
+		c.dlMu.Lock()
+		c.dlGen++
+		if c.dlSet {
+			c.dlSet = false
+			_ = c.deadline.SetWriteDeadline(time.Time{})
+		}
+		c.dlMu.Unlock()
+	}
+	return n, err
 }
 
 // Close stops the child (stdin closed, then signals: see childInput) and
@@ -381,7 +463,7 @@ func (c *stdioConn) call(ctx context.Context, method string, params json.RawMess
 		buf = append(buf, params...)
 	}
 	buf = append(buf, '}')
-	if err := c.writeLine(buf); err != nil {
+	if err := c.writeLine(ctx, buf, jsonrpc.ID{}); err != nil {
 		c.forget(n)
 		select {
 		case <-c.readDone:
@@ -401,7 +483,7 @@ func (c *stdioConn) call(ctx context.Context, method string, params json.RawMess
 		// issue 1150): a child that stopped reading its stdin, behind another
 		// request's write, would hold the call past its timeout. The write
 		// ends when the child reads or the connection closes.
-		go c.cancelled(n, context.Cause(ctx))
+		go c.notifyCancelled(rawID(n), context.Cause(ctx))
 		return nil, ctx.Err()
 	case <-c.readDone:
 		select {
@@ -433,18 +515,34 @@ func (c *stdioConn) endedError(method string, err error) error {
 	return fmt.Errorf("calling %q: %w", method, err)
 }
 
-// cancelled tells the child that call n is no longer awaited, as the SDK does
-// for its own calls.
-func (c *stdioConn) cancelled(n int64, cause error) {
+// cancelNoticeWait bounds the wait to tell a child that a call is no longer
+// awaited: one that has not read its stdin for that long would not act on it.
+const cancelNoticeWait = 5 * time.Second
+
+// notifyCancelled tells the child that call id is no longer awaited, as the
+// SDK's client does for its own calls.
+func (c *stdioConn) notifyCancelled(id jsonrpc.ID, cause error) {
 	reason := "context canceled"
 	if cause != nil {
 		reason = cause.Error()
 	}
-	buf := append([]byte(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"`+rawIDPrefix), strconv.FormatInt(n, 10)...)
-	buf = append(buf, `","reason":`...)
+	rid, err := json.Marshal(id.Raw())
+	if err != nil {
+		return
+	}
+	buf := append([]byte(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`), rid...)
+	buf = append(buf, `,"reason":`...)
 	buf = appendJSONString(buf, reason)
 	buf = append(buf, "}}"...)
-	_ = c.writeLine(buf)
+	ctx, cancel := context.WithTimeout(context.Background(), cancelNoticeWait)
+	defer cancel()
+	_ = c.writeLine(ctx, buf, jsonrpc.ID{})
+}
+
+// rawID is the JSON-RPC id of credgate's own call n.
+func rawID(n int64) jsonrpc.ID {
+	id, _ := jsonrpc.MakeID(rawIDPrefix + strconv.FormatInt(n, 10))
+	return id
 }
 
 func rawResult(resp *jsonrpc.Response) (json.RawMessage, error) {

@@ -18,7 +18,8 @@ const stallUpstreamMode = "stall"
 // stallUpstream answers initialize and tools/list, and tools/call of any
 // tool with "ok", except stall: it says "stalled" on stderr and reads
 // nothing more (its stdin pipe fills) until the file named in its file
-// argument exists, and never answers that call.
+// argument exists, and never answers that call. A line that is not JSON
+// it reports on stderr as "bad line".
 func stallUpstream() {
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	for {
@@ -36,7 +37,11 @@ func stallUpstream() {
 				} `json:"arguments"`
 			} `json:"params"`
 		}
-		if json.Unmarshal(line, &req) != nil || req.ID == nil {
+		if err := json.Unmarshal(line, &req); err != nil {
+			fmt.Fprintf(os.Stderr, "bad line: %v\n", err)
+			continue
+		}
+		if req.ID == nil {
 			continue
 		}
 		var result string
@@ -222,4 +227,81 @@ func selfUpstream(t testing.TB, mode string, env ...string) string {
 		vars += fmt.Sprintf(", %s: %s", env[i], env[i+1])
 	}
 	return fmt.Sprintf("{command: %q, env: {%s}}", self, vars)
+}
+
+// TestStdioWriteTimesOutWhileChildStalls: a call whose own request cannot be
+// written, because the child stopped reading its stdin and the pipe is full,
+// ends at the upstream's timeout with the typed timeout failure, and so does
+// a call waiting behind that write, on both paths; once the child reads
+// again, the upstream serves calls (on a new child if a request was cut
+// short). The write used to block until the child read, past any timeout,
+// holding every later call to the upstream with it.
+func TestStdioWriteTimesOutWhileChildStalls(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			const timeout = 2 * time.Second
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, timeout: %s, env: {%s: %s}}\n", fast, self, timeout, rawUpstreamEnv, stallUpstreamMode))
+			u := g.upstream("a")
+			if u.session.Load() == nil {
+				t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
+			}
+			cs := u.session.Load()
+			child := u.childOutput()
+			release := t.TempDir() + "/release"
+			defer func() { _ = os.WriteFile(release, nil, 0o600) }()
+			stalled := make(chan string, 1)
+			go func() {
+				a := newRawAgent(t, ctx, g)
+				r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a__stall","arguments":{"file":%q}}}`, release))
+				stalled <- mustJSON(t, answer(t, r, body))
+			}()
+			waitFor(t, ctx, func() bool { return strings.Contains(strings.Join(child.tail(), "\n"), "stalled") })
+			// Two requests larger than the pipe's buffer and a small one:
+			// at most one write is under way, the others wait for it.
+			calls := []string{strings.Repeat("p", 256<<10), strings.Repeat("q", 256<<10), "small"}
+			answers := make(chan string, len(calls))
+			for _, pad := range calls {
+				go func() {
+					a := newRawAgent(t, ctx, g)
+					r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__x","arguments":{"pad":%q}}}`, pad))
+					answers <- mustJSON(t, answer(t, r, body))
+				}()
+			}
+			bound := time.After(timeout + 5*time.Second)
+			for range append(calls, "stall") {
+				var got string
+				select {
+				case got = <-answers:
+				case got = <-stalled:
+				case <-bound:
+					t.Fatalf("the calls did not all end within %s of their %s timeout while the child read nothing", 5*time.Second, timeout)
+				}
+				if !strings.Contains(got, `"type":"timeout"`) {
+					t.Errorf("a call answered %s; want the typed timeout", got)
+				}
+			}
+			_ = os.WriteFile(release, nil, 0o600)
+			a := newRawAgent(t, ctx, g)
+			r, body := a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"a__x","arguments":{}}}`)
+			if !strings.Contains(string(body), `"text":"ok"`) || r.StatusCode != 200 {
+				t.Errorf("once the child read again, a call answered %d %s", r.StatusCode, body)
+			}
+			// The requests given up part way were finished: the child read
+			// whole lines, on the session it had.
+			if tail := strings.Join(child.tail(), "\n"); strings.Contains(tail, "bad line") {
+				t.Errorf("the child read a request cut short:\n%s", tail)
+			}
+			if u.session.Load() != cs {
+				t.Errorf("the upstream reconnected: %+v", g.Health().Upstreams["a"])
+			}
+		})
+	}
 }
