@@ -517,6 +517,12 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		// An editor or a redirect caught mid-write, or a mount gone empty:
+		// never a config to run, and on a reload it would remove every
+		// upstream.
+		return nil, fmt.Errorf("config: %s is empty", path)
+	}
 	return ParseConfig(data, environ)
 }
 

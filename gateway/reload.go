@@ -346,6 +346,11 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		return err
 	}
 	old := g.snap.Load()
+	if len(cfg.Upstreams) == 0 && len(old.cfg.Upstreams) > 0 {
+		// Most likely a file cut short (a truncated write, a ConfigMap
+		// half-updated), not an intent: the gateway would serve nothing.
+		return fmt.Errorf("upstreams: the new config has none; keeping the %d in force (a config cut short?). To remove them all, restart with it", len(old.cfg.Upstreams))
+	}
 	eff, restart := effectiveConfig(old.cfg, cfg)
 	staged, err := g.cred.set.Stage(eff.Lifecycle, eff.Credentials)
 	if err != nil {

@@ -287,6 +287,20 @@ func TestReloadRejectsInvalid(t *testing.T) {
 		t.Error("the rejection was not logged")
 	}
 
+	// A file emptied, or cut short of every upstream (an editor or a
+	// redirect caught mid-write), is rejected, not applied as "remove all".
+	for name, body := range map[string]string{"empty": " \n", "no upstreams": adminHead + "# upstreams: cut off here\n"} {
+		writeFile(t, path, body)
+		err := g.ReloadConfig(authmap.TriggerFile)
+		if err == nil || !strings.Contains(err.Error(), map[string]string{"empty": "is empty", "no upstreams": "upstreams: the new config has none"}[name]) {
+			t.Errorf("ReloadConfig(%s) = %v, want it rejected, saying why", name, err)
+		}
+		if got := pidOf(t, ctx, cs, "a"); got != pa {
+			t.Errorf("after the %s file the old config stopped serving: pid %d, was %d", name, got, pa)
+		}
+	}
+	writeFile(t, path, broken)
+
 	// A config built in code is validated too.
 	if err := g.Reload(nil); err == nil {
 		t.Error("Reload(nil config) worked")
