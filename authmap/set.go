@@ -100,6 +100,54 @@ type Staged struct {
 	base  *map[string]*Credential // the set's credentials when staged
 	next  map[string]*Credential
 	fresh []*Credential // new or changed, by name
+	// events holds the fresh credentials' events until Commit: a change
+	// that is never committed (a reload rejected, for one of these
+	// credentials or anything else) must not page, count or publish
+	// anything about credentials that were never in force.
+	events *heldEvents
+}
+
+// heldEvents passes events on to to once released, and holds them until
+// then, in order.
+type heldEvents struct {
+	to   func(Event)
+	mu   sync.Mutex
+	open bool
+	held []Event
+}
+
+func (h *heldEvents) on(e Event) {
+	h.mu.Lock()
+	if !h.open {
+		h.held = append(h.held, e)
+		h.mu.Unlock()
+		return
+	}
+	h.mu.Unlock()
+	if h.to != nil {
+		h.to(e)
+	}
+}
+
+// release passes on the events held, then every later one as it comes.
+// Events that come while it does are passed on after those before them.
+func (h *heldEvents) release() {
+	for {
+		h.mu.Lock()
+		batch := h.held
+		h.held = nil
+		if len(batch) == 0 {
+			h.open = true
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		for _, e := range batch {
+			if h.to != nil {
+				h.to(e)
+			}
+		}
+	}
 }
 
 // Stage builds what Apply(lc, configs) would put in force, without changing
@@ -112,7 +160,7 @@ func (s *Set) Stage(lc LifecycleConfig, configs map[string]CredentialConfig) (*S
 	defer s.mu.Unlock()
 	base := s.creds.Load()
 	old := *base
-	st := &Staged{s: s, lc: lc, base: base, next: make(map[string]*Credential, len(configs))}
+	st := &Staged{s: s, lc: lc, base: base, next: make(map[string]*Credential, len(configs)), events: &heldEvents{to: s.opts.OnEvent}}
 	var errs []error
 	for _, name := range sortedKeys(configs) {
 		cfg := configs[name]
@@ -120,7 +168,7 @@ func (s *Set) Stage(lc LifecycleConfig, configs map[string]CredentialConfig) (*S
 			st.next[name] = c
 			continue
 		}
-		c, err := s.build(name, cfg, lc)
+		c, err := s.build(name, cfg, lc, st.events.on)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -163,6 +211,15 @@ func (st *Staged) Problems(startup StartupConfig) error {
 // or replaced. It fails with ErrStaleStage, changing nothing, when the set
 // changed since Stage.
 func (st *Staged) Commit() error {
+	if err := st.commit(); err != nil {
+		return err
+	}
+	// Outside the set's lock: a handler may read the set.
+	st.events.release()
+	return nil
+}
+
+func (st *Staged) commit() error {
 	s := st.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -191,7 +248,8 @@ func (st *Staged) Commit() error {
 	return nil
 }
 
-func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig) (*Credential, error) {
+// build makes the credential name of cfg, its events going to onEvent.
+func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig, onEvent func(Event)) (*Credential, error) {
 	src, err := NewSource("credentials."+name+".source", cfg.Source, s.opts.Sources)
 	if err != nil {
 		return nil, err
@@ -207,7 +265,7 @@ func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig) (*Cre
 	return NewCredential(name, cfg, src, &CredentialOptions{
 		Lifecycle:   lc,
 		Probe:       probe,
-		OnEvent:     s.opts.OnEvent,
+		OnEvent:     onEvent,
 		Logger:      s.opts.Logger,
 		Coordinator: s.opts.Coordinator,
 	}), nil

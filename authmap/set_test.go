@@ -3,6 +3,7 @@ package authmap
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,12 +258,37 @@ func TestSetToolProbe(t *testing.T) {
 func TestSetStageLoadCommit(t *testing.T) {
 	t.Parallel()
 	env := map[string]string{"A": "value-a", "B": "value-b2"}
-	s := NewSet(envOptions(env))
+	opts := envOptions(env)
+	log := &eventLog{}
+	opts.OnEvent = log.add
+	s := NewSet(opts)
 	if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"a": {Source: SourceConfig{Env: "A"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Load(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+	// A staged change's events wait for its Commit: a change never
+	// committed (a rejected reload) publishes, counts and pages nothing
+	// about credentials that were never in force.
+	credentials := func() []string {
+		var names []string
+		for _, e := range log.all() {
+			names = append(names, e.Credential+" "+string(e.Kind))
+		}
+		return names
+	}
+	if got := credentials(); len(got) == 0 {
+		t.Fatal("the set in force published no event")
+	}
+	before := len(credentials())
+	rejected, err := s.Stage(LifecycleConfig{}, map[string]CredentialConfig{"a": {Source: SourceConfig{Env: "A"}}, "m": {Source: SourceConfig{Env: "MISSING"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = rejected.Load(t.Context(), TriggerConfig)
+	if got := credentials(); len(got) != before {
+		t.Errorf("a change staged and never committed published %q", got[before:])
 	}
 	old := s.Get("a")
 	oldGen := old.Generation()
@@ -294,8 +320,15 @@ func TestSetStageLoadCommit(t *testing.T) {
 	if s.Get("a").Value() != "value-a" {
 		t.Error("a staged load reached the set in force")
 	}
+	if got := credentials(); len(got) != before {
+		t.Errorf("a change staged, not yet committed, published %q", got[before:])
+	}
 	if err := st.Commit(); err != nil {
 		t.Fatal(err)
+	}
+	got := credentials()[before:]
+	if !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "m ") }) || !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "a ") }) {
+		t.Errorf("after Commit the staged credentials' events = %q, want those of a and m", got)
 	}
 	a := s.Get("a")
 	if a == old || a.Value() != "value-b2" {
