@@ -277,7 +277,7 @@ func (c *stdioConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
 		id = req.ID
 	}
-	return c.writeLine(ctx, data, id)
+	return c.writeLine(ctx, data, id, 0)
 }
 
 // writeLine writes data and a newline in one write, and returns nil once
@@ -292,9 +292,11 @@ func (c *stdioConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 // next would be read as the rest of its line. It holds the writing turn
 // until the child has read it all, or the connection closes (the goroutine
 // is bounded: one per connection at a time). If data is a request (id is
-// valid), the child is then told it is no longer awaited, as the SDK's
-// client does when a call it sent ends first: the caller has gone.
-func (c *stdioConn) writeLine(ctx context.Context, data []byte, id jsonrpc.ID) error {
+// valid, or own > 0 for credgate's own call own), the child is then told it
+// is no longer awaited, as the SDK's client does when a call it sent ends
+// first: the caller has gone. (own is passed apart so that the common write,
+// finished at once, builds no id.)
+func (c *stdioConn) writeLine(ctx context.Context, data []byte, id jsonrpc.ID, own int64) error {
 	select {
 	case c.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -321,6 +323,9 @@ func (c *stdioConn) writeLine(ctx context.Context, data []byte, id jsonrpc.ID) e
 	go func() {
 		_, err := c.w.Write(rest)
 		<-c.wsem
+		if own > 0 {
+			id = rawID(own)
+		}
 		if err == nil && id.IsValid() {
 			c.notifyCancelled(id, context.Cause(ctx))
 		}
@@ -463,7 +468,7 @@ func (c *stdioConn) call(ctx context.Context, method string, params json.RawMess
 		buf = append(buf, params...)
 	}
 	buf = append(buf, '}')
-	if err := c.writeLine(ctx, buf, jsonrpc.ID{}); err != nil {
+	if err := c.writeLine(ctx, buf, jsonrpc.ID{}, n); err != nil {
 		c.forget(n)
 		select {
 		case <-c.readDone:
@@ -536,7 +541,7 @@ func (c *stdioConn) notifyCancelled(id jsonrpc.ID, cause error) {
 	buf = append(buf, "}}"...)
 	ctx, cancel := context.WithTimeout(context.Background(), cancelNoticeWait)
 	defer cancel()
-	_ = c.writeLine(ctx, buf, jsonrpc.ID{})
+	_ = c.writeLine(ctx, buf, jsonrpc.ID{}, 0)
 }
 
 // rawID is the JSON-RPC id of credgate's own call n.

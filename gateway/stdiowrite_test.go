@@ -122,21 +122,23 @@ func TestStdioWriteDeadlineNotLeft(t *testing.T) {
 			}
 		}
 	})
-	msg := func(n int) []byte { return []byte(`{"jsonrpc":"2.0","method":"x","params":{"p":"` + strings.Repeat("p", n) + `"}}`) }
+	msg := func(n int) []byte {
+		return []byte(`{"jsonrpc":"2.0","method":"x","params":{"p":"` + strings.Repeat("p", n) + `"}}`)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for i := 0; i < 3000 && time.Now().Before(deadline); i++ {
 		ctx, cancel := context.WithCancel(t.Context())
 		tm := time.AfterFunc(time.Duration(rand.IntN(200))*time.Microsecond, cancel)
-		_ = c.writeLine(ctx, msg(rand.IntN(200<<10)), jsonrpc.ID{})
+		_ = c.writeLine(ctx, msg(rand.IntN(200<<10)), jsonrpc.ID{}, 0)
 		tm.Stop()
 		cancel()
 		ctx2, cancel2 := context.WithTimeout(t.Context(), 10*time.Second)
-		if err := c.writeLine(ctx2, msg(10), jsonrpc.ID{}); err != nil {
+		if err := c.writeLine(ctx2, msg(10), jsonrpc.ID{}, 0); err != nil {
 			cancel2()
 			t.Fatalf("write %d after a cancelled one: %v", i, err)
 		}
 		cancel2()
-		if err := c.writeLine(context.Background(), msg(10), jsonrpc.ID{}); err != nil {
+		if err := c.writeLine(context.Background(), msg(10), jsonrpc.ID{}, 0); err != nil {
 			t.Fatalf("write %d (no ctx deadline) after a cancelled one: %v", i, err)
 		}
 	}
@@ -158,12 +160,12 @@ func TestStdioCloseDuringBackgroundWrite(t *testing.T) {
 	c, _ := pipeConn(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	if err := c.writeLine(ctx, []byte(strings.Repeat("p", 1<<20)), jsonrpc.ID{}); err == nil {
+	if err := c.writeLine(ctx, []byte(strings.Repeat("p", 1<<20)), jsonrpc.ID{}, 0); err == nil {
 		t.Fatal("write with nobody reading succeeded")
 	}
 	_ = c.Close()
 	done := make(chan error, 1)
-	go func() { done <- c.writeLine(context.Background(), []byte("{}"), jsonrpc.ID{}) }()
+	go func() { done <- c.writeLine(context.Background(), []byte("{}"), jsonrpc.ID{}, 0) }()
 	select {
 	case err := <-done:
 		if err == nil {
@@ -199,7 +201,7 @@ func BenchmarkStdioWriteLine(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		cctx, ccancel := context.WithTimeout(ctx, time.Minute)
-		if err := c.writeLine(cctx, line, jsonrpc.ID{}); err != nil {
+		if err := c.writeLine(cctx, line, jsonrpc.ID{}, 0); err != nil {
 			b.Fatal(err)
 		}
 		ccancel()
