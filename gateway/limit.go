@@ -579,6 +579,9 @@ func (c *childInput) Write(p []byte) (int, error) { return c.stdin.Write(p) }
 // SetWriteDeadline is the stdin pipe's (stdioConn.writeLine).
 func (c *childInput) SetWriteDeadline(t time.Time) error { return c.stdin.SetWriteDeadline(t) }
 
+// SyscallConn is the stdin pipe's (stdioConn.write).
+func (c *childInput) SyscallConn() (syscall.RawConn, error) { return c.stdin.SyscallConn() }
+
 // Close closes stdin and waits for the child to exit, sending SIGTERM after
 // the terminate duration and SIGKILL after as long again: the shutdown the
 // MCP spec asks of a stdio client.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -59,6 +60,13 @@ type stdioConn struct {
 	dlMu     sync.Mutex
 	dlGen    uint64 // the write under way, for its ctx's AfterFunc
 	dlSet    bool   // a deadline is set on w
+	// raw, if w is a file, makes one write attempt that never waits (tryWrite
+	// on tryB, the count in tryN): most lines fit the pipe, and need no
+	// AfterFunc.
+	raw   syscall.RawConn
+	tryFn func(uintptr) bool
+	tryB  []byte
+	tryN  int
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -90,7 +98,26 @@ func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdio
 	}
 	c.stdout, _ = stdout.(*os.File)
 	c.deadline, _ = w.(writeDeadliner)
+	if sc, ok := w.(syscall.Conn); ok && c.deadline != nil {
+		if raw, err := sc.SyscallConn(); err == nil {
+			c.raw, c.tryFn = raw, c.tryWrite
+		}
+	}
 	return c
+}
+
+// tryWrite writes what it can of tryB on fd without waiting.
+func (c *stdioConn) tryWrite(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), c.tryB)
+		if err == syscall.EINTR {
+			continue
+		}
+		if n > 0 {
+			c.tryN = n
+		}
+		return true // EAGAIN, or any error: write reports it
+	}
 }
 
 // writeDeadliner is a writer whose writes can be made to give up.
@@ -338,6 +365,15 @@ func (c *stdioConn) write(ctx context.Context, b []byte) (int, error) {
 	if c.deadline == nil || ctx.Done() == nil {
 		return c.w.Write(b)
 	}
+	n := 0
+	if c.raw != nil {
+		c.tryB, c.tryN = b, 0
+		_ = c.raw.Write(c.tryFn) // an error (closed): the Write below reports it
+		n, c.tryB = c.tryN, nil
+		if n == len(b) {
+			return n, nil
+		}
+	}
 	// The AfterFunc may run after the write returns, even after the next
 	// write began: the generation keeps it from cutting that one short.
 	gen := c.dlGen // only the writer changes it
@@ -349,7 +385,8 @@ func (c *stdioConn) write(ctx context.Context, b []byte) (int, error) {
 			_ = c.deadline.SetWriteDeadline(time.Now())
 		}
 	})
-	n, err := c.w.Write(b)
+	m, err := c.w.Write(b[n:])
+	n += m
 	if !stop() {
 		c.dlMu.Lock()
 		c.dlGen++
