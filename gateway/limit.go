@@ -538,15 +538,18 @@ type limitedCommand struct {
 
 func (t limitedCommand) Connect(ctx context.Context) (mcp.Connection, error) {
 	cmd := t.Command
-	stdout, err := cmd.StdoutPipe()
+	// The pipe to the child's stdin is made here, not by cmd.StdinPipe,
+	// which hides the file: a write to a child that stopped reading must be
+	// able to give up (a deadline, see stdioConn.writeLine). It is made
+	// first: a StdoutPipe made before it could not be closed if it failed.
+	stdinR, stdin, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	// The pipe to the child's stdin is made here, not by cmd.StdinPipe,
-	// which hides the file: a write to a child that stopped reading must be
-	// able to give up (a deadline, see stdioConn.writeLine).
-	stdinR, stdin, err := os.Pipe()
+	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		_ = stdinR.Close()
+		_ = stdin.Close()
 		return nil, err
 	}
 	cmd.Stdin = stdinR
