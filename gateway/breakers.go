@@ -65,6 +65,9 @@ func (g *Server) applyBreakers(cfg *Config) {
 // breakerChange logs each breaker state change once and publishes it.
 func (g *Server) breakerChange(c breaker.Change) {
 	defer g.healthChanged()
+	if c.To == breaker.StateClosed {
+		g.breakerCauses.Delete(c.Name)
+	}
 	up, cred, _ := strings.Cut(c.Name, "/")
 	ev := g.log.Info()
 	if c.To == breaker.StateOpen {
@@ -92,7 +95,29 @@ const fieldBreakerState = "breaker_state"
 // callBreakers are the breakers one call was admitted by; report tells them
 // its outcome (once).
 type callBreakers struct {
-	up, cred func(breaker.Outcome)
+	up, cred   func(breaker.Outcome)
+	g          *Server
+	credName   string // the credential breaker's name, when cred is set
+	credential string // the credential, when cred is set
+	gen        uint64 // its generation, as the call sent it
+}
+
+// credCause is an auth failure a call got, and the generation of the
+// credential it sent.
+type credCause struct {
+	f   authmap.Failure
+	gen uint64
+}
+
+// credentialCause returns the failure of the last call that found
+// credential name dead (subtype sub) at generation gen.
+func (g *Server) credentialCause(name string, gen uint64, sub authmap.Subtype) (authmap.Failure, bool) {
+	if v, ok := g.credCauses.Load(name); ok {
+		if c := v.(credCause); c.gen == gen && c.f.Subtype == sub {
+			return c.f, true
+		}
+	}
+	return authmap.Failure{}, false
 }
 
 func (cb *callBreakers) report(up, cred breaker.Outcome) {
@@ -103,6 +128,41 @@ func (cb *callBreakers) report(up, cred breaker.Outcome) {
 	if cb.cred != nil {
 		cb.cred(cred)
 	}
+}
+
+// done reports the outcome of a call that ended with raw and was answered
+// with f (see breakerOutcomes), and keeps an auth failure that opens the
+// credential's breaker as the answer of the calls it refuses.
+func (cb *callBreakers) done(raw error, f *authmap.Failure) {
+	if cb == nil {
+		return
+	}
+	up, cred := breakerOutcomes(raw, f)
+	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {
+		cb.g.breakerCauses.Store(cb.credName, *f)
+		cb.g.credCauses.Store(cb.credential, credCause{f: *f, gen: cb.gen})
+	}
+	cb.report(up, cred)
+}
+
+// opensCredential reports whether an auth failure of subtype s opens the
+// credential's breaker (see breakerOutcomes).
+func opensCredential(s authmap.Subtype) bool {
+	switch s {
+	case authmap.SubtypeCredentialRevoked, authmap.SubtypeCredentialInvalid, authmap.SubtypeCredentialMissing,
+		authmap.SubtypeCredentialExpired, authmap.SubtypeRateLimitReached, authmap.SubtypeQuotaExhausted:
+		return true
+	}
+	return false
+}
+
+// breakerCredential is the credential whose breaker u's own requests
+// (prompts, resources) ask: the default one, else one written inline.
+func (u *upstream) breakerCredential() string {
+	if u.defaultCred != "" {
+		return u.defaultCred
+	}
+	return u.inlineCred
 }
 
 // admit asks u's breaker and, when cred is set, the breaker of cred on u,
@@ -125,9 +185,20 @@ func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failur
 		f := g.openFailure(u, "", err)
 		return nil, &f
 	}
-	cb := &callBreakers{up: up}
-	if c := g.credential(cred); c != nil {
-		cb.cred, err = g.breakers.Allow(breaker.Name(u.name, cred), c.Generation())
+	cb := &callBreakers{up: up, g: g}
+	var gen uint64
+	switch c := g.credential(cred); {
+	case c != nil:
+		gen = c.Generation()
+	case cred != "" && cred == u.inlineCred:
+		gen = u.inlineGen.Load()
+	default:
+		cred = ""
+	}
+	if cred != "" {
+		cb.credential, cb.gen = cred, gen
+		cb.credName = breaker.Name(u.name, cred)
+		cb.cred, err = g.breakers.Allow(cb.credName, gen)
 		if err != nil {
 			up(breaker.Excluded())
 			f := g.openFailure(u, cred, err)
@@ -159,6 +230,10 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 				f = *le
 				f.Credential = cred
 			}
+		}
+		if v, ok := g.breakerCauses.Load(breaker.Name(u.name, cred)); ok && v.(authmap.Failure).Subtype == sub {
+			f = v.(authmap.Failure) // the very failure that opened it
+			f.Credential = cred
 		}
 		f.Retryable = !oe.RetryAfter.IsZero()
 		f.Detail = fmt.Sprintf("circuit open %s: credential %q was answered %s; not sent", until, cred, sub)
@@ -309,7 +384,7 @@ func (g *Server) breakerHealth() (map[string]BreakerHealth, map[string]map[strin
 // refused with the failure that opened one, and its outcome, classified once
 // by rpcFailure, is reported. It returns the error the agent gets.
 func (g *Server) forwardBreakers(ctx context.Context, u *upstream, method, name string, send func() error) error {
-	cb, refused := g.admit(u, u.defaultCred)
+	cb, refused := g.admit(u, u.breakerCredential())
 	if refused != nil {
 		return failureRPC(method, name, *refused)
 	}
@@ -319,7 +394,7 @@ func (g *Server) forwardBreakers(ctx context.Context, u *upstream, method, name 
 		return nil
 	}
 	out, f := g.rpcFailure(u, method, name, raw)
-	cb.report(breakerOutcomes(raw, f))
+	cb.done(raw, f)
 	return out
 }
 

@@ -103,7 +103,11 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			}
 		}
 		// The breakers (issue 8): asked once for the call, resends included.
-		cb, refused := g.admit(u, cn)
+		bn := cn
+		if bn == "" {
+			bn = u.inlineCred
+		}
+		cb, refused := g.admit(u, bn)
 		if refused != nil {
 			res := g.failureResult(*refused, nil)
 			g.logCall(ctx, u, name, start, res, nil)
@@ -164,7 +168,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			res = nil
 		}
 		f, _ := outcomeFailure(res, err)
-		cb.report(breakerOutcomes(raw, f))
+		cb.done(raw, f)
 		g.logCall(ctx, u, name, start, res, err)
 		return res, callOutcome{failure: f, raw: raw}, err
 	}

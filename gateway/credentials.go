@@ -449,23 +449,36 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 }
 
 // deadCredential returns the failure of sending credential name (c) while
-// calls or its source found it revoked or invalid, and whether it is.
+// calls or its source found it revoked or invalid, or the provider answered
+// it expired (and no renewal replaced it), and whether it is. An expiry
+// known only from the clock does not count: the provider decides.
 func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential) (authmap.Failure, bool) {
 	st := c.Status()
-	if st != authmap.StatusRevoked && st != authmap.StatusInvalid {
+	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialRevoked, Recovery: authmap.RecoveryRotate, Credential: name}
+	switch st {
+	case authmap.StatusRevoked:
+	case authmap.StatusInvalid:
+		f.Subtype = authmap.SubtypeCredentialInvalid
+	case authmap.StatusExpired:
+		le := c.Snapshot(false).LastError
+		if le == nil || le.Subtype != authmap.SubtypeCredentialExpired {
+			return authmap.Failure{}, false
+		}
+		f.Subtype = authmap.SubtypeCredentialExpired
+	default:
 		return authmap.Failure{}, false
 	}
-	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialRevoked, Recovery: authmap.RecoveryRotate, Credential: name}
-	if st == authmap.StatusInvalid {
-		f.Subtype = authmap.SubtypeCredentialInvalid
-	}
+	why := ""
 	if le := c.Snapshot(false).LastError; le != nil && le.Subtype == f.Subtype {
-		f = *le
+		f, why = *le, le.Detail
 	}
-	f.Credential, f.Retryable = name, false
+	if cause, ok := g.credentialCause(name, c.Generation(), f.Subtype); ok {
+		f, why = cause, cause.Detail // the provider's own answer: code, recovery
+	}
+	f.Credential, f.Retryable, f.RetryAfterSeconds = name, false, nil
 	f.Detail = fmt.Sprintf("credential %q is %s and is not sent again until it changes (rotate it, or reload it: SIGHUP, the admin endpoint or a webhook)", name, st)
-	if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
-		f.Detail += ": " + le.Detail
+	if why != "" {
+		f.Detail += ": " + why
 	}
 	return g.attribute(u, f), true
 }

@@ -261,8 +261,7 @@ func (u *upstream) credentialName() string {
 		return u.cfg.Credential
 	}
 	for _, k := range sortedKeys(u.cfg.Headers) {
-		lk := strings.ToLower(k)
-		if lk == "authorization" || strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "auth") {
+		if credentialHeader(k) {
 			return "upstreams." + u.name + ".headers." + k
 		}
 	}
@@ -273,6 +272,24 @@ func (u *upstream) credentialName() string {
 		}
 	}
 	return ""
+}
+
+// credentialHeader reports whether a header of that name carries a
+// credential.
+func credentialHeader(name string) bool {
+	lk := strings.ToLower(name)
+	return lk == "authorization" || strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "auth")
+}
+
+// inlineCredential reports whether cfg's headers carry a credential, with
+// a value.
+func inlineCredential(cfg *UpstreamConfig) bool {
+	for k, v := range cfg.Headers {
+		if credentialHeader(k) && strings.TrimSpace(v) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // sortedKeys returns m's keys in order.

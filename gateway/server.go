@@ -140,6 +140,18 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
+	// breakerCauses holds, by breaker name, the auth failure that last
+	// opened a credential's breaker: the calls it refuses get that failure
+	// (provider, code, recovery), not a bare subtype.
+	breakerCauses sync.Map
+	// credCauses holds, by credential name, the last auth failure a call
+	// got that opened its breaker, with the credential generation it was
+	// sent with (a credCause): calls refused because the credential is
+	// known dead get it too.
+	credCauses sync.Map
+	// inlineGens numbers upstreams whose credential is written inline in
+	// their headers (upstream.inlineGen).
+	inlineGens atomic.Uint64
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
 	tracing *tracing
