@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -749,5 +750,53 @@ func TestAdminBearerSchemeCaseInsensitive(t *testing.T) {
 		if code != want {
 			t.Errorf("Authorization %q: %d %s, want %d", auth, code, body, want)
 		}
+	}
+}
+
+// TestAdminBasicForBrowsers: with admin.token set, a browser opens the
+// status page, and its event stream, with the token as the password of the
+// HTTP Basic prompt a read-only ops endpoint asks for; the same credentials
+// never authorize a POST to /admin/*, which a browser would send on another
+// site's behalf. Found trying the built gateway: with admin.token set, no
+// browser could open /status.
+func TestAdminBasicForBrowsers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const token = "admin-token-0123456789"
+	_, _, base, _ := valueTokGateway(t, ctx, "admin: {token: "+token+"}\n", "tok-0123456789")
+	basic := func(user, pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
+	get := func(path, auth string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	resp := get("/status", "")
+	if resp.StatusCode != http.StatusUnauthorized || !slices.ContainsFunc(resp.Header.Values("WWW-Authenticate"), func(v string) bool { return strings.HasPrefix(v, "Basic ") }) {
+		t.Errorf("GET /status without credentials: %d, WWW-Authenticate %q; want 401 with a Basic challenge", resp.StatusCode, resp.Header.Values("WWW-Authenticate"))
+	}
+	for _, path := range []string{"/status", "/health"} {
+		if code := get(path, basic("ops", token)).StatusCode; code != http.StatusOK {
+			t.Errorf("GET %s with the token as the Basic password: %d, want 200", path, code)
+		}
+		if code := get(path, basic("", token)).StatusCode; code != http.StatusOK {
+			t.Errorf("GET %s with the token as the Basic password, no user: %d, want 200", path, code)
+		}
+		if code := get(path, basic("ops", "wrong")).StatusCode; code != http.StatusUnauthorized {
+			t.Errorf("GET %s with a wrong Basic password: %d, want 401", path, code)
+		}
+	}
+	if code, body := post(t, base+"/admin/credentials/tok/reload", map[string]string{"Authorization": basic("ops", token)}, ""); code != http.StatusUnauthorized {
+		t.Errorf("POST /admin/... with Basic credentials: %d %s, want 401", code, body)
 	}
 }

@@ -82,9 +82,13 @@ func (g *Server) opsOnly(h http.Handler) http.Handler {
 			http.NotFound(w, r)
 			return
 		case g.cred.adminToken != "":
-			token, ok := bearerToken(r.Header.Get("Authorization"))
-			if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(g.cred.adminToken)) != 1 {
+			if !g.adminAuthorized(r) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="credgate-admin"`)
+				if readOnly(r) {
+					// A browser asks for Basic credentials: the status page
+					// and its event stream can then be opened with the token.
+					w.Header().Add("WWW-Authenticate", `Basic realm="credgate-admin", charset="UTF-8"`)
+				}
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token (admin.token)"})
 				return
 			}
@@ -95,6 +99,25 @@ func (g *Server) opsOnly(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// adminAuthorized reports whether r carries admin.token: as a bearer token,
+// or, for a read-only request, as the password of HTTP Basic credentials
+// (any user name), which is what a browser can send. Basic credentials a
+// browser keeps are sent with requests other sites make it send too, so
+// they never authorize what changes state (POST /admin/*).
+func (g *Server) adminAuthorized(r *http.Request) bool {
+	want := []byte(g.cred.adminToken)
+	if token, ok := bearerToken(r.Header.Get("Authorization")); ok {
+		return subtle.ConstantTimeCompare([]byte(token), want) == 1
+	}
+	if _, pass, ok := r.BasicAuth(); ok && readOnly(r) {
+		return subtle.ConstantTimeCompare([]byte(pass), want) == 1
+	}
+	return false
+}
+
+// readOnly reports whether r only reads (GET, HEAD).
+func readOnly(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
 
 // serveOps serves the ops endpoints on admin.listen, when it is set, until
 // the returned stop is called. It fails only if the address cannot be bound.
