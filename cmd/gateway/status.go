@@ -111,11 +111,15 @@ func statusURL(configPath, rawURL string) (string, error) {
 	return scheme + "://" + net.JoinHostPort(host, port), nil
 }
 
+// adminTokenEnv is the variable gateway status reads admin.token from
+// when no config is given: the config override of admin.token.
+const adminTokenEnv = gateway.EnvPrefix + "ADMIN__TOKEN"
+
 // statusToken reads the config's admin.token, which /health wants when it
-// is set (issue 9); "" without a config or a token.
+// is set (issue 9), else adminTokenEnv; "" without either.
 func statusToken(configPath string) (string, error) {
 	if configPath == "" {
-		return "", nil
+		return os.Getenv(adminTokenEnv), nil
 	}
 	cfg, err := loadConfig(configPath)
 	if err != nil {
@@ -146,6 +150,13 @@ func fetchHealth(ctx context.Context, base, token string) (gateway.Health, error
 		return h, fmt.Errorf("GET %s/health: %w", base, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized {
+		why := "the gateway wants its admin.token: pass its config (gateway status --config FILE) or set " + adminTokenEnv
+		if token != "" {
+			why = "the gateway refused the admin.token sent"
+		}
+		return h, fmt.Errorf("GET %s/health: %s: %s", base, resp.Status, why)
+	}
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable {
 		return h, fmt.Errorf("GET %s/health: %s", base, resp.Status)
 	}

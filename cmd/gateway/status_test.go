@@ -74,11 +74,31 @@ func TestStatusCommand(t *testing.T) {
 	}
 }
 
+const statusTestToken = "status-admin-token-0123456789"
+
+// TestStatusCommandTokenFromEnv: without a config, gateway status sends
+// admin.token from CREDGATE_ADMIN__TOKEN. Found trying the built gateway:
+// `gateway status --url` could not reach a gateway with admin.token set
+// without a config that also had to load in full.
+func TestStatusCommandTokenFromEnv(t *testing.T) {
+	url := statusAdminToken(t)
+	t.Setenv("CREDGATE_ADMIN__TOKEN", statusTestToken)
+	if code, out, errOut := cli(t, "", "status", "--url", url); code != 0 || !strings.Contains(out, ": ok") {
+		t.Errorf("status with the token in CREDGATE_ADMIN__TOKEN: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
 // Regression test for issue 9: /health is an ops endpoint; `gateway status
 // --config` sends the config's admin.token and reads admin.listen when set.
 func TestStatusCommandAdminToken(t *testing.T) {
 	t.Parallel()
-	const token = "status-admin-token-0123456789"
+	statusAdminToken(t)
+}
+
+// statusAdminToken runs TestStatusCommandAdminToken and returns the URL of
+// its gateway, which wants statusTestToken.
+func statusAdminToken(t *testing.T) string {
+	const token = statusTestToken
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+token {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -86,13 +106,14 @@ func TestStatusCommandAdminToken(t *testing.T) {
 		}
 		_ = json.NewEncoder(w).Encode(gateway.Health{Status: gateway.HealthOK, Version: "v-test"})
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	cfg := writeFile(t, "gateway.yaml", "listen: 127.0.0.1:1\nadmin: {token: "+token+", listen: \""+addr+"\"}\n")
 	if code, out, errOut := cli(t, "", "status", "--config", cfg); code != 0 || !strings.Contains(out, ": ok") {
 		t.Errorf("status with the config's admin token: exit %d\n%s%s", code, out, errOut)
 	}
-	if code, _, errOut := cli(t, "", "status", "--url", srv.URL); code != 1 || !strings.Contains(errOut, "401") {
-		t.Errorf("status without the token: exit %d, stderr %q; want 401 reported", code, errOut)
+	if code, _, errOut := cli(t, "", "status", "--url", srv.URL); code != 1 || !strings.Contains(errOut, "401") || !strings.Contains(errOut, "CREDGATE_ADMIN__TOKEN") {
+		t.Errorf("status without the token: exit %d, stderr %q; want 401 reported, with how to send the token", code, errOut)
 	}
+	return srv.URL
 }
