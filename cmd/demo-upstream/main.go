@@ -4,7 +4,11 @@
 //
 // It offers the tools echo, add, now and roll_dice, a prompt greet {name}
 // (with completion of the name), a resource demo://readme and a resource
-// template demo://notes/{id}.
+// template demo://notes/{id}. Over HTTP it also serves, at /billing/mcp, a
+// stand-in for a payments API's MCP server: its tool charge answers the way
+// Stripe does for the API key the request carries (Authorization: Bearer):
+// demoLiveKey is accepted, any other key is rejected as expired. The demo
+// config shows a credential failing and a route serving the call elsewhere.
 //
 //	demo-upstream                     serve MCP on stdin/stdout
 //	demo-upstream --http 127.0.0.1:8081       stdio, and the same server at http://127.0.0.1:8081/mcp
@@ -67,6 +71,8 @@ func run(httpAddr, httpOnly string, logger *slog.Logger) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil))
+		billing := newBillingServer(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		mux.Handle("/billing/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return billing }, nil))
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		logger.Info("serving streamable HTTP", "url", fmt.Sprintf("http://%s/mcp", ln.Addr()))
 		go func() { errc <- srv.Serve(ln) }()
@@ -201,6 +207,40 @@ func newServer(logger *slog.Logger) *mcp.Server {
 		}
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: req.Params.URI, MIMEType: "text/plain", Text: note}}}, nil
 	})
+	return server
+}
+
+// demoLiveKey is the one API key the billing server accepts. It is a demo
+// value, not a secret: configs/demo.yaml holds it.
+const demoLiveKey = "sk_test_demo_live_4242424242"
+
+// newBillingServer is the stand-in for a payments API's MCP server.
+func newBillingServer(logger *slog.Logger) *mcp.Server {
+	server := mcp.NewServer(&mcp.Implementation{Name: "demo-billing", Version: "1.0.0"}, &mcp.ServerOptions{Logger: logger})
+	type chargeArgs struct {
+		AmountCents int    `json:"amount_cents" jsonschema:"the amount to charge, in cents"`
+		Customer    string `json:"customer,omitempty" jsonschema:"the customer id (default cus_demo)"`
+	}
+	mcp.AddTool(server, &mcp.Tool{Name: "charge", Description: "Charges a customer (a demo: nothing is charged)."},
+		func(_ context.Context, req *mcp.CallToolRequest, a chargeArgs) (*mcp.CallToolResult, any, error) {
+			key := ""
+			if req.Extra != nil {
+				key, _ = strings.CutPrefix(req.Extra.Header.Get("Authorization"), "Bearer ")
+			}
+			if key != demoLiveKey {
+				// What Stripe answers for an expired key, as a server
+				// wrapping its API reports it.
+				last4 := key
+				if len(last4) > 4 {
+					last4 = last4[len(last4)-4:]
+				}
+				return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: `Stripe API error: 401 Unauthorized {"error":{"code":"api_key_expired","doc_url":"https://stripe.com/docs/error-codes/api-key-expired","message":"Expired API Key provided: sk_test_****` + last4 + `","type":"invalid_request_error"}}`}}}, nil, nil
+			}
+			if a.Customer == "" {
+				a.Customer = "cus_demo"
+			}
+			return textResult(fmt.Sprintf("charged %d cents to %s (demo: nothing was charged)", a.AmountCents, a.Customer)), nil, nil
+		})
 	return server
 }
 
