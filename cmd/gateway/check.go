@@ -71,6 +71,9 @@ type checkCredential struct {
 	authmap.Snapshot
 	// Fails says why the credential fails the check; empty when it passes.
 	Fails string `json:"fails,omitempty"`
+	// Unverified is set when no probe is configured: the value was read,
+	// but nothing asked the provider whether it accepts it.
+	Unverified bool `json:"unverified,omitempty"`
 }
 
 // check runs the pre-flight once and reports every credential: the command
@@ -99,7 +102,8 @@ func check(path string, asJSON bool, stdout, stderr io.Writer) int {
 		if !ok {
 			continue
 		}
-		cc := checkCredential{Name: name, Snapshot: s}
+		pc := cfg.Credentials[name].Probe
+		cc := checkCredential{Name: name, Snapshot: s, Unverified: pc.HTTP == nil && pc.Tool == ""}
 		switch s.Status {
 		case authmap.StatusMissing, authmap.StatusInvalid, authmap.StatusRevoked, authmap.StatusExpired,
 			authmap.StatusExpiring, authmap.StatusUnknown:
@@ -134,9 +138,17 @@ func printCheck(w io.Writer, rep checkReport) {
 	for _, c := range rep.Credentials {
 		ttl := "unknown"
 		if c.TTLSeconds != nil {
-			ttl = (time.Duration(*c.TTLSeconds) * time.Second).String()
+			d := time.Duration(*c.TTLSeconds) * time.Second
+			ttl = shortDuration(d)
+			if d < 0 {
+				ttl = "expired " + ttl + " ago"
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/100\n", c.Name, c.Status, ttl, c.Source, c.Readiness.Score)
+		status := c.Status.String()
+		if c.Unverified && c.Fails == "" {
+			status += " (unverified)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/100\n", c.Name, status, ttl, c.Source, c.Readiness.Score)
 	}
 	_ = tw.Flush()
 	for _, c := range rep.Credentials {
@@ -155,7 +167,15 @@ func printCheck(w io.Writer, rep checkReport) {
 			}
 		}
 	}
-	if rep.OK {
+	var unverified []string
+	for _, c := range rep.Credentials {
+		if c.Unverified && c.Fails == "" {
+			unverified = append(unverified, c.Name)
+		}
+	}
+	if rep.OK && len(unverified) > 0 {
+		fmt.Fprintf(w, "\nok: every credential has a value; not checked with its provider (no probe configured: credentials.<name>.probe): %s\n", strings.Join(unverified, ", "))
+	} else if rep.OK {
 		fmt.Fprintln(w, "\nok: every credential is usable")
 	} else {
 		fmt.Fprintln(w, "\nFAILED: some credentials are not usable (see above)")
