@@ -88,14 +88,16 @@ func (c *catalog) rebuild() {
 	}
 
 	// Tools and prompts: exposed names decided by routing.
-	wantT := exposeByName(sep, toolSrc, "tool", report, func(up, name string) *mcp.Tool {
-		return find(cats[up].tools, func(t *mcp.Tool) bool { return t.Name == name })
-	})
+	// By name, per upstream: one lookup per exposed name, not a scan of
+	// the upstream's list (quadratic: 100,000 tools took 38 s).
+	toolsBy, promptsBy := map[string]map[string]*mcp.Tool{}, map[string]map[string]*mcp.Prompt{}
+	for up, cat := range cats {
+		toolsBy[up], promptsBy[up] = byName(cat.tools, func(t *mcp.Tool) string { return t.Name }), byName(cat.prompts, func(p *mcp.Prompt) string { return p.Name })
+	}
+	wantT := exposeByName(sep, toolSrc, "tool", report, func(up, name string) *mcp.Tool { return toolsBy[up][name] })
 	c.routeTools(wantT, cats)
 	reconcile(c.tools, wantT, "tool", report, g.mcp.RemoveTools, c.addTool, func(t *mcp.Tool) string { return t.Name })
-	wantP := exposeByName(sep, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt {
-		return find(cats[up].prompts, func(p *mcp.Prompt) bool { return p.Name == name })
-	})
+	wantP := exposeByName(sep, promptSrc, "prompt", report, func(up, name string) *mcp.Prompt { return promptsBy[up][name] })
 	reconcile(c.prompts, wantP, "prompt", report, g.mcp.RemovePrompts, func(name string, w entry[*mcp.Prompt]) error {
 		p := *w.orig
 		p.Name = name
@@ -235,14 +237,16 @@ func names[T any](items []T, name func(T) string) []string {
 	return out
 }
 
-func find[T any](items []T, match func(T) bool) T {
+// byName indexes items by name; of items sharing a name, the first wins
+// (as a scan in order would find it).
+func byName[T any](items []T, name func(T) string) map[string]T {
+	m := make(map[string]T, len(items))
 	for _, it := range items {
-		if match(it) {
-			return it
+		if _, ok := m[name(it)]; !ok {
+			m[name(it)] = it
 		}
 	}
-	var zero T
-	return zero
+	return m
 }
 
 // addTool registers an upstream tool under its exposed name. The SDK panics on
@@ -414,4 +418,15 @@ func (c *catalog) hasPrompt(name string) bool {
 	defer c.mu.RUnlock()
 	_, ok := c.prompts[name]
 	return ok
+}
+
+// find returns the first of items that match accepts, or the zero value.
+func find[T any](items []T, match func(T) bool) T {
+	for _, it := range items {
+		if match(it) {
+			return it
+		}
+	}
+	var zero T
+	return zero
 }

@@ -126,6 +126,19 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) *handoff {
 		defer close(done)
 		_ = cs.Wait()
 	}()
+	// Relisting is spaced by relistGap: an upstream sending list_changed
+	// without end (a storm) costs a bounded share of a CPU, however long its
+	// lists, and is never ignored: the last change is always listed.
+	var next time.Time          // when the catalog may be listed again
+	var relist <-chan time.Time // the deferred listing, while one waits
+	list := func() {
+		began := time.Now()
+		if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
+			u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("refreshing the upstream's catalog failed")
+			u.setErr(err)
+		}
+		next = time.Now().Add(relistGap(time.Since(began)))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,12 +156,26 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) *handoff {
 				return h
 			}
 		case <-u.refresh:
-			if err := u.list(ctx, cs); err != nil && ctx.Err() == nil {
-				u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("refreshing the upstream's catalog failed")
-				u.setErr(err)
+			if relist != nil {
+				continue // already due
 			}
+			if wait := time.Until(next); wait > 0 {
+				relist = time.After(wait)
+				continue
+			}
+			list()
+		case <-relist:
+			relist = nil
+			list()
 		}
 	}
+}
+
+// relistGap is the pause after a catalog listing that took took before the
+// next: four times as long (a storm of list_changed costs at most a fifth of
+// a CPU), and at least 100 ms.
+func relistGap(took time.Duration) time.Duration {
+	return max(100*time.Millisecond, 4*took)
 }
 
 // lost ends the shared session cs, which err proved dead (a call whose

@@ -245,6 +245,18 @@ const (
 // child's exit: enough for a long stack trace, not an error logged long before.
 const stderrErrLineAge = 500
 
+// maxListed bounds each of an upstream's lists (tools, prompts, resources,
+// templates): an upstream that lists more, or pages without end, has the
+// first maxListed exposed, and the listing reports the rest left out. Real
+// servers list tens to hundreds; every item costs memory and catalog work
+// while it is listed.
+const maxListed = 10_000
+
+// errListTooLong reports a list cut at maxListed.
+func errListTooLong(method string) error {
+	return fmt.Errorf("%s: more than %d items (or pages without end); the first %d are exposed, the rest left out", method, maxListed, maxListed)
+}
+
 // list fetches the upstream's whole catalog and hands it to the gateway.
 func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
@@ -260,6 +272,10 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 				break
 			}
 			if u.cfg.Tools.Allowed(t.Name) {
+				if len(cat.tools) == maxListed {
+					errs = append(errs, errListTooLong("tools/list"))
+					break
+				}
 				cat.tools = append(cat.tools, t)
 			}
 		}
@@ -268,6 +284,10 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		for p, err := range cs.Prompts(ctx, nil) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("prompts/list: %w", err))
+				break
+			}
+			if len(cat.prompts) == maxListed {
+				errs = append(errs, errListTooLong("prompts/list"))
 				break
 			}
 			cat.prompts = append(cat.prompts, p)
@@ -279,11 +299,19 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 				errs = append(errs, fmt.Errorf("resources/list: %w", err))
 				break
 			}
+			if len(cat.resources) == maxListed {
+				errs = append(errs, errListTooLong("resources/list"))
+				break
+			}
 			cat.resources = append(cat.resources, r)
 		}
 		for r, err := range cs.ResourceTemplates(ctx, nil) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("resources/templates/list: %w", err))
+				break
+			}
+			if len(cat.templates) == maxListed {
+				errs = append(errs, errListTooLong("resources/templates/list"))
 				break
 			}
 			cat.templates = append(cat.templates, r)

@@ -1,0 +1,88 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// endlessListMode makes the test binary a raw 2025-11-25 stdio upstream
+// (endlessListUpstream) whose tools/list pages never end.
+const endlessListMode = "endless-list"
+
+// endlessListUpstream answers tools/list with pages of 1,000 new tools, each
+// pointing to a next page, without end; tools/call of any tool with "ok".
+func endlessListUpstream() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	page := 0
+	for in.Scan() {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
+			continue
+		}
+		var result string
+		switch req.Method {
+		case "initialize":
+			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"endless","version":"1"}}`
+		case "tools/list":
+			var b strings.Builder
+			b.WriteString(`{"tools":[`)
+			for i := range 1000 {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				fmt.Fprintf(&b, `{"name":"t%d_%d","inputSchema":{"type":"object"}}`, page, i)
+			}
+			page++
+			fmt.Fprintf(&b, `],"nextCursor":"p%d"}`, page)
+			result = b.String()
+		case "tools/call":
+			result = `{"content":[{"type":"text","text":"ok"}]}`
+		case "ping":
+			result = `{}`
+		default:
+			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
+			continue
+		}
+		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+	}
+}
+
+// TestListCapped: an upstream whose tools/list pages never end (or lists
+// more than maxListed tools) has its first maxListed exposed, says why in
+// /health, and the gateway, its other upstreams included, goes on serving.
+// Found feeding the built gateway hostile upstreams: endless pages grew it
+// to 1.7 GB and stopped /health, and 100,000 tools took 38 s of catalog work
+// (a linear search per tool) while every other upstream's calls waited.
+func TestListCapped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  endless: %s\n  good: %s\n", selfUpstream(t, endlessListMode), selfUpstream(t, echoUpstreamMode)))
+	h := g.Health().Upstreams["endless"]
+	if h.Tools != maxListed || !strings.Contains(h.LastError, fmt.Sprintf("more than %d", maxListed)) {
+		t.Errorf("endless upstream: %d tools, last_error %q; want %d and the cut reported", h.Tools, h.LastError, maxListed)
+	}
+	if _, _, ok := g.catalog.toolTarget("endless__t9_999"); !ok {
+		t.Error("the last tool within the bound is not exposed")
+	}
+	if _, _, ok := g.catalog.toolTarget("endless__t10_0"); ok {
+		t.Error("a tool past the bound is exposed")
+	}
+	a := newRawAgent(t, ctx, g)
+	for _, tool := range []string{"endless__t0_0", "good__echo"} {
+		r, body := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":%q,"arguments":{"text":"hi"}}}`, tool))
+		if r.StatusCode != 200 || strings.Contains(string(body), `"isError":true`) {
+			t.Errorf("%s: %d %s", tool, r.StatusCode, body)
+		}
+	}
+}
