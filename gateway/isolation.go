@@ -71,6 +71,13 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 	if ev == nil {
 		return // not logged at this level: skip the encoding
 	}
+	if !u.flood.keep.Allow() {
+		u.flood.keptDropped.Add(1)
+		return
+	}
+	if n := u.flood.keptDropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped_before", n)
+	}
 	data, _ := json.Marshal(p.Data)
 	ev.Str("upstream_level", string(p.Level)).Str("logger", p.Logger).Str("data", truncate(string(data), 1024)).Msg(msg)
 }

@@ -46,6 +46,9 @@ func TestMain(m *testing.M) {
 	case stallUpstreamMode:
 		stallUpstream()
 		os.Exit(0)
+	case floodMode:
+		floodUpstream()
+		os.Exit(0)
 	case endlessListMode:
 		endlessListUpstream()
 		os.Exit(0)

@@ -449,7 +449,7 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 		}
 	case "notifications/progress":
 		var p mcp.ProgressNotificationParams
-		if json.Unmarshal(m.Params, &p) == nil {
+		if u.flood.allowNotify() && json.Unmarshal(m.Params, &p) == nil {
 			u.gw.progress.forward(ctx, u.gw.redactProgress(&p))
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":

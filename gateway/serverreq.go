@@ -81,6 +81,11 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
 	}
+	release, err := u.flood.ask(u.name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	// A fast call's request goes on its own answer stream (fastSend).
 	return c.session.Elicit(c.ctx, req.Params)
 }
@@ -98,6 +103,11 @@ func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (
 	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
 	}
+	release, err := u.flood.ask(u.name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	return c.session.CreateMessage(c.ctx, req.Params)
 }
 
@@ -111,6 +121,12 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 // logMessage passes a log message sent during calls to the agent making
 // them, when there is one (see routeLog).
 func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
+	if !u.flood.allowNotify() {
+		return
+	}
+	if p := boundedLog(req.Params); p != req.Params {
+		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: p}
+	}
 	if u.gw.hasSecrets() {
 		p, ok := redactedJSON(u.gw, req.Params)
 		if !ok {

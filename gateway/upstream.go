@@ -54,6 +54,7 @@ type upstream struct {
 	notes   noteCounter    // call notifications read and handled
 	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
 	rawIDs  atomic.Int64   // ids of the gateway's own requests (rawcall.go)
+	flood   *floodGuard    // bounds on what it sends unasked (flood.go)
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
@@ -158,6 +159,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 		tried:    make(chan struct{}),
 		stopped:  make(chan struct{}),
 		secrets:  secretValues(cfg),
+		flood:    newFloodGuard(),
 	}
 	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	if cfg.Transport != TransportStdio {
@@ -213,6 +215,9 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 			u.logMessage(agent, req)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
+			if !u.flood.allowNotify() {
+				return
+			}
 			u.gw.progress.forward(ctx, u.gw.redactProgress(r.Params))
 		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who

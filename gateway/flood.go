@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/time/rate"
+)
+
+// Bounds on what an upstream sends unasked, or asks of agents, so that no
+// upstream can make the gateway's memory, its log or an agent's stream grow
+// without bound (found feeding the built gateway hostile upstreams: progress
+// and log floods to an agent that did not read its stream grew the gateway
+// to 8.9 GB; 300,000 sampling requests in one call, to 4 GB; an unsolicited
+// stream of error-level log messages wrote 285 MB of gateway log in 10 s).
+//
+//   - Progress and log notifications: at most notifyRate a second per
+//     upstream (notifyBurst at once) reach agents or the gateway's log; the
+//     rest are dropped. Progress says only where a call is (the next one
+//     says it again), and a log flood is noise. What an agent's stream holds
+//     is then bounded by the rate and the call's timeout.
+//   - A log message's data over notifyDataMax encoded bytes is replaced by a
+//     note of its size.
+//   - Requests to agents (sampling, elicitation): at most asksMax in flight
+//     per upstream; another is refused at once, as an agent would refuse it.
+//   - Log messages kept in the gateway's own log (sent to no agent): at most
+//     keepRate a second per upstream, the number dropped said on the next.
+const (
+	notifyRate    = 100
+	notifyBurst   = 200
+	notifyDataMax = 16 << 10
+	asksMax       = 8
+	keepRate      = 5
+	keepBurst     = 20
+)
+
+// floodGuard holds an upstream's bounds (see above).
+type floodGuard struct {
+	notify      *rate.Limiter
+	keep        *rate.Limiter
+	dropped     atomic.Int64 // notifications dropped, for the metrics and health
+	keptDropped atomic.Int64 // log lines not kept since the last one kept
+	asks        chan struct{}
+}
+
+func newFloodGuard() *floodGuard {
+	return &floodGuard{
+		notify: rate.NewLimiter(notifyRate, notifyBurst),
+		keep:   rate.NewLimiter(keepRate, keepBurst),
+		asks:   make(chan struct{}, asksMax),
+	}
+}
+
+// allowNotify reports whether one more progress or log notification may go
+// on; it counts the ones that may not.
+func (f *floodGuard) allowNotify() bool {
+	if f.notify.Allow() {
+		return true
+	}
+	f.dropped.Add(1)
+	return false
+}
+
+// ask takes a slot for a request to an agent; release gives it back. It
+// fails when asksMax are in flight.
+func (f *floodGuard) ask(upstream string) (release func(), err error) {
+	select {
+	case f.asks <- struct{}{}:
+		return func() { <-f.asks }, nil
+	default:
+		return nil, fmt.Errorf("credgate: upstream %q already has %d requests to its agents in flight; refused", upstream, asksMax)
+	}
+}
+
+// boundedLog returns p, or a copy whose data is a note of its size when it
+// encodes to more than notifyDataMax bytes.
+func boundedLog(p *mcp.LoggingMessageParams) *mcp.LoggingMessageParams {
+	n := 0
+	switch d := p.Data.(type) {
+	case string:
+		n = len(d)
+	case json.RawMessage:
+		n = len(d)
+	default:
+		b, err := json.Marshal(d)
+		if err != nil {
+			return p
+		}
+		n = len(b)
+	}
+	if n <= notifyDataMax {
+		return p
+	}
+	q := *p
+	q.Data = fmt.Sprintf("[credgate: log data of %d bytes left out; at most %d are passed on]", n, notifyDataMax)
+	return &q
+}

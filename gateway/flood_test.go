@@ -1,0 +1,153 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// floodMode makes the test binary a raw 2025-11-25 stdio upstream
+// (floodUpstream) that floods a call with log messages and progress.
+const floodMode = "flood"
+
+// floodCount is how many log messages and progress notifications
+// floodUpstream sends during a call, each.
+const floodCount = 5000
+
+// floodUpstream answers tools/call after sending floodCount error-level log
+// messages and floodCount progress notifications (when the call has a
+// progress token), and log messages of 1 MiB of data, then "done".
+func floodUpstream() {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	for in.Scan() {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+			Params struct {
+				Meta struct {
+					ProgressToken json.RawMessage `json:"progressToken"`
+				} `json:"_meta"`
+			} `json:"params"`
+		}
+		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
+			continue
+		}
+		var result string
+		switch req.Method {
+		case "initialize":
+			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"flood","version":"1"}}`
+		case "tools/list":
+			result = `{"tools":[{"name":"flood","inputSchema":{"type":"object"}}]}`
+		case "tools/call":
+			for i := range floodCount {
+				fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"flood","data":"line %d"}}`+"\n", i)
+				if req.Params.Meta.ProgressToken != nil {
+					fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%s,"progress":%d}}`+"\n", req.Params.Meta.ProgressToken, i)
+				}
+			}
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"flood","data":%q}}`+"\n", strings.Repeat("x", 1<<20-1024))
+			result = `{"content":[{"type":"text","text":"done"}]}`
+		case "ping", "logging/setLevel":
+			result = `{}`
+		default:
+			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
+			_ = out.Flush()
+			continue
+		}
+		fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+		_ = out.Flush()
+	}
+}
+
+// TestFloodBounded: an upstream flooding a call with log messages and
+// progress reaches the agent with at most a bounded number of them (the
+// rest dropped, the answer intact), and a log message's data over
+// notifyDataMax is replaced by a note of its size. Found feeding the built
+// gateway hostile upstreams: floods to an agent that did not read its
+// stream grew the gateway to 8.9 GB.
+func TestFloodBounded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  f: %s\n", fast, selfUpstream(t, floodMode)))
+		var mu sync.Mutex
+		var logs, progress, big int
+		cs := agent(t, ctx, g, &mcp.ClientOptions{
+			LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+				mu.Lock()
+				defer mu.Unlock()
+				logs++
+				if s, _ := r.Params.Data.(string); strings.Contains(s, "left out") {
+					big++
+				}
+			},
+			ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
+				mu.Lock()
+				progress++
+				mu.Unlock()
+			},
+		})
+		if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+			t.Fatal(err)
+		}
+		params := &mcp.CallToolParams{Name: "f__flood", Arguments: map[string]any{}}
+		params.SetProgressToken("p1")
+		res, err := cs.CallTool(ctx, params)
+		if err != nil || res.IsError || text(res) != "done" {
+			t.Fatalf("fast_path %v: the flooded call answered %v %v", fast, res, err)
+		}
+		mu.Lock()
+		// What a burst can pass, and the rate over the few seconds the
+		// flood may take on a loaded machine.
+		const most = notifyBurst + notifyRate*10
+		if logs+progress > most || logs+progress == 0 {
+			t.Errorf("fast_path %v: the agent got %d log messages and %d progress notifications of %d each; want some, at most %d in all", fast, logs, progress, floodCount, most)
+		}
+		mu.Unlock()
+		if f := g.upstream("f").flood.dropped.Load(); f == 0 {
+			t.Errorf("fast_path %v: no notification counted as dropped", fast)
+		}
+	}
+}
+
+// TestFloodGuardBounds: requests to agents are capped at asksMax in flight,
+// and log data over notifyDataMax is replaced by a note.
+func TestFloodGuardBounds(t *testing.T) {
+	t.Parallel()
+	f := newFloodGuard()
+	var releases []func()
+	for range asksMax {
+		r, err := f.ask("u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, r)
+	}
+	if _, err := f.ask("u"); err == nil || !strings.Contains(err.Error(), `upstream "u"`) {
+		t.Errorf("ask past %d in flight = %v, want refused naming the upstream", asksMax, err)
+	}
+	releases[0]()
+	if _, err := f.ask("u"); err != nil {
+		t.Errorf("ask after a release: %v", err)
+	}
+	small := &mcp.LoggingMessageParams{Level: "info", Data: map[string]any{"k": "v"}}
+	if boundedLog(small) != small {
+		t.Error("a small log message was changed")
+	}
+	big := &mcp.LoggingMessageParams{Level: "info", Data: map[string]any{"k": strings.Repeat("v", notifyDataMax)}}
+	got := boundedLog(big)
+	if s, _ := got.Data.(string); !strings.Contains(s, "left out") || big.Data == nil {
+		t.Errorf("a large log message's data = %v, want a note of its size (and the original untouched)", got.Data)
+	}
+}
