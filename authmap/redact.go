@@ -39,6 +39,76 @@ var tokenShapes = []*regexp.Regexp{
 	regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"']+:([^\s@/"']+)@`),
 }
 
+// shapeNeeds holds, for each of tokenShapes, text that any match of it
+// contains (one of any; each of all): a shape whose text is absent is not
+// run, which makes redacting text that holds no token several times faster
+// (a 15 MB error result took 11 s of CPU). fold literals are matched in the
+// text's lower case, and only when the text is ASCII: (?i) folds some other
+// letters into ASCII ones (the Kelvin sign into k, the long s into s). A
+// replacement ("[REDACTED]") never makes one of them appear, so the check
+// holds for every step.
+var shapeNeeds = [...]struct {
+	any, all []string
+	fold     bool
+}{
+	{any: []string{"github_pat_"}},
+	{any: []string{"gh"}},
+	{any: []string{"sk-ant-"}},
+	{any: []string{"sk-"}},
+	{any: []string{"k_live_", "k_test_"}},
+	{any: []string{"xox"}},
+	{any: []string{"AKIA", "ASIA"}},
+	{any: []string{"glpat-"}},
+	{any: []string{"npm_"}},
+	{any: []string{"hv"}},
+	{any: []string{"s."}},
+	{all: []string{"eyJ"}},
+	{any: []string{"bearer", "basic", "token"}, fold: true},
+	{all: []string{"="}},
+	{all: []string{`"`, ":"}},
+	{all: []string{":"}},
+	{all: []string{":", "api key provided"}, fold: true},
+	{all: []string{"://", "@"}},
+}
+
+// mayMatch reports whether s (lower: its lower case, or "" when not ASCII)
+// holds what a shape needs.
+func mayMatch(s, lower string, need struct {
+	any, all []string
+	fold     bool
+}) bool {
+	text := s
+	if need.fold {
+		if lower == "" {
+			return true // not ASCII: run the shape
+		}
+		text = lower
+	}
+	for _, lit := range need.all {
+		if !strings.Contains(text, lit) {
+			return false
+		}
+	}
+	if len(need.any) == 0 {
+		return true
+	}
+	for _, lit := range need.any {
+		if strings.Contains(text, lit) {
+			return true
+		}
+	}
+	return false
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
 // authSchemeValue matches "Bearer <value>"; the value must contain a digit, so that
 // `Bearer resource_metadata="..."` and prose ("Bearer authentication") stay readable.
 var authSchemeValue = regexp.MustCompile(`(?i)\b(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/\-]{12,}=*)(?:$|[\s"',;)\]}>])`)
@@ -65,7 +135,14 @@ func redactSorted(s string, known []string) string {
 			s = strings.ReplaceAll(s, sec, Redacted)
 		}
 	}
-	for _, re := range tokenShapes {
+	lower := "" // s in lower case, when ASCII (see shapeNeeds)
+	if ascii(s) {
+		lower = strings.ToLower(s)
+	}
+	for i, re := range tokenShapes {
+		if !mayMatch(s, lower, shapeNeeds[i]) {
+			continue
+		}
 		if re.NumSubexp() == 0 {
 			s = re.ReplaceAllString(s, Redacted)
 			continue
