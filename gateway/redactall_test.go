@@ -11,6 +11,7 @@ import (
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 )
 
 // redactCall sends one tools/call of a__raw, answered with result, through
@@ -256,5 +257,21 @@ func TestRedactedFailureStaysTyped(t *testing.T) {
 	got, _ := outcomeFailure(res, nil)
 	if got == nil || got.Type != authmap.TypeAuthFailure || got.Subtype != authmap.SubtypeCredentialRevoked {
 		t.Errorf("failure after redaction: %+v (meta %T); want the typed auth_failure", got, res.Meta[MetaKey])
+	}
+}
+
+// TestAuditLineToolNameRedacted: a tool name carrying a value the gateway
+// knows as a secret (an upstream offering leak_<its token>) is redacted in
+// the call's audit line. Found feeding the built gateway hostile upstreams.
+func TestAuditLineToolNameRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const secret = "s3cr3tT0kenAbCdEf0123456789xyz"
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: http://127.0.0.1:1/mcp, headers: {X-Api-Token: %s}}\n", secret), zerolog.New(&logs).Level(zerolog.InfoLevel))
+	g.logCall(ctx, g.upstream("a"), "leak_"+secret, time.Now(), &mcp.CallToolResult{}, nil)
+	if strings.Contains(logs.String(), secret) || !strings.Contains(logs.String(), `"tool":"leak_[REDACTED]"`) {
+		t.Errorf("the audit line of a tool named after a secret:\n%s", logs.String())
 	}
 }
