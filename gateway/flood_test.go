@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -26,47 +25,34 @@ const floodCount = 5000
 // messages and floodCount progress notifications (when the call has a
 // progress token), and log messages of 1 MiB of data, then "done".
 func floodUpstream() {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 1<<20)
-	out := bufio.NewWriterSize(os.Stdout, 1<<20)
-	for in.Scan() {
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-			Params struct {
+	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
+		switch {
+		case err != nil:
+		case req.Method == "initialize":
+			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"flood","version":"1"}}`)
+		case req.Method == "tools/list":
+			replyResult(out, req.ID, `{"tools":[{"name":"flood","inputSchema":{"type":"object"}}]}`)
+		case req.Method == "tools/call":
+			var p struct {
 				Meta struct {
 					ProgressToken json.RawMessage `json:"progressToken"`
 				} `json:"_meta"`
-			} `json:"params"`
-		}
-		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
-			continue
-		}
-		var result string
-		switch req.Method {
-		case "initialize":
-			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"flood","version":"1"}}`
-		case "tools/list":
-			result = `{"tools":[{"name":"flood","inputSchema":{"type":"object"}}]}`
-		case "tools/call":
+			}
+			_ = json.Unmarshal(req.Params, &p)
 			for i := range floodCount {
 				fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"flood","data":"line %d"}}`+"\n", i)
-				if req.Params.Meta.ProgressToken != nil {
-					fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%s,"progress":%d}}`+"\n", req.Params.Meta.ProgressToken, i)
+				if p.Meta.ProgressToken != nil {
+					fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%s,"progress":%d}}`+"\n", p.Meta.ProgressToken, i)
 				}
 			}
 			fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"flood","data":%q}}`+"\n", strings.Repeat("x", 1<<20-1024))
-			result = `{"content":[{"type":"text","text":"done"}]}`
-		case "ping", "logging/setLevel":
-			result = `{}`
+			replyResult(out, req.ID, `{"content":[{"type":"text","text":"done"}]}`)
+		case req.Method == "ping", req.Method == "logging/setLevel":
+			replyResult(out, req.ID, `{}`)
 		default:
-			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
-			_ = out.Flush()
-			continue
+			replyNoMethod(out, req)
 		}
-		fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-		_ = out.Flush()
-	}
+	})
 }
 
 // TestFloodBounded: an upstream flooding a call with log messages and

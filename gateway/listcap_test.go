@@ -3,9 +3,7 @@ package gateway
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,22 +16,13 @@ const endlessListMode = "endless-list"
 // endlessListUpstream answers tools/list with pages of 1,000 new tools, each
 // pointing to a next page, without end; tools/call of any tool with "ok".
 func endlessListUpstream() {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 1<<20)
 	page := 0
-	for in.Scan() {
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
-			continue
-		}
-		var result string
-		switch req.Method {
-		case "initialize":
-			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"endless","version":"1"}}`
-		case "tools/list":
+	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
+		switch {
+		case err != nil:
+		case req.Method == "initialize":
+			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"endless","version":"1"}}`)
+		case req.Method == "tools/list":
 			var b strings.Builder
 			b.WriteString(`{"tools":[`)
 			for i := range 1000 {
@@ -44,17 +33,15 @@ func endlessListUpstream() {
 			}
 			page++
 			fmt.Fprintf(&b, `],"nextCursor":"p%d"}`, page)
-			result = b.String()
-		case "tools/call":
-			result = `{"content":[{"type":"text","text":"ok"}]}`
-		case "ping":
-			result = `{}`
+			replyResult(out, req.ID, b.String())
+		case req.Method == "tools/call":
+			replyResult(out, req.ID, `{"content":[{"type":"text","text":"ok"}]}`)
+		case req.Method == "ping":
+			replyResult(out, req.ID, `{}`)
 		default:
-			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
-			continue
+			replyNoMethod(out, req)
 		}
-		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-	}
+	})
 }
 
 // TestListCapped: an upstream whose tools/list pages never end (or lists

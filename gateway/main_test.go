@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -95,4 +96,43 @@ func rawUpstream() {
 		}
 		_ = out.Encode(reply)
 	}
+}
+
+// childRequest is the head of a JSON-RPC message serveRaw reads.
+type childRequest struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+}
+
+// serveRaw reads newline-delimited JSON-RPC on stdin until it closes and
+// hands each request (a message with an id) to answer, with out flushed
+// after each; a line that is not JSON goes to answer with its error.
+// Notifications are dropped.
+func serveRaw(answer func(out *bufio.Writer, req childRequest, err error)) {
+	in := bufio.NewReaderSize(os.Stdin, 1<<20)
+	out := bufio.NewWriterSize(os.Stdout, 1<<20)
+	for {
+		line, err := in.ReadBytes('\n')
+		if err != nil {
+			return
+		}
+		var req childRequest
+		if err := json.Unmarshal(line, &req); err != nil {
+			answer(out, req, err)
+		} else if req.ID != nil {
+			answer(out, req, nil)
+		}
+		_ = out.Flush()
+	}
+}
+
+// replyResult writes the answer to request id with result (JSON).
+func replyResult(out io.Writer, id json.RawMessage, result string) {
+	fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", id, result)
+}
+
+// replyNoMethod writes the "method not found" answer to a request.
+func replyNoMethod(out io.Writer, req childRequest) {
+	fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
 }

@@ -21,55 +21,58 @@ const stallUpstreamMode = "stall"
 // argument exists, and never answers that call. A line that is not JSON
 // it reports on stderr as "bad line".
 func stallUpstream() {
-	in := bufio.NewReaderSize(os.Stdin, 1<<20)
-	for {
-		line, err := in.ReadBytes('\n')
+	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
 		if err != nil {
+			fmt.Fprintf(os.Stderr, "bad line: %v\n", err)
 			return
 		}
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-			Params struct {
+		switch req.Method {
+		case "initialize":
+			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"stall","version":"1"}}`)
+		case "tools/list":
+			replyResult(out, req.ID, `{"tools":[{"name":"stall","inputSchema":{"type":"object"}},{"name":"x","inputSchema":{"type":"object"}}]}`)
+		case "tools/call":
+			var p struct {
 				Name      string `json:"name"`
 				Arguments struct {
 					File string `json:"file"`
 				} `json:"arguments"`
-			} `json:"params"`
-		}
-		if err := json.Unmarshal(line, &req); err != nil {
-			fmt.Fprintf(os.Stderr, "bad line: %v\n", err)
-			continue
-		}
-		if req.ID == nil {
-			continue
-		}
-		var result string
-		switch req.Method {
-		case "initialize":
-			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"stall","version":"1"}}`
-		case "tools/list":
-			result = `{"tools":[{"name":"stall","inputSchema":{"type":"object"}},{"name":"x","inputSchema":{"type":"object"}}]}`
-		case "tools/call":
-			if req.Params.Name == "stall" {
-				fmt.Fprintln(os.Stderr, "stalled")
-				for {
-					if _, err := os.Stat(req.Params.Arguments.File); err == nil {
-						break
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
-				continue
 			}
-			result = `{"content":[{"type":"text","text":"ok"}]}`
+			_ = json.Unmarshal(req.Params, &p)
+			if p.Name != "stall" {
+				replyResult(out, req.ID, `{"content":[{"type":"text","text":"ok"}]}`)
+				return
+			}
+			fmt.Fprintln(os.Stderr, "stalled")
+			for {
+				if _, err := os.Stat(p.Arguments.File); err == nil {
+					return // never answered
+				}
+				time.Sleep(5 * time.Millisecond) // the child's own stall, not a test's wait
+			}
 		case "ping":
-			result = `{}`
+			replyResult(out, req.ID, `{}`)
 		default:
-			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
-			continue
+			replyNoMethod(out, req)
 		}
-		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+	})
+}
+
+// stallGateway starts a gateway (fast_path as fast) whose upstream a is
+// stallUpstream with timeout, and returns it, a, a's child output, and the
+// file whose creation makes a stalled child read again (created at the
+// test's end too).
+func stallGateway(t *testing.T, ctx context.Context, fast bool, timeout time.Duration) (*Server, *upstream, *childStderr, string) {
+	t.Helper()
+	up := strings.TrimSuffix(selfUpstream(t, stallUpstreamMode), "}") + ", timeout: " + timeout.String() + "}"
+	g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: %s\n", fast, up))
+	u := g.upstream("a")
+	if u.session.Load() == nil {
+		t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
 	}
+	release := t.TempDir() + "/release"
+	t.Cleanup(func() { _ = os.WriteFile(release, nil, 0o600) })
+	return g, u, u.childOutput(), release
 }
 
 // TestStdioTimeoutWhileChildStalls: a call to a stdio child that stopped
@@ -81,25 +84,14 @@ func stallUpstream() {
 // timeout until the child read again.
 func TestStdioTimeoutWhileChildStalls(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			const timeout = 2 * time.Second
-			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, timeout: %s, env: {%s: %s}}\n", fast, self, timeout, rawUpstreamEnv, stallUpstreamMode))
-			u := g.upstream("a")
-			if u.session.Load() == nil {
-				t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
-			}
-			child := u.childOutput()
+			g, _, child, release := stallGateway(t, ctx, fast, timeout)
 			a, b := newRawAgent(t, ctx, g), newRawAgent(t, ctx, g)
-			release := t.TempDir() + "/release"
-			defer func() { _ = os.WriteFile(release, nil, 0o600) }() // the child reads again: the big call's write ends
 
 			stalled := make(chan string, 1)
 			go func() {
@@ -238,25 +230,14 @@ func selfUpstream(t testing.TB, mode string, env ...string) string {
 // holding every later call to the upstream with it.
 func TestStdioWriteTimesOutWhileChildStalls(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			const timeout = 2 * time.Second
-			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {command: %q, timeout: %s, env: {%s: %s}}\n", fast, self, timeout, rawUpstreamEnv, stallUpstreamMode))
-			u := g.upstream("a")
-			if u.session.Load() == nil {
-				t.Fatalf("upstream a is down: %+v", g.Health().Upstreams["a"])
-			}
+			g, u, child, release := stallGateway(t, ctx, fast, timeout)
 			cs := u.session.Load()
-			child := u.childOutput()
-			release := t.TempDir() + "/release"
-			defer func() { _ = os.WriteFile(release, nil, 0o600) }()
 			stalled := make(chan string, 1)
 			go func() {
 				a := newRawAgent(t, ctx, g)
