@@ -53,6 +53,12 @@ func TestMain(m *testing.M) {
 	case endlessListMode:
 		endlessListUpstream()
 		os.Exit(0)
+	case levelFloodMode:
+		levelFloodUpstream()
+		os.Exit(0)
+	case stormMode:
+		stormUpstream()
+		os.Exit(0)
 	default:
 		rawUpstream()
 		os.Exit(0)
