@@ -725,15 +725,7 @@ func wireError(err error) *jsonrpc.Error {
 // notifyLog sends a log message to the agent of a fast call, filtered by
 // the level its session asked for as the SDK's ServerSession.Log does.
 func (fs *fastStream) notifyLog(ss *mcp.ServerSession, p *mcp.LoggingMessageParams) {
-	lvl := mcp.LoggingLevel("info") // a stateless request's, as the SDK sets it
-	if ss != nil {
-		l, ok := fs.g.logLevels.Load(ss)
-		if !ok {
-			return // no level set: the SDK sends nothing either
-		}
-		lvl = l.(mcp.LoggingLevel)
-	}
-	if logSeverity(p.Level) < logSeverity(lvl) {
+	if !fs.g.wantsLog(ss, p.Level) {
 		return
 	}
 	msg, err := json.Marshal(struct {
@@ -744,6 +736,20 @@ func (fs *fastStream) notifyLog(ss *mcp.ServerSession, p *mcp.LoggingMessagePara
 	if err == nil {
 		_ = fs.send(msg)
 	}
+}
+
+// wantsLog reports whether agent session ss (nil: a stateless fast call)
+// is sent a log message of level: when the level it set (a stateless
+// request's is info, as the SDK sets it; on a session that set none, the
+// SDK sends nothing) is met.
+func (g *Server) wantsLog(ss *mcp.ServerSession, level mcp.LoggingLevel) bool {
+	lvl := mcp.LoggingLevel("info")
+	if l, ok := g.logLevels.Load(ss); ok && ss != nil {
+		lvl = l.(mcp.LoggingLevel)
+	} else if ss != nil && !g.config().Stateless {
+		return false
+	}
+	return logSeverity(level) >= logSeverity(lvl)
 }
 
 // logSeverity orders the MCP log levels (RFC 5424, least severe first).

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -24,7 +25,10 @@ import (
 //   - A log message's data over notifyDataMax encoded bytes is replaced by a
 //     note of its size.
 //   - Requests to agents (sampling, elicitation): at most asksMax in flight
-//     per upstream; another is refused at once, as an agent would refuse it.
+//     per upstream and agent session; another is refused at once, as an
+//     agent would refuse it.
+//   - Log messages count against the rate only when an agent's log level
+//     admits them: chatter no agent asked for spends nothing.
 //   - Log messages kept in the gateway's own log (sent to no agent): at most
 //     keepRate a second per upstream, the number dropped said on the next.
 const (
@@ -40,16 +44,17 @@ const (
 type floodGuard struct {
 	notify      *rate.Limiter
 	keep        *rate.Limiter
-	dropped     atomic.Int64 // notifications dropped, for the metrics and health
+	dropped     atomic.Int64 // notifications dropped
 	keptDropped atomic.Int64 // log lines not kept since the last one kept
-	asks        chan struct{}
+	mu          sync.Mutex
+	asking      map[any]int // requests in flight, by agent session (inflight.agent)
 }
 
 func newFloodGuard() *floodGuard {
 	return &floodGuard{
 		notify: rate.NewLimiter(notifyRate, notifyBurst),
 		keep:   rate.NewLimiter(keepRate, keepBurst),
-		asks:   make(chan struct{}, asksMax),
+		asking: map[any]int{},
 	}
 }
 
@@ -63,15 +68,22 @@ func (f *floodGuard) allowNotify() bool {
 	return false
 }
 
-// ask takes a slot for a request to an agent; release gives it back. It
-// fails when asksMax are in flight.
-func (f *floodGuard) ask(upstream string) (release func(), err error) {
-	select {
-	case f.asks <- struct{}{}:
-		return func() { <-f.asks }, nil
-	default:
-		return nil, fmt.Errorf("credgate: upstream %q already has %d requests to its agents in flight; refused", upstream, asksMax)
+// ask takes a slot for a request to agent (an agent session); release gives
+// it back. It fails when asksMax are in flight to that agent.
+func (f *floodGuard) ask(upstream string, agent any) (release func(), err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.asking[agent] >= asksMax {
+		return nil, fmt.Errorf("credgate: upstream %q already has %d requests to this agent in flight; refused", upstream, asksMax)
 	}
+	f.asking[agent]++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.asking[agent]--; f.asking[agent] <= 0 {
+			delete(f.asking, agent)
+		}
+	}, nil
 }
 
 // boundedLog returns p, or a copy whose data is a note of its size when it

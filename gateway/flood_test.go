@@ -114,18 +114,29 @@ func TestFloodGuardBounds(t *testing.T) {
 	f := newFloodGuard()
 	var releases []func()
 	for range asksMax {
-		r, err := f.ask("u")
+		r, err := f.ask("u", "agent")
 		if err != nil {
 			t.Fatal(err)
 		}
 		releases = append(releases, r)
 	}
-	if _, err := f.ask("u"); err == nil || !strings.Contains(err.Error(), `upstream "u"`) {
+	if _, err := f.ask("u", "agent"); err == nil || !strings.Contains(err.Error(), `upstream "u"`) {
 		t.Errorf("ask past %d in flight = %v, want refused naming the upstream", asksMax, err)
 	}
+	if r, err := f.ask("u", "another agent"); err != nil {
+		t.Errorf("ask of another agent: %v", err)
+	} else {
+		r()
+	}
 	releases[0]()
-	if _, err := f.ask("u"); err != nil {
+	if _, err := f.ask("u", "agent"); err != nil {
 		t.Errorf("ask after a release: %v", err)
+	}
+	for _, r := range releases[1:] {
+		r()
+	}
+	if n := len(f.asking); n != 1 {
+		t.Errorf("%d agents tracked with one request in flight, want 1 (the rest forgotten)", n)
 	}
 	small := &mcp.LoggingMessageParams{Level: "info", Data: map[string]any{"k": "v"}}
 	if boundedLog(small) != small {

@@ -373,10 +373,10 @@ func (g *Server) logRefusal(ctx context.Context, method, name string, start time
 	ev := g.log.Info().Str(fieldAgent, agentName(ctx)).Str("method", method)
 	if method == "tools/call" {
 		if u, own, ok := g.catalog.toolTarget(name); ok {
-			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, own).Str(fieldCredential, g.callCredential(u, own))
+			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(own)).Str(fieldCredential, g.callCredential(u, own))
 			defer g.metrics.toolCall(u, own, string(f.Type), &f, start) // counted like a forwarded call's outcome
 		} else {
-			ev = ev.Str(fieldTool, truncate(name, 128))
+			ev = ev.Str(fieldTool, g.redactor.RedactKnown(truncate(name, 128)))
 		}
 	} else {
 		ev = ev.Str("name", truncate(name, 128))

@@ -81,7 +81,7 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
 	}
-	release, err := u.flood.ask(u.name)
+	release, err := u.flood.ask(u.name, c.agent())
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (
 	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
 	}
-	release, err := u.flood.ask(u.name)
+	release, err := u.flood.ask(u.name, c.agent())
 	if err != nil {
 		return nil, err
 	}
@@ -121,9 +121,6 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 // logMessage passes a log message sent during calls to the agent making
 // them, when there is one (see routeLog).
 func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
-	if !u.flood.allowNotify() {
-		return
-	}
 	if p := boundedLog(req.Params); p != req.Params {
 		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: p}
 	}

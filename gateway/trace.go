@@ -255,8 +255,8 @@ func (g *Server) attemptSpan(ctx context.Context, u *upstream, params mcp.Params
 	attrs := []attribute.KeyValue{attrUpstream.String(u.name), attrAttempt.Int(attempt)}
 	switch p := params.(type) {
 	case *mcp.CallToolParams:
-		method, target = "tools/call", p.Name
-		attrs = append(attrs, attrToolName.String(p.Name))
+		method, target = "tools/call", g.redactor.RedactKnown(p.Name)
+		attrs = append(attrs, attrToolName.String(target))
 	case *mcp.GetPromptParams:
 		method, target = "prompts/get", p.Name
 		attrs = append(attrs, attrPromptName.String(p.Name))

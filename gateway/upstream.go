@@ -271,9 +271,14 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	caps := cs.InitializeResult().Capabilities
 	cat.caps = caps
 	if caps != nil && caps.Tools != nil {
+		read := 0 // the filter may leave out most: what is read is bounded too
 		for t, err := range cs.Tools(ctx, nil) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("tools/list: %w", err))
+				break
+			}
+			if read++; read > 4*maxListed {
+				errs = append(errs, errListTooLong("tools/list"))
 				break
 			}
 			if u.cfg.Tools.Allowed(t.Name) {
