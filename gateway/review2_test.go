@@ -1,0 +1,232 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/internal/redistest"
+)
+
+// Review (a03d248): deadCredential holds back an expired value only when
+// "the provider answered it expired": "An expiry known only from the clock
+// does not count: the provider decides". With replicas sharing state, a
+// replica whose clock finds a credential expired publishes an "expired"
+// fact; its peers apply it with ReportPeer(credential_expired), which sets
+// LastError.Subtype = credential_expired, and deadCredential then refuses
+// every call on them, although no provider ever answered expired (here the
+// provider accepts the value). A single replica sends the same calls.
+func TestReviewSharedClockExpiryIsNotAProviderAnswer(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := redistest.Start(t)
+	const token = "clock-expired-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(token) // the provider still accepts it: only the clock says expired
+	yaml := fmt.Sprintf("lifecycle: {startup: {fail_on: never}}\ncredentials:\n  tok: {source: {value: %s}, expires_at: \"2020-01-01T00:00:00Z\"}\nupstreams:\n  api: {url: %s, credential: tok}\n", token, up.url())
+
+	// One gateway alone: the clock-only expiry does not hold the value back.
+	_, cs1, _ := credGateway(t, ctx, yaml, nil, nil)
+	if res := callTool(t, ctx, cs1, "api__echo"); res.IsError {
+		t.Fatalf("single gateway: a clock-only expiry refused the call: %s", text(res))
+	}
+
+	gs, css, _ := replicas(t, ctx, 2, srv, yaml, nil)
+	// Wait until B applied A's fact (its last error then names a peer).
+	b := gs[1].Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { le := b.Snapshot(false).LastError; return le != nil })
+	t.Logf("B's credential after A's fact: status %s, last_error %+v", b.Status(), b.Snapshot(false).LastError)
+	sent := len(up.calls())
+	res := callTool(t, ctx, css[1], "api__echo")
+	if res.IsError {
+		f := failureOf(t, res)
+		t.Errorf("B refused the call on a peer's clock-only expiry (provider never answered expired): %s: %s", f.Subtype, f.Detail)
+	}
+	if len(up.calls()) == sent {
+		t.Errorf("B's call never reached the provider, which accepts the value")
+	}
+	if f := b.Snapshot(false).LastError; f != nil && f.Subtype == authmap.SubtypeCredentialExpired {
+		t.Logf("B's last_error claims the provider answered expired: %+v", f)
+	}
+}
+
+// Review (a03d248, README 919a70c): "those calls fail fast with the typed
+// failure the provider gave (its provider, provider_code and recovery)".
+// When the rejection came from the upstream's own traffic (a health probe)
+// rather than a call, no cause is kept (only callBreakers.done keeps one),
+// and deadCredential copies the LastError Report wrote, which has neither
+// provider nor recovery: the agent is told credential_expired with no
+// recovery at all.
+func TestReviewOwnTrafficExpiryRefusalKeepsRecovery(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const token = "own-traffic-0123456789"
+	g, cs, _, up := valueTokGateway(t, ctx, "health_interval: 100ms\n", token)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse(token, rejectExpired)
+	c := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return c.Status() == authmap.StatusExpired })
+	f := failureOf(t, callTool(t, ctx, cs, "api__echo"))
+	if f.Subtype != authmap.SubtypeCredentialExpired {
+		t.Fatalf("refused call: %+v, want credential_expired", f)
+	}
+	if f.Recovery == "" || f.Provider == "" {
+		t.Errorf("a call refused as expired has recovery %q, provider %q: want the provider's failure (README: provider, provider_code and recovery): %+v", f.Recovery, f.Provider, f)
+	}
+}
+
+// Review (a03d248): a token written inline in an HTTP upstream's headers
+// gets a credential breaker, but the routes' view of a target
+// (routeIndex.state, which /health routes and routing.hide_unavailable
+// use) only looks at credentials bound from `credentials`: a route target
+// whose inline token is held back is shown usable.
+func TestReviewRouteSeesInlineCredentialBreaker(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const tok = "inline-route-0123456789"
+	p, b := newBearerUpstream(t, "echo"), newTestUpstream(t, "b", "echo")
+	p.accept(tok)
+	yaml := fmt.Sprintf("upstreams:\n  p: {url: %s, headers: {Authorization: \"Bearer %s\"}}\n  b: {url: %s}\nroutes:\n  - {tool: search, targets: [p__echo, b__echo]}\n", p.url(), tok, b.url())
+	g, cs, _ := credGateway(t, ctx, yaml, nil, nil)
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
+	callOK(t, ctx, cs, "search")
+	p.refuse(tok, rejectRevoked)
+	_ = callTool(t, ctx, cs, "search") // meets the rejection: opens the inline breaker
+	const label = "upstreams.p.headers.Authorization"
+	if st := g.Health().Upstreams["p"].CredentialBreakers[label].State; st != "open" {
+		t.Fatalf("inline breaker %s, want open", st)
+	}
+	got, m := servedBy(t, ctx, cs, "search")
+	t.Logf("a call after: %q, route meta %+v", got, m)
+	rh := g.Health().Routes["search"]
+	for _, tg := range rh.Targets {
+		if tg.Target == "p__echo" && tg.Usable {
+			t.Errorf("/health routes.search shows p__echo usable while its inline token's breaker is open: %+v", rh)
+		}
+	}
+}
+
+// Review (breakers): a credential breaker is keyed upstream/credential and
+// outlives the credential, while a credential that is removed and later
+// declared again under the same name starts its generation afresh (1
+// after its first load, inheritSecrets only continues it for a credential
+// replaced in one reload). The hold a rejection of the old value left at
+// generation 1 then refuses the new value, which was never sent, "until the
+// credential changes": for a value source, never.
+func TestReviewRedeclaredCredentialNotHeldByOldBreaker(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const old, fresh = "old-value-0123456789", "fresh-value-9876543210"
+	g, cs, _, up := valueTokGateway(t, ctx, "", old)
+	up.refuse(old, rejectRevoked)
+	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialRevoked {
+		t.Fatalf("rejection: %+v", f)
+	}
+	// The credential removed (the upstream stays), then declared again
+	// with a new value the provider accepts.
+	if err := reloadTo(t, g, fmt.Sprintf("upstreams:\n  api: {url: %s}\n", up.url())); err != nil {
+		t.Fatal(err)
+	}
+	up.accept(fresh)
+	if err := reloadTo(t, g, tokConfig("", "source: {value: "+fresh+"}", up.url())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { u := g.upstream("api"); return u.defaultCred == "tok" && u.session.Load() != nil })
+	sent := len(up.calls())
+	res := callTool(t, ctx, cs, "api__echo")
+	if res.IsError {
+		f := failureOf(t, res)
+		t.Errorf("the new value was refused without being sent: %s: %s (generation %d)", f.Subtype, f.Detail, g.Credentials().Get("tok").Generation())
+	}
+	if len(up.calls()) == sent {
+		t.Errorf("the new value never reached the provider")
+	}
+}
+
+// Review (795df0d): Basic credentials a browser caches are sent with
+// requests any other site makes it send (an <img> or <iframe> pointing at
+// the ops address): "Basic credentials ... never authorize what changes
+// state" holds for POST, but some GET ops endpoints act: with admin.pprof,
+// GET /debug/pprof/profile and /trace start CPU profiling or tracing (one
+// at a time: an operator's own profile then fails), and each GET /events
+// takes one of 64 stream slots. A cross-site request (Sec-Fetch-Site:
+// cross-site, which browsers send) carrying the cached Basic credentials
+// is served.
+func TestReviewBasicNotHonouredCrossSite(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const token = "admin-token-0123456789"
+	_, _, base, _ := valueTokGateway(t, ctx, "admin: {token: "+token+", pprof: true}\n", "tok-0123456789")
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/profile?seconds=1", nil)
+	req.Header.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("ops:"+token)))
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	req.Header.Set("Sec-Fetch-Mode", "no-cors")
+	req.Header.Set("Sec-Fetch-Dest", "image")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Errorf("a cross-site <img> GET /debug/pprof/profile with the browser's cached Basic credentials ran a CPU profile (%d): Basic should not be honoured for cross-site requests", resp.StatusCode)
+	}
+}
+
+// Review (60791f7): "Every key can be overridden from the environment";
+// a deployment that gives every setting in CREDGATE_* variables and an
+// empty file (a container's mounted placeholder) was a complete config.
+// LoadConfig now refuses the file for being empty before the environment
+// is applied, although the config it yields has upstreams (the reload
+// check for "no upstreams" already covers a file cut short).
+func TestReviewEmptyFileWithEnvironmentConfig(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "credgate.yaml")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path, []string{"CREDGATE_UPSTREAMS__API__URL=http://127.0.0.1:1/mcp"})
+	if err != nil {
+		t.Fatalf("an empty file with the config in the environment: %v", err)
+	}
+	if cfg.Upstreams["api"] == nil {
+		t.Errorf("upstreams = %v, want api from the environment", cfg.Upstreams)
+	}
+}
+
+// Review (a03d248): afterCall skips the reactive renewal when the call's
+// context is already done (the agent cancelled right as the provider's
+// expired answer arrived) but still Reports credential_expired. Before,
+// the next call was sent, rejected and renewed; now deadCredential holds
+// every call back, so nothing ever asks the source again: here an exec
+// source already holding a good token (nothing polls exec) is never
+// re-read, and the credential stays blocked until someone reloads it.
+// The race is emulated by calling afterCall with a cancelled context.
+func TestReviewCancelledRejectionDoesNotBlockRenewable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	g, cs, _ := expiredExecGateway(t, ctx) // the provider expired the first token; exec would print the second
+	cc := &callCred{name: "tok"}
+	cc.setUsed("first-token-0123456789")
+	cctx, ccancel := context.WithCancel(ctx)
+	ccancel()
+	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialExpired, Credential: "tok"}
+	g.afterCall(cctx, cc, &f, true)
+	res := callTool(t, ctx, cs, "api__echo")
+	if res.IsError {
+		ff := failureOf(t, res)
+		t.Errorf("after a cancelled call's expired answer, the next call is refused without any renewal (value %q): %s: %s",
+			g.Credentials().Get("tok").Value(), ff.Subtype, ff.Detail)
+	}
+}
