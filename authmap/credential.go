@@ -143,6 +143,14 @@ func NewCredential(name string, cfg CredentialConfig, src Source, opts *Credenti
 	return c
 }
 
+// continueGeneration makes c's generations go on from gen, the last of a
+// credential of its name that was removed.
+func (c *Credential) continueGeneration(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.gen = max(c.st.gen, gen)
+}
+
 // inheritSecrets makes old's values previous values of c, so that a
 // credential replaced by a config change still redacts what it held.
 func (c *Credential) inheritSecrets(old *Credential) {

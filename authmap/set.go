@@ -49,6 +49,11 @@ type Set struct {
 	mu  sync.Mutex // serializes Apply with Run's bookkeeping
 	lc  LifecycleConfig
 	run *setRun // while Run runs
+	// dropped holds the last generation of each credential a change
+	// removed: declared again, it goes on from there, so that what was
+	// keyed by its name and generation (a breaker held until the credential
+	// changes) sees a change. One entry per name ever removed.
+	dropped map[string]uint64
 }
 
 type setRun struct {
@@ -175,6 +180,8 @@ func (s *Set) Stage(lc LifecycleConfig, configs map[string]CredentialConfig) (*S
 		}
 		if prev := old[name]; prev != nil {
 			c.inheritSecrets(prev)
+		} else if gen, ok := s.dropped[name]; ok {
+			c.continueGeneration(gen)
 		}
 		st.next[name] = c
 		st.fresh = append(st.fresh, c)
@@ -227,6 +234,14 @@ func (st *Staged) commit() error {
 		return ErrStaleStage
 	}
 	next := st.next
+	for name, c := range *st.base {
+		if next[name] == nil {
+			if s.dropped == nil {
+				s.dropped = map[string]uint64{}
+			}
+			s.dropped[name] = c.Generation()
+		}
+	}
 	s.lc = st.lc
 	for _, c := range next {
 		c.SetLifecycle(st.lc)

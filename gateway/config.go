@@ -517,13 +517,14 @@ func LoadConfig(path string, environ []string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		// An editor or a redirect caught mid-write, or a mount gone empty:
-		// never a config to run, and on a reload it would remove every
-		// upstream.
+	cfg, err := ParseConfig(data, environ)
+	if err == nil && len(bytes.TrimSpace(data)) == 0 && len(cfg.Upstreams) == 0 {
+		// An editor or a redirect caught mid-write, or a mount gone empty,
+		// and nothing in the environment: never a config to run, and on a
+		// reload it would remove every upstream.
 		return nil, fmt.Errorf("config: %s is empty", path)
 	}
-	return ParseConfig(data, environ)
+	return cfg, err
 }
 
 // ParseConfig is [LoadConfig] for YAML already in memory. environ supplies

@@ -449,9 +449,13 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 }
 
 // deadCredential returns the failure of sending credential name (c) while
-// calls or its source found it revoked or invalid, or the provider answered
-// it expired (and no renewal replaced it), and whether it is. An expiry
-// known only from the clock does not count: the provider decides.
+// calls or its source found it revoked or invalid, and whether it is. An
+// expired value is held back too when this gateway saw the provider answer
+// it expired (a call, or the upstream's own traffic, at this generation)
+// and its source is one only a reload or a restart changes (env, value):
+// any other source is renewed after a rejection, which takes a call to
+// start. An expiry known only from a clock (expires_at, a JWT's exp, a peer
+// replica's) does not hold it back: the provider decides.
 func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential) (authmap.Failure, bool) {
 	st := c.Status()
 	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialRevoked, Recovery: authmap.RecoveryRotate, Credential: name}
@@ -460,8 +464,10 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 	case authmap.StatusInvalid:
 		f.Subtype = authmap.SubtypeCredentialInvalid
 	case authmap.StatusExpired:
-		le := c.Snapshot(false).LastError
-		if le == nil || le.Subtype != authmap.SubtypeCredentialExpired {
+		if kind := c.SourceKind(); kind != authmap.KindEnv && kind != authmap.KindValue {
+			return authmap.Failure{}, false
+		}
+		if _, ok := g.credentialCause(name, c.Generation(), authmap.SubtypeCredentialExpired); !ok {
 			return authmap.Failure{}, false
 		}
 		f.Subtype = authmap.SubtypeCredentialExpired

@@ -104,16 +104,34 @@ func (g *Server) opsOnly(h http.Handler) http.Handler {
 // or, for a read-only request, as the password of HTTP Basic credentials
 // (any user name), which is what a browser can send. Basic credentials a
 // browser keeps are sent with requests other sites make it send too, so
-// they never authorize what changes state (POST /admin/*).
+// they authorize only the browser's own same-origin or typed-in requests
+// (Sec-Fetch-Site, Origin), never what changes state (POST /admin/*), and
+// never the profiler (a GET that starts a CPU profile or a trace).
 func (g *Server) adminAuthorized(r *http.Request) bool {
 	want := []byte(g.cred.adminToken)
 	if token, ok := bearerToken(r.Header.Get("Authorization")); ok {
 		return subtle.ConstantTimeCompare([]byte(token), want) == 1
 	}
-	if _, pass, ok := r.BasicAuth(); ok && readOnly(r) {
+	if _, pass, ok := r.BasicAuth(); ok && readOnly(r) && sameSite(r) && !strings.HasPrefix(r.URL.Path, "/debug/pprof") {
 		return subtle.ConstantTimeCompare([]byte(pass), want) == 1
 	}
 	return false
+}
+
+// sameSite reports whether a browser's request is its own: typed in or
+// from a page of the same origin (Sec-Fetch-Site none or same-origin; a
+// browser that sends no Sec-Fetch-Site sends no Origin on a GET of its
+// own). Requests from tools other than browsers send neither.
+func sameSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "none", "same-origin":
+	default:
+		return false
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+		return strings.EqualFold(strings.TrimPrefix(strings.TrimPrefix(o, "http://"), "https://"), r.Host)
+	}
+	return true
 }
 
 // readOnly reports whether r only reads (GET, HEAD).

@@ -36,6 +36,10 @@ func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.
 		return
 	}
 	used := *p
+	if opensCredential(f.Subtype) && c.Value() == used {
+		// What the provider said, for the calls held back meanwhile.
+		u.gw.credCauses.Store(u.defaultCred, credCause{f: f, gen: c.Generation()})
+	}
 	if renewable(&f) {
 		rctx, cancel := context.WithTimeout(ctx, credentialTimeout)
 		renewed := c.RenewAfterRejection(rctx, used)

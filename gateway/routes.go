@@ -268,6 +268,20 @@ type targetState struct {
 // value and status, a renewal in progress, the credential's breaker. It
 // asks breakers with Check, which takes no probe slot: a target passed over
 // costs nothing, and the call itself still goes through Allow.
+// refusedState is the state of a target whose credential's breaker refused
+// with err.
+func refusedState(err error) targetState {
+	st := targetState{reason: routing.ReasonBreakerOpen}
+	var oe *breaker.OpenError
+	if errors.As(err, &oe) {
+		st.until = oe.RetryAfter
+		if routing.KnownReason(oe.Reason) {
+			st.reason = oe.Reason // credential_revoked, rate_limit_reached, ...: what opened it
+		}
+	}
+	return st
+}
+
 func (ix *routeIndex) state(target string) targetState {
 	g := ix.g
 	rt := ix.resolve(target)
@@ -299,6 +313,13 @@ func (ix *routeIndex) state(target string) targetState {
 		}
 	}
 	if rt.cred == "" {
+		if u.inlineCred != "" {
+			// A token in the headers: its breaker holds it back once
+			// rejected (see admit).
+			if err := g.breakers.Check(breaker.Name(u.name, u.inlineCred), u.inlineGen.Load()); err != nil {
+				return refusedState(err)
+			}
+		}
 		return targetState{ok: true}
 	}
 	c := g.credential(rt.cred)
@@ -322,15 +343,7 @@ func (ix *routeIndex) state(target string) targetState {
 		return targetState{reason: routing.ReasonCredentialInvalid}
 	}
 	if err := g.breakers.Check(rt.credBreaker, c.Generation()); err != nil {
-		st := targetState{reason: routing.ReasonBreakerOpen}
-		var oe *breaker.OpenError
-		if errors.As(err, &oe) {
-			st.until = oe.RetryAfter
-			if routing.KnownReason(oe.Reason) {
-				st.reason = oe.Reason // credential_revoked, rate_limit_reached, ...: what opened it
-			}
-		}
-		return st
+		return refusedState(err)
 	}
 	if status == authmap.StatusExpiring {
 		return targetState{ok: true, reason: routing.ReasonCredentialExpiring}
