@@ -156,15 +156,6 @@ func opensCredential(s authmap.Subtype) bool {
 	return false
 }
 
-// breakerCredential is the credential whose breaker u's own requests
-// (prompts, resources) ask: the default one, else one written inline.
-func (u *upstream) breakerCredential() string {
-	if u.defaultCred != "" {
-		return u.defaultCred
-	}
-	return u.inlineCred
-}
-
 // admit asks u's breaker and, when cred is set, the breaker of cred on u,
 // whether a call may be sent. Refused, it returns the failure the call is
 // answered with.
@@ -186,16 +177,8 @@ func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failur
 		return nil, &f
 	}
 	cb := &callBreakers{up: up, g: g}
-	var gen uint64
-	switch c := g.credential(cred); {
-	case c != nil:
-		gen = c.Generation()
-	case cred != "" && cred == u.inlineCred:
-		gen = u.inlineGen.Load()
-	default:
-		cred = ""
-	}
-	if cred != "" {
+	if c := g.credential(cred); c != nil {
+		gen := c.Generation()
 		cb.credential, cb.gen = cred, gen
 		cb.credName = breaker.Name(u.name, cred)
 		cb.cred, err = g.breakers.Allow(cb.credName, gen)
@@ -384,7 +367,7 @@ func (g *Server) breakerHealth() (map[string]BreakerHealth, map[string]map[strin
 // refused with the failure that opened one, and its outcome, classified once
 // by rpcFailure, is reported. It returns the error the agent gets.
 func (g *Server) forwardBreakers(ctx context.Context, u *upstream, method, name string, send func() error) error {
-	cb, refused := g.admit(u, u.breakerCredential())
+	cb, refused := g.admit(u, u.defaultCred)
 	if refused != nil {
 		return failureRPC(method, name, *refused)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,74 +397,6 @@ func TestBreakerOutcomes(t *testing.T) {
 }
 
 var errSample = &jsonrpc.Error{Code: -32603, Message: "boom"}
-
-// TestInlineHeaderCredentialBreaker: a token written in an HTTP upstream's
-// headers, not declared under credentials, is a credential too: once the
-// provider rejects it, it is not sent again until it changes (a reload), the
-// calls refused meanwhile get the very failure that opened its breaker
-// (provider, code, recovery), and /health shows the breaker. It was sent
-// on every call, and /health stayed ok.
-func TestInlineHeaderCredentialBreaker(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	const first, second = "inline-first-0123456789", "inline-second-9876543210"
-	up := newBearerUpstream(t, "echo")
-	up.accept(first)
-	yaml := func(tok string) string {
-		return fmt.Sprintf("upstreams:\n  api: {url: %s, headers: {Authorization: \"Bearer %s\"}}\n", up.url(), tok)
-	}
-	g, cs, _ := credGateway(t, ctx, yaml(first), nil, nil)
-	call := func() *mcp.CallToolResult {
-		t.Helper()
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b, _ := json.Marshal(res); strings.Contains(string(b), first) {
-			t.Errorf("the token leaked into a result: %s", b)
-		}
-		return res
-	}
-	if res := call(); res.IsError {
-		t.Fatalf("call before: %s", text(res))
-	}
-	up.refuse(first, rejectRevoked)
-	sent := len(up.calls())
-	opened := failureOf(t, call())
-	const label = "upstreams.api.headers.Authorization"
-	if opened.Subtype != authmap.SubtypeCredentialRevoked || opened.Credential != label {
-		t.Fatalf("the rejection = %+v, want credential_revoked of %s", opened, label)
-	}
-	for range 3 {
-		f := failureOf(t, call())
-		if f.Subtype != opened.Subtype || f.Provider != opened.Provider || f.ProviderCode != opened.ProviderCode || f.Recovery != opened.Recovery || f.Credential != label {
-			t.Errorf("a refused call's failure = %+v\nwant that of the rejection that opened the breaker: %+v", f, opened)
-		}
-		if !strings.Contains(f.Detail, "circuit open") {
-			t.Errorf("a refused call's detail = %q, want it to say the circuit is open", f.Detail)
-		}
-	}
-	if n := len(up.calls()) - sent; n != 1 {
-		t.Errorf("the rejected token was sent %d times by 4 calls, want 1", n)
-	}
-	if b, ok := g.Health().Upstreams["api"].CredentialBreakers[label]; !ok || b.State != "open" {
-		t.Errorf("/health credential_breakers = %+v, want %s open", g.Health().Upstreams["api"].CredentialBreakers, label)
-	}
-
-	// A reload with a new token: sent at once.
-	up.accept(second)
-	if err := reloadTo(t, g, yaml(second)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, func() bool { return g.upstream("api").session.Load() != nil && g.catalog.hasTool("api__echo") })
-	if res := call(); res.IsError {
-		t.Errorf("after a reload with a new token: %s", text(res))
-	}
-	if got := up.lastToken(); got != second {
-		t.Errorf("the call after the reload sent %q", got)
-	}
-}
 
 // TestRefusedCallKeepsOpeningFailure: the calls an open credential breaker
 // refuses get the failure that opened it, provider, code and recovery

@@ -103,11 +103,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			}
 		}
 		// The breakers (issue 8): asked once for the call, resends included.
-		bn := cn
-		if bn == "" {
-			bn = u.inlineCred
-		}
-		cb, refused := g.admit(u, bn)
+		cb, refused := g.admit(u, cn)
 		if refused != nil {
 			res := g.failureResult(*refused, nil)
 			g.logCall(ctx, u, name, start, res, nil)

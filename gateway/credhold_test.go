@@ -83,38 +83,6 @@ func TestReviewOwnTrafficExpiryRefusalKeepsRecovery(t *testing.T) {
 	}
 }
 
-// Review (a03d248): a token written inline in an HTTP upstream's headers
-// gets a credential breaker, but the routes' view of a target
-// (routeIndex.state, which /health routes and routing.hide_unavailable
-// use) only looks at credentials bound from `credentials`: a route target
-// whose inline token is held back is shown usable.
-func TestReviewRouteSeesInlineCredentialBreaker(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	const tok = "inline-route-0123456789"
-	p, b := newBearerUpstream(t, "echo"), newTestUpstream(t, "b", "echo")
-	p.accept(tok)
-	yaml := fmt.Sprintf("upstreams:\n  p: {url: %s, headers: {Authorization: \"Bearer %s\"}}\n  b: {url: %s}\nroutes:\n  - {tool: search, targets: [p__echo, b__echo]}\n", p.url(), tok, b.url())
-	g, cs, _ := credGateway(t, ctx, yaml, nil, nil)
-	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
-	callOK(t, ctx, cs, "search")
-	p.refuse(tok, rejectRevoked)
-	_ = callTool(t, ctx, cs, "search") // meets the rejection: opens the inline breaker
-	const label = "upstreams.p.headers.Authorization"
-	if st := g.Health().Upstreams["p"].CredentialBreakers[label].State; st != "open" {
-		t.Fatalf("inline breaker %s, want open", st)
-	}
-	got, m := servedBy(t, ctx, cs, "search")
-	t.Logf("a call after: %q, route meta %+v", got, m)
-	rh := g.Health().Routes["search"]
-	for _, tg := range rh.Targets {
-		if tg.Target == "p__echo" && tg.Usable {
-			t.Errorf("/health routes.search shows p__echo usable while its inline token's breaker is open: %+v", rh)
-		}
-	}
-}
-
 // Review (breakers): a credential breaker is keyed upstream/credential and
 // outlives the credential, while a credential that is removed and later
 // declared again under the same name starts its generation afresh (1

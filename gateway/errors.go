@@ -281,17 +281,6 @@ func credentialHeader(name string) bool {
 	return lk == "authorization" || strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "auth")
 }
 
-// inlineCredential reports whether cfg's headers carry a credential, with
-// a value.
-func inlineCredential(cfg *UpstreamConfig) bool {
-	for k, v := range cfg.Headers {
-		if credentialHeader(k) && strings.TrimSpace(v) != "" {
-			return true
-		}
-	}
-	return false
-}
-
 // sortedKeys returns m's keys in order.
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

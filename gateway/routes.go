@@ -313,13 +313,6 @@ func (ix *routeIndex) state(target string) targetState {
 		}
 	}
 	if rt.cred == "" {
-		if u.inlineCred != "" {
-			// A token in the headers: its breaker holds it back once
-			// rejected (see admit).
-			if err := g.breakers.Check(breaker.Name(u.name, u.inlineCred), u.inlineGen.Load()); err != nil {
-				return refusedState(err)
-			}
-		}
 		return targetState{ok: true}
 	}
 	c := g.credential(rt.cred)

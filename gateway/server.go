@@ -149,9 +149,6 @@ type Server struct {
 	// sent with (a credCause): calls refused because the credential is
 	// known dead get it too.
 	credCauses sync.Map
-	// inlineGens numbers upstreams whose credential is written inline in
-	// their headers (upstream.inlineGen).
-	inlineGens atomic.Uint64
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
 	tracing *tracing

@@ -93,14 +93,9 @@ type upstream struct {
 	secrets []string
 
 	// Credentials (issue 7): see credsession.go.
-	defaultCred string // the credential of the upstream's own traffic; "" = none
-	// inlineCred names the credential written in the headers of an HTTP
-	// upstream that binds none of credentials (credentialName); inlineGen
-	// is its breaker generation, new with each upstream.
-	inlineCred string
-	inlineGen  atomic.Uint64
-	ownSent    atomic.Pointer[string] // the value its own traffic last sent (owntraffic.go)
-	creds      credSessions
+	defaultCred string                 // the credential of the upstream's own traffic; "" = none
+	ownSent     atomic.Pointer[string] // the value its own traffic last sent (owntraffic.go)
+	creds       credSessions
 	// stop ends run (a reload removed or replaced the upstream); stopped is
 	// closed once run has returned. See snapshot.go.
 	stop    context.CancelFunc
@@ -174,13 +169,6 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 	u.initCredSessions(creds)
 	if u.http != nil && len(u.cfg.boundCredentials(creds)) > 0 {
 		u.http.creds = u
-	}
-	if u.http != nil && u.defaultCred == "" && len(u.cfg.Credentials) == 0 && inlineCredential(cfg) {
-		// A token written in the headers is a credential too: its
-		// breaker holds a rejected one back until it changes, which only
-		// a reload can do, and a reload that changes it replaces u.
-		u.inlineCred = u.credentialName()
-		u.inlineGen.Store(gw.inlineGens.Add(1))
 	}
 	u.client = u.newClient(nil)
 	return u
