@@ -196,6 +196,9 @@ func configSecrets(c *Config) []string {
 // value. New logs them; validate prints them.
 func (c *Config) Warnings() []string {
 	out := slices.Clone(c.loadWarnings)
+	if len(c.Upstreams) == 0 {
+		out = append(out, "upstreams: none configured: the gateway serves no tools, prompts or resources")
+	}
 	for _, name := range c.Order() {
 		u := c.Upstreams[name]
 		if u == nil {

@@ -81,6 +81,11 @@ type stdioConn struct {
 	ended    bool          // closed or read failed: onEnd ran or runs now
 	onEnd    func()
 
+	// Requests from the child the SDK has not answered yet: past
+	// maxChildRequests, more are dropped (see Read).
+	childCalls   atomic.Int64
+	childDropped atomic.Int64
+
 	metaOnce sync.Once
 	meta     map[string]json.RawMessage // see requestMeta
 	metaJSON []byte                     // meta as a member of an object: `"_meta":{...},`, or nothing
@@ -150,9 +155,25 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		if resp, ok := msg.(*jsonrpc.Response); ok && c.deliver(resp) {
 			continue
 		}
+		if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+			if c.childCalls.Add(1) > maxChildRequests {
+				c.childCalls.Add(-1)
+				c.childDropped.Add(1)
+				continue
+			}
+		}
 		return msg, nil
 	}
 }
+
+// maxChildRequests bounds the requests from a child (sampling, elicitation,
+// roots, ping) the SDK holds unanswered: a child sending them without end
+// would otherwise grow the gateway's memory with each one read (found
+// feeding the built gateway hostile upstreams: 1,000,000 sampling requests,
+// 1 GB). Past it, a request is dropped unanswered: no server waits on 64 of
+// its own requests at once but a broken or hostile one (agents get at most
+// asksMax at once anyway).
+const maxChildRequests = 64
 
 // readMessages reads and decodes the next message, or batch of messages.
 func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
@@ -295,6 +316,9 @@ func isIncomplete(b []byte) bool {
 func (c *stdioConn) Write(ctx context.Context, msg jsonrpc.Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if _, ok := msg.(*jsonrpc.Response); ok {
+		defer c.childCalls.Add(-1) // answered (or given up)
 	}
 	data, err := jsonrpc.EncodeMessage(msg)
 	if err != nil {

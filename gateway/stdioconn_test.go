@@ -337,3 +337,43 @@ func BenchmarkStdioCompleteValue(b *testing.B) {
 		}
 	}
 }
+
+// TestStdioConnChildRequestsBounded: a child sending requests without end
+// has at most maxChildRequests of them held unanswered; the rest are dropped
+// as they are read, and each answer lets one more through. Found feeding the
+// built gateway hostile upstreams: 1,000,000 sampling requests grew it to
+// 1 GB.
+func TestStdioConnChildRequestsBounded(t *testing.T) {
+	t.Parallel()
+	var in strings.Builder
+	for i := range 3 * maxChildRequests {
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":"s%d","method":"sampling/createMessage","params":{}}`+"\n", i)
+	}
+	in.WriteString(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"after"}}` + "\n")
+	c := newStdioConn(strings.NewReader(in.String()), nopWriteCloser{}, newResponseLimit("a", 1<<20, zerolog.Nop()))
+	var got []string
+	for {
+		m, err := c.Read(t.Context())
+		if err != nil {
+			break
+		}
+		switch m := m.(type) {
+		case *jsonrpc.Request:
+			got = append(got, fmt.Sprint(m.ID.Raw()))
+			if len(got) == maxChildRequests {
+				// One answered: one more request may be held.
+				id, _ := jsonrpc.MakeID("s0")
+				if err := c.Write(t.Context(), &jsonrpc.Response{ID: id, Result: json.RawMessage(`{}`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// maxChildRequests, one more after the answer, and the notification.
+	if len(got) != maxChildRequests+2 || got[len(got)-1] != "<nil>" {
+		t.Errorf("the SDK was handed %d messages (last %q), want %d requests and the notification after them", len(got), got[len(got)-1], maxChildRequests+1)
+	}
+	if n := c.childDropped.Load(); n != 2*maxChildRequests-1 {
+		t.Errorf("%d requests dropped, want %d", n, 2*maxChildRequests-1)
+	}
+}
