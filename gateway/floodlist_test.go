@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,11 +18,9 @@ import (
 
 // TestListCapWithToolFilter: an upstream whose tools/list pages never end is
 // cut at maxListed whether or not a tools filter drops most of what it
-// lists. The cap counts only the tools the filter lets through, so with
-// tools.allow matching a few of them (or deny matching most) the pages are
-// read without end until the upstream's timeout: the listing burns a CPU for
-// the whole timeout (60 s by default), fails as a timeout, and takes the
-// prompts/resources lists down with it; the cut is never reported.
+// lists. Found in review: the cap counted only the tools the filter let
+// through, so with tools.allow matching a few of them the pages were read
+// without end until the upstream's timeout, and the cut was never reported.
 func TestListCapWithToolFilter(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -43,50 +40,39 @@ func TestListCapWithToolFilter(t *testing.T) {
 // "IMPORTANT", then answers.
 const levelFloodMode = "level-flood"
 
-const levelFloodCount = 2000
+// levelFloodCount is twice what a burst passes (notifyBurst), and few enough
+// that the handlers keep up with the barrier before the answer
+// (noteCounter.drain) on a loaded machine.
+const levelFloodCount = 2 * notifyBurst
 
 func levelFloodUpstream() {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 1<<20)
-	out := bufio.NewWriterSize(os.Stdout, 1<<20)
-	for in.Scan() {
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
-			continue
-		}
-		var result string
-		switch req.Method {
-		case "initialize":
-			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"lf","version":"1"}}`
-		case "tools/list":
-			result = `{"tools":[{"name":"work","inputSchema":{"type":"object"}}]}`
-		case "tools/call":
+	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
+		switch {
+		case err != nil:
+		case req.Method == "initialize":
+			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"lf","version":"1"}}`)
+		case req.Method == "tools/list":
+			replyResult(out, req.ID, `{"tools":[{"name":"work","inputSchema":{"type":"object"}}]}`)
+		case req.Method == "tools/call":
 			for i := range levelFloodCount {
 				fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"debug","logger":"lf","data":"chatter %d"}}`+"\n", i)
 			}
 			fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"lf","data":"IMPORTANT"}}`+"\n")
-			result = `{"content":[{"type":"text","text":"done"}]}`
-		case "ping", "logging/setLevel":
-			result = `{}`
+			replyResult(out, req.ID, `{"content":[{"type":"text","text":"done"}]}`)
+		case req.Method == "ping", req.Method == "logging/setLevel":
+			replyResult(out, req.ID, `{}`)
 		default:
-			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
-			_ = out.Flush()
-			continue
+			replyNoMethod(out, req)
 		}
-		fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-		_ = out.Flush()
-	}
+	})
 }
 
 // TestFloodLimitAfterLevelFilter: an agent that asked for error-level logs
 // only (logging/setLevel error) gets the one error message its call's
 // upstream sent, however many debug messages (which it never receives)
-// came before. The flood limiter is taken before the agent's level filter
-// (ServerSession.Log / fastStream.notifyLog), so debug chatter the agent
-// never sees spends the upstream's budget and the error is dropped.
+// came before. Found in review: the flood limiter was taken before the
+// agent's level filter, so debug chatter the agent never saw spent the
+// upstream's budget and the error was dropped.
 func TestFloodLimitAfterLevelFilter(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -131,10 +117,10 @@ func TestFloodLimitAfterLevelFilter(t *testing.T) {
 }
 
 // TestAsksCapAcrossAgents: with session: per_agent, asksMax+1 agents whose
-// calls each ask their own user (elicitation) at once are each asked. The
-// cap on requests in flight is per upstream, shared by every agent, so the
-// ninth agent's elicitation is refused at once while eight humans are
-// reading their dialogs; TestPerAgentSessions with 9 agents instead of 2.
+// calls each ask their own user (elicitation) at once are each asked
+// (TestPerAgentSessions with 9 agents instead of 2). Found in review: the
+// cap on requests in flight was per upstream, shared by every agent, so the
+// ninth agent's elicitation was refused while eight humans read theirs.
 func TestAsksCapAcrossAgents(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -201,8 +187,7 @@ func TestAsksCapAcrossAgents(t *testing.T) {
 
 // TestRefusalAuditLineToolNameRedacted: the audit line of a call the
 // gateway refused itself (logRefusal: policy, rate limit) redacts a tool
-// name holding a known secret, as logCall's now does. logRefusal writes the
-// upstream's own tool name as it is.
+// name holding a known secret, as logCall's does. Found in review.
 func TestRefusalAuditLineToolNameRedacted(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -231,40 +216,26 @@ const stormMode = "storm"
 const stormNotes = 50
 
 func stormUpstream() {
-	in := bufio.NewScanner(os.Stdin)
-	in.Buffer(make([]byte, 1<<20), 1<<20)
-	out := bufio.NewWriterSize(os.Stdout, 1<<20)
 	version := 0
-	for in.Scan() {
-		var req struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
-			continue
-		}
-		var result string
-		switch req.Method {
-		case "initialize":
-			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"storm","version":"1"}}`
-		case "tools/list":
-			result = fmt.Sprintf(`{"tools":[{"name":"bump","inputSchema":{"type":"object"}},{"name":"v%d","inputSchema":{"type":"object"}}]}`, version)
-		case "tools/call":
+	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
+		switch {
+		case err != nil:
+		case req.Method == "initialize":
+			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"storm","version":"1"}}`)
+		case req.Method == "tools/list":
+			replyResult(out, req.ID, fmt.Sprintf(`{"tools":[{"name":"bump","inputSchema":{"type":"object"}},{"name":"v%d","inputSchema":{"type":"object"}}]}`, version))
+		case req.Method == "tools/call":
 			version++
 			for range stormNotes {
 				fmt.Fprintln(out, `{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}`)
 			}
-			result = fmt.Sprintf(`{"content":[{"type":"text","text":"v%d"}]}`, version)
-		case "ping":
-			result = `{}`
+			replyResult(out, req.ID, fmt.Sprintf(`{"content":[{"type":"text","text":"v%d"}]}`, version))
+		case req.Method == "ping":
+			replyResult(out, req.ID, `{}`)
 		default:
-			fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no %s"}}`+"\n", req.ID, req.Method)
-			_ = out.Flush()
-			continue
+			replyNoMethod(out, req)
 		}
-		fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
-		_ = out.Flush()
-	}
+	})
 }
 
 // TestRelistAfterStorm: after a storm of list_changed, spaced relisting
