@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -619,6 +620,31 @@ func (c *Credential) failureWithCredential(f *Failure) *Failure {
 func (c *Credential) Report(sub Subtype, used string) {
 	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub))
 }
+
+// ReportFailure is [Credential.Report] with what the provider said: f's
+// provider, code and detail (which must hold no secret) go into the event
+// and the last error, after by ("a call", "the upstream's own request").
+func (c *Credential) ReportFailure(f Failure, used, by string) {
+	detail := by + " was answered " + string(f.Subtype)
+	var why []string
+	if f.Provider != "" || f.ProviderCode != "" {
+		why = append(why, strings.TrimSpace(f.Provider+" "+f.ProviderCode))
+	}
+	if f.Detail != "" {
+		d := f.Detail
+		if len(d) > maxReportDetail {
+			d = d[:maxReportDetail] + "…"
+		}
+		why = append(why, d)
+	}
+	if len(why) > 0 {
+		detail += " (" + strings.Join(why, ": ") + ")"
+	}
+	c.report(f.Subtype, used, TriggerLiveError, detail)
+}
+
+// maxReportDetail bounds the provider's detail ReportFailure keeps.
+const maxReportDetail = 256
 
 // ReportPeer is [Credential.Report] for what a peer replica found (issue
 // 11): the same status change, with trigger peer and the peer's detail in

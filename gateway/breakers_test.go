@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -406,7 +407,7 @@ func TestRefusedCallKeepsOpeningFailure(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	const tok = "declared-tok-0123456789"
-	_, cs, _, up := valueTokGateway(t, ctx, "", tok)
+	g, cs, _, up := valueTokGateway(t, ctx, "", tok)
 	call := func() authmap.Failure {
 		t.Helper()
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}})
@@ -424,5 +425,9 @@ func TestRefusedCallKeepsOpeningFailure(t *testing.T) {
 		if f := call(); f.Subtype != opened.Subtype || f.Provider != opened.Provider || f.ProviderCode != opened.ProviderCode || f.Recovery != opened.Recovery {
 			t.Errorf("a refused call's failure = %+v\nwant that of the rejection: %+v", f, opened)
 		}
+	}
+	// /health, events and alerts say what the provider said, too.
+	if le := g.Health().Credentials["tok"].LastError; le == nil || !strings.Contains(le.Detail, "invalid_token") || !strings.Contains(le.Detail, "The access token has been revoked") {
+		t.Errorf("the credential's last_error = %+v, want the provider's code and words", le)
 	}
 }

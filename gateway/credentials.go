@@ -544,7 +544,9 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 			return false, &r
 		}
 	}
-	c.Report(f.Subtype, used)
+	rf := *f
+	rf.Detail, rf.ProviderCode = g.redact(rf.Detail), g.redact(rf.ProviderCode)
+	c.ReportFailure(rf, used, "a call")
 	return false, nil
 }
 

@@ -52,5 +52,6 @@ func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.
 			return
 		}
 	}
-	c.Report(f.Subtype, used)
+	f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
+	c.ReportFailure(f, used, "the upstream's own request")
 }
