@@ -65,9 +65,6 @@ func (g *Server) applyBreakers(cfg *Config) {
 // breakerChange logs each breaker state change once and publishes it.
 func (g *Server) breakerChange(c breaker.Change) {
 	defer g.healthChanged()
-	if c.To == breaker.StateClosed {
-		g.breakerCauses.Delete(c.Name)
-	}
 	up, cred, _ := strings.Cut(c.Name, "/")
 	ev := g.log.Info()
 	if c.To == breaker.StateOpen {
@@ -97,7 +94,6 @@ const fieldBreakerState = "breaker_state"
 type callBreakers struct {
 	up, cred   func(breaker.Outcome)
 	g          *Server
-	credName   string // the credential breaker's name, when cred is set
 	credential string // the credential, when cred is set
 	gen        uint64 // its generation, as the call sent it
 }
@@ -139,7 +135,6 @@ func (cb *callBreakers) done(raw error, f *authmap.Failure) {
 	}
 	up, cred := breakerOutcomes(raw, f)
 	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {
-		cb.g.breakerCauses.Store(cb.credName, *f)
 		cb.g.credCauses.Store(cb.credential, credCause{f: *f, gen: cb.gen})
 	}
 	cb.report(up, cred)
@@ -180,8 +175,7 @@ func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failur
 	if c := g.credential(cred); c != nil {
 		gen := c.Generation()
 		cb.credential, cb.gen = cred, gen
-		cb.credName = breaker.Name(u.name, cred)
-		cb.cred, err = g.breakers.Allow(cb.credName, gen)
+		cb.cred, err = g.breakers.Allow(breaker.Name(u.name, cred), gen)
 		if err != nil {
 			up(breaker.Excluded())
 			f := g.openFailure(u, cred, err)
@@ -213,10 +207,10 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 				f = *le
 				f.Credential = cred
 			}
-		}
-		if v, ok := g.breakerCauses.Load(breaker.Name(u.name, cred)); ok && v.(authmap.Failure).Subtype == sub {
-			f = v.(authmap.Failure) // the very failure that opened it
-			f.Credential = cred
+			if cause, ok := g.credentialCause(cred, c.Generation(), sub); ok {
+				f = cause // the very failure that opened it
+				f.Credential = cred
+			}
 		}
 		f.Retryable = !oe.RetryAfter.IsZero()
 		f.Detail = fmt.Sprintf("circuit open %s: credential %q was answered %s; not sent", until, cred, sub)

@@ -140,14 +140,10 @@ type Server struct {
 	// Circuit breakers (issue 8): see breakers.go. Keyed by stable names
 	// (upstream, upstream/credential), so they outlive a config.
 	breakers *breaker.Set
-	// breakerCauses holds, by breaker name, the auth failure that last
-	// opened a credential's breaker: the calls it refuses get that failure
-	// (provider, code, recovery), not a bare subtype.
-	breakerCauses sync.Map
-	// credCauses holds, by credential name, the last auth failure a call
-	// got that opened its breaker, with the credential generation it was
-	// sent with (a credCause): calls refused because the credential is
-	// known dead get it too.
+	// credCauses holds, by credential name, the last auth failure that
+	// opens a credential's breaker, with the generation it was sent with (a
+	// credCause): the calls an open breaker or a dead credential refuses get
+	// that failure (provider, code, recovery), not a bare subtype.
 	credCauses sync.Map
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
