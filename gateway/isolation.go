@@ -84,3 +84,17 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 	data, _ := json.Marshal(p.Data)
 	ev.Str("upstream_level", string(p.Level)).Str("logger", p.Logger).Str("data", truncate(string(data), 1024)).Msg(msg)
 }
+
+// strayLine logs a line a stdio child wrote on stdout that is not JSON-RPC,
+// skipped (shown: redacted and cut), at most as often as keepLog logs.
+func (u *upstream) strayLine(shown string) {
+	if !u.flood.keep.Allow() {
+		u.flood.keptDropped.Add(1)
+		return
+	}
+	ev := u.log.Info()
+	if n := u.flood.keptDropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped_before", n)
+	}
+	ev.Str(fieldStream, "stdout").Str("line", shown).Msg("skipped a line on stdout that is not JSON-RPC (an MCP server writes only messages there; logs go to stderr)")
+}

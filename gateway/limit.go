@@ -84,6 +84,10 @@ type responseLimit struct {
 	upstream string
 	max      int64
 	log      zerolog.Logger
+	// A stdio child's lines that are not JSON-RPC (stdioConn): stray logs
+	// one, redact redacts one. Either may be nil.
+	stray  func(shown string)
+	redact func(string) string
 }
 
 func newResponseLimit(upstream string, max int64, log zerolog.Logger) *responseLimit {

@@ -86,6 +86,15 @@ type stdioConn struct {
 	childCalls   atomic.Int64
 	childDropped atomic.Int64
 
+	// Lines on stdout that were not JSON-RPC, skipped (readMessages): how
+	// many, the last unless a message followed it (cut to strayKeep), and the hooks that log one (given
+	// it redacted and cut) and redact it (from the responseLimit; nil for
+	// none).
+	strays    atomic.Int64
+	lastStray atomic.Pointer[string]
+	stray     func(shown string)
+	redact    func(string) string
+
 	metaOnce sync.Once
 	meta     map[string]json.RawMessage // see requestMeta
 	metaJSON []byte                     // meta as a member of an object: `"_meta":{...},`, or nothing
@@ -100,6 +109,8 @@ func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdio
 		closed:   make(chan struct{}),
 		readDone: make(chan struct{}),
 		pending:  make(map[int64]chan *jsonrpc.Response),
+		stray:    lim.stray,
+		redact:   lim.redact,
 	}
 	c.stdout, _ = stdout.(*os.File)
 	c.deadline, _ = w.(writeDeadliner)
@@ -144,6 +155,11 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		} else {
 			msgs, err := c.readMessages()
 			if err != nil {
+				select {
+				case <-c.closed:
+				default:
+					err = c.withStray(err)
+				}
 				c.end(err) // credgate's calls waiting for an answer get err
 				return nil, err
 			}
@@ -187,6 +203,9 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 	}
 	msgs, err := decodeFrame(line)
 	if err == nil {
+		if c.lastStray.Load() != nil {
+			c.lastStray.Store(nil) // only the last lines before an end tell why it ended
+		}
 		return msgs, nil
 	}
 	// The rare message that spans lines (pretty-printed): the SDK's reader
@@ -198,7 +217,7 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 		}
 		next, ferr := c.frame()
 		if ferr != nil {
-			if ferr == io.EOF {
+			if errors.Is(ferr, io.EOF) {
 				ferr = io.ErrUnexpectedEOF
 			}
 			return nil, ferr
@@ -209,10 +228,53 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 		}
 		line = acc
 		if msgs, err = decodeFrame(line); err == nil {
+			c.lastStray.Store(nil)
 			return msgs, nil
 		}
 	}
-	return nil, err
+	// Not JSON-RPC: a banner, a print left in, a logger writing to stdout.
+	// Skipped, as the TypeScript SDK's client (Claude Desktop's) skips it,
+	// not the end of the session (the Go SDK's reader ended it, and with it
+	// every call in flight on the upstream).
+	c.strays.Add(1)
+	text := strayText(line)
+	c.lastStray.Store(text)
+	if c.stray != nil {
+		c.stray(shownStray(*text, c.redact))
+	}
+	return nil, nil
+}
+
+// strayKeep bounds what is kept of a line that is not JSON-RPC, and
+// strayMax what is shown of it once redacted (cut after redaction, so that
+// no cut leaves part of a secret to be shown).
+const (
+	strayKeep = 4 << 10
+	strayMax  = 256
+)
+
+func strayText(line []byte) *string {
+	s := strings.ToValidUTF8(string(line[:min(len(line), strayKeep)]), "?")
+	return &s
+}
+
+// shownStray is a line that was not JSON-RPC as logs and errors show it.
+func shownStray(s string, redact func(string) string) string {
+	if redact != nil {
+		s = redact(s)
+	}
+	return strings.ToValidUTF8(truncate(s, strayMax), "")
+}
+
+// withStray adds to err, which ends the session, the last line the child
+// wrote on stdout that was not JSON-RPC, if any: a child that printed only
+// that and exited says so.
+func (c *stdioConn) withStray(err error) error {
+	p := c.lastStray.Load()
+	if p == nil {
+		return err
+	}
+	return fmt.Errorf("%w (last line on stdout that was not JSON-RPC: %q)", err, shownStray(*p, c.redact))
 }
 
 // frame returns the next line of the child's output. A last line without a

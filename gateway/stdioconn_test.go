@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -225,18 +226,21 @@ func TestStdioRawCallAfterClose(t *testing.T) {
 }
 
 // TestStdioConnFraming: what the child writes is read as the SDK's reader
-// read it: blank lines skipped, a message spanning lines (pretty-printed)
-// joined, a batch split, a last line without a newline kept; data after a
-// message on its line, or garbage, ends the stream with an error.
+// read it (blank lines skipped, a message spanning lines joined, a batch
+// split, a last line without a newline kept), except that a line that is not
+// JSON-RPC (a banner, a logger writing to stdout, two messages on one line)
+// is skipped, as the TypeScript SDK's client skips it, where the Go SDK's
+// ended the session. If such a line is the last the child wrote, the end of
+// the stream names it.
 func TestStdioConnFraming(t *testing.T) {
 	t.Parallel()
-	read := func(input string) ([]string, error) {
+	read := func(input string) ([]string, int64, error) {
 		c := newStdioConn(strings.NewReader(input), nopWriteCloser{}, newResponseLimit("a", 1<<20, zerolog.Nop()))
 		var got []string
 		for {
 			m, err := c.Read(t.Context())
 			if err != nil {
-				return got, err
+				return got, c.strays.Load(), err
 			}
 			switch m := m.(type) {
 			case *jsonrpc.Request:
@@ -249,20 +253,55 @@ func TestStdioConnFraming(t *testing.T) {
 	for _, tc := range []struct {
 		name, input string
 		want        []string
-		wantErr     bool
+		strays      int64
+		wantErr     string // "" for a clean end (io.EOF); else in the error
 	}{
-		{"lines", `{"jsonrpc":"2.0","method":"a"}` + "\n\n" + `{"jsonrpc":"2.0","id":1,"result":{}}` + "\r\n", []string{"a", "1"}, false},
-		{"last line unterminated", `{"jsonrpc":"2.0","method":"a"}` + "\n" + `{"jsonrpc":"2.0","method":"b"}`, []string{"a", "b"}, false},
-		{"pretty", "{\n  \"jsonrpc\": \"2.0\",\n  \"method\": \"a\"\n}\n" + `{"jsonrpc":"2.0","method":"b"}` + "\n", []string{"a", "b"}, false},
-		{"batch", `[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":"x","result":{}}]` + "\n", []string{"a", "x"}, false},
-		{"braces in strings", `{"jsonrpc":"2.0","method":"a","params":{"s":"}{\"]"}}` + "\n", []string{"a"}, false},
-		{"trailing data", `{"jsonrpc":"2.0","method":"a"} {"jsonrpc":"2.0","method":"b"}` + "\n", nil, true},
-		{"garbage", "this is not JSON-RPC\n", nil, true},
-		{"cut off", `{"jsonrpc":"2.0","method":"a"`, nil, true},
+		{"lines", `{"jsonrpc":"2.0","method":"a"}` + "\n\n" + `{"jsonrpc":"2.0","id":1,"result":{}}` + "\r\n", []string{"a", "1"}, 0, ""},
+		{"last line unterminated", `{"jsonrpc":"2.0","method":"a"}` + "\n" + `{"jsonrpc":"2.0","method":"b"}`, []string{"a", "b"}, 0, ""},
+		{"pretty", "{\n  \"jsonrpc\": \"2.0\",\n  \"method\": \"a\"\n}\n" + `{"jsonrpc":"2.0","method":"b"}` + "\n", []string{"a", "b"}, 0, ""},
+		{"batch", `[{"jsonrpc":"2.0","method":"a"},{"jsonrpc":"2.0","id":"x","result":{}}]` + "\n", []string{"a", "x"}, 0, ""},
+		{"braces in strings", `{"jsonrpc":"2.0","method":"a","params":{"s":"}{\"]"}}` + "\n", []string{"a"}, 0, ""},
+		{"banner and loggers skipped", "Starting server v1 on stdio\n" + `{"jsonrpc":"2.0","method":"a"}` + "\n[INFO] ready\n" + `{"level":"info","msg":"listening"}` + "\n{oops}\n[]\n" + `{"jsonrpc":"2.0","id":1,"result":{}}` + "\n", []string{"a", "1"}, 5, ""},
+		{"trailing data skipped", `{"jsonrpc":"2.0","method":"a"} {"jsonrpc":"2.0","method":"b"}` + "\n" + `{"jsonrpc":"2.0","method":"c"}` + "\n", []string{"c"}, 1, ""},
+		{"garbage, then the end", `{"jsonrpc":"2.0","method":"a"}` + "\nError: GITHUB_TOKEN is not set\n", []string{"a"}, 1, `(last line on stdout that was not JSON-RPC: "Error: GITHUB_TOKEN is not set")`},
+		{"cut off", `{"jsonrpc":"2.0","method":"a"`, nil, 0, "unexpected EOF"},
 	} {
-		got, err := read(tc.input)
-		if fmt.Sprint(got) != fmt.Sprint(tc.want) || (err != io.EOF) != tc.wantErr {
-			t.Errorf("%s: read %v, %v; want %v (error %v)", tc.name, got, err, tc.want, tc.wantErr)
+		got, strays, err := read(tc.input)
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) || strays != tc.strays {
+			t.Errorf("%s: read %v with %d lines skipped; want %v with %d", tc.name, got, strays, tc.want, tc.strays)
+		}
+		switch {
+		case tc.wantErr == "" && err != io.EOF:
+			t.Errorf("%s: ended with %v, want io.EOF", tc.name, err)
+		case tc.wantErr != "" && (err == io.EOF || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: ended with %v, want an error with %q", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+// TestStdioStrayLineRedactedAndBounded: a line that is not JSON-RPC is logged
+// redacted and cut, at most keepRate a second with the rest counted, and a
+// line with a secret that ends the session is redacted in its error too.
+func TestStdioStrayLineRedactedAndBounded(t *testing.T) {
+	t.Parallel()
+	const secret = "sk_live_strayline0123456789abcdef"
+	var shown []string
+	lim := newResponseLimit("a", 1<<20, zerolog.Nop())
+	lim.redact = func(s string) string { return strings.ReplaceAll(s, secret, "[REDACTED]") }
+	lim.stray = func(s string) { shown = append(shown, s) }
+	long := strings.Repeat("x", 250) + secret + strings.Repeat("y", 10000)
+	input := "using key " + secret + "\n" + long + "\n" + "bad \xff\xfe utf8 " + secret + "\n"
+	c := newStdioConn(strings.NewReader(input), nopWriteCloser{}, lim)
+	_, err := c.Read(t.Context())
+	if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "[REDACTED]") {
+		t.Errorf("end of stream = %v; want the last line, redacted", err)
+	}
+	if len(shown) != 3 {
+		t.Fatalf("logged %d lines, want 3: %q", len(shown), shown)
+	}
+	for _, s := range shown {
+		if strings.Contains(s, secret) || strings.Contains(s, secret[:6]) || len(s) > strayMax+len("…") || !utf8.ValidString(s) {
+			t.Errorf("logged %q: want it redacted, valid UTF-8, at most %d bytes", s, strayMax)
 		}
 	}
 }
