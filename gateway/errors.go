@@ -118,8 +118,9 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 		f = gated.f
 	case errors.Is(err, ErrShuttingDown):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
-	case errors.As(err, &rpcErr) && isResponseTooLarge(rpcErr):
-		// The gateway's own answer in place of an oversized response.
+	case errors.As(err, &rpcErr) && isGatewayAnswer(rpcErr):
+		// The gateway's own answer in place of an oversized response, or
+		// of one the SDK could not read.
 		f = authmap.Failure{Type: authmap.TypeUpstreamError, Detail: rpcErr.Message}
 	case errors.As(err, &agentLimit):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: agentLimit.Error()}

@@ -389,3 +389,50 @@ func TestFastPathUnusualAnswersAsSDK(t *testing.T) {
 		}},
 	})
 }
+
+// TestBadAnswerKeepsSession: a 2xx answer to a call that the SDK's client
+// cannot read (another content type, a JSON body that is not a JSON-RPC
+// message, an SSE event that is not one) fails that call as an
+// upstream_error, on both paths, and the upstream's session goes on: the
+// next call is served. The SDK's client ended the whole session on such an
+// answer (an HTML page from a proxy in front of the server, say), and with
+// it every call in flight on the upstream.
+func TestBadAnswerKeepsSession(t *testing.T) {
+	t.Parallel()
+	raw := func(ct, body string) rawAnswerFunc {
+		return func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			b := strings.ReplaceAll(body, "ID", string(id))
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s", ct, len(b), b)
+			serveHeld(c, br)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		answer rawAnswerFunc
+	}{
+		{"HTML", raw("text/html", "<html>Sign in</html>")},
+		{"no content type", raw("", "ok")},
+		{"JSON, not JSON-RPC", raw("application/json", `{"hello":1}`)},
+		{"JSON cut short", raw("application/json", `{"jsonrpc":"2.0","id":ID,"result":`)},
+		{"empty JSON", raw("application/json", ``)},
+		{"SSE event not JSON", raw("text/event-stream", "data: not json\n\n")},
+		{"SSE line without a colon", raw("text/event-stream", "garbage\n\n")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			for _, fast := range []bool{true, false} {
+				a := hostileAgent(t, ctx, fast, tc.answer, "")
+				r, b := a.post(ctx, callRaw)
+				if got := outcomeOf(t, r, b); !strings.Contains(got, `"type":"upstream_error"`) {
+					t.Errorf("fast_path %v: the bad answer gave %s; want an upstream_error", fast, got)
+				}
+				r, b = a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"a__echo","arguments":{}}}`)
+				if got := outcomeOf(t, r, b); !strings.HasPrefix(got, "result") {
+					t.Errorf("fast_path %v: the next call gave %s; want it served on the same session", fast, got)
+				}
+			}
+		})
+	}
+}

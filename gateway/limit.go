@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/time/rate"
 	"io"
 	"math"
 	"net/http"
@@ -61,16 +62,20 @@ const codeResponseTooLarge = -32012
 // from an upstream error that happens to use the same code.
 const responseTooLargeMark = "max_response_bytes"
 
-// isResponseTooLarge reports whether e is the gateway's answer to an
-// oversized upstream response.
-func isResponseTooLarge(e *jsonrpc.Error) bool {
+// badAnswerMark is the error data of the answer that replaces an upstream
+// answer the SDK could not read (see badAnswer).
+const badAnswerMark = "bad_answer"
+
+// isGatewayAnswer reports whether e is the gateway's answer in place of an
+// upstream response: an oversized one, or one the SDK could not read.
+func isGatewayAnswer(e *jsonrpc.Error) bool {
 	if e.Code != codeResponseTooLarge {
 		return false
 	}
 	var d struct {
 		Credgate string `json:"credgate"`
 	}
-	return json.Unmarshal(e.Data, &d) == nil && d.Credgate == responseTooLargeMark
+	return json.Unmarshal(e.Data, &d) == nil && (d.Credgate == responseTooLargeMark || d.Credgate == badAnswerMark)
 }
 
 // Sizes of what is kept of an oversized message to find its id.
@@ -88,10 +93,14 @@ type responseLimit struct {
 	// one, redact redacts one. Either may be nil.
 	stray  func(shown string)
 	redact func(string) string
+	// warns bounds the warnings about answers the SDK could not read
+	// (badAnswer, unreadable): an upstream sending only those must not
+	// flood the log.
+	warns *rate.Limiter
 }
 
 func newResponseLimit(upstream string, max int64, log zerolog.Logger) *responseLimit {
-	return &responseLimit{upstream: upstream, max: max, log: log}
+	return &responseLimit{upstream: upstream, max: max, log: log, warns: rate.NewLimiter(keepRate, keepBurst)}
 }
 
 // message is the error an agent reads, naming the limit and its key.
@@ -102,6 +111,12 @@ func (l *responseLimit) message() string {
 // answer is the JSON-RPC error response that replaces an oversized response
 // to the call with the given id.
 func (l *responseLimit) answer(id json.RawMessage) []byte {
+	return gatewayAnswer(id, l.message(), responseTooLargeMark)
+}
+
+// gatewayAnswer is a JSON-RPC error response to the call with the given id,
+// marked as the gateway's (isGatewayAnswer).
+func gatewayAnswer(id json.RawMessage, message, mark string) []byte {
 	type rpcError struct {
 		Code    int64           `json:"code"`
 		Message string          `json:"message"`
@@ -111,7 +126,7 @@ func (l *responseLimit) answer(id json.RawMessage) []byte {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
 		Error   rpcError        `json:"error"`
-	}{"2.0", id, rpcError{codeResponseTooLarge, l.message(), json.RawMessage(`{"credgate":"` + responseTooLargeMark + `"}`)}})
+	}{"2.0", id, rpcError{codeResponseTooLarge, message, json.RawMessage(`{"credgate":"` + mark + `"}`)}})
 	return b
 }
 
@@ -239,6 +254,10 @@ type limitedReader struct {
 	// length is an HTTP body's Content-Length, or -1.
 	length int64
 
+	// check drops SSE events the SDK's client could not read, whose
+	// failure would end its session (eventReadable).
+	check bool
+
 	out  []byte // what is left of the frame being handed on
 	err  error  // the source's error, returned once out is empty
 	buf  []byte // the frame being read
@@ -253,6 +272,10 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 			return 0, r.err
 		}
 		r.out, r.err = r.next(r)
+		if r.check && len(r.out) > 0 && !eventReadable(r.out) {
+			r.lim.unreadable(len(r.out))
+			r.out = nil
+		}
 		if r.err != nil && r.pooled {
 			// The stream is over: its reader is never read again.
 			r.src.Reset(nil)
@@ -491,8 +514,11 @@ func (r *limitedReader) nextBody() ([]byte, error) {
 }
 
 // bound makes resp's body bounded by l, if it is a body the SDK reads
-// messages from. req is the request it answers.
-func (l *responseLimit) bound(req *http.Request, resp *http.Response) {
+// messages from. req is the request it answers. An answer to a call that
+// the SDK's client could not read is replaced (badAnswer): one with a
+// content type it does not read, and, if check is set (the SDK's requests;
+// the fast path reads its own answers), a JSON one that is not a message.
+func (l *responseLimit) bound(req *http.Request, resp *http.Response, check bool) {
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		// The SDK reads an error body whole, looking for a JSON-RPC error.
 		resp.Body = struct {
@@ -503,15 +529,116 @@ func (l *responseLimit) bound(req *http.Request, resp *http.Response) {
 	}
 	call := func() json.RawMessage { return requestID(req) }
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	switch strings.ToLower(strings.TrimSpace(mt)) {
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	switch mt {
 	case "text/event-stream":
-		resp.Body = newEventLimiter(resp.Body, l, call)
+		lr := newEventLimiter(resp.Body, l, call)
+		lr.check = check
+		resp.Body = lr
 	case "application/json":
+		if check && resp.ContentLength >= 0 && resp.ContentLength <= min(l.max, checkedAnswer) {
+			l.checkJSON(resp, call)
+			return
+		}
 		if resp.ContentLength >= 0 && resp.ContentLength <= l.max {
 			return // the HTTP client reads no more than Content-Length
 		}
 		resp.Body = newBodyLimiter(resp.Body, resp.ContentLength, l, call)
+	default:
+		if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusNoContent {
+			return // no answer: the SDK reads none
+		}
+		if id := call(); id != nil {
+			l.badAnswer(resp, id, fmt.Sprintf("with content type %q, not application/json or text/event-stream", mt))
+		}
 	}
+}
+
+// eventReadable reports whether the SDK's client reads the SSE event ev
+// (its lines, up to the blank line that ends it) without failing: it reads
+// it as mcp's scanEvents and handleSSE do, and fails, ending the session,
+// on a line without a colon or a message event whose data is not a
+// JSON-RPC message.
+func eventReadable(ev []byte) bool {
+	var name, data []byte
+	n := 0
+	for len(ev) > 0 {
+		line, rest, _ := bytes.Cut(ev, []byte{'\n'})
+		ev = rest
+		line = bytes.TrimRight(line, "\r")
+		if len(line) == 0 {
+			continue
+		}
+		key, val, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			return false
+		}
+		switch string(key) {
+		case "event":
+			name = bytes.TrimSpace(val)
+		case "data":
+			if n++; n == 1 {
+				data = bytes.TrimSpace(val)
+			} else {
+				data = append(append(bytes.Clone(data), '\n'), bytes.TrimSpace(val)...)
+			}
+		}
+	}
+	if len(data) == 0 || len(name) > 0 && string(name) != "message" {
+		return true
+	}
+	_, err := jsonrpc.DecodeMessage(data)
+	return err == nil
+}
+
+// unreadable logs an SSE event of size bytes that was dropped because the
+// SDK's client could not read it.
+func (l *responseLimit) unreadable(size int) {
+	if !l.warns.Allow() {
+		return
+	}
+	l.log.Warn().Int("bytes", size).Msg("dropped an event of the upstream's stream that is not a JSON-RPC message (its session goes on)")
+}
+
+// checkedAnswer bounds the JSON answers checkJSON reads whole: larger ones
+// stream to the SDK unchecked, as they come.
+const checkedAnswer = 1 << 20
+
+// checkJSON reads resp's JSON body (of a known length, at most
+// checkedAnswer) and, if it is not a JSON-RPC message, replaces it (see
+// badAnswer). The SDK reads it whole anyway.
+func (l *responseLimit) checkJSON(resp *http.Response, call func() json.RawMessage) {
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return // the SDK reads the bytes there were, and fails as it did
+	}
+	if _, derr := jsonrpc.DecodeMessage(body); derr == nil || len(bytes.TrimSpace(body)) > 0 && bytes.TrimSpace(body)[0] == '[' {
+		return // a message, or a batch (the SDK's to read)
+	}
+	if id := call(); id != nil {
+		l.badAnswer(resp, id, "with a body that is not a JSON-RPC message")
+	}
+}
+
+// badAnswer replaces resp, a 2xx answer to the call with the given id that
+// the SDK's client cannot read, with the gateway's JSON-RPC error answer to
+// that call: the client ended its whole session on such an answer (an HTML
+// page from a proxy in front of the server, a handler's plain text, a body
+// cut short), and with it every call in flight on the upstream. The call
+// fails as an upstream_error naming why; the session goes on.
+func (l *responseLimit) badAnswer(resp *http.Response, id json.RawMessage, why string) {
+	_ = resp.Body.Close() // not drained: the connection is dropped, whatever it holds
+	if l.warns.Allow() {
+		l.log.Warn().Int("status", resp.StatusCode).Str("content_type", truncate(resp.Header.Get("Content-Type"), 100)).Msg("upstream answered a call " + why + ": the call gets an error, the session goes on")
+	}
+	b := gatewayAnswer(id, fmt.Sprintf("upstream %q answered %s", l.upstream, why), badAnswerMark)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header = resp.Header.Clone()
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Header.Del("Content-Length")
 }
 
 // requestID returns the id of the JSON-RPC request an HTTP request carries.

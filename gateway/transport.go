@@ -96,7 +96,7 @@ func (t *httpTransport) trusted(u *url.URL) bool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req, t.base)
+	return t.roundTrip(req, t.base, true)
 }
 
 // rawDo sends one of the fast path's own requests (rawcall.go) with the
@@ -165,12 +165,14 @@ func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { r
 // sent on the calling goroutine when the upstream allows (syncpool.go).
 func (t *httpTransport) rawRoundTrip(req *http.Request) (*http.Response, error) {
 	if t.sync != nil {
-		return t.roundTrip(req, t.sync)
+		return t.roundTrip(req, t.sync, false)
 	}
-	return t.roundTrip(req, t.base)
+	return t.roundTrip(req, t.base, false)
 }
 
-func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*http.Response, error) {
+// roundTrip sends req on base. sdk is set for the SDK client's requests,
+// whose JSON answers are checked before it reads them (responseLimit.bound).
+func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper, sdk bool) (*http.Response, error) {
 	trusted := t.trusted(req.URL)
 	cloned := len(t.headers) > 0 && trusted
 	if cloned {
@@ -223,7 +225,7 @@ func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper) (*h
 		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
 	}
 	if t.limit != nil {
-		t.limit.bound(req, resp)
+		t.limit.bound(req, resp, sdk)
 	}
 	if t.notes != nil && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
 		resp.Body = &sseCounter{ReadCloser: resp.Body, n: t.notes}
