@@ -25,6 +25,7 @@ import (
 // SSE).
 type rawAgent struct {
 	t       *testing.T
+	g       *Server
 	url     string
 	session string
 }
@@ -39,7 +40,7 @@ func newRawAgentWith(t *testing.T, ctx context.Context, g *Server, caps string) 
 	t.Helper()
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
 	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":`+caps+`,"clientInfo":{"name":"raw","version":"1"}}}`)
 	a.session = resp.Header.Get("Mcp-Session-Id")
 	if a.session == "" && !g.config().Stateless {
@@ -700,7 +701,7 @@ func TestFastPathDisconnectIsNotCancel(t *testing.T) {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, url: hs.URL + "/mcp"}
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
 	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
 	a.session = resp.Header.Get("Mcp-Session-Id")
 	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)

@@ -48,6 +48,32 @@ type floodGuard struct {
 	keptDropped atomic.Int64 // log lines not kept since the last one kept
 	mu          sync.Mutex
 	asking      map[any]int // requests in flight, by agent session (inflight.agent)
+	// drops counts, for ops (credgate_upstream_messages_dropped_total),
+	// what the upstream sent that went nowhere, by kind; the counts only
+	// grow.
+	drops [dropKinds]atomic.Int64
+}
+
+// What an upstream sent that the gateway dropped or skipped, by kind (the
+// kind label of credgate_upstream_messages_dropped_total).
+type dropKind int
+
+const (
+	dropNotification dropKind = iota // progress or log notification over the flood rate
+	dropLogLine                      // log line not written to the gateway's log (keepRate)
+	dropStrayLine                    // a stdio child's stdout line that is not JSON-RPC
+	dropBadAnswer                    // an answer the SDK could not read, replaced by an error (or an SSE event dropped)
+	dropChildRequest                 // a stdio child's request past maxChildRequests held
+	dropKinds
+)
+
+var dropKindNames = [dropKinds]string{"notification", "log_line", "stray_line", "bad_answer", "child_request"}
+
+// count adds one of kind k.
+func (f *floodGuard) count(k dropKind) {
+	if f != nil {
+		f.drops[k].Add(1)
+	}
 }
 
 func newFloodGuard() *floodGuard {
@@ -65,6 +91,7 @@ func (f *floodGuard) allowNotify() bool {
 		return true
 	}
 	f.dropped.Add(1)
+	f.count(dropNotification)
 	return false
 }
 

@@ -432,6 +432,11 @@ func TestBadAnswerKeepsSession(t *testing.T) {
 				if got := outcomeOf(t, r, b); !strings.HasPrefix(got, "result") {
 					t.Errorf("fast_path %v: the next call gave %s; want it served on the same session", fast, got)
 				}
+				if !fast {
+					if v, _ := sample(gather(t, a.g), "credgate_upstream_messages_dropped_total", map[string]string{"upstream": "a", "kind": "bad_answer"}); v != 1 {
+						t.Errorf("credgate_upstream_messages_dropped_total{kind=bad_answer} = %v, want 1", v)
+					}
+				}
 			}
 		})
 	}

@@ -76,6 +76,7 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 	}
 	if !u.flood.keep.Allow() {
 		u.flood.keptDropped.Add(1)
+		u.flood.count(dropLogLine)
 		return
 	}
 	if n := u.flood.keptDropped.Swap(0); n > 0 {
@@ -88,8 +89,10 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 // strayLine logs a line a stdio child wrote on stdout that is not JSON-RPC,
 // skipped (shown: redacted and cut), at most as often as keepLog logs.
 func (u *upstream) strayLine(shown string) {
+	u.flood.count(dropStrayLine)
 	if !u.flood.keep.Allow() {
 		u.flood.keptDropped.Add(1)
+		u.flood.count(dropLogLine)
 		return
 	}
 	ev := u.log.Info()

@@ -97,6 +97,8 @@ type responseLimit struct {
 	// (badAnswer, unreadable): an upstream sending only those must not
 	// flood the log.
 	warns *rate.Limiter
+	// flood counts what is dropped (nil in tests that build a limit alone).
+	flood *floodGuard
 }
 
 func newResponseLimit(upstream string, max int64, log zerolog.Logger) *responseLimit {
@@ -594,6 +596,7 @@ func eventReadable(ev []byte) bool {
 // unreadable logs an SSE event of size bytes that was dropped because the
 // SDK's client could not read it.
 func (l *responseLimit) unreadable(size int) {
+	l.flood.count(dropBadAnswer)
 	if !l.warns.Allow() {
 		return
 	}
@@ -630,6 +633,7 @@ func (l *responseLimit) checkJSON(resp *http.Response, call func() json.RawMessa
 // fails as an upstream_error naming why; the session goes on.
 func (l *responseLimit) badAnswer(resp *http.Response, id json.RawMessage, why string) {
 	_ = resp.Body.Close() // not drained: the connection is dropped, whatever it holds
+	l.flood.count(dropBadAnswer)
 	if l.warns.Allow() {
 		l.log.Warn().Int("status", resp.StatusCode).Str("content_type", truncate(resp.Header.Get("Content-Type"), 100)).Msg("upstream answered a call " + why + ": the call gets an error, the session goes on")
 	}

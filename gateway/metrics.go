@@ -40,6 +40,7 @@ import (
 //	  credential set                  credgate_credential_status, _expiry_timestamp_seconds, _ttl_seconds
 //	  breaker set (breakerHealth)     credgate_breaker_state
 //	  agent sessions, routes, drops   credgate_agent_sessions, credgate_route_target_*, credgate_notifications_dropped_total
+//	  upstream bounds (floodGuard)    credgate_upstream_messages_dropped_total
 //
 // State is never kept twice: a scrape shows what /health would show at that
 // instant, so a credential revoked a millisecond ago is on the next scrape.
@@ -152,7 +153,7 @@ type metrics struct {
 	// The state read at scrape time (see Collect).
 	upDesc, toolsDesc, credStatusDesc, credExpiryDesc, credTTLDesc *prometheus.Desc
 	breakerDesc, sessionsDesc, routeAvailDesc, routeActiveDesc     *prometheus.Desc
-	dropsDesc                                                      *prometheus.Desc
+	dropsDesc, upDropsDesc                                         *prometheus.Desc
 }
 
 type toolKey struct{ upstream, tool string }
@@ -287,6 +288,8 @@ func newMetrics(g *Server) *metrics {
 	m.routeAvailDesc = desc("route_target_available", "1 if the route's target could serve a call now (upstream connected, credential usable, breakers closed).", labelRoute, labelTarget)
 	m.routeActiveDesc = desc("route_target_active", "1 for the target a route's calls go to now.", labelRoute, labelTarget)
 	m.dropsDesc = desc("notifications_dropped_total", "Alert notifications dropped (their queue was full, or every delivery attempt failed).")
+	m.upDropsDesc = desc("upstream_messages_dropped_total", "What the upstream sent that the gateway dropped or skipped, by kind: notification (progress or log over 100 a second), log_line (log lines left out of the gateway's log), stray_line (a stdio child's stdout lines that are not JSON-RPC), bad_answer (answers its session could not read, failed as upstream_error), child_request (a stdio child's requests past 64 held).",
+		fieldUpstream, labelKind)
 
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -531,7 +534,7 @@ type stateCollector struct{ m *metrics }
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	m := c.m
 	for _, d := range []*prometheus.Desc{m.upDesc, m.toolsDesc, m.credStatusDesc, m.credExpiryDesc, m.credTTLDesc,
-		m.breakerDesc, m.sessionsDesc, m.routeAvailDesc, m.routeActiveDesc, m.dropsDesc} {
+		m.breakerDesc, m.sessionsDesc, m.routeAvailDesc, m.routeActiveDesc, m.dropsDesc, m.upDropsDesc} {
 		ch <- d
 	}
 }
@@ -565,6 +568,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		oneHot(u.name, "", state)
 		for cred, bh := range credBreakers[u.name] {
 			oneHot(u.name, cred, bh.State)
+		}
+		for k, name := range dropKindNames {
+			ch <- prometheus.MustNewConstMetric(m.upDropsDesc, prometheus.CounterValue, float64(u.flood.drops[k].Load()), u.name, name)
 		}
 	}
 

@@ -165,6 +165,7 @@ var credgateSeries = []string{
 	"credgate_route_target_available",
 	"credgate_route_target_active",
 	"credgate_notifications_dropped_total",
+	"credgate_upstream_messages_dropped_total",
 }
 
 // driveHooks calls the hooks the routing, reload and notification code

@@ -94,6 +94,7 @@ type stdioConn struct {
 	lastStray atomic.Pointer[string]
 	stray     func(shown string)
 	redact    func(string) string
+	flood     *floodGuard // counts what is dropped; may be nil
 
 	metaOnce sync.Once
 	meta     map[string]json.RawMessage // see requestMeta
@@ -111,6 +112,7 @@ func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdio
 		pending:  make(map[int64]chan *jsonrpc.Response),
 		stray:    lim.stray,
 		redact:   lim.redact,
+		flood:    lim.flood,
 	}
 	c.stdout, _ = stdout.(*os.File)
 	c.deadline, _ = w.(writeDeadliner)
@@ -175,6 +177,7 @@ func (c *stdioConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 			if c.childCalls.Add(1) > maxChildRequests {
 				c.childCalls.Add(-1)
 				c.childDropped.Add(1)
+				c.flood.count(dropChildRequest)
 				continue
 			}
 		}

@@ -80,6 +80,11 @@ func TestStdioStrayLinesSkipped(t *testing.T) {
 		if g.upstream("c").flood.keptDropped.Load() == 0 {
 			t.Errorf("fast_path %v: no stray line counted as not logged", fast)
 		}
+		// Banner, the listing's line, 3 calls' lines: all counted for ops.
+		const want = 2 + 3*(strayPerCall+1)
+		if v, ok := sample(gather(t, g), "credgate_upstream_messages_dropped_total", map[string]string{"upstream": "c", "kind": "stray_line"}); !ok || v != want {
+			t.Errorf("fast_path %v: credgate_upstream_messages_dropped_total{kind=stray_line} = %v (%v), want %d", fast, v, ok, want)
+		}
 	}
 	out := logs.String()
 	if strings.Contains(out, key) {
