@@ -149,7 +149,16 @@ func (u *upstream) captureStderr(r io.ReadCloser, c *childStderr, shared bool) {
 		}
 		line = u.gw.redact(line)
 		c.add(line)
-		u.log.Info().Str(fieldStream, "stderr").Msg(line)
+		if !u.flood.stderr.Allow() {
+			u.flood.stderrDropped.Add(1)
+			u.flood.count(dropStderrLine)
+			return
+		}
+		ev := u.log.Info().Str(fieldStream, "stderr")
+		if n := u.flood.stderrDropped.Swap(0); n > 0 {
+			ev = ev.Int64("dropped_before", n)
+		}
+		ev.Msg(line)
 	})
 	if shared {
 		// The child is gone: what it wrote last is what health shows while

@@ -31,6 +31,9 @@ import (
 //     admits them: chatter no agent asked for spends nothing.
 //   - Log messages kept in the gateway's own log (sent to no agent): at most
 //     keepRate a second per upstream, the number dropped said on the next.
+//   - A stdio child's stderr lines written to the gateway's log: at most
+//     stderrRate a second per upstream (stderrBurst at once), the number
+//     dropped said on the next; the tail health shows keeps every line.
 const (
 	notifyRate    = 100
 	notifyBurst   = 200
@@ -38,16 +41,20 @@ const (
 	asksMax       = 8
 	keepRate      = 5
 	keepBurst     = 20
+	stderrRate    = 50
+	stderrBurst   = 500
 )
 
 // floodGuard holds an upstream's bounds (see above).
 type floodGuard struct {
-	notify      *rate.Limiter
-	keep        *rate.Limiter
-	dropped     atomic.Int64 // notifications dropped
-	keptDropped atomic.Int64 // log lines not kept since the last one kept
-	mu          sync.Mutex
-	asking      map[any]int // requests in flight, by agent session (inflight.agent)
+	notify        *rate.Limiter
+	keep          *rate.Limiter
+	dropped       atomic.Int64 // notifications dropped
+	keptDropped   atomic.Int64 // log lines not kept since the last one kept
+	stderr        *rate.Limiter
+	stderrDropped atomic.Int64 // stderr lines not logged since the last one logged
+	mu            sync.Mutex
+	asking        map[any]int // requests in flight, by agent session (inflight.agent)
 	// drops counts, for ops (credgate_upstream_messages_dropped_total),
 	// what the upstream sent that went nowhere, by kind; the counts only
 	// grow.
@@ -64,10 +71,11 @@ const (
 	dropStrayLine                    // a stdio child's stdout line that is not JSON-RPC
 	dropBadAnswer                    // an answer the SDK could not read, replaced by an error (or an SSE event dropped)
 	dropChildRequest                 // a stdio child's request past maxChildRequests held
+	dropStderrLine                   // a stdio child's stderr line not written to the gateway's log
 	dropKinds
 )
 
-var dropKindNames = [dropKinds]string{"notification", "log_line", "stray_line", "bad_answer", "child_request"}
+var dropKindNames = [dropKinds]string{"notification", "log_line", "stray_line", "bad_answer", "child_request", "stderr_line"}
 
 // count adds one of kind k.
 func (f *floodGuard) count(k dropKind) {
@@ -80,6 +88,7 @@ func newFloodGuard() *floodGuard {
 	return &floodGuard{
 		notify: rate.NewLimiter(notifyRate, notifyBurst),
 		keep:   rate.NewLimiter(keepRate, keepBurst),
+		stderr: rate.NewLimiter(stderrRate, stderrBurst),
 		asking: map[any]int{},
 	}
 }

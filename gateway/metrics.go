@@ -288,7 +288,7 @@ func newMetrics(g *Server) *metrics {
 	m.routeAvailDesc = desc("route_target_available", "1 if the route's target could serve a call now (upstream connected, credential usable, breakers closed).", labelRoute, labelTarget)
 	m.routeActiveDesc = desc("route_target_active", "1 for the target a route's calls go to now.", labelRoute, labelTarget)
 	m.dropsDesc = desc("notifications_dropped_total", "Alert notifications dropped (their queue was full, or every delivery attempt failed).")
-	m.upDropsDesc = desc("upstream_messages_dropped_total", "What the upstream sent that the gateway dropped or skipped, by kind: notification (progress or log over 100 a second), log_line (log lines left out of the gateway's log), stray_line (a stdio child's stdout lines that are not JSON-RPC), bad_answer (answers its session could not read, failed as upstream_error), child_request (a stdio child's requests past 64 held).",
+	m.upDropsDesc = desc("upstream_messages_dropped_total", "What the upstream sent that the gateway dropped or skipped, by kind: notification (progress or log over 100 a second), log_line (log lines left out of the gateway's log), stray_line (a stdio child's stdout lines that are not JSON-RPC), bad_answer (answers its session could not read, failed as upstream_error), child_request (a stdio child's requests past 64 held), stderr_line (a stdio child's stderr lines left out of the gateway's log).",
 		fieldUpstream, labelKind)
 
 	m.reg.MustRegister(

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,14 @@ const strayPerCall = 2000
 func chattyUpstream() {
 	fmt.Println("Starting chatty MCP server v1.0 on stdio")
 	key := os.Getenv("API_KEY")
+	if n, _ := strconv.Atoi(os.Getenv("STDERR_LINES")); n > 0 {
+		w := bufio.NewWriter(os.Stderr)
+		for i := range n {
+			fmt.Fprintf(w, "debug: stderr line %d\n", i)
+		}
+		fmt.Fprintf(w, "last stderr line, key %s\n", key)
+		_ = w.Flush()
+	}
 	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
 		switch {
 		case err != nil:
@@ -99,5 +108,42 @@ func TestStdioStrayLinesSkipped(t *testing.T) {
 	// rate over the test's time are logged.
 	if n := strings.Count(out, "not JSON-RPC"); n > 2*(keepBurst+keepRate*60) {
 		t.Errorf("%d stray lines logged; want them bounded", n)
+	}
+}
+
+// TestStderrFloodBounded: a child that floods its stderr has at most
+// stderrBurst lines (plus the rate over the test's time) written to the
+// gateway's log, redacted, the rest counted, and it serves its calls. Every
+// line was written to the gateway's log before.
+func TestStderrFloodBounded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const key = "sk_live_stderrKey0123456789abcdef"
+	const lines = 20000
+	var logs syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  c: %s\n", selfUpstream(t, chattyMode, "API_KEY", key, "STDERR_LINES", strconv.Itoa(lines))), zerolog.New(&logs).Level(zerolog.InfoLevel))
+	cs := agent(t, ctx, g, nil)
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "c__echo", Arguments: map[string]any{}}); err != nil || res.IsError {
+		t.Fatalf("call answered %v, %v", res, err)
+	}
+	// Stop the child and wait for its stderr's end: every line was read.
+	child := g.upstream("c").childOutput()
+	_ = g.Close()
+	select {
+	case <-child.done:
+	case <-ctx.Done():
+		t.Fatal("the child's stderr never ended")
+	}
+	out := logs.String()
+	if strings.Contains(out, key) {
+		t.Error("the key reached the log")
+	}
+	logged := strings.Count(out, `"stream":"stderr"`)
+	if logged > stderrBurst+stderrRate*60 || logged == 0 {
+		t.Errorf("%d of %d stderr lines logged; want some, bounded", logged, lines)
+	}
+	if v, _ := sample(gather(t, g), "credgate_upstream_messages_dropped_total", map[string]string{"upstream": "c", "kind": "stderr_line"}); int(v)+logged != lines+1 {
+		t.Errorf("%v stderr lines counted as not logged and %d logged; want %d in all", v, logged, lines+1)
 	}
 }
