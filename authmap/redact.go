@@ -284,3 +284,25 @@ func (r *Redactor) RedactKnown(s string) string {
 	}
 	return s
 }
+
+// RedactCut is Redact for text cut short at its end (the first bytes of a longer line): a known
+// value the cut split is not found whole, so what ends the text and begins a known value is
+// removed too, and the text ends in Redacted in its place.
+func (r *Redactor) RedactCut(s string) string {
+	s = r.Redact(s)
+	cut := len(s)
+	for _, sec := range r.Secrets() {
+		// The earliest start of a proper prefix of sec that ends s.
+		from := max(0, len(s)-len(sec)+1)
+		for i := from; i < cut; i++ {
+			if s[i] == sec[0] && strings.HasPrefix(sec, s[i:]) {
+				cut = i
+				break
+			}
+		}
+	}
+	if cut == len(s) {
+		return s
+	}
+	return s[:cut] + Redacted
+}

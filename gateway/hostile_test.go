@@ -417,6 +417,31 @@ func TestBadAnswerKeepsSession(t *testing.T) {
 		{"empty JSON", raw("application/json", ``)},
 		{"SSE event not JSON", raw("text/event-stream", "data: not json\n\n")},
 		{"SSE line without a colon", raw("text/event-stream", "garbage\n\n")},
+		// From review: the framings of a body the HTTP client reads to
+		// its end, and a stream the upstream holds open.
+		{"JSON array", raw("application/json", `["not","json-rpc"]`)},
+		{"JSON chunked", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			b := `{"hello":1}`
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(b), b)
+			serveHeld(c, br)
+		}},
+		{"HTML over HTTP/1.0 without a length", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n<html>Sign in</html>")
+			_ = c.Close()
+		}},
+		{"JSON gzipped", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			var z bytes.Buffer
+			zw := gzip.NewWriter(&z)
+			_, _ = zw.Write([]byte(`{"hello":1}`))
+			_ = zw.Close()
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s", z.Len(), z.Bytes())
+			serveHeld(c, br)
+		}},
+		{"SSE event not JSON, stream held open", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			ev := "data: not json\n\n"
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(ev), ev)
+			_, _ = io.Copy(io.Discard, br) // open until the gateway lets go
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

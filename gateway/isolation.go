@@ -87,17 +87,17 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 }
 
 // strayLine logs a line a stdio child wrote on stdout that is not JSON-RPC,
-// skipped (shown: redacted and cut), at most as often as keepLog logs.
-func (u *upstream) strayLine(shown string) {
+// skipped, redacted and cut, at most as often as keepLog logs: the lines
+// not logged are not redacted either.
+func (u *upstream) strayLine(st *strayLine) {
 	u.flood.count(dropStrayLine)
 	if !u.flood.keep.Allow() {
 		u.flood.keptDropped.Add(1)
-		u.flood.count(dropLogLine)
 		return
 	}
 	ev := u.log.Info()
 	if n := u.flood.keptDropped.Swap(0); n > 0 {
 		ev = ev.Int64("dropped_before", n)
 	}
-	ev.Str(fieldStream, "stdout").Str("line", shown).Msg("skipped a line on stdout that is not JSON-RPC (an MCP server writes only messages there; logs go to stderr)")
+	ev.Str(fieldStream, "stdout").Str("line", st.shown(u.gw.redactCut)).Msg("skipped a line on stdout that is not JSON-RPC (an MCP server writes only messages there; logs go to stderr)")
 }

@@ -90,9 +90,10 @@ type responseLimit struct {
 	max      int64
 	log      zerolog.Logger
 	// A stdio child's lines that are not JSON-RPC (stdioConn): stray logs
-	// one, redact redacts one. Either may be nil.
-	stray  func(shown string)
-	redact func(string) string
+	// one; redact redacts text, cut for text that is the start of a longer
+	// one (see authmap.Redactor.RedactCut). Either may be nil.
+	stray  func(*strayLine)
+	redact func(s string, cut bool) string
 	// warns bounds the warnings about answers the SDK could not read
 	// (badAnswer, unreadable): an upstream sending only those must not
 	// flood the log.
@@ -256,9 +257,11 @@ type limitedReader struct {
 	// length is an HTTP body's Content-Length, or -1.
 	length int64
 
-	// check drops SSE events the SDK's client could not read, whose
-	// failure would end its session (eventReadable).
-	check bool
+	// check replaces SSE events the SDK's client could not read, whose
+	// failure would end its session (eventReadable, unreadable); answered
+	// is set once one was answered in the call's name.
+	check    bool
+	answered bool
 
 	out  []byte // what is left of the frame being handed on
 	err  error  // the source's error, returned once out is empty
@@ -275,8 +278,7 @@ func (r *limitedReader) Read(p []byte) (int, error) {
 		}
 		r.out, r.err = r.next(r)
 		if r.check && len(r.out) > 0 && !eventReadable(r.out) {
-			r.lim.unreadable(len(r.out))
-			r.out = nil
+			r.out = r.lim.unreadable(r)
 		}
 		if r.err != nil && r.pooled {
 			// The stream is over: its reader is never read again.
@@ -538,8 +540,7 @@ func (l *responseLimit) bound(req *http.Request, resp *http.Response, check bool
 		lr.check = check
 		resp.Body = lr
 	case "application/json":
-		if check && resp.ContentLength >= 0 && resp.ContentLength <= min(l.max, checkedAnswer) {
-			l.checkJSON(resp, call)
+		if check && (resp.ContentLength < 0 || resp.ContentLength <= min(l.max, checkedAnswer)) && l.checkJSON(resp, call) {
 			return
 		}
 		if resp.ContentLength >= 0 && resp.ContentLength <= l.max {
@@ -593,36 +594,61 @@ func eventReadable(ev []byte) bool {
 	return err == nil
 }
 
-// unreadable logs an SSE event of size bytes that was dropped because the
-// SDK's client could not read it.
-func (l *responseLimit) unreadable(size int) {
+// unreadable returns what stands in for r's current event (r.out), which
+// the SDK's client could not read: on a call's answer stream (a POST's),
+// the first one is answered with the gateway's error answer to that call,
+// so that the call fails at once instead of waiting for its timeout (the
+// upstream may keep the stream open); any other is dropped. It is counted
+// and logged, at most warns' rate.
+func (l *responseLimit) unreadable(r *limitedReader) []byte {
 	l.flood.count(dropBadAnswer)
-	if !l.warns.Allow() {
-		return
+	size := len(r.out)
+	var out []byte
+	if r.call != nil && !r.answered {
+		if id := r.call(); id != nil {
+			r.answered = true
+			out = append(append([]byte("data: "), gatewayAnswer(id, fmt.Sprintf("upstream %q answered with an event that is not a JSON-RPC message", l.upstream), badAnswerMark)...), "\n\n"...)
+		}
 	}
-	l.log.Warn().Int("bytes", size).Msg("dropped an event of the upstream's stream that is not a JSON-RPC message (its session goes on)")
+	if l.warns.Allow() {
+		l.log.Warn().Int("bytes", size).Bool("answered", out != nil).Msg("an event of the upstream's stream is not a JSON-RPC message: dropped, the call (if any) gets an error, the session goes on")
+	}
+	return out
 }
 
 // checkedAnswer bounds the JSON answers checkJSON reads whole: larger ones
 // stream to the SDK unchecked, as they come.
 const checkedAnswer = 1 << 20
 
-// checkJSON reads resp's JSON body (of a known length, at most
-// checkedAnswer) and, if it is not a JSON-RPC message, replaces it (see
-// badAnswer). The SDK reads it whole anyway.
-func (l *responseLimit) checkJSON(resp *http.Response, call func() json.RawMessage) {
-	body, err := io.ReadAll(resp.Body)
+// checkJSON reads resp's JSON body, if it has at most checkedAnswer bytes
+// (and at most the limit), and, if it is not one JSON-RPC message (the SDK
+// reads nothing else from a JSON answer: not a batch), replaces it (see
+// badAnswer). It reports whether it read the body whole; if not, the body
+// reads as it came, from its start. The SDK reads it whole anyway.
+func (l *responseLimit) checkJSON(resp *http.Response, call func() json.RawMessage) bool {
+	limit := min(l.max, checkedAnswer)
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if int64(len(body)) > limit {
+		// Too large to check: the rest streams on behind what was read.
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+		return false
+	}
 	_ = resp.Body.Close()
 	resp.Body = io.NopCloser(bytes.NewReader(body))
+	resp.ContentLength = int64(len(body))
 	if err != nil {
-		return // the SDK reads the bytes there were, and fails as it did
+		return true // the SDK reads the bytes there were, and fails as it did
 	}
-	if _, derr := jsonrpc.DecodeMessage(body); derr == nil || len(bytes.TrimSpace(body)) > 0 && bytes.TrimSpace(body)[0] == '[' {
-		return // a message, or a batch (the SDK's to read)
+	if _, derr := jsonrpc.DecodeMessage(body); derr == nil {
+		return true
 	}
 	if id := call(); id != nil {
 		l.badAnswer(resp, id, "with a body that is not a JSON-RPC message")
 	}
+	return true
 }
 
 // badAnswer replaces resp, a 2xx answer to the call with the given id that

@@ -299,6 +299,12 @@ func (u *upstream) rawStream(ctx context.Context, cs *mcp.ClientSession, body io
 				}
 				u.rawHandle(ctx, cs, &m)
 				end.progress = true
+			} else {
+				// The SDK's path fails the call alike (responseLimit.unreadable):
+				// the upstream may hold the stream open, and the call would
+				// wait for its timeout.
+				u.flood.count(dropBadAnswer)
+				return nil, fmt.Errorf("upstream %q answered with an event that is not a JSON-RPC message", u.name)
 			}
 			data = data[:0]
 		}

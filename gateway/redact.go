@@ -240,6 +240,15 @@ func (g *Server) redact(s string) string {
 	return g.redactor.Redact(s)
 }
 
+// redactCut is redact for s, or, if cut is set, for s the start of a longer
+// text: what ends it and begins a secret is removed too.
+func (g *Server) redactCut(s string, cut bool) string {
+	if cut {
+		return g.redactor.RedactCut(s)
+	}
+	return g.redactor.Redact(s)
+}
+
 // redactError returns a passed-through upstream JSON-RPC error without
 // secrets in its message or data. It returns rpc itself when there were none.
 func (g *Server) redactError(rpc *jsonrpc.Error) *jsonrpc.Error {

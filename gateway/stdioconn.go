@@ -86,14 +86,13 @@ type stdioConn struct {
 	childCalls   atomic.Int64
 	childDropped atomic.Int64
 
-	// Lines on stdout that were not JSON-RPC, skipped (readMessages): how
-	// many, the last unless a message followed it (cut to strayKeep), and the hooks that log one (given
-	// it redacted and cut) and redact it (from the responseLimit; nil for
-	// none).
+	// Lines on stdout that were not JSON-RPC, skipped (skip): how many,
+	// the last unless a message followed it, and the hooks that log one and
+	// redact one (from the responseLimit; nil for none).
 	strays    atomic.Int64
-	lastStray atomic.Pointer[string]
-	stray     func(shown string)
-	redact    func(string) string
+	lastStray atomic.Pointer[strayLine]
+	stray     func(*strayLine)
+	redact    func(s string, cut bool) string
 	flood     *floodGuard // counts what is dropped; may be nil
 
 	metaOnce sync.Once
@@ -225,7 +224,17 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 			}
 			return nil, ferr
 		}
-		acc = append(append(acc, '\n'), bytes.TrimSpace(next)...)
+		next = bytes.TrimSpace(next)
+		if len(next) > 0 && (next[0] == '{' || next[0] == '[') {
+			// A whole message on the next line: what came before it was a
+			// line cut short ("{", a logger's line cut), not its start.
+			if msgs, err := decodeFrame(next); err == nil {
+				c.skip(acc)
+				c.lastStray.Store(nil) // a message came after it
+				return msgs, nil
+			}
+		}
+		acc = append(append(acc, '\n'), next...)
 		if c.backstop > 0 && len(acc) > c.backstop {
 			return nil, fmt.Errorf("a message spanning lines exceeded %d bytes", c.backstop)
 		}
@@ -235,17 +244,30 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 			return msgs, nil
 		}
 	}
-	// Not JSON-RPC: a banner, a print left in, a logger writing to stdout.
-	// Skipped, as the TypeScript SDK's client (Claude Desktop's) skips it,
-	// not the end of the session (the Go SDK's reader ended it, and with it
-	// every call in flight on the upstream).
-	c.strays.Add(1)
-	text := strayText(line)
-	c.lastStray.Store(text)
-	if c.stray != nil {
-		c.stray(shownStray(*text, c.redact))
-	}
+	c.skip(line)
 	return nil, nil
+}
+
+// skip skips line, which is not JSON-RPC: a banner, a print left in, a
+// logger writing to stdout. It is skipped as the TypeScript SDK's client
+// (Claude Desktop's) skips it, not taken for the end of the session (the
+// Go SDK's reader ended it, and with it every call in flight on the
+// upstream). Its first strayKeep bytes are kept, raw: redacting costs, and
+// only the few lines shown (stray's rate) and the last (withStray) are.
+func (c *stdioConn) skip(line []byte) {
+	c.strays.Add(1)
+	st := &strayLine{text: strings.ToValidUTF8(string(line[:min(len(line), strayKeep)]), "?"), cut: len(line) > strayKeep}
+	c.lastStray.Store(st)
+	if c.stray != nil {
+		c.stray(st)
+	}
+}
+
+// strayLine is what is kept of a line that was not JSON-RPC: its first
+// strayKeep bytes, and whether that is all of it.
+type strayLine struct {
+	text string
+	cut  bool
 }
 
 // strayKeep bounds what is kept of a line that is not JSON-RPC, and
@@ -256,28 +278,25 @@ const (
 	strayMax  = 256
 )
 
-func strayText(line []byte) *string {
-	s := strings.ToValidUTF8(string(line[:min(len(line), strayKeep)]), "?")
-	return &s
-}
-
-// shownStray is a line that was not JSON-RPC as logs and errors show it.
-func shownStray(s string, redact func(string) string) string {
+// shown is the line as logs and errors show it: redacted (a value the
+// keeping cut split included, see responseLimit.redact), then cut.
+func (st *strayLine) shown(redact func(s string, cut bool) string) string {
+	s := st.text
 	if redact != nil {
-		s = redact(s)
+		s = redact(s, st.cut)
 	}
 	return strings.ToValidUTF8(truncate(s, strayMax), "")
 }
 
 // withStray adds to err, which ends the session, the last line the child
-// wrote on stdout that was not JSON-RPC, if any: a child that printed only
-// that and exited says so.
+// wrote on stdout that was not JSON-RPC, if no message came after it: a
+// child that printed only that and exited says so.
 func (c *stdioConn) withStray(err error) error {
-	p := c.lastStray.Load()
-	if p == nil {
+	st := c.lastStray.Load()
+	if st == nil {
 		return err
 	}
-	return fmt.Errorf("%w (last line on stdout that was not JSON-RPC: %q)", err, shownStray(*p, c.redact))
+	return fmt.Errorf("%w (last line on stdout that was not JSON-RPC: %q)", err, st.shown(c.redact))
 }
 
 // frame returns the next line of the child's output. A last line without a

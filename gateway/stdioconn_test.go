@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/credgate/credgate/authmap"
 	"io"
 	"os"
 	"strings"
@@ -279,29 +280,74 @@ func TestStdioConnFraming(t *testing.T) {
 	}
 }
 
-// TestStdioStrayLineRedactedAndBounded: a line that is not JSON-RPC is logged
-// redacted and cut, at most keepRate a second with the rest counted, and a
-// line with a secret that ends the session is redacted in its error too.
-func TestStdioStrayLineRedactedAndBounded(t *testing.T) {
+// TestStdioStrayLineRedacted: a line that is not JSON-RPC is shown (logged,
+// and quoted when the session ends) redacted and cut, a secret split by the
+// cut to what is kept included (found in review: a 2.9 KB secret printed
+// twice on a line), valid UTF-8; lines are redacted only when shown (found
+// in review: every stray line was redacted, ~7 us each on the goroutine
+// that reads every answer, before the log's rate dropped it).
+func TestStdioStrayLineRedacted(t *testing.T) {
 	t.Parallel()
 	const secret = "sk_live_strayline0123456789abcdef"
+	long := strings.Repeat("correct horse battery staple ", 100)
+	red := authmap.NewRedactor([]string{secret, long})
 	var shown []string
 	lim := newResponseLimit("a", 1<<20, zerolog.Nop())
-	lim.redact = func(s string) string { return strings.ReplaceAll(s, secret, "[REDACTED]") }
-	lim.stray = func(s string) { shown = append(shown, s) }
-	long := strings.Repeat("x", 250) + secret + strings.Repeat("y", 10000)
-	input := "using key " + secret + "\n" + long + "\n" + "bad \xff\xfe utf8 " + secret + "\n"
+	lim.redact = func(s string, cut bool) string {
+		if cut {
+			return red.RedactCut(s)
+		}
+		return red.Redact(s)
+	}
+	lim.stray = func(st *strayLine) { shown = append(shown, st.shown(lim.redact)) }
+	input := "using key " + secret + "\n" +
+		strings.Repeat("x", 250) + secret + strings.Repeat("y", 10000) + "\n" +
+		"bad \xff\xfe utf8 " + secret + "\n" +
+		"config: " + long + " again: " + long + "\n"
 	c := newStdioConn(strings.NewReader(input), nopWriteCloser{}, lim)
 	_, err := c.Read(t.Context())
-	if err == nil || strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "[REDACTED]") {
+	if err == nil || strings.Contains(err.Error(), long[:20]) || !strings.Contains(err.Error(), "[REDACTED]") {
 		t.Errorf("end of stream = %v; want the last line, redacted", err)
 	}
-	if len(shown) != 3 {
-		t.Fatalf("logged %d lines, want 3: %q", len(shown), shown)
+	if len(shown) != 4 {
+		t.Fatalf("logged %d lines, want 4: %q", len(shown), shown)
 	}
 	for _, s := range shown {
-		if strings.Contains(s, secret) || strings.Contains(s, secret[:6]) || len(s) > strayMax+len("…") || !utf8.ValidString(s) {
+		if strings.Contains(s, secret[:6]) || strings.Contains(s, long[:20]) || len(s) > strayMax+len("…") || !utf8.ValidString(s) {
 			t.Errorf("logged %q: want it redacted, valid UTF-8, at most %d bytes", s, strayMax)
+		}
+	}
+
+	redactions := 0
+	lim = newResponseLimit("a", 1<<20, zerolog.Nop())
+	lim.redact = func(s string, _ bool) string { redactions++; return s }
+	lim.stray = func(*strayLine) {} // a log whose rate keeps none of them
+	c = newStdioConn(strings.NewReader(strings.Repeat("[DEBUG] a logger writing to stdout\n", 1000)+`{"jsonrpc":"2.0","id":1,"result":{}}`+"\n"), nopWriteCloser{}, lim)
+	if _, err := c.Read(t.Context()); err != nil || redactions != 0 {
+		t.Errorf("read %v with %d redactions of lines not shown; want none", err, redactions)
+	}
+}
+
+// TestStdioStrayLineBeforeMessage: a line that is not JSON-RPC but begins
+// like a JSON value ("{", a logger's line cut short) does not take the whole
+// message on the next line with it (found in review: both were skipped as
+// one stray, and the call waited for its timeout).
+func TestStdioStrayLineBeforeMessage(t *testing.T) {
+	t.Parallel()
+	for _, stray := range []string{"{", "[", `{"level":"info","msg":"cut`, "{\n  \"partial\": 1,"} {
+		c := newStdioConn(strings.NewReader(stray+"\n"+`{"jsonrpc":"2.0","id":1,"result":{}}`+"\n"), nopWriteCloser{}, newResponseLimit("a", 1<<20, zerolog.Nop()))
+		var ids []string
+		var err error
+		for err == nil {
+			var m jsonrpc.Message
+			if m, err = c.Read(t.Context()); err == nil {
+				if r, ok := m.(*jsonrpc.Response); ok {
+					ids = append(ids, fmt.Sprint(r.ID.Raw()))
+				}
+			}
+		}
+		if fmt.Sprint(ids) != "[1]" || err != io.EOF {
+			t.Errorf("after %q: read answers %v, ended %v; want the answer to 1, then io.EOF", stray, ids, err)
 		}
 	}
 }
