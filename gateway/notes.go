@@ -31,10 +31,14 @@ func isCallNote(method string) bool {
 // Bounds of drain. A counted notification the SDK drops before any handler
 // sees it (a malformed one, one for a closing session) would otherwise hold
 // every later call up: drain stops waiting once the handlers have made no
-// progress for drainStall, and forgets the missing ones.
+// progress for drainStall, and forgets the missing ones. drainMax bounds a
+// wait in which handlers keep making progress (a flood the agent reads
+// slowly). Both are wide enough for a loaded machine, where the handlers'
+// goroutine can wait 10 ms and more for a processor: 10 and 200 ms lost a
+// call's last log messages to a busy CI run.
 const (
-	drainMax   = 200 * time.Millisecond
-	drainStall = 10 * time.Millisecond
+	drainMax   = time.Second
+	drainStall = 50 * time.Millisecond
 )
 
 // drain waits until every call notification read so far has been handled.
