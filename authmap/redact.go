@@ -286,15 +286,39 @@ func (r *Redactor) RedactKnown(s string) string {
 }
 
 // RedactCut is Redact for text cut short at its end (the first bytes of a longer line): a known
-// value the cut split is not found whole, so what ends the text and begins a known value is
-// removed too, and the text ends in Redacted in its place.
+// value the cut split is not found whole, so what ends the text and begins a known value (at least
+// minSecretLen bytes of it) is removed too, and the text ends in Redacted in its place.
 func (r *Redactor) RedactCut(s string) string {
+	return r.cutEnd(r.Redact(s))
+}
+
+// RedactElided is Redact for text that quotes pieces of its input cut short with "..." (a JSON
+// decoder's errors do): what ends such a piece and begins a known value is removed as well.
+func (r *Redactor) RedactElided(s string) string {
 	s = r.Redact(s)
+	if !strings.Contains(s, "...") {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, "...")
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(r.cutEnd(s[:i]))
+		b.WriteString("...")
+		s = s[i+3:]
+	}
+}
+
+// cutEnd removes from the end of s the longest proper prefix of a known value, of at least
+// minSecretLen bytes, putting Redacted in its place.
+func (r *Redactor) cutEnd(s string) string {
 	cut := len(s)
 	for _, sec := range r.Secrets() {
 		// The earliest start of a proper prefix of sec that ends s.
-		from := max(0, len(s)-len(sec)+1)
-		for i := from; i < cut; i++ {
+		for i := max(0, len(s)-len(sec)+1); i <= len(s)-minSecretLen && i < cut; i++ {
 			if s[i] == sec[0] && strings.HasPrefix(sec, s[i:]) {
 				cut = i
 				break

@@ -15,11 +15,28 @@ func TestRedactCut(t *testing.T) {
 		{"config: " + secret + " again: " + secret[:2000], "config: " + Redacted + " again: " + Redacted},
 		{"key sk_short_01", "key " + Redacted},
 		{"key sk_short_0123456789 and more", "key " + Redacted + " and more"},
-		{"nothing here, s", "nothing here, " + Redacted}, // "s" begins sk_short: cut too
+		{"nothing here, sk_", "nothing here, sk_"}, // too little of a value to cut
+		{"nothing here, sk_s", "nothing here, " + Redacted},
 		{"nothing here", "nothing here"},
 	} {
 		if got := r.RedactCut(tc.in); got != tc.want {
 			t.Errorf("RedactCut(%.60q) = %.80q, want %.80q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestRedactElided: a piece of input a JSON decoder quotes cut short ("...")
+// loses the start of a known value that ends it; the rest is redacted as
+// Redact does, and ordinary ellipses are kept.
+func TestRedactElided(t *testing.T) {
+	r := NewRedactor([]string{"Bearer tangerine-Walrus-Secret-42"})
+	for _, tc := range []struct{ in, want string }{
+		{`json: cannot unmarshal "\"bad key Bearer tangerine-Walrus..." into Go struct field`, `json: cannot unmarshal "\"bad key ` + Redacted + `..." into Go struct field`},
+		{"loading... done", "loading... done"},
+		{"key Bearer tangerine-Walrus-Secret-42 ok...", "key " + Redacted + " ok..."},
+	} {
+		if got := r.RedactElided(tc.in); got != tc.want {
+			t.Errorf("RedactElided(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

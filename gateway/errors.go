@@ -479,6 +479,9 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 	}
 	// The tool's name is the upstream's: it could carry a value the gateway
 	// knows as a secret (a search of the known values, not the shapes).
+	if f != nil && f.Detail != "" {
+		ev = ev.Str("detail", f.Detail) // redacted and bounded (attribute)
+	}
 	ev.Str(fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(tool)).Str(fieldCredential, cred).
 		Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
 	g.metrics.toolCall(u, tool, outcome, f, start)

@@ -402,7 +402,31 @@ func upstreamJSON(data []byte, v any) error {
 	if !jsonDepthOK(data) {
 		return errJSONTooDeep
 	}
-	return json.Unmarshal(data, v)
+	return inputFree(json.Unmarshal(data, v))
+}
+
+// inputFree returns a JSON decoding error without the input it quotes: the
+// decoder's errors quote a piece of what it read, cut short, and a secret
+// an upstream echoed there (a key in an error string) would no longer be
+// found whole by redaction (found trying the gateway from outside: 16
+// characters of a token reached an agent's failure detail).
+func inputFree(err error) error {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &te):
+		where := te.Field
+		if where == "" {
+			where = te.Type.String()
+		}
+		return fmt.Errorf("json: a value of the wrong type at %s (offset %d)", where, te.Offset)
+	case errors.As(err, &se):
+		return fmt.Errorf("json: not valid JSON at offset %d", se.Offset)
+	default:
+		return errors.New("json: not a valid message")
+	}
 }
 
 // maxJSONDepth is the deepest nesting of objects and arrays the SDK

@@ -420,6 +420,14 @@ func TestBadAnswerKeepsSession(t *testing.T) {
 		// From review: the framings of a body the HTTP client reads to
 		// its end, and a stream the upstream holds open.
 		{"JSON array", raw("application/json", `["not","json-rpc"]`)},
+		{"202 to a call", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+			serveHeld(c, br)
+		}},
+		{"empty chunked JSON", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+			serveHeld(c, br)
+		}},
 		{"JSON chunked", func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
 			b := `{"hello":1}`
 			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(b), b)
@@ -464,5 +472,42 @@ func TestBadAnswerKeepsSession(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDecodeErrorQuotesNoSecret: an answer that echoes the upstream's
+// credential in a value of the wrong type (an API's own error body) fails
+// the call without any piece of the credential in its detail, on both
+// paths. JSON decoders quote the value cut to 32 bytes, which redaction no
+// longer found whole: 16 characters of a token reached the agent (found
+// trying the gateway from outside).
+func TestDecodeErrorQuotesNoSecret(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const secret = "tangerine-Walrus-Secret-42"
+	for _, body := range []string{
+		`{"error":"bad key Bearer ` + secret + `"}`,
+		`{"jsonrpc":"2.0","id":ID,"result":{"content":"bad key Bearer ` + secret + `"}}`,
+		`{"jsonrpc":"2.0","id":ID,"result":{"content":[{"type":"text","text":7}],"isError":"key Bearer ` + secret + `"}}`,
+	} {
+		for _, fast := range []bool{true, false} {
+			a := hostileAgent(t, ctx, fast, func(c net.Conn, br *bufio.Reader, id json.RawMessage) {
+				b := strings.ReplaceAll(body, "ID", string(id))
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+				serveHeld(c, br)
+			}, `, headers: {Authorization: "Bearer `+secret+`"}`)
+			r, b := a.post(ctx, callRaw)
+			got := outcomeOf(t, r, b)
+			for i := 0; i+8 <= len(secret); i++ {
+				if strings.Contains(got, secret[i:i+8]) {
+					t.Errorf("fast_path %v, %.40s: the answer shows %q of the secret: %s", fast, body, secret[i:i+8], got)
+					break
+				}
+			}
+			if !strings.Contains(got, `"type":"upstream_error"`) {
+				t.Errorf("fast_path %v, %.40s: answered %s, want an upstream_error", fast, body, got)
+			}
+		}
 	}
 }

@@ -548,9 +548,8 @@ func (l *responseLimit) bound(req *http.Request, resp *http.Response, check bool
 		}
 		resp.Body = newBodyLimiter(resp.Body, resp.ContentLength, l, call)
 	default:
-		if resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusNoContent {
-			return // no answer: the SDK reads none
-		}
+		// Also a 202 or 204 to a call (no answer, where one is owed: the SDK
+		// ended the session on it).
 		if id := call(); id != nil {
 			l.badAnswer(resp, id, fmt.Sprintf("with content type %q, not application/json or text/event-stream", mt))
 		}
@@ -671,8 +670,9 @@ func (l *responseLimit) badAnswer(resp *http.Response, id json.RawMessage, why s
 	resp.Header.Del("Content-Length")
 }
 
-// requestID returns the id of the JSON-RPC request an HTTP request carries.
-// The SDK's client writes the id ahead of the params, so the head suffices.
+// requestID returns the id of the JSON-RPC request an HTTP request carries,
+// nil if it carries a notification or a response. The SDK's client writes
+// the id and method ahead of the params, so the head suffices.
 func requestID(req *http.Request) json.RawMessage {
 	if req.GetBody == nil {
 		return nil
@@ -683,7 +683,11 @@ func requestID(req *http.Request) json.RawMessage {
 	}
 	defer body.Close()
 	head, _ := io.ReadAll(io.LimitReader(body, oversizedHead))
-	return inspectMessage(head, nil).id
+	m := inspectMessage(head, nil)
+	if !m.method {
+		return nil // a response or nothing: no call to answer
+	}
+	return m.id
 }
 
 // limitedCommand is [mcp.CommandTransport] with the child's stdout bounded

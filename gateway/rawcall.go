@@ -201,7 +201,7 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 	}
 	var res mcp.CallToolResult
 	if err := json.Unmarshal(msg.Result, &res); err != nil {
-		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)
+		return nil, fmt.Errorf("tools/call: decoding the result: %w", inputFree(err))
 	}
 	return &res, nil
 }

@@ -235,9 +235,10 @@ func (c *Config) Warnings() []string {
 }
 
 // redact removes secrets and token shapes from text bound for logs, failure
-// objects or health.
+// objects or health, and the start of a secret that ends a piece of input
+// an error quotes cut short ("...", as JSON decoders do).
 func (g *Server) redact(s string) string {
-	return g.redactor.Redact(s)
+	return g.redactor.RedactElided(s)
 }
 
 // redactCut is redact for s, or, if cut is set, for s the start of a longer
@@ -246,7 +247,7 @@ func (g *Server) redactCut(s string, cut bool) string {
 	if cut {
 		return g.redactor.RedactCut(s)
 	}
-	return g.redactor.Redact(s)
+	return g.redact(s)
 }
 
 // redactError returns a passed-through upstream JSON-RPC error without

@@ -751,7 +751,7 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 	// first: the bytes are one JSON value, the message's decoder saw to it.
 	var res mcp.CallToolResult
 	if err := res.UnmarshalJSON(result); err != nil {
-		return nil, fmt.Errorf("tools/call: decoding the result: %w", err)
+		return nil, fmt.Errorf("tools/call: decoding the result: %w", inputFree(err))
 	}
 	return &res, nil
 }

@@ -256,6 +256,20 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	} else {
 		table(w, []string{"UPSTREAM", "STATUS", "TOOLS", "TRANSPORT", "BREAKER", "SINCE", "LAST ERROR"}, rows, color)
 	}
+	// The table's column is cut; why an upstream is down is often at the
+	// end (a child's last words on stderr or stdout), so it is shown whole.
+	first := true
+	for _, n := range names {
+		u := h.Upstreams[n]
+		if u.Status == gateway.StatusUp || u.LastError == "" || utf8.RuneCountInString(strings.Join(strings.Fields(u.LastError), " ")) <= 80 {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "\nwhy:")
+			first = false
+		}
+		fmt.Fprintf(w, "  %s: %s\n", n, oneLine(u.LastError, 2000))
+	}
 
 	if len(h.Credentials) > 0 {
 		fmt.Fprintln(w)

@@ -25,6 +25,9 @@ func TestStatusCommand(t *testing.T) {
 				Breaker: gateway.BreakerHealth{State: "closed"}, Since: time.Now().Add(-time.Minute)},
 			"files": {Status: gateway.StatusDown, Transport: "stdio", LastError: "connect: exec: \"x\": not found",
 				Credentials: []gateway.ToolCredentialHealth{{Tools: []string{"*"}, Credential: "pat"}}, Breaker: gateway.BreakerHealth{State: "open"}},
+			// Why it is down is at the end of a long error: shown whole.
+			"weather": {Status: gateway.StatusDown, Transport: "stdio", LastError: `connect: connection closed: calling "initialize": client is closing: EOF (last line on stdout that was not JSON-RPC: "Error: WEATHER_API_KEY is invalid")`,
+				Credentials: []gateway.ToolCredentialHealth{{Tools: []string{"*"}, Credential: "pat"}}, Breaker: gateway.BreakerHealth{State: "open"}},
 		},
 		Credentials: map[string]authmap.Snapshot{
 			"gh":  {Status: authmap.StatusHealthy, TTLSeconds: &ttl, ExpiresAt: &exp, Source: "oauth2", Readiness: authmap.Readiness{Score: 80}},
@@ -44,13 +47,14 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("degraded gateway: exit %d, want 1\n%s", code, errOut)
 	}
 	for _, want := range []string{
-		"credgate v-test at " + srv.URL + ": degraded (2 upstreams, 1 agent session)",
+		"credgate v-test at " + srv.URL + ": degraded (3 upstreams, 1 agent session)",
 		"UPSTREAM  STATUS  TOOLS  TRANSPORT        BREAKER",
 		"files     down    0      stdio            open",
 		"github    up      41     streamable-http  closed   1m0s ago",
 		"gh          healthy  3h2m",
 		"pat         revoked  unknown",
 		"Bad credentials",
+		"why:\n  weather: connect: connection closed: calling \"initialize\": client is closing: EOF (last line on stdout that was not JSON-RPC: \"Error: WEATHER_API_KEY is invalid\")\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
