@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -96,7 +97,83 @@ func (t *httpTransport) trusted(u *url.URL) bool {
 
 // RoundTrip implements http.RoundTripper.
 func (t *httpTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet && req.Header.Get("Last-Event-ID") == "" {
+		return t.standaloneStream(req)
+	}
 	return t.roundTrip(req, t.base, true)
+}
+
+// streamHeadersGrace is how long the SDK's client waits for the headers of
+// its standalone GET stream before it is told the stream is open.
+const streamHeadersGrace = 2 * time.Second
+
+// standaloneStream sends the SDK client's standalone GET stream (2025-11-25
+// and before: server-to-client messages outside calls). The client waits
+// for its headers inside connect, and a proxy that holds an answer's headers
+// until its first bytes, in front of a server that writes nothing until it
+// has a message (the TypeScript SDK's), held connect until the server's
+// first keep-alive, or past the upstream's timeout for good. Headers that
+// have not come within streamHeadersGrace are taken for an open stream, as
+// the TypeScript client takes it: the client gets a 200 event stream at
+// once, which carries the real one's events when they come, and ends if
+// the real answer turns out to be no stream (a server's 405 is immediate).
+func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, err := t.roundTrip(req.WithContext(ctx), t.base, true)
+		done <- answer{resp, err}
+	}()
+	timer := time.NewTimer(streamHeadersGrace)
+	defer timer.Stop()
+	select {
+	case a := <-done:
+		if a.err != nil {
+			cancel()
+			return nil, a.err
+		}
+		a.resp.Body = &cancelBody{ReadCloser: a.resp.Body, cancel: cancel}
+		return a.resp, nil
+	case <-timer.C:
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		a := <-done
+		if a.err != nil {
+			pw.CloseWithError(a.err)
+			return
+		}
+		defer a.resp.Body.Close()
+		mt, _, _ := strings.Cut(a.resp.Header.Get("Content-Type"), ";")
+		if a.resp.StatusCode != http.StatusOK || !strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+			pw.Close() // no stream after all: the client's ends
+			return
+		}
+		_, err := io.Copy(pw, a.resp.Body)
+		pw.CloseWithError(err)
+	}()
+	return &http.Response{
+		Status: "200 OK", StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"text/event-stream"}},
+		Body:          &cancelBody{ReadCloser: pr, cancel: cancel},
+		ContentLength: -1,
+		Request:       req,
+	}, nil
+}
+
+// cancelBody is a response body whose Close also cancels its request.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	b.cancel()
+	return b.ReadCloser.Close()
 }
 
 // rawDo sends one of the fast path's own requests (rawcall.go) with the
