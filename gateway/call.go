@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"strconv"
 	"strings"
 	"sync"
@@ -316,10 +317,15 @@ func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method
 	if !ok {
 		return invalidParams(fmt.Sprintf("%s: unknown resource %q", method, exposed))
 	}
+	send, undo := u.holdSubscription(uri, ss, method == "resources/subscribe")
+	if !send {
+		return nil // other agents hold the shared session's subscription
+	}
 	err := g.forward(ctx, u, ss, nil, nil, func(ctx context.Context, cs *mcp.ClientSession) error {
 		return do(ctx, cs, uri)
 	})
 	if err != nil {
+		undo()
 		return g.rpcError(u, method, uri, err)
 	}
 	return nil
@@ -460,7 +466,17 @@ type progressRoute struct {
 	ctx     context.Context
 	session *mcp.ServerSession
 	token   any
+	budget  *rate.Limiter // the call's (see floodGuard)
 }
+
+// What forward did with a progress notification.
+type progressOutcome int
+
+const (
+	progressSent    progressOutcome = iota
+	progressUnknown                 // no call of its token in flight
+	progressDropped                 // over its call's budget
+)
 
 func newProgressRouter() *progressRouter {
 	return &progressRouter{routes: map[string]progressRoute{}}
@@ -469,7 +485,7 @@ func newProgressRouter() *progressRouter {
 func (p *progressRouter) route(ctx context.Context, ss *mcp.ServerSession, token any) (string, func()) {
 	id := "cg-" + strconv.FormatInt(p.next.Add(1), 10)
 	p.mu.Lock()
-	p.routes[id] = progressRoute{ctx: ctx, session: ss, token: token}
+	p.routes[id] = progressRoute{ctx: ctx, session: ss, token: token, budget: newNotifyBudget()}
 	p.mu.Unlock()
 	return id, func() {
 		p.mu.Lock()
@@ -480,21 +496,25 @@ func (p *progressRouter) route(ctx context.Context, ss *mcp.ServerSession, token
 
 // forward passes an upstream progress notification to the agent that asked
 // for it, on that request's context so that it travels on the request's own
-// stream.
-func (p *progressRouter) forward(_ context.Context, params *mcp.ProgressNotificationParams) {
+// stream, within the call's budget, through redact.
+func (p *progressRouter) forward(_ context.Context, params *mcp.ProgressNotificationParams, redact func(*mcp.ProgressNotificationParams) *mcp.ProgressNotificationParams) progressOutcome {
 	id, ok := params.ProgressToken.(string)
 	if !ok {
-		return
+		return progressUnknown
 	}
 	p.mu.Lock()
 	r, ok := p.routes[id]
 	p.mu.Unlock()
 	if !ok {
-		return
+		return progressUnknown
 	}
-	q := *params
+	if !r.budget.Allow() {
+		return progressDropped
+	}
+	q := *redact(params)
 	q.ProgressToken = normalizeToken(r.token)
 	_ = r.session.NotifyProgress(r.ctx, &q)
+	return progressSent
 }
 
 // normalizeToken turns a JSON-decoded numeric token back into an integer.

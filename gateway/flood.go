@@ -17,11 +17,14 @@ import (
 // to 8.9 GB; 300,000 sampling requests in one call, to 4 GB; an unsolicited
 // stream of error-level log messages wrote 285 MB of gateway log in 10 s).
 //
-//   - Progress and log notifications: at most notifyRate a second per
-//     upstream (notifyBurst at once) reach agents or the gateway's log; the
-//     rest are dropped. Progress says only where a call is (the next one
-//     says it again), and a log flood is noise. What an agent's stream holds
-//     is then bounded by the rate and the call's timeout.
+//   - Progress and log notifications: at most notifyRate a second per call
+//     (notifyBurst at once) reach its agent; the rest are dropped. Progress
+//     says only where a call is (the next one says it again), and a log
+//     flood is noise. What an agent's stream holds is then bounded by the
+//     rate and the call's timeout. The budget is the call's own, so that no
+//     call, however chatty, silences another agent's progress (it was the
+//     upstream's, found trying the gateway from outside: one call's 3,000
+//     progress steps left 20 other agents' calls with none).
 //   - A log message's data over notifyDataMax encoded bytes is replaced by a
 //     note of its size.
 //   - Requests to agents (sampling, elicitation): at most asksMax in flight
@@ -47,7 +50,6 @@ const (
 
 // floodGuard holds an upstream's bounds (see above).
 type floodGuard struct {
-	notify        *rate.Limiter
 	keep          *rate.Limiter
 	dropped       atomic.Int64 // notifications dropped
 	keptDropped   atomic.Int64 // log lines not kept since the last one kept
@@ -86,22 +88,20 @@ func (f *floodGuard) count(k dropKind) {
 
 func newFloodGuard() *floodGuard {
 	return &floodGuard{
-		notify: rate.NewLimiter(notifyRate, notifyBurst),
 		keep:   rate.NewLimiter(keepRate, keepBurst),
 		stderr: rate.NewLimiter(stderrRate, stderrBurst),
 		asking: map[any]int{},
 	}
 }
 
-// allowNotify reports whether one more progress or log notification may go
-// on; it counts the ones that may not.
-func (f *floodGuard) allowNotify() bool {
-	if f.notify.Allow() {
-		return true
-	}
+// newNotifyBudget is a call's budget of progress and log notifications.
+func newNotifyBudget() *rate.Limiter { return rate.NewLimiter(notifyRate, notifyBurst) }
+
+// droppedNotify counts a progress or log notification a call's budget did
+// not allow.
+func (f *floodGuard) droppedNotify() {
 	f.dropped.Add(1)
 	f.count(dropNotification)
-	return false
 }
 
 // ask takes a slot for a request to agent (an agent session); release gives

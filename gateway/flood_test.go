@@ -31,14 +31,22 @@ func floodUpstream() {
 		case req.Method == "initialize":
 			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{},"logging":{}},"serverInfo":{"name":"flood","version":"1"}}`)
 		case req.Method == "tools/list":
-			replyResult(out, req.ID, `{"tools":[{"name":"flood","inputSchema":{"type":"object"}}]}`)
+			replyResult(out, req.ID, `{"tools":[{"name":"flood","inputSchema":{"type":"object"}},{"name":"steps","inputSchema":{"type":"object"}}]}`)
 		case req.Method == "tools/call":
 			var p struct {
+				Name string `json:"name"`
 				Meta struct {
 					ProgressToken json.RawMessage `json:"progressToken"`
 				} `json:"_meta"`
 			}
 			_ = json.Unmarshal(req.Params, &p)
+			if p.Name == "steps" { // a call with a few steps of progress
+				for i := range 5 {
+					fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":%s,"progress":%d,"total":5}}`+"\n", p.Meta.ProgressToken, i+1)
+				}
+				replyResult(out, req.ID, `{"content":[{"type":"text","text":"done"}]}`)
+				return
+			}
 			for i := range floodCount {
 				fmt.Fprintf(out, `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"flood","data":"line %d"}}`+"\n", i)
 				if p.Meta.ProgressToken != nil {
@@ -146,5 +154,57 @@ func TestFloodGuardBounds(t *testing.T) {
 	got := boundedLog(big)
 	if s, _ := got.Data.(string); !strings.Contains(s, "left out") || big.Data == nil {
 		t.Errorf("a large log message's data = %v, want a note of its size (and the original untouched)", got.Data)
+	}
+}
+
+// TestFloodBudgetIsTheCalls: one call's progress flood does not silence
+// another agent's call: the budget is each call's own. It was the
+// upstream's, and a call that reported 3,000 steps left other agents'
+// calls with no progress at all (found trying the gateway from outside).
+func TestFloodBudgetIsTheCalls(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  f: %s\n", fast, selfUpstream(t, floodMode)))
+		noisy := agent(t, ctx, g, nil)
+		params := &mcp.CallToolParams{Name: "f__flood", Arguments: map[string]any{}}
+		params.SetProgressToken("n")
+		if _, err := noisy.CallTool(ctx, params); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var got []float64
+		victim := agent(t, ctx, g, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+			mu.Lock()
+			got = append(got, r.Params.Progress)
+			mu.Unlock()
+		}})
+		params = &mcp.CallToolParams{Name: "f__steps", Arguments: map[string]any{}}
+		params.SetProgressToken("v")
+		if res, err := victim.CallTool(ctx, params); err != nil || text(res) != "done" {
+			t.Fatalf("fast_path %v: the second agent's call answered %v, %v", fast, res, err)
+		}
+		// The client hands notifications to its handler in the background:
+		// they may come after the call returns.
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		for {
+			mu.Lock()
+			n := len(got)
+			mu.Unlock()
+			if n >= 5 || wctx.Err() != nil {
+				break
+			}
+			select {
+			case <-wctx.Done():
+			case <-time.After(time.Millisecond):
+			}
+		}
+		wcancel()
+		mu.Lock()
+		if fmt.Sprint(got) != "[1 2 3 4 5]" {
+			t.Errorf("fast_path %v: after another call's flood, the second agent got progress %v; want all 5 steps", fast, got)
+		}
+		mu.Unlock()
 	}
 }

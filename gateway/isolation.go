@@ -48,8 +48,12 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 			continue // one copy per agent session, however many of its calls are in flight
 		}
 		sent[c.agent()] = true
-		if !u.gw.wantsLog(c.session, p.Level) || !u.flood.allowNotify() {
-			continue // what the agent's level admits counts against the flood bound
+		if !u.gw.wantsLog(c.session, p.Level) {
+			continue
+		}
+		if !c.allowNotify() { // what the agent's level admits counts against the call's budget
+			u.flood.droppedNotify()
+			continue
 		}
 		if fs := fastStreamFrom(c.ctx); fs != nil {
 			fs.notifyLog(c.session, p) // on the fast call's own answer (fastpath.go)

@@ -455,8 +455,8 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 		}
 	case "notifications/progress":
 		var p mcp.ProgressNotificationParams
-		if u.flood.allowNotify() && json.Unmarshal(m.Params, &p) == nil {
-			u.gw.progress.forward(ctx, u.gw.redactProgress(&p))
+		if json.Unmarshal(m.Params, &p) == nil {
+			u.forwardProgress(ctx, &p)
 		}
 	case "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed":
 		u.requestRefresh()

@@ -253,19 +253,26 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.initRouting()
 
+	subscribe, unsubscribe := g.subscribe, g.unsubscribe
+	if cfg.Stateless {
+		subscribe, unsubscribe = nil, nil // answered "method not found"
+	}
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
 		// Declared up front: tools and prompts arrive after agents connect.
+		// Without sessions (stateless, read once at start) there is no
+		// stream to announce a change or an update on: neither is offered
+		// (it was, and a subscription was taken that could never deliver).
 		Capabilities: &mcp.ServerCapabilities{
-			Tools:       &mcp.ToolCapabilities{ListChanged: true},
-			Prompts:     &mcp.PromptCapabilities{ListChanged: true},
-			Resources:   &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
+			Tools:       &mcp.ToolCapabilities{ListChanged: !cfg.Stateless},
+			Prompts:     &mcp.PromptCapabilities{ListChanged: !cfg.Stateless},
+			Resources:   &mcp.ResourceCapabilities{ListChanged: !cfg.Stateless, Subscribe: !cfg.Stateless},
 			Completions: &mcp.CompletionCapabilities{},
 			Logging:     &mcp.LoggingCapabilities{},
 		},
 		CompletionHandler:  g.complete,
-		SubscribeHandler:   g.subscribe,
-		UnsubscribeHandler: g.unsubscribe,
+		SubscribeHandler:   subscribe,
+		UnsubscribeHandler: unsubscribe,
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
 	})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"net/url"
 	"strings"
 	"sync"
@@ -52,9 +53,14 @@ type upstream struct {
 	limit   *responseLimit // upstreams.<name>.max_response_bytes
 	refresh chan struct{}  // coalesced catalog refresh requests
 	notes   noteCounter    // call notifications read and handled
-	wire    wireFields     // what the shared session's answers say that the SDK drops (tasks.go)
-	rawIDs  atomic.Int64   // ids of the gateway's own requests (rawcall.go)
-	flood   *floodGuard    // bounds on what it sends unasked (flood.go)
+	// subs holds the agent sessions subscribed to each resource of the
+	// shared session (subscriptions.go).
+	subsMu      sync.Mutex
+	subs        map[string]map[*mcp.ServerSession]struct{}
+	subscribers map[*mcp.ServerSession]struct{} // watched till they end
+	wire        wireFields                      // what the shared session's answers say that the SDK drops (tasks.go)
+	rawIDs      atomic.Int64                    // ids of the gateway's own requests (rawcall.go)
+	flood       *floodGuard                     // bounds on what it sends unasked (flood.go)
 	// connectFailures counts failed connection attempts, so a caller waiting
 	// for a new session can stop at the first failure.
 	connectFailures atomic.Int64
@@ -124,6 +130,20 @@ type upstreamCatalog struct {
 type inflight struct {
 	ctx     context.Context
 	session *mcp.ServerSession // nil: a stateless fast call (fastpath.go)
+	// notify is the call's budget of log messages (see floodGuard), made
+	// when the first one comes.
+	notify atomic.Pointer[rate.Limiter]
+}
+
+// allowNotify reports whether the call's budget allows one more log
+// message to its agent.
+func (c *inflight) allowNotify() bool {
+	l := c.notify.Load()
+	if l == nil {
+		c.notify.CompareAndSwap(nil, newNotifyBudget())
+		l = c.notify.Load()
+	}
+	return l.Allow()
 }
 
 // agent names the agent session of c: its ServerSession, or for a
@@ -204,10 +224,7 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 			u.logMessage(agent, req)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
-			if !u.flood.allowNotify() {
-				return
-			}
-			u.gw.progress.forward(ctx, u.gw.redactProgress(r.Params))
+			u.forwardProgress(ctx, r.Params)
 		},
 		// Input requests of 2026-07-28 upstreams pass through to the agent, who
 		// answers them; the gateway never answers on an agent's behalf.
@@ -432,4 +449,12 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// forwardProgress passes an upstream's progress notification on to the call
+// it is for, within that call's budget (see floodGuard), redacted.
+func (u *upstream) forwardProgress(ctx context.Context, p *mcp.ProgressNotificationParams) {
+	if u.gw.progress.forward(ctx, p, u.gw.redactProgress) == progressDropped {
+		u.flood.droppedNotify()
+	}
 }
