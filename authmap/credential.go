@@ -363,11 +363,21 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	c.st.failures, c.st.retryAt = 0, time.Time{}
 	if same {
 		// Same value: the source may say more about it (a new expiry, version).
+		prevExp := c.expiryLocked()
 		c.st.tok = metadataOf(tok)
+		// A later expiry for the same value is a renewal (a lease extended,
+		// as Vault's are): its new lifetime starts now. Counted as a failed
+		// renewal, it turned the credential expiring and paged, and the
+		// source was re-run every few seconds as the lifetime left to it
+		// shrank (found trying the gateway from outside).
+		extended := !tok.ExpiresAt.IsZero() && c.expiryLocked().After(prevExp)
+		if extended {
+			c.st.obtained = now
+		}
 		if c.st.live == StatusUnknown {
 			c.st.lastErr = nil
 		}
-		if trigger == TriggerRefresh && !now.Before(c.refreshAtLocked(c.lifecycle())) {
+		if trigger == TriggerRefresh && !extended && !now.Before(c.refreshAtLocked(c.lifecycle())) {
 			// The endpoint handed back the token it had (a cached client
 			// credentials token): no new lifetime, so a failed renewal.
 			c.st.failures = prevFailures + 1
@@ -619,6 +629,23 @@ func (c *Credential) failureWithCredential(f *Failure) *Failure {
 // The success path is lock-free while nothing needs clearing.
 func (c *Credential) Report(sub Subtype, used string) {
 	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub))
+}
+
+// ReportSuccess reports that a request that carried value used, sent at
+// sent, was answered without a rejection: the live status clears, unless
+// the value was found rejected after that request left (a slow request's
+// success proves nothing of a rejection that came later).
+func (c *Credential) ReportSuccess(used string, sent time.Time) {
+	if !c.live.Load() {
+		return
+	}
+	c.mu.Lock()
+	after := !sent.IsZero() && c.st.liveAt.After(sent)
+	c.mu.Unlock()
+	if after {
+		return
+	}
+	c.report("", used, TriggerLiveError, "a call was answered")
 }
 
 // ReportFailure is [Credential.Report] with what the provider said: f's

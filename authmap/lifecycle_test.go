@@ -208,6 +208,36 @@ func TestRefreshBeforeExpiry(t *testing.T) {
 	}
 }
 
+// TestLeaseExtendedSameValue: a source that hands back the same value with
+// a later expiry (an exec helper or a Vault lease extending the token it
+// has) renewed it: the credential stays healthy and is fetched every half
+// lifetime, as a new value would be. It was counted as a failed renewal:
+// expiring, an alert, and a fetch every few seconds as the lifetime taken
+// for it shrank (found trying the gateway from outside).
+func TestLeaseExtendedSameValue(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		src := &fakeSource{kind: KindExec, next: func(n int) (Token, error) {
+			return Token{Value: "the-same-lease-token", ExpiresAt: time.Now().Add(40 * time.Second), Renewable: true}, nil
+		}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		stop := runWatch(t, c)
+		defer stop()
+		for now := time.Duration(0); now <= 130*time.Second; now += time.Second / 4 {
+			time.Sleep(time.Until(t0.Add(now)))
+			synctest.Wait()
+			if st := c.Status(); st != StatusHealthy {
+				t.Fatalf("at %v: status %v, want healthy throughout", now, st)
+			}
+		}
+		want := []time.Duration{0, 20 * time.Second, 40 * time.Second, 60 * time.Second, 80 * time.Second, 100 * time.Second, 120 * time.Second}
+		if diff := cmp.Diff(want, offsets(t0, src.times())); diff != "" {
+			t.Errorf("fetch times mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // Regression test for issue 7 (backoff): a failing renewal is retried with
 // exponential backoff and jitter (each wait within [d/2, d] for d = 2s,
 // 4s, 8s, ... capped at check_interval); the credential is expiring while it

@@ -54,9 +54,10 @@ type callCred struct {
 	// so that it need not wait for a renewal of this credential (routes.go).
 	backup func() bool
 
-	mu    sync.Mutex
-	used  string
-	holds []*hold // holds this call placed (see hold)
+	mu     sync.Mutex
+	used   string
+	sentAt time.Time // when used was set: the last request's send
+	holds  []*hold   // holds this call placed (see hold)
 }
 
 // failsFast reports whether the call has a backup to go to rather than wait
@@ -64,9 +65,17 @@ type callCred struct {
 func (c *callCred) failsFast() bool { return c != nil && c.backup != nil && c.backup() }
 
 func (c *callCred) setUsed(v string) {
+	now := time.Now()
 	c.mu.Lock()
-	c.used = v
+	c.used, c.sentAt = v, now
 	c.mu.Unlock()
+}
+
+// sentWhen returns when the call's last request was given its value.
+func (c *callCred) sentWhen() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sentAt
 }
 
 // sent returns the value the call's last request carried ("" if none was sent).
@@ -518,7 +527,10 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 	}
 	if f == nil || !f.IsAuth() {
 		if answered {
-			c.Report("", used)
+			// A request sent before the value was rejected says nothing
+			// of it now (found trying the gateway from outside: a slow
+			// call's success marked a revoked token healthy again).
+			c.ReportSuccess(used, cc.sentWhen())
 		}
 		return false, nil
 	}

@@ -474,7 +474,12 @@ func (m *metrics) configReload(ok bool) {
 	}
 	m.reloads.WithLabelValues(resultSuccess).Inc()
 	m.reloadOK.Set(1)
-	m.reloadAt.Set(float64(m.g.now().UnixNano()) / 1e9)
+	// When the config in force was put in force, as /health's loaded_at: a
+	// reload that changed nothing keeps it (found trying the gateway from
+	// outside: the metric moved, loaded_at did not).
+	if s := m.g.snap.Load(); s != nil && !s.loadedAt.IsZero() {
+		m.reloadAt.Set(float64(s.loadedAt.UnixNano()) / 1e9)
+	}
 }
 
 // rerouted counts a call of route that went on to a backup target because

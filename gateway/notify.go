@@ -635,6 +635,11 @@ func (n *notifier) render(s *sink, k alertKey, action string, info alertInfo, wh
 	}
 	if action == actionResolve {
 		p.Resolution = n.g.redact(why)
+		// The credential's status now, not the trigger's (a resolve said
+		// "now healthy" beside "status": "invalid").
+		if st := n.status[info.Credential]; info.Credential != "" && st != "" {
+			p.Status = st
+		}
 	}
 	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"credgate/" + n.g.opts.Version}}
 	var body any

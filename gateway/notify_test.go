@@ -466,3 +466,34 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestNotifyResolveCarriesStatusNow: a generic resolve carries the
+// credential's status now, not the trigger's (a resolve read "now healthy"
+// beside "status": "revoked": found trying the gateway from outside).
+func TestNotifyResolveCarriesStatusNow(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := notifyServer(t, notifyBase+`  - {name: hook, format: generic, url: "http://127.0.0.1:1/hook", on: [credential_revoked]}
+`)
+		g.publish(credEvent(authmap.EventLoaded, authmap.StatusHealthy))
+		g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
+		g.publish(credEvent(authmap.EventRotated, authmap.StatusHealthy))
+		var bodies []map[string]any
+		for _, s := range g.notify.sinks {
+			if s.cfg.Name != "hook" {
+				continue
+			}
+			for len(s.queue) > 0 {
+				d := <-s.queue
+				var m map[string]any
+				if err := json.Unmarshal(d.body, &m); err != nil {
+					t.Fatal(err)
+				}
+				bodies = append(bodies, m)
+			}
+		}
+		if len(bodies) != 2 || bodies[0]["status"] != "revoked" || bodies[1]["action"] != "resolve" || bodies[1]["status"] != "healthy" {
+			t.Errorf("deliveries %v: want a trigger with status revoked, then a resolve with status healthy", bodies)
+		}
+	})
+}
