@@ -286,8 +286,8 @@ func (r *Redactor) RedactKnown(s string) string {
 }
 
 // RedactCut is Redact for text cut short at its end (the first bytes of a longer line): a known
-// value the cut split is not found whole, so what ends the text and begins a known value (at least
-// minSecretLen bytes of it) is removed too, and the text ends in Redacted in its place.
+// value the cut split is not found whole, so what ends the text and begins a known value (see
+// cutEnd) is removed too, and the text ends in Redacted in its place.
 func (r *Redactor) RedactCut(s string) string {
 	return r.cutEnd(r.Redact(s))
 }
@@ -313,13 +313,15 @@ func (r *Redactor) RedactElided(s string) string {
 }
 
 // cutEnd removes from the end of s the longest proper prefix of a known value, of at least
-// minSecretLen bytes, putting Redacted in its place.
+// minCutLen bytes and starting where a word may (not inside a run of letters and digits), putting
+// Redacted in its place. A shorter piece shows too little of a value to matter, and ordinary text
+// ("the access token...") must not lose its words.
 func (r *Redactor) cutEnd(s string) string {
 	cut := len(s)
 	for _, sec := range r.Secrets() {
 		// The earliest start of a proper prefix of sec that ends s.
-		for i := max(0, len(s)-len(sec)+1); i <= len(s)-minSecretLen && i < cut; i++ {
-			if s[i] == sec[0] && strings.HasPrefix(sec, s[i:]) {
+		for i := max(0, len(s)-len(sec)+1); i <= len(s)-minCutLen && i < cut; i++ {
+			if s[i] == sec[0] && (i == 0 || !wordByte(s[i-1]) || !wordByte(s[i])) && strings.HasPrefix(sec, s[i:]) {
 				cut = i
 				break
 			}
@@ -329,4 +331,11 @@ func (r *Redactor) cutEnd(s string) string {
 		return s
 	}
 	return s[:cut] + Redacted
+}
+
+// minCutLen is the shortest piece of a known value cutEnd removes.
+const minCutLen = 8
+
+func wordByte(b byte) bool {
+	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b >= 0x80
 }

@@ -14,9 +14,10 @@ func TestRedactCut(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"config: " + secret + " again: " + secret[:2000], "config: " + Redacted + " again: " + Redacted},
 		{"key sk_short_01", "key " + Redacted},
+		{"teddy sk_short_0", "teddy " + Redacted},
+		{"teddy ask_short_0", "teddy ask_short_0"}, // inside a word
 		{"key sk_short_0123456789 and more", "key " + Redacted + " and more"},
-		{"nothing here, sk_", "nothing here, sk_"}, // too little of a value to cut
-		{"nothing here, sk_s", "nothing here, " + Redacted},
+		{"nothing here, sk_shor", "nothing here, sk_shor"}, // too little of a value to cut
 		{"nothing here", "nothing here"},
 	} {
 		if got := r.RedactCut(tc.in); got != tc.want {
@@ -33,6 +34,7 @@ func TestRedactElided(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{`json: cannot unmarshal "\"bad key Bearer tangerine-Walrus..." into Go struct field`, `json: cannot unmarshal "\"bad key ` + Redacted + `..." into Go struct field`},
 		{"loading... done", "loading... done"},
+		{"Refreshing the access Bearer... try again", "Refreshing the access Bearer... try again"},
 		{"key Bearer tangerine-Walrus-Secret-42 ok...", "key " + Redacted + " ok..."},
 	} {
 		if got := r.RedactElided(tc.in); got != tc.want {

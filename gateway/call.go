@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/time/rate"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,6 +296,12 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 }
 
 func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
+	if g.config().Stateless && agentProtocol(req.Session, req.Extra) < "2026-07-28" {
+		// No session, so no stream to carry its updates (found trying the
+		// gateway from outside: it was taken, and never delivered).
+		return invalidParams("resources/subscribe: this gateway is stateless (stateless: true), so it has no stream to send a " +
+			"2025-11-25 (or older) agent the resource's updates on; read the resource again instead, or use protocol 2026-07-28")
+	}
 	return g.subscription(ctx, req.Session, "resources/subscribe", req.Params.URI, func(ctx context.Context, cs *mcp.ClientSession, uri string) error {
 		return cs.Subscribe(ctx, &mcp.SubscribeParams{URI: uri})
 	})
@@ -317,6 +322,11 @@ func (g *Server) subscription(ctx context.Context, ss *mcp.ServerSession, method
 	if !ok {
 		return invalidParams(fmt.Sprintf("%s: unknown resource %q", method, exposed))
 	}
+	// One change at a time, so that whether the shared session holds a
+	// subscription always matches what was recorded (a second agent's
+	// subscribe waits for the first's outcome rather than ride on it).
+	u.subsOp.Lock()
+	defer u.subsOp.Unlock()
 	send, undo := u.holdSubscription(uri, ss, method == "resources/subscribe")
 	if !send {
 		return nil // other agents hold the shared session's subscription
@@ -347,15 +357,18 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		return err
 	}
 	defer release()
+	var call *inflight
+	if ss != nil || fastStreamFrom(ctx) != nil { // a stateless fast call has no session
+		var untrack func()
+		call, untrack = u.track(ctx, ss)
+		defer untrack()
+	}
 	if token != nil && params != nil && ss != nil {
-		up, done := g.progress.route(ctx, ss, token)
+		up, done := g.progress.route(ctx, ss, token, call)
 		defer done()
 		if p, ok := params.(interface{ SetProgressToken(any) }); ok {
 			p.SetProgressToken(up)
 		}
-	}
-	if ss != nil || fastStreamFrom(ctx) != nil { // a stateless fast call has no session
-		defer u.track(ctx, ss)()
 	}
 	// At most two attempts: an HTTP upstream that lost our session (it
 	// restarted) rejected the request before running it, so it is safe to
@@ -466,7 +479,7 @@ type progressRoute struct {
 	ctx     context.Context
 	session *mcp.ServerSession
 	token   any
-	budget  *rate.Limiter // the call's (see floodGuard)
+	call    *inflight // its notification budget (see floodGuard)
 }
 
 // What forward did with a progress notification.
@@ -482,10 +495,10 @@ func newProgressRouter() *progressRouter {
 	return &progressRouter{routes: map[string]progressRoute{}}
 }
 
-func (p *progressRouter) route(ctx context.Context, ss *mcp.ServerSession, token any) (string, func()) {
+func (p *progressRouter) route(ctx context.Context, ss *mcp.ServerSession, token any, call *inflight) (string, func()) {
 	id := "cg-" + strconv.FormatInt(p.next.Add(1), 10)
 	p.mu.Lock()
-	p.routes[id] = progressRoute{ctx: ctx, session: ss, token: token, budget: newNotifyBudget()}
+	p.routes[id] = progressRoute{ctx: ctx, session: ss, token: token, call: call}
 	p.mu.Unlock()
 	return id, func() {
 		p.mu.Lock()
@@ -508,7 +521,7 @@ func (p *progressRouter) forward(_ context.Context, params *mcp.ProgressNotifica
 	if !ok {
 		return progressUnknown
 	}
-	if !r.budget.Allow() {
+	if r.call != nil && !r.call.allowNotify() {
 		return progressDropped
 	}
 	q := *redact(params)

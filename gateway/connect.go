@@ -68,6 +68,7 @@ func (u *upstream) run(ctx context.Context) {
 		}
 		u.setUp(listErr)
 		u.markTried()
+		go u.resubscribe(ctx, cs)
 		began := time.Now()
 		probeCtx, stopProbe := context.WithCancel(sessCtx)
 		probeDone := u.watch(probeCtx, cs)

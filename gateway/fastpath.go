@@ -411,11 +411,17 @@ func upstreamJSON(data []byte, v any) error {
 // found whole by redaction (found trying the gateway from outside: 16
 // characters of a token reached an agent's failure detail).
 func inputFree(err error) error {
+	if err == nil {
+		return nil // no allocation on the way of every answer (errors.As's targets escape)
+	}
+	return inputFreeErr(err)
+}
+
+//go:noinline
+func inputFreeErr(err error) error {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
 	switch {
-	case err == nil:
-		return nil
 	case errors.As(err, &te):
 		where := te.Field
 		if where == "" {

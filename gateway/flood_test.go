@@ -208,3 +208,35 @@ func TestFloodBudgetIsTheCalls(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestCallBudgetShared: one budget per call for progress and log messages
+// together, as documented (found in review: two budgets let twice the
+// burst through).
+func TestCallBudgetShared(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, "fast_path: false\nupstreams:\n  f: "+selfUpstream(t, floodMode)+"\n")
+	var mu sync.Mutex
+	var n int
+	count := func() { mu.Lock(); n++; mu.Unlock() }
+	cs := agent(t, ctx, g, &mcp.ClientOptions{
+		LoggingMessageHandler:       func(context.Context, *mcp.LoggingMessageRequest) { count() },
+		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { count() },
+	})
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "debug"}); err != nil {
+		t.Fatal(err)
+	}
+	params := &mcp.CallToolParams{Name: "f__flood", Arguments: map[string]any{}}
+	params.SetProgressToken("p1")
+	start := time.Now()
+	if _, err := cs.CallTool(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+	most := notifyBurst + int(notifyRate*time.Since(start).Seconds()) + 1
+	mu.Lock()
+	defer mu.Unlock()
+	if n > most {
+		t.Errorf("one call's agent got %d progress and log notifications, want at most %d (burst %d + %v/s over the call)", n, most, notifyBurst, float64(notifyRate))
+	}
+}

@@ -511,3 +511,32 @@ func TestDecodeErrorQuotesNoSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestInputFreeNoAllocs: upstreamJSON is on every fast call's answer;
+// inputFree(nil) allocated its two errors.As targets (found in review:
+// +2 allocations per call).
+func TestInputFreeNoAllocs(t *testing.T) {
+	if n := testing.AllocsPerRun(100, func() { _ = inputFree(nil) }); n != 0 {
+		t.Errorf("inputFree(nil) allocates %v times per call, want 0", n)
+	}
+}
+
+// TestElidedRedactionKeepsWords: a tool error's ordinary text ending a
+// phrase in "..." keeps its words although a known value begins with one of
+// them (found in review: with "Authorization: token ghp_...", "the access
+// token... try again" lost "token").
+func TestElidedRedactionKeepsWords(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	_, cs := startGateway(t, ctx, "upstreams:\n  a: {url: "+up.url()+", headers: {Authorization: \"token ghp_16C7e42F292c6912E7710c838347Ae178B4a\"}}\n")
+	const msg = "Refreshing the access token... try again in a minute"
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "iserror:" + msg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := text(res); got != msg {
+		t.Errorf("tool error text = %q, want %q (it holds no secret)", got, msg)
+	}
+}

@@ -253,26 +253,22 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.initRouting()
 
-	subscribe, unsubscribe := g.subscribe, g.unsubscribe
-	if cfg.Stateless {
-		subscribe, unsubscribe = nil, nil // answered "method not found"
-	}
 	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
 		Logger: g.sdkLog,
 		// Declared up front: tools and prompts arrive after agents connect.
-		// Without sessions (stateless, read once at start) there is no
-		// stream to announce a change or an update on: neither is offered
-		// (it was, and a subscription was taken that could never deliver).
+		// Stateless, a 2026-07-28 agent's subscriptions/listen stream
+		// carries changes and updates; a legacy agent's subscribe is
+		// refused (subscribe), as nothing could carry its updates.
 		Capabilities: &mcp.ServerCapabilities{
-			Tools:       &mcp.ToolCapabilities{ListChanged: !cfg.Stateless},
-			Prompts:     &mcp.PromptCapabilities{ListChanged: !cfg.Stateless},
-			Resources:   &mcp.ResourceCapabilities{ListChanged: !cfg.Stateless, Subscribe: !cfg.Stateless},
+			Tools:       &mcp.ToolCapabilities{ListChanged: true},
+			Prompts:     &mcp.PromptCapabilities{ListChanged: true},
+			Resources:   &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true},
 			Completions: &mcp.CompletionCapabilities{},
 			Logging:     &mcp.LoggingCapabilities{},
 		},
 		CompletionHandler:  g.complete,
-		SubscribeHandler:   subscribe,
-		UnsubscribeHandler: unsubscribe,
+		SubscribeHandler:   g.subscribe,
+		UnsubscribeHandler: g.unsubscribe,
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
 	})

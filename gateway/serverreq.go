@@ -12,12 +12,12 @@ import (
 )
 
 // track registers a call in flight; the returned func ends it.
-func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) func() {
+func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) (*inflight, func()) {
 	c := &inflight{ctx: ctx, session: ss}
 	u.mu.Lock()
 	u.calls[c] = struct{}{}
 	u.mu.Unlock()
-	return func() {
+	return c, func() {
 		u.mu.Lock()
 		delete(u.calls, c)
 		u.mu.Unlock()

@@ -84,6 +84,8 @@ func (u *upstream) watchSubscriber(ss *mcp.ServerSession) {
 	u.subscribers[ss] = struct{}{}
 	go func() {
 		_ = ss.Wait()
+		u.subsOp.Lock()
+		defer u.subsOp.Unlock()
 		u.subsMu.Lock()
 		delete(u.subscribers, ss)
 		var gone []string
@@ -106,4 +108,29 @@ func (u *upstream) watchSubscriber(ss *mcp.ServerSession) {
 			cancel()
 		}
 	}()
+}
+
+// resubscribe subscribes cs, a new shared session (the upstream restarted,
+// or the gateway reconnected), to the resources agents hold: the old
+// session's subscriptions went with it.
+func (u *upstream) resubscribe(ctx context.Context, cs *mcp.ClientSession) {
+	if u.cfg.Session == SessionPerAgent {
+		return
+	}
+	u.subsOp.Lock()
+	defer u.subsOp.Unlock()
+	u.subsMu.Lock()
+	uris := make([]string, 0, len(u.subs))
+	for uri := range u.subs {
+		uris = append(uris, uri)
+	}
+	u.subsMu.Unlock()
+	for _, uri := range uris {
+		sctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
+		err := cs.Subscribe(sctx, &mcp.SubscribeParams{URI: uri})
+		cancel()
+		if err != nil {
+			u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("subscribing the new session to a resource agents hold failed")
+		}
+	}
 }

@@ -3,8 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,11 +89,12 @@ func TestSubscriptionsSharedByAgents(t *testing.T) {
 	}
 }
 
-// TestStatelessOffersNoStreams: without sessions the gateway offers no
-// list_changed and no subscriptions, and refuses a subscribe: nothing could
-// carry them (it offered both, and took subscriptions that never
-// delivered: found trying the gateway from outside).
-func TestStatelessOffersNoStreams(t *testing.T) {
+// TestStatelessRefusesLegacySubscribe: without sessions a 2025-11-25 agent's
+// subscribe is refused, with why: nothing could carry its updates (it was
+// taken, and never delivered: found trying the gateway from outside). A
+// 2026-07-28 agent keeps listChanged: its listen stream carries it (found in
+// review: a first fix took it from every agent).
+func TestStatelessRefusesLegacySubscribe(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -100,23 +105,131 @@ func TestStatelessOffersNoStreams(t *testing.T) {
 	s.AddResource(&mcp.Resource{URI: "demo://x", Name: "x"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "demo://x", Text: "1"}}}, nil
 	})
-	g := newTestGateway(t, ctx, "stateless: true\nupstreams:\n  a: {url: "+serveMCP(t, s)+"}\n")
+	tools := newTestUpstream(t, "b", "echo")
+	g := newTestGateway(t, ctx, "stateless: true\nupstreams:\n  a: {url: "+serveMCP(t, s)+"}\n  b: {url: "+tools.url()+"}\n")
 	a := newRawAgent(t, ctx, g) // 2025-11-25, which has subscriptions
-	_, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-	var init struct {
-		Result struct {
-			Capabilities mcp.ServerCapabilities `json:"capabilities"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal(sseData(b), &init); err != nil {
-		t.Fatalf("initialize: %v: %s", err, b)
-	}
-	caps := init.Result.Capabilities
-	if caps.Resources == nil || caps.Resources.Subscribe || caps.Resources.ListChanged || caps.Tools == nil || caps.Tools.ListChanged || caps.Prompts == nil || caps.Prompts.ListChanged {
-		t.Errorf("stateless capabilities: resources %+v, tools %+v, prompts %+v; want no subscribe and no listChanged", caps.Resources, caps.Tools, caps.Prompts)
-	}
-	_, b = a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"demo://x"}}`)
-	if !strings.Contains(string(b), `"error"`) {
+	_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"resources/subscribe","params":{"uri":"demo://x"}}`)
+	if !strings.Contains(string(b), `"error"`) || !strings.Contains(string(b), "stateless") {
 		t.Errorf("a stateless gateway took a subscription it cannot deliver: %s", b)
+	}
+
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	changed := make(chan struct{}, 10)
+	c := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) { changed <- struct{}{} },
+	})
+	cs, err := c.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	if caps := cs.InitializeResult().Capabilities; caps == nil || caps.Tools == nil || !caps.Tools.ListChanged {
+		t.Fatalf("stateless gateway offers a 2026-07-28 agent tools %+v: want listChanged", caps)
+	}
+	tools.srv.AddTool(&mcp.Tool{Name: "added", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{}, nil
+	})
+	select {
+	case <-changed:
+	case <-ctx.Done():
+		t.Fatal("no tools/list_changed reached the 2026-07-28 agent's listen stream")
+	}
+}
+
+// TestSubscriptionsSurviveUpstreamRestart: when the shared session is
+// replaced (the upstream restarted), the new one is subscribed to what
+// agents hold, and their updates keep coming (found in review: the record
+// of holders outlived the session, and a new agent's subscribe was taken
+// as held and never sent).
+func TestSubscriptionsSurviveUpstreamRestart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const uri = "demo://counter"
+	subscribed := make(chan struct{}, 10)
+	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { subscribed <- struct{}{}; return nil },
+		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+	})
+	s.AddResource(&mcp.Resource{URI: uri, Name: "counter"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
+	})
+	var h atomic.Pointer[mcp.StreamableHTTPHandler]
+	h.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.Load().ServeHTTP(w, r) }))
+	t.Cleanup(hs.Close)
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+hs.URL+"/mcp}\n")
+	updates := make(chan string, 10)
+	a := agent(t, ctx, g, &mcp.ClientOptions{ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updates <- r.Params.URI }})
+	if err := a.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}); err != nil {
+		t.Fatal(err)
+	}
+	<-subscribed
+	// The upstream restarts: its sessions, and their subscriptions, are gone.
+	h.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	if _, err := a.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri}); err != nil {
+		t.Fatal(err) // resent on the new session
+	}
+	select {
+	case <-subscribed:
+	case <-ctx.Done():
+		t.Fatal("the new session was never subscribed to the resource the agent holds")
+	}
+	if err := s.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: uri}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-updates:
+	case <-ctx.Done():
+		t.Fatal("no update reached the subscribed agent after the upstream restarted")
+	}
+}
+
+// TestSubscribeWhileFirstFails: an agent that subscribes while another's
+// first subscribe is on its way waits for its outcome: when the upstream
+// refuses it, the second is sent (found in review: it was answered at once
+// as held, and left with no subscription upstream).
+func TestSubscribeWhileFirstFails(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const uri = "demo://counter"
+	var held atomic.Int64
+	entered, released := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	defer release() // the upstream's handler ends however the test does
+	var first atomic.Bool
+	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+		SubscribeHandler: func(context.Context, *mcp.SubscribeRequest) error {
+			if first.CompareAndSwap(false, true) {
+				close(entered)
+				<-released
+				return errors.New("quota exceeded")
+			}
+			held.Add(1)
+			return nil
+		},
+		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
+	})
+	s.AddResource(&mcp.Resource{URI: uri, Name: "counter"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
+	})
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+serveMCP(t, s)+"}\n")
+	a, b := agent(t, ctx, g, nil), agent(t, ctx, g, nil)
+	errA := make(chan error, 1)
+	go func() { errA <- a.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}) }()
+	<-entered
+	errB := make(chan error, 1)
+	go func() { errB <- b.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}) }()
+	// B's subscribe is in the gateway (two agent requests in flight)
+	// before A's is answered.
+	waitFor(t, ctx, func() bool { return g.requests.count() >= 2 })
+	release()
+	if err := <-errA; err == nil {
+		t.Fatal("A's subscribe succeeded; the upstream refused it")
+	}
+	if err := <-errB; err != nil || held.Load() != 1 {
+		t.Errorf("B's subscribe answered %v with %d subscriptions upstream; want it sent and held", err, held.Load())
 	}
 }

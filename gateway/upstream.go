@@ -55,6 +55,7 @@ type upstream struct {
 	notes   noteCounter    // call notifications read and handled
 	// subs holds the agent sessions subscribed to each resource of the
 	// shared session (subscriptions.go).
+	subsOp      sync.Mutex // held by one subscription change at a time, upstream request included
 	subsMu      sync.Mutex
 	subs        map[string]map[*mcp.ServerSession]struct{}
 	subscribers map[*mcp.ServerSession]struct{} // watched till they end
@@ -130,13 +131,13 @@ type upstreamCatalog struct {
 type inflight struct {
 	ctx     context.Context
 	session *mcp.ServerSession // nil: a stateless fast call (fastpath.go)
-	// notify is the call's budget of log messages (see floodGuard), made
-	// when the first one comes.
+	// notify is the call's budget of progress and log messages (see
+	// floodGuard), made when the first one comes.
 	notify atomic.Pointer[rate.Limiter]
 }
 
-// allowNotify reports whether the call's budget allows one more log
-// message to its agent.
+// allowNotify reports whether the call's budget allows one more progress
+// or log message to its agent.
 func (c *inflight) allowNotify() bool {
 	l := c.notify.Load()
 	if l == nil {
