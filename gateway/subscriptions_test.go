@@ -28,7 +28,7 @@ func TestSubscriptionsSharedByAgents(t *testing.T) {
 	var mu sync.Mutex
 	upstreamSubs := map[string]int{}
 	unsubscribed := make(chan struct{}, 10)
-	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+	s := subsServer(uri, &mcp.ServerOptions{
 		SubscribeHandler: func(_ context.Context, r *mcp.SubscribeRequest) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -42,9 +42,6 @@ func TestSubscriptionsSharedByAgents(t *testing.T) {
 			unsubscribed <- struct{}{}
 			return nil
 		},
-	})
-	s.AddResource(&mcp.Resource{URI: uri, Name: "counter"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
 	})
 	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+serveMCP(t, s)+"}\n")
 	updates := func() (*mcp.ClientOptions, chan string) {
@@ -98,12 +95,9 @@ func TestStatelessRefusesLegacySubscribe(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+	s := subsServer("demo://x", &mcp.ServerOptions{
 		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { return nil },
 		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
-	})
-	s.AddResource(&mcp.Resource{URI: "demo://x", Name: "x"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "demo://x", Text: "1"}}}, nil
 	})
 	tools := newTestUpstream(t, "b", "echo")
 	g := newTestGateway(t, ctx, "stateless: true\nupstreams:\n  a: {url: "+serveMCP(t, s)+"}\n  b: {url: "+tools.url()+"}\n")
@@ -148,12 +142,9 @@ func TestSubscriptionsSurviveUpstreamRestart(t *testing.T) {
 	defer cancel()
 	const uri = "demo://counter"
 	subscribed := make(chan struct{}, 10)
-	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+	s := subsServer(uri, &mcp.ServerOptions{
 		SubscribeHandler:   func(context.Context, *mcp.SubscribeRequest) error { subscribed <- struct{}{}; return nil },
 		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
-	})
-	s.AddResource(&mcp.Resource{URI: uri, Name: "counter"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
 	})
 	var h atomic.Pointer[mcp.StreamableHTTPHandler]
 	h.Store(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil))
@@ -200,7 +191,7 @@ func TestSubscribeWhileFirstFails(t *testing.T) {
 	release := sync.OnceFunc(func() { close(released) })
 	defer release() // the upstream's handler ends however the test does
 	var first atomic.Bool
-	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, &mcp.ServerOptions{
+	s := subsServer(uri, &mcp.ServerOptions{
 		SubscribeHandler: func(context.Context, *mcp.SubscribeRequest) error {
 			if first.CompareAndSwap(false, true) {
 				close(entered)
@@ -211,9 +202,6 @@ func TestSubscribeWhileFirstFails(t *testing.T) {
 			return nil
 		},
 		UnsubscribeHandler: func(context.Context, *mcp.UnsubscribeRequest) error { return nil },
-	})
-	s.AddResource(&mcp.Resource{URI: uri, Name: "counter"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
-		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
 	})
 	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+serveMCP(t, s)+"}\n")
 	a, b := agent(t, ctx, g, nil), agent(t, ctx, g, nil)
@@ -232,4 +220,14 @@ func TestSubscribeWhileFirstFails(t *testing.T) {
 	if err := <-errB; err != nil || held.Load() != 1 {
 		t.Errorf("B's subscribe answered %v with %d subscriptions upstream; want it sent and held", err, held.Load())
 	}
+}
+
+// subsServer is an upstream serving resource uri whose subscriptions opts
+// handle.
+func subsServer(uri string, opts *mcp.ServerOptions) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "subs", Version: "1"}, opts)
+	s.AddResource(&mcp.Resource{URI: uri, Name: "r"}, func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: uri, Text: "1"}}}, nil
+	})
+	return s
 }
