@@ -128,6 +128,10 @@ type credState struct {
 	static []string              // secrets that are not the credentials' (upstreams' config, admin, webhook)
 	base   []string              // the admin and webhook secrets (static without the upstreams')
 	staged []*authmap.Credential // credentials a reload is loading, not in force yet
+	// past holds the last maxPastSecrets upstream secrets a reload took out
+	// of force (a header value changed): still redacted, as a rotated
+	// credential's last values are.
+	past []string
 
 	redactMu sync.Mutex
 	gens     sync.Map // credential name -> *atomic.Uint64: the generation last fed to the redactor

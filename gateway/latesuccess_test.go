@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,33 @@ func TestReloadTimestampOnlyWhenApplied(t *testing.T) {
 	}
 	if float64(loaded.UnixNano())/1e9 != before {
 		t.Errorf("timestamp %v, loaded_at %v: want the same instant", before, loaded)
+	}
+}
+
+// TestReloadedHeaderSecretStillRedacted: a header value a reload changed is
+// still redacted (an upstream echoing it showed the old value in clear at
+// once, while a rotated credential's last values stay redacted: found
+// trying the gateway from outside).
+func TestReloadedHeaderSecretStillRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const old, next = "eta-secret-9f8e7d6c5b4a3210", "eta-secret2-0a1b2c3d4e5f6789"
+	up := newTestUpstream(t, "a", "echo")
+	yaml := func(v string) string { return "upstreams:\n  a: {url: " + up.url() + ", headers: {X-Api-Key: " + v + "}}\n" }
+	g, cs := startGateway(t, ctx, yaml(old))
+	cfg, err := ParseConfig([]byte(yaml(next)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "old " + old + " new " + next}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := text(res); strings.Contains(got, old) || strings.Contains(got, next) {
+		t.Errorf("after the reload the echo shows %q: want both values redacted", got)
 	}
 }

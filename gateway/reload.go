@@ -563,13 +563,29 @@ func (g *Server) updateStaticSecrets(extra ...*Config) {
 	for _, c := range extra {
 		all = append(all, configSecrets(c)...)
 	}
+	cs.redactMu.Lock()
+	// What left the config is still redacted for a while (found trying the
+	// gateway from outside: an upstream that echoed a header value changed
+	// by a reload showed the old one in clear at once).
+	for _, v := range cs.static {
+		if !slices.Contains(all, v) && !slices.Contains(cs.past, v) {
+			cs.past = append(cs.past, v)
+		}
+	}
+	if n := len(cs.past) - maxPastSecrets; n > 0 {
+		cs.past = slices.Delete(cs.past, 0, n)
+	}
+	all = append(all, cs.past...)
 	slices.Sort(all)
 	all = slices.Compact(all)
-	cs.redactMu.Lock()
 	cs.static = all
 	cs.redactMu.Unlock()
 	g.refreshRedactor()
 }
+
+// maxPastSecrets bounds the upstream secrets kept redacted after a reload
+// took them out of force.
+const maxPastSecrets = 64
 
 // warnRestart logs the settings a reload changed that only a restart
 // applies, if any.
