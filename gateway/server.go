@@ -278,6 +278,9 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	g.mcp.AddReceivingMiddleware(g.agentPolicy)
 	// Outermost, so a request's span covers all the gateway does for it.
 	g.mcp.AddReceivingMiddleware(g.traceRequests)
+	// Outermost of all: it changes only how a result is encoded, after
+	// every middleware has read (and the agent's policy filtered) it.
+	g.mcp.AddReceivingMiddleware(g.legacyResults)
 	// Requests to agents: their capabilities checked, on a fast call's
 	// answer stream during one.
 	g.mcp.AddSendingMiddleware(g.toAgent)
