@@ -96,7 +96,9 @@ func TestReloadedHeaderSecretStillRedacted(t *testing.T) {
 	defer cancel()
 	const old, next = "eta-secret-9f8e7d6c5b4a3210", "eta-secret2-0a1b2c3d4e5f6789"
 	up := newTestUpstream(t, "a", "echo")
-	yaml := func(v string) string { return "upstreams:\n  a: {url: " + up.url() + ", headers: {X-Api-Key: " + v + "}}\n" }
+	yaml := func(v string) string {
+		return "upstreams:\n  a: {url: " + up.url() + ", headers: {X-Api-Key: " + v + "}}\n"
+	}
 	g, cs := startGateway(t, ctx, yaml(old))
 	cfg, err := ParseConfig([]byte(yaml(next)), nil)
 	if err != nil {
