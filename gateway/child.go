@@ -149,14 +149,10 @@ func (u *upstream) captureStderr(r io.ReadCloser, c *childStderr, shared bool) {
 		}
 		line = u.gw.redact(line)
 		c.add(line)
-		if !u.flood.stderr.Allow() {
-			u.flood.stderrDropped.Add(1)
+		ev, ok := u.flood.stderr.take(u.log.Info().Str(fieldStream, "stderr"))
+		if !ok {
 			u.flood.count(dropStderrLine)
 			return
-		}
-		ev := u.log.Info().Str(fieldStream, "stderr")
-		if n := u.flood.stderrDropped.Swap(0); n > 0 {
-			ev = ev.Int64("dropped_before", n)
 		}
 		ev.Msg(line)
 	})

@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/rs/zerolog"
 	"sync"
 	"sync/atomic"
 
@@ -50,13 +51,11 @@ const (
 
 // floodGuard holds an upstream's bounds (see above).
 type floodGuard struct {
-	keep          *rate.Limiter
-	dropped       atomic.Int64 // notifications dropped
-	keptDropped   atomic.Int64 // log lines not kept since the last one kept
-	stderr        *rate.Limiter
-	stderrDropped atomic.Int64 // stderr lines not logged since the last one logged
-	mu            sync.Mutex
-	asking        map[any]int // requests in flight, by agent session (inflight.agent)
+	keep    lineBudget   // log messages and stdout lines kept in the gateway's log
+	stderr  lineBudget   // a child's stderr lines logged
+	dropped atomic.Int64 // notifications dropped
+	mu      sync.Mutex
+	asking  map[any]int // requests in flight, by agent session (inflight.agent)
 	// drops counts, for ops (credgate_upstream_messages_dropped_total),
 	// what the upstream sent that went nowhere, by kind; the counts only
 	// grow.
@@ -88,8 +87,8 @@ func (f *floodGuard) count(k dropKind) {
 
 func newFloodGuard() *floodGuard {
 	return &floodGuard{
-		keep:   rate.NewLimiter(keepRate, keepBurst),
-		stderr: rate.NewLimiter(stderrRate, stderrBurst),
+		keep:   lineBudget{lim: rate.NewLimiter(keepRate, keepBurst)},
+		stderr: lineBudget{lim: rate.NewLimiter(stderrRate, stderrBurst)},
 		asking: map[any]int{},
 	}
 }
@@ -144,4 +143,24 @@ func boundedLog(p *mcp.LoggingMessageParams) *mcp.LoggingMessageParams {
 	q := *p
 	q.Data = fmt.Sprintf("[credgate: log data of %d bytes left out; at most %d are passed on]", n, notifyDataMax)
 	return &q
+}
+
+// lineBudget bounds the lines of one kind an upstream has written to the
+// gateway's log, and counts those it refused since the last it allowed.
+type lineBudget struct {
+	lim     *rate.Limiter
+	dropped atomic.Int64
+}
+
+// take reports whether one more line may be logged, adding to ev how many
+// were refused before it; it counts a line it refuses.
+func (b *lineBudget) take(ev *zerolog.Event) (*zerolog.Event, bool) {
+	if !b.lim.Allow() {
+		b.dropped.Add(1)
+		return nil, false
+	}
+	if n := b.dropped.Swap(0); n > 0 {
+		ev = ev.Int64("dropped_before", n)
+	}
+	return ev, true
 }

@@ -78,13 +78,10 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 	if ev == nil {
 		return // not logged at this level: skip the encoding
 	}
-	if !u.flood.keep.Allow() {
-		u.flood.keptDropped.Add(1)
+	ev, ok := u.flood.keep.take(ev)
+	if !ok {
 		u.flood.count(dropLogLine)
 		return
-	}
-	if n := u.flood.keptDropped.Swap(0); n > 0 {
-		ev = ev.Int64("dropped_before", n)
 	}
 	data, _ := json.Marshal(p.Data)
 	ev.Str("upstream_level", string(p.Level)).Str("logger", p.Logger).Str("data", truncate(string(data), 1024)).Msg(msg)
@@ -95,13 +92,9 @@ func (u *upstream) keepLog(p *mcp.LoggingMessageParams, msg string) {
 // not logged are not redacted either.
 func (u *upstream) strayLine(st *strayLine) {
 	u.flood.count(dropStrayLine)
-	if !u.flood.keep.Allow() {
-		u.flood.keptDropped.Add(1)
+	ev, ok := u.flood.keep.take(u.log.Info())
+	if !ok {
 		return
-	}
-	ev := u.log.Info()
-	if n := u.flood.keptDropped.Swap(0); n > 0 {
-		ev = ev.Int64("dropped_before", n)
 	}
 	ev.Str(fieldStream, "stdout").Str("line", st.shown(u.gw.redactCut)).Msg("skipped a line on stdout that is not JSON-RPC (an MCP server writes only messages there; logs go to stderr)")
 }

@@ -86,7 +86,7 @@ func TestStdioStrayLinesSkipped(t *testing.T) {
 				t.Errorf("fast_path %v: call %d served by %q, the first by %q: want one child", fast, i, text(res), first)
 			}
 		}
-		if g.upstream("c").flood.keptDropped.Load() == 0 {
+		if g.upstream("c").flood.keep.dropped.Load() == 0 {
 			t.Errorf("fast_path %v: no stray line counted as not logged", fast)
 		}
 		// Banner, the listing's line, 3 calls' lines: all counted for ops.
