@@ -292,7 +292,14 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 	if err != nil {
 		return nil, g.rpcError(u, "completion/complete", ref.Name+ref.URI, err)
 	}
-	return res, nil
+	// A result of the gateway's own: the upstream's server info and result
+	// type (a 2026-07-28 upstream's, hop-local) stay behind, as they do for
+	// prompts and resources; the gateway's SDK sets its own for an agent of
+	// that protocol (found trying the gateway from outside: a 2025-11-25
+	// agent got the upstream's serverInfo and a resultType its schema lacks).
+	out := &mcp.CompleteResult{Meta: hopLocalStripped(res.Meta), Completion: res.Completion}
+	g.redactCompletion(out)
+	return out, nil
 }
 
 func (g *Server) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {

@@ -501,6 +501,22 @@ func (g *Server) redactPrompt(res *mcp.GetPromptResult) {
 	}
 }
 
+// redactCompletion removes configured secrets from a completion's values
+// and _meta.
+func (g *Server) redactCompletion(res *mcp.CompleteResult) {
+	if !g.hasSecrets() {
+		return
+	}
+	for i, v := range res.Completion.Values {
+		res.Completion.Values[i] = g.redactor.RedactKnown(v)
+	}
+	if clean, ok := redactedJSON(g, res); !ok {
+		*res = mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}
+	} else if clean != res {
+		*res = *clean
+	}
+}
+
 // redactResource removes configured secrets from a resource's text.
 func (g *Server) redactResource(res *mcp.ReadResourceResult) {
 	if !g.hasSecrets() {
