@@ -57,3 +57,28 @@ func TestCompletionIsTheGateways(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorsCarryACode: an error without a JSON-RPC code of its own (the
+// SDK's answer to a second initialize on a session, say) reaches the agent
+// as -32603 with its message; the SDK wrote code 0, which JSON-RPC does not
+// define.
+func TestErrorsCarryACode(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+newTestUpstream(t, "a", "echo").url()+"}\n")
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
+	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	resp, b := a.post(ctx, initialize)
+	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
+		t.Fatalf("initialize: %s", b)
+	}
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	_, b = a.post(ctx, strings.Replace(initialize, `"id":1`, `"id":2`, 1))
+	got := string(sseData(b))
+	if !strings.Contains(got, `"code":-32603`) || !strings.Contains(got, "initialize") {
+		t.Errorf("a second initialize was answered %s; want an error with code -32603 and the SDK's message", got)
+	}
+}

@@ -737,14 +737,15 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 	_, _ = fs.w.Write(b.Bytes())
 }
 
-// wireError is err as the SDK's JSON-RPC layer puts a handler's error on
-// the wire: a *jsonrpc.Error as it is; any other error with its own
-// message and the code of a *jsonrpc.Error it wraps, if any.
+// wireError is err as the SDK's JSON-RPC layer puts a handler's error
+// (coded by legacyResults) on the wire: a *jsonrpc.Error as it is; any
+// other error with its own message and the code of a *jsonrpc.Error it
+// wraps, or -32603.
 func wireError(err error) *jsonrpc.Error {
 	if e, ok := err.(*jsonrpc.Error); ok {
 		return e
 	}
-	out := &jsonrpc.Error{Message: err.Error()}
+	out := &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()} // as coded
 	var wrapped *jsonrpc.Error
 	if errors.As(err, &wrapped) {
 		out.Code = wrapped.Code

@@ -3,7 +3,9 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -26,7 +28,10 @@ var cachedMethods = map[string]bool{
 func (g *Server) legacyResults(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		res, err := next(ctx, method, req)
-		if err != nil || res == nil || !cachedMethods[method] {
+		if err != nil {
+			return res, coded(err)
+		}
+		if res == nil || !cachedMethods[method] {
 			return res, err
 		}
 		if p := requestProtocol(req); p == "" || p >= "2026-07-28" {
@@ -70,3 +75,25 @@ func requestProtocol(req mcp.Request) string {
 	ss, _ := req.GetSession().(*mcp.ServerSession)
 	return agentProtocol(ss, req.GetExtra())
 }
+
+// coded returns err as the agent gets it: with its own JSON-RPC code if it
+// carries one, otherwise as an internal error (-32603). The SDK puts an
+// error without a code on the wire with code 0, which JSON-RPC does not
+// define (found trying the gateway from outside); the message is err's.
+func coded(err error) error {
+	var rpc *jsonrpc.Error
+	if errors.As(err, &rpc) {
+		return err
+	}
+	return &internalError{err: err, rpc: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}}
+}
+
+// internalError is an error without a JSON-RPC code, given one: the SDK
+// finds the code by errors.As, and errors.Is still finds what err wraps.
+type internalError struct {
+	err error
+	rpc *jsonrpc.Error
+}
+
+func (e *internalError) Error() string   { return e.err.Error() }
+func (e *internalError) Unwrap() []error { return []error{e.rpc, e.err} }

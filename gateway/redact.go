@@ -595,6 +595,7 @@ func (g *Server) redactCatalog(cat *upstreamCatalog) {
 		return
 	}
 	red := g.redactor.RedactKnown
+	cat.instructions = red(cat.instructions)
 	for _, t := range cat.tools {
 		t.Title, t.Description = red(t.Title), red(t.Description)
 		t.InputSchema, t.OutputSchema = g.redactValue(t.InputSchema), g.redactValue(t.OutputSchema)

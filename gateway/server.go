@@ -275,7 +275,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
 	// The agent's identity and policy come before the call path (issue 9).
-	g.mcp.AddReceivingMiddleware(g.agentPolicy)
+	g.mcp.AddReceivingMiddleware(g.agentPolicy, g.federateInstructions)
 	// Outermost, so a request's span covers all the gateway does for it.
 	g.mcp.AddReceivingMiddleware(g.traceRequests)
 	// Outermost of all: it changes only how a result is encoded, after

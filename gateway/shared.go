@@ -164,6 +164,9 @@ type catalogRecord struct {
 	Resources []*mcp.Resource         `json:"resources,omitempty"`
 	Templates []*mcp.ResourceTemplate `json:"templates,omitempty"`
 	Caps      *mcp.ServerCapabilities `json:"capabilities,omitempty"`
+	// Instructions came with issue 12's trials; a record without them
+	// (an older replica's) has none to show.
+	Instructions string `json:"instructions,omitempty"`
 }
 
 // initShared builds the shared state from the config. It starts nothing.
@@ -848,7 +851,7 @@ func (s *shared) cacheCatalog(up string, cat upstreamCatalog) {
 		return
 	}
 	b, err := json.Marshal(catalogRecord{Origin: s.origin, Tools: cat.tools, Prompts: cat.prompts,
-		Resources: cat.resources, Templates: cat.templates, Caps: cat.caps})
+		Resources: cat.resources, Templates: cat.templates, Caps: cat.caps, Instructions: cat.instructions})
 	if err != nil {
 		return
 	}
@@ -881,7 +884,8 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 	if json.Unmarshal(entries[0].Value, &rec) != nil {
 		return
 	}
-	cat := upstreamCatalog{prompts: rec.Prompts, resources: rec.Resources, templates: rec.Templates, caps: rec.Caps}
+	cat := upstreamCatalog{prompts: rec.Prompts, resources: rec.Resources, templates: rec.Templates, caps: rec.Caps,
+		instructions: boundInstructions(rec.Instructions)}
 	for _, t := range rec.Tools {
 		if t != nil && u.cfg.Tools.Allowed(t.Name) {
 			cat.tools = append(cat.tools, t)

@@ -124,6 +124,9 @@ type upstreamCatalog struct {
 	resources []*mcp.Resource
 	templates []*mcp.ResourceTemplate
 	caps      *mcp.ServerCapabilities
+	// instructions are the upstream's own (its initialize result's),
+	// redacted and bounded (boundInstructions).
+	instructions string
 }
 
 // inflight is one call forwarded to the upstream, so that what the upstream
@@ -277,6 +280,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	var errs []error
 	caps := cs.InitializeResult().Capabilities
 	cat.caps = caps
+	cat.instructions = boundInstructions(cs.InitializeResult().Instructions)
 	if caps != nil && caps.Tools != nil {
 		read := 0 // the filter may leave out most: what is read is bounded too
 		for t, err := range cs.Tools(ctx, nil) {

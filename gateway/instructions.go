@@ -1,0 +1,125 @@
+package gateway
+
+// An upstream's instructions (its initialize result's "instructions": how
+// to use the server and its tools, which clients add to the model's
+// context) reach the agent through the gateway: the gateway's initialize
+// (and 2026-07-28 server/discover) result carries those of every upstream
+// the agent can see, each under a heading that names it and the prefix its
+// tools and prompts carry here. Found trying the gateway from outside: an
+// agent that moved behind it lost them.
+
+import (
+	"context"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// maxInstructions bounds one upstream's instructions as the agent gets
+// them: they go into a model's context with every session, and an upstream
+// may send any length.
+const maxInstructions = 8 << 10
+
+// boundInstructions returns s cut to maxInstructions bytes, at a rune
+// boundary, with a mark saying so.
+func boundInstructions(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) <= maxInstructions {
+		return s
+	}
+	cut := maxInstructions
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "\n[… cut by credgate at 8 KiB]"
+}
+
+// federateInstructions is a receiving middleware: an initialize or
+// server/discover result the gateway's SDK made gets the instructions of
+// the upstreams the agent can see (instructionsFor).
+func (g *Server) federateInstructions(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		if err != nil {
+			return res, err
+		}
+		switch r := res.(type) {
+		case *mcp.InitializeResult:
+			if r.Instructions == "" {
+				r.Instructions = g.instructionsFor(req)
+			}
+		case *mcp.DiscoverResult:
+			if r.Instructions == "" {
+				r.Instructions = g.instructionsFor(req)
+			}
+		}
+		return res, err
+	}
+}
+
+// instructionsFor returns the instructions of the upstreams in force that
+// req's agent can see something of (a tool, prompt, resource or template;
+// every upstream without a policy), in config order, or "" if none has any.
+func (g *Server) instructionsFor(req mcp.Request) string {
+	snap := g.snap.Load()
+	var st *agentState
+	if info := requestAgent(req); info != nil {
+		if s := g.policy.Load().state(info); !s.all {
+			st = s
+		}
+	}
+	var visible map[string]bool
+	if st != nil {
+		visible = g.catalog.seenBy(st)
+	}
+	var b strings.Builder
+	for _, u := range snap.upstreams {
+		text := u.catalog().instructions
+		if text == "" || (st != nil && !visible[u.name]) {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("This server is credgate, a gateway to several MCP servers. The instructions of each follow, under its name. " +
+				"Its tools and prompts are named here with the prefix shown, before the names its instructions use.\n")
+		}
+		b.WriteString("\n## ")
+		b.WriteString(u.name)
+		b.WriteString(" (tools and prompts named ")
+		b.WriteString(u.cfg.prefix(u.name))
+		b.WriteString(snap.cfg.ToolSeparator)
+		b.WriteString("<name>)\n\n")
+		b.WriteString(text)
+		b.WriteString("\n")
+	}
+	return g.redactor.RedactKnown(b.String())
+}
+
+// seenBy returns the upstreams that serve an exposed tool, prompt,
+// resource or template the agent of st may see.
+func (c *catalog) seenBy(st *agentState) map[string]bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := map[string]bool{}
+	for name, e := range c.tools {
+		if !out[e.upstream] && st.tool(name) {
+			out[e.upstream] = true
+		}
+	}
+	for name, e := range c.prompts {
+		if !out[e.upstream] && st.tool(name) {
+			out[e.upstream] = true
+		}
+	}
+	for uri, e := range c.resources {
+		if !out[e.upstream] && st.resource(uri) {
+			out[e.upstream] = true
+		}
+	}
+	for tmpl, e := range c.templates {
+		if !out[e.upstream] && st.resource(tmpl) {
+			out[e.upstream] = true
+		}
+	}
+	return out
+}
