@@ -257,7 +257,10 @@ func (g *Server) knowledgeAs(u *upstream, cred string) authmap.Knowledge {
 
 // credentialName names where u's credential is configured, never its value:
 // the first header or env entry that looks like one.
-func (u *upstream) credentialName() string {
+func (u *upstream) credentialName() string { return u.credName }
+
+// findCredentialName computes credentialName once, from u's config.
+func (u *upstream) findCredentialName() string {
 	if u.cfg.Credential != "" {
 		return u.cfg.Credential
 	}

@@ -44,13 +44,29 @@ func isPassMark(c []mcp.Content) bool {
 }
 
 // passWire is what a result passed through may hold: anything else (an
-// error, _meta, a 2026-07-28 field, content of another type, an unknown
-// key, a value of the wrong type) has it decoded in full. A 2026-07-28
-// upstream's result is taken to this shape first (completeFor2025).
+// error, other _meta, a 2026-07-28 field but resultType, content of
+// another type, an unknown key, a value of the wrong type) has it decoded
+// in full. A 2026-07-28 upstream's result may also hold its hop-local _meta
+// and resultType "complete", which the agent does not get (withoutHopLocal).
 type passWire struct {
-	Content           []passText      `json:"content"`
+	Meta              json.RawMessage `json:"_meta"`
+	Content           passContent     `json:"content"`
 	StructuredContent json.RawMessage `json:"structuredContent"`
 	IsError           json.RawMessage `json:"isError"` // absent or false
+	ResultType        json.RawMessage `json:"resultType"`
+}
+
+// passContent is a result's content: its bytes, and its blocks (nil for
+// a content that is null).
+type passContent struct {
+	raw    []byte
+	blocks []passText
+}
+
+func (c *passContent) UnmarshalJSON(b []byte) error {
+	c.raw = b
+	_, err := json.Parse(b, &c.blocks, passFlags)
+	return err
 }
 
 // passText is a text content block with its text a string, without _meta
@@ -69,22 +85,25 @@ func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mc
 	if u.cfg.ClassifyResults || !g.secretFree(raw) || !wireClean(raw) {
 		return nil
 	}
-	if cs != nil && newProtocol(cs) {
-		if raw = completeFor2025(raw); raw == nil {
-			return nil
-		}
-	}
 	var w passWire
-	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil || (w.IsError != nil && string(w.IsError) != "false") {
+	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content.blocks == nil || (w.IsError != nil && string(w.IsError) != "false") {
 		return nil
 	}
-	for _, c := range w.Content {
+	for _, c := range w.Content.blocks {
 		if c.Type != "text" || len(c.Text) == 0 || c.Text[0] != '"' {
 			return nil // another type; a text that is null, missing or not a string
 		}
 	}
 	if len(w.StructuredContent) > 0 && string(w.StructuredContent) == "null" {
 		return nil // the SDK drops it; the bytes would keep it
+	}
+	if w.Meta != nil || w.ResultType != nil {
+		if cs == nil || !newProtocol(cs) {
+			return nil
+		}
+		if raw = withoutHopLocal(&w); raw == nil {
+			return nil
+		}
 	}
 	if bytes.ContainsAny(raw, "\r\n") {
 		// Whitespace between tokens, which an SSE data line cannot hold.
@@ -97,16 +116,6 @@ func (g *Server) passThrough(u *upstream, cs *mcp.ClientSession, raw []byte) *mc
 	return &mcp.CallToolResult{Content: passMark(), StructuredContent: &passRaw{raw: raw}}
 }
 
-// passWire2026 is a 2026-07-28 upstream's result as passThrough takes it:
-// passWire's fields, its hop-local _meta and its resultType.
-type passWire2026 struct {
-	Meta              *passMeta2026   `json:"_meta"`
-	Content           json.RawMessage `json:"content"`
-	StructuredContent json.RawMessage `json:"structuredContent"`
-	IsError           json.RawMessage `json:"isError"`
-	ResultType        json.RawMessage `json:"resultType"`
-}
-
 // passMeta2026 is the _meta a passed 2026-07-28 result may have: the
 // upstream SDK's server info, which classifyOutcome drops for every agent
 // (hopLocalStripped). Any other key, its own io.modelcontextprotocol/ ones
@@ -115,23 +124,25 @@ type passMeta2026 struct {
 	ServerInfo json.RawMessage `json:"io.modelcontextprotocol/serverInfo"`
 }
 
-// completeFor2025 returns raw, a 2026-07-28 upstream's result, as an agent
-// older than that protocol gets it (what classifyOutcome and
-// resultForAgent leave of it): without resultType, which must say
-// "complete" (an input round is decoded in full), and without _meta, which
-// may hold only the upstream SDK's server info (passMeta2026). Anything
-// else returns nil: the result is decoded.
-func completeFor2025(raw []byte) []byte {
-	var w passWire2026
-	if _, err := json.Parse(raw, &w, passFlags); err != nil || w.Content == nil {
-		return nil
-	}
+// withoutHopLocal returns the result w holds, a 2026-07-28 upstream's, as
+// an agent gets it (what classifyOutcome and resultForAgent leave of it):
+// without resultType, which must say "complete" (an input round is decoded
+// in full), and without _meta, which may hold only the upstream SDK's
+// server info (passMeta2026). Anything else returns nil: the result is
+// decoded.
+func withoutHopLocal(w *passWire) []byte {
 	if w.ResultType != nil && string(w.ResultType) != `"complete"` {
 		return nil
 	}
-	out := make([]byte, 0, len(raw))
+	if w.Meta != nil {
+		var m passMeta2026
+		if _, err := json.Parse(w.Meta, &m, passFlags); err != nil || m.ServerInfo == nil {
+			return nil // null, or other keys
+		}
+	}
+	out := make([]byte, 0, 32+len(w.Content.raw)+len(w.StructuredContent)+len(w.IsError))
 	out = append(out, `{"content":`...)
-	out = append(out, w.Content...)
+	out = append(out, w.Content.raw...)
 	if w.StructuredContent != nil {
 		out = append(out, `,"structuredContent":`...)
 		out = append(out, w.StructuredContent...)

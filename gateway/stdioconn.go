@@ -203,6 +203,15 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 	if len(line) == 0 {
 		return nil, nil // a blank line, or an oversized message dropped
 	}
+	if n, result, ok := ownAnswer(line); ok {
+		// The answer to one of credgate's own calls: handed over without
+		// decoding the message (ownAnswer).
+		if c.lastStray.Load() != nil {
+			c.lastStray.Store(nil)
+		}
+		c.handOver(n, func() *jsonrpc.Response { return ownResponse(result) })
+		return nil, nil
+	}
 	msgs, err := decodeFrame(line)
 	if err == nil {
 		if c.lastStray.Load() != nil {
@@ -566,14 +575,20 @@ func (c *stdioConn) deliver(resp *jsonrpc.Response) bool {
 	if err != nil {
 		return false
 	}
+	c.handOver(n, func() *jsonrpc.Response { return resp })
+	return true
+}
+
+// handOver hands call n its answer, made by resp, if the call still waits
+// for it (a late answer to a call given up is dropped).
+func (c *stdioConn) handOver(n int64, resp func() *jsonrpc.Response) {
 	c.mu.Lock()
 	ch := c.pending[n]
 	delete(c.pending, n)
 	c.mu.Unlock()
 	if ch != nil {
-		ch <- resp // buffered, and only one answer is delivered
+		ch <- resp() // buffered, and only one answer is delivered
 	}
-	return true
 }
 
 // call sends a request of credgate's own (method with params, which must be

@@ -42,6 +42,9 @@ type upstream struct {
 	cfg  *UpstreamConfig
 	gw   *Server
 	log  zerolog.Logger
+	// credName is credentialName's answer, fixed with cfg (the audit line
+	// of every call reads it).
+	credName string
 
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
@@ -191,6 +194,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 			u.http.host = strings.ToLower(pu.Hostname())
 		}
 	}
+	u.credName = u.findCredentialName()
 	u.initCredSessions(creds)
 	if u.http != nil && len(u.cfg.boundCredentials(creds)) > 0 {
 		u.http.creds = u
