@@ -19,6 +19,7 @@ import (
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/v2"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	yamlv3 "go.yaml.in/yaml/v3"
 
 	"github.com/credgate/credgate/authmap"
@@ -329,6 +330,14 @@ type UpstreamConfig struct {
 	// several agents call at once, and suits upstreams that keep per-session
 	// state.
 	Session string `koanf:"session"`
+	// ProtocolVersion is the MCP version the gateway asks the upstream
+	// for; the upstream may answer with an older one. If empty, the newest
+	// the gateway speaks (2026-07-28), with which the upstream's requests
+	// (sampling, elicitation) come tied to the call that caused them, so a
+	// shared session routes them whatever the agents in flight. An older
+	// one costs some servers less per call (the go-sdk's, measured by
+	// `make bench`), and the gateway translates to what each agent speaks.
+	ProtocolVersion string `koanf:"protocol_version"`
 	// Provider hints which API the upstream fronts (github, stripe, ...), for
 	// classifying its failures. If empty, the provider is detected from the
 	// failure itself.
@@ -958,6 +967,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Session != "" && u.Session != SessionShared && u.Session != SessionPerAgent {
 			bad(key+".session", "unknown session mode %s: want shared or per_agent", c.shown(key+".session", u.Session))
+		}
+		if v := u.ProtocolVersion; v != "" && !slices.Contains(mcp.SupportedProtocolVersions(), v) {
+			bad(key+".protocol_version", "unknown MCP version %s: want one of %s", c.shown(key+".protocol_version", v), strings.Join(mcp.SupportedProtocolVersions(), ", "))
 		}
 		if u.Provider != "" && !c.knownProvider(u.Provider) {
 			msg := fmt.Sprintf("unknown provider %s", c.shown(key+".provider", u.Provider))

@@ -211,6 +211,11 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 		case float64:
 			return strconv.FormatFloat(x, 'f', -1, 64), true
 		case time.Time:
+			if x.Equal(x.Truncate(24*time.Hour)) && x.Location() == time.UTC {
+				// A plain date, as YAML reads 2025-11-25 unquoted (an MCP
+				// version, say): the text written.
+				return x.Format(time.DateOnly), true
+			}
 			c.bad(key, "want a string, got a timestamp; quote it")
 			return nil, false
 		}

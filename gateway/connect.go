@@ -267,7 +267,11 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	// A fresh counter per session: a dead session's unhandled notifications
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
-	cs, err := client.Connect(ctx, t, nil)
+	var opts *mcp.ClientSessionOptions
+	if v := u.cfg.ProtocolVersion; v != "" {
+		opts = &mcp.ClientSessionOptions{ProtocolVersion: v}
+	}
+	cs, err := client.Connect(ctx, t, opts)
 	closeStderr() // the child, if started, has its own copy
 	if err != nil {
 		err = u.withStderr(err, child)

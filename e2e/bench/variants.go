@@ -22,6 +22,9 @@ type variant struct {
 	Stdio     bool   // the echo upstream is this binary on stdio, not an HTTP server
 	Stateless bool   // the gateway's top-level stateless: true
 	NoFast    bool   // the gateway's fast_path: false (a reference: every call through the SDK)
+	// Protocol is the upstream's protocol_version ("" for the default, the
+	// newest): a reference row, what an older version costs the upstream.
+	Protocol string
 	// Ref marks the reference row: not credgate but the minimal Go reverse
 	// proxy (./minproxy), measured like a variant and held to no goal.
 	Ref bool
@@ -47,6 +50,9 @@ func allVariants() []variant {
 		{Name: "stdio stateless", Stdio: true, Stateless: true},
 		// A reference row, measured in the same run: the fast path's effect.
 		{Name: "HTTP, fast_path off", NoFast: true},
+		// A reference row: the stdio upstream asked for 2025-11-25, which
+		// costs the go-sdk child less per call than 2026-07-28.
+		{Name: "stdio, protocol 2025-11-25", Stdio: true, Protocol: "2025-11-25"},
 	}
 }
 
@@ -164,6 +170,9 @@ func writeEchoConfig(dir string, v variant, url, self string) (string, error) {
 		fmt.Fprintf(&b, "    transport: stdio\n    command: %s\n    env: {%s: \"1\"}\n", strconv.Quote(self), stdioEnv)
 	} else {
 		fmt.Fprintf(&b, "    transport: streamable-http\n    url: %s\n", url)
+	}
+	if v.Protocol != "" {
+		fmt.Fprintf(&b, "    protocol_version: %q\n", v.Protocol)
 	}
 	path := filepath.Join(dir, "echo.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
