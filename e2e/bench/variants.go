@@ -52,7 +52,7 @@ func allVariants() []variant {
 		{Name: "HTTP, fast_path off", NoFast: true},
 		// A reference row: the stdio upstream asked for 2025-11-25, which
 		// costs the go-sdk child less per call than 2026-07-28.
-		{Name: "stdio, protocol 2025-11-25", Stdio: true, Protocol: "2025-11-25"},
+		{Name: "stdio 2025-11-25", Stdio: true, Protocol: "2025-11-25"},
 	}
 }
 

@@ -426,8 +426,8 @@ func TestNoReference(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{nil, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", "stdio, protocol 2025-11-25", referenceName, stdioReferenceName}},
-		{[]string{"--reference=false"}, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", "stdio, protocol 2025-11-25"}},
+		{nil, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", "stdio 2025-11-25", referenceName, stdioReferenceName}},
+		{[]string{"--reference=false"}, []string{"HTTP", "HTTP stateless", "stdio", "stdio stateless", "HTTP, fast_path off", "stdio 2025-11-25"}},
 		{[]string{"--variants", "HTTP"}, []string{"HTTP", referenceName}},
 		{[]string{"--variants", "HTTP", "--reference=false"}, []string{"HTTP"}},
 		{[]string{"--variants", "stdio,HTTP stateless"}, []string{"HTTP stateless", "stdio", stdioReferenceName}},
