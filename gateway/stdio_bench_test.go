@@ -126,3 +126,12 @@ func BenchmarkCallStdioLog(b *testing.B) {
 		b.Fatal("no log message reached the agent")
 	}
 }
+
+// BenchmarkCallStdioFast is BenchmarkCallStdio with the agent pinned to
+// 2025-11-25, as issue 12 measures: the fast path serves it end to end.
+func BenchmarkCallStdioFast(b *testing.B) {
+	ctx, g := benchStdioGateway(b)
+	cs := agentVersion(b, ctx, g, nil, "2025-11-25")
+	reportProcessCPU(b)
+	benchEcho(b, ctx, cs)
+}
