@@ -211,9 +211,10 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 		case float64:
 			return strconv.FormatFloat(x, 'f', -1, 64), true
 		case time.Time:
-			if x.Equal(x.Truncate(24*time.Hour)) && x.Location() == time.UTC {
-				// A plain date, as YAML reads 2025-11-25 unquoted (an MCP
-				// version, say): the text written.
+			if strings.HasSuffix(key, ".protocol_version") && x.Equal(x.Truncate(24*time.Hour)) && x.Location() == time.UTC {
+				// An MCP version, which YAML reads as a date unquoted
+				// (2025-11-25): the date. Other keys keep asking for quotes,
+				// since the text written cannot be told from the time.
 				return x.Format(time.DateOnly), true
 			}
 			c.bad(key, "want a string, got a timestamp; quote it")

@@ -59,24 +59,20 @@ func (g *Server) federateInstructions(next mcp.MethodHandler) mcp.MethodHandler 
 }
 
 // instructionsFor returns the instructions of the upstreams in force that
-// req's agent can see something of (a tool, prompt, resource or template;
-// every upstream without a policy), in config order, or "" if none has any.
+// req's agent can see something of (a tool, prompt, resource or template
+// the gateway exposes and the agent's policy, if any, lets it see), in
+// config order, or "" if none has any.
 func (g *Server) instructionsFor(req mcp.Request) string {
 	snap := g.snap.Load()
 	var st *agentState
 	if info := requestAgent(req); info != nil {
-		if s := g.policy.Load().state(info); !s.all {
-			st = s
-		}
+		st = g.policy.Load().state(info)
 	}
-	var visible map[string]bool
-	if st != nil {
-		visible = g.catalog.seenBy(st)
-	}
+	visible := g.catalog.seenBy(st)
 	var b strings.Builder
 	for _, u := range snap.upstreams {
 		text := u.catalog().instructions
-		if text == "" || (st != nil && !visible[u.name]) {
+		if text == "" || !visible[u.name] {
 			continue
 		}
 		if b.Len() == 0 {
@@ -96,28 +92,33 @@ func (g *Server) instructionsFor(req mcp.Request) string {
 }
 
 // seenBy returns the upstreams that serve an exposed tool, prompt,
-// resource or template the agent of st may see.
+// resource or template the agent of st may see (any, for st nil).
 func (c *catalog) seenBy(st *agentState) map[string]bool {
+	tool := func(string) bool { return true }
+	resource := tool
+	if st != nil {
+		tool, resource = st.tool, st.resource
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	out := map[string]bool{}
 	for name, e := range c.tools {
-		if !out[e.upstream] && st.tool(name) {
+		if !out[e.upstream] && tool(name) {
 			out[e.upstream] = true
 		}
 	}
 	for name, e := range c.prompts {
-		if !out[e.upstream] && st.tool(name) {
+		if !out[e.upstream] && tool(name) {
 			out[e.upstream] = true
 		}
 	}
 	for uri, e := range c.resources {
-		if !out[e.upstream] && st.resource(uri) {
+		if !out[e.upstream] && resource(uri) {
 			out[e.upstream] = true
 		}
 	}
 	for tmpl, e := range c.templates {
-		if !out[e.upstream] && st.resource(tmpl) {
+		if !out[e.upstream] && resource(tmpl) {
 			out[e.upstream] = true
 		}
 	}

@@ -885,7 +885,7 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 		return
 	}
 	cat := upstreamCatalog{prompts: rec.Prompts, resources: rec.Resources, templates: rec.Templates, caps: rec.Caps,
-		instructions: boundInstructions(rec.Instructions)}
+		instructions: boundInstructions(u.gw.redactor.RedactKnown(rec.Instructions))}
 	for _, t := range rec.Tools {
 		if t != nil && u.cfg.Tools.Allowed(t.Name) {
 			cat.tools = append(cat.tools, t)

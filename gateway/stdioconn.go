@@ -203,9 +203,12 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 	if len(line) == 0 {
 		return nil, nil // a blank line, or an oversized message dropped
 	}
-	if n, result, ok := ownAnswer(line); ok {
+	if n, result, ok := ownAnswer(line); ok && jsonDepthOK(result) {
 		// The answer to one of credgate's own calls: handed over without
-		// decoding the message (ownAnswer).
+		// decoding the message (ownAnswer). One nested deeper than the
+		// SDK's decoder takes goes to it, to be refused as before: the
+		// result's decoder (segmentio's) has no bound, and a deep enough
+		// one would exhaust the stack.
 		if c.lastStray.Load() != nil {
 			c.lastStray.Store(nil)
 		}
@@ -763,7 +766,9 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 		}
 	}
 	// The SDK's own decoding, without encoding/json's validating pass
-	// first: the bytes are one JSON value, the message's decoder saw to it.
+	// first: the bytes are one JSON value, no deeper than the SDK's bound
+	// (the message's decoder, or ownAnswer and jsonDepthOK, saw to it); one
+	// that is not valid JSON fails the call here.
 	var res mcp.CallToolResult
 	if err := res.UnmarshalJSON(result); err != nil {
 		return nil, fmt.Errorf("tools/call: decoding the result: %w", inputFree(err))

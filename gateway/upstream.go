@@ -284,7 +284,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	var errs []error
 	caps := cs.InitializeResult().Capabilities
 	cat.caps = caps
-	cat.instructions = boundInstructions(cs.InitializeResult().Instructions)
+	cat.instructions = boundInstructions(u.gw.redactor.RedactKnown(cs.InitializeResult().Instructions)) // redacted before the cut
 	if caps != nil && caps.Tools != nil {
 		read := 0 // the filter may leave out most: what is read is bounded too
 		for t, err := range cs.Tools(ctx, nil) {
