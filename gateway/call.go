@@ -279,9 +279,14 @@ func (g *Server) complete(ctx context.Context, req *mcp.CompleteRequest) (*mcp.C
 	if !ok {
 		// A reference the catalog does not know goes to the one upstream
 		// that completes, so a gateway in front of one server is transparent;
-		// with several, there are no suggestions to give.
+		// with several (or none), it is unknown, as to prompts/get and
+		// resources/read (found trying the gateway from outside: an empty
+		// success, where a server answers -32602).
 		if u = g.sole(func(c *mcp.ServerCapabilities) bool { return c.Completions != nil }); u == nil {
-			return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{}}}, nil
+			if ref.Type == "ref/resource" {
+				return nil, invalidParams(fmt.Sprintf("completion/complete: unknown resource or template %q", ref.URI))
+			}
+			return nil, invalidParams(fmt.Sprintf("completion/complete: unknown prompt %q", ref.Name))
 		}
 	}
 	var res *mcp.CompleteResult

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -80,5 +82,55 @@ func TestErrorsCarryACode(t *testing.T) {
 	got := string(sseData(b))
 	if !strings.Contains(got, `"code":-32603`) || !strings.Contains(got, "initialize") {
 		t.Errorf("a second initialize was answered %s; want an error with code -32603 and the SDK's message", got)
+	}
+}
+
+// TestUpstreamErrorsGetACode: an upstream's JSON-RPC error without a code
+// reaches the agent as -32603, with its message (it passed on as 0).
+func TestUpstreamErrorsGetACode(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	s.AddPrompt(&mcp.Prompt{Name: "broken"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return nil, errors.New("no code here") // the upstream's SDK sends it with code 0
+	})
+	_, cs := startGateway(t, ctx, "upstreams:\n  a: {url: "+serveMCP(t, s)+"}\n")
+	_, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "a__broken"})
+	var rpc *jsonrpc.Error
+	if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInternalError || !strings.Contains(rpc.Message, "no code here") {
+		t.Errorf("prompts/get of an upstream error without a code: %v; want -32603 with its message", err)
+	}
+}
+
+// TestCompletionUnknownRef: with several upstreams that complete, a
+// reference none of them has is an unknown name (-32602), as for
+// prompts/get; it was an empty success.
+func TestCompletionUnknownRef(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	serve := func() string {
+		s := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, &mcp.ServerOptions{
+			CompletionHandler: func(context.Context, *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
+				return &mcp.CompleteResult{Completion: mcp.CompletionResultDetails{Values: []string{"x"}}}, nil
+			},
+		})
+		s.AddPrompt(&mcp.Prompt{Name: "greet"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+			return &mcp.GetPromptResult{}, nil
+		})
+		return serveMCP(t, s)
+	}
+	_, cs := startGateway(t, ctx, "upstreams:\n  a: {url: "+serve()+"}\n  b: {url: "+serve()+"}\n")
+	for _, ref := range []*mcp.CompleteReference{{Type: "ref/prompt", Name: "nope"}, {Type: "ref/resource", URI: "nope://x"}} {
+		_, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: ref, Argument: mcp.CompleteParamsArgument{Name: "a", Value: "b"}})
+		var rpc *jsonrpc.Error
+		if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInvalidParams {
+			t.Errorf("completion of unknown %+v: %v; want -32602", ref, err)
+		}
+	}
+	res, err := cs.Complete(ctx, &mcp.CompleteParams{Ref: &mcp.CompleteReference{Type: "ref/prompt", Name: "a__greet"}, Argument: mcp.CompleteParamsArgument{Name: "a", Value: "b"}})
+	if err != nil || len(res.Completion.Values) != 1 {
+		t.Errorf("completion of a__greet = %+v, %v", res, err)
 	}
 }

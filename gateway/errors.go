@@ -408,12 +408,20 @@ func failureRPC(method, name string, f authmap.Failure) error {
 // passThrough returns the upstream's JSON-RPC error unwrapped (the SDK drops
 // Data from wrapped errors). When the upstream sent no data, the failure
 // object fills it, so that every failed call carries a typed error.
+//
+// An upstream error without a code (0, which JSON-RPC does not define)
+// goes on as -32603, as the gateway's own do (coded).
 func passThrough(rpc *jsonrpc.Error, f authmap.Failure) error {
-	if len(rpc.Data) > 0 {
+	if len(rpc.Data) > 0 && rpc.Code != 0 {
 		return rpc
 	}
 	out := *rpc
-	out.Data, _ = json.Marshal(f)
+	if out.Code == 0 {
+		out.Code = jsonrpc.CodeInternalError
+	}
+	if len(out.Data) == 0 {
+		out.Data, _ = json.Marshal(f)
+	}
 	return &out
 }
 

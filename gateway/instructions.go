@@ -10,6 +10,8 @@ package gateway
 
 import (
 	"context"
+	"fmt"
+	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -76,17 +78,15 @@ func (g *Server) instructionsFor(req mcp.Request) string {
 			continue
 		}
 		if b.Len() == 0 {
-			b.WriteString("This server is credgate, a gateway to several MCP servers. The instructions of each follow, under its name. " +
-				"Its tools and prompts are named here with the prefix shown, before the names its instructions use.\n")
+			b.WriteString("This server is credgate, a gateway to several MCP servers. The instructions of each follow, " +
+				"between <instructions> tags naming the server and how its tools and prompts are named here: " +
+				"read the names its instructions use with that prefix.\n")
 		}
-		b.WriteString("\n## ")
-		b.WriteString(u.name)
-		b.WriteString(" (tools and prompts named ")
-		b.WriteString(u.cfg.prefix(u.name))
-		b.WriteString(snap.cfg.ToolSeparator)
-		b.WriteString("<name>)\n\n")
-		b.WriteString(text)
-		b.WriteString("\n")
+		names := "<name>" // prefix "": the upstream's own names
+		if p := u.cfg.prefix(u.name); p != "" {
+			names = p + snap.cfg.ToolSeparator + "<name>"
+		}
+		fmt.Fprintf(&b, "\n<instructions upstream=%q names=%q>\n%s\n</instructions>\n", u.name, names, fenced(text))
 	}
 	return g.redactor.RedactKnown(b.String())
 }
@@ -123,4 +123,14 @@ func (c *catalog) seenBy(st *agentState) map[string]bool {
 		}
 	}
 	return out
+}
+
+// tagLike matches what could open or close an <instructions> tag.
+var tagLike = regexp.MustCompile(`(?i)<(/?\s*instructions)`)
+
+// fenced returns an upstream's instructions with anything that could pass
+// for the gateway's own <instructions> tags spelled harmless (&lt;): an
+// upstream cannot close its section and open one in another's name.
+func fenced(text string) string {
+	return tagLike.ReplaceAllString(text, "&lt;$1")
 }

@@ -76,6 +76,18 @@ func requestProtocol(req mcp.Request) string {
 	return agentProtocol(ss, req.GetExtra())
 }
 
+// codedErrors is a receiving middleware that gives every error it returns
+// a JSON-RPC code (coded).
+func codedErrors(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		if err != nil {
+			err = coded(err)
+		}
+		return res, err
+	}
+}
+
 // coded returns err as the agent gets it: with its own JSON-RPC code if it
 // carries one, otherwise as an internal error (-32603). The SDK puts an
 // error without a code on the wire with code 0, which JSON-RPC does not

@@ -239,6 +239,10 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
 	c.AddReceivingMiddleware(u.notes.countHandled)
+	// The gateway's answers to the upstream's requests (sampling,
+	// elicitation, roots) carry a JSON-RPC code, as its answers to agents
+	// do: a refusal of its own was sent with code 0.
+	c.AddReceivingMiddleware(codedErrors)
 	if roots != nil {
 		c.AddReceivingMiddleware(u.askAgentRoots(agent))
 		u.gw.registerRoots(agent, u.name, c)
