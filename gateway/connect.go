@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"time"
 
@@ -268,17 +269,42 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
 	var opts *mcp.ClientSessionOptions
-	if v := u.cfg.ProtocolVersion; v != "" {
-		opts = &mcp.ClientSessionOptions{ProtocolVersion: v}
+	version, probing := u.cfg.ProtocolVersion, u.cfg.ProtocolVersion == "" && !u.everUp.Load()
+	if version == "" && u.askOlder.Load() {
+		version = olderProtocol
+	}
+	if version != "" {
+		opts = &mcp.ClientSessionOptions{ProtocolVersion: version}
 	}
 	cs, err := client.Connect(ctx, t, opts)
 	closeStderr() // the child, if started, has its own copy
 	if err != nil {
+		hung := errors.Is(context.Cause(handshake), errTimeout)
+		ended := conn != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, mcp.ErrConnectionClosed))
 		err = u.withStderr(err, child)
-		if errors.Is(context.Cause(handshake), errTimeout) {
+		if hung {
 			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
 		}
+		if probing && (hung || ended) {
+			// A server that does not know 2026-07-28 may ignore its first
+			// request (server/discover) or exit on it, rather than answer
+			// "method not found", which the SDK would fall back from at
+			// once (found trying the gateway from outside): the next
+			// attempt asks the other version.
+			asked, next := protocol20260728, olderProtocol
+			if u.askOlder.Load() {
+				asked, next = next, asked
+			}
+			u.askOlder.Store(!u.askOlder.Load())
+			err = fmt.Errorf("%w (asked for MCP %s; the next attempt asks for %s; upstreams.%s.protocol_version chooses one)", err, asked, next, u.name)
+		}
 		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if probing {
+		u.everUp.Store(true)
+		if u.askOlder.Load() {
+			u.log.Info().Str("protocol_version", olderProtocol).Msg("the upstream came up when asked for the older MCP version, after the newest failed; it keeps it (set protocol_version to skip the first attempt)")
+		}
 	}
 	if conn != nil {
 		u.stdio.Store(cs, conn)
@@ -287,6 +313,10 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	u.connected(client, credGen)
 	return cs, nil
 }
+
+// olderProtocol is the version asked of an upstream whose handshake at
+// the newest failed (see upstream.askOlder).
+const olderProtocol = "2025-11-25"
 
 // stdioConn returns the connection of cs, a session of u, if it is one to a
 // stdio child still open: credgate's own calls can go on it (see

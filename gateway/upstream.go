@@ -45,6 +45,12 @@ type upstream struct {
 	// credName is credentialName's answer, fixed with cfg (the audit line
 	// of every call reads it).
 	credName string
+	// Without protocol_version, the version asked: the newest until a
+	// handshake fails in a way a server that does not know 2026-07-28's
+	// server/discover fails it, then 2025-11-25 (askOlder), alternating
+	// until one succeeds; from then on (everUp) the one that did.
+	askOlder atomic.Bool
+	everUp   atomic.Bool
 
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
