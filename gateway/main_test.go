@@ -62,6 +62,9 @@ func TestMain(m *testing.M) {
 	case stormMode:
 		stormUpstream()
 		os.Exit(0)
+	case badAnswerMode:
+		badAnswerUpstream()
+		os.Exit(0)
 	case strictIgnoreMode, strictExitMode:
 		strictUpstream(os.Getenv(rawUpstreamEnv) == strictExitMode)
 		os.Exit(0)

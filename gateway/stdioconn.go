@@ -94,6 +94,7 @@ type stdioConn struct {
 	stray     func(*strayLine)
 	redact    func(s string, cut bool) string
 	flood     *floodGuard // counts what is dropped; may be nil
+	upstream  string      // the upstream's name, for the error answer to a call whose answer was unreadable
 
 	metaOnce sync.Once
 	meta     map[string]json.RawMessage // see requestMeta
@@ -112,6 +113,7 @@ func newStdioConn(stdout io.Reader, w io.WriteCloser, lim *responseLimit) *stdio
 		stray:    lim.stray,
 		redact:   lim.redact,
 		flood:    lim.flood,
+		upstream: lim.upstream,
 	}
 	c.stdout, _ = stdout.(*os.File)
 	c.deadline, _ = w.(writeDeadliner)
@@ -257,7 +259,37 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 		}
 	}
 	c.skip(line)
+	if id := answerID(line); id != nil {
+		// An answer to a call that the message decoder refused (an error
+		// whose code is a string, say): the call gets the gateway's error
+		// answer now, as over HTTP, rather than wait out its timeout.
+		if msgs, err := decodeFrame(gatewayAnswer(id, fmt.Sprintf("upstream %q answered with a message that is not valid JSON-RPC", c.upstream), badAnswerMark)); err == nil {
+			c.flood.count(dropBadAnswer)
+			return msgs, nil
+		}
+	}
 	return nil, nil
+}
+
+// answerID returns the id of line if it is an answer the message decoder
+// refused: a JSON object with "jsonrpc":"2.0", a string or number id, a
+// result or an error, and no method. Anything else (a logger's JSON line,
+// say) returns nil.
+func answerID(line []byte) json.RawMessage {
+	var m struct {
+		JSONRPC json.RawMessage `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Method  json.RawMessage `json:"method"`
+		Result  json.RawMessage `json:"result"`
+		Error   json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(line, &m) != nil || string(m.JSONRPC) != `"2.0"` || m.Method != nil || (m.Result == nil && m.Error == nil) || len(m.ID) == 0 {
+		return nil
+	}
+	if c := m.ID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
+		return nil
+	}
+	return m.ID
 }
 
 // skip skips line, which is not JSON-RPC: a banner, a print left in, a
