@@ -134,3 +134,28 @@ func TestCompletionUnknownRef(t *testing.T) {
 		t.Errorf("completion of a__greet = %+v, %v", res, err)
 	}
 }
+
+// TestUnknownMethodIsJSONRPCError: a call of a method the gateway does not
+// serve gets JSON-RPC's -32601, as a server answers it, not the SDK's
+// plain-text HTTP 400, which clients report as a transport failure.
+func TestUnknownMethodIsJSONRPCError(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+newTestUpstream(t, "a", "echo").url()+"}\n")
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
+	resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
+		t.Fatalf("initialize: %s", b)
+	}
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	for _, method := range []string{"foo/bar", "tasks/list"} {
+		resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"`+method+`"}`)
+		got := string(sseData(b))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(got, `"code":-32601`) || !strings.Contains(got, `"id":7`) {
+			t.Errorf("%s: HTTP %d %s; want 200 with a -32601 error for id 7", method, resp.StatusCode, got)
+		}
+	}
+}

@@ -20,7 +20,8 @@ import (
 // go.mod requires except for the patched files and the one added file
 // (the fast path's seam), and it fails once upstream fixes what a patch
 // works around (internal/json.Unmarshal building a decoder per call;
-// jsonrpc2's handleAsync keeping the last request alive) or gains the seam
+// jsonrpc2's handleAsync keeping the last request alive; a plain-text 400
+// for an unknown method before 2026-07-28) or gains the seam
 // the added file provides, which is when that part should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
@@ -65,6 +66,9 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		{"internal/jsonrpc2/conn.go", "req, s.handlerQueue = s.handlerQueue[0], s.handlerQueue[1:]",
 			"s.handlerQueue[0] = nil // credgate patch",
 			"handleAsync no longer leaves the last request in the emptied queue"},
+		{"mcp/streamable.go", "if protocolVersion >= protocolVersion20260728 && errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() {",
+			"// credgate patch: a call of an unknown method gets a JSON-RPC",
+			"an unknown method is answered with a JSON-RPC error in every version"},
 	}
 	// added is the file the fast path's seam lives in (issue 12): upstream
 	// has no such file, and no AcquireSession of its own.

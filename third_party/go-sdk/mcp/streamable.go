@@ -1478,8 +1478,14 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 				methodInfos = c.server.receivingMethodInfos()
 			}
 			if _, err := checkRequest(jreq, methodInfos); err != nil {
-				if protocolVersion >= protocolVersion20260728 && errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() {
-					writeJSONRPCError(w, http.StatusNotFound, jreq.ID, &jsonrpc.Error{
+				if errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() {
+					// credgate patch: a call of an unknown method gets a JSON-RPC
+					// error in every protocol version, not a plain-text 400.
+					status := http.StatusOK
+					if protocolVersion >= protocolVersion20260728 {
+						status = http.StatusNotFound
+					}
+					writeJSONRPCError(w, status, jreq.ID, &jsonrpc.Error{
 						Code:    jsonrpc.CodeMethodNotFound,
 						Message: err.Error(),
 					})
