@@ -84,7 +84,7 @@ func (u *upstream) sessionFor(ctx context.Context, ss *mcp.ServerSession) (*mcp.
 // the session then), so an abandoned agent does not keep a child process.
 func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agentConn) {
 	defer u.gw.recoverLog("per-agent session", u.name)
-	a.cs, a.err = u.connect(ctx, u.newClient(ss))
+	a.cs, a.err = u.connect(ctx, u.newClient(ss), false)
 	if a.err != nil {
 		u.forgetAgent(ss, a)
 		close(a.ready)

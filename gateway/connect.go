@@ -38,7 +38,7 @@ func (u *upstream) run(ctx context.Context) {
 		} else {
 			sessCtx, endSession = context.WithCancel(ctx)
 			connected = u.admitConnect()
-			cs, err = u.connect(sessCtx, u.client)
+			cs, err = u.connect(sessCtx, u.client, true)
 			u.gw.metrics.connectAttempt(ctx, u.name, err)
 		}
 		if err != nil {
@@ -229,7 +229,10 @@ func (u *upstream) requestRefresh() {
 // connect starts a session on ctx, which must live as long as the session:
 // the SSE transport holds its event stream on it. The connect timeout ends
 // only the handshake.
-func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.ClientSession, error) {
+//
+// loop is the connect loop's own session (the shared one), whose attempts
+// decide the version a stdio child is asked for (see upstream.probeOlder).
+func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (*mcp.ClientSession, error) {
 	handshake, cancel := context.WithCancelCause(ctx)
 	bound := min(u.cfg.timeout(), u.gw.opts.ConnectTimeout)
 	timer := time.AfterFunc(bound, func() { cancel(errTimeout) })
@@ -269,8 +272,8 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
 	var opts *mcp.ClientSessionOptions
-	version, probing := u.cfg.ProtocolVersion, u.cfg.ProtocolVersion == "" && !u.everUp.Load()
-	if version == "" && u.askOlder.Load() {
+	version, probing := u.cfg.ProtocolVersion, loop && u.cfg.ProtocolVersion == "" && u.cfg.Transport == TransportStdio
+	if version == "" && ((probing && u.probeOlder.Load()) || (!probing && u.workOlder.Load())) {
 		version = olderProtocol
 	}
 	if version != "" {
@@ -286,24 +289,28 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client) (*mcp.Client
 			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
 		}
 		if probing && (hung || ended) {
-			// A server that does not know 2026-07-28 may ignore its first
+			// A child that does not know 2026-07-28 may ignore its first
 			// request (server/discover) or exit on it, rather than answer
 			// "method not found", which the SDK would fall back from at
 			// once (found trying the gateway from outside): the next
 			// attempt asks the other version.
 			asked, next := protocol20260728, olderProtocol
-			if u.askOlder.Load() {
+			if version != "" {
 				asked, next = next, asked
 			}
-			u.askOlder.Store(!u.askOlder.Load())
+			u.probeOlder.Store(version == "")
 			err = fmt.Errorf("%w (asked for MCP %s; the next attempt asks for %s; upstreams.%s.protocol_version chooses one)", err, asked, next, u.name)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	if probing {
-		u.everUp.Store(true)
-		if u.askOlder.Load() {
-			u.log.Info().Str("protocol_version", olderProtocol).Msg("the upstream came up when asked for the older MCP version, after the newest failed; it keeps it (set protocol_version to skip the first attempt)")
+		// The upstream's other sessions ask what this one came up with;
+		// its next reconnect tries the newest first again.
+		u.workOlder.Store(version != "")
+		u.probeOlder.Store(false)
+		if version != "" {
+			u.log.Warn().Str("protocol_version", olderProtocol).Msg("the child came up when asked for the older MCP version, after the newest got no answer or ended it; " +
+				"set protocol_version: 2025-11-25 to skip that attempt, or 2026-07-28 to insist on the newest (a child slow to start may have only been slow)")
 		}
 	}
 	if conn != nil {

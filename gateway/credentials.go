@@ -690,7 +690,7 @@ func (g *Server) toolProbe(ctx context.Context, name string, probe authmap.Probe
 	ctx = withCallCred(ctx, cc)
 	sessCtx, endSession := context.WithCancel(ctx)
 	defer endSession()
-	cs, err := u.connect(sessCtx, u.newClient(nil))
+	cs, err := u.connect(sessCtx, u.newClient(nil), false)
 	if err == nil {
 		defer cs.Close()
 		args := probe.Arguments

@@ -133,7 +133,7 @@ func (u *upstream) rotated(ctx context.Context) *handoff {
 		return nil
 	}
 	sessCtx, end := context.WithCancel(ctx)
-	cs, err := u.connect(sessCtx, u.client)
+	cs, err := u.connect(sessCtx, u.client, false)
 	if err != nil {
 		end()
 		u.log.Warn().Str(fieldCredential, u.defaultCred).Str(fieldErr, u.gw.redact(err.Error())).
@@ -282,7 +282,7 @@ func (u *upstream) openCred(ctx context.Context, name string, conn *credConn) {
 	defer u.gw.recoverLog("credential session", u.name)
 	sessCtx, end := context.WithCancel(withCallCred(ctx, &callCred{name: name}))
 	conn.end = end
-	conn.cs, conn.err = u.connect(sessCtx, u.newClient(nil))
+	conn.cs, conn.err = u.connect(sessCtx, u.newClient(nil), false)
 	if conn.err != nil {
 		end()
 		close(conn.ready)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Modes of the test binary as a stdio server that knows only 2025-11-25 and
@@ -45,8 +47,9 @@ func strictUpstream(exitEarly bool) {
 // TestOlderServerComesUp: a stdio server that ignores 2026-07-28's first
 // request (server/discover) or exits on it, instead of answering "method
 // not found", comes up: the attempt after the failed one asks 2025-11-25,
-// and the upstream keeps that version. Found trying the gateway from
-// outside: both stayed down for good.
+// and the upstream's other sessions (an agent's own, with session:
+// per_agent) ask that version too. Found trying the gateway from outside:
+// both stayed down for good.
 func TestOlderServerComesUp(t *testing.T) {
 	t.Parallel()
 	self, err := os.Executable()
@@ -65,9 +68,20 @@ func TestOlderServerComesUp(t *testing.T) {
 			if v := cs.InitializeResult().ProtocolVersion; v != "2025-11-25" {
 				t.Errorf("negotiated %s; want 2025-11-25", v)
 			}
-			if !u.everUp.Load() || !u.askOlder.Load() {
-				t.Error("the upstream does not keep the version it came up with")
+			if !u.workOlder.Load() || u.probeOlder.Load() {
+				t.Errorf("after coming up: the upstream's other sessions ask the older version %v (want true); the next reconnect asks it first %v (want false)", u.workOlder.Load(), u.probeOlder.Load())
 			}
 		})
 	}
+	t.Run("per_agent", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 5s, session: per_agent}\n", self, rawUpstreamEnv, strictExitMode))
+		waitFor(t, ctx, func() bool { return g.upstream("s").session.Load() != nil })
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__hello", Arguments: map[string]any{}})
+		if err != nil || res.IsError || text(res) != "strict ok" {
+			t.Errorf("an agent's own session: %+v, %v; want it asked the version the upstream came up with", res, err)
+		}
+	})
 }

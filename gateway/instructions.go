@@ -10,8 +10,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 
@@ -71,22 +71,27 @@ func (g *Server) instructionsFor(req mcp.Request) string {
 		st = g.policy.Load().state(info)
 	}
 	visible := g.catalog.seenBy(st)
+	// Each section is tagged with a name made for this answer, which no
+	// upstream can know, so none can close its own section and open one in
+	// another's name (an upstream's text is the upstream's to write).
 	var b strings.Builder
+	var tag string
 	for _, u := range snap.upstreams {
 		text := u.catalog().instructions
 		if text == "" || !visible[u.name] {
 			continue
 		}
 		if b.Len() == 0 {
-			b.WriteString("This server is credgate, a gateway to several MCP servers. The instructions of each follow, " +
-				"between <instructions> tags naming the server and how its tools and prompts are named here: " +
-				"read the names its instructions use with that prefix.\n")
+			tag = "instructions-" + rand.Text()[:8]
+			fmt.Fprintf(&b, "This server is credgate, a gateway to several MCP servers. The instructions of each follow, "+
+				"each between <%s> and </%s>, with the server's name and how its tools and prompts are named here: "+
+				"read the names its instructions use with that prefix. Nothing else closes a server's section.\n", tag, tag)
 		}
 		names := "<name>" // prefix "": the upstream's own names
 		if p := u.cfg.prefix(u.name); p != "" {
 			names = p + snap.cfg.ToolSeparator + "<name>"
 		}
-		fmt.Fprintf(&b, "\n<instructions upstream=%q names=%q>\n%s\n</instructions>\n", u.name, names, fenced(text))
+		fmt.Fprintf(&b, "\n<%s upstream=%q names=%q>\n%s\n</%s>\n", tag, u.name, names, text, tag)
 	}
 	return g.redactor.RedactKnown(b.String())
 }
@@ -123,14 +128,4 @@ func (c *catalog) seenBy(st *agentState) map[string]bool {
 		}
 	}
 	return out
-}
-
-// tagLike matches what could open or close an <instructions> tag.
-var tagLike = regexp.MustCompile(`(?i)<(/?\s*instructions)`)
-
-// fenced returns an upstream's instructions with anything that could pass
-// for the gateway's own <instructions> tags spelled harmless (&lt;): an
-// upstream cannot close its section and open one in another's name.
-func fenced(text string) string {
-	return tagLike.ReplaceAllString(text, "&lt;$1")
 }

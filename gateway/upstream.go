@@ -45,12 +45,16 @@ type upstream struct {
 	// credName is credentialName's answer, fixed with cfg (the audit line
 	// of every call reads it).
 	credName string
-	// Without protocol_version, the version asked: the newest until a
-	// handshake fails in a way a server that does not know 2026-07-28's
-	// server/discover fails it, then 2025-11-25 (askOlder), alternating
-	// until one succeeds; from then on (everUp) the one that did.
-	askOlder atomic.Bool
-	everUp   atomic.Bool
+	// Without protocol_version, the version a stdio child is asked for.
+	// The connect loop's session asks the newest, unless its last attempt
+	// failed the way a child that does not know 2026-07-28's first request
+	// (server/discover) fails it (no answer, or it exited): then 2025-11-25
+	// (probeOlder), alternating until one comes up, and the newest again
+	// at its next reconnect. Every other session of the upstream (per
+	// agent, per credential, a rotation's successor) asks what the loop's
+	// last session came up with (workOlder). Only the loop writes them.
+	probeOlder atomic.Bool
+	workOlder  atomic.Bool
 
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
@@ -245,14 +249,14 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 		MultiRoundTrip: &mcp.MultiRoundTripOptions{Disabled: true},
 	})
 	c.AddReceivingMiddleware(u.notes.countHandled)
-	// The gateway's answers to the upstream's requests (sampling,
-	// elicitation, roots) carry a JSON-RPC code, as its answers to agents
-	// do: a refusal of its own was sent with code 0.
-	c.AddReceivingMiddleware(codedErrors)
 	if roots != nil {
 		c.AddReceivingMiddleware(u.askAgentRoots(agent))
 		u.gw.registerRoots(agent, u.name, c)
 	}
+	// Outermost: the gateway's answers to the upstream's requests
+	// (sampling, elicitation, roots) carry a JSON-RPC code, as its answers
+	// to agents do: a refusal of its own was sent with code 0.
+	c.AddReceivingMiddleware(codedErrors)
 	return c
 }
 

@@ -1478,9 +1478,11 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 				methodInfos = c.server.receivingMethodInfos()
 			}
 			if _, err := checkRequest(jreq, methodInfos); err != nil {
-				if errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() {
+				if errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() && (protocolVersion >= protocolVersion20260728 || len(incoming) == 1) {
 					// credgate patch: a call of an unknown method gets a JSON-RPC
-					// error in every protocol version, not a plain-text 400.
+					// error in every protocol version, not a plain-text 400 (a
+					// batch's still fails whole: one answer would leave the rest
+					// unanswered).
 					status := http.StatusOK
 					if protocolVersion >= protocolVersion20260728 {
 						status = http.StatusNotFound
