@@ -38,15 +38,8 @@ func TestCompletionIsTheGateways(t *testing.T) {
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(up.Close)
 	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+up.URL+", headers: {X-Api-Key: "+secret+"}}\n")
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
-	resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
-		t.Fatalf("initialize: %s", b)
-	}
-	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	_, b = a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a__greet"},"argument":{"name":"name","value":"a"}}}`)
+	a := rawInitialized(t, ctx, g)
+	_, b := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"a__greet"},"argument":{"name":"name","value":"a"}}}`)
 	got := string(sseData(b))
 	for _, bad := range []string{"resultType", "upstream-impl", "serverInfo", secret} {
 		if strings.Contains(got, bad) {
@@ -69,16 +62,8 @@ func TestErrorsCarryACode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+newTestUpstream(t, "a", "echo").url()+"}\n")
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
-	const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
-	resp, b := a.post(ctx, initialize)
-	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
-		t.Fatalf("initialize: %s", b)
-	}
-	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
-	_, b = a.post(ctx, strings.Replace(initialize, `"id":1`, `"id":2`, 1))
+	a := rawInitialized(t, ctx, g)
+	_, b := a.post(ctx, strings.Replace(rawInitialize, `"id":1`, `"id":2`, 1))
 	got := string(sseData(b))
 	if !strings.Contains(got, `"code":-32603`) || !strings.Contains(got, "initialize") {
 		t.Errorf("a second initialize was answered %s; want an error with code -32603 and the SDK's message", got)
@@ -143,14 +128,7 @@ func TestUnknownMethodIsJSONRPCError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+newTestUpstream(t, "a", "echo").url()+"}\n")
-	hs := httptest.NewServer(g.Handler())
-	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
-	resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
-	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
-		t.Fatalf("initialize: %s", b)
-	}
-	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	a := rawInitialized(t, ctx, g)
 	for _, method := range []string{"foo/bar", "tasks/list"} {
 		resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"`+method+`"}`)
 		got := string(sseData(b))
@@ -159,3 +137,21 @@ func TestUnknownMethodIsJSONRPCError(t *testing.T) {
 		}
 	}
 }
+
+// rawInitialized serves g over HTTP and returns a raw agent whose session
+// is initialized at 2025-11-25.
+func rawInitialized(t *testing.T, ctx context.Context, g *Server) *rawAgent {
+	t.Helper()
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
+	resp, b := a.post(ctx, rawInitialize)
+	if a.session = resp.Header.Get("Mcp-Session-Id"); a.session == "" {
+		t.Fatalf("initialize: %s", b)
+	}
+	a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return a
+}
+
+// rawInitialize is a 2025-11-25 agent's initialize request, id 1.
+const rawInitialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
