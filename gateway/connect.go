@@ -235,6 +235,11 @@ func (u *upstream) requestRefresh() {
 func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (*mcp.ClientSession, error) {
 	handshake, cancel := context.WithCancelCause(ctx)
 	bound := min(u.cfg.timeout(), u.gw.opts.ConnectTimeout)
+	probing := loop && u.cfg.ProtocolVersion == "" && u.cfg.Transport == TransportStdio
+	if took := time.Duration(u.olderTook.Load()); probing && took > 0 && !u.probeOlder.Load() {
+		bound = min(bound, max(2*time.Second, 4*took))
+	}
+	start := time.Now()
 	timer := time.AfterFunc(bound, func() { cancel(errTimeout) })
 	defer func() {
 		if !timer.Stop() {
@@ -272,7 +277,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 	// must not hold up the next one's calls.
 	u.notes.read.Store(u.notes.handled.Load())
 	var opts *mcp.ClientSessionOptions
-	version, probing := u.cfg.ProtocolVersion, loop && u.cfg.ProtocolVersion == "" && u.cfg.Transport == TransportStdio
+	version := u.cfg.ProtocolVersion
 	if version == "" && ((probing && u.probeOlder.Load()) || (!probing && u.workOlder.Load())) {
 		version = olderProtocol
 	}
@@ -308,6 +313,11 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		// its next reconnect tries the newest first again.
 		u.workOlder.Store(version != "")
 		u.probeOlder.Store(false)
+		if version != "" {
+			u.olderTook.Store(int64(time.Since(start)))
+		} else {
+			u.olderTook.Store(0)
+		}
 		if version != "" {
 			u.log.Warn().Str("protocol_version", olderProtocol).Msg("the child came up when asked for the older MCP version, after the newest got no answer or ended it; " +
 				"set protocol_version: 2025-11-25 to skip that attempt, or 2026-07-28 to insist on the newest (a child slow to start may have only been slow)")

@@ -5,10 +5,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/rs/zerolog"
 )
 
 // Modes of the test binary as a stdio server that knows only 2025-11-25 and
@@ -35,8 +38,11 @@ func strictUpstream(exitEarly bool) {
 			initialized = true
 			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"strict","version":"1"}}`)
 		case "tools/list":
-			replyResult(out, req.ID, `{"tools":[{"name":"hello","inputSchema":{"type":"object"}}]}`)
+			replyResult(out, req.ID, `{"tools":[{"name":"hello","inputSchema":{"type":"object"}},{"name":"die","inputSchema":{"type":"object"}}]}`)
 		case "tools/call":
+			if strings.Contains(string(req.Params), `"die"`) {
+				os.Exit(4)
+			}
 			replyResult(out, req.ID, `{"content":[{"type":"text","text":"strict ok"}]}`)
 		default:
 			replyResult(out, req.ID, `{}`)
@@ -84,4 +90,48 @@ func TestOlderServerComesUp(t *testing.T) {
 			t.Errorf("an agent's own session: %+v, %v; want it asked the version the upstream came up with", res, err)
 		}
 	})
+}
+
+// TestOlderServerRestartsQuickly: once a child that ignores server/discover
+// came up at 2025-11-25, its restart's attempt at the newest waits a few
+// seconds (4 times what the older handshake took, at least 2 s), not the
+// whole handshake bound, before the older one brings it back.
+func TestOlderServerRestartsQuickly(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log lockedBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 6s}\n", self, rawUpstreamEnv, strictIgnoreMode),
+		zerolog.New(&log).Level(zerolog.DebugLevel)) // a restart's failed attempts are logged at debug
+	cs := agent(t, ctx, g, nil)
+	u := g.upstream("s")
+	waitFor(t, ctx, func() bool { return u.session.Load() != nil })
+	first := u.session.Load()
+	_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__die", Arguments: map[string]any{}})
+	waitFor(t, ctx, func() bool { s := u.session.Load(); return s != nil && s != first })
+	if got := log.String(); strings.Count(got, "no answer within 6s") != 1 || !strings.Contains(got, "no answer within 2s") {
+		t.Errorf("want the first attempt to wait 6s and the restart's 2s; the log:\n%s", got)
+	}
+}
+
+// lockedBuffer is a log sink safe for the gateway's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

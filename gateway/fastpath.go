@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -144,17 +145,32 @@ func sessionProtocol(r *http.Request) bool {
 // initialize that came without a session id: 400, as the spec says a server
 // that requires sessions SHOULD answer (the SDK would start a session for
 // it and refuse the request inside it). It reports whether it answered;
-// batches and bodies that do not parse are the SDK's to answer.
+// bodies that do not parse are the SDK's to answer.
 func refuseSessionless(w http.ResponseWriter, body []byte) bool {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
-	if len(trimmed) == 0 || trimmed[0] != '{' {
+	if len(trimmed) == 0 {
 		return false
 	}
-	var env rawMessage
-	if agentJSON(body, &env) != nil || env.Method == "" || env.Method == "initialize" {
+	var id json.RawMessage
+	switch trimmed[0] {
+	case '{':
+		var env rawMessage
+		if agentJSON(body, &env) != nil || env.Method == "" || env.Method == "initialize" {
+			return false
+		}
+		id = bytes.TrimSpace(env.ID)
+	case '[':
+		// A batch (before 2025-06-18) the same way, unless it initializes
+		// (found trying the gateway from outside: the SDK answered its
+		// calls with code 0 and no session check). Its answer has no id.
+		var batch []rawMessage
+		if agentJSON(body, &batch) != nil || !slices.ContainsFunc(batch, func(m rawMessage) bool { return m.Method != "" }) ||
+			slices.ContainsFunc(batch, func(m rawMessage) bool { return m.Method == "initialize" }) {
+			return false
+		}
+	default:
 		return false
 	}
-	id := bytes.TrimSpace(env.ID)
 	if len(id) == 0 {
 		id = []byte("null")
 	}
@@ -742,12 +758,12 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 // other error with its own message and the code of a *jsonrpc.Error it
 // wraps, or -32603.
 func wireError(err error) *jsonrpc.Error {
-	if e, ok := err.(*jsonrpc.Error); ok {
+	if e, ok := err.(*jsonrpc.Error); ok && e.Code != 0 {
 		return e
 	}
 	out := &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()} // as coded
 	var wrapped *jsonrpc.Error
-	if errors.As(err, &wrapped) {
+	if errors.As(err, &wrapped) && wrapped.Code != 0 {
 		out.Code = wrapped.Code
 	}
 	return out

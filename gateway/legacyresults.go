@@ -92,10 +92,18 @@ func codedErrors(next mcp.MethodHandler) mcp.MethodHandler {
 // carries one, otherwise as an internal error (-32603). The SDK puts an
 // error without a code on the wire with code 0, which JSON-RPC does not
 // define (found trying the gateway from outside); the message is err's.
+//
+// A JSON-RPC error of code 0 (an agent's answer to an upstream's request,
+// say, that the gateway passes on) gets -32603 too.
 func coded(err error) error {
 	var rpc *jsonrpc.Error
-	if errors.As(err, &rpc) {
+	if errors.As(err, &rpc) && rpc.Code != 0 {
 		return err
+	}
+	if e, ok := err.(*jsonrpc.Error); ok {
+		out := *e // its data kept
+		out.Code = jsonrpc.CodeInternalError
+		return &out
 	}
 	return &internalError{err: err, rpc: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}}
 }

@@ -16,68 +16,78 @@ import (
 // JSON fails its call when it is decoded, as a line the message decoder
 // refused would have (skipped, and the call left to its timeout).
 func ownAnswer(line []byte) (n int64, result []byte, ok bool) {
-	if len(line) < 2 || line[0] != '{' || line[len(line)-1] != '}' {
-		return 0, nil, false
-	}
 	var version, id bool
-	i := 1
-	for {
-		i = skipSpace(line, i)
-		if i >= len(line) || line[i] != '"' {
-			return 0, nil, false
-		}
-		end := bytes.IndexByte(line[i+1:], '"')
-		if end < 0 {
-			return 0, nil, false
-		}
-		key := line[i+1 : i+1+end]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			return 0, nil, false
-		}
-		i = skipSpace(line, i+2+end)
-		if i >= len(line) || line[i] != ':' {
-			return 0, nil, false
-		}
-		start := skipSpace(line, i+1)
-		stop := valueEnd(line, start)
-		if stop < 0 {
-			return 0, nil, false
-		}
-		value := line[start:stop]
+	whole := members(line, func(key, value []byte) bool {
 		switch string(key) {
 		case "jsonrpc":
 			if version || string(value) != `"2.0"` {
-				return 0, nil, false
+				return false
 			}
 			version = true
 		case "id":
 			if id {
-				return 0, nil, false
+				return false
 			}
-			if n, ok = ownID(value); !ok {
-				return 0, nil, false
+			if n, id = ownID(value); !id {
+				return false
 			}
-			id = true
 		case "result":
 			if result != nil || len(value) == 0 {
-				return 0, nil, false
+				return false
 			}
 			result = value
 		default:
-			return 0, nil, false
+			return false
+		}
+		return true
+	})
+	if !whole || !version || !id || result == nil {
+		return 0, nil, false
+	}
+	return n, result, true
+}
+
+// members calls each with the key and value of each member of the JSON
+// object line is, in order, while it returns true, and reports whether it
+// did for every member of a line that holds one object and nothing after
+// it. Keys with escapes stop it (no answer needs one). It does not
+// validate values: see valueEnd.
+func members(line []byte, each func(key, value []byte) bool) bool {
+	if len(line) < 2 || line[0] != '{' || line[len(line)-1] != '}' {
+		return false
+	}
+	i := 1
+	for {
+		i = skipSpace(line, i)
+		if i >= len(line) || line[i] != '"' {
+			return false
+		}
+		end := bytes.IndexByte(line[i+1:], '"')
+		if end < 0 {
+			return false
+		}
+		key := line[i+1 : i+1+end]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false
+		}
+		i = skipSpace(line, i+2+end)
+		if i >= len(line) || line[i] != ':' {
+			return false
+		}
+		start := skipSpace(line, i+1)
+		stop := valueEnd(line, start)
+		if stop < 0 || !each(key, line[start:stop]) {
+			return false
 		}
 		i = skipSpace(line, stop)
 		if i >= len(line) {
-			return 0, nil, false
+			return false
 		}
 		if line[i] == '}' {
-			if i != len(line)-1 || !version || !id || result == nil {
-				return 0, nil, false
-			}
-			return n, result, true
+			return i == len(line)-1
 		}
 		if line[i] != ',' {
-			return 0, nil, false
+			return false
 		}
 		i++
 	}

@@ -14,7 +14,8 @@ import (
 
 // badAnswerMode makes the test binary a stdio server whose tool "bad" is
 // answered with a message the JSON-RPC decoder refuses (an error code that
-// is a string) and whose tool "good" answers.
+// is a string), "ctl" with a result holding a raw control character, and
+// whose tool "good" answers.
 const badAnswerMode = "bad-answer"
 
 func badAnswerUpstream() {
@@ -26,10 +27,14 @@ func badAnswerUpstream() {
 		case "initialize":
 			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"bad","version":"1"}}`)
 		case "tools/list":
-			replyResult(out, req.ID, `{"tools":[{"name":"bad","inputSchema":{"type":"object"}},{"name":"good","inputSchema":{"type":"object"}}]}`)
+			replyResult(out, req.ID, `{"tools":[{"name":"bad","inputSchema":{"type":"object"}},{"name":"good","inputSchema":{"type":"object"}},{"name":"ctl","inputSchema":{"type":"object"}}]}`)
 		case "tools/call":
 			if strings.Contains(string(req.Params), `"bad"`) {
 				fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":"E1","message":"broken"}}`+"\n", req.ID)
+				return
+			}
+			if strings.Contains(string(req.Params), `"ctl"`) {
+				fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"a`+"\x01"+`b"}]}}`+"\n", req.ID)
 				return
 			}
 			replyResult(out, req.ID, `{"content":[{"type":"text","text":"good"}]}`)
@@ -52,18 +57,22 @@ func TestStdioUnreadableAnswerFailsItsCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 30s}\n", self, rawUpstreamEnv, badAnswerMode))
-	for _, token := range []any{nil, "p1"} {
-		params := &mcp.CallToolParams{Name: "s__bad", Arguments: map[string]any{}}
+	for _, tc := range []struct {
+		tool  string
+		token any
+	}{{"s__bad", nil}, {"s__bad", "p1"}, {"s__ctl", nil}, {"s__ctl", "p2"}} {
+		token := tc.token
+		params := &mcp.CallToolParams{Name: tc.tool, Arguments: map[string]any{}}
 		if token != nil {
 			params.SetProgressToken(token)
 		}
 		start := time.Now()
 		res, err := cs.CallTool(ctx, params)
 		if took := time.Since(start); took > 10*time.Second {
-			t.Errorf("progress token %v: the call took %s; want it failed at once", token, took)
+			t.Errorf("%s, progress token %v: the call took %s; want it failed at once", tc.tool, token, took)
 		}
 		if err != nil || !res.IsError || !strings.Contains(text(res), "upstream_error") || !strings.Contains(text(res), "not valid JSON-RPC") {
-			t.Errorf("progress token %v: %+v, %v; want an upstream_error naming the answer", token, res, err)
+			t.Errorf("%s, progress token %v: %+v, %v; want an upstream_error naming the answer", tc.tool, token, res, err)
 		}
 		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__good", Arguments: map[string]any{}})
 		if err != nil || res.IsError || text(res) != "good" {

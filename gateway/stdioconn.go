@@ -272,24 +272,37 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 }
 
 // answerID returns the id of line if it is an answer the message decoder
-// refused: a JSON object with "jsonrpc":"2.0", a string or number id, a
-// result or an error, and no method. Anything else (a logger's JSON line,
-// say) returns nil.
+// refused: a JSON object (its values not checked: a string may hold a raw
+// control character) with "jsonrpc":"2.0", a string or number id, a result
+// or an error, and no method. Anything else (a logger's JSON line, say)
+// returns nil.
 func answerID(line []byte) json.RawMessage {
-	var m struct {
-		JSONRPC json.RawMessage `json:"jsonrpc"`
-		ID      json.RawMessage `json:"id"`
-		Method  json.RawMessage `json:"method"`
-		Result  json.RawMessage `json:"result"`
-		Error   json.RawMessage `json:"error"`
-	}
-	if json.Unmarshal(line, &m) != nil || string(m.JSONRPC) != `"2.0"` || m.Method != nil || (m.Result == nil && m.Error == nil) || len(m.ID) == 0 {
+	var version, answer bool
+	var id []byte
+	whole := members(line, func(key, value []byte) bool {
+		switch string(key) {
+		case "jsonrpc":
+			version = string(value) == `"2.0"`
+		case "id":
+			id = value
+		case "result", "error":
+			answer = true
+		case "method":
+			return false
+		}
+		return true
+	})
+	if !whole || !version || !answer || len(id) == 0 {
 		return nil
 	}
-	if c := m.ID[0]; c != '"' && c != '-' && (c < '0' || c > '9') {
+	if c := id[0]; c == '"' {
+		if !json.Valid(id) {
+			return nil
+		}
+	} else if c != '-' && (c < '0' || c > '9') {
 		return nil
 	}
-	return m.ID
+	return json.RawMessage(bytes.Clone(id))
 }
 
 // skip skips line, which is not JSON-RPC: a banner, a print left in, a
@@ -803,7 +816,8 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 	// that is not valid JSON fails the call here.
 	var res mcp.CallToolResult
 	if err := res.UnmarshalJSON(result); err != nil {
-		return nil, fmt.Errorf("tools/call: decoding the result: %w", inputFree(err))
+		c.flood.count(dropBadAnswer)
+		return nil, fmt.Errorf("tools/call: upstream %q answered with a result that is not valid JSON-RPC (%w)", u.name, inputFree(err))
 	}
 	return &res, nil
 }

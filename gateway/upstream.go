@@ -55,6 +55,11 @@ type upstream struct {
 	// last session came up with (workOlder). Only the loop writes them.
 	probeOlder atomic.Bool
 	workOlder  atomic.Bool
+	// olderTook is how long the handshake took that came up at the older
+	// version after the newest failed (0 if none did): the next attempt at
+	// the newest waits at most 4 times that (at least 2 s), so a child that
+	// ignores server/discover costs a restart seconds, not the whole bound.
+	olderTook atomic.Int64
 
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]
