@@ -155,3 +155,48 @@ func rawInitialized(t *testing.T, ctx context.Context, g *Server) *rawAgent {
 
 // rawInitialize is a 2025-11-25 agent's initialize request, id 1.
 const rawInitialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+// TestAgentErrorWithoutCodeToUpstream: an agent's answer to an upstream's
+// sampling request that is an error of code 0 reaches the upstream as
+// -32603, with its message (it went on as 0).
+func TestAgentErrorWithoutCodeToUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	got := make(chan error, 1)
+	s := mcp.NewServer(&mcp.Implementation{Name: "up", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "ask", InputSchema: map[string]any{"type": "object"}}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 10, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "hi"}}}})
+		got <- err
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil
+	})
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+serveMCP(t, s)+", protocol_version: 2025-11-25}\n")
+	cs := agent(t, ctx, g, &mcp.ClientOptions{CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+		return nil, &jsonrpc.Error{Code: 0, Message: "declined without a code"}
+	}})
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__ask", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	err := <-got
+	var rpc *jsonrpc.Error
+	if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInternalError || !strings.Contains(err.Error(), "declined without a code") {
+		t.Errorf("the upstream's sampling request got %v; want -32603 with the agent's message", err)
+	}
+}
+
+// TestSessionlessBatchRefused: a batch of calls without a session id is
+// refused as one call is (400, -32600); the SDK answered its calls with
+// code 0 and no session check.
+func TestSessionlessBatchRefused(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, "upstreams:\n  a: {url: "+newTestUpstream(t, "a", "echo").url()+"}\n")
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
+	resp, b := a.post(ctx, `[{"jsonrpc":"2.0","id":8,"method":"tools/call","params":{"name":"a__echo","arguments":{}}}]`)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), `"code":-32600`) {
+		t.Errorf("a sessionless batch: HTTP %d %s; want 400 with -32600", resp.StatusCode, b)
+	}
+}
