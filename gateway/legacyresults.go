@@ -50,18 +50,23 @@ func (r withoutCacheHints) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(b, &m); err != nil {
-		return b, nil
-	}
-	if _, ok := m["ttlMs"]; !ok {
-		if _, ok := m["cacheScope"]; !ok {
-			return b, nil
+	// The members written again without the two, not the whole result
+	// decoded and encoded again: a list of 5,000 tools took twice as long.
+	out := make([]byte, 1, len(b))
+	out[0] = '{'
+	whole := members(b, func(key, _, member []byte) bool {
+		if k := string(key); k != "ttlMs" && k != "cacheScope" {
+			if len(out) > 1 {
+				out = append(out, ',')
+			}
+			out = append(out, member...)
 		}
+		return true
+	})
+	if !whole {
+		return b, nil // not an object the scan takes: as it is
 	}
-	delete(m, "ttlMs")
-	delete(m, "cacheScope")
-	return json.Marshal(m)
+	return append(out, '}'), nil
 }
 
 // requestProtocol is the protocol version req was made in: the one its

@@ -17,7 +17,7 @@ import (
 // refused would have (skipped, and the call left to its timeout).
 func ownAnswer(line []byte) (n int64, result []byte, ok bool) {
 	var version, id bool
-	whole := members(line, func(key, value []byte) bool {
+	whole := members(line, func(key, value, _ []byte) bool {
 		switch string(key) {
 		case "jsonrpc":
 			if version || string(value) != `"2.0"` {
@@ -47,12 +47,12 @@ func ownAnswer(line []byte) (n int64, result []byte, ok bool) {
 	return n, result, true
 }
 
-// members calls each with the key and value of each member of the JSON
-// object line is, in order, while it returns true, and reports whether it
-// did for every member of a line that holds one object and nothing after
-// it. Keys with escapes stop it (no answer needs one). It does not
-// validate values: see valueEnd.
-func members(line []byte, each func(key, value []byte) bool) bool {
+// members calls each with the key, the value and the whole member (key to
+// value) of each member of the JSON object line is, in order, while it
+// returns true, and reports whether it did for every member of a line that
+// holds one object and nothing after it. Keys with escapes stop it (no
+// answer needs one). It does not validate values: see valueEnd.
+func members(line []byte, each func(key, value, member []byte) bool) bool {
 	if len(line) < 2 || line[0] != '{' || line[len(line)-1] != '}' {
 		return false
 	}
@@ -66,7 +66,7 @@ func members(line []byte, each func(key, value []byte) bool) bool {
 		if end < 0 {
 			return false
 		}
-		key := line[i+1 : i+1+end]
+		key, first := line[i+1:i+1+end], i
 		if bytes.IndexByte(key, '\\') >= 0 {
 			return false
 		}
@@ -76,7 +76,7 @@ func members(line []byte, each func(key, value []byte) bool) bool {
 		}
 		start := skipSpace(line, i+1)
 		stop := valueEnd(line, start)
-		if stop < 0 || !each(key, line[start:stop]) {
+		if stop < 0 || !each(key, line[start:stop], line[first:stop]) {
 			return false
 		}
 		i = skipSpace(line, stop)

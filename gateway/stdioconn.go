@@ -279,7 +279,7 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 func answerID(line []byte) json.RawMessage {
 	var version, answer bool
 	var id []byte
-	whole := members(line, func(key, value []byte) bool {
+	whole := members(line, func(key, value, _ []byte) bool {
 		switch string(key) {
 		case "jsonrpc":
 			version = string(value) == `"2.0"`
