@@ -23,7 +23,9 @@ func BenchmarkToolsListOlderAgent(b *testing.B) {
 		for j := range 100 {
 			s.AddTool(&mcp.Tool{Name: fmt.Sprintf("tool_%d", j), Description: "A tool that does a thing with its arguments, described at some length.",
 				InputSchema: map[string]any{"type": "object", "properties": map[string]any{"text": map[string]any{"type": "string"}}}},
-				func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+				func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return &mcp.CallToolResult{}, nil
+				})
 		}
 		fmt.Fprintf(&cfg, "  u%d: {url: %s}\n", i, serveMCP(b, s))
 	}
