@@ -84,7 +84,7 @@ func TestOlderServerComesUp(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 5s, session: per_agent}\n", self, rawUpstreamEnv, strictExitMode))
-		waitFor(t, ctx, func() bool { return g.upstream("s").session.Load() != nil })
+		waitFor(t, ctx, func() bool { return g.upstream("s").session.Load() != nil && g.catalog.hasTool("s__hello") })
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__hello", Arguments: map[string]any{}})
 		if err != nil || res.IsError || text(res) != "strict ok" {
 			t.Errorf("an agent's own session: %+v, %v; want it asked the version the upstream came up with", res, err)
@@ -109,10 +109,18 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 		zerolog.New(&log).Level(zerolog.DebugLevel)) // a restart's failed attempts are logged at debug
 	cs := agent(t, ctx, g, nil)
 	u := g.upstream("s")
-	waitFor(t, ctx, func() bool { return u.session.Load() != nil })
+	waitFor(t, ctx, func() bool { return u.session.Load() != nil && g.catalog.hasTool("s__die") })
 	first := u.session.Load()
-	_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__die", Arguments: map[string]any{}})
-	waitFor(t, ctx, func() bool { s := u.session.Load(); return s != nil && s != first })
+	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__die", Arguments: map[string]any{}}); err != nil || !res.IsError {
+		t.Fatalf("s__die = %+v, %v; want the child gone (upstream_unavailable)", res, err)
+	}
+	for s := u.session.Load(); s == nil || s == first; s = u.session.Load() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the child never came back; the log:\n%s", log.String())
+		case <-time.After(time.Millisecond):
+		}
+	}
 	if got := log.String(); strings.Count(got, "no answer within 6s") != 1 || !strings.Contains(got, "no answer within 2s") {
 		t.Errorf("want the first attempt to wait 6s and the restart's 2s; the log:\n%s", got)
 	}
