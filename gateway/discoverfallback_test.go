@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -104,7 +103,7 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var log lockedBuffer
+	var log syncBuffer
 	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 6s}\n", self, rawUpstreamEnv, strictIgnoreMode),
 		zerolog.New(&log).Level(zerolog.DebugLevel)) // a restart's failed attempts are logged at debug
 	cs := agent(t, ctx, g, nil)
@@ -124,22 +123,4 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 	if got := log.String(); strings.Count(got, "no answer within 6s") != 1 || !strings.Contains(got, "no answer within 2s") {
 		t.Errorf("want the first attempt to wait 6s and the restart's 2s; the log:\n%s", got)
 	}
-}
-
-// lockedBuffer is a log sink safe for the gateway's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
