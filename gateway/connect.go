@@ -237,7 +237,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 	bound := min(u.cfg.timeout(), u.gw.opts.ConnectTimeout)
 	probing := loop && u.cfg.ProtocolVersion == "" && u.cfg.Transport == TransportStdio
 	if took := time.Duration(u.olderTook.Load()); probing && took > 0 && !u.probeOlder.Load() {
-		bound = min(bound, max(2*time.Second, 4*took))
+		bound = min(bound, max(5*time.Second, 4*took))
 	}
 	start := time.Now()
 	timer := time.AfterFunc(bound, func() { cancel(errTimeout) })

@@ -93,7 +93,7 @@ func TestOlderServerComesUp(t *testing.T) {
 
 // TestOlderServerRestartsQuickly: once a child that ignores server/discover
 // came up at 2025-11-25, its restart's attempt at the newest waits a few
-// seconds (4 times what the older handshake took, at least 2 s), not the
+// seconds (4 times what the older handshake took, at least 5 s), not the
 // whole handshake bound, before the older one brings it back.
 func TestOlderServerRestartsQuickly(t *testing.T) {
 	t.Parallel()
@@ -104,7 +104,7 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log syncBuffer
-	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 6s}\n", self, rawUpstreamEnv, strictIgnoreMode),
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 8s}\n", self, rawUpstreamEnv, strictIgnoreMode),
 		zerolog.New(&log).Level(zerolog.DebugLevel)) // a restart's failed attempts are logged at debug
 	cs := agent(t, ctx, g, nil)
 	u := g.upstream("s")
@@ -120,7 +120,7 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	if got := log.String(); strings.Count(got, "no answer within 6s") != 1 || !strings.Contains(got, "no answer within 2s") {
-		t.Errorf("want the first attempt to wait 6s and the restart's 2s; the log:\n%s", got)
+	if got := log.String(); strings.Count(got, "no answer within 8s") != 1 || !strings.Contains(got, "no answer within 5s") {
+		t.Errorf("want the first attempt to wait 8s and the restart's 5s; the log:\n%s", got)
 	}
 }

@@ -758,8 +758,13 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 // other error with its own message and the code of a *jsonrpc.Error it
 // wraps, or -32603.
 func wireError(err error) *jsonrpc.Error {
-	if e, ok := err.(*jsonrpc.Error); ok && e.Code != 0 {
-		return e
+	if e, ok := err.(*jsonrpc.Error); ok {
+		if e.Code != 0 {
+			return e
+		}
+		out := *e // its data kept
+		out.Code = jsonrpc.CodeInternalError
+		return &out
 	}
 	out := &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()} // as coded
 	var wrapped *jsonrpc.Error

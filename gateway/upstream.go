@@ -57,7 +57,8 @@ type upstream struct {
 	workOlder  atomic.Bool
 	// olderTook is how long the handshake took that came up at the older
 	// version after the newest failed (0 if none did): the next attempt at
-	// the newest waits at most 4 times that (at least 2 s), so a child that
+	// the newest waits at most 4 times that (at least 5 s: a 2026-07-28
+	// child whose first start was slow may be slower again), so a child that
 	// ignores server/discover costs a restart seconds, not the whole bound.
 	olderTook atomic.Int64
 
