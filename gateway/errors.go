@@ -412,16 +412,12 @@ func failureRPC(method, name string, f authmap.Failure) error {
 // An upstream error without a code (0, which JSON-RPC does not define)
 // goes on as -32603, as the gateway's own do (coded).
 func passThrough(rpc *jsonrpc.Error, f authmap.Failure) error {
-	if len(rpc.Data) > 0 && rpc.Code != 0 {
+	rpc = withCode(rpc)
+	if len(rpc.Data) > 0 {
 		return rpc
 	}
 	out := *rpc
-	if out.Code == 0 {
-		out.Code = jsonrpc.CodeInternalError
-	}
-	if len(out.Data) == 0 {
-		out.Data, _ = json.Marshal(f)
-	}
+	out.Data, _ = json.Marshal(f)
 	return &out
 }
 

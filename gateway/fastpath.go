@@ -759,12 +759,7 @@ func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 // wraps, or -32603.
 func wireError(err error) *jsonrpc.Error {
 	if e, ok := err.(*jsonrpc.Error); ok {
-		if e.Code != 0 {
-			return e
-		}
-		out := *e // its data kept
-		out.Code = jsonrpc.CodeInternalError
-		return &out
+		return withCode(e)
 	}
 	out := &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()} // as coded
 	var wrapped *jsonrpc.Error

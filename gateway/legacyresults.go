@@ -106,9 +106,7 @@ func coded(err error) error {
 		return err
 	}
 	if e, ok := err.(*jsonrpc.Error); ok {
-		out := *e // its data kept
-		out.Code = jsonrpc.CodeInternalError
-		return &out
+		return withCode(e)
 	}
 	return &internalError{err: err, rpc: &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}}
 }
@@ -122,3 +120,15 @@ type internalError struct {
 
 func (e *internalError) Error() string   { return e.err.Error() }
 func (e *internalError) Unwrap() []error { return []error{e.rpc, e.err} }
+
+// withCode returns e, or if its code is 0 a copy of it (its data kept)
+// with code -32603: the one rule coded, wireError, relayRequest and
+// passThrough apply.
+func withCode(e *jsonrpc.Error) *jsonrpc.Error {
+	if e.Code != 0 {
+		return e
+	}
+	out := *e
+	out.Code = jsonrpc.CodeInternalError
+	return &out
+}

@@ -515,12 +515,7 @@ func relayRequest[P, R any](m *rawMessage, do func(*P) (R, error)) (any, *jsonrp
 	res, err := do(p)
 	if err != nil {
 		if rpc, ok := errors.AsType[*jsonrpc.Error](err); ok {
-			if rpc.Code == 0 { // as coded: never 0
-				out := *rpc
-				out.Code = jsonrpc.CodeInternalError
-				return nil, &out
-			}
-			return nil, rpc
+			return nil, withCode(rpc) // never 0, as coded
 		}
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInternalError, Message: err.Error()}
 	}
