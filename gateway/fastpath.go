@@ -603,6 +603,7 @@ func (g *Server) toAgent(next mcp.MethodHandler) mcp.MethodHandler {
 		if err := g.redactRequest(req); err != nil {
 			return nil, err
 		}
+		olderForm(req)
 		fs := fastStreamFrom(ctx)
 		if fs == nil {
 			return next(ctx, method, req)
@@ -612,6 +613,27 @@ func (g *Server) toAgent(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		return res, nil
 	}
+}
+
+// olderForm takes the "mode" of a form elicitation out of a request to an
+// agent older than 2025-11-25, whose schema has no such member: the SDK's
+// Elicit writes "mode":"form" into every form request, where the upstream,
+// talked to directly, sends none to such an agent.
+func olderForm(req mcp.Request) {
+	r, ok := req.(*mcp.ServerRequest[mcp.Params]) // as the SDK's Elicit makes it
+	if !ok {
+		return
+	}
+	ep, ok := r.Params.(*mcp.ElicitParams)
+	if !ok || ep == nil || ep.Mode != "form" {
+		return
+	}
+	if p := agentProtocol(r.Session, r.Extra); p == "" || p >= "2025-11-25" {
+		return
+	}
+	p := *ep
+	p.Mode = ""
+	r.Params = &p
 }
 
 // agentCan reports, as an error, that the agent of ss did not declare the

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ type rawAgent struct {
 	g       *Server
 	url     string
 	session string
+	version string // the protocol it speaks; 2025-11-25 if empty
 }
 
 func newRawAgent(t *testing.T, ctx context.Context, g *Server) *rawAgent {
@@ -38,10 +40,16 @@ func newRawAgent(t *testing.T, ctx context.Context, g *Server) *rawAgent {
 // newRawAgentWith is newRawAgent for an agent declaring caps (JSON).
 func newRawAgentWith(t *testing.T, ctx context.Context, g *Server, caps string) *rawAgent {
 	t.Helper()
+	return newRawAgentAt(t, ctx, g, caps, "2025-11-25")
+}
+
+// newRawAgentAt is newRawAgentWith for an agent of protocol version.
+func newRawAgentAt(t *testing.T, ctx context.Context, g *Server, caps, version string) *rawAgent {
+	t.Helper()
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
-	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp"}
-	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":`+caps+`,"clientInfo":{"name":"raw","version":"1"}}}`)
+	a := &rawAgent{t: t, g: g, url: hs.URL + "/mcp", version: version}
+	resp, _ := a.post(ctx, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"`+version+`","capabilities":`+caps+`,"clientInfo":{"name":"raw","version":"1"}}}`)
 	a.session = resp.Header.Get("Mcp-Session-Id")
 	if a.session == "" && !g.config().Stateless {
 		t.Fatal("initialize: no session id")
@@ -66,7 +74,7 @@ func (a *rawAgent) request(ctx context.Context, body string) *http.Request {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+	req.Header.Set("Mcp-Protocol-Version", cmp.Or(a.version, "2025-11-25"))
 	if a.session != "" {
 		req.Header.Set("Mcp-Session-Id", a.session)
 	}
@@ -960,6 +968,43 @@ func TestOldAgentGetsNoResultType(t *testing.T) {
 			_, body := a.post(ctx, c.body)
 			if b := string(body); !strings.Contains(b, c.want) || strings.Contains(b, "resultType") {
 				t.Errorf("fast_path %v: %s: %q; want the result without resultType", fast, c.body, b)
+			}
+		}
+	}
+}
+
+// TestOlderAgentsGetNoElicitMode: a form elicitation reaches an agent older
+// than 2025-11-25 without "mode", which its schema lacks (the SDK wrote
+// "mode":"form" into every request, where the upstream, talked to
+// directly, sends none); a 2025-11-25 agent still gets it. Both paths.
+func TestOlderAgentsGetNoElicitMode(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	addAskTool(s, "name?")
+	url := serveMCP(t, s)
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  f: {url: %s}\n", fast, url))
+		for _, version := range []string{"2025-06-18", "2025-03-26", "2025-11-25"} {
+			a := newRawAgentAt(t, ctx, g, `{"elicitation":{}}`, version)
+			next := a.stream(ctx, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"f__ask","arguments":{}}}`)
+			ask := next()
+			if ask["method"] != "elicitation/create" {
+				t.Fatalf("fast_path %v, %s: first event %v; want the elicitation", fast, version, ask)
+			}
+			params, _ := ask["params"].(map[string]any)
+			mode, has := params["mode"]
+			if want := version >= "2025-11-25"; has != want || (has && mode != "form") {
+				t.Errorf("fast_path %v, %s: elicitation params %v; want mode form: %v", fast, version, params, want)
+			}
+			if params["message"] != "name?" {
+				t.Errorf("fast_path %v, %s: elicitation params %v; want the message", fast, version, params)
+			}
+			id, _ := json.Marshal(ask["id"])
+			a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"action":"accept","content":{"name":"Ada"}}}`, id))
+			if got := mustJSON(t, next()); !strings.Contains(got, "accept Ada") {
+				t.Errorf("fast_path %v, %s: the call's answer = %s; want accept Ada", fast, version, got)
 			}
 		}
 	}

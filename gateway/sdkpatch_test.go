@@ -21,7 +21,8 @@ import (
 // (the fast path's seam), and it fails once upstream fixes what a patch
 // works around (internal/json.Unmarshal building a decoder per call;
 // jsonrpc2's handleAsync keeping the last request alive; a plain-text 400
-// for an unknown method before 2026-07-28) or gains the seam
+// for an unknown method before 2026-07-28; an elicitation's mode written
+// even when empty) or gains the seam
 // the added file provides, which is when that part should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
@@ -69,6 +70,9 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		{"mcp/streamable.go", "if protocolVersion >= protocolVersion20260728 && errors.Is(err, jsonrpc2.ErrNotHandled) && jreq.IsCall() {",
 			"// credgate patch: a call of an unknown method gets a JSON-RPC",
 			"an unknown method is answered with a JSON-RPC error in every version"},
+		{"mcp/protocol.go", "Mode string `json:\"mode\"`",
+			"Mode string `json:\"mode,omitempty\"` // credgate patch",
+			"ElicitParams.Mode can be left out"},
 	}
 	// added is the file the fast path's seam lives in (issue 12): upstream
 	// has no such file, and no AcquireSession of its own.

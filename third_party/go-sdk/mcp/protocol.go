@@ -2126,7 +2126,7 @@ type ElicitParams struct {
 	// The mode of elicitation to use.
 	//
 	// If unset, will be inferred from the other fields.
-	Mode string `json:"mode"`
+	Mode string `json:"mode,omitempty"` // credgate patch: left out for agents older than 2025-11-25
 	// The message to present to the user.
 	Message string `json:"message"`
 	// A JSON schema object defining the requested elicitation schema.
