@@ -136,6 +136,15 @@ func TestUnknownMethodIsJSONRPCError(t *testing.T) {
 			t.Errorf("%s: HTTP %d %s; want 200 with a -32601 error for id 7", method, resp.StatusCode, got)
 		}
 	}
+	// A call without the params its method requires: a JSON-RPC error as
+	// for "params":null (it was a plain-text 400).
+	for _, method := range []string{"tools/call", "prompts/get", "resources/read"} {
+		resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":8,"method":"`+method+`"}`)
+		got := string(sseData(b))
+		if resp.StatusCode != http.StatusOK || !strings.Contains(got, `"code":-32600`) || !strings.Contains(got, `"id":8`) || !strings.Contains(got, "params") {
+			t.Errorf("%s without params: HTTP %d %s; want 200 with a -32600 error for id 8 naming params", method, resp.StatusCode, got)
+		}
+	}
 }
 
 // rawInitialized serves g over HTTP and returns a raw agent whose session

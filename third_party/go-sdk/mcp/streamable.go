@@ -1493,6 +1493,19 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 					})
 					return
 				}
+				if errors.Is(err, jsonrpc2.ErrInvalidRequest) && jreq.IsCall() && (protocolVersion >= protocolVersion20260728 || len(incoming) == 1) {
+					// credgate patch: so does a call without the params its
+					// method requires (-32600, as for "params":null).
+					status := http.StatusOK
+					if protocolVersion >= protocolVersion20260728 {
+						status = http.StatusBadRequest
+					}
+					writeJSONRPCError(w, status, jreq.ID, &jsonrpc.Error{
+						Code:    jsonrpc.CodeInvalidRequest,
+						Message: err.Error(),
+					})
+					return
+				}
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
