@@ -621,10 +621,15 @@ func (g *Server) rerouted(route, reason string) { g.metrics.rerouted(route, reas
 
 // routeSwitched is called when a route's calls move from one target to
 // another: to a backup (reason: why the previous target stopped serving),
-// or back to the primary (reason "recovered"). It is logged; it is the hook
+// back to the primary (reason "recovered"), or to none (to empty: no target
+// is usable; reason: the failure calls get). It is logged; it is the hook
 // for events.
 func (g *Server) routeSwitched(route, from, to, reason string) {
-	g.log.Info().Str(fieldRoute, route).Str("from", from).Str("to", to).Str("reason", reason).Msg("route switched")
+	if to == "" {
+		g.log.Warn().Str(fieldRoute, route).Str("from", from).Str("reason", reason).Msg("route has no usable target")
+	} else {
+		g.log.Info().Str(fieldRoute, route).Str("from", from).Str("to", to).Str("reason", reason).Msg("route switched")
+	}
 	g.publishRouteSwitch(route, from, to, reason)
 }
 
@@ -676,17 +681,91 @@ func (c *catalog) routeTools(want map[string]entry[*mcp.Tool], cats map[string]u
 		if hide {
 			if _, _, ok := routing.Active(r, h); !ok {
 				delete(want, r.Tool())
-				for _, t := range r.Targets() {
-					if u := h.state(t).until; !u.IsZero() && (wake.IsZero() || u.Before(wake)) {
-						wake = u
-					}
-				}
+				wake = earliestWake(r, h, wake)
 				continue
 			}
 		}
 		want[r.Tool()] = entry[*mcp.Tool]{upstream: defUp, orig: def, routed: true}
 	}
-	g.routing.setWake(wake)
+	if hide {
+		g.routing.setWake(wake) // without hide, checkRoutes keeps it
+	}
+}
+
+// earliestWake returns the earlier of wake and the first time a breaker's
+// wait that keeps one of r's targets out ends (zero: none).
+func earliestWake(r *routing.Route, h *routeIndex, wake time.Time) time.Time {
+	for _, t := range r.Targets() {
+		if u := h.state(t).until; !u.IsZero() && (wake.IsZero() || u.Before(wake)) {
+			wake = u
+		}
+	}
+	return wake
+}
+
+// connecting reports whether the upstream of one of r's targets is making
+// its first connection (at start, or after a reload replaced it): its
+// route is not reported without a target before it is up or down.
+func (ix *routeIndex) connecting(r *routing.Route) bool {
+	for _, t := range r.Targets() {
+		if u := ix.resolve(t).up; u != nil {
+			u.mu.Lock()
+			st := u.status
+			u.mu.Unlock()
+			if st == StatusConnecting {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkRoutes reports the routes that lost their last usable target, and
+// those that got one back, as /health sees them, without waiting for a
+// call: a route with none is switched to no target (event no_target, alert
+// route_no_target) with the failure its calls get, and one that has a
+// usable target again is switched to it ("recovered" when it is the
+// primary). Calls report the other switches as they are served
+// (noteServed). It returns when a breaker's wait that keeps a route without
+// a target ends, for watchRoutes to look again.
+func (g *Server) checkRoutes() time.Time {
+	s := g.snap.Load()
+	if s.routes == nil {
+		return time.Time{}
+	}
+	h := g.routeHealth(s)
+	var wake time.Time
+	for _, r := range s.routes.All() {
+		key := r.Tool()
+		active, reason, ok := routing.Active(r, h)
+		prev, loaded := g.routing.active.Load(key)
+		switch {
+		case !ok:
+			wake = earliestWake(r, h, wake)
+			if (loaded && prev.(string) == "") || h.connecting(r) {
+				continue // reported; or an upstream's first connect is under way
+			}
+			from := r.Primary()
+			if loaded {
+				if !g.routing.active.CompareAndSwap(key, prev, "") {
+					continue // a call reported a switch meanwhile
+				}
+				from = prev.(string)
+			} else if _, raced := g.routing.active.LoadOrStore(key, ""); raced {
+				continue
+			}
+			g.routeSwitched(key, from, "", reason)
+		case loaded && prev.(string) == "":
+			if !g.routing.active.CompareAndSwap(key, "", active) {
+				continue
+			}
+			if active == r.Primary() {
+				reason = "recovered"
+			}
+			g.routeSwitched(key, "", active, reason)
+		}
+	}
+	return wake
 }
 
 // setWake records when watchRoutes should look again by itself, and tells it
@@ -737,8 +816,12 @@ func (g *Server) watchRoutes(ctx context.Context) {
 		case <-t.C:
 		}
 		t.Stop()
-		if s := g.snap.Load(); s.routes != nil && s.cfg.Routing.HideUnavailable {
+		s := g.snap.Load()
+		if s.routes != nil && s.cfg.Routing.HideUnavailable {
 			g.catalog.rebuild()
+		}
+		if wake := g.checkRoutes(); s.routes == nil || !s.cfg.Routing.HideUnavailable {
+			g.routing.setWake(wake)
 		}
 	}
 }

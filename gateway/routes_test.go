@@ -681,3 +681,71 @@ routes:
 		})
 	}
 }
+
+// TestRouteNoTargetReported: a route that loses its last usable target is
+// reported as soon as /health shows it, without waiting for a call that a
+// target serves (found trying the gateway from outside: the no_target event
+// and the route_no_target alert never came, as only a served call reported
+// a switch); its recovery, when the breaker's wait ends, is reported the
+// same way, and resolves the alert.
+func TestRouteNoTargetReported(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newFaultUpstream(t)
+	hook := newReceiver(t)
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`credentials:
+  tok: {source: {value: live-token-0123456789}}
+upstreams:
+  api: {url: %s, credential: tok}
+routes:
+  - {tool: search, targets: [api__echo]}
+notify:
+  - {name: hook, format: generic, url: %q, on: [route_no_target]}
+`, up.url(), hook.srv.URL), nil, nil)
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
+	callOK(t, ctx, cs, "search")
+	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
+	if f := failureOf(t, callTool(t, ctx, cs, "search")); f.Subtype != authmap.SubtypeRateLimitReached {
+		t.Fatalf("failure %+v, want rate_limit_reached", f)
+	}
+	up.fault.Store(nil)
+	routeEvent := func(kind, target string) Event {
+		var found Event
+		waitFor(t, ctx, func() bool {
+			for _, e := range g.events.all() {
+				if e.Type == EventRoute && e.Route == "search" && e.Kind == kind && e.Target == target {
+					found = e
+					return true
+				}
+			}
+			return false
+		})
+		return found
+	}
+	if e := routeEvent(KindRouteNoTarget, ""); e.Reason != "rate_limit_reached" || e.From != "api__echo" {
+		t.Errorf("no_target event %+v; want from api__echo for rate_limit_reached", e)
+	}
+	got := hook.wait(t, ctx, 1)
+	if b := string(got[0].body); !strings.Contains(b, "route_no_target") || !strings.Contains(b, "trigger") {
+		t.Errorf("first alert %s; want the route_no_target trigger", b)
+	}
+	// No call: the breaker's wait ending brings the target back.
+	if e := routeEvent(KindRouteSwitched, "api__echo"); e.Reason != "recovered" || e.From != "" {
+		t.Errorf("recovery event %+v; want to api__echo, recovered", e)
+	}
+	got = hook.wait(t, ctx, 2)
+	if b := string(got[1].body); !strings.Contains(b, "route_no_target") || !strings.Contains(b, "resolve") {
+		t.Errorf("second alert %s; want the route_no_target resolve", b)
+	}
+	callOK(t, ctx, cs, "search")
+	n := 0
+	for _, e := range g.events.all() {
+		if e.Type == EventRoute {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d route events; want 2 (no target, recovered): %+v", n, g.events.all())
+	}
+}
