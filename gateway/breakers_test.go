@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,11 @@ type faultUpstream struct {
 	reached atomic.Int64
 	fault   atomic.Pointer[httpFailure]
 	blocked chan struct{} // a value per call of "block" that started
+	// everyFault answers every request with the fault, not only
+	// tools/call; faulted records when each such answer went.
+	everyFault atomic.Bool
+	mu         sync.Mutex
+	faulted    []time.Time
 }
 
 func newFaultUpstream(t *testing.T) *faultUpstream {
@@ -49,7 +55,12 @@ func newFaultUpstream(t *testing.T) *faultUpstream {
 			_ = json.Unmarshal(body, &msg)
 			if msg.Method == "tools/call" {
 				f.reached.Add(1)
+			}
+			if msg.Method == "tools/call" || f.everyFault.Load() {
 				if fl := f.fault.Load(); fl != nil {
+					f.mu.Lock()
+					f.faulted = append(f.faulted, time.Now())
+					f.mu.Unlock()
 					for k, v := range fl.header {
 						w.Header().Set(k, v)
 					}
@@ -429,5 +440,47 @@ func TestRefusedCallKeepsOpeningFailure(t *testing.T) {
 	// /health, events and alerts say what the provider said, too.
 	if le := g.Health().Credentials["tok"].LastError; le == nil || !strings.Contains(le.Detail, "invalid_token") || !strings.Contains(le.Detail, "The access token has been revoked") {
 		t.Errorf("the credential's last_error = %+v, want the provider's code and words", le)
+	}
+}
+
+// TestProbeMeetsRateLimit: a health probe answered 429 finds the upstream
+// alive and its credential limited: the upstream stays up, the credential's
+// breaker opens until the Retry-After, and neither probes nor reconnects
+// send the limited credential before then (found trying the gateway from
+// outside: the probe took the upstream down, and reconnects sent the
+// limited token 15 times within a 20 s Retry-After). Once the limit
+// resets, calls are served again.
+func TestProbeMeetsRateLimit(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newFaultUpstream(t)
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.everyFault.Store(true)
+	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "2"}, body: `{"message":"API rate limit exceeded"}`})
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusRateLimited {
+		t.Errorf("credential status %s after the probe's 429; want rate_limited", st)
+	}
+	// Calls are refused, typed, without reaching the upstream.
+	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeRateLimitReached || f.RetryAfterSeconds == nil {
+		t.Errorf("a call during the limit: %+v; want rate_limit_reached with retry_after_seconds", f)
+	}
+	up.fault.Store(nil)
+	waitFor(t, ctx, func() bool {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "hi"}})
+		return err == nil && !res.IsError
+	})
+	up.mu.Lock()
+	faulted := slices.Clone(up.faulted)
+	up.mu.Unlock()
+	if len(faulted) != 1 {
+		t.Errorf("%d requests met the limit (at %v); want 1: nothing more is sent with the limited credential before its reset", len(faulted), faulted)
+	}
+	for _, e := range g.events.all() {
+		if e.Type == EventUpstream && e.Kind == KindUpstreamDown {
+			t.Errorf("the upstream went down (%+v); a 429 shows it alive", e)
+		}
 	}
 }

@@ -53,7 +53,15 @@ func (u *upstream) run(ctx context.Context) {
 			u.useCachedCatalog(ctx) // issue 11: a replica's last listing, while it has none
 			u.ownTrafficRejected(ctx, err, f)
 			u.markTried()
-			if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
+			wait := u.gw.backoff(attempt)
+			if limited(f) && f.RetryAfterSeconds != nil {
+				// Not before the limit resets: an attempt sooner would
+				// send the limited credential again.
+				// Bounded: a reset hours away (a quota) is not waited
+				// out whole; a changed credential wakes the loop anyway.
+				wait = max(wait, min(time.Duration(*f.RetryAfterSeconds)*time.Second, maxLimitWait))
+			}
+			if !u.backoffSleep(ctx, wait) {
 				return
 			}
 			continue
@@ -118,6 +126,10 @@ func (u *upstream) run(ctx context.Context) {
 		}
 	}
 }
+
+// maxLimitWait bounds how long the connect loop waits for a rate limit's or
+// quota's reset before it tries again.
+const maxLimitWait = 15 * time.Minute
 
 // serve waits for the session to end or be lost, refreshing the catalog on
 // request. When the credential in a stdio child's environment rotates, it

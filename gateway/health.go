@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
+
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -35,9 +38,16 @@ import (
 //
 // What counts as an answer: any response, even a JSON-RPC error ("method
 // not found" from a server that does not implement ping is still a live
-// server). A timeout, a dead or missing session, a network error or an HTTP
-// failure (401 included: a rejected credential then shows in health as the
-// auth_failure it is) fail the probe.
+// server), and a rate limit or an exhausted quota of the upstream's
+// credential (429: the provider answered), which opens the credential's
+// breaker on the upstream until the limit's reset, as a call's would. The
+// probe is skipped while that breaker is open for a limit: it would only
+// send the limited credential again (found trying the gateway from
+// outside: a 429 on a probe took the upstream down, and the reconnects sent
+// the limited token 15 times within its Retry-After). A timeout, a dead or
+// missing session, a network error or another HTTP failure (401 included:
+// a rejected credential then shows in health as the auth_failure it is)
+// fail the probe.
 //
 // The probe is MCP ping, except on 2026-07-28 sessions, where ping no longer
 // exists (go-sdk v1.8.0 servers answer it with "method not found" and log an
@@ -58,9 +68,23 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		defer u.gw.recoverLog("health probe", u.name)
 		busy := func() bool {
 			last := time.Unix(0, u.lastAnswer.Load())
-			return u.busy.Load() > 0 || time.Since(last) < interval()
+			return u.busy.Load() > 0 || time.Since(last) < interval() || u.ownCredLimited()
 		}
-		probe := func(ctx context.Context) error { return u.probe(ctx, cs, min(u.cfg.timeout(), interval())) }
+		probe := func(ctx context.Context) error {
+			err := u.probe(ctx, cs, min(u.cfg.timeout(), interval()))
+			if err == nil || ctx.Err() != nil {
+				return err
+			}
+			if f, _ := u.gw.classify(u, err); limited(f) {
+				// The provider answered: the upstream is alive, its
+				// credential limited. Its breaker holds the probes (and
+				// the calls) back until the limit's reset.
+				u.ownTrafficLimited(f)
+				u.ownTrafficRejected(ctx, err, f)
+				return nil
+			}
+			return err
+		}
 		probeLoop(ctx, interval, busy, probe, func(err error) {
 			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
@@ -148,4 +172,38 @@ func answered(err error) bool {
 		return false
 	}
 	return true
+}
+
+// limited reports whether f is a rate limit or an exhausted quota: the
+// provider answered, and will again once the limit resets.
+func limited(f authmap.Failure) bool {
+	return f.IsAuth() && (f.Subtype == authmap.SubtypeRateLimitReached || f.Subtype == authmap.SubtypeQuotaExhausted)
+}
+
+// ownCredLimited reports whether the breaker of the upstream's own
+// credential on it is open for a rate limit or an exhausted quota.
+func (u *upstream) ownCredLimited() bool {
+	c := u.gw.credential(u.defaultCred)
+	if c == nil {
+		return false
+	}
+	var oe *breaker.OpenError
+	err := u.gw.breakers.Check(breaker.Name(u.name, u.defaultCred), c.Generation())
+	return errors.As(err, &oe) && (oe.Reason == string(authmap.SubtypeRateLimitReached) || oe.Reason == string(authmap.SubtypeQuotaExhausted))
+}
+
+// ownTrafficLimited opens the breaker of the upstream's own credential on
+// it for f, a limit its own request met, as a call meeting it would.
+func (u *upstream) ownTrafficLimited(f authmap.Failure) {
+	c := u.gw.credential(u.defaultCred)
+	if c == nil || f.Credential != u.defaultCred {
+		return
+	}
+	done, err := u.gw.breakers.Allow(breaker.Name(u.name, u.defaultCred), c.Generation())
+	if err != nil {
+		return // already open
+	}
+	_, out := breakerOutcomes(nil, &f)
+	u.gw.credCauses.Store(u.defaultCred, credCause{f: f, gen: c.Generation()})
+	done(out)
 }
