@@ -175,7 +175,13 @@ func (c *catalog) rebuild() {
 
 	for up, ps := range problems {
 		if !reflect.DeepEqual(c.problems[up], ps) {
-			for _, p := range ps {
+			// Bounded: a hostile upstream listing one name 10,000 times
+			// wrote 10,000 lines at every listing.
+			for i, p := range ps {
+				if i == maxProblemLines {
+					g.log.Warn().Str(fieldUpstream, up).Int("more", len(ps)-i).Msg("cannot expose as offered: more problems, not logged (see /health)")
+					break
+				}
 				g.log.Warn().Str(fieldUpstream, up).Str("kind", p.Kind).Str("name", p.Name).Str("reason", p.Reason).Msg("cannot expose as offered")
 			}
 		}
@@ -183,6 +189,10 @@ func (c *catalog) rebuild() {
 	c.problems = problems
 	g.healthChanged()
 }
+
+// maxProblemLines bounds the lines logged for one upstream's catalog
+// problems at a listing.
+const maxProblemLines = 20
 
 // exposeByName resolves exposed names with routing and looks up each target's
 // definition.

@@ -13,9 +13,18 @@ import (
 // (endlessListUpstream) whose tools/list pages never end.
 const endlessListMode = "endless-list"
 
-// endlessListUpstream answers tools/list with pages of 1,000 new tools, each
-// pointing to a next page, without end; tools/call of any tool with "ok".
-func endlessListUpstream() {
+// emptyPagesMode and loopCursorMode make it an upstream whose tools/list
+// pages are empty, each pointing to a new next page, or hold one tool
+// each and always point to the same next page.
+const (
+	emptyPagesMode = "empty-pages"
+	loopCursorMode = "loop-cursor"
+)
+
+// endlessListUpstream answers tools/list with pages of perPage new tools,
+// each pointing to a next page (a new one each time, or always "loop"),
+// without end; tools/call of any tool with "ok".
+func endlessListUpstream(perPage int, loop bool) {
 	page := 0
 	serveRaw(func(out *bufio.Writer, req childRequest, err error) {
 		switch {
@@ -25,14 +34,18 @@ func endlessListUpstream() {
 		case req.Method == "tools/list":
 			var b strings.Builder
 			b.WriteString(`{"tools":[`)
-			for i := range 1000 {
+			for i := range perPage {
 				if i > 0 {
 					b.WriteByte(',')
 				}
 				fmt.Fprintf(&b, `{"name":"t%d_%d","inputSchema":{"type":"object"}}`, page, i)
 			}
 			page++
-			fmt.Fprintf(&b, `],"nextCursor":"p%d"}`, page)
+			if loop {
+				b.WriteString(`],"nextCursor":"loop"}`)
+			} else {
+				fmt.Fprintf(&b, `],"nextCursor":"p%d"}`, page)
+			}
 			replyResult(out, req.ID, b.String())
 		case req.Method == "tools/call":
 			replyResult(out, req.ID, `{"content":[{"type":"text","text":"ok"}]}`)
@@ -71,5 +84,28 @@ func TestListCapped(t *testing.T) {
 		if r.StatusCode != 200 || strings.Contains(string(body), `"isError":true`) {
 			t.Errorf("%s: %d %s", tool, r.StatusCode, body)
 		}
+	}
+}
+
+// TestListPagesBounded: an upstream whose tools/list pages are empty but
+// never end, or that sends a cursor again, has its list ended there, says
+// why in /health, and the gateway is ready (found trying the gateway from
+// outside: empty pages never reached the item bound, the listing spun at
+// 70% CPU, and /readyz stayed 503 for the whole gateway).
+func TestListPagesBounded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  empty: %s\n  loop: %s\n  good: %s\n",
+		selfUpstream(t, emptyPagesMode), selfUpstream(t, loopCursorMode), selfUpstream(t, echoUpstreamMode)))
+	hs := g.Health().Upstreams
+	if h := hs["empty"]; h.Status != StatusUp || h.Tools != 0 || !strings.Contains(h.LastError, fmt.Sprintf("more than %d pages", maxListPages)) {
+		t.Errorf("empty pages: %+v; want up, no tools, the page bound reported", h)
+	}
+	if h := hs["loop"]; h.Status != StatusUp || h.Tools != 2 || !strings.Contains(h.LastError, "cursor it had sent before") {
+		t.Errorf("looping cursor: %+v; want up, the two pages' tools, the repeated cursor reported", h)
+	}
+	if h := hs["good"]; h.Status != StatusUp || h.Tools == 0 {
+		t.Errorf("good upstream: %+v", h)
 	}
 }

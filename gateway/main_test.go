@@ -54,7 +54,13 @@ func TestMain(m *testing.M) {
 		floodUpstream()
 		os.Exit(0)
 	case endlessListMode:
-		endlessListUpstream()
+		endlessListUpstream(1000, false)
+		os.Exit(0)
+	case emptyPagesMode:
+		endlessListUpstream(0, false)
+		os.Exit(0)
+	case loopCursorMode:
+		endlessListUpstream(1, true)
 		os.Exit(0)
 	case levelFloodMode:
 		levelFloodUpstream()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"golang.org/x/time/rate"
+	"hash/maphash"
+	"iter"
 	"net/url"
 	"strings"
 	"sync"
@@ -296,6 +298,51 @@ func errListTooLong(method string) error {
 	return fmt.Errorf("%s: more than %d items (or pages without end); the first %d are exposed, the rest left out", method, maxListed, maxListed)
 }
 
+// maxListPages bounds the pages of each of an upstream's lists (real
+// servers page by tens to thousands of items).
+const maxListPages = 1000
+
+// pagesOf is every item of a paginated list, page by page (page fetches the
+// one at cursor), as the SDK's iterators walk it, but bounded in pages as
+// well as in items: an upstream answering empty pages that point to one
+// more (found trying the gateway from outside: its listing never ended,
+// kept the gateway unready and burnt CPU on both sides) or a cursor it gave
+// before ends its list there, with an error.
+func pagesOf[T any](ctx context.Context, page func(ctx context.Context, cursor string) ([]T, string, error)) iter.Seq2[T, error] {
+	return func(yield func(T, error) bool) {
+		var zero T
+		seen := map[uint64]bool{} // hashes: a cursor may be long
+		seed := maphash.MakeSeed()
+		cursor := ""
+		for n := 0; ; n++ {
+			if n == maxListPages {
+				yield(zero, fmt.Errorf("more than %d pages; the list ends there", maxListPages))
+				return
+			}
+			items, next, err := page(ctx, cursor)
+			if err != nil {
+				yield(zero, err)
+				return
+			}
+			for _, it := range items {
+				if !yield(it, nil) {
+					return
+				}
+			}
+			if next == "" {
+				return
+			}
+			if h := maphash.String(seed, next); seen[h] {
+				yield(zero, errors.New("the upstream sent a cursor it had sent before; the list ends there"))
+				return
+			} else {
+				seen[h] = true
+			}
+			cursor = next
+		}
+	}
+}
+
 // list fetches the upstream's whole catalog and hands it to the gateway.
 func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.timeout())
@@ -307,7 +354,13 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	cat.instructions = boundInstructions(u.gw.redactor.RedactKnown(cs.InitializeResult().Instructions)) // redacted before the cut
 	if caps != nil && caps.Tools != nil {
 		read := 0 // the filter may leave out most: what is read is bounded too
-		for t, err := range cs.Tools(ctx, nil) {
+		for t, err := range pagesOf(ctx, func(ctx context.Context, cursor string) ([]*mcp.Tool, string, error) {
+			res, err := cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
+			if err != nil {
+				return nil, "", err
+			}
+			return res.Tools, res.NextCursor, nil
+		}) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("tools/list: %w", err))
 				break
@@ -326,7 +379,13 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		}
 	}
 	if caps != nil && caps.Prompts != nil {
-		for p, err := range cs.Prompts(ctx, nil) {
+		for p, err := range pagesOf(ctx, func(ctx context.Context, cursor string) ([]*mcp.Prompt, string, error) {
+			res, err := cs.ListPrompts(ctx, &mcp.ListPromptsParams{Cursor: cursor})
+			if err != nil {
+				return nil, "", err
+			}
+			return res.Prompts, res.NextCursor, nil
+		}) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("prompts/list: %w", err))
 				break
@@ -339,7 +398,13 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		}
 	}
 	if caps != nil && caps.Resources != nil {
-		for r, err := range cs.Resources(ctx, nil) {
+		for r, err := range pagesOf(ctx, func(ctx context.Context, cursor string) ([]*mcp.Resource, string, error) {
+			res, err := cs.ListResources(ctx, &mcp.ListResourcesParams{Cursor: cursor})
+			if err != nil {
+				return nil, "", err
+			}
+			return res.Resources, res.NextCursor, nil
+		}) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("resources/list: %w", err))
 				break
@@ -350,7 +415,13 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 			}
 			cat.resources = append(cat.resources, r)
 		}
-		for r, err := range cs.ResourceTemplates(ctx, nil) {
+		for r, err := range pagesOf(ctx, func(ctx context.Context, cursor string) ([]*mcp.ResourceTemplate, string, error) {
+			res, err := cs.ListResourceTemplates(ctx, &mcp.ListResourceTemplatesParams{Cursor: cursor})
+			if err != nil {
+				return nil, "", err
+			}
+			return res.ResourceTemplates, res.NextCursor, nil
+		}) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("resources/templates/list: %w", err))
 				break
