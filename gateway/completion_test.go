@@ -136,6 +136,16 @@ func TestUnknownMethodIsJSONRPCError(t *testing.T) {
 			t.Errorf("%s: HTTP %d %s; want 200 with a -32601 error for id 7", method, resp.StatusCode, got)
 		}
 	}
+	// A notification of an unknown method: accepted and ignored (202), as
+	// JSON-RPC has it (it was a plain-text 400).
+	for _, method := range []string{"notifications/tasks/status", "notifications/custom.vendor/thing"} {
+		if resp, b := a.post(ctx, `{"jsonrpc":"2.0","method":"`+method+`","params":{}}`); resp.StatusCode != http.StatusAccepted {
+			t.Errorf("notification %s: HTTP %d %s; want 202", method, resp.StatusCode, b)
+		}
+	}
+	if resp, b := a.post(ctx, `{"jsonrpc":"2.0","id":9,"method":"ping"}`); resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"id":9`) {
+		t.Errorf("ping after the notifications: HTTP %d %s", resp.StatusCode, b)
+	}
 	// A call without the params its method requires: a JSON-RPC error as
 	// for "params":null (it was a plain-text 400).
 	for _, method := range []string{"tools/call", "prompts/get", "resources/read"} {

@@ -535,6 +535,15 @@ func (g *Server) redactResource(res *mcp.ReadResourceResult) {
 	}
 }
 
+// undeliveredNotice reports whether an SDK log line is a notification that
+// found no stream to go on: an agent that did not open its standalone GET
+// stream gets no list changes, as it chose. The SDK warns for each, so a
+// reload that changed the catalog wrote three lines per such agent session
+// (found trying the gateway from outside); they are debug lines.
+func undeliveredNotice(msg string) bool {
+	return strings.HasPrefix(msg, "calling notifications/") && strings.Contains(msg, "undelivered message")
+}
+
 // redactingHandler is a slog handler that redacts every record: the SDK's
 // log lines can quote an upstream's answer or a request's headers.
 type redactingHandler struct {
@@ -543,7 +552,11 @@ type redactingHandler struct {
 }
 
 func (h redactingHandler) Handle(ctx context.Context, rec slog.Record) error {
-	out := slog.NewRecord(rec.Time, rec.Level, h.r.Redact(rec.Message), rec.PC)
+	level := rec.Level
+	if undeliveredNotice(rec.Message) {
+		level = slog.LevelDebug
+	}
+	out := slog.NewRecord(rec.Time, level, h.r.Redact(rec.Message), rec.PC)
 	rec.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(h.attr(a))
 		return true

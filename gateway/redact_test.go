@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/credgate/credgate/authmap"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
@@ -231,5 +233,21 @@ func TestListingsRedacted(t *testing.T) {
 	b, _ := json.Marshal([]any{tools, prompts})
 	if strings.Contains(string(b), secret) || !strings.Contains(string(b), `"a__q"`) || !strings.Contains(string(b), "queries with token [REDACTED]") {
 		t.Errorf("listings = %s, want the secret redacted and the names kept", b)
+	}
+}
+
+// TestUndeliveredNoticesAreDebug: the SDK's warning for a notification that
+// found no agent stream (an agent without a GET stream, at every catalog
+// change) is a debug line; its other warnings stay warnings.
+func TestUndeliveredNoticesAreDebug(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	log := zerolog.New(&buf).Level(zerolog.WarnLevel)
+	sdk := slog.New(redactingHandler{Handler: zerolog.NewSlogHandler(log), r: authmap.NewRedactor(nil)})
+	sdk.Warn("calling notifications/tools/list_changed: rejected by transport: undelivered message: stream not connected or already closed")
+	sdk.Warn("calling tools/list: connection reset")
+	got := buf.String()
+	if strings.Contains(got, "list_changed") || !strings.Contains(got, "connection reset") {
+		t.Errorf("logged %q; want only the other warning", got)
 	}
 }

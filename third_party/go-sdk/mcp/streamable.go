@@ -1493,6 +1493,14 @@ func (c *streamableServerConn) servePOST(w http.ResponseWriter, req *http.Reques
 					})
 					return
 				}
+				if errors.Is(err, jsonrpc2.ErrNotHandled) && !jreq.IsCall() && len(incoming) == 1 {
+					// credgate patch: and a notification of a method the server
+					// does not know is accepted and ignored, as JSON-RPC has it
+					// (a notification is never answered; the TypeScript client
+					// throws on the 400).
+					w.WriteHeader(http.StatusAccepted)
+					return
+				}
 				if errors.Is(err, jsonrpc2.ErrInvalidRequest) && jreq.IsCall() && (protocolVersion >= protocolVersion20260728 || len(incoming) == 1) {
 					// credgate patch: so does a call without the params its
 					// method requires (-32600, as for "params":null).
