@@ -343,10 +343,21 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	same := c.st.loaded && tok.Value == c.st.value
 	c.mu.Unlock()
 
+	// An operator's reload of a value the provider rejected tries it again
+	// (see retryRejected).
+	var retryOf Status
+	if same && trigger.explicit() {
+		c.mu.Lock()
+		if st := c.st.live; st == StatusRevoked || st == StatusInvalid || st == StatusExpired {
+			retryOf = st
+		}
+		c.mu.Unlock()
+	}
+
 	var res ProbeResult
 	var perr error
 	probed := false
-	if !same && c.probe != nil {
+	if (!same || retryOf != StatusUnknown) && c.probe != nil {
 		res, perr = c.probe(ctx, tok.Value)
 		probed = true
 	}
@@ -361,6 +372,29 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	c.st.lastChecked = now
 	prevFailures := c.st.failures
 	c.st.failures, c.st.retryAt = 0, time.Time{}
+	if retryOf != StatusUnknown {
+		// retryRejected: the provider may accept the value again (a token
+		// authorised again, a transient rejection), and the operator who
+		// reloads it says so. A probe that still rejects it keeps it
+		// rejected; otherwise it is adopted anew (a new generation, so the
+		// gate and the breakers let it through once more) and the next
+		// request tells. Without this, only a new value or a restart
+		// cleared it, though every failure says "reload it".
+		if probed && res.Failure != nil && rejectsValue(res.Failure) {
+			c.st.lastErr = c.failureWithCredential(res.Failure)
+			c.publishLocked()
+			return false, fmt.Errorf("credential %q: reloaded, and still rejected by its probe: %s", c.name, c.redactLocked(res.Failure.Error()))
+		}
+		c.adoptLocked(tok, now)
+		c.publishLocked()
+		detail := "reloaded: the value found " + retryOf.String() + " is tried again"
+		if probed && perr == nil && res.Failure == nil {
+			detail = "reloaded: the value found " + retryOf.String() + " passed its probe"
+		}
+		evs = c.settleLocked(now, trigger, evs, true)
+		evs = append(evs, c.eventLocked(now, EventRestored, trigger, detail))
+		return true, nil
+	}
 	if same {
 		// Same value: the source may say more about it (a new expiry, version).
 		prevExp := c.expiryLocked()

@@ -800,3 +800,45 @@ func TestAdminBasicForBrowsers(t *testing.T) {
 		t.Errorf("POST /admin/... with Basic credentials: %d %s, want 401", code, body)
 	}
 }
+
+// TestReloadRetriesRejected: an operator's reload of a credential the
+// provider rejected, its value unchanged, tries the value again once the
+// provider accepts it (found trying the gateway from outside: every failure
+// says "reload it", but the reload answered changed: false and calls kept
+// failing until a new value or a restart). A probe that still rejects it
+// keeps it rejected.
+func TestReloadRetriesRejected(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const token = "same-token-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(token)
+	g, cs, base := tokGateway(t, ctx, "admin: {token: admin-token-0123456789}\n", "source: {value: "+token+"}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse(token, rejectInvalid)
+	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialInvalid {
+		t.Fatalf("failure %+v; want credential_invalid", f)
+	}
+	up.accept(token) // the provider accepts it again
+	sent := len(up.tokens())
+	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialInvalid || len(up.tokens()) != sent {
+		t.Fatalf("before the reload: %+v, %d requests; want refused without sending", f, len(up.tokens())-sent)
+	}
+	admin := map[string]string{"Authorization": "Bearer admin-token-0123456789"}
+	code, body := post(t, base+"/admin/credentials/tok/reload", admin, "")
+	if code != 200 || !strings.Contains(body, `"changed": true`) {
+		t.Errorf("admin reload of the rejected value: %d %s; want changed", code, body)
+	}
+	callOK(t, ctx, cs, "api__echo")
+	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusHealthy {
+		t.Errorf("status after the reload and a served call: %s; want healthy", st)
+	}
+	found := false
+	for _, e := range g.Events() {
+		found = found || (e.Kind == authmap.EventRestored && e.Trigger == authmap.TriggerAdmin && strings.Contains(e.Detail, "tried again"))
+	}
+	if !found {
+		t.Errorf("no restored event from the admin reload: %+v", g.Events())
+	}
+}
