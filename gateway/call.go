@@ -374,6 +374,9 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		var untrack func()
 		call, untrack = u.track(ctx, ss)
 		defer untrack()
+		if fs := fastStreamFrom(ctx); fs != nil {
+			fs.call.Store(call) // for the requests the upstream sends on the call's stream
+		}
 	}
 	if token != nil && params != nil && ss != nil {
 		up, done := g.progress.route(ctx, ss, token, call)
@@ -391,7 +394,7 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 			g.passLogLevel(cs, ss, params)
 		}
 		actx, endSpan := g.attemptSpan(ctx, u, params, attempt)
-		err = u.call(actx, cs, do)
+		err = u.call(actx, cs, call, do)
 		endSpan(err)
 		u.notes.drain(ctx)
 		if err == nil || !(connectionGone(err) || u.streamEnded(err)) {
@@ -738,6 +741,40 @@ func newProtocol(cs *mcp.ClientSession) bool {
 // errTimeout is the cause of a call context ended by the upstream's timeout.
 var errTimeout = errors.New("upstream timeout")
 
+// callTimer is a call's timeout that is put off by the time the upstream
+// spends waiting for the call's agent (see upstream.call).
+type callTimer struct {
+	mu sync.Mutex
+	t  *time.Timer
+}
+
+// newCallTimer runs expire after d, put off by c's waits for its agent
+// (c may be nil: nothing puts it off).
+func newCallTimer(d time.Duration, c *inflight, expire func()) *callTimer {
+	ct := &callTimer{}
+	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	ct.t = time.AfterFunc(d, func() {
+		if c != nil {
+			if more := c.agentExtension(d); more > 0 {
+				ct.mu.Lock()
+				ct.t.Reset(more)
+				ct.mu.Unlock()
+				return
+			}
+		}
+		expire()
+	})
+	return ct
+}
+
+// Stop stops the timer.
+func (ct *callTimer) Stop() {
+	ct.mu.Lock()
+	ct.t.Stop()
+	ct.mu.Unlock()
+}
+
 // call runs do on a context that ends when ctx ends or the upstream's timeout
 // passes, but not when do returns. The SDK reads the rest of an HTTP
 // response stream on that context after handing over the result; ending it
@@ -745,12 +782,19 @@ var errTimeout = errors.New("upstream timeout")
 // every call would open a new upstream connection. The context is left to
 // the garbage collector instead (its parent has no Done channel, so nothing
 // else holds it).
-func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, do func(context.Context, *mcp.ClientSession) error) error {
+//
+// The time the upstream spends waiting for the agent of call c (an
+// elicitation or sampling request it sent during the call) does not count
+// against its timeout: a person filling in a form, or an agent slow to
+// answer, is not the upstream failing to answer (found trying the gateway
+// from outside: five agents slow to answer opened the upstream's breaker for
+// every agent, as timeouts).
+func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, c *inflight, do func(context.Context, *mcp.ClientSession) error) error {
 	callCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
 	// At the shutdown deadline, calls still running end (issue 6 item 9).
 	stopAbort := context.AfterFunc(u.gw.abortCtx, func() { cancel(ErrShuttingDown) })
-	timer := time.AfterFunc(u.cfg.timeout(), func() { cancel(errTimeout) })
+	timer := newCallTimer(u.cfg.timeout(), c, func() { cancel(errTimeout) })
 	shared := u.begin(cs)
 	err := do(callCtx, cs)
 	u.end(shared, err)

@@ -108,6 +108,11 @@ type Config struct {
 	// ping) while it is idle; a probe that fails marks the upstream down and
 	// reconnects it. Each upstream may override it. If zero, defaults to 15s.
 	HealthInterval time.Duration `koanf:"health_interval"`
+	// AgentTimeout bounds how long an upstream's elicitation or sampling
+	// request waits for the agent's answer. That wait does not count
+	// against the upstream's timeout: a person may take minutes over a
+	// form. If zero, defaults to 10m.
+	AgentTimeout time.Duration `koanf:"agent_timeout"`
 
 	// Bounds on what agents can make the gateway hold (issue 6).
 
@@ -461,6 +466,18 @@ func (c *Config) shutdownTimeout() time.Duration {
 		return DefaultShutdownTimeout
 	}
 	return c.ShutdownTimeout
+}
+
+// DefaultAgentTimeout is how long an upstream's request to an agent waits
+// for its answer when the config sets no agent_timeout.
+const DefaultAgentTimeout = 10 * time.Minute
+
+// agentTimeout returns the effective agent_timeout.
+func (c *Config) agentTimeout() time.Duration {
+	if c.AgentTimeout <= 0 {
+		return DefaultAgentTimeout
+	}
+	return c.AgentTimeout
 }
 
 // healthInterval returns how often upstream u is probed.
@@ -900,6 +917,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("shutdown_timeout", "negative duration %s", c.ShutdownTimeout)
+	}
+	if c.AgentTimeout < 0 {
+		bad("agent_timeout", "negative duration %s", c.AgentTimeout)
 	}
 	if err := c.Telemetry.validate(); err != nil {
 		errs = append(errs, err)

@@ -679,6 +679,9 @@ type fastStream struct {
 	// deferred runs after the answer was written: the end of the upstream's
 	// answer stream, read so that its connection is reused (rawcall.go).
 	deferred []func()
+	// call is the call in flight upstream (forward), whose waits for the
+	// agent do not count against the upstream's timeout.
+	call atomic.Pointer[inflight]
 }
 
 // later runs f once the call's answer was written.

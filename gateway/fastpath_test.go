@@ -446,9 +446,12 @@ func TestFastPathAnswerNamingToolsCall(t *testing.T) {
 	}
 }
 
-// TestFastPathTimeoutWhileAsking checks that an upstream's timeout ends a
-// fast call while the agent is asked something (an elicitation it never
-// answers), as it does on the SDK's path (issue 12 review).
+// TestFastPathTimeoutWhileAsking checks that agent_timeout ends the wait
+// for an agent asked something (an elicitation it never answers) on a fast
+// call, the upstream then answering the call, while the upstream's own
+// timeout, which the wait does not count against, lets it (issue 12
+// review; agent_timeout since a slow agent's wait counted as the upstream's
+// timeout and opened its breaker).
 func TestFastPathTimeoutWhileAsking(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -458,7 +461,7 @@ func TestFastPathTimeoutWhileAsking(t *testing.T) {
 		_, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object"}})
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint(err)}}}, nil
 	})
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  e: {url: %s, timeout: 300ms}\n", serveMCP(t, s)))
+	g := newTestGateway(t, ctx, fmt.Sprintf("agent_timeout: 500ms\nupstreams:\n  e: {url: %s, timeout: 300ms}\n", serveMCP(t, s)))
 	never := make(chan struct{})
 	cs := agentVersion(t, ctx, g, &mcp.ClientOptions{
 		ElicitationHandler: func(ctx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
@@ -474,8 +477,8 @@ func TestFastPathTimeoutWhileAsking(t *testing.T) {
 	if err != nil {
 		t.Fatalf("call: %v", err)
 	}
-	if f, ok := res.Meta[MetaKey]; !ok || !strings.Contains(mustJSON(t, f), `"timeout"`) {
-		t.Errorf("the call ended with %s; want the typed timeout", mustJSON(t, res))
+	if res.IsError || !strings.Contains(text(res), "did not answer within agent_timeout") {
+		t.Errorf("the call ended with %s; want the upstream's answer, its elicitation ended by agent_timeout", mustJSON(t, res))
 	}
 }
 
@@ -1006,6 +1009,54 @@ func TestOlderAgentsGetNoElicitMode(t *testing.T) {
 			if got := mustJSON(t, next()); !strings.Contains(got, "accept Ada") {
 				t.Errorf("fast_path %v, %s: the call's answer = %s; want accept Ada", fast, version, got)
 			}
+		}
+	}
+}
+
+// TestSlowAgentIsNotAnUpstreamTimeout: the time an upstream waits for the
+// agent's answer to its elicitation does not count against the upstream's
+// timeout, on either path, and the upstream's breaker stays closed (found
+// trying the gateway from outside: agents slow to answer got typed
+// timeouts, and five of them opened the upstream's breaker for every
+// agent). The upstream itself staying silent still times out.
+func TestSlowAgentIsNotAnUpstreamTimeout(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	addAskTool(s, "name?")
+	started, cancelled := addSlowTool(s)
+	url := serveMCP(t, s)
+	const timeout = 300 * time.Millisecond
+	slowAgent := &mcp.ClientOptions{ElicitationHandler: func(ctx context.Context, _ *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		select { // a person taking longer than the upstream's timeout
+		case <-time.After(3 * timeout):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+	}}
+	for _, fast := range []bool{true, false} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  f: {url: %s, timeout: %s, breaker: {failures: 2}}\n", fast, url, timeout))
+		cs := agent(t, ctx, g, slowAgent)
+		for range 3 {
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__ask", Arguments: map[string]any{}})
+			if err != nil || res.IsError || !strings.Contains(mustJSON(t, res.Content), "accept Ada") {
+				t.Fatalf("fast_path %v: slow agent's call = %s, %v; want the upstream's answer", fast, mustJSON(t, res), err)
+			}
+		}
+		if st := breakerState(g, "f", "").State; st != "closed" {
+			t.Errorf("fast_path %v: upstream breaker %s after slow agents; want closed", fast, st)
+		}
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__slow", Arguments: map[string]any{}})
+		<-started
+		select { // the upstream is told the call ended
+		case <-cancelled:
+		case <-ctx.Done():
+			t.Fatal("the timed-out call was not cancelled upstream")
+		}
+		if f, ok := res.Meta[MetaKey]; err != nil || !ok || !strings.Contains(mustJSON(t, f), `"timeout"`) {
+			t.Errorf("fast_path %v: a silent upstream's call = %s, %v; want the typed timeout", fast, mustJSON(t, res), err)
 		}
 	}
 }

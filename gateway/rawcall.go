@@ -482,7 +482,9 @@ func (u *upstream) rawServerRequest(ctx context.Context, m *rawMessage) (any, *j
 	// the calls in flight on the upstream decide (caller).
 	var c *inflight
 	if fs := fastStreamFrom(ctx); fs != nil && fs.ss != nil {
-		c = &inflight{ctx: ctx, session: fs.ss}
+		if c = fs.call.Load(); c == nil || c.session != fs.ss {
+			c = &inflight{ctx: ctx, session: fs.ss}
+		}
 	}
 	switch m.Method {
 	case "ping":

@@ -5,6 +5,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/credgate/credgate/authmap"
@@ -86,8 +87,12 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 		return nil, err
 	}
 	defer release()
+	defer c.askingAgent()()
+	ctx, cancel := context.WithTimeout(c.ctx, u.gw.config().agentTimeout())
+	defer cancel()
 	// A fast call's request goes on its own answer stream (fastSend).
-	return c.session.Elicit(c.ctx, req.Params)
+	res, err := c.session.Elicit(ctx, req.Params)
+	return res, u.agentWaitErr(ctx, c, err)
 }
 
 func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
@@ -108,7 +113,20 @@ func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (
 		return nil, err
 	}
 	defer release()
-	return c.session.CreateMessage(c.ctx, req.Params)
+	defer c.askingAgent()()
+	ctx, cancel := context.WithTimeout(c.ctx, u.gw.config().agentTimeout())
+	defer cancel()
+	res, err := c.session.CreateMessage(ctx, req.Params)
+	return res, u.agentWaitErr(ctx, c, err)
+}
+
+// agentWaitErr returns err, the end of a request to the agent of call c
+// on ctx, saying so when agent_timeout ended it.
+func (u *upstream) agentWaitErr(ctx context.Context, c *inflight, err error) error {
+	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.ctx.Err() == nil {
+		return fmt.Errorf("credgate: the agent did not answer within agent_timeout (%s)", u.gw.config().agentTimeout())
+	}
+	return err
 }
 
 func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {

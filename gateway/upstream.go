@@ -158,6 +158,50 @@ type inflight struct {
 	// notify is the call's budget of progress and log messages (see
 	// floodGuard), made when the first one comes.
 	notify atomic.Pointer[rate.Limiter]
+
+	// The call's waits for its agent (askingAgent), which do not count
+	// against the upstream's timeout (upstream.call).
+	waitMu   sync.Mutex
+	asking   int           // requests to the agent in flight
+	askSince time.Time     // when the first of them began
+	waited   time.Duration // the waits that ended
+	credited time.Duration // what the timeout was already put off by
+}
+
+// askingAgent records that the upstream waits for the call's agent until
+// the returned func is called.
+func (c *inflight) askingAgent() func() {
+	c.waitMu.Lock()
+	if c.asking == 0 {
+		c.askSince = time.Now()
+	}
+	c.asking++
+	c.waitMu.Unlock()
+	return func() {
+		c.waitMu.Lock()
+		if c.asking--; c.asking == 0 {
+			c.waited += time.Since(c.askSince)
+		}
+		c.waitMu.Unlock()
+	}
+}
+
+// agentExtension returns how much longer a call timing out after d may run:
+// the time its upstream waited for the agent since the timeout was last put
+// off, or, while it still waits, d again (0: it timed out).
+func (c *inflight) agentExtension(d time.Duration) time.Duration {
+	c.waitMu.Lock()
+	defer c.waitMu.Unlock()
+	total := c.waited
+	if c.asking > 0 {
+		total += time.Since(c.askSince)
+	}
+	more := total - c.credited
+	c.credited = total
+	if c.asking > 0 {
+		return d
+	}
+	return max(more, 0)
 }
 
 // allowNotify reports whether the call's budget allows one more progress
