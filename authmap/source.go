@@ -197,7 +197,17 @@ func parseTokenText(data []byte, field, what string) (Token, error) {
 		Token     *string         `json:"token"`
 		ExpiresAt json.RawMessage `json:"expires_at"`
 	}
-	if err := json.Unmarshal([]byte(text), &doc); err != nil || doc.Token == nil {
+	if err := json.Unmarshal([]byte(text), &doc); err != nil {
+		// Not a JSON object after all: most likely one written part way.
+		// The parser's message is left out: it may quote the text.
+		where := ""
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			where = fmt.Sprintf(" at byte %d", se.Offset)
+		}
+		return Token{}, fmt.Errorf("%s: starts as a JSON object but is not valid JSON (cut short, or malformed%s)", what, where)
+	}
+	if doc.Token == nil {
 		// A JSON object without a token field: the object is not ours to read.
 		return Token{}, fmt.Errorf("%s: a JSON object without a \"token\" field (set json_field to pick one)", what)
 	}

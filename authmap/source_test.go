@@ -34,6 +34,7 @@ func TestParseTokenText(t *testing.T) {
 		{name: "json empty token", in: `{"token":""}`, wantErr: ErrMissing},
 		{name: "json bad expiry", in: `{"token":"t1","expires_at":"tomorrow"}`, errText: `expires_at: "tomorrow" is not RFC 3339`},
 		{name: "json without token", in: `{"SecretString":"x"}`, errText: `a JSON object without a "token" field (set json_field to pick one)`},
+		{name: "json cut short", in: `{"token":"zq-0123456789", "expires_at": "2027-`, errText: `starts as a JSON object but is not valid JSON (cut short, or malformed at byte`},
 		{name: "empty", in: " \n", wantErr: ErrMissing},
 		{name: "field", in: `{"SecretString":"s3cr3t","Name":"n"}`, field: "SecretString", want: Token{Value: "s3cr3t"}},
 		{name: "nested field", in: `{"data":{"token":"deep"}}`, field: "data.token", want: Token{Value: "deep"}},
