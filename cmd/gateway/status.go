@@ -248,8 +248,20 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 		if u.Status != gateway.StatusUp {
 			lastErr = oneLine(u.LastError, 80)
 		}
+		// The upstream's breaker, and a credential's on it that is not
+		// closed: "closed" alone hid an open credential breaker refusing
+		// every call (found trying the gateway from outside).
+		br, brState := u.Breaker.State, u.Breaker.State
+		for _, cred := range slices.Sorted(maps.Keys(u.CredentialBreakers)) {
+			if cb := u.CredentialBreakers[cred]; cb.State != "closed" {
+				br += ", " + cred + " " + cb.State
+				if brState == "closed" {
+					brState = cb.State
+				}
+			}
+		}
 		rows = append(rows, []cell{{n, ""}, {u.Status, stateColor(u.Status)}, {fmt.Sprint(u.Tools), ""}, {u.Transport, ""},
-			{u.Breaker.State, stateColor(u.Breaker.State)}, {since, ansiDim}, {lastErr, ansiRed}})
+			{br, stateColor(brState)}, {since, ansiDim}, {lastErr, ansiRed}})
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "no upstreams")

@@ -22,7 +22,8 @@ func TestStatusCommand(t *testing.T) {
 	h := gateway.Health{Status: gateway.HealthDegraded, Version: "v-test", Sessions: 1,
 		Upstreams: map[string]gateway.UpstreamHealth{
 			"github": {Status: gateway.StatusUp, Transport: "streamable-http", Tools: 41, Credential: "gh",
-				Breaker: gateway.BreakerHealth{State: "closed"}, Since: time.Now().Add(-time.Minute)},
+				Breaker: gateway.BreakerHealth{State: "closed"}, Since: time.Now().Add(-time.Minute),
+				CredentialBreakers: map[string]gateway.BreakerHealth{"gh": {State: "open"}, "other": {State: "closed"}}},
 			"files": {Status: gateway.StatusDown, Transport: "stdio", LastError: "connect: exec: \"x\": not found",
 				Credentials: []gateway.ToolCredentialHealth{{Tools: []string{"*"}, Credential: "pat"}}, Breaker: gateway.BreakerHealth{State: "open"}},
 			// Why it is down is at the end of a long error: shown whole.
@@ -50,7 +51,7 @@ func TestStatusCommand(t *testing.T) {
 		"credgate v-test at " + srv.URL + ": degraded (3 upstreams, 1 agent session)",
 		"UPSTREAM  STATUS  TOOLS  TRANSPORT        BREAKER",
 		"files     down    0      stdio            open",
-		"github    up      41     streamable-http  closed   1m0s ago",
+		"github    up      41     streamable-http  closed, gh open  1m0s ago", // a credential's open breaker shows
 		"gh          healthy  3h2m",
 		"pat         revoked  unknown",
 		"Bad credentials",
