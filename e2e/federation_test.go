@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -358,4 +360,53 @@ func TestNoOrphanChildren(t *testing.T) {
 	if err := poll(ctx, func() (bool, error) { return len(children()) == 0, nil }); err != nil {
 		t.Fatalf("stdio upstream %v outlived the gateway", children())
 	}
+}
+
+// TestStdioModeSurvivesBadLines: a line from the agent that is not a
+// JSON-RPC message is left out, and `gateway stdio` goes on serving, as a
+// server talked to directly does (it exited at the first such line).
+func TestStdioModeSurvivesBadLines(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := t.TempDir() + "/gw.yaml"
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin("gateway"), "stdio", "--config", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	lines := []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`garbage line`,
+		`{"jsonrpc":"2.0","id":2,"method":"ping"} trailing`,
+		`{"jsonrpc":"2.0","id":true,"method":"ping"}`,
+		`{"jsonrpc":"2.0","id":7,"method":"ping"}`,
+	}
+	if _, err := io.WriteString(stdin, strings.Join(lines, "\n")+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	answers := bufio.NewScanner(stdout)
+	answers.Buffer(nil, 1<<20)
+	for answers.Scan() {
+		if strings.Contains(answers.Text(), `"id":7`) {
+			if !strings.Contains(answers.Text(), `"result":{}`) {
+				t.Errorf("ping after the bad lines: %s", answers.Text())
+			}
+			return
+		}
+	}
+	t.Fatalf("no answer to the ping after the bad lines: stdout ended (%v); the gateway stopped", answers.Err())
 }

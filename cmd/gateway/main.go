@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
@@ -462,7 +461,7 @@ func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) err
 	// A signal drains the agent's calls in flight, then ends its session
 	// (which ends Run); see gateway.Server.Close.
 	context.AfterFunc(ctx, func() { _ = g.Close() })
-	err := g.MCPServer().Run(context.WithoutCancel(ctx), &mcp.StdioTransport{})
+	err := g.MCPServer().Run(context.WithoutCancel(ctx), stdioFront(os.Stdin, os.Stdout, log))
 	if ctx.Err() != nil || errors.Is(err, io.EOF) {
 		return nil
 	}
