@@ -509,7 +509,11 @@ func (g *Server) fastCall(ctx context.Context, w http.ResponseWriter, r *http.Re
 	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
 	req := &mcp.CallToolRequest{Session: ss, Params: params, Extra: &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header}}
 	res, err := g.fastChain(ctx, "tools/call", req)
-	fs.finish(id, res, err)
+	if errors.Is(context.Cause(ctx), errAgentCancelled) {
+		fs.abandon()
+	} else {
+		fs.finish(id, res, err)
+	}
 	fs.mu.Lock()
 	deferred := fs.deferred
 	fs.mu.Unlock()
@@ -729,6 +733,21 @@ func (fs *fastStream) event(msg []byte) error {
 	return err
 }
 
+// abandon ends the answer of a call its agent cancelled without a JSON-RPC
+// message: the receiver of a cancellation SHOULD NOT answer the request
+// (it answered -32603 "context canceled", which the TypeScript client
+// reports as a response to an unknown id). The stream ends empty.
+func (fs *fastStream) abandon() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.done = true
+	fs.start()
+}
+
+// errAgentCancelled ends a fast call its agent cancelled
+// (notifications/cancelled).
+var errAgentCancelled = fmt.Errorf("the agent cancelled the call: %w", context.Canceled)
+
 // finish writes the call's answer.
 func (fs *fastStream) finish(id json.RawMessage, res mcp.Result, err error) {
 	if r, ok := res.(*mcp.CallToolResult); ok && r == nil {
@@ -925,7 +944,7 @@ func (g *Server) fastCancel(w http.ResponseWriter, sid, user string, params json
 	if !ok {
 		return false
 	}
-	cancel(context.Canceled)
+	cancel(errAgentCancelled)
 	w.WriteHeader(http.StatusAccepted)
 	return true
 }

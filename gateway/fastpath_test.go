@@ -1060,3 +1060,43 @@ func TestSlowAgentIsNotAnUpstreamTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathCancelledCallNotAnswered: a fast call its agent cancels ends
+// without an answer, as JSON-RPC asks of the receiver of a cancellation (it
+// answered -32603 "context canceled", which the TypeScript client reports
+// as a response to an unknown id), and the upstream is told.
+func TestFastPathCancelledCallNotAnswered(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	started, cancelled := addSlowTool(s)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
+	a := newRawAgent(t, ctx, g)
+	type answer struct {
+		resp *http.Response
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		r, b := a.post(ctx, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+		got <- answer{r, b}
+	}()
+	select {
+	case <-started:
+	case <-ctx.Done():
+		t.Fatal("the call never started")
+	}
+	if r, b := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}`); r.StatusCode != http.StatusAccepted {
+		t.Fatalf("cancellation: %d %s", r.StatusCode, b)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("the upstream's call was never cancelled")
+	}
+	ans := <-got
+	if ans.resp.StatusCode != http.StatusOK || strings.Contains(string(ans.body), `"id"`) {
+		t.Errorf("the cancelled call's POST: %d %q; want 200 and no answer", ans.resp.StatusCode, ans.body)
+	}
+}
