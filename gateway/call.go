@@ -164,6 +164,9 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 			res = nil
 		}
 		f, _ := outcomeFailure(res, err)
+		if err == nil && res != nil && f == nil {
+			g.noteLinks(u, res)
+		}
 		cb.done(raw, f)
 		g.logCall(ctx, u, name, start, res, err)
 		return res, callOutcome{failure: f, raw: raw}, err
@@ -561,11 +564,15 @@ func normalizeToken(t any) any {
 }
 
 // resourceOwner finds the upstream serving uri: a listed resource, a URI
-// matching a template, or else the one upstream that offers resources at all
-// (servers may serve URIs they do not list).
+// matching a template, a URI an upstream's result linked, or else the one
+// upstream that offers resources at all (servers may serve URIs they do not
+// list).
 func (g *Server) resourceOwner(uri string) (*upstream, string, bool) {
 	if u, orig, ok := g.catalog.resourceTarget(uri); ok {
 		return u, orig, true
+	}
+	if u := g.upstream(g.links.owner(uri)); u != nil {
+		return u, uri, true // linked by its result (links.go)
 	}
 	if u := g.sole(func(c *mcp.ServerCapabilities) bool { return c.Resources != nil }); u != nil {
 		return u, uri, true

@@ -53,6 +53,9 @@ func TestMain(m *testing.M) {
 	case floodMode:
 		floodUpstream()
 		os.Exit(0)
+	case linkerMode:
+		linkerUpstream()
+		os.Exit(0)
 	case endlessListMode:
 		endlessListUpstream(1000, false)
 		os.Exit(0)

@@ -167,6 +167,7 @@ type Server struct {
 	reload reloadState
 	// Routing (issue 8): see routes.go.
 	routing routeState
+	links   linkIndex // URIs upstreams' results linked (links.go)
 
 	// Agent authentication and policy (issue 9): see agentauth.go, policy.go.
 	agentAuth *agentAuth
