@@ -276,10 +276,7 @@ func TestStdioMode(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := t.TempDir() + "/gw.yaml"
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testupstreamConfig(t)
 	cmd := exec.Command(bin("gateway"), "stdio", "--config", cfg)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cs := connectTransport(t, ctx, &mcp.CommandTransport{Command: cmd}, nil)
@@ -369,10 +366,7 @@ func TestStdioModeSurvivesBadLines(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cfg := t.TempDir() + "/gw.yaml"
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testupstreamConfig(t)
 	cmd := exec.CommandContext(ctx, bin("gateway"), "stdio", "--config", cfg)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdin, err := cmd.StdinPipe()
@@ -409,4 +403,15 @@ func TestStdioModeSurvivesBadLines(t *testing.T) {
 		}
 	}
 	t.Fatalf("no answer to the ping after the bad lines: stdout ended (%v); the gateway stopped", answers.Err())
+}
+
+// testupstreamConfig writes a config with one stdio upstream "up", the
+// testupstream binary, and returns its path.
+func testupstreamConfig(t *testing.T) string {
+	t.Helper()
+	cfg := t.TempDir() + "/gw.yaml"
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -518,10 +518,7 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
-	started, cancelled := addSlowTool(s)
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
-	a := newRawAgent(t, ctx, g)
+	g, a, started, cancelled := slowScene(t, ctx)
 	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
 	done := make(chan struct{})
 	go func() {
@@ -1069,10 +1066,7 @@ func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
-	started, cancelled := addSlowTool(s)
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
-	a := newRawAgent(t, ctx, g)
+	_, a, started, cancelled := slowScene(t, ctx)
 	type answer struct {
 		resp *http.Response
 		body []byte
@@ -1099,4 +1093,14 @@ func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 	if ans.resp.StatusCode != http.StatusOK || strings.Contains(string(ans.body), `"id"`) {
 		t.Errorf("the cancelled call's POST: %d %q; want 200 and no answer", ans.resp.StatusCode, ans.body)
 	}
+}
+
+// slowScene is a gateway in front of one upstream "f" with the tool "slow"
+// (addSlowTool), and a raw agent of it.
+func slowScene(t *testing.T, ctx context.Context) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
+	t.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	started, cancelled = addSlowTool(s)
+	g = newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
+	return g, newRawAgent(t, ctx, g), started, cancelled
 }
