@@ -751,33 +751,69 @@ var errTimeout = errors.New("upstream timeout")
 // callTimer is a call's timeout that is put off by the time the upstream
 // spends waiting for the call's agent (see upstream.call).
 type callTimer struct {
-	mu sync.Mutex
-	t  *time.Timer
+	c       *inflight // nil: nothing puts it off, and the lock is not needed
+	d       time.Duration
+	start   time.Time
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
 }
 
-// newCallTimer runs expire after d, put off by c's waits for its agent
-// (c may be nil: nothing puts it off).
+// newCallTimer runs expire once the upstream has had d for the call, not
+// counting its waits for the call's agent (c may be nil: none). While the
+// agent is asked, the timer does nothing; the end of the wait sets it again
+// (recheck).
 func newCallTimer(d time.Duration, c *inflight, expire func()) *callTimer {
-	ct := &callTimer{}
+	if c == nil {
+		return &callTimer{t: time.AfterFunc(d, expire)}
+	}
+	ct := &callTimer{c: c, d: d, start: time.Now()}
 	ct.mu.Lock()
 	defer ct.mu.Unlock()
 	ct.t = time.AfterFunc(d, func() {
-		if c != nil {
-			if more := c.agentExtension(d); more > 0 {
-				ct.mu.Lock()
-				ct.t.Reset(more)
-				ct.mu.Unlock()
-				return
-			}
+		ct.mu.Lock()
+		defer ct.mu.Unlock()
+		if ct.stopped {
+			return // the call ended meanwhile: its context stays open (see call)
 		}
-		expire()
+		left, waiting := ct.leftLocked()
+		switch {
+		case waiting: // the end of the wait sets it again
+		case left > 0:
+			ct.t.Reset(left)
+		default:
+			expire()
+		}
 	})
+	c.setTimer(ct)
 	return ct
 }
 
-// Stop stops the timer.
-func (ct *callTimer) Stop() {
+// leftLocked returns the upstream's time left, and whether it waits for
+// the agent now.
+func (ct *callTimer) leftLocked() (time.Duration, bool) {
+	waited, waiting := ct.c.agentWaited()
+	return ct.d - (time.Since(ct.start) - waited), waiting
+}
+
+// recheck sets the timer for the upstream's time left, at the end of a
+// wait for the agent.
+func (ct *callTimer) recheck() {
 	ct.mu.Lock()
+	defer ct.mu.Unlock()
+	if left, waiting := ct.leftLocked(); !ct.stopped && !waiting {
+		ct.t.Reset(max(left, 0))
+	}
+}
+
+// Stop stops the timer; once it returns, expire is not called.
+func (ct *callTimer) Stop() {
+	if ct.c == nil {
+		ct.t.Stop()
+		return
+	}
+	ct.mu.Lock()
+	ct.stopped = true
 	ct.t.Stop()
 	ct.mu.Unlock()
 }

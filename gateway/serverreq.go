@@ -87,7 +87,7 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 		return nil, err
 	}
 	defer release()
-	defer c.askingAgent()()
+	defer u.askingAgent(c)()
 	ctx, cancel := context.WithTimeout(c.ctx, u.gw.config().agentTimeout())
 	defer cancel()
 	// A fast call's request goes on its own answer stream (fastSend).
@@ -113,11 +113,31 @@ func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (
 		return nil, err
 	}
 	defer release()
-	defer c.askingAgent()()
+	defer u.askingAgent(c)()
 	ctx, cancel := context.WithTimeout(c.ctx, u.gw.config().agentTimeout())
 	defer cancel()
 	res, err := c.session.CreateMessage(ctx, req.Params)
 	return res, u.agentWaitErr(ctx, c, err)
+}
+
+// askingAgent records that the upstream waits for the agent of call c
+// until the returned func is called: for c, and for the agent's other calls
+// on the upstream, since a 2025-11-25 upstream's request may belong to any
+// of them (caller cannot tell), and the one it belongs to must not time out.
+func (u *upstream) askingAgent(c *inflight) func() {
+	ends := []func(){c.askingAgent()}
+	if c.session != nil {
+		for _, o := range u.callers(c.session) {
+			if o != c {
+				ends = append(ends, o.askingAgent())
+			}
+		}
+	}
+	return func() {
+		for _, end := range ends {
+			end()
+		}
+	}
 }
 
 // agentWaitErr returns err, the end of a request to the agent of call c

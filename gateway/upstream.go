@@ -165,7 +165,14 @@ type inflight struct {
 	asking   int           // requests to the agent in flight
 	askSince time.Time     // when the first of them began
 	waited   time.Duration // the waits that ended
-	credited time.Duration // what the timeout was already put off by
+	timer    *callTimer    // the call's timeout (of its last attempt), set again when a wait ends
+}
+
+// setTimer records the timeout of the call's attempt in flight.
+func (c *inflight) setTimer(ct *callTimer) {
+	c.waitMu.Lock()
+	c.timer = ct
+	c.waitMu.Unlock()
 }
 
 // askingAgent records that the upstream waits for the call's agent until
@@ -179,29 +186,28 @@ func (c *inflight) askingAgent() func() {
 	c.waitMu.Unlock()
 	return func() {
 		c.waitMu.Lock()
+		var ct *callTimer
 		if c.asking--; c.asking == 0 {
 			c.waited += time.Since(c.askSince)
+			ct = c.timer
 		}
 		c.waitMu.Unlock()
+		if ct != nil {
+			ct.recheck()
+		}
 	}
 }
 
-// agentExtension returns how much longer a call timing out after d may run:
-// the time its upstream waited for the agent since the timeout was last put
-// off, or, while it still waits, d again (0: it timed out).
-func (c *inflight) agentExtension(d time.Duration) time.Duration {
+// agentWaited returns how long the upstream has waited for the call's agent
+// so far, and whether it still waits.
+func (c *inflight) agentWaited() (time.Duration, bool) {
 	c.waitMu.Lock()
 	defer c.waitMu.Unlock()
 	total := c.waited
 	if c.asking > 0 {
 		total += time.Since(c.askSince)
 	}
-	more := total - c.credited
-	c.credited = total
-	if c.asking > 0 {
-		return d
-	}
-	return max(more, 0)
+	return total, c.asking > 0
 }
 
 // allowNotify reports whether the call's budget allows one more progress
