@@ -343,13 +343,20 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	same := c.st.loaded && tok.Value == c.st.value
 	c.mu.Unlock()
 
-	// An operator's reload of a value the provider rejected tries it again
-	// (see retryRejected).
+	// An operator's reload of this credential (the admin endpoint), of a
+	// value the provider rejected, tries it again (see retryRejected). Not a
+	// SIGHUP or a webhook: those reload every credential, or announce a new
+	// value the source may not hold yet, and must not bring a dead one back.
 	var retryOf Status
-	if same && trigger.explicit() {
+	if same && trigger == TriggerAdmin {
 		c.mu.Lock()
-		if st := c.st.live; st == StatusRevoked || st == StatusInvalid || st == StatusExpired {
+		switch st := c.st.live; {
+		case st == StatusRevoked, st == StatusInvalid:
 			retryOf = st
+		case st == StatusExpired:
+			if exp := c.expiryLocked(); exp.IsZero() || time.Now().Before(exp) {
+				retryOf = st // not past an expiry the gateway knows
+			}
 		}
 		c.mu.Unlock()
 	}
@@ -384,6 +391,10 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 			c.st.lastErr = c.failureWithCredential(res.Failure)
 			c.publishLocked()
 			return false, fmt.Errorf("credential %q: reloaded, and still rejected by its probe: %s", c.name, c.redactLocked(res.Failure.Error()))
+		}
+		if probed && (perr != nil || res.Failure != nil) {
+			// A probe that could not tell keeps it as it is.
+			return false, fmt.Errorf("credential %q: reloaded, but its probe could not tell whether the provider accepts it again; it stays %s", c.name, retryOf)
 		}
 		c.adoptLocked(tok, now)
 		c.publishLocked()

@@ -158,12 +158,6 @@ func (t Trigger) String() string { return string(t) }
 
 // manual reports whether a person or a provider asked for this: such a
 // renewal is tried even for a credential whose refresh was rejected.
-// explicit reports whether t is an operator's reload (a signal, the admin
-// endpoint, a webhook), not a file that changed or a peer's news.
-func (t Trigger) explicit() bool {
-	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook
-}
-
 func (t Trigger) manual() bool {
 	return t == TriggerSignal || t == TriggerAdmin || t == TriggerWebhook || t == TriggerFile || t == TriggerPeer
 }

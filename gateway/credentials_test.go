@@ -802,8 +802,8 @@ func TestAdminBasicForBrowsers(t *testing.T) {
 }
 
 // TestReloadRetriesRejected: an operator's reload of a credential the
-// provider rejected, its value unchanged, tries the value again once the
-// provider accepts it (found trying the gateway from outside: every failure
+// provider rejected (the admin endpoint), its value unchanged, tries the
+// value again once the provider accepts it (found trying the gateway from outside: every failure
 // says "reload it", but the reload answered changed: false and calls kept
 // failing until a new value or a restart). A probe that still rejects it
 // keeps it rejected.
@@ -824,6 +824,10 @@ func TestReloadRetriesRejected(t *testing.T) {
 	sent := len(up.tokens())
 	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialInvalid || len(up.tokens()) != sent {
 		t.Fatalf("before the reload: %+v, %d requests; want refused without sending", f, len(up.tokens())-sent)
+	}
+	// A reload of every credential (SIGHUP) does not bring a dead value back.
+	if changed, _ := g.Credentials().Get("tok").Renew(ctx, authmap.TriggerSignal); changed || g.Credentials().Get("tok").Status() != authmap.StatusInvalid {
+		t.Errorf("SIGHUP's reload: changed %v, status %s; want the value left invalid", changed, g.Credentials().Get("tok").Status())
 	}
 	admin := map[string]string{"Authorization": "Bearer admin-token-0123456789"}
 	code, body := post(t, base+"/admin/credentials/tok/reload", admin, "")
