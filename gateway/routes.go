@@ -792,11 +792,12 @@ func (g *Server) routesChanged() {
 	}
 }
 
-// watchRoutes keeps the routed tools' listing current under
-// routing.hide_unavailable: it rebuilds the catalog when an upstream, a
-// credential or a breaker changes state, and when a breaker's wait that
-// keeps a hidden tool out ends (breakers turn half-open only when asked).
-// Without hide_unavailable it does nothing. It runs until ctx ends.
+// watchRoutes looks at the routes again when an upstream, a credential or
+// a breaker changes state, and when a breaker's wait that keeps a route
+// without a target ends (breakers turn half-open only when asked): it
+// reports routes that lost or got back their last usable target
+// (checkRoutes) and, under routing.hide_unavailable, rebuilds the catalog so
+// that the routed tools' listing is current. It runs until ctx ends.
 func (g *Server) watchRoutes(ctx context.Context) {
 	defer g.recoverLog("route watch", "")
 	t := time.NewTimer(time.Hour)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -22,6 +23,13 @@ import (
 func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
+	var f lineFilter
+	left := 0 // lines left out, for bounded warnings
+	leaveOut := func(why string, n int) {
+		if left++; left <= 10 || left%100 == 0 { // a flood of bad lines writes a bounded log
+			log.Warn().Int("bytes", n).Int("left_out", left).Msg("agent line " + why + "; left out")
+		}
+	}
 	for {
 		chunk, err := br.ReadSlice('\n')
 		over := len(line)+len(chunk) > max
@@ -30,11 +38,14 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			if over {
+				n := len(line) + len(chunk)
 				line = line[:0]
 				for errors.Is(err, bufio.ErrBufferFull) { // the rest of the line
-					_, err = br.ReadSlice('\n')
+					var rest []byte
+					rest, err = br.ReadSlice('\n')
+					n += len(rest)
 				}
-				log.Warn().Int("max_bytes", max).Msg("agent line longer than the bound; left out")
+				leaveOut("longer than the bound", n)
 				if err != nil {
 					_ = w.CloseWithError(err)
 					return
@@ -43,15 +54,15 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
 			continue
 		}
 		if over {
-			log.Warn().Int("max_bytes", max).Msg("agent line longer than the bound; left out")
+			leaveOut("longer than the bound", len(line)+len(chunk))
 			line = line[:0]
 		} else if msg := bytes.TrimSpace(line); len(msg) > 0 {
-			if readable(msg) {
+			if why := f.refuse(msg); why == "" {
 				if _, werr := w.Write(line); werr != nil {
 					return
 				}
 			} else {
-				log.Warn().Int("bytes", len(msg)).Msg("agent line that is not a JSON-RPC message; left out")
+				leaveOut(why, len(msg))
 			}
 		}
 		line = line[:0]
@@ -62,17 +73,56 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
 	}
 }
 
-// readable reports whether msg is a JSON-RPC message the SDK can take: one
-// it decodes, or a batch (an array, which the SDK reads member by member).
-func readable(msg []byte) bool {
-	if !json.Valid(msg) { // one value, nothing after it
-		return false
+// lineFilter decides which agent lines the SDK's stdio transport can take.
+type lineFilter struct {
+	noBatches bool // the agent asked for 2025-06-18 or later, which has no batches
+}
+
+// refuse says why the SDK's transport would end the session on msg, or ""
+// when it takes it: msg must be one JSON value (nothing after it), a
+// message the SDK decodes, or a batch it reads (non-empty, every member a
+// message, ids unique) from an agent whose protocol has batches.
+func (f *lineFilter) refuse(msg []byte) string {
+	if !json.Valid(msg) {
+		return "that is not JSON"
 	}
-	if msg[0] == '[' {
-		return true
+	if msg[0] != '[' {
+		m, err := jsonrpc.DecodeMessage(msg)
+		if err != nil {
+			return "that is not a JSON-RPC message"
+		}
+		if req, ok := m.(*jsonrpc.Request); ok && req.Method == "initialize" {
+			var p struct {
+				ProtocolVersion string `json:"protocolVersion"`
+			}
+			if json.Unmarshal(req.Params, &p) == nil && p.ProtocolVersion >= "2025-06-18" {
+				f.noBatches = true
+			}
+		}
+		return ""
 	}
-	_, err := jsonrpc.DecodeMessage(msg)
-	return err == nil
+	if f.noBatches {
+		return "that is a batch, which the agent's protocol does not have"
+	}
+	var members []json.RawMessage
+	if json.Unmarshal(msg, &members) != nil || len(members) == 0 {
+		return "that is an empty batch"
+	}
+	ids := map[string]bool{}
+	for _, raw := range members {
+		m, err := jsonrpc.DecodeMessage(raw)
+		if err != nil {
+			return "that is a batch holding something that is not a JSON-RPC message"
+		}
+		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
+			id := fmt.Sprint(req.ID.Raw())
+			if ids[id] {
+				return "that is a batch with an id twice"
+			}
+			ids[id] = true
+		}
+	}
+	return ""
 }
 
 // stdioFront is the transport of `gateway stdio`: the SDK's, over the

@@ -24,7 +24,12 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 		``,
 		long,
 		`[{"jsonrpc":"2.0","id":3,"method":"ping"}]`,
-		`{"jsonrpc":"2.0","id":4,"method":"ping"}`, // no newline at the end
+		`[]`,
+		`[1]`,
+		`[{"jsonrpc":"2.0","id":5,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]`,
+		`{"jsonrpc":"2.0","id":6,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}`,
+		`[{"jsonrpc":"2.0","id":7,"method":"ping"}]`, // no batches from 2025-06-18 on
+		`{"jsonrpc":"2.0","id":4,"method":"ping"}`,   // no newline at the end
 	}, "\n")
 	var logs bytes.Buffer
 	log := zerolog.New(&logs)
@@ -34,12 +39,13 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n" + `[{"jsonrpc":"2.0","id":3,"method":"ping"}]` + "\n" + `{"jsonrpc":"2.0","id":4,"method":"ping"}`
+	want := `{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n" + `[{"jsonrpc":"2.0","id":3,"method":"ping"}]` + "\n" +
+		`{"jsonrpc":"2.0","id":6,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}` + "\n" + `{"jsonrpc":"2.0","id":4,"method":"ping"}`
 	if string(out) != want {
 		t.Errorf("passed on:\n%s\nwant:\n%s", out, want)
 	}
-	if n := strings.Count(logs.String(), "left out"); n != 4 {
-		t.Errorf("%d warnings, want 4 (three bad lines, one too long):\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "left out"); n != 8 {
+		t.Errorf("%d warnings, want 8 (three bad lines, one too long, four bad batches):\n%s", n, logs.String())
 	}
 	if strings.Contains(logs.String(), "secret-0123456789") {
 		t.Errorf("a left-out line is quoted in the log:\n%s", logs.String())
