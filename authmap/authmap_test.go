@@ -309,6 +309,11 @@ func TestRedact(t *testing.T) {
 		{"https://user:hunter22@example.com/x", "https://user:[REDACTED]@example.com/x"},
 		{`{"access_token":"opaque-value"}`, `{"access_token":"[REDACTED]"}`},
 		{"short ab", "short ab"},
+		{"x-api-key: abc123secret", "x-api-key: [REDACTED]"},
+		{`{"X-Api-Key: abc123secret"}`, `{"X-Api-Key: [REDACTED]"}`},
+		{"upstreams.back.headers.X-Api-Key: want a string, got a list", "upstreams.back.headers.X-Api-Key: want a string, got a list"},
+		{"headers.Authorization: want a string", "headers.Authorization: want a string"},
+		{"x-goog-api-key: abc123secret", "x-goog-api-key: [REDACTED]"},
 	}
 	for _, tt := range tests {
 		if got := Redact(tt.in, []string{"ab"}); got != tt.want {

@@ -34,7 +34,9 @@ var tokenShapes = []*regexp.Regexp{
 	authSchemeValue,
 	regexp.MustCompile(`(?i)(?:[?&;]|\b)(?:api[_-]?key|apikey|key|token|access_token|refresh_token|id_token|client_secret|password|secret|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)=([^&\s"'#<>]+)`),
 	regexp.MustCompile(`(?i)"(?:access_token|refresh_token|id_token|client_secret|password|api_key|apikey|secret|token|private_key)"\s*:\s*"([^"]+)"`),
-	regexp.MustCompile(`(?i)\b(?:x-api-key|api-key|authorization|private-token|x-auth-token|x-vault-token|cookie)\s*:\s*([^\s,;"]+(?:\s+[^\s,;"]+)?)`),
+	// A header name (x-goog-api-key too), not after "." or a word character: "upstreams.x.headers.X-Api-Key: want a string" is a
+	// config key path, not a header line.
+	regexp.MustCompile(`(?i)(?:^|[^.\w-])(?:[a-z0-9]+-)*(?:x-api-key|api-key|authorization|private-token|x-auth-token|x-vault-token|cookie)\s*:\s*([^\s,;"]+(?:\s+[^\s,;"]+)?)`),
 	regexp.MustCompile(`(?i)api key provided:\s*([^\s,;"]+?)(?:\.?(?:\s|$|"))`),
 	regexp.MustCompile(`(?i)\b[a-z][a-z0-9+.\-]*://[^\s:/@"']+:([^\s@/"']+)@`),
 }
