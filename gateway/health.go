@@ -78,9 +78,10 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 			if f, _ := u.gw.classify(u, err); limited(f) {
 				// The provider answered: the upstream is alive, its
 				// credential limited. Its breaker holds the probes (and
-				// the calls) back until the limit's reset.
-				u.ownTrafficLimited(f)
+				// the calls) back until the limit's reset. The credential
+				// is marked first: an open breaker shows a limited one.
 				u.ownTrafficRejected(ctx, err, f)
+				u.ownTrafficLimited(f)
 				return nil
 			}
 			return err
