@@ -48,6 +48,28 @@ func pipeLines(t *testing.T, r *os.File, n int, d time.Duration) []string {
 	return lines
 }
 
+// cancelWhenWriting returns a context that ends once the writer has begun
+// to write on the pipe r (a fixed deadline could end before the request was
+// even encoded, on a loaded machine), and a function returning the byte
+// read from r to tell.
+func cancelWhenWriting(t *testing.T, r *os.File) (context.Context, func() string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	first := make(chan string, 1)
+	go func() {
+		defer cancel()
+		b := make([]byte, 1)
+		if err := r.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			first <- ""
+			return
+		}
+		n, _ := r.Read(b)
+		first <- string(b[:n])
+	}()
+	return ctx, func() string { return <-first }
+}
+
 // cancelledFor reports whether line is a notifications/cancelled for id.
 func cancelledFor(line string, id any) bool {
 	var m struct {
@@ -63,13 +85,14 @@ func cancelledFor(line string, id any) bool {
 func TestStdioCallCutShortIsCancelled(t *testing.T) {
 	t.Parallel()
 	c, r := pipeConn(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	defer cancel()
+	ctx, first := cancelWhenWriting(t, r)
 	params := `{"name":"x","arguments":{"pad":"` + strings.Repeat("p", 1<<20) + `"}}`
 	if _, err := c.call(ctx, "tools/call", json.RawMessage(params)); err == nil {
 		t.Fatal("call with nobody reading succeeded")
 	}
+	b := first()
 	lines := pipeLines(t, r, 2, 10*time.Second)
+	lines[0] = b + lines[0]
 	if !json.Valid([]byte(lines[0])) {
 		t.Fatalf("request torn: %.80s...", lines[0])
 	}
@@ -82,14 +105,15 @@ func TestStdioCallCutShortIsCancelled(t *testing.T) {
 func TestStdioWriteCutShortIsCancelled(t *testing.T) {
 	t.Parallel()
 	c, r := pipeConn(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
-	defer cancel()
+	ctx, first := cancelWhenWriting(t, r)
 	id, _ := jsonrpc.MakeID(float64(7))
 	req := &jsonrpc.Request{ID: id, Method: "tools/call", Params: json.RawMessage(`{"pad":"` + strings.Repeat("p", 1<<20) + `"}`)}
 	if err := c.Write(ctx, req); err == nil {
 		t.Fatal("write with nobody reading succeeded")
 	}
+	b := first()
 	lines := pipeLines(t, r, 2, 10*time.Second)
+	lines[0] = b + lines[0]
 	if !json.Valid([]byte(lines[0])) {
 		t.Fatalf("request torn")
 	}
