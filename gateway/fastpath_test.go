@@ -369,8 +369,11 @@ func TestFastPathSameAnswersLimits(t *testing.T) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: args.Text}}}, nil
 	})
 	url := serveMCP(t, s)
+	// The timeout ends "slow"; the other calls must beat it on both paths,
+	// so it leaves a loaded machine room (300ms could pass on one path
+	// alone, and the two answers differ).
 	yaml := func(fast bool) string {
-		return fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 300ms, max_response_bytes: 4096, headers: {X-Key: %s}}\n", fast, url, secret)
+		return fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s, timeout: 2s, max_response_bytes: 4096, headers: {X-Key: %s}}\n", fast, url, secret)
 	}
 	fast := newTestGateway(t, ctx, yaml(true))
 	slow := newTestGateway(t, ctx, yaml(false))
@@ -1046,7 +1049,11 @@ func TestSlowAgentIsNotAnUpstreamTimeout(t *testing.T) {
 			t.Errorf("fast_path %v: upstream breaker %s after slow agents; want closed", fast, st)
 		}
 		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__slow", Arguments: map[string]any{}})
-		<-started
+		select { // a call timed out before it was sent never starts
+		case <-started:
+		case <-ctx.Done():
+			t.Fatalf("fast_path %v: the timed-out call never reached the upstream: %s, %v", fast, mustJSON(t, res), err)
+		}
 		select { // the upstream is told the call ended
 		case <-cancelled:
 		case <-ctx.Done():
@@ -1089,7 +1096,12 @@ func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the upstream's call was never cancelled")
 	}
-	ans := <-got
+	var ans answer
+	select { // a.post fails the test on its goroutine, which then never sends
+	case ans = <-got:
+	case <-ctx.Done():
+		t.Fatal("the cancelled call's POST never ended")
+	}
 	if ans.resp.StatusCode != http.StatusOK || strings.Contains(string(ans.body), `"id"`) {
 		t.Errorf("the cancelled call's POST: %d %q; want 200 and no answer", ans.resp.StatusCode, ans.body)
 	}

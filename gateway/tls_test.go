@@ -134,22 +134,38 @@ func servedCert(ctx context.Context, addr string, roots *x509.CertPool, client *
 		// CA reaches the server's check.
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return client, nil }
 	}
+	// TLS 1.3 sends the server's verdict on the client certificate after
+	// the handshake: a read shows it. A refusal is an alert; a server that
+	// took the certificate (or asked for none) sends a session ticket,
+	// which ends the read here. A fixed short deadline instead could pass,
+	// on a loaded machine, before the server's refusal came.
+	var tc *tls.Conn
+	cfg.ClientSessionCache = ticketSeen(func() {
+		if tc != nil {
+			_ = tc.SetReadDeadline(time.Now())
+		}
+	})
 	d := tls.Dialer{Config: cfg}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return "", err
 	}
 	defer c.Close()
-	tc := c.(*tls.Conn)
-	// TLS 1.3 sends the server's verdict on the client certificate after
-	// the handshake: a read shows it.
-	_ = tc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	tc = c.(*tls.Conn)
+	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, should neither come
 	var buf [1]byte
 	if _, err := tc.Read(buf[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		return "", err
 	}
 	return tc.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
 }
+
+// ticketSeen is a ClientSessionCache that keeps nothing and calls itself
+// when the server sends a session ticket.
+type ticketSeen func()
+
+func (ticketSeen) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (f ticketSeen) Put(string, *tls.ClientSessionState)      { f() }
 
 // TestTLSRotation: the gateway serves HTTPS from tls.cert_file and picks a
 // new certificate up without a restart; a bad new pair is refused with an
