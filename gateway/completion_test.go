@@ -196,7 +196,7 @@ func TestAgentErrorWithoutCodeToUpstream(t *testing.T) {
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__ask", Arguments: map[string]any{}}); err != nil {
 		t.Fatal(err)
 	}
-	err := <-got
+	err := recv(t, ctx, got, "the upstream's sampling answer")
 	var rpc *jsonrpc.Error
 	if !errors.As(err, &rpc) || rpc.Code != jsonrpc.CodeInternalError || !strings.Contains(err.Error(), "declined without a code") {
 		t.Errorf("the upstream's sampling request got %v; want -32603 with the agent's message", err)

@@ -55,7 +55,11 @@ type fastCalls struct {
 	running atomic.Int64 // len(calls), read without the lock
 	mu      sync.Mutex
 	calls   map[fastKey]context.CancelCauseFunc
-	asks    map[fastKey]chan *rawMessage
+	// sdk are the requests in flight that the front passed to the SDK, so
+	// that an id is in flight once per session whichever path serves it
+	// (each path refuses a duplicate of its own).
+	sdk  map[fastKey]struct{}
+	asks map[fastKey]chan *rawMessage
 }
 
 // fastKey names a fast call, or a request one sent its agent: the session,
@@ -76,7 +80,7 @@ func requestUser(r *http.Request) string {
 func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Load() > 0 }
 
 func newFastCalls() *fastCalls {
-	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, asks: map[fastKey]chan *rawMessage{}}
+	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{}}
 }
 
 // bufPool holds request bodies and answers being built.
@@ -123,6 +127,18 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			return
 		}
 		if err != nil || n > maxFastBody || !fast || !g.fastServe(w, r, sdk, body) {
+			if read && sid != "" {
+				// A request the SDK serves, with an id a fast call of the
+				// session has in flight, or the other way round, is a
+				// duplicate the SDK cannot see.
+				if key, ok := requestKey(sid, requestUser(r), body); ok {
+					if !g.fast.registerSDK(key) {
+						writeDuplicate(w, key.id)
+						return
+					}
+					defer g.fast.unregisterSDK(key)
+				}
+			}
 			// Not for the fast path: the SDK reads the body as it came.
 			r.Body = struct {
 				io.Reader
@@ -181,11 +197,11 @@ func refuseSessionless(w http.ResponseWriter, body []byte) bool {
 }
 
 // errSessionDeleted ends the fast calls of a session its agent deleted.
-var errSessionDeleted = errors.New("credgate: the agent ended its session")
+var errSessionDeleted = fmt.Errorf("the agent ended its session: %w", context.Canceled)
 
 // fastDelete serves an agent's DELETE of its session (by sdk) and, once the
-// session is gone, cancels the session's fast calls, as closing the session
-// cancels the calls the SDK serves.
+// session is gone, cancels the session's fast calls upstream; they end
+// without an answer, which no session is left to take.
 func (g *Server) fastDelete(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler) {
 	sw := &statusRecorder{ResponseWriter: w}
 	sdk.ServeHTTP(sw, r)
@@ -300,12 +316,7 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 		// session either finds the call (and cancels it) or came first
 		// (and the lookup answers 404).
 		if !g.fast.register(key, cancel) {
-			// As the SDK answers a request whose id is in flight on the session.
-			jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(key.id, `"`)}
-			data, _ := json.Marshal(jerr)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, key.id, data)
+			writeDuplicate(w, key.id)
 			return true
 		}
 		defer g.fast.unregister(key)
@@ -323,17 +334,67 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 	return true
 }
 
+// writeDuplicate answers a request whose id (its JSON text) is in flight on
+// the session, as the SDK answers one.
+func writeDuplicate(w http.ResponseWriter, id string) {
+	jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(id, `"`)}
+	data, _ := json.Marshal(jerr)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
+}
+
+// requestKey names body's request, if it is one request (not a batch, a
+// notification or an answer) with an id the fast path would take.
+func requestKey(sid, user string, body []byte) (fastKey, bool) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return fastKey{}, false
+	}
+	var env struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if agentJSON(body, &env) != nil || env.Method == "" || !validID(env.ID) {
+		return fastKey{}, false
+	}
+	return fastKey{sid, string(bytes.TrimSpace(env.ID)), user}, true
+}
+
 // register records the fast call key, ended by cancel, and reports whether
-// it did: false if a call of that key is in flight.
+// it did: false if a request of that key is in flight, on either path.
 func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, dup := f.calls[key]; dup {
 		return false
 	}
+	if _, dup := f.sdk[key]; dup {
+		return false
+	}
 	f.calls[key] = cancel
 	f.running.Store(int64(len(f.calls)))
 	return true
+}
+
+// registerSDK records a request the SDK serves, as register does.
+func (f *fastCalls) registerSDK(key fastKey) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, dup := f.calls[key]; dup {
+		return false
+	}
+	if _, dup := f.sdk[key]; dup {
+		return false
+	}
+	f.sdk[key] = struct{}{}
+	return true
+}
+
+func (f *fastCalls) unregisterSDK(key fastKey) {
+	f.mu.Lock()
+	delete(f.sdk, key)
+	f.mu.Unlock()
 }
 
 func (f *fastCalls) unregister(key fastKey) {
@@ -509,7 +570,9 @@ func (g *Server) fastCall(ctx context.Context, w http.ResponseWriter, r *http.Re
 	ctx = context.WithValue(ctx, fastStreamKey{}, fs)
 	req := &mcp.CallToolRequest{Session: ss, Params: params, Extra: &mcp.RequestExtra{TokenInfo: auth.TokenInfoFromContext(r.Context()), Header: r.Header}}
 	res, err := g.fastChain(ctx, "tools/call", req)
-	if errors.Is(context.Cause(ctx), errAgentCancelled) {
+	if cause := context.Cause(ctx); errors.Is(cause, errAgentCancelled) || errors.Is(cause, errSessionDeleted) {
+		// No answer: the agent cancelled the call, or the session it
+		// would belong to is gone.
 		fs.abandon()
 	} else {
 		fs.finish(id, res, err)

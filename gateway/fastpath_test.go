@@ -282,7 +282,7 @@ func TestFastPathLogsAndCancel(t *testing.T) {
 		_, err := cs.CallTool(cctx, &mcp.CallToolParams{Name: "f__slow"})
 		done <- err
 	}()
-	<-started
+	recv(t, ctx, started, "the slow tool to start")
 	ccancel()
 	select {
 	case <-cancelled:
@@ -515,18 +515,19 @@ func TestFastPathInputRoundsOnCallStream(t *testing.T) {
 }
 
 // TestFastPathDeleteEndsCalls: an agent deleting its session ends its fast
-// calls in flight, as closing a session ends the calls the SDK serves: the
-// upstream is told, and the call's POST returns.
+// calls in flight: the upstream is told, and the call's POST returns
+// without an answer (the session it would belong to is gone; found trying
+// the gateway: it answered -32603 "context canceled", untyped).
 func TestFastPathDeleteEndsCalls(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	g, a, started, cancelled := slowScene(t, ctx)
 	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
-	done := make(chan struct{})
+	done := make(chan []byte, 1)
 	go func() {
-		defer close(done)
-		a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+		done <- b
 	}()
 	select {
 	case <-started:
@@ -560,11 +561,54 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the upstream's call was never cancelled after the agent deleted its session")
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		t.Fatal("the call's POST never returned after the agent deleted its session")
+	if b := recv(t, ctx, done, "the call's POST to return after the agent deleted its session"); bytes.Contains(b, []byte(`"id":3`)) {
+		t.Errorf("the call of a deleted session was answered: %q", b)
 	}
+}
+
+// TestFastPathDuplicateAcrossPaths: an id is in flight once per session
+// whichever path serves it. Found trying the gateway: each path refused
+// only its own duplicates, so a ping or a call with a progress token (the
+// SDK's) could take the id of a fast call in flight, and the other way
+// round, and the session got two answers with one id.
+func TestFastPathDuplicateAcrossPaths(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
+	started, cancelled := addSlowTool(s)
+	// The probes call a quick tool: one let through ends at once.
+	s.AddTool(&mcp.Tool{Name: "quick", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "quick"}}}, nil
+	})
+	a := newRawAgent(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s))))
+	refused := func(what, body string) {
+		t.Helper()
+		r, b := a.post(ctx, body)
+		if r.StatusCode != http.StatusBadRequest || !bytes.Contains(b, []byte("duplicate in-flight request ID")) {
+			t.Errorf("%s: %d %q; want 400, duplicate in-flight request ID", what, r.StatusCode, b)
+		}
+	}
+	var posts sync.WaitGroup
+	defer posts.Wait()
+	for _, first := range []struct{ id, meta string }{{`"x"`, ``}, {`"y"`, `,"_meta":{"progressToken":"p"}`}} {
+		posts.Go(func() {
+			a.post(ctx, `{"jsonrpc":"2.0","id":`+first.id+`,"method":"tools/call","params":{"name":"f__slow","arguments":{}`+first.meta+`}}`)
+		})
+		recv(t, ctx, started, "the slow call "+first.id+" to start")
+		refused("a ping with the id of call "+first.id, `{"jsonrpc":"2.0","id":`+first.id+`,"method":"ping"}`)
+		refused("a plain call with the id of call "+first.id, `{"jsonrpc":"2.0","id":`+first.id+`,"method":"tools/call","params":{"name":"f__quick","arguments":{}}}`)
+		refused("a call with a progress token and the id of call "+first.id, `{"jsonrpc":"2.0","id":`+first.id+`,"method":"tools/call","params":{"name":"f__quick","arguments":{},"_meta":{"progressToken":"q"}}}`)
+		if r, b := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":`+first.id+`}}`); r.StatusCode != http.StatusAccepted {
+			t.Fatalf("cancellation of %s: %d %q", first.id, r.StatusCode, b)
+		}
+		recv(t, ctx, cancelled, "the call "+first.id+" to be cancelled")
+	}
+	// Once a call has ended, its id is free again.
+	waitFor(t, ctx, func() bool {
+		r, _ := a.post(ctx, `{"jsonrpc":"2.0","id":"y","method":"ping"}`)
+		return r.StatusCode == http.StatusOK
+	})
 }
 
 // addSlowTool adds to s a tool "slow" that runs until it is cancelled,

@@ -30,6 +30,20 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 	}
 }
 
+// recv waits for a value on ch, failing the test if ctx ends first: a
+// goroutine that failed before sending (t.Fatal ends only it) would
+// otherwise leave the test waiting.
+func recv[T any](t *testing.T, ctx context.Context, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-ctx.Done():
+		t.Fatalf("gave up waiting for %s: %v", what, ctx.Err())
+		panic("unreachable")
+	}
+}
+
 // newTestGateway starts a gateway for yaml, without an agent, and waits for
 // its first connection attempts. Its warnings go to the test log.
 func newTestGateway(t *testing.T, ctx context.Context, yaml string) *Server {

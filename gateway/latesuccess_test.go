@@ -36,7 +36,7 @@ func TestSlowSuccessDoesNotRestoreRejected(t *testing.T) {
 		res, _ := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__slow", Arguments: map[string]any{}})
 		slow <- res
 	}()
-	<-started
+	recv(t, ctx, started, "the slow call to start")
 	up.refuse(token, rejectRevoked)
 	if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}}); err != nil || !res.IsError {
 		t.Fatalf("the call after the revocation answered %v, %v; want its auth failure", res, err)

@@ -207,7 +207,7 @@ func TestSubscribeWhileFirstFails(t *testing.T) {
 	a, b := agent(t, ctx, g, nil), agent(t, ctx, g, nil)
 	errA := make(chan error, 1)
 	go func() { errA <- a.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}) }()
-	<-entered
+	recv(t, ctx, entered, "the first subscribe to reach the upstream")
 	errB := make(chan error, 1)
 	go func() { errB <- b.Subscribe(ctx, &mcp.SubscribeParams{URI: uri}) }()
 	// B's subscribe is in the gateway (two agent requests in flight)

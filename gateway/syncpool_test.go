@@ -274,7 +274,7 @@ func TestSyncPoolBoundsResponseHead(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "headers exceeded") {
 		t.Errorf("err = %v; want the head's bound exceeded", err)
 	}
-	if n := <-written; n >= most {
+	if n := recv(t, ctx, written, "the upstream's write"); n >= most {
 		t.Errorf("the upstream wrote its whole %d-byte header line: it was read", n)
 	}
 }
