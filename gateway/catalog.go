@@ -72,19 +72,19 @@ func (c *catalog) rebuild() {
 	ups, sep := snap.upstreams, snap.cfg.ToolSeparator
 	cats := make(map[string]upstreamCatalog, len(ups))
 	var toolSrc, promptSrc []routing.Source
-	for _, u := range ups {
-		cat := u.catalog()
-		cats[u.name] = cat
-		prefix := u.cfg.prefix(u.name)
-		toolSrc = append(toolSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.tools, func(t *mcp.Tool) string { return t.Name })})
-		promptSrc = append(promptSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.prompts, func(p *mcp.Prompt) string { return p.Name })})
-	}
 	problems := map[string][]Problem{}
 	report := func(up string, p Problem) {
 		// Names and URIs come from the upstream, and a URI may carry a
 		// credential; problems go to the log and /health.
 		p.Name, p.Exposed, p.Reason = g.redact(p.Name), g.redact(p.Exposed), g.redact(p.Reason)
 		problems[up] = append(problems[up], p)
+	}
+	for _, u := range ups {
+		cat := g.withoutSecretNames(u.name, u.catalog(), report)
+		cats[u.name] = cat
+		prefix := u.cfg.prefix(u.name)
+		toolSrc = append(toolSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.tools, func(t *mcp.Tool) string { return t.Name })})
+		promptSrc = append(promptSrc, routing.Source{Upstream: u.name, Prefix: prefix, Names: names(cat.prompts, func(p *mcp.Prompt) string { return p.Name })})
 	}
 
 	// Tools and prompts: exposed names decided by routing.
@@ -188,6 +188,53 @@ func (c *catalog) rebuild() {
 	}
 	c.problems = problems
 	g.healthChanged()
+}
+
+// withoutSecretNames returns cat without the tools and prompts whose names,
+// and the resources and templates whose URIs, hold a value the gateway
+// knows as a secret (as written, or percent-encoded in a URI), each
+// reported. Redaction keeps names and URIs, which calls use, so without
+// this an upstream could hand its credential to every agent that lists
+// (found trying the gateway: a tool named after the child's token, a
+// resource URI with ?access_token=). cat's slices are not changed.
+func (g *Server) withoutSecretNames(up string, cat upstreamCatalog, report func(string, Problem)) upstreamCatalog {
+	if !g.hasSecrets() {
+		return cat
+	}
+	secret := func(s string) bool {
+		if g.redactor.RedactKnown(s) != s {
+			return true
+		}
+		u, err := url.PathUnescape(s)
+		return err == nil && u != s && g.redactor.RedactKnown(u) != u
+	}
+	cat.tools = leaveOut(cat.tools, func(t *mcp.Tool) string { return t.Name }, secret, up, "tool", report)
+	cat.prompts = leaveOut(cat.prompts, func(p *mcp.Prompt) string { return p.Name }, secret, up, "prompt", report)
+	cat.resources = leaveOut(cat.resources, func(r *mcp.Resource) string { return r.URI }, secret, up, "resource", report)
+	cat.templates = leaveOut(cat.templates, func(t *mcp.ResourceTemplate) string { return t.URITemplate }, secret, up, "resource_template", report)
+	return cat
+}
+
+// leaveOut returns items without those whose id is secret, reporting each;
+// items itself when none is.
+func leaveOut[T any](items []T, id func(T) string, secret func(string) bool, up, kind string, report func(string, Problem)) []T {
+	var kept []T
+	for i, it := range items {
+		if !secret(id(it)) {
+			if kept != nil {
+				kept = append(kept, it)
+			}
+			continue
+		}
+		if kept == nil {
+			kept = append(make([]T, 0, len(items)-1), items[:i]...)
+		}
+		report(up, Problem{Kind: kind, Name: id(it), Reason: "holds the value of a credential: left out, as it would reach every agent that lists"})
+	}
+	if kept == nil {
+		return items
+	}
+	return kept
 }
 
 // maxProblemLines bounds the lines logged for one upstream's catalog

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -166,8 +167,8 @@ func (u *upstream) captureStderr(r io.ReadCloser, c *childStderr, shared bool) {
 }
 
 // readLines calls fn with each line of r, cut to max bytes (the rest of a
-// longer line is dropped), so that no line, however long, stops the reading
-// or holds more memory than max.
+// longer line is dropped, and the word the cut split), so that no line,
+// however long, stops the reading or holds more memory than max.
 func readLines(r io.Reader, max int, fn func(string)) {
 	br := bufio.NewReaderSize(r, 4096)
 	var line []byte
@@ -187,7 +188,11 @@ func readLines(r io.Reader, max int, fn func(string)) {
 		if n > 0 {
 			s := string(line)
 			if n > max {
-				s += "…"
+				// The cut may split a secret, which redaction would then
+				// not find whole (found trying the gateway: a stderr line
+				// of 16 KiB leaked a token's first 24 characters): the cut
+				// line ends before the word it split.
+				s = strings.TrimRightFunc(s, wordRune) + "…"
 			}
 			fn(s)
 		}
@@ -280,4 +285,10 @@ func childEnv(parent []string, extra map[string]string) []string {
 		env = append(env, k+"="+v)
 	}
 	return env
+}
+
+// wordRune reports whether r can be part of a token or key: letters,
+// digits and the other characters of base64, URLs and JWTs.
+func wordRune(r rune) bool {
+	return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_.~+/=%", r)
 }

@@ -359,9 +359,28 @@ func TestReadLinesBoundsLines(t *testing.T) {
 	in := "short\r\n" + strings.Repeat("y", 100_000) + "\nafter\nno newline at end"
 	var got []string
 	readLines(strings.NewReader(in), 16, func(l string) { got = append(got, l) })
-	want := []string{"short", strings.Repeat("y", 16) + "…", "after", "no newline at en…"}
+	want := []string{"short", "…", "after", "no newline at …"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("lines mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestReadLinesCutKeepsNoSecretPart: a line cut in the middle of a secret
+// keeps none of it, so redaction (which needs it whole) has nothing to
+// miss. Found trying the gateway: a child's stderr line of 16 KiB ending
+// in its token logged the token's first 24 characters.
+func TestReadLinesCutKeepsNoSecretPart(t *testing.T) {
+	t.Parallel()
+	const secret = "ghp_TRIALSECRET1234567890abcdefghijklmn"
+	for _, lead := range []string{"Authorization: token ", "x", "url=https://h/?access_token=", `{"token":"`} {
+		for cut := 1; cut < len(secret); cut += 5 {
+			var got []string
+			max := len(lead) + cut
+			readLines(strings.NewReader(lead+secret+"\n"), max, func(l string) { got = append(got, l) })
+			if len(got) != 1 || strings.Contains(got[0], secret[:min(cut, 4)]) && cut >= 4 {
+				t.Errorf("cut after %d characters of the secret (after %q): %q", cut, lead, got)
+			}
+		}
 	}
 }
 

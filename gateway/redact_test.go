@@ -221,7 +221,24 @@ func TestListingsRedacted(t *testing.T) {
 	s.AddPrompt(&mcp.Prompt{Name: "p", Description: "key " + secret}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{}, nil
 	})
-	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, headers: {X-Api-Key: %q}}\n", serveMCP(t, s), secret))
+	// Names and URIs that hold the secret cannot be redacted (calls use
+	// them): those items are left out, and reported (found trying the
+	// gateway: a child named a tool after its token).
+	noop := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{}, nil
+	}
+	s.AddTool(&mcp.Tool{Name: "t_" + secret, InputSchema: json.RawMessage(`{"type":"object"}`)}, noop)
+	s.AddPrompt(&mcp.Prompt{Name: "p_" + secret}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
+	read := func(context.Context, *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		return &mcp.ReadResourceResult{}, nil
+	}
+	s.AddResource(&mcp.Resource{Name: "kept", URI: "file:///kept"}, read)
+	s.AddResource(&mcp.Resource{Name: "r1", URI: "https://x.example/?access_token=" + secret}, read)
+	s.AddResource(&mcp.Resource{Name: "r2", URI: "file:///tok/" + strings.ReplaceAll(secret, "-", "%2D")}, read)
+	s.AddResourceTemplate(&mcp.ResourceTemplate{Name: "rt", URITemplate: "file:///" + secret + "/{x}"}, read)
+	g, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, headers: {X-Api-Key: %q}}\n", serveMCP(t, s), secret))
 	tools, err := cs.ListTools(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -230,9 +247,22 @@ func TestListingsRedacted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal([]any{tools, prompts})
-	if strings.Contains(string(b), secret) || !strings.Contains(string(b), `"a__q"`) || !strings.Contains(string(b), "queries with token [REDACTED]") {
-		t.Errorf("listings = %s, want the secret redacted and the names kept", b)
+	resources, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	templates, err := cs.ListResourceTemplates(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal([]any{tools, prompts, resources, templates})
+	if strings.Contains(string(b), secret) || strings.Contains(string(b), "%2D") || !strings.Contains(string(b), `"a__q"`) || !strings.Contains(string(b), `"a__p"`) ||
+		!strings.Contains(string(b), "file:///kept") || !strings.Contains(string(b), "queries with token [REDACTED]") {
+		t.Errorf("listings = %s, want the secret redacted, the items named after it left out, and the others kept", b)
+	}
+	h, _ := json.Marshal(g.Health())
+	if strings.Contains(string(h), secret) || strings.Count(string(h), "holds the value of a credential") != 5 {
+		t.Errorf("health = %s; want the 5 items left out reported, without the secret", h)
 	}
 }
 

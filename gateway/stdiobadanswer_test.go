@@ -14,8 +14,8 @@ import (
 
 // badAnswerMode makes the test binary a stdio server whose tool "bad" is
 // answered with a message the JSON-RPC decoder refuses (an error code that
-// is a string), "ctl" with a result holding a raw control character, and
-// whose tool "good" answers.
+// is a string), "ctl" with a result holding a raw control character,
+// "nover" with an answer without "jsonrpc", and whose tool "good" answers.
 const badAnswerMode = "bad-answer"
 
 func badAnswerUpstream() {
@@ -27,10 +27,14 @@ func badAnswerUpstream() {
 		case "initialize":
 			replyResult(out, req.ID, `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"bad","version":"1"}}`)
 		case "tools/list":
-			replyResult(out, req.ID, `{"tools":[{"name":"bad","inputSchema":{"type":"object"}},{"name":"good","inputSchema":{"type":"object"}},{"name":"ctl","inputSchema":{"type":"object"}}]}`)
+			replyResult(out, req.ID, `{"tools":[{"name":"bad","inputSchema":{"type":"object"}},{"name":"good","inputSchema":{"type":"object"}},{"name":"ctl","inputSchema":{"type":"object"}},{"name":"nover","inputSchema":{"type":"object"}}]}`)
 		case "tools/call":
 			if strings.Contains(string(req.Params), `"bad"`) {
 				fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%s,"error":{"code":"E1","message":"broken"}}`+"\n", req.ID)
+				return
+			}
+			if strings.Contains(string(req.Params), `"nover"`) {
+				fmt.Fprintf(out, `{"id":%s,"result":{"content":[{"type":"text","text":"no version"}]}}`+"\n", req.ID)
 				return
 			}
 			if strings.Contains(string(req.Params), `"ctl"`) {
@@ -60,7 +64,7 @@ func TestStdioUnreadableAnswerFailsItsCall(t *testing.T) {
 	for _, tc := range []struct {
 		tool  string
 		token any
-	}{{"s__bad", nil}, {"s__bad", "p1"}, {"s__ctl", nil}, {"s__ctl", "p2"}} {
+	}{{"s__bad", nil}, {"s__bad", "p1"}, {"s__ctl", nil}, {"s__ctl", "p2"}, {"s__nover", nil}, {"s__nover", "p3"}} {
 		token := tc.token
 		params := &mcp.CallToolParams{Name: tc.tool, Arguments: map[string]any{}}
 		if token != nil {

@@ -273,16 +273,15 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 
 // answerID returns the id of line if it is an answer the message decoder
 // refused: a JSON object (its values not checked: a string may hold a raw
-// control character) with "jsonrpc":"2.0", a string or number id, a result
-// or an error, and no method. Anything else (a logger's JSON line, say)
-// returns nil.
+// control character) with a string or number id, a result or an error, and
+// no method, whatever its "jsonrpc" says (found trying the gateway: an
+// answer without "jsonrpc":"2.0" was skipped, and its call waited out its
+// timeout). Anything else (a logger's JSON line, say) returns nil.
 func answerID(line []byte) json.RawMessage {
-	var version, answer bool
+	var answer bool
 	var id []byte
 	whole := members(line, func(key, value, _ []byte) bool {
 		switch string(key) {
-		case "jsonrpc":
-			version = string(value) == `"2.0"`
 		case "id":
 			id = value
 		case "result", "error":
@@ -292,7 +291,7 @@ func answerID(line []byte) json.RawMessage {
 		}
 		return true
 	})
-	if !whole || !version || !answer || len(id) == 0 {
+	if !whole || !answer || len(id) == 0 {
 		return nil
 	}
 	if c := id[0]; c == '"' {
