@@ -173,6 +173,10 @@ func TestFloodBudgetIsTheCalls(t *testing.T) {
 		if _, err := noisy.CallTool(ctx, params); err != nil {
 			t.Fatal(err)
 		}
+		// The flood handled first: on a loaded machine the handlers can
+		// be behind by more than a call's barrier waits (drainMax).
+		u := g.upstream("f")
+		waitFor(t, ctx, func() bool { return u.notes.handled.Load() >= u.notes.read.Load() })
 		var mu sync.Mutex
 		var got []float64
 		victim := agent(t, ctx, g, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {

@@ -9,6 +9,7 @@ import (
 
 	"sort"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -113,4 +114,53 @@ func TestDrainForgetsDroppedNotifications(t *testing.T) {
 	}
 	// The next call does not wait.
 	n.drain(t.Context())
+}
+
+// TestDrainKeepsSlowNotifications: a drain that gives up on handlers that
+// are behind but moving (a flood) forgets nothing, so the next call's drain
+// still waits for its own notifications; and one forgotten that comes after
+// all never lets handled pass read. Forgetting the slow ones lost a call's
+// last progress in a loaded CI run (TestFloodBudgetIsTheCalls).
+func TestDrainKeepsSlowNotifications(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var n noteCounter
+		const flood = 400 // handled every 5 ms: 2 s, past drainMax
+		n.read.Add(flood)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for range flood {
+				time.Sleep(5 * time.Millisecond)
+				n.handle()
+			}
+		}()
+		n.drain(t.Context())
+		if r := n.read.Load(); r != flood {
+			t.Fatalf("read = %d after a drain past drainMax; want %d (nothing forgotten)", r, flood)
+		}
+		<-done
+		n.read.Add(1) // the next call's notification, not handled yet
+		returned := make(chan struct{})
+		go func() { n.drain(t.Context()); close(returned) }()
+		time.Sleep(drainStall / 2)
+		synctest.Wait()
+		select {
+		case <-returned:
+			t.Fatal("the next drain returned before its notification was handled")
+		default:
+		}
+		n.handle()
+		<-returned
+
+		// Forgotten (the handlers stalled), then handled after all.
+		n.read.Add(3)
+		n.drain(t.Context())
+		for range 3 {
+			n.handle()
+		}
+		if r, h := n.read.Load(), n.handled.Load(); h > r {
+			t.Fatalf("handled = %d > read = %d after late notifications", h, r)
+		}
+	})
 }

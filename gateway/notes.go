@@ -33,9 +33,10 @@ func isCallNote(method string) bool {
 // every later call up: drain stops waiting once the handlers have made no
 // progress for drainStall, and forgets the missing ones. drainMax bounds a
 // wait in which handlers keep making progress (a flood the agent reads
-// slowly). Both are wide enough for a loaded machine, where the handlers'
-// goroutine can wait 10 ms and more for a processor: 10 and 200 ms lost a
-// call's last log messages to a busy CI run.
+// slowly), and forgets nothing: the next drain waits for the rest. Both are
+// wide enough for a loaded machine, where the handlers' goroutine can wait
+// 10 ms and more for a processor: 10 and 200 ms lost a call's last log
+// messages to a busy CI run.
 const (
 	drainMax   = time.Second
 	drainStall = 50 * time.Millisecond
@@ -63,8 +64,27 @@ func (n *noteCounter) drain(ctx context.Context) {
 		if h != last {
 			last, lastChange = h, now
 		}
-		if now.Sub(lastChange) > drainStall || now.Sub(start) > drainMax {
+		if now.Sub(lastChange) > drainStall {
 			n.read.Add(h - target) // forget what never arrived
+			return
+		}
+		if now.Sub(start) > drainMax {
+			// The handlers are behind, not stuck (a flood): what is
+			// read will be handled, and the next drain waits for it.
+			// Forgetting it here left the counters behind for good (a
+			// call's last progress lost under a loaded CI run).
+			return
+		}
+	}
+}
+
+// handle counts a call notification handled. One drain forgot (see
+// drainStall) and that comes after all is not counted: handled never passes
+// read, which would let later drains return before their notifications.
+func (n *noteCounter) handle() {
+	for {
+		h := n.handled.Load()
+		if h >= n.read.Load() || n.handled.CompareAndSwap(h, h+1) {
 			return
 		}
 	}
@@ -75,7 +95,7 @@ func (n *noteCounter) countHandled(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		res, err := next(ctx, method, req)
 		if isCallNote(method) {
-			n.handled.Add(1)
+			n.handle()
 		}
 		return res, err
 	}

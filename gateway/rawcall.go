@@ -469,7 +469,7 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 	// The transport counted a call notification as read (see sseCounter);
 	// it is handled now, so calls waiting on the barrier need not wait.
 	if isCallNote(m.Method) {
-		u.notes.handled.Add(1)
+		u.notes.handle()
 	}
 }
 
