@@ -624,3 +624,79 @@ func TestSSEDropMidCallIsUnavailable(t *testing.T) {
 		t.Errorf("failure = %+v, want a retryable upstream_unavailable", f)
 	}
 }
+
+// TestUpstreamDiesMidCall: an HTTP upstream that dies while a call that
+// goes through the SDK's client is in flight (a progress token, or
+// fast_path: false) ends it with a retryable upstream_unavailable, as the
+// fast path does and as the README promises for a lost connection. The SDK
+// formatted the cause with %v (third_party/go-sdk/PATCH.md, change 6), so
+// the call got a non-retryable upstream_error: "standalone SSE stream:
+// failed to reconnect ...: connection refused" after its reconnect attempts
+// (about 19 s) from an upstream that gives its events ids, "request
+// terminated without response" at once from one that does not.
+func TestUpstreamDiesMidCall(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		fastPath bool
+		token    bool
+		resume   bool // the upstream keeps events for resumption: the SDK reconnects
+	}{
+		{"progress token", true, true, false},
+		{"fast_path false", false, false, false},
+		{"fast path", true, false, false},
+		{"progress token, resumable", true, true, true},
+		{"fast_path false, resumable", false, false, true},
+		{"fast path, resumable", true, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			started := make(chan struct{}, 1)
+			s := mcp.NewServer(&mcp.Implementation{Name: "dies", Version: "1"}, nil)
+			s.AddTool(&mcp.Tool{Name: "block", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+				// The answer stream is under way (its head sent) before
+				// the upstream dies: a ping on it.
+				if err := req.Session.Ping(ctx, nil); err != nil {
+					return nil, err
+				}
+				started <- struct{}{}
+				<-ctx.Done()
+				return nil, ctx.Err()
+			})
+			var opts *mcp.StreamableHTTPOptions
+			if tc.resume {
+				opts = &mcp.StreamableHTTPOptions{EventStore: mcp.NewMemoryEventStore(nil)}
+			}
+			hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts))
+			t.Cleanup(hs.Close)
+			_, cs := startGateway(t, ctx, fmt.Sprintf("fast_path: %v\nhealth_interval: 1h\nupstreams:\n  d: {url: %s/mcp, timeout: 5m}\n", tc.fastPath, hs.URL))
+
+			type outcome struct {
+				res *mcp.CallToolResult
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				params := &mcp.CallToolParams{Name: "d__block", Arguments: map[string]any{}}
+				if tc.token {
+					params.SetProgressToken("p")
+				}
+				res, err := cs.CallTool(ctx, params)
+				done <- outcome{res, err}
+			}()
+			recv(t, ctx, started, "the call to reach the upstream")
+			hs.CloseClientConnections()
+			hs.Close()
+
+			o := recv(t, ctx, done, "the call's answer")
+			if o.err != nil {
+				t.Fatalf("call: %v, want a typed result", o.err)
+			}
+			if f := failureOf(t, o.res); f.Type != authmap.TypeUpstreamUnavailable || !f.Retryable {
+				t.Errorf("call whose upstream died = %+v, want retryable upstream_unavailable", f)
+			}
+		})
+	}
+}

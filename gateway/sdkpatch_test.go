@@ -22,7 +22,8 @@ import (
 // works around (internal/json.Unmarshal building a decoder per call;
 // jsonrpc2's handleAsync keeping the last request alive; a plain-text 400
 // for an unknown method before 2026-07-28; an elicitation's mode written
-// even when empty) or gains the seam
+// even when empty; a failed streamable client connection's cause formatted
+// with %v, so that calls it ends cannot be told lost) or gains the seam
 // the added file provides, which is when that part should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
@@ -73,6 +74,25 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		{"mcp/protocol.go", "Mode string `json:\"mode\"`",
 			"Mode string `json:\"mode,omitempty\"` // credgate patch",
 			"ElicitParams.Mode can be left out"},
+		// Change 6: a failed streamable client connection keeps its cause.
+		{"mcp/streamable.go", `c.fail(fmt.Errorf("%s: failed to reconnect (session ID: %v): %v", requestSummary, c.sessionID, err))`,
+			`c.fail(fmt.Errorf("%s: failed to reconnect (session ID: %v): %w", requestSummary, c.sessionID, err)) // credgate patch: %w`,
+			"a failed reconnect wraps its cause"},
+		{"mcp/streamable.go", `c.fail(fmt.Errorf("standalone SSE request failed (session ID: %v): %v", c.sessionID, err))`,
+			`c.fail(fmt.Errorf("standalone SSE request failed (session ID: %v): %w", c.sessionID, err))`,
+			"a failed standalone SSE request wraps its cause"},
+		{"mcp/streamable.go", `c.fail(fmt.Errorf("%s: failed to read body: %v", requestSummary, err))`,
+			`c.fail(fmt.Errorf("%s: failed to read body: %w", requestSummary, err)) // credgate patch: %w`,
+			"a failed body read wraps its cause"},
+		{"mcp/streamable.go", `c.fail(fmt.Errorf("%s: exceeded %d retries without progress (session ID: %v)", requestSummary, c.maxRetries, c.sessionID))`,
+			`c.fail(fmt.Errorf("%s: exceeded %d retries without progress (session ID: %v): %w", requestSummary, c.maxRetries, c.sessionID, io.ErrUnexpectedEOF))`,
+			"running out of retries without progress wraps an error"},
+		{"mcp/streamable.go", `Error: fmt.Errorf("request terminated without response"),`,
+			`terminated = fmt.Errorf("request terminated without response: %w", readErr)`,
+			"a call whose answer stream broke says why"},
+		{"mcp/event.go", `yield(Event{}, fmt.Errorf("error reading event: %v", err))`,
+			`yield(Event{}, fmt.Errorf("error reading event: %w", err)) // credgate patch: %w`,
+			"an SSE read error is wrapped"},
 	}
 	// added is the file the fast path's seam lives in (issue 12): upstream
 	// has no such file, and no AcquireSession of its own.

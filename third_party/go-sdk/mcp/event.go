@@ -131,7 +131,7 @@ func scanEventsLimited(r io.Reader, maxEventSize int) iter.Seq2[Event, error] {
 				return
 			}
 			if err != nil && !errors.Is(err, io.EOF) {
-				yield(Event{}, fmt.Errorf("error reading event: %v", err))
+				yield(Event{}, fmt.Errorf("error reading event: %w", err)) // credgate patch: %w
 				return
 			}
 			eventBytes += len(line)

@@ -2200,7 +2200,11 @@ func (c *streamableClientConn) connectStandaloneSSE() {
 		// If the client didn't cancel the request, and failure breaks the logical
 		// session.
 		if c.ctx.Err() == nil {
-			c.fail(fmt.Errorf("standalone SSE request failed (session ID: %v): %v", c.sessionID, err))
+			// credgate patch: %w, not %v, here and at the other failures of
+			// the connection below, so that a caller can tell a lost
+			// connection (a *net.OpError, io.ErrUnexpectedEOF) from a
+			// protocol error: pending calls are retired with this error.
+			c.fail(fmt.Errorf("standalone SSE request failed (session ID: %v): %w", c.sessionID, err))
 		}
 		return
 	}
@@ -2519,7 +2523,7 @@ func (c *streamableClientConn) handleJSON(requestSummary string, resp *http.Resp
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if err != nil {
-		c.fail(fmt.Errorf("%s: failed to read body: %v", requestSummary, err))
+		c.fail(fmt.Errorf("%s: failed to read body: %w", requestSummary, err)) // credgate patch: %w
 		return
 	}
 	msg, err := jsonrpc.DecodeMessage(body)
@@ -2573,7 +2577,9 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 			retriesWithoutProgress++
 			if retriesWithoutProgress > c.maxRetries {
 				if ctx.Err() == nil {
-					c.fail(fmt.Errorf("%s: exceeded %d retries without progress (session ID: %v)", requestSummary, c.maxRetries, c.sessionID))
+					// credgate patch: the stream ended, each time, before
+					// what was awaited on it: io.ErrUnexpectedEOF says so.
+					c.fail(fmt.Errorf("%s: exceeded %d retries without progress (session ID: %v): %w", requestSummary, c.maxRetries, c.sessionID, io.ErrUnexpectedEOF))
 				}
 				return
 			}
@@ -2586,7 +2592,7 @@ func (c *streamableClientConn) handleSSE(ctx context.Context, requestSummary str
 			// breaks the logical MCP session.
 			if ctx.Err() == nil {
 				// All reconnection attempts failed: fail the connection.
-				c.fail(fmt.Errorf("%s: failed to reconnect (session ID: %v): %v", requestSummary, c.sessionID, err))
+				c.fail(fmt.Errorf("%s: failed to reconnect (session ID: %v): %w", requestSummary, c.sessionID, err)) // credgate patch: %w
 			}
 			return
 		}
@@ -2649,6 +2655,7 @@ func (c *streamableClientConn) processStream(ctx context.Context, requestSummary
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}()
+	var readErr error // credgate patch: why the stream broke, if it did
 	for evt, err := range scanEventsLimited(resp.Body, c.maxEventSize) {
 		if err != nil {
 			if ctx.Err() != nil {
@@ -2662,6 +2669,7 @@ func (c *streamableClientConn) processStream(ctx context.Context, requestSummary
 				return "", 0, true
 			}
 
+			readErr = err
 			break
 		}
 
@@ -2719,9 +2727,15 @@ func (c *streamableClientConn) processStream(ctx context.Context, requestSummary
 	// Note that this is different from the cancellation case above, since the
 	// caller is still waiting for a response that will never come.
 	if lastEventID == "" && forCall != nil {
+		terminated := fmt.Errorf("request terminated without response")
+		if readErr != nil {
+			// credgate patch: a stream that broke (the connection was
+			// reset, the server died), not one the server ended, says why.
+			terminated = fmt.Errorf("request terminated without response: %w", readErr)
+		}
 		errmsg := &jsonrpc2.Response{
 			ID:    forCall.ID,
-			Error: fmt.Errorf("request terminated without response"),
+			Error: terminated,
 		}
 		select {
 		case c.incoming <- errmsg:
