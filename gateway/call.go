@@ -28,6 +28,9 @@ const reservedMetaPrefix = "io.modelcontextprotocol/"
 // never leaves a handler pointing at an upstream that is gone.
 func (g *Server) toolHandler(exposed string) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if r := inputRoundFrom(ctx); r != nil {
+			r.asked.Store(nil) // a new round: it has asked for nothing yet
+		}
 		s := g.snap.Load()
 		if r := s.routes.Lookup(exposed); r != nil {
 			return g.callRoute(ctx, req, s, r)
@@ -39,6 +42,59 @@ func (g *Server) toolHandler(exposed string) mcp.ToolHandler {
 		return g.callTool(ctx, req, u, name)
 	}
 }
+
+// inputFailures is a receiving middleware directly around the input
+// rounds of tools/call (the SDK's serverMultiRoundTripMiddleware, or the fast
+// path's fastInputRounds): when a 2026-07-28 upstream's result asked an agent
+// older than that protocol for input and getting it failed (the agent's
+// answer does not match the requested schema, the agent answered with an
+// error or lacks the capability), the agent gets the typed failure object
+// every failed call carries, not the round's untyped -32603. The upstream's
+// tool cannot be told instead, as it would be of a failed elicitation it sent
+// mid-call: a retry's inputResponses hold results only, so the call ends here.
+//
+// A failure is the input round's only when the round that ran last asked for
+// input (toolHandler clears the mark, callToolOn sets it): an error of the
+// handler itself, on the first round or the retry, is classified as before.
+func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		if method != "tools/call" {
+			return next(ctx, method, req)
+		}
+		r := new(inputRound)
+		res, err := next(context.WithValue(ctx, inputRoundKey{}, r), method, req)
+		a := r.asked.Load()
+		if err == nil || a == nil {
+			return res, err
+		}
+		return a.u.gw.toolOutcome(a.u, a.tool, nil, &inputError{err: err})
+	}
+}
+
+// inputRound is what inputFailures learns of a tools/call's rounds: the
+// upstream tool whose result asked for input, while the round that ran last
+// did.
+type inputRound struct{ asked atomic.Pointer[inputAsker] }
+
+type inputAsker struct {
+	u    *upstream
+	tool string // the upstream's own name
+}
+
+// inputRoundKey is the context key of a call's *inputRound.
+type inputRoundKey struct{}
+
+func inputRoundFrom(ctx context.Context) *inputRound {
+	r, _ := ctx.Value(inputRoundKey{}).(*inputRound)
+	return r
+}
+
+// inputError is the failure to get an agent the input an upstream's result
+// asked for (see inputFailures).
+type inputError struct{ err error }
+
+func (e *inputError) Error() string { return "the agent's input: " + e.err.Error() }
+func (e *inputError) Unwrap() error { return e.err }
 
 // unknownError is the JSON-RPC error of a name that was removed between
 // the SDK finding its handler and the handler resolving it.
@@ -143,6 +199,11 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				return err
 			})
 			res, err = g.toolOutcome(u, name, res, raw)
+			if err == nil && res != nil && len(res.InputRequests) > 0 && len(res.Content) == 0 {
+				if r := inputRoundFrom(ctx); r != nil {
+					r.asked.Store(&inputAsker{u: u, tool: name})
+				}
+			}
 			if cc == nil {
 				break
 			}

@@ -111,11 +111,19 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 	var agentLimit *agentLimitError
 	var missing *credentialMissingError
 	var gated *gatedError
+	var input *inputError
 	switch {
 	case errors.As(err, &missing):
 		f = g.missingFailure(missing.credential)
 	case errors.As(err, &gated):
 		f = gated.f
+	case errors.As(err, &input) && errors.Is(err, context.DeadlineExceeded):
+		f = authmap.Failure{Type: authmap.TypeTimeout, Retryable: true, Detail: input.Error()}
+	case errors.As(err, &input):
+		// The agent's answer (or its lack of one) is what failed, not
+		// the upstream: whatever the agent's own error says, the call is
+		// invalid as asked.
+		f = authmap.Failure{Type: authmap.TypeInvalidRequest, Detail: input.Error()}
 	case errors.Is(err, ErrShuttingDown):
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true, Detail: ErrShuttingDown.Error()}
 	case errors.As(err, &rpcErr) && isGatewayAnswer(rpcErr):

@@ -273,7 +273,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
 	})
-	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution)
+	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution, g.inputFailures)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
 	// The agent's identity and policy come before the call path (issue 9).
 	g.mcp.AddReceivingMiddleware(g.agentPolicy, g.federateInstructions)
@@ -289,7 +289,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	// tracing one (it is off while tracing is on) and with the SDK's own
 	// innermost one (input rounds) in credgate's terms (fastpath.go).
 	g.fast = newFastCalls()
-	g.fastChain = g.agentPolicy(g.countFastRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.fastInputRounds(g.fastTool))))))
+	g.fastChain = g.agentPolicy(g.countFastRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.inputFailures(g.fastInputRounds(g.fastTool)))))))
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {
 		g.log.Warn().Msg(w)

@@ -64,6 +64,17 @@ func echoStdioUpstream() {
 		p := &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}
 		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"q": p}}, nil
 	})
+	// login needs input whose schema requires a property (see
+	// TestInputRoundAnswerMismatch).
+	srv.AddTool(&mcp.Tool{Name: "login", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if r, ok := req.Params.InputResponses["input"].(*mcp.ElicitResult); ok {
+			fmt.Fprintln(os.Stderr, "login: second round")
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprint("hello ", r.Content["username"])}}}, nil
+		}
+		p := &mcp.ElicitParams{Message: "who?", RequestedSchema: &jsonschema.Schema{Type: "object",
+			Properties: map[string]*jsonschema.Schema{"username": {Type: "string"}}, Required: []string{"username"}}}
+		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"input": p}}, nil
+	})
 	srv.AddPrompt(&mcp.Prompt{Name: "hello"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{Messages: []*mcp.PromptMessage{{Role: "user", Content: &mcp.TextContent{Text: "hello"}}}}, nil
 	})

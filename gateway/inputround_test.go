@@ -1,0 +1,66 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
+)
+
+// TestInputRoundAnswerMismatch: when a 2026-07-28 upstream's result asks
+// for input and the agent's answer does not match the requested schema (a
+// required property missing), the agent of the call gets a typed
+// invalid_request failure, on both fast_path settings. It got an untyped
+// -32603 ("multi-round-trip: fulfilling input request ...: elicitation
+// result content does not match requested schema"), with no failure object,
+// against README "Failure objects". The upstream's tool never sees the
+// failure: a retry's inputResponses have no place for an error, so there is
+// no second round to send.
+func TestInputRoundAnswerMismatch(t *testing.T) {
+	t.Parallel()
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			self, err := os.Executable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A stdio child of the test binary: a 2026-07-28 session.
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
+
+			next := a.stream(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"u__login","arguments":{}}}`)
+			ask := next()
+			if ask["method"] != "elicitation/create" {
+				t.Fatalf("first event on the call's stream = %v; want the elicitation request", ask)
+			}
+			id, _ := json.Marshal(ask["id"])
+			if r, _ := a.post(ctx, fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"result":{"action":"accept","content":{"name":"Ada"}}}`, id)); r.StatusCode != http.StatusAccepted {
+				t.Errorf("the agent's answer got %s; want 202", r.Status)
+			}
+			answer := next()
+			raw, _ := json.Marshal(answer["result"])
+			var res mcp.CallToolResult
+			if err := json.Unmarshal(raw, &res); err != nil || answer["error"] != nil {
+				t.Fatalf("the call's answer = %s; want a result", mustJSON(t, answer))
+			}
+			f := failureOf(t, &res)
+			if f.Type != authmap.TypeInvalidRequest || f.Retryable || f.Upstream != "u" || !strings.Contains(f.Detail, "username") {
+				t.Errorf("failure = %+v; want invalid_request, not retryable, upstream u, naming the missing property", f)
+			}
+			if tail := strings.Join(g.upstream("u").childOutput().tail(), "\n"); strings.Contains(tail, "login: second round") {
+				t.Errorf("the upstream was called again after the agent's invalid answer:\n%s", tail)
+			}
+		})
+	}
+}
