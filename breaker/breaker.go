@@ -105,8 +105,12 @@ func Failure(reason string) Outcome {
 	return Outcome{kind: kindFailure, reason: reason}
 }
 
-// Excluded: the caller cancelled. It never counts either way.
+// Excluded: the caller cancelled, or the outcome says nothing new (another
+// call already reported the same failure). It never counts either way.
 func Excluded() Outcome { return Outcome{kind: kindExcluded} }
+
+// Failed reports whether o is a Failure.
+func (o Outcome) Failed() bool { return o.kind == kindFailure }
 
 // Rejected: the provider rejected the credential (reason is the subtype:
 // "credential_revoked", "credential_invalid", "credential_missing" or

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+	"weak"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/breaker"
@@ -44,6 +48,19 @@ import (
 //
 // A call resent after a lost session or a credential renewal is one call:
 // its breakers are asked once and told its final outcome.
+//
+// One lost session is one failure, however many calls it ended. A stdio
+// child that exits, or an HTTP upstream that drops our session or its
+// connections, fails every call in flight on that session at once; counted
+// call by call, one crash with four other calls in flight was five
+// consecutive failures, and opened the upstream's breaker for open_timeout
+// although the child was back 0.4 s later (found trying the gateway from
+// outside). So forward names the session a call lost (sessionLostError),
+// and only the first call to report a session's loss counts it; the others
+// are excluded. The restarted child's session is another session, whose
+// loss counts again. Timeouts stay each call's own: a slow tool proves
+// nothing about the calls beside it, and five calls timing out are five
+// failures.
 
 // initBreakers builds the breaker set and applies the upstreams' configs.
 func (g *Server) initBreakers() {
@@ -134,10 +151,44 @@ func (cb *callBreakers) done(raw error, f *authmap.Failure) {
 		return
 	}
 	up, cred := breakerOutcomes(raw, f)
+	var lost *sessionLostError
+	if up.Failed() && errors.As(raw, &lost) && !cb.g.losses.first(lost.cs) {
+		up = breaker.Excluded() // another call reported this loss
+	}
 	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {
 		cb.g.credCauses.Store(cb.credential, credCause{f: *f, gen: cb.gen})
 	}
 	cb.report(up, cred)
+}
+
+// lossSet holds the sessions whose loss a call reported to a breaker. It
+// holds them weakly: a call can report a session's loss only while it holds
+// the session, so once nothing does, its entry is useless and goes (at the
+// next loss), and the set holds no more than the lost sessions still in use.
+type lossSet struct {
+	mu   sync.Mutex
+	seen map[weak.Pointer[mcp.ClientSession]]struct{}
+}
+
+// first records the loss of cs and reports whether it is the first report
+// of it.
+func (l *lossSet) first(cs *mcp.ClientSession) bool {
+	k := weak.Make(cs)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.seen[k]; ok {
+		return false
+	}
+	for p := range l.seen {
+		if p.Value() == nil {
+			delete(l.seen, p)
+		}
+	}
+	if l.seen == nil {
+		l.seen = map[weak.Pointer[mcp.ClientSession]]struct{}{}
+	}
+	l.seen[k] = struct{}{}
+	return true
 }
 
 // opensCredential reports whether an auth failure of subtype s opens the

@@ -221,6 +221,9 @@ func TestBreakerOpensOnUpstreamFailures(t *testing.T) {
 	if b := breakerState(g, "api", ""); b.State != "open" || b.Reason != "upstream_unavailable" || b.Until == nil {
 		t.Errorf("health breaker %+v, want open for upstream_unavailable with until", b)
 	}
+	if h := g.Health(); h.Status != HealthDegraded || h.Upstreams["api"].Status != StatusUp {
+		t.Errorf("health status %q, upstream %q with its breaker open; want degraded, up", h.Status, h.Upstreams["api"].Status)
+	}
 	_, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "api__greet", Arguments: map[string]string{"who": "x"}})
 	var rpc *jsonrpc.Error
 	if !errorsAs(err, &rpc) || !bytes.Contains(rpc.Data, []byte(`"type":"upstream_unavailable"`)) || !bytes.Contains(rpc.Data, []byte(`"retry_after_seconds"`)) {

@@ -469,6 +469,7 @@ func (g *Server) forward(ctx context.Context, u *upstream, ss *mcp.ServerSession
 		if !u.lost(cs, err) {
 			u.drop(ss, cs)
 		}
+		err = &sessionLostError{cs: cs, err: err} // one loss for the breaker, however many calls it ends
 		if !isDeadSession(err) {
 			return err
 		}

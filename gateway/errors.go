@@ -81,6 +81,17 @@ func connectionGone(err error) bool {
 		(errors.As(err, &ue) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)))
 }
 
+// sessionLostError is the error of a request whose session err proved
+// gone (see forward): it names the session, so that the breaker counts the
+// loss once however many calls it ended (see losses). Its text is err's.
+type sessionLostError struct {
+	cs  *mcp.ClientSession
+	err error
+}
+
+func (e *sessionLostError) Error() string { return e.err.Error() }
+func (e *sessionLostError) Unwrap() error { return e.err }
+
 // streamEnded reports whether err is the upstream's message stream ending
 // under a request: a stdio child exited (crashed, was killed), or an SSE
 // upstream's event stream closed, while the request was in flight. The SDK

@@ -235,7 +235,7 @@ func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int
 // Overall health states.
 const (
 	HealthOK       = "ok"       // every upstream is up
-	HealthDegraded = "degraded" // some upstreams are down
+	HealthDegraded = "degraded" // some upstreams are down, or refused by their breaker
 	HealthDown     = "down"     // no upstream is up (and at least one is configured)
 )
 
@@ -313,7 +313,7 @@ func (g *Server) Health() Health {
 	h := Health{Status: HealthOK, Version: g.opts.Version, Upstreams: make(map[string]UpstreamHealth, len(ups))}
 	h.Sessions, h.Goroutines = g.sessionCount(), runtime.NumGoroutine()
 	h.Config = g.configHealth()
-	up := 0
+	up, refusing := 0, false
 	breakers, credBreakers := g.breakerHealth()
 	for _, u := range ups {
 		u.mu.Lock()
@@ -341,13 +341,15 @@ func (g *Server) Health() Health {
 		}
 		if uh.Connected {
 			up++
+			// Up, but its breaker refuses every call (see breakerOpen).
+			refusing = refusing || g.breakerOpen(u.name)
 		}
 		h.Upstreams[u.name] = uh
 	}
 	switch {
 	case len(ups) > 0 && up == 0:
 		h.Status = HealthDown
-	case up < len(ups):
+	case up < len(ups), refusing:
 		h.Status = HealthDegraded
 	}
 	creds, healthy := g.credentialHealth()

@@ -47,6 +47,9 @@ func TestMain(m *testing.M) {
 	case stallUpstreamMode:
 		stallUpstream()
 		os.Exit(0)
+	case crashUpstreamMode:
+		crashUpstream()
+		os.Exit(0)
 	case chattyMode:
 		chattyUpstream()
 		os.Exit(0)

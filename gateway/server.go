@@ -145,6 +145,9 @@ type Server struct {
 	// credCause): the calls an open breaker or a dead credential refuses get
 	// that failure (provider, code, recovery), not a bare subtype.
 	credCauses sync.Map
+	// losses are the sessions whose loss a call has told an upstream's
+	// breaker: the other calls the same loss ended are not counted.
+	losses lossSet
 
 	// tracing exports OpenTelemetry spans; nil when off (see trace.go).
 	tracing *tracing
