@@ -132,6 +132,13 @@ type credState struct {
 	// of force (a header value changed): still redacted, as a rotated
 	// credential's last values are.
 	past []string
+	// credPast holds the last maxPastSecrets credential values that left
+	// the credentials' own memory (a credential a reload removed, a value
+	// rotated out of its last 16), and credLast the credentials' values at
+	// the last refresh (refreshRedactor): a replica whose reload dropped a
+	// credential passed its values, which its peers still use, in clear
+	// (found trying the gateway with replicas).
+	credPast, credLast []string
 
 	redactMu sync.Mutex
 	gens     sync.Map // credential name -> *atomic.Uint64: the generation last fed to the redactor
@@ -296,6 +303,17 @@ func (g *Server) refreshRedactor() {
 	for _, c := range cs.staged {
 		all = append(all, c.Knowledge().Secrets...)
 	}
+	cur := all[len(cs.static):]
+	for _, v := range cs.credLast {
+		if !slices.Contains(cur, v) && !slices.Contains(cs.credPast, v) {
+			cs.credPast = append(cs.credPast, v)
+		}
+	}
+	if n := len(cs.credPast) - maxPastSecrets; n > 0 {
+		cs.credPast = slices.Delete(cs.credPast, 0, n)
+	}
+	cs.credLast = slices.Clone(cur)
+	all = append(all, cs.credPast...)
 	g.redactor.Replace(all...)
 }
 

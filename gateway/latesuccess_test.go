@@ -115,3 +115,33 @@ func TestReloadedHeaderSecretStillRedacted(t *testing.T) {
 		t.Errorf("after the reload the echo shows %q: want both values redacted", got)
 	}
 }
+
+// TestRemovedCredentialStillRedacted: the value of a credential a reload
+// removed is still redacted (found trying the gateway with replicas: one
+// whose reload dropped a credential passed the value its peers still use
+// in clear through tool results).
+func TestRemovedCredentialStillRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	const secret = "theta-cred-0a1b2c3d4e5f6789"
+	up := newTestUpstream(t, "a", "echo")
+	with := "credentials:\n  tok: {source: {value: " + secret + "}}\nupstreams:\n  a: {url: " + up.url() + ", credential: tok}\n"
+	without := "upstreams:\n  a: {url: " + up.url() + "}\n"
+	g, cs := startGateway(t, ctx, with)
+	cfg, err := ParseConfig([]byte(without), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { return g.credential("tok") == nil })
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "old " + secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := text(res); strings.Contains(got, secret) {
+		t.Errorf("after the reload removed the credential the echo shows %q: want its value redacted", got)
+	}
+}
