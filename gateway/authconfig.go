@@ -333,10 +333,9 @@ func normalizeOrigin(o string) (string, error) {
 // authWarnings lists what is valid in the auth and policy sections but
 // probably not meant, each naming its key.
 func (c *Config) authWarnings() []string {
+	// The exposure check (CheckExposure) is not a warning: serve refuses to
+	// start on it and validate fails on it.
 	var out []string
-	if err := c.CheckExposure(c.Listen); err != nil {
-		out = append(out, err.Error()+" (gateway serve refuses to start)")
-	}
 	authOn := c.Auth.enabled()
 	if authOn && c.AllowUnauthenticated {
 		out = append(out, "allow_unauthenticated: has no effect: agents authenticate (auth is set)")

@@ -191,6 +191,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		for _, w := range cfg.Warnings() {
 			fmt.Fprintln(stderr, "warning:", w)
 		}
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		// The check serve refuses to start on: a config validate calls ok
+		// must not crash-loop a pod (issue 11).
+		if err := cfg.CheckExposure(cfg.Listen); err != nil {
+			fmt.Fprintf(stderr, "%s: invalid config:\n  - %v (gateway serve refuses to start)\n", configPath, err)
+			return 1
+		}
 		fmt.Fprintf(stdout, "%s: ok\n", configPath)
 		return 0
 	case "check":

@@ -208,3 +208,41 @@ func TestLogLevelChecked(t *testing.T) {
 		t.Errorf("--log-level WARN: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestValidateExposure is the regression test for the deploy manifests that
+// validate called ok while every pod's serve exited 1 (found trying the
+// gateway on Kubernetes): validate runs the exposure check serve refuses
+// on, against the config's listen or --listen, and exits 1 naming the key.
+func TestValidateExposure(t *testing.T) {
+	t.Parallel()
+	open := writeFile(t, "open.yaml", "listen: 0.0.0.0:8080\nupstreams:\n  a: {command: x}\n")
+	local := writeFile(t, "local.yaml", "listen: 127.0.0.1:8080\nupstreams:\n  a: {command: x}\n")
+	accepted := writeFile(t, "accepted.yaml", "listen: 0.0.0.0:8080\nallow_unauthenticated: true\nupstreams:\n  a: {command: x}\n")
+	keyed := writeFile(t, "keyed.yaml", "listen: 0.0.0.0:8080\nauth: {keys: [{name: a, key: 0123456789abcdef0123}]}\nupstreams:\n  a: {command: x}\n")
+	for _, tt := range []struct {
+		args []string
+		ok   bool
+	}{
+		{[]string{"validate", open}, false},
+		{[]string{"validate", local, "--listen", ":8080"}, false},
+		{[]string{"validate", open, "--listen", "127.0.0.1:0"}, true},
+		{[]string{"validate", local}, true},
+		{[]string{"validate", accepted}, true},
+		{[]string{"validate", keyed}, true},
+	} {
+		code, stdout, stderr := cli(t, "", tt.args...)
+		if tt.ok {
+			if code != 0 || !strings.HasSuffix(stdout, ": ok\n") {
+				t.Errorf("%q: exit %d\n%s%s\nwant ok", tt.args, code, stdout, stderr)
+			}
+			continue
+		}
+		if code != 1 || stdout != "" || !strings.Contains(stderr, "  - listen: ") ||
+			!strings.Contains(stderr, "auth.keys") || !strings.Contains(stderr, "allow_unauthenticated") {
+			t.Errorf("%q: exit %d\nstdout %q\nstderr %q\nwant exit 1 naming listen, auth.keys and allow_unauthenticated", tt.args, code, stdout, stderr)
+		}
+		if strings.Contains(stderr, "warning:") {
+			t.Errorf("%q: the refusal is also printed as a warning:\n%s", tt.args, stderr)
+		}
+	}
+}
