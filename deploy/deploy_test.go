@@ -7,12 +7,15 @@ package deploy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
+	netHTTP "net/http"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +23,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -38,6 +42,7 @@ type rendered struct {
 	secrets     map[string]*corev1.Secret
 	pdbs        map[string]*policyv1.PodDisruptionBudget
 	namespaces  map[string]*corev1.Namespace
+	netpols     map[string]*networkingv1.NetworkPolicy
 }
 
 func render(t *testing.T) *rendered {
@@ -49,7 +54,8 @@ func render(t *testing.T) *rendered {
 	}
 	r := &rendered{deployments: map[string]*appsv1.Deployment{}, services: map[string]*corev1.Service{},
 		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		pdbs: map[string]*policyv1.PodDisruptionBudget{}, namespaces: map[string]*corev1.Namespace{}}
+		pdbs: map[string]*policyv1.PodDisruptionBudget{}, namespaces: map[string]*corev1.Namespace{},
+		netpols: map[string]*networkingv1.NetworkPolicy{}}
 	for _, res := range m.Resources() {
 		y, err := res.AsYAML()
 		if err != nil {
@@ -92,6 +98,10 @@ func render(t *testing.T) *rendered {
 			o := &corev1.Namespace{}
 			strict(o)
 			r.namespaces[name] = o
+		case "NetworkPolicy":
+			o := &networkingv1.NetworkPolicy{}
+			strict(o)
+			r.netpols[name] = o
 		default:
 			t.Errorf("unexpected kind %s (%s): add it to this test", res.GetKind(), name)
 		}
@@ -142,6 +152,11 @@ func TestManifests(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the ConfigMap's config is refused by the gateway:\n%v", err)
 	}
+	// What serve checks before it starts (and validate with it): a pod
+	// listens on every interface, where agents must authenticate.
+	if err := cfg.CheckExposure(cfg.Listen); err != nil {
+		t.Errorf("gateway serve refuses the ConfigMap's config (every pod would crash-loop):\n%v", err)
+	}
 
 	// Ports: the container serves the config's listen port.
 	_, port, err := net.SplitHostPort(cfg.Listen)
@@ -155,8 +170,23 @@ func TestManifests(t *testing.T) {
 	if strconv.Itoa(int(http.ContainerPort)) != port {
 		t.Errorf("containerPort %d, but the config listens on %s", http.ContainerPort, cfg.Listen)
 	}
+	if cfg.Admin.Listen != "" {
+		_, adminPort, err := net.SplitHostPort(cfg.Admin.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host, _, _ := net.SplitHostPort(cfg.Admin.Listen); host != "0.0.0.0" && host != "" {
+			t.Errorf("admin.listen %s: the kubelet's probes and Prometheus reach the pod's IP", cfg.Admin.Listen)
+		}
+		if a := containerPort(t, c, "admin"); strconv.Itoa(int(a.ContainerPort)) != adminPort {
+			t.Errorf("containerPort admin %d, but admin.listen is %s", a.ContainerPort, cfg.Admin.Listen)
+		}
+	}
 
-	// Probes: on the gateway's own endpoints, which a real handler serves.
+	// A gateway serving the ConfigMap's very config, with the Secret's files:
+	// the probes, the scrape and the agents' requests are asked of it as the
+	// kubelet, Prometheus and an agent would.
+	gw := serveManifestConfig(t, data, r.secrets, c, configFiles(cfg))
 	probes := map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe, "startup": c.StartupProbe}
 	wantPath := map[string]string{"liveness": "/healthz", "readiness": "/readyz", "startup": "/healthz"}
 	for kind, p := range probes {
@@ -167,14 +197,28 @@ func TestManifests(t *testing.T) {
 		if p.HTTPGet.Path != wantPath[kind] {
 			t.Errorf("%s probe on %s, want %s", kind, p.HTTPGet.Path, wantPath[kind])
 		}
-		if !portMatches(p.HTTPGet.Port, http) {
-			t.Errorf("%s probe on port %s, not the container's http port", kind, p.HTTPGet.Port.String())
+		// Any status but 404: /readyz answers 503 on a gateway whose
+		// upstreams were never tried.
+		if code := gw.get(t, c, p.HTTPGet.Port, p.HTTPGet.Path, ""); code == netHTTP.StatusNotFound || code == 0 {
+			t.Errorf("%s probe: GET %s on port %s answered %d", kind, p.HTTPGet.Path, p.HTTPGet.Port.String(), code)
 		}
-		checkServed(t, p.HTTPGet.Path)
 	}
+	// Prometheus' annotation convention sends no credentials: /metrics must
+	// answer 200 on the annotated port without a token (with admin.token
+	// and no admin.listen, it answered 401 and the scrape failed).
 	ann := pod.Annotations
-	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/port"] != port || ann["prometheus.io/path"] != "/metrics" {
-		t.Errorf("scrape annotations %v, want scrape true on port %s, path /metrics", ann, port)
+	if ann["prometheus.io/scrape"] != "true" || ann["prometheus.io/path"] != "/metrics" {
+		t.Errorf("scrape annotations %v, want scrape true, path /metrics", ann)
+	}
+	if n, err := strconv.Atoi(ann["prometheus.io/port"]); err != nil {
+		t.Errorf("prometheus.io/port %q: %v", ann["prometheus.io/port"], err)
+	} else if code := gw.get(t, c, intstr.FromInt32(int32(n)), ann["prometheus.io/path"], ""); code != netHTTP.StatusOK {
+		t.Errorf("the scrape (GET %s on port %d, no token) answered %d, want 200", ann["prometheus.io/path"], n, code)
+	}
+	// Agents come through the Service by its name: the Host is accepted and
+	// the agent must authenticate (401, not the Host guard's 403).
+	if code := gw.get(t, c, intstr.FromString("http"), "/mcp", "credgate.credgate.svc.cluster.local"); code != netHTTP.StatusUnauthorized {
+		t.Errorf("GET /mcp without a key, by the Service's name, answered %d, want 401 (403: the Host is refused)", code)
 	}
 
 	// Shutdown: the grace period covers preStop, shutdown_timeout and what
@@ -245,6 +289,33 @@ func TestManifests(t *testing.T) {
 	if svc == nil || !selects(svc.Spec.Selector, pod.Labels) || !portMatches(svc.Spec.Ports[0].TargetPort, http) {
 		t.Errorf("Service credgate does not reach the pods' http port")
 	}
+	// The NetworkPolicy, if any, lets agents reach the http port from
+	// anywhere and the admin port from somewhere (Prometheus).
+	for name, np := range r.netpols {
+		if !selects(np.Spec.PodSelector.MatchLabels, pod.Labels) {
+			continue
+		}
+		open, admin := false, false
+		for _, rule := range np.Spec.Ingress {
+			for _, p := range rule.Ports {
+				if p.Port == nil {
+					continue
+				}
+				if portMatches(*p.Port, http) && len(rule.From) == 0 {
+					open = true
+				}
+				if cfg.Admin.Listen != "" && portMatches(*p.Port, containerPort(t, c, "admin")) {
+					admin = true
+				}
+			}
+		}
+		if !open {
+			t.Errorf("NetworkPolicy %s does not let agents reach the http port", name)
+		}
+		if cfg.Admin.Listen != "" && !admin {
+			t.Errorf("NetworkPolicy %s lets nobody reach the admin port: Prometheus cannot scrape", name)
+		}
+	}
 	pdb := r.pdbs["credgate"]
 	if pdb == nil || pdb.Spec.Selector == nil || !selects(pdb.Spec.Selector.MatchLabels, pod.Labels) {
 		t.Fatalf("no PodDisruptionBudget selecting the gateway's pods")
@@ -254,22 +325,114 @@ func TestManifests(t *testing.T) {
 	}
 }
 
-// checkServed asks a real gateway handler for path: it must exist (any
-// status but 404; /readyz answers 503 on a gateway that has not started).
-func checkServed(t *testing.T, p string) {
+// servedGateway is a gateway serving a manifest's config on loopback.
+type servedGateway struct {
+	listen, admin         string // bound addresses: listen, admin.listen ("" if unset)
+	listenPort, adminPort string // the ports the config names
+}
+
+// serveManifestConfig starts a gateway (never its upstreams) on the
+// ConfigMap's config text, with every file it reads written from the
+// Secret it is mounted from, listen and admin.listen bound on loopback.
+func serveManifestConfig(t *testing.T, data string, secrets map[string]*corev1.Secret, c corev1.Container, files map[string]string) *servedGateway {
 	t.Helper()
-	cfg := &gateway.Config{}
-	cfg.Normalize()
-	g, err := gateway.New(cfg, nil)
+	dir := t.TempDir()
+	for key, file := range files {
+		var value string
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(file, m.MountPath+"/") {
+				for _, s := range secrets {
+					item := strings.TrimPrefix(file, m.MountPath+"/")
+					if v, ok := s.StringData[item]; ok {
+						value = v
+					} else if v, ok := s.Data[item]; ok {
+						value = string(v)
+					}
+				}
+			}
+		}
+		if value == "" {
+			t.Fatalf("%s: no Secret holds %s", key, file)
+		}
+		local := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(file, "/"), "/", "_"))
+		if err := os.WriteFile(local, []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		data = strings.ReplaceAll(data, file, local)
+	}
+	cfg, err := gateway.ParseConfig([]byte(data), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
-	rec := httptest.NewRecorder()
-	g.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, p, nil))
-	if rec.Code == http.StatusNotFound {
-		t.Errorf("the gateway does not serve %s", p)
+	sg := &servedGateway{}
+	_, sg.listenPort, _ = net.SplitHostPort(cfg.Listen)
+	if cfg.Admin.Listen != "" {
+		_, sg.adminPort, _ = net.SplitHostPort(cfg.Admin.Listen)
+		cfg.Admin.Listen = "127.0.0.1:0"
 	}
+	g, err := gateway.New(cfg, nil)
+	if err != nil {
+		t.Fatalf("gateway.New on the ConfigMap's config with the Secret's files: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg.listen = l.Addr().String()
+	ctx, cancel := context.WithCancel(t.Context())
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		g.Close()
+	})
+	// Serve binds admin.listen before it accepts on l: once l answers, the
+	// ops address is known.
+	resp, err := netHTTP.Get("http://" + sg.listen + "/healthz")
+	if err != nil {
+		t.Fatalf("the gateway does not serve: %v", err)
+	}
+	resp.Body.Close()
+	sg.admin = g.OpsAddr()
+	return sg
+}
+
+// get asks the gateway for path on the container port p names, without
+// credentials, with host as Host if set; it returns the status, or 0 when
+// the port is neither listen's nor admin.listen's.
+func (sg *servedGateway) get(t *testing.T, c corev1.Container, p intstr.IntOrString, path, host string) int {
+	t.Helper()
+	n := p.IntVal
+	if p.Type == intstr.String {
+		n = containerPort(t, c, p.StrVal).ContainerPort
+	}
+	var addr string
+	switch strconv.Itoa(int(n)) {
+	case sg.listenPort:
+		addr = sg.listen
+	case sg.adminPort:
+		addr = sg.admin
+	default:
+		t.Errorf("port %s is neither listen's (%s) nor admin.listen's (%s)", p.String(), sg.listenPort, sg.adminPort)
+		return 0
+	}
+	req, err := netHTTP.NewRequest(netHTTP.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := netHTTP.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("GET %s on port %s: %v", path, p.String(), err)
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // configFiles lists the files the config reads, by key.
@@ -282,6 +445,9 @@ func configFiles(cfg *gateway.Config) map[string]string {
 	}
 	for name, c := range cfg.Credentials {
 		add("credentials."+name+".source", c.Source)
+	}
+	for i, k := range cfg.Auth.Keys {
+		add(fmt.Sprintf("auth.keys[%d].key", i), authmap.SourceConfig(k.Key))
 	}
 	add("admin.token", authmap.SourceConfig(cfg.Admin.Token))
 	add("webhooks.secret", authmap.SourceConfig(cfg.Webhooks.Secret))
