@@ -197,6 +197,20 @@ var restartKeys = []struct {
 	// The OAuth resource server and the TLS files are built at New (issue
 	// 9); the certificate files themselves reload when they change.
 	{"tls", func(a, b *Config) bool { return a.TLS != b.TLS }, func(d, o *Config) { d.TLS = o.TLS }},
+	// The shared state's client is made at New and its loops run from
+	// Start (issue 11): a new URL or key prefix would need both again.
+	{"state", stateChanged, func(d, o *Config) { d.State = o.State }},
+}
+
+// stateChanged reports whether the state section differs in effect (an
+// unset key_prefix or timeout is the same as its default).
+func stateChanged(a, b *Config) bool {
+	ra, rb := a.State.Redis, b.State.Redis
+	if ra == nil || rb == nil {
+		return ra != rb
+	}
+	return ra.URL != rb.URL || ra.Prefix() != rb.Prefix() || ra.Wait() != rb.Wait() ||
+		!reflect.DeepEqual(ra.EncryptionKey, rb.EncryptionKey)
 }
 
 // effectiveConfig is cfg with the settings only a restart applies kept at
