@@ -102,6 +102,7 @@ type shared struct {
 	mu        sync.Mutex
 	seen      map[string]int64 // key -> the version applied or put
 	last      int64            // the store's version at the last catch-up
+	high      int64            // the highest version seen, own puts' too: one below it means the store lost its data
 	ok        bool
 	lastErr   string
 	since     time.Time
@@ -282,13 +283,18 @@ func (s *shared) catchUp(ctx context.Context) {
 	recovered := s.markOK()
 	s.mu.Lock()
 	last := s.last
-	if v < last {
+	if v < max(last, s.high) {
 		// The store lost its data (a restart without persistence): apply
-		// whatever is there from scratch, and put back what is ours.
+		// whatever is there from scratch, and put back what is ours. high,
+		// not only last: when this replica's own put was the newest before
+		// the restart, last may still be 0 and the loss would go unseen
+		// (and republish would skip what it had sent, see publish).
 		s.seen = map[string]int64{}
 		s.sent = map[string]string{}
+		s.high = 0
 		recovered = true
 	}
+	s.high = max(s.high, v)
 	s.mu.Unlock()
 	if v != last || recovered {
 		entries, err := s.store.Get(ctx, s.keys()...)
@@ -450,14 +456,17 @@ func (s *shared) dropPending(key string, p *pendingPut, version int64) {
 	if s.pending[key] == p {
 		delete(s.pending, key)
 	}
+	s.high = max(s.high, version)
 	if version > s.seen[key] {
 		s.seen[key] = version
 	}
 }
 
 // republish puts back, after the store lost its data or came back, the
-// facts this replica holds: its credentials' bad statuses and its breakers'
-// timed opens.
+// facts this replica holds: its credentials' bad statuses, its breakers'
+// timed opens, and the catalog of each upstream it holds a complete listing
+// of (without it, a replica that starts while an upstream is down after a
+// Redis restart would list none of its tools).
 func (s *shared) republish() {
 	for _, n := range s.g.cred.set.Names() {
 		s.credentialFact(n, true)
@@ -465,6 +474,14 @@ func (s *shared) republish() {
 	for _, st := range s.g.breakers.Snapshot() {
 		if st.State == breaker.StateOpen && !st.Until.IsZero() {
 			s.breakerChange(breaker.Change{Name: st.Name, To: breaker.StateOpen, Reason: st.Reason, Until: st.Until})
+		}
+	}
+	for _, u := range s.g.ups() {
+		u.mu.Lock()
+		cat, complete := u.cat, u.catComplete
+		u.mu.Unlock()
+		if complete {
+			s.cacheCatalog(u.name, cat)
 		}
 	}
 }
@@ -899,6 +916,7 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 		return // it connected meanwhile
 	}
 	u.cat = cat
+	u.catComplete = false // a peer's listing: not ours to put back
 	u.mu.Unlock()
 	u.log.Info().Int("tools", len(cat.tools)).Msg("upstream unreachable: listing its catalog from the shared cache")
 	u.gw.catalog.rebuild()

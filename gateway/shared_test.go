@@ -190,6 +190,42 @@ func TestSharedCatalogCache(t *testing.T) {
 	}
 }
 
+// Regression test for the catalog cache after a Redis restart (found trying
+// the gateway with replicas): republish put back credential and breaker
+// facts but not catalog:<upstream>, so a replica started while the upstream
+// was down after Redis came back empty listed none of its tools. The
+// replica that holds a complete listing now puts it back.
+func TestSharedCatalogRepublished(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := redistest.Start(t)
+	prefix := redistest.Prefix(t)
+	up := newBearerUpstream(t, "echo", "add")
+	up.accept("token-0123456789")
+	cfg := stateYAML(srv, prefix, false) + tokConfig("", "source: {value: token-0123456789}", up.url())
+	a := newTestGateway(t, ctx, cfg)
+	cached := func() bool {
+		es, err := a.shared.store.Get(ctx, "catalog:api")
+		return err == nil && len(es) == 1
+	}
+	waitFor(t, ctx, cached) // A's listing is cached
+	srv.Stop()
+	waitFor(t, ctx, func() bool { return a.Health().State.Status == "degraded" })
+	srv.Restart()           // empty: a restart without persistence
+	waitFor(t, ctx, cached) // A puts its listing back
+
+	up.refuse("token-0123456789", rejectRevoked)
+	b, cs := startGateway(t, ctx, cfg)
+	if h := b.Health().Upstreams["api"]; h.Connected {
+		t.Fatalf("B connected to an upstream that refuses its credential")
+	}
+	got := toolNames(t, ctx, cs)
+	if want := []string{"api__add", "api__echo"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("B lists %v after the Redis restart, want %v from the republished cache", got, want)
+	}
+}
+
 // rotatingTokenServer is an OAuth token endpoint that rotates refresh
 // tokens, as the pinned oidc-provider does: each refresh token works once,
 // and it counts refreshes running at once and reuses of a spent token.

@@ -110,11 +110,15 @@ type upstream struct {
 	child      *childStderr
 	stderrTail []string
 	cat        upstreamCatalog
-	calls      map[*inflight]struct{}
-	ctx        context.Context                   // run's, which per-agent sessions live on
-	agents     map[*mcp.ServerSession]*agentConn // per-agent sessions
-	tried      chan struct{}                     // closed after the first connection attempt
-	triedSet   bool
+	// catComplete is set while cat is a complete listing of the upstream's
+	// own (not a cut one, nor the shared cache's): what cacheCatalog shares
+	// and republish puts back.
+	catComplete bool
+	calls       map[*inflight]struct{}
+	ctx         context.Context                   // run's, which per-agent sessions live on
+	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
+	tried       chan struct{}                     // closed after the first connection attempt
+	triedSet    bool
 
 	// secrets are this upstream's own configured secret values: only they
 	// inform its classification (a JWT's expiry); see redact.go.
@@ -487,6 +491,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	compactSchemas(cat.tools)
 	u.mu.Lock()
 	u.cat = cat
+	u.catComplete = len(errs) == 0
 	u.mu.Unlock()
 	u.gw.catalog.rebuild()
 	if len(errs) == 0 {
