@@ -687,8 +687,11 @@ func TestUpstreamDiesMidCall(t *testing.T) {
 				done <- outcome{res, err}
 			}()
 			recv(t, ctx, started, "the call to reach the upstream")
+			// The listener first: a connection the gateway opened between
+			// the two (a GET stream) would hold hs.Close forever (it waits
+			// for active requests; it hung a loaded run for 8 minutes).
+			_ = hs.Listener.Close()
 			hs.CloseClientConnections()
-			hs.Close()
 
 			o := recv(t, ctx, done, "the call's answer")
 			if o.err != nil {
