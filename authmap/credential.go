@@ -728,6 +728,50 @@ func (c *Credential) ReportPeer(sub Subtype, used, detail string) {
 	c.report(sub, used, TriggerPeer, detail)
 }
 
+// ReportPeerRestored is what a peer replica found when value used, which it
+// had rejected, works again (an operator's reload there tried it again, or a
+// call there was answered): the live status of used ends, with trigger peer
+// and detail in the event. When that status held the value back until it
+// changes (revoked, invalid, expired), the value is adopted anew, as a reload
+// here that retries it would: a new generation, so the breakers a rejection
+// here held "until the credential changes" let it through once more. Ending
+// only the status left such a breaker open for good on the replica that saw
+// the rejection, though its health said healthy (found trying three
+// replicas). A report about a value the credential no longer holds is
+// ignored.
+func (c *Credential) ReportPeerRestored(used, detail string) {
+	if used == "" || !c.live.Load() {
+		return
+	}
+	now := time.Now()
+	var evs []Event
+	c.mu.Lock()
+	if c.st.value != used || c.st.live == StatusUnknown {
+		c.mu.Unlock()
+		return
+	}
+	switch c.st.live {
+	case StatusRevoked, StatusInvalid, StatusExpired:
+		c.st.gen++
+		c.st.lastErr = nil
+		c.st.lastEventKey = ""
+		c.st.reactiveDue = false
+	}
+	c.setLiveLocked(StatusUnknown, now)
+	c.publishLocked()
+	was := c.st.announced
+	evs = c.settleLocked(now, TriggerPeer, evs, true)
+	if st := c.st.announced; st != was && st.Usable() {
+		if detail == "" {
+			detail = "a peer replica found it working again"
+		}
+		evs = append(evs, c.eventLocked(now, EventRestored, TriggerPeer, detail))
+	}
+	c.mu.Unlock()
+	c.emit(evs)
+	c.wake()
+}
+
 func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail string) {
 	snap := c.snap.Load()
 	if used != "" && snap.value != used {

@@ -375,6 +375,31 @@ func (s *Set) Honour(name string, f Fact) {
 	s.notify(ch)
 }
 
+// Retry ends an open the breaker called name keeps for a rejected
+// credential ("until the credential changes"), as a new generation would,
+// and reports whether it held one. It is an operator's word that the
+// unchanged credential is to be tried again (a reload of it); nothing else
+// calls it, so a rejected value is never resent by itself. A breaker never
+// made is left unmade.
+func (s *Set) Retry(name string) bool {
+	s.mu.RLock()
+	b := s.breakers[name]
+	s.mu.RUnlock()
+	if b == nil {
+		return false
+	}
+	clk := &clock{}
+	b.mu.Lock()
+	held := b.hold == holdGen
+	if held {
+		b.hold, b.holdReason = holdNone, ""
+	}
+	ch := b.changeLocked(clk, false)
+	b.mu.Unlock()
+	s.notify(ch)
+	return held
+}
+
 // Snapshot returns every breaker's status, sorted by name.
 func (s *Set) Snapshot() []Status {
 	s.mu.RLock()

@@ -114,6 +114,9 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 		return
 	}
 	g.refreshRedactor()
+	if err == nil && trigger == authmap.TriggerAdmin {
+		g.retryCredential(name) // an unchanged value the breakers still hold is tried again
+	}
 	if err == nil {
 		g.shared.announceReload(ctx, name, trigger) // every replica re-reads it (issue 11)
 	}

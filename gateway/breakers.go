@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -234,6 +235,49 @@ func (g *Server) admit(u *upstream, cred string) (*callBreakers, *authmap.Failur
 		}
 	}
 	return cb, nil
+}
+
+// retryCredential ends the opens credential name's breakers keep "until the
+// credential changes", on every upstream it is bound to, when the
+// credential is usable: an operator reloaded it (here, or on a peer
+// replica) and says to try it again. A reload that finds a rejected value
+// unchanged adopts it anew (a new generation) and needs none of this; this
+// is for a breaker left open at the generation in use while the
+// credential's status says it works (found trying three replicas: a peer's
+// "healthy again" ended the status but not the breaker, and nothing but a
+// new value or a restart closed it). A credential still known rejected
+// keeps its breakers: its value is not resent without a change.
+func (g *Server) retryCredential(name string) {
+	c := g.credential(name)
+	if c == nil || !c.Status().Usable() {
+		return
+	}
+	cfg := g.config()
+	for _, up := range cfg.Order() {
+		if u := cfg.Upstreams[up]; u != nil && slices.Contains(u.boundCredentials(cfg.Credentials), name) {
+			if g.breakers.Retry(breaker.Name(up, name)) {
+				g.log.Info().Str(fieldUpstream, up).Str(fieldCredential, name).Msg("credential breaker closed: the credential was reloaded and is tried again")
+			}
+		}
+	}
+}
+
+// seeCredential shows credential name's breakers the generation it holds
+// now, as the next call would: a new value, or a value adopted anew (a
+// reload that tries it again, here or on a peer replica), ends an open kept
+// "until the credential changes" at once, so /health, metrics and routes
+// do not show it open until a call happens to ask.
+func (g *Server) seeCredential(name string) {
+	c := g.credential(name)
+	if c == nil {
+		return
+	}
+	gen := c.Generation()
+	for _, st := range g.breakers.Snapshot() {
+		if _, cred, ok := strings.Cut(st.Name, "/"); ok && cred == name && st.State == breaker.StateOpen && st.Until.IsZero() {
+			_ = g.breakers.Check(st.Name, gen)
+		}
+	}
 }
 
 // openFailure is the failure of a call an open breaker refused: the typed

@@ -359,6 +359,7 @@ func (g *Server) credentialEvent(e authmap.Event) {
 	}
 	switch e.Kind {
 	case authmap.EventLoaded, authmap.EventRotated, authmap.EventRefreshed, authmap.EventRestored:
+		g.seeCredential(e.Credential)
 		for _, u := range g.ups() {
 			if u.defaultCred == e.Credential {
 				u.wakeForCredential()

@@ -109,6 +109,15 @@ type shared struct {
 	pending   map[string]*pendingPut
 	sent      map[string]string // key -> digest of the last value put
 	tokenWake map[string]chan struct{}
+	// facts holds, per credential, the newest credential fact this replica
+	// knows (its own or a peer's; see applyCredFact).
+	facts map[string]knownFact
+}
+
+// knownFact is a credential fact as it was put, and what it says.
+type knownFact struct {
+	f   credFact
+	raw []byte
 }
 
 type pendingPut struct {
@@ -173,7 +182,8 @@ type catalogRecord struct {
 // initShared builds the shared state from the config. It starts nothing.
 func (g *Server) initShared() error {
 	s := &shared{g: g, wake: make(chan struct{}, 1), seen: map[string]int64{}, ok: true,
-		pending: map[string]*pendingPut{}, sent: map[string]string{}, tokenWake: map[string]chan struct{}{}}
+		pending: map[string]*pendingPut{}, sent: map[string]string{}, tokenWake: map[string]chan struct{}{},
+		facts: map[string]knownFact{}}
 	g.shared = s
 	rc := g.config().State.Redis
 	if rc == nil {
@@ -393,7 +403,10 @@ func (s *shared) notice(ctx context.Context, e state.Entry) {
 			s.applyBreakerFact(name, f)
 		}
 	case "reload":
-		s.applyReload(ctx, name)
+		var n reloadNotice
+		if json.Unmarshal(e.Value, &n) == nil {
+			s.applyReload(ctx, name, n.Trigger)
+		}
 	case "tokens":
 		s.applyTokens(ctx, name, e.Value)
 	}
@@ -463,13 +476,37 @@ func (s *shared) dropPending(key string, p *pendingPut, version int64) {
 }
 
 // republish puts back, after the store lost its data or came back, the
-// facts this replica holds: its credentials' bad statuses, its breakers'
-// timed opens, and the catalog of each upstream it holds a complete listing
-// of (without it, a replica that starts while an upstream is down after a
-// Redis restart would list none of its tools).
+// facts this replica holds: the bad statuses it found itself, its
+// breakers' timed opens, and the catalog of each upstream it holds a
+// complete listing of (without it, a replica that starts while an upstream
+// is down after a Redis restart would list none of its tools).
+//
+// A credential fact is put back only when it is still the newest this
+// replica knows of the value it holds, it found it itself, and it is bad;
+// and it is put back as it was put (its time too). Deriving facts afresh
+// from every credential's status here, as this did, published "healthy"
+// for each credential a replica had never found anything about, stamped
+// now: after any outage, such a default, landing after the revocation a
+// peer had found meanwhile, overrode it on every replica, and the dead
+// token was sent again (found trying three replicas, 4 runs in 7). It also
+// put a peer's fact back as this replica's own, and each outage prefixed
+// its detail once more with "a peer replica found it". A healthy fact is
+// the news that a rejection ended: it is put when that happens, and has
+// nothing to say later (a replica that never heard of a rejection takes
+// its credential as healthy anyway).
 func (s *shared) republish() {
 	for _, n := range s.g.cred.set.Names() {
-		s.credentialFact(n, true)
+		c := s.g.credential(n)
+		if c == nil || c.Value() == "" {
+			continue
+		}
+		s.mu.Lock()
+		k, ok := s.facts[n]
+		s.mu.Unlock()
+		if ok && k.f.Origin == s.origin && k.f.Status != authmap.StatusHealthy.String() &&
+			k.f.Value == s.sealer.Fingerprint(c.Value()) {
+			s.publish("cred:"+n, k.raw, credFactTTL, time.Time{})
+		}
 	}
 	for _, st := range s.g.breakers.Snapshot() {
 		if st.State == breaker.StateOpen && !st.Until.IsZero() {
@@ -533,8 +570,27 @@ func (s *shared) credentialFact(name string, healthy bool) {
 		return
 	}
 	b, _ := json.Marshal(f)
+	s.mu.Lock()
+	s.facts[name] = knownFact{f: f, raw: b}
+	s.mu.Unlock()
 	s.publish("cred:"+name, b, credFactTTL, time.Time{})
 }
+
+// newerThan orders two facts about one value: by the time they were found,
+// then by origin, so that every replica orders them alike. Replicas' clocks
+// are taken to agree to well under the time between two findings about one
+// value (a rejection, then an operator's reload); a replica whose clock is
+// off by more may see a peer's newer fact as older (its own admin reload
+// still tries the value again).
+func (f credFact) newerThan(o credFact) bool {
+	if !f.At.Equal(o.At) {
+		return f.At.After(o.At)
+	}
+	return f.Origin > o.Origin
+}
+
+// peerFound starts the detail of a status learned from a peer replica.
+const peerFound = "a peer replica found it "
 
 // applyCredFact applies a peer's status to this replica's credential when
 // it holds the same value.
@@ -547,6 +603,27 @@ func (s *shared) applyCredFact(name string, f credFact) {
 	if v == "" || s.sealer.Fingerprint(v) != f.Value {
 		return // another value: the fact is not about it
 	}
+	// Facts about one value are applied in the order they were found, not
+	// the order they arrive: after an outage, facts queued on several
+	// replicas land in any order, and a catch-up re-reads what was applied.
+	raw, _ := json.Marshal(f)
+	s.mu.Lock()
+	k, known := s.facts[name]
+	if known && k.f.Value == f.Value && !f.newerThan(k.f) {
+		mine := k.f.Origin == s.origin && f.At.Before(k.f.At)
+		if mine {
+			// The store holds an older fact than ours (ours was put
+			// before it, or the store lost it): put ours back.
+			delete(s.sent, "cred:"+name)
+		}
+		s.mu.Unlock()
+		if mine {
+			s.publish("cred:"+name, k.raw, credFactTTL, time.Time{})
+		}
+		return
+	}
+	s.facts[name] = knownFact{f: f, raw: raw}
+	s.mu.Unlock()
 	var sub authmap.Subtype
 	switch f.Status {
 	case authmap.StatusRevoked.String():
@@ -562,11 +639,20 @@ func (s *shared) applyCredFact(name string, f credFact) {
 	s.applying.Store(name, struct{}{})
 	defer s.applying.Delete(name)
 	before := c.Status()
-	detail := ""
-	if f.LastError != nil && f.LastError.Detail != "" {
-		detail = "a peer replica found it " + f.Status + ": " + f.LastError.Detail
+	if sub == "" {
+		// Healthy again there (an operator's reload, a call answered):
+		// the breakers a rejection here opened let the value through too.
+		c.ReportPeerRestored(v, peerFound+"working again")
+	} else {
+		detail := ""
+		if f.LastError != nil && f.LastError.Detail != "" {
+			detail = f.LastError.Detail
+			if !strings.HasPrefix(detail, peerFound) {
+				detail = peerFound + f.Status + ": " + detail
+			}
+		}
+		c.ReportPeer(sub, v, s.g.redact(detail))
 	}
-	c.ReportPeer(sub, v, s.g.redact(detail))
 	if after := c.Status(); after != before {
 		s.g.log.Info().Str(fieldCredential, name).Str("status", after.String()).Str("origin", f.Origin).Msg("credential status from a peer replica")
 	}
@@ -620,8 +706,11 @@ func (s *shared) announceReload(ctx context.Context, name string, trigger authma
 
 // applyReload re-reads credential name from its source, in the background.
 // A credential whose renewals are shared needs none: the token set the
-// announcing replica renewed reaches this one as tokens:<name>.
-func (s *shared) applyReload(ctx context.Context, name string) {
+// announcing replica renewed reaches this one as tokens:<name>. An
+// operator's reload (trigger admin) also tries the value again here, as it
+// does on the replica that announced it: a breaker still open at the value
+// in use while the credential is usable closes (see retryCredential).
+func (s *shared) applyReload(ctx context.Context, name string, trigger authmap.Trigger) {
 	c := s.g.credential(name)
 	if c == nil || (c.SharesRenewals() && s.sealer.CanSeal()) || ctx.Err() != nil {
 		return
@@ -630,8 +719,12 @@ func (s *shared) applyReload(ctx context.Context, name string) {
 		defer s.g.recoverLog("peer reload", "")
 		rctx, cancel := context.WithTimeout(ctx, credentialTimeout)
 		defer cancel()
-		if _, err := s.g.cred.set.Reload(rctx, name, authmap.TriggerPeer); err != nil && rctx.Err() == nil {
+		_, err := s.g.cred.set.Reload(rctx, name, authmap.TriggerPeer)
+		if err != nil && rctx.Err() == nil {
 			s.g.log.Warn().Str(fieldCredential, name).Str(fieldErr, s.g.redact(err.Error())).Msg("re-reading a credential a peer rotated failed")
+		}
+		if err == nil && trigger == authmap.TriggerAdmin {
+			s.g.retryCredential(name)
 		}
 		s.g.refreshRedactor()
 	})
