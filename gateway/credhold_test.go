@@ -39,9 +39,15 @@ func TestReviewSharedClockExpiryIsNotAProviderAnswer(t *testing.T) {
 	}
 
 	gs, css, _ := replicas(t, ctx, 2, srv, yaml, nil)
-	// Wait until B applied A's fact (its last error then names a peer).
+	// Wait until the replicas agree on one fact (the newest of the two
+	// each found by its clock): B then applied A's, or A took B's.
 	b := gs[1].Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { le := b.Snapshot(false).LastError; return le != nil })
+	origin := func(g *Server) string {
+		g.shared.mu.Lock()
+		defer g.shared.mu.Unlock()
+		return g.shared.facts["tok"].f.Origin
+	}
+	waitFor(t, ctx, func() bool { o := origin(gs[0]); return o != "" && o == origin(gs[1]) })
 	t.Logf("B's credential after A's fact: status %s, last_error %+v", b.Status(), b.Snapshot(false).LastError)
 	sent := len(up.calls())
 	res := callTool(t, ctx, css[1], "api__echo")

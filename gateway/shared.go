@@ -503,9 +503,15 @@ func (s *shared) republish() {
 		s.mu.Lock()
 		k, ok := s.facts[n]
 		s.mu.Unlock()
-		if ok && k.f.Origin == s.origin && k.f.Status != authmap.StatusHealthy.String() &&
-			k.f.Value == s.sealer.Fingerprint(c.Value()) {
+		switch {
+		case ok && k.f.Origin == s.origin && k.f.Status != authmap.StatusHealthy.String() &&
+			k.f.Value == s.sealer.Fingerprint(c.Value()):
 			s.publish("cred:"+n, k.raw, credFactTTL, time.Time{})
+		case !ok:
+			// A bad status found here before the store was reachable
+			// (an expiry the clock found at start-up, say): no fact was
+			// put for it yet. Never a healthy one (see above).
+			s.credentialFact(n, false)
 		}
 	}
 	for _, st := range s.g.breakers.Snapshot() {
@@ -555,6 +561,12 @@ func (s *shared) credentialFact(name string, healthy bool) {
 	f := credFact{Origin: s.origin, Value: s.sealer.Fingerprint(v), Version: snap.Version, At: time.Now().UTC()}
 	switch st := c.Status(); st {
 	case authmap.StatusRevoked, authmap.StatusInvalid, authmap.StatusExpired:
+		if le := snap.LastError; le != nil && strings.HasPrefix(le.Detail, peerFound) {
+			// A peer's finding, which it put itself: put again as this
+			// replica's, stamped now, it would override what was found
+			// since (a restore on another replica).
+			return
+		}
 		f.Status = st.String()
 		if le := snap.LastError; le != nil {
 			l := *le
