@@ -366,10 +366,7 @@ func requestKey(sid, user string, body []byte) (fastKey, bool) {
 func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, dup := f.calls[key]; dup {
-		return false
-	}
-	if _, dup := f.sdk[key]; dup {
+	if f.inFlight(key) {
 		return false
 	}
 	f.calls[key] = cancel
@@ -381,14 +378,19 @@ func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
 func (f *fastCalls) registerSDK(key fastKey) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, dup := f.calls[key]; dup {
-		return false
-	}
-	if _, dup := f.sdk[key]; dup {
+	if f.inFlight(key) {
 		return false
 	}
 	f.sdk[key] = struct{}{}
 	return true
+}
+
+// inFlight reports whether a request of key is in flight on either path;
+// f.mu is held.
+func (f *fastCalls) inFlight(key fastKey) bool {
+	_, fast := f.calls[key]
+	_, sdk := f.sdk[key]
+	return fast || sdk
 }
 
 func (f *fastCalls) unregisterSDK(key fastKey) {
