@@ -673,7 +673,7 @@ func (c *Credential) failureWithCredential(f *Failure) *Failure {
 // value the credential no longer holds is ignored (used == "" always counts).
 // The success path is lock-free while nothing needs clearing.
 func (c *Credential) Report(sub Subtype, used string) {
-	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub))
+	c.report(sub, used, TriggerLiveError, "a call was answered "+string(sub), nil)
 }
 
 // ReportSuccess reports that a request that carried value used, sent at
@@ -690,7 +690,7 @@ func (c *Credential) ReportSuccess(used string, sent time.Time) {
 	if after {
 		return
 	}
-	c.report("", used, TriggerLiveError, "a call was answered")
+	c.report("", used, TriggerLiveError, "a call was answered", nil)
 }
 
 // ReportFailure is [Credential.Report] with what the provider said: f's
@@ -712,7 +712,7 @@ func (c *Credential) ReportFailure(f Failure, used, by string) {
 	if len(why) > 0 {
 		detail += " (" + strings.Join(why, ": ") + ")"
 	}
-	c.report(f.Subtype, used, TriggerLiveError, detail)
+	c.report(f.Subtype, used, TriggerLiveError, detail, &f)
 }
 
 // maxReportDetail bounds the provider's detail ReportFailure keeps.
@@ -725,7 +725,7 @@ func (c *Credential) ReportPeer(sub Subtype, used, detail string) {
 	if detail == "" {
 		detail = "a peer replica's call was answered " + string(sub)
 	}
-	c.report(sub, used, TriggerPeer, detail)
+	c.report(sub, used, TriggerPeer, detail, nil)
 }
 
 // ReportPeerRestored is what a peer replica found when value used, which it
@@ -772,7 +772,7 @@ func (c *Credential) ReportPeerRestored(used, detail string) {
 	c.wake()
 }
 
-func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail string) {
+func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail string, from *Failure) {
 	snap := c.snap.Load()
 	if used != "" && snap.value != used {
 		return
@@ -805,6 +805,11 @@ func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail st
 		c.setLiveLocked(st, now)
 		c.st.lastErr = &Failure{Type: TypeAuthFailure, Subtype: sub, Credential: c.name,
 			Detail: cleanDetail(detail, c.secretsLocked())}
+		if from != nil {
+			// The provider's answer, which peers' refusals carry too.
+			c.st.lastErr.Provider, c.st.lastErr.Recovery = from.Provider, from.Recovery
+			c.st.lastErr.ProviderCode = cleanDetail(from.ProviderCode, c.secretsLocked())
+		}
 	}
 	c.publishLocked()
 	evs = c.settleLocked(now, trigger, evs, false)

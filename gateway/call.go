@@ -199,7 +199,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				return err
 			})
 			res, err = g.toolOutcome(u, name, res, raw)
-			if err == nil && res != nil && len(res.InputRequests) > 0 && len(res.Content) == 0 {
+			if err == nil && res != nil && (res.NeedsInput() || len(res.InputRequests) > 0 && len(res.Content) == 0) {
 				if r := inputRoundFrom(ctx); r != nil {
 					r.asked.Store(&inputAsker{u: u, tool: name})
 				}

@@ -191,8 +191,9 @@ func readLines(r io.Reader, max int, fn func(string)) {
 				// The cut may split a secret, which redaction would then
 				// not find whole (found trying the gateway: a stderr line
 				// of 16 KiB leaked a token's first 24 characters): the cut
-				// line ends before the word it split.
-				s = strings.TrimRightFunc(s, wordRune) + "…"
+				// line ends before the word it split, at a space or a
+				// delimiter, which secrets (tokens, passwords) rarely hold.
+				s = s[:strings.LastIndexFunc(s, wordEnd)+1] + "…"
 			}
 			fn(s)
 		}
@@ -287,8 +288,8 @@ func childEnv(parent []string, extra map[string]string) []string {
 	return env
 }
 
-// wordRune reports whether r can be part of a token or key: letters,
-// digits and the other characters of base64, URLs and JWTs.
-func wordRune(r rune) bool {
-	return unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("-_.~+/=%", r)
+// wordEnd reports whether r ends a word that could be a secret: a space, a
+// quote or a delimiter of JSON and of key=value text.
+func wordEnd(r rune) bool {
+	return unicode.IsSpace(r) || strings.ContainsRune(`"',;{}[]()<>`, r)
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -508,7 +509,9 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 	}
 	why := ""
 	if le := c.Snapshot(false).LastError; le != nil && le.Subtype == f.Subtype {
+		rec := f.Recovery
 		f, why = *le, le.Detail
+		f.Recovery = cmp.Or(f.Recovery, rec) // a status a peer reported says none
 	}
 	if cause, ok := g.credentialCause(name, c.Generation(), f.Subtype); ok {
 		f, why = cause, cause.Detail // the provider's own answer: code, recovery

@@ -371,8 +371,8 @@ func TestReadLinesBoundsLines(t *testing.T) {
 // in its token logged the token's first 24 characters.
 func TestReadLinesCutKeepsNoSecretPart(t *testing.T) {
 	t.Parallel()
-	const secret = "ghp_TRIALSECRET1234567890abcdefghijklmn"
-	for _, lead := range []string{"Authorization: token ", "x", "url=https://h/?access_token=", `{"token":"`} {
+	const secret = "ghp_TRIAL!SECRET:1234567890ab@cdefghijklmn"
+	for _, lead := range []string{"Authorization: token ", "x", "url=https://h/?access_token=", `{"token":"`, "password=ab!c@d#", "user:"} {
 		for cut := 1; cut < len(secret); cut += 5 {
 			var got []string
 			max := len(lead) + cut

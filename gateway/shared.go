@@ -577,6 +577,16 @@ func (s *shared) credentialFact(name string, healthy bool) {
 		if !healthy {
 			return
 		}
+		// News only after a rejection of this value that this replica
+		// knows of (its own or a peer's): a restore from anything else (a
+		// rate limit cleared) says nothing of a revocation it never heard
+		// of, and would override one found meanwhile (found in review).
+		s.mu.Lock()
+		k, ok := s.facts[name]
+		s.mu.Unlock()
+		if !ok || k.f.Status == authmap.StatusHealthy.String() || k.f.Value != f.Value {
+			return
+		}
 		f.Status = st.String()
 	default:
 		return
@@ -662,6 +672,17 @@ func (s *shared) applyCredFact(name string, f credFact) {
 			if !strings.HasPrefix(detail, peerFound) {
 				detail = peerFound + f.Status + ": " + detail
 			}
+		}
+		if le := f.LastError; le != nil && le.Subtype == sub && sub != authmap.SubtypeCredentialExpired {
+			// The finder's failure (provider, its code, the recovery), so
+			// that a call refused here carries what one refused there
+			// does (found trying replicas: peers' failures lacked them);
+			// before the status, which a call may read at once. Not for
+			// an expiry: the finder's may be its clock's, which holds
+			// nothing back (deadCredential).
+			cause := *le
+			cause.Detail = s.g.redact(detail)
+			s.g.credCauses.Store(name, credCause{f: cause, gen: c.Generation()})
 		}
 		c.ReportPeer(sub, v, s.g.redact(detail))
 	}

@@ -95,6 +95,12 @@ func TestSharedRevocation(t *testing.T) {
 	if f.Subtype != authmap.SubtypeCredentialRevoked || f.Credential != "tok" {
 		t.Errorf("B's call: %+v, want credential_revoked naming tok", f)
 	}
+	// As A's refusal: the provider, its code and the recovery (peers'
+	// refusals lacked them, found trying replicas).
+	fa := failureOf(t, callTool(t, ctx, css[0], "api__echo"))
+	if f.Recovery == "" || f.Recovery != fa.Recovery || f.Provider != fa.Provider || f.ProviderCode != fa.ProviderCode {
+		t.Errorf("B's refusal %+v; want A's provider, code and recovery: %+v", f, fa)
+	}
 	if n := len(up.calls()) - sent; n != 0 {
 		t.Errorf("B sent the dead token %d times after A's fact, want 0", n)
 	}

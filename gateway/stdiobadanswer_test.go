@@ -84,3 +84,22 @@ func TestStdioUnreadableAnswerFailsItsCall(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerIDSkipsLogLines: a line is taken for an answer only if it has
+// no member an answer lacks: a child's JSON log line naming a request's id
+// and an error must not fail that call (found in review).
+func TestAnswerIDSkipsLogLines(t *testing.T) {
+	t.Parallel()
+	for line, want := range map[string]string{
+		`{"level":"error","id":3,"error":"db down","msg":"request failed"}`: "",
+		`{"id":3,"result":"ok","time":"now"}`:                               "",
+		`{"id":3,"method":"x","error":{}}`:                                  "",
+		`{"id":3,"result":{"content":[]}}`:                                  "3",
+		`{"jsonrpc":"2.0","id":"a","error":{"code":"E1","message":"m"}}`:    `"a"`,
+		`{"jsonrpc":"1.0","id":7,"result":1}`:                               "7",
+	} {
+		if got := string(answerID([]byte(line))); got != want {
+			t.Errorf("answerID(%s) = %q, want %q", line, got, want)
+		}
+	}
+}

@@ -274,7 +274,7 @@ func (c *stdioConn) readMessages() ([]jsonrpc.Message, error) {
 // answerID returns the id of line if it is an answer the message decoder
 // refused: a JSON object (its values not checked: a string may hold a raw
 // control character) with a string or number id, a result or an error, and
-// no method, whatever its "jsonrpc" says (found trying the gateway: an
+// no other member but "jsonrpc", whatever that says (found trying the gateway: an
 // answer without "jsonrpc":"2.0" was skipped, and its call waited out its
 // timeout). Anything else (a logger's JSON line, say) returns nil.
 func answerID(line []byte) json.RawMessage {
@@ -286,7 +286,10 @@ func answerID(line []byte) json.RawMessage {
 			id = value
 		case "result", "error":
 			answer = true
-		case "method":
+		case "jsonrpc":
+		default:
+			// An answer has no other member; a logger's JSON line that
+			// names a request's id ("level", "msg") is not one.
 			return false
 		}
 		return true
