@@ -442,3 +442,29 @@ func TestStateConfig(t *testing.T) {
 	}
 	_ = url.Parse
 }
+
+// TestSharedHealthyFactOnlyAfterRejection: a replica that knows of no
+// rejection of its credential's value publishes no "healthy" fact when its
+// status turns healthy (a rate limit's end, say): landing after a peer's
+// revocation, such a fact re-adopted the revoked value on every replica
+// (found in review). A restore after a rejection is still published
+// (TestSharedRestoreClosesPeerBreaker).
+func TestSharedHealthyFactOnlyAfterRejection(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := redistest.Start(t)
+	up := newBearerUpstream(t, "echo")
+	up.accept("healthy-token-0123456789")
+	gs, css, _ := replicas(t, ctx, 1, srv, tokConfig("", "source: {value: healthy-token-0123456789}", up.url()), nil)
+	callOK(t, ctx, css[0], "api__echo")
+	s := gs[0].shared
+	s.credentialFact("tok", true) // what a restore from a rate limit's end calls
+	s.mu.Lock()
+	_, known := s.facts["tok"]
+	sent := s.sent["cred:tok"]
+	s.mu.Unlock()
+	if known || sent != "" {
+		t.Errorf("a healthy fact was published with no rejection known (known %v, sent %q)", known, sent)
+	}
+}
