@@ -167,68 +167,48 @@ func TestSharedReloadNotice(t *testing.T) {
 // Regression test for issue 11, acceptance 5 (in process): a replica that
 // starts while an upstream refuses its credential lists the upstream's
 // tools from the catalog another replica cached, and fails them typed.
+// Also after Redis restarted empty (found trying the gateway with replicas):
+// republish put back credential and breaker facts but not
+// catalog:<upstream>, so such a replica listed none of its tools; the
+// replica that holds a complete listing now puts it back.
 func TestSharedCatalogCache(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	up := newBearerUpstream(t, "echo", "add")
-	up.accept("token-0123456789")
-	cfg := stateYAML(srv, prefix, false) + tokConfig("", "source: {value: token-0123456789}", up.url())
-	a := newTestGateway(t, ctx, cfg)
-	waitFor(t, ctx, func() bool { // A's listing is cached
-		es, err := a.shared.store.Get(ctx, "catalog:api")
-		return err == nil && len(es) == 1
-	})
-	up.refuse("token-0123456789", rejectRevoked)
-	b, cs := startGateway(t, ctx, cfg)
-	if h := b.Health().Upstreams["api"]; h.Connected {
-		t.Fatalf("B connected to an upstream that refuses its credential")
-	}
-	got := toolNames(t, ctx, cs)
-	if want := []string{"api__add", "api__echo"}; strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("B lists %v, want %v from the cache", got, want)
-	}
-	f := failureOf(t, callTool(t, ctx, cs, "api__echo"))
-	if f.Type != authmap.TypeAuthFailure || f.Subtype != authmap.SubtypeCredentialRevoked {
-		t.Errorf("B's call to a cached tool: %+v, want credential_revoked", f)
-	}
-}
-
-// Regression test for the catalog cache after a Redis restart (found trying
-// the gateway with replicas): republish put back credential and breaker
-// facts but not catalog:<upstream>, so a replica started while the upstream
-// was down after Redis came back empty listed none of its tools. The
-// replica that holds a complete listing now puts it back.
-func TestSharedCatalogRepublished(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	srv := redistest.Start(t)
-	prefix := redistest.Prefix(t)
-	up := newBearerUpstream(t, "echo", "add")
-	up.accept("token-0123456789")
-	cfg := stateYAML(srv, prefix, false) + tokConfig("", "source: {value: token-0123456789}", up.url())
-	a := newTestGateway(t, ctx, cfg)
-	cached := func() bool {
-		es, err := a.shared.store.Get(ctx, "catalog:api")
-		return err == nil && len(es) == 1
-	}
-	waitFor(t, ctx, cached) // A's listing is cached
-	srv.Stop()
-	waitFor(t, ctx, func() bool { return a.Health().State.Status == "degraded" })
-	srv.Restart()           // empty: a restart without persistence
-	waitFor(t, ctx, cached) // A puts its listing back
-
-	up.refuse("token-0123456789", rejectRevoked)
-	b, cs := startGateway(t, ctx, cfg)
-	if h := b.Health().Upstreams["api"]; h.Connected {
-		t.Fatalf("B connected to an upstream that refuses its credential")
-	}
-	got := toolNames(t, ctx, cs)
-	if want := []string{"api__add", "api__echo"}; strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Errorf("B lists %v after the Redis restart, want %v from the republished cache", got, want)
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("redis restarted %v", restart), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			srv := redistest.Start(t)
+			prefix := redistest.Prefix(t)
+			up := newBearerUpstream(t, "echo", "add")
+			up.accept("token-0123456789")
+			cfg := stateYAML(srv, prefix, false) + tokConfig("", "source: {value: token-0123456789}", up.url())
+			a := newTestGateway(t, ctx, cfg)
+			cached := func() bool {
+				es, err := a.shared.store.Get(ctx, "catalog:api")
+				return err == nil && len(es) == 1
+			}
+			waitFor(t, ctx, cached) // A's listing is cached
+			if restart {
+				srv.Stop()
+				waitFor(t, ctx, func() bool { return a.Health().State.Status == "degraded" })
+				srv.Restart()           // empty: a restart without persistence
+				waitFor(t, ctx, cached) // A puts its listing back
+			}
+			up.refuse("token-0123456789", rejectRevoked)
+			b, cs := startGateway(t, ctx, cfg)
+			if h := b.Health().Upstreams["api"]; h.Connected {
+				t.Fatalf("B connected to an upstream that refuses its credential")
+			}
+			got := toolNames(t, ctx, cs)
+			if want := []string{"api__add", "api__echo"}; strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("B lists %v, want %v from the cache", got, want)
+			}
+			f := failureOf(t, callTool(t, ctx, cs, "api__echo"))
+			if f.Type != authmap.TypeAuthFailure || f.Subtype != authmap.SubtypeCredentialRevoked {
+				t.Errorf("B's call to a cached tool: %+v, want credential_revoked", f)
+			}
+		})
 	}
 }
 
