@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 
 	"sort"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -162,5 +163,33 @@ func TestDrainKeepsSlowNotifications(t *testing.T) {
 		if r, h := n.read.Load(), n.handled.Load(); h > r {
 			t.Fatalf("handled = %d > read = %d after late notifications", h, r)
 		}
+	})
+}
+
+// TestDrainForgetsOnce: two drains that give up on the same missing
+// notification forget it once, so the next call's barrier still waits
+// for its own (found in review: each lowered read).
+func TestDrainForgetsOnce(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var n noteCounter
+		n.read.Add(1) // dropped before any handler
+		var both sync.WaitGroup
+		for range 2 {
+			both.Go(func() { n.drain(t.Context()) })
+		}
+		both.Wait()
+		n.read.Add(1) // the next call's, not handled yet
+		returned := make(chan struct{})
+		go func() { n.drain(t.Context()); close(returned) }()
+		time.Sleep(drainStall / 2)
+		synctest.Wait()
+		select {
+		case <-returned:
+			t.Fatal("the next drain returned before its notification was handled")
+		default:
+		}
+		n.handle()
+		<-returned
 	})
 }

@@ -65,7 +65,7 @@ func (n *noteCounter) drain(ctx context.Context) {
 			last, lastChange = h, now
 		}
 		if now.Sub(lastChange) > drainStall {
-			n.read.Add(h - target) // forget what never arrived
+			n.forget(target)
 			return
 		}
 		if now.Sub(start) > drainMax {
@@ -73,6 +73,19 @@ func (n *noteCounter) drain(ctx context.Context) {
 			// read will be handled, and the next drain waits for it.
 			// Forgetting it here left the counters behind for good (a
 			// call's last progress lost under a loaded CI run).
+			return
+		}
+	}
+}
+
+// forget takes every notification read up to target as handled: what
+// never arrived. It raises handled, never lowers read, so that two drains
+// forgetting the same ones (concurrent calls) forget them once (found in
+// review: each lowered read, and later barriers returned at once).
+func (n *noteCounter) forget(target int64) {
+	for {
+		h := n.handled.Load()
+		if h >= target || n.handled.CompareAndSwap(h, target) {
 			return
 		}
 	}
