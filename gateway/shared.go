@@ -285,6 +285,12 @@ func (s *shared) run(ctx context.Context) {
 // came back), re-reads every key this replica cares about; then it sends
 // what is queued.
 func (s *shared) catchUp(ctx context.Context) {
+	// high as it was before the version is read: a put made meanwhile (an
+	// admin reload's notice) raises it past a version read before the put,
+	// which is no sign of a lost store (found in review).
+	s.mu.Lock()
+	high := s.high
+	s.mu.Unlock()
 	v, err := s.store.Version(ctx)
 	if err != nil {
 		s.degrade(err)
@@ -293,7 +299,7 @@ func (s *shared) catchUp(ctx context.Context) {
 	recovered := s.markOK()
 	s.mu.Lock()
 	last := s.last
-	if v < max(last, s.high) {
+	if v < max(last, high) {
 		// The store lost its data (a restart without persistence): apply
 		// whatever is there from scratch, and put back what is ours. high,
 		// not only last: when this replica's own put was the newest before
