@@ -1144,6 +1144,10 @@ func (c *Credential) settleLocked(now time.Time, trigger Trigger, evs []Event, c
 			return evs
 		}
 		kind = EventRestored
+		// Not the last error's text: a recovery read like the failure
+		// (found trying the gateway: "a call was answered
+		// rate_limit_reached" on the event that said it ended).
+		detail = "was " + prev.String() + "; working again"
 	default:
 		return evs
 	}

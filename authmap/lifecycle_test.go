@@ -486,6 +486,14 @@ func TestReportLiveStatus(t *testing.T) {
 		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
 			t.Errorf("events mismatch (-want +got):\n%s", diff)
 		}
+		// A recovery's detail says it ended, not the failure's text again
+		// (found trying the gateway: "a call was answered
+		// rate_limit_reached" on the event that said the limit ended).
+		for _, e := range log.all() {
+			if e.Kind == EventRestored && (strings.Contains(e.Detail, "answered") || !strings.Contains(e.Detail, "working again")) {
+				t.Errorf("restored event's detail = %q; want it to say the credential works again", e.Detail)
+			}
+		}
 		if k := c.Knowledge(); k.Credential != "gh" || len(k.Secrets) != 1 || k.Secrets[0] != "live-token-value" {
 			t.Errorf("Knowledge = %+v", k)
 		}
