@@ -248,6 +248,12 @@ func (u *upstream) explainDown(child *childStderr) {
 // "fatal error: ...", "ModuleNotFoundError: ...", "Exception in thread ...:",
 // "thread 'main' panicked at ...". A line like "panic({0x1, 0x2})" in a Go
 // trace does not match.
+// errorLogRE matches a structured log line at error level or worse: slog's
+// and logrus' text (level=ERROR), JSON (`"level":"error"`), and lines that
+// start with the level (found trying the gateway: a Go child's "level=ERROR
+// msg=... err=bind: address already in use" lost to go run's "exit status 1").
+var errorLogRE = regexp.MustCompile(`(?i:\blevel=(?:error|fatal|panic|critical|crit)\b|"level"\s*:\s*"(?:error|fatal|panic|critical|crit)")|^\s*(?:[^\s="]+\s+){0,2}(?:ERROR|ERR|FATAL|FTL|CRITICAL)\b`)
+
 var errorLineRE = regexp.MustCompile(`(?i)^\s*(?:uncaught\s+)?(?:(?:[\w.$]*(?:error|exception)|panic|fatal(?: error)?)\b[^(]*?:|thread '[^']*' panicked at)`)
 
 // usefulLine picks the line of a child's last stderr lines that best says
@@ -256,7 +262,7 @@ var errorLineRE = regexp.MustCompile(`(?i)^\s*(?:uncaught\s+)?(?:(?:[\w.$]*(?:er
 // with the exception, so the last line alone is not always the answer.
 func usefulLine(lines []string) string {
 	for i := len(lines) - 1; i >= 0; i-- {
-		if errorLineRE.MatchString(lines[i]) {
+		if errorLineRE.MatchString(lines[i]) || errorLogRE.MatchString(lines[i]) {
 			return strings.TrimSpace(lines[i])
 		}
 	}

@@ -343,6 +343,11 @@ func TestUsefulLine(t *testing.T) {
 		{"rust", "thread 'main' panicked at src/main.rs:2:5:\nno config\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace", "thread 'main' panicked at src/main.rs:2:5:"},
 		{"java", "Exception in thread \"main\" java.lang.IllegalStateException: no token\n\tat Main.main(Main.java:3)", "Exception in thread \"main\" java.lang.IllegalStateException: no token"},
 		{"plain", "listening on stdio\nbad flag --x\n\n", "bad flag --x"},
+		{"slog", "time=2026-12-01T05:00:00Z level=INFO msg=starting\ntime=2026-12-01T05:00:00Z level=ERROR msg=\"demo-upstream failed\" err=\"listen tcp 127.0.0.1:8931: bind: address already in use\"\nexit status 1",
+			"time=2026-12-01T05:00:00Z level=ERROR msg=\"demo-upstream failed\" err=\"listen tcp 127.0.0.1:8931: bind: address already in use\""},
+		{"json log", "{\"level\":\"info\",\"msg\":\"up\"}\n{\"level\":\"error\",\"msg\":\"no token\"}\nbye", "{\"level\":\"error\",\"msg\":\"no token\"}"},
+		{"zerolog console", "5:00AM INF starting\n5:00AM ERR cannot bind error=\"in use\"\nexit status 1", "5:00AM ERR cannot bind error=\"in use\""},
+		{"info mentions error", "level=INFO msg=\"no error here\"\nlast words", "last words"},
 		{"empty", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
