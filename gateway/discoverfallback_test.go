@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -120,7 +121,15 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 		case <-time.After(time.Millisecond):
 		}
 	}
-	if got := log.String(); strings.Count(got, "no answer within 8s") != 1 || !strings.Contains(got, "no answer within 5s") {
-		t.Errorf("want the first attempt to wait 8s and the restart's 5s; the log:\n%s", got)
+	// The restart waits max(5s, 4 times the last good handshake), under
+	// the timeout: more than 5s on a loaded machine (5.14s failed CI).
+	got := log.String()
+	var waits []time.Duration
+	for _, m := range regexp.MustCompile(`no answer within ([0-9.]+m?s)`).FindAllStringSubmatch(got, -1) {
+		d, _ := time.ParseDuration(m[1])
+		waits = append(waits, d)
+	}
+	if len(waits) < 2 || waits[0] != 8*time.Second || waits[1] < 5*time.Second || waits[1] >= 8*time.Second {
+		t.Errorf("waits %v; want the first attempt to wait 8s and the restart's at least 5s, under the timeout; the log:\n%s", waits, got)
 	}
 }
