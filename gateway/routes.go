@@ -625,10 +625,18 @@ func (g *Server) rerouted(route, reason string) { g.metrics.rerouted(route, reas
 // is usable; reason: the failure calls get). It is logged; it is the hook
 // for events.
 func (g *Server) routeSwitched(route, from, to, reason string) {
+	ev := g.log.Info()
 	if to == "" {
-		g.log.Warn().Str(fieldRoute, route).Str("from", from).Str("reason", reason).Msg("route has no usable target")
+		ev = g.log.Warn()
+	}
+	ev = ev.Str(fieldRoute, route)
+	if from != "" { // "": from no usable target
+		ev = ev.Str("from", from)
+	}
+	if to == "" {
+		ev.Str("reason", reason).Msg("route has no usable target")
 	} else {
-		g.log.Info().Str(fieldRoute, route).Str("from", from).Str("to", to).Str("reason", reason).Msg("route switched")
+		ev.Str("to", to).Str("reason", reason).Msg("route switched")
 	}
 	g.publishRouteSwitch(route, from, to, reason)
 }
