@@ -141,18 +141,7 @@ func TestDrainKeepsSlowNotifications(t *testing.T) {
 			t.Fatalf("read = %d after a drain past drainMax; want %d (nothing forgotten)", r, flood)
 		}
 		<-done
-		n.read.Add(1) // the next call's notification, not handled yet
-		returned := make(chan struct{})
-		go func() { n.drain(t.Context()); close(returned) }()
-		time.Sleep(drainStall / 2)
-		synctest.Wait()
-		select {
-		case <-returned:
-			t.Fatal("the next drain returned before its notification was handled")
-		default:
-		}
-		n.handle()
-		<-returned
+		nextDrainWaits(t, &n)
 
 		// Forgotten (the handlers stalled), then handled after all.
 		n.read.Add(3)
@@ -179,17 +168,24 @@ func TestDrainForgetsOnce(t *testing.T) {
 			both.Go(func() { n.drain(t.Context()) })
 		}
 		both.Wait()
-		n.read.Add(1) // the next call's, not handled yet
-		returned := make(chan struct{})
-		go func() { n.drain(t.Context()); close(returned) }()
-		time.Sleep(drainStall / 2)
-		synctest.Wait()
-		select {
-		case <-returned:
-			t.Fatal("the next drain returned before its notification was handled")
-		default:
-		}
-		n.handle()
-		<-returned
+		nextDrainWaits(t, &n)
 	})
+}
+
+// nextDrainWaits checks, inside a synctest bubble, that a drain after one
+// more notification is read waits until it is handled.
+func nextDrainWaits(t *testing.T, n *noteCounter) {
+	t.Helper()
+	n.read.Add(1) // the next call's notification, not handled yet
+	returned := make(chan struct{})
+	go func() { n.drain(t.Context()); close(returned) }()
+	time.Sleep(drainStall / 2)
+	synctest.Wait()
+	select {
+	case <-returned:
+		t.Fatal("the next drain returned before its notification was handled")
+	default:
+	}
+	n.handle()
+	<-returned
 }
