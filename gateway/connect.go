@@ -316,6 +316,14 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 				asked, next = next, asked
 			}
 			u.probeOlder.Store(version == "")
+			if version == "" {
+				why := err.Error()
+				if child != nil && child.useful() != "" {
+					why = child.useful()
+				}
+				why = u.gw.redact(why)
+				u.newestFailed.Store(&why)
+			}
 			err = fmt.Errorf("%w (asked for MCP %s; the next attempt asks for %s; upstreams.%s.protocol_version chooses one)", err, asked, next, u.name)
 		}
 		return nil, fmt.Errorf("connect: %w", err)
@@ -331,8 +339,13 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 			u.olderTook.Store(0)
 		}
 		if version != "" {
-			u.log.Warn().Str("protocol_version", olderProtocol).Msg("the child came up when asked for the older MCP version, after the newest got no answer or ended it; " +
-				"set protocol_version: 2025-11-25 to skip that attempt, or 2026-07-28 to insist on the newest (a child slow to start may have only been slow)")
+			ev := u.log.Warn().Str("protocol_version", olderProtocol)
+			if why := u.newestFailed.Load(); why != nil {
+				ev = ev.Str("newest_failed", *why)
+			}
+			ev.Msg("the child came up when asked for the older MCP version, after the newest got no answer or ended it (newest_failed). " +
+				"If that was the version, set protocol_version: 2025-11-25 to skip the attempt; if it was not (a port still in use, a slow start), " +
+				"nothing is needed: its next reconnect asks for the newest first (protocol_version: 2026-07-28 never asks for the older)")
 		}
 	}
 	if conn != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"strings"
@@ -29,6 +30,7 @@ func strictUpstream(exitEarly bool) {
 		}
 		if !initialized && req.Method != "initialize" {
 			if exitEarly {
+				fmt.Fprintln(os.Stderr, "Error: request before initialize")
 				os.Exit(3)
 			}
 			return
@@ -67,12 +69,24 @@ func TestOlderServerComesUp(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 2s}\n", self, rawUpstreamEnv, mode))
+			var logs syncBuffer
+			g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}, timeout: 2s}\n", self, rawUpstreamEnv, mode),
+				zerolog.New(io.MultiWriter(&logs, zerolog.NewTestWriter(t))).Level(zerolog.WarnLevel))
 			u := g.upstream("s")
 			waitFor(t, ctx, func() bool { return u.session.Load() != nil })
 			cs := u.session.Load()
 			if v := cs.InitializeResult().ProtocolVersion; v != "2025-11-25" {
 				t.Errorf("negotiated %s; want 2025-11-25", v)
+			}
+			// The warning quotes how the attempt at the newest failed: the
+			// child's own error line when it wrote one (a port in use would
+			// not be the version's fault).
+			want := `"newest_failed":"`
+			if mode == strictExitMode {
+				want += "Error: request before initialize"
+			}
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("the warning does not quote the first failure (%s):\n%s", want, logs.String())
 			}
 			if !u.workOlder.Load() || u.probeOlder.Load() {
 				t.Errorf("after coming up: the upstream's other sessions ask the older version %v (want true); the next reconnect asks it first %v (want false)", u.workOlder.Load(), u.probeOlder.Load())
@@ -125,7 +139,7 @@ func TestOlderServerRestartsQuickly(t *testing.T) {
 	// the timeout: more than 5s on a loaded machine (5.14s failed CI).
 	got := log.String()
 	var waits []time.Duration
-	for _, m := range regexp.MustCompile(`no answer within ([0-9.]+m?s)`).FindAllStringSubmatch(got, -1) {
+	for _, m := range regexp.MustCompile(`"err":"connect: no answer within ([0-9.]+m?s)`).FindAllStringSubmatch(got, -1) {
 		d, _ := time.ParseDuration(m[1])
 		waits = append(waits, d)
 	}

@@ -63,6 +63,12 @@ type upstream struct {
 	// child whose first start was slow may be slower again), so a child that
 	// ignores server/discover costs a restart seconds, not the whole bound.
 	olderTook atomic.Int64
+	// newestFailed is how the last handshake at the newest version failed
+	// before the older was asked for: the child's own error line if it
+	// wrote one, else the error. The warning when the older comes up
+	// quotes it, as the cause may not be the version at all (a port in
+	// use, a missing file).
+	newestFailed atomic.Pointer[string]
 
 	client  *mcp.Client
 	session atomic.Pointer[mcp.ClientSession]

@@ -66,7 +66,8 @@ func run(httpAddr, httpOnly string, logger *slog.Logger) error {
 	var srv *http.Server
 	if addr != "" {
 		ln, err := net.Listen("tcp", addr)
-		if err != nil {
+		wait := err != nil && httpOnly == "" && errors.Is(err, syscall.EADDRINUSE)
+		if err != nil && !wait {
 			return err
 		}
 		mux := http.NewServeMux()
@@ -74,8 +75,27 @@ func run(httpAddr, httpOnly string, logger *slog.Logger) error {
 		billing := newBillingServer(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		mux.Handle("/billing/mcp", mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return billing }, nil))
 		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		logger.Info("serving streamable HTTP", "url", fmt.Sprintf("http://%s/mcp", ln.Addr()))
-		go func() { errc <- srv.Serve(ln) }()
+		serve := func(ln net.Listener) {
+			logger.Info("serving streamable HTTP", "url", fmt.Sprintf("http://%s/mcp", ln.Addr()))
+			errc <- srv.Serve(ln)
+		}
+		if wait {
+			// Beside stdio, the address is most likely still held by the
+			// instance this one replaces (a gateway's config reload starts
+			// the new child before it stops the old): stdio serves at once,
+			// HTTP once the address is free.
+			logger.Warn("address in use; serving stdio now, and HTTP once the address is free", "addr", addr)
+			go func() {
+				ln, err := listenWhenFree(ctx, addr, time.Minute)
+				if err != nil {
+					errc <- err
+					return
+				}
+				serve(ln)
+			}()
+		} else {
+			go serve(ln)
+		}
 	}
 	if httpOnly == "" {
 		go func() {
@@ -103,6 +123,25 @@ func run(httpAddr, httpOnly string, logger *slog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// listenWhenFree retries listening on addr while it is in use, for up to
+// wait, and gives up at once if ctx ends.
+func listenWhenFree(ctx context.Context, addr string, wait time.Duration) (net.Listener, error) {
+	deadline := time.Now().Add(wait)
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+	}
 }
 
 // errStdinClosed ends the process when the stdio client goes away, which is

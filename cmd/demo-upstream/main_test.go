@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,5 +66,45 @@ func TestBillingCharge(t *testing.T) {
 	}
 	if n := strings.Count(string(demo), demoLiveKey); n != 1 {
 		t.Errorf("configs/demo.yaml holds the live key %d times, want once (billing-backup-key)", n)
+	}
+}
+
+// TestListenWhenFree: beside stdio, the demo waits for an address its
+// predecessor still holds (a gateway's reload starts the new child first)
+// instead of exiting, and takes it once it is free.
+func TestListenWhenFree(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := held.Addr().String()
+	got := make(chan error, 1)
+	go func() {
+		ln, err := listenWhenFree(ctx, addr, time.Minute)
+		if err == nil {
+			ln.Close()
+		}
+		got <- err
+	}()
+	held.Close()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("listening once the address is free: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("still waiting after the address was freed")
+	}
+
+	// Still held past the wait: the bind error.
+	held, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := listenWhenFree(ctx, held.Addr().String(), 0); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("address held past the wait: %v, want EADDRINUSE", err)
 	}
 }
