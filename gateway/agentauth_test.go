@@ -341,7 +341,7 @@ auth:
 	for _, l := range strings.Split(logs.String(), "\n") {
 		var m map[string]any
 		if json.Unmarshal([]byte(l), &m) == nil && m["message"] == "call" {
-			delete(m, "duration")
+			delete(m, "duration_ms")
 			delete(m, "time")
 			lines = append(lines, m)
 		}
@@ -353,7 +353,7 @@ auth:
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("audit lines mismatch (-want +got):\n%s\n%s", diff, logs.String())
 	}
-	if !strings.Contains(logs.String(), `"duration":`) {
+	if !strings.Contains(logs.String(), `"duration_ms":`) {
 		t.Error("audit lines carry no duration")
 	}
 	if strings.Contains(logs.String(), keyOps) || strings.Contains(logs.String(), "up-secret") {

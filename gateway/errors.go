@@ -509,7 +509,7 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 		ev = ev.Str("detail", f.Detail) // redacted and bounded (attribute)
 	}
 	ev.Str(fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(tool)).Str(fieldCredential, cred).
-		Dur("duration", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+		Dur("duration_ms", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
 	g.metrics.toolCall(u, tool, outcome, f, start)
 }
 

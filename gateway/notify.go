@@ -238,7 +238,7 @@ func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d 
 			w = after
 		}
 		w = min(w, notifyMaxWait)
-		log.Debug().Int(fieldAttempt, attempt).Dur("retry_in", w).Str(fieldErr, why).Msg("notification not delivered; retrying")
+		log.Debug().Int(fieldAttempt, attempt).Dur("retry_in_ms", w).Str(fieldErr, why).Msg("notification not delivered; retrying")
 		if !n.g.sleep(ctx, w) {
 			break
 		}

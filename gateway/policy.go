@@ -384,7 +384,7 @@ func (g *Server) logRefusal(ctx context.Context, method, name string, start time
 	if f.Subtype != "" {
 		ev = ev.Str(fieldSubtype, string(f.Subtype))
 	}
-	ev.Str("provider", f.Provider).Dur("duration", time.Since(start)).Str(fieldOutcome, string(f.Type)).Msg("call")
+	ev.Str("provider", f.Provider).Dur("duration_ms", time.Since(start)).Str(fieldOutcome, string(f.Type)).Msg("call")
 }
 
 // lru is a map bounded to n entries that drops the least recently used.

@@ -555,7 +555,7 @@ func (g *Server) retire(u *upstream, why string) {
 			u.stop()
 			<-u.stopped
 		}
-		u.log.Info().Str("why", why).Dur("after", time.Since(began)).Msg("config reload: upstream stopped")
+		u.log.Info().Str("why", why).Dur("after_ms", time.Since(began)).Msg("config reload: upstream stopped")
 	})
 }
 

@@ -431,7 +431,7 @@ func (g *Server) Close() error {
 		case <-done:
 		case <-t.C:
 			// Children still running die with the process (see supervise).
-			g.log.Error().Dur("after", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
+			g.log.Error().Dur("after_ms", upstreamStopGrace).Msg("upstreams did not stop in time; leaving them")
 		}
 		g.pool.CloseIdleConnections()
 		g.syncPool.closeIdle()
@@ -473,7 +473,7 @@ func (g *Server) drain() {
 		g.serving.Store(false)
 		timeout := g.config().shutdownTimeout()
 		if n := g.requests.count(); n > 0 {
-			g.log.Info().Int("requests", n).Dur("timeout", timeout).Msg("shutting down: waiting for calls in flight")
+			g.log.Info().Int("requests", n).Dur("timeout_ms", timeout).Msg("shutting down: waiting for calls in flight")
 		}
 		deadline := time.NewTimer(timeout)
 		defer deadline.Stop()
