@@ -271,7 +271,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		extra, gen, err := u.childCredential(ctx)
 		credGen = gen
 		if err != nil {
-			return nil, fmt.Errorf("connect: %w", err)
+			return nil, &connectError{err}
 		}
 		// HTTP transports count notifications in the response body (see
 		// httpTransport); wrapping their connection would hide the SDK's
@@ -326,7 +326,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 			}
 			err = fmt.Errorf("%w (asked for MCP %s; the next attempt asks for %s; upstreams.%s.protocol_version chooses one)", err, asked, next, u.name)
 		}
-		return nil, fmt.Errorf("connect: %w", err)
+		return nil, &connectError{err}
 	}
 	if probing {
 		// The upstream's other sessions ask what this one came up with;
@@ -355,6 +355,13 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 	u.connected(client, credGen)
 	return cs, nil
 }
+
+// connectError is a handshake's failure: a session that never came up,
+// where a failure of the same kind later is a lost connection.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return "connect: " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
 
 // olderProtocol is the version asked of an upstream whose handshake at
 // the newest failed (see upstream.askOlder).

@@ -170,8 +170,12 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
 	case isDeadSession(err) || isNetError(err) || u.streamEnded(err):
+		what := "connection lost"
+		if _, connecting := errors.AsType[*connectError](err); connecting {
+			what = "cannot be reached" // it never came up: nothing was lost
+		}
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
-			Detail: fmt.Sprintf("upstream %q connection lost: %v", u.name, err)}
+			Detail: fmt.Sprintf("upstream %q %s: %v", u.name, what, err)}
 	case errors.As(err, &rpcErr) && rpcErr.Code != jsonrpcRejected:
 		rpcErr = withoutCodePrefix(rpcErr)
 		text := rpcErr.Message

@@ -274,6 +274,10 @@ upstreams:
 	if !strings.Contains(h.Upstreams["crash"].LastError, "boom") {
 		t.Errorf("crash last_error = %q, want the child's stderr", h.Upstreams["crash"].LastError)
 	}
+	// Never up: nothing was lost.
+	if f := h.Upstreams["gone"].LastFailure; f == nil || !strings.Contains(f.Detail, `upstream "gone" cannot be reached`) || strings.Contains(f.Detail, "lost") {
+		t.Errorf("gone last_failure = %+v, want it cannot be reached, not a lost connection", f)
+	}
 }
 
 func TestUpstreamRestartIsInvisible(t *testing.T) {
