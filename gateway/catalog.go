@@ -449,16 +449,32 @@ func (c *catalog) problemsOf(upstream string) []Problem {
 	return c.problems[upstream]
 }
 
-// toolCount returns how many tools upstream has exposed (routed tools
-// aside: they belong to their routes).
-func (c *catalog) toolCount(upstream string) int {
+// exposed is how many of an upstream's tools (routes' names left out),
+// prompts and resources agents see.
+type exposed struct{ tools, prompts, resources int }
+
+// exposedCounts counts, by upstream, what it exposes: not what it offered
+// and the gateway left out (a secret in the name, a clash, a filter).
+func (c *catalog) exposedCounts() map[string]exposed {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	n := 0
+	n := map[string]exposed{}
 	for _, e := range c.tools {
-		if e.upstream == upstream && !e.routed {
-			n++
+		if !e.routed {
+			x := n[e.upstream]
+			x.tools++
+			n[e.upstream] = x
 		}
+	}
+	for _, e := range c.prompts {
+		x := n[e.upstream]
+		x.prompts++
+		n[e.upstream] = x
+	}
+	for _, e := range c.resources {
+		x := n[e.upstream]
+		x.resources++
+		n[e.upstream] = x
 	}
 	return n
 }

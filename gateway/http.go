@@ -315,14 +315,13 @@ func (g *Server) Health() Health {
 	h.Config = g.configHealth()
 	up, refusing := 0, false
 	breakers, credBreakers := g.breakerHealth()
+	counts := g.catalog.exposedCounts()
 	for _, u := range ups {
 		u.mu.Lock()
 		uh := UpstreamHealth{
 			Status:      u.status,
 			Connected:   u.session.Load() != nil,
 			Transport:   u.cfg.Transport,
-			Prompts:     len(u.cat.prompts),
-			Resources:   len(u.cat.resources),
 			LastError:   u.lastErr,
 			LastFailure: u.lastFailure,
 			Since:       u.since,
@@ -332,7 +331,8 @@ func (g *Server) Health() Health {
 			uh.StderrTail = slices.Clone(u.stderrTail)
 		}
 		u.mu.Unlock()
-		uh.Tools = g.catalog.toolCount(u.name)
+		x := counts[u.name]
+		uh.Tools, uh.Prompts, uh.Resources = x.tools, x.prompts, x.resources
 		uh.Problems = g.catalog.problemsOf(u.name)
 		uh.Credential, uh.Credentials = u.credentialHealth()
 		uh.Breaker, uh.CredentialBreakers = breakers[u.name], credBreakers[u.name]

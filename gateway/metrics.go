@@ -555,6 +555,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ups := g.metricsUpstreams()
 	breakers, credBreakers := g.breakerHealth()
+	counts := g.catalog.exposedCounts()
 	oneHot := func(up, cred, state string) {
 		for _, s := range breakerStates {
 			gauge(m.breakerDesc, flag(s.String() == state), up, cred, s.String())
@@ -565,7 +566,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		up := u.status == StatusUp
 		u.mu.Unlock()
 		gauge(m.upDesc, flag(up), u.name)
-		gauge(m.toolsDesc, float64(g.catalog.toolCount(u.name)), u.name)
+		gauge(m.toolsDesc, float64(counts[u.name].tools), u.name)
 		state := breakers[u.name].State
 		if state == "" { // never used: closed (as in /health)
 			state = breaker.StateClosed.String()

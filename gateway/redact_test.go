@@ -264,6 +264,10 @@ func TestListingsRedacted(t *testing.T) {
 	if strings.Contains(string(h), secret) || strings.Count(string(h), "holds the value of a credential") != 5 {
 		t.Errorf("health = %s; want the 5 items left out reported, without the secret", h)
 	}
+	// Its counts are what agents see.
+	if uh := g.Health().Upstreams["a"]; uh.Tools != 1 || uh.Prompts != 1 || uh.Resources != 1 {
+		t.Errorf("health counts tools %d, prompts %d, resources %d; want 1 of each (what agents see)", uh.Tools, uh.Prompts, uh.Resources)
+	}
 }
 
 // TestUndeliveredNoticesAreDebug: the SDK's warning for a notification that
