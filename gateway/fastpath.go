@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -106,10 +107,7 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 		// whatever the config says now (a reload may have turned the fast
 		// path off under them) and whatever the request's version header.
 		routed := sid != "" && headersOK && g.fast.active()
-		if !fast && !sessionless && !routed {
-			sdk.ServeHTTP(w, r)
-			return
-		}
+		// Every request is read, on either path, for its id (inexactID).
 		buf := bufPool.Get().(*bytes.Buffer)
 		buf.Reset()
 		defer func() {
@@ -127,17 +125,23 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			return
 		}
 		if err != nil || n > maxFastBody || !fast || !g.fastServe(w, r, sdk, body) {
-			if read && sid != "" {
-				// A request the SDK serves, with an id a fast call of the
-				// session has in flight, or the other way round, is a
-				// duplicate the SDK cannot see.
-				if key, ok := requestKey(sid, requestUser(r), body); ok {
-					if !g.fast.registerSDK(key) {
-						writeDuplicate(w, key.id)
-						return
-					}
-					defer g.fast.unregisterSDK(key)
+			var id json.RawMessage
+			if read {
+				id = agentRequestID(body)
+			}
+			if why := inexactID(id); why != "" {
+				writeBadID(w, id, why)
+				return
+			}
+			// A request the SDK serves, with an id a fast call of the
+			// session has in flight, or the other way round, is a
+			// duplicate the SDK cannot see.
+			if key := (fastKey{sid, string(id), requestUser(r)}); sid != "" && validID(id) {
+				if !g.fast.registerSDK(key) {
+					writeDuplicate(w, key.id)
+					return
 				}
+				defer g.fast.unregisterSDK(key)
 			}
 			// Not for the fast path: the SDK reads the body as it came.
 			r.Body = struct {
@@ -344,21 +348,64 @@ func writeDuplicate(w http.ResponseWriter, id string) {
 	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
 }
 
-// requestKey names body's request, if it is one request (not a batch, a
-// notification or an answer) with an id the fast path would take.
-func requestKey(sid, user string, body []byte) (fastKey, bool) {
+// agentRequestID returns the id of body's request as its JSON text, or nil
+// if body is not one request (a batch, a notification, an answer).
+func agentRequestID(body []byte) json.RawMessage {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return fastKey{}, false
+		return nil
 	}
 	var env struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`
 	}
-	if agentJSON(body, &env) != nil || env.Method == "" || !validID(env.ID) {
-		return fastKey{}, false
+	if agentJSON(body, &env) != nil || env.Method == "" {
+		return nil
 	}
-	return fastKey{sid, string(bytes.TrimSpace(env.ID)), user}, true
+	return bytes.TrimSpace(env.ID)
+}
+
+// maxExactID is the largest integer id the SDK echoes exactly: it reads
+// numeric ids as float64 and answers with them as int64, so 1.5 came back
+// as 1 and 2^53+1 as 2^53 (and 2^63 as -2^63), which no client can match.
+const maxExactID = 1 << 53
+
+// inexactID says why the SDK would answer id with another one (see
+// maxExactID), or "" if it would echo it (a string, an integer up to 2^53,
+// or one written with an exponent such as 1e3).
+func inexactID(id json.RawMessage) string {
+	if len(id) == 0 || (id[0] != '-' && (id[0] < '0' || id[0] > '9')) {
+		return "" // a string, null, or not an id at all: the SDK's to answer
+	}
+	if n, err := strconv.ParseInt(string(id), 10, 64); err == nil {
+		if n < -maxExactID || n > maxExactID {
+			return idBeyond
+		}
+		return ""
+	}
+	// A fraction, an exponent, or an integer beyond int64.
+	f, err := strconv.ParseFloat(string(id), 64)
+	switch {
+	case err != nil && !errors.Is(err, strconv.ErrRange):
+		return ""
+	case f != math.Trunc(f):
+		return "is not an integer (MCP request ids are strings or integers)"
+	case math.Abs(f) < maxExactID: // 1e3, 1.0
+		return ""
+	}
+	return idBeyond
+}
+
+const idBeyond = "is beyond 2^53, which the gateway cannot echo exactly: use a string or a smaller integer"
+
+// writeBadID answers a request whose id the gateway could not echo
+// (inexactID), with that id as it came.
+func writeBadID(w http.ResponseWriter, id json.RawMessage, why string) {
+	jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid request id " + string(id) + ": it " + why}
+	data, _ := json.Marshal(jerr)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
 }
 
 // register records the fast call key, ended by cancel, and reports whether

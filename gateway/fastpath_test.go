@@ -680,6 +680,14 @@ func TestFastPathSameEdges(t *testing.T) {
 		fr, fb := fast.post(ctx, body)
 		sr, sb := slow.post(ctx, body)
 		same(body, fr, fb, sr, sb)
+		// The SDK answers an id it reads as float64 with another (1.5 as
+		// 1, 2^53+1 as 2^53), which no agent can match: refused, with the
+		// id as it came.
+		for _, id := range []string{`1.5`, `9007199254740993`} {
+			if strings.Contains(body, `"id":`+id+`,`) && (!bytes.Contains(fb, []byte(`"id":`+id+`,"error":{"code":-32600`)) || fr.StatusCode != http.StatusBadRequest) {
+				t.Errorf("%s: answered %d %s; want -32600 echoing the id", body, fr.StatusCode, fb)
+			}
+		}
 	}
 
 	// Accept must name both types, as the SDK parses it.
@@ -1159,4 +1167,20 @@ func slowScene(t *testing.T, ctx context.Context) (g *Server, a *rawAgent, start
 	started, cancelled = addSlowTool(s)
 	g = newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
 	return g, newRawAgent(t, ctx, g), started, cancelled
+}
+
+// TestInexactID: the ids the SDK would answer with another are those that
+// are not integers, or integers beyond 2^53; strings, exponents that make an
+// integer, and 2^53 itself are echoed.
+func TestInexactID(t *testing.T) {
+	for id, bad := range map[string]bool{
+		`"a"`: false, `null`: false, `0`: false, `-3`: false, `1e3`: false, `1.0`: false,
+		`9007199254740992`: false, `-9007199254740992`: false,
+		`9007199254740993`: true, `-9007199254740993`: true, `9223372036854775808`: true,
+		`99999999999999999999`: true, `1e400`: true, `1.5`: true, `-0.25`: true, `1e16`: true,
+	} {
+		if got := inexactID(json.RawMessage(id)); (got != "") != bad {
+			t.Errorf("inexactID(%s) = %q; want refused %v", id, got, bad)
+		}
+	}
 }
