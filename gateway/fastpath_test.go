@@ -573,6 +573,17 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 // round, and the session got two answers with one id.
 func TestFastPathDuplicateAcrossPaths(t *testing.T) {
 	t.Parallel()
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			duplicatesRefused(t, fast)
+		})
+	}
+}
+
+// duplicatesRefused is TestFastPathDuplicateAcrossPaths with the fast path
+// on or off.
+func duplicatesRefused(t *testing.T, fast bool) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
@@ -581,7 +592,7 @@ func TestFastPathDuplicateAcrossPaths(t *testing.T) {
 	s.AddTool(&mcp.Tool{Name: "quick", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "quick"}}}, nil
 	})
-	a := newRawAgent(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s))))
+	a := newRawAgent(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  f: {url: %s}\n", fast, serveMCP(t, s))))
 	refused := func(what, body string) {
 		t.Helper()
 		r, b := a.post(ctx, body)
