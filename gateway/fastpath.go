@@ -61,6 +61,17 @@ type fastCalls struct {
 	// (each path refuses a duplicate of its own).
 	sdk  map[fastKey]struct{}
 	asks map[fastKey]chan *rawMessage
+	// bySession are the requests the SDK serves, by agent session id, so
+	// that a DELETE of the session ends them as it ends its fast calls
+	// (the SDK lets them run to their end).
+	bySession map[string]map[int64]sdkRequest
+}
+
+// sdkRequest is a request the SDK serves: its end, and its agent (as in
+// fastKey).
+type sdkRequest struct {
+	cancel context.CancelCauseFunc
+	user   string
 }
 
 // fastKey names a fast call, or a request one sent its agent: the session,
@@ -81,7 +92,49 @@ func requestUser(r *http.Request) string {
 func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Load() > 0 }
 
 func newFastCalls() *fastCalls {
-	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{}}
+	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{},
+		bySession: map[string]map[int64]sdkRequest{}}
+}
+
+// endWithSession is the middleware that lets a DELETE of an agent's
+// session end the session's requests the SDK serves (a call with a
+// progress token, a prompts/get, ...), upstream too, as it ends its fast
+// calls (fastDelete).
+func (g *Server) endWithSession(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		sid := ""
+		if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
+			sid = ss.ID()
+		}
+		if sid == "" || strings.HasPrefix(method, "notifications/") {
+			return next(ctx, method, req)
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		user := ""
+		if ti := req.GetExtra().TokenInfo; ti != nil {
+			user = ti.UserID
+		}
+		f := g.fast
+		n := f.ids.Add(1)
+		f.mu.Lock()
+		calls := f.bySession[sid]
+		if calls == nil {
+			calls = map[int64]sdkRequest{}
+			f.bySession[sid] = calls
+		}
+		calls[n] = sdkRequest{cancel, user}
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			delete(calls, n)
+			if len(f.bySession[sid]) == 0 {
+				delete(f.bySession, sid)
+			}
+			f.mu.Unlock()
+		}()
+		return next(ctx, method, req)
+	}
 }
 
 // bufPool holds request bodies and answers being built.
@@ -200,28 +253,46 @@ func refuseSessionless(w http.ResponseWriter, body []byte) bool {
 	return true
 }
 
-// errSessionDeleted ends the fast calls of a session its agent deleted.
+// errSessionDeleted ends the calls of a session its agent deleted.
 var errSessionDeleted = fmt.Errorf("the agent ended its session: %w", context.Canceled)
 
 // fastDelete serves an agent's DELETE of its session (by sdk) and, once the
-// session is gone, cancels the session's fast calls upstream; they end
-// without an answer, which no session is left to take.
+// session is gone, cancels the session's calls upstream, on either path;
+// they end without an answer, which no session is left to take.
 func (g *Server) fastDelete(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler) {
+	sid, user := r.Header.Get("Mcp-Session-Id"), requestUser(r)
+	// First the requests the SDK serves: its DELETE waits for them, and
+	// hung until a call without an end had one.
+	g.fast.endSession(sid, user, func(k fastKey) bool { return false })
 	sw := &statusRecorder{ResponseWriter: w}
 	sdk.ServeHTTP(sw, r)
-	sid := r.Header.Get("Mcp-Session-Id")
 	if sid == "" || sw.status >= 300 {
 		return
 	}
-	user := requestUser(r)
+	// The fast calls once the session is gone: each registered before it
+	// looked the session up (fastServe).
+	g.fast.endSession(sid, user, func(k fastKey) bool { return k.session == sid && k.user == user })
+}
+
+// endSession cancels the requests the SDK serves for the agent user on
+// session sid, and the fast calls fast picks.
+func (f *fastCalls) endSession(sid, user string, fast func(fastKey) bool) {
+	if sid == "" {
+		return
+	}
 	var ended []context.CancelCauseFunc
-	g.fast.mu.Lock()
-	for k, cancel := range g.fast.calls {
-		if k.session == sid && k.user == user {
+	f.mu.Lock()
+	for _, c := range f.bySession[sid] {
+		if c.user == user {
+			ended = append(ended, c.cancel)
+		}
+	}
+	for k, cancel := range f.calls {
+		if fast(k) {
 			ended = append(ended, cancel)
 		}
 	}
-	g.fast.mu.Unlock()
+	f.mu.Unlock()
 	for _, cancel := range ended {
 		cancel(errSessionDeleted)
 	}

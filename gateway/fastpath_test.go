@@ -520,13 +520,28 @@ func TestFastPathInputRoundsOnCallStream(t *testing.T) {
 // the gateway: it answered -32603 "context canceled", untyped).
 func TestFastPathDeleteEndsCalls(t *testing.T) {
 	t.Parallel()
+	for _, c := range []struct{ name, config, meta string }{
+		{"fast path", "", ""},
+		{"SDK path, progress token", "", `,"_meta":{"progressToken":"p"}`},
+		{"fast_path off", "fast_path: false\n", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			deleteEndsCall(t, c.config, c.meta)
+		})
+	}
+}
+
+// deleteEndsCall is TestFastPathDeleteEndsCalls for a gateway with config
+// (YAML before its upstreams) and a call with params' meta (a member).
+func deleteEndsCall(t *testing.T, config, meta string) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	g, a, started, cancelled := slowScene(t, ctx)
+	g, a, started, cancelled := slowSceneWith(t, ctx, config)
 	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
 	done := make(chan []byte, 1)
 	go func() {
-		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
+		_, b := a.post(ctx, `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"f__slow","arguments":{}`+meta+`}}`)
 		done <- b
 	}()
 	select {
@@ -1174,9 +1189,15 @@ func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 // (addSlowTool), and a raw agent of it.
 func slowScene(t *testing.T, ctx context.Context) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
 	t.Helper()
+	return slowSceneWith(t, ctx, "")
+}
+
+// slowSceneWith is slowScene with config (YAML) ahead of the upstreams.
+func slowSceneWith(t *testing.T, ctx context.Context, config string) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
+	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
 	started, cancelled = addSlowTool(s)
-	g = newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s}\n", serveMCP(t, s)))
+	g = newTestGateway(t, ctx, fmt.Sprintf("%supstreams:\n  f: {url: %s}\n", config, serveMCP(t, s)))
 	return g, newRawAgent(t, ctx, g), started, cancelled
 }
 

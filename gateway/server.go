@@ -276,7 +276,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
 	})
-	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution, g.inputFailures)
+	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution, g.inputFailures, g.endWithSession)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
 	// The agent's identity and policy come before the call path (issue 9).
 	g.mcp.AddReceivingMiddleware(g.agentPolicy, g.federateInstructions)
