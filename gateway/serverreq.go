@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -26,33 +27,66 @@ func (u *upstream) track(ctx context.Context, ss *mcp.ServerSession) (*inflight,
 }
 
 // caller returns the call that a server-to-client request from the upstream
-// belongs to. A 2025-11-25 upstream sends such requests with no link to the
-// call that caused them. On a per-agent session (agent non-nil) they belong
-// to that agent's call. On the shared session the gateway can only route them
-// when every call in flight on this upstream comes from one agent session;
-// otherwise it refuses rather than risk asking the wrong agent.
-func (u *upstream) caller(agent *mcp.ServerSession) (*inflight, error) {
+// belongs to, and a func to call once the request is answered. A 2025-11-25
+// upstream sends such requests with no link to the call that caused them. On
+// a per-agent session (agent non-nil) they belong to that agent's calls. On
+// the shared session the gateway can only route them when every call in
+// flight on this upstream comes from one agent session; otherwise it refuses
+// rather than risk asking the wrong agent. When the agent has several calls
+// there, the request may belong to any of them: see anyOf.
+func (u *upstream) caller(agent *mcp.ServerSession) (*inflight, func(), error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var found *inflight
+	var mine []*inflight
 	for c := range u.calls {
 		if agent != nil && c.session != agent {
 			continue
 		}
-		if found != nil && found.agent() != c.agent() {
-			return nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight on its shared session; it cannot be routed to one of them (set upstreams.%s.session: per_agent)", u.name, u.name)
+		if len(mine) > 0 && mine[0].agent() != c.agent() {
+			return nil, nil, fmt.Errorf("credgate: upstream %q sent a request while calls from several agents were in flight on its shared session; it cannot be routed to one of them (set upstreams.%s.session: per_agent)", u.name, u.name)
 		}
-		found = c
+		mine = append(mine, c)
 	}
-	if found == nil {
-		return nil, fmt.Errorf("credgate: upstream %q sent a request outside any call; there is no agent to ask", u.name)
+	if len(mine) == 0 {
+		return nil, nil, fmt.Errorf("credgate: upstream %q sent a request outside any call; there is no agent to ask", u.name)
 	}
-	if found.session == nil {
+	if mine[0].session == nil {
 		// As through the SDK, whose stateless request session has no
 		// capabilities to ask with.
-		return nil, fmt.Errorf("credgate: the agent calling upstream %q has no session (stateless: true) to be asked on", u.name)
+		return nil, nil, fmt.Errorf("credgate: the agent calling upstream %q has no session (stateless: true) to be asked on", u.name)
 	}
-	return found, nil
+	if len(mine) == 1 {
+		return mine[0], func() {}, nil
+	}
+	c, done := anyOf(mine)
+	return c, done, nil
+}
+
+// anyOf returns a call standing for calls, all of one agent, one of which
+// a request belongs to, and a func that releases it. It has the first's
+// values (a fast call's answer stream, which the request goes on) and ends
+// when the last of them ends: ended with the first, the agent's answer was
+// refused ("context canceled") whenever the call the request did not belong
+// to ended before it came (found trying the gateway: two calls that each
+// asked the agent to sample).
+func anyOf(calls []*inflight) (*inflight, func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(calls[0].ctx))
+	var left atomic.Int64
+	left.Store(int64(len(calls)))
+	stops := make([]func() bool, 0, len(calls))
+	for _, c := range calls {
+		stops = append(stops, context.AfterFunc(c.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		}))
+	}
+	return &inflight{ctx: ctx, session: calls[0].session}, func() {
+		for _, stop := range stops {
+			stop()
+		}
+		cancel()
+	}
 }
 
 // callers returns the calls in flight (of agent, if non-nil), for
@@ -70,10 +104,11 @@ func (u *upstream) callers(agent *mcp.ServerSession) []*inflight {
 }
 
 func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-	c, err := u.caller(agent)
+	c, done, err := u.caller(agent)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return u.elicitOn(c, req)
 }
 
@@ -96,10 +131,11 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 }
 
 func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
-	c, err := u.caller(agent)
+	c, done, err := u.caller(agent)
 	if err != nil {
 		return nil, err
 	}
+	defer done()
 	return u.createMessageOn(c, req)
 }
 

@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// TestAgentAskOutlivesItsOtherCall: an upstream that sends its sampling
+// request with no link to the call that caused it (2025-11-25), while the
+// agent has two calls in flight on it, gets the agent's answer even when
+// the agent's other call ends first. Found trying the gateway from
+// outside: the request was tied to whichever of the two calls came first
+// in a map, and the end of the other one refused the answer ("context
+// canceled").
+func TestAgentAskOutlivesItsOtherCall(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "s", Version: "1"}, nil)
+	hold := make(chan chan struct{}, 1)
+	held := make(chan struct{}, 1)
+	s.AddTool(&mcp.Tool{Name: "hold", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		release := <-hold
+		held <- struct{}{}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "held"}}}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "sample", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		r, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 1, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "q"}}}})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sampled " + r.Content.(*mcp.TextContent).Text}}}, nil
+	})
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  s: {url: %s, protocol_version: 2025-11-25}\n", fast, serveMCP(t, s)))
+			asked, answer := make(chan struct{}, 1), make(chan struct{})
+			cs := agent(t, ctx, g, &mcp.ClientOptions{CreateMessageHandler: func(ctx context.Context, _ *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+				asked <- struct{}{}
+				select {
+				case <-answer:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "yes"}}, nil
+			}})
+			// The map's order picks either call: a few rounds see both.
+			for round := range 4 {
+				release := make(chan struct{})
+				hold <- release
+				holding := make(chan error, 1)
+				go func() {
+					_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__hold", Arguments: map[string]any{}})
+					holding <- err
+				}()
+				recv(t, ctx, held, "the hold call to reach the upstream")
+				sampled := make(chan *mcp.CallToolResult, 1)
+				go func() {
+					res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__sample", Arguments: map[string]any{}})
+					if err != nil {
+						res = &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: err.Error()}}}
+					}
+					sampled <- res
+				}()
+				recv(t, ctx, asked, "the sampling request to reach the agent")
+				close(release)
+				if err := recv(t, ctx, holding, "the hold call to end"); err != nil {
+					t.Fatalf("round %d: hold: %v", round, err)
+				}
+				answer <- struct{}{}
+				if res := recv(t, ctx, sampled, "the sample call to end"); res.IsError || text(res) != "sampled yes" {
+					t.Fatalf("round %d: the call whose sampling was answered after the agent's other call ended: %s", round, text(res))
+				}
+			}
+		})
+	}
+}
