@@ -3,7 +3,10 @@ package gateway
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -107,5 +110,46 @@ func TestListPagesBounded(t *testing.T) {
 	}
 	if h := hs["good"]; h.Status != StatusUp || h.Tools == 0 {
 		t.Errorf("good upstream: %+v", h)
+	}
+}
+
+// TestNoTemplatesMethodIsNoError: an upstream that declares resources but
+// does not serve resources/templates/list (it has no templates; the
+// capability does not say) is up without an error. Found trying the
+// gateway: /health kept "Method not found" as its last_error for good.
+func TestNoTemplatesMethodIsNoError(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.NewDecoder(r.Body).Decode(&m) != nil || r.Method != http.MethodPost {
+			http.Error(w, "no", http.StatusMethodNotAllowed)
+			return
+		}
+		if len(m.ID) == 0 {
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch m.Method {
+		case "initialize":
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-11-25","capabilities":{"resources":{}},"serverInfo":{"name":"r","version":"1"}}}`, m.ID)
+		case "resources/list":
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{"resources":[{"uri":"file:///a","name":"a"}]}}`, m.ID)
+		case "ping":
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"result":{}}`, m.ID)
+		default:
+			fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"Method not found"}}`, m.ID)
+		}
+	}))
+	defer hs.Close()
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  r: {url: %s, protocol_version: 2025-11-25}\n", hs.URL))
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["r"].Resources == 1 })
+	if uh := g.Health().Upstreams["r"]; uh.Status != StatusUp || uh.LastError != "" {
+		t.Errorf("health = %s, %q; want up without an error", uh.Status, uh.LastError)
 	}
 }

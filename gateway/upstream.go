@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
@@ -482,6 +483,12 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 			}
 			return res.ResourceTemplates, res.NextCursor, nil
 		}) {
+			if je, ok := errors.AsType[*jsonrpc.Error](err); ok && je.Code == jsonrpc.CodeMethodNotFound {
+				// The resources capability does not say whether templates
+				// are listed; a server without any may not serve the
+				// method: it has none, and is not failing.
+				break
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("resources/templates/list: %w", err))
 				break
