@@ -119,15 +119,16 @@ func (c *childStderr) tail() []string {
 func (c *childStderr) useful() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, l := range c.lines {
+	lines, end := withoutExitNote(c.lines)
+	for _, l := range lines {
 		if errorLineRE.MatchString(l) {
-			return usefulLine(c.lines)
+			return withExitNote(usefulReport(lines), end)
 		}
 	}
 	if c.errLine != "" && c.n-c.errAt < stderrErrLineAge {
-		return c.errLine
+		return withExitNote(c.errLine, end)
 	}
-	return usefulLine(c.lines)
+	return withExitNote(usefulReport(lines), end)
 }
 
 // wait waits for the child's stderr to end, for at most d: a child that died
@@ -261,6 +262,41 @@ var errorLineRE = regexp.MustCompile(`(?i)^\s*(?:uncaught\s+)?(?:(?:[\w.$]*(?:er
 // A Node crash ends with its version ("Node.js v20.20.2") and a Python one
 // with the exception, so the last line alone is not always the answer.
 func usefulLine(lines []string) string {
+	lines, end := withoutExitNote(lines)
+	return withExitNote(usefulReport(lines), end)
+}
+
+// withoutExitNote returns lines without the supervisor's note of how the
+// command ended (exitNote), which comes last, and the note's end ("exited
+// with status 3"), "" if there is none.
+func withoutExitNote(lines []string) ([]string, string) {
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l == "" {
+			continue
+		}
+		if end, ok := strings.CutPrefix(l, exitNotePrefix); ok {
+			return lines[:i], end
+		}
+		break
+	}
+	return lines, ""
+}
+
+// withExitNote adds end, how the command ended, to why, the line that says
+// why it failed; either may be "".
+func withExitNote(why, end string) string {
+	switch {
+	case end == "":
+		return why
+	case why == "":
+		return "the command " + end
+	}
+	return why + " (then " + end + ")"
+}
+
+// usefulReport is usefulLine of lines without an exit note.
+func usefulReport(lines []string) string {
 	for i := len(lines) - 1; i >= 0; i-- {
 		if errorLineRE.MatchString(lines[i]) || errorLogRE.MatchString(lines[i]) {
 			return strings.TrimSpace(lines[i])

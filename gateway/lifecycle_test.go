@@ -310,7 +310,8 @@ func TestHealthCarriesStderrTail(t *testing.T) {
 	if !strings.Contains(u.LastError, "Error: Cannot find module '/srv/index.js'") {
 		t.Errorf("last_error = %q, want the line naming the error", u.LastError)
 	}
-	if n := len(u.StderrTail); n == 0 || n > stderrTailLines || u.StderrTail[n-1] != "Node.js v20.20.2" {
+	// The supervisor adds how the command ended.
+	if n := len(u.StderrTail); n < 2 || n > stderrTailLines || u.StderrTail[n-2] != "Node.js v20.20.2" || u.StderrTail[n-1] != exitNotePrefix+"exited with status 1" {
 		t.Fatalf("stderr_tail = %q, want at most %d lines ending with the crash report", u.StderrTail, stderrTailLines)
 	}
 	all := strings.Join(u.StderrTail, "\n")
@@ -538,10 +539,10 @@ func TestStderrPanicLineOutlivesTail(t *testing.T) {
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  gp: {command: sh, args: [-c, %q]}\n", script))
 	waitFor(t, ctx, func() bool { return strings.Contains(g.Health().Upstreams["gp"].LastError, "stderr:") })
 	h := g.Health().Upstreams["gp"]
-	if !strings.Contains(h.LastError, "(stderr: panic: runtime error: invalid memory address)") {
-		t.Errorf("last_error = %q, want it to quote the panic line", h.LastError)
+	if !strings.Contains(h.LastError, "(stderr: panic: runtime error: invalid memory address (then exited with status 2))") {
+		t.Errorf("last_error = %q, want it to quote the panic line and the exit status", h.LastError)
 	}
-	if len(h.StderrTail) == 0 || h.StderrTail[len(h.StderrTail)-1] != "main.frame39()" {
+	if n := len(h.StderrTail); n < 2 || h.StderrTail[n-2] != "main.frame39()" {
 		t.Errorf("stderr_tail = %q, want the last lines", h.StderrTail)
 	}
 	c := &childStderr{}

@@ -224,9 +224,11 @@ func supervise(args []string, stderr io.Writer) int {
 			}
 		}
 	}()
+	asked := false // to stop: its end is no news
 	select {
 	case <-exited:
 	case <-sigs:
+		asked = true
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		select {
@@ -239,8 +241,31 @@ func supervise(args []string, stderr io.Writer) int {
 	<-exited
 	_ = cmd.Wait()
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if why := exitNote(ws); why != "" && !asked {
+		// On the command's stderr, which the gateway reads to say why
+		// it went down (usefulLine): without it, a child killed by a
+		// signal or exiting silently was explained by whatever it last
+		// logged, however old.
+		fmt.Fprintf(stderr, "%s%s\n", exitNotePrefix, why)
+	}
 	if ws.Signaled() {
 		return 128 + int(ws.Signal())
 	}
 	return ws.ExitStatus()
+}
+
+// exitNotePrefix starts the line the supervisor adds to a command's stderr
+// when it ended with a failure nobody asked for.
+const exitNotePrefix = "credgate: the command "
+
+// exitNote says how a command that failed ended ("exited with status 3",
+// "was killed by signal 9 (killed)"), or "" if it exited with status 0.
+func exitNote(ws syscall.WaitStatus) string {
+	switch {
+	case ws.Signaled():
+		return fmt.Sprintf("was killed by signal %d (%s)", int(ws.Signal()), ws.Signal())
+	case ws.ExitStatus() != 0:
+		return fmt.Sprintf("exited with status %d", ws.ExitStatus())
+	}
+	return ""
 }
