@@ -47,9 +47,16 @@ import (
 //
 // A credential's conditions follow its status: revoked, invalid, missing,
 // expired and expiring each have one. While the value stays the same they
-// accumulate (expiring, then expired, keeps both incidents open) and all
+// accumulate (expiring, then revoked, keeps both incidents open) and all
 // resolve when it is healthy again; a new value (rotated, refreshed,
-// loaded) replaces them with those of its own status.
+// loaded) replaces them with those of its own status. Expiring and expired
+// are the exception: they are two phases of one clock and never hold
+// together. Once credential_expired_unrenewable holds (at once, or after
+// the grace of a renewable credential), credential_expiring resolves, and
+// a credential that is expiring again, not expired, resolves
+// credential_expired_unrenewable. (Expiring stayed open beside expired
+// until the credential was healthy again, though its condition no longer
+// held: found trying the gateway from outside.)
 //
 // Delivery never blocks anything else: each notifier has a bounded queue and
 // one worker that POSTs with retries and exponential backoff; a full queue,
@@ -342,7 +349,10 @@ func (n *notifier) credential(e Event) {
 		k := alertKey{"credential", name, cond}
 		st := n.alerts[k]
 		holding := st != nil && (st.active || st.pending != nil)
-		if cond == want || !holding || !(recovered || newValue) {
+		// Expiring again (a value found expired by a call, then restored
+		// inside its warning) is no longer expired.
+		notExpired := cond == CondCredentialExpiredUnrenewable && want == CondCredentialExpiring
+		if cond == want || !holding || !(recovered || newValue || notExpired) {
 			continue
 		}
 		n.deactivate(k, e.Kind+", now "+e.Status)
@@ -377,11 +387,23 @@ func (n *notifier) credential(e Event) {
 			st.pending = nil
 			if n.status[name] == authmap.StatusExpired.String() {
 				n.activate(k, info)
+				n.expiredTakesOver(name)
 			}
 		})
 		return
 	}
 	n.activate(k, info)
+	if want == CondCredentialExpiredUnrenewable {
+		n.expiredTakesOver(name)
+	}
+}
+
+// expiredTakesOver resolves credential_expiring of a credential whose
+// credential_expired_unrenewable now holds: an expired credential is no
+// longer within its warning. A renewable one keeps its expiring alert
+// through the grace, so that one of the two is open all along.
+func (n *notifier) expiredTakesOver(name string) {
+	n.deactivate(alertKey{"credential", name, CondCredentialExpiring}, "expired; "+CondCredentialExpiredUnrenewable+" holds")
 }
 
 func credentialSubtype(cond string) string {

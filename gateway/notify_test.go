@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,8 +176,8 @@ func TestNotifyTriggerResolveMinInterval(t *testing.T) {
 	})
 }
 
-// Expiring then expired keeps both incidents open; both resolve when a new
-// value is healthy. A rate limit pages nobody.
+// Expiring then expired: expired takes over, expiring resolves; expired
+// resolves when a new value is healthy. A rate limit pages nobody.
 func TestNotifyExpiringExpiredRateLimit(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -188,14 +189,14 @@ func TestNotifyExpiringExpiredRateLimit(t *testing.T) {
 		}
 		g.publish(credEvent(authmap.EventExpiring, authmap.StatusExpiring))
 		g.publish(credEvent(authmap.EventExpired, authmap.StatusExpired))
-		want := []string{"trigger credgate/credential/tok/credential_expiring", "trigger credgate/credential/tok/credential_expired_unrenewable"}
+		want := []string{"trigger credgate/credential/tok/credential_expiring",
+			"trigger credgate/credential/tok/credential_expired_unrenewable", "resolve credgate/credential/tok/credential_expiring"}
 		if diff := cmp.Diff(want, drain(t, g, "pd")); diff != "" {
 			t.Errorf("expiring, expired (-want +got):\n%s", diff)
 		}
 		g.publish(credEvent(authmap.EventRotated, authmap.StatusHealthy))
-		got := drain(t, g, "pd")
-		if len(got) != 2 || !strings.HasPrefix(got[0], "resolve ") || !strings.HasPrefix(got[1], "resolve ") {
-			t.Errorf("rotated: %v, want two resolves", got)
+		if diff := cmp.Diff([]string{"resolve credgate/credential/tok/credential_expired_unrenewable"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("rotated (-want +got):\n%s", diff)
 		}
 		// A new value that is itself expiring: revoked resolves, expiring triggers.
 		g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
@@ -205,6 +206,107 @@ func TestNotifyExpiringExpiredRateLimit(t *testing.T) {
 		want = []string{"resolve credgate/credential/tok/credential_revoked", "trigger credgate/credential/tok/credential_expiring"}
 		if diff := cmp.Diff(want, drain(t, g, "pd")); diff != "" {
 			t.Errorf("rotated to an expiring value (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestNotifyExpiredResolvesExpiring: credential_expiring holds while the
+// credential is within its warning, not once it expired. It stayed open
+// beside credential_expired_unrenewable until the credential was healthy
+// again (found trying the gateway from outside). Expiring again (a call's
+// "expired" cleared inside the warning) resolves expired in turn.
+func TestNotifyExpiredResolvesExpiring(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := notifyServer(t, notifyBase)
+		const expiring, expired = "credgate/credential/tok/credential_expiring", "credgate/credential/tok/credential_expired_unrenewable"
+		g.publish(credEvent(authmap.EventLoaded, authmap.StatusHealthy))
+		g.publish(credEvent(authmap.EventExpiring, authmap.StatusExpiring))
+		g.publish(credEvent(authmap.EventExpired, authmap.StatusExpired))
+		if diff := cmp.Diff([]string{"trigger " + expiring, "trigger " + expired, "resolve " + expiring}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("expiring, then expired (-want +got):\n%s", diff)
+		}
+		time.Sleep(DefaultNotifyMinInterval)
+		g.publish(credEvent(authmap.EventRestored, authmap.StatusExpiring))
+		if diff := cmp.Diff([]string{"resolve " + expired, "trigger " + expiring}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("expiring again (-want +got):\n%s", diff)
+		}
+		// Revoked meanwhile does not end expiring: both hold.
+		g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
+		if diff := cmp.Diff([]string{"trigger credgate/credential/tok/credential_revoked"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("revoked while expiring (-want +got):\n%s", diff)
+		}
+		g.publish(credEvent(authmap.EventRotated, authmap.StatusHealthy))
+		got := drain(t, g, "pd")
+		slices.Sort(got)
+		if diff := cmp.Diff([]string{"resolve " + expiring, "resolve credgate/credential/tok/credential_revoked"}, got); diff != "" {
+			t.Errorf("rotated to a fresh value (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// TestNotifyExpiryWatchResolvesExpiring is TestNotifyExpiredResolvesExpiring
+// through the expiry watch: a credential with expires_at 20s ahead.
+func TestNotifyExpiryWatchResolvesExpiring(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Hour)
+		defer cancel()
+		exp := time.Now().Add(20 * time.Second).UTC().Format(time.RFC3339)
+		g := notifyServer(t, `
+credentials:
+  tok: {source: {value: tok-0123456789}, expires_at: "`+exp+`"}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: tok}
+lifecycle: {check_interval: 5s}
+notify:
+  - {name: pd, format: pagerduty, url: "http://127.0.0.1:1/pd", routing_key: pd-key-0123456789}
+`)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			g.runCredentials(ctx)
+		}()
+		synctest.Wait()
+		if diff := cmp.Diff([]string{"trigger credgate/credential/tok/credential_expiring"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("loaded 20s before expiry (-want +got):\n%s", diff)
+		}
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		want := []string{"trigger credgate/credential/tok/credential_expired_unrenewable", "resolve credgate/credential/tok/credential_expiring"}
+		if diff := cmp.Diff(want, drain(t, g, "pd")); diff != "" {
+			t.Errorf("past expiry (-want +got):\n%s", diff)
+		}
+		cancel()
+		<-done
+	})
+}
+
+// A renewable credential's expiring alert stays open through the grace of
+// its expiry, and resolves when credential_expired_unrenewable takes over.
+func TestNotifyRenewableExpiredTakesOver(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := notifyServer(t, notifyBase)
+		ev := func(kind authmap.EventKind, st authmap.Status) Event {
+			e := credEvent(kind, st)
+			e.Credential = "oauth"
+			return e
+		}
+		g.publish(ev(authmap.EventExpiring, authmap.StatusExpiring))
+		g.publish(ev(authmap.EventExpired, authmap.StatusExpired))
+		if diff := cmp.Diff([]string{"trigger credgate/credential/oauth/credential_expiring"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("expiring, expired within the grace (-want +got):\n%s", diff)
+		}
+		time.Sleep(expiredGrace + time.Second)
+		synctest.Wait()
+		want := []string{"trigger credgate/credential/oauth/credential_expired_unrenewable", "resolve credgate/credential/oauth/credential_expiring"}
+		if diff := cmp.Diff(want, drain(t, g, "pd")); diff != "" {
+			t.Errorf("still expired after the grace (-want +got):\n%s", diff)
+		}
+		g.publish(ev(authmap.EventRefreshed, authmap.StatusHealthy))
+		if diff := cmp.Diff([]string{"resolve credgate/credential/oauth/credential_expired_unrenewable"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("refreshed (-want +got):\n%s", diff)
 		}
 	})
 }
