@@ -10,12 +10,19 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 )
 
 // maxSecretFile bounds what a file or a command may hand us as a secret.
 const maxSecretFile = 1 << 20
+
+// fileGoneSettle is how long a watched file must stay missing before its
+// removal is reported: an editor that moves the old file away before it
+// writes the new one leaves the path empty for a moment, which is a
+// rotation under way, not a removal.
+const fileGoneSettle = time.Second
 
 // FileSource reads a value from a file: the whole file trimmed, or a JSON
 // object {"token": "...", "expires_at": "RFC 3339"}. It is a [Watcher].
@@ -64,8 +71,14 @@ func readBounded(path string) ([]byte, error) {
 // quiet. Any event in the directory re-reads the file; a change is a new,
 // readable, non-empty content (compared by SHA-256, so the secret is not kept
 // here), which also drops the burst of events one rotation makes. A file that
-// is briefly missing or empty mid-rotation is not a change. onChange is also
-// called once when the watch is in place, for a change that came before it.
+// is briefly missing or empty mid-rotation is not a change. A file removed,
+// and still missing fileGoneSettle later, is: onChange lets the credential
+// re-read it and report the removal as a SIGHUP's re-read does, keeping the
+// value it holds; the file's return, even with the same content, is a change
+// again. (The watch took a removal for a rotation under way and said nothing,
+// while the old value went on being used: found trying the gateway from
+// outside.) onChange is also called once when the watch is in place, for a
+// change that came before it.
 func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -81,6 +94,13 @@ func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 	// already holds.
 	last, _ := s.digest()
 	onChange()
+	// gone runs from when the file is found missing until its removal is
+	// reported (settling), unless it comes back first. It is not pushed back
+	// by later events: a busy directory does not postpone the report.
+	gone := time.NewTimer(fileGoneSettle)
+	gone.Stop()
+	defer gone.Stop()
+	settling := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -94,9 +114,20 @@ func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 			if !ok {
 				return nil
 			}
+		case <-gone.C:
+			settling = false
+			if _, err := s.digest(); errors.Is(err, fs.ErrNotExist) && last != nil {
+				last = nil
+				onChange()
+			}
+			continue
 		}
-		sum, ok := s.digest()
-		if !ok || bytes.Equal(sum, last) {
+		sum, err := s.digest()
+		if errors.Is(err, fs.ErrNotExist) && last != nil && !settling {
+			settling = true
+			gone.Reset(fileGoneSettle)
+		}
+		if err != nil || bytes.Equal(sum, last) {
 			continue
 		}
 		last = sum
@@ -104,16 +135,21 @@ func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 	}
 }
 
-// digest hashes the file's trimmed content; false when it is unreadable or empty.
-func (s *FileSource) digest() ([]byte, bool) {
+// digest hashes the file's trimmed content; an error when it is unreadable
+// (fs.ErrNotExist when missing) or empty.
+func (s *FileSource) digest() ([]byte, error) {
 	data, err := readBounded(s.path)
 	if err != nil {
-		return nil, false
+		return nil, err
 	}
 	data = bytes.TrimSpace(data)
 	if len(data) == 0 {
-		return nil, false
+		return nil, errEmptyFile
 	}
 	sum := sha256.Sum256(data)
-	return sum[:], true
+	return sum[:], nil
 }
+
+// errEmptyFile is digest's error for a file with nothing but white space:
+// one an in-place write has truncated and not written yet, most often.
+var errEmptyFile = errors.New("empty")

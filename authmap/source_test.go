@@ -434,3 +434,96 @@ func (h signalHandler) Enabled(context.Context, slog.Level) bool      { return t
 func (h signalHandler) Handle(_ context.Context, r slog.Record) error { h.f(r); return nil }
 func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler            { return h }
 func (h signalHandler) WithGroup(string) slog.Handler                 { return h }
+
+// TestFileWatchReportsRemoval: a credential file removed while the watch
+// runs is reported as the SIGHUP re-read reports it (rejected_rotation, the
+// file named, last_error set), and the last value is kept; the file written
+// again rotates as before. Before the fix the watch took the removal for a
+// file briefly missing mid-rotation and said nothing: only a SIGHUP told
+// (found trying the gateway from outside).
+func TestFileWatchReportsRemoval(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte("value-0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan Event, 64)
+	src := fetchSignal{NewFileSource(path), make(chan struct{}, 64)}
+	c := NewCredential("gh", CredentialConfig{Source: SourceConfig{File: path}}, src,
+		&CredentialOptions{OnEvent: func(e Event) { events <- e }})
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-events      // loaded
+	<-src.fetched // Load's
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(runCtx)
+	}()
+	defer func() { stop(); <-done }()
+	// The watch re-reads the file once it is in place: a removal before
+	// that would be caught by that re-read, not by the watch.
+	select {
+	case <-src.fetched:
+	case <-ctx.Done():
+		t.Fatal("the watch did not start")
+	}
+	next := func(what string) Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-ctx.Done():
+			t.Fatalf("%s: no event", what)
+			return Event{}
+		}
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	e := next("removed")
+	if e.Kind != EventRejectedRotation || e.Trigger != TriggerFile || e.Credential != "gh" ||
+		!strings.Contains(e.Detail, path) || !strings.Contains(e.Detail, "does not exist") {
+		t.Fatalf("removed: event %s/%s %q, want rejected_rotation/file naming %s", e.Kind, e.Trigger, e.Detail, path)
+	}
+	if got := c.Value(); got != "value-0" {
+		t.Errorf("after removal the value is %q, want value-0 kept", got)
+	}
+	snap := c.Snapshot(false)
+	if snap.Status != StatusHealthy || snap.LastError == nil || !strings.Contains(snap.LastError.Detail, path) {
+		t.Errorf("after removal: status %s, last error %+v; want healthy with the removal as last error", snap.Status, snap.LastError)
+	}
+
+	if err := os.WriteFile(path, []byte("value-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		e := next("written again")
+		if e.Kind == EventRejectedRotation {
+			continue // read between the create and the write (see TestFileWatchRotates)
+		}
+		if e.Kind != EventRotated || e.Trigger != TriggerFile {
+			t.Fatalf("written again: event %s/%s, want rotated/file", e.Kind, e.Trigger)
+		}
+		break
+	}
+	if got, snap := c.Value(), c.Snapshot(false); got != "value-1" || snap.LastError != nil {
+		t.Errorf("written again: value %q, last error %+v; want value-1 and none", got, snap.LastError)
+	}
+}
+
+// fetchSignal is a FileSource that signals each fetch.
+type fetchSignal struct {
+	*FileSource
+	fetched chan struct{}
+}
+
+func (s fetchSignal) Fetch(ctx context.Context) (Token, error) {
+	defer func() { s.fetched <- struct{}{} }()
+	return s.FileSource.Fetch(ctx)
+}
