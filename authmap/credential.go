@@ -422,6 +422,10 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 		if c.st.live == StatusUnknown {
 			c.st.lastErr = nil
 		}
+		// The source answered: a failure after this is a new one, reported
+		// even if it reads as the last (a file removed, written back the
+		// same, removed again went unreported the second time).
+		c.st.lastEventKey = ""
 		if trigger == TriggerRefresh && !extended && !now.Before(c.refreshAtLocked(c.lifecycle())) {
 			// The endpoint handed back the token it had (a cached client
 			// credentials token): no new lifetime, so a failed renewal.

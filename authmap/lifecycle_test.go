@@ -839,3 +839,44 @@ func TestManualReloadsCoalesce(t *testing.T) {
 		}
 	})
 }
+
+// TestSourceLostAgainReported: a source that loses its value, gets the same
+// value back, then loses it again reports each loss (rejected_rotation). The
+// second loss went unreported: the event was taken for a repeat of the
+// first, though the source had recovered in between (a credential file
+// removed, written back, removed again: found trying the gateway from
+// outside).
+func TestSourceLostAgainReported(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	ok := func(int) (Token, error) { return Token{Value: "value-0"}, nil }
+	lost := func(int) (Token, error) { return Token{}, fmt.Errorf("file /s/token does not exist: %w", ErrMissing) }
+	src := &fakeSource{kind: KindFile, next: ok}
+	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, step := range []struct {
+		next    func(int) (Token, error)
+		lastErr bool
+	}{{lost, true}, {ok, false}, {lost, true}, {lost, true}} {
+		src.set(step.next)
+		_, _ = c.Renew(ctx, TriggerSignal)
+		if got := c.Snapshot(false).LastError != nil; got != step.lastErr {
+			t.Errorf("step %d: last error set %v, want %v", i, got, step.lastErr)
+		}
+	}
+	var kinds []EventKind
+	for _, e := range log.all() {
+		kinds = append(kinds, e.Kind)
+	}
+	// The last loss repeats the one before it: reported once.
+	want := []EventKind{EventLoaded, EventRejectedRotation, EventRejectedRotation}
+	if diff := cmp.Diff(want, kinds); diff != "" {
+		t.Errorf("events (-want +got):\n%s", diff)
+	}
+	if c.Value() != "value-0" {
+		t.Errorf("value %q, want value-0 kept", c.Value())
+	}
+}
