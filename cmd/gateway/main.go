@@ -264,15 +264,23 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		stopWatch := watchConfig(ctx, configPath, &log, func() { _ = g.ReloadConfig(authmap.TriggerFile) })
 		defer stopWatch()
 		context.AfterFunc(ctx, stop)
+		// A signal is the one way ctx ends before serving does.
+		quiet := context.AfterFunc(ctx, func() { log.Info().Msg("shutting down: signal received") })
+		defer quiet()
 		if cmd == "stdio" {
 			err = serveStdio(ctx, g, &log)
 		} else {
 			err = serveHTTP(ctx, g, cfg, &log)
 		}
-		if err != nil {
-			log.Error().Str("err", err.Error()).Msg("gateway stopped") // "err", as the gateway names the field
+		switch {
+		case errors.Is(err, errListen):
+			log.Error().Str("err", err.Error()).Msg("gateway not started") // "err", as the gateway names the field
+			return 1
+		case err != nil:
+			log.Error().Str("err", err.Error()).Msg("gateway stopped")
 			return 1
 		}
+		log.Info().Msg("gateway stopped")
 		return 0
 	}
 }
@@ -449,10 +457,14 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
+// errListen is a failure to listen on the configured address: the gateway
+// never served.
+var errListen = errors.New("listen")
+
 func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log *zerolog.Logger) error {
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return fmt.Errorf("%w: %w", errListen, err)
 	}
 	g.Start(ctx)
 	log.Info().Str("addr", l.Addr().String()).Int("upstreams", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).

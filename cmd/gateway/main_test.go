@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -244,5 +246,21 @@ func TestValidateExposure(t *testing.T) {
 		if strings.Contains(stderr, "warning:") {
 			t.Errorf("%q: the refusal is also printed as a warning:\n%s", tt.args, stderr)
 		}
+	}
+}
+
+// TestListenFailureIsNotStarted: a gateway that cannot listen never
+// started, and says so (it logged "gateway stopped", found trying it).
+func TestListenFailureIsNotStarted(t *testing.T) {
+	t.Parallel()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	cfg := writeFile(t, "busy.yaml", fmt.Sprintf("listen: %s\nupstreams: {}\n", held.Addr()))
+	code, _, stderr := cli(t, "", "serve", cfg)
+	if code != 1 || !strings.Contains(stderr, `"message":"gateway not started"`) || !strings.Contains(stderr, "address already in use") || strings.Contains(stderr, "gateway stopped") {
+		t.Errorf("exit %d, stderr:\n%s\nwant 1 and gateway not started, naming the address in use", code, stderr)
 	}
 }
