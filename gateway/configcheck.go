@@ -148,6 +148,12 @@ func (c *typeCheck) value(v any, t reflect.Type, key string) (any, bool) {
 			return nil, false
 		}
 		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
+			if t == reflect.TypeFor[time.Time]() {
+				// time's own error quotes its layout ("cannot parse
+				// "tomorrow" as "2006"").
+				c.bad(key, `want an RFC 3339 time such as "2027-01-31T09:00:00Z", got %s`, c.quote(key, s))
+				return nil, false
+			}
 			c.bad(key, "invalid value: %v", err)
 			return nil, false
 		}

@@ -699,3 +699,13 @@ func TestEnvOverrideDashedUpstream(t *testing.T) {
 		t.Errorf("b_c timeout %s, b-c timeout %s: want the override on b_c only", cfg.Upstreams["b_c"].Timeout, cfg.Upstreams["b-c"].Timeout)
 	}
 }
+
+// TestTimeValueMessage: a time that is not RFC 3339 gets an example, not
+// the layout Go's parser names ("cannot parse "tomorrow" as "2006"").
+func TestTimeValueMessage(t *testing.T) {
+	t.Parallel()
+	msg := parseErr(t, "credentials:\n  k: {source: {value: abc}, expires_at: tomorrow}\nupstreams:\n  a: {url: 'http://127.0.0.1:1/mcp', credential: k}\n")
+	if want := `credentials.k.expires_at: want an RFC 3339 time such as "2027-01-31T09:00:00Z", got "tomorrow"`; !strings.Contains(msg, want) || strings.Contains(msg, "2006") {
+		t.Errorf("error:\n%s\nwant it to contain\n%s", msg, want)
+	}
+}
