@@ -512,9 +512,19 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 	if f != nil && f.Detail != "" {
 		ev = ev.Str("detail", f.Detail) // redacted and bounded (attribute)
 	}
-	ev.Str(fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(tool)).Str(fieldCredential, cred).
-		Dur("duration_ms", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
+	ev = strIf(strIf(ev, fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(tool)), fieldCredential, cred)
+	ev.Dur("duration_ms", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
 	g.metrics.toolCall(u, tool, outcome, f, start)
+}
+
+// strIf adds the field key to ev unless v is empty: an audit line leaves
+// out what a call did not have (an agent without authentication, an
+// upstream without a credential).
+func strIf(ev *zerolog.Event, key, v string) *zerolog.Event {
+	if v == "" {
+		return ev
+	}
+	return ev.Str(key, v)
 }
 
 // classifyWindow bounds the text of a failure that is classified: its head,

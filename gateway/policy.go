@@ -370,10 +370,10 @@ func filterList(st *agentState, res mcp.Result) (mcp.Result, bool) {
 // logRefusal writes the audit line of a use the gateway refused itself
 // (policy, rate limit), like logCall's for calls it forwarded.
 func (g *Server) logRefusal(ctx context.Context, method, name string, start time.Time, f authmap.Failure) {
-	ev := g.log.Info().Str(fieldAgent, agentName(ctx)).Str("method", method)
+	ev := strIf(g.log.Info(), fieldAgent, agentName(ctx)).Str("method", method)
 	if method == "tools/call" {
 		if u, own, ok := g.catalog.toolTarget(name); ok {
-			ev = ev.Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(own)).Str(fieldCredential, g.callCredential(u, own))
+			ev = strIf(ev.Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(own)), fieldCredential, g.callCredential(u, own))
 			defer g.metrics.toolCall(u, own, string(f.Type), &f, start) // counted like a forwarded call's outcome
 		} else {
 			ev = ev.Str(fieldTool, g.redactor.RedactKnown(truncate(name, 128)))

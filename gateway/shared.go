@@ -1050,6 +1050,6 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 	u.cat = cat
 	u.catComplete = false // a peer's listing: not ours to put back
 	u.mu.Unlock()
-	u.log.Info().Int("tools", len(cat.tools)).Msg("upstream unreachable: listing its catalog from the shared cache")
+	u.log.Info().Int("tool_count", len(cat.tools)).Msg("upstream unreachable: listing its catalog from the shared cache")
 	u.gw.catalog.rebuild()
 }

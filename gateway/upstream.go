@@ -559,7 +559,7 @@ func (u *upstream) setUp(listErr error) {
 	u.mu.Unlock()
 	u.gw.healthChanged()
 	if prev != StatusUp {
-		u.log.Info().Int("tools", n).Msg("upstream up")
+		u.log.Info().Int("tool_count", n).Msg("upstream up")
 		u.gw.publishUpstream(u.name, StatusUp, nil, "")
 		u.gw.routesChanged()
 	}

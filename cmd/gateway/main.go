@@ -242,7 +242,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log, ConfigFile: configPath, LoadConfig: reloadConfig})
 		if err != nil {
-			log.Error().Err(err).Msg("gateway not started")
+			log.Error().Str("err", err.Error()).Msg("gateway not started")
 			return 1
 		}
 		defer g.Close()
@@ -257,7 +257,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 			if err := g.ReloadCredentials(rctx, authmap.TriggerSignal); err != nil {
-				log.Warn().Err(err).Msg("SIGHUP: some credentials could not be re-read")
+				log.Warn().Str("err", err.Error()).Msg("SIGHUP: some credentials could not be re-read")
 			}
 		})
 		defer stopHUP()
@@ -467,7 +467,7 @@ func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 		return fmt.Errorf("%w: %w", errListen, err)
 	}
 	g.Start(ctx)
-	log.Info().Str("addr", l.Addr().String()).Int("upstreams", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).
+	log.Info().Str("addr", l.Addr().String()).Int("upstream_count", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).
 		Msgf("listening on %s://%s/mcp", cfg.Scheme(), l.Addr())
 	return g.Serve(ctx, l)
 }
