@@ -275,11 +275,11 @@ func (g *Server) publishRouteSwitch(route, from, to, reason string) Event {
 }
 
 // publishConfigReload publishes the outcome of a config reload: err nil for
-// a config applied, else why it was refused. (publishRouteSwitch and this
+// a config applied (what says what it changed), else why it was refused. (publishRouteSwitch and this
 // are for the route table and the config reloader, which call them once
 // they exist.)
-func (g *Server) publishConfigReload(trigger string, err error) Event {
-	e := Event{Type: EventConfig, Kind: KindConfigReloaded, Trigger: trigger}
+func (g *Server) publishConfigReload(trigger, what string, err error) Event {
+	e := Event{Type: EventConfig, Kind: KindConfigReloaded, Trigger: trigger, Detail: what}
 	if err != nil {
 		e.Kind, e.Detail = KindConfigReloadFailed, g.redact(err.Error())
 	}

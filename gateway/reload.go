@@ -8,6 +8,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,9 @@ type reloadState struct {
 	// mu serializes reloads with each other and with Start and Close's
 	// cancel, so that no upstream is started after Close began waiting.
 	mu sync.Mutex
+	// what the reload in progress changed (changeSummary), for its event;
+	// under mu.
+	what string
 
 	statusMu    sync.Mutex
 	lastErr     string    // why the last attempt failed ("" once one succeeds)
@@ -112,7 +116,9 @@ func (g *Server) configHealth() *ConfigHealth {
 // lock (so hooks added here see attempts in order; they must not reload).
 func (g *Server) configReloaded(ok bool, err error, trigger string) {
 	g.metrics.configReload(ok)
-	defer g.publishConfigReload(trigger, err)
+	what := g.reload.what
+	g.reload.what = ""
+	defer g.publishConfigReload(trigger, what, err)
 	defer g.healthChanged()
 	r := &g.reload
 	r.statusMu.Lock()
@@ -388,6 +394,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.setRestart(restart)
 		g.warnRestart(restart)
 		g.log.Info().Int64("version", old.version).Msg("config reloaded: nothing changed")
+		g.reload.what = "nothing changed"
 		return nil
 	}
 
@@ -430,7 +437,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.policy.Store(newPolicySet(eff))
 	}
 	g.catalog.rebuild()
-	g.logPlan(next.version, p)
+	g.logPlan(next.version, p, changedKeys(old.cfg, eff))
 	if !started {
 		return nil // Start starts the snapshot's upstreams
 	}
@@ -478,8 +485,9 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	return nil
 }
 
-// logPlan logs what a reload did to the upstreams.
-func (g *Server) logPlan(version int64, p *reloadPlan) {
+// logPlan logs what a reload did to the upstreams, and the other settings
+// it changed (changedKeys), and keeps a summary for its event.
+func (g *Server) logPlan(version int64, p *reloadPlan, changed []string) {
 	names := func(us []*upstream) []string {
 		out := make([]string, 0, len(us))
 		for _, u := range us {
@@ -492,8 +500,60 @@ func (g *Server) logPlan(version int64, p *reloadPlan) {
 		replaced = append(replaced, name)
 	}
 	slices.Sort(replaced)
-	g.log.Info().Int64("version", version).Strs("added", names(p.added)).Strs("removed", names(p.removed)).
-		Strs("replaced", replaced).Strs("unchanged", names(p.kept)).Msg("config reloaded")
+	added, removed := names(p.added), names(p.removed)
+	g.log.Info().Int64("version", version).Strs("added", added).Strs("removed", removed).
+		Strs("replaced", replaced).Strs("unchanged", names(p.kept)).Strs("changed", changed).Msg("config reloaded")
+	var what []string
+	for _, part := range []struct {
+		what  string
+		names []string
+	}{{"upstreams added", added}, {"upstreams removed", removed}, {"upstreams replaced", replaced}, {"settings changed", changed}} {
+		if len(part.names) > 0 {
+			what = append(what, part.what+": "+strings.Join(part.names, ", "))
+		}
+	}
+	g.reload.what = strings.Join(what, "; ")
+}
+
+// changedKeys names the settings that differ between a and b, upstreams
+// aside (the reload plan names those): top-level keys ("routes",
+// "policies"), and each credential by name ("credentials.billing-key").
+func changedKeys(a, b *Config) []string {
+	var out []string
+	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
+	for i := range va.NumField() {
+		key, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("koanf"), ",")
+		if key == "" || key == "-" || key == "upstreams" || key == "credentials" {
+			continue
+		}
+		if !sameValue(va.Field(i), vb.Field(i)) {
+			out = append(out, key)
+		}
+	}
+	for name, c := range b.Credentials {
+		if o, ok := a.Credentials[name]; !ok || !reflect.DeepEqual(o, c) {
+			out = append(out, "credentials."+name)
+		}
+	}
+	for name := range a.Credentials {
+		if _, ok := b.Credentials[name]; !ok {
+			out = append(out, "credentials."+name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// sameValue is reflect.DeepEqual, but for which an empty slice or map is
+// the same as none (a key written empty, or left out).
+func sameValue(x, y reflect.Value) bool {
+	empty := func(v reflect.Value) bool {
+		return (v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0
+	}
+	if empty(x) && empty(y) {
+		return true
+	}
+	return reflect.DeepEqual(x.Interface(), y.Interface())
 }
 
 // setRestart records the keys a reload left at their old values.

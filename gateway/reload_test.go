@@ -785,3 +785,47 @@ upstreams:
 		t.Error("a lifecycle change compares equal")
 	}
 }
+
+// TestReloadSaysWhatChanged: a reload's event says what it changed, the
+// upstreams added, removed or replaced and the other settings, each
+// credential by name; found trying the gateway: a reload that changed only
+// the routes or a credential published an event that said nothing.
+func TestReloadSaysWhatChanged(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a, b := newTestUpstream(t, "a", "echo"), newTestUpstream(t, "b", "echo")
+	base := fmt.Sprintf("credentials:\n  k: {source: {value: secret-value-1}}\nupstreams:\n  a: {url: %s}\n", a.url())
+	g := newTestGateway(t, ctx, base)
+	last := func() Event {
+		t.Helper()
+		evs := g.events.all()
+		for i := len(evs) - 1; i >= 0; i-- {
+			if evs[i].Type == EventConfig {
+				return evs[i]
+			}
+		}
+		t.Fatal("no config event")
+		return Event{}
+	}
+	for _, step := range []struct{ yaml, want string }{
+		{base + "routes:\n  - {tool: e, targets: [a__echo]}\n", "settings changed: routes"},
+		{strings.Replace(base, "secret-value-1", "secret-value-2", 1) + "routes:\n  - {tool: e, targets: [a__echo]}\n", "settings changed: credentials.k"},
+		{fmt.Sprintf("upstreams:\n  b: {url: %s}\n", b.url()), "upstreams added: b; upstreams removed: a; settings changed: credentials.k, routes"},
+		{fmt.Sprintf("upstreams:\n  b: {url: %s}\n", b.url()), "nothing changed"},
+	} {
+		cfg, err := ParseConfig([]byte(step.yaml), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Reload(cfg); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+		if e := last(); e.Kind != KindConfigReloaded || e.Detail != step.want {
+			t.Errorf("event %s %q; want reloaded %q", e.Kind, e.Detail, step.want)
+		}
+		if strings.Contains(last().Detail, "secret-value") {
+			t.Errorf("event detail shows a credential's value: %q", last().Detail)
+		}
+	}
+}
