@@ -125,6 +125,10 @@ func (g *Server) configReloaded(ok bool, err error, trigger string) {
 	r.lastAttempt = g.now()
 	if ok {
 		r.lastErr = ""
+		// The snapshot in force changed, its upstreams too once their
+		// successors took over: report the routes' active targets as they
+		// are now, rather than on the next call or state change.
+		g.routesChanged()
 	} else if err != nil {
 		r.lastErr = g.redact(err.Error())
 	}

@@ -155,10 +155,15 @@ type routeState struct {
 	// it changed.
 	wake  atomic.Int64
 	rearm chan struct{}
-	// active is the target each route last served a call from (route tool
-	// -> target), to report switches once. Keyed by route name, so it
-	// survives a reload; it holds one entry per route ever configured.
-	active sync.Map
+	// reportMu serializes reportRoute, so that each change of a route's
+	// active target is reported once and in order, whoever notices it.
+	reportMu sync.Mutex
+	// reported is the active target each route last reported (route tool
+	// -> target, "" for none); a route without an entry has reported
+	// nothing, and its calls went to its primary. Written under reportMu,
+	// read without it by calls. Keyed by route name, so it survives a
+	// reload; it holds one entry per route ever configured.
+	reported sync.Map
 }
 
 func (g *Server) initRouting() {
@@ -263,11 +268,6 @@ type targetState struct {
 	until  time.Time
 }
 
-// state decides whether target can take a call, in the order a call meets
-// the obstacles: the upstream's session, its breaker, the credential's
-// value and status, a renewal in progress, the credential's breaker. It
-// asks breakers with Check, which takes no probe slot: a target passed over
-// costs nothing, and the call itself still goes through Allow.
 // refusedState is the state of a target whose credential's breaker refused
 // with err.
 func refusedState(err error) targetState {
@@ -282,6 +282,12 @@ func refusedState(err error) targetState {
 	return st
 }
 
+// state decides whether target can take a call, in about the order a call
+// meets the obstacles: the upstream's session, its breaker, the
+// credential's value and status, the credential's breaker, a renewal in
+// progress. It asks breakers with Check, which takes no probe slot: a
+// target passed over costs nothing, and the call itself still goes through
+// Allow.
 func (ix *routeIndex) state(target string) targetState {
 	g := ix.g
 	rt := ix.resolve(target)
@@ -332,11 +338,14 @@ func (ix *routeIndex) state(target string) targetState {
 	case authmap.StatusExpired:
 		return targetState{reason: routing.ReasonCredentialExpired}
 	}
-	if g.held(rt.cred, v) {
-		return targetState{reason: routing.ReasonCredentialInvalid}
-	}
+	// The credential's breaker before the hold: a rejection places the hold
+	// as soon as it arrives, and opens the breaker, with the subtype it was
+	// classified as, when its call ends; from then on that is the reason.
 	if err := g.breakers.Check(rt.credBreaker, c.Generation()); err != nil {
 		return refusedState(err)
+	}
+	if g.held(rt.cred, v) {
+		return targetState{reason: routing.ReasonCredentialInvalid}
 	}
 	if status == authmap.StatusExpiring {
 		return targetState{ok: true, reason: routing.ReasonCredentialExpiring}
@@ -414,7 +423,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		}
 		attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: reason})
 		if !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
-			return g.routeFailed(r, attempts, res, err)
+			return g.routeFailed(r, h, attempts, res, err)
 		}
 		lastRes, lastErr = res, err
 	}
@@ -430,9 +439,9 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			return g.routeServed(r, h, pending.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
-		return g.routeFailed(r, attempts, res, err)
+		return g.routeFailed(r, h, attempts, res, err)
 	}
-	return g.routeFailed(r, attempts, lastRes, lastErr)
+	return g.routeFailed(r, h, attempts, lastRes, lastErr)
 }
 
 // backupOf returns what tells a call to target whether another of r's
@@ -551,7 +560,7 @@ func (g *Server) routeServed(r *routing.Route, h *routeIndex, target string, att
 		_, reason := h.Usable(r.Primary())
 		attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
 	}
-	g.noteServed(r, target, attempts)
+	g.noteRoute(r, h, target)
 	if len(attempts) == 0 {
 		return res, err
 	}
@@ -562,7 +571,10 @@ func (g *Server) routeServed(r *routing.Route, h *routeIndex, target string, att
 
 // routeFailed answers a call no target served with the last failure and,
 // when more than the primary was tried or passed over, the attempts.
-func (g *Server) routeFailed(r *routing.Route, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+func (g *Server) routeFailed(r *routing.Route, h *routeIndex, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	if !errors.Is(err, context.Canceled) {
+		g.noteRoute(r, h, "")
+	}
 	if len(attempts) == 1 && attempts[0].Target == r.Primary() {
 		return res, err // the primary's failure, which the route does not fail over on
 	}
@@ -586,32 +598,59 @@ func withRouteMeta(res *mcp.CallToolResult, meta routing.Meta) *mcp.CallToolResu
 	return &out
 }
 
-// noteServed records which target served route r, and reports a switch:
-// to a backup with the reason the primary did not serve (the first
-// attempt's), back to the primary as "recovered".
-func (g *Server) noteServed(r *routing.Route, target string, attempts []routing.Attempt) {
-	key := r.Tool()
-	prev, loaded := g.routing.active.Load(key)
-	var from string
-	switch {
-	case loaded && prev.(string) == target:
+// noteRoute is told which target served a call of route r ("" for none).
+// A call that met another target than the one last reported has the
+// route's state looked at again (reportRoute) before it answers, so that
+// the switch it may have seen is reported without waiting for watchRoutes.
+// What it reports is what /health shows, not the call's own path: a call
+// that one failure sent to a backup while /health still shows the primary
+// is a reroute (counted), not a switch.
+func (g *Server) noteRoute(r *routing.Route, h *routeIndex, served string) {
+	prev, loaded := g.routing.reported.Load(r.Tool())
+	if loaded && prev.(string) == served || !loaded && served == r.Primary() {
 		return
-	case loaded:
-		if !g.routing.active.CompareAndSwap(key, prev, target) {
-			return // another call reported it
-		}
+	}
+	g.routing.reportMu.Lock()
+	defer g.routing.reportMu.Unlock()
+	g.reportRoute(r, h)
+}
+
+// reportRoute reports a change of route r's active target, as /health
+// shows it (routing.Active over h), once: to a backup (reason: why the
+// target before stopped serving, else why the primary is passed over),
+// back to the primary (reason "recovered"), or to none (reason: the failure
+// calls get). The report compares with the last one, not with the last
+// call, so the log, the events and the route_no_target alert follow /health
+// and the route metrics whoever notices the change first: watchRoutes (an
+// upstream, a credential or a breaker changed, a reload, a breaker's wait
+// ended) or a call. Nothing is reported while a target's upstream makes its
+// first connection (at start, or after a reload replaced it): the route is
+// only settling. It returns whether the route has a usable target.
+// g.routing.reportMu is held.
+func (g *Server) reportRoute(r *routing.Route, h *routeIndex) bool {
+	active, reason, ok := routing.Active(r, h)
+	if h.connecting(r) {
+		return ok
+	}
+	key := r.Tool()
+	from := r.Primary()
+	if prev, loaded := g.routing.reported.Load(key); loaded {
 		from = prev.(string)
-	default:
-		if _, raced := g.routing.active.LoadOrStore(key, target); raced || target == r.Primary() {
-			return
+	}
+	if active == from {
+		return ok
+	}
+	g.routing.reported.Store(key, active)
+	switch {
+	case active == r.Primary():
+		reason = "recovered"
+	case active != "" && from != "":
+		if usable, why := h.Usable(from); !usable && why != "" {
+			reason = why
 		}
-		from = r.Primary()
 	}
-	reason := "recovered"
-	if target != r.Primary() && len(attempts) > 0 {
-		reason = attempts[0].Reason
-	}
-	g.routeSwitched(key, from, target, reason)
+	g.routeSwitched(key, from, active, reason)
+	return ok
 }
 
 // rerouted is called once per call a route did not serve from its primary
@@ -728,14 +767,13 @@ func (ix *routeIndex) connecting(r *routing.Route) bool {
 	return false
 }
 
-// checkRoutes reports the routes that lost their last usable target, and
-// those that got one back, as /health sees them, without waiting for a
-// call: a route with none is switched to no target (event no_target, alert
-// route_no_target) with the failure its calls get, and one that has a
-// usable target again is switched to it ("recovered" when it is the
-// primary). Calls report the other switches as they are served
-// (noteServed). It returns when a breaker's wait that keeps a route without
-// a target ends, for watchRoutes to look again.
+// checkRoutes reports every route's change of active target as /health
+// sees it (reportRoute), without waiting for a call: a route with none is
+// switched to no target (event no_target, alert route_no_target) with the
+// failure its calls get; one whose calls go to another target is switched
+// to it ("recovered" when it is the primary). It returns when a breaker's
+// wait that keeps a route without a target ends, for watchRoutes to look
+// again.
 func (g *Server) checkRoutes() time.Time {
 	s := g.snap.Load()
 	if s.routes == nil {
@@ -743,34 +781,11 @@ func (g *Server) checkRoutes() time.Time {
 	}
 	h := g.routeHealth(s)
 	var wake time.Time
+	g.routing.reportMu.Lock()
+	defer g.routing.reportMu.Unlock()
 	for _, r := range s.routes.All() {
-		key := r.Tool()
-		active, reason, ok := routing.Active(r, h)
-		prev, loaded := g.routing.active.Load(key)
-		switch {
-		case !ok:
+		if !g.reportRoute(r, h) {
 			wake = earliestWake(r, h, wake)
-			if (loaded && prev.(string) == "") || h.connecting(r) {
-				continue // reported; or an upstream's first connect is under way
-			}
-			from := r.Primary()
-			if loaded {
-				if !g.routing.active.CompareAndSwap(key, prev, "") {
-					continue // a call reported a switch meanwhile
-				}
-				from = prev.(string)
-			} else if _, raced := g.routing.active.LoadOrStore(key, ""); raced {
-				continue
-			}
-			g.routeSwitched(key, from, "", reason)
-		case loaded && prev.(string) == "":
-			if !g.routing.active.CompareAndSwap(key, "", active) {
-				continue
-			}
-			if active == r.Primary() {
-				reason = "recovered"
-			}
-			g.routeSwitched(key, "", active, reason)
 		}
 	}
 	return wake

@@ -749,3 +749,126 @@ notify:
 		t.Errorf("%d route events; want 2 (no target, recovered): %+v", n, g.events.all())
 	}
 }
+
+// routeSwitch is a route event, as the tests compare them.
+type routeSwitch struct{ Kind, From, To, Reason string }
+
+// routeSwitches returns the route events g published for route, in order.
+func routeSwitches(g *Server, route string) []routeSwitch {
+	var out []routeSwitch
+	for _, e := range g.events.all() {
+		if e.Type == EventRoute && e.Route == route {
+			out = append(out, routeSwitch{e.Kind, e.From, e.Target, e.Reason})
+		}
+	}
+	return out
+}
+
+// waitRouteSwitches waits until g has published as many route events for
+// route as want has, and compares them with want.
+func waitRouteSwitches(t *testing.T, ctx context.Context, g *Server, route string, want []routeSwitch) {
+	t.Helper()
+	waitFor(t, ctx, func() bool { return len(routeSwitches(g, route)) >= len(want) })
+	if diff := cmp.Diff(want, routeSwitches(g, route)); diff != "" {
+		t.Fatalf("route events mismatch (-want +got):\n%s", diff)
+	}
+}
+
+// TestRouteSwitchesFollowHealth: every change of a route's active target,
+// as /health shows it, is logged and published once, whoever notices it
+// first (found trying the gateway from outside: the primary came up 3 ms
+// after calls had gone to the backup, and /health and the metric showed it
+// active again while no "recovered" switch was logged or published; the
+// state behind the log still said "backup", so the credential_expired that
+// later sent calls to the backup was not reported at all).
+func TestRouteSwitchesFollowHealth(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p, b := newBearerUpstream(t, "echo"), newTestUpstream(t, "b", "echo")
+	p.accept(routeTok1)
+	p.fail.Store(&httpFailure{status: http.StatusServiceUnavailable, body: "starting"})
+	path := tokenFile(t, routeTok1)
+	logs := &syncBuffer{}
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`credentials:
+  ptok: {source: {file: %s}}
+upstreams:
+  p: {url: %s, credential: ptok}
+  b: {url: %s}
+routes:
+  - {tool: search, targets: [p__echo, b__echo]}
+`, path, p.url(), b.url()), nil, logs)
+	active := func() string { return g.Health().Routes["search"].Active }
+
+	// The primary is down at start: no call needed to report the backup.
+	want := []routeSwitch{{KindRouteSwitched, "p__echo", "b__echo", "upstream_unavailable"}}
+	waitRouteSwitches(t, ctx, g, "search", want)
+	if got := active(); got != "b__echo" {
+		t.Errorf("health active %q, want b__echo", got)
+	}
+
+	// It comes up: the return is reported by itself too.
+	p.fail.Store(nil)
+	want = append(want, routeSwitch{KindRouteSwitched, "b__echo", "p__echo", "recovered"})
+	waitRouteSwitches(t, ctx, g, "search", want)
+	if got, m := servedBy(t, ctx, cs, "search"); got != "bearer:echo:hi" || m != nil {
+		t.Fatalf("after the primary came up: %q, meta %+v; want the primary", got, m)
+	}
+
+	// Its token expires: the call that meets it reports the switch.
+	p.refuse(routeTok1, rejectExpired)
+	if got, _ := servedBy(t, ctx, cs, "search"); got != "b:echo:hi" {
+		t.Fatalf("call meeting the expiry: %q, want the backup's answer", got)
+	}
+	want = append(want, routeSwitch{KindRouteSwitched, "p__echo", "b__echo", "credential_expired"})
+	if diff := cmp.Diff(want, routeSwitches(g, "search")); diff != "" {
+		t.Fatalf("route events after the call met the expiry mismatch (-want +got):\n%s", diff)
+	}
+	if got := active(); got != "b__echo" {
+		t.Errorf("health active %q, want b__echo", got)
+	}
+
+	// A new token: the return is reported without a call.
+	p.accept(routeTok2)
+	writeFile(t, path, routeTok2)
+	want = append(want, routeSwitch{KindRouteSwitched, "b__echo", "p__echo", "recovered"})
+	waitRouteSwitches(t, ctx, g, "search", want)
+	if got := active(); got != "p__echo" {
+		t.Errorf("health active %q, want p__echo", got)
+	}
+	if n := strings.Count(logs.String(), `"message":"route switched"`); n != len(want) {
+		t.Errorf("%d route switched log lines, want %d:\n%s", n, len(want), logs)
+	}
+}
+
+// TestRouteSwitchAfterReload: a reload that fixes the primary (here its
+// token, in its headers, so the upstream is replaced) reports the return
+// to it as soon as the new upstream takes over, not on the next call
+// (found trying the gateway from outside: it came with the next call, 8 s
+// later).
+func TestRouteSwitchAfterReload(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p, b := newBearerUpstream(t, "echo"), newTestUpstream(t, "b", "echo")
+	p.accept(routeTok2)
+	yaml := func(tok string) string {
+		return fmt.Sprintf(`upstreams:
+  p: {url: %s, headers: {Authorization: "Bearer %s"}}
+  b: {url: %s}
+routes:
+  - {tool: search, targets: [p__echo, b__echo]}
+`, p.url(), tok, b.url())
+	}
+	g, _, _ := credGateway(t, ctx, yaml(routeTok1), nil, nil)
+	want := []routeSwitch{{KindRouteSwitched, "p__echo", "b__echo", "credential_invalid"}}
+	waitRouteSwitches(t, ctx, g, "search", want)
+	if err := reloadTo(t, g, yaml(routeTok2)); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, routeSwitch{KindRouteSwitched, "b__echo", "p__echo", "recovered"})
+	waitRouteSwitches(t, ctx, g, "search", want)
+	if got := g.Health().Routes["search"].Active; got != "p__echo" {
+		t.Errorf("health active %q, want p__echo", got)
+	}
+}
