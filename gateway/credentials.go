@@ -497,10 +497,7 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 	case authmap.StatusInvalid:
 		f.Subtype = authmap.SubtypeCredentialInvalid
 	case authmap.StatusExpired:
-		if kind := c.SourceKind(); kind != authmap.KindEnv && kind != authmap.KindValue {
-			return authmap.Failure{}, false
-		}
-		if _, ok := g.credentialCause(name, c.Generation(), authmap.SubtypeCredentialExpired); !ok {
+		if !g.expiredHeldBack(name, c) {
 			return authmap.Failure{}, false
 		}
 		f.Subtype = authmap.SubtypeCredentialExpired
@@ -522,6 +519,18 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 		f.Detail += ": " + why
 	}
 	return g.attribute(u, f), true
+}
+
+// expiredHeldBack reports whether the expired value of credential name (c)
+// is held back from calls (see deadCredential): the provider answered it
+// expired at this generation, and only a reload or a restart changes it.
+// An expired value not held back is sent: the provider decides.
+func (g *Server) expiredHeldBack(name string, c *authmap.Credential) bool {
+	if kind := c.SourceKind(); kind != authmap.KindEnv && kind != authmap.KindValue {
+		return false
+	}
+	_, ok := g.credentialCause(name, c.Generation(), authmap.SubtypeCredentialExpired)
+	return ok
 }
 
 // missingFailure is the failure of a call whose credential has no value.

@@ -29,8 +29,9 @@ import (
 //	   ▼
 //	routing.Candidates(route, routeIndex) ── per target, lazily, until one
 //	   │              is usable: upstream connected? credential has a value,
-//	   │              not revoked, invalid or expired, not held for a
-//	   │              renewal? breakers admit (Check: no ticket taken)?
+//	   │              not revoked, invalid or answered expired, not held
+//	   │              for a renewal? breakers admit (Check: no ticket
+//	   │              taken)? Past a clock expiry: usable, a last resort.
 //	   ▼
 //	callToolOn(first usable, mapped arguments) ── the ordinary call path:
 //	   │       credential gate, breakers (Allow), forward, classify, report
@@ -336,7 +337,9 @@ func (ix *routeIndex) state(target string) targetState {
 	case authmap.StatusInvalid:
 		return targetState{reason: routing.ReasonCredentialInvalid}
 	case authmap.StatusExpired:
-		return targetState{reason: routing.ReasonCredentialExpired}
+		if g.expiredHeldBack(rt.cred, c) {
+			return targetState{reason: routing.ReasonCredentialExpired}
+		}
 	}
 	// The credential's breaker before the hold: a rejection places the hold
 	// as soon as it arrives, and opens the breaker, with the subtype it was
@@ -347,7 +350,18 @@ func (ix *routeIndex) state(target string) targetState {
 	if g.held(rt.cred, v) {
 		return targetState{reason: routing.ReasonCredentialInvalid}
 	}
-	if status == authmap.StatusExpiring {
+	switch status {
+	case authmap.StatusExpired:
+		// Past an expiry known from a clock (expires_at, a JWT's exp, a
+		// peer replica's finding): the call gate still sends it, the
+		// provider decides (a value this gateway saw rejected is held
+		// back, or refused by its breaker, above). So the target can
+		// serve, as a last resort: a route that fails over on
+		// credential_expired passes it over while another target is
+		// usable. /health, the metrics and route_no_target say what calls
+		// find: that it serves.
+		return targetState{ok: true, reason: routing.ReasonCredentialExpired}
+	case authmap.StatusExpiring:
 		return targetState{ok: true, reason: routing.ReasonCredentialExpiring}
 	}
 	return targetState{ok: true}
@@ -458,7 +472,10 @@ func (g *Server) backupOf(r *routing.Route, h *routeIndex, target string, attemp
 			if t == target || slices.ContainsFunc(attempts, func(a routing.Attempt) bool { return a.Target == t }) {
 				continue
 			}
-			if ok, _ := h.Usable(t); ok {
+			// A target kept as a last resort for a credential past its
+			// expiry is no reason not to wait for this one's renewal: it
+			// is still tried if the renewal fails.
+			if ok, reason := h.Usable(t); ok && reason != routing.ReasonCredentialExpired {
 				return true
 			}
 		}
@@ -867,7 +884,8 @@ type RouteTargetHealth struct {
 	Target string `json:"target"`
 	Usable bool   `json:"usable"`
 	// Reason is why the target is unusable, or passed over while usable
-	// (credential_expiring).
+	// (credential_expiring; credential_expired, past an expiry known only
+	// from a clock: a last resort).
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -872,3 +872,130 @@ routes:
 		t.Errorf("health active %q, want p__echo", got)
 	}
 }
+
+// TestRouteClockExpiredLastResort: a target whose credential is past its
+// expires_at is still called (the provider decides), so it is usable as a
+// last resort, and /health, the route metrics and the route events say so
+// (found trying the gateway from outside: with both credentials past their
+// expires_at, /health showed no active target and route_no_target fired,
+// while calls were served, and each served call resolved the alert that
+// the next look at the routes triggered again).
+func TestRouteClockExpiredLastResort(t *testing.T) {
+	t.Parallel()
+	const past = `expires_at: "2020-01-01T00:00:00Z"`
+	for _, tc := range []struct {
+		name, backupCred string
+		on               string // the route's on, "" for the default
+		wantActive       string
+		wantTargets      []RouteTargetHealth
+	}{
+		{"every target expired", past, "", "p__echo", []RouteTargetHealth{
+			{Target: "p__echo", Usable: true, Reason: "credential_expired"},
+			{Target: "b__echo", Usable: true, Reason: "credential_expired"}}},
+		{"primary expired", "", "", "b__echo", []RouteTargetHealth{
+			{Target: "p__echo", Usable: true, Reason: "credential_expired"},
+			{Target: "b__echo", Usable: true}}},
+		{"primary expired, not failing over on it", "", "on: [credential_revoked], ", "p__echo", []RouteTargetHealth{
+			{Target: "p__echo", Usable: true, Reason: "credential_expired"},
+			{Target: "b__echo", Usable: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			p, b := newBearerUpstream(t, "echo"), newBearerUpstream(t, "echo")
+			p.accept(routeTok1)
+			b.accept(routeTok2)
+			g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`credentials:
+  ptok: {source: {value: %s}, %s}
+  btok: {source: {value: %s}, %s}
+upstreams:
+  p: {url: %s, credential: ptok}
+  b: {url: %s, credential: btok}
+routes:
+  - {tool: search, %stargets: [p__echo, b__echo]}
+`, routeTok1, past, routeTok2, tc.backupCred, p.url(), b.url(), tc.on), nil, nil)
+			waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
+			rh := g.Health().Routes["search"]
+			if diff := cmp.Diff(tc.wantTargets, rh.Targets); rh.Active != tc.wantActive || diff != "" {
+				t.Errorf("health active %q, want %q; targets mismatch (-want +got):\n%s", rh.Active, tc.wantActive, diff)
+			}
+			for _, st := range g.routeTargetStates() {
+				if st.Active != (st.Target == tc.wantActive) {
+					t.Errorf("metrics: %+v, want %s active", st, tc.wantActive)
+				}
+			}
+			reached := func() map[string]int { return map[string]int{"p__echo": len(p.calls()), "b__echo": len(b.calls())} }
+			if got, _ := servedBy(t, ctx, cs, "search"); got != "bearer:echo:hi" {
+				t.Fatalf("call: %q, want served", got)
+			}
+			wantReached := map[string]int{"p__echo": 0, "b__echo": 0}
+			wantReached[tc.wantActive]++
+			if diff := cmp.Diff(wantReached, reached()); diff != "" {
+				t.Errorf("calls reaching each target mismatch (-want +got):\n%s", diff)
+			}
+			g.checkRoutes() // what watchRoutes does on any change
+			var want []routeSwitch
+			if tc.wantActive != "p__echo" {
+				want = []routeSwitch{{KindRouteSwitched, "p__echo", tc.wantActive, "credential_expired"}}
+			}
+			if diff := cmp.Diff(want, routeSwitches(g, "search")); diff != "" {
+				t.Errorf("route events mismatch (-want +got):\n%s", diff)
+			}
+			if tc.wantActive != "p__echo" || tc.on != "" {
+				return
+			}
+			// The provider answers the primary's value expired: the call
+			// moves on to the other last resort, and so does /health.
+			p.refuse(routeTok1, rejectExpired)
+			_, m := servedBy(t, ctx, cs, "search")
+			wantMeta := &routing.Meta{ServedBy: "b__echo", Reason: "credential_expired", Attempts: []routing.Attempt{{Target: "p__echo", Reason: "credential_expired"}}}
+			if diff := cmp.Diff(wantMeta, m); diff != "" {
+				t.Errorf("call meeting the rejection: meta mismatch (-want +got):\n%s", diff)
+			}
+			want = append(want, routeSwitch{KindRouteSwitched, "p__echo", "b__echo", "credential_expired"})
+			if diff := cmp.Diff(want, routeSwitches(g, "search")); diff != "" {
+				t.Errorf("route events after the rejection mismatch (-want +got):\n%s", diff)
+			}
+			if rh := g.Health().Routes["search"]; rh.Active != "b__echo" || rh.Reason != "credential_expired" {
+				t.Errorf("health %+v; want b__echo active, credential_expired", rh)
+			}
+			servedBy(t, ctx, cs, "search")
+			if diff := cmp.Diff(map[string]int{"p__echo": 2, "b__echo": 2}, reached()); diff != "" {
+				t.Errorf("calls reaching each target mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestRouteRenewalBeforeLastResort: a backup kept only as a last resort (its
+// credential past its expires_at) does not make a call the provider
+// rejected skip the primary's renewal: the call waits for it and is resent
+// on the primary, as without a backup.
+func TestRouteRenewalBeforeLastResort(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	p, b := newBearerUpstream(t, "echo"), newBearerUpstream(t, "echo")
+	p.accept(routeTok1)
+	b.accept(routeTok2)
+	path := tokenFile(t, routeTok1)
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`credentials:
+  ptok: {source: {exec: {command: [cat, %s]}}}
+  btok: {source: {value: %s}, expires_at: "2020-01-01T00:00:00Z"}
+upstreams:
+  p: {url: %s, credential: ptok}
+  b: {url: %s, credential: btok}
+routes:
+  - {tool: search, targets: [p__echo, b__echo]}
+`, path, routeTok2, p.url(), b.url()), nil, nil)
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
+	callOK(t, ctx, cs, "search")
+	p.refuse(routeTok1, rejectExpired)
+	p.accept(routeTok2)
+	writeFile(t, path, routeTok2)
+	if got, m := servedBy(t, ctx, cs, "search"); m != nil || p.lastToken() != routeTok2 || len(b.calls()) != 0 {
+		t.Errorf("rejected as expired: %q, meta %+v, last token %q, %d calls to the backup; want the primary, resent with the renewed token",
+			got, m, p.lastToken(), len(b.calls()))
+	}
+}

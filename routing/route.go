@@ -271,8 +271,10 @@ func (rs *Routes) All() []*Route {
 type Health interface {
 	// Usable reports whether target can take a call now. When it cannot,
 	// reason says why (a Reason* constant, or any failure subtype). A usable
-	// target may still give a reason, such as ReasonCredentialExpiring,
-	// which a route that lists it in `on` avoids while it can.
+	// target may still give a reason, such as ReasonCredentialExpiring, or
+	// ReasonCredentialExpired for a credential past an expiry known only
+	// from a clock (still sent: the provider decides), which a route that
+	// lists it in `on` avoids while it can.
 	Usable(target string) (ok bool, reason string)
 }
 
