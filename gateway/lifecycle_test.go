@@ -659,7 +659,7 @@ func TestUpstreamDiesMidCall(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
-			started := make(chan struct{}, 1)
+			started, stop := make(chan struct{}, 1), make(chan struct{})
 			s := mcp.NewServer(&mcp.Implementation{Name: "dies", Version: "1"}, nil)
 			s.AddTool(&mcp.Tool{Name: "block", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 				// The answer stream is under way (its head sent) before
@@ -668,7 +668,13 @@ func TestUpstreamDiesMidCall(t *testing.T) {
 					return nil, err
 				}
 				started <- struct{}{}
-				<-ctx.Done()
+				// Nothing can reach the dead upstream to end the call (a
+				// resumable one outlives its connection): stop ends it
+				// before hs.Close waits for it (it hung a loaded run).
+				select {
+				case <-ctx.Done():
+				case <-stop:
+				}
 				return nil, ctx.Err()
 			})
 			var opts *mcp.StreamableHTTPOptions
@@ -677,6 +683,7 @@ func TestUpstreamDiesMidCall(t *testing.T) {
 			}
 			hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, opts))
 			t.Cleanup(hs.Close)
+			t.Cleanup(func() { close(stop) }) // before hs.Close
 			_, cs := startGateway(t, ctx, fmt.Sprintf("fast_path: %v\nhealth_interval: 1h\nupstreams:\n  d: {url: %s/mcp, timeout: 5m}\n", tc.fastPath, hs.URL))
 
 			type outcome struct {
