@@ -312,13 +312,7 @@ func TestFileWatchRotates(t *testing.T) {
 				t.Fatalf("loaded %q", c.Value())
 			}
 			<-events // loaded
-			runCtx, stop := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = c.Run(runCtx)
-			}()
-			defer func() { stop(); <-done }()
+			defer runCredential(ctx, c)()
 			for i := 1; i <= 3; i++ {
 				want := fmt.Sprintf("value-%d", i)
 				// A rotation before the watch is in place is caught by the
@@ -396,13 +390,7 @@ func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
 		t.Fatalf("Load: %v, want missing", err)
 	}
 	<-events // missing
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(runCtx)
-	}()
-	defer func() { stop(); <-done }()
+	defer runCredential(ctx, c)()
 	select {
 	case <-watchFailed:
 	case <-ctx.Done():
@@ -458,13 +446,7 @@ func TestFileWatchReportsRemoval(t *testing.T) {
 	}
 	<-events      // loaded
 	<-src.fetched // Load's
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(runCtx)
-	}()
-	defer func() { stop(); <-done }()
+	defer runCredential(ctx, c)()
 	// The watch re-reads the file once it is in place: a removal before
 	// that would be caught by that re-read, not by the watch.
 	select {
@@ -526,4 +508,16 @@ type fetchSignal struct {
 func (s fetchSignal) Fetch(ctx context.Context) (Token, error) {
 	defer func() { s.fetched <- struct{}{} }()
 	return s.FileSource.Fetch(ctx)
+}
+
+// runCredential runs c's watch until the returned func is called, which
+// waits for it to end.
+func runCredential(ctx context.Context, c *Credential) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	return func() { cancel(); <-done }
 }

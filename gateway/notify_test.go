@@ -126,6 +126,13 @@ func credEvent(kind authmap.EventKind, status authmap.Status) Event {
 		Upstreams: []string{"api"}, Tools: []string{"api__*"}}
 }
 
+// oauthEvent is credEvent for the renewable credential "oauth".
+func oauthEvent(kind authmap.EventKind, status authmap.Status) Event {
+	e := credEvent(kind, status)
+	e.Credential = "oauth"
+	return e
+}
+
 const notifyBase = `
 credentials:
   tok: {source: {value: tok-0123456789}}
@@ -288,13 +295,8 @@ func TestNotifyRenewableExpiredTakesOver(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		g := notifyServer(t, notifyBase)
-		ev := func(kind authmap.EventKind, st authmap.Status) Event {
-			e := credEvent(kind, st)
-			e.Credential = "oauth"
-			return e
-		}
-		g.publish(ev(authmap.EventExpiring, authmap.StatusExpiring))
-		g.publish(ev(authmap.EventExpired, authmap.StatusExpired))
+		g.publish(oauthEvent(authmap.EventExpiring, authmap.StatusExpiring))
+		g.publish(oauthEvent(authmap.EventExpired, authmap.StatusExpired))
 		if diff := cmp.Diff([]string{"trigger credgate/credential/oauth/credential_expiring"}, drain(t, g, "pd")); diff != "" {
 			t.Errorf("expiring, expired within the grace (-want +got):\n%s", diff)
 		}
@@ -304,7 +306,7 @@ func TestNotifyRenewableExpiredTakesOver(t *testing.T) {
 		if diff := cmp.Diff(want, drain(t, g, "pd")); diff != "" {
 			t.Errorf("still expired after the grace (-want +got):\n%s", diff)
 		}
-		g.publish(ev(authmap.EventRefreshed, authmap.StatusHealthy))
+		g.publish(oauthEvent(authmap.EventRefreshed, authmap.StatusHealthy))
 		if diff := cmp.Diff([]string{"resolve credgate/credential/oauth/credential_expired_unrenewable"}, drain(t, g, "pd")); diff != "" {
 			t.Errorf("refreshed (-want +got):\n%s", diff)
 		}
@@ -317,20 +319,15 @@ func TestNotifyRenewableExpiryGrace(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		g := notifyServer(t, notifyBase)
-		ev := func(kind authmap.EventKind, st authmap.Status) Event {
-			e := credEvent(kind, st)
-			e.Credential = "oauth"
-			return e
-		}
-		g.publish(ev(authmap.EventExpired, authmap.StatusExpired))
+		g.publish(oauthEvent(authmap.EventExpired, authmap.StatusExpired))
 		time.Sleep(expiredGrace / 2)
-		g.publish(ev(authmap.EventRefreshed, authmap.StatusHealthy))
+		g.publish(oauthEvent(authmap.EventRefreshed, authmap.StatusHealthy))
 		time.Sleep(2 * expiredGrace)
 		synctest.Wait()
 		if got := drain(t, g, "pd"); len(got) != 0 {
 			t.Errorf("expired then refreshed: %v, want nothing", got)
 		}
-		g.publish(ev(authmap.EventExpired, authmap.StatusExpired))
+		g.publish(oauthEvent(authmap.EventExpired, authmap.StatusExpired))
 		time.Sleep(expiredGrace + time.Second)
 		synctest.Wait()
 		if diff := cmp.Diff([]string{"trigger credgate/credential/oauth/credential_expired_unrenewable"}, drain(t, g, "pd")); diff != "" {
