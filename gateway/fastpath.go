@@ -34,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -55,7 +56,7 @@ type fastCalls struct {
 	pending atomic.Int64 // len(asks), read without the lock
 	running atomic.Int64 // len(calls), read without the lock
 	mu      sync.Mutex
-	calls   map[fastKey]context.CancelCauseFunc
+	calls   map[fastKey]fastCall
 	// sdk are the requests in flight that the front passed to the SDK, so
 	// that an id is in flight once per session whichever path serves it
 	// (each path refuses a duplicate of its own).
@@ -65,6 +66,13 @@ type fastCalls struct {
 	// that a DELETE of the session ends them as it ends its fast calls
 	// (the SDK lets them run to their end).
 	bySession map[string]map[int64]sdkRequest
+}
+
+// fastCall is a fast call in flight: its end, and a channel closed once it
+// has ended.
+type fastCall struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
 }
 
 // sdkRequest is a request the SDK serves: its end, and its agent (as in
@@ -92,7 +100,7 @@ func requestUser(r *http.Request) string {
 func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Load() > 0 }
 
 func newFastCalls() *fastCalls {
-	return &fastCalls{calls: map[fastKey]context.CancelCauseFunc{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{},
+	return &fastCalls{calls: map[fastKey]fastCall{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{},
 		bySession: map[string]map[int64]sdkRequest{}}
 }
 
@@ -261,41 +269,63 @@ var errSessionDeleted = fmt.Errorf("the agent ended its session: %w", context.Ca
 // they end without an answer, which no session is left to take.
 func (g *Server) fastDelete(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler) {
 	sid, user := r.Header.Get("Mcp-Session-Id"), requestUser(r)
-	// First the requests the SDK serves: its DELETE waits for them, and
-	// hung until a call without an end had one.
-	g.fast.endSession(sid, user, func(k fastKey) bool { return false })
+	mine := func(k fastKey) bool { return k.session == sid && k.user == user }
+	// First the session's calls, and they are waited for (a while): the
+	// SDK's DELETE waits for the requests it serves (it hung until a call
+	// without an end had one), and it closes the agent's own upstream
+	// sessions (session: per_agent), which a fast call's cancellation
+	// must still reach (the upstream ran the call to its end).
+	ended := g.fast.endSession(sid, user, mine)
+	t := time.NewTimer(deleteDrain)
+wait:
+	for _, done := range ended {
+		select {
+		case <-done:
+		case <-t.C:
+			break wait
+		}
+	}
+	t.Stop()
 	sw := &statusRecorder{ResponseWriter: w}
 	sdk.ServeHTTP(sw, r)
 	if sid == "" || sw.status >= 300 {
 		return
 	}
-	// The fast calls once the session is gone: each registered before it
-	// looked the session up (fastServe).
-	g.fast.endSession(sid, user, func(k fastKey) bool { return k.session == sid && k.user == user })
+	// The fast calls that came meanwhile: each registered before it
+	// looked the session up (fastServe), so none is missed.
+	g.fast.endSession(sid, user, mine)
 }
 
+// deleteDrain bounds how long a DELETE waits for the session's fast calls
+// to end once cancelled.
+const deleteDrain = 2 * time.Second
+
 // endSession cancels the requests the SDK serves for the agent user on
-// session sid, and the fast calls fast picks.
-func (f *fastCalls) endSession(sid, user string, fast func(fastKey) bool) {
+// session sid, and the fast calls fast picks; it returns the channels the
+// fast calls close when they end.
+func (f *fastCalls) endSession(sid, user string, fast func(fastKey) bool) []chan struct{} {
 	if sid == "" {
-		return
+		return nil
 	}
 	var ended []context.CancelCauseFunc
+	var done []chan struct{}
 	f.mu.Lock()
 	for _, c := range f.bySession[sid] {
 		if c.user == user {
 			ended = append(ended, c.cancel)
 		}
 	}
-	for k, cancel := range f.calls {
+	for k, c := range f.calls {
 		if fast(k) {
-			ended = append(ended, cancel)
+			ended = append(ended, c.cancel)
+			done = append(done, c.done)
 		}
 	}
 	f.mu.Unlock()
 	for _, cancel := range ended {
 		cancel(errSessionDeleted)
 	}
+	return done
 }
 
 // statusRecorder remembers the status code written through it.
@@ -487,7 +517,7 @@ func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
 	if f.inFlight(key) {
 		return false
 	}
-	f.calls[key] = cancel
+	f.calls[key] = fastCall{cancel, make(chan struct{})}
 	f.running.Store(int64(len(f.calls)))
 	return true
 }
@@ -519,7 +549,10 @@ func (f *fastCalls) unregisterSDK(key fastKey) {
 
 func (f *fastCalls) unregister(key fastKey) {
 	f.mu.Lock()
-	delete(f.calls, key)
+	if c, ok := f.calls[key]; ok {
+		close(c.done)
+		delete(f.calls, key)
+	}
 	f.running.Store(int64(len(f.calls)))
 	f.mu.Unlock()
 }
@@ -1122,12 +1155,12 @@ func (g *Server) fastCancel(w http.ResponseWriter, sid, user string, params json
 		return false
 	}
 	g.fast.mu.Lock()
-	cancel, ok := g.fast.calls[fastKey{sid, string(bytes.TrimSpace(p.RequestID)), user}]
+	c, ok := g.fast.calls[fastKey{sid, string(bytes.TrimSpace(p.RequestID)), user}]
 	g.fast.mu.Unlock()
 	if !ok {
 		return false
 	}
-	cancel(errAgentCancelled)
+	c.cancel(errAgentCancelled)
 	w.WriteHeader(http.StatusAccepted)
 	return true
 }

@@ -524,20 +524,30 @@ func TestFastPathDeleteEndsCalls(t *testing.T) {
 		{"fast path", "", ""},
 		{"SDK path, progress token", "", `,"_meta":{"progressToken":"p"}`},
 		{"fast_path off", "fast_path: false\n", ""},
+		// The agent's own upstream session closes with its session: the
+		// call's cancellation must reach the upstream first (found trying
+		// the gateway: the upstream ran the call to its end).
+		{"fast path, per_agent", "", ""},
+		{"SDK path, per_agent", "", `,"_meta":{"progressToken":"p"}`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			deleteEndsCall(t, c.config, c.meta)
+			deleteEndsCall(t, c.config, c.meta, strings.Contains(c.name, "per_agent"))
 		})
 	}
 }
 
 // deleteEndsCall is TestFastPathDeleteEndsCalls for a gateway with config
-// (YAML before its upstreams) and a call with params' meta (a member).
-func deleteEndsCall(t *testing.T, config, meta string) {
+// (YAML before its upstreams), an upstream of its own for each agent if
+// perAgent, and a call with params' meta (a member).
+func deleteEndsCall(t *testing.T, config, meta string, perAgent bool) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	g, a, started, cancelled := slowSceneWith(t, ctx, config)
+	session := ""
+	if perAgent {
+		session = ", session: per_agent"
+	}
+	g, a, started, cancelled := slowSceneWith(t, ctx, config, session)
 	other := newRawAgent(t, ctx, g) // another session's DELETE ends nothing of a's
 	done := make(chan []byte, 1)
 	go func() {
@@ -1189,15 +1199,16 @@ func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 // (addSlowTool), and a raw agent of it.
 func slowScene(t *testing.T, ctx context.Context) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
 	t.Helper()
-	return slowSceneWith(t, ctx, "")
+	return slowSceneWith(t, ctx, "", "")
 }
 
-// slowSceneWith is slowScene with config (YAML) ahead of the upstreams.
-func slowSceneWith(t *testing.T, ctx context.Context, config string) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
+// slowSceneWith is slowScene with config (YAML) ahead of the upstreams,
+// and more of the upstream's settings (", key: value").
+func slowSceneWith(t *testing.T, ctx context.Context, config, upstream string) (g *Server, a *rawAgent, started, cancelled chan struct{}) {
 	t.Helper()
 	s := mcp.NewServer(&mcp.Implementation{Name: "f", Version: "1"}, nil)
 	started, cancelled = addSlowTool(s)
-	g = newTestGateway(t, ctx, fmt.Sprintf("%supstreams:\n  f: {url: %s}\n", config, serveMCP(t, s)))
+	g = newTestGateway(t, ctx, fmt.Sprintf("%supstreams:\n  f: {url: %s%s}\n", config, serveMCP(t, s), upstream))
 	return g, newRawAgent(t, ctx, g), started, cancelled
 }
 
