@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -177,10 +178,15 @@ func (u *upstream) askingAgent(c *inflight) func() {
 }
 
 // agentWaitErr returns err, the end of a request to the agent of call c
-// on ctx, saying so when agent_timeout ended it.
+// on ctx, saying so when agent_timeout ended it. The agent's own error
+// answer goes to the upstream as it came (its code and message): the
+// SDK's "calling ..." around it, the upstream's SDK adds again.
 func (u *upstream) agentWaitErr(ctx context.Context, c *inflight, err error) error {
 	if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && c.ctx.Err() == nil {
 		return fmt.Errorf("credgate: the agent did not answer within agent_timeout (%s)", u.gw.config().agentTimeout())
+	}
+	if je, ok := errors.AsType[*jsonrpc.Error](err); ok {
+		return je
 	}
 	return err
 }

@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -80,6 +82,41 @@ func TestAgentAskOutlivesItsOtherCall(t *testing.T) {
 				if res := recv(t, ctx, sampled, "the sample call to end"); res.IsError || text(res) != "sampled yes" {
 					t.Fatalf("round %d: the call whose sampling was answered after the agent's other call ended: %s", round, text(res))
 				}
+			}
+		})
+	}
+}
+
+// TestAgentErrorReachesUpstreamAsSent: an agent's error answer to an
+// upstream's request reaches the upstream with its code and message, as
+// it would directly; through the SDK's path it came wrapped in a second
+// `calling "sampling/createMessage":` (found trying the gateway).
+func TestAgentErrorReachesUpstreamAsSent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "s", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "sample", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		_, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 1, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "q"}}}})
+		code := 0
+		if je, ok := errors.AsType[*jsonrpc.Error](err); ok {
+			code = int(je.Code)
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%d %v", code, err)}}}, nil
+	})
+	url := serveMCP(t, s)
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  s: {url: %s, protocol_version: 2025-11-25}\n", fast, url))
+			cs := agent(t, ctx, g, &mcp.ClientOptions{CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+				return nil, &jsonrpc.Error{Code: -1, Message: "user refused"}
+			}})
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "s__sample", Arguments: map[string]any{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := text(res), `-1 calling "sampling/createMessage": user refused`; got != want {
+				t.Errorf("the upstream got %q; want %q", got, want)
 			}
 		})
 	}
