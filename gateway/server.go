@@ -62,6 +62,9 @@ type Options struct {
 	// Version is reported as the gateway's implementation version.
 	// If empty, defaults to "dev".
 	Version string
+	// Listening, if set, is called by Serve once it listens on every
+	// address (l's, and admin.listen's), before it serves.
+	Listening func(addr net.Addr)
 	// Logger receives the gateway's logs. If nil, logs are discarded.
 	Logger *zerolog.Logger
 	// ReconnectMin and ReconnectMax bound the reconnect backoff.
@@ -348,14 +351,17 @@ func (g *Server) WaitTried(ctx context.Context) error {
 func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	// Agents must authenticate where others can reach (issue 9).
 	if err := g.checkExposure(l); err != nil {
-		return err
+		return &NotStartedError{err}
 	}
 	main, ops := g.handlers()
 	stopOps, err := g.serveOps(ops)
 	if err != nil {
-		return err
+		return &NotStartedError{err}
 	}
 	defer stopOps()
+	if g.opts.Listening != nil {
+		g.opts.Listening(l.Addr())
+	}
 	g.closeMu.Lock()
 	g.httpSrv = &http.Server{
 		Handler:           main,
@@ -442,6 +448,13 @@ func (g *Server) Close() error {
 	})
 	return nil
 }
+
+// NotStartedError is a failure before the gateway served anything: an
+// address it cannot listen on, an exposure it refuses.
+type NotStartedError struct{ Err error }
+
+func (e *NotStartedError) Error() string { return e.Err.Error() }
+func (e *NotStartedError) Unwrap() error { return e.Err }
 
 // ErrShuttingDown is the cause of a request refused or ended because the
 // gateway is shutting down; agents see it as an upstream_unavailable failure

@@ -240,7 +240,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 			return cfg, err
 		}
-		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log, ConfigFile: configPath, LoadConfig: reloadConfig})
+		listening := func(addr net.Addr) {
+			log.Info().Str("addr", addr.String()).Int("upstream_count", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).
+				Msgf("listening on %s://%s/mcp", cfg.Scheme(), addr)
+		}
+		g, err := gateway.New(cfg, &gateway.Options{Version: buildVersion(), Logger: &log, ConfigFile: configPath, LoadConfig: reloadConfig, Listening: listening})
 		if err != nil {
 			log.Error().Str("err", err.Error()).Msg("gateway not started")
 			return 1
@@ -265,20 +269,28 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		defer stopWatch()
 		context.AfterFunc(ctx, stop)
 		// A signal is the one way ctx ends before serving does.
-		quiet := context.AfterFunc(ctx, func() { log.Info().Msg("shutting down: signal received") })
+		signalled := make(chan struct{})
+		quiet := context.AfterFunc(ctx, func() {
+			log.Info().Msg("shutting down: signal received")
+			close(signalled)
+		})
 		defer quiet()
 		if cmd == "stdio" {
 			err = serveStdio(ctx, g, &log)
 		} else {
-			err = serveHTTP(ctx, g, cfg, &log)
+			err = serveHTTP(ctx, g, cfg)
 		}
+		var notStarted *gateway.NotStartedError
 		switch {
-		case errors.Is(err, errListen):
+		case errors.As(err, &notStarted):
 			log.Error().Str("err", err.Error()).Msg("gateway not started") // "err", as the gateway names the field
 			return 1
 		case err != nil:
 			log.Error().Str("err", err.Error()).Msg("gateway stopped")
 			return 1
+		}
+		if !quiet() {
+			<-signalled // its line first
 		}
 		log.Info().Msg("gateway stopped")
 		return 0
@@ -457,19 +469,13 @@ func isTerminal(w io.Writer) bool {
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }
 
-// errListen is a failure to listen on the configured address: the gateway
-// never served.
-var errListen = errors.New("listen")
-
-func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log *zerolog.Logger) error {
+func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config) error {
 	l, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errListen, err)
+		return &gateway.NotStartedError{Err: fmt.Errorf("listen: %w", err)}
 	}
 	g.Start(ctx)
-	log.Info().Str("addr", l.Addr().String()).Int("upstream_count", len(cfg.Upstreams)).Int("procs", runtime.GOMAXPROCS(0)).
-		Msgf("listening on %s://%s/mcp", cfg.Scheme(), l.Addr())
-	return g.Serve(ctx, l)
+	return g.Serve(ctx, l) // logs "listening on" once admin.listen is bound too
 }
 
 func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) error {

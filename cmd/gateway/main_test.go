@@ -258,9 +258,15 @@ func TestListenFailureIsNotStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	cfg := writeFile(t, "busy.yaml", fmt.Sprintf("listen: %s\nupstreams: {}\n", held.Addr()))
-	code, _, stderr := cli(t, "", "serve", cfg)
-	if code != 1 || !strings.Contains(stderr, `"message":"gateway not started"`) || !strings.Contains(stderr, "address already in use") || strings.Contains(stderr, "gateway stopped") {
-		t.Errorf("exit %d, stderr:\n%s\nwant 1 and gateway not started, naming the address in use", code, stderr)
+	for _, c := range []struct{ name, yaml string }{
+		{"listen", fmt.Sprintf("listen: %s\nupstreams: {}\n", held.Addr())},
+		{"admin.listen", fmt.Sprintf("listen: 127.0.0.1:0\nadmin: {listen: %s, token: admintoken_1234567890abcdef}\nupstreams: {}\n", held.Addr())},
+	} {
+		cfg := writeFile(t, "busy.yaml", c.yaml)
+		code, _, stderr := cli(t, "", "serve", cfg)
+		if code != 1 || !strings.Contains(stderr, `"message":"gateway not started"`) || !strings.Contains(stderr, "address already in use") ||
+			strings.Contains(stderr, "gateway stopped") || strings.Contains(stderr, "listening on") {
+			t.Errorf("%s in use: exit %d, stderr:\n%s\nwant 1 and gateway not started, naming the address in use, without a listening line", c.name, code, stderr)
+		}
 	}
 }
