@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -516,12 +517,13 @@ func (g *Server) logPlan(version int64, p *reloadPlan, changed []string) {
 			what = append(what, part.what+": "+strings.Join(part.names, ", "))
 		}
 	}
-	g.reload.what = strings.Join(what, "; ")
+	g.reload.what = cmp.Or(strings.Join(what, "; "), "settings changed")
 }
 
 // changedKeys names the settings that differ between a and b, upstreams
-// aside (the reload plan names those): top-level keys ("routes",
-// "policies"), and each credential by name ("credentials.billing-key").
+// aside (the reload plan names those) but for their breakers: top-level
+// keys ("routes", "policies"), each credential by name
+// ("credentials.billing-key"), and "upstreams.<name>.breaker".
 func changedKeys(a, b *Config) []string {
 	var out []string
 	va, vb := reflect.ValueOf(a).Elem(), reflect.ValueOf(b).Elem()
@@ -532,6 +534,13 @@ func changedKeys(a, b *Config) []string {
 		}
 		if !sameValue(va.Field(i), vb.Field(i)) {
 			out = append(out, key)
+		}
+	}
+	// An upstream's breaker changes without replacing it (the plan keeps
+	// it).
+	for name, u := range b.Upstreams {
+		if o := a.Upstreams[name]; o != nil && u != nil && o.Breaker != u.Breaker {
+			out = append(out, "upstreams."+name+".breaker")
 		}
 	}
 	for name, c := range b.Credentials {

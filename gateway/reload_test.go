@@ -813,6 +813,7 @@ func TestReloadSaysWhatChanged(t *testing.T) {
 		{strings.Replace(base, "secret-value-1", "secret-value-2", 1) + "routes:\n  - {tool: e, targets: [a__echo]}\n", "settings changed: credentials.k"},
 		{fmt.Sprintf("upstreams:\n  b: {url: %s}\n", b.url()), "upstreams added: b; upstreams removed: a; settings changed: credentials.k, routes"},
 		{fmt.Sprintf("upstreams:\n  b: {url: %s}\n", b.url()), "nothing changed"},
+		{fmt.Sprintf("upstreams:\n  b: {url: %s, breaker: {open_timeout: 10s}}\n", b.url()), "settings changed: upstreams.b.breaker"},
 	} {
 		cfg, err := ParseConfig([]byte(step.yaml), nil)
 		if err != nil {

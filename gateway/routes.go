@@ -661,6 +661,14 @@ func (g *Server) reportRoute(r *routing.Route, h *routeIndex) bool {
 	switch {
 	case active == r.Primary():
 		reason = "recovered"
+		if _, last := h.Usable(active); last != "" && from != "" {
+			// Back to a primary that is only a last resort (its
+			// credential expiring or expired): nothing recovered, the
+			// target before it stopped serving.
+			if usable, why := h.Usable(from); !usable && why != "" {
+				reason = why
+			}
+		}
 	case active != "" && from != "":
 		if usable, why := h.Usable(from); !usable && why != "" {
 			reason = why

@@ -915,7 +915,10 @@ upstreams:
 routes:
   - {tool: search, %stargets: [p__echo, b__echo]}
 `, routeTok1, past, routeTok2, tc.backupCred, p.url(), b.url(), tc.on), nil, nil)
-			waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") })
+			// Both up: while one makes its first connection, no switch is reported.
+			waitFor(t, ctx, func() bool {
+				return g.catalog.hasTool("search") && g.upstream("p").session.Load() != nil && g.upstream("b").session.Load() != nil
+			})
 			rh := g.Health().Routes["search"]
 			if diff := cmp.Diff(tc.wantTargets, rh.Targets); rh.Active != tc.wantActive || diff != "" {
 				t.Errorf("health active %q, want %q; targets mismatch (-want +got):\n%s", rh.Active, tc.wantActive, diff)
@@ -941,6 +944,20 @@ routes:
 			}
 			if diff := cmp.Diff(want, routeSwitches(g, "search")); diff != "" {
 				t.Errorf("route events mismatch (-want +got):\n%s", diff)
+			}
+			if tc.wantActive == "b__echo" {
+				// The backup fails: calls go back to the primary, which
+				// is only a last resort, and the switch says why; nothing
+				// "recovered" (found trying the gateway from outside).
+				_ = b.http.Listener.Close()
+				b.http.CloseClientConnections()
+				if got, _ := servedBy(t, ctx, cs, "search"); got != "bearer:echo:hi" {
+					t.Fatalf("call with the backup down: %q, want the primary's answer", got)
+				}
+				evs := routeSwitches(g, "search")
+				if last := evs[len(evs)-1]; last.From != "b__echo" || last.To != "p__echo" || last.Reason == "recovered" || last.Reason == "" {
+					t.Errorf("route events %+v; want the return to the primary with the backup's failure as reason", evs)
+				}
 			}
 			if tc.wantActive != "p__echo" || tc.on != "" {
 				return
