@@ -189,6 +189,9 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			var id json.RawMessage
 			if read {
 				id = agentRequestID(body)
+				if refuseInexactBatch(w, body) {
+					return
+				}
 			}
 			if why := inexactID(id); why != "" {
 				writeBadID(w, id, why)
@@ -498,6 +501,56 @@ func inexactID(id json.RawMessage) string {
 }
 
 const idBeyond = "is beyond 2^53, which the gateway cannot echo exactly: use a string or a smaller integer"
+
+// refuseInexactBatch answers a batch (before 2025-06-18) holding a request
+// whose id the SDK would answer with another (inexactID), and reports
+// whether it did: each of its requests gets -32600 with its id as sent,
+// the batch being refused whole, as the SDK refuses one it cannot serve.
+func refuseInexactBatch(w http.ResponseWriter, body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '[' {
+		return false
+	}
+	var batch []struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if agentJSON(body, &batch) != nil {
+		return false
+	}
+	var badID json.RawMessage
+	for _, m := range batch {
+		if id := bytes.TrimSpace(m.ID); m.Method != "" && inexactID(id) != "" {
+			badID = id
+			break
+		}
+	}
+	if badID == nil {
+		return false
+	}
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for _, m := range batch {
+		id := bytes.TrimSpace(m.ID)
+		if m.Method == "" || len(id) == 0 {
+			continue // an answer or a notification: nothing to say
+		}
+		msg := "invalid request id " + string(id) + ": it " + inexactID(id)
+		if inexactID(id) == "" {
+			msg = "not served: the batch also holds a request with the invalid id " + string(badID) + " (it " + inexactID(badID) + ")"
+		}
+		data, _ := json.Marshal(&jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: msg})
+		if b.Len() > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
+	}
+	b.WriteByte(']')
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_, _ = w.Write(b.Bytes())
+	return true
+}
 
 // writeBadID answers a request whose id the gateway could not echo
 // (inexactID), with that id as it came.

@@ -1227,3 +1227,34 @@ func TestInexactID(t *testing.T) {
 		}
 	}
 }
+
+// TestInexactIDInBatch: a batch (2025-03-26) holding a request whose id
+// the SDK would answer with another is refused whole, each request
+// answered -32600 with its id as sent; one without such an id is served.
+func TestInexactIDInBatch(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	for _, fast := range []bool{true, false} {
+		a := newRawAgentAt(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s}\n", fast, up.url())), `{}`, "2025-03-26")
+		resp, body := a.post(ctx, `[{"jsonrpc":"2.0","id":2.5,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}},{"jsonrpc":"2.0","id":9007199254740995,"method":"tools/list"},{"jsonrpc":"2.0","id":7,"method":"ping"}]`)
+		var answers []struct {
+			ID    json.RawMessage `json:"id"`
+			Error *struct {
+				Code int `json:"code"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(body, &answers); err != nil || resp.StatusCode != http.StatusBadRequest || len(answers) != 3 {
+			t.Fatalf("fast_path %v: %d %s; want 400 and three answers", fast, resp.StatusCode, body)
+		}
+		for i, want := range []string{`2.5`, `9007199254740995`, `7`} {
+			if string(answers[i].ID) != want || answers[i].Error == nil || answers[i].Error.Code != -32600 {
+				t.Errorf("fast_path %v: answer %d = %s; want -32600 for id %s", fast, i, body, want)
+			}
+		}
+		if resp, body := a.post(ctx, `[{"jsonrpc":"2.0","id":8,"method":"ping"}]`); resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte(`"id":8,"result"`)) {
+			t.Errorf("fast_path %v: a batch of good ids: %d %s", fast, resp.StatusCode, body)
+		}
+	}
+}
