@@ -400,6 +400,24 @@ func (s *Set) Retry(name string) bool {
 	return held
 }
 
+// State returns the state of the breaker called name; one never made is
+// closed (and is left unmade).
+func (s *Set) State(name string) State {
+	s.mu.RLock()
+	b := s.breakers[name]
+	s.mu.RUnlock()
+	if b == nil {
+		return StateClosed
+	}
+	clk := &clock{}
+	b.mu.Lock()
+	st, _, _ := b.stateLocked(clk)
+	ch := b.changeLocked(clk, false)
+	b.mu.Unlock()
+	s.notify(ch)
+	return st
+}
+
 // Snapshot returns every breaker's status, sorted by name.
 func (s *Set) Snapshot() []Status {
 	s.mu.RLock()

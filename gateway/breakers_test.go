@@ -314,6 +314,24 @@ func TestBreakerConnectFailures(t *testing.T) {
 	callOK(t, ctx, cs, "api__echo")
 }
 
+// TestBreakerHalfOpenClosedByProbe: an upstream that came back while its
+// breaker was open, and stays idle, has the breaker closed by its health
+// probe's answer once it is half-open, not held half-open until a call
+// comes (found trying the gateway: /health and the metrics showed it
+// half-open for minutes, and the breaker alert would have fired).
+func TestBreakerHalfOpenClosedByProbe(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "down", "echo")
+	up.fail.Store(&httpFailure{status: http.StatusServiceUnavailable, body: "starting"})
+	g, _ := startGateway(t, ctx, fmt.Sprintf("health_interval: 50ms\nupstreams:\n  api: {url: %s, breaker: {failures: 2, open_timeout: 300ms}}\n", up.url()))
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "").State == "open" })
+	up.fail.Store(nil)
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Tools > 0 })
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "").State == "closed" })
+}
+
 // breakerCounts returns the counts of the breaker called name.
 func breakerCounts(g *Server, name string) breaker.Counts {
 	for _, s := range g.breakers.Snapshot() {

@@ -72,6 +72,9 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		}
 		probe := func(ctx context.Context) error {
 			err := u.probe(ctx, cs, min(u.cfg.timeout(), interval()))
+			if err == nil {
+				u.probeAnswered()
+			}
 			if err == nil || ctx.Err() != nil {
 				return err
 			}
@@ -94,6 +97,20 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		})
 	}()
 	return done
+}
+
+// probeAnswered counts a health probe's answer as a success of the
+// upstream's breaker when it is half-open: a reconnect while it was open
+// is not counted (the breaker refused it nothing), so an idle upstream
+// that came back stayed half-open, shown as such in /health and the
+// metrics, until a call came (found trying the gateway from outside).
+func (u *upstream) probeAnswered() {
+	if u.gw.breakers.State(u.name) != breaker.StateHalfOpen {
+		return
+	}
+	if done, err := u.gw.breakers.Allow(u.name, 0); err == nil {
+		done(breaker.Success())
+	}
 }
 
 // probeLoop calls probe an interval after the previous one ended, until ctx
