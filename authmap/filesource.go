@@ -73,7 +73,8 @@ func readBounded(path string) ([]byte, error) {
 // here), which also drops the burst of events one rotation makes. A file that
 // is briefly missing or empty mid-rotation is not a change. A file removed,
 // and still missing fileGoneSettle later, is: onChange lets the credential
-// re-read it and report the removal as a SIGHUP's re-read does, keeping the
+// re-read it and report the removal as a SIGHUP's re-read does (and so for
+// a file emptied, and still empty then), keeping the
 // value it holds; the file's return, even with the same content, is a change
 // again. (The watch took a removal for a rotation under way and said nothing,
 // while the old value went on being used: found trying the gateway from
@@ -116,14 +117,14 @@ func (s *FileSource) Watch(ctx context.Context, onChange func()) error {
 			}
 		case <-gone.C:
 			settling = false
-			if _, err := s.digest(); errors.Is(err, fs.ErrNotExist) && last != nil {
+			if _, err := s.digest(); valueGone(err) && last != nil {
 				last = nil
 				onChange()
 			}
 			continue
 		}
 		sum, err := s.digest()
-		if errors.Is(err, fs.ErrNotExist) && last != nil && !settling {
+		if valueGone(err) && last != nil && !settling {
 			settling = true
 			gone.Reset(fileGoneSettle)
 		}
@@ -149,6 +150,11 @@ func (s *FileSource) digest() ([]byte, error) {
 	sum := sha256.Sum256(data)
 	return sum[:], nil
 }
+
+// valueGone reports whether err, digest's, says the value is gone: the file
+// removed or emptied. Either may be a rotation under way, and is reported
+// only once it lasts fileGoneSettle.
+func valueGone(err error) bool { return errors.Is(err, fs.ErrNotExist) || errors.Is(err, errEmptyFile) }
 
 // errEmptyFile is digest's error for a file with nothing but white space:
 // one an in-place write has truncated and not written yet, most often.

@@ -497,6 +497,18 @@ func TestFileWatchReportsRemoval(t *testing.T) {
 	if got, snap := c.Value(), c.Snapshot(false); got != "value-1" || snap.LastError != nil {
 		t.Errorf("written again: value %q, last error %+v; want value-1 and none", got, snap.LastError)
 	}
+
+	// Emptied, and still empty a second later: reported as a removal is
+	// (it said nothing until a call's re-read met it).
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if e := next("emptied"); e.Kind != EventRejectedRotation || e.Trigger != TriggerFile || !strings.Contains(e.Detail, path) {
+		t.Fatalf("emptied: event %s/%s %q, want rejected_rotation/file naming %s", e.Kind, e.Trigger, e.Detail, path)
+	}
+	if got := c.Value(); got != "value-1" {
+		t.Errorf("after emptying the value is %q, want value-1 kept", got)
+	}
 }
 
 // fetchSignal is a FileSource that signals each fetch.
