@@ -72,8 +72,7 @@ type breakerRow struct {
 	Name, State, Class, Reason, Until string
 }
 
-// routeRow is one route: its active target and why. Routes are not in
-// Health yet; the section shows none until they are (see routeRows).
+// routeRow is one route: its active target and why (see routeRows).
 type routeRow struct {
 	Name, Target, Class, Reason string
 }
@@ -156,9 +155,9 @@ func (g *Server) statusView(nonce string) statusView {
 	return v
 }
 
-// routeRows lists the routes and their active targets. Health has no routes
-// yet (routes are wired into the call path separately); when it has, this
-// is where they become rows.
+// routeRows lists the routes of h and their active targets, by name: a
+// route served by a target other than its primary is a warning, one
+// without a target is bad.
 func routeRows(h Health) []routeRow {
 	names := make([]string, 0, len(h.Routes))
 	for n := range h.Routes {
