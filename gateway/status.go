@@ -192,7 +192,9 @@ func (g *Server) credentialRow(name string, s authmap.Snapshot) credentialRow {
 		row.Expires = s.ExpiresAt.UTC().Format(time.RFC3339)
 		row.Bar = ttlBar(ttl)
 	}
-	if s.LastError != nil && (row.Bad || s.Status == authmap.StatusExpiring) {
+	// Also for a usable credential: a source that failed its last read
+	// (a file removed, its value kept) is news before the next restart.
+	if s.LastError != nil {
 		row.Detail = s.LastError.Detail
 		if s.LastError.Recovery != "" {
 			row.Detail += " (recovery: " + string(s.LastError.Recovery) + ")"

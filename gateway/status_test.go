@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -78,5 +80,27 @@ func TestTTLBar(t *testing.T) {
 	}
 	if got := humanTTL(26*time.Hour + 5*time.Minute); got != "1d 2h" {
 		t.Errorf("humanTTL = %q", got)
+	}
+}
+
+// A usable credential whose source failed its last read (its file removed,
+// the value kept) shows that failure on its card: it was shown only for an
+// unusable or expiring credential (found trying the gateway).
+func TestStatusPageShowsUsableCredentialsError(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("file-token-0123456789")
+	path := tokenFile(t, "file-token-0123456789")
+	g, _, base := credGateway(t, ctx, fmt.Sprintf("credentials:\n  ftok: {source: {file: %s}}\nupstreams:\n  api: {url: %s, credential: ftok}\n", path, up.url()), nil, nil)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, func() bool { return g.Credentials().Get("ftok").Snapshot(false).LastError != nil })
+	page, _ := getPage(t, base+"/status")
+	card := regexp.MustCompile(`(?s)<div class="card[^"]*" data-credential="ftok" data-status="healthy">.*?</div>\s*</div>`).FindString(page)
+	if !strings.Contains(card, "does not exist") {
+		t.Errorf("the healthy card does not show its source's failure:\n%s", card)
 	}
 }
