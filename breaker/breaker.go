@@ -400,22 +400,22 @@ func (s *Set) Retry(name string) bool {
 	return held
 }
 
-// State returns the state of the breaker called name; one never made is
-// closed (and is left unmade).
-func (s *Set) State(name string) State {
+// State returns the state of the breaker called name and why it is not
+// closed; one never made is closed (and is left unmade).
+func (s *Set) State(name string) (State, string) {
 	s.mu.RLock()
 	b := s.breakers[name]
 	s.mu.RUnlock()
 	if b == nil {
-		return StateClosed
+		return StateClosed, ""
 	}
 	clk := &clock{}
 	b.mu.Lock()
-	st, _, _ := b.stateLocked(clk)
+	st, reason, _ := b.stateLocked(clk)
 	ch := b.changeLocked(clk, false)
 	b.mu.Unlock()
 	s.notify(ch)
-	return st
+	return st, reason
 }
 
 // Snapshot returns every breaker's status, sorted by name.

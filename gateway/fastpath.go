@@ -66,6 +66,10 @@ type fastCalls struct {
 	// that a DELETE of the session ends them as it ends its fast calls
 	// (the SDK lets them run to their end).
 	bySession map[string]map[int64]sdkRequest
+	// ending are the sessions (id and agent, as in fastKey) whose DELETE is
+	// under way: a request the SDK serves that comes meanwhile is ended at
+	// once, or the SDK's DELETE, which waits for it, could hang on it.
+	ending map[[2]string]int
 }
 
 // fastCall is a fast call in flight: its end, and a channel closed once it
@@ -101,7 +105,7 @@ func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Loa
 
 func newFastCalls() *fastCalls {
 	return &fastCalls{calls: map[fastKey]fastCall{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{},
-		bySession: map[string]map[int64]sdkRequest{}}
+		bySession: map[string]map[int64]sdkRequest{}, ending: map[[2]string]int{}}
 }
 
 // endWithSession is the middleware that lets a DELETE of an agent's
@@ -132,7 +136,11 @@ func (g *Server) endWithSession(next mcp.MethodHandler) mcp.MethodHandler {
 			f.bySession[sid] = calls
 		}
 		calls[n] = sdkRequest{cancel, user}
+		ending := f.ending[[2]string{sid, user}] > 0
 		f.mu.Unlock()
+		if ending {
+			cancel(errSessionDeleted)
+		}
 		defer func() {
 			f.mu.Lock()
 			delete(calls, n)
@@ -272,12 +280,28 @@ var errSessionDeleted = fmt.Errorf("the agent ended its session: %w", context.Ca
 // they end without an answer, which no session is left to take.
 func (g *Server) fastDelete(w http.ResponseWriter, r *http.Request, sdk *mcp.StreamableHTTPHandler) {
 	sid, user := r.Header.Get("Mcp-Session-Id"), requestUser(r)
+	if sid == "" || !g.deletable(sdk, r) {
+		sdk.ServeHTTP(w, r) // the SDK refuses it, and nothing ends
+		return
+	}
 	mine := func(k fastKey) bool { return k.session == sid && k.user == user }
 	// First the session's calls, and they are waited for (a while): the
 	// SDK's DELETE waits for the requests it serves (it hung until a call
 	// without an end had one), and it closes the agent's own upstream
 	// sessions (session: per_agent), which a fast call's cancellation
-	// must still reach (the upstream ran the call to its end).
+	// must still reach (the upstream ran the call to its end). Requests
+	// the SDK serves that come meanwhile end at once (endWithSession).
+	key := [2]string{sid, user}
+	g.fast.mu.Lock()
+	g.fast.ending[key]++
+	g.fast.mu.Unlock()
+	defer func() {
+		g.fast.mu.Lock()
+		if g.fast.ending[key]--; g.fast.ending[key] <= 0 {
+			delete(g.fast.ending, key)
+		}
+		g.fast.mu.Unlock()
+	}()
 	ended := g.fast.endSession(sid, user, mine)
 	t := time.NewTimer(deleteDrain)
 wait:
@@ -291,13 +315,36 @@ wait:
 	t.Stop()
 	sw := &statusRecorder{ResponseWriter: w}
 	sdk.ServeHTTP(sw, r)
-	if sid == "" || sw.status >= 300 {
+	if sw.status >= 300 {
 		return
 	}
 	// The fast calls that came meanwhile: each registered before it
 	// looked the session up (fastServe), so none is missed.
 	g.fast.endSession(sid, user, mine)
 }
+
+// deletable reports whether the SDK will take r, a DELETE, ending a
+// session: it names one of the agent's sessions, with a protocol version
+// the SDK knows. The session's calls are ended only then, before the SDK
+// looks (a DELETE it refuses ends nothing).
+func (g *Server) deletable(sdk *mcp.StreamableHTTPHandler, r *http.Request) bool {
+	if v := r.Header.Get("Mcp-Protocol-Version"); v != "" && !slices.Contains(mcp.SupportedProtocolVersions(), v) {
+		return false
+	}
+	ss, release := sdk.AcquireSession(discardResponse{}, r)
+	if ss == nil {
+		return false
+	}
+	release()
+	return true
+}
+
+// discardResponse is an http.ResponseWriter that keeps nothing.
+type discardResponse struct{}
+
+func (discardResponse) Header() http.Header         { return http.Header{} }
+func (discardResponse) Write(b []byte) (int, error) { return len(b), nil }
+func (discardResponse) WriteHeader(int)             {}
 
 // deleteDrain bounds how long a DELETE waits for the session's fast calls
 // to end once cancelled.

@@ -570,6 +570,15 @@ func deleteEndsCall(t *testing.T, config, meta string, perAgent bool) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	// A DELETE the SDK refuses (a version it does not know) ends nothing.
+	bad, _ := http.NewRequestWithContext(ctx, http.MethodDelete, a.url, nil)
+	bad.Header.Set("Mcp-Session-Id", a.session)
+	bad.Header.Set("Mcp-Protocol-Version", "1999-01-01")
+	if resp, err := http.DefaultClient.Do(bad); err != nil || resp.StatusCode < 400 {
+		t.Fatalf("DELETE with an unknown version: %v %v; want refused", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	if code := del(other); code != http.StatusNoContent {
 		t.Fatalf("DELETE of the other session: %d", code)
 	}

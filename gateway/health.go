@@ -100,12 +100,14 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 }
 
 // probeAnswered counts a health probe's answer as a success of the
-// upstream's breaker when it is half-open: a reconnect while it was open
-// is not counted (the breaker refused it nothing), so an idle upstream
-// that came back stayed half-open, shown as such in /health and the
-// metrics, until a call came (found trying the gateway from outside).
+// upstream's breaker when it is half-open after failed connects: the
+// reconnect that ended them came while it was open, and was not counted,
+// so an idle upstream that came back stayed half-open, shown as such in
+// /health and the metrics, until a call came (found trying the gateway
+// from outside). A breaker that calls opened (timeouts, 5xx answers) is
+// left to calls: an upstream may answer pings and fail its calls.
 func (u *upstream) probeAnswered() {
-	if u.gw.breakers.State(u.name) != breaker.StateHalfOpen {
+	if st, reason := u.gw.breakers.State(u.name); st != breaker.StateHalfOpen || reason != reasonConnect {
 		return
 	}
 	if done, err := u.gw.breakers.Allow(u.name, 0); err == nil {
