@@ -1152,6 +1152,14 @@ func (c *Credential) settleLocked(now time.Time, trigger Trigger, evs []Event, c
 		// (found trying the gateway: "a call was answered
 		// rate_limit_reached" on the event that said it ended).
 		detail = "was " + prev.String() + "; working again"
+		if prev == StatusExpiring {
+			// Not a recovery: its expiry moved later (a source that
+			// reports a new expires_at for the value), as a renewal.
+			kind, detail = EventRefreshed, "no longer expiring"
+			if exp := c.expiryLocked(); !exp.IsZero() {
+				detail = "expires " + exp.UTC().Format(time.RFC3339)
+			}
+		}
 	default:
 		return evs
 	}

@@ -880,3 +880,34 @@ func TestSourceLostAgainReported(t *testing.T) {
 		t.Errorf("value %q, want value-0 kept", c.Value())
 	}
 }
+
+// TestLaterExpiryIsRefreshed: a value whose source reports a later expiry
+// (a file's expires_at moved) stops expiring as a renewal does, "refreshed",
+// not "restored" ("was expiring; working again", found trying the
+// gateway: nothing had failed).
+func TestLaterExpiryIsRefreshed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	later := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	src := &fakeSource{kind: KindFile, next: func(n int) (Token, error) {
+		if n == 1 {
+			return Token{Value: "same-value-0123456789", ExpiresAt: time.Now().Add(time.Hour)}, nil
+		}
+		return Token{Value: "same-value-0123456789", ExpiresAt: later}, nil
+	}}
+	c, log := newTestCredential(CredentialConfig{Source: SourceConfig{File: "/dev/null"}}, src, LifecycleConfig{}, nil)
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st != StatusExpiring {
+		t.Fatalf("loaded with an hour left: %s, want expiring", st)
+	}
+	if _, err := c.Renew(ctx, TriggerSignal); err != nil {
+		t.Fatal(err)
+	}
+	evs := log.all()
+	last := evs[len(evs)-1]
+	if c.Status() != StatusHealthy || last.Kind != EventRefreshed || last.Detail != "expires "+later.Format(time.RFC3339) {
+		t.Errorf("after the later expiry: %s, last event %s %q; want healthy, refreshed with the new expiry", c.Status(), last.Kind, last.Detail)
+	}
+}

@@ -312,7 +312,7 @@ func TestFileWatchRotates(t *testing.T) {
 				t.Fatalf("loaded %q", c.Value())
 			}
 			<-events // loaded
-			defer runCredential(ctx, c)()
+			defer runWatch(t, c)()
 			for i := 1; i <= 3; i++ {
 				want := fmt.Sprintf("value-%d", i)
 				// A rotation before the watch is in place is caught by the
@@ -390,7 +390,7 @@ func TestFileWatchDirectoryMissingAtStart(t *testing.T) {
 		t.Fatalf("Load: %v, want missing", err)
 	}
 	<-events // missing
-	defer runCredential(ctx, c)()
+	defer runWatch(t, c)()
 	select {
 	case <-watchFailed:
 	case <-ctx.Done():
@@ -446,7 +446,7 @@ func TestFileWatchReportsRemoval(t *testing.T) {
 	}
 	<-events      // loaded
 	<-src.fetched // Load's
-	defer runCredential(ctx, c)()
+	defer runWatch(t, c)()
 	// The watch re-reads the file once it is in place: a removal before
 	// that would be caught by that re-read, not by the watch.
 	select {
@@ -520,16 +520,4 @@ type fetchSignal struct {
 func (s fetchSignal) Fetch(ctx context.Context) (Token, error) {
 	defer func() { s.fetched <- struct{}{} }()
 	return s.FileSource.Fetch(ctx)
-}
-
-// runCredential runs c's watch until the returned func is called, which
-// waits for it to end.
-func runCredential(ctx context.Context, c *Credential) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(ctx)
-	}()
-	return func() { cancel(); <-done }
 }
