@@ -671,6 +671,12 @@ func (s *shared) applyCredFact(name string, f credFact) {
 		// Healthy again there (an operator's reload, a call answered):
 		// the breakers a rejection here opened let the value through too.
 		c.ReportPeerRestored(v, peerFound+"working again")
+		// And the breakers that hold the value here follow the status
+		// (a restore this replica had already taken in, or one whose
+		// new generation no call has shown them yet, left them open
+		// while the status said healthy; seen once in a loaded run).
+		s.g.seeCredential(name)
+		s.g.retryCredential(name)
 	} else {
 		detail := ""
 		if f.LastError != nil && f.LastError.Detail != "" {
