@@ -201,8 +201,8 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 					return
 				}
 			}
-			if why := inexactID(id); why != "" {
-				writeBadID(w, id, why)
+			if inexactID(id) != "" {
+				writeBadID(w, id)
 				return
 			}
 			// A request the SDK serves, with an id a fast call of the
@@ -492,11 +492,26 @@ func (g *Server) fastServe(w http.ResponseWriter, r *http.Request, sdk *mcp.Stre
 // writeDuplicate answers a request whose id (its JSON text) is in flight on
 // the session, as the SDK answers one.
 func writeDuplicate(w http.ResponseWriter, id string) {
-	jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "duplicate in-flight request ID " + strings.Trim(id, `"`)}
-	data, _ := json.Marshal(jerr)
+	writeInvalid(w, invalidRequest(nil, []byte(id), "duplicate in-flight request ID "+strings.Trim(id, `"`)))
+}
+
+// invalidRequest appends to b the answer to the request of id (its JSON
+// text): a JSON-RPC invalid request error (-32600) saying msg.
+func invalidRequest(b, id []byte, msg string) []byte {
+	data, _ := json.Marshal(&jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: msg})
+	b = append(b, `{"jsonrpc":"2.0","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"error":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// writeInvalid sends answer (invalidRequest's, or an array of them) with
+// 400, as the SDK answers a request it refuses.
+func writeInvalid(w http.ResponseWriter, answer []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
-	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
+	_, _ = w.Write(answer)
 }
 
 // agentRequestID returns the id of body's request as its JSON text, or nil
@@ -575,38 +590,34 @@ func refuseInexactBatch(w http.ResponseWriter, body []byte) bool {
 	if badID == nil {
 		return false
 	}
-	var b bytes.Buffer
-	b.WriteByte('[')
+	b := []byte{'['}
 	for _, m := range batch {
 		id := bytes.TrimSpace(m.ID)
 		if m.Method == "" || len(id) == 0 {
 			continue // an answer or a notification: nothing to say
 		}
-		msg := "invalid request id " + string(id) + ": it " + inexactID(id)
+		msg := badIDMessage(id)
 		if inexactID(id) == "" {
 			msg = "not served: the batch also holds a request with the invalid id " + string(badID) + " (it " + inexactID(badID) + ")"
 		}
-		data, _ := json.Marshal(&jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: msg})
-		if b.Len() > 1 {
-			b.WriteByte(',')
+		if len(b) > 1 {
+			b = append(b, ',')
 		}
-		fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
+		b = invalidRequest(b, id, msg)
 	}
-	b.WriteByte(']')
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
-	_, _ = w.Write(b.Bytes())
+	writeInvalid(w, append(b, ']'))
 	return true
+}
+
+// badIDMessage says why id, which inexactID refuses, is refused.
+func badIDMessage(id json.RawMessage) string {
+	return "invalid request id " + string(id) + ": it " + inexactID(id)
 }
 
 // writeBadID answers a request whose id the gateway could not echo
 // (inexactID), with that id as it came.
-func writeBadID(w http.ResponseWriter, id json.RawMessage, why string) {
-	jerr := &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "invalid request id " + string(id) + ": it " + why}
-	data, _ := json.Marshal(jerr)
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
-	_, _ = fmt.Fprintf(w, `{"jsonrpc":"2.0","id":%s,"error":%s}`, id, data)
+func writeBadID(w http.ResponseWriter, id json.RawMessage) {
+	writeInvalid(w, invalidRequest(nil, id, badIDMessage(id)))
 }
 
 // register records the fast call key, ended by cancel, and reports whether

@@ -340,13 +340,18 @@ func sameGlobals(a, b *Config) bool {
 }
 
 // breakersEqual reports whether a and b configure the same breakers.
-func breakersEqual(a, b *Config) bool {
+func breakersEqual(a, b *Config) bool { return len(changedBreakers(a, b)) == 0 }
+
+// changedBreakers names the upstreams of both a and b whose breaker
+// settings differ; a reload keeps such an upstream (and applies them).
+func changedBreakers(a, b *Config) []string {
+	var out []string
 	for name, u := range b.Upstreams {
 		if o := a.Upstreams[name]; o != nil && u != nil && o.Breaker != u.Breaker {
-			return false
+			out = append(out, name)
 		}
 	}
-	return true
+	return out
 }
 
 // reloadLocked validates cfg and puts it in force; g.reload.mu is held.
@@ -538,10 +543,8 @@ func changedKeys(a, b *Config) []string {
 	}
 	// An upstream's breaker changes without replacing it (the plan keeps
 	// it).
-	for name, u := range b.Upstreams {
-		if o := a.Upstreams[name]; o != nil && u != nil && o.Breaker != u.Breaker {
-			out = append(out, "upstreams."+name+".breaker")
-		}
+	for _, name := range changedBreakers(a, b) {
+		out = append(out, "upstreams."+name+".breaker")
 	}
 	for name, c := range b.Credentials {
 		if o, ok := a.Credentials[name]; !ok || !reflect.DeepEqual(o, c) {
