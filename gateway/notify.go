@@ -619,6 +619,10 @@ func (k alertKey) summary(action string, info alertInfo, why string) string {
 	return s
 }
 
+// routeServing is the status a route_no_target resolve carries: a target
+// serves the route again.
+const routeServing = "serving"
+
 // genericPayload is the body of a generic notification (and PagerDuty's
 // custom_details).
 type genericPayload struct {
@@ -661,6 +665,9 @@ func (n *notifier) render(s *sink, k alertKey, action string, info alertInfo, wh
 		// "now healthy" beside "status": "invalid").
 		if st := n.status[info.Credential]; info.Credential != "" && st != "" {
 			p.Status = st
+		}
+		if k.kind == "route" {
+			p.Status = routeServing // a target serves again (Resolution names it)
 		}
 	}
 	h := http.Header{"Content-Type": {"application/json"}, "User-Agent": {"credgate/" + n.g.opts.Version}}

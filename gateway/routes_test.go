@@ -735,8 +735,9 @@ notify:
 		t.Errorf("recovery event %+v; want to api__echo, recovered", e)
 	}
 	got = hook.wait(t, ctx, 2)
-	if b := string(got[1].body); !strings.Contains(b, "route_no_target") || !strings.Contains(b, "resolve") {
-		t.Errorf("second alert %s; want the route_no_target resolve", b)
+	if b := string(got[1].body); !strings.Contains(b, "route_no_target") || !strings.Contains(b, "resolve") ||
+		!strings.Contains(b, `"status":"serving"`) || !strings.Contains(b, `"resolution":"target api__echo"`) {
+		t.Errorf("second alert %s; want the route_no_target resolve, status serving, by target api__echo", b)
 	}
 	callOK(t, ctx, cs, "search")
 	n := 0
