@@ -419,21 +419,32 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 		if extended {
 			c.st.obtained = now
 		}
-		if c.st.live == StatusUnknown {
-			c.st.lastErr = nil
-		}
 		// The source answered: a failure after this is a new one, reported
 		// even if it reads as the last (a file removed, written back the
 		// same, removed again went unreported the second time).
 		c.st.lastEventKey = ""
-		if trigger == TriggerRefresh && !extended && !now.Before(c.refreshAtLocked(c.lifecycle())) {
+		failedRenewal := trigger == TriggerRefresh && !extended && !now.Before(c.refreshAtLocked(c.lifecycle()))
+		if failedRenewal {
 			// The endpoint handed back the token it had (a cached client
 			// credentials token): no new lifetime, so a failed renewal.
 			c.st.failures = prevFailures + 1
 			c.st.retryAt = now.Add(c.backoffLocked())
 		}
+		cleared := c.st.live == StatusUnknown && c.st.lastErr != nil && !failedRenewal
+		if c.st.live == StatusUnknown {
+			c.st.lastErr = nil
+		}
 		c.publishLocked()
+		n := len(evs)
 		evs = c.settleLocked(now, trigger, evs, false)
+		if cleared && len(evs) == n {
+			// The source holds the value again after failing to (a file
+			// removed, then written back the same; a store unreachable,
+			// then answering): said, as the failure was, rather than its
+			// last_error vanishing without a word (found trying the
+			// gateway from outside).
+			evs = append(evs, c.eventLocked(now, EventLoaded, trigger, "the source holds the value again (unchanged); its last error is cleared"))
+		}
 		return false, nil
 	}
 	rejected := probed && res.Failure != nil && rejectsValue(res.Failure)

@@ -871,8 +871,9 @@ func TestSourceLostAgainReported(t *testing.T) {
 	for _, e := range log.all() {
 		kinds = append(kinds, e.Kind)
 	}
-	// The last loss repeats the one before it: reported once.
-	want := []EventKind{EventLoaded, EventRejectedRotation, EventRejectedRotation}
+	// The value's return is said (loaded); the last loss repeats the one
+	// before it: reported once.
+	want := []EventKind{EventLoaded, EventRejectedRotation, EventLoaded, EventRejectedRotation}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Errorf("events (-want +got):\n%s", diff)
 	}

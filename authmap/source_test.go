@@ -509,6 +509,18 @@ func TestFileWatchReportsRemoval(t *testing.T) {
 	if got := c.Value(); got != "value-1" {
 		t.Errorf("after emptying the value is %q, want value-1 kept", got)
 	}
+
+	// Written back with the same value: said (its last error used to
+	// vanish without an event).
+	if err := os.WriteFile(path, []byte("value-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if e := next("written back"); e.Kind != EventLoaded || e.Trigger != TriggerFile || !strings.Contains(e.Detail, "again") {
+		t.Fatalf("written back: event %s/%s %q, want loaded/file, the value held again", e.Kind, e.Trigger, e.Detail)
+	}
+	if got, snap := c.Value(), c.Snapshot(false); got != "value-1" || snap.LastError != nil || snap.Status != StatusHealthy {
+		t.Errorf("written back: value %q, status %s, last error %+v; want value-1, healthy, none", got, snap.Status, snap.LastError)
+	}
 }
 
 // fetchSignal is a FileSource that signals each fetch.
