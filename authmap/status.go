@@ -98,7 +98,8 @@ type EventKind string
 
 // Event kinds.
 const (
-	// EventLoaded: the pre-flight read a value.
+	// EventLoaded: the pre-flight read a value, or the source holds the
+	// value again after failing to (the same value back).
 	EventLoaded EventKind = "loaded"
 	// EventValidated: the probe accepted the value.
 	EventValidated EventKind = "validated"
