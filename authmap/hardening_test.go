@@ -122,6 +122,25 @@ func TestRedactor(t *testing.T) {
 			t.Errorf("RedactKnown(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+	// A value with characters that URLs and some JSON encoders escape is
+	// also known in those forms (found trying the gateway: an upstream's
+	// result and its 401 body quoted a token percent-encoded, unredacted).
+	enc := NewRedactor([]string{"tok/en+Secret=ABC def123456789"})
+	for _, in := range []string{
+		"tok%2Fen%2BSecret%3DABC+def123456789",   // a query value
+		"tok%2Fen%2BSecret%3DABC%20def123456789", // encodeURIComponent
+		"tok%2fen%2bSecret%3dABC%20def123456789", // lower-case hex
+		"tok%2Fen+Secret=ABC%20def123456789",     // a path segment
+		`tok\/en+Secret=ABC def123456789`,        // "/" escaped in JSON
+	} {
+		if got := enc.RedactKnown("sent " + in + " back"); got != "sent [REDACTED] back" {
+			t.Errorf("RedactKnown(%q) = %q, want it redacted", in, got)
+		}
+	}
+	// A value of letters and digits has one form only.
+	if n := len(NewRedactor([]string{"plainToken0123456789"}).Secrets()); n != 1 {
+		t.Errorf("a plain token is known in %d forms, want 1", n)
+	}
 	// RedactKnown leaves token shapes to the surfaces that want them gone.
 	if in := "token ghp_0123456789abcdefghij0123"; r.RedactKnown(in) != in || r.Redact(in) == in {
 		t.Errorf("RedactKnown(%q) = %q, Redact = %q; want only Redact to remove the token shape", in, r.RedactKnown(in), r.Redact(in))

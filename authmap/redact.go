@@ -3,6 +3,7 @@ package authmap
 import (
 	"bytes"
 	"encoding/json"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -196,15 +197,16 @@ func NewRedactor(secrets []string) *Redactor {
 }
 
 // Add makes secrets known. Values shorter than 4 bytes are ignored: redacting them would shred
-// ordinary text. A value is also known in its JSON-escaped form, so that raw JSON (an upstream's
-// error data) is redacted too.
+// ordinary text. A value is also known in the forms it takes when written into JSON or a URL
+// (encodedForms), so that raw JSON (an upstream's error data) and a value an upstream echoes
+// percent-encoded (in a URL it quotes, a form body) are redacted too.
 func (r *Redactor) Add(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	next := slices.Clone(r.Secrets())
 	n := len(next)
 	for _, s := range secrets {
-		for _, form := range jsonForms(s) {
+		for _, form := range encodedForms(s) {
 			if len(form) >= minSecretLen && !slices.Contains(next, form) {
 				next = append(next, form)
 			}
@@ -225,7 +227,7 @@ func (r *Redactor) Replace(secrets ...string) {
 	defer r.mu.Unlock()
 	next := make([]string, 0, len(secrets))
 	for _, s := range secrets {
-		for _, form := range jsonForms(s) {
+		for _, form := range encodedForms(s) {
 			if len(form) >= minSecretLen && !slices.Contains(next, form) {
 				next = append(next, form)
 			}
@@ -235,7 +237,50 @@ func (r *Redactor) Replace(secrets ...string) {
 	r.known.Store(&next)
 }
 
-// jsonForms returns s and, where they differ, the forms JSON encoders write it in.
+// encodedForms returns s and, where they differ, the forms encoders write it in: JSON's
+// (jsonForms), and percent-encoding's, as a query value (space as "+"), as a path segment, and
+// as JavaScript's encodeURIComponent (space as "%20"), each with upper and lower case hex. A
+// secret of letters and digits only (most tokens) has no other form. (Found trying the gateway
+// from outside: "tok/en+Secret=..." came back as "tok%2Fen%2BSecret%3D..." in a result and in
+// an upstream's 401 body, unredacted.)
+func encodedForms(s string) []string {
+	forms := jsonForms(s)
+	add := func(f string) {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	for _, f := range []string{url.QueryEscape(s), url.PathEscape(s), strings.ReplaceAll(url.QueryEscape(s), "+", "%20")} {
+		add(f)
+		add(lowerHex(f))
+	}
+	return forms
+}
+
+// lowerHex returns f, a percent-encoded text, with its escapes' hex digits in lower case.
+func lowerHex(f string) string {
+	if !strings.Contains(f, "%") {
+		return f
+	}
+	b := []byte(f)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			b[i+1], b[i+2] = lowerASCII(b[i+1]), lowerASCII(b[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// jsonForms returns s and, where they differ, the forms JSON encoders write it in: with and
+// without HTML escapes, and with "/" escaped as "\/" (PHP's json_encode, some Java encoders).
 func jsonForms(s string) []string {
 	forms := []string{s}
 	for _, escapeHTML := range []bool{true, false} {
@@ -247,8 +292,10 @@ func jsonForms(s string) []string {
 		}
 		e := strings.TrimSuffix(b.String(), "\n")
 		e = e[1 : len(e)-1] // the quotes
-		if !slices.Contains(forms, e) {
-			forms = append(forms, e)
+		for _, f := range []string{e, strings.ReplaceAll(e, "/", `\/`)} {
+			if !slices.Contains(forms, f) {
+				forms = append(forms, f)
+			}
 		}
 	}
 	return forms
