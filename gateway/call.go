@@ -729,9 +729,14 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 				return g.callTool(ctx, r, u, name)
 			}
 			// A tool of an upstream that is down, and never listed its tools:
-			// say why it cannot be called instead of "unknown tool".
-			if u := g.downOwner(r.Params.Name); u != nil {
-				return g.failureResult(g.downFailure(u), nil), nil
+			// say why it cannot be called instead of "unknown tool", and
+			// audit and count it as any call (it was neither: a credential
+			// rejected at connect left no trace of the calls it failed).
+			if u, name := g.downOwner(r.Params.Name); u != nil {
+				start := time.Now()
+				res := g.failureResult(g.downFailure(u), nil)
+				g.logCall(ctx, u, name, start, res, nil)
+				return res, nil
 			}
 		case *mcp.GetPromptRequest:
 			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {
@@ -921,20 +926,20 @@ func (u *upstream) call(ctx context.Context, cs *mcp.ClientSession, c *inflight,
 
 // downOwner returns the upstream without a session whose prefix an exposed
 // name carries (the longest, as in ownerByName), if any.
-func (g *Server) downOwner(exposed string) *upstream {
+func (g *Server) downOwner(exposed string) (*upstream, string) {
 	owner := routing.Owner(exposed, g.config().ToolSeparator, g.prefixes())
 	if owner == "" {
-		return nil
+		return nil, ""
 	}
 	for _, u := range g.ups() {
 		if u.cfg.prefix(u.name) != owner || u.session.Load() != nil {
 			continue
 		}
 		if name := strings.TrimPrefix(exposed, owner+g.config().ToolSeparator); name != "" && u.cfg.Tools.Allowed(name) {
-			return u
+			return u, name
 		}
 	}
-	return nil
+	return nil, ""
 }
 
 // hopLocalStripped returns m without the io.modelcontextprotocol/ keys the

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
 )
@@ -515,4 +517,40 @@ func BenchmarkCallMetricsOff(b *testing.B) {
 	_ = g.WaitTried(ctx)
 	cs := agent(b, ctx, g, nil)
 	benchEcho(b, ctx, cs)
+}
+
+// TestDownUpstreamCallAudited: a call to a tool of an upstream that never
+// connected (so never listed its tools) is answered with why, and audited
+// and counted as any call. It was neither: calls failed by a credential
+// rejected at connect left no trace in the log or the metrics (found trying
+// the gateway from outside).
+func TestDownUpstreamCallAudited(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	url := dead.URL + "/mcp"
+	dead.Close()
+	var log syncBuffer
+	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  gone: {url: %s}\n", url), zerolog.New(&log).Level(zerolog.InfoLevel))
+	cs := agent(t, ctx, g, nil)
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "gone__anything", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Type != authmap.TypeUpstreamUnavailable {
+		t.Fatalf("failure %+v; want upstream_unavailable", f)
+	}
+	var line map[string]any
+	for l := range strings.Lines(log.String()) {
+		var m map[string]any
+		if json.Unmarshal([]byte(l), &m) == nil && m["message"] == "call" {
+			line = m
+		}
+	}
+	if line == nil || line["upstream"] != "gone" || line["tool"] != "anything" || line["outcome"] != "upstream_unavailable" {
+		t.Errorf("audit line %v; want a call line for gone/anything, outcome upstream_unavailable", line)
+	}
+	wantSample(t, gather(t, g), "credgate_tool_calls_total",
+		map[string]string{"upstream": "gone", "tool": toolUnknown, "type": "upstream_unavailable"}, 1)
 }
