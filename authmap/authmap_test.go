@@ -73,6 +73,10 @@ func TestClassifyTextShapes(t *testing.T) {
 		{"secondary rate limit text", "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", want{TypeAuthFailure, SubtypeRateLimitReached}},
 		{"5xx text", "MCP error -32603: HTTP 502 Bad Gateway", want{TypeUpstreamUnavailable, ""}},
 		{"go-sdk arguments schema", `validating "arguments": validating root: required: missing properties: ["a" "b"]`, want{TypeInvalidRequest, ""}},
+		// The TypeScript SDK server answers its own errors as a tool error result.
+		{"ts-sdk arguments schema", `MCP error -32602: Input validation error: Invalid arguments for tool get-sum: [{"code": "invalid_type", "expected": "number"}]`, want{TypeInvalidRequest, ""}},
+		{"ts-sdk unknown tool", "MCP error -32602: Tool nope not found", want{TypeNotFound, ""}},
+		{"ts-sdk disabled tool", "MCP error -32602: Tool old disabled", want{TypeInvalidRequest, ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -119,6 +119,9 @@ func (c *Classifier) classifyText(text, hint string, h http.Header, k Knowledge,
 	if !ok && !strict {
 		f, ok = localText(msg)
 	}
+	if !ok && !strict {
+		f, ok = mcpCodeText(full)
+	}
 	if ok && f.Detail == "" {
 		f.Detail = cleanDetail(msg, k.Secrets)
 	}
@@ -161,8 +164,14 @@ var (
 	// Exchange/Graph "not found in the store"; Notion validation_error "body failed validation", Stripe
 	// card_error; the go-sdk server's schema check of a tool's arguments, `validating "arguments": ...`).
 	// Used only when nothing else matched; they never make an auth failure.
-	reSDKNotFound  = regexp.MustCompile(`(?i)\bcould not find \w+ with id\b|(?:^|Error: )No such \w+:|\bwas not found in the store\b`)
-	reSDKInvalid   = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b|^validating "arguments": `)
+	reSDKNotFound = regexp.MustCompile(`(?i)\bcould not find \w+ with id\b|(?:^|Error: )No such \w+:|\bwas not found in the store\b`)
+	reSDKInvalid  = regexp.MustCompile(`(?i)\bbody failed validation\b|^StripeCardError:|\byour card was declined\b|^validating "arguments": `)
+	// The TypeScript SDK server's own errors, which it answers as a tool error result whose text is
+	// its McpError's message, the JSON-RPC code first: "MCP error -32602: Input validation error:
+	// ...", "MCP error -32602: Tool x not found". Matched on the whole text (the code is in the
+	// wrapper the others are matched without), and only when nothing else matched.
+	reMCPNotFound  = regexp.MustCompile(`^MCP error -32602: (?:Tool|Prompt|Resource) \S+ not found\b|^MCP error -32601: `)
+	reMCPInvalid   = regexp.MustCompile(`^MCP error -(?:32602|32600|32700): `)
 	reLocalTimeout = regexp.MustCompile(`(?i)^(?:request )?timed out\b|\brequest timed out\b|\bcontext deadline exceeded\b|\bETIMEDOUT\b|\boperation timed out\b|\bi/o timeout\b|\bTLS handshake timeout\b|\bClient\.Timeout exceeded\b`)
 	// Connection failures Node, Go, Python, curl and Rust clients report: refused, reset (as the
 	// socket call reports it: "read: connection reset by peer", not a message that merely says
@@ -188,6 +197,18 @@ func localText(msg string) (Failure, bool) {
 		return Failure{Type: TypeInvalidRequest, Provider: ProviderGeneric}, true
 	case reLocalNotFound.MatchString(msg):
 		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
+	}
+	return Failure{}, false
+}
+
+// mcpCodeText types text that matched nothing else by the JSON-RPC code an MCP SDK put first
+// ("MCP error -32602: ..."): the server's own refusal of the request, which the agent must fix.
+func mcpCodeText(full string) (Failure, bool) {
+	switch {
+	case reMCPNotFound.MatchString(full):
+		return Failure{Type: TypeNotFound, Provider: ProviderGeneric}, true
+	case reMCPInvalid.MatchString(full):
+		return Failure{Type: TypeInvalidRequest, Provider: ProviderGeneric}, true
 	}
 	return Failure{}, false
 }

@@ -268,3 +268,30 @@ func TestStartFailureSameType(t *testing.T) {
 		t.Errorf("start failures mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// TestTypeScriptSDKRefusalsTyped: the TypeScript SDK server answers its own
+// refusals of a call (arguments failing the tool's schema, an unknown tool)
+// as a tool error result whose text starts with the JSON-RPC code; they
+// reach the agent as invalid_request and not_found, as the go-sdk's do,
+// not as upstream_error (found trying the gateway from outside with
+// server-everything).
+func TestTypeScriptSDKRefusalsTyped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "ts", "get")
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  ts: {url: %s}\n", up.url()))
+	for text, want := range map[string]authmap.Type{
+		`MCP error -32602: Input validation error: Invalid arguments for tool get-sum: [{"expected": "number", "code": "invalid_type", "path": ["a"]}]`: authmap.TypeInvalidRequest,
+		"MCP error -32602: Tool nope not found": authmap.TypeNotFound,
+		"MCP error -32603: something broke":     authmap.TypeUpstreamError,
+	} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "ts__get", Arguments: map[string]any{"text": "iserror:" + text}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := failureMeta(t, res); f["type"] != string(want) || f["retryable"] == true {
+			t.Errorf("%q: failure %v; want %s, not retryable", text, f, want)
+		}
+	}
+}
