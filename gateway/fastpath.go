@@ -205,6 +205,12 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 				writeBadID(w, id)
 				return
 			}
+			if read && headersOK {
+				if code, msg := malformedMessage(body); code != 0 {
+					writeMalformed(w, code, msg)
+					return
+				}
+			}
 			// A request the SDK serves, with an id a fast call of the
 			// session has in flight, or the other way round, is a
 			// duplicate the SDK cannot see.
@@ -512,6 +518,56 @@ func writeInvalid(w http.ResponseWriter, answer []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
 	_, _ = w.Write(answer)
+}
+
+// malformedMessage reports why body, a POST's, is not one JSON-RPC message
+// (or a batch, which the SDK reads): -32700 for JSON that does not parse,
+// -32600 for JSON that is no request, notification or response. It returns
+// 0 for a body the SDK may take (a message, a batch, JSON nested too deep,
+// which the SDK refuses itself). The SDK answered these with a text/plain
+// 400 ("malformed payload: ..."), and took {"jsonrpc":"2.0","id":2} for an
+// answer to nothing (202); the spec lets the 400 carry a JSON-RPC error
+// with no id, and agents read that (found trying the gateway from outside).
+func malformedMessage(body []byte) (code int64, msg string) {
+	trimmed := bytes.TrimSpace(body)
+	if !jsonDepthOK(trimmed) {
+		return 0, ""
+	}
+	if !json.Valid(trimmed) {
+		return jsonrpc.CodeParseError, "Parse error: the body is not valid JSON"
+	}
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		return 0, ""
+	}
+	var env struct {
+		JSONRPC *string         `json:"jsonrpc"`
+		Method  *string         `json:"method"`
+		ID      json.RawMessage `json:"id"`
+		Result  json.RawMessage `json:"result"`
+		Error   json.RawMessage `json:"error"`
+	}
+	if len(trimmed) == 0 || trimmed[0] != '{' || agentJSON(trimmed, &env) != nil {
+		return jsonrpc.CodeInvalidRequest, "Invalid Request: the body is not a JSON-RPC message (a JSON object)"
+	}
+	switch {
+	case env.JSONRPC == nil || *env.JSONRPC != "2.0":
+		return jsonrpc.CodeInvalidRequest, `Invalid Request: "jsonrpc" must be "2.0"`
+	case env.Method != nil:
+		if *env.Method == "" {
+			return jsonrpc.CodeInvalidRequest, `Invalid Request: "method" is empty`
+		}
+	case len(env.ID) == 0 || (env.Result == nil && env.Error == nil):
+		return jsonrpc.CodeInvalidRequest, `Invalid Request: neither a request ("method") nor a response ("id" with "result" or "error")`
+	}
+	return 0, ""
+}
+
+// writeMalformed answers a body malformedMessage refused: 400 with a
+// JSON-RPC error whose id is null.
+func writeMalformed(w http.ResponseWriter, code int64, msg string) {
+	data, _ := json.Marshal(&jsonrpc.Error{Code: code, Message: msg})
+	b := append([]byte(`{"jsonrpc":"2.0","id":null,"error":`), data...)
+	writeInvalid(w, append(b, '}'))
 }
 
 // agentRequestID returns the id of body's request as its JSON text, or nil

@@ -1267,3 +1267,44 @@ func TestInexactIDInBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestMalformedBody: a POST whose body is not one JSON-RPC message is
+// answered 400 with a JSON-RPC error whose id is null: -32700 for JSON that
+// does not parse, -32600 for JSON that is no message. The SDK answered a
+// text/plain 400, and took a message with an id and nothing else for an
+// answer (202). The session goes on.
+func TestMalformedBody(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	for _, fast := range []bool{true, false} {
+		a := newRawAgent(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  a: {url: %s}\n", fast, up.url())))
+		for body, code := range map[string]int{
+			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":`: -32700,
+			``:          -32700,
+			`{"foo":1}`: -32600,
+			`{"jsonrpc":"1.0","id":1,"method":"ping"}`: -32600,
+			`{"id":1,"method":"ping"}`:                 -32600,
+			`{"jsonrpc":"2.0","id":2}`:                 -32600,
+			`{"jsonrpc":"2.0","id":3,"method":""}`:     -32600,
+			`"ping"`:                                   -32600,
+		} {
+			resp, got := a.post(ctx, body)
+			var ans struct {
+				ID    json.RawMessage `json:"id"`
+				Error struct {
+					Code    int    `json:"code"`
+					Message string `json:"message"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(got, &ans); err != nil || resp.StatusCode != http.StatusBadRequest ||
+				resp.Header.Get("Content-Type") != "application/json" || string(ans.ID) != "null" || ans.Error.Code != code || ans.Error.Message == "" {
+				t.Errorf("fast_path %v, body %q: %d %s %s; want 400, a JSON-RPC error %d with id null", fast, body, resp.StatusCode, resp.Header.Get("Content-Type"), got, code)
+			}
+		}
+		if resp, got := a.post(ctx, `{"jsonrpc":"2.0","id":9,"method":"ping"}`); resp.StatusCode != http.StatusOK || !bytes.Contains(got, []byte(`"id":9,"result"`)) {
+			t.Errorf("fast_path %v: ping after: %d %s", fast, resp.StatusCode, got)
+		}
+	}
+}
