@@ -116,12 +116,15 @@ func (u *upstream) run(ctx context.Context) {
 		}
 		// A session that ends soon after it began counts as a failed
 		// attempt, so an upstream that accepts and then drops connections
-		// is retried with backoff, not in a tight loop.
+		// is retried with backoff, not in a tight loop. A credential that
+		// changes ends the wait, as after a failed connect: a probe held
+		// back by a rejected value takes the session down this way, and
+		// the rotation that fixes it waited out the backoff.
 		if time.Since(began) >= u.gw.opts.ReconnectMax {
 			attempt = -1
 			continue
 		}
-		if !u.gw.sleep(ctx, u.gw.backoff(attempt)) {
+		if !u.backoffSleep(ctx, u.gw.backoff(attempt)) {
 			return
 		}
 	}

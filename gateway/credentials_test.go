@@ -728,6 +728,40 @@ func TestCredentialChangeEndsReconnectBackoff(t *testing.T) {
 	}
 }
 
+// TestRotationAfterCallRejectionReconnects: a credential a call found
+// rejected, after which the health probe (refused: the value is held back)
+// took the upstream down, reconnects as soon as the credential is rotated.
+// It waited out the reconnect backoff of the lost session instead (6 to 27
+// s in a trial from outside, an hour here), calls meanwhile failing with
+// "is invalid and is not sent again until it changes".
+func TestRotationAfterCallRejectionReconnects(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "first-token-0123456789\n")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	g := startCredServer(t, ctx, tokConfig("health_interval: 50ms\nlifecycle: {startup: {fail_on: never}}\n", "source: {file: "+path+"}", up.url()),
+		&Options{Logger: &log, ReconnectMin: time.Hour, ReconnectMax: time.Hour})
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	cs := agentAt(t, ctx, hs.URL, nil)
+	callOK(t, ctx, cs, "api__echo")
+
+	up.refuse("first-token-0123456789", rejectInvalid)
+	if f := failureOf(t, callTool(t, ctx, cs, "api__echo")); f.Subtype != authmap.SubtypeCredentialInvalid {
+		t.Fatalf("call after the revocation: %+v; want credential_invalid", f)
+	}
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Status == StatusDown })
+
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789\n")
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Status == StatusUp })
+	callOK(t, ctx, cs, "api__echo")
+}
+
 // Regression test for issue 7 (admin endpoints): the bearer scheme of
 // admin.token is matched without regard to case, as HTTP says; a wrong or
 // missing token, or another scheme, still gets 401.
