@@ -267,6 +267,21 @@ func (s *Set) Apply(configs map[string]Config) {
 	}
 }
 
+// Retain drops the credential breakers keep refuses, given their upstream
+// and credential: call it after Apply with the credentials each upstream
+// still uses, so that a credential a reload renamed or unbound does not
+// leave its breaker behind in every snapshot. Upstream breakers are Apply's.
+func (s *Set) Retain(keep func(upstream, credential string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.breakers {
+		up, cred, ok := strings.Cut(name, "/")
+		if ok && !keep(up, cred) {
+			delete(s.breakers, name)
+		}
+	}
+}
+
 // get returns the breaker called name, making it if needed.
 func (s *Set) get(name string) *breaker {
 	s.mu.RLock()

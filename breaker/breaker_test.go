@@ -317,6 +317,18 @@ func TestApplySurvivesReload(t *testing.T) {
 	if diff := cmp.Diff([]string{"b", "b/k"}, names); diff != "" {
 		t.Errorf("after removing a: snapshot mismatch (-want +got):\n%s", diff)
 	}
+
+	// A credential b no longer uses (renamed by a reload): its breaker goes,
+	// the upstream's own stays.
+	call(t, s, "b/k2", 1, Success())
+	s.Retain(func(up, cred string) bool { return up == "b" && cred == "k2" })
+	names = nil
+	for _, x := range s.Snapshot() {
+		names = append(names, x.Name)
+	}
+	if diff := cmp.Diff([]string{"b", "b/k2"}, names); diff != "" {
+		t.Errorf("after Retain: snapshot mismatch (-want +got):\n%s", diff)
+	}
 }
 
 func TestDoneTwiceCountsOnce(t *testing.T) {

@@ -78,6 +78,10 @@ func (g *Server) applyBreakers(cfg *Config) {
 		}
 	}
 	g.breakers.Apply(configs)
+	g.breakers.Retain(func(up, cred string) bool {
+		u := cfg.Upstreams[up]
+		return u != nil && slices.Contains(u.boundCredentials(cfg.Credentials), cred)
+	})
 }
 
 // breakerChange logs each breaker state change once and publishes it.

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 )
 
 // reloadUpstreamMode makes the test binary the stdio upstream of the reload
@@ -573,6 +574,36 @@ func TestReloadCredentialsAndRestartKeys(t *testing.T) {
 	}
 	if g.credential("missing") != nil || g.upstream("other") != nil {
 		t.Error("the rejected config's credential or upstream is in force")
+	}
+}
+
+// TestReloadRenamedCredentialBreaker: a credential a reload renames (or
+// unbinds) leaves no breaker behind: /health and the metrics showed the old
+// name's breaker beside the new one's until a restart (found trying the
+// gateway from outside).
+func TestReloadRenamedCredentialBreaker(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const value = "tok-value-0123456789"
+	g, cs, _, up := valueTokGateway(t, ctx, "", value)
+	callOK(t, ctx, cs, "api__echo")
+	if _, ok := g.Health().Upstreams["api"].CredentialBreakers["tok"]; !ok {
+		t.Fatalf("no breaker for tok before the reload: %+v", g.Health().Upstreams["api"].CredentialBreakers)
+	}
+	renamed := fmt.Sprintf("credentials:\n  renamed: {source: {value: %s}}\nupstreams:\n  api: {url: %s, credential: renamed}\n", value, up.url())
+	if err := reloadTo(t, g, renamed); err != nil {
+		t.Fatal(err)
+	}
+	callOK(t, ctx, cs, "api__echo")
+	got := g.Health().Upstreams["api"].CredentialBreakers
+	if _, old := got["tok"]; old || len(got) != 1 {
+		t.Errorf("credential breakers after the rename: %+v; want renamed's only", got)
+	}
+	for _, s := range g.breakers.Snapshot() {
+		if s.Name == breaker.Name("api", "tok") {
+			t.Errorf("the breaker set still holds %s", s.Name)
+		}
 	}
 }
 
