@@ -699,10 +699,10 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 		// parse as it is, so no YAML file is ever read differently.
 		clean, ok := stripJSONC(data)
 		if !ok {
-			return nil, nil, fmt.Errorf("config: %w", err)
+			return nil, nil, fmt.Errorf("config: %w", yamlLine(err))
 		}
 		if raw, err = yaml.Parser().Unmarshal(clean); err != nil {
-			return nil, nil, fmt.Errorf("config: %w", err)
+			return nil, nil, fmt.Errorf("config: %w", yamlLine(err))
 		}
 		data = clean
 	}
@@ -724,6 +724,24 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 		}
 	}
 	return raw, listed, nil
+}
+
+// reParserLine matches the YAML library's parser errors (its scanner's
+// say "could not find", "found", "mapping values ..."), whose line it
+// counts from 0: "line 1" for an unclosed "[" on the file's second line.
+var reParserLine = regexp.MustCompile(`^yaml: line (\d+): (did not find expected .*)$`)
+
+// yamlLine returns err, a YAML syntax error, with the line of a parser
+// error counted from 1 as an editor counts it, as the library's scanner
+// errors already are (the line was the one before the problem's: found
+// trying the gateway from outside).
+func yamlLine(err error) error {
+	m := reParserLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err
+	}
+	n, _ := strconv.Atoi(m[1])
+	return fmt.Errorf("yaml: line %d: %s", n+1, m[2])
 }
 
 // rawMap is a koanf provider of a map already read.

@@ -117,3 +117,21 @@ func TestShippedConfigs(t *testing.T) {
 		}
 	}
 }
+
+// TestYAMLSyntaxErrorLine: a YAML syntax error names the line an editor
+// shows. The library counts its parser errors' lines from 0 (an unclosed
+// "[" on line 2 was "line 1"), its scanner errors' from 1.
+func TestYAMLSyntaxErrorLine(t *testing.T) {
+	t.Parallel()
+	for doc, want := range map[string]string{
+		"listen: 127.0.0.1:1\nhealth_interval: [5s\nupstreams: {}\n":                "line 2: did not find expected ',' or ']'",
+		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n- c\n":          "line 4: did not find expected key",
+		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n  b: @x\n":      "line 4: found character that cannot start any token",
+		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp\n  b: {url: y}\n": "line 3: did not find expected ',' or '}'",
+	} {
+		_, err := ParseConfig([]byte(doc), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseConfig(%q) = %v; want %q", doc, err, want)
+		}
+	}
+}
