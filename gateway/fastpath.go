@@ -60,7 +60,8 @@ type fastCalls struct {
 	// sdk are the requests in flight that the front passed to the SDK, so
 	// that an id is in flight once per session whichever path serves it
 	// (each path refuses a duplicate of its own).
-	sdk  map[fastKey]struct{}
+	// Each holds whether its agent cancelled it (sdkAnswerFilter).
+	sdk  map[fastKey]*atomic.Bool
 	asks map[fastKey]chan *rawMessage
 	// bySession are the requests the SDK serves, by agent session id, so
 	// that a DELETE of the session ends them as it ends its fast calls
@@ -104,7 +105,7 @@ func requestUser(r *http.Request) string {
 func (f *fastCalls) active() bool { return f.running.Load() > 0 || f.pending.Load() > 0 }
 
 func newFastCalls() *fastCalls {
-	return &fastCalls{calls: map[fastKey]fastCall{}, sdk: map[fastKey]struct{}{}, asks: map[fastKey]chan *rawMessage{},
+	return &fastCalls{calls: map[fastKey]fastCall{}, sdk: map[fastKey]*atomic.Bool{}, asks: map[fastKey]chan *rawMessage{},
 		bySession: map[string]map[int64]sdkRequest{}, ending: map[[2]string]int{}}
 }
 
@@ -215,11 +216,19 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			// session has in flight, or the other way round, is a
 			// duplicate the SDK cannot see.
 			if key := (fastKey{sid, string(id), requestUser(r)}); sid != "" && validID(id) {
-				if !g.fast.registerSDK(key) {
+				cancelled := g.fast.registerSDK(key)
+				if cancelled == nil {
 					writeDuplicate(w, key.id)
 					return
 				}
 				defer g.fast.unregisterSDK(key)
+				w = &sdkAnswerFilter{ResponseWriter: w, id: id, cancelled: cancelled}
+			} else if read && sid != "" {
+				if reqID := cancelledID(body); reqID != nil {
+					// Marked before the SDK ends the request, so that the
+					// answer it then writes is held back.
+					g.fast.cancelSDK(fastKey{sid, string(reqID), requestUser(r)})
+				}
 			}
 			// Not for the fast path: the SDK reads the body as it came.
 			r.Body = struct {
@@ -520,6 +529,69 @@ func writeInvalid(w http.ResponseWriter, answer []byte) {
 	_, _ = w.Write(answer)
 }
 
+// sdkAnswerFilter is the response of a request the SDK serves: it holds
+// back the request's answer once its agent has cancelled it, as JSON-RPC
+// asks of the receiver of a cancellation, and as the fast path does. The
+// SDK answered -32603 "context canceled", which the TypeScript client
+// reports as a response to an unknown id (found trying the gateway from
+// outside: a call with a progress token, then cancelled). The stream still
+// ends once the SDK has written the answer. The SDK writes each SSE event,
+// or a JSON answer, in one Write.
+type sdkAnswerFilter struct {
+	http.ResponseWriter
+	id        json.RawMessage
+	cancelled *atomic.Bool
+}
+
+func (w *sdkAnswerFilter) Write(b []byte) (int, error) {
+	if w.cancelled.Load() && answersID(b, w.id) {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *sdkAnswerFilter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// answersID reports whether b, an SSE event or a JSON body, is the answer
+// (a result or an error) to the request of id.
+func answersID(b []byte, id json.RawMessage) bool {
+	data := b
+	if i := bytes.Index(b, []byte("data: ")); i >= 0 && !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+		data = b[i+len("data: "):]
+		if j := bytes.IndexByte(data, '\n'); j >= 0 {
+			data = data[:j]
+		}
+	}
+	var env struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+		Result json.RawMessage `json:"result"`
+		Error  json.RawMessage `json:"error"`
+	}
+	if agentJSON(bytes.TrimSpace(data), &env) != nil || env.Method != "" || (env.Result == nil && env.Error == nil) {
+		return false
+	}
+	return bytes.Equal(bytes.TrimSpace(env.ID), id)
+}
+
+// cancelledID returns the requestId of body's notifications/cancelled as
+// its JSON text, or nil if body is not one.
+func cancelledID(body []byte) json.RawMessage {
+	if !bytes.Contains(body, []byte("notifications/cancelled")) {
+		return nil
+	}
+	var n struct {
+		Method string `json:"method"`
+		Params struct {
+			RequestID json.RawMessage `json:"requestId"`
+		} `json:"params"`
+	}
+	if agentJSON(bytes.TrimSpace(body), &n) != nil || n.Method != "notifications/cancelled" {
+		return nil
+	}
+	return bytes.TrimSpace(n.Params.RequestID)
+}
+
 // malformedMessage reports why body, a POST's, is not one JSON-RPC message
 // (or a batch, which the SDK reads): -32700 for JSON that does not parse,
 // -32600 for JSON that is no request, notification or response. It returns
@@ -690,14 +762,28 @@ func (f *fastCalls) register(key fastKey, cancel context.CancelCauseFunc) bool {
 }
 
 // registerSDK records a request the SDK serves, as register does.
-func (f *fastCalls) registerSDK(key fastKey) bool {
+// registerSDK records a request the SDK serves, unless one of key is in
+// flight on either path; it returns the flag its agent's cancellation sets,
+// nil for a duplicate.
+func (f *fastCalls) registerSDK(key fastKey) *atomic.Bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.inFlight(key) {
-		return false
+		return nil
 	}
-	f.sdk[key] = struct{}{}
-	return true
+	cancelled := new(atomic.Bool)
+	f.sdk[key] = cancelled
+	return cancelled
+}
+
+// cancelSDK marks the request the SDK serves of key as cancelled by its
+// agent, if there is one.
+func (f *fastCalls) cancelSDK(key fastKey) {
+	f.mu.Lock()
+	if c := f.sdk[key]; c != nil {
+		c.Store(true)
+	}
+	f.mu.Unlock()
 }
 
 // inFlight reports whether a request of key is in flight on either path;

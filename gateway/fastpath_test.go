@@ -1162,45 +1162,60 @@ func TestSlowAgentIsNotAnUpstreamTimeout(t *testing.T) {
 	}
 }
 
-// TestFastPathCancelledCallNotAnswered: a fast call its agent cancels ends
+// TestFastPathCancelledCallNotAnswered: a call its agent cancels ends
 // without an answer, as JSON-RPC asks of the receiver of a cancellation (it
 // answered -32603 "context canceled", which the TypeScript client reports
-// as a response to an unknown id), and the upstream is told.
+// as a response to an unknown id), and the upstream is told: a fast call,
+// and a call the SDK serves (one with a progress token; the fast path off),
+// whose answer the SDK writes and the front holds back.
 func TestFastPathCancelledCallNotAnswered(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	_, a, started, cancelled := slowScene(t, ctx)
-	type answer struct {
-		resp *http.Response
-		body []byte
-	}
-	got := make(chan answer, 1)
-	go func() {
-		r, b := a.post(ctx, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{"name":"f__slow","arguments":{}}}`)
-		got <- answer{r, b}
-	}()
-	select {
-	case <-started:
-	case <-ctx.Done():
-		t.Fatal("the call never started")
-	}
-	if r, b := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}`); r.StatusCode != http.StatusAccepted {
-		t.Fatalf("cancellation: %d %s", r.StatusCode, b)
-	}
-	select {
-	case <-cancelled:
-	case <-ctx.Done():
-		t.Fatal("the upstream's call was never cancelled")
-	}
-	var ans answer
-	select { // a.post fails the test on its goroutine, which then never sends
-	case ans = <-got:
-	case <-ctx.Done():
-		t.Fatal("the cancelled call's POST never ended")
-	}
-	if ans.resp.StatusCode != http.StatusOK || strings.Contains(string(ans.body), `"id"`) {
-		t.Errorf("the cancelled call's POST: %d %q; want 200 and no answer", ans.resp.StatusCode, ans.body)
+	for _, tc := range []struct{ name, config, meta string }{
+		{"fast", "", ""},
+		{"progress token", "", `"_meta":{"progressToken":"p1"},`},
+		{"fast_path off", "fast_path: false\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			_, a, started, cancelled := slowSceneWith(t, ctx, tc.config, "")
+			type answer struct {
+				resp *http.Response
+				body []byte
+			}
+			got := make(chan answer, 1)
+			go func() {
+				r, b := a.post(ctx, `{"jsonrpc":"2.0","id":"c1","method":"tools/call","params":{`+tc.meta+`"name":"f__slow","arguments":{}}}`)
+				got <- answer{r, b}
+			}()
+			select {
+			case <-started:
+			case <-ctx.Done():
+				t.Fatal("the call never started")
+			}
+			if r, b := a.post(ctx, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"c1","reason":"user"}}`); r.StatusCode != http.StatusAccepted {
+				t.Fatalf("cancellation: %d %s", r.StatusCode, b)
+			}
+			select {
+			case <-cancelled:
+			case <-ctx.Done():
+				t.Fatal("the upstream's call was never cancelled")
+			}
+			var ans answer
+			select { // a.post fails the test on its goroutine, which then never sends
+			case ans = <-got:
+			case <-ctx.Done():
+				t.Fatal("the cancelled call's POST never ended")
+			}
+			if ans.resp.StatusCode != http.StatusOK || strings.Contains(string(ans.body), `"id"`) {
+				t.Errorf("the cancelled call's POST: %d %q; want 200 and no answer", ans.resp.StatusCode, ans.body)
+			}
+			// The session goes on, the id free again.
+			if r, b := a.post(ctx, `{"jsonrpc":"2.0","id":"c1","method":"ping"}`); r.StatusCode != http.StatusOK || !strings.Contains(string(b), `"result"`) {
+				t.Errorf("a ping after: %d %s", r.StatusCode, b)
+			}
+		})
 	}
 }
 
