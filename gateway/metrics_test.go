@@ -282,9 +282,7 @@ func TestMetricsUpstreamDown(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dead := httptest.NewServer(http.NotFoundHandler())
-	url := dead.URL + "/mcp"
-	dead.Close()
+	url := deadURL(t)
 	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  gone: {url: %s}\n", url))
 	mfs := gather(t, g)
 	wantSample(t, mfs, "credgate_upstream_up", map[string]string{"upstream": "gone"}, 0)
@@ -519,6 +517,14 @@ func BenchmarkCallMetricsOff(b *testing.B) {
 	benchEcho(b, ctx, cs)
 }
 
+// deadURL returns the /mcp URL of a server that has closed: nothing listens.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	defer dead.Close()
+	return dead.URL + "/mcp"
+}
+
 // TestDownUpstreamCallAudited: a call to a tool of an upstream that never
 // connected (so never listed its tools) is answered with why, and audited
 // and counted as any call. It was neither: calls failed by a credential
@@ -528,9 +534,7 @@ func TestDownUpstreamCallAudited(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	dead := httptest.NewServer(http.NotFoundHandler())
-	url := dead.URL + "/mcp"
-	dead.Close()
+	url := deadURL(t)
 	var log syncBuffer
 	g := newTestGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  gone: {url: %s}\n", url), zerolog.New(&log).Level(zerolog.InfoLevel))
 	cs := agent(t, ctx, g, nil)
