@@ -131,15 +131,32 @@ func TestRedactor(t *testing.T) {
 		"tok%2Fen%2BSecret%3DABC%20def123456789", // encodeURIComponent
 		"tok%2fen%2bSecret%3dABC%20def123456789", // lower-case hex
 		"tok%2Fen+Secret=ABC%20def123456789",     // a path segment
+		"tok/en%2BSecret%3DABC%20def123456789",   // Python's quote (keeps "/")
+		"tok/en+Secret=ABC%20def123456789",       // encodeURI
+		"tok%2fen%2BSecret%3dABC%20def123456789", // hex cases mixed
 		`tok\/en+Secret=ABC def123456789`,        // "/" escaped in JSON
 	} {
 		if got := enc.RedactKnown("sent " + in + " back"); got != "sent [REDACTED] back" {
 			t.Errorf("RedactKnown(%q) = %q, want it redacted", in, got)
 		}
+		if got := enc.Redact("sent " + in + " back"); got != "sent [REDACTED] back" {
+			t.Errorf("Redact(%q) = %q, want it redacted", in, got)
+		}
+		if strings.Contains(in, "%") && !enc.HoldsEncoded([]byte(in)) {
+			t.Errorf("HoldsEncoded(%q) = false", in)
+		}
 	}
-	// A value of letters and digits has one form only.
-	if n := len(NewRedactor([]string{"plainToken0123456789"}).Secrets()); n != 1 {
-		t.Errorf("a plain token is known in %d forms, want 1", n)
+	if enc.HoldsEncoded([]byte("tok%2Fen%2BSecret%3DABC%20other")) {
+		t.Error("HoldsEncoded matched another value")
+	}
+	// The values are kept as given, each once; a value of letters and
+	// digits is searched for in one form only, and has no pattern.
+	plain := NewRedactor([]string{"plainToken0123456789", "plainToken0123456789"})
+	if n := len(plain.Secrets()); n != 1 || len(plain.Values()) != 1 || plain.HoldsEncoded([]byte("plainToken0123456789%")) {
+		t.Errorf("a plain token: %d forms, values %v; want 1 form, 1 value, no pattern", n, plain.Values())
+	}
+	if v := enc.Values(); len(v) != 1 || v[0] != "tok/en+Secret=ABC def123456789" {
+		t.Errorf("Values() = %q; want the value as given", v)
 	}
 	// RedactKnown leaves token shapes to the surfaces that want them gone.
 	if in := "token ghp_0123456789abcdefghij0123"; r.RedactKnown(in) != in || r.Redact(in) == in {

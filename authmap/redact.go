@@ -3,12 +3,12 @@ package authmap
 import (
 	"bytes"
 	"encoding/json"
-	"net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Redacted replaces every secret Redact removes.
@@ -184,9 +184,24 @@ func replaceGroup(s string, re *regexp.Regexp, needDigit bool) string {
 // shapes. Its list is live: Add makes a value known from then on (a credential rotated while the
 // gateway runs), for every surface that redacts through it. It is safe for concurrent use, and
 // redacting takes no lock.
+//
+// A value is known as written, in the forms JSON encoders write it in (jsonForms), and
+// percent-encoded by any encoder (pctPattern): a value an upstream echoes in a URL it quotes, or
+// a form body, is redacted too. (Found trying the gateway from outside: "tok/en+Secret=..." came
+// back as "tok%2Fen%2BSecret%3D..." in a result and in an upstream's 401 body, unredacted.)
 type Redactor struct {
-	mu    sync.Mutex               // serialises Add
-	known atomic.Pointer[[]string] // longest first; each at least 4 bytes; no duplicates
+	mu    sync.Mutex                    // serialises Add and Replace
+	state atomic.Pointer[redactorState] // nil: nothing known
+}
+
+// redactorState is what a Redactor knows, replaced whole on each change.
+type redactorState struct {
+	values []string // as given: at least 4 bytes each, no duplicates
+	known  []string // values and their JSON forms, longest first, no duplicates
+	// pct matches a value percent-encoded, any of its escapable bytes
+	// escaped or not, in either hex case; one per value that has such a
+	// byte, longest value first. Run only on text that holds a "%".
+	pct []*regexp.Regexp
 }
 
 // NewRedactor returns a Redactor that knows secrets (nil allowed).
@@ -197,26 +212,16 @@ func NewRedactor(secrets []string) *Redactor {
 }
 
 // Add makes secrets known. Values shorter than 4 bytes are ignored: redacting them would shred
-// ordinary text. A value is also known in the forms it takes when written into JSON or a URL
-// (encodedForms), so that raw JSON (an upstream's error data) and a value an upstream echoes
-// percent-encoded (in a URL it quotes, a form body) are redacted too.
+// ordinary text.
 func (r *Redactor) Add(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next := slices.Clone(r.Secrets())
-	n := len(next)
-	for _, s := range secrets {
-		for _, form := range encodedForms(s) {
-			if len(form) >= minSecretLen && !slices.Contains(next, form) {
-				next = append(next, form)
-			}
-		}
-	}
-	if len(next) == n {
+	old := r.Values()
+	next := newRedactorState(append(slices.Clone(old), secrets...))
+	if len(next.values) == len(old) {
 		return
 	}
-	slices.SortStableFunc(next, longestFirst)
-	r.known.Store(&next)
+	r.state.Store(next)
 }
 
 // Replace makes secrets the whole list, dropping values no longer given: for a caller that
@@ -225,58 +230,85 @@ func (r *Redactor) Add(secrets ...string) {
 func (r *Redactor) Replace(secrets ...string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	next := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		for _, form := range encodedForms(s) {
-			if len(form) >= minSecretLen && !slices.Contains(next, form) {
-				next = append(next, form)
+	r.state.Store(newRedactorState(secrets))
+}
+
+func newRedactorState(secrets []string) *redactorState {
+	st := &redactorState{}
+	seen := make(map[string]bool, len(secrets))
+	for _, v := range secrets {
+		if len(v) < minSecretLen || seen[v] {
+			continue
+		}
+		seen[v] = true
+		st.values = append(st.values, v)
+	}
+	forms := make(map[string]bool, len(st.values))
+	for _, v := range st.values {
+		for _, f := range jsonForms(v) {
+			if len(f) >= minSecretLen && !forms[f] {
+				forms[f] = true
+				st.known = append(st.known, f)
 			}
 		}
 	}
-	slices.SortStableFunc(next, longestFirst)
-	r.known.Store(&next)
-}
-
-// encodedForms returns s and, where they differ, the forms encoders write it in: JSON's
-// (jsonForms), and percent-encoding's, as a query value (space as "+"), as a path segment, and
-// as JavaScript's encodeURIComponent (space as "%20"), each with upper and lower case hex. A
-// secret of letters and digits only (most tokens) has no other form. (Found trying the gateway
-// from outside: "tok/en+Secret=..." came back as "tok%2Fen%2BSecret%3D..." in a result and in
-// an upstream's 401 body, unredacted.)
-func encodedForms(s string) []string {
-	forms := jsonForms(s)
-	add := func(f string) {
-		if !slices.Contains(forms, f) {
-			forms = append(forms, f)
+	slices.SortStableFunc(st.known, longestFirst)
+	byLength := slices.Clone(st.values)
+	slices.SortStableFunc(byLength, longestFirst)
+	for _, v := range byLength {
+		if re := pctPattern(v); re != nil {
+			st.pct = append(st.pct, re)
 		}
 	}
-	for _, f := range []string{url.QueryEscape(s), url.PathEscape(s), strings.ReplaceAll(url.QueryEscape(s), "+", "%20")} {
-		add(f)
-		add(lowerHex(f))
-	}
-	return forms
+	return st
 }
 
-// lowerHex returns f, a percent-encoded text, with its escapes' hex digits in lower case.
-func lowerHex(f string) string {
-	if !strings.Contains(f, "%") {
-		return f
+// pctPattern returns a pattern matching v percent-encoded by any encoder, or nil when no encoder
+// would change it (letters, digits and "-._~" only, as most tokens are). Each other byte may be
+// written as is or as %XX (either hex case), and a space also as "+": query values, path segments,
+// encodeURIComponent, encodeURI and Python's quote differ only in which bytes they escape.
+func pctPattern(v string) *regexp.Regexp {
+	if !utf8.ValidString(v) {
+		return nil
 	}
-	b := []byte(f)
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == '%' {
-			b[i+1], b[i+2] = lowerASCII(b[i+1]), lowerASCII(b[i+2])
-			i += 2
+	var b strings.Builder
+	escapable := false
+	for _, c := range v {
+		if c < utf8.RuneSelf && unreserved(byte(c)) {
+			b.WriteString(regexp.QuoteMeta(string(c)))
+			continue
 		}
+		escapable = true
+		b.WriteString("(?:")
+		b.WriteString(regexp.QuoteMeta(string(c)))
+		if c == ' ' {
+			b.WriteString(`|\+`)
+		}
+		b.WriteString("|")
+		for _, x := range []byte(string(c)) {
+			b.WriteString("%" + hexClass(x>>4) + hexClass(x&0xf))
+		}
+		b.WriteString(")")
 	}
-	return string(b)
+	if !escapable {
+		return nil
+	}
+	return regexp.MustCompile(b.String())
 }
 
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
+// unreserved reports whether c is one no percent-encoder escapes (RFC 3986's unreserved).
+func unreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// hexClass is a pattern matching the hex digit of n in either case.
+func hexClass(n byte) string {
+	const digits = "0123456789ABCDEF"
+	d := digits[n]
+	if d < 'A' {
+		return string(d)
 	}
-	return c
+	return "[" + string(d) + string(d+'a'-'A') + "]"
 }
 
 // jsonForms returns s and, where they differ, the forms JSON encoders write it in: with and
@@ -301,12 +333,49 @@ func jsonForms(s string) []string {
 	return forms
 }
 
-// Secrets returns the known values, longest first. The slice must not be modified.
+// Secrets returns the forms of the known values that are searched for as they are (the values
+// and their JSON forms), longest first. The slice must not be modified. A value percent-encoded
+// is not among them: see HoldsEncoded.
 func (r *Redactor) Secrets() []string {
-	if p := r.known.Load(); p != nil {
-		return *p
+	if st := r.state.Load(); st != nil {
+		return st.known
 	}
 	return nil
+}
+
+// Values returns the known values as they were given. The slice must not be modified.
+func (r *Redactor) Values() []string {
+	if st := r.state.Load(); st != nil {
+		return st.values
+	}
+	return nil
+}
+
+// HoldsEncoded reports whether b holds a known value percent-encoded (with at least one byte
+// escaped, or as written).
+func (r *Redactor) HoldsEncoded(b []byte) bool {
+	st := r.state.Load()
+	if st == nil || len(st.pct) == 0 || bytes.IndexByte(b, '%') < 0 {
+		return false
+	}
+	for _, re := range st.pct {
+		if re.Match(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// redactEncoded removes the known values percent-encoded from s.
+func (r *Redactor) redactEncoded(s string) string {
+	st := r.state.Load()
+	if st == nil || len(st.pct) == 0 || strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	for _, re := range st.pct {
+		s = re.ReplaceAllLiteralString(s, Redacted)
+	}
+	return s
 }
 
 // Redact removes the known values and the well-known token shapes from s, like the package's
@@ -315,13 +384,14 @@ func (r *Redactor) Redact(s string) string {
 	if s == "" {
 		return s
 	}
-	return redactSorted(s, r.Secrets())
+	return redactSorted(r.redactEncoded(s), r.Secrets())
 }
 
 // RedactKnown removes only the known values from s: for data an upstream returned as a success,
 // where a token-shaped string may be the very point of the result. It returns s itself, without
 // allocating, when s holds none, so that the hot path of ordinary results costs a few searches.
 func (r *Redactor) RedactKnown(s string) string {
+	s = r.redactEncoded(s)
 	known := r.Secrets()
 	for i, sec := range known {
 		if strings.Contains(s, sec) {

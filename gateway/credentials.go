@@ -208,7 +208,7 @@ func (g *Server) initCredentials() error {
 		cs.webhookSecret = read("webhooks.secret", g.config().Webhooks.Secret)
 	}
 	cs.base = slices.Clone(cs.static)
-	cs.static = append(cs.static, g.redactor.Secrets()...)
+	cs.static = append(cs.static, g.redactor.Values()...) // as given: Replace writes their forms
 	g.refreshRedactor()
 	return errors.Join(errs...)
 }

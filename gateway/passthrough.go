@@ -175,8 +175,8 @@ func wireClean(raw []byte) bool {
 
 // secretFree reports whether raw, JSON text, can hold none of the
 // configured secrets once decoded: none of the forms they are written in
-// occurs in it, and it has no escapes (\u, \/) that could spell one another
-// way.
+// occurs in it (percent-encoded too), and it has no escapes (\u, \/) that
+// could spell one another way.
 func (g *Server) secretFree(raw []byte) bool {
 	secrets := g.redactor.Secrets()
 	if len(secrets) == 0 {
@@ -190,7 +190,7 @@ func (g *Server) secretFree(raw []byte) bool {
 			return false
 		}
 	}
-	return true
+	return !g.redactor.HoldsEncoded(raw)
 }
 
 // passedBytes returns the bytes to answer res with, if res is a stand-in

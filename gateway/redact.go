@@ -420,7 +420,7 @@ func (g *Server) holdsSecret(data []byte) bool {
 			return true
 		}
 	}
-	return false
+	return g.redactor.HoldsEncoded(data)
 }
 
 // redactValue removes configured secrets from the strings of a decoded JSON

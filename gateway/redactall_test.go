@@ -213,6 +213,28 @@ func TestSecretsInEveryEscapedForm(t *testing.T) {
 	}
 }
 
+// TestSecretsPercentEncodedOut: a secret an upstream echoes percent-encoded
+// (in a URL it quotes, by whichever encoder) is redacted from a result's
+// strings and keys on both paths, and from a failure's detail (found trying
+// the gateway from outside: "tok%2Fen%2BSecret%3D..." passed).
+func TestSecretsPercentEncodedOut(t *testing.T) {
+	t.Parallel()
+	const sec = "tok/en+Secret=ABCdef123456789"
+	for _, sp := range []string{
+		"tok%2Fen%2BSecret%3DABCdef123456789", // encodeURIComponent
+		"tok/en%2BSecret%3DABCdef123456789",   // Python's quote
+		"tok%2fen%2bSecret%3dABCdef123456789", // lower-case hex
+	} {
+		result := `{"content":[{"type":"text","text":"see https://x.test/?k=` + sp + `"}],"structuredContent":{"` + sp + `":1}}`
+		for _, fast := range []bool{true, false} {
+			b := redactCallWith(t, fast, result, "X-Api-Key: "+sec)
+			if bytes.Contains(b, []byte(sp)) || !bytes.Contains(b, []byte("REDACTED")) {
+				t.Errorf("fast_path %v, spelling %q: %s", fast, sp, b)
+			}
+		}
+	}
+}
+
 // TestSecretsOutOfUpstreamRequests: an upstream's own elicitation request
 // during a call, quoting a configured secret, reaches the agent without
 // it, on both paths.
