@@ -726,10 +726,12 @@ func parseRaw(data []byte) (raw map[string]any, listed map[string][]string, err 
 	return raw, listed, nil
 }
 
-// reParserLine matches the YAML library's parser errors (its scanner's
-// say "could not find", "found", "mapping values ..."), whose line it
-// counts from 0: "line 1" for an unclosed "[" on the file's second line.
-var reParserLine = regexp.MustCompile(`^yaml: line (\d+): (did not find expected .*)$`)
+// reParserLine matches the YAML library's parser errors, whose line it
+// counts from 0 ("line 1" for an unclosed "[" on the file's second line);
+// its scanner's, which it counts from 1, include other "did not find
+// expected ..." messages (a comment or line break, an alphabetic or numeric
+// character, whitespace or line break, a tag URI, ...).
+var reParserLine = regexp.MustCompile(`^yaml: line (\d+): (did not find expected (?:key|node content|<document start>|',' or '\]'|',' or '\}'|'-' indicator))$`)
 
 // yamlLine returns err, a YAML syntax error, with the line of a parser
 // error counted from 1 as an editor counts it, as the library's scanner

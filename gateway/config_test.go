@@ -128,6 +128,9 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n- c\n":          "line 4: did not find expected key",
 		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n  b: @x\n":      "line 4: found character that cannot start any token",
 		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp\n  b: {url: y}\n": "line 3: did not find expected ',' or '}'",
+		// Scanner errors, counted from 1 already, though worded alike.
+		"listen: x\nupstreams: *\n":        "line 2: did not find expected alphabetic or numeric character",
+		"listen: x\nhealth_interval: |x\n": "line 2: did not find expected comment or line break",
 	} {
 		_, err := ParseConfig([]byte(doc), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
