@@ -78,10 +78,22 @@ func (g *Server) applyBreakers(cfg *Config) {
 		}
 	}
 	g.breakers.Apply(configs)
-	g.breakers.Retain(func(up, cred string) bool {
-		u := cfg.Upstreams[up]
-		return u != nil && slices.Contains(u.boundCredentials(cfg.Credentials), cred)
-	})
+	g.retainBreakers(cfg)
+}
+
+// retainBreakers drops the breakers of credentials no upstream of cfg
+// binds (renamed or unbound by a reload). An upstream a reload replaced
+// serves calls with its old binding until its successor takes over, and
+// may make such a breaker again meanwhile: the reload calls this once more
+// then, and breakerHealth shows only bound ones.
+func (g *Server) retainBreakers(cfg *Config) {
+	g.breakers.Retain(func(up, cred string) bool { return bound(cfg, up, cred) })
+}
+
+// bound reports whether upstream up of cfg uses credential cred.
+func bound(cfg *Config, up, cred string) bool {
+	u := cfg.Upstreams[up]
+	return u != nil && slices.Contains(u.boundCredentials(cfg.Credentials), cred)
 }
 
 // breakerChange logs each breaker state change once and publishes it.
@@ -436,6 +448,7 @@ type BreakerHealth struct {
 func (g *Server) breakerHealth() (map[string]BreakerHealth, map[string]map[string]BreakerHealth) {
 	ups := map[string]BreakerHealth{}
 	creds := map[string]map[string]BreakerHealth{}
+	cfg := g.config()
 	for _, s := range g.breakers.Snapshot() {
 		bh := BreakerHealth{State: s.State.String(), Reason: s.Reason}
 		if !s.Until.IsZero() {
@@ -446,6 +459,9 @@ func (g *Server) breakerHealth() (map[string]BreakerHealth, map[string]map[strin
 		if !ok {
 			ups[up] = bh
 			continue
+		}
+		if !bound(cfg, up, cred) {
+			continue // a replaced upstream's, still serving its calls
 		}
 		if creds[up] == nil {
 			creds[up] = map[string]BreakerHealth{}

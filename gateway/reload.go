@@ -492,6 +492,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.retire(old.byName[name], "its settings changed; replaced")
 	}
 	g.updateStaticSecrets()
+	g.retainBreakers(eff) // what the replaced ones made meanwhile
 	return nil
 }
 

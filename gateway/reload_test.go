@@ -605,6 +605,33 @@ func TestReloadRenamedCredentialBreaker(t *testing.T) {
 			t.Errorf("the breaker set still holds %s", s.Name)
 		}
 	}
+
+	// Renamed back while calls keep coming: the replaced upstream serves
+	// calls with its old binding until its successor takes over, which
+	// makes its breaker again; /health shows only the bound one.
+	stop := make(chan struct{})
+	var callers sync.WaitGroup
+	for range 4 {
+		callers.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}})
+			}
+		})
+	}
+	err := reloadTo(t, g, tokConfig("", "source: {value: "+value+"}", up.url()))
+	close(stop)
+	callers.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Health().Upstreams["api"].CredentialBreakers; len(got) != 1 || got["tok"].State == "" {
+		t.Errorf("credential breakers after renaming back under load: %+v; want tok's only", got)
+	}
 }
 
 // What counts as a change of an upstream: any setting but its breaker's,
