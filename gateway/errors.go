@@ -512,7 +512,9 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 	if f != nil && f.Detail != "" {
 		ev = ev.Str("detail", f.Detail) // redacted and bounded (attribute)
 	}
-	ev = strIf(strIf(ev, fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, g.redactor.RedactKnown(tool)), fieldCredential, cred)
+	// Bounded: an unlisted name an agent sent (a call to an upstream that
+	// never listed its tools) is logged too.
+	ev = strIf(strIf(ev, fieldAgent, agentName(ctx)).Str(fieldUpstream, u.name).Str(fieldTool, truncate(g.redactor.RedactKnown(tool), 128)), fieldCredential, cred)
 	ev.Dur("duration_ms", time.Since(start)).Str(fieldOutcome, outcome).Msg("call")
 	g.metrics.toolCall(u, tool, outcome, f, start)
 }

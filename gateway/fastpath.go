@@ -196,8 +196,9 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 		}
 		if err != nil || n > maxFastBody || !fast || !g.fastServe(w, r, sdk, body) {
 			var id json.RawMessage
+			var method string
 			if read {
-				id = agentRequestID(body)
+				id, method = agentRequestID(body)
 				if refuseInexactBatch(w, body) {
 					return
 				}
@@ -222,7 +223,9 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 					return
 				}
 				defer g.fast.unregisterSDK(key)
-				w = &sdkAnswerFilter{ResponseWriter: w, id: id, cancelled: cancelled}
+				if method != "initialize" { // which cannot be cancelled (the SDK ignores it)
+					w = &sdkAnswerFilter{ResponseWriter: w, id: id, cancelled: cancelled}
+				}
 			} else if read && sid != "" {
 				if reqID := cancelledID(body); reqID != nil {
 					// Marked before the SDK ends the request, so that the
@@ -642,21 +645,22 @@ func writeMalformed(w http.ResponseWriter, code int64, msg string) {
 	writeInvalid(w, append(b, '}'))
 }
 
-// agentRequestID returns the id of body's request as its JSON text, or nil
-// if body is not one request (a batch, a notification, an answer).
-func agentRequestID(body []byte) json.RawMessage {
+// agentRequestID returns the id of body's request as its JSON text, and
+// its method; a nil id if body is not one request (a batch, a
+// notification, an answer).
+func agentRequestID(body []byte) (json.RawMessage, string) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return nil
+		return nil, ""
 	}
 	var env struct {
 		ID     json.RawMessage `json:"id"`
 		Method string          `json:"method"`
 	}
 	if agentJSON(body, &env) != nil || env.Method == "" {
-		return nil
+		return nil, ""
 	}
-	return bytes.TrimSpace(env.ID)
+	return bytes.TrimSpace(env.ID), env.Method
 }
 
 // maxExactID is the largest integer id the SDK echoes exactly: it reads
