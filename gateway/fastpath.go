@@ -23,6 +23,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -1030,7 +1031,15 @@ func (g *Server) fastInputRounds(next mcp.MethodHandler) mcp.MethodHandler {
 		}
 		call := req.(*mcp.CallToolRequest)
 		if call.Session == nil {
-			return res, nil // stateless: nobody to ask; the agent gets the request
+			// Stateless: a 2026-07-28 agent gets the request, and answers
+			// it in its next call. An older one cannot read it, and there
+			// is no session to ask it on: it gets why, typed (as on the
+			// SDK's path), not a result it cannot read.
+			if v := agentProtocol(nil, call.Extra); v < protocol20260728 {
+				return nil, fmt.Errorf("credgate: the upstream asked for input (%s), and a stateless gateway cannot ask a %s agent for it: there is no session to send the request on (agents on protocol 2026-07-28 answer it in their next call)",
+					inputMethods(r.InputRequests), cmp.Or(v, "2025-03-26"))
+			}
+			return res, nil
 		}
 		if len(r.InputRequests) == 0 {
 			return nil, errors.New("the server is busy, retry later")
@@ -1046,6 +1055,27 @@ func (g *Server) fastInputRounds(next mcp.MethodHandler) mcp.MethodHandler {
 		p.InputResponses, p.RequestState = answers, r.RequestState
 		return next(ctx, method, &mcp.CallToolRequest{Session: call.Session, Params: &p, Extra: call.Extra})
 	}
+}
+
+// inputMethods lists the methods of a result's input requests, sorted.
+func inputMethods(reqs mcp.InputRequestMap) string {
+	var ms []string
+	for _, r := range reqs {
+		m := "input"
+		switch r.(type) {
+		case *mcp.ElicitParams:
+			m = "elicitation/create"
+		case *mcp.CreateMessageParams, *mcp.CreateMessageWithToolsParams:
+			m = "sampling/createMessage"
+		case *mcp.ListRootsParams:
+			m = "roots/list"
+		}
+		if !slices.Contains(ms, m) {
+			ms = append(ms, m)
+		}
+	}
+	slices.Sort(ms)
+	return strings.Join(ms, ", ")
 }
 
 // toAgent is the sending middleware of the gateway's MCP server, for the

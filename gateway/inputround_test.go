@@ -64,3 +64,36 @@ func TestInputRoundAnswerMismatch(t *testing.T) {
 		})
 	}
 }
+
+// TestStatelessLegacyAgentInputRound: on a stateless gateway, a 2025-11-25
+// agent whose call's 2026-07-28 upstream asks for input gets a typed
+// invalid_request saying why, on both fast_path settings (the fast path
+// passed it the upstream's input_required result, which it cannot read,
+// audited "ok"); a 2026-07-28 agent gets the request, to answer in its next
+// call.
+func TestStatelessLegacyAgentInputRound(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
+			resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"u__login","arguments":{}}}`)
+			ans := answer(t, resp, body)
+			raw, _ := json.Marshal(ans["result"])
+			var res mcp.CallToolResult
+			if err := json.Unmarshal(raw, &res); err != nil || ans["error"] != nil || res.InputRequests != nil {
+				t.Fatalf("the call's answer = %s; want a result, without inputRequests", mustJSON(t, ans))
+			}
+			if f := failureOf(t, &res); f.Type != authmap.TypeInvalidRequest || f.Upstream != "u" {
+				t.Errorf("failure = %+v; want invalid_request from u", f)
+			}
+		})
+	}
+}
