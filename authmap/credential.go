@@ -86,18 +86,21 @@ type snapshot struct {
 }
 
 type state struct {
-	loaded     bool
-	value      string
-	gen        uint64
-	tok        Token // the metadata of value (tok.Value is not read)
-	obtained   time.Time
-	jwtExp     time.Time
-	noted      time.Time // NoteExpiry
-	previous   []string
-	live       Status // a status calls or the source reported; StatusUnknown = none
-	liveAt     time.Time
-	refreshRej bool // a refresh was answered invalid_grant
-	clientRej  bool // the token endpoint rejected the client
+	loaded   bool
+	value    string
+	gen      uint64
+	tok      Token // the metadata of value (tok.Value is not read)
+	obtained time.Time
+	jwtExp   time.Time
+	noted    time.Time // NoteExpiry
+	previous []string
+	live     Status // a status calls or the source reported; StatusUnknown = none
+	liveAt   time.Time
+	// limitedUntil is when the provider said a rate limit resets (its
+	// Retry-After), for live StatusRateLimited; zero when it did not say.
+	limitedUntil time.Time
+	refreshRej   bool // a refresh was answered invalid_grant
+	clientRej    bool // the token endpoint rejected the client
 
 	lastChecked  time.Time
 	lastErr      *Failure
@@ -560,6 +563,23 @@ func (c *Credential) setLiveLocked(st Status, now time.Time) {
 	c.live.Store(st != StatusUnknown)
 }
 
+// limitEndLocked is when a rate_limited status ends by itself: when the
+// provider said the limit resets, or a minute on when it did not say (a
+// call that authenticates ends it sooner). It ended after a minute even
+// when the provider had said two, while the credential's breaker refused
+// calls until the reset: the credential read "restored", healthy, and
+// calls still failed (found trying the gateway from outside).
+func (c *Credential) limitEndLocked() time.Time {
+	return later(c.st.liveAt.Add(reactiveInterval), c.st.limitedUntil)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // fetchFailed records a failed fetch and returns the error for the caller.
 func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 	now := time.Now()
@@ -818,6 +838,10 @@ func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail st
 		c.setLiveLocked(StatusUnknown, now)
 	} else {
 		c.setLiveLocked(st, now)
+		c.st.limitedUntil = time.Time{}
+		if from != nil && from.RetryAfterSeconds != nil && st == StatusRateLimited {
+			c.st.limitedUntil = now.Add(time.Duration(*from.RetryAfterSeconds) * time.Second)
+		}
 		c.st.lastErr = &Failure{Type: TypeAuthFailure, Subtype: sub, Credential: c.name,
 			Detail: cleanDetail(detail, c.secretsLocked())}
 		if from != nil {
@@ -990,7 +1014,7 @@ func (c *Credential) check(ctx context.Context) {
 	var due Trigger
 	c.mu.Lock()
 	c.st.lastChecked = now
-	if c.st.live == StatusRateLimited && now.Sub(c.st.liveAt) >= reactiveInterval {
+	if c.st.live == StatusRateLimited && !now.Before(c.limitEndLocked()) {
 		c.setLiveLocked(StatusUnknown, now)
 		c.publishLocked()
 	}
@@ -1053,7 +1077,7 @@ func (c *Credential) nextCheck(now time.Time) time.Duration {
 		}
 	}
 	if c.st.live == StatusRateLimited {
-		consider(c.st.liveAt.Add(reactiveInterval))
+		consider(c.limitEndLocked())
 	}
 	if c.reactiveDueLocked() {
 		consider(c.st.lastReactive.Add(reactiveInterval))

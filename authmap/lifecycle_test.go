@@ -424,6 +424,39 @@ func TestRenewAfterRejectionDeferred(t *testing.T) {
 	})
 }
 
+// TestRateLimitLastsUntilReset: a rate limit whose provider said when it
+// resets (Retry-After, 120 s) keeps the credential rate_limited until then,
+// as its breaker refuses calls until then; it ended after a minute, the
+// credential reading "restored" while calls still failed (found trying the
+// gateway from outside).
+func TestRateLimitLastsUntilReset(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "live-token-value"}, nil }}
+		c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		stop := runWatch(t, c)
+		defer stop()
+		synctest.Wait()
+		reset := 120
+		c.ReportFailure(Failure{Type: TypeAuthFailure, Subtype: SubtypeRateLimitReached, RetryAfterSeconds: &reset}, "live-token-value", "a call")
+		time.Sleep(90 * time.Second)
+		synctest.Wait()
+		if st := c.Status(); st != StatusRateLimited {
+			t.Errorf("90 s into a 120 s limit: %v, want rate_limited", st)
+		}
+		time.Sleep(31 * time.Second)
+		synctest.Wait()
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("after the reset: %v, want healthy", st)
+		}
+		want := []string{"loaded@0s/startup", "rate_limited@0s/live_error", "restored@2m0s/watch"}
+		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // An env or value credential cannot change by re-reading it: no renewal, no resend.
 func TestRenewAfterRejectionStaticSource(t *testing.T) {
 	t.Parallel()

@@ -30,7 +30,8 @@ const (
 	// could not be read.
 	StatusMissing
 	// StatusRateLimited: a call was answered rate_limit_reached; it clears on
-	// the next call that authenticates, or at the next check a minute on.
+	// the next call that authenticates, or by itself when the provider said
+	// the limit resets (its Retry-After), a minute on if it did not say.
 	StatusRateLimited
 )
 
