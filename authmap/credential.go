@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"strings"
@@ -761,6 +762,23 @@ func (c *Credential) ReportPeer(sub Subtype, used, detail string) {
 		detail = "a peer replica's call was answered " + string(sub)
 	}
 	c.report(sub, used, TriggerPeer, detail, nil)
+}
+
+// ReportPeerLimited is what a peer replica found when a call there was
+// answered rate_limit_reached with the credential's current value: the
+// credential is rate_limited here too until the limit resets at until,
+// with the provider's name and code from from. A limit already past is
+// ignored.
+func (c *Credential) ReportPeerLimited(until time.Time, from Failure) {
+	secs := int(math.Ceil(time.Until(until).Seconds()))
+	if secs <= 0 {
+		return
+	}
+	from.RetryAfterSeconds = &secs
+	if from.Recovery == "" {
+		from.Recovery = RecoveryWait
+	}
+	c.report(SubtypeRateLimitReached, "", TriggerPeer, "a peer replica's call was answered "+string(SubtypeRateLimitReached), &from)
 }
 
 // ReportPeerRestored is what a peer replica found when value used, which it

@@ -143,6 +143,10 @@ type breakerFact struct {
 	Origin string    `json:"origin"`
 	Reason string    `json:"reason"`
 	Until  time.Time `json:"until"`
+	// Provider and ProviderCode are who answered a credential breaker's
+	// rate limit, and how, for the peers' refusals and status.
+	Provider     string `json:"provider,omitempty"`
+	ProviderCode string `json:"provider_code,omitempty"`
 }
 
 // reloadNotice is reload:<name>.
@@ -715,16 +719,34 @@ func (s *shared) breakerChange(c breaker.Change) {
 	if !ok {
 		return
 	}
-	b, _ := json.Marshal(breakerFact{Origin: s.origin, Reason: f.Reason, Until: f.Until.UTC()})
+	fact := breakerFact{Origin: s.origin, Reason: f.Reason, Until: f.Until.UTC()}
+	if _, cred, ok := strings.Cut(c.Name, "/"); ok && f.Reason == string(authmap.SubtypeRateLimitReached) {
+		if cr := s.g.credential(cred); cr != nil {
+			if le := cr.Snapshot(false).LastError; le != nil && le.Subtype == authmap.SubtypeRateLimitReached {
+				fact.Provider, fact.ProviderCode = le.Provider, s.g.redact(le.ProviderCode)
+			}
+		}
+	}
+	b, _ := json.Marshal(fact)
 	s.publish("breaker:"+c.Name, b, 0, f.Until)
 }
 
+// applyBreakerFact applies a peer's open breaker here. A credential's rate
+// limit also makes the credential rate_limited here, until the limit
+// resets, as on the replica that met it: the peer showed the credential
+// healthy and /health ok beside the open breaker, and its refusals named
+// no provider (found trying two replicas from outside).
 func (s *shared) applyBreakerFact(name string, f breakerFact) {
-	up, _, _ := strings.Cut(name, "/")
-	if s.g.upstream(up) == nil {
+	up, cred, isCred := strings.Cut(name, "/")
+	if s.g.upstream(up) == nil || (isCred && !bound(s.g.config(), up, cred)) {
 		return // not ours: no breaker is made for it
 	}
 	s.g.breakers.Honour(name, breaker.Fact{Reason: f.Reason, Until: f.Until})
+	if isCred && f.Reason == string(authmap.SubtypeRateLimitReached) {
+		if c := s.g.credential(cred); c != nil {
+			c.ReportPeerLimited(f.Until, authmap.Failure{Provider: f.Provider, ProviderCode: f.ProviderCode})
+		}
+	}
 }
 
 // Rotation and reload notices.

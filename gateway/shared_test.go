@@ -121,14 +121,21 @@ func TestSharedBreakerFact(t *testing.T) {
 	gs, css, _ := replicas(t, ctx, 2, srv, tokConfig("", "source: {value: live-token-0123456789}", up.url()), nil)
 	callOK(t, ctx, css[1], "api__echo")
 	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "60"}, body: `{"message":"API rate limit exceeded"}`})
-	if f := failureOf(t, callTool(t, ctx, css[0], "api__echo")); f.Subtype != authmap.SubtypeRateLimitReached {
-		t.Fatalf("A's call: %+v, want rate_limit_reached", f)
+	fa := failureOf(t, callTool(t, ctx, css[0], "api__echo"))
+	if fa.Subtype != authmap.SubtypeRateLimitReached || fa.Provider == "" {
+		t.Fatalf("A's call: %+v, want rate_limit_reached naming its provider", fa)
 	}
 	waitFor(t, ctx, func() bool { return breakerState(gs[1], "api", "tok").State == "open" })
 	reached := up.reached.Load()
 	f := failureOf(t, callTool(t, ctx, css[1], "api__echo"))
-	if f.Subtype != authmap.SubtypeRateLimitReached || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds < 50 {
-		t.Errorf("B's call: %+v, want rate_limit_reached with about 60s to wait", f)
+	if f.Subtype != authmap.SubtypeRateLimitReached || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds < 50 ||
+		f.Provider != fa.Provider || f.Recovery != authmap.RecoveryWait {
+		t.Errorf("B's call: %+v, want rate_limit_reached from %s with about 60s to wait", f, fa.Provider)
+	}
+	// B shows what A shows: the credential rate limited, so degraded (it
+	// said healthy and ok beside the open breaker).
+	if st := gs[1].Credentials().Get("tok").Status(); st != authmap.StatusRateLimited || gs[1].Health().Status != HealthDegraded {
+		t.Errorf("B: credential %s, health %s; want rate_limited, degraded", st, gs[1].Health().Status)
 	}
 	if n := up.reached.Load() - reached; n != 0 {
 		t.Errorf("B's call reached the upstream %d times, want 0", n)
