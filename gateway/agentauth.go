@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -300,7 +301,10 @@ func (g *Server) requireAgent(next http.Handler) http.Handler {
 				a.refuse(g, w, r, http.StatusForbidden, `error="insufficient_scope", scope="`+strings.Join(scope.scopes, " ")+`"`, err.Error())
 				return
 			}
-			a.refuse(g, w, r, http.StatusUnauthorized, `error="invalid_token"`, "invalid bearer token")
+			// The log says why an OAuth token was refused (expired,
+			// wrong_audience, ...; the README promises it); the answer
+			// stays general. Neither quotes the token.
+			a.refuseCode(g, w, r, http.StatusUnauthorized, `error="invalid_token"`, "invalid bearer token", cmp.Or(oauthrs.Reason(err), "unrecognized"))
 			return
 		}
 		sdk.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, info)))
@@ -321,6 +325,13 @@ func bearerToken(h string) (string, bool) {
 // refuse answers a request whose agent is not authenticated. The answer
 // and the log say why in general terms only; never the token.
 func (a *agentAuth) refuse(g *Server, w http.ResponseWriter, r *http.Request, status int, params, why string) {
+	a.refuseCode(g, w, r, status, params, why, "")
+}
+
+// refuseCode is refuse with code, the short reason a verifier gave (an
+// OAuth token's "expired", "wrong_audience", ...; "unknown_key" for a
+// bearer that is no API key, with no OAuth), in the log line only.
+func (a *agentAuth) refuseCode(g *Server, w http.ResponseWriter, r *http.Request, status int, params, why, code string) {
 	challenge := `Bearer realm="credgate"`
 	if params != "" {
 		challenge += ", " + params
@@ -332,7 +343,11 @@ func (a *agentAuth) refuse(g *Server, w http.ResponseWriter, r *http.Request, st
 	}
 	w.Header().Set("WWW-Authenticate", challenge)
 	if a.failures.Allow() {
-		g.log.Warn().Str("remote", r.RemoteAddr).Int("status", status).Str("reason", why).Msg("agent authentication refused")
+		ev := g.log.Warn().Str("remote", r.RemoteAddr).Int("status", status).Str("reason", why)
+		if code != "" {
+			ev = ev.Str("code", code)
+		}
+		ev.Msg("agent authentication refused")
 	}
 	writeJSON(w, status, map[string]string{"error": why})
 }

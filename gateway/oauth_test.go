@@ -241,6 +241,13 @@ func TestOAuthResourceServer(t *testing.T) {
 	if strings.Contains(logs.String(), expired[strings.LastIndex(expired, ".")+1:]) {
 		t.Errorf("the logs show a token:\n%s", logs)
 	}
+	// Each refusal's log line says why, as the README promises (all said
+	// "invalid bearer token").
+	for _, code := range []string{"expired", "wrong_audience", "malformed"} {
+		if !strings.Contains(logs.String(), `"code":"`+code+`"`) {
+			t.Errorf("no refusal logged with code %s:\n%s", code, logs)
+		}
+	}
 
 	// A valid token reaches the tools, over the SDK's client.
 	good := is.Token(t, resource, "mcp:tools read", time.Hour)
