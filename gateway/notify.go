@@ -338,9 +338,10 @@ func (n *notifier) credential(e Event) {
 	n.status[name] = e.Status
 	var renewable bool
 	var last *authmap.Failure
+	var kind string
 	if c := n.g.credential(name); c != nil {
 		snap := c.Snapshot(false)
-		renewable, last = snap.Renewable, snap.LastError
+		renewable, last, kind = snap.Renewable, snap.LastError, c.SourceKind()
 	}
 	want := credentialConditions[e.Status]
 	newValue := e.Kind == string(authmap.EventLoaded) || e.Kind == string(authmap.EventRotated) || e.Kind == string(authmap.EventRefreshed)
@@ -361,7 +362,7 @@ func (n *notifier) credential(e Event) {
 		return
 	}
 	info := alertInfo{Since: e.Time, Credential: name, Upstreams: e.Upstreams, Tools: e.Tools, Status: e.Status,
-		Detail: e.Detail, Subtype: credentialSubtype(want), Recovery: credentialRecovery(want, renewable)}
+		Detail: e.Detail, Subtype: credentialSubtype(want), Recovery: credentialRecovery(want, renewable, kind)}
 	if last != nil {
 		if info.Detail == "" {
 			info.Detail = n.g.redact(last.Detail)
@@ -420,12 +421,24 @@ func credentialSubtype(cond string) string {
 	return ""
 }
 
-func credentialRecovery(cond string, renewable bool) string {
+func credentialRecovery(cond string, renewable bool, kind string) string {
 	switch {
 	case cond == CondCredentialRevoked && renewable:
 		return string(authmap.RecoveryReauthorize)
 	case cond == CondCredentialExpiring && renewable:
-		return "check the token endpoint: renewals are failing"
+		// Where the renewals come from: an exec source has no token
+		// endpoint (found trying the gateway from outside).
+		switch kind {
+		case authmap.KindOAuth2:
+			return "check the token endpoint: renewals are failing"
+		case authmap.KindExec:
+			return "check the exec command: re-running it is failing"
+		case authmap.KindVault:
+			return "check Vault: re-reading the secret is failing"
+		case authmap.KindAWSSecretsManager:
+			return "check AWS Secrets Manager: re-reading the secret is failing"
+		}
+		return "check the credential's source: re-reading it is failing"
 	}
 	return string(authmap.RecoveryRotate)
 }

@@ -596,3 +596,23 @@ func TestNotifyResolveCarriesStatusNow(t *testing.T) {
 		}
 	})
 }
+
+// TestCredentialRecoveryBySource: an expiring alert's recovery names where
+// the failing renewals come from; an exec source was told to "check the
+// token endpoint", which it has none of (found trying the gateway).
+func TestCredentialRecoveryBySource(t *testing.T) {
+	t.Parallel()
+	for kind, want := range map[string]string{
+		authmap.KindOAuth2: "token endpoint",
+		authmap.KindExec:   "exec command",
+		authmap.KindVault:  "Vault",
+		authmap.KindFile:   "credential's source",
+	} {
+		if got := credentialRecovery(CondCredentialExpiring, true, kind); !strings.Contains(got, want) {
+			t.Errorf("%s: recovery %q; want it to name the %s", kind, got, want)
+		}
+	}
+	if got := credentialRecovery(CondCredentialExpiring, false, authmap.KindExec); got != string(authmap.RecoveryRotate) {
+		t.Errorf("not renewable: %q; want rotate", got)
+	}
+}
