@@ -5,6 +5,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -104,12 +105,29 @@ func (u *upstream) openAgent(ctx context.Context, ss *mcp.ServerSession, a *agen
 	}()
 	select {
 	case <-agentGone:
+		u.forgetAgent(ss, a)
+		// The calls the agent's DELETE ended have returned, but the SDK's
+		// client tells the upstream a call ended off the call's return
+		// path: closing the session at once could beat that notice, and
+		// the upstream, whose session is gone, ran the call on (a loaded
+		// run). The session lingers a moment for it.
+		t := time.NewTimer(agentLinger)
+		select {
+		case <-t.C:
+		case <-sessionGone:
+		case <-ctx.Done():
+		}
+		t.Stop()
 	case <-sessionGone:
 	case <-ctx.Done():
 	}
 	u.forgetAgent(ss, a)
 	_ = a.cs.Close()
 }
+
+// agentLinger is how long an agent's own upstream session outlives the
+// agent's session, for the notices of the calls that ended with it.
+const agentLinger = 250 * time.Millisecond
 
 // forgetAgent removes a's session from the pool, if it is still there, so
 // that the agent's next call opens a new one.

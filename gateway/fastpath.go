@@ -81,11 +81,12 @@ type fastCall struct {
 	done   chan struct{}
 }
 
-// sdkRequest is a request the SDK serves: its end, and its agent (as in
-// fastKey).
+// sdkRequest is a request the SDK serves: its end, its agent (as in
+// fastKey), and a channel closed once its handler has returned.
 type sdkRequest struct {
 	cancel context.CancelCauseFunc
 	user   string
+	done   chan struct{}
 }
 
 // fastKey names a fast call, or a request one sent its agent: the session,
@@ -137,7 +138,8 @@ func (g *Server) endWithSession(next mcp.MethodHandler) mcp.MethodHandler {
 			calls = map[int64]sdkRequest{}
 			f.bySession[sid] = calls
 		}
-		calls[n] = sdkRequest{cancel, user}
+		done := make(chan struct{})
+		calls[n] = sdkRequest{cancel, user, done}
 		ending := f.ending[[2]string{sid, user}] > 0
 		f.mu.Unlock()
 		if ending {
@@ -150,6 +152,7 @@ func (g *Server) endWithSession(next mcp.MethodHandler) mcp.MethodHandler {
 				delete(f.bySession, sid)
 			}
 			f.mu.Unlock()
+			close(done)
 		}()
 		return next(ctx, method, req)
 	}
@@ -370,8 +373,8 @@ func (discardResponse) WriteHeader(int)             {}
 const deleteDrain = 2 * time.Second
 
 // endSession cancels the requests the SDK serves for the agent user on
-// session sid, and the fast calls fast picks; it returns the channels the
-// fast calls close when they end.
+// session sid, and the fast calls fast picks; it returns the channels they
+// close when they end.
 func (f *fastCalls) endSession(sid, user string, fast func(fastKey) bool) []chan struct{} {
 	if sid == "" {
 		return nil
@@ -381,13 +384,24 @@ func (f *fastCalls) endSession(sid, user string, fast func(fastKey) bool) []chan
 	f.mu.Lock()
 	for _, c := range f.bySession[sid] {
 		if c.user == user {
+			// Waited for too: its handler returns once its upstream
+			// call has told the upstream it ended, which with session:
+			// per_agent must happen before the SDK's DELETE closes the
+			// agent's upstream session (a loaded run found the upstream
+			// running the call on).
 			ended = append(ended, c.cancel)
+			done = append(done, c.done)
 		}
 	}
 	for k, c := range f.calls {
 		if fast(k) {
 			ended = append(ended, c.cancel)
 			done = append(done, c.done)
+		}
+	}
+	for k, cancelled := range f.sdk {
+		if k.session == sid && k.user == user {
+			cancelled.Store(true) // no answer, as for a fast call (sdkAnswerFilter)
 		}
 	}
 	f.mu.Unlock()

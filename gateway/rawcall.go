@@ -137,8 +137,16 @@ func (u *upstream) rawCallTool(ctx context.Context, cs *mcp.ClientSession, param
 	}
 	if err != nil && ctx.Err() != nil {
 		// The call was cancelled or timed out while the upstream ran it:
-		// tell it, as the SDK's client does.
-		go u.rawCancel(ctx, cs, id, context.Cause(ctx).Error())
+		// tell it, as the SDK's client does. Off the return path, but for
+		// a call its agent's DELETE ended: the DELETE then closes the
+		// agent's own upstream session (session: per_agent), which the
+		// notice must reach first (a loaded run left the upstream running
+		// the call).
+		if errors.Is(context.Cause(ctx), errSessionDeleted) {
+			u.rawCancel(ctx, cs, id, context.Cause(ctx).Error())
+		} else {
+			go u.rawCancel(ctx, cs, id, context.Cause(ctx).Error())
+		}
 		return nil, ctx.Err() // as the SDK's client returns it
 	}
 	return res, err
