@@ -629,6 +629,7 @@ func TestReloadRenamedCredentialBreaker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	callOK(t, ctx, cs, "api__echo")
 	if got := g.Health().Upstreams["api"].CredentialBreakers; len(got) != 1 || got["tok"].State == "" {
 		t.Errorf("credential breakers after renaming back under load: %+v; want tok's only", got)
 	}
