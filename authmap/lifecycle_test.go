@@ -424,6 +424,17 @@ func TestRenewAfterRejectionDeferred(t *testing.T) {
 	})
 }
 
+// liveCredential is a file credential holding live-token-value, its watch
+// running until the test ends, settled; for a synctest bubble.
+func liveCredential(t *testing.T) (*Credential, *eventLog) {
+	t.Helper()
+	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "live-token-value"}, nil }}
+	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	t.Cleanup(runWatch(t, c))
+	synctest.Wait()
+	return c, log
+}
+
 // TestRateLimitLastsUntilReset: a rate limit whose provider said when it
 // resets (Retry-After, 120 s) keeps the credential rate_limited until then,
 // as its breaker refuses calls until then; it ended after a minute, the
@@ -433,11 +444,7 @@ func TestRateLimitLastsUntilReset(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
-		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "live-token-value"}, nil }}
-		c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
-		stop := runWatch(t, c)
-		defer stop()
-		synctest.Wait()
+		c, log := liveCredential(t)
 		reset := 120
 		c.ReportFailure(Failure{Type: TypeAuthFailure, Subtype: SubtypeRateLimitReached, RetryAfterSeconds: &reset}, "live-token-value", "a call")
 		time.Sleep(90 * time.Second)
@@ -481,11 +488,7 @@ func TestReportLiveStatus(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		t0 := time.Now()
-		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) { return Token{Value: "live-token-value"}, nil }}
-		c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
-		stop := runWatch(t, c)
-		defer stop()
-		synctest.Wait()
+		c, log := liveCredential(t)
 
 		c.Report(SubtypeCredentialRevoked, "some-older-value")
 		if st := c.Status(); st != StatusHealthy {
