@@ -146,6 +146,11 @@ func TestRedactor(t *testing.T) {
 			t.Errorf("HoldsEncoded(%q) = false", in)
 		}
 	}
+	// A space form-encoded, and nothing else escaped: no "%" at all.
+	words := NewRedactor([]string{"correct horse battery staple"})
+	if got := words.RedactKnown("pw=correct+horse+battery+staple"); got != "pw=[REDACTED]" || !words.HoldsEncoded([]byte("correct+horse+battery+staple")) {
+		t.Errorf("a space as +: RedactKnown = %q", got)
+	}
 	if enc.HoldsEncoded([]byte("tok%2Fen%2BSecret%3DABC%20other")) {
 		t.Error("HoldsEncoded matched another value")
 	}

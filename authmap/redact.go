@@ -200,7 +200,8 @@ type redactorState struct {
 	known  []string // values and their JSON forms, longest first, no duplicates
 	// pct matches a value percent-encoded, any of its escapable bytes
 	// escaped or not, in either hex case; one per value that has such a
-	// byte, longest value first. Run only on text that holds a "%".
+	// byte, longest value first. Run only on text that holds a "%" or a
+	// "+" (a space form-encoded).
 	pct []*regexp.Regexp
 }
 
@@ -355,7 +356,7 @@ func (r *Redactor) Values() []string {
 // escaped, or as written).
 func (r *Redactor) HoldsEncoded(b []byte) bool {
 	st := r.state.Load()
-	if st == nil || len(st.pct) == 0 || bytes.IndexByte(b, '%') < 0 {
+	if st == nil || len(st.pct) == 0 || bytes.IndexAny(b, "%+") < 0 {
 		return false
 	}
 	for _, re := range st.pct {
@@ -369,7 +370,7 @@ func (r *Redactor) HoldsEncoded(b []byte) bool {
 // redactEncoded removes the known values percent-encoded from s.
 func (r *Redactor) redactEncoded(s string) string {
 	st := r.state.Load()
-	if st == nil || len(st.pct) == 0 || strings.IndexByte(s, '%') < 0 {
+	if st == nil || len(st.pct) == 0 || strings.IndexAny(s, "%+") < 0 {
 		return s
 	}
 	for _, re := range st.pct {

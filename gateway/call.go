@@ -62,12 +62,18 @@ func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		r := new(inputRound)
+		start := time.Now()
 		res, err := next(context.WithValue(ctx, inputRoundKey{}, r), method, req)
 		a := r.asked.Load()
 		if err == nil || a == nil {
 			return res, err
 		}
-		return a.u.gw.toolOutcome(a.u, a.tool, nil, &inputError{err: err})
+		out, err := a.u.gw.toolOutcome(a.u, a.tool, nil, &inputError{err: err})
+		// The call's end: its round that asked for input was logged
+		// input_required, and this is what the agent got (it was
+		// counted ok, found trying the gateway from outside).
+		a.u.gw.logCall(ctx, a.u, a.tool, start, out, err)
+		return out, err
 	}
 }
 

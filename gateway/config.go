@@ -743,6 +743,13 @@ func yamlLine(err error) error {
 		return err
 	}
 	n, _ := strconv.Atoi(m[1])
+	if strings.HasSuffix(m[2], " key") || strings.HasSuffix(m[2], "'-' indicator") {
+		// The library names the line where the enclosing block starts
+		// (unless that is the file's first line): the problem is there
+		// or further down (an indented "- x" on line 5 under a mapping
+		// from line 3 said "line 3").
+		return fmt.Errorf("yaml: at or after line %d: %s", n+1, m[2])
+	}
 	return fmt.Errorf("yaml: line %d: %s", n+1, m[2])
 }
 

@@ -125,7 +125,8 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 	t.Parallel()
 	for doc, want := range map[string]string{
 		"listen: 127.0.0.1:1\nhealth_interval: [5s\nupstreams: {}\n":                "line 2: did not find expected ',' or ']'",
-		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n- c\n":          "line 4: did not find expected key",
+		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n- c\n":          "at or after line 4: did not find expected key",
+		"listen: x\nupstreams:\n  a:\n    command: echo\n  - x\n":                   "at or after line 3: did not find expected key",
 		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp}\n  b: @x\n":      "line 4: found character that cannot start any token",
 		"listen: 127.0.0.1:1\nupstreams:\n  a: {url: http://x/mcp\n  b: {url: y}\n": "line 3: did not find expected ',' or '}'",
 		// Scanner errors, counted from 1 already, though worded alike.

@@ -490,6 +490,8 @@ func (g *Server) logCall(ctx context.Context, u *upstream, tool string, start ti
 		outcome = "cancelled"
 	case err != nil:
 		outcome = "rpc_error"
+	case res != nil && (res.NeedsInput() || len(res.InputRequests) > 0 && len(res.Content) == 0):
+		outcome = outcomeInput
 	case res != nil && res.IsError:
 		outcome = "tool_error"
 		if v, ok := res.Meta[MetaKey].(authmap.Failure); ok {

@@ -627,6 +627,9 @@ func malformedMessage(body []byte) (code int64, msg string) {
 		return jsonrpc.CodeParseError, "Parse error: the body is not valid JSON"
 	}
 	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if len(bytes.TrimSpace(trimmed[1:len(trimmed)-1])) == 0 {
+			return jsonrpc.CodeInvalidRequest, "Invalid Request: an empty batch"
+		}
 		return 0, ""
 	}
 	var env struct {
@@ -637,11 +640,14 @@ func malformedMessage(body []byte) (code int64, msg string) {
 		Error   json.RawMessage `json:"error"`
 	}
 	if len(trimmed) == 0 || trimmed[0] != '{' || agentJSON(trimmed, &env) != nil {
-		return jsonrpc.CodeInvalidRequest, "Invalid Request: the body is not a JSON-RPC message (a JSON object)"
+		return jsonrpc.CodeInvalidRequest, "Invalid Request: the body is not a JSON-RPC message (a JSON object with its members' types)"
 	}
+	id := bytes.TrimSpace(env.ID)
 	switch {
 	case env.JSONRPC == nil || *env.JSONRPC != "2.0":
 		return jsonrpc.CodeInvalidRequest, `Invalid Request: "jsonrpc" must be "2.0"`
+	case len(id) > 0 && (id[0] == '{' || id[0] == '[' || id[0] == 't' || id[0] == 'f'):
+		return jsonrpc.CodeInvalidRequest, `Invalid Request: "id" must be a string or an integer`
 	case env.Method != nil:
 		if *env.Method == "" {
 			return jsonrpc.CodeInvalidRequest, `Invalid Request: "method" is empty`

@@ -1304,6 +1304,8 @@ func TestMalformedBody(t *testing.T) {
 			`{"jsonrpc":"2.0","id":2}`:                 -32600,
 			`{"jsonrpc":"2.0","id":3,"method":""}`:     -32600,
 			`"ping"`:                                   -32600,
+			`[]`:                                       -32600,
+			`{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}`: -32600,
 		} {
 			resp, got := a.post(ctx, body)
 			var ans struct {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/google/go-cmp/cmp"
+	"github.com/rs/zerolog"
 	"net/http"
 	"os"
 	"strings"
@@ -82,7 +84,9 @@ func TestStatelessLegacyAgentInputRound(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			var log syncBuffer
+			g := newTestGatewayLogged(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode),
+				zerolog.New(&log).Level(zerolog.InfoLevel))
 			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
 			resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"u__login","arguments":{}}}`)
 			ans := answer(t, resp, body)
@@ -94,6 +98,18 @@ func TestStatelessLegacyAgentInputRound(t *testing.T) {
 			if f := failureOf(t, &res); f.Type != authmap.TypeInvalidRequest || f.Upstream != "u" {
 				t.Errorf("failure = %+v; want invalid_request from u", f)
 			}
+			// Audited and counted as the agent got it (it was "ok").
+			var outcomes []string
+			for l := range strings.Lines(log.String()) {
+				var m map[string]any
+				if json.Unmarshal([]byte(l), &m) == nil && m["message"] == "call" {
+					outcomes = append(outcomes, fmt.Sprint(m["outcome"]))
+				}
+			}
+			if diff := cmp.Diff([]string{"input_required", "invalid_request"}, outcomes); diff != "" {
+				t.Errorf("audit outcomes (-want +got):\n%s", diff)
+			}
+			wantSample(t, gather(t, g), "credgate_tool_calls_total", map[string]string{"upstream": "u", "tool": "u__login", "type": "invalid_request"}, 1)
 		})
 	}
 }

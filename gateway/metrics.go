@@ -96,6 +96,9 @@ const (
 	outcomeCancelled = "cancelled"
 	outcomeRPCError  = "rpc_error"
 	outcomeToolError = "tool_error"
+	// outcomeInput: the upstream's result asked the agent for input (a
+	// 2026-07-28 input round); the call's end is another line.
+	outcomeInput = "input_required"
 )
 
 // Results of the counters "by result".
@@ -237,7 +240,7 @@ type routeTargetState struct {
 // state collectors read the rest at scrape time.
 func newMetrics(g *Server) *metrics {
 	m := &metrics{g: g, reg: prometheus.NewRegistry(), toolLabels: map[[2]string]bool{}, rerouteLabels: map[[2]string]bool{},
-		types:    map[string]bool{outcomeOK: true, outcomeCancelled: true, outcomeRPCError: true, outcomeToolError: true},
+		types:    map[string]bool{outcomeOK: true, outcomeCancelled: true, outcomeRPCError: true, outcomeToolError: true, outcomeInput: true},
 		subtypes: map[string]bool{}}
 	for _, t := range authmap.Types() {
 		m.types[string(t)] = true
