@@ -54,6 +54,10 @@ type Set struct {
 	// keyed by its name and generation (a breaker held until the credential
 	// changes) sees a change. One entry per name ever removed.
 	dropped map[string]uint64
+	// retired are the credentials the last change removed, still found
+	// by Find until ForgetRetired: an upstream a reload replaced serves
+	// calls with its old binding until its successor takes over.
+	retired atomic.Pointer[map[string]*Credential]
 }
 
 type setRun struct {
@@ -234,14 +238,17 @@ func (st *Staged) commit() error {
 		return ErrStaleStage
 	}
 	next := st.next
+	retired := map[string]*Credential{}
 	for name, c := range *st.base {
 		if next[name] == nil {
 			if s.dropped == nil {
 				s.dropped = map[string]uint64{}
 			}
 			s.dropped[name] = c.Generation()
+			retired[name] = c
 		}
 	}
+	s.retired.Store(&retired)
 	s.lc = st.lc
 	for _, c := range next {
 		c.SetLifecycle(st.lc)
@@ -286,8 +293,27 @@ func (s *Set) build(name string, cfg CredentialConfig, lc LifecycleConfig, onEve
 	}), nil
 }
 
-// Get returns the credential named name, or nil.
+// Get returns the credential named name in force, or nil.
 func (s *Set) Get(name string) *Credential { return (*s.creds.Load())[name] }
+
+// Find is Get that also finds a credential the last change removed, until
+// ForgetRetired (its value as it was; its watch has stopped): for sending
+// it, so that an upstream a reload replaced, still serving with its old
+// binding until its successor takes over, sends it. Those calls went
+// without it, and failed credential_invalid.
+func (s *Set) Find(name string) *Credential {
+	if c := s.Get(name); c != nil {
+		return c
+	}
+	if r := s.retired.Load(); r != nil {
+		return (*r)[name]
+	}
+	return nil
+}
+
+// ForgetRetired stops Find finding the credentials the last change removed:
+// call it once nothing uses their old bindings.
+func (s *Set) ForgetRetired() { s.retired.Store(nil) }
 
 // Names returns the credentials' names, sorted.
 func (s *Set) Names() []string { return sortedKeys(*s.creds.Load()) }

@@ -88,6 +88,15 @@ func TestSetApplyKeepsUnchanged(t *testing.T) {
 	if _, err := s.Reload(t.Context(), "a", TriggerAdmin); !errors.Is(err, ErrUnknownCredential) {
 		t.Errorf("Reload of a dropped credential: %v", err)
 	}
+	// Find still has it, for the upstreams that bound it, until the
+	// reload forgets it.
+	if s.Find("a") == nil || s.Find("c") == nil {
+		t.Error("Find lost a credential the last change dropped")
+	}
+	s.ForgetRetired()
+	if s.Find("a") != nil || s.Find("c") == nil {
+		t.Error("after ForgetRetired, Find still has a dropped credential")
+	}
 }
 
 // Regression test for issue 7 (pre-flight, acceptance 7 at the leaf): with one

@@ -268,7 +268,9 @@ func (g *Server) credential(name string) *authmap.Credential {
 	if name == "" {
 		return nil
 	}
-	return g.cred.set.Get(name)
+	// Find: a credential a reload just removed is still sent by the
+	// upstream it replaced, until the reload has retired it.
+	return g.cred.set.Find(name)
 }
 
 // noteSecrets makes sure the redactor knows the credential's current value

@@ -449,6 +449,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	g.catalog.rebuild()
 	g.logPlan(next.version, p, changedKeys(old.cfg, eff))
 	if !started {
+		g.cred.set.ForgetRetired()
 		return nil // Start starts the snapshot's upstreams
 	}
 	for _, u := range p.removed {
@@ -458,6 +459,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.startUpstream(u)
 	}
 	if len(p.replaced) == 0 {
+		g.cred.set.ForgetRetired()
 		return nil
 	}
 	// Make before break: each successor starts now, and takes over once its
@@ -493,6 +495,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	}
 	g.updateStaticSecrets()
 	g.retainBreakers(eff) // what the replaced ones made meanwhile
+	g.cred.set.ForgetRetired()
 	return nil
 }
 

@@ -608,9 +608,12 @@ func TestReloadRenamedCredentialBreaker(t *testing.T) {
 
 	// Renamed back while calls keep coming: the replaced upstream serves
 	// calls with its old binding until its successor takes over, which
-	// makes its breaker again; /health shows only the bound one.
+	// makes its breaker again; /health shows only the bound one. Those
+	// calls still send the credential (they went without one, and failed
+	// credential_invalid).
 	stop := make(chan struct{})
 	var callers sync.WaitGroup
+	var failed atomic.Int64
 	for range 4 {
 		callers.Go(func() {
 			for {
@@ -619,7 +622,9 @@ func TestReloadRenamedCredentialBreaker(t *testing.T) {
 					return
 				default:
 				}
-				_, _ = cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}})
+				if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "x"}}); err != nil || res.IsError {
+					failed.Add(1)
+				}
 			}
 		})
 	}
@@ -628,6 +633,9 @@ func TestReloadRenamedCredentialBreaker(t *testing.T) {
 	callers.Wait()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Errorf("%d calls failed while the reload renamed the credential; want none", n)
 	}
 	callOK(t, ctx, cs, "api__echo")
 	if got := g.Health().Upstreams["api"].CredentialBreakers; len(got) != 1 || got["tok"].State == "" {
