@@ -81,21 +81,6 @@ func (g *Server) applyBreakers(cfg *Config) {
 	g.retainBreakers(cfg)
 }
 
-// holdBreakers opens the breakers of credential name on every upstream that
-// binds it, at generation gen, for a rejection (reason, its subtype) found
-// elsewhere: until the credential changes, as a call's rejection opens one.
-func (g *Server) holdBreakers(name string, gen uint64, reason string) {
-	cfg := g.config()
-	for _, u := range g.ups() {
-		if !bound(cfg, u.name, name) {
-			continue
-		}
-		if done, err := g.breakers.Allow(breaker.Name(u.name, name), gen); err == nil {
-			done(breaker.Rejected(reason))
-		}
-	}
-}
-
 // retainBreakers drops the breakers of credentials no upstream of cfg
 // binds (renamed or unbound by a reload). An upstream a reload replaced
 // serves calls with its old binding until its successor takes over, and

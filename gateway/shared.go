@@ -701,13 +701,6 @@ func (s *shared) applyCredFact(name string, f credFact) {
 			s.g.credCauses.Store(name, credCause{f: cause, gen: c.Generation()})
 		}
 		c.ReportPeer(sub, v, s.g.redact(detail))
-		if sub == authmap.SubtypeCredentialRevoked || sub == authmap.SubtypeCredentialInvalid {
-			// The breakers follow, as they do on the replica that met the
-			// rejection: /health showed the credential invalid here beside
-			// a closed breaker, open there (found trying two replicas).
-			// Not an expiry, which may be the finder's clock's.
-			s.g.holdBreakers(name, c.Generation(), string(sub))
-		}
 	}
 	if after := c.Status(); after != before {
 		s.g.log.Info().Str(fieldCredential, name).Str("status", after.String()).Str("origin", f.Origin).Msg("credential status from a peer replica")
