@@ -270,7 +270,7 @@ func (g *Server) retryCredential(name string) {
 	}
 	cfg := g.config()
 	for _, up := range cfg.Order() {
-		if u := cfg.Upstreams[up]; u != nil && slices.Contains(u.boundCredentials(cfg.Credentials), name) {
+		if bound(cfg, up, name) {
 			if g.breakers.Retry(breaker.Name(up, name)) {
 				g.log.Info().Str(fieldUpstream, up).Str(fieldCredential, name).Msg("credential breaker closed: the credential was reloaded and is tried again")
 			}
