@@ -215,6 +215,21 @@ func TestManifests(t *testing.T) {
 	} else if code := gw.get(t, c, intstr.FromInt32(int32(n)), ann["prometheus.io/path"], ""); code != netHTTP.StatusOK {
 		t.Errorf("the scrape (GET %s on port %d, no token) answered %d, want 200", ann["prometheus.io/path"], n, code)
 	}
+	// The other ops endpoints on that port need admin.token: anyone in the
+	// cluster may reach the port when no network plugin enforces the
+	// NetworkPolicy, and POST /admin/* re-reads config and credentials.
+	token := gw.values["admin.token"]
+	if token == "" {
+		t.Error("admin.token is unset (or not read from the Secret): the ops port's /health, /events and /admin/* answer anyone")
+	}
+	for _, path := range []string{"/health", "/events", "/status", "/admin/events"} {
+		if code := gw.get(t, c, intstr.FromString("admin"), path, ""); code != netHTTP.StatusUnauthorized {
+			t.Errorf("GET %s on the admin port without a token answered %d, want 401", path, code)
+		}
+	}
+	if code := gw.get(t, c, intstr.FromString("admin"), "/health", "", token); code != netHTTP.StatusOK && code != netHTTP.StatusServiceUnavailable {
+		t.Errorf("GET /health on the admin port with the Secret's admin-token answered %d, want 200 or 503", code)
+	}
 	// Agents come through the Service by its name: the Host is accepted and
 	// the agent must authenticate (401, not the Host guard's 403).
 	if code := gw.get(t, c, intstr.FromString("http"), "/mcp", "credgate.credgate.svc.cluster.local"); code != netHTTP.StatusUnauthorized {
@@ -329,6 +344,7 @@ func TestManifests(t *testing.T) {
 type servedGateway struct {
 	listen, admin         string // bound addresses: listen, admin.listen ("" if unset)
 	listenPort, adminPort string // the ports the config names
+	values                map[string]string // the Secret's value of each file the config reads, by key
 }
 
 // serveManifestConfig starts a gateway (never its upstreams) on the
@@ -337,6 +353,7 @@ type servedGateway struct {
 func serveManifestConfig(t *testing.T, data string, secrets map[string]*corev1.Secret, c corev1.Container, files map[string]string) *servedGateway {
 	t.Helper()
 	dir := t.TempDir()
+	values := map[string]string{}
 	for key, file := range files {
 		var value string
 		for _, m := range c.VolumeMounts {
@@ -354,6 +371,7 @@ func serveManifestConfig(t *testing.T, data string, secrets map[string]*corev1.S
 		if value == "" {
 			t.Fatalf("%s: no Secret holds %s", key, file)
 		}
+		values[key] = value
 		local := filepath.Join(dir, strings.ReplaceAll(strings.TrimPrefix(file, "/"), "/", "_"))
 		if err := os.WriteFile(local, []byte(value), 0o600); err != nil {
 			t.Fatal(err)
@@ -364,7 +382,7 @@ func serveManifestConfig(t *testing.T, data string, secrets map[string]*corev1.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	sg := &servedGateway{}
+	sg := &servedGateway{values: values}
 	_, sg.listenPort, _ = net.SplitHostPort(cfg.Listen)
 	if cfg.Admin.Listen != "" {
 		_, sg.adminPort, _ = net.SplitHostPort(cfg.Admin.Listen)
@@ -400,10 +418,11 @@ func serveManifestConfig(t *testing.T, data string, secrets map[string]*corev1.S
 	return sg
 }
 
-// get asks the gateway for path on the container port p names, without
-// credentials, with host as Host if set; it returns the status, or 0 when
-// the port is neither listen's nor admin.listen's.
-func (sg *servedGateway) get(t *testing.T, c corev1.Container, p intstr.IntOrString, path, host string) int {
+// get asks the gateway for path on the container port p names, with host
+// as Host if set and bearer as a bearer token if given (no credentials
+// otherwise); it returns the status, or 0 when the port is neither
+// listen's nor admin.listen's.
+func (sg *servedGateway) get(t *testing.T, c corev1.Container, p intstr.IntOrString, path, host string, bearer ...string) int {
 	t.Helper()
 	n := p.IntVal
 	if p.Type == intstr.String {
@@ -425,6 +444,9 @@ func (sg *servedGateway) get(t *testing.T, c corev1.Container, p intstr.IntOrStr
 	}
 	if host != "" {
 		req.Host = host
+	}
+	for _, b := range bearer {
+		req.Header.Set("Authorization", "Bearer "+b)
 	}
 	resp, err := netHTTP.DefaultClient.Do(req)
 	if err != nil {

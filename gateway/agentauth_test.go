@@ -907,3 +907,61 @@ func TestAgentPolicyReload(t *testing.T) {
 		_ = cs.Close()
 	}
 }
+
+// admin.open serves the read-only ops endpoints it names without
+// admin.token (a Prometheus scrape by annotation cannot send one); every
+// other ops endpoint still needs the token, and a name it does not know is
+// a config error naming the key.
+func TestOpsOpenEndpoints(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	const token = "admin-token-0123456789abcdef"
+	for _, tt := range []struct {
+		open string
+		want map[string]int // path -> status without the token
+	}{
+		{open: "[]", want: map[string]int{"/metrics": 401, "/health": 401, "/events": 401, "/status": 401, "/admin/events": 401}},
+		{open: "[metrics]", want: map[string]int{"/metrics": 200, "/health": 401, "/events": 401, "/status": 401, "/admin/events": 401}},
+		{open: "[metrics, health]", want: map[string]int{"/metrics": 200, "/health": 200, "/events": 401, "/status": 401, "/admin/events": 401}},
+	} {
+		g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth: {keys: [{name: ops, key: %s}]}\nadmin: {token: %s, open: %s}\n", up.url(), keyOps, token, tt.open))
+		h := g.Handler()
+		for path, without := range tt.want {
+			for _, auth := range []string{"", "Bearer " + token} {
+				req := httptest.NewRequest(http.MethodGet, path, nil)
+				req.Host = "127.0.0.1"
+				want := without
+				if auth != "" {
+					req.Header.Set("Authorization", auth)
+					want = 200
+				}
+				rec := httptest.NewRecorder()
+				if path == "/events" { // a stream: ask only for its headers
+					rctx, rcancel := context.WithCancel(ctx)
+					rcancel()
+					req = req.WithContext(rctx)
+				}
+				h.ServeHTTP(rec, req)
+				if rec.Code != want {
+					t.Errorf("admin.open %s: GET %s (token %v): %d %s, want %d", tt.open, path, auth != "", rec.Code, rec.Body, want)
+				}
+				if strings.Contains(rec.Body.String(), token) {
+					t.Errorf("admin.open %s: GET %s shows the admin token", tt.open, path)
+				}
+			}
+		}
+	}
+	_, err := ParseConfig([]byte(fmt.Sprintf("upstreams:\n  a: {url: %s}\nadmin: {token: %s, open: [metrics, events]}\n", up.url(), token)), nil)
+	if err == nil || !strings.Contains(err.Error(), `admin.open[1]: unknown ops endpoint "events"`) {
+		t.Errorf("admin.open naming /events: %v, want an error naming admin.open[1]", err)
+	}
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("upstreams:\n  a: {url: %s}\nadmin: {listen: 127.0.0.1:0, open: [health]}\n", up.url())), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "admin.open: has no effect") {
+		t.Errorf("admin.open without admin.token on admin.listen: warnings %q, want one naming admin.open", w)
+	}
+}

@@ -34,7 +34,20 @@ type AdminConfig struct {
 	// insides, so it is off unless asked for. If false, /debug/pprof/ does
 	// not exist.
 	Pprof bool `koanf:"pprof"`
+	// Open lists the read-only ops endpoints served without admin.token:
+	// "metrics" (/metrics, for a Prometheus scrape by annotation, which
+	// cannot send a token) and "health" (/health, for an orchestrator that
+	// reads it). They still answer only on admin.listen when it is set.
+	// /events, /status, /admin/* and /debug/pprof/ always need the token.
+	// If empty, every ops endpoint needs it.
+	Open []string `koanf:"open"`
 }
+
+// openOps are the ops endpoints admin.open may name, each with its path.
+var openOps = map[string]string{"metrics": "/metrics", "health": "/health"}
+
+// opens reports whether admin.open names the ops endpoint name.
+func (a AdminConfig) opens(name string) bool { return slices.Contains(a.Open, name) }
 
 // WebhooksConfig is the webhooks section.
 type WebhooksConfig struct {
@@ -143,6 +156,11 @@ func (c *Config) validateCredentials() error {
 	}
 	if !c.Webhooks.Secret.IsZero() {
 		errs = append(errs, c.Webhooks.Secret.Validate("webhooks.secret"))
+	}
+	for i, name := range c.Admin.Open {
+		if _, ok := openOps[name]; !ok {
+			bad(fmt.Sprintf("admin.open[%d]", i), "unknown ops endpoint %q: want metrics or health (/events, /status and /admin/* always need admin.token)", name)
+		}
 	}
 	// inject checks that the credential name can serve the upstream: a
 	// header for HTTP, an env variable for stdio.

@@ -54,8 +54,8 @@ func (g *Server) handlers() (main, ops http.Handler) {
 // show the gateway's insides (upstreams, credentials, events, metrics)
 // belong here.
 func (g *Server) opsRoutes(mux *http.ServeMux) {
-	mux.Handle("GET /health", g.opsOnly(http.HandlerFunc(g.healthHTTP)))
-	mux.Handle("GET /metrics", g.opsOnly(g.metricsHandler()))
+	mux.Handle("GET /health", g.opsGuard("health", http.HandlerFunc(g.healthHTTP)))
+	mux.Handle("GET /metrics", g.opsGuard("metrics", g.metricsHandler()))
 	for pattern, h := range g.OpsHandlers() { // /events, /status (ops.go)
 		mux.Handle(pattern, g.opsOnly(h))
 	}
@@ -73,7 +73,12 @@ type opsListenerKey struct{}
 // on loopback (auth unset and allow_unauthenticated false: whoever reaches
 // the port can use every tool anyway); otherwise 403, naming the keys that
 // open it.
-func (g *Server) opsOnly(h http.Handler) http.Handler {
+func (g *Server) opsOnly(h http.Handler) http.Handler { return g.opsGuard("", h) }
+
+// opsGuard is opsOnly for the ops endpoint admin.open may name (open, a key
+// of openOps): when admin.open names it, it needs no token (but still
+// answers only on admin.listen when that is set).
+func (g *Server) opsGuard(open string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cfg := g.config()
 		onOps, _ := r.Context().Value(opsListenerKey{}).(bool)
@@ -81,6 +86,7 @@ func (g *Server) opsOnly(h http.Handler) http.Handler {
 		case cfg.Admin.Listen != "" && !onOps:
 			http.NotFound(w, r)
 			return
+		case open != "" && cfg.Admin.opens(open):
 		case g.cred.adminToken != "":
 			if !g.adminAuthorized(r) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="credgate-admin"`)
