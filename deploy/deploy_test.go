@@ -342,8 +342,8 @@ func TestManifests(t *testing.T) {
 
 // servedGateway is a gateway serving a manifest's config on loopback.
 type servedGateway struct {
-	listen, admin         string // bound addresses: listen, admin.listen ("" if unset)
-	listenPort, adminPort string // the ports the config names
+	listen, admin         string            // bound addresses: listen, admin.listen ("" if unset)
+	listenPort, adminPort string            // the ports the config names
 	values                map[string]string // the Secret's value of each file the config reads, by key
 }
 
