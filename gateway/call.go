@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -64,6 +65,9 @@ func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 		r := new(inputRound)
 		start := time.Now()
 		res, err := next(context.WithValue(ctx, inputRoundKey{}, r), method, req)
+		if err == nil {
+			err = uncapableAgent(req, res)
+		}
 		a := r.asked.Load()
 		if err == nil || a == nil {
 			return res, err
@@ -75,6 +79,54 @@ func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 		a.u.gw.logCall(ctx, a.u, a.tool, start, out, err)
 		return out, err
 	}
+}
+
+// uncapableAgent returns why the 2026-07-28 agent of req cannot answer the
+// input res asks it for (its inputRequests reach it as they are), or nil:
+// the upstream saw the gateway's capabilities, not the agent's, so a
+// request the agent never said it could take is refused here, typed, as
+// the SDK's server refuses one to an older agent in its input round.
+func uncapableAgent(req mcp.Request, res mcp.Result) error {
+	r, ok := res.(*mcp.CallToolResult)
+	call, _ := req.(*mcp.CallToolRequest)
+	if !ok || r == nil || len(r.InputRequests) == 0 || call == nil || agentProtocol(call.Session, call.Extra) < protocol20260728 {
+		return nil
+	}
+	caps := call.ClientCapabilities()
+	if caps == nil {
+		caps = &mcp.ClientCapabilities{}
+	}
+	var missing []string
+	for _, in := range r.InputRequests {
+		need := ""
+		switch in := in.(type) {
+		case *mcp.ElicitParams:
+			switch {
+			case caps.Elicitation == nil:
+				need = "elicitation"
+			case in.Mode == "url" && caps.Elicitation.URL == nil:
+				need = "elicitation.url"
+			case in.Mode != "url" && caps.Elicitation.Form == nil && caps.Elicitation.URL != nil:
+				need = "elicitation.form" // elicitation: {} means form
+			}
+		case *mcp.CreateMessageParams, *mcp.CreateMessageWithToolsParams:
+			if caps.Sampling == nil {
+				need = "sampling"
+			}
+		case *mcp.ListRootsParams:
+			if caps.RootsV2 == nil {
+				need = "roots"
+			}
+		}
+		if need != "" && !slices.Contains(missing, need) {
+			missing = append(missing, need)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return fmt.Errorf("the upstream asked for input (%s), and the agent declared no %s capability in its request's _meta", inputMethods(r.InputRequests), strings.Join(missing, ", "))
 }
 
 // inputRound is what inputFailures learns of a tools/call's rounds: the

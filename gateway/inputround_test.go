@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -110,6 +111,55 @@ func TestStatelessLegacyAgentInputRound(t *testing.T) {
 				t.Errorf("audit outcomes (-want +got):\n%s", diff)
 			}
 			wantSample(t, gather(t, g), "credgate_tool_calls_total", map[string]string{"upstream": "u", "tool": "u__login", "type": "invalid_request"}, 1)
+		})
+	}
+}
+
+// TestStatelessNewAgentInputCapabilities: a 2026-07-28 agent gets an
+// upstream's input requests in the call's result, and answers them in its
+// next call; one whose request's _meta declares no capability for what
+// they ask (elicitation, sampling) gets a typed invalid_request naming it,
+// on both fast_path settings. The upstream saw the gateway's capabilities,
+// not the agent's, and the request went through as it was.
+func TestStatelessNewAgentInputCapabilities(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			hs := httptest.NewServer(g.Handler())
+			t.Cleanup(hs.Close)
+			connect := func(opts *mcp.ClientOptions) *mcp.ClientSession {
+				cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, opts).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = cs.Close() })
+				return cs
+			}
+			bare := connect(nil)
+			for tool, want := range map[string]string{"u__ask": "no elicitation capability", "u__sample": "no sampling capability"} {
+				res, err := bare.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}})
+				if err != nil {
+					t.Fatalf("%s without capabilities: %v; want a result with a failure", tool, err)
+				}
+				if f := failureOf(t, res); f.Type != authmap.TypeInvalidRequest || f.Upstream != "u" || !strings.Contains(f.Detail, want) {
+					t.Errorf("%s without capabilities: failure %+v; want invalid_request from u saying %q", tool, f, want)
+				}
+			}
+			able := connect(&mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
+			}})
+			res, err := able.CallTool(ctx, &mcp.CallToolParams{Name: "u__ask", Arguments: map[string]any{}})
+			if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "accept Ada" {
+				t.Errorf("u__ask with the elicitation capability: %s, %v; want \"accept Ada\"", mustJSON(t, res), err)
+			}
 		})
 	}
 }
