@@ -212,7 +212,7 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 				return
 			}
 			if read && headersOK {
-				if code, msg := malformedMessage(body); code != 0 {
+				if code, msg := malformedMessage(body, r.Header.Get("Mcp-Protocol-Version")); code != 0 {
 					writeMalformed(w, code, msg)
 					return
 				}
@@ -620,13 +620,15 @@ func cancelledID(body []byte) json.RawMessage {
 
 // malformedMessage reports why body, a POST's, is not one JSON-RPC message
 // (or a batch, which the SDK reads): -32700 for JSON that does not parse,
-// -32600 for JSON that is no request, notification or response. It returns
-// 0 for a body the SDK may take (a message, a batch, JSON nested too deep,
+// -32600 for JSON that is no request, notification or response, or for a
+// batch at protocol 2025-06-18 or later (version, the request's
+// MCP-Protocol-Version). It returns
+// 0 for a body the SDK may take (a message, an older batch, JSON nested too deep,
 // which the SDK refuses itself). The SDK answered these with a text/plain
 // 400 ("malformed payload: ..."), and took {"jsonrpc":"2.0","id":2} for an
 // answer to nothing (202); the spec lets the 400 carry a JSON-RPC error
 // with no id, and agents read that (found trying the gateway from outside).
-func malformedMessage(body []byte) (code int64, msg string) {
+func malformedMessage(body []byte, version string) (code int64, msg string) {
 	trimmed := bytes.TrimSpace(body)
 	if !jsonDepthOK(trimmed) {
 		return 0, ""
@@ -637,6 +639,10 @@ func malformedMessage(body []byte) (code int64, msg string) {
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		if len(bytes.TrimSpace(trimmed[1:len(trimmed)-1])) == 0 {
 			return jsonrpc.CodeInvalidRequest, "Invalid Request: an empty batch"
+		}
+		if version >= "2025-06-18" {
+			// As the SDK refuses it, but as JSON-RPC asks (it answered text/plain).
+			return jsonrpc.CodeInvalidRequest, "Invalid Request: JSON-RPC batches are not supported in protocol 2025-06-18 and later (this request's MCP-Protocol-Version: " + version + "); send each message in a POST of its own"
 		}
 		return 0, ""
 	}
