@@ -623,15 +623,14 @@ func cancelledID(body []byte) json.RawMessage {
 // -32600 for JSON that is no request, notification or response, or for a
 // batch at protocol 2025-06-18 or later (version, the request's
 // MCP-Protocol-Version). It returns
-// 0 for a body the SDK may take (a message, an older batch, JSON nested too deep,
-// which the SDK refuses itself). The SDK answered these with a text/plain
+// 0 for a body the SDK may take (a message, an older batch). The SDK answered these with a text/plain
 // 400 ("malformed payload: ..."), and took {"jsonrpc":"2.0","id":2} for an
 // answer to nothing (202); the spec lets the 400 carry a JSON-RPC error
 // with no id, and agents read that (found trying the gateway from outside).
 func malformedMessage(body []byte, version string) (code int64, msg string) {
 	trimmed := bytes.TrimSpace(body)
 	if !jsonDepthOK(trimmed) {
-		return 0, ""
+		return jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: JSON nested deeper than %d objects and arrays", maxJSONDepth)
 	}
 	if !json.Valid(trimmed) {
 		return jsonrpc.CodeParseError, "Parse error: the body is not valid JSON"
@@ -639,6 +638,12 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		if len(bytes.TrimSpace(trimmed[1:len(trimmed)-1])) == 0 {
 			return jsonrpc.CodeInvalidRequest, "Invalid Request: an empty batch"
+		}
+		if n := batchLen(trimmed); n > maxBatch {
+			// The SDK runs a batch's requests all at once and holds every
+			// answer until the last: one 4 MiB body of 35,000 calls took
+			// the gateway to 1.8 GB (found trying the gateway from outside).
+			return jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: a batch of %d messages; at most %d are served in one", n, maxBatch)
 		}
 		if version >= "2025-06-18" {
 			// As the SDK refuses it, but as JSON-RPC asks (it answered text/plain).
@@ -662,6 +667,8 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 		return jsonrpc.CodeInvalidRequest, `Invalid Request: "jsonrpc" must be "2.0"`
 	case len(id) > 0 && (id[0] == '{' || id[0] == '[' || id[0] == 't' || id[0] == 'f'):
 		return jsonrpc.CodeInvalidRequest, `Invalid Request: "id" must be a string or an integer`
+	case string(id) == "null" && env.Method != nil:
+		return jsonrpc.CodeInvalidRequest, `Invalid Request: a request's "id" must not be null (leave it out for a notification)`
 	case env.Method != nil:
 		if *env.Method == "" {
 			return jsonrpc.CodeInvalidRequest, `Invalid Request: "method" is empty`
@@ -670,6 +677,19 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 		return jsonrpc.CodeInvalidRequest, `Invalid Request: neither a request ("method") nor a response ("id" with "result" or "error")`
 	}
 	return 0, ""
+}
+
+// maxBatch bounds the messages of one JSON-RPC batch (agents before
+// 2025-06-18 may send them; the SDKs do not).
+const maxBatch = 16
+
+// batchLen counts the members of body, a JSON array that parses.
+func batchLen(body []byte) int {
+	var batch []json.RawMessage
+	if agentJSON(body, &batch) != nil {
+		return 0
+	}
+	return len(batch)
 }
 
 // writeMalformed answers a body malformedMessage refused: 400 with a

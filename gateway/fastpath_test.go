@@ -1309,6 +1309,9 @@ func TestMalformedBody(t *testing.T) {
 			// No batches after 2025-03-26 (the agent is on 2025-11-25):
 			// the SDK answered text/plain.
 			`[{"jsonrpc":"2.0","id":8,"method":"ping"}]`: -32600,
+			// The SDK answered these text/plain too.
+			`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"a__echo"}}`: -32600,
+			`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":` + strings.Repeat("[", 1200) + strings.Repeat("]", 1200) + `}}`: -32600,
 		} {
 			resp, got := a.post(ctx, body)
 			var ans struct {
@@ -1326,5 +1329,43 @@ func TestMalformedBody(t *testing.T) {
 		if resp, got := a.post(ctx, `{"jsonrpc":"2.0","id":9,"method":"ping"}`); resp.StatusCode != http.StatusOK || !bytes.Contains(got, []byte(`"id":9,"result"`)) {
 			t.Errorf("fast_path %v: ping after: %d %s", fast, resp.StatusCode, got)
 		}
+	}
+}
+
+// TestBatchBound: a 2025-03-26 agent's batch of more than maxBatch
+// messages is refused whole with -32600 (the SDK ran every one at once and
+// held every answer: one 4 MiB batch of calls took the gateway to 1.8 GB);
+// one of maxBatch is served.
+func TestBatchBound(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	a := newRawAgentAt(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url())), `{}`, "2025-03-26")
+	batch := func(n int) string {
+		var b strings.Builder
+		b.WriteByte('[')
+		for i := range n {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`, i+1)
+		}
+		return b.String() + "]"
+	}
+	resp, body := a.post(ctx, batch(maxBatch+1))
+	var ans struct {
+		ID    json.RawMessage `json:"id"`
+		Error struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, fmt.Sprint("at most ", maxBatch)) {
+		t.Errorf("a batch of %d: %d %s; want 400 and -32600 naming the bound", maxBatch+1, resp.StatusCode, body)
+	}
+	resp, body = a.post(ctx, batch(maxBatch))
+	if n := bytes.Count(body, []byte(`"result"`)); resp.StatusCode != http.StatusOK || n != maxBatch {
+		t.Errorf("a batch of %d: %d %.300s; want %d answers", maxBatch, resp.StatusCode, body, maxBatch)
 	}
 }
