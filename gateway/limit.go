@@ -106,6 +106,14 @@ func newResponseLimit(upstream string, max int64, log zerolog.Logger) *responseL
 	return &responseLimit{upstream: upstream, max: max, log: log, warns: rate.NewLimiter(keepRate, keepBurst)}
 }
 
+// clean redacts s, text an upstream chose, for a log line or an answer.
+func (l *responseLimit) clean(s string) string {
+	if l.redact == nil {
+		return s
+	}
+	return l.redact(s, false)
+}
+
 // message is the error an agent reads, naming the limit and its key.
 func (l *responseLimit) message() string {
 	return fmt.Sprintf("upstream %q: response exceeded upstreams.%s.max_response_bytes (%d bytes)", l.upstream, l.upstream, l.max)
@@ -327,7 +335,13 @@ func (r *limitedReader) replace(o *oversized, preferCall bool, frame func([]byte
 		ev.Msg("dropped an upstream message over max_response_bytes: no call to answer")
 		return nil, nil
 	}
-	ev.RawJSON("id", id).Msg("upstream response over max_response_bytes: the call gets an error")
+	// The id is the upstream's own text: it may carry a secret.
+	if shown := r.lim.clean(string(id)); shown == string(id) && len(id) <= 100 {
+		ev.RawJSON("id", id)
+	} else {
+		ev.Str("id", truncate(shown, 100))
+	}
+	ev.Msg("upstream response over max_response_bytes: the call gets an error")
 	return frame(r.lim.answer(id)), nil
 }
 
@@ -660,9 +674,9 @@ func (l *responseLimit) badAnswer(resp *http.Response, id json.RawMessage, why s
 	_ = resp.Body.Close() // not drained: the connection is dropped, whatever it holds
 	l.flood.count(dropBadAnswer)
 	if l.warns.Allow() {
-		l.log.Warn().Int("status", resp.StatusCode).Str("content_type", truncate(resp.Header.Get("Content-Type"), 100)).Msg("upstream answered a call " + why + ": the call gets an error, the session goes on")
+		l.log.Warn().Int("status", resp.StatusCode).Str("content_type", truncate(l.clean(resp.Header.Get("Content-Type")), 100)).Msg("upstream answered a call " + l.clean(why) + ": the call gets an error, the session goes on")
 	}
-	b := gatewayAnswer(id, fmt.Sprintf("upstream %q answered %s", l.upstream, why), badAnswerMark)
+	b := gatewayAnswer(id, fmt.Sprintf("upstream %q answered %s", l.upstream, l.clean(why)), badAnswerMark)
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	resp.ContentLength = int64(len(b))
 	resp.Header = resp.Header.Clone()

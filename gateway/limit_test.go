@@ -412,3 +412,32 @@ func (t *trickle) Read(p []byte) (int, error) {
 	t.s = t.s[k:]
 	return k, nil
 }
+
+// TestOverLimitLogsRedacted: the warnings about an upstream's answer over
+// max_response_bytes, or one the SDK cannot read, show what the upstream
+// chose (the message's id, the Content-Type) redacted: a hostile upstream
+// put its credential there and the JSON log showed it.
+func TestOverLimitLogsRedacted(t *testing.T) {
+	t.Parallel()
+	const secret = "QpR7vXk2Lm9TzW4nHs8bYc3d"
+	var log syncBuffer
+	lim := newResponseLimit("s", 64, zerolog.New(&log))
+	lim.redact = func(s string, _ bool) string { return strings.ReplaceAll(s, secret, "[REDACTED]") }
+	line := `{"jsonrpc":"2.0","id":"` + secret + `","result":{"content":[{"type":"text","text":"` + strings.Repeat("x", 200) + `"}]}}` + "\n"
+	// The answer keeps the id (the SDK's client matches it to its own
+	// requests, whose ids are the gateway's numbers: this one matches none).
+	if _, err := io.ReadAll(newLineLimiter(strings.NewReader(line), lim)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "over max_response_bytes") || !strings.Contains(log.String(), "[REDACTED]") {
+		t.Errorf("log %q; want the over-limit warning with the id redacted", log.String())
+	}
+	resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"text/html; token=" + secret}}, Body: io.NopCloser(strings.NewReader("<html>"))}
+	lim.badAnswer(resp, json.RawMessage(`7`), "with content type \"text/"+secret+"\"")
+	b, _ := io.ReadAll(resp.Body)
+	for what, s := range map[string]string{"log": log.String(), "answer to the HTTP call": string(b)} {
+		if strings.Contains(s, secret) {
+			t.Errorf("%s shows the secret: %s", what, s)
+		}
+	}
+}
