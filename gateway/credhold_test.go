@@ -7,11 +7,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/internal/redistest"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // Review (a03d248): deadCredential holds back an expired value only when
@@ -202,5 +205,64 @@ func TestReviewCancelledRejectionDoesNotBlockRenewable(t *testing.T) {
 		ff := failureOf(t, res)
 		t.Errorf("after a cancelled call's expired answer, the next call is refused without any renewal (value %q): %s: %s",
 			g.Credentials().Get("tok").Value(), ff.Subtype, ff.Detail)
+	}
+}
+
+// TestProbeNotFailedBehindRenewal: while a call renews its credential
+// after a rejection, the health probe (which sends the credential too, and
+// waits for the renewal) is skipped, not failed: a slow source (Vault, an
+// exec command) made it a "timeout" that took the upstream down, and the
+// call, whose renewal found a new value, failed as a timeout instead of
+// being resent (found trying the gateway from outside).
+func TestProbeNotFailedBehindRenewal(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	token, gate, started, fifo := filepath.Join(dir, "token"), filepath.Join(dir, "gate"), filepath.Join(dir, "started"), filepath.Join(dir, "fifo")
+	writeFile(t, token, "first-token-0123456789")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	// Once the gate exists, the source blocks reading the fifo until the
+	// test writes the new value into it.
+	script := fmt.Sprintf("if [ -e %s ]; then touch %s; cat %s; else cat %s; fi", gate, started, fifo, token)
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 50ms\n", fmt.Sprintf("source: {exec: {command: [sh, -c, %q]}}", script), up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	u := g.upstream("api")
+	before := u.session.Load()
+	up.refuse("first-token-0123456789", rejectExpired)
+	up.accept("second-token-0123456789")
+	writeFile(t, gate, "")
+
+	done := make(chan error, 1)
+	go func() {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "api__echo", Arguments: map[string]any{"text": "hi"}})
+		if err == nil && res.IsError {
+			err = fmt.Errorf("the call failed: %s", text(res))
+		}
+		done <- err
+	}()
+	waitFor(t, ctx, func() bool { _, err := os.Stat(started); return err == nil })
+	// Several probe turns, each of which waited 50 ms behind the renewal
+	// and failed before.
+	turns := u.probeTurns.Load()
+	waitFor(t, ctx, func() bool { return u.probeTurns.Load() >= turns+4 })
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.WriteString("second-token-0123456789")
+	_ = w.Close()
+	if err := <-done; err != nil {
+		t.Errorf("the call behind the renewal: %v; want it resent with the new value", err)
+	}
+	if after := u.session.Load(); after != before {
+		t.Errorf("the upstream's session was replaced during the renewal (health: %+v); want the probe to wait its turn", g.Health().Upstreams["api"])
+	}
+	if got := up.lastToken(); got != "second-token-0123456789" {
+		t.Errorf("the resent call carried %q; want the new token", got)
 	}
 }

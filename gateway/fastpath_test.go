@@ -1310,7 +1310,7 @@ func TestMalformedBody(t *testing.T) {
 			// the SDK answered text/plain.
 			`[{"jsonrpc":"2.0","id":8,"method":"ping"}]`: -32600,
 			// The SDK answered these text/plain too.
-			`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"a__echo"}}`: -32600,
+			`{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"a__echo"}}`:                                         -32600,
 			`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":` + strings.Repeat("[", 1200) + strings.Repeat("]", 1200) + `}}`: -32600,
 		} {
 			resp, got := a.post(ctx, body)

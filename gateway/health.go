@@ -31,7 +31,8 @@ import (
 //
 // The probe is skipped while the upstream shows it is alive anyway: while
 // calls are in flight on its shared session, or when one was answered
-// within the interval. A server that handles one request at a time (many
+// within the interval; and while a call renews the upstream's credential
+// after a rejection, which the probe would wait for (see renewing). A server that handles one request at a time (many
 // stdio servers do) would not answer a ping during a long call, and taking it
 // down for that would kill the call; a hung upstream's calls are bounded by
 // their own timeout, and the first probe after them finds it.
@@ -67,8 +68,9 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		defer close(done)
 		defer u.gw.recoverLog("health probe", u.name)
 		busy := func() bool {
+			u.probeTurns.Add(1)
 			last := time.Unix(0, u.lastAnswer.Load())
-			return u.busy.Load() > 0 || time.Since(last) < interval() || u.ownCredLimited()
+			return u.busy.Load() > 0 || time.Since(last) < interval() || u.ownCredLimited() || u.renewing()
 		}
 		probe := func(ctx context.Context) error {
 			err := u.probe(ctx, cs, min(u.cfg.timeout(), interval()))
@@ -77,6 +79,15 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 			}
 			if err == nil || ctx.Err() != nil {
 				return err
+			}
+			if u.renewing() {
+				// The probe waited behind a renewal of the upstream's
+				// credential (a call found it rejected): the upstream was
+				// not asked, and a slow source (Vault, an exec command)
+				// made it a "timeout" that took the upstream down and
+				// failed the very call the renewal was for (found trying
+				// the gateway from outside). The next turn asks again.
+				return nil
 			}
 			if f, _ := u.gw.classify(u, err); limited(f) {
 				// The provider answered: the upstream is alive, its
@@ -97,6 +108,17 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 		})
 	}()
 	return done
+}
+
+// renewing reports whether a call is renewing the credential the upstream's
+// own traffic sends, after a rejection: that traffic, the probe included,
+// waits for the outcome (see suspect and credentialGate).
+func (u *upstream) renewing() bool {
+	if u.defaultCred == "" {
+		return false
+	}
+	_, ok := u.gw.cred.holds.Load(u.defaultCred)
+	return ok
 }
 
 // probeAnswered counts a health probe's answer as a success of the

@@ -103,6 +103,9 @@ type upstream struct {
 	lostSig    chan struct{}
 	busy       atomic.Int64
 	lastAnswer atomic.Int64
+	// probeTurns counts the turns of the health probe's loop, probed or
+	// skipped (tests wait on it).
+	probeTurns atomic.Int64
 	closing    sync.WaitGroup // closes of lost sessions, which run does not wait for
 
 	mu      sync.Mutex
