@@ -287,25 +287,20 @@ func (u *upstream) findCredentialName() string {
 	if u.cfg.Credential != "" {
 		return u.cfg.Credential
 	}
+	// The names the redaction takes for secrets (secretName): a substring
+	// test named NODE_PATH and PATH the credential ("PAT"), and told ops
+	// to rotate them (found trying the gateway from outside).
 	for _, k := range sortedKeys(u.cfg.Headers) {
-		if credentialHeader(k) {
+		if secretName(k) {
 			return "upstreams." + u.name + ".headers." + k
 		}
 	}
 	for _, k := range sortedKeys(u.cfg.Env) {
-		uk := strings.ToUpper(k)
-		if strings.Contains(uk, "TOKEN") || strings.Contains(uk, "KEY") || strings.Contains(uk, "SECRET") || strings.Contains(uk, "PASSWORD") || strings.Contains(uk, "PAT") {
+		if secretName(k) {
 			return "upstreams." + u.name + ".env." + k
 		}
 	}
 	return ""
-}
-
-// credentialHeader reports whether a header of that name carries a
-// credential.
-func credentialHeader(name string) bool {
-	lk := strings.ToLower(name)
-	return lk == "authorization" || strings.Contains(lk, "key") || strings.Contains(lk, "token") || strings.Contains(lk, "auth")
 }
 
 // sortedKeys returns m's keys in order.

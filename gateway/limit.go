@@ -100,6 +100,10 @@ type responseLimit struct {
 	warns *rate.Limiter
 	// flood counts what is dropped (nil in tests that build a limit alone).
 	flood *floodGuard
+	// legacySSE is set for an upstream on the legacy SSE transport, whose
+	// answers come on its event stream: the SDK never reads a POST's body
+	// there (202 Accepted with no content type is the rule).
+	legacySSE bool
 }
 
 func newResponseLimit(upstream string, max int64, log zerolog.Logger) *responseLimit {
@@ -543,6 +547,11 @@ func (l *responseLimit) bound(req *http.Request, resp *http.Response, check bool
 			io.Reader
 			io.Closer
 		}{io.LimitReader(resp.Body, maxErrorBody), resp.Body}
+		return
+	}
+	if l.legacySSE && req.Method == http.MethodPost {
+		// Every message was counted and logged a bad answer (found trying
+		// the gateway from outside): the SDK closes this body unread.
 		return
 	}
 	call := func() json.RawMessage { return requestID(req) }

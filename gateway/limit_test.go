@@ -441,3 +441,31 @@ func TestOverLimitLogsRedacted(t *testing.T) {
 		}
 	}
 }
+
+// TestLegacySSENoBadAnswers: on the legacy SSE transport, the answer to
+// each POST is a 202 with no content type (the answers come on the event
+// stream); the gateway counted and logged each one a bad answer.
+func TestLegacySSENoBadAnswers(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "legacy", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "echo", InputSchema: map[string]any{"type": "object"}}, func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
+	})
+	hs := httptest.NewServer(mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil))
+	t.Cleanup(hs.Close)
+	var log syncBuffer
+	g, cs := startGatewayLogged(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, transport: sse}\n", hs.URL), &log)
+	for range 3 {
+		if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{}}); err != nil || res.IsError {
+			t.Fatalf("call: %v %v", res, err)
+		}
+	}
+	if n, ok := sample(gather(t, g), "credgate_upstream_messages_dropped_total", map[string]string{"upstream": "a", "kind": "bad_answer"}); ok && n > 0 {
+		t.Errorf("%v bad answers counted; want none", n)
+	}
+	if strings.Contains(log.String(), "content type") {
+		t.Errorf("log warns of the POSTs' answers:\n%s", log.String())
+	}
+}

@@ -124,3 +124,26 @@ func TestGlobErrorsNameTheKey(t *testing.T) {
 		t.Errorf("error %q reports a valid glob", err)
 	}
 }
+
+// TestCredentialNameFromConfig: without credential, the place a failure
+// names as the upstream's credential is the first header or env entry
+// whose name says it holds one, by the redaction's rule: NODE_PATH and
+// PATH were named (a substring "PAT"), and ops told to rotate them.
+func TestCredentialNameFromConfig(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		env, headers map[string]string
+		want         string
+	}{
+		{env: map[string]string{"NODE_PATH": "/x", "PATH": "/bin", "PYTHONPATH": "/y", "GOPATH": "/z"}, want: ""},
+		{env: map[string]string{"NODE_PATH": "/x", "GITHUB_PAT": "p"}, want: "upstreams.a.env.GITHUB_PAT"},
+		{env: map[string]string{"API_KEY": "k", "HOME": "/h"}, want: "upstreams.a.env.API_KEY"},
+		{headers: map[string]string{"X-Author": "me", "X-Api-Key": "k"}, want: "upstreams.a.headers.X-Api-Key"},
+		{headers: map[string]string{"Authorization": "Bearer x"}, want: "upstreams.a.headers.Authorization"},
+	} {
+		u := &upstream{name: "a", cfg: &UpstreamConfig{Env: tt.env, Headers: tt.headers}}
+		if got := u.findCredentialName(); got != tt.want {
+			t.Errorf("env %v, headers %v: %q; want %q", tt.env, tt.headers, got, tt.want)
+		}
+	}
+}

@@ -267,6 +267,7 @@ func newUpstream(gw *Server, name string, cfg *UpstreamConfig, creds map[string]
 	}
 	u.limit = newResponseLimit(name, cfg.maxResponseBytes(), u.log)
 	u.limit.stray, u.limit.redact, u.limit.flood = u.strayLine, gw.redactCut, u.flood
+	u.limit.legacySSE = cfg.Transport == TransportSSE
 	if cfg.Transport != TransportStdio {
 		u.http = newHTTPTransport(gw.pool, cfg.Headers, &u.notes)
 		u.http.sync = gw.syncPool
