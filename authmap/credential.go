@@ -570,15 +570,15 @@ func (c *Credential) setLiveLocked(st Status, now time.Time) {
 // when the provider had said two, while the credential's breaker refused
 // calls until the reset: the credential read "restored", healthy, and
 // calls still failed (found trying the gateway from outside).
+//
+// A provider's reset sooner than a minute ends it then too: it lasted the
+// minute while the breaker let calls through at the reset (found trying
+// the gateway from outside).
 func (c *Credential) limitEndLocked() time.Time {
-	return later(c.st.liveAt.Add(reactiveInterval), c.st.limitedUntil)
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
+	if !c.st.limitedUntil.IsZero() {
+		return c.st.limitedUntil
 	}
-	return a
+	return c.st.liveAt.Add(reactiveInterval)
 }
 
 // fetchFailed records a failed fetch and returns the error for the caller.
@@ -864,7 +864,7 @@ func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail st
 			Detail: cleanDetail(detail, c.secretsLocked())}
 		if from != nil {
 			// The provider's answer, which peers' refusals carry too.
-			c.st.lastErr.Provider, c.st.lastErr.Recovery = from.Provider, from.Recovery
+			c.st.lastErr.Provider, c.st.lastErr.Recovery, c.st.lastErr.Retryable = from.Provider, from.Recovery, from.Retryable
 			c.st.lastErr.ProviderCode = cleanDetail(from.ProviderCode, c.secretsLocked())
 		}
 	}

@@ -464,6 +464,33 @@ func TestRateLimitLastsUntilReset(t *testing.T) {
 	})
 }
 
+// TestRateLimitEndsAtShortReset: a limit whose provider said it resets in
+// 20 s ends then, not after the minute a limit without a reset lasts (the
+// breaker lets calls through at 20 s, while health read rate_limited and
+// degraded for a minute); its last_error is retryable, as the call's
+// failure was (it read retryable: false).
+func TestRateLimitEndsAtShortReset(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		t0 := time.Now()
+		c, log := liveCredential(t)
+		reset := 20
+		c.ReportFailure(Failure{Type: TypeAuthFailure, Subtype: SubtypeRateLimitReached, Retryable: true, RetryAfterSeconds: &reset}, "live-token-value", "a call")
+		if le := c.Snapshot(false).LastError; le == nil || !le.Retryable {
+			t.Errorf("last_error %+v; want retryable", le)
+		}
+		time.Sleep(21 * time.Second)
+		synctest.Wait()
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("after the 20 s reset: %v, want healthy", st)
+		}
+		want := []string{"loaded@0s/startup", "rate_limited@0s/live_error", "restored@20s/watch"}
+		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
+			t.Errorf("events mismatch (-want +got):\n%s", diff)
+		}
+	})
+}
+
 // An env or value credential cannot change by re-reading it: no renewal, no resend.
 func TestRenewAfterRejectionStaticSource(t *testing.T) {
 	t.Parallel()
