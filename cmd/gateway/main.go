@@ -456,7 +456,21 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	case "console":
 		// Colours only on a terminal: escape codes in a file or a pipe are
 		// noise.
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !isTerminal(w)}
+		term := isTerminal(w)
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, NoColor: !term,
+			// Field values with control characters are quoted by the
+			// writer; a message is not, and some carry an upstream's
+			// words (a child's stderr): escaped, as gateway status does.
+			FormatMessage: func(i any) string {
+				if i == nil || i == "" {
+					return ""
+				}
+				if s := printable(fmt.Sprint(i)); term {
+					return "\x1b[1m" + s + "\x1b[0m"
+				} else {
+					return s
+				}
+			}}
 	default:
 		return zerolog.Logger{}, fmt.Errorf("--log-format %q: want json or console", format)
 	}

@@ -176,6 +176,13 @@ func TestConsoleColorsOnlyOnTerminal(t *testing.T) {
 	if strings.Contains(buf.String(), "\x1b[") || !strings.Contains(buf.String(), "hello") {
 		t.Errorf("console log to a buffer = %q, want no escape codes", buf.String())
 	}
+	// A message carrying a child's words: its control characters escaped
+	// (they reached the terminal raw), as field values' are.
+	buf.Reset()
+	log.Warn().Str("line", "x\x1b]0;T\x07").Msg("child said \x1b]0;PWNED\x07\x1b[2J")
+	if strings.ContainsAny(buf.String(), "\x1b\x07") || !strings.Contains(buf.String(), `child said \x1b]0;PWNED\x07\x1b[2J`) {
+		t.Errorf("console log = %q, want the message's control characters escaped", buf.String())
+	}
 }
 
 // TestREADMECommandsValidate keeps the shipped configs valid through the

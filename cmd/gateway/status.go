@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/credgate/credgate/authmap"
@@ -182,6 +183,11 @@ type cell struct{ text, color string }
 // table prints rows aligned on the text's width, colouring cells only when
 // color is set (tabwriter would count the escape codes as width).
 func table(w io.Writer, header []string, rows [][]cell, color bool) {
+	for _, r := range rows {
+		for i := range r {
+			r[i].text = printable(r[i].text)
+		}
+	}
 	widths := make([]int, len(header))
 	for i, h := range header {
 		widths[i] = utf8.RuneCountInString(h)
@@ -234,7 +240,7 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	if h.Sessions == 1 {
 		sessions = "session"
 	}
-	fmt.Fprintf(w, "credgate %s at %s: %s (%d upstreams, %d agent %s) %s\n\n", h.Version, base, st, len(h.Upstreams), h.Sessions, sessions, now.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "credgate %s at %s: %s (%d upstreams, %d agent %s) %s\n\n", printable(h.Version), printable(base), st, len(h.Upstreams), h.Sessions, sessions, now.UTC().Format(time.RFC3339))
 
 	names := slices.Sorted(maps.Keys(h.Upstreams))
 	var rows [][]cell
@@ -280,7 +286,7 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 			fmt.Fprintln(w, "\nwhy:")
 			first = false
 		}
-		fmt.Fprintf(w, "  %s: %s\n", n, oneLine(u.LastError, 2000))
+		fmt.Fprintf(w, "  %s: %s\n", printable(n), oneLine(u.LastError, 2000))
 	}
 
 	if len(h.Credentials) > 0 {
@@ -358,10 +364,37 @@ func shortDuration(d time.Duration) string {
 }
 
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = printable(strings.Join(strings.Fields(s), " "))
 	if utf8.RuneCountInString(s) > n {
 		r := []rune(s)
 		s = string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// printable returns s with the characters a terminal acts on instead of
+// showing (control characters, escape sequences' ESC, bidirectional
+// overrides) written as escapes: an upstream's error text, a child's
+// stderr in particular, reached the operator's terminal raw and could
+// retitle or clear it (found trying the gateway from outside).
+func printable(s string) string {
+	if !strings.ContainsFunc(s, unprintable) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case !unprintable(r):
+			b.WriteRune(r)
+		case r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		}
+	}
+	return b.String()
+}
+
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == utf8.RuneError
 }

@@ -122,3 +122,29 @@ func statusAdminToken(t *testing.T) string {
 	}
 	return srv.URL
 }
+
+// TestStatusEscapesControlCharacters: an upstream's error text (a child's
+// stderr, say) reaches the operator's terminal with its control characters
+// written as escapes: raw, it could retitle or clear the terminal, and the
+// table's cut left an escape sequence open.
+func TestStatusEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	evil := "boom \x1b]0;PWNED-TITLE\x07\x1b[2J\x1b[31mred\u202e"
+	h := gateway.Health{Status: gateway.HealthDegraded, Version: "v\x1b[2J",
+		Upstreams: map[string]gateway.UpstreamHealth{
+			"a": {Status: gateway.StatusDown, Transport: "stdio", LastError: evil + strings.Repeat(" long", 30), Breaker: gateway.BreakerHealth{State: "open"}},
+		},
+		Credentials: map[string]authmap.Snapshot{"c": {Status: authmap.StatusRevoked, Source: "file", LastError: &authmap.Failure{Detail: evil}}},
+	}
+	for _, color := range []bool{false, true} {
+		var b strings.Builder
+		printStatus(&b, "http://x", h, time.Now(), color)
+		out := b.String()
+		if strings.ContainsAny(out, "\x07\u202e") || strings.Contains(out, "\x1b]") || strings.Contains(out, "\x1b[2J") {
+			t.Errorf("color %v: control characters reach the terminal:\n%q", color, out)
+		}
+		if !strings.Contains(out, `boom \x1b]0;PWNED-TITLE\x07\x1b[2J`) {
+			t.Errorf("color %v: the error text is not shown escaped:\n%s", color, out)
+		}
+	}
+}
