@@ -129,6 +129,8 @@ type credState struct {
 	static []string              // secrets that are not the credentials' (upstreams' config, admin, webhook)
 	base   []string              // the admin and webhook secrets (static without the upstreams')
 	staged []*authmap.Credential // credentials a reload is loading, not in force yet
+	// stagedCfg is the config of that reload while it loads them.
+	stagedCfg atomic.Pointer[Config]
 	// past holds the last maxPastSecrets upstream secrets a reload took out
 	// of force (a header value changed): still redacted, as a rotated
 	// credential's last values are.
@@ -405,16 +407,23 @@ func (u *upstream) backoffSleep(ctx context.Context, d time.Duration) bool {
 
 // credentialScope lists the upstreams using credential name and the exposed
 // tool globs it serves.
+// While a reload loads the credentials it adds or changes, the scope is the
+// config coming into force: a credential added with its upstream had none
+// in its first event (found trying the gateway from outside).
 func (g *Server) credentialScope(name string) (ups, tools []string) {
-	for _, up := range g.config().Order() {
-		u := g.config().Upstreams[up]
-		if u == nil || !slices.Contains(u.boundCredentials(g.config().Credentials), name) {
+	cfg := g.config()
+	if staged := g.cred.stagedCfg.Load(); staged != nil {
+		cfg = staged
+	}
+	for _, up := range cfg.Order() {
+		u := cfg.Upstreams[up]
+		if u == nil || !slices.Contains(u.boundCredentials(cfg.Credentials), name) {
 			continue
 		}
 		ups = append(ups, up)
 		exposed := func(glob string) string {
 			if p := u.prefix(up); p != "" {
-				return p + g.config().ToolSeparator + glob
+				return p + cfg.ToolSeparator + glob
 			}
 			return glob
 		}

@@ -390,6 +390,10 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		// Loaded before they are in force, so that no call meets a new or
 		// changed credential without its value; and checked as at start-up.
 		g.cred.stage(fresh)
+		// Their events, held until Commit, are published with their
+		// scope in this config (credentialScope).
+		g.cred.stagedCfg.Store(eff)
+		defer g.cred.stagedCfg.Store(nil)
 		ctx, cancel := g.stopContext(credentialTimeout)
 		_ = staged.Load(ctx, authmap.TriggerConfig)
 		cancel()

@@ -897,3 +897,30 @@ func TestReloadSaysWhatChanged(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadAddedCredentialEventScope: a credential a reload adds with the
+// upstream that uses it names that upstream and its tools in its first
+// event (loaded, trigger config), which it read from the config still in
+// force: none.
+func TestReloadAddedCredentialEventScope(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url()))
+	if err := reloadTo(t, g, fmt.Sprintf("credentials:\n  k: {source: {value: key-0123456789abcdef}}\nupstreams:\n  a: {url: %s}\n  b: {url: %s, credential: k}\n", up.url(), up.url())); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, e := range g.EventLog() {
+		if e.Type == EventCredential && e.Credential == "k" && e.Kind == "loaded" {
+			found = true
+			if !slices.Equal(e.Upstreams, []string{"b"}) || !slices.Equal(e.Tools, []string{"b__*"}) {
+				t.Errorf("k's loaded event: upstreams %v, tools %v; want [b], [b__*]", e.Upstreams, e.Tools)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no loaded event for k: %+v", g.EventLog())
+	}
+}
