@@ -16,7 +16,7 @@ import (
 )
 
 // preflightTimeout bounds the start-up pre-flight and `gateway check`.
-const preflightTimeout = 60 * time.Second
+const preflightTimeout = 30 * time.Second
 
 // preflight resolves every credential before the gateway serves (issue 7)
 // and applies lifecycle.startup.fail_on: it reports false, after logging
