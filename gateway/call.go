@@ -132,7 +132,13 @@ func uncapableAgent(req mcp.Request, res mcp.Result) error {
 // inputRound is what inputFailures learns of a tools/call's rounds: the
 // upstream tool whose result asked for input, while the round that ran last
 // did.
-type inputRound struct{ asked atomic.Pointer[inputAsker] }
+type inputRound struct {
+	asked atomic.Pointer[inputAsker]
+	// refused is why the gateway refused an upstream's request to the
+	// agent during the call (noMidCallRequests): a failed call fails with
+	// it, typed.
+	refused atomic.Pointer[string]
+}
 
 type inputAsker struct {
 	u    *upstream
@@ -257,6 +263,15 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				return err
 			})
 			res, err = g.toolOutcome(u, name, res, raw)
+			if r := inputRoundFrom(ctx); r != nil {
+				if why := r.refused.Swap(nil); why != nil {
+					if f, _ := outcomeFailure(res, err); f != nil || err != nil {
+						// What the upstream made of the refusal is its
+						// own wording; why it came is the gateway's.
+						res, err = g.toolOutcome(u, name, nil, &inputError{err: errors.New(*why)})
+					}
+				}
+			}
 			if err == nil && res != nil && (res.NeedsInput() || len(res.InputRequests) > 0 && len(res.Content) == 0) {
 				if r := inputRoundFrom(ctx); r != nil {
 					r.asked.Store(&inputAsker{u: u, tool: name})

@@ -115,6 +115,9 @@ func (u *upstream) elicit(agent *mcp.ServerSession, req *mcp.ElicitRequest) (*mc
 
 // elicitOn asks the agent of call c.
 func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	if err := u.noMidCallRequests(c, "elicitation/create"); err != nil {
+		return nil, err
+	}
 	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
 	}
@@ -142,6 +145,9 @@ func (u *upstream) createMessage(agent *mcp.ServerSession, req *mcp.CreateMessag
 
 // createMessageOn asks the agent of call c.
 func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+	if err := u.noMidCallRequests(c, "sampling/createMessage"); err != nil {
+		return nil, err
+	}
 	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
 		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
 	}
@@ -189,6 +195,40 @@ func (u *upstream) agentWaitErr(ctx context.Context, c *inflight, err error) err
 		return je
 	}
 	return err
+}
+
+// noMidCallRequests refuses an upstream's request (method) to the agent of
+// call c, sent while c runs, when that agent speaks 2026-07-28: that
+// protocol has no requests to the client during a call (a 2026-07-28
+// upstream asks in its result, inputRequests, which reach the agent), and
+// the SDK's refusal spoke to a server's developer ("return an
+// InputRequests map instead"). The call, should it fail, fails with the
+// reason, typed (see refusedInput).
+func (u *upstream) noMidCallRequests(c *inflight, method string) error {
+	if c.session == nil {
+		return nil
+	}
+	p := c.session.InitializeParams()
+	if p == nil || p.ProtocolVersion < protocol20260728 {
+		return nil
+	}
+	why := fmt.Sprintf("upstream %q sent %s during the call (it speaks %s), and the agent speaks %s, which has no requests to the client during a call: the upstream cannot ask this agent; set upstreams.%s.protocol_version to 2026-07-28 if the server supports it, or call it from an agent on 2025-11-25 through a stateful gateway",
+		u.name, method, u.negotiated(), p.ProtocolVersion, u.name)
+	if r := inputRoundFrom(c.ctx); r != nil {
+		r.refused.Store(&why)
+	}
+	return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "credgate: " + why}
+}
+
+// negotiated is the protocol version of u's shared session, or "an older
+// protocol".
+func (u *upstream) negotiated() string {
+	if cs := u.session.Load(); cs != nil {
+		if res := cs.InitializeResult(); res != nil && res.ProtocolVersion != "" {
+			return res.ProtocolVersion
+		}
+	}
+	return "an older protocol"
 }
 
 func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {

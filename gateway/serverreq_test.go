@@ -5,8 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/credgate/credgate/authmap"
+	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -117,6 +122,63 @@ func TestAgentErrorReachesUpstreamAsSent(t *testing.T) {
 			}
 			if got, want := text(res), `-1 calling "sampling/createMessage": user refused`; got != want {
 				t.Errorf("the upstream got %q; want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestNewAgentMidCallRequestTyped: a 2026-07-28 agent (a stateless
+// gateway) calling a 2025-11-25 upstream that asks for sampling or
+// elicitation during the call: 2026-07-28 has no requests to the client
+// during a call, so the gateway refuses the upstream's request, and the
+// agent gets an invalid_request object saying why and what to do. It got
+// the SDK's words to a server developer, as a JSON-RPC error ("return an
+// InputRequests map instead").
+func TestNewAgentMidCallRequestTyped(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	s := mcp.NewServer(&mcp.Implementation{Name: "s", Version: "1"}, nil)
+	s.AddTool(&mcp.Tool{Name: "sample", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		r, err := req.Session.CreateMessage(ctx, &mcp.CreateMessageParams{MaxTokens: 1, Messages: []*mcp.SamplingMessage{{Role: "user", Content: &mcp.TextContent{Text: "q"}}}})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sampled " + r.Content.(*mcp.TextContent).Text}}}, nil
+	})
+	s.AddTool(&mcp.Tool{Name: "elicit", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		if _, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object"}}); err != nil {
+			return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: "elicitation failed: " + err.Error()}}}, nil
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "elicited"}}}, nil
+	})
+	url := serveMCP(t, s)
+	for _, fast := range []bool{true, false} {
+		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
+			g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  s: {url: %s, protocol_version: 2025-11-25}\n", fast, url))
+			hs := httptest.NewServer(g.Handler())
+			t.Cleanup(hs.Close)
+			cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+				CreateMessageHandler: func(context.Context, *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
+					return &mcp.CreateMessageResult{Model: "m", Role: "assistant", Content: &mcp.TextContent{Text: "yes"}}, nil
+				},
+				ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+					return &mcp.ElicitResult{Action: "accept"}, nil
+				},
+			}).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp"}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cs.Close() })
+			for tool, method := range map[string]string{"s__sample": "sampling/createMessage", "s__elicit": "elicitation/create"} {
+				res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}})
+				if err != nil {
+					t.Fatalf("%s: %v; want a result with a failure object", tool, err)
+				}
+				f := failureOf(t, res)
+				if f.Type != authmap.TypeInvalidRequest || f.Upstream != "s" || !strings.Contains(f.Detail, method) || !strings.Contains(f.Detail, "2026-07-28") || strings.Contains(f.Detail, "InputRequests map") {
+					t.Errorf("%s: failure %+v; want invalid_request from s naming %s and the agent's protocol", tool, f, method)
+				}
 			}
 		})
 	}
