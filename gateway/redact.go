@@ -136,18 +136,28 @@ func secretsOf(name, v string, depth int) []string {
 }
 
 // credentialParts returns a credential value and, for "Bearer x", "token x"
-// or "Basic x", the credential after the scheme.
+// or "Basic x", the credential after the scheme. A first word that is not
+// a scheme's (letters only) is the secret's own: "Sx9Kq7Lm2Tz4W8 bYc" was
+// split, and its "bYc" warned too short to redact.
 func credentialParts(v string) []string {
 	var out []string
 	if v = strings.TrimSpace(v); v != "" {
 		out = append(out, v)
 	}
-	if _, after, ok := strings.Cut(v, " "); ok {
+	if scheme, after, ok := strings.Cut(v, " "); ok && authScheme(scheme) {
 		if after = strings.TrimSpace(after); after != "" {
 			out = append(out, after)
 		}
 	}
 	return out
+}
+
+// authScheme reports whether w can be an HTTP authentication scheme
+// (Bearer, Basic, token, Bot, SSWS, ...): letters only, and short.
+func authScheme(w string) bool {
+	return w != "" && len(w) <= 16 && !strings.ContainsFunc(w, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && r != '-'
+	})
 }
 
 // secretName reports whether a header or env name says it holds a

@@ -20,7 +20,7 @@ func TestConfigWarnings(t *testing.T) {
 upstreams:
   h:
     url: https://example.com/mcp
-    headers: {Authorization: "Bearer abc", X-Api-Key: "abcdef1", Content-Type: application/json, X-Other-Token: "0123456789abcdef"}
+    headers: {Authorization: "Bearer abc", X-Api-Key: "abcdef1", Content-Type: application/json, X-Other-Token: "0123456789abcdef", X-Spaced-Key: "Sx9Kq7Lm2Tz4W8 bYc"}
   s:
     command: srv
     env: {LOG_LEVEL: info, GITHUB_PAT: "pat1234", PATH: /bin}

@@ -29,12 +29,21 @@ func CheckName(name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("name %q is %d characters long; at most %d are allowed", name, len(name), MaxNameLen)
 	}
-	for i := 0; i < len(name); i++ {
-		if !validNameChar(name[i]) {
-			return fmt.Errorf("name %q contains %q; only [A-Za-z0-9_.-] are allowed", name, name[i])
-		}
+	if r, bad := invalidRune(name); bad {
+		return fmt.Errorf("name %q contains %q; only [A-Za-z0-9_.-] are allowed", name, r)
 	}
 	return nil
+}
+
+// invalidRune returns the first character of s that is not allowed in a
+// name, as a character (not its first byte: "ü" read as 'Ã').
+func invalidRune(s string) (rune, bool) {
+	for _, r := range s {
+		if r >= 0x80 || !validNameChar(byte(r)) {
+			return r, true
+		}
+	}
+	return 0, false
 }
 
 // CheckSeparator reports whether sep can join prefixes and names.
@@ -42,10 +51,8 @@ func CheckSeparator(sep string) error {
 	if sep == "" {
 		return fmt.Errorf("separator is empty")
 	}
-	for i := 0; i < len(sep); i++ {
-		if !validNameChar(sep[i]) {
-			return fmt.Errorf("separator %q contains %q; only [A-Za-z0-9_.-] are allowed", sep, sep[i])
-		}
+	if r, bad := invalidRune(sep); bad {
+		return fmt.Errorf("separator %q contains %q; only [A-Za-z0-9_.-] are allowed", sep, r)
 	}
 	return nil
 }
@@ -60,10 +67,8 @@ func CheckPrefix(prefix, sep string) error {
 	if strings.Contains(prefix, sep) {
 		return fmt.Errorf("prefix %q contains the separator %q, which would make exposed names ambiguous", prefix, sep)
 	}
-	for i := 0; i < len(prefix); i++ {
-		if !validNameChar(prefix[i]) {
-			return fmt.Errorf("prefix %q contains %q; only [A-Za-z0-9_.-] are allowed", prefix, prefix[i])
-		}
+	if r, bad := invalidRune(prefix); bad {
+		return fmt.Errorf("prefix %q contains %q; only [A-Za-z0-9_.-] are allowed", prefix, r)
 	}
 	return nil
 }
@@ -153,6 +158,11 @@ func Build(sep string, sources []Source) Table {
 	for _, src := range sources {
 		for _, name := range src.Names {
 			exposed := Expose(src.Prefix, sep, name)
+			if name == "" {
+				// Exposed as the bare prefix ("w__"), and forwarded.
+				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: "empty name"})
+				continue
+			}
 			if err := CheckName(exposed); err != nil {
 				t.Problems = append(t.Problems, Problem{Upstream: src.Upstream, Name: name, Exposed: exposed, Reason: err.Error()})
 				continue

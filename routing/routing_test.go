@@ -9,6 +9,9 @@ import (
 
 func TestCheckName(t *testing.T) {
 	t.Parallel()
+	if err := CheckName("ünïcode"); err == nil || !strings.Contains(err.Error(), `'ü'`) {
+		t.Errorf("CheckName(ünïcode) = %v; want it to name 'ü', not its first byte", err)
+	}
 	for _, tc := range []struct {
 		name string
 		ok   bool
@@ -49,7 +52,7 @@ func TestBuild(t *testing.T) {
 	got := Build("__", []Source{
 		{Upstream: "a", Prefix: "", Names: []string{"echo", "bad name", "dup", "dup"}},
 		{Upstream: "b", Prefix: "", Names: []string{"echo", "only_b"}},
-		{Upstream: "c", Prefix: "c", Names: []string{"echo", strings.Repeat("x", 62)}},
+		{Upstream: "c", Prefix: "c", Names: []string{"echo", strings.Repeat("x", 62), ""}},
 	})
 	wantTargets := map[string]Target{
 		"echo":    {Upstream: "a", Name: "echo"},
@@ -64,7 +67,7 @@ func TestBuild(t *testing.T) {
 	for _, p := range got.Problems {
 		problems = append(problems, p.Upstream+":"+p.Name)
 	}
-	want := []string{"a:bad name", "a:dup", "b:echo", "c:" + strings.Repeat("x", 62)}
+	want := []string{"a:bad name", "a:dup", "b:echo", "c:" + strings.Repeat("x", 62), "c:"} // "": exposed as "c__"
 	if diff := cmp.Diff(want, problems); diff != "" {
 		t.Errorf("problems mismatch (-want +got):\n%s", diff)
 	}
