@@ -737,7 +737,20 @@ var reParserLine = regexp.MustCompile(`^yaml: line (\d+): (did not find expected
 // error counted from 1 as an editor counts it, as the library's scanner
 // errors already are (the line was the one before the problem's: found
 // trying the gateway from outside).
+//
+// Unmarshal errors ("yaml: unmarshal errors:" and one indented line each,
+// such as a key defined twice) become one line each, "yaml: line N: ...":
+// the header and its lines showed as separate problems.
 func yamlLine(err error) error {
+	if rest, ok := strings.CutPrefix(err.Error(), "yaml: unmarshal errors:\n"); ok {
+		var errs []string
+		for l := range strings.Lines(rest) {
+			if l = strings.TrimSpace(l); l != "" {
+				errs = append(errs, "yaml: "+l)
+			}
+		}
+		return errors.New(strings.Join(errs, "; "))
+	}
 	m := reParserLine.FindStringSubmatch(err.Error())
 	if m == nil {
 		return err
@@ -992,6 +1005,10 @@ func (c *Config) Validate() error {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shownURL(key+".url", u.URL))
+			} else if port := p.Port(); port != "" {
+				if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+					bad(key+".url", "invalid port %s in url %s: want 1 to 65535", port, c.shownURL(key+".url", u.URL))
+				}
 			}
 			for _, h := range sortedKeys(u.Headers) {
 				// Checked here, or every request fails with net/http's

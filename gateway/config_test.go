@@ -63,6 +63,7 @@ func TestParseConfigErrors(t *testing.T) {
 			[]string{"upstreams.a.comand: unknown key", "listn: unknown key"}, nil},
 		{"missing command", "upstreams:\n  a:\n    transport: stdio\n", []string{"upstreams.a.command: missing"}, nil},
 		{"missing url", "upstreams:\n  a:\n    transport: sse\n", []string{"upstreams.a.url: missing"}, nil},
+		{"port out of range", "upstreams:\n  a:\n    url: http://127.0.0.1:99999/mcp\n", []string{"upstreams.a.url: invalid port 99999"}, nil},
 		{"unknown transport", "upstreams:\n  a:\n    transport: grpc\n    url: http://x\n", []string{`upstreams.a.transport: unknown transport "grpc"`}, nil},
 		{"bad name", "upstreams:\n  Bad.Name:\n    command: x\n", []string{"invalid upstream name"}, nil},
 		{"name contains separator", "upstreams:\n  a__b:\n    command: x\n", []string{"upstreams.a__b", "separator"}, nil},
@@ -70,6 +71,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad glob", "upstreams:\n  a:\n    command: x\n    tools: {deny: ['[']}\n", []string{"upstreams.a.tools.deny[0]: invalid glob"}, nil},
 		{"all at once", "upstreams:\n  a:\n    transport: stdio\n  b:\n    transport: sse\n", []string{"upstreams.a.command", "upstreams.b.url"}, nil},
 		{"yaml duplicate", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{"already defined"}, nil},
+		// One problem, on one line (the header and its line were two).
+		{"yaml duplicate, one line", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{`yaml: line 4: mapping key "a" already defined at line 2`}, nil},
 		{"unknown key from the environment", "upstreams:\n  a: {command: x}\n", []string{"CREDGATE_UPSTREAMS__A__COMAND (upstreams.a.comand): unknown key"}, []string{"CREDGATE_UPSTREAMS__A__COMAND=y"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
