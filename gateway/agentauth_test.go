@@ -957,11 +957,26 @@ func TestOpsOpenEndpoints(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `admin.open[1]: unknown ops endpoint "events"`) {
 		t.Errorf("admin.open naming /events: %v, want an error naming admin.open[1]", err)
 	}
-	cfg, err := ParseConfig([]byte(fmt.Sprintf("upstreams:\n  a: {url: %s}\nadmin: {listen: 127.0.0.1:0, open: [health]}\n", up.url())), nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, admin := range []string{"{listen: 127.0.0.1:0, open: [health]}", "{open: [health, metrics]}"} {
+		cfg, err := ParseConfig([]byte(fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth: {keys: [{name: ops, key: %s}]}\nadmin: %s\n", up.url(), keyOps, admin)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "admin.open: has no effect") {
+			t.Errorf("admin %s: warnings %q, want one naming admin.open", admin, w)
+		}
 	}
-	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "admin.open: has no effect") {
-		t.Errorf("admin.open without admin.token on admin.listen: warnings %q, want one naming admin.open", w)
+	// Without admin.token, admin.open opens nothing: agents authenticate on
+	// listen, so the ops endpoints there stay refused (it served /health
+	// and /metrics to anyone).
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth: {keys: [{name: ops, key: %s}]}\nadmin: {open: [health, metrics]}\n", up.url(), keyOps))
+	for _, path := range []string{"/health", "/metrics"} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Host = "127.0.0.1"
+		rec := httptest.NewRecorder()
+		g.Handler().ServeHTTP(rec, req)
+		if rec.Code != http.StatusForbidden {
+			t.Errorf("admin.open without admin.token, GET %s: %d; want 403", path, rec.Code)
+		}
 	}
 }

@@ -190,8 +190,17 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			}
 		}()
 		n, err := buf.ReadFrom(io.LimitReader(r.Body, maxFastBody+1))
+		limit := int64(maxFastBody)
+		if err == nil && n > maxFastBody && isBatch(buf.Bytes()) {
+			// A batch is read whole, up to the SDK's own bound, so that
+			// its size is checked (malformedMessage) whatever its length:
+			// one over 1 MiB went to the SDK unchecked.
+			var more int64
+			more, err = buf.ReadFrom(io.LimitReader(r.Body, maxPeek+1-n))
+			n, limit = n+more, maxPeek
+		}
 		body := buf.Bytes()
-		read := err == nil && n <= maxFastBody
+		read := err == nil && n <= limit
 		if read && sessionless && refuseSessionless(w, body) {
 			return
 		}
@@ -245,6 +254,11 @@ func (g *Server) fastFront(sdk *mcp.StreamableHTTPHandler) http.Handler {
 			sdk.ServeHTTP(w, r)
 		}
 	})
+}
+
+// isBatch reports whether body starts a JSON array: a JSON-RPC batch.
+func isBatch(body []byte) bool {
+	return bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("["))
 }
 
 // sessionProtocol reports whether r's protocol has sessions: 2025-11-25 or

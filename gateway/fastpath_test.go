@@ -1342,16 +1342,26 @@ func TestBatchBound(t *testing.T) {
 	defer cancel()
 	up := newTestUpstream(t, "a", "echo")
 	a := newRawAgentAt(t, ctx, newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", up.url())), `{}`, "2025-03-26")
-	batch := func(n int) string {
+	batchOf := func(n int, text string) string {
 		var b strings.Builder
 		b.WriteByte('[')
 		for i := range n {
 			if i > 0 {
 				b.WriteByte(',')
 			}
-			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":"x"}}}`, i+1)
+			fmt.Fprintf(&b, `{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"a__echo","arguments":{"text":%q}}}`, i+1, text)
 		}
 		return b.String() + "]"
+	}
+	batch := func(n int) string { return batchOf(n, "x") }
+	// Over 1 MiB, past what the front reads of other bodies: it went to
+	// the SDK unchecked.
+	big := batchOf(maxBatch+4, strings.Repeat("y", 70<<10))
+	if len(big) <= maxFastBody {
+		t.Fatalf("the big batch is %d bytes; want over %d", len(big), maxFastBody)
+	}
+	if resp, body := a.post(ctx, big); resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`"code":-32600`)) {
+		t.Errorf("a batch of %d over 1 MiB: %d %.300s; want 400 and -32600", maxBatch+4, resp.StatusCode, body)
 	}
 	resp, body := a.post(ctx, batch(maxBatch+1))
 	var ans struct {

@@ -76,8 +76,9 @@ type opsListenerKey struct{}
 func (g *Server) opsOnly(h http.Handler) http.Handler { return g.opsGuard("", h) }
 
 // opsGuard is opsOnly for the ops endpoint admin.open may name (open, a key
-// of openOps): when admin.open names it, it needs no token (but still
-// answers only on admin.listen when that is set).
+// of openOps): when admin.open names it, it needs no admin.token (but still
+// answers only on admin.listen when that is set, and without a token set
+// the usual rules hold).
 func (g *Server) opsGuard(open string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cfg := g.config()
@@ -86,7 +87,9 @@ func (g *Server) opsGuard(open string, h http.Handler) http.Handler {
 		case cfg.Admin.Listen != "" && !onOps:
 			http.NotFound(w, r)
 			return
-		case open != "" && cfg.Admin.opens(open):
+		case open != "" && cfg.Admin.opens(open) && g.cred.adminToken != "":
+			// Only the token is waived: without one, the rules below
+			// stand (a public listen still refuses with 403).
 		case g.cred.adminToken != "":
 			if !g.adminAuthorized(r) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="credgate-admin"`)
