@@ -89,7 +89,9 @@ func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 func uncapableAgent(req mcp.Request, res mcp.Result) error {
 	r, ok := res.(*mcp.CallToolResult)
 	call, _ := req.(*mcp.CallToolRequest)
-	if !ok || r == nil || len(r.InputRequests) == 0 || call == nil || agentProtocol(call.Session, call.Extra) < protocol20260728 {
+	// As toolHandler marks the rounds that asked (inputRound.asked), so that
+	// the refusal is typed there (a result with content too is passed on).
+	if !ok || r == nil || !(r.NeedsInput() || len(r.InputRequests) > 0 && len(r.Content) == 0) || call == nil || agentProtocol(call.Session, call.Extra) < protocol20260728 {
 		return nil
 	}
 	caps := call.ClientCapabilities()

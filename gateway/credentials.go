@@ -405,14 +405,21 @@ func (u *upstream) backoffSleep(ctx context.Context, d time.Duration) bool {
 	return true
 }
 
+// isStaged reports whether credential name is one a reload is loading.
+func (cs *credState) isStaged(name string) bool {
+	cs.redactMu.Lock()
+	defer cs.redactMu.Unlock()
+	return slices.ContainsFunc(cs.staged, func(c *authmap.Credential) bool { return c.Name() == name })
+}
+
 // credentialScope lists the upstreams using credential name and the exposed
 // tool globs it serves.
-// While a reload loads the credentials it adds or changes, the scope is the
-// config coming into force: a credential added with its upstream had none
+// While a reload loads the credentials it adds or changes, their scope is
+// the config coming into force: a credential added with its upstream had none
 // in its first event (found trying the gateway from outside).
 func (g *Server) credentialScope(name string) (ups, tools []string) {
 	cfg := g.config()
-	if staged := g.cred.stagedCfg.Load(); staged != nil {
+	if staged := g.cred.stagedCfg.Load(); staged != nil && g.cred.isStaged(name) {
 		cfg = staged
 	}
 	for _, up := range cfg.Order() {
@@ -484,7 +491,11 @@ func (g *Server) credentialGate(ctx context.Context, u *upstream, name string) (
 		return authmap.Failure{}, false
 	}
 	if cc := callCredFrom(ctx); !g.held(name, c.Value()) || !cc.failsFast() {
-		g.awaitHold(ctx, cc, name, c.Value())
+		if g.awaitHold(ctx, cc, name, c.Value()) {
+			if h := probeHoldFrom(ctx); h != nil {
+				h.waited.Store(true)
+			}
+		}
 	}
 	if c.Value() == "" {
 		return g.attribute(u, g.missingFailure(name)), true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/credgate/credgate/authmap"
@@ -80,13 +81,14 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 			if err == nil || ctx.Err() != nil {
 				return err
 			}
-			if u.renewing() {
+			if errors.Is(err, errProbeHeld) {
 				// The probe waited behind a renewal of the upstream's
-				// credential (a call found it rejected): the upstream was
-				// not asked, and a slow source (Vault, an exec command)
-				// made it a "timeout" that took the upstream down and
-				// failed the very call the renewal was for (found trying
-				// the gateway from outside). The next turn asks again.
+				// credential (a call found it rejected) until its time
+				// was up: the upstream was not asked, and a slow source
+				// (Vault, an exec command) made it a "timeout" that took
+				// the upstream down and failed the very call the renewal
+				// was for (found trying the gateway from outside). The
+				// next turn asks again.
 				return nil
 			}
 			if f, _ := u.gw.classify(u, err); limited(f) {
@@ -110,15 +112,31 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 	return done
 }
 
-// renewing reports whether a call is renewing the credential the upstream's
-// own traffic sends, after a rejection: that traffic, the probe included,
-// waits for the outcome (see suspect and credentialGate).
+// renewing reports whether a call is renewing the credential value the
+// upstream's own HTTP traffic sends, after a rejection: that traffic, the
+// probe included, waits for the outcome (see suspect and credentialGate).
+// A stdio child's credential is in its environment: its probe never waits.
 func (u *upstream) renewing() bool {
-	if u.defaultCred == "" {
+	if u.defaultCred == "" || u.cfg.Transport == TransportStdio {
 		return false
 	}
-	_, ok := u.gw.cred.holds.Load(u.defaultCred)
-	return ok
+	c := u.gw.credential(u.defaultCred)
+	return c != nil && u.gw.held(u.defaultCred, c.Value())
+}
+
+// errProbeHeld is a probe whose time ran out while it waited for a renewal
+// of the upstream's credential (see probeHold): it asked nothing.
+var errProbeHeld = errors.New("health probe: held behind a renewal of the upstream's credential")
+
+// probeHold marks a probe's context; credentialGate sets it when the probe
+// waited behind a renewal.
+type probeHold struct{ waited atomic.Bool }
+
+type probeHoldKey struct{}
+
+func probeHoldFrom(ctx context.Context) *probeHold {
+	h, _ := ctx.Value(probeHoldKey{}).(*probeHold)
+	return h
 }
 
 // probeAnswered counts a health probe's answer as a success of the
@@ -164,6 +182,8 @@ func probeLoop(ctx context.Context, interval func() time.Duration, busy func() b
 func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	hold := new(probeHold)
+	ctx = context.WithValue(ctx, probeHoldKey{}, hold)
 	var err error
 	var caps *mcp.ServerCapabilities
 	if res := cs.InitializeResult(); res != nil {
@@ -183,6 +203,9 @@ func (u *upstream) probe(ctx context.Context, cs *mcp.ClientSession, d time.Dura
 	}
 	if err == nil || answered(err) {
 		return nil
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && hold.waited.Load() {
+		return errProbeHeld
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// A timeoutError, so that the failure in health names the probe's

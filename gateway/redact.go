@@ -153,10 +153,13 @@ func credentialParts(v string) []string {
 }
 
 // authScheme reports whether w can be an HTTP authentication scheme
-// (Bearer, Basic, token, Bot, SSWS, ...): letters only, and short.
+// (Bearer, Basic, token, Bot, SSWS, AWS4-HMAC-SHA256, ...): short, letters,
+// and digits only in a name with a hyphen (a token's first word has digits
+// and no hyphen).
 func authScheme(w string) bool {
-	return w != "" && len(w) <= 16 && !strings.ContainsFunc(w, func(r rune) bool {
-		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && r != '-'
+	digits := strings.ContainsAny(w, "0123456789")
+	return w != "" && len(w) <= 24 && (!digits || strings.Contains(w, "-")) && !strings.ContainsFunc(w, func(r rune) bool {
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-'
 	})
 }
 

@@ -154,10 +154,10 @@ func printCheck(w io.Writer, rep checkReport) {
 	for _, c := range rep.Credentials {
 		fmt.Fprintf(w, "\n%s: %s, readiness %d/100\n", c.Name, c.Status, c.Readiness.Score)
 		if c.Fails != "" {
-			fmt.Fprintf(w, "  FAILS: %s\n", c.Fails)
+			fmt.Fprintf(w, "  FAILS: %s\n", printable(c.Fails))
 		} else if c.LastError != nil && c.LastError.Detail != "" {
 			// Usable, but something was inconclusive (a probe that could not run).
-			fmt.Fprintf(w, "  NOTE: %s\n", c.LastError.Detail)
+			fmt.Fprintf(w, "  NOTE: %s\n", printable(c.LastError.Detail))
 		}
 		for _, p := range c.Readiness.Parts {
 			if p.OK {
