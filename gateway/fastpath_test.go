@@ -1283,6 +1283,15 @@ func TestInexactIDInBatch(t *testing.T) {
 	}
 }
 
+// errorAnswer is a JSON-RPC error answer as an agent reads it.
+type errorAnswer struct {
+	ID    json.RawMessage `json:"id"`
+	Error struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
 // TestMalformedBody: a POST whose body is not one JSON-RPC message is
 // answered 400 with a JSON-RPC error whose id is null: -32700 for JSON that
 // does not parse, -32600 for JSON that is no message. The SDK answered a
@@ -1314,13 +1323,7 @@ func TestMalformedBody(t *testing.T) {
 			`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":` + strings.Repeat("[", 1200) + strings.Repeat("]", 1200) + `}}`: -32600,
 		} {
 			resp, got := a.post(ctx, body)
-			var ans struct {
-				ID    json.RawMessage `json:"id"`
-				Error struct {
-					Code    int    `json:"code"`
-					Message string `json:"message"`
-				} `json:"error"`
-			}
+			var ans errorAnswer
 			if err := json.Unmarshal(got, &ans); err != nil || resp.StatusCode != http.StatusBadRequest ||
 				resp.Header.Get("Content-Type") != "application/json" || string(ans.ID) != "null" || ans.Error.Code != code || ans.Error.Message == "" {
 				t.Errorf("fast_path %v, body %q: %d %s %s; want 400, a JSON-RPC error %d with id null", fast, body, resp.StatusCode, resp.Header.Get("Content-Type"), got, code)
@@ -1364,13 +1367,7 @@ func TestBatchBound(t *testing.T) {
 		t.Errorf("a batch of %d over 1 MiB: %d %.300s; want 400 and -32600", maxBatch+4, resp.StatusCode, body)
 	}
 	resp, body := a.post(ctx, batch(maxBatch+1))
-	var ans struct {
-		ID    json.RawMessage `json:"id"`
-		Error struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var ans errorAnswer
 	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, fmt.Sprint("at most ", maxBatch)) {
 		t.Errorf("a batch of %d: %d %s; want 400 and -32600 naming the bound", maxBatch+1, resp.StatusCode, body)
 	}
