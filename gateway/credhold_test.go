@@ -266,3 +266,34 @@ func TestProbeNotFailedBehindRenewal(t *testing.T) {
 		t.Errorf("the resent call carried %q; want the new token", got)
 	}
 }
+
+// TestProbeRejectionRenews: when the health probe, not a call, is the first
+// to find the credential rejected (revoked while the upstream was idle, a
+// new value already at the source), the renewal runs to its end and the
+// upstream comes back with the new value. The session's end cancelled the
+// renewal at once (an exec source "signal: killed"), and the credential
+// was reported invalid, every call refused until someone reloaded it
+// (found trying the gateway from outside).
+func TestProbeRejectionRenews(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	path := tokenFile(t, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 50ms\n", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	up.refuse("first-token-0123456789", rejectInvalid)
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Value() == "second-token-0123456789" })
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["api"].Status == StatusUp })
+	callOK(t, ctx, cs, "api__echo")
+	if got := up.lastToken(); got != "second-token-0123456789" {
+		t.Errorf("the call after the renewal carried %q; want the new token", got)
+	}
+	if st := cred.Status(); !st.Usable() {
+		t.Errorf("credential %v after the renewal; want it usable", st)
+	}
+}

@@ -106,7 +106,17 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 			u.log.Debug().Str(fieldErr, u.gw.redact(err.Error())).Msg("health probe failed")
 			u.lost(cs, err)
 			f, _ := u.gw.classify(u, err)
-			u.ownTrafficRejected(ctx, err, f)
+			// Not with ctx: the session's end, which lost starts, ends it,
+			// and with it the renewal a rejected credential needs (it was
+			// killed at once, and the credential reported invalid: found
+			// trying the gateway from outside). The renewal runs on its
+			// own; the reconnect waits in its backoff, which a new value
+			// ends.
+			rctx := context.WithoutCancel(ctx)
+			u.gw.wg.Go(func() {
+				defer u.gw.recoverLog("credential renewal after a probe", u.name)
+				u.ownTrafficRejected(rctx, err, f)
+			})
 		})
 	}()
 	return done

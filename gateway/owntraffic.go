@@ -42,7 +42,9 @@ func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.
 	}
 	if renewable(&f) {
 		rctx, cancel := context.WithTimeout(ctx, credentialTimeout)
+		stop := context.AfterFunc(u.gw.abortCtx, cancel) // a gateway stopping ends it
 		renewed := c.RenewAfterRejection(rctx, used)
+		stop()
 		cancel()
 		if renewed {
 			return // the new value wakes the reconnect (wakeForCredential)
