@@ -980,3 +980,30 @@ func TestOpsOpenEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadKeepsAuthCredentials: auth takes a restart, so a reload that
+// renames the credential an agent's key is read from (key_credential, and
+// the credential with it) is refused, naming the key; it was taken, the
+// auth in force still read the old name, and the agent was locked out
+// until the restart. The agent's key keeps working.
+func TestReloadKeepsAuthCredentials(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	const key = "alice-key-0123456789abcdef"
+	conf := func(name string) string {
+		return fmt.Sprintf("upstreams:\n  a: {url: %s}\ncredentials:\n  %s: {source: {value: %s}}\nauth:\n  keys:\n    - {name: alice, key_credential: %s}\n", up.url(), name, key, name)
+	}
+	g := newTestGateway(t, ctx, conf("alice-key"))
+	if err := g.LoadCredentials(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := serveGateway(t, g)
+	keyAgent(t, ctx, url, key, nil)
+	err := reloadTo(t, g, conf("alice-key2"))
+	if err == nil || !strings.Contains(err.Error(), "auth.keys[0].key_credential") || !strings.Contains(err.Error(), `"alice-key"`) {
+		t.Errorf("reload renaming the key's credential: %v; want it refused naming auth.keys[0].key_credential", err)
+	}
+	keyAgent(t, ctx, url, key, nil)
+}

@@ -382,6 +382,14 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		return fmt.Errorf("upstreams: the new config has none; keeping the %d in force (a config cut short?). To remove them all, restart with it", len(old.cfg.Upstreams))
 	}
 	eff, restart := effectiveConfig(old.cfg, cfg)
+	for i, k := range eff.Auth.Keys {
+		// auth stays as it was until a restart: the credentials it reads
+		// agents' keys from must stay too (a rename of both was taken,
+		// and locked the agent out until the restart).
+		if _, ok := eff.Credentials[k.KeyCredential]; k.KeyCredential != "" && !ok {
+			return fmt.Errorf("auth.keys[%d].key_credential: credential %q, which auth in force reads agent %q's key from, is removed or renamed by the new config, but auth changes take a restart: keep it until then, or restart", i, k.KeyCredential, k.Name)
+		}
+	}
 	staged, err := g.cred.set.Stage(eff.Lifecycle, eff.Credentials)
 	if err != nil {
 		return err
