@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"reflect"
 	"slices"
@@ -58,6 +59,27 @@ func newCatalog(g *Server) *catalog {
 	return &catalog{g: g, tools: map[string]entry[*mcp.Tool]{}, prompts: map[string]entry[*mcp.Prompt]{},
 		resources: map[string]entry[*mcp.Resource]{}, templates: map[string]entry[*mcp.ResourceTemplate]{},
 		problems: map[string][]Problem{}}
+}
+
+// touch has the downstream server tell every agent its tools and resources
+// lists changed, when what an agent may see changed while the catalog did
+// not (a reload of policies): the SDK notifies only when a list is
+// changed, so one exposed tool and one resource are added again, as they
+// are. (A policy reload sent no notification: found trying the gateway
+// from outside.)
+func (c *catalog) touch() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.tools) > 0 {
+		name := slices.Min(slices.Collect(maps.Keys(c.tools)))
+		_ = c.addTool(name, c.tools[name])
+	}
+	if len(c.resources) > 0 {
+		uri := slices.Min(slices.Collect(maps.Keys(c.resources)))
+		r := *c.resources[uri].orig
+		r.URI = uri
+		_ = safely(func() { c.g.mcp.AddResource(&r, c.g.resourceHandler()) })
+	}
 }
 
 // rebuild recomputes the exposed catalog and applies the difference to the

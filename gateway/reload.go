@@ -453,12 +453,16 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		next.upstreams = append(next.upstreams, next.byName[name])
 	}
 	g.snap.Store(next)
-	if !reflect.DeepEqual(old.cfg.Policies, eff.Policies) {
+	policies := !reflect.DeepEqual(old.cfg.Policies, eff.Policies)
+	if policies {
 		// Agents' grants and rates follow at once (issue 9); their
 		// buckets start full.
 		g.policy.Store(newPolicySet(eff))
 	}
 	g.catalog.rebuild()
+	if policies {
+		g.catalog.touch() // what agents may see may have changed
+	}
 	g.logPlan(next.version, p, changedKeys(old.cfg, eff))
 	if !started {
 		g.cred.set.ForgetRetired()

@@ -924,3 +924,39 @@ func TestReloadAddedCredentialEventScope(t *testing.T) {
 		t.Errorf("no loaded event for k: %+v", g.EventLog())
 	}
 }
+
+// TestPolicyReloadNotifiesAgents: a reload that changes only policies (what
+// an agent may see, not the catalog) sends tools/list_changed, as the
+// README promises "when what they can see changes"; it sent none, and
+// agents found out by a refused call.
+func TestPolicyReloadNotifiesAgents(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo", "other")
+	conf := func(deny string) string {
+		return fmt.Sprintf("upstreams:\n  a: {url: %s}\nauth:\n  keys:\n    - {name: bob, key: %s}\npolicies:\n  - {agents: [bob], tools: {allow: ['*'], deny: [%s]}}\n", up.url(), keyOps, deny)
+	}
+	g := newTestGateway(t, ctx, conf(""))
+	url := serveGateway(t, g)
+	opts, ch := listChanges()
+	cs := keyAgent(t, ctx, url, keyOps, opts)
+	settleListChanged(t, ctx, g, ch)
+	if err := reloadTo(t, g, conf("a__other")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		t.Fatal("no tools/list_changed after the policy reload")
+	}
+	res, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range res.Tools {
+		if tool.Name == "a__other" {
+			t.Errorf("a__other still listed after the policy denied it")
+		}
+	}
+}
