@@ -505,3 +505,23 @@ func TestProbeMeetsRateLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleLimitBreakerClosesOnProbe: once a rate limit's reset has passed,
+// the credential's breaker is half-open until something proves the
+// credential works; on an upstream no call then used, the health probe,
+// which sends that credential, does. It stayed half-open for good, and
+// the breaker alert ("not closed for 15 minutes") filed a ticket.
+func TestIdleLimitBreakerClosesOnProbe(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newFaultUpstream(t)
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
+	_ = callTool(t, ctx, cs, "api__echo")
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	up.fault.Store(nil)
+	// No call: only the probe can close it.
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "closed" })
+}

@@ -156,12 +156,30 @@ func probeHoldFrom(ctx context.Context) *probeHold {
 // /health and the metrics, until a call came (found trying the gateway
 // from outside). A breaker that calls opened (timeouts, 5xx answers) is
 // left to calls: an upstream may answer pings and fail its calls.
+//
+// So does the upstream's credential's breaker, half-open after a rate limit
+// or quota's reset, when the probe sent that credential (over HTTP): on an
+// upstream no call then used, it stayed half-open for good, and a breaker
+// that does not close for 15 minutes files a ticket (found trying the
+// gateway from outside).
 func (u *upstream) probeAnswered() {
-	if st, reason := u.gw.breakers.State(u.name); st != breaker.StateHalfOpen || reason != reasonConnect {
+	if st, reason := u.gw.breakers.State(u.name); st == breaker.StateHalfOpen && reason == reasonConnect {
+		if done, err := u.gw.breakers.Allow(u.name, 0); err == nil {
+			done(breaker.Success())
+		}
+	}
+	if u.defaultCred == "" || u.cfg.Transport == TransportStdio {
 		return
 	}
-	if done, err := u.gw.breakers.Allow(u.name, 0); err == nil {
-		done(breaker.Success())
+	name := breaker.Name(u.name, u.defaultCred)
+	st, reason := u.gw.breakers.State(name)
+	if st != breaker.StateHalfOpen || (reason != string(authmap.SubtypeRateLimitReached) && reason != string(authmap.SubtypeQuotaExhausted)) {
+		return
+	}
+	if c := u.gw.credential(u.defaultCred); c != nil {
+		if done, err := u.gw.breakers.Allow(name, c.Generation()); err == nil {
+			done(breaker.Success())
+		}
 	}
 }
 
