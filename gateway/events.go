@@ -40,6 +40,7 @@ const (
 	EventUpstream   EventType = "upstream"   // an upstream came up or went down
 	EventRoute      EventType = "route"      // a route switched target (published by routing)
 	EventConfig     EventType = "config"     // a config reload (published by the reloader)
+	EventState      EventType = "state"      // the shared state store became unreachable (degraded) or answered again (ok)
 )
 
 // Event kinds of the types other than credential (whose kinds are

@@ -156,6 +156,7 @@ type metrics struct {
 	// The state read at scrape time (see Collect).
 	upDesc, toolsDesc, credStatusDesc, credExpiryDesc, credTTLDesc *prometheus.Desc
 	breakerDesc, sessionsDesc, routeAvailDesc, routeActiveDesc     *prometheus.Desc
+	stateUpDesc                                                    *prometheus.Desc
 	dropsDesc, upDropsDesc                                         *prometheus.Desc
 }
 
@@ -288,6 +289,7 @@ func newMetrics(g *Server) *metrics {
 	m.breakerDesc = desc("breaker_state", "Circuit breaker state, one series per state, 1 for the current one (closed, half-open, open). credential is empty for the upstream's own breaker.",
 		fieldUpstream, fieldCredential, fieldBreakerState)
 	m.sessionsDesc = desc("agent_sessions", "Agent (downstream MCP) sessions open.")
+	m.stateUpDesc = desc("shared_state_up", "1 while the shared state store (state.redis) answers, 0 while the gateway serves on local state; absent without state.redis.")
 	m.routeAvailDesc = desc("route_target_available", "1 if the route's target could serve a call now (upstream connected, credential usable, breakers closed).", labelRoute, labelTarget)
 	m.routeActiveDesc = desc("route_target_active", "1 for the target a route's calls go to now.", labelRoute, labelTarget)
 	m.dropsDesc = desc("notifications_dropped_total", "Alert notifications dropped (their queue was full, or every delivery attempt failed).")
@@ -542,7 +544,7 @@ type stateCollector struct{ m *metrics }
 func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	m := c.m
 	for _, d := range []*prometheus.Desc{m.upDesc, m.toolsDesc, m.credStatusDesc, m.credExpiryDesc, m.credTTLDesc,
-		m.breakerDesc, m.sessionsDesc, m.routeAvailDesc, m.routeActiveDesc, m.dropsDesc, m.upDropsDesc} {
+		m.breakerDesc, m.sessionsDesc, m.routeAvailDesc, m.routeActiveDesc, m.dropsDesc, m.upDropsDesc, m.stateUpDesc} {
 		ch <- d
 	}
 }
@@ -601,6 +603,13 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(m.sessionsDesc, float64(g.sessionCount()))
+	if g.shared.enabled() {
+		up := 0.0
+		if g.shared.health().Status == "ok" {
+			up = 1
+		}
+		gauge(m.stateUpDesc, up)
+	}
 	if f := m.routes.Load(); f != nil {
 		for _, r := range (*f)() {
 			route, target := labelValue(r.Route), labelValue(r.Target)

@@ -368,6 +368,7 @@ func (s *shared) degrade(err error) {
 	s.mu.Unlock()
 	if was {
 		s.g.log.Warn().Str(fieldErr, msg).Msg("shared state unreachable: serving on local state until it answers")
+		s.g.publish(Event{Type: EventState, Kind: "degraded", Status: "degraded", Detail: truncate(msg, maxEventDetail)})
 		s.g.healthChanged()
 	}
 }
@@ -380,6 +381,7 @@ func (s *shared) markOK() bool {
 	s.mu.Unlock()
 	if !was {
 		s.g.log.Info().Msg("shared state reachable again: catching up")
+		s.g.publish(Event{Type: EventState, Kind: "ok", Status: "ok"})
 		s.g.healthChanged()
 	}
 	return !was

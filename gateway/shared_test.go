@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,6 +379,20 @@ func TestSharedOutage(t *testing.T) {
 	if strings.Contains(string(js), testStateKey) || strings.Contains(string(js), "shared-token-0123456789") {
 		t.Errorf("health shows a secret: %s", js)
 	}
+	// The outage is an event and a metric too (it showed in /health only).
+	wantSample(t, gather(t, gs[0]), "credgate_shared_state_up", nil, 0)
+	stateEvents := func() []string {
+		var kinds []string
+		for _, e := range gs[0].EventLog() {
+			if e.Type == EventState {
+				kinds = append(kinds, e.Kind)
+			}
+		}
+		return kinds
+	}
+	if k := stateEvents(); !slices.Equal(k, []string{"degraded"}) {
+		t.Errorf("state events while Redis is down: %v; want [degraded]", k)
+	}
 	// A learns the credential is revoked while Redis is down.
 	up.refuse("shared-token-0123456789", rejectRevoked)
 	if f := failureOf(t, callTool(t, ctx, css[0], "api__echo")); f.Subtype != authmap.SubtypeCredentialRevoked {
@@ -387,6 +402,10 @@ func TestSharedOutage(t *testing.T) {
 	for _, g := range gs {
 		waitFor(t, ctx, func() bool { return g.Health().State.Status == "ok" })
 	}
+	if k := stateEvents(); !slices.Equal(k, []string{"degraded", "ok"}) {
+		t.Errorf("state events after Redis is back: %v; want [degraded ok]", k)
+	}
+	wantSample(t, gather(t, gs[0]), "credgate_shared_state_up", nil, 1)
 	waitFor(t, ctx, func() bool { return gs[1].Credentials().Get("tok").Status() == authmap.StatusRevoked })
 }
 

@@ -287,6 +287,11 @@ func eventRowOf(e Event) eventRow {
 		if e.Kind == KindConfigReloadFailed {
 			row.Class = "bad"
 		}
+	case EventState:
+		row.Subject, row.Class = "shared state", "ok"
+		if e.Kind != "ok" {
+			row.Class = "warn"
+		}
 	}
 	return row
 }

@@ -242,6 +242,19 @@ func printStatus(w io.Writer, base string, h gateway.Health, now time.Time, colo
 	}
 	fmt.Fprintf(w, "credgate %s at %s: %s (%d upstreams, %d agent %s) %s\n\n", printable(h.Version), printable(base), st, len(h.Upstreams), h.Sessions, sessions, now.UTC().Format(time.RFC3339))
 
+	if st := h.State; st != nil && st.Status != "ok" {
+		// Why the gateway is degraded when nothing below says so.
+		since := ""
+		if st.Since != nil {
+			since = " for " + shortDuration(now.Sub(*st.Since))
+		}
+		line := fmt.Sprintf("shared state (%s): %s%s: %s", st.Backend, st.Status, since, oneLine(st.LastError, 200))
+		if color {
+			line = ansiYellow + line + ansiReset
+		}
+		fmt.Fprintf(w, "%s\n\n", line)
+	}
+
 	names := slices.Sorted(maps.Keys(h.Upstreams))
 	var rows [][]cell
 	for _, n := range names {
