@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"time"
 )
 
@@ -445,7 +446,24 @@ func checkURL(s string) error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%q is not an http(s) URL", s)
 	}
+	if why := BadPort(u); why != "" {
+		return fmt.Errorf("%q: %s", s, why)
+	}
 	return nil
+}
+
+// BadPort says what is wrong with u's port, or "" when it has none or a
+// valid one: url.Parse takes any digits, and the request fails only when
+// it is sent (at start-up, or at the first alert).
+func BadPort(u *url.URL) string {
+	p := u.Port()
+	if p == "" {
+		return ""
+	}
+	if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+		return "invalid port " + p + ": want 1 to 65535"
+	}
+	return ""
 }
 
 // Validate checks c; key is its config path (credentials.<name>.inject).

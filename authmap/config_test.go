@@ -241,3 +241,20 @@ func TestInjectHeaderName(t *testing.T) {
 		}
 	}
 }
+
+// TestURLPortChecked: a URL's port out of range is refused where it is
+// configured (url.Parse takes any digits; the oauth2 token_url failed only
+// at start-up, a notifier's at its first alert).
+func TestURLPortChecked(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"http://127.0.0.1:99999/token", "https://vault:0", "http://[::1]:65536/x"} {
+		if err := checkURL(s); err == nil || !strings.Contains(err.Error(), "invalid port") {
+			t.Errorf("checkURL(%q) = %v; want an invalid port", s, err)
+		}
+	}
+	for _, s := range []string{"http://127.0.0.1:8200", "https://vault.example.com/v1", "http://h:65535/"} {
+		if err := checkURL(s); err != nil {
+			t.Errorf("checkURL(%q) = %v; want ok", s, err)
+		}
+	}
+}

@@ -1005,10 +1005,8 @@ func (c *Config) Validate() error {
 				bad(key+".url", "missing: a %s upstream needs a url", u.Transport)
 			} else if p, err := url.Parse(u.URL); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
 				bad(key+".url", "invalid url %s: want http(s)://host/path", c.shownURL(key+".url", u.URL))
-			} else if port := p.Port(); port != "" {
-				if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-					bad(key+".url", "invalid port %s in url %s: want 1 to 65535", port, c.shownURL(key+".url", u.URL))
-				}
+			} else if why := authmap.BadPort(p); why != "" {
+				bad(key+".url", "%s in url %s", why, c.shownURL(key+".url", u.URL))
 			}
 			for _, h := range sortedKeys(u.Headers) {
 				// Checked here, or every request fails with net/http's

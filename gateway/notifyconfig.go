@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Config of the alert notifiers (issue 10): the notify list. Delivery is in
@@ -149,12 +151,14 @@ func (c *Config) validateNotify() error {
 		case u == "" && (n.Format == FormatSlack || n.Format == FormatGeneric):
 			bad(".url", "missing: a %s notifier needs a url", n.Format)
 		case u != "":
+			shown := c.shownURL(key+".url", u)
+			if n.Format == FormatSlack {
+				shown = "(not shown: a Slack webhook URL is a secret)"
+			}
 			if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-				shown := c.shownURL(key+".url", u)
-				if n.Format == FormatSlack {
-					shown = "(not shown: a Slack webhook URL is a secret)"
-				}
 				bad(".url", "invalid url %s: want http(s)://host/path", shown)
+			} else if why := authmap.BadPort(p); why != "" {
+				bad(".url", "%s in url %s", why, shown)
 			}
 		}
 		if n.Format == FormatPagerDuty && n.RoutingKey == "" {
