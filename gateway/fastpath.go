@@ -653,7 +653,9 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 		if len(bytes.TrimSpace(trimmed[1:len(trimmed)-1])) == 0 {
 			return jsonrpc.CodeInvalidRequest, "Invalid Request: an empty batch"
 		}
-		if n := batchLen(trimmed); n > maxBatch {
+		var members []json.RawMessage
+		_ = agentJSON(trimmed, &members) // valid JSON, checked above
+		if n := len(members); n > maxBatch {
 			// The SDK runs a batch's requests all at once and holds every
 			// answer until the last: one 4 MiB body of 35,000 calls took
 			// the gateway to 1.8 GB (found trying the gateway from outside).
@@ -662,6 +664,17 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 		if version >= "2025-06-18" {
 			// As the SDK refuses it, but as JSON-RPC asks (it answered text/plain).
 			return jsonrpc.CodeInvalidRequest, "Invalid Request: JSON-RPC batches are not supported in protocol 2025-06-18 and later (this request's MCP-Protocol-Version: " + version + "); send each message in a POST of its own"
+		}
+		// Each member is checked as a message alone is (the SDK answered
+		// some text/plain and took others for answers to nothing); the
+		// batch is refused whole, as one with a bad id is.
+		for i, m := range members {
+			if m = bytes.TrimSpace(m); len(m) == 0 || m[0] != '{' {
+				return jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: batch member %d is not a JSON-RPC message (a JSON object)", i)
+			}
+			if code, msg := malformedMessage(m, version); code != 0 {
+				return code, fmt.Sprintf("%s (batch member %d)", msg, i)
+			}
 		}
 		return 0, ""
 	}
@@ -696,15 +709,6 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 // maxBatch bounds the messages of one JSON-RPC batch (agents before
 // 2025-06-18 may send them; the SDKs do not).
 const maxBatch = 16
-
-// batchLen counts the members of body, a JSON array that parses.
-func batchLen(body []byte) int {
-	var batch []json.RawMessage
-	if agentJSON(body, &batch) != nil {
-		return 0
-	}
-	return len(batch)
-}
 
 // writeMalformed answers a body malformedMessage refused: 400 with a
 // JSON-RPC error whose id is null.

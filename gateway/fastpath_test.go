@@ -1366,6 +1366,20 @@ func TestBatchBound(t *testing.T) {
 	if resp, body := a.post(ctx, big); resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`"code":-32600`)) {
 		t.Errorf("a batch of %d over 1 MiB: %d %.300s; want 400 and -32600", maxBatch+4, resp.StatusCode, body)
 	}
+	// Members are checked as messages alone are; the SDK answered these
+	// text/plain, or took the last for an answer to nothing (202).
+	for _, bad := range []string{
+		`[{"jsonrpc":"2.0","id":null,"method":"tools/list"}]`,
+		`[1]`,
+		`[[{"jsonrpc":"2.0","id":1,"method":"ping"}]]`,
+		`[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2}]`,
+	} {
+		resp, body := a.post(ctx, bad)
+		var ans errorAnswer
+		if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, "batch member") {
+			t.Errorf("batch %s: %d %s; want 400 and -32600 naming the member", bad, resp.StatusCode, body)
+		}
+	}
 	resp, body := a.post(ctx, batch(maxBatch+1))
 	var ans errorAnswer
 	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, fmt.Sprint("at most ", maxBatch)) {
