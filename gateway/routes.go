@@ -623,6 +623,13 @@ func withRouteMeta(res *mcp.CallToolResult, meta routing.Meta) *mcp.CallToolResu
 // that one failure sent to a backup while /health still shows the primary
 // is a reroute (counted), not a switch.
 func (g *Server) noteRoute(r *routing.Route, h *routeIndex, served string) {
+	if s := g.snap.Load(); s.routes == nil || s.routes.Lookup(r.Tool()) != r {
+		// A call that began before a reload changed the route (or any
+		// route) speaks for the old one: reported over the new, a reorder
+		// made switches that /health never showed. The reload's own check
+		// (checkRoutes) reports the new one.
+		return
+	}
 	prev, loaded := g.routing.reported.Load(r.Tool())
 	if loaded && prev.(string) == served || !loaded && served == r.Primary() {
 		return
@@ -808,6 +815,14 @@ func (g *Server) checkRoutes() time.Time {
 	var wake time.Time
 	g.routing.reportMu.Lock()
 	defer g.routing.reportMu.Unlock()
+	// A route removed forgets its last report: added again, it starts
+	// from its primary, not from a switch long past.
+	g.routing.reported.Range(func(k, _ any) bool {
+		if s.routes.Lookup(k.(string)) == nil {
+			g.routing.reported.Delete(k)
+		}
+		return true
+	})
 	for _, r := range s.routes.All() {
 		if !g.reportRoute(r, h) {
 			wake = earliestWake(r, h, wake)

@@ -1017,3 +1017,73 @@ routes:
 			got, m, p.lastToken(), len(b.calls()))
 	}
 }
+
+// TestRouteReorderInFlight: a reload that reorders a route's targets while
+// a call to the old primary is in flight reports one switch, the one
+// /health shows; the call's end, which spoke for the old order, reported a
+// switch back (and the next call a third), none of which /health showed.
+func TestRouteReorderInFlight(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	held, release := make(chan struct{}), make(chan struct{})
+	server := func(name string, hold bool) string {
+		s := mcp.NewServer(&mcp.Implementation{Name: name, Version: "1"}, nil)
+		s.AddTool(&mcp.Tool{Name: "search", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, _ *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			if hold {
+				close(held)
+				hold = false
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name}}}, nil
+		})
+		return serveMCP(t, s)
+	}
+	pURL, bURL := server("p", true), server("b", false)
+	conf := func(targets string) string {
+		return fmt.Sprintf("upstreams:\n  p: {url: %s}\n  b: {url: %s}\nroutes:\n  - {tool: search, targets: [%s]}\n", pURL, bURL, targets)
+	}
+	g, cs := startGateway(t, ctx, conf("p__search, b__search"))
+	// As after an earlier switch back to p (a recovery): p is the last
+	// target reported.
+	g.routing.reported.Store("search", "p__search")
+	done := make(chan string, 1)
+	go func() {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "search", Arguments: map[string]any{}})
+		if err != nil || res.IsError {
+			done <- fmt.Sprint("error: ", err, res)
+			return
+		}
+		done <- text(res)
+	}()
+	<-held
+	if err := reloadTo(t, g, conf("b__search, p__search")); err != nil {
+		t.Fatal(err)
+	}
+	// The reload's own report first, as /health shows it.
+	waitFor(t, ctx, func() bool {
+		return slices.ContainsFunc(g.EventLog(), func(e Event) bool { return e.Type == EventRoute && e.Target == "b__search" })
+	})
+	close(release)
+	if got := <-done; got != "p" {
+		t.Errorf("the call in flight: %q; want p's answer", got)
+	}
+	if got := text(callTool(t, ctx, cs, "search")); got != "b" {
+		t.Errorf("the next call: %q; want b, the new primary", got)
+	}
+	var switches []string
+	for _, e := range g.EventLog() {
+		if e.Type == EventRoute {
+			switches = append(switches, e.Kind+" "+e.From+"→"+e.Target)
+		}
+	}
+	if len(switches) > 1 {
+		t.Errorf("route events %v; want at most the one switch to b__search", switches)
+	}
+	if a := g.Health().Routes["search"].Active; a != "b__search" {
+		t.Errorf("/health active target %q; want b__search", a)
+	}
+}
