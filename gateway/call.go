@@ -94,12 +94,17 @@ func uncapableAgent(req mcp.Request, res mcp.Result) error {
 	if !ok || r == nil || !(r.NeedsInput() || len(r.InputRequests) > 0 && len(r.Content) == 0) || call == nil || agentProtocol(call.Session, call.Extra) < protocol20260728 {
 		return nil
 	}
-	caps := call.ClientCapabilities()
+	return missingInputCaps(call.ClientCapabilities(), r.InputRequests)
+}
+
+// missingInputCaps returns why an agent with caps cannot answer reqs (the
+// capabilities it did not declare), or nil.
+func missingInputCaps(caps *mcp.ClientCapabilities, reqs mcp.InputRequestMap) error {
 	if caps == nil {
 		caps = &mcp.ClientCapabilities{}
 	}
 	var missing []string
-	for _, in := range r.InputRequests {
+	for _, in := range reqs {
 		need := ""
 		switch in := in.(type) {
 		case *mcp.ElicitParams:
@@ -128,7 +133,7 @@ func uncapableAgent(req mcp.Request, res mcp.Result) error {
 		return nil
 	}
 	slices.Sort(missing)
-	return fmt.Errorf("the upstream asked for input (%s), and the agent declared no %s capability in its request's _meta", inputMethods(r.InputRequests), strings.Join(missing, ", "))
+	return fmt.Errorf("the upstream asked for input (%s), and the agent declared no %s capability in its request's _meta", inputMethods(reqs), strings.Join(missing, ", "))
 }
 
 // inputRound is what inputFailures learns of a tools/call's rounds: the
@@ -337,6 +342,13 @@ func (g *Server) getPrompt(ctx context.Context, req *mcp.GetPromptRequest, u *up
 		})
 		if err != nil {
 			return nil, err
+		}
+		if len(res.InputRequests) > 0 && agentProtocol(req.Session, req.Extra) >= protocol20260728 {
+			// As for tools/call (uncapableAgent): input the agent never
+			// said it could give is refused, typed.
+			if why := missingInputCaps(req.ClientCapabilities(), res.InputRequests); why != nil {
+				return nil, failureRPC("prompts/get", name, g.attribute(u, authmap.Failure{Type: authmap.TypeInvalidRequest, Detail: why.Error()}))
+			}
 		}
 		res.Meta = hopLocalStripped(res.Meta)
 		g.redactPrompt(res)

@@ -153,12 +153,19 @@ func TestStatelessNewAgentInputCapabilities(t *testing.T) {
 					t.Errorf("%s without capabilities: failure %+v; want invalid_request from u saying %q", tool, f, want)
 				}
 			}
+			// prompts/get the same way, as a JSON-RPC error carrying the object.
+			if _, err := bare.GetPrompt(ctx, &mcp.GetPromptParams{Name: "u__askp"}); err == nil || !strings.Contains(err.Error(), "no elicitation capability") {
+				t.Errorf("prompts/get u__askp without capabilities: %v; want an error naming the capability", err)
+			}
 			able := connect(&mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
 			}})
 			res, err := able.CallTool(ctx, &mcp.CallToolParams{Name: "u__ask", Arguments: map[string]any{}})
 			if err != nil || res.IsError || len(res.Content) != 1 || res.Content[0].(*mcp.TextContent).Text != "accept Ada" {
 				t.Errorf("u__ask with the elicitation capability: %s, %v; want \"accept Ada\"", mustJSON(t, res), err)
+			}
+			if pr, err := able.GetPrompt(ctx, &mcp.GetPromptParams{Name: "u__askp"}); err != nil || len(pr.Messages) != 1 || pr.Messages[0].Content.(*mcp.TextContent).Text != "hello Ada" {
+				t.Errorf("prompts/get u__askp with the elicitation capability: %v, %v; want \"hello Ada\"", pr, err)
 			}
 		})
 	}
