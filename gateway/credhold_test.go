@@ -42,16 +42,19 @@ func TestReviewSharedClockExpiryIsNotAProviderAnswer(t *testing.T) {
 	}
 
 	gs, css, _ := replicas(t, ctx, 2, srv, yaml, nil)
-	// Wait until the replicas agree on one fact (the newest of the two
-	// each found by its clock): B then applied A's, or A took B's.
+	// A clock's expiry is not published at all now: each replica's own
+	// clock reads the expiry of the value it holds (a peer whose config
+	// gave a later expiry took it, and stuck expired: found trying
+	// replicas from outside).
 	b := gs[1].Credentials().Get("tok")
-	origin := func(g *Server) string {
+	for i, g := range gs {
 		g.shared.mu.Lock()
-		defer g.shared.mu.Unlock()
-		return g.shared.facts["tok"].f.Origin
+		f, ok := g.shared.facts["tok"]
+		g.shared.mu.Unlock()
+		if ok {
+			t.Errorf("replica %d keeps a fact %+v about a clock-only expiry", i, f.f)
+		}
 	}
-	waitFor(t, ctx, func() bool { o := origin(gs[0]); return o != "" && o == origin(gs[1]) })
-	t.Logf("B's credential after A's fact: status %s, last_error %+v", b.Status(), b.Snapshot(false).LastError)
 	sent := len(up.calls())
 	res := callTool(t, ctx, css[1], "api__echo")
 	if res.IsError {
@@ -295,5 +298,31 @@ func TestProbeRejectionRenews(t *testing.T) {
 	}
 	if st := cred.Status(); !st.Usable() {
 		t.Errorf("credential %v after the renewal; want it usable", st)
+	}
+}
+
+// TestPeerClockExpiryNotApplied: a peer's "expired" fact that no provider
+// answered (its clock's, from a config that gave the value an earlier
+// expiry) is not applied; one a provider answered is.
+func TestPeerClockExpiryNotApplied(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := redistest.Start(t)
+	const token = "skewed-expiry-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(token)
+	gs, _, _ := replicas(t, ctx, 1, srv, tokConfig("", "source: {value: "+token+"}", up.url()), nil)
+	g := gs[0]
+	c := g.Credentials().Get("tok")
+	fp := g.shared.sealer.Fingerprint(token)
+	g.shared.applyCredFact("tok", credFact{Origin: "peer", Status: "expired", Value: fp, At: time.Now().UTC()})
+	if st := c.Status(); st != authmap.StatusHealthy {
+		t.Errorf("after a peer's clock-only expiry: %s; want healthy (this replica's clock decides)", st)
+	}
+	g.shared.applyCredFact("tok", credFact{Origin: "peer", Status: "expired", Value: fp, At: time.Now().UTC().Add(time.Second),
+		LastError: &authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialExpired, Detail: "the provider answered expired"}})
+	if st := c.Status(); st != authmap.StatusExpired {
+		t.Errorf("after a peer's provider-answered expiry: %s; want expired", st)
 	}
 }

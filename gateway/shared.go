@@ -573,6 +573,14 @@ func (s *shared) credentialFact(name string, healthy bool) {
 	f := credFact{Origin: s.origin, Value: s.sealer.Fingerprint(v), Version: snap.Version, At: time.Now().UTC()}
 	switch st := c.Status(); st {
 	case authmap.StatusRevoked, authmap.StatusInvalid, authmap.StatusExpired:
+		if st == authmap.StatusExpired && !providerExpired(snap.LastError) {
+			// Only this replica's clock says so: each replica's own clock
+			// reads the expiry of the value it holds. Taken by a peer
+			// whose config gave it a later expiry (a ConfigMap reaching
+			// pods at different times), it stuck there, expired, until an
+			// admin reload (found trying replicas from outside).
+			return
+		}
 		if le := snap.LastError; le != nil && strings.HasPrefix(le.Detail, peerFound) {
 			// A peer's finding, which it put itself: put again as this
 			// replica's, stamped now, it would override what was found
@@ -623,6 +631,12 @@ func (f credFact) newerThan(o credFact) bool {
 	return f.Origin > o.Origin
 }
 
+// providerExpired reports whether f, a credential's last error, is a
+// provider's answer that the value expired, not a clock's reading.
+func providerExpired(f *authmap.Failure) bool {
+	return f != nil && f.Subtype == authmap.SubtypeCredentialExpired
+}
+
 // peerFound starts the detail of a status learned from a peer replica.
 const peerFound = "a peer replica found it "
 
@@ -665,6 +679,9 @@ func (s *shared) applyCredFact(name string, f credFact) {
 	case authmap.StatusInvalid.String():
 		sub = authmap.SubtypeCredentialInvalid
 	case authmap.StatusExpired.String():
+		if !providerExpired(f.LastError) {
+			return // a clock's (from a replica before credentialFact held them back)
+		}
 		sub = authmap.SubtypeCredentialExpired
 	case authmap.StatusHealthy.String():
 	default:
