@@ -655,11 +655,11 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 		}
 		var members []json.RawMessage
 		_ = agentJSON(trimmed, &members) // valid JSON, checked above
-		if n := len(members); n > maxBatch {
+		if n := len(members); n > MaxBatch {
 			// The SDK runs a batch's requests all at once and holds every
 			// answer until the last: one 4 MiB body of 35,000 calls took
 			// the gateway to 1.8 GB (found trying the gateway from outside).
-			return jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: a batch of %d messages; at most %d are served in one", n, maxBatch)
+			return jsonrpc.CodeInvalidRequest, fmt.Sprintf("Invalid Request: a batch of %d messages; at most %d are served in one", n, MaxBatch)
 		}
 		if version >= "2025-06-18" {
 			// As the SDK refuses it, but as JSON-RPC asks (it answered text/plain).
@@ -706,9 +706,9 @@ func malformedMessage(body []byte, version string) (code int64, msg string) {
 	return 0, ""
 }
 
-// maxBatch bounds the messages of one JSON-RPC batch (agents before
+// MaxBatch bounds the messages of one JSON-RPC batch (agents before
 // 2025-06-18 may send them; the SDKs do not).
-const maxBatch = 16
+const MaxBatch = 16
 
 // writeMalformed answers a body malformedMessage refused: 400 with a
 // JSON-RPC error whose id is null.

@@ -1335,10 +1335,10 @@ func TestMalformedBody(t *testing.T) {
 	}
 }
 
-// TestBatchBound: a 2025-03-26 agent's batch of more than maxBatch
+// TestBatchBound: a 2025-03-26 agent's batch of more than MaxBatch
 // messages is refused whole with -32600 (the SDK ran every one at once and
 // held every answer: one 4 MiB batch of calls took the gateway to 1.8 GB);
-// one of maxBatch is served.
+// one of MaxBatch is served.
 func TestBatchBound(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
@@ -1359,12 +1359,12 @@ func TestBatchBound(t *testing.T) {
 	batch := func(n int) string { return batchOf(n, "x") }
 	// Over 1 MiB, past what the front reads of other bodies: it went to
 	// the SDK unchecked.
-	big := batchOf(maxBatch+4, strings.Repeat("y", 70<<10))
+	big := batchOf(MaxBatch+4, strings.Repeat("y", 70<<10))
 	if len(big) <= maxFastBody {
 		t.Fatalf("the big batch is %d bytes; want over %d", len(big), maxFastBody)
 	}
 	if resp, body := a.post(ctx, big); resp.StatusCode != http.StatusBadRequest || !bytes.Contains(body, []byte(`"code":-32600`)) {
-		t.Errorf("a batch of %d over 1 MiB: %d %.300s; want 400 and -32600", maxBatch+4, resp.StatusCode, body)
+		t.Errorf("a batch of %d over 1 MiB: %d %.300s; want 400 and -32600", MaxBatch+4, resp.StatusCode, body)
 	}
 	// Members are checked as messages alone are; the SDK answered these
 	// text/plain, or took the last for an answer to nothing (202).
@@ -1380,13 +1380,13 @@ func TestBatchBound(t *testing.T) {
 			t.Errorf("batch %s: %d %s; want 400 and -32600 naming the member", bad, resp.StatusCode, body)
 		}
 	}
-	resp, body := a.post(ctx, batch(maxBatch+1))
+	resp, body := a.post(ctx, batch(MaxBatch+1))
 	var ans errorAnswer
-	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, fmt.Sprint("at most ", maxBatch)) {
-		t.Errorf("a batch of %d: %d %s; want 400 and -32600 naming the bound", maxBatch+1, resp.StatusCode, body)
+	if err := json.Unmarshal(body, &ans); err != nil || resp.StatusCode != http.StatusBadRequest || ans.Error.Code != -32600 || !strings.Contains(ans.Error.Message, fmt.Sprint("at most ", MaxBatch)) {
+		t.Errorf("a batch of %d: %d %s; want 400 and -32600 naming the bound", MaxBatch+1, resp.StatusCode, body)
 	}
-	resp, body = a.post(ctx, batch(maxBatch))
-	if n := bytes.Count(body, []byte(`"result"`)); resp.StatusCode != http.StatusOK || n != maxBatch {
-		t.Errorf("a batch of %d: %d %.300s; want %d answers", maxBatch, resp.StatusCode, body, maxBatch)
+	resp, body = a.post(ctx, batch(MaxBatch))
+	if n := bytes.Count(body, []byte(`"result"`)); resp.StatusCode != http.StatusOK || n != MaxBatch {
+		t.Errorf("a batch of %d: %d %.300s; want %d answers", MaxBatch, resp.StatusCode, body, MaxBatch)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/gateway"
 )
 
 // agentLines copies the agent's stdin to w line by line, leaving out each
@@ -107,6 +109,11 @@ func (f *lineFilter) refuse(msg []byte) string {
 	var members []json.RawMessage
 	if json.Unmarshal(msg, &members) != nil || len(members) == 0 {
 		return "that is an empty batch"
+	}
+	if len(members) > gateway.MaxBatch {
+		// As on /mcp: the SDK runs every member at once and holds every
+		// answer (one line of 35,000 calls took the gateway to 600 MB).
+		return fmt.Sprintf("that is a batch of %d messages; at most %d are served in one", len(members), gateway.MaxBatch)
 	}
 	ids := map[string]bool{}
 	for _, raw := range members {

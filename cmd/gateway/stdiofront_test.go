@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/gateway"
 )
 
 // TestAgentLinesSkipsBadLines: `gateway stdio` passes the agent's JSON-RPC
@@ -15,7 +18,12 @@ import (
 // gateway from outside: one bad line stopped the gateway).
 func TestAgentLinesSkipsBadLines(t *testing.T) {
 	t.Parallel()
-	long := `{"jsonrpc":"2.0","id":9,"method":"ping","params":{"x":"` + strings.Repeat("a", 300) + `"}}`
+	long := `{"jsonrpc":"2.0","id":9,"method":"ping","params":{"x":"` + strings.Repeat("a", 3000) + `"}}`
+	var members []string
+	for i := range gateway.MaxBatch + 1 {
+		members = append(members, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"ping"}`, 100+i))
+	}
+	bigBatch := "[" + strings.Join(members, ",") + "]"
 	in := strings.Join([]string{
 		`{"jsonrpc":"2.0","id":1,"method":"ping"}`,
 		`garbage line secret-0123456789`,
@@ -27,6 +35,7 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 		`[]`,
 		`[1]`,
 		`[{"jsonrpc":"2.0","id":5,"method":"ping"},{"jsonrpc":"2.0","id":5,"method":"ping"}]`,
+		bigBatch, // more members than gateway.MaxBatch
 		`{"jsonrpc":"2.0","id":6,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}`,
 		`[{"jsonrpc":"2.0","id":7,"method":"ping"}]`, // no batches from 2025-06-18 on
 		`{"jsonrpc":"2.0","id":4,"method":"ping"}`,   // no newline at the end
@@ -34,7 +43,7 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 	var logs bytes.Buffer
 	log := zerolog.New(&logs)
 	pr, pw := io.Pipe()
-	go agentLines(strings.NewReader(in), pw, 200, &log)
+	go agentLines(strings.NewReader(in), pw, 2000, &log)
 	out, err := io.ReadAll(pr)
 	if err != nil {
 		t.Fatal(err)
@@ -44,8 +53,8 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 	if string(out) != want {
 		t.Errorf("passed on:\n%s\nwant:\n%s", out, want)
 	}
-	if n := strings.Count(logs.String(), "left out"); n != 8 {
-		t.Errorf("%d warnings, want 8 (three bad lines, one too long, four bad batches):\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "left out"); n != 9 {
+		t.Errorf("%d warnings, want 9 (three bad lines, one too long, five bad batches):\n%s", n, logs.String())
 	}
 	if strings.Contains(logs.String(), "secret-0123456789") {
 		t.Errorf("a left-out line is quoted in the log:\n%s", logs.String())
