@@ -359,6 +359,12 @@ func (s *shared) keys() []string {
 
 func (s *shared) degrade(err error) {
 	msg := s.g.redact(err.Error())
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The client dials again until the bound runs out, so a store
+		// that refuses connections reads as a bare "context deadline
+		// exceeded" (found trying replicas from outside).
+		msg = "no answer within state.redis.timeout (the store is down, unreachable or overloaded): " + msg
+	}
 	s.mu.Lock()
 	was := s.ok
 	s.ok, s.lastErr = false, msg

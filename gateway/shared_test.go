@@ -381,6 +381,11 @@ func TestSharedOutage(t *testing.T) {
 	}
 	// The outage is an event and a metric too (it showed in /health only).
 	wantSample(t, gather(t, gs[0]), "credgate_shared_state_up", nil, 0)
+	// A stopped store refuses connections; the client dials again until
+	// its bound runs out, which read as a bare "context deadline exceeded".
+	if le := h.State.LastError; strings.Contains(le, "deadline") && !strings.Contains(le, "state.redis.timeout") {
+		t.Errorf("last_error %q; want it to say the store did not answer in time", le)
+	}
 	stateEvents := func() []string {
 		var kinds []string
 		for _, e := range gs[0].EventLog() {
