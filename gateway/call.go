@@ -59,7 +59,7 @@ func (g *Server) toolHandler(exposed string) mcp.ToolHandler {
 // handler itself, on the first round or the retry, is classified as before.
 func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
-		if method != "tools/call" {
+		if method != "tools/call" && method != "prompts/get" && method != "resources/read" {
 			return next(ctx, method, req)
 		}
 		r := new(inputRound)
@@ -71,6 +71,16 @@ func (g *Server) inputFailures(next mcp.MethodHandler) mcp.MethodHandler {
 		a := r.asked.Load()
 		if err == nil || a == nil {
 			return res, err
+		}
+		if a.method != "" {
+			// The SDK's round failed untyped (-32603 "multi-round-trip:
+			// ..."): typed as tools/call's are (found trying the gateway
+			// from outside).
+			why := err.Error()
+			if a.u.gw.config().Stateless {
+				why = "a stateless gateway cannot ask an agent older than 2026-07-28 for input (there is no session to send the request on): " + why
+			}
+			return nil, failureRPC(a.method, a.tool, a.u.gw.attribute(a.u, authmap.Failure{Type: authmap.TypeInvalidRequest, Detail: a.u.gw.redact("the agent's input: " + why)}))
 		}
 		out, err := a.u.gw.toolOutcome(a.u, a.tool, nil, &inputError{err: err})
 		// The call's end: its round that asked for input was logged
@@ -95,6 +105,35 @@ func uncapableAgent(req mcp.Request, res mcp.Result) error {
 		return nil
 	}
 	return missingInputCaps(call.ClientCapabilities(), r.InputRequests)
+}
+
+// capsRequest is a request that knows its agent's capabilities.
+type capsRequest interface {
+	mcp.Request
+	ClientCapabilities() *mcp.ClientCapabilities
+}
+
+// inputAsked is, for prompts/get and resources/read (method, of name), what
+// toolHandler and uncapableAgent do for tools/call when the upstream's
+// result asks for input (reqs): a 2026-07-28 agent that declared no
+// capability for it gets a typed refusal; for an older agent, whose input
+// round the SDK runs after this, a failure of that round is typed by
+// inputFailures, which is told here who asked.
+func (g *Server) inputAsked(ctx context.Context, req capsRequest, u *upstream, method, name string, reqs mcp.InputRequestMap) error {
+	if len(reqs) == 0 {
+		return nil
+	}
+	ss, _ := req.GetSession().(*mcp.ServerSession)
+	if agentProtocol(ss, req.GetExtra()) < protocol20260728 {
+		if r := inputRoundFrom(ctx); r != nil {
+			r.asked.Store(&inputAsker{u: u, tool: name, method: method})
+		}
+		return nil
+	}
+	if why := missingInputCaps(req.ClientCapabilities(), reqs); why != nil {
+		return failureRPC(method, name, g.attribute(u, authmap.Failure{Type: authmap.TypeInvalidRequest, Detail: why.Error()}))
+	}
+	return nil
 }
 
 // missingInputCaps returns why an agent with caps cannot answer reqs (the
@@ -149,7 +188,10 @@ type inputRound struct {
 
 type inputAsker struct {
 	u    *upstream
-	tool string // the upstream's own name
+	tool string // the upstream's own name (a prompt's, a resource's URI)
+	// method is the request's, when it is not tools/call (prompts/get,
+	// resources/read): its failure is a JSON-RPC error carrying the object.
+	method string
 }
 
 // inputRoundKey is the context key of a call's *inputRound.
@@ -328,6 +370,9 @@ func (g *Server) promptHandler(exposed string) mcp.PromptHandler {
 
 // getPrompt forwards one prompts/get to prompt name of upstream u.
 func (g *Server) getPrompt(ctx context.Context, req *mcp.GetPromptRequest, u *upstream, name string) (*mcp.GetPromptResult, error) {
+	if r := inputRoundFrom(ctx); r != nil {
+		r.asked.Store(nil) // a new round: it has asked for nothing yet
+	}
 	{
 		params := *req.Params
 		params.Name = name
@@ -343,12 +388,8 @@ func (g *Server) getPrompt(ctx context.Context, req *mcp.GetPromptRequest, u *up
 		if err != nil {
 			return nil, err
 		}
-		if len(res.InputRequests) > 0 && agentProtocol(req.Session, req.Extra) >= protocol20260728 {
-			// As for tools/call (uncapableAgent): input the agent never
-			// said it could give is refused, typed.
-			if why := missingInputCaps(req.ClientCapabilities(), res.InputRequests); why != nil {
-				return nil, failureRPC("prompts/get", name, g.attribute(u, authmap.Failure{Type: authmap.TypeInvalidRequest, Detail: why.Error()}))
-			}
+		if err := g.inputAsked(ctx, req, u, "prompts/get", name, res.InputRequests); err != nil {
+			return nil, err
 		}
 		res.Meta = hopLocalStripped(res.Meta)
 		g.redactPrompt(res)
@@ -375,6 +416,9 @@ func (g *Server) resourceHandler() mcp.ResourceHandler {
 // upstream's URI of a listed resource, or "" for a template, whose URIs pass
 // unchanged.
 func (g *Server) readResource(ctx context.Context, req *mcp.ReadResourceRequest, u *upstream, uri string) (*mcp.ReadResourceResult, error) {
+	if r := inputRoundFrom(ctx); r != nil {
+		r.asked.Store(nil) // a new round: it has asked for nothing yet
+	}
 	{
 		params := *req.Params
 		if uri != "" {
@@ -390,6 +434,9 @@ func (g *Server) readResource(ctx context.Context, req *mcp.ReadResourceRequest,
 			})
 		})
 		if err != nil {
+			return nil, err
+		}
+		if err := g.inputAsked(ctx, req, u, "resources/read", params.URI, res.InputRequests); err != nil {
 			return nil, err
 		}
 		res.Meta = hopLocalStripped(res.Meta)

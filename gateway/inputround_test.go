@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"github.com/google/go-cmp/cmp"
 	"github.com/rs/zerolog"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
@@ -157,6 +159,9 @@ func TestStatelessNewAgentInputCapabilities(t *testing.T) {
 			if _, err := bare.GetPrompt(ctx, &mcp.GetPromptParams{Name: "u__askp"}); err == nil || !strings.Contains(err.Error(), "no elicitation capability") {
 				t.Errorf("prompts/get u__askp without capabilities: %v; want an error naming the capability", err)
 			}
+			if _, err := bare.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://askr"}); err == nil || !strings.Contains(err.Error(), "no elicitation capability") {
+				t.Errorf("resources/read test://askr without capabilities: %v; want an error naming the capability", err)
+			}
 			able := connect(&mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
 				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "Ada"}}, nil
 			}})
@@ -168,5 +173,30 @@ func TestStatelessNewAgentInputCapabilities(t *testing.T) {
 				t.Errorf("prompts/get u__askp with the elicitation capability: %v, %v; want \"hello Ada\"", pr, err)
 			}
 		})
+	}
+}
+
+// TestLegacyAgentPromptInputTyped: a prompts/get (or resources/read) whose
+// 2026-07-28 upstream asks a 2025-11-25 agent for input it cannot give
+// (no elicitation capability) fails with the typed failure object, as a
+// tools/call does: it was the SDK's untyped -32603 ("multi-round-trip:
+// ... client does not support elicitation").
+func TestLegacyAgentPromptInputTyped(t *testing.T) {
+	t.Parallel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  u: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	cs := agent(t, ctx, g, nil) // no elicitation capability
+	_, perr := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "u__askp"})
+	_, rerr := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://askr"})
+	for what, err := range map[string]error{"prompts/get": perr, "resources/read": rerr} {
+		var rpc *jsonrpc.Error
+		if !errors.As(err, &rpc) || rpc.Code != codeUpstreamFailure || !strings.Contains(string(rpc.Data), `"type":"invalid_request"`) {
+			t.Errorf("%s: %v; want %d carrying an invalid_request object", what, err, codeUpstreamFailure)
+		}
 	}
 }

@@ -75,6 +75,14 @@ func echoStdioUpstream() {
 			Properties: map[string]*jsonschema.Schema{"username": {Type: "string"}}, Required: []string{"username"}}}
 		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"input": p}}, nil
 	})
+	// test://askr is a resource that needs input (2026-07-28): a name.
+	srv.AddResource(&mcp.Resource{URI: "test://askr", Name: "askr"}, func(_ context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
+		if r, ok := req.Params.InputResponses["q"].(*mcp.ElicitResult); ok {
+			return &mcp.ReadResourceResult{Contents: []*mcp.ResourceContents{{URI: "test://askr", Text: fmt.Sprint("hello ", r.Content["name"])}}}, nil
+		}
+		p := &mcp.ElicitParams{Message: "name?", RequestedSchema: &jsonschema.Schema{Type: "object", Properties: map[string]*jsonschema.Schema{"name": {Type: "string"}}}}
+		return &mcp.ReadResourceResult{InputRequests: mcp.InputRequestMap{"q": p}}, nil
+	})
 	// askp is a prompt that needs input (2026-07-28): a name.
 	srv.AddPrompt(&mcp.Prompt{Name: "askp"}, func(_ context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		if r, ok := req.Params.InputResponses["q"].(*mcp.ElicitResult); ok {
