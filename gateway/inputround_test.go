@@ -20,6 +20,18 @@ import (
 	"github.com/credgate/credgate/authmap"
 )
 
+// echoChildConfig is a config, head first, whose upstream u is a stdio
+// child of the test binary (the echo server of stdioconn_test.go): a
+// 2026-07-28 session.
+func echoChildConfig(t *testing.T, head string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%supstreams:\n  u: {command: %q, env: {%s: %s}}\n", head, self, rawUpstreamEnv, echoUpstreamMode)
+}
+
 // TestInputRoundAnswerMismatch: when a 2026-07-28 upstream's result asks
 // for input and the agent's answer does not match the requested schema (a
 // required property missing), the agent of the call gets a typed
@@ -36,12 +48,7 @@ func TestInputRoundAnswerMismatch(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			self, err := os.Executable()
-			if err != nil {
-				t.Fatal(err)
-			}
-			// A stdio child of the test binary: a 2026-07-28 session.
-			g := newTestGateway(t, ctx, fmt.Sprintf("fast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			g := newTestGateway(t, ctx, echoChildConfig(t, fmt.Sprintf("fast_path: %v\n", fast)))
 			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
 
 			next := a.stream(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"u__login","arguments":{}}}`)
@@ -78,17 +85,13 @@ func TestInputRoundAnswerMismatch(t *testing.T) {
 // call.
 func TestStatelessLegacyAgentInputRound(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			var log syncBuffer
-			g := newTestGatewayLogged(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode),
+			g := newTestGatewayLogged(t, ctx, echoChildConfig(t, fmt.Sprintf("stateless: true\nfast_path: %v\n", fast)),
 				zerolog.New(&log).Level(zerolog.InfoLevel))
 			a := newRawAgentWith(t, ctx, g, `{"elicitation":{}}`)
 			resp, body := a.post(ctx, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"u__login","arguments":{}}}`)
@@ -125,16 +128,12 @@ func TestStatelessLegacyAgentInputRound(t *testing.T) {
 // not the agent's, and the request went through as it was.
 func TestStatelessNewAgentInputCapabilities(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, fast := range []bool{true, false} {
 		t.Run(fmt.Sprintf("fast_path %v", fast), func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
-			g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nfast_path: %v\nupstreams:\n  u: {command: %q, env: {%s: %s}}\n", fast, self, rawUpstreamEnv, echoUpstreamMode))
+			g := newTestGateway(t, ctx, echoChildConfig(t, fmt.Sprintf("stateless: true\nfast_path: %v\n", fast)))
 			hs := httptest.NewServer(g.Handler())
 			t.Cleanup(hs.Close)
 			connect := func(opts *mcp.ClientOptions) *mcp.ClientSession {
@@ -183,13 +182,9 @@ func TestStatelessNewAgentInputCapabilities(t *testing.T) {
 // ... client does not support elicitation").
 func TestLegacyAgentPromptInputTyped(t *testing.T) {
 	t.Parallel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  u: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	g := newTestGateway(t, ctx, echoChildConfig(t, ""))
 	cs := agent(t, ctx, g, nil) // no elicitation capability
 	_, perr := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "u__askp"})
 	_, rerr := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "test://askr"})
