@@ -33,10 +33,11 @@ import (
 // The probe is skipped while the upstream shows it is alive anyway: while
 // calls are in flight on its shared session, or when one was answered
 // within the interval; and while a call renews the upstream's credential
-// after a rejection, which the probe would wait for (see renewing). A server that handles one request at a time (many
-// stdio servers do) would not answer a ping during a long call, and taking it
-// down for that would kill the call; a hung upstream's calls are bounded by
-// their own timeout, and the first probe after them finds it.
+// after a rejection, which the probe would wait for (see renewing). A
+// server that handles one request at a time (many stdio servers do) would
+// not answer a ping during a long call, and taking it down for that would
+// kill the call; a hung upstream's calls are bounded by their own timeout,
+// and the first probe after them finds it.
 //
 // What counts as an answer: any response, even a JSON-RPC error ("method
 // not found" from a server that does not implement ping is still a live
@@ -173,7 +174,7 @@ func (u *upstream) probeAnswered() {
 	}
 	name := breaker.Name(u.name, u.defaultCred)
 	st, reason := u.gw.breakers.State(name)
-	if st != breaker.StateHalfOpen || (reason != string(authmap.SubtypeRateLimitReached) && reason != string(authmap.SubtypeQuotaExhausted)) {
+	if st != breaker.StateHalfOpen || !limitReason(reason) {
 		return
 	}
 	if c := u.gw.credential(u.defaultCred); c != nil {
@@ -282,7 +283,13 @@ func (u *upstream) ownCredLimited() bool {
 	}
 	var oe *breaker.OpenError
 	err := u.gw.breakers.Check(breaker.Name(u.name, u.defaultCred), c.Generation())
-	return errors.As(err, &oe) && (oe.Reason == string(authmap.SubtypeRateLimitReached) || oe.Reason == string(authmap.SubtypeQuotaExhausted))
+	return errors.As(err, &oe) && limitReason(oe.Reason)
+}
+
+// limitReason reports whether a breaker's reason is a rate limit or an
+// exhausted quota (limited, for a breaker's reason).
+func limitReason(reason string) bool {
+	return reason == string(authmap.SubtypeRateLimitReached) || reason == string(authmap.SubtypeQuotaExhausted)
 }
 
 // ownTrafficLimited opens the breaker of the upstream's own credential on
