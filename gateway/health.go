@@ -113,10 +113,10 @@ func (u *upstream) watch(ctx context.Context, cs *mcp.ClientSession) <-chan stru
 			// trying the gateway from outside). The renewal runs on its
 			// own; the reconnect waits in its backoff, which a new value
 			// ends.
-			rctx := context.WithoutCancel(ctx)
+			rctx, gen := context.WithoutCancel(ctx), u.ownGeneration()
 			u.gw.wg.Go(func() {
 				defer u.gw.recoverLog("credential renewal after a probe", u.name)
-				u.ownTrafficRejected(rctx, err, f)
+				u.ownTrafficRejectedAt(rctx, err, f, gen)
 			})
 		})
 	}()

@@ -27,12 +27,29 @@ func (u *upstream) noteOwnSent(v string) {
 // credentialTimeout: call it from the connect loop or the probe, not from
 // a call.
 func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.Failure) {
+	u.ownTrafficRejectedAt(ctx, err, f, u.ownGeneration())
+}
+
+// ownGeneration is the generation of the upstream's default credential, or 0.
+func (u *upstream) ownGeneration() uint64 {
+	if c := u.gw.credential(u.defaultCred); c != nil {
+		return c.Generation()
+	}
+	return 0
+}
+
+// ownTrafficRejectedAt is ownTrafficRejected for a failure found while the
+// credential was at generation gen: when it has changed since (a new
+// value, a peer's or an admin's restore), the failure is old news and
+// changes nothing. Run late (the probe's renewal runs on its own), it
+// marked a credential invalid again right after a peer restored it.
+func (u *upstream) ownTrafficRejectedAt(ctx context.Context, err error, f authmap.Failure, gen uint64) {
 	if !f.IsAuth() || u.defaultCred == "" || f.Credential != u.defaultCred || notSent(err) || ctx.Err() != nil {
 		return
 	}
 	c := u.gw.credential(u.defaultCred)
 	p := u.ownSent.Load()
-	if c == nil || p == nil || *p == "" {
+	if c == nil || p == nil || *p == "" || c.Generation() != gen {
 		return
 	}
 	used := *p
@@ -53,6 +70,9 @@ func (u *upstream) ownTrafficRejected(ctx context.Context, err error, f authmap.
 			c.Report(authmap.SubtypeCredentialRevoked, used)
 			return
 		}
+	}
+	if c.Generation() != gen {
+		return // restored or replaced while it renewed
 	}
 	f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
 	c.ReportFailure(f, used, "the upstream's own request")
