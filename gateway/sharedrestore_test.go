@@ -96,10 +96,20 @@ func TestSharedRestoreClosesPeerBreaker(t *testing.T) {
 	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
 	defer wcancel()
 	for i, g := range gs {
-		waitFor(t, wctx, func() bool {
+		ok := func() bool {
 			st := breakerState(g, "api", "tok").State // "": never used, closed
 			return g.Credentials().Get("tok").Status() == authmap.StatusHealthy && (st == "" || st == "closed")
-		})
+		}
+		for !ok() && wctx.Err() == nil {
+			select {
+			case <-wctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		if !ok() {
+			c := g.Credentials().Get("tok")
+			t.Fatalf("replica %d: credential %s (last_error %+v), breaker %+v; want healthy, closed", i, c.Status(), c.Snapshot(false).LastError, breakerState(g, "api", "tok"))
+		}
 		t.Logf("replica %d: healthy, breaker closed", i)
 	}
 	for _, cs := range css {
