@@ -95,8 +95,8 @@ type shared struct {
 	sealer *state.Sealer
 	origin string // this replica, so that its own notices are skipped
 
-	wake     chan struct{}
-	bg       sync.WaitGroup
+	wake chan struct{}
+	bg   sync.WaitGroup
 
 	mu        sync.Mutex
 	seen      map[string]int64 // key -> the version applied or put
