@@ -405,6 +405,74 @@ func TestStdioModeSurvivesBadLines(t *testing.T) {
 	t.Fatalf("no answer to the ping after the bad lines: stdout ended (%v); the gateway stopped", answers.Err())
 }
 
+// TestStdioModeStopsWhenAgentStopsReading: SIGTERM ends `gateway stdio`
+// within shutdown_timeout and a few seconds even when the agent has stopped
+// reading its answers (found trying the gateway: it hung for minutes, its
+// session's close waiting on writes to a full pipe).
+func TestStdioModeStopsWhenAgentStopsReading(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := t.TempDir() + "/gw.yaml"
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "shutdown_timeout: 1s\nupstreams:\n  up:\n    command: %q\n", bin("testupstream")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin("gateway"), "stdio", "--config", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe() // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = stdout.Close() })
+	logs := bufio.NewScanner(stderr)
+	for logs.Scan() && !strings.Contains(logs.Text(), "serving one agent on stdio") {
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	// Far more answers than the pipe to the agent holds.
+	written := make(chan struct{})
+	go func() {
+		_, _ = io.WriteString(stdin, `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`+"\n"+
+			`{"jsonrpc":"2.0","method":"notifications/initialized"}`+"\n")
+		for i := 1; i <= 5000; i++ {
+			if _, err := fmt.Fprintf(stdin, `{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`+"\n", i); err != nil {
+				return
+			}
+			if i == 500 {
+				close(written)
+			}
+		}
+	}()
+	select {
+	case <-written:
+	case <-ctx.Done():
+		t.Fatal("the gateway read none of the agent's requests")
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("gateway stdio exited with %v after SIGTERM", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("gateway stdio still running long after SIGTERM (shutdown_timeout 1s): it waits for an agent that does not read")
+	}
+}
+
 // testupstreamConfig writes a config with one stdio upstream "up", the
 // testupstream binary, and returns its path.
 func testupstreamConfig(t *testing.T) string {

@@ -499,15 +499,34 @@ func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) err
 	_ = g.WaitTried(waitCtx)
 	cancel()
 	log.Info().Msg("serving one agent on stdio")
-	// A signal drains the agent's calls in flight, then ends its session
-	// (which ends Run); see gateway.Server.Close.
-	context.AfterFunc(ctx, func() { _ = g.Close() })
-	err := g.MCPServer().Run(context.WithoutCancel(ctx), stdioFront(os.Stdin, os.Stdout, log))
-	if ctx.Err() != nil || errors.Is(err, io.EOF) {
-		return nil
+	ran := make(chan error, 1)
+	go func() { ran <- g.MCPServer().Run(context.WithoutCancel(ctx), stdioFront(os.Stdin, os.Stdout, log)) }()
+	select {
+	case err := <-ran:
+		if ctx.Err() != nil || errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
 	}
-	return err
+	// A signal drains the agent's calls in flight, then ends its session
+	// (which ends Run); see gateway.Server.Close. A session whose answers
+	// the agent does not read never ends (its writes wait for the agent,
+	// and closing it waits for them): the gateway exits without it.
+	_ = g.Close()
+	t := time.NewTimer(stdioSessionGrace)
+	defer t.Stop()
+	select {
+	case <-ran:
+	case <-t.C:
+		log.Warn().Dur("after_ms", stdioSessionGrace).Msg("the agent's session did not end: the agent is not reading the gateway's answers; exiting without it")
+	}
+	return nil
 }
+
+// stdioSessionGrace bounds the wait for the agent's session to end once the
+// gateway has drained and closed it.
+const stdioSessionGrace = 2 * time.Second
 
 func classify(configPath, provider string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var rules []authmap.Rule

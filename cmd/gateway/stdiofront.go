@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"sync"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -22,7 +24,10 @@ import (
 // server talked to directly skips it (found trying the gateway from
 // outside: one "garbage line" stopped `gateway stdio`). The line's text is
 // not logged: it may hold a secret. w is closed when r ends.
-func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
+//
+// calls, if not nil, bounds the agent's requests that are read and not yet
+// answered: past its bound, no more lines are read until answers go out.
+func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *zerolog.Logger) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
 	var f lineFilter
@@ -59,7 +64,8 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, log *zerolog.Logger) {
 			leaveOut("longer than the bound", len(line)+len(chunk))
 			line = line[:0]
 		} else if msg := bytes.TrimSpace(line); len(msg) > 0 {
-			if why := f.refuse(msg); why == "" {
+			if why, ids := f.refuse(msg); why == "" {
+				calls.acquire(ids)
 				if _, werr := w.Write(line); werr != nil {
 					return
 				}
@@ -83,63 +89,165 @@ type lineFilter struct {
 // refuse says why the SDK's transport would end the session on msg, or ""
 // when it takes it: msg must be one JSON value (nothing after it), a
 // message the SDK decodes, or a batch it reads (non-empty, every member a
-// message, ids unique) from an agent whose protocol has batches.
-func (f *lineFilter) refuse(msg []byte) string {
+// message, ids unique) from an agent whose protocol has batches. It also
+// returns the ids of the requests msg holds, which the SDK answers.
+func (f *lineFilter) refuse(msg []byte) (string, []jsonrpc.ID) {
 	if !json.Valid(msg) {
-		return "that is not JSON"
+		return "that is not JSON", nil
 	}
 	if msg[0] != '[' {
 		m, err := jsonrpc.DecodeMessage(msg)
 		if err != nil {
-			return "that is not a JSON-RPC message"
+			return "that is not a JSON-RPC message", nil
 		}
-		if req, ok := m.(*jsonrpc.Request); ok && req.Method == "initialize" {
-			var p struct {
-				ProtocolVersion string `json:"protocolVersion"`
-			}
-			if json.Unmarshal(req.Params, &p) == nil && p.ProtocolVersion >= "2025-06-18" {
-				f.noBatches = true
+		var calls []jsonrpc.ID
+		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
+			calls = []jsonrpc.ID{req.ID}
+			if req.Method == "initialize" {
+				var p struct {
+					ProtocolVersion string `json:"protocolVersion"`
+				}
+				if json.Unmarshal(req.Params, &p) == nil && p.ProtocolVersion >= "2025-06-18" {
+					f.noBatches = true
+				}
 			}
 		}
-		return ""
+		return "", calls
 	}
 	if f.noBatches {
-		return "that is a batch, which the agent's protocol does not have"
+		return "that is a batch, which the agent's protocol does not have", nil
 	}
 	var members []json.RawMessage
 	if json.Unmarshal(msg, &members) != nil || len(members) == 0 {
-		return "that is an empty batch"
+		return "that is an empty batch", nil
 	}
 	if len(members) > gateway.MaxBatch {
 		// As on /mcp: the SDK runs every member at once and holds every
 		// answer (one line of 35,000 calls took the gateway to 600 MB).
-		return fmt.Sprintf("that is a batch of %d messages; at most %d are served in one", len(members), gateway.MaxBatch)
+		return fmt.Sprintf("that is a batch of %d messages; at most %d are served in one", len(members), gateway.MaxBatch), nil
 	}
-	ids := map[string]bool{}
+	var ids []jsonrpc.ID
 	for _, raw := range members {
 		m, err := jsonrpc.DecodeMessage(raw)
 		if err != nil {
-			return "that is a batch holding something that is not a JSON-RPC message"
+			return "that is a batch holding something that is not a JSON-RPC message", nil
 		}
 		if req, ok := m.(*jsonrpc.Request); ok && req.IsCall() {
-			id := fmt.Sprint(req.ID.Raw())
-			if ids[id] {
-				return "that is a batch with an id twice"
+			if slices.Contains(ids, req.ID) {
+				return "that is a batch with an id twice", nil
 			}
-			ids[id] = true
+			ids = append(ids, req.ID)
 		}
 	}
-	return ""
+	return "", ids
+}
+
+// maxAgentCalls bounds the requests of a `gateway stdio` agent that are
+// read and not yet answered. Over HTTP each request holds a connection,
+// bounded by max_connections; over stdio nothing did: an agent writing
+// requests without reading the answers (or faster than they go out) had
+// each one read, run and its answer held, without end (3,000 tools/list
+// held 2,700 goroutines and their answers, and counting). Past the bound,
+// the agent's next line waits in its pipe until answers go out. An agent
+// answers the gateway's own requests (sampling, elicitation) on the same
+// stdin: one that keeps this many calls open, each waiting on such an
+// answer it sends only after a further request, waits on those calls'
+// timeouts.
+const maxAgentCalls = 128
+
+// callGate holds the ids of the agent's requests in flight (read, not
+// answered). Ids, not a count: the SDK leaves a request unanswered whose id
+// is one already in flight, and a count would keep its place for good.
+type callGate struct {
+	mu    sync.Mutex
+	ids   map[jsonrpc.ID]struct{}
+	freed chan struct{} // a wake-up for acquire: its only waiter is agentLines
+}
+
+func newCallGate() *callGate {
+	return &callGate{ids: map[jsonrpc.ID]struct{}{}, freed: make(chan struct{}, 1)}
+}
+
+// acquire waits until ids fit the bound (a batch always fits once nothing
+// else is in flight), then holds them. An id already in flight is not
+// held again. A nil gate does nothing.
+func (g *callGate) acquire(ids []jsonrpc.ID) {
+	if g == nil || len(ids) == 0 {
+		return
+	}
+	for {
+		g.mu.Lock()
+		if len(g.ids) == 0 || len(g.ids)+len(ids) <= maxAgentCalls {
+			for _, id := range ids {
+				g.ids[id] = struct{}{}
+			}
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
+		<-g.freed
+	}
+}
+
+// release lets go of the requests ids answer.
+func (g *callGate) release(ids []jsonrpc.ID) {
+	if len(ids) == 0 {
+		return
+	}
+	g.mu.Lock()
+	for _, id := range ids {
+		delete(g.ids, id)
+	}
+	g.mu.Unlock()
+	select {
+	case g.freed <- struct{}{}:
+	default:
+	}
+}
+
+// answerWriter is the agent's stdout: each write is one message or batch
+// from the SDK; the answers it holds free their requests' places in calls
+// once written (or once the write failed).
+type answerWriter struct {
+	w     io.Writer
+	calls *callGate
+}
+
+func (a answerWriter) Write(p []byte) (int, error) {
+	n, err := a.w.Write(p)
+	a.calls.release(answered(p))
+	return n, err
+}
+
+func (answerWriter) Close() error { return nil }
+
+// answered returns the ids of the responses in p, one JSON-RPC message or
+// a batch.
+func answered(p []byte) []jsonrpc.ID {
+	p = bytes.TrimSpace(p)
+	if len(p) == 0 {
+		return nil
+	}
+	raws := []json.RawMessage{p}
+	if p[0] == '[' && json.Unmarshal(p, &raws) != nil {
+		return nil
+	}
+	var ids []jsonrpc.ID
+	for _, raw := range raws {
+		if m, err := jsonrpc.DecodeMessage(raw); err == nil {
+			if resp, ok := m.(*jsonrpc.Response); ok && resp.ID.IsValid() {
+				ids = append(ids, resp.ID)
+			}
+		}
+	}
+	return ids
 }
 
 // stdioFront is the transport of `gateway stdio`: the SDK's, over the
 // agent's lines as agentLines passes them.
 func stdioFront(stdin io.Reader, stdout io.Writer, log *zerolog.Logger) mcp.Transport {
 	pr, pw := io.Pipe()
-	go agentLines(stdin, pw, mcp.DefaultMaxLineLength, log)
-	return &mcp.IOTransport{Reader: pr, Writer: nopWriteCloser{stdout}}
+	calls := newCallGate()
+	go agentLines(stdin, pw, mcp.DefaultMaxLineLength, calls, log)
+	return &mcp.IOTransport{Reader: pr, Writer: answerWriter{stdout, calls}}
 }
-
-type nopWriteCloser struct{ io.Writer }
-
-func (nopWriteCloser) Close() error { return nil }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 
 	"github.com/rs/zerolog"
 
@@ -43,7 +46,7 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 	var logs bytes.Buffer
 	log := zerolog.New(&logs)
 	pr, pw := io.Pipe()
-	go agentLines(strings.NewReader(in), pw, 2000, &log)
+	go agentLines(strings.NewReader(in), pw, 2000, nil, &log)
 	out, err := io.ReadAll(pr)
 	if err != nil {
 		t.Fatal(err)
@@ -59,4 +62,63 @@ func TestAgentLinesSkipsBadLines(t *testing.T) {
 	if strings.Contains(logs.String(), "secret-0123456789") {
 		t.Errorf("a left-out line is quoted in the log:\n%s", logs.String())
 	}
+}
+
+// TestAgentLinesBoundsCallsInFlight: `gateway stdio` reads no more of the
+// agent's lines while maxAgentCalls of its requests are unanswered, and
+// reads on as answers go out (an agent writing requests without reading the
+// answers grew the gateway without bound). A request whose id is already in
+// flight, which the SDK leaves unanswered, takes no place for good.
+func TestAgentLinesBoundsCallsInFlight(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var in strings.Builder
+		in.WriteString(`{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n") // answered below
+		in.WriteString(`{"jsonrpc":"2.0","id":1,"method":"ping"}` + "\n") // its id in flight: left unanswered by the SDK
+		in.WriteString(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n")
+		for i := range 2 * maxAgentCalls {
+			fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`+"\n", 100+i)
+		}
+		log := zerolog.Nop()
+		pr, pw := io.Pipe()
+		gate := newCallGate()
+		go agentLines(strings.NewReader(in.String()), pw, 1<<20, gate, &log)
+		var mu sync.Mutex
+		read := 0
+		go func() {
+			br := bufio.NewReader(pr)
+			for {
+				if _, err := br.ReadString('\n'); err != nil {
+					return
+				}
+				mu.Lock()
+				read++
+				mu.Unlock()
+			}
+		}()
+		lines := func() int {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return read
+		}
+		// Ids 1 and 100..226 fill the bound; the duplicate and the
+		// notification pass too.
+		if got, want := lines(), 3+maxAgentCalls-1; got != want {
+			t.Fatalf("%d lines read with nothing answered, want %d", got, want)
+		}
+		out := answerWriter{io.Discard, gate}
+		_, _ = out.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}` + "\n"))
+		_, _ = out.Write([]byte(`{"jsonrpc":"2.0","method":"notifications/message","params":{}}` + "\n")) // frees nothing
+		_, _ = out.Write([]byte(`[{"jsonrpc":"2.0","id":100,"result":{}},{"jsonrpc":"2.0","id":101,"error":{"code":-32603,"message":"x"}}]` + "\n"))
+		if got, want := lines(), 3+maxAgentCalls-1+3; got != want {
+			t.Fatalf("%d lines read after three answers, want %d", got, want)
+		}
+		for i := range 2 * maxAgentCalls {
+			_, _ = fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%d,"result":{}}`+"\n", 100+i)
+		}
+		if got, want := lines(), 3+2*maxAgentCalls; got != want {
+			t.Fatalf("%d lines read once all were answered, want %d", got, want)
+		}
+	})
 }
