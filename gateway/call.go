@@ -139,32 +139,9 @@ func (g *Server) inputAsked(ctx context.Context, req capsRequest, u *upstream, m
 // missingInputCaps returns why an agent with caps cannot answer reqs (the
 // capabilities it did not declare), or nil.
 func missingInputCaps(caps *mcp.ClientCapabilities, reqs mcp.InputRequestMap) error {
-	if caps == nil {
-		caps = &mcp.ClientCapabilities{}
-	}
 	var missing []string
 	for _, in := range reqs {
-		need := ""
-		switch in := in.(type) {
-		case *mcp.ElicitParams:
-			switch {
-			case caps.Elicitation == nil:
-				need = "elicitation"
-			case in.Mode == "url" && caps.Elicitation.URL == nil:
-				need = "elicitation.url"
-			case in.Mode != "url" && caps.Elicitation.Form == nil && caps.Elicitation.URL != nil:
-				need = "elicitation.form" // elicitation: {} means form
-			}
-		case *mcp.CreateMessageParams, *mcp.CreateMessageWithToolsParams:
-			if caps.Sampling == nil {
-				need = "sampling"
-			}
-		case *mcp.ListRootsParams:
-			if caps.RootsV2 == nil {
-				need = "roots"
-			}
-		}
-		if need != "" && !slices.Contains(missing, need) {
+		if need := inputNeed(caps, in); need != "" && !slices.Contains(missing, need) {
 			missing = append(missing, need)
 		}
 	}
@@ -173,6 +150,35 @@ func missingInputCaps(caps *mcp.ClientCapabilities, reqs mcp.InputRequestMap) er
 	}
 	slices.Sort(missing)
 	return fmt.Errorf("the upstream asked for input (%s), and the agent declared no %s capability in its request's _meta", inputMethods(reqs), strings.Join(missing, ", "))
+}
+
+// inputNeed names the capability an agent declaring caps lacks to answer a
+// request for input with params p (an elicitation in its mode, sampling,
+// roots), or "" if it lacks none.
+func inputNeed(caps *mcp.ClientCapabilities, p any) string {
+	if caps == nil {
+		caps = &mcp.ClientCapabilities{}
+	}
+	switch p := p.(type) {
+	case *mcp.ElicitParams:
+		switch {
+		case caps.Elicitation == nil:
+			return "elicitation"
+		case p.Mode == "url" && caps.Elicitation.URL == nil:
+			return "elicitation.url"
+		case p.Mode != "url" && caps.Elicitation.Form == nil && caps.Elicitation.URL != nil:
+			return "elicitation.form" // elicitation: {} means form
+		}
+	case *mcp.CreateMessageParams, *mcp.CreateMessageWithToolsParams:
+		if caps.Sampling == nil {
+			return "sampling"
+		}
+	case *mcp.ListRootsParams:
+		if caps.RootsV2 == nil {
+			return "roots"
+		}
+	}
+	return ""
 }
 
 // inputRound is what inputFailures learns of a tools/call's rounds: the

@@ -1169,7 +1169,7 @@ func (g *Server) toAgent(next mcp.MethodHandler) mcp.MethodHandler {
 			return next(ctx, method, req)
 		}
 		if ss, ok := req.GetSession().(*mcp.ServerSession); ok {
-			if err := agentCan(ss, method); err != nil {
+			if err := agentCan(ss, method, req.GetParams()); err != nil {
 				return nil, err
 			}
 		}
@@ -1210,20 +1210,13 @@ func olderForm(req mcp.Request) {
 }
 
 // agentCan reports, as an error, that the agent of ss did not declare the
-// capability method needs.
-func agentCan(ss *mcp.ServerSession, method string) error {
-	caps := clientCaps(ss)
-	var ok bool
-	switch method {
-	case "elicitation/create":
-		ok = caps != nil && caps.Elicitation != nil
-	case "sampling/createMessage":
-		ok = caps != nil && caps.Sampling != nil
-	default: // roots: asked only of agents that declared them (roots.go)
-		return nil
+// capability a request of method with params p needs (inputNeed).
+func agentCan(ss *mcp.ServerSession, method string, p mcp.Params) error {
+	if method == "roots/list" {
+		return nil // asked only of agents that declared them (roots.go)
 	}
-	if !ok {
-		return fmt.Errorf("credgate: the agent does not support %s (it did not declare the capability)", method)
+	if need := inputNeed(clientCaps(ss), p); need != "" {
+		return fmt.Errorf("credgate: the agent does not support %s (it did not declare the %s capability)", method, need)
 	}
 	return nil
 }
