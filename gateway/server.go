@@ -376,7 +376,8 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()
-	l = newLimitListener(g.tlsListener(l), g.config().maxConnections())
+	// TLS outermost: net/http sees the *tls.Conn (the request's TLS state).
+	l = g.tlsListener(newLimitListener(l, g.config().maxConnections()))
 	go func() {
 		// Readiness waits for the first attempt of every upstream, so that an
 		// agent connecting right after /readyz sees every reachable tool.

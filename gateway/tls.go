@@ -230,8 +230,14 @@ func (r *CertReloader) Certificate() *tls.Certificate { return r.cert.Load() }
 // TLSConfig is the server's tls.Config: each handshake gets the certificate
 // and client CAs loaded last, so a reload takes effect on the next
 // connection without a restart (connections open keep theirs).
+//
+// It offers HTTP/1.1 only. The gateway's bounds are per connection
+// (max_connections, the read timeouts), which HTTP/2 would multiplex
+// hundreds of streams over; and it offered h2 while serving HTTP/1.1 on
+// the connection, so a client taking h2 (curl, browsers, Go's default
+// transport) got no answer at all (found trying the gateway from outside).
 func (r *CertReloader) TLSConfig() *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := &tls.Config{
 			MinVersion:   tls.VersionTLS12,
