@@ -74,6 +74,9 @@ func TestParseConfigErrors(t *testing.T) {
 		// One problem, on one line (the header and its line were two).
 		{"yaml duplicate, one line", "upstreams:\n  a:\n    command: x\n  a:\n    command: y\n", []string{`yaml: line 4: mapping key "a" already defined at line 2`}, nil},
 		{"unknown key from the environment", "upstreams:\n  a: {command: x}\n", []string{"CREDGATE_UPSTREAMS__A__COMAND (upstreams.a.comand): unknown key"}, []string{"CREDGATE_UPSTREAMS__A__COMAND=y"}},
+		// A variable meant to hold a secret, as the README once showed.
+		{"secret in a CREDGATE_ variable", "admin: {token: {env: CREDGATE_ADMIN_TOKEN}}\nupstreams:\n  a: {command: x}\n",
+			[]string{"CREDGATE_ADMIN_TOKEN (admin_token): unknown key; every CREDGATE_* variable is read as a config override, so a variable holding a secret needs another name"}, []string{"CREDGATE_ADMIN_TOKEN=0123456789abcdef"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

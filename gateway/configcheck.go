@@ -106,6 +106,9 @@ func (c *typeCheck) fields(m map[string]any, t reflect.Type, at string) {
 				msg += fmt.Sprintf(" (did you mean %s?)", s)
 			} else if s := keyHints[k]; slices.Contains(tags, s) {
 				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			} else if c.envVars != nil {
+				// A variable meant to hold a value ({env: CREDGATE_TOKEN}).
+				msg += "; every " + EnvPrefix + "* variable is read as a config override, so a variable holding a secret needs another name"
 			}
 			c.bad(key, "%s", msg)
 			delete(m, k)

@@ -19,7 +19,7 @@ import (
 type AdminConfig struct {
 	// Token is the bearer token of the admin endpoints (GET /admin/events,
 	// POST /admin/credentials/<name>/reload): a plain string or a source
-	// object ({env: CREDGATE_ADMIN_TOKEN}, {file: ...}). It is read once, at
+	// object ({env: GATEWAY_ADMIN_TOKEN}, {file: ...}). It is read once, at
 	// start-up. It also guards the other ops endpoints (/health; see
 	// opsOnly). If zero, the admin endpoints exist only on admin.listen.
 	Token authmap.SecretRef `koanf:"token"`

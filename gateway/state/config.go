@@ -43,7 +43,7 @@ type RedisConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
 	// EncryptionKey encrypts the OAuth token sets replicas share (AES-256-GCM
 	// under a key derived from it): a plain string or a source object
-	// ({env: CREDGATE_STATE_KEY}, {file: ...}), at least 16 bytes. If zero,
+	// ({env: GATEWAY_STATE_KEY}, {file: ...}), at least 16 bytes. If zero,
 	// renewed tokens are not shared and each replica renews its own.
 	EncryptionKey authmap.SecretRef `koanf:"encryption_key"`
 }
