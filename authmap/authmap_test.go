@@ -239,6 +239,8 @@ func TestRetryAfter(t *testing.T) {
 		{"epoch reset", Response{Status: 403, Header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {fmt.Sprint(testNow.Add(5 * time.Minute).Unix())}}}, ptr(300)},
 		{"reset in the past", Response{Status: 403, Header: http.Header{"X-Ratelimit-Remaining": {"0"}, "X-Ratelimit-Reset": {"1377013266"}}}, nil},
 		{"openai bucket", Response{Status: 429, Header: http.Header{"X-Ratelimit-Remaining-Tokens": {"0"}, "X-Ratelimit-Reset-Tokens": {"18.642s"}}}, ptr(19)},
+		{"openai bucket, remaining counts not sent", Response{Status: 429, Header: http.Header{"X-Ratelimit-Reset-Requests": {"20s"}, "X-Ratelimit-Reset-Tokens": {"6m0s"}}}, ptr(360)},
+		{"openai bucket, none exhausted", Response{Status: 429, Header: http.Header{"X-Ratelimit-Remaining-Requests": {"3"}, "X-Ratelimit-Reset-Requests": {"20s"}}}, nil},
 		{"anthropic bucket", Response{Status: 429, Header: http.Header{"Anthropic-Ratelimit-Requests-Remaining": {"0"}, "Anthropic-Ratelimit-Requests-Reset": {testNow.Add(30 * time.Second).Format(time.RFC3339)}}}, ptr(30)},
 		{"503 retry-after", Response{Status: 503, Header: http.Header{"Retry-After": {"120"}}}, ptr(120)},
 		{"no retry-after on 401", Response{Status: 401, Header: http.Header{"Retry-After": {"10"}}}, nil},
@@ -611,5 +613,28 @@ func TestSetRules(t *testing.T) {
 	}
 	if f, _ := c.Classify(r, Knowledge{}); f.Type != TypeUpstreamUnavailable {
 		t.Error("a refused SetRules replaced the rules in force")
+	}
+}
+
+// TestDetailFromStatus: a failure whose body says nothing (empty, an HTML
+// page without a title) still carries the HTTP status as its detail; it
+// carried none, and the agent and the audit log could not tell a 502 from a
+// 500 (found trying the gateway from outside).
+func TestDetailFromStatus(t *testing.T) {
+	t.Parallel()
+	c := mustNew(t, nil)
+	for _, tt := range []struct {
+		r    Response
+		want string
+	}{
+		{Response{Status: 502, Header: http.Header{"Content-Type": {"text/html"}}, Body: []byte("<html>bad gateway</html>")}, "HTTP 502 Bad Gateway"},
+		{Response{Status: 500}, "HTTP 500 Internal Server Error"},
+		{Response{Status: 401}, "HTTP 401 Unauthorized"},
+		{Response{Status: 503, Body: []byte(`{"message":"down for maintenance"}`)}, "down for maintenance"},
+	} {
+		f, ok := c.Classify(tt.r, Knowledge{Now: testNow})
+		if !ok || f.Detail != tt.want {
+			t.Errorf("HTTP %d %q: detail %q (classified %v), want %q", tt.r.Status, tt.r.Body, f.Detail, ok, tt.want)
+		}
 	}
 }

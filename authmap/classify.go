@@ -3,6 +3,7 @@ package authmap
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -365,6 +366,11 @@ func finalize(in input, d *doc, v verdict, k Knowledge) Failure {
 			ra = retryAfter(in.header, in.body, now)
 		}
 		f.RetryAfterSeconds = ra
+	}
+	if strings.TrimSpace(v.detail) == "" && in.status >= 400 {
+		// A body that said nothing (empty, an HTML page without a title):
+		// the status is all there is, and it still tells a 502 from a 500.
+		v.detail = fmt.Sprintf("HTTP %d %s", in.status, http.StatusText(in.status))
 	}
 	f.Detail = cleanDetail(v.detail, k.Secrets)
 	f.ProviderCode = Redact(f.ProviderCode, k.Secrets)

@@ -146,8 +146,10 @@ func retryAfter(h http.Header, body []byte, now time.Time) *int {
 			}
 		}
 	}
-	// Per-bucket resets: the latest reset of the exhausted buckets.
-	var best *float64
+	// Per-bucket resets: the latest reset of the exhausted buckets; with
+	// no bucket's remaining count sent at all (a proxy may drop them), the
+	// latest reset of any.
+	var best, unknown *float64
 	for k, vs := range h {
 		lk := strings.ToLower(k)
 		if !strings.HasSuffix(lk, "-reset") && !strings.Contains(lk, "-reset-") {
@@ -156,13 +158,23 @@ func retryAfter(h http.Header, body []byte, now time.Time) *int {
 		if !strings.HasPrefix(lk, "anthropic-ratelimit-") && !strings.HasPrefix(lk, "x-ratelimit-reset-") {
 			continue
 		}
-		remaining := strings.Replace(lk, "reset", "remaining", 1)
-		if strings.TrimSpace(h.Get(remaining)) != "0" {
+		r := resetValue(vs[0], now)
+		if r == nil {
 			continue
 		}
-		if r := resetValue(vs[0], now); r != nil && (best == nil || *r > *best) {
-			best = r
+		switch left, sent := h[http.CanonicalHeaderKey(strings.Replace(lk, "reset", "remaining", 1))]; {
+		case !sent:
+			if unknown == nil || *r > *unknown {
+				unknown = r
+			}
+		case len(left) > 0 && strings.TrimSpace(left[0]) == "0":
+			if best == nil || *r > *best {
+				best = r
+			}
 		}
+	}
+	if best == nil && unknown != nil && !remainingSent(h) {
+		best = unknown
 	}
 	if best != nil {
 		return secs(*best)
@@ -184,6 +196,17 @@ func retryAfter(h http.Header, body []byte, now time.Time) *int {
 		}
 	}
 	return nil
+}
+
+// remainingSent reports whether h holds any bucket's remaining count.
+func remainingSent(h http.Header) bool {
+	for k := range h {
+		lk := strings.ToLower(k)
+		if (strings.HasPrefix(lk, "anthropic-ratelimit-") || strings.HasPrefix(lk, "x-ratelimit-remaining-")) && strings.Contains(lk, "remaining") {
+			return true
+		}
+	}
+	return false
 }
 
 // resetValue reads a reset header value as seconds from now.
