@@ -105,6 +105,7 @@ type state struct {
 
 	lastChecked  time.Time
 	lastErr      *Failure
+	fetchErr     bool // lastErr is the source's failure to give the value (fetchFailed)
 	failures     int       // consecutive failed automatic renewals
 	retryAt      time.Time // the next automatic attempt after a failure
 	lastPoll     time.Time
@@ -383,6 +384,8 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	c.st.lastChecked = now
 	prevFailures := c.st.failures
 	c.st.failures, c.st.retryAt = 0, time.Time{}
+	fetchErr := c.st.fetchErr
+	c.st.fetchErr = false
 	if retryOf != StatusUnknown {
 		// retryRejected: the provider may accept the value again (a token
 		// authorised again, a transient rejection), and the operator who
@@ -434,7 +437,11 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 			c.st.failures = prevFailures + 1
 			c.st.retryAt = now.Add(c.backoffLocked())
 		}
-		cleared := c.st.live == StatusUnknown && c.st.lastErr != nil && !failedRenewal
+		// Only the source's own failure is cleared so: a provider's last
+		// answer (a rate limit that has ended) is not the source's, and
+		// "holds the value again" would be news of nothing (found trying the
+		// gateway from outside).
+		cleared := fetchErr && c.st.live == StatusUnknown && c.st.lastErr != nil && !failedRenewal
 		if c.st.live == StatusUnknown {
 			c.st.lastErr = nil
 		}
@@ -590,6 +597,7 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 	c.st.lastChecked = now
 	c.st.loaded = true
 	c.st.lastErr = f
+	c.st.fetchErr = true
 	if !trigger.manual() && trigger != TriggerLiveError {
 		c.st.failures++
 		c.st.retryAt = now.Add(c.backoffLocked())

@@ -484,6 +484,12 @@ func TestRateLimitEndsAtShortReset(t *testing.T) {
 		if st := c.Status(); st != StatusHealthy {
 			t.Errorf("after the 20 s reset: %v, want healthy", st)
 		}
+		// A rejection then has the source re-read, which gives the same
+		// value: nothing to say of the source, which never failed (it
+		// said "holds the value again", the limit's last_error taken for
+		// the source's).
+		c.RenewAfterRejection(t.Context(), "live-token-value")
+		synctest.Wait()
 		want := []string{"loaded@0s/startup", "rate_limited@0s/live_error", "restored@20s/watch"}
 		if diff := cmp.Diff(want, log.kinds(t0)); diff != "" {
 			t.Errorf("events mismatch (-want +got):\n%s", diff)
