@@ -525,3 +525,27 @@ func TestIdleLimitBreakerClosesOnProbe(t *testing.T) {
 	// No call: only the probe can close it.
 	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "closed" })
 }
+
+// TestIdleLimitBreakerOpensOnProbeRejection: a credential's breaker
+// half-open after a rate limit's reset opens when the health probe, which
+// sends that credential, is then refused it (401): revoked, invalid,
+// missing and expired open it at once, whoever meets them. It stayed
+// half-open until an operator's reload.
+func TestIdleLimitBreakerOpensOnProbeRejection(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newFaultUpstream(t)
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
+	_ = callTool(t, ctx, cs, "api__echo")
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	up.everyFault.Store(true) // the probe's requests too
+	up.fault.Store(&httpFailure{status: http.StatusUnauthorized, body: `{"message":"Bad credentials"}`})
+	// No call: only the probe meets the rejection.
+	waitFor(t, ctx, func() bool {
+		b := breakerState(g, "api", "tok")
+		return b.State == "open" && strings.Contains(b.Reason, "credential_")
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/breaker"
 )
 
 // The upstream's own traffic (initialize, listings, health probes) carries
@@ -76,4 +77,12 @@ func (u *upstream) ownTrafficRejectedAt(ctx context.Context, err error, f authma
 	}
 	f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
 	c.ReportFailure(f, used, "the upstream's own request")
+	// The credential's breaker hears it as it hears a call's: one
+	// half-open after a rate limit stayed half-open when the probe then
+	// found the credential invalid (found trying the gateway from outside).
+	if _, out := breakerOutcomes(nil, &f); opensCredential(f.Subtype) {
+		if done, err := u.gw.breakers.Allow(breaker.Name(u.name, u.defaultCred), gen); err == nil {
+			done(out)
+		}
+	}
 }
