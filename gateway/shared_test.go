@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -444,12 +446,22 @@ func TestStateConfig(t *testing.T) {
 			t.Errorf("%s: the error shows the password: %v", tc.yaml, err)
 		}
 	}
-	cfg, err := ParseConfig([]byte("state: {redis: {url: 'redis://:pw-0123456789@127.0.0.1:1/0', encryption_key: short}}\nupstreams: {}\n"), nil)
+	// A key written inline is checked with the config (validate passed a
+	// 5-byte one that serve then refused); one read from a source, when
+	// the gateway starts.
+	if _, err := ParseConfig([]byte("state: {redis: {url: 'redis://:pw-0123456789@127.0.0.1:1/0', encryption_key: short}}\nupstreams: {}\n"), nil); err == nil || !strings.Contains(err.Error(), "state.redis.encryption_key: 5 bytes is too short") {
+		t.Errorf("a 5-byte encryption key written inline: %v, want too short", err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "state.key")
+	if err := os.WriteFile(keyFile, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseConfig(fmt.Appendf(nil, "state: {redis: {url: 'redis://:pw-0123456789@127.0.0.1:1/0', encryption_key: {file: %q}}}\nupstreams: {}\n", keyFile), nil)
 	if err != nil {
 		t.Fatalf("valid state section refused: %v", err)
 	}
 	if _, err := New(cfg, nil); err == nil || !strings.Contains(err.Error(), "state.redis.encryption_key: 5 bytes is too short") {
-		t.Errorf("a 5-byte encryption key: %v, want too short", err)
+		t.Errorf("a 5-byte encryption key from a file: %v, want too short", err)
 	}
 	_ = url.Parse
 }

@@ -103,6 +103,10 @@ func (c Config) Validate(key string, shownURL func(string) string) error {
 	if !r.EncryptionKey.IsZero() {
 		if err := r.EncryptionKey.Validate(key + ".encryption_key"); err != nil {
 			errs = append(errs, err)
+		} else if v := r.EncryptionKey.Value; v != "" && len(v) < MinKeyBytes {
+			// Written inline: too short now, as NewSealer would find at
+			// start-up (validate passed it, serve refused it).
+			bad(key+".encryption_key", "%d bytes is too short: want at least %d (such as 32 random bytes, base64-encoded)", len(v), MinKeyBytes)
 		}
 	}
 	return errors.Join(errs...)
