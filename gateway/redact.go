@@ -232,19 +232,34 @@ func (c *Config) Warnings() []string {
 				if len(parts) == 0 {
 					continue
 				}
-				n := len(parts[len(parts)-1]) // the credential itself, after any scheme
-				key := fmt.Sprintf("upstreams.%s.%s.%s", name, m.key, k)
-				switch {
-				case n < minSecretRedact:
-					out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters, too short to be redacted from logs and results", key, minSecretRedact))
-				case n < minSecretWarn:
-					out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters; it is redacted wherever it occurs, also in ordinary text", key, minSecretWarn))
-				}
+				// The credential itself, after any scheme.
+				out = appendShortSecret(out, fmt.Sprintf("upstreams.%s.%s.%s", name, m.key, k), parts[len(parts)-1])
 			}
 		}
 	}
+	// Secrets written in the config itself (one read from a source is
+	// checked when read).
+	out = appendShortSecret(out, "admin.token", c.Admin.Token.Value)
+	out = appendShortSecret(out, "webhooks.secret", c.Webhooks.Secret.Value)
+	for _, name := range sortedKeys(c.Credentials) {
+		out = appendShortSecret(out, "credentials."+name+".source.value", c.Credentials[name].Source.Value)
+	}
 	out = append(out, c.credentialWarnings()...)
 	return append(out, c.authWarnings()...)
+}
+
+// appendShortSecret appends to out the warning for secret v at key, if it
+// is short enough to occur in ordinary text or too short to be redacted.
+// An empty v (none written there) warns of nothing.
+func appendShortSecret(out []string, key, v string) []string {
+	switch n := len(v); {
+	case n == 0:
+	case n < minSecretRedact:
+		out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters, too short to be redacted from logs and results", key, minSecretRedact))
+	case n < minSecretWarn:
+		out = append(out, fmt.Sprintf("%s: the secret is shorter than %d characters; it is redacted wherever it occurs, also in ordinary text", key, minSecretWarn))
+	}
+	return out
 }
 
 // redact removes secrets and token shapes from text bound for logs, failure

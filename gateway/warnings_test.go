@@ -24,6 +24,11 @@ upstreams:
   s:
     command: srv
     env: {LOG_LEVEL: info, GITHUB_PAT: "pat1234", PATH: /bin}
+    credential: c
+admin: {token: abcdef}
+webhooks: {secret: ab}
+credentials:
+  c: {source: {value: xyzw12}, inject: {env: API_KEY}}
 `), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +37,11 @@ upstreams:
 		"upstreams.h.headers.Authorization: the secret is shorter than 4 characters, too short to be redacted from logs and results",
 		"upstreams.h.headers.X-Api-Key: the secret is shorter than 8 characters; it is redacted wherever it occurs, also in ordinary text",
 		"upstreams.s.env.GITHUB_PAT: the secret is shorter than 8 characters; it is redacted wherever it occurs, also in ordinary text",
+		// Secrets written in the config (found trying the gateway: only
+		// headers and env were checked).
+		"admin.token: the secret is shorter than 8 characters; it is redacted wherever it occurs, also in ordinary text",
+		"webhooks.secret: the secret is shorter than 4 characters, too short to be redacted from logs and results",
+		"credentials.c.source.value: the secret is shorter than 8 characters; it is redacted wherever it occurs, also in ordinary text",
 	}
 	if diff := cmp.Diff(want, cfg.Warnings()); diff != "" {
 		t.Errorf("warnings mismatch (-want +got):\n%s", diff)
