@@ -253,7 +253,7 @@ func (c *Config) validateAuth() error {
 	if l := c.Admin.Listen; l != "" {
 		if err := CheckListen(l); err != nil {
 			bad("admin.listen", "invalid address %s: %v", c.shown("admin.listen", l), err)
-		} else if l == c.Listen {
+		} else if _, port, _ := net.SplitHostPort(l); l == c.Listen && port != "0" { // port 0: each its own free port
 			bad("admin.listen", "the same address as listen; the ops endpoints need an address of their own (or leave admin.listen unset and set admin.token)")
 		}
 	}

@@ -43,3 +43,16 @@ func TestShippedConfigsExposure(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminListenOwnAddress: admin.listen must not be listen's address,
+// but both may be port 0, which gives each a free port of its own (the
+// README's 127.0.0.1:0 for both was refused).
+func TestAdminListenOwnAddress(t *testing.T) {
+	t.Parallel()
+	if _, err := ParseConfig([]byte("listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\nupstreams:\n  a: {command: x}\n"), nil); err != nil {
+		t.Errorf("listen and admin.listen both on port 0: %v", err)
+	}
+	if _, err := ParseConfig([]byte("listen: 127.0.0.1:8080\nadmin: {listen: 127.0.0.1:8080}\nupstreams:\n  a: {command: x}\n"), nil); err == nil || !strings.Contains(err.Error(), "admin.listen: the same address as listen") {
+		t.Errorf("listen and admin.listen on one port: %v, want refused", err)
+	}
+}
