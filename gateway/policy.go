@@ -332,7 +332,7 @@ func (g *Server) gate(st *agentState, kind, name string, allowed bool, now time.
 func (g *Server) forbidden(agent, kind, name, why string) authmap.Failure {
 	detail := why
 	if detail == "" {
-		detail = fmt.Sprintf("agent %q may not use %s %q: no grant in auth.keys or policies allows it", truncate(agent, 64), kind, truncate(name, 128))
+		detail = fmt.Sprintf("agent %q may not use %s %q: its grants in auth.keys and policies do not allow it (none allows it, or a deny matches)", truncate(agent, 64), kind, truncate(name, 128))
 	}
 	return authmap.Failure{Type: authmap.TypeForbidden, Recovery: authmap.RecoveryGrantPermission, Provider: providerCredgate, Detail: detail}
 }
