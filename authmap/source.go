@@ -182,10 +182,23 @@ func parseTokenText(data []byte, field, what string) (Token, error) {
 			return Token{}, fmt.Errorf("%s: %w", what, err)
 		}
 		// The field may itself hold {"token", "expires_at"}; any other text is the value.
-		if tok, err := parseTokenText([]byte(v), "", what); err == nil {
-			return tok, nil
+		if strings.HasPrefix(strings.TrimSpace(v), "{") {
+			if tok, err := parseTokenText([]byte(v), "", what); err == nil {
+				return tok, nil
+			}
 		}
-		return Token{Value: strings.TrimSpace(v)}, nil
+		tok := Token{Value: strings.TrimSpace(v)}
+		// An expires_at beside the field, or at the top, is the value's
+		// ({"data":{"tok":"...","expires_at":...}}): it was dropped, and the
+		// credential's lifetime was unknown.
+		if raw := siblingExpiry(obj, field); raw != nil {
+			t, err := parseExpiresAt(raw)
+			if err != nil {
+				return Token{}, fmt.Errorf("%s: expires_at next to json_field %q: %w", what, field, err)
+			}
+			tok.ExpiresAt = t
+		}
+		return tok, nil
 	}
 	if text == "" {
 		return Token{}, fmt.Errorf("%s is empty: %w", what, ErrMissing)
@@ -245,23 +258,63 @@ func parseExpiresAt(raw json.RawMessage) (time.Time, error) {
 	return time.Time{}, errors.New("want an RFC 3339 string or Unix seconds")
 }
 
-func jsonField(obj map[string]any, field string) (string, error) {
-	var cur any = obj
-	for _, part := range strings.Split(field, ".") {
-		if s, ok := cur.(string); ok {
-			// A string holding JSON (the AWS CLI's SecretString): descend into it.
-			var inner map[string]any
-			if json.Unmarshal([]byte(s), &inner) == nil {
-				cur = inner
+// siblingExpiry returns the expires_at of the object holding field (a
+// dotted path in obj), or else of obj itself, encoded; nil if neither has
+// one.
+func siblingExpiry(obj map[string]any, field string) json.RawMessage {
+	var found any
+	if i := strings.LastIndexByte(field, '.'); i > 0 {
+		if v, err := descend(obj, field[:i]); err == nil {
+			if parent, ok := asObject(v); ok {
+				found = parent["expires_at"]
 			}
 		}
-		m, ok := cur.(map[string]any)
+	}
+	if found == nil {
+		found = obj["expires_at"]
+	}
+	if found == nil {
+		return nil
+	}
+	raw, err := json.Marshal(found)
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// descend returns what path (dotted) names in obj, reading a string that
+// holds a JSON object (the AWS CLI's SecretString) as that object.
+func descend(obj map[string]any, path string) (any, error) {
+	var cur any = obj
+	for _, part := range strings.Split(path, ".") {
+		m, ok := asObject(cur)
 		if !ok {
-			return "", fmt.Errorf("json_field %q: %w", field, ErrMissing)
+			return nil, fmt.Errorf("json_field %q: %w", path, ErrMissing)
 		}
 		if cur, ok = m[part]; !ok {
-			return "", fmt.Errorf("json_field %q: no such field: %w", field, ErrMissing)
+			return nil, fmt.Errorf("json_field %q: no such field: %w", path, ErrMissing)
 		}
+	}
+	return cur, nil
+}
+
+// asObject returns v as a JSON object, if it is one or a string holding one.
+func asObject(v any) (map[string]any, bool) {
+	if s, ok := v.(string); ok {
+		var inner map[string]any
+		if json.Unmarshal([]byte(s), &inner) == nil {
+			v = inner
+		}
+	}
+	m, ok := v.(map[string]any)
+	return m, ok
+}
+
+func jsonField(obj map[string]any, field string) (string, error) {
+	cur, err := descend(obj, field)
+	if err != nil {
+		return "", err
 	}
 	switch v := cur.(type) {
 	case string:

@@ -41,6 +41,12 @@ func TestParseTokenText(t *testing.T) {
 		{name: "field holding a JSON string", in: `{"SecretString":"{\"token\":\"inner\",\"user\":\"u\"}"}`, field: "SecretString.token", want: Token{Value: "inner"}},
 		{name: "field holding token JSON", in: `{"SecretString":"{\"token\":\"inner\",\"expires_at\":\"2027-05-06T07:08:09Z\"}"}`, field: "SecretString",
 			want: Token{Value: "inner", ExpiresAt: exp}},
+		// An expires_at beside the field, or at the top, is the value's
+		// (it was dropped: the lifetime read unknown).
+		{name: "expiry beside the field", in: `{"data":{"tok":"deep","expires_at":"2027-05-06T07:08:09Z"},"expires_at":"2030-01-01T00:00:00Z"}`, field: "data.tok",
+			want: Token{Value: "deep", ExpiresAt: exp}},
+		{name: "expiry at the top", in: `{"data":{"tok":"deep"},"expires_at":"2027-05-06T07:08:09Z"}`, field: "data.tok", want: Token{Value: "deep", ExpiresAt: exp}},
+		{name: "expiry beside the field, bad", in: `{"tok":"t","expires_at":"soon"}`, field: "tok", errText: `expires_at next to json_field "tok": "soon" is not RFC 3339`},
 		{name: "field missing", in: `{"a":"b"}`, field: "SecretString", wantErr: ErrMissing},
 		{name: "field not json", in: `plain`, field: "SecretString", errText: "not a JSON object"},
 		{name: "field not a string", in: `{"a":{"b":1}}`, field: "a", errText: "is not a string"},
