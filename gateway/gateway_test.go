@@ -296,6 +296,62 @@ func TestUpstreamRestartIsInvisible(t *testing.T) {
 	}
 }
 
+// TestUpstreamRestartAnswering400IsInvisible: a server that answers a
+// session it does not know with 400 "No valid session ID provided" (the
+// TypeScript SDK's example servers, server-everything) has restarted as
+// one answering 404 has: the call is resent on a new session. The first
+// call after a restart failed, typed upstream_error, not retryable.
+func TestUpstreamRestartAnswering400IsInvisible(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo")
+	inner := a.http.Config.Handler
+	a.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(&tsSessionWriter{ResponseWriter: w}, r)
+	})
+	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", a.url()))
+	a.restart()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "again"}})
+	if err != nil || text(res) != "a:echo:again" {
+		t.Errorf("call after the upstream lost its sessions = %v, %v; want it resent on a new session", res, err)
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Errorf("upstream ran the call %d times, want 1", n)
+	}
+}
+
+// tsSessionWriter answers as the TypeScript SDK's example servers do where
+// the Go SDK answers 404 for an unknown session.
+type tsSessionWriter struct {
+	http.ResponseWriter
+	swallow bool
+}
+
+func (w *tsSessionWriter) WriteHeader(code int) {
+	if code != http.StatusNotFound {
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.swallow = true
+	w.ResponseWriter.Header().Set("Content-Type", "application/json")
+	w.ResponseWriter.WriteHeader(http.StatusBadRequest)
+	_, _ = w.ResponseWriter.Write([]byte(`{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: No valid session ID provided"},"id":null}`))
+}
+
+func (w *tsSessionWriter) Write(b []byte) (int, error) {
+	if w.swallow {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *tsSessionWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.swallow {
+		f.Flush()
+	}
+}
+
 func TestStatelessDownstream(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

@@ -297,6 +297,17 @@ func (t *httpTransport) roundTrip(req *http.Request, base http.RoundTripper, sdk
 		_ = resp.Body.Close()
 		if resp.StatusCode < 500 && isJSONRPC(body) {
 			resp.Body = io.NopCloser(bytes.NewReader(body))
+			if resp.StatusCode == http.StatusBadRequest && req.Header.Get("Mcp-Session-Id") != "" && sessionRefusal(body) {
+				// The TypeScript SDK's example servers, and the many
+				// built from them, answer a session they do not know
+				// (after a restart) with 400 "No valid session ID
+				// provided", where the spec says 404: read as the 404 it
+				// means, the session is opened anew and the call resent,
+				// as for any server that restarted (found trying the
+				// gateway with server-everything: the first call after a
+				// restart failed, typed upstream_error, not retryable).
+				resp.StatusCode, resp.Status = http.StatusNotFound, "404 Not Found"
+			}
 			return resp, nil
 		}
 		return nil, &HTTPError{Status: resp.StatusCode, Header: resp.Header, Body: body}
@@ -376,6 +387,21 @@ func (t *httpTransport) knownExpiry() time.Time {
 
 // isJSONRPC reports whether body is a JSON-RPC message (an MCP server's
 // error answer) rather than a provider's or a proxy's page.
+// sessionRefusal reports whether body, a JSON-RPC error answering a
+// request on a session, says the session is not one the server knows.
+func sessionRefusal(body []byte) bool {
+	var msg struct {
+		Error *struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(bytes.TrimSpace(body), &msg) != nil || msg.Error == nil {
+		return false
+	}
+	m := strings.ToLower(msg.Error.Message)
+	return strings.Contains(m, "session") || strings.Contains(m, "not initialized")
+}
+
 func isJSONRPC(body []byte) bool {
 	var msg struct {
 		Version string `json:"jsonrpc"`
