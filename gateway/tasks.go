@@ -53,6 +53,23 @@ type wireFields struct {
 	building map[string]json.RawMessage // tool name -> execution, of the listing being read
 	exec     map[string]json.RawMessage // of the last complete listing
 	tasks    json.RawMessage            // capabilities.tasks of the last handshake
+	// Each listed tool's schemas as the upstream wrote them (the SDK decodes
+	// them into maps, which lose the order of their keys), of the listing
+	// being read and of the last complete one, until taken (takeSchemas).
+	buildingSchemas map[string]toolSchemas
+	schemas         map[string]toolSchemas
+}
+
+// toolSchemas are a tool's inputSchema and outputSchema as listed.
+type toolSchemas struct{ in, out json.RawMessage }
+
+// takeSchemas returns the schemas of the last complete listing, once.
+func (w *wireFields) takeSchemas() map[string]toolSchemas {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.schemas
+	w.schemas = nil
+	return s
 }
 
 // sawRequest notes a request the gateway sent. cursor is the tools/list
@@ -76,6 +93,7 @@ func (w *wireFields) sawRequest(id, method, cursor string) {
 	w.watching.Store(int32(len(w.pending)))
 	if method == "tools/list" && cursor == "" {
 		w.building = map[string]json.RawMessage{}
+		w.buildingSchemas = map[string]toolSchemas{}
 	}
 }
 
@@ -108,8 +126,10 @@ func (w *wireFields) sawResponse(id string, result json.RawMessage) {
 		var r struct {
 			NextCursor string `json:"nextCursor"`
 			Tools      []struct {
-				Name      string          `json:"name"`
-				Execution json.RawMessage `json:"execution"`
+				Name         string          `json:"name"`
+				Execution    json.RawMessage `json:"execution"`
+				InputSchema  json.RawMessage `json:"inputSchema"`
+				OutputSchema json.RawMessage `json:"outputSchema"`
 			} `json:"tools"`
 		}
 		if json.Unmarshal(result, &r) != nil || r.Tools == nil {
@@ -118,15 +138,38 @@ func (w *wireFields) sawResponse(id string, result json.RawMessage) {
 		if w.building == nil {
 			w.building = map[string]json.RawMessage{}
 		}
+		if w.buildingSchemas == nil {
+			w.buildingSchemas = map[string]toolSchemas{}
+		}
 		for _, t := range r.Tools {
 			if len(t.Execution) > 0 && !bytes.Equal(t.Execution, []byte("null")) {
 				w.building[t.Name] = t.Execution
 			}
+			w.buildingSchemas[t.Name] = toolSchemas{in: compactObject(t.InputSchema), out: compactObject(t.OutputSchema)}
 		}
 		if r.NextCursor == "" {
 			w.exec, w.building = w.building, nil
+			w.schemas, w.buildingSchemas = w.buildingSchemas, nil
 		}
 	}
+}
+
+// compactObject returns raw, a JSON object, without whitespace between its
+// tokens (an SSE data line cannot hold a line break), or nil if it is
+// anything else.
+func compactObject(raw json.RawMessage) json.RawMessage {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil
+	}
+	if !bytes.ContainsAny(raw, "\r\n\t") {
+		return raw
+	}
+	var b bytes.Buffer
+	if json.Compact(&b, raw) != nil {
+		return nil
+	}
+	return b.Bytes()
 }
 
 // watchedMethod reports whether the answers to method are read: a listing of

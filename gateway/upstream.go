@@ -506,6 +506,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	}
 	u.gw.redactCatalog(&cat)
 	compactSchemas(cat.tools)
+	u.gw.listedSchemas(cat.tools, u.wire.takeSchemas())
 	u.mu.Lock()
 	u.cat = cat
 	u.catComplete = len(errs) == 0
@@ -527,6 +528,31 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 func compactSchemas(tools []*mcp.Tool) {
 	for _, t := range tools {
 		t.InputSchema, t.OutputSchema = schemaText(t.InputSchema), schemaText(t.OutputSchema)
+	}
+}
+
+// listedSchemas gives each tool the schemas its upstream listed, as it
+// wrote them (listed, read off the wire), in place of the SDK's decoding,
+// whose maps lose the order of a schema's keys: properties came back
+// sorted, and a form built from an elicitation or a tool's schema showed
+// its fields out of order (found trying the gateway with
+// server-everything). A schema redaction changed (one holding a secret)
+// keeps its redacted text.
+func (g *Server) listedSchemas(tools []*mcp.Tool, listed map[string]toolSchemas) {
+	if len(listed) == 0 {
+		return
+	}
+	for _, t := range tools {
+		s, ok := listed[t.Name]
+		if !ok {
+			continue
+		}
+		if s.in != nil && t.InputSchema != nil && g.secretFree(s.in) {
+			t.InputSchema = s.in
+		}
+		if s.out != nil && t.OutputSchema != nil && g.secretFree(s.out) {
+			t.OutputSchema = s.out
+		}
 	}
 }
 
