@@ -298,9 +298,15 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 	// and one agent's roots must not leak to calls from another. A per-agent
 	// session declares the agent's (see roots.go).
 	roots := agentRootsCaps(agent)
+	// Elicitation in both modes, as sampling, whatever one agent can do:
+	// the gateway relays a request to the agent that caused it, which
+	// refuses a mode it did not declare. Declaring form alone hid the tools
+	// of a server that offers URL elicitation only to clients declaring it
+	// (found trying the gateway with server-everything).
+	elicitation := &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}}
 	c := mcp.NewClient(&mcp.Implementation{Name: "credgate", Version: u.gw.opts.Version}, &mcp.ClientOptions{
 		Logger:       u.gw.sdkLog,
-		Capabilities: &mcp.ClientCapabilities{RootsV2: roots},
+		Capabilities: &mcp.ClientCapabilities{RootsV2: roots, Elicitation: elicitation},
 		CreateMessageHandler: func(ctx context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
 			return u.createMessage(agent, req)
 		},
