@@ -95,6 +95,13 @@ type state struct {
 	jwtExp   time.Time
 	noted    time.Time // NoteExpiry
 	previous []string
+	// prevTok and prevObtained are the metadata of the value before the
+	// current one, and when it was obtained, for RejectRotation.
+	prevTok      Token
+	prevObtained time.Time
+	// rejected is the value RejectRotation took back: read again from the
+	// source, it is not adopted again but by an operator's reload.
+	rejected string
 	live     Status // a status calls or the source reported; StatusUnknown = none
 	liveAt   time.Time
 	// limitedUntil is when the provider said a rate limit resets (its
@@ -346,6 +353,13 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	}
 	c.mu.Lock()
 	same := c.st.loaded && tok.Value == c.st.value
+	if !same && c.st.rejected != "" && tok.Value == c.st.rejected && trigger != TriggerAdmin {
+		// Taken back once already (RejectRotation): the source has not
+		// changed since, and nothing more is to be said.
+		c.st.lastChecked = time.Now()
+		c.mu.Unlock()
+		return false, nil
+	}
 	c.mu.Unlock()
 
 	// An operator's reload of this credential (the admin endpoint), of a
@@ -546,7 +560,9 @@ func metadataOf(tok Token) Token {
 }
 
 func (c *Credential) adoptLocked(tok Token, now time.Time) {
+	c.st.rejected = ""
 	if c.st.value != "" && c.st.value != tok.Value {
+		c.st.prevTok, c.st.prevObtained = c.st.tok, c.st.obtained
 		c.st.previous = append(c.st.previous, c.st.value)
 		if len(c.st.previous) > maxPrevious {
 			c.st.previous = append([]string(nil), c.st.previous[len(c.st.previous)-maxPrevious:]...)
@@ -747,16 +763,59 @@ func (c *Credential) ReportFailure(f Failure, used, by string) {
 		why = append(why, strings.TrimSpace(f.Provider+" "+f.ProviderCode))
 	}
 	if f.Detail != "" {
-		d := f.Detail
-		if len(d) > maxReportDetail {
-			d = d[:maxReportDetail] + "…"
-		}
-		why = append(why, d)
+		why = append(why, truncateDetail(f.Detail))
 	}
 	if len(why) > 0 {
 		detail += " (" + strings.Join(why, ": ") + ")"
 	}
 	c.report(f.Subtype, used, TriggerLiveError, detail, &f)
+}
+
+// RejectRotation takes back v, the value adopted last, which the provider
+// rejected before it served (a stdio child started with it exited on the
+// rejection, while a child with the value before it still serves), and
+// keeps the value before it, as a rotation its check rejected is: event
+// rejected_rotation, f as last_error, a new generation. by says what met
+// the rejection. It reports whether it did: not when v is no longer the
+// value, or no value came before it. The source still holds v; its next
+// change is adopted as usual.
+func (c *Credential) RejectRotation(v string, f Failure, by string) bool {
+	now := time.Now()
+	var evs []Event
+	c.mu.Lock()
+	defer func() {
+		c.mu.Unlock()
+		c.emit(evs)
+	}()
+	n := len(c.st.previous)
+	if v == "" || v != c.st.value || n == 0 {
+		return false
+	}
+	prev := c.st.previous[n-1]
+	c.st.previous[n-1] = v // still known, for redaction
+	c.st.rejected = v
+	c.st.value = prev
+	c.st.gen++
+	c.st.tok, c.st.obtained = c.st.prevTok, c.st.prevObtained
+	c.st.jwtExp, _ = jwtExpiry(prev)
+	c.st.noted = time.Time{}
+	c.st.lastErr = c.failureWithCredential(&f)
+	c.st.lastEventKey = ""
+	c.setLiveLocked(StatusUnknown, now)
+	c.publishLocked()
+	detail := by + " was answered " + string(f.Subtype)
+	if f.Detail != "" {
+		detail += " (" + truncateDetail(c.redactLocked(f.Detail)) + ")"
+	}
+	evs = append(evs, c.eventLocked(now, EventRejectedRotation, TriggerLiveError, detail+"; the value before it is kept"))
+	return true
+}
+
+func truncateDetail(d string) string {
+	if len(d) > maxReportDetail {
+		return d[:maxReportDetail] + "…"
+	}
+	return d
 }
 
 // maxReportDetail bounds the provider's detail ReportFailure keeps.

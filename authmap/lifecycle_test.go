@@ -981,3 +981,73 @@ func TestLaterExpiryIsRefreshed(t *testing.T) {
 		t.Errorf("after the later expiry: %s, last event %s %q; want healthy, refreshed with the new expiry", c.Status(), last.Kind, last.Detail)
 	}
 }
+
+// TestRejectRotation: a value taken back (a stdio child started with it
+// exited on the provider's rejection) gives the credential the value
+// before it again, with a rejected_rotation event and the failure as
+// last_error; read again from the source it is not adopted again, but a
+// new value is, and so is the rejected one on an operator's reload.
+func TestRejectRotation(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	value := "first-value-0123456789"
+	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return Token{Value: value}, nil
+	}}
+	set := func(v string) {
+		mu.Lock()
+		value = v
+		mu.Unlock()
+	}
+	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	ctx := t.Context()
+	if err := c.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set("second-value-0123456789")
+	if _, err := c.Renew(ctx, TriggerFile); err != nil {
+		t.Fatal(err)
+	}
+	gen := c.Generation()
+	f := Failure{Type: TypeAuthFailure, Subtype: SubtypeCredentialInvalid, Detail: "401 Bad credentials"}
+	if c.RejectRotation("first-value-0123456789", f, "a child") {
+		t.Error("a value no longer held was taken back")
+	}
+	if !c.RejectRotation("second-value-0123456789", f, "a child started with the new value") {
+		t.Fatal("the value adopted last was not taken back")
+	}
+	if v := c.Value(); v != "first-value-0123456789" || c.Generation() == gen {
+		t.Errorf("after the rejection: value %q, generation %d (was %d); want the first value, a new generation", v, c.Generation(), gen)
+	}
+	if le := c.Snapshot(false).LastError; le == nil || le.Subtype != SubtypeCredentialInvalid {
+		t.Errorf("last_error %+v, want the rejection", le)
+	}
+	evs := log.all()
+	if e := evs[len(evs)-1]; e.Kind != EventRejectedRotation || !strings.Contains(e.Detail, "the value before it is kept") {
+		t.Errorf("last event %+v, want rejected_rotation", e)
+	}
+	// The source still holds it: not adopted again.
+	if _, err := c.Renew(ctx, TriggerFile); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Value(); v != "first-value-0123456789" {
+		t.Errorf("the rejected value read again was adopted: %q", v)
+	}
+	// An operator's reload tries it again.
+	if _, err := c.Renew(ctx, TriggerAdmin); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Value(); v != "second-value-0123456789" {
+		t.Errorf("an admin reload did not try the rejected value again: %q", v)
+	}
+	// A new value is adopted as usual.
+	set("third-value-0123456789")
+	if _, err := c.Renew(ctx, TriggerFile); err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Value(); v != "third-value-0123456789" {
+		t.Errorf("a new value was not adopted: %q", v)
+	}
+}

@@ -221,10 +221,22 @@ func (u *upstream) withStderr(err error, child *childStderr) error {
 	}
 	child.wait(time.Second)
 	if line := child.useful(); line != "" {
-		return fmt.Errorf("%w (stderr: %s)", err, line)
+		return &stderrError{err: err, line: line}
 	}
 	return err
 }
+
+// stderrError is a child's failure with the line of its stderr that best
+// says why (redacted): a server that checks its credential at start exits
+// saying the provider rejected it ("401 Bad credentials"), which classify
+// reads.
+type stderrError struct {
+	err  error
+	line string
+}
+
+func (e *stderrError) Error() string { return fmt.Sprintf("%v (stderr: %s)", e.err, e.line) }
+func (e *stderrError) Unwrap() error { return e.err }
 
 // explainDown adds the child's last words to last_error after a lost session
 // closed, unless the upstream has moved on since.

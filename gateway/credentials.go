@@ -591,7 +591,7 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 		}
 		return false, nil
 	}
-	if f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid {
+	if renewable(f) {
 		// Hold new calls with this value until the renewal is done, so that
 		// a dead token is not sent again meanwhile (the transport placed
 		// the hold as soon as the rejection arrived; see suspect).
@@ -621,8 +621,21 @@ func (g *Server) afterCall(ctx context.Context, cc *callCred, f *authmap.Failure
 
 // renewable reports whether f is a rejection that a renewal of the
 // credential may cure (expired, invalid), after which the call is resent.
+//
+// Revoked too: the source may already hold a new value (an exec or file
+// source, an OAuth client's next token); the value was re-read only when
+// the provider worded its rejection "invalid", and one it called revoked
+// stayed refused until an operator's reload (found trying the gateway from
+// outside).
 func renewable(f *authmap.Failure) bool {
-	return f != nil && f.IsAuth() && (f.Subtype == authmap.SubtypeCredentialExpired || f.Subtype == authmap.SubtypeCredentialInvalid)
+	if f == nil || !f.IsAuth() {
+		return false
+	}
+	switch f.Subtype {
+	case authmap.SubtypeCredentialExpired, authmap.SubtypeCredentialInvalid, authmap.SubtypeCredentialRevoked:
+		return true
+	}
+	return false
 }
 
 // renewBehind is afterCall for a call whose rejection a route's backup

@@ -362,6 +362,32 @@ func TestReactiveRenewalResendsOnce(t *testing.T) {
 	}
 }
 
+// TestRevokedRenewsFromSource: a call rejected as revoked re-reads a
+// source that can change (here exec), and is resent once with the new
+// value it already holds; only the "invalid" or "expired" wording was
+// renewed, and a revoked one stayed refused until an operator's reload.
+func TestRevokedRenewsFromSource(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := tokenFile(t, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("first-token-0123456789", rejectRevoked)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	callOK(t, ctx, cs, "api__echo")
+	calls := up.calls()
+	if last := calls[len(calls)-1]; last.Token != "second-token-0123456789" {
+		t.Errorf("the last call carried %q, want the new value", last.Token)
+	}
+	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusHealthy {
+		t.Errorf("status %s, want healthy", st)
+	}
+}
+
 // Regression test for issue 7: a credential without a value fails the call
 // as credential_missing and sends nothing.
 func TestMissingCredentialNotSent(t *testing.T) {

@@ -113,6 +113,9 @@ func (u *upstream) childCredential(ctx context.Context) (env map[string]string, 
 		return nil, 0, &credentialMissingError{credential: name, why: u.gw.missingFailure(name).Detail}
 	}
 	u.gw.noteSecrets(name, c)
+	if callCredFrom(ctx) == nil {
+		u.noteOwnSent(v) // the shared child's: its rejection at start is the credential's (ownTrafficRejected)
+	}
 	return map[string]string{key: v}, gen, nil
 }
 
@@ -132,12 +135,26 @@ func (u *upstream) rotated(ctx context.Context) *handoff {
 	if c == nil || !u.creds.counted || c.Value() == "" || c.Generation() == u.creds.sharedGen.Load() {
 		return nil
 	}
+	v, gen := c.Value(), c.Generation()
 	sessCtx, end := context.WithCancel(ctx)
 	cs, err := u.connect(sessCtx, u.client, false)
 	if err != nil {
 		end()
 		u.log.Warn().Str(fieldCredential, u.defaultCred).Str(fieldErr, u.gw.redact(err.Error())).
 			Msg("the credential rotated but a child with the new value did not start; the old child keeps serving")
+		// A child that exited on the provider's rejection of the new
+		// value: the rotation is rejected, as a source's check rejects
+		// one, and the value the old child holds is the credential's
+		// again. Health read healthy meanwhile, with no event; and once
+		// the old value was revoked too, every call was refused with no
+		// event or page, the calls' reports being of a value no longer
+		// held (found trying the gateway from outside).
+		if f, _ := u.gw.classify(u, err); f.IsAuth() && opensCredential(f.Subtype) && !limited(f) && c.Generation() == gen {
+			f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
+			if c.RejectRotation(v, f, "a child started with the new value") {
+				u.creds.sharedGen.Store(c.Generation()) // the old child holds it
+			}
+		}
 		return nil
 	}
 	return &handoff{ctx: sessCtx, end: end, cs: cs}

@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // fingerprint names a token without showing it (results are redacted).
@@ -25,6 +28,11 @@ func fingerprint(tok string) string {
 // environment holds: whoami at once, wait once the file named in its
 // arguments exists (creating <file>.started first).
 func envTokenUpstream() {
+	if strings.HasPrefix(os.Getenv("TOKEN"), "bad-") {
+		// As a server checking its token at start does (GitHub's).
+		fmt.Fprintln(os.Stderr, "Error: GET https://api.github.com/user: 401 Bad credentials")
+		os.Exit(1)
+	}
 	srv := mcp.NewServer(&mcp.Implementation{Name: "envtoken", Version: "1"}, nil)
 	me := func() *mcp.CallToolResult {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fingerprint(os.Getenv("TOKEN"))}}}
@@ -121,5 +129,86 @@ upstreams:
 	}
 	if h := g.Health().Upstreams["local"]; h.Status != StatusUp {
 		t.Errorf("upstream %s after the rotation, want up", h.Status)
+	}
+}
+
+// TestStdioRotationRejectedAtStart: a rotated value whose child exits on
+// the provider's rejection at start is a rejected rotation: the old child
+// keeps serving, the credential holds the value it has again, with the
+// rejection as last_error and a rejected_rotation event (health read
+// healthy, with no event, and once the old value was revoked too every
+// call was refused with no event or page).
+func TestStdioRotationRejectedAtStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "env-one-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}, inject: {env: TOKEN}}
+upstreams:
+  local:
+    command: %q
+    env: {%s: envtoken}
+    credential: tok
+    provider: github
+`, path, self, rawUpstreamEnv), nil, nil)
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
+		t.Fatalf("whoami = %q, want the first value's", got)
+	}
+	writeFile(t, path, "bad-two-0123456789")
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool {
+		le := cred.Snapshot(false).LastError
+		return cred.Value() == "env-one-0123456789" && le != nil && le.Subtype == "credential_invalid"
+	})
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
+		t.Errorf("whoami after the rejected rotation = %q, want the old child's value", got)
+	}
+	found := false
+	for _, e := range g.Events() {
+		if e.Kind == authmap.EventRejectedRotation && e.Credential == "tok" {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no rejected_rotation event: %+v", g.Events())
+	}
+}
+
+// TestStdioRejectedAtStart: a child that exits at start saying the
+// provider rejected its credential makes the upstream's failure the
+// credential's (auth_failure, credential_invalid), and the credential
+// invalid in health, not an outage (upstream_unavailable, the credential
+// healthy).
+func TestStdioRejectedAtStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "token")
+	writeFile(t, path, "bad-one-0123456789")
+	g, _, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}, inject: {env: TOKEN}}
+upstreams:
+  local:
+    command: %q
+    env: {%s: envtoken}
+    credential: tok
+    provider: github
+`, path, self, rawUpstreamEnv), nil, nil)
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Status() == authmap.StatusInvalid })
+	if f := g.Health().Upstreams["local"].LastFailure; f == nil || f.Subtype != authmap.SubtypeCredentialInvalid {
+		t.Errorf("the upstream's last failure = %+v, want credential_invalid", f)
 	}
 }

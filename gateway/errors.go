@@ -170,6 +170,15 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
 	case isDeadSession(err) || isNetError(err) || u.streamEnded(err):
+		if se, ok := errors.AsType[*stderrError](err); ok {
+			// A child that exited saying its credential was rejected
+			// (at start, as servers that check it do): that is what the
+			// agent and ops must act on, not the outage it caused.
+			if af, ok := g.classifier.ClassifyText(classifiable(se.line), u.cfg.Provider, k); ok && af.IsAuth() {
+				f = af
+				break
+			}
+		}
 		what := "connection lost"
 		if _, connecting := errors.AsType[*connectError](err); connecting {
 			what = "cannot be reached" // it never came up: nothing was lost
