@@ -112,7 +112,7 @@ type state struct {
 
 	lastChecked  time.Time
 	lastErr      *Failure
-	fetchErr     bool // lastErr is the source's failure to give the value (fetchFailed)
+	fetchErr     bool      // lastErr is the source's failure to give the value (fetchFailed)
 	failures     int       // consecutive failed automatic renewals
 	retryAt      time.Time // the next automatic attempt after a failure
 	lastPoll     time.Time
