@@ -324,7 +324,8 @@ func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, 
 		}
 		c.mu.Lock()
 	}
-	if !trigger.manual() && trigger != TriggerStartup && (c.st.refreshRej || c.st.clientRej) {
+	if !trigger.manual() && trigger != TriggerStartup && (c.st.refreshRej || (c.st.clientRej && trigger != TriggerWatch)) {
+		// A rejected client is asked again by the watch only (check).
 		c.mu.Unlock()
 		return false, fmt.Errorf("credential %q: not renewed automatically after the token endpoint rejected it", c.name)
 	}
@@ -1115,6 +1116,15 @@ func (c *Credential) check(ctx context.Context) {
 		due = TriggerLiveError
 		c.st.reactiveDue = false
 		c.st.lastReactive = now
+	case c.st.clientRej && canChange(kind):
+		// The token endpoint rejected the client (invalid_client): one
+		// answer of it left the credential invalid for good, though the
+		// provider may take the client back (re-enabled, a secret fixed
+		// there); it is asked again, with backoff, at most every
+		// check_interval (found trying the gateway from outside).
+		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
+			due = TriggerWatch
+		}
 	case c.renewableLocked():
 		if at := c.refreshAtLocked(lc); !at.IsZero() && !now.Before(at) && retryOK {
 			due = TriggerRefresh

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1050,4 +1051,36 @@ func TestRejectRotation(t *testing.T) {
 	if v := c.Value(); v != "third-value-0123456789" {
 		t.Errorf("a new value was not adopted: %q", v)
 	}
+}
+
+// TestClientRejectedIsAskedAgain: a token endpoint that rejected the
+// client (invalid_client) is asked again, with backoff, and the credential
+// heals once it takes the client back; one such answer left it invalid
+// for good.
+func TestClientRejectedIsAskedAgain(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var rejecting atomic.Bool
+		src := &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+			if rejecting.Load() {
+				return Token{}, fmt.Errorf("token endpoint: invalid_client: %w", ErrClientRejected)
+			}
+			return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
+		}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		t.Cleanup(runWatch(t, c))
+		synctest.Wait()
+		rejecting.Store(true)
+		time.Sleep(90 * time.Second) // past the refresh point
+		synctest.Wait()
+		if st := c.Status(); st != StatusInvalid {
+			t.Fatalf("after invalid_client: %v, want invalid", st)
+		}
+		rejecting.Store(false) // the client is back
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("two minutes after the client was taken back: %v, want healthy; fetches %v", st, len(src.times()))
+		}
+	})
 }
