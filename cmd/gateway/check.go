@@ -32,6 +32,31 @@ func preflight(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 	_ = g.LoadCredentials(lctx) // the statuses tell; Problems decides
 	failOn := cfg.Lifecycle.WithDefaults().Startup.FailOn
 	problems := g.CredentialProblems()
+	// A source that failed in a way that may pass (a token endpoint or a
+	// store not answering) is asked again within the bound, with backoff:
+	// one dropped connection refused the start, and a brief outage of an
+	// identity provider during a rollout would crash-loop every new pod
+	// (found trying the gateway from outside).
+	for wait := time.Second; problems != nil; wait = min(2*wait, 8*time.Second) {
+		retry := transientlyFailed(g.Credentials())
+		if len(retry) == 0 {
+			break
+		}
+		log.Warn().Strs("credentials", credentialNames(retry)).Dur("retry_in_ms", wait).Msg("pre-flight: a credential's source did not answer; asking again")
+		t := time.NewTimer(wait)
+		select {
+		case <-lctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		if lctx.Err() != nil {
+			break
+		}
+		for _, c := range retry {
+			_, _ = c.Renew(lctx, authmap.TriggerStartup)
+		}
+		problems = g.CredentialProblems()
+	}
 	if problems == nil {
 		// Under fail_on: never, Problems refuses nothing: report what is bad anyway.
 		problems = g.Credentials().Problems(authmap.StartupConfig{FailOn: authmap.FailOnExpiring})
@@ -45,6 +70,31 @@ func preflight(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 	}
 	log.Error().Str("fail_on", string(failOn)).Msg("refusing to start: bad credentials (lifecycle.startup.fail_on; `never` starts degraded)")
 	return false
+}
+
+// transientlyFailed returns the credentials of set without a usable value
+// whose source last failed as an unreachable service does (not a
+// rejection, not a missing value).
+func transientlyFailed(set *authmap.Set) []*authmap.Credential {
+	var out []*authmap.Credential
+	for _, name := range set.Names() {
+		c := set.Get(name)
+		if c == nil || c.Value() != "" {
+			continue
+		}
+		if le := c.Snapshot(false).LastError; le != nil && le.Type == authmap.TypeUpstreamUnavailable {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func credentialNames(cs []*authmap.Credential) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Name()
+	}
+	return out
 }
 
 func lines(err error) []string {

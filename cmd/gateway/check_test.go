@@ -1,13 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/credgate/credgate/gateway"
 )
 
 // credConfig is a config whose credentials are good, expiring (inside the
@@ -170,4 +178,60 @@ upstreams:
 	if strings.Contains(out, "probe-secret-0123456789") {
 		t.Error("the secret appears in the output")
 	}
+}
+
+// TestPreflightAsksAgain: a credential source that failed as an
+// unreachable service does (a token endpoint dropping the connection) is
+// asked again within the pre-flight's bound; one dropped connection
+// refused the start.
+func TestPreflightAsksAgain(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var n atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 3 { // a proxy dropping connections for a moment
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token":"oauth-access-0123456789","token_type":"Bearer","expires_in":3600}`)
+	}))
+	defer ts.Close()
+	cfg, err := gateway.ParseConfig(fmt.Appendf(nil, `
+credentials:
+  tok: {source: {oauth2: {token_url: %q, client_id: gw, client_secret: client-secret-0123456789}}}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: tok}
+`, ts.URL), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	log := zerolog.New(&syncWriter{w: &logs})
+	g, err := gateway.New(cfg, &gateway.Options{Logger: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if !preflight(ctx, g, cfg, &log) {
+		t.Fatalf("the pre-flight refused the start after dropped connections:\n%s", logs.String())
+	}
+	if got := n.Load(); got < 4 {
+		t.Errorf("the token endpoint was asked %d times, want again after the dropped connection", got)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }
