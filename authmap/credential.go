@@ -1184,7 +1184,7 @@ func (c *Credential) nextCheck(now time.Time) time.Duration {
 // once-a-minute limit and is still wanted: the value is still the one calls
 // found expired or invalid, and the credential can change.
 func (c *Credential) reactiveDueLocked() bool {
-	return c.st.reactiveDue && (c.st.live == StatusInvalid || c.st.live == StatusExpired) && c.reactiveLocked()
+	return c.st.reactiveDue && (c.st.live == StatusInvalid || c.st.live == StatusExpired || c.st.live == StatusRevoked) && c.reactiveLocked()
 }
 
 func (c *Credential) renewableLocked() bool {

@@ -104,6 +104,10 @@ type Snapshot struct {
 	Version string `json:"version,omitempty"`
 	// RotationAt is when the source will rotate it (AWS), if scheduled.
 	RotationAt *time.Time `json:"rotation_at,omitempty"`
+	// RenewalAt is when the gateway renews it by itself, a rejection's
+	// renewal having been put off (one per minute): until then a value
+	// found invalid or revoked may heal without anyone's help.
+	RenewalAt *time.Time `json:"renewal_at,omitempty"`
 }
 
 // Snapshot returns the credential's state now; perTool as for [Credential.Readiness].
@@ -128,6 +132,10 @@ func (c *Credential) Snapshot(perTool bool) Snapshot {
 	}
 	if t := c.st.tok.RotationAt; !t.IsZero() {
 		s.RotationAt = &t
+	}
+	if c.reactiveDueLocked() {
+		t := c.st.lastReactive.Add(reactiveInterval)
+		s.RenewalAt = &t
 	}
 	if c.st.lastErr != nil {
 		f := *c.st.lastErr

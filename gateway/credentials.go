@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -537,6 +538,14 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 	}
 	f.Credential, f.Retryable, f.RetryAfterSeconds = name, false, nil
 	f.Detail = fmt.Sprintf("credential %q is %s and is not sent again until it changes (rotate it, or reload it: SIGHUP, the admin endpoint or a webhook)", name, st)
+	if at := c.Snapshot(false).RenewalAt; at != nil {
+		// The gateway renews it by itself shortly (a renewal put off by
+		// the once-a-minute bound): the agent may retry then, where it
+		// read "not retryable, reauthorize" for a minute that healed.
+		secs := max(int(math.Ceil(time.Until(*at).Seconds())), 1)
+		f.Retryable, f.RetryAfterSeconds, f.Recovery = true, &secs, authmap.RecoveryWait
+		f.Detail = fmt.Sprintf("credential %q is %s; the gateway renews it from its source in %ds", name, st, secs)
+	}
 	if why != "" {
 		f.Detail += ": " + why
 	}

@@ -388,6 +388,32 @@ func TestRevokedRenewsFromSource(t *testing.T) {
 	}
 }
 
+// TestPutOffRenewalIsRetryable: a value revoked again within the minute of
+// its last renewal has its renewal put off; meanwhile calls are refused as
+// retryable, with when to retry (the gateway renews it by itself), where
+// they read "not retryable, reauthorize" for a minute that healed.
+func TestPutOffRenewalIsRetryable(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	path := tokenFile(t, "first-token-0123456789")
+	up := newBearerUpstream(t, "echo")
+	up.accept("first-token-0123456789")
+	_, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.refuse("first-token-0123456789", rejectRevoked)
+	up.accept("second-token-0123456789")
+	writeFile(t, path, "second-token-0123456789")
+	callOK(t, ctx, cs, "api__echo") // renewed and resent
+	up.refuse("second-token-0123456789", rejectRevoked)
+	_ = callTool(t, ctx, cs, "api__echo") // revoked again: its renewal put off
+	res := callTool(t, ctx, cs, "api__echo")
+	f := failureOf(t, res)
+	if f.Subtype != authmap.SubtypeCredentialRevoked || !f.Retryable || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds > 60 {
+		t.Errorf("failure while the renewal is put off = %+v, want revoked, retryable, with retry_after_seconds", f)
+	}
+}
+
 // Regression test for issue 7: a credential without a value fails the call
 // as credential_missing and sends nothing.
 func TestMissingCredentialNotSent(t *testing.T) {

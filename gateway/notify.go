@@ -70,6 +70,10 @@ const (
 	notifyTimeout  = 10 * time.Second // one POST
 	notifyBackoff  = time.Second      // wait before the second try; doubles, ±20%
 	notifyMaxWait  = time.Minute      // the longest wait between tries (Retry-After included)
+	// renewalGrace is how long past a put-off renewal's time a credential
+	// found invalid or revoked may stay so before it pages: the renewal's
+	// own time (an exec source runs up to its timeout).
+	renewalGrace = 30 * time.Second
 	// expiredGrace is how long a renewable credential may stay expired
 	// before credential_expired_unrenewable holds: its renewal is under way.
 	expiredGrace = time.Minute
@@ -339,9 +343,10 @@ func (n *notifier) credential(e Event) {
 	var renewable bool
 	var last *authmap.Failure
 	var kind string
+	var renewalAt *time.Time
 	if c := n.g.credential(name); c != nil {
 		snap := c.Snapshot(false)
-		renewable, last, kind = snap.Renewable, snap.LastError, c.SourceKind()
+		renewable, last, kind, renewalAt = snap.Renewable, snap.LastError, c.SourceKind(), snap.RenewalAt
 	}
 	want := credentialConditions[e.Status]
 	newValue := e.Kind == string(authmap.EventLoaded) || e.Kind == string(authmap.EventRotated) || e.Kind == string(authmap.EventRefreshed)
@@ -389,6 +394,28 @@ func (n *notifier) credential(e Event) {
 			if n.status[name] == authmap.StatusExpired.String() {
 				n.activate(k, info)
 				n.expiredTakesOver(name)
+			}
+		})
+		return
+	}
+	if (want == CondCredentialInvalid || want == CondCredentialRevoked) && renewalAt != nil {
+		// The gateway renews it by itself shortly (a rejection's renewal
+		// put off by the once-a-minute bound): page only if that does not
+		// heal it. A second revocation within the minute paged critical
+		// for what healed a minute later (found trying the gateway).
+		st := n.state(k)
+		if st.active || st.pending != nil {
+			return
+		}
+		st.pending = time.AfterFunc(time.Until(*renewalAt)+renewalGrace, func() {
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			if st.pending == nil || n.stopped {
+				return
+			}
+			st.pending = nil
+			if credentialConditions[n.status[name]] == want {
+				n.activate(k, info)
 			}
 		})
 		return

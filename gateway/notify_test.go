@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -615,4 +617,45 @@ func TestCredentialRecoveryBySource(t *testing.T) {
 	if got := credentialRecovery(CondCredentialExpiring, false, authmap.KindExec); got != string(authmap.RecoveryRotate) {
 		t.Errorf("not renewable: %q; want rotate", got)
 	}
+}
+
+// A credential found invalid while its renewal is put off (a second
+// rejection within the minute) pages only if that renewal does not heal
+// it: it paged at once, for what healed a minute later.
+func TestNotifyInvalidWaitsForPutOffRenewal(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(path, []byte("file-token-0123456789"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		g := notifyServer(t, fmt.Sprintf(`
+credentials:
+  ftok: {source: {file: %q}}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: ftok}
+notify:
+  - {name: pd, format: pagerduty, url: "http://127.0.0.1:1/pd", routing_key: pd-key-0123456789, on: [credential_invalid]}
+`, path))
+		c := g.credential("ftok")
+		if err := c.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		used := c.Value()
+		c.RenewAfterRejection(t.Context(), used) // renews now: the same value
+		c.RenewAfterRejection(t.Context(), used) // within the minute: put off
+		c.ReportFailure(authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialInvalid}, used, "a call")
+		synctest.Wait()
+		if at := c.Snapshot(false).RenewalAt; at == nil {
+			t.Fatal("no renewal_at while the renewal is put off")
+		}
+		if got := drain(t, g, "pd"); len(got) != 0 {
+			t.Errorf("invalid with its renewal put off: %v, want nothing yet", got)
+		}
+		time.Sleep(time.Minute + renewalGrace + time.Second) // no watch runs here: nothing heals it
+		synctest.Wait()
+		if diff := cmp.Diff([]string{"trigger credgate/credential/ftok/credential_invalid"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("still invalid after the renewal's time (-want +got):\n%s", diff)
+		}
+	})
 }
