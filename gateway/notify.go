@@ -70,6 +70,9 @@ const (
 	notifyTimeout  = 10 * time.Second // one POST
 	notifyBackoff  = time.Second      // wait before the second try; doubles, ±20%
 	notifyMaxWait  = time.Minute      // the longest wait between tries (Retry-After included)
+	// notifyRedeliver: a trigger (or resolve) dropped after its tries is
+	// sent again this long after, while what it says still holds.
+	notifyRedeliver = 2 * time.Minute
 	// renewalGrace is how long past a put-off renewal's time a credential
 	// found invalid or revoked may stay so before it pages: the renewal's
 	// own time (an exec source runs up to its timeout).
@@ -95,6 +98,10 @@ type notifier struct {
 	host  string
 	// backoff is the wait before a second try (notifyBackoff; tests shorten it).
 	backoff time.Duration
+	// redeliver is how long after a notification was dropped, its receiver
+	// failing every try, it is sent again while what it says still holds
+	// (notifyRedeliver; tests shorten it).
+	redeliver time.Duration
 
 	mu      sync.Mutex
 	alerts  map[alertKey]*alertState
@@ -155,12 +162,13 @@ type delivery struct {
 	action, key string
 	body        []byte
 	header      http.Header
+	alert       alertKey // what it is about, for redelivery
 }
 
 // initOps builds the event bus and the notifier. It starts nothing.
 func (g *Server) initOps() {
 	g.events = newEventBus(maxEvents, maxEventSubscribers)
-	n := &notifier{g: g, backoff: notifyBackoff, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}, status: map[string]string{}}
+	n := &notifier{g: g, backoff: notifyBackoff, redeliver: notifyRedeliver, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}, status: map[string]string{}}
 	n.host, _ = os.Hostname()
 	for _, c := range g.config().Notify {
 		s := &sink{cfg: c, on: map[string]bool{}, min: c.minInterval(), url: c.url(), queue: make(chan *delivery, notifyQueue)}
@@ -257,7 +265,45 @@ func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d 
 	}
 	s.dropped.Add(1)
 	s.lastErr.Store(&why)
-	log.Warn().Str(fieldErr, why).Msg("notification dropped")
+	if ctx.Err() != nil {
+		log.Warn().Str(fieldErr, why).Msg("notification dropped")
+		return
+	}
+	log.Warn().Str(fieldErr, why).Dur("again_in_ms", n.redeliver).Msg("notification dropped; sent again later if it still holds")
+	n.again(s, d)
+}
+
+// again queues d, dropped after its tries, once more after n.redeliver if
+// what it says still holds: the alert still active and open on s for a
+// trigger, still ended for a resolve. A page dropped while its receiver was
+// down for a minute was never sent (found trying the gateway from outside).
+func (n *notifier) again(s *sink, d *delivery) {
+	time.AfterFunc(n.redeliver, func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		st := n.alerts[d.alert]
+		if n.stopped || st == nil {
+			return
+		}
+		sa := st.sinks[s]
+		if sa == nil {
+			return
+		}
+		switch d.action {
+		case actionTrigger:
+			if !st.active || !sa.open {
+				return
+			}
+		case actionResolve:
+			if st.active || sa.open {
+				return
+			}
+		}
+		select {
+		case s.queue <- d:
+		default:
+		}
+	})
 }
 
 // post sends d once. retry says whether a failure may pass; after is the
@@ -730,7 +776,7 @@ func (n *notifier) render(s *sink, k alertKey, action string, info alertInfo, wh
 			h.Set("X-Credgate-Signature", "sha256="+hex.EncodeToString(mac.Sum(nil)))
 		}
 	}
-	return &delivery{action: action, key: p.DedupKey, body: b, header: h}
+	return &delivery{action: action, key: p.DedupKey, body: b, header: h, alert: k}
 }
 
 // pagerDutyBody is a PagerDuty Events API v2 event: a trigger with the

@@ -659,3 +659,35 @@ notify:
 		}
 	})
 }
+
+// A trigger dropped after its tries (the receiver down through all of
+// them) is sent again later while its condition holds; it was never sent.
+func TestNotifyDroppedTriggerSentAgain(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	down := make([]int, notifyAttempts)
+	for i := range down {
+		down[i] = http.StatusServiceUnavailable
+	}
+	pd := newReceiver(t, down...)
+	g := notifyServer(t, fmt.Sprintf(`
+credentials:
+  tok: {source: {value: tok-0123456789}}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: tok}
+notify:
+  - {name: pd, format: pagerduty, url: %q, routing_key: pd-key-0123456789, on: [credential_revoked]}
+`, pd.srv.URL))
+	g.notify.backoff, g.notify.redeliver = time.Millisecond, 10*time.Millisecond
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); g.notify.run(runCtx) }()
+	defer func() { stop(); <-done }()
+	g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
+	got := pd.wait(t, ctx, notifyAttempts+1)
+	var last map[string]any
+	if err := json.Unmarshal(got[notifyAttempts].body, &last); err != nil || last["event_action"] != "trigger" {
+		t.Errorf("after the receiver came back: %s (%v), want the trigger again", got[notifyAttempts].body, err)
+	}
+}
