@@ -1215,6 +1215,10 @@ func (c *Credential) expiryLocked() time.Time {
 	return time.Time{}
 }
 
+// expiringFailures is how many renewals of a renewable credential fail in a
+// row, past its refresh point, before it is expiring.
+const expiringFailures = 3
+
 func (c *Credential) statusLocked(now time.Time) Status {
 	if c.st.live != StatusUnknown {
 		return c.st.live
@@ -1233,8 +1237,11 @@ func (c *Credential) statusLocked(now time.Time) Status {
 		return StatusExpired
 	}
 	if c.renewableLocked() {
-		// A renewable credential is expiring only while its renewal fails.
-		if c.st.failures > 0 && !now.Before(c.refreshAtLocked(c.lifecycle())) {
+		// A renewable credential is expiring only while its renewal keeps
+		// failing: a third failure in a row (the retries come after 1, 2
+		// and 4 s), not a first one a retry a second later cures (it paged
+		// on the first).
+		if c.st.failures >= expiringFailures && !now.Before(c.refreshAtLocked(c.lifecycle())) {
 			return StatusExpiring
 		}
 		return StatusHealthy
