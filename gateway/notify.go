@@ -674,7 +674,9 @@ func (k alertKey) summary(action string, info alertInfo, why string) string {
 		subject = fmt.Sprintf("%s %q", k.kind, k.name)
 	}
 	if action == actionResolve {
-		s := fmt.Sprintf("credgate: %s recovered (%s resolved)", subject, k.cond)
+		// Not "recovered": a condition also ends when another takes over
+		// (expiring, then expired); why says which.
+		s := fmt.Sprintf("credgate: %s: %s resolved", subject, k.cond)
 		if why != "" {
 			s += ": " + why
 		}
