@@ -390,6 +390,23 @@ func (g *Server) reloadLocked(cfg *Config) error {
 			return fmt.Errorf("auth.keys[%d].key_credential: credential %q, which auth in force reads agent %q's key from, is removed or renamed by the new config, but auth changes take a restart: keep it until then, or restart", i, k.KeyCredential, k.Name)
 		}
 	}
+	for _, name := range eff.Order() {
+		// An upstream whose credential the old config defined, and the new
+		// one names but does not define (a typo): the upstream would go on
+		// without one, and its replacement, refused by its provider, took
+		// the working instance down (found trying the gateway). At start-up
+		// an undefined name is only a label, with a warning.
+		u, ou := eff.Upstreams[name], old.cfg.Upstreams[name]
+		if u == nil || ou == nil || u.Credential == "" {
+			continue
+		}
+		if _, defined := eff.Credentials[u.Credential]; defined {
+			continue
+		}
+		if _, was := old.cfg.Credentials[ou.Credential]; was && ou.Credential != "" {
+			return fmt.Errorf("upstreams.%s.credential: %q is not defined under credentials, and the upstream sends credential %q now: a typo? (define it, or remove the key to send none)", name, u.Credential, ou.Credential)
+		}
+	}
 	staged, err := g.cred.set.Stage(eff.Lifecycle, eff.Credentials)
 	if err != nil {
 		return err

@@ -960,3 +960,22 @@ func TestPolicyReloadNotifiesAgents(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRefusesUndefinedCredential: a reload that points an upstream
+// sending a defined credential at a name not defined (a typo) is refused,
+// naming the key; it was taken with a warning, and the upstream's
+// replacement, sending nothing, took the working instance down.
+func TestReloadRefusesUndefinedCredential(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "echo")
+	up.accept("tok-value-0123456789")
+	cfg := "credentials:\n  tok: {source: {value: tok-value-0123456789}}\nupstreams:\n  api: {url: " + up.url() + ", credential: %s}\n"
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(cfg, "tok"), nil, nil)
+	err := reloadTo(t, g, fmt.Sprintf(cfg, "tokk"))
+	if err == nil || !strings.Contains(err.Error(), `upstreams.api.credential: "tokk" is not defined under credentials`) {
+		t.Errorf("reload naming an undefined credential: %v, want refused", err)
+	}
+	callOK(t, ctx, cs, "api__echo")
+}
