@@ -99,6 +99,9 @@ type state struct {
 	// current one, and when it was obtained, for RejectRotation.
 	prevTok      Token
 	prevObtained time.Time
+	// firstValue is the first value adopted: the one the config's
+	// expires_at is about (expiryLocked).
+	firstValue string
 	// rejected is the value RejectRotation took back: read again from the
 	// source, it is not adopted again but by an operator's reload.
 	rejected string
@@ -562,6 +565,9 @@ func metadataOf(tok Token) Token {
 
 func (c *Credential) adoptLocked(tok Token, now time.Time) {
 	c.st.rejected = ""
+	if c.st.firstValue == "" {
+		c.st.firstValue = tok.Value
+	}
 	if c.st.value != "" && c.st.value != tok.Value {
 		c.st.prevTok, c.st.prevObtained = c.st.tok, c.st.obtained
 		c.st.previous = append(c.st.previous, c.st.value)
@@ -1207,7 +1213,15 @@ func (c *Credential) refreshAtLocked(lc LifecycleConfig) time.Time {
 }
 
 func (c *Credential) expiryLocked() time.Time {
-	for _, t := range []time.Time{c.cfg.ExpiresAt, c.st.tok.ExpiresAt, c.st.jwtExp, c.st.noted} {
+	cfgExp := c.cfg.ExpiresAt
+	if c.st.firstValue != "" && c.st.value != c.st.firstValue {
+		// The config's expires_at is that of the value it was written
+		// for, the first this credential read: a value rotated in since
+		// (a file rewritten) went expired at the old value's time and
+		// paged (found trying the gateway from outside).
+		cfgExp = time.Time{}
+	}
+	for _, t := range []time.Time{cfgExp, c.st.tok.ExpiresAt, c.st.jwtExp, c.st.noted} {
 		if !t.IsZero() {
 			return t
 		}

@@ -1091,3 +1091,34 @@ func TestClientRejectedIsAskedAgain(t *testing.T) {
 		}
 	})
 }
+
+// TestConfigExpiryIsTheFirstValues: the config's expires_at is that of the
+// value it was written for; a value rotated in since has its own expiry
+// (none known here), where it went expired at the old value's time.
+func TestConfigExpiryIsTheFirstValues(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	value := "first-value-0123456789"
+	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return Token{Value: value}, nil
+	}}
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	c, _ := newTestCredential(CredentialConfig{ExpiresAt: exp}, src, LifecycleConfig{}, nil)
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ExpiresAt(); !got.Equal(exp) {
+		t.Errorf("first value's expiry %v, want the config's %v", got, exp)
+	}
+	mu.Lock()
+	value = "second-value-0123456789"
+	mu.Unlock()
+	if _, err := c.Renew(t.Context(), TriggerFile); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ExpiresAt(); !got.IsZero() {
+		t.Errorf("a rotated value's expiry %v, want none known (the config's is the first value's)", got)
+	}
+}
