@@ -154,6 +154,7 @@ type sink struct {
 	queue chan *delivery
 
 	sent, dropped atomic.Uint64
+	elsewhere     atomic.Uint64 // left to another replica, which claimed them
 	lastErr       atomic.Pointer[string]
 }
 
@@ -163,6 +164,19 @@ type delivery struct {
 	body        []byte
 	header      http.Header
 	alert       alertKey // what it is about, for redelivery
+	again       bool     // a redelivery (again): this replica sent it first
+}
+
+// claimTTL is how long one replica's claim to send an action of an alert
+// holds the others off: a trigger for the notifier's min_interval (no
+// replica triggers the alert again sooner), a resolve for 30 s (replicas
+// see a condition end within seconds of each other; a lagging one resolves
+// twice rather than a new incident's resolve being held off).
+func claimTTL(action string, minInterval time.Duration) time.Duration {
+	if action == actionTrigger && minInterval > 0 {
+		return minInterval
+	}
+	return 30 * time.Second
 }
 
 // initOps builds the event bus and the notifier. It starts nothing.
@@ -239,6 +253,13 @@ func (n *notifier) work(ctx context.Context, client *http.Client, s *sink) {
 // up to a minute.
 func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d *delivery) {
 	log := n.g.log.With().Str("notifier", s.cfg.Name).Str("action", d.action).Str("dedup_key", d.key).Logger()
+	if !d.again && !n.g.shared.claim(ctx, "notify:"+s.cfg.Name+":"+d.action+":"+d.key, claimTTL(d.action, s.min)) {
+		// Replicas share one store: each found the condition, one tells
+		// the receiver (each sent its own trigger and resolve).
+		s.elsewhere.Add(1)
+		log.Info().Msg("notification sent by another replica")
+		return
+	}
 	wait := n.backoff
 	var why string
 	for attempt := 1; attempt <= notifyAttempts; attempt++ {
@@ -299,6 +320,7 @@ func (n *notifier) again(s *sink, d *delivery) {
 				return
 			}
 		}
+		d.again = true
 		select {
 		case s.queue <- d:
 		default:
@@ -873,8 +895,11 @@ type NotifyHealth struct {
 	// Sent counts notifications delivered; Dropped those given up (queue
 	// full, retries exhausted, refused by the receiver, or left at
 	// shutdown); Queued those waiting.
-	Sent      uint64 `json:"sent"`
-	Dropped   uint64 `json:"dropped"`
+	Sent    uint64 `json:"sent"`
+	Dropped uint64 `json:"dropped"`
+	// Elsewhere counts those another replica sent (replicas sharing a
+	// store send each notification once).
+	Elsewhere uint64 `json:"elsewhere,omitempty"`
 	Queued    int    `json:"queued"`
 	LastError string `json:"last_error,omitempty"`
 }
@@ -886,7 +911,7 @@ func (g *Server) NotifyStats() map[string]NotifyHealth {
 	}
 	out := make(map[string]NotifyHealth, len(g.notify.sinks))
 	for _, s := range g.notify.sinks {
-		nh := NotifyHealth{Format: s.cfg.Format, Sent: s.sent.Load(), Dropped: s.dropped.Load(), Queued: len(s.queue)}
+		nh := NotifyHealth{Format: s.cfg.Format, Sent: s.sent.Load(), Dropped: s.dropped.Load(), Elsewhere: s.elsewhere.Load(), Queued: len(s.queue)}
 		if e := s.lastErr.Load(); e != nil {
 			nh.LastError = *e
 		}

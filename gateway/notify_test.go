@@ -24,6 +24,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/internal/redistest"
 )
 
 // Regression tests for issue 10 (alerts).
@@ -689,5 +690,57 @@ notify:
 	var last map[string]any
 	if err := json.Unmarshal(got[notifyAttempts].body, &last); err != nil || last["event_action"] != "trigger" {
 		t.Errorf("after the receiver came back: %s (%v), want the trigger again", got[notifyAttempts].body, err)
+	}
+}
+
+// Replicas sharing a store each find a condition; one of them tells the
+// receiver (each sent its own trigger and resolve).
+func TestNotifyReplicasSendOnce(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := redistest.Start(t)
+	pd := newReceiver(t)
+	yaml := stateYAML(srv, fmt.Sprintf("notify-%d:", time.Now().UnixNano()), false) + fmt.Sprintf(`
+credentials:
+  tok: {source: {value: tok-0123456789}}
+upstreams:
+  api: {url: "http://127.0.0.1:1/mcp", credential: tok}
+notify:
+  - {name: pd, format: pagerduty, url: %q, routing_key: pd-key-0123456789, on: [credential_revoked]}
+`, pd.srv.URL)
+	var gs []*Server
+	for range 2 {
+		g := notifyServer(t, yaml)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); g.notify.run(runCtx) }()
+		t.Cleanup(func() { stop(); <-done; _ = g.Close() })
+		gs = append(gs, g)
+	}
+	for _, g := range gs {
+		g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
+	}
+	handled := func() uint64 { // sent, or left to the other replica
+		var n uint64
+		for _, g := range gs {
+			n += g.notify.sinks[0].sent.Load() + g.notify.sinks[0].elsewhere.Load()
+		}
+		return n
+	}
+	waitFor(t, ctx, func() bool { return handled() == 2 })
+	for _, g := range gs {
+		g.publish(credEvent(authmap.EventRotated, authmap.StatusHealthy))
+	}
+	waitFor(t, ctx, func() bool { return handled() == 4 })
+	got := pd.wait(t, ctx, 2)
+	var actions []string
+	for _, r := range pd.wait(t, ctx, len(got)) {
+		var m map[string]any
+		_ = json.Unmarshal(r.body, &m)
+		actions = append(actions, fmt.Sprint(m["event_action"]))
+	}
+	if diff := cmp.Diff([]string{"trigger", "resolve"}, actions); diff != "" {
+		t.Errorf("the receiver got (-want +got):\n%s", diff)
 	}
 }

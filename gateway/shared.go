@@ -227,6 +227,19 @@ func (g *Server) initShared() error {
 
 func (s *shared) enabled() bool { return s != nil && s.store != nil }
 
+// claim reports whether this replica is the one to do what key names, for
+// ttl: the first replica to claim it is; a store that does not answer
+// leaves it to every replica (better twice than never).
+func (s *shared) claim(ctx context.Context, key string, ttl time.Duration) bool {
+	if !s.enabled() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second) // the store bounds each request too (state.redis.timeout)
+	defer cancel()
+	_, err := s.store.Lock(ctx, key, ttl)
+	return !errors.Is(err, state.ErrLocked)
+}
+
 // coordinator is the authmap.Coordinator of the credential set: nil unless
 // token sets can be shared.
 func (s *shared) coordinator() authmap.Coordinator {
