@@ -277,3 +277,42 @@ func TestPerAgentSessions(t *testing.T) {
 		t.Errorf("results = %v, want each agent's own answer (accept ada, accept bob)", got)
 	}
 }
+
+// TestPerAgentLogsBetweenCalls: with session: per_agent, a log message the
+// upstream sends between calls goes to the one agent whose session it is
+// (at its level), as a server talked to directly sends it; it went to the
+// gateway's log only.
+func TestPerAgentLogsBetweenCalls(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	release := make(chan struct{})
+	srv := mcp.NewServer(&mcp.Implementation{Name: "later", Version: "1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "later", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(_ context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		go func() {
+			<-release // once the call has been answered
+			_ = req.Session.Log(context.Background(), &mcp.LoggingMessageParams{Level: "warning", Data: "after the call"})
+		}()
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
+	})
+	g, _ := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  f: {url: %s, session: per_agent}\n", serveMCP(t, srv)))
+	logs := make(chan string, 4)
+	cs := agent(t, ctx, g, &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, r *mcp.LoggingMessageRequest) {
+		logs <- fmt.Sprint(r.Params.Data)
+	}})
+	if err := cs.SetLoggingLevel(ctx, &mcp.SetLoggingLevelParams{Level: "info"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "f__later"}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case got := <-logs:
+		if got != "after the call" {
+			t.Errorf("log message %q", got)
+		}
+	case <-ctx.Done():
+		t.Fatal("the upstream's log message between calls did not reach the agent")
+	}
+}

@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 )
 
 // Isolation between agents (issue 9).
@@ -22,8 +25,25 @@ import (
 // routeLog delivers an upstream's log message (already redacted) under the
 // rule above. agent is the per-agent session it arrived on, nil for the
 // shared session.
-func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParams) {
+func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParams, idle *rate.Limiter) {
 	calls := u.callers(agent)
+	if agent != nil && len(calls) == 0 {
+		// A per-agent session has one agent: what its upstream logs between
+		// calls is that agent's too, as a server talked to directly sends
+		// it (it went to the gateway's log), within idle's rate, since no
+		// call's budget bounds it.
+		if !u.gw.wantsLog(agent, p.Level) {
+			return
+		}
+		if idle == nil || !idle.Allow() {
+			u.flood.droppedNotify()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), idleLogWait)
+		defer cancel()
+		_ = agent.Log(ctx, p)
+		return
+	}
 	if agent == nil {
 		var principal any
 		for _, c := range calls {
@@ -62,6 +82,15 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 		_ = c.session.Log(c.ctx, p)
 	}
 }
+
+// idleLogRate and idleLogBurst bound the log messages a per-agent
+// session's upstream sends its agent between calls; idleLogWait bounds the
+// wait to hand one over.
+const (
+	idleLogRate  = rate.Limit(20)
+	idleLogBurst = 50
+	idleLogWait  = time.Second
+)
 
 // keepLog writes an upstream's log message that no agent gets to the
 // gateway's log: at info for warnings and worse, at debug otherwise (an

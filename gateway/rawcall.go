@@ -459,7 +459,7 @@ func (u *upstream) rawNotification(ctx context.Context, m *rawMessage) {
 	case "notifications/message":
 		var p mcp.LoggingMessageParams
 		if json.Unmarshal(m.Params, &p) == nil {
-			u.logMessage(nil, &mcp.LoggingMessageRequest{Params: &p})
+			u.logMessage(nil, &mcp.LoggingMessageRequest{Params: &p}, nil)
 		}
 	case "notifications/progress":
 		var p mcp.ProgressNotificationParams

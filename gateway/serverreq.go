@@ -12,6 +12,7 @@ import (
 	"github.com/credgate/credgate/authmap"
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"golang.org/x/time/rate"
 )
 
 // track registers a call in flight; the returned func ends it.
@@ -240,7 +241,7 @@ func clientCaps(ss *mcp.ServerSession) *mcp.ClientCapabilities {
 
 // logMessage passes a log message sent during calls to the agent making
 // them, when there is one (see routeLog).
-func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest) {
+func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageRequest, idle *rate.Limiter) {
 	if p := boundedLog(req.Params); p != req.Params {
 		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: p}
 	}
@@ -253,7 +254,7 @@ func (u *upstream) logMessage(agent *mcp.ServerSession, req *mcp.LoggingMessageR
 		}
 		req = &mcp.LoggingMessageRequest{Session: req.Session, Params: p}
 	}
-	u.routeLog(agent, req.Params)
+	u.routeLog(agent, req.Params, idle)
 }
 
 func (u *upstream) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {

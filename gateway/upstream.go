@@ -298,6 +298,12 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 	// and one agent's roots must not leak to calls from another. A per-agent
 	// session declares the agent's (see roots.go).
 	roots := agentRootsCaps(agent)
+	// A per-agent session's log messages between calls go to its agent,
+	// at a bounded rate (see routeLog).
+	var idleLog *rate.Limiter
+	if agent != nil {
+		idleLog = rate.NewLimiter(idleLogRate, idleLogBurst)
+	}
 	// Elicitation in both modes, as sampling, whatever one agent can do:
 	// the gateway relays a request to the agent that caused it, which
 	// refuses a mode it did not declare. Declaring form alone hid the tools
@@ -318,7 +324,7 @@ func (u *upstream) newClient(agent *mcp.ServerSession) *mcp.Client {
 		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { refresh() },
 		ResourceUpdatedHandler:     u.resourceUpdated,
 		LoggingMessageHandler: func(ctx context.Context, req *mcp.LoggingMessageRequest) {
-			u.logMessage(agent, req)
+			u.logMessage(agent, req, idleLog)
 		},
 		ProgressNotificationHandler: func(ctx context.Context, r *mcp.ProgressNotificationClientRequest) {
 			u.forwardProgress(ctx, r.Params)
