@@ -111,7 +111,11 @@ type state struct {
 	// Retry-After), for live StatusRateLimited; zero when it did not say.
 	limitedUntil time.Time
 	refreshRej   bool // a refresh was answered invalid_grant
-	clientRej    bool // the token endpoint rejected the client
+	// grantChanged: since, the refresh token changed at its source, so it
+	// is asked again; lastGrantPoll is when that was last looked at.
+	grantChanged  bool
+	lastGrantPoll time.Time
+	clientRej     bool // the token endpoint rejected the client
 
 	lastChecked  time.Time
 	lastErr      *Failure
@@ -327,7 +331,7 @@ func (c *Credential) Renew(ctx context.Context, trigger Trigger) (changed bool, 
 		}
 		c.mu.Lock()
 	}
-	if !trigger.manual() && trigger != TriggerStartup && (c.st.refreshRej || (c.st.clientRej && trigger != TriggerWatch)) {
+	if !trigger.manual() && trigger != TriggerStartup && ((c.st.refreshRej && !c.st.grantChanged) || (c.st.clientRej && trigger != TriggerWatch)) {
 		// A rejected client is asked again by the watch only (check).
 		c.mu.Unlock()
 		return false, fmt.Errorf("credential %q: not renewed automatically after the token endpoint rejected it", c.name)
@@ -621,6 +625,7 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 	c.st.loaded = true
 	c.st.lastErr = f
 	c.st.fetchErr = true
+	c.st.grantChanged = false
 	if !trigger.manual() && trigger != TriggerLiveError {
 		c.st.failures++
 		c.st.retryAt = now.Add(c.backoffLocked())
@@ -1104,6 +1109,7 @@ func (c *Credential) check(ctx context.Context) {
 	lc := c.lifecycle()
 	var evs []Event
 	var due Trigger
+	var grant GrantChanger
 	c.mu.Lock()
 	c.st.lastChecked = now
 	if c.st.live == StatusRateLimited && !now.Before(c.limitEndLocked()) {
@@ -1131,6 +1137,15 @@ func (c *Credential) check(ctx context.Context) {
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
 			due = TriggerWatch
 		}
+	case c.st.refreshRej:
+		// The refresh token was rejected (invalid_grant): not asked again,
+		// but an operator may put a new one at its source (a file), which
+		// is looked at, without asking the provider, every grantPoll; it
+		// was taken only by a reload.
+		if gc, ok := c.src.(GrantChanger); ok && now.Sub(c.st.lastGrantPoll) >= grantPoll {
+			c.st.lastGrantPoll = now
+			grant = gc
+		}
 	case c.renewableLocked():
 		if at := c.refreshAtLocked(lc); !at.IsZero() && !now.Before(at) && retryOK {
 			due = TriggerRefresh
@@ -1146,6 +1161,12 @@ func (c *Credential) check(ctx context.Context) {
 	evs = c.settleLocked(now, TriggerWatch, evs, false)
 	c.mu.Unlock()
 	c.emit(evs)
+	if grant != nil && grant.GrantChanged(ctx) {
+		c.mu.Lock()
+		c.st.grantChanged = true
+		c.mu.Unlock()
+		due = TriggerWatch
+	}
 	if due != "" {
 		if _, err := c.Renew(ctx, due); err != nil && ctx.Err() == nil {
 			c.log.Debug("credential renewal failed", "credential", c.name, "trigger", string(due), "err", err)
@@ -1169,6 +1190,9 @@ func (c *Credential) nextCheck(now time.Time) time.Duration {
 		}
 	}
 	consider(c.st.retryAt)
+	if _, ok := c.src.(GrantChanger); ok && c.st.refreshRej {
+		consider(c.st.lastGrantPoll.Add(grantPoll))
+	}
 	if exp := c.expiryLocked(); !exp.IsZero() {
 		consider(exp)
 		consider(exp.Add(-lc.ExpiryWarning))
@@ -1228,6 +1252,10 @@ func (c *Credential) expiryLocked() time.Time {
 	}
 	return time.Time{}
 }
+
+// grantPoll is how often a credential whose refresh token was rejected
+// looks whether a new one is at its source.
+const grantPoll = 15 * time.Second
 
 // expiringFailures is how many renewals of a renewable credential fail in a
 // row, past its refresh point, before it is expiring.

@@ -1122,3 +1122,50 @@ func TestConfigExpiryIsTheFirstValues(t *testing.T) {
 		t.Errorf("a rotated value's expiry %v, want none known (the config's is the first value's)", got)
 	}
 }
+
+// grantSource is a fakeSource whose grant (a refresh token at a source of
+// its own) can change.
+type grantSource struct {
+	*fakeSource
+	changed atomic.Bool
+}
+
+func (g *grantSource) GrantChanged(context.Context) bool { return g.changed.Load() }
+
+// TestRevokedGrantTakesANewOne: a credential whose refresh token was
+// rejected (invalid_grant) is not asked again, but takes a new refresh
+// token put at its source without a reload; it stayed revoked until one.
+func TestRevokedGrantTakesANewOne(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var rejecting atomic.Bool
+		src := &grantSource{fakeSource: &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+			if rejecting.Load() {
+				return Token{}, fmt.Errorf("token endpoint: invalid_grant: %w", ErrRefreshRejected)
+			}
+			return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
+		}}}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		t.Cleanup(runWatch(t, c))
+		synctest.Wait()
+		rejecting.Store(true)
+		time.Sleep(90 * time.Second) // past the refresh point
+		synctest.Wait()
+		if st := c.Status(); st != StatusRevoked {
+			t.Fatalf("after invalid_grant: %v, want revoked", st)
+		}
+		fetches := len(src.times())
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := len(src.times()); n != fetches {
+			t.Errorf("%d more token requests with the rejected grant, want none", n-fetches)
+		}
+		rejecting.Store(false)
+		src.changed.Store(true) // a new refresh token at its source
+		time.Sleep(grantPoll + time.Second)
+		synctest.Wait()
+		if st := c.Status(); st != StatusHealthy {
+			t.Errorf("after a new refresh token: %v, want healthy", st)
+		}
+	})
+}

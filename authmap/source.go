@@ -51,6 +51,15 @@ type Source interface {
 	Fetch(ctx context.Context) (Token, error)
 }
 
+// GrantChanger is a Source whose own secret (an OAuth source's refresh
+// token, its client secret) is read from a source of its own: GrantChanged
+// reports whether that secret changed since the last Fetch, without asking
+// the provider, so that a grant the provider rejected is tried again once
+// an operator put a new one there.
+type GrantChanger interface {
+	GrantChanged(ctx context.Context) bool
+}
+
 // Watcher is a Source that can tell when its value may have changed (the file
 // source). Watch blocks until ctx is done, calling onChange (never
 // concurrently) after each change; it returns a non-nil error only when it

@@ -51,6 +51,7 @@ type Source struct {
 	configured string     // the refresh token last read from its source
 	refresh    string     // the refresh token to use next
 	adopted    bool       // refresh came from a peer replica (AdoptRefreshToken)
+	usedSecret string     // the client secret the last Fetch sent (GrantChanged)
 	rotates    bool       // the provider handed back a new refresh token
 
 	secretsMu sync.Mutex // never held during I/O: Secrets is called under the credential's lock
@@ -170,6 +171,7 @@ func (s *Source) Fetch(ctx context.Context) (authmap.Token, error) {
 		return authmap.Token{}, fmt.Errorf("oauth2 %s: reading the client secret: %w", s.cfg.TokenURL, err)
 	}
 	s.remember(secret)
+	s.usedSecret = secret
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, s.client)
 	var tok *oauth2.Token
 	switch s.grant {
@@ -199,6 +201,25 @@ func (s *Source) Fetch(ctx context.Context) (authmap.Token, error) {
 		out.Scopes = strings.Fields(sc)
 	}
 	return out, nil
+}
+
+// GrantChanged reports whether the configured refresh token or client
+// secret changed at its source since the last Fetch (authmap.GrantChanger).
+func (s *Source) GrantChanged(ctx context.Context) bool {
+	s.fetchMu.Lock()
+	configured, used := s.configured, s.usedSecret
+	s.fetchMu.Unlock()
+	if s.refreshSrc != nil {
+		if rt, err := authmap.FetchSecret(ctx, s.refreshSrc); err == nil && rt != configured {
+			return true
+		}
+	}
+	if s.clientSecret != nil && used != "" {
+		if cs, err := authmap.FetchSecret(ctx, s.clientSecret); err == nil && cs != used {
+			return true
+		}
+	}
+	return false
 }
 
 // readRefreshToken re-reads the configured refresh token; a value that

@@ -195,13 +195,20 @@ func TestRefreshRejectedThenReplaced(t *testing.T) {
 	if want := "the token endpoint answered 400 invalid_grant: grant request is invalid"; !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not contain %q", err, want)
 	}
-	// A person issues a new grant and writes its refresh token.
+	if src.GrantChanged(ctxT(t)) {
+		t.Error("GrantChanged before the refresh token changed")
+	}
+	// A person issues a new grant and writes its refresh token: seen
+	// without asking the provider (GrantChanged), then used.
 	ts.mu.Lock()
 	ts.revoked = false
 	ts.valid["rt-human"] = true
 	ts.mu.Unlock()
 	if err := os.WriteFile(path, []byte("rt-human\n"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if !src.GrantChanged(ctxT(t)) {
+		t.Error("GrantChanged missed the new refresh token")
 	}
 	if _, err := src.Fetch(ctxT(t)); err != nil {
 		t.Fatalf("Fetch with the new refresh token: %v", err)
