@@ -846,13 +846,22 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 		return req, nil // an env credential: Validate keeps it off HTTP upstreams
 	}
 	v := override
+	own := cc == nil // the upstream's own traffic, on its default credential
 	if v == "" && cc == nil {
 		// The upstream's own traffic (initialize, listings, pings, its GET
 		// stream) does not carry a value known dead either (issue 11: at
 		// most 2 requests with a dead token): the upstream shows down with
 		// the credential's failure until the value changes.
 		if f, blocked := u.gw.credentialGate(req.Context(), u, name); blocked {
-			return nil, &gatedError{f: f}
+			// Unless another of its tools' credentials works: those tools
+			// are served on the same session, which went down with the
+			// default credential (found trying the gateway from outside).
+			alt := u.ownFallback()
+			if alt == "" {
+				return nil, &gatedError{f: f}
+			}
+			name, c, own = alt, u.gw.credential(alt), false
+			header, prefix = c.Config().Inject.HeaderName()
 		}
 	}
 	if v == "" {
@@ -881,10 +890,33 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if cc != nil && override == "" {
 		cc.setUsed(v)
 	}
-	if cc == nil {
+	if own {
 		u.noteOwnSent(v)
 	}
 	return req, nil
+}
+
+// ownFallback returns a credential of u's tools, other than its default,
+// that the upstream's own traffic may carry while the default's value is
+// known dead (revoked, invalid): one sent as a header, with a value not
+// known dead; "" for none.
+func (u *upstream) ownFallback() string {
+	for _, n := range u.cfg.boundCredentials(u.gw.config().Credentials) {
+		if n == u.defaultCred {
+			continue
+		}
+		c := u.gw.credential(n)
+		if c == nil || c.Value() == "" {
+			continue
+		}
+		if h, _ := c.Config().Inject.HeaderName(); h == "" {
+			continue
+		}
+		if _, blocked := u.gw.deadCredential(u, n, c); !blocked {
+			return n
+		}
+	}
+	return ""
 }
 
 // noteCredentialExpiry feeds an expiry a provider announced on a response

@@ -932,3 +932,50 @@ func TestReloadRetriesRejected(t *testing.T) {
 		t.Errorf("no restored event from the admin reload: %+v", g.Events())
 	}
 }
+
+// TestOwnTrafficFallsBackToAToolsCredential: an upstream whose default
+// credential is revoked keeps its session on another credential of its
+// tools, so the tools bound to that one keep working; the health probe,
+// sending the dead default, took the upstream down and every tool with it.
+func TestOwnTrafficFallsBackToAToolsCredential(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newBearerUpstream(t, "search", "write")
+	up.accept("search-token-0123456789")
+	up.accept("default-token-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+health_interval: 100ms
+credentials:
+  dflt: {source: {value: default-token-0123456789}}
+  srch: {source: {value: search-token-0123456789}}
+upstreams:
+  x:
+    url: %s
+    credential: dflt
+    credentials: [{tools: [search], credential: srch}]
+`, up.url()), nil, nil)
+	callOK(t, ctx, cs, "x__search")
+	up.refuse("default-token-0123456789", rejectRevoked)
+	if f := failureOf(t, callTool(t, ctx, cs, "x__write")); f.Subtype != authmap.SubtypeCredentialRevoked {
+		t.Fatalf("a call on the revoked default credential: %+v", f)
+	}
+	// Probes run (every 100 ms) with the default known dead: the session
+	// stays up, on the search credential.
+	ownOnSearch := func() int { // the upstream's own traffic, on the search credential
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		n := 0
+		for _, s := range up.seen {
+			if s.Method != "tools/call" && s.Token == "search-token-0123456789" {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, ctx, func() bool { return ownOnSearch() >= 3 })
+	if st := g.Health().Upstreams["x"].Status; st != StatusUp {
+		t.Errorf("upstream %s with its default credential revoked, want up", st)
+	}
+	callOK(t, ctx, cs, "x__search")
+}
