@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -313,8 +314,11 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 	sub := authmap.Subtype(oe.Reason)
 	if isAuthSubtype(sub) && cred != "" {
 		f = authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: sub, Recovery: recoveryOf(sub), Credential: cred}
+		var renewsAt *time.Time
+		renews := false
 		if c := g.credential(cred); c != nil {
-			if le := c.Snapshot(false).LastError; le != nil && le.Subtype == sub {
+			snap := c.Snapshot(false)
+			if le := snap.LastError; le != nil && le.Subtype == sub {
 				f = *le
 				f.Credential = cred
 			}
@@ -322,9 +326,24 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 				f = cause // the very failure that opened it
 				f.Credential = cred
 			}
+			// A credential the gateway renews by itself (an OAuth token
+			// that expired, a renewal put off a minute) changes without
+			// anyone: the refusal is retryable, as the call's own
+			// failure was (they read "not retryable, rotate it").
+			renewsAt = snap.RenewalAt
+			renews = oe.RetryAfter.IsZero() && (renewsAt != nil || snap.Renewable && sub == authmap.SubtypeCredentialExpired)
 		}
-		f.Retryable = !oe.RetryAfter.IsZero()
+		f.Retryable = !oe.RetryAfter.IsZero() || renews
+		if renews {
+			until = "until the gateway renews the credential, which it does by itself"
+			f.Recovery = authmap.RecoveryWait
+		}
 		f.Detail = fmt.Sprintf("circuit open %s: credential %q was answered %s; not sent", until, cred, sub)
+		if renews && renewsAt != nil {
+			secs := max(int(math.Ceil(time.Until(*renewsAt).Seconds())), 1)
+			f.RetryAfterSeconds = &secs
+			return g.attribute(u, f)
+		}
 	} else {
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("circuit open %s: upstream %q failed repeatedly (%s); not sent", until, u.name, oe.Reason)}

@@ -549,3 +549,23 @@ func TestIdleLimitBreakerOpensOnProbeRejection(t *testing.T) {
 		return b.State == "open" && strings.Contains(b.Reason, "credential_")
 	})
 }
+
+// TestOpenFailureRetryableWhenRenewedByItself: a call refused by a
+// credential's open breaker is retryable when the gateway renews that
+// credential by itself (an OAuth token found expired), and not when only a
+// person can change it; it read "not retryable, rotate it" for an OAuth
+// token the gateway renewed seconds later.
+func TestOpenFailureRetryableWhenRenewedByItself(t *testing.T) {
+	t.Parallel()
+	g := notifyServer(t, notifyBase) // tok: a value; oauth: an OAuth client
+	u := g.upstream("api")
+	for _, tt := range []struct {
+		cred      string
+		retryable bool
+	}{{"oauth", true}, {"tok", false}} {
+		f := g.openFailure(u, tt.cred, &breaker.OpenError{Reason: string(authmap.SubtypeCredentialExpired)})
+		if f.Retryable != tt.retryable || tt.retryable && f.Recovery != authmap.RecoveryWait {
+			t.Errorf("%s: refusal %+v, want retryable %v", tt.cred, f, tt.retryable)
+		}
+	}
+}
