@@ -142,22 +142,7 @@ func TestStdioRotationRejectedAtStart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "env-one-0123456789")
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
-credentials:
-  tok: {source: {file: %s}, inject: {env: TOKEN}}
-upstreams:
-  local:
-    command: %q
-    env: {%s: envtoken}
-    credential: tok
-    provider: github
-`, path, self, rawUpstreamEnv), nil, nil)
+	g, cs, path := envTokenGateway(t, ctx, "env-one-0123456789")
 	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
 		t.Fatalf("whoami = %q, want the first value's", got)
 	}
@@ -190,13 +175,26 @@ func TestStdioRejectedAtStart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
+	g, _, _ := envTokenGateway(t, ctx, "bad-one-0123456789")
+	cred := g.Credentials().Get("tok")
+	waitFor(t, ctx, func() bool { return cred.Status() == authmap.StatusInvalid })
+	if f := g.Health().Upstreams["local"].LastFailure; f == nil || f.Subtype != authmap.SubtypeCredentialInvalid {
+		t.Errorf("the upstream's last failure = %+v, want credential_invalid", f)
+	}
+}
+
+// envTokenGateway starts a gateway in front of one stdio envtoken upstream,
+// "local" (provider github), whose TOKEN is credential tok, read from a file
+// holding value; it returns the file's path too.
+func envTokenGateway(t *testing.T, ctx context.Context, value string) (*Server, *mcp.ClientSession, string) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "token")
-	writeFile(t, path, "bad-one-0123456789")
-	g, _, _ := credGateway(t, ctx, fmt.Sprintf(`
+	writeFile(t, path, value)
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
 credentials:
   tok: {source: {file: %s}, inject: {env: TOKEN}}
 upstreams:
@@ -206,9 +204,5 @@ upstreams:
     credential: tok
     provider: github
 `, path, self, rawUpstreamEnv), nil, nil)
-	cred := g.Credentials().Get("tok")
-	waitFor(t, ctx, func() bool { return cred.Status() == authmap.StatusInvalid })
-	if f := g.Health().Upstreams["local"].LastFailure; f == nil || f.Subtype != authmap.SubtypeCredentialInvalid {
-		t.Errorf("the upstream's last failure = %+v, want credential_invalid", f)
-	}
+	return g, cs, path
 }

@@ -4,11 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,8 +208,8 @@ upstreams:
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs strings.Builder
-	log := zerolog.New(&syncWriter{w: &logs})
+	var logs lockedBuffer
+	log := zerolog.New(&logs)
 	g, err := gateway.New(cfg, &gateway.Options{Logger: &log})
 	if err != nil {
 		t.Fatal(err)
@@ -223,15 +221,4 @@ upstreams:
 	if got := n.Load(); got < 4 {
 		t.Errorf("the token endpoint was asked %d times, want again after the dropped connection", got)
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
