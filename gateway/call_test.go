@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // featureUpstream serves tools that exercise what travels during a call.
@@ -148,11 +150,17 @@ func TestCallFeatures(t *testing.T) {
 			t.Errorf("sample = %q, %v", text(res), err)
 		}
 	})
-	t.Run("agent without elicitation: upstream gets a clear error", func(t *testing.T) {
+	t.Run("agent without elicitation: a typed failure saying why", func(t *testing.T) {
+		// The upstream gets a clear error; the call it then fails is
+		// invalid_request naming the capability (it was the upstream's
+		// own error, typed upstream_error).
 		plain := agent(t, ctx, g, nil)
 		res, err := plain.CallTool(ctx, &mcp.CallToolParams{Name: "f__ask"})
-		if err != nil || !strings.Contains(text(res), "does not support elicitation") {
-			t.Errorf("ask without capability = %q, %v; want the upstream to report a clear error", text(res), err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := failureOf(t, res); f.Type != authmap.TypeInvalidRequest || !strings.Contains(f.Detail, "declared no elicitation capability") {
+			t.Errorf("ask without capability = %+v; want invalid_request naming the capability", f)
 		}
 	})
 	t.Run("log messages during a call", func(t *testing.T) {

@@ -119,8 +119,8 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 	if err := u.noMidCallRequests(c, "elicitation/create"); err != nil {
 		return nil, err
 	}
-	if caps := clientCaps(c.session); caps == nil || caps.Elicitation == nil {
-		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support elicitation", u.name)
+	if err := u.agentLacks(c, "elicitation/create", req.Params); err != nil {
+		return nil, err
 	}
 	release, err := u.flood.ask(u.name, c.agent())
 	if err != nil {
@@ -149,8 +149,8 @@ func (u *upstream) createMessageOn(c *inflight, req *mcp.CreateMessageRequest) (
 	if err := u.noMidCallRequests(c, "sampling/createMessage"); err != nil {
 		return nil, err
 	}
-	if caps := clientCaps(c.session); caps == nil || caps.Sampling == nil {
-		return nil, fmt.Errorf("credgate: the agent calling upstream %q does not support sampling", u.name)
+	if err := u.agentLacks(c, "sampling/createMessage", req.Params); err != nil {
+		return nil, err
 	}
 	release, err := u.flood.ask(u.name, c.agent())
 	if err != nil {
@@ -196,6 +196,23 @@ func (u *upstream) agentWaitErr(ctx context.Context, c *inflight, err error) err
 		return je
 	}
 	return err
+}
+
+// agentLacks refuses an upstream's request (method, with params p) to the
+// agent of call c when that agent did not declare the capability it needs
+// (inputNeed). The call, should it fail, fails with the reason, typed
+// invalid_request (the upstream's tool turned the refusal into its own
+// error, typed upstream_error: found trying the gateway from outside).
+func (u *upstream) agentLacks(c *inflight, method string, p any) error {
+	need := inputNeed(clientCaps(c.session), p)
+	if need == "" {
+		return nil
+	}
+	why := fmt.Sprintf("upstream %q sent %s during the call, and the agent declared no %s capability: it cannot be asked", u.name, method, need)
+	if r := inputRoundFrom(c.ctx); r != nil {
+		r.refused.Store(&why)
+	}
+	return fmt.Errorf("credgate: the agent calling upstream %q does not support %s (it declared no %s capability)", u.name, method, need)
 }
 
 // noMidCallRequests refuses an upstream's request (method) to the agent of
