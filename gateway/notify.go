@@ -98,6 +98,9 @@ type notifier struct {
 	host  string
 	// backoff is the wait before a second try (notifyBackoff; tests shorten it).
 	backoff time.Duration
+	// claimFor is how long a replica's claim to send a notification holds
+	// the others off (claimTTL; tests shorten it).
+	claimFor time.Duration
 	// redeliver is how long after a notification was dropped, its receiver
 	// failing every try, it is sent again while what it says still holds
 	// (notifyRedeliver; tests shorten it).
@@ -168,21 +171,17 @@ type delivery struct {
 }
 
 // claimTTL is how long one replica's claim to send an action of an alert
-// holds the others off: a trigger for the notifier's min_interval (no
-// replica triggers the alert again sooner), a resolve for 30 s (replicas
-// see a condition end within seconds of each other; a lagging one resolves
-// twice rather than a new incident's resolve being held off).
-func claimTTL(action string, minInterval time.Duration) time.Duration {
-	if action == actionTrigger && minInterval > 0 {
-		return minInterval
-	}
-	return 30 * time.Second
-}
+// holds the others off: replicas find a condition, or its end, within
+// seconds of each other. Short, so that it never holds off the next
+// incident's notification (each replica's own min_interval spaces its
+// triggers); a replica lagging more than this sends its own as well,
+// which a receiver deduplicates by the dedup_key.
+const claimTTL = 30 * time.Second
 
 // initOps builds the event bus and the notifier. It starts nothing.
 func (g *Server) initOps() {
 	g.events = newEventBus(maxEvents, maxEventSubscribers)
-	n := &notifier{g: g, backoff: notifyBackoff, redeliver: notifyRedeliver, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}, status: map[string]string{}}
+	n := &notifier{g: g, backoff: notifyBackoff, redeliver: notifyRedeliver, claimFor: claimTTL, alerts: map[alertKey]*alertState{}, breaker: map[string]*time.Timer{}, status: map[string]string{}}
 	n.host, _ = os.Hostname()
 	for _, c := range g.config().Notify {
 		s := &sink{cfg: c, on: map[string]bool{}, min: c.minInterval(), url: c.url(), queue: make(chan *delivery, notifyQueue)}
@@ -253,7 +252,7 @@ func (n *notifier) work(ctx context.Context, client *http.Client, s *sink) {
 // up to a minute.
 func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d *delivery) {
 	log := n.g.log.With().Str("notifier", s.cfg.Name).Str("action", d.action).Str("dedup_key", d.key).Logger()
-	if !d.again && !n.g.shared.claim(ctx, "notify:"+s.cfg.Name+":"+d.action+":"+d.key, claimTTL(d.action, s.min)) {
+	if !d.again && !n.g.shared.claim(ctx, "notify:"+s.cfg.Name+":"+d.action+":"+d.key, n.claimFor) {
 		// Replicas share one store: each found the condition, one tells
 		// the receiver (each sent its own trigger and resolve).
 		s.elsewhere.Add(1)
