@@ -568,7 +568,7 @@ func metadataOf(tok Token) Token {
 }
 
 func (c *Credential) adoptLocked(tok Token, now time.Time) {
-	c.st.rejected = ""
+	c.st.rejected, c.st.grantChanged = "", false
 	if c.st.firstValue == "" {
 		c.st.firstValue = tok.Value
 	}
@@ -625,7 +625,9 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 	c.st.loaded = true
 	c.st.lastErr = f
 	c.st.fetchErr = true
-	c.st.grantChanged = false
+	if errors.Is(err, ErrRefreshRejected) || errors.Is(err, ErrClientRejected) {
+		c.st.grantChanged = false // the new grant is rejected too; a transient failure keeps trying it
+	}
 	if !trigger.manual() && trigger != TriggerLiveError {
 		c.st.failures++
 		c.st.retryAt = now.Add(c.backoffLocked())
@@ -1135,6 +1137,12 @@ func (c *Credential) check(ctx context.Context) {
 		// there); it is asked again, with backoff, at most every
 		// check_interval (found trying the gateway from outside).
 		if retryOK && (c.st.failures > 0 || now.Sub(c.st.lastPoll) >= lc.CheckInterval) {
+			due = TriggerWatch
+		}
+	case c.st.refreshRej && c.st.grantChanged:
+		// A new grant, not yet taken (its first fetch failed on the way):
+		// asked again, with backoff.
+		if retryOK {
 			due = TriggerWatch
 		}
 	case c.st.refreshRej:

@@ -1138,8 +1138,11 @@ func (g *grantSource) GrantChanged(context.Context) bool { return g.changed.Load
 func TestRevokedGrantTakesANewOne(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var rejecting atomic.Bool
+		var rejecting, unreachable atomic.Bool
 		src := &grantSource{fakeSource: &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+			if unreachable.Load() {
+				return Token{}, errors.New("token endpoint unreachable")
+			}
 			if rejecting.Load() {
 				return Token{}, fmt.Errorf("token endpoint: invalid_grant: %w", ErrRefreshRejected)
 			}
@@ -1160,9 +1163,17 @@ func TestRevokedGrantTakesANewOne(t *testing.T) {
 		if n := len(src.times()); n != fetches {
 			t.Errorf("%d more token requests with the rejected grant, want none", n-fetches)
 		}
+		// A new refresh token at its source, while the token endpoint is
+		// unreachable for a moment: tried until it is taken (the first
+		// failure left it untried for good).
 		rejecting.Store(false)
-		src.changed.Store(true) // a new refresh token at its source
+		unreachable.Store(true)
+		src.changed.Store(true)
 		time.Sleep(grantPoll + time.Second)
+		synctest.Wait()
+		src.changed.Store(false) // as the source sees it once read
+		unreachable.Store(false)
+		time.Sleep(time.Minute)
 		synctest.Wait()
 		if st := c.Status(); st != StatusHealthy {
 			t.Errorf("after a new refresh token: %v, want healthy", st)
