@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -104,7 +105,10 @@ type state struct {
 	firstValue string
 	// rejected is the value RejectRotation took back: read again from the
 	// source, it is not adopted again but by an operator's reload.
-	rejected string
+	rejected   string
+	rejectedAt time.Time
+	// prevLive is the live status of the value adoptLocked replaced last.
+	prevLive Status
 	live     Status // a status calls or the source reported; StatusUnknown = none
 	liveAt   time.Time
 	// limitedUntil is when the provider said a rate limit resets (its
@@ -361,7 +365,7 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	}
 	c.mu.Lock()
 	same := c.st.loaded && tok.Value == c.st.value
-	if !same && c.st.rejected != "" && tok.Value == c.st.rejected && trigger != TriggerAdmin {
+	if !same && c.st.rejected != "" && tok.Value == c.st.rejected && trigger != TriggerAdmin && time.Since(c.st.rejectedAt) < rejectedHold {
 		// Taken back once already (RejectRotation): the source has not
 		// changed since, and nothing more is to be said.
 		c.st.lastChecked = time.Now()
@@ -573,7 +577,7 @@ func (c *Credential) adoptLocked(tok Token, now time.Time) {
 		c.st.firstValue = tok.Value
 	}
 	if c.st.value != "" && c.st.value != tok.Value {
-		c.st.prevTok, c.st.prevObtained = c.st.tok, c.st.obtained
+		c.st.prevTok, c.st.prevObtained, c.st.prevLive = c.st.tok, c.st.obtained, c.st.live
 		c.st.previous = append(c.st.previous, c.st.value)
 		if len(c.st.previous) > maxPrevious {
 			c.st.previous = append([]string(nil), c.st.previous[len(c.st.previous)-maxPrevious:]...)
@@ -787,13 +791,15 @@ func (c *Credential) ReportFailure(f Failure, used, by string) {
 
 // RejectRotation takes back v, the value adopted last, which the provider
 // rejected before it served (a stdio child started with it exited on the
-// rejection, while a child with the value before it still serves), and
-// keeps the value before it, as a rotation its check rejected is: event
-// rejected_rotation, f as last_error, a new generation. by says what met
-// the rejection. It reports whether it did: not when v is no longer the
-// value, or no value came before it. The source still holds v; its next
-// change is adopted as usual.
-func (c *Credential) RejectRotation(v string, f Failure, by string) bool {
+// rejection, while a child with keep, a value held before, still serves),
+// and keeps keep, as a rotation its check rejected is: event
+// rejected_rotation, f as last_error, a new generation, which it returns.
+// by says what met the rejection. It does nothing (ok false) when v is no
+// longer the value, keep was never held, or the value v replaced had been
+// found dead. The source still holds v: read again within rejectedHold it
+// is not adopted again but by an operator's reload; after that it is
+// tried again (a key that takes a while to become valid).
+func (c *Credential) RejectRotation(v, keep string, f Failure, by string) (gen uint64, ok bool) {
 	now := time.Now()
 	var evs []Event
 	c.mu.Lock()
@@ -801,17 +807,21 @@ func (c *Credential) RejectRotation(v string, f Failure, by string) bool {
 		c.mu.Unlock()
 		c.emit(evs)
 	}()
-	n := len(c.st.previous)
-	if v == "" || v != c.st.value || n == 0 {
-		return false
+	i := slices.Index(c.st.previous, keep)
+	if v == "" || v != c.st.value || keep == "" || i < 0 || c.st.prevLive.dead() {
+		// Nothing to go back to: not a value held before, or the value
+		// before it was already found dead (the very reason it rotated).
+		return 0, false
 	}
-	prev := c.st.previous[n-1]
-	c.st.previous[n-1] = v // still known, for redaction
-	c.st.rejected = v
-	c.st.value = prev
+	c.st.previous[i] = v // still known, for redaction
+	c.st.rejected, c.st.rejectedAt = v, now
+	c.st.value = keep
 	c.st.gen++
-	c.st.tok, c.st.obtained = c.st.prevTok, c.st.prevObtained
-	c.st.jwtExp, _ = jwtExpiry(prev)
+	c.st.tok, c.st.obtained = Token{}, c.st.prevObtained
+	if i == len(c.st.previous)-1 {
+		c.st.tok = c.st.prevTok // its metadata, if it is the one just replaced
+	}
+	c.st.jwtExp, _ = jwtExpiry(keep)
 	c.st.noted = time.Time{}
 	c.st.lastErr = c.failureWithCredential(&f)
 	c.st.lastEventKey = ""
@@ -822,7 +832,7 @@ func (c *Credential) RejectRotation(v string, f Failure, by string) bool {
 		detail += " (" + truncateDetail(c.redactLocked(f.Detail)) + ")"
 	}
 	evs = append(evs, c.eventLocked(now, EventRejectedRotation, TriggerLiveError, detail+"; the value before it is kept"))
-	return true
+	return c.st.gen, true
 }
 
 func truncateDetail(d string) string {
@@ -1260,6 +1270,10 @@ func (c *Credential) expiryLocked() time.Time {
 	}
 	return time.Time{}
 }
+
+// rejectedHold is how long a value RejectRotation took back is not adopted
+// again from its source.
+const rejectedHold = time.Minute
 
 // grantPoll is how often a credential whose refresh token was rejected
 // looks whether a new one is at its source.

@@ -1020,10 +1020,13 @@ func TestRejectRotation(t *testing.T) {
 	}
 	gen := c.Generation()
 	f := Failure{Type: TypeAuthFailure, Subtype: SubtypeCredentialInvalid, Detail: "401 Bad credentials"}
-	if c.RejectRotation("first-value-0123456789", f, "a child") {
+	if _, ok := c.RejectRotation("first-value-0123456789", "second-value-0123456789", f, "a child"); ok {
 		t.Error("a value no longer held was taken back")
 	}
-	if !c.RejectRotation("second-value-0123456789", f, "a child started with the new value") {
+	if _, ok := c.RejectRotation("second-value-0123456789", "never-held-0123456789", f, "a child"); ok {
+		t.Error("taken back for a value never held")
+	}
+	if _, ok := c.RejectRotation("second-value-0123456789", "first-value-0123456789", f, "a child started with the new value"); !ok {
 		t.Fatal("the value adopted last was not taken back")
 	}
 	if v := c.Value(); v != "first-value-0123456789" || c.Generation() == gen {
@@ -1177,6 +1180,61 @@ func TestRevokedGrantTakesANewOne(t *testing.T) {
 		synctest.Wait()
 		if st := c.Status(); st != StatusHealthy {
 			t.Errorf("after a new refresh token: %v, want healthy", st)
+		}
+	})
+}
+
+// TestRejectRotationKeepsWhatServes: the value kept is the one the old
+// child holds, however many came between (it went back one value, to one
+// no child held); nothing is kept when the value replaced had been found
+// dead (the reason it rotated); a rejected value read again after
+// rejectedHold is tried again (a key that takes a while to become valid).
+func TestRejectRotationKeepsWhatServes(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		value := "a-value-0123456789ab"
+		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return Token{Value: value}, nil
+		}}
+		set := func(v string) {
+			mu.Lock()
+			value = v
+			mu.Unlock()
+		}
+		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+		ctx := t.Context()
+		if err := c.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []string{"b-value-0123456789ab", "c-value-0123456789ab"} {
+			set(v)
+			if _, err := c.Renew(ctx, TriggerFile); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := Failure{Type: TypeAuthFailure, Subtype: SubtypeCredentialInvalid}
+		if _, ok := c.RejectRotation("c-value-0123456789ab", "a-value-0123456789ab", f, "a child"); !ok || c.Value() != "a-value-0123456789ab" {
+			t.Errorf("after A, B, C with the child on A: kept %q (%v), want A", c.Value(), ok)
+		}
+		// Read again at once: not adopted; after rejectedHold: tried again.
+		if _, err := c.Renew(ctx, TriggerFile); err != nil || c.Value() != "a-value-0123456789ab" {
+			t.Errorf("the rejected value read again at once: %q, %v", c.Value(), err)
+		}
+		time.Sleep(rejectedHold + time.Second)
+		if _, err := c.Renew(ctx, TriggerFile); err != nil || c.Value() != "c-value-0123456789ab" {
+			t.Errorf("the rejected value read again after %s: %q, %v; want it tried again", rejectedHold, c.Value(), err)
+		}
+		// The value it replaced found dead first: nothing to go back to.
+		c.Report(SubtypeCredentialRevoked, "c-value-0123456789ab")
+		set("d-value-0123456789ab")
+		if _, err := c.Renew(ctx, TriggerFile); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c.RejectRotation("d-value-0123456789ab", "c-value-0123456789ab", f, "a child"); ok {
+			t.Error("went back to a value found revoked")
 		}
 	})
 }

@@ -68,6 +68,12 @@ func (s *Status) UnmarshalText(b []byte) error {
 	return fmt.Errorf("unknown credential status %q", b)
 }
 
+// dead reports whether s says the provider refused the value (revoked,
+// invalid, expired).
+func (s Status) dead() bool {
+	return s == StatusRevoked || s == StatusInvalid || s == StatusExpired
+}
+
 // Usable reports whether calls should be sent with a credential in this
 // status: healthy, expiring and unknown (not checked yet) are; the others are
 // known to fail.

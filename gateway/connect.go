@@ -265,6 +265,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 	var t mcp.Transport
 	var child *childStderr
 	var credGen uint64
+	var credVal string
 	var conn *stdioConn // a stdio child's, once started
 	closeStderr := func() {}
 	switch u.cfg.Transport {
@@ -273,6 +274,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		// the call's (a session of its own), else the upstream's default.
 		extra, gen, err := u.childCredential(ctx)
 		credGen = gen
+		for _, v := range extra {
+			credVal = v // its one entry
+		}
 		if err != nil {
 			return nil, &connectError{err}
 		}
@@ -355,7 +359,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		u.stdio.Store(cs, conn)
 		conn.onEnded(func() { u.stdio.Delete(cs) })
 	}
-	u.connected(client, credGen)
+	u.connected(client, credGen, credVal)
 	return cs, nil
 }
 

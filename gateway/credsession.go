@@ -32,8 +32,10 @@ const maxRetired = 64
 type credSessions struct {
 	// rotate wakes serve to look at the default credential's generation.
 	rotate chan struct{}
-	// sharedGen is the default credential's generation the shared child holds.
+	// sharedGen is the default credential's generation the shared child
+	// holds, and sharedVal its value.
 	sharedGen atomic.Uint64
+	sharedVal atomic.Pointer[string]
 	// counted is set for a stdio upstream with credentials: only then are
 	// sessions counted and replaced.
 	counted bool
@@ -121,9 +123,10 @@ func (u *upstream) childCredential(ctx context.Context) (env map[string]string, 
 
 // connected records what a new session holds: the default credential's
 // generation of the shared child.
-func (u *upstream) connected(client *mcp.Client, gen uint64) {
+func (u *upstream) connected(client *mcp.Client, gen uint64, value string) {
 	if client == u.client {
 		u.creds.sharedGen.Store(gen)
+		u.creds.sharedVal.Store(&value)
 	}
 }
 
@@ -151,8 +154,10 @@ func (u *upstream) rotated(ctx context.Context) *handoff {
 		// held (found trying the gateway from outside).
 		if f, _ := u.gw.classify(u, err); f.IsAuth() && opensCredential(f.Subtype) && !limited(f) && c.Generation() == gen {
 			f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
-			if c.RejectRotation(v, f, "a child started with the new value") {
-				u.creds.sharedGen.Store(c.Generation()) // the old child holds it
+			if kept := u.creds.sharedVal.Load(); kept != nil {
+				if gen, ok := c.RejectRotation(v, *kept, f, "a child started with the new value"); ok {
+					u.creds.sharedGen.Store(gen) // the old child holds it
+				}
 			}
 		}
 		return nil
