@@ -28,6 +28,12 @@ func fingerprint(tok string) string {
 // environment holds: whoami at once, wait once the file named in its
 // arguments exists (creating <file>.started first).
 func envTokenUpstream() {
+	if strings.HasPrefix(os.Getenv("TOKEN"), "npm-") {
+		// npx failing on its registry, not on the server's provider.
+		fmt.Fprintln(os.Stderr, "npm error code E401")
+		fmt.Fprintln(os.Stderr, "npm error 401 Unauthorized - GET https://registry.npmjs.org/@org%2fprivate-mcp")
+		os.Exit(1)
+	}
 	if strings.HasPrefix(os.Getenv("TOKEN"), "bad-") {
 		// As a server checking its token at start does (GitHub's).
 		fmt.Fprintln(os.Stderr, "Error: GET https://api.github.com/user: 401 Bad credentials")
@@ -205,4 +211,21 @@ upstreams:
     provider: github
 `, path, self, rawUpstreamEnv), nil, nil)
 	return g, cs, path
+}
+
+// TestStdioRegistryFailureIsNoRejection: a child whose start fails on a
+// package registry's 401 (npx, a private package) is down, unavailable;
+// its credential, which the registry never saw, is not found invalid.
+func TestStdioRegistryFailureIsNoRejection(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	g, _, _ := envTokenGateway(t, ctx, "npm-one-0123456789")
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["local"].LastFailure != nil })
+	if f := g.Health().Upstreams["local"].LastFailure; f.Type != authmap.TypeUpstreamUnavailable {
+		t.Errorf("the upstream's last failure = %+v, want upstream_unavailable", f)
+	}
+	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusHealthy {
+		t.Errorf("credential %s, want healthy (the registry's 401 is not about it)", st)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -170,14 +171,9 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("upstream %q: command %q cannot be started: %v", u.name, u.cfg.Command, err)}
 	case isDeadSession(err) || isNetError(err) || u.streamEnded(err):
-		if se, ok := errors.AsType[*stderrError](err); ok {
-			// A child that exited saying its credential was rejected
-			// (at start, as servers that check it do): that is what the
-			// agent and ops must act on, not the outage it caused.
-			if af, ok := g.classifier.ClassifyText(classifiable(se.line), u.cfg.Provider, k); ok && af.IsAuth() {
-				f = af
-				break
-			}
+		if af, ok := g.childRejected(u, err, k); ok {
+			f = af
+			break
 		}
 		what := "connection lost"
 		if _, connecting := errors.AsType[*connectError](err); connecting {
@@ -205,6 +201,30 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 	}
 	return g.attribute(u, f), upstreamRPC
 }
+
+// childRejected reads the failure of a stdio child that exited at start
+// (a handshake that never came up) saying the provider rejected its
+// credential ("401 Bad credentials" on its stderr), as servers that check
+// it at start do: that, not the outage it caused, is what the agent and
+// ops must act on. Only for an upstream with a credential to blame, and
+// not a package manager's or a registry's line (npx's "npm error code
+// E401" is about the registry, not the upstream's provider), nor a child
+// that died after it came up (its stderr's last words say why it died).
+func (g *Server) childRejected(u *upstream, err error, k authmap.Knowledge) (authmap.Failure, bool) {
+	se, ok := errors.AsType[*stderrError](err)
+	if !ok || u.defaultCred == "" || registryLine.MatchString(se.line) {
+		return authmap.Failure{}, false
+	}
+	if _, connecting := errors.AsType[*connectError](err); !connecting {
+		return authmap.Failure{}, false
+	}
+	af, ok := g.classifier.ClassifyText(classifiable(se.line), u.cfg.Provider, k)
+	return af, ok && af.IsAuth()
+}
+
+// registryLine matches a package manager's or a package registry's error
+// line, which a command run through npx, uvx or pip may print at start.
+var registryLine = regexp.MustCompile(`(?i)\bnpm (err!?|error)\b|\bE40[13]\b|registry\.|\bpip\b|\buv\b.*\b(index|registry)\b|\byarn\b|\bpnpm\b`)
 
 // attribute completes a failure object for the wire: it names the upstream
 // and, for a credential failure, the credential, and redacts and bounds the
