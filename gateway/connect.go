@@ -19,6 +19,7 @@ import (
 // backoff and jitter until ctx is done.
 func (u *upstream) run(ctx context.Context) {
 	defer u.gw.recoverLog("upstream run", u.name)
+	ctx = context.WithValue(ctx, ownTrafficKey{}, true) // its handshakes, listings, probes, streams
 	u.mu.Lock()
 	u.ctx = ctx
 	u.mu.Unlock()

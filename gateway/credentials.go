@@ -856,7 +856,13 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 			// Unless another of its tools' credentials works: those tools
 			// are served on the same session, which went down with the
 			// default credential (found trying the gateway from outside).
-			alt := u.ownFallback()
+			// Only the upstream's own upkeep: an agent's own request
+			// (resources/read, prompts/get) carries no other tool's
+			// credential, which its agent may have no grant on.
+			alt := ""
+			if upkeep, _ := req.Context().Value(ownTrafficKey{}).(bool); upkeep {
+				alt = u.ownFallback()
+			}
 			if alt == "" {
 				return nil, &gatedError{f: f}
 			}
@@ -890,11 +896,23 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if cc != nil && override == "" {
 		cc.setUsed(v)
 	}
+	if cc == nil {
+		// What the upstream's own traffic carried, and on which
+		// credential: its rejection is that credential's.
+		u.ownVia.Store(&ownSend{credential: name, value: v})
+	}
 	if own {
 		u.noteOwnSent(v)
 	}
 	return req, nil
 }
+
+// ownTrafficKey marks the context of the upstream's own upkeep (its
+// connect loop: handshakes, listings, probes, streams).
+type ownTrafficKey struct{}
+
+// ownSend is a value the upstream's own traffic carried, and its credential.
+type ownSend struct{ credential, value string }
 
 // ownFallback returns a credential of u's tools, other than its default,
 // that the upstream's own traffic may carry while the default's value is

@@ -978,4 +978,27 @@ upstreams:
 		t.Errorf("upstream %s with its default credential revoked, want up", st)
 	}
 	callOK(t, ctx, cs, "x__search")
+	// An agent's own request (a resource read) carries no other tool's
+	// credential: its agent may have no grant on that tool.
+	res, err := cs.ListResources(ctx, nil)
+	if err != nil || len(res.Resources) == 0 {
+		t.Fatalf("resources: %v, %v", res, err)
+	}
+	_, _ = cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: res.Resources[0].URI})
+	up.mu.Lock()
+	for _, s := range up.seen {
+		if s.Method == "resources/read" && s.Token == "search-token-0123456789" {
+			t.Error("an agent's resources/read carried the search tool's credential")
+		}
+	}
+	up.mu.Unlock()
+	// The fallback rejected too: it is found dead, and not sent again.
+	up.refuse("search-token-0123456789", rejectRevoked)
+	srch := g.Credentials().Get("srch")
+	waitFor(t, ctx, func() bool { return srch.Status() == authmap.StatusRevoked })
+	sent := ownOnSearch()
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["x"].Status != StatusUp })
+	if n := ownOnSearch(); n > sent+1 {
+		t.Errorf("%d more requests carried the revoked fallback credential, want at most one", n-sent)
+	}
 }

@@ -48,6 +48,17 @@ func (u *upstream) ownTrafficRejectedAt(ctx context.Context, err error, f authma
 	if !f.IsAuth() || u.defaultCred == "" || f.Credential != u.defaultCred || notSent(err) || ctx.Err() != nil {
 		return
 	}
+	if via := u.ownVia.Load(); via != nil && via.credential != u.defaultCred {
+		// It carried another of its tools' credentials, the default's
+		// being dead (ownFallback): the rejection is that one's, so that
+		// it is not sent again either.
+		if c := u.gw.credential(via.credential); c != nil && c.Value() == via.value && opensCredential(f.Subtype) {
+			f.Credential = via.credential
+			f.Detail, f.ProviderCode = u.gw.redact(f.Detail), u.gw.redact(f.ProviderCode)
+			c.ReportFailure(f, via.value, "the upstream's own request")
+		}
+		return
+	}
 	c := u.gw.credential(u.defaultCred)
 	p := u.ownSent.Load()
 	if c == nil || p == nil || *p == "" || c.Generation() != gen {

@@ -99,8 +99,10 @@ type upstream struct {
 	// when that happens. busy counts calls in flight on it and lastAnswer is
 	// when it last answered one (unix ns): either is proof of life, so the
 	// probe is skipped (see health.go).
-	current    atomic.Pointer[mcp.ClientSession]
-	lostSig    chan struct{}
+	current atomic.Pointer[mcp.ClientSession]
+	lostSig chan struct{}
+	// ownVia is what the upstream's own traffic carried last (injectCredential).
+	ownVia     atomic.Pointer[ownSend]
 	busy       atomic.Int64
 	lastAnswer atomic.Int64
 	// probeTurns counts the turns of the health probe's loop, probed or
