@@ -366,3 +366,24 @@ func TestStatelessDownstream(t *testing.T) {
 		t.Errorf("call through a stateless gateway = %v, %v", res, err)
 	}
 }
+
+// TestSessionRefusalText: which 400 answers on a session are read as the
+// session's loss (resent on a new one), and which are the server's own.
+func TestSessionRefusalText(t *testing.T) {
+	t.Parallel()
+	for msg, want := range map[string]bool{
+		"Bad Request: No valid session ID provided": true,
+		"Bad Request: Server not initialized":       true,
+		"Invalid or missing session ID":             true,
+		"Session not found":                         true,
+		"session abc123 has expired":                true,
+		"Invalid params: session_name is required":  false,
+		"the session's quota is used up":            false,
+		"Bad Request: body is not JSON":             false,
+	} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","error":{"code":-32000,"message":%q},"id":null}`, msg)
+		if got := sessionRefusal([]byte(body)); got != want {
+			t.Errorf("%q: read as a lost session %v, want %v", msg, got, want)
+		}
+	}
+}

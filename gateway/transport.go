@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -398,9 +399,15 @@ func sessionRefusal(body []byte) bool {
 	if json.Unmarshal(bytes.TrimSpace(body), &msg) != nil || msg.Error == nil {
 		return false
 	}
-	m := strings.ToLower(msg.Error.Message)
-	return strings.Contains(m, "session") || strings.Contains(m, "not initialized")
+	return sessionRefusalText.MatchString(msg.Error.Message)
 }
+
+// sessionRefusalText matches what servers answer for a session they do not
+// know: the TypeScript SDK's example servers' "No valid session ID
+// provided" and "Server not initialized", "Invalid or missing session ID",
+// "Session not found". Not any message naming a session (a tool's
+// "session_name is required").
+var sessionRefusalText = regexp.MustCompile(`(?i)\b(no valid|invalid|unknown|missing|expired)\b[^.]{0,20}\bsession[ _-]?id\b|\bsession\b[^.]{0,20}\b(not found|expired|unknown|does not exist)\b|\bserver not initiali[sz]ed\b`)
 
 func isJSONRPC(body []byte) bool {
 	var msg struct {
