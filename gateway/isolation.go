@@ -39,9 +39,13 @@ func (u *upstream) routeLog(agent *mcp.ServerSession, p *mcp.LoggingMessageParam
 			u.flood.droppedNotify()
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), idleLogWait)
-		defer cancel()
-		_ = agent.Log(ctx, p)
+		// Off the upstream's reading: an agent slow to take it must not
+		// hold up the session's next messages (the rate bounds these).
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), idleLogWait)
+			defer cancel()
+			_ = agent.Log(ctx, p)
+		}()
 		return
 	}
 	if agent == nil {
