@@ -252,7 +252,13 @@ func (n *notifier) work(ctx context.Context, client *http.Client, s *sink) {
 // up to a minute.
 func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d *delivery) {
 	log := n.g.log.With().Str("notifier", s.cfg.Name).Str("action", d.action).Str("dedup_key", d.key).Logger()
-	if !d.again && !n.g.shared.claim(ctx, "notify:"+s.cfg.Name+":"+d.action+":"+d.key, n.claimFor) {
+	hold := n.claimFor
+	if d.action == actionResolve {
+		// Shorter: a next incident that begins and ends within it would
+		// have its resolve held off, the alert left open for good.
+		hold /= 6
+	}
+	if !d.again && !n.g.shared.claim(ctx, "notify:"+s.cfg.Name+":"+d.action+":"+d.key, hold) {
 		// Replicas share one store: each found the condition, one tells
 		// the receiver (each sent its own trigger and resolve).
 		s.elsewhere.Add(1)
@@ -265,6 +271,7 @@ func (n *notifier) deliver(ctx context.Context, client *http.Client, s *sink, d 
 		retry, after, err := n.post(ctx, client, s, d)
 		if err == nil {
 			s.sent.Add(1)
+			s.lastErr.Store(nil) // delivered: the last failure is behind it
 			log.Info().Int(fieldAttempt, attempt).Msg("notification delivered")
 			return
 		}
@@ -465,16 +472,15 @@ func (n *notifier) credential(e Event) {
 		})
 		return
 	}
-	if (want == CondCredentialInvalid || want == CondCredentialRevoked) && renewalAt != nil {
-		// The gateway renews it by itself shortly (a rejection's renewal
-		// put off by the once-a-minute bound): page only if that does not
-		// heal it. A second revocation within the minute paged critical
-		// for what healed a minute later (found trying the gateway).
+	if wait, ok := credentialGrace(want, e, renewalAt, last); ok {
+		// Likely to heal by itself: page only if it has not after wait. A
+		// second revocation within the minute paged critical for what
+		// healed a minute later (found trying the gateway).
 		st := n.state(k)
 		if st.active || st.pending != nil {
 			return
 		}
-		st.pending = time.AfterFunc(time.Until(*renewalAt)+renewalGrace, func() {
+		st.pending = time.AfterFunc(wait, func() {
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			if st.pending == nil || n.stopped {
@@ -491,6 +497,28 @@ func (n *notifier) credential(e Event) {
 	if want == CondCredentialExpiredUnrenewable {
 		n.expiredTakesOver(name)
 	}
+}
+
+// credentialGrace says whether condition want, which event e starts, waits
+// before it pages, and how long: what is likely to heal by itself.
+//   - invalid or revoked while the credential's renewal is put off
+//     (renewalAt): until a little past it;
+//   - invalid or revoked as a peer replica found it: as long, since this
+//     replica does not know of the finder's put-off renewal (it paged at
+//     once for what the finder held back);
+//   - missing because its source did not answer (a token endpoint or a
+//     store unreachable): a minute (the start-up pre-flight's first
+//     failed attempt paged though its retry succeeded).
+func credentialGrace(want string, e Event, renewalAt *time.Time, last *authmap.Failure) (time.Duration, bool) {
+	switch {
+	case (want == CondCredentialInvalid || want == CondCredentialRevoked) && renewalAt != nil:
+		return time.Until(*renewalAt) + renewalGrace, true
+	case (want == CondCredentialInvalid || want == CondCredentialRevoked) && e.Trigger == string(authmap.TriggerPeer):
+		return time.Minute + renewalGrace, true
+	case want == CondCredentialMissing && last != nil && last.Type == authmap.TypeUpstreamUnavailable:
+		return expiredGrace, true
+	}
+	return 0, false
 }
 
 // expiredTakesOver resolves credential_expiring of a credential whose

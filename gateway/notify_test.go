@@ -750,3 +750,42 @@ notify:
 		t.Errorf("the receiver got (-want +got):\n%s", diff)
 	}
 }
+
+// What is likely to heal by itself waits before it pages: a revocation a
+// peer replica found (the finder may have put its renewal off), and a
+// credential missing because its source did not answer (the start-up
+// pre-flight's first attempt paged though its retry succeeded).
+func TestNotifyGraceForWhatHealsItself(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := notifyServer(t, notifyBase)
+		peer := credEvent(authmap.EventRevoked, authmap.StatusRevoked)
+		peer.Trigger = string(authmap.TriggerPeer)
+		g.publish(peer)
+		synctest.Wait()
+		if got := drain(t, g, "pd"); len(got) != 0 {
+			t.Errorf("a peer's revocation at once: %v, want nothing yet", got)
+		}
+		time.Sleep(time.Minute + renewalGrace + time.Second)
+		synctest.Wait()
+		if diff := cmp.Diff([]string{"trigger credgate/credential/tok/credential_revoked"}, drain(t, g, "pd")); diff != "" {
+			t.Errorf("a peer's revocation that lasts (-want +got):\n%s", diff)
+		}
+
+		// The OAuth credential's token endpoint does not answer: missing,
+		// then loaded within the grace; nobody is paged.
+		c := g.credential("oauth")
+		_ = c.Load(t.Context()) // 127.0.0.1:1 refuses the connection
+		if le := c.Snapshot(false).LastError; le == nil || le.Type != authmap.TypeUpstreamUnavailable {
+			t.Fatalf("last error %+v, want the source unreachable", le)
+		}
+		g.publish(oauthEvent(authmap.EventMissing, authmap.StatusMissing))
+		time.Sleep(expiredGrace / 2)
+		g.publish(oauthEvent(authmap.EventLoaded, authmap.StatusHealthy))
+		time.Sleep(2 * expiredGrace)
+		synctest.Wait()
+		if got := drain(t, g, "pd"); len(got) != 0 {
+			t.Errorf("missing while its source did not answer, then loaded: %v, want nothing", got)
+		}
+	})
+}
