@@ -114,6 +114,15 @@ func (u *upstream) childCredential(ctx context.Context) (env map[string]string, 
 	if v == "" {
 		return nil, 0, &credentialMissingError{credential: name, why: u.gw.missingFailure(name).Detail}
 	}
+	if override == "" {
+		// A value known dead starts no child, as it is not sent over HTTP
+		// (injectCredential): a child that exits on it at start was
+		// restarted with it, and presented it to the provider, every few
+		// seconds until it changed (found trying the gateway from outside).
+		if f, dead := u.gw.deadCredential(u, name, c); dead {
+			return nil, 0, &gatedError{f: f}
+		}
+	}
 	u.gw.noteSecrets(name, c)
 	if callCredFrom(ctx) == nil {
 		u.noteOwnSent(v) // the shared child's: its rejection at start is the credential's (ownTrafficRejected)

@@ -28,6 +28,12 @@ func fingerprint(tok string) string {
 // environment holds: whoami at once, wait once the file named in its
 // arguments exists (creating <file>.started first).
 func envTokenUpstream() {
+	if f := os.Getenv("STARTS"); f != "" { // counts the children started
+		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err == nil {
+			_, _ = fh.WriteString("x")
+			_ = fh.Close()
+		}
+	}
 	if strings.HasPrefix(os.Getenv("TOKEN"), "npm-") {
 		// npx failing on its registry, not on the server's provider.
 		fmt.Fprintln(os.Stderr, "npm error code E401")
@@ -181,12 +187,23 @@ func TestStdioRejectedAtStart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	g, _, _ := envTokenGateway(t, ctx, "bad-one-0123456789")
+	g, _, path := envTokenGateway(t, ctx, "bad-one-0123456789")
 	cred := g.Credentials().Get("tok")
 	waitFor(t, ctx, func() bool { return cred.Status() == authmap.StatusInvalid })
 	if f := g.Health().Upstreams["local"].LastFailure; f == nil || f.Subtype != authmap.SubtypeCredentialInvalid {
 		t.Errorf("the upstream's last failure = %+v, want credential_invalid", f)
 	}
+	// The value known dead starts no child again (each presented it to
+	// the provider), until it changes.
+	starts := childStarts(path)
+	u := g.upstream("local")
+	tries := u.connectFailures.Load()
+	waitFor(t, ctx, func() bool { return u.connectFailures.Load() >= tries+3 }) // reconnects go on, with backoff
+	if n := childStarts(path); n > starts+1 {
+		t.Errorf("%d children started with the value known invalid, want at most one more", n-starts)
+	}
+	writeFile(t, path, "env-two-0123456789")
+	waitFor(t, ctx, func() bool { return g.Health().Upstreams["local"].Status == StatusUp })
 }
 
 // envTokenGateway starts a gateway in front of one stdio envtoken upstream,
@@ -198,7 +215,8 @@ func envTokenGateway(t *testing.T, ctx context.Context, value string) (*Server, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "token")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
 	writeFile(t, path, value)
 	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
 credentials:
@@ -206,11 +224,18 @@ credentials:
 upstreams:
   local:
     command: %q
-    env: {%s: envtoken}
+    env: {%s: envtoken, STARTS: %q}
     credential: tok
     provider: github
-`, path, self, rawUpstreamEnv), nil, nil)
+`, path, self, rawUpstreamEnv, filepath.Join(dir, "starts")), nil, nil)
 	return g, cs, path
+}
+
+// childStarts returns how many envtoken children the gateway of
+// envTokenGateway (its token file at path) started.
+func childStarts(path string) int {
+	b, _ := os.ReadFile(filepath.Join(filepath.Dir(path), "starts"))
+	return len(b)
 }
 
 // TestStdioRegistryFailureIsNoRejection: a child whose start fails on a
