@@ -225,12 +225,19 @@ func rotateFile(t *testing.T, ctx context.Context, g *Server, up *bearerUpstream
 // watched). The next call is rejected as expired, renewed and resent.
 func expiredExecGateway(t *testing.T, ctx context.Context) (*Server, *mcp.ClientSession, *bearerUpstream) {
 	t.Helper()
+	return rejectedExecGateway(t, ctx, rejectExpired)
+}
+
+// rejectedExecGateway is expiredExecGateway with the first value rejected
+// with challenge.
+func rejectedExecGateway(t *testing.T, ctx context.Context, challenge string) (*Server, *mcp.ClientSession, *bearerUpstream) {
+	t.Helper()
 	path := tokenFile(t, "first-token-0123456789")
 	up := newBearerUpstream(t, "echo")
 	up.accept("first-token-0123456789")
 	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
 	callOK(t, ctx, cs, "api__echo")
-	up.refuse("first-token-0123456789", rejectExpired)
+	up.refuse("first-token-0123456789", challenge)
 	up.accept("second-token-0123456789")
 	writeFile(t, path, "second-token-0123456789")
 	return g, cs, up
@@ -370,14 +377,7 @@ func TestRevokedRenewsFromSource(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := tokenFile(t, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	g, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.refuse("first-token-0123456789", rejectRevoked)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	g, cs, up := rejectedExecGateway(t, ctx, rejectRevoked)
 	callOK(t, ctx, cs, "api__echo")
 	calls := up.calls()
 	if last := calls[len(calls)-1]; last.Token != "second-token-0123456789" {
@@ -396,14 +396,7 @@ func TestPutOffRenewalIsRetryable(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	path := tokenFile(t, "first-token-0123456789")
-	up := newBearerUpstream(t, "echo")
-	up.accept("first-token-0123456789")
-	_, cs, _ := tokGateway(t, ctx, "", "source: {exec: {command: [cat, "+path+"]}}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.refuse("first-token-0123456789", rejectRevoked)
-	up.accept("second-token-0123456789")
-	writeFile(t, path, "second-token-0123456789")
+	_, cs, up := rejectedExecGateway(t, ctx, rejectRevoked)
 	callOK(t, ctx, cs, "api__echo") // renewed and resent
 	up.refuse("second-token-0123456789", rejectRevoked)
 	_ = callTool(t, ctx, cs, "api__echo") // revoked again: its renewal put off
