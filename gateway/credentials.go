@@ -544,7 +544,7 @@ func (g *Server) deadCredential(u *upstream, name string, c *authmap.Credential)
 		// read "not retryable, reauthorize" for a minute that healed.
 		secs := max(int(math.Ceil(time.Until(*at).Seconds())), 1)
 		f.Retryable, f.RetryAfterSeconds, f.Recovery = true, &secs, authmap.RecoveryWait
-		f.Detail = fmt.Sprintf("credential %q is %s; the gateway renews it from its source in %ds", name, st, secs)
+		f.Detail = fmt.Sprintf("credential %q is %s; the gateway re-reads it from its source in %ds", name, st, secs)
 	}
 	if why != "" {
 		f.Detail += ": " + why

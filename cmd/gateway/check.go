@@ -39,8 +39,8 @@ func preflight(ctx context.Context, g *gateway.Server, cfg *gateway.Config, log 
 	// (found trying the gateway from outside).
 	for wait := time.Second; problems != nil; wait = min(2*wait, 8*time.Second) {
 		retry := transientlyFailed(g.Credentials())
-		if len(retry) == 0 {
-			break
+		if len(retry) == 0 || len(retry) < len(lines(problems)) {
+			break // nothing that may pass, or another problem refuses the start anyway
 		}
 		log.Warn().Strs("credentials", credentialNames(retry)).Dur("retry_in_ms", wait).Msg("pre-flight: a credential's source did not answer; asking again")
 		t := time.NewTimer(wait)
