@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -65,4 +68,57 @@ func TestListedSchemasKeepTheirOrder(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestElicitationFormKeepsItsOrder: an upstream's elicitation reaches the
+// agent with its requested schema as written, fields in the upstream's
+// order (the SDK's decoding sorted them: a form showed its fields out of
+// order).
+func TestElicitationFormKeepsItsOrder(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const form = `{"type":"object","properties":{"zeta":{"type":"string","title":"Z first"},"alpha":{"type":"string","title":"A second"}},"required":["zeta"]}`
+	srv := mcp.NewServer(&mcp.Implementation{Name: "asker", Version: "1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "ask", InputSchema: json.RawMessage(`{"type":"object"}`)}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "who?", RequestedSchema: json.RawMessage(form)})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: res.Action}}}, nil
+	})
+	g, _ := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", serveMCP(t, srv)))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	var seen syncBuffer // what the agent read
+	hc := &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil {
+			resp.Body = readCloser{io.TeeReader(resp.Body, &seen), resp.Body}
+		}
+		return resp, err
+	})}
+	client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "decline"}, nil
+		},
+	})
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", HTTPClient: hc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__ask"}); err != nil {
+		t.Fatal(err)
+	}
+	got := seen.String()
+	if !strings.Contains(got, `"requestedSchema":`+form) {
+		t.Errorf("the agent's elicitation request does not carry the form as written:\n%s\nwant %s", got, form)
+	}
+}
+
+// readCloser reads from Reader and closes Closer.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }

@@ -505,6 +505,7 @@ func (u *upstream) rawServerRequest(ctx context.Context, m *rawMessage) (any, *j
 			return u.createMessage(nil, &mcp.CreateMessageRequest{Params: p})
 		})
 	case "elicitation/create":
+		u.wire.sawElicit(m.Params)
 		return relayRequest(m, func(p *mcp.ElicitParams) (*mcp.ElicitResult, error) {
 			if c != nil {
 				return u.elicitOn(c, &mcp.ElicitRequest{Params: p})

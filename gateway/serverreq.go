@@ -130,8 +130,18 @@ func (u *upstream) elicitOn(c *inflight, req *mcp.ElicitRequest) (*mcp.ElicitRes
 	defer u.askingAgent(c)()
 	ctx, cancel := context.WithTimeout(c.ctx, u.gw.config().agentTimeout())
 	defer cancel()
+	params := req.Params
+	if params != nil && params.RequestedSchema != nil {
+		// The form's fields in the upstream's order (the SDK's decoding
+		// sorted them), unless it holds a secret redaction must take out.
+		if raw := u.wire.elicitSchema(params.RequestedSchema); raw != nil && u.gw.secretFree(raw) {
+			p := *params
+			p.RequestedSchema = raw
+			params = &p
+		}
+	}
 	// A fast call's request goes on its own answer stream (fastSend).
-	res, err := c.session.Elicit(ctx, req.Params)
+	res, err := c.session.Elicit(ctx, params)
 	return res, u.agentWaitErr(ctx, c, err)
 }
 

@@ -58,6 +58,69 @@ type wireFields struct {
 	// being read and of the last complete one, until taken (takeSchemas).
 	buildingSchemas map[string]toolSchemas
 	schemas         map[string]toolSchemas
+	// elicit holds the requested schemas of the upstream's last
+	// elicitation requests as it wrote them, by their canonical text (the
+	// SDK's decoding sorts their keys: see elicitSchema); oldest first.
+	elicit []elicitSchema
+}
+
+// elicitSchema is an elicitation's requested schema, as written and in
+// canonical form (keys sorted, as encoding/json writes a decoded value).
+type elicitSchema struct {
+	canonical string
+	raw       json.RawMessage
+}
+
+// maxElicitSchemas bounds the requested schemas kept (elicitations in
+// flight at once are bounded far lower: asksMax per agent).
+const maxElicitSchemas = 16
+
+// sawElicit notes the requested schema of an elicitation request's params.
+func (w *wireFields) sawElicit(params json.RawMessage) {
+	var p struct {
+		RequestedSchema json.RawMessage `json:"requestedSchema"`
+	}
+	if json.Unmarshal(params, &p) != nil {
+		return
+	}
+	raw := compactObject(p.RequestedSchema)
+	canon, ok := canonicalJSON(raw)
+	if raw == nil || !ok {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.elicit = append(w.elicit, elicitSchema{canonical: canon, raw: raw})
+	if len(w.elicit) > maxElicitSchemas {
+		w.elicit = slices.Clone(w.elicit[len(w.elicit)-maxElicitSchemas:])
+	}
+}
+
+// elicitSchema returns the requested schema v (as the SDK decoded it) as the
+// upstream wrote it, keys in its order, or nil if it was not seen.
+func (w *wireFields) elicitSchema(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.elicit) - 1; i >= 0; i-- {
+		if w.elicit[i].canonical == string(b) {
+			return w.elicit[i].raw
+		}
+	}
+	return nil
+}
+
+// canonicalJSON returns raw as encoding/json writes its decoded value.
+func canonicalJSON(raw json.RawMessage) (string, bool) {
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return "", false
+	}
+	b, err := json.Marshal(v)
+	return string(b), err == nil
 }
 
 // toolSchemas are a tool's inputSchema and outputSchema as listed.
@@ -268,6 +331,9 @@ func (c *watchConn) Write(ctx context.Context, m jsonrpc.Message) error {
 
 func (c *watchConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	m, err := c.Connection.Read(ctx)
+	if r, ok := m.(*jsonrpc.Request); ok && r.Method == "elicitation/create" {
+		c.w.sawElicit(r.Params)
+	}
 	// watching first: the id's formatting costs every call's answer.
 	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil && c.w.watching.Load() != 0 {
 		c.w.sawResponse(fmt.Sprint(r.ID.Raw()), r.Result)
