@@ -26,11 +26,32 @@ import (
 // not logged: it may hold a secret. w is closed when r ends.
 //
 // calls, if not nil, bounds the agent's requests that are read and not yet
-// answered: past its bound, no more lines are read until answers go out.
+// answered: past its bound, a request line is held (one at most) until
+// answers go out, and no further request is read meanwhile; the agent's
+// notifications and answers (a cancellation, a sampling answer) still pass,
+// ahead of it.
 func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *zerolog.Logger) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
 	var f lineFilter
+	var wmu sync.Mutex // one line at a time on w
+	write := func(b []byte) error {
+		wmu.Lock()
+		defer wmu.Unlock()
+		_, err := w.Write(b)
+		return err
+	}
+	var held chan struct{} // closed once the held request line is written; nil for none
+	waitHeld := func() {
+		if held != nil {
+			<-held
+			held = nil
+		}
+	}
+	end := func(err error) {
+		waitHeld()
+		_ = w.CloseWithError(err)
+	}
 	left := 0 // lines left out, for bounded warnings
 	leaveOut := func(why string, n int) {
 		if left++; left <= 10 || left%100 == 0 { // a flood of bad lines writes a bounded log
@@ -54,7 +75,7 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 				}
 				leaveOut("longer than the bound", n)
 				if err != nil {
-					_ = w.CloseWithError(err)
+					end(err)
 					return
 				}
 			}
@@ -65,8 +86,25 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 			line = line[:0]
 		} else if msg := bytes.TrimSpace(line); len(msg) > 0 {
 			if why, ids := f.refuse(msg); why == "" {
-				calls.acquire(ids)
-				if _, werr := w.Write(line); werr != nil {
+				if len(ids) > 0 {
+					waitHeld() // requests keep their order
+					if !calls.tryAcquire(ids) {
+						done, hold := make(chan struct{}), bytes.Clone(line)
+						held = done
+						go func() {
+							defer close(done)
+							calls.acquire(ids)
+							_ = write(hold)
+						}()
+						line = line[:0]
+						if err != nil {
+							end(err)
+							return
+						}
+						continue
+					}
+				}
+				if write(line) != nil {
 					return
 				}
 			} else {
@@ -75,7 +113,7 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 		}
 		line = line[:0]
 		if err != nil {
-			_ = w.CloseWithError(err) // io.EOF: the agent is gone
+			end(err) // io.EOF: the agent is gone
 			return
 		}
 	}
@@ -172,21 +210,25 @@ func newCallGate() *callGate {
 // else is in flight), then holds them. An id already in flight is not
 // held again. A nil gate does nothing.
 func (g *callGate) acquire(ids []jsonrpc.ID) {
-	if g == nil || len(ids) == 0 {
-		return
-	}
-	for {
-		g.mu.Lock()
-		if len(g.ids) == 0 || len(g.ids)+len(ids) <= maxAgentCalls {
-			for _, id := range ids {
-				g.ids[id] = struct{}{}
-			}
-			g.mu.Unlock()
-			return
-		}
-		g.mu.Unlock()
+	for !g.tryAcquire(ids) {
 		<-g.freed
 	}
+}
+
+// tryAcquire is acquire without the wait: it reports whether ids fit.
+func (g *callGate) tryAcquire(ids []jsonrpc.ID) bool {
+	if g == nil || len(ids) == 0 {
+		return true
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.ids) != 0 && len(g.ids)+len(ids) > maxAgentCalls {
+		return false
+	}
+	for _, id := range ids {
+		g.ids[id] = struct{}{}
+	}
+	return true
 }
 
 // release lets go of the requests ids answer.

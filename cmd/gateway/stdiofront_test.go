@@ -78,6 +78,11 @@ func TestAgentLinesBoundsCallsInFlight(t *testing.T) {
 		in.WriteString(`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n")
 		for i := range 2 * maxAgentCalls {
 			fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`+"\n", 100+i)
+			if i == maxAgentCalls-1 {
+				// Right after the first request held back: the agent's
+				// notification still passes, ahead of it.
+				in.WriteString(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":100}}` + "\n")
+			}
 		}
 		log := zerolog.Nop()
 		pr, pw := io.Pipe()
@@ -103,21 +108,21 @@ func TestAgentLinesBoundsCallsInFlight(t *testing.T) {
 			return read
 		}
 		// Ids 1 and 100..226 fill the bound; the duplicate and the
-		// notification pass too.
-		if got, want := lines(), 3+maxAgentCalls-1; got != want {
+		// notifications pass too, the cancellation after the request held.
+		if got, want := lines(), 3+maxAgentCalls-1+1; got != want {
 			t.Fatalf("%d lines read with nothing answered, want %d", got, want)
 		}
 		out := answerWriter{io.Discard, gate}
 		_, _ = out.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}` + "\n"))
 		_, _ = out.Write([]byte(`{"jsonrpc":"2.0","method":"notifications/message","params":{}}` + "\n")) // frees nothing
 		_, _ = out.Write([]byte(`[{"jsonrpc":"2.0","id":100,"result":{}},{"jsonrpc":"2.0","id":101,"error":{"code":-32603,"message":"x"}}]` + "\n"))
-		if got, want := lines(), 3+maxAgentCalls-1+3; got != want {
+		if got, want := lines(), 3+maxAgentCalls-1+1+3; got != want {
 			t.Fatalf("%d lines read after three answers, want %d", got, want)
 		}
 		for i := range 2 * maxAgentCalls {
 			_, _ = fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%d,"result":{}}`+"\n", 100+i)
 		}
-		if got, want := lines(), 3+2*maxAgentCalls; got != want {
+		if got, want := lines(), 3+2*maxAgentCalls+1; got != want {
 			t.Fatalf("%d lines read once all were answered, want %d", got, want)
 		}
 	})
