@@ -313,7 +313,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		if hung {
 			err = &timeoutError{after: bound, err: err} // a hang, not a refusal
 		}
-		if probing && (hung || ended) {
+		if _, rejected := u.gw.stderrRejection(u, err, u.gw.knowledgeAs(u, u.defaultCred)); probing && (hung || ended) && !rejected {
+			// (Not one that exited saying its credential was rejected:
+			// another protocol version would not help it.)
 			// A child that does not know 2026-07-28 may ignore its first
 			// request (server/discover) or exit on it, rather than answer
 			// "method not found", which the SDK would fall back from at

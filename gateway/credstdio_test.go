@@ -193,6 +193,9 @@ func TestStdioRejectedAtStart(t *testing.T) {
 	if f := g.Health().Upstreams["local"].LastFailure; f == nil || f.Subtype != authmap.SubtypeCredentialInvalid {
 		t.Errorf("the upstream's last failure = %+v, want credential_invalid", f)
 	}
+	if le := g.Health().Upstreams["local"].LastError; strings.Contains(le, "the next attempt asks") {
+		t.Errorf("last_error %q blames the protocol version for a rejected credential", le)
+	}
 	// The value known dead starts no child again (each presented it to
 	// the provider), until it changes.
 	starts := childStarts(path)

@@ -211,11 +211,17 @@ func (g *Server) classifyAs(u *upstream, cred string, err error) (f authmap.Fail
 // E401" is about the registry, not the upstream's provider), nor a child
 // that died after it came up (its stderr's last words say why it died).
 func (g *Server) childRejected(u *upstream, err error, k authmap.Knowledge) (authmap.Failure, bool) {
-	se, ok := errors.AsType[*stderrError](err)
-	if !ok || u.defaultCred == "" || registryLine.MatchString(se.line) {
+	if _, connecting := errors.AsType[*connectError](err); !connecting {
 		return authmap.Failure{}, false
 	}
-	if _, connecting := errors.AsType[*connectError](err); !connecting {
+	return g.stderrRejection(u, err, k)
+}
+
+// stderrRejection is childRejected for a child's failure at start, before
+// it is wrapped as the handshake's.
+func (g *Server) stderrRejection(u *upstream, err error, k authmap.Knowledge) (authmap.Failure, bool) {
+	se, ok := errors.AsType[*stderrError](err)
+	if !ok || u.defaultCred == "" || registryLine.MatchString(se.line) {
 		return authmap.Failure{}, false
 	}
 	af, ok := g.classifier.ClassifyText(classifiable(se.line), u.cfg.Provider, k)
