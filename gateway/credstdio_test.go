@@ -167,15 +167,16 @@ func TestStdioRotationRejectedAtStart(t *testing.T) {
 	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
 		t.Errorf("whoami after the rejected rotation = %q, want the old child's value", got)
 	}
-	found := false
-	for _, e := range g.Events() {
-		if e.Kind == authmap.EventRejectedRotation && e.Credential == "tok" {
-			found = true
+	// The event follows the state it tells of (emitted once the
+	// credential's lock is let go).
+	waitFor(t, ctx, func() bool {
+		for _, e := range g.Events() {
+			if e.Kind == authmap.EventRejectedRotation && e.Credential == "tok" {
+				return true
+			}
 		}
-	}
-	if !found {
-		t.Errorf("no rejected_rotation event: %+v", g.Events())
-	}
+		return false
+	})
 }
 
 // TestStdioRejectedAtStart: a child that exits at start saying the
