@@ -506,6 +506,20 @@ func TestProbeMeetsRateLimit(t *testing.T) {
 	}
 }
 
+// limitedIdle starts a gateway in front of a fault upstream, probed every
+// 100 ms, whose credential's breaker a rate limit (reset in 1 s) opened;
+// no call follows.
+func limitedIdle(t *testing.T, ctx context.Context) (*Server, *faultUpstream) {
+	t.Helper()
+	up := newFaultUpstream(t)
+	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
+	callOK(t, ctx, cs, "api__echo")
+	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
+	_ = callTool(t, ctx, cs, "api__echo")
+	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	return g, up
+}
+
 // TestIdleLimitBreakerClosesOnProbe: once a rate limit's reset has passed,
 // the credential's breaker is half-open until something proves the
 // credential works; on an upstream no call then used, the health probe,
@@ -515,12 +529,7 @@ func TestIdleLimitBreakerClosesOnProbe(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
-	_ = callTool(t, ctx, cs, "api__echo")
-	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	g, up := limitedIdle(t, ctx)
 	up.fault.Store(nil)
 	// No call: only the probe can close it.
 	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "closed" })
@@ -535,12 +544,7 @@ func TestIdleLimitBreakerOpensOnProbeRejection(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	up := newFaultUpstream(t)
-	g, cs, _ := tokGateway(t, ctx, "health_interval: 100ms\n", "source: {value: live-token-0123456789}", up.url(), nil, nil)
-	callOK(t, ctx, cs, "api__echo")
-	up.fault.Store(&httpFailure{status: http.StatusTooManyRequests, header: map[string]string{"Retry-After": "1"}, body: `{"message":"API rate limit exceeded"}`})
-	_ = callTool(t, ctx, cs, "api__echo")
-	waitFor(t, ctx, func() bool { return breakerState(g, "api", "tok").State == "open" })
+	g, up := limitedIdle(t, ctx)
 	up.everyFault.Store(true) // the probe's requests too
 	up.fault.Store(&httpFailure{status: http.StatusUnauthorized, body: `{"message":"Bad credentials"}`})
 	// No call: only the probe meets the rejection.
