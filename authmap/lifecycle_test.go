@@ -997,18 +997,7 @@ func TestLaterExpiryIsRefreshed(t *testing.T) {
 // new value is, and so is the rejected one on an operator's reload.
 func TestRejectRotation(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	value := "first-value-0123456789"
-	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return Token{Value: value}, nil
-	}}
-	set := func(v string) {
-		mu.Lock()
-		value = v
-		mu.Unlock()
-	}
+	src, set := settableSource("first-value-0123456789")
 	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
 	ctx := t.Context()
 	if err := c.Load(ctx); err != nil {
@@ -1192,18 +1181,7 @@ func TestRevokedGrantTakesANewOne(t *testing.T) {
 func TestRejectRotationKeepsWhatServes(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		var mu sync.Mutex
-		value := "a-value-0123456789ab"
-		src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			return Token{Value: value}, nil
-		}}
-		set := func(v string) {
-			mu.Lock()
-			value = v
-			mu.Unlock()
-		}
+		src, set := settableSource("a-value-0123456789ab")
 		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
 		ctx := t.Context()
 		if err := c.Load(ctx); err != nil {
@@ -1237,4 +1215,19 @@ func TestRejectRotationKeepsWhatServes(t *testing.T) {
 			t.Error("went back to a value found revoked")
 		}
 	})
+}
+
+// settableSource is a file source holding value until set changes it.
+func settableSource(value string) (*fakeSource, func(string)) {
+	var mu sync.Mutex
+	src := &fakeSource{kind: KindFile, next: func(int) (Token, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return Token{Value: value}, nil
+	}}
+	return src, func(v string) {
+		mu.Lock()
+		value = v
+		mu.Unlock()
+	}
 }
