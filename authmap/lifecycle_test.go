@@ -1060,12 +1060,12 @@ func TestClientRejectedIsAskedAgain(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		var rejecting atomic.Bool
-		src := &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+		src := oauthSource(func() error {
 			if rejecting.Load() {
-				return Token{}, fmt.Errorf("token endpoint: invalid_client: %w", ErrClientRejected)
+				return fmt.Errorf("token endpoint: invalid_client: %w", ErrClientRejected)
 			}
-			return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
-		}}
+			return nil
+		})
 		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
 		t.Cleanup(runWatch(t, c))
 		synctest.Wait()
@@ -1131,15 +1131,15 @@ func TestRevokedGrantTakesANewOne(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		var rejecting, unreachable atomic.Bool
-		src := &grantSource{fakeSource: &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+		src := &grantSource{fakeSource: oauthSource(func() error {
 			if unreachable.Load() {
-				return Token{}, errors.New("token endpoint unreachable")
+				return errors.New("token endpoint unreachable")
 			}
 			if rejecting.Load() {
-				return Token{}, fmt.Errorf("token endpoint: invalid_grant: %w", ErrRefreshRejected)
+				return fmt.Errorf("token endpoint: invalid_grant: %w", ErrRefreshRejected)
 			}
-			return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
-		}}}
+			return nil
+		})}
 		c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
 		t.Cleanup(runWatch(t, c))
 		synctest.Wait()
@@ -1230,4 +1230,15 @@ func settableSource(value string) (*fakeSource, func(string)) {
 		value = v
 		mu.Unlock()
 	}
+}
+
+// oauthSource is an OAuth source whose token endpoint answers fail's error,
+// or a new token living two minutes when it returns nil.
+func oauthSource(fail func() error) *fakeSource {
+	return &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+		if err := fail(); err != nil {
+			return Token{}, err
+		}
+		return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
+	}}
 }

@@ -282,42 +282,33 @@ upstreams:
 
 func TestUpstreamRestartIsInvisible(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	a := newTestUpstream(t, "a", "echo")
-	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", a.url()))
-	a.restart()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "again"}})
-	if err != nil || text(res) != "a:echo:again" {
-		t.Errorf("call after the upstream lost its sessions = %v, %v; want it resent on a new session", res, err)
-	}
-	if n := a.calls.Load(); n != 1 {
-		t.Errorf("upstream ran the call %d times, want 1", n)
-	}
-}
-
-// TestUpstreamRestartAnswering400IsInvisible: a server that answers a
-// session it does not know with 400 "No valid session ID provided" (the
-// TypeScript SDK's example servers, server-everything) has restarted as
-// one answering 404 has: the call is resent on a new session. The first
-// call after a restart failed, typed upstream_error, not retryable.
-func TestUpstreamRestartAnswering400IsInvisible(t *testing.T) {
-	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	a := newTestUpstream(t, "a", "echo")
-	inner := a.http.Config.Handler
-	a.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inner.ServeHTTP(&tsSessionWriter{ResponseWriter: w}, r)
-	})
-	_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", a.url()))
-	a.restart()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "again"}})
-	if err != nil || text(res) != "a:echo:again" {
-		t.Errorf("call after the upstream lost its sessions = %v, %v; want it resent on a new session", res, err)
-	}
-	if n := a.calls.Load(); n != 1 {
-		t.Errorf("upstream ran the call %d times, want 1", n)
+	// A server that answers a session it does not know with 400 "No valid
+	// session ID provided" (the TypeScript SDK's example servers,
+	// server-everything) has restarted as one answering 404 has: the call
+	// is resent on a new session. With 400, the first call after a
+	// restart failed, typed upstream_error, not retryable.
+	for _, tsStyle := range []bool{false, true} {
+		t.Run(fmt.Sprintf("400 for an unknown session: %v", tsStyle), func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			a := newTestUpstream(t, "a", "echo")
+			if tsStyle {
+				inner := a.http.Config.Handler
+				a.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					inner.ServeHTTP(&tsSessionWriter{ResponseWriter: w}, r)
+				})
+			}
+			_, cs := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", a.url()))
+			a.restart()
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "again"}})
+			if err != nil || text(res) != "a:echo:again" {
+				t.Errorf("call after the upstream lost its sessions = %v, %v; want it resent on a new session", res, err)
+			}
+			if n := a.calls.Load(); n != 1 {
+				t.Errorf("upstream ran the call %d times, want 1", n)
+			}
+		})
 	}
 }
 
