@@ -37,6 +37,9 @@ func (g *Server) legacyResults(next mcp.MethodHandler) mcp.MethodHandler {
 		if p := requestProtocol(req); p == "" || p >= "2026-07-28" {
 			return res, err
 		}
+		if lr, ok := res.(*mcp.ListToolsResult); ok && cacheable(lr) {
+			return cachedTools{lr, g.lists}, nil
+		}
 		return withoutCacheHints{res}, nil
 	}
 }

@@ -413,18 +413,36 @@ func (l *lru[K, V]) get(k K) (V, bool) {
 	return zero, false
 }
 
-func (l *lru[K, V]) add(k K, v V) {
+// add keeps v under k and returns what it dropped to stay within n: the
+// value k held before, or the least recently used.
+func (l *lru[K, V]) add(k K, v V) (dropped []V) {
 	if e, ok := l.items[k]; ok {
-		e.Value.(*lruEntry[K, V]).val = v
+		ent := e.Value.(*lruEntry[K, V])
+		dropped = append(dropped, ent.val)
+		ent.val = v
 		l.order.MoveToFront(e)
-		return
+		return dropped
 	}
 	l.items[k] = l.order.PushFront(&lruEntry[K, V]{key: k, val: v})
 	for l.order.Len() > l.n {
-		last := l.order.Back()
-		l.order.Remove(last)
-		delete(l.items, last.Value.(*lruEntry[K, V]).key)
+		if v, ok := l.removeOldest(); ok {
+			dropped = append(dropped, v)
+		}
 	}
+	return dropped
+}
+
+// removeOldest drops the least recently used entry and returns its value.
+func (l *lru[K, V]) removeOldest() (V, bool) {
+	last := l.order.Back()
+	if last == nil {
+		var zero V
+		return zero, false
+	}
+	l.order.Remove(last)
+	ent := last.Value.(*lruEntry[K, V])
+	delete(l.items, ent.key)
+	return ent.val, true
 }
 
 func (l *lru[K, V]) len() int { return l.order.Len() }

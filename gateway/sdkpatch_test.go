@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // TestSDKPatchStillNeeded guards the patched go-sdk copy in
@@ -23,7 +26,8 @@ import (
 // jsonrpc2's handleAsync keeping the last request alive; a plain-text 400
 // for an unknown method before 2026-07-28; an elicitation's mode written
 // even when empty; a failed streamable client connection's cause formatted
-// with %v, so that calls it ends cannot be told lost) or gains the seam
+// with %v, so that calls it ends cannot be told lost; every response's
+// result compacted twice) or gains the seam
 // the added file provides, which is when that part should go.
 func TestSDKPatchStillNeeded(t *testing.T) {
 	t.Parallel()
@@ -90,6 +94,10 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 		{"mcp/streamable.go", `Error: fmt.Errorf("request terminated without response"),`,
 			`terminated = fmt.Errorf("request terminated without response: %w", readErr)`,
 			"a call whose answer stream broke says why"},
+		// Change 7: a response's result, already compact, is not compacted again.
+		{"internal/jsonrpc2/messages.go", "func EncodeMessage(msg Message) ([]byte, error) {\n\twire := wireCombined{VersionTag: wireVersion}",
+			"return encodeResponse(r)",
+			"EncodeMessage no longer compacts every response's result again"},
 		{"mcp/event.go", `yield(Event{}, fmt.Errorf("error reading event: %v", err))`,
 			`yield(Event{}, fmt.Errorf("error reading event: %w", err)) // credgate patch: %w`,
 			"an SSE read error is wrapped"},
@@ -148,5 +156,52 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 	}
 	if strings.Contains(string(src), "AcquireSession(") {
 		t.Errorf("go-sdk %s has an AcquireSession of its own: drop third_party/go-sdk/%s and use it (see PATCH.md)", version, added)
+	}
+}
+
+// TestSDKResponseEncoding: a response the patched SDK writes (change 7:
+// its result is not compacted again) is byte for byte what encoding/json
+// wrote for it: ids of every kind, escapes as encoding/json makes them
+// without HTML escaping.
+func TestSDKResponseEncoding(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "plain", Version: "1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "t", Description: "<b>&amp;\u2028</b>", InputSchema: json.RawMessage(`{"type": "object"}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+	url := serveMCP(t, srv)
+	for _, id := range []string{`7`, `"<a&b>\u2028x"`, `-1`, `"é"`} {
+		t.Run(id, func(t *testing.T) {
+			code, hdr, body := postMCP(t, ctx, url, "", "", `{"jsonrpc":"2.0","id":`+id+`,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`)
+			sid := hdr.Get("Mcp-Session-Id")
+			if code != http.StatusOK || sid == "" {
+				t.Fatalf("initialize: %d %s", code, body)
+			}
+			postMCP(t, ctx, url, "", sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+			_, _, body = postMCP(t, ctx, url, "", sid, `{"jsonrpc":"2.0","id":`+id+`,"method":"tools/list","params":{}}`)
+			_, data, ok := strings.Cut(body, "data: ")
+			if !ok {
+				t.Fatalf("tools/list answer %q: no event", body)
+			}
+			data, _, _ = strings.Cut(data, "\n")
+			var msg struct {
+				JSONRPC string          `json:"jsonrpc"`
+				ID      any             `json:"id"`
+				Result  json.RawMessage `json:"result"`
+			}
+			if err := json.Unmarshal([]byte(data), &msg); err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			enc := json.NewEncoder(&buf)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(msg); err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.TrimSuffix(buf.String(), "\n"); data != want {
+				t.Errorf("the SDK wrote\n%s\nencoding/json writes\n%s", data, want)
+			}
+		})
 	}
 }

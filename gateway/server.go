@@ -104,6 +104,7 @@ type Server struct {
 
 	mcp        *mcp.Server
 	catalog    *catalog
+	lists      *listCache // tools/list pages as encoded (listcache.go)
 	classifier *authmap.Classifier
 	progress   *progressRouter
 	pool       *http.Transport
@@ -295,6 +296,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	// tracing one (it is off while tracing is on) and with the SDK's own
 	// innermost one (input rounds) in credgate's terms (fastpath.go).
 	g.fast = newFastCalls()
+	g.lists = newListCache()
 	g.fastChain = g.agentPolicy(g.countFastRequests(g.trackLogLevel(g.unlisted(g.withExecution(g.inputFailures(g.fastInputRounds(g.fastTool)))))))
 	g.catalog = newCatalog(g)
 	for _, w := range cfg.Warnings() {

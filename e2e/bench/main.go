@@ -63,22 +63,23 @@ import (
 )
 
 type options struct {
-	calls      int           // calls in the one-session scenario; concurrent sessions make half each
-	sessions   int           // concurrent sessions in the second scenario
-	runs       int           // runs of every scenario and variant; figures are medians over them
-	quick      bool          // smaller counts for a smoke run
-	profile    bool          // profile the gateway under load (profile.go)
-	profileDir string        // where the raw profiles go; if empty, a new temporary directory
-	profileFor time.Duration // length of the CPU profile
-	profileOf  string        // the variant profiled (its name)
-	json       bool          // machine-readable output
-	gateway    string        // prebuilt gateway binary; if empty, build ./cmd/gateway
-	directOnly bool          // measure only the direct side
-	callsOnly  bool          // only the call scenarios and the profile (no gateway needed)
-	variants   string        // comma-separated variant names to measure; "" is all
-	compare    string        // another gateway binary, measured beside each variant in the same run
-	reference  bool          // measure the minimal Go proxy (./minproxy) as a reference row
-	timeout    time.Duration // bound on the whole run
+	calls       int           // calls in the one-session scenario; concurrent sessions make half each
+	sessions    int           // concurrent sessions in the second scenario
+	runs        int           // runs of every scenario and variant; figures are medians over them
+	quick       bool          // smaller counts for a smoke run
+	profile     bool          // profile the gateway under load (profile.go)
+	profileDir  string        // where the raw profiles go; if empty, a new temporary directory
+	profileFor  time.Duration // length of the CPU profile
+	profileOf   string        // the variant profiled (its name)
+	json        bool          // machine-readable output
+	gateway     string        // prebuilt gateway binary; if empty, build ./cmd/gateway
+	directOnly  bool          // measure only the direct side
+	callsOnly   bool          // only the call scenarios and the profile (no gateway needed)
+	catalogOnly bool          // only the startup, tools/list and RSS phases
+	variants    string        // comma-separated variant names to measure; "" is all
+	compare     string        // another gateway binary, measured beside each variant in the same run
+	reference   bool          // measure the minimal Go proxy (./minproxy) as a reference row
+	timeout     time.Duration // bound on the whole run
 }
 
 func parseFlags(args []string) (options, error) {
@@ -96,6 +97,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.gateway, "gateway", "", "gateway binary to use instead of building ./cmd/gateway")
 	fs.BoolVar(&o.directOnly, "direct-only", false, "measure only the direct side")
 	fs.BoolVar(&o.callsOnly, "calls-only", false, "run only the call scenarios (and the profile): no startup, tools/list, memory or bounds phases")
+	fs.BoolVar(&o.catalogOnly, "catalog-only", false, "run only the startup, tools/list and RSS phases: no call scenarios, profile or bounds phases")
 	fs.StringVar(&o.variants, "variants", "", "comma-separated names of the variants to measure (default all), e.g. \"HTTP,stdio\"")
 	fs.StringVar(&o.compare, "compare", "", "another gateway binary (an earlier build, say), measured as a variant of its own beside each one, in the same run")
 	fs.BoolVar(&o.reference, "reference", true, "build ./minproxy (a minimal Go reverse proxy) and measure it in the same run as a reference row, without goals, in front of an HTTP upstream whenever the HTTP variant is measured and of a stdio one whenever the stdio variant is")
@@ -116,6 +118,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.calls < 1 || o.sessions < 1 || o.runs < 1 || o.timeout <= 0 || o.profileFor < time.Second {
 		return o, errors.New("--calls, --sessions, --runs and --timeout must be positive, --profile-seconds at least 1s")
+	}
+	if o.callsOnly && o.catalogOnly {
+		return o, errors.New("--calls-only and --catalog-only exclude each other")
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -229,15 +234,17 @@ func run(ctx context.Context, o options, progress io.Writer) *report {
 
 	// Every call-phase gateway is stopped before the next phases, so it
 	// does not compete with them.
-	if data := runCalls(ctx, hc, bin, p, rep, logf); data != nil {
-		rep.Calls = newCallsReport(data)
+	if !o.catalogOnly {
+		if data := runCalls(ctx, hc, bin, p, rep, logf); data != nil {
+			rep.Calls = newCallsReport(data)
+		}
+		if bin != "" && o.profile {
+			rep.Profile = runProfile(ctx, hc, bin, p, o, rep, logf)
+		}
 	}
-	if bin != "" && o.profile {
-		rep.Profile = runProfile(ctx, hc, bin, p, o, rep, logf)
-	}
-	if bin != "" {
-		if !o.callsOnly {
-			runCatalogPhases(ctx, hc, bin, p, rep, logf)
+	if bin != "" && !o.callsOnly {
+		runCatalogPhases(ctx, hc, bin, p, rep, logf)
+		if !o.catalogOnly {
 			runBoundsPhases(ctx, hc, bin, o, rep, logf)
 		}
 	}

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// listedTools returns the tool names and descriptions of a tools/list
+// answer (JSON or one SSE event).
+func listedTools(t *testing.T, body string) map[string]string {
+	t.Helper()
+	payload := body
+	if i := strings.Index(body, "data: "); i >= 0 {
+		payload, _, _ = strings.Cut(body[i+len("data: "):], "\n")
+	}
+	var msg struct {
+		Result struct {
+			Tools []struct{ Name, Description string }
+		}
+	}
+	if err := json.Unmarshal([]byte(payload), &msg); err != nil {
+		t.Fatalf("tools/list answer %q: %v", body, err)
+	}
+	out := map[string]string{}
+	for _, tool := range msg.Result.Tools {
+		out[tool.Name] = tool.Description
+	}
+	return out
+}
+
+// TestToolsListPagesFollowChanges: the encoded tools/list pages the
+// gateway keeps (issue 12) are never served stale: a tool whose upstream
+// changes it is listed as it is now, to an agent that listed it before.
+func TestToolsListPagesFollowChanges(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "changing", Version: "1"}, nil)
+	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil }
+	schema := json.RawMessage(`{"type":"object"}`)
+	srv.AddTool(&mcp.Tool{Name: "t", Description: "first version", InputSchema: schema}, handler)
+	srv.AddTool(&mcp.Tool{Name: "u", Description: "stays", InputSchema: schema}, handler)
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", serveMCP(t, srv)))
+	a := newRawAgent(t, ctx, g)
+	list := func() map[string]string {
+		_, body := a.post(ctx, `{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{}}`)
+		return listedTools(t, string(body))
+	}
+	for range 2 { // the second is served from the kept page
+		if got := list(); got["a__t"] != "first version" || got["a__u"] != "stays" {
+			t.Fatalf("tools/list = %v; want a__t's first version and a__u", got)
+		}
+	}
+	srv.AddTool(&mcp.Tool{Name: "t", Description: "second version", InputSchema: schema}, handler)
+	waitFor(t, ctx, func() bool { return list()["a__t"] == "second version" })
+	srv.RemoveTools("u")
+	waitFor(t, ctx, func() bool { _, ok := list()["a__u"]; return !ok })
+	if got := list(); !maps.Equal(got, map[string]string{"a__t": "second version"}) {
+		t.Errorf("tools/list after the changes = %v; want a__t's second version only", got)
+	}
+}
+
+// TestToolsListPagesPerAgent: agents whose grants differ get their own
+// tools/list pages, each time, though pages are kept encoded (issue 12).
+func TestToolsListPagesPerAgent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo", "list_x", "delete_y")
+	g := newTestGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  a: {url: %s}
+auth:
+  keys:
+    - {name: reader, key: %s, tools: {allow: ["a__echo"]}}
+    - {name: lister, key: %s, tools: {allow: ["a__list_*"]}}
+    - {name: ops, key: %s}
+`, up.url(), keyReader, keyNobody, keyOps))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	url := hs.URL + "/mcp"
+	agents := []struct {
+		name, key, session string
+		want               []string
+	}{
+		{"reader", keyReader, "", []string{"a__echo"}},
+		{"lister", keyNobody, "", []string{"a__list_x"}},
+		{"ops", keyOps, "", []string{"a__delete_y", "a__echo", "a__list_x"}},
+	}
+	for i, a := range agents {
+		_, hdr, _ := postMCP(t, ctx, url, "Bearer "+a.key, "", initializeBody)
+		agents[i].session = hdr.Get("Mcp-Session-Id")
+		postMCP(t, ctx, url, "Bearer "+a.key, agents[i].session, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	}
+	for round := range 3 { // from the second, the pages are the kept ones
+		for _, a := range agents {
+			_, _, body := postMCP(t, ctx, url, "Bearer "+a.key, a.session, `{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}`)
+			if got := slices.Sorted(maps.Keys(listedTools(t, body))); !slices.Equal(got, a.want) {
+				t.Errorf("round %d: agent %s lists %v; want %v", round, a.name, got, a.want)
+			}
+		}
+	}
+}
+
+// TestListCacheBounded: the kept pages stay within their bounds, however
+// many different pages agents list, and a page is served only for the
+// very tools it was made from.
+func TestListCacheBounded(t *testing.T) {
+	t.Parallel()
+	c := newListCache()
+	encodes := 0
+	big := strings.Repeat("x", 300<<10)
+	tool := func(i int) *mcp.Tool { return &mcp.Tool{Name: fmt.Sprint("t", i), Description: big} }
+	for i := range 500 {
+		r := &mcp.ListToolsResult{Tools: []*mcp.Tool{tool(i)}}
+		data, err := c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+		if err != nil || !strings.Contains(string(data), fmt.Sprintf(`"t%d"`, i)) {
+			t.Fatalf("page %d: %v %.40s", i, err, data)
+		}
+		if c.bytes > listCacheBytes || c.pages.len() > listCachePages {
+			t.Fatalf("after %d pages the cache holds %d pages, %d bytes; bounds are %d, %d", i+1, c.pages.len(), c.bytes, listCachePages, listCacheBytes)
+		}
+	}
+	if encodes != 500 {
+		t.Errorf("%d encodings for 500 different pages", encodes)
+	}
+	// The same tools again: kept. Equal tools at other addresses: not.
+	same := []*mcp.Tool{tool(1000)}
+	for _, tools := range [][]*mcp.Tool{same, same, {tool(1000)}} {
+		r := &mcp.ListToolsResult{Tools: tools}
+		_, _ = c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+	}
+	if encodes != 502 {
+		t.Errorf("%d encodings for one page listed twice and an equal one; want 502", encodes)
+	}
+	// The same tools under another cursor: another page.
+	r := &mcp.ListToolsResult{Tools: same, NextCursor: "next"}
+	data, _ := c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+	if encodes != 503 || !strings.Contains(string(data), `"nextCursor":"next"`) {
+		t.Errorf("a page with another cursor was served from the cache: %.60s", data)
+	}
+	var total int
+	for _, e := range c.pages.items {
+		total += len(e.Value.(*lruEntry[uint64, *listPage]).val.data)
+	}
+	if total != c.bytes {
+		t.Errorf("the cache counts %d bytes and holds %d", c.bytes, total)
+	}
+}
