@@ -27,7 +27,9 @@ func BenchmarkToolsList(b *testing.B) {
 		for j := range 500 {
 			s.AddTool(&mcp.Tool{Name: fmt.Sprintf("t%03d", j), Description: "Echoes the text argument back unchanged.",
 				InputSchema: map[string]any{"type": "object", "properties": map[string]any{"text": map[string]any{"type": "string"}}, "required": []string{"text"}}},
-				func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+				func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+					return &mcp.CallToolResult{}, nil
+				})
 		}
 		fmt.Fprintf(&cfg, "  u%02d: {url: %s}\n", i, serveMCP(b, s))
 	}

@@ -45,7 +45,9 @@ func TestToolsListPagesFollowChanges(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	srv := mcp.NewServer(&mcp.Implementation{Name: "changing", Version: "1"}, nil)
-	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil }
+	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{}, nil
+	}
 	schema := json.RawMessage(`{"type":"object"}`)
 	srv.AddTool(&mcp.Tool{Name: "t", Description: "first version", InputSchema: schema}, handler)
 	srv.AddTool(&mcp.Tool{Name: "u", Description: "stays", InputSchema: schema}, handler)

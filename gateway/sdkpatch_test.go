@@ -169,7 +169,9 @@ func TestSDKResponseEncoding(t *testing.T) {
 	defer cancel()
 	srv := mcp.NewServer(&mcp.Implementation{Name: "plain", Version: "1"}, nil)
 	srv.AddTool(&mcp.Tool{Name: "t", Description: "<b>&amp;\u2028</b>", InputSchema: json.RawMessage(`{"type": "object"}`)},
-		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
 	url := serveMCP(t, srv)
 	for _, id := range []string{`7`, `"<a&b>\u2028x"`, `-1`, `"é"`} {
 		t.Run(id, func(t *testing.T) {
