@@ -5,6 +5,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -35,6 +36,8 @@ type listCache struct {
 	mu    sync.Mutex
 	pages *lru[uint64, *listPage]
 	bytes int
+	// hits counts the pages served from the cache (for tests).
+	hits atomic.Int64
 }
 
 // listPage is one page's encoding (without the cache hints) and what it
@@ -74,6 +77,7 @@ func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, erro
 	p, ok := c.pages.get(k)
 	c.mu.Unlock()
 	if ok && p.cursor == r.NextCursor && slices.Equal(p.tools, r.Tools) {
+		c.hits.Add(1)
 		return p.data, nil
 	}
 	data, err := encode()

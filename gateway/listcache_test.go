@@ -62,6 +62,9 @@ func TestToolsListPagesFollowChanges(t *testing.T) {
 			t.Fatalf("tools/list = %v; want a__t's first version and a__u", got)
 		}
 	}
+	if n := g.lists.hits.Load(); n != 1 {
+		t.Errorf("%d of two listings of the same page served from the cache; want 1", n)
+	}
 	srv.AddTool(&mcp.Tool{Name: "t", Description: "second version", InputSchema: schema}, handler)
 	waitFor(t, ctx, func() bool { return list()["a__t"] == "second version" })
 	srv.RemoveTools("u")
