@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/pprof"
@@ -113,6 +114,11 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "unknown credential " + strconvQuote(name)})
 		return
 	}
+	if err == nil {
+		if rej := g.awaitChildren(ctx, name); rej != nil {
+			changed, err = false, rej
+		}
+	}
 	g.refreshRedactor()
 	if err == nil && trigger == authmap.TriggerAdmin {
 		g.retryCredential(name) // an unchanged value the breakers still hold is tried again
@@ -130,6 +136,36 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 		status = http.StatusBadGateway
 	}
 	writeJSON(w, status, out)
+}
+
+// awaitChildren waits, after a reload of credential name, until the
+// running stdio upstreams whose shared child it serves hold its value (a
+// child with a new value starts in the background), and returns the
+// rejection when one exited on it and the value before it was kept
+// (RejectRotation). The reload answered "changed", healthy, and the
+// rejection came later, as an event only (found trying the gateway from
+// outside).
+func (g *Server) awaitChildren(ctx context.Context, name string) error {
+	c := g.credential(name)
+	if c == nil {
+		return nil
+	}
+	v := c.Value()
+	for _, u := range g.ups() {
+		if !u.creds.counted || u.defaultCred != name || u.session.Load() == nil {
+			continue
+		}
+		u.awaitCredential(ctx, name)
+		if c.Value() == v {
+			continue
+		}
+		why := "it exited"
+		if le := c.Snapshot(false).LastError; le != nil {
+			why = le.Error()
+		}
+		return fmt.Errorf("credential %q: the new value was rejected when upstream %q's child started with it, and the value before it is kept: %s", name, u.name, why)
+	}
+	return nil
 }
 
 func strconvQuote(s string) string {

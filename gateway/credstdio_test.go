@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,5 +257,56 @@ func TestStdioRegistryFailureIsNoRejection(t *testing.T) {
 	}
 	if st := g.Credentials().Get("tok").Status(); st != authmap.StatusHealthy {
 		t.Errorf("credential %s, want healthy (the registry's 401 is not about it)", st)
+	}
+}
+
+// TestAdminReloadReportsRejectedRotation: an admin reload of a value that
+// a stdio upstream's child then exits on answers with the rejection (502,
+// changed false), not "changed", healthy, with the rejection coming later
+// as an event only (found trying the gateway from outside).
+func TestAdminReloadReportsRejectedRotation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	writeFile(t, path, "env-one-0123456789")
+	g, cs, base := credGateway(t, ctx, fmt.Sprintf(`
+admin: {token: admin-token-0123456789}
+credentials:
+  tok: {source: {exec: {command: [cat, %s]}}, inject: {env: TOKEN}}
+upstreams:
+  local:
+    command: %q
+    env: {%s: envtoken}
+    credential: tok
+    provider: github
+`, path, self, rawUpstreamEnv), nil, nil)
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
+		t.Fatalf("whoami = %q, want the first value's", got)
+	}
+	admin := map[string]string{"Authorization": "Bearer admin-token-0123456789"}
+	writeFile(t, path, "bad-two-0123456789")
+	code, body := post(t, base+"/admin/credentials/tok/reload", admin, "")
+	if code != http.StatusBadGateway || !strings.Contains(body, `"changed": false`) || !strings.Contains(body, "was rejected when upstream") {
+		t.Errorf("admin reload of a value the child exits on: %d %s; want 502, changed false, the rejection", code, body)
+	}
+	if strings.Contains(body, "bad-two-0123456789") {
+		t.Errorf("the reload's answer holds the rejected value: %s", body)
+	}
+	if v := g.Credentials().Get("tok").Value(); v != "env-one-0123456789" {
+		t.Errorf("after the rejected reload the credential holds %q", v)
+	}
+	writeFile(t, path, "env-three-0123456789")
+	code, body = post(t, base+"/admin/credentials/tok/reload", admin, "")
+	if code != http.StatusOK || !strings.Contains(body, `"changed": true`) {
+		t.Errorf("admin reload of a good value: %d %s; want 200, changed", code, body)
+	}
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-three-0123456789") {
+		t.Errorf("whoami after the good reload = %q, want the new value's (the reload waited for its child)", got)
 	}
 }

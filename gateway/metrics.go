@@ -264,7 +264,7 @@ func newMetrics(g *Server) *metrics {
 	m.connectFailures = counter("upstream_connect_failures_total", "Connection attempts to an upstream that failed.", fieldUpstream)
 	m.refreshes = counter("credential_refreshes_total", "Renewals of a renewable credential (OAuth): success, or failure when a refresh failing changed the credential's status (expiring, expired, revoked, invalid, missing).",
 		fieldCredential, labelResult)
-	m.rotations = counter("credential_rotations_total", "New values a credential's source handed over: success (adopted), or rejected (it failed its check, or the source resolved to nothing, and the old value was kept).",
+	m.rotations = counter("credential_rotations_total", "New values a credential's source handed over: success (adopted), or rejected (it failed its check, the source resolved to nothing, or a stdio upstream's child refused it at start; the old value was kept). A value adopted and then refused by its child counts in both.",
 		fieldCredential, labelResult)
 	m.credEvents = counter("credential_events_total", "Credential lifecycle events, by kind (loaded, validated, refreshed, rotated, expiring, expired, revoked, invalid, missing, rate_limited, restored, rejected_rotation).",
 		fieldCredential, labelKind)
