@@ -41,10 +41,10 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 		_, err := w.Write(b)
 		return err
 	}
-	var held chan struct{} // closed once the held request line is written; nil for none
+	var held *heldLine // the request line held back; nil for none
 	waitHeld := func() {
 		if held != nil {
-			<-held
+			<-held.done
 			held = nil
 		}
 	}
@@ -86,14 +86,32 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 			line = line[:0]
 		} else if msg := bytes.TrimSpace(line); len(msg) > 0 {
 			if why, ids := f.refuse(msg); why == "" {
+				if held != nil && held.cancelledBy(msg) {
+					// The agent cancelled the request held back: it is
+					// never sent, nor its cancellation (the SDK would
+					// have run it, the cancellation coming first).
+					line = line[:0]
+					if err != nil {
+						end(err)
+						return
+					}
+					continue
+				}
 				if len(ids) > 0 {
 					waitHeld() // requests keep their order
 					if !calls.tryAcquire(ids) {
-						done, hold := make(chan struct{}), bytes.Clone(line)
-						held = done
+						h := &heldLine{ids: ids, done: make(chan struct{}), stop: make(chan struct{})}
+						hold := bytes.Clone(line)
+						held = h
 						go func() {
-							defer close(done)
-							calls.acquire(ids)
+							defer close(h.done)
+							if !calls.acquire(ids, h.stop) {
+								return // dropped while it waited
+							}
+							if !h.send() {
+								calls.release(ids) // dropped as its turn came
+								return
+							}
 							_ = write(hold)
 						}()
 						line = line[:0]
@@ -117,6 +135,63 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 			return
 		}
 	}
+}
+
+// heldLine is a request line agentLines holds back until the bound lets
+// it pass.
+type heldLine struct {
+	ids  []jsonrpc.ID  // the requests it holds
+	done chan struct{} // closed once it is written, or dropped
+	stop chan struct{} // closed when it is dropped
+	mu   sync.Mutex
+	sent bool // it is being written: too late to drop it
+}
+
+// send reports whether the line may be written (it was not dropped) and
+// marks it sent.
+func (h *heldLine) send() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.stop:
+		return false
+	default:
+		h.sent = true
+		return true
+	}
+}
+
+// cancelledBy reports whether msg is the agent's cancellation of the one
+// request h holds, and if so drops h unless it is being written.
+func (h *heldLine) cancelledBy(msg []byte) bool {
+	if len(h.ids) != 1 || msg[0] != '{' {
+		return false
+	}
+	var n struct {
+		Method string `json:"method"`
+		ID     any    `json:"id"`
+		Params struct {
+			RequestID any `json:"requestId"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(msg, &n) != nil || n.Method != "notifications/cancelled" || n.ID != nil || n.Params.RequestID == nil {
+		return false
+	}
+	id, err := jsonrpc.MakeID(n.Params.RequestID)
+	if err != nil || id != h.ids[0] {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.sent {
+		return false
+	}
+	select {
+	case <-h.stop:
+	default:
+		close(h.stop)
+	}
+	return true
 }
 
 // lineFilter decides which agent lines the SDK's stdio transport can take.
@@ -207,12 +282,17 @@ func newCallGate() *callGate {
 }
 
 // acquire waits until ids fit the bound (a batch always fits once nothing
-// else is in flight), then holds them. An id already in flight is not
-// held again. A nil gate does nothing.
-func (g *callGate) acquire(ids []jsonrpc.ID) {
+// else is in flight), then holds them, or until stop is closed (false).
+// An id already in flight is not held again. A nil gate does nothing.
+func (g *callGate) acquire(ids []jsonrpc.ID, stop <-chan struct{}) bool {
 	for !g.tryAcquire(ids) {
-		<-g.freed
+		select {
+		case <-g.freed:
+		case <-stop:
+			return false
+		}
 	}
+	return true
 }
 
 // tryAcquire is acquire without the wait: it reports whether ids fit.

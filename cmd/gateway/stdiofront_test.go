@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -124,6 +125,61 @@ func TestAgentLinesBoundsCallsInFlight(t *testing.T) {
 		}
 		if got, want := lines(), 3+2*maxAgentCalls+1; got != want {
 			t.Fatalf("%d lines read once all were answered, want %d", got, want)
+		}
+	})
+}
+
+// TestAgentLinesCancelHeld: the agent's cancellation of the request held
+// back past the bound drops that request, which is never sent: passed
+// ahead of it, the cancellation was lost and the request ran anyway.
+func TestAgentLinesCancelHeld(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var in strings.Builder
+		for i := range maxAgentCalls + 1 { // the last is held back
+			fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`+"\n", i)
+		}
+		held := maxAgentCalls
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d,"reason":"x"}}`+"\n", 3) // not the held one: passes
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}`+"\n", held)
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":"after","method":"ping"}`+"\n")
+		log := zerolog.Nop()
+		pr, pw := io.Pipe()
+		gate := newCallGate()
+		go agentLines(strings.NewReader(in.String()), pw, 1<<20, gate, &log)
+		var mu sync.Mutex
+		var got []string
+		go func() {
+			br := bufio.NewReader(pr)
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, l)
+				mu.Unlock()
+			}
+		}()
+		read := func() []string {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+		if n := len(read()); n != maxAgentCalls+1 {
+			t.Fatalf("%d lines read with the bound full, want %d (the requests that fit, the other cancellation)", n, maxAgentCalls+1)
+		}
+		out := answerWriter{io.Discard, gate}
+		_, _ = fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%d,"result":{}}`+"\n", 0)
+		lines := read()
+		if n := len(lines); n != maxAgentCalls+2 || !strings.Contains(lines[n-1], `"after"`) {
+			t.Fatalf("after one answer the last lines read are %q; want the ping after the cancelled request", lines[max(0, n-2):])
+		}
+		for _, l := range lines {
+			if strings.Contains(l, fmt.Sprintf(`"id":%d,`, held)) || strings.Contains(l, fmt.Sprintf(`"requestId":%d}`, held)) {
+				t.Errorf("the cancelled held request, or its cancellation, was passed on: %s", l)
+			}
 		}
 	})
 }
