@@ -109,9 +109,11 @@ type cachedTools struct {
 }
 
 func (r cachedTools) MarshalJSON() ([]byte, error) {
-	return r.cache.encoding(r.ListToolsResult, func() ([]byte, error) {
-		return withoutCacheHints{r.ListToolsResult}.MarshalJSON()
-	})
+	encode := withoutCacheHints{r.ListToolsResult}.MarshalJSON
+	if !cacheable(r.ListToolsResult) {
+		return encode() // annotated after the middlewares after all
+	}
+	return r.cache.encoding(r.ListToolsResult, encode)
 }
 
 var _ json.Marshaler = cachedTools{}
