@@ -70,6 +70,7 @@ func newCatalog(g *Server) *catalog {
 func (c *catalog) touch() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.g.lists.reset()
 	if len(c.tools) > 0 {
 		name := slices.Min(slices.Collect(maps.Keys(c.tools)))
 		_ = c.addTool(name, c.tools[name])
@@ -87,6 +88,7 @@ func (c *catalog) touch() {
 func (c *catalog) rebuild() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.g.lists.reset() // the encoded pages hold the tools it replaces
 	g := c.g
 	// One snapshot throughout: a reload may swap it meanwhile, and then
 	// rebuilds again.

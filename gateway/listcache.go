@@ -38,6 +38,19 @@ type listCache struct {
 	bytes int
 	// hits counts the pages served from the cache (for tests).
 	hits atomic.Int64
+	// gen counts the catalog's rebuilds (reset): a page encoded across one
+	// is not kept.
+	gen atomic.Uint64
+}
+
+// reset drops every page: the catalog changed, and the pages would keep
+// the tools it no longer lists alive until newer pages pushed them out.
+func (c *listCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	c.pages = newLRU[uint64, *listPage](listCachePages)
+	c.bytes = 0
 }
 
 // listPage is one page's encoding (without the cache hints) and what it
@@ -72,7 +85,7 @@ func (c *listCache) key(r *mcp.ListToolsResult) uint64 {
 // encoding returns r's encoding without the cache hints, from the cache
 // or made by encode and kept.
 func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, error)) ([]byte, error) {
-	k := c.key(r)
+	k, gen := c.key(r), c.gen.Load()
 	c.mu.Lock()
 	p, ok := c.pages.get(k)
 	c.mu.Unlock()
@@ -87,6 +100,9 @@ func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, erro
 	p = &listPage{tools: slices.Clone(r.Tools), cursor: r.NextCursor, data: data}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen.Load() != gen {
+		return data, nil // the catalog changed meanwhile
+	}
 	for _, old := range c.pages.add(k, p) {
 		c.bytes -= len(old.data)
 	}

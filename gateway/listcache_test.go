@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
@@ -160,4 +161,63 @@ func TestListCacheBounded(t *testing.T) {
 	if total != c.bytes {
 		t.Errorf("the cache counts %d bytes and holds %d", c.bytes, total)
 	}
+}
+
+// TestRelistedCachedToolsRedacted: a tool a 2026-07-28 upstream lets its
+// client cache (ttlMs) comes back from a relisting as the very object
+// listed before; a value that became a secret since (a rotation) is
+// redacted in it all the same. The gateway redacted that object in place,
+// so the comparison that finds changed tools compared it with itself, and
+// agents kept seeing the secret.
+func TestRelistedCachedToolsRedacted(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const next = "rotated-secret-0123456789"
+	srv := mcp.NewServer(&mcp.Implementation{Name: "ttl", Version: "1"}, &mcp.ServerOptions{
+		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) { c.TTLMs = 600000 },
+	})
+	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil }
+	srv.AddTool(&mcp.Tool{Name: "t", Description: "key " + next, InputSchema: json.RawMessage(`{"type":"object"}`),
+		Annotations: &mcp.ToolAnnotations{Title: "title " + next}}, handler)
+	srv.AddPrompt(&mcp.Prompt{Name: "p"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) { return &mcp.GetPromptResult{}, nil })
+	path := tokenFile(t, "first-secret-0123456789")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+credentials:
+  tok: {source: {file: %s}}
+upstreams:
+  a: {url: %s, credential: tok, protocol_version: "2026-07-28"}
+`, path, serveStateless(t, srv)), nil, nil)
+	exposed := func() (string, string) {
+		res, err := cs.ListTools(ctx, nil)
+		if err != nil || len(res.Tools) != 1 {
+			t.Fatalf("tools/list: %v %v", res, err)
+		}
+		title := ""
+		if a := res.Tools[0].Annotations; a != nil {
+			title = a.Title
+		}
+		return res.Tools[0].Description, title
+	}
+	if d, _ := exposed(); d != "key "+next {
+		t.Fatalf("description before the rotation = %q", d)
+	}
+	writeFile(t, path, next)
+	waitFor(t, ctx, func() bool { return g.Credentials().Get("tok").Value() == next })
+	if v := g.upstream("a").session.Load().InitializeResult().ProtocolVersion; v != "2026-07-28" {
+		t.Fatalf("the upstream speaks %s; the client caches lists from 2026-07-28 on", v)
+	}
+	// A change of prompts: the gateway lists again, tools from the client's cache.
+	srv.AddPrompt(&mcp.Prompt{Name: "q"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) { return &mcp.GetPromptResult{}, nil })
+	waitFor(t, ctx, func() bool { return g.catalog.hasPrompt("a__q") })
+	waitFor(t, ctx, func() bool { d, title := exposed(); return !strings.Contains(d+title, next) })
+}
+
+// serveStateless serves s over streamable HTTP without sessions until the
+// test ends and returns its endpoint.
+func serveStateless(t testing.TB, s *mcp.Server) string {
+	t.Helper()
+	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
+	t.Cleanup(hs.Close)
+	return hs.URL + "/mcp"
 }

@@ -147,6 +147,15 @@ func TestSDKPatchStillNeeded(t *testing.T) {
 			t.Errorf("third_party/go-sdk/%s lacks the patch", p.file)
 		}
 	}
+	// Change 7 writes a result as marshalToRaw made it: it must still be
+	// encoding/json's, without HTML escaping, or the bytes on the wire
+	// would change.
+	if msgs, err := os.ReadFile(filepath.Join(dl.Dir, "internal", "jsonrpc2", "messages.go")); err != nil {
+		t.Fatal(err)
+	} else if m := regexp.MustCompile(`(?s)func jsonMarshal\(obj any\) \(\[\]byte, error\) \{.*?\n\}`).Find(msgs); m == nil ||
+		!bytes.Contains(m, []byte("json.NewEncoder(&buf)")) || !bytes.Contains(m, []byte("enc.SetEscapeHTML(false)")) {
+		t.Errorf("go-sdk %s's jsonrpc2.jsonMarshal changed: check change 7 (encodeResponse) still writes what it would (see PATCH.md)", version)
+	}
 	if _, err := os.Stat(filepath.Join(dl.Dir, added)); err == nil {
 		t.Errorf("go-sdk %s has a file %s of its own: merge credgate's seam into it (see PATCH.md)", version, added)
 	}

@@ -453,7 +453,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 					errs = append(errs, errListTooLong("tools/list"))
 					break
 				}
-				cat.tools = append(cat.tools, t)
+				cat.tools = append(cat.tools, ownTool(t))
 			}
 		}
 	}
@@ -473,7 +473,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 				errs = append(errs, errListTooLong("prompts/list"))
 				break
 			}
-			cat.prompts = append(cat.prompts, p)
+			cat.prompts = append(cat.prompts, ownPrompt(p))
 		}
 	}
 	if caps != nil && caps.Resources != nil {
@@ -492,7 +492,8 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 				errs = append(errs, errListTooLong("resources/list"))
 				break
 			}
-			cat.resources = append(cat.resources, r)
+			cp := *r
+			cat.resources = append(cat.resources, &cp)
 		}
 		for r, err := range pagesOf(ctx, func(ctx context.Context, cursor string) ([]*mcp.ResourceTemplate, string, error) {
 			res, err := cs.ListResourceTemplates(ctx, &mcp.ListResourceTemplatesParams{Cursor: cursor})
@@ -515,7 +516,8 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 				errs = append(errs, errListTooLong("resources/templates/list"))
 				break
 			}
-			cat.templates = append(cat.templates, r)
+			cp := *r
+			cat.templates = append(cat.templates, &cp)
 		}
 	}
 	u.gw.redactCatalog(&cat)
@@ -530,6 +532,37 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 		u.gw.shared.cacheCatalog(u.name, cat) // issue 11: see shared.go
 	}
 	return errors.Join(errs...)
+}
+
+// ownTool is a copy of t that the gateway may change (redactCatalog,
+// compactSchemas) without changing t: the SDK's client keeps the tools it
+// listed, for as long as their ttlMs, and a relisting within it returns the
+// very same objects, whose redaction in place then raced with their
+// encoding to agents and hid a newly known secret from the comparison that
+// finds changed tools.
+func ownTool(t *mcp.Tool) *mcp.Tool {
+	cp := *t
+	if t.Annotations != nil {
+		a := *t.Annotations
+		cp.Annotations = &a
+	}
+	return &cp
+}
+
+// ownPrompt is ownTool for a prompt, with its arguments.
+func ownPrompt(p *mcp.Prompt) *mcp.Prompt {
+	cp := *p
+	cp.Arguments = make([]*mcp.PromptArgument, len(p.Arguments))
+	for i, a := range p.Arguments {
+		if a != nil {
+			ac := *a
+			cp.Arguments[i] = &ac
+		}
+	}
+	if p.Arguments == nil {
+		cp.Arguments = nil
+	}
+	return &cp
 }
 
 // compactSchemas replaces each tool's decoded schemas (the SDK decodes them

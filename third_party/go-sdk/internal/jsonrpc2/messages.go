@@ -76,9 +76,9 @@ type Response struct {
 	// Extra is additional information that does not appear on the wire. It can be
 	// used to pass information from the underlying transport to the application.
 	Extra any
-	// compact is set when Result is jsonMarshal's output, which
-	// encoding/json has already validated and compacted. credgate patch.
-	compact bool
+	// compact is Result as NewResponse encoded it: encoding/json has
+	// validated and compacted those bytes. credgate patch.
+	compact json.RawMessage
 }
 
 // StringID creates a new string request identifier.
@@ -120,7 +120,11 @@ func (msg *Request) marshal(to *wireCombined) {
 // supplied. If err is set result may be ignored.
 func NewResponse(id ID, result any, rerr error) (*Response, error) {
 	r, merr := marshalToRaw(result)
-	return &Response{ID: id, Result: r, Error: rerr, compact: merr == nil}, merr
+	resp := &Response{ID: id, Result: r, Error: rerr}
+	if merr == nil {
+		resp.compact = r
+	}
+	return resp, merr
 }
 
 func (msg *Response) marshal(to *wireCombined) {
@@ -149,9 +153,11 @@ func toWireError(err error) *WireError {
 }
 
 func EncodeMessage(msg Message) ([]byte, error) {
-	if r, ok := msg.(*Response); ok && r.compact && r.Error == nil && len(r.Result) > 0 {
-		// credgate patch: the result is written as it is, not compacted
-		// again. The bytes are what encoding/json would write for wire.
+	if r, ok := msg.(*Response); ok && r.Error == nil && len(r.Result) > 0 &&
+		len(r.compact) == len(r.Result) && &r.compact[0] == &r.Result[0] {
+		// credgate patch: the result NewResponse encoded (still those
+		// very bytes) is written as it is, not compacted again. The bytes
+		// are what encoding/json would write for wire.
 		return encodeResponse(r)
 	}
 	wire := wireCombined{VersionTag: wireVersion}
