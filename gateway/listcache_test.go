@@ -177,10 +177,14 @@ func TestRelistedCachedToolsRedacted(t *testing.T) {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "ttl", Version: "1"}, &mcp.ServerOptions{
 		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) { c.TTLMs = 600000 },
 	})
-	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil }
+	handler := func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		return &mcp.CallToolResult{}, nil
+	}
 	srv.AddTool(&mcp.Tool{Name: "t", Description: "key " + next, InputSchema: json.RawMessage(`{"type":"object"}`),
 		Annotations: &mcp.ToolAnnotations{Title: "title " + next}}, handler)
-	srv.AddPrompt(&mcp.Prompt{Name: "p"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) { return &mcp.GetPromptResult{}, nil })
+	srv.AddPrompt(&mcp.Prompt{Name: "p"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
 	path := tokenFile(t, "first-secret-0123456789")
 	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
 credentials:
@@ -208,7 +212,9 @@ upstreams:
 		t.Fatalf("the upstream speaks %s; the client caches lists from 2026-07-28 on", v)
 	}
 	// A change of prompts: the gateway lists again, tools from the client's cache.
-	srv.AddPrompt(&mcp.Prompt{Name: "q"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) { return &mcp.GetPromptResult{}, nil })
+	srv.AddPrompt(&mcp.Prompt{Name: "q"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
+		return &mcp.GetPromptResult{}, nil
+	})
 	waitFor(t, ctx, func() bool { return g.catalog.hasPrompt("a__q") })
 	waitFor(t, ctx, func() bool { d, title := exposed(); return !strings.Contains(d+title, next) })
 }
