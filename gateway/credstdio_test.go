@@ -216,6 +216,15 @@ func TestStdioRejectedAtStart(t *testing.T) {
 // holding value; it returns the file's path too.
 func envTokenGateway(t *testing.T, ctx context.Context, value string) (*Server, *mcp.ClientSession, string) {
 	t.Helper()
+	g, cs, path, _ := envTokenGatewayWith(t, ctx, value, "", "file: %s")
+	return g, cs, path
+}
+
+// envTokenGatewayWith is envTokenGateway with head before the config and
+// tok's source (a format taking the token file's path); it also returns the
+// gateway's base URL.
+func envTokenGatewayWith(t *testing.T, ctx context.Context, value, head, source string) (*Server, *mcp.ClientSession, string, string) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -223,9 +232,9 @@ func envTokenGateway(t *testing.T, ctx context.Context, value string) (*Server, 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "token")
 	writeFile(t, path, value)
-	g, cs, _ := credGateway(t, ctx, fmt.Sprintf(`
+	g, cs, base := credGateway(t, ctx, head+fmt.Sprintf(`
 credentials:
-  tok: {source: {file: %s}, inject: {env: TOKEN}}
+  tok: {source: {`+source+`}, inject: {env: TOKEN}}
 upstreams:
   local:
     command: %q
@@ -233,7 +242,7 @@ upstreams:
     credential: tok
     provider: github
 `, path, self, rawUpstreamEnv, filepath.Join(dir, "starts")), nil, nil)
-	return g, cs, path
+	return g, cs, path, base
 }
 
 // childStarts returns how many envtoken children the gateway of
@@ -268,24 +277,7 @@ func TestAdminReloadReportsRejectedRotation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "token")
-	writeFile(t, path, "env-one-0123456789")
-	g, cs, base := credGateway(t, ctx, fmt.Sprintf(`
-admin: {token: admin-token-0123456789}
-credentials:
-  tok: {source: {exec: {command: [cat, %s]}}, inject: {env: TOKEN}}
-upstreams:
-  local:
-    command: %q
-    env: {%s: envtoken}
-    credential: tok
-    provider: github
-`, path, self, rawUpstreamEnv), nil, nil)
+	g, cs, path, base := envTokenGatewayWith(t, ctx, "env-one-0123456789", "admin: {token: admin-token-0123456789}\n", "exec: {command: [cat, %s]}")
 	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-one-0123456789") {
 		t.Fatalf("whoami = %q, want the first value's", got)
 	}
