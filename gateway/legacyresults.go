@@ -135,3 +135,16 @@ func withCode(e *jsonrpc.Error) *jsonrpc.Error {
 	out.Code = jsonrpc.CodeInternalError
 	return &out
 }
+
+// cacheScope is the SDK's SetCacheable: results are "private" (only the
+// agent's own client may cache them) when they may differ between agents,
+// as they do with agent authentication (each agent lists what its grants
+// allow) or an upstream whose sessions are per agent. The SDK's default,
+// "public", let an intermediary serve one agent's list to another (found
+// trying the gateway from outside).
+func (g *Server) cacheScope(_ context.Context, _ mcp.Request, c *mcp.Cacheable) {
+	cfg := g.config()
+	if len(cfg.Auth.Keys) > 0 || cfg.Auth.OAuth != nil || g.perAgentUpstreams() {
+		c.CacheScope = "private"
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -226,4 +227,43 @@ func serveStateless(t testing.TB, s *mcp.Server) string {
 	hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, &mcp.StreamableHTTPOptions{Stateless: true}))
 	t.Cleanup(hs.Close)
 	return hs.URL + "/mcp"
+}
+
+// TestListsPrivateWithAgentAuth: with agent authentication each agent's
+// lists are its own, so they are marked cacheScope "private" for
+// 2026-07-28 agents; the SDK's default, "public", let an intermediary
+// serve one agent's list to another. Without it they stay public.
+func TestListsPrivateWithAgentAuth(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo", "list_x")
+	for _, tc := range []struct {
+		auth, key, want string
+	}{
+		{"", "", `"cacheScope":"public"`},
+		{fmt.Sprintf("auth: {keys: [{name: reader, key: %s, tools: {allow: [a__echo]}}]}\n", keyReader), keyReader, `"cacheScope":"private"`},
+	} {
+		g := newTestGateway(t, ctx, tc.auth+fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", up.url()))
+		hs := httptest.NewServer(g.Handler())
+		t.Cleanup(hs.Close)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
+			`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{`+newRequestMeta+`}}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/list")
+		if tc.key != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), tc.want) {
+			t.Errorf("auth %q: tools/list answered %d %.300s; want %s", tc.auth, resp.StatusCode, body, tc.want)
+		}
+	}
 }

@@ -279,6 +279,7 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 		UnsubscribeHandler: g.unsubscribe,
 		// An agent's roots go to its own upstream sessions (session: per_agent).
 		RootsListChangedHandler: g.rootsListChanged,
+		SetCacheable:            g.cacheScope,
 	})
 	g.mcp.AddReceivingMiddleware(g.trackLogLevel, g.unlisted, g.withExecution, g.inputFailures, g.endWithSession)
 	g.mcp.AddReceivingMiddleware(g.countRequests)
