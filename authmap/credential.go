@@ -229,6 +229,13 @@ func (c *Credential) wake() {
 // load, without locks or allocation.
 func (c *Credential) Value() string { return c.snap.Load().value }
 
+// Rejected returns the value RejectRotation last took back, "" if none.
+func (c *Credential) Rejected() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st.rejected
+}
+
 // Generation counts the value's changes: it grows each time a new value is
 // adopted, so "until the credential changes" is a comparison.
 func (c *Credential) Generation() uint64 { return c.snap.Load().gen }
@@ -367,9 +374,16 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	same := c.st.loaded && tok.Value == c.st.value
 	if !same && c.st.rejected != "" && tok.Value == c.st.rejected && trigger != TriggerAdmin && time.Since(c.st.rejectedAt) < rejectedHold {
 		// Taken back once already (RejectRotation): the source has not
-		// changed since, and nothing more is to be said.
+		// changed since, and nothing more is to be said, but to a webhook,
+		// which announced this value as new: it was answered "unchanged",
+		// healthy, and took that for a success (found trying the gateway
+		// from outside).
 		c.st.lastChecked = time.Now()
+		ago := time.Since(c.st.rejectedAt).Round(time.Second)
 		c.mu.Unlock()
+		if trigger == TriggerWebhook {
+			return false, fmt.Errorf("credential %q: the source holds the value an upstream's child exited on %s ago; the value before it is kept (an admin reload tries it again)", c.name, ago)
+		}
 		return false, nil
 	}
 	c.mu.Unlock()

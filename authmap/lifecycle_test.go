@@ -1028,9 +1028,16 @@ func TestRejectRotation(t *testing.T) {
 	if e := evs[len(evs)-1]; e.Kind != EventRejectedRotation || !strings.Contains(e.Detail, "the value before it is kept") {
 		t.Errorf("last event %+v, want rejected_rotation", e)
 	}
-	// The source still holds it: not adopted again.
+	if c.Rejected() != "second-value-0123456789" {
+		t.Error("Rejected does not name the value taken back")
+	}
+	// The source still holds it: not adopted again. A webhook, which
+	// announced it as new, is told so.
 	if _, err := c.Renew(ctx, TriggerFile); err != nil {
 		t.Fatal(err)
+	}
+	if changed, err := c.Renew(ctx, TriggerWebhook); changed || err == nil || !strings.Contains(err.Error(), "exited on") || strings.Contains(err.Error(), "second-value") {
+		t.Errorf("a webhook for the rejected value: changed %t, %v; want an error saying it was rejected, without the value", changed, err)
 	}
 	if v := c.Value(); v != "first-value-0123456789" {
 		t.Errorf("the rejected value read again was adopted: %q", v)

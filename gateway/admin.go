@@ -115,8 +115,9 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 		return
 	}
 	if err == nil {
-		if rej := g.awaitChildren(ctx, name); rej != nil {
-			changed, err = false, rej
+		var kept bool
+		if kept, err = g.awaitChildren(ctx, name); kept {
+			changed = false
 		}
 	}
 	g.refreshRedactor()
@@ -138,34 +139,49 @@ func (g *Server) reloadHTTP(w http.ResponseWriter, r *http.Request, trigger auth
 	writeJSON(w, status, out)
 }
 
-// awaitChildren waits, after a reload of credential name, until the
-// running stdio upstreams whose shared child it serves hold its value (a
-// child with a new value starts in the background), and returns the
-// rejection when one exited on it and the value before it was kept
-// (RejectRotation). The reload answered "changed", healthy, and the
-// rejection came later, as an event only (found trying the gateway from
-// outside).
-func (g *Server) awaitChildren(ctx context.Context, name string) error {
+// awaitChildren waits, after a reload of credential name, until the stdio
+// upstreams whose shared child it serves have started one with its value
+// (in the background: a running child is replaced, a down upstream tries
+// again), at most each one's connect timeout. It returns the rejection when
+// a child exited on the value: kept when the value before it was kept
+// (RejectRotation), else the upstream stays down on it. The reload
+// answered "changed", healthy, and the rejection came later, as an event
+// only; and the first calls after a good value's reload of a down upstream
+// failed on the value before it (found trying the gateway from outside).
+func (g *Server) awaitChildren(ctx context.Context, name string) (kept bool, err error) {
 	c := g.credential(name)
 	if c == nil {
-		return nil
+		return false, nil
 	}
-	v := c.Value()
+	v, gen := c.Value(), c.Generation()
 	for _, u := range g.ups() {
-		if !u.creds.counted || u.defaultCred != name || u.session.Load() == nil {
+		if !u.creds.counted || u.defaultCred != name {
 			continue
 		}
-		u.awaitCredential(ctx, name)
-		if c.Value() == v {
-			continue
+		if u.session.Load() != nil {
+			u.awaitCredential(ctx, name)
+		} else {
+			u.awaitAttempt(ctx, gen)
 		}
-		why := "it exited"
-		if le := c.Snapshot(false).LastError; le != nil {
-			why = le.Error()
+		if c.Value() != v {
+			if c.Rejected() != v {
+				return false, nil // a newer value came meanwhile
+			}
+			return true, fmt.Errorf("credential %q: the new value was rejected when upstream %q's child started with it, and the value before it is kept: %s", name, u.name, g.lastErrorOf(c))
 		}
-		return fmt.Errorf("credential %q: the new value was rejected when upstream %q's child started with it, and the value before it is kept: %s", name, u.name, why)
+		if u.session.Load() == nil && u.creds.tried.Load() == gen && c.Generation() == gen && c.Status() != authmap.StatusHealthy {
+			return false, fmt.Errorf("credential %q: upstream %q's child exited on its value: %s", name, u.name, g.lastErrorOf(c))
+		}
 	}
-	return nil
+	return false, nil
+}
+
+// lastErrorOf is the credential's last error as text, redacted.
+func (g *Server) lastErrorOf(c *authmap.Credential) string {
+	if le := c.Snapshot(false).LastError; le != nil {
+		return g.redact(le.Error())
+	}
+	return "it exited"
 }
 
 func strconvQuote(s string) string {

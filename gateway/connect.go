@@ -53,6 +53,7 @@ func (u *upstream) run(ctx context.Context) {
 			connected(&f, false)
 			u.useCachedCatalog(ctx) // issue 11: a replica's last listing, while it has none
 			u.ownTrafficRejected(ctx, err, f)
+			u.creds.tried.Store(u.creds.trying.Load())
 			u.markTried()
 			wait := u.gw.backoff(attempt)
 			if limited(f) && f.RetryAfterSeconds != nil {
@@ -77,6 +78,7 @@ func (u *upstream) run(ctx context.Context) {
 			u.log.Warn().Str(fieldErr, u.gw.redact(listErr.Error())).Msg("listing the upstream's catalog failed")
 		}
 		u.setUp(listErr)
+		u.creds.tried.Store(u.creds.trying.Load())
 		u.markTried()
 		go u.resubscribe(ctx, cs)
 		began := time.Now()
@@ -89,6 +91,7 @@ func (u *upstream) run(ctx context.Context) {
 			// The credential rotated: the new session takes new calls at
 			// once, the old one finishes its calls in flight, then closes.
 			u.handOver(cs, next, endSession, child)
+			u.creds.tried.Store(u.creds.sharedGen.Load())
 			attempt = -1
 			continue
 		}
@@ -275,6 +278,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		// the call's (a session of its own), else the upstream's default.
 		extra, gen, err := u.childCredential(ctx)
 		credGen = gen
+		if client == u.client {
+			u.creds.trying.Store(gen)
+		}
 		for _, v := range extra {
 			credVal = v // its one entry
 		}

@@ -36,6 +36,10 @@ type credSessions struct {
 	// holds, and sharedVal its value.
 	sharedGen atomic.Uint64
 	sharedVal atomic.Pointer[string]
+	// trying is the default credential's generation the shared child's
+	// last start was given, and tried the same once that start's outcome
+	// (up, or down and why) is recorded.
+	trying, tried atomic.Uint64
 	// counted is set for a stdio upstream with credentials: only then are
 	// sessions counted and replaced.
 	counted bool
@@ -359,6 +363,24 @@ func (u *upstream) sessionValue(cs *mcp.ClientSession, name string) string {
 		return c.Value()
 	}
 	return ""
+}
+
+// awaitAttempt waits until the shared child's start with the default
+// credential's generation gen (or a later one) has an outcome: down, or up
+// with its catalog listed (not merely connected: its tools were unknown
+// for a moment). At most the connect timeout.
+func (u *upstream) awaitAttempt(ctx context.Context, gen uint64) {
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for u.creds.tried.Load() < gen {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // awaitCredential waits, before a resend, until the child that will carry

@@ -302,3 +302,36 @@ func TestAdminReloadReportsRejectedRotation(t *testing.T) {
 		t.Errorf("whoami after the good reload = %q, want the new value's (the reload waited for its child)", got)
 	}
 }
+
+// TestAdminReloadOfDownUpstream: a stdio upstream down on its rejected
+// credential is tried again with the reloaded value before the reload
+// answers: 502 with the rejection for another bad value, 200 for a good
+// one, after which calls work at once. It answered 200, healthy, at once
+// for both, and the first calls after the good one failed on the value
+// before it (found trying the gateway from outside).
+func TestAdminReloadOfDownUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	g, cs, path, base := envTokenGatewayWith(t, ctx, "bad-one-0123456789", "admin: {token: admin-token-0123456789}\n", "exec: {command: [cat, %s]}")
+	if h := g.Health().Upstreams["local"]; h.Status == StatusUp {
+		t.Fatalf("the upstream is up on a rejected value")
+	}
+	admin := map[string]string{"Authorization": "Bearer admin-token-0123456789"}
+	writeFile(t, path, "bad-two-0123456789")
+	code, body := post(t, base+"/admin/credentials/tok/reload", admin, "")
+	if code != http.StatusBadGateway || !strings.Contains(body, "child exited on its value") || !strings.Contains(body, "401 Bad credentials") {
+		t.Errorf("admin reload of another rejected value, the upstream down: %d %s; want 502 with the rejection", code, body)
+	}
+	if strings.Contains(body, "bad-two-0123456789") {
+		t.Errorf("the reload's answer holds the value: %s", body)
+	}
+	writeFile(t, path, "env-three-0123456789")
+	code, body = post(t, base+"/admin/credentials/tok/reload", admin, "")
+	if code != http.StatusOK || !strings.Contains(body, `"changed": true`) || !strings.Contains(body, `"status": "healthy"`) {
+		t.Errorf("admin reload of a good value, the upstream down: %d %s; want 200, changed, healthy", code, body)
+	}
+	if got := callText(t, ctx, cs, "local__whoami", nil); got != fingerprint("env-three-0123456789") {
+		t.Errorf("the call right after the good reload answered %q, want the new value's", got)
+	}
+}
