@@ -336,9 +336,47 @@ type answerWriter struct {
 }
 
 func (a answerWriter) Write(p []byte) (int, error) {
-	n, err := a.w.Write(p)
+	out := codedAnswer(p)
+	n, err := a.w.Write(out)
+	if err == nil && n == len(out) {
+		n = len(p)
+	}
 	a.calls.release(answered(p))
 	return n, err
+}
+
+// codedAnswer is p, one message, with an error of code 0 given code -32603
+// (internal error), as the gateway gives every error it answers (see
+// gateway's coded): a request the agent cancelled before its handler ran
+// is answered by the SDK with its context's error, code 0 (found trying
+// the gateway from outside).
+func codedAnswer(p []byte) []byte {
+	if !bytes.Contains(p, []byte(`"code":0`)) {
+		return p
+	}
+	m, err := jsonrpc.DecodeMessage(bytes.TrimSpace(p))
+	if err != nil {
+		return p
+	}
+	resp, ok := m.(*jsonrpc.Response)
+	if !ok {
+		return p
+	}
+	we, ok := resp.Error.(*jsonrpc.Error)
+	if !ok || we.Code != 0 {
+		return p
+	}
+	fixed := *we
+	fixed.Code = jsonrpc.CodeInternalError
+	resp.Error = &fixed
+	out, err := jsonrpc.EncodeMessage(resp)
+	if err != nil {
+		return p
+	}
+	if bytes.HasSuffix(p, []byte("\n")) {
+		out = append(out, '\n')
+	}
+	return out
 }
 
 func (answerWriter) Close() error { return nil }

@@ -183,3 +183,22 @@ func TestAgentLinesCancelHeld(t *testing.T) {
 		}
 	})
 }
+
+// TestCodedAnswer: an error answer of code 0 (the SDK's answer to a
+// request cancelled before its handler ran) goes to the agent with -32603;
+// every other message is written as it is.
+func TestCodedAnswer(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`{"jsonrpc":"2.0","id":5,"error":{"code":0,"message":"context canceled"}}` + "\n":       `{"jsonrpc":"2.0","id":5,"error":{"code":-32603,"message":"context canceled"}}` + "\n",
+		`{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"bad"}}` + "\n":              `{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"bad"}}` + "\n",
+		`{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`:   `{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`,
+		`{"jsonrpc":"2.0","method":"notifications/message","params":{"data":{"code":0}}}` + "\n": `{"jsonrpc":"2.0","method":"notifications/message","params":{"data":{"code":0}}}` + "\n",
+	} {
+		var buf bytes.Buffer
+		n, err := answerWriter{&buf, newCallGate()}.Write([]byte(in))
+		if err != nil || n != len(in) || buf.String() != want {
+			t.Errorf("%s written as %s (%d, %v); want %s", in, buf.String(), n, err, want)
+		}
+	}
+}
