@@ -190,9 +190,9 @@ func TestAgentLinesCancelHeld(t *testing.T) {
 func TestCodedAnswer(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		`{"jsonrpc":"2.0","id":5,"error":{"code":0,"message":"context canceled"}}` + "\n":       `{"jsonrpc":"2.0","id":5,"error":{"code":-32603,"message":"context canceled"}}` + "\n",
+		`{"jsonrpc":"2.0","id":5,"error":{"code":0,"message":"context canceled"}}` + "\n":        `{"jsonrpc":"2.0","id":5,"error":{"code":-32603,"message":"context canceled"}}` + "\n",
 		`{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"bad"}}` + "\n":              `{"jsonrpc":"2.0","id":"a","error":{"code":-32602,"message":"bad"}}` + "\n",
-		`{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`:   `{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`,
+		`{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`:    `{"jsonrpc":"2.0","id":6,"result":{"content":[{"type":"text","text":"\"code\":0"}]}}`,
 		`{"jsonrpc":"2.0","method":"notifications/message","params":{"data":{"code":0}}}` + "\n": `{"jsonrpc":"2.0","method":"notifications/message","params":{"data":{"code":0}}}` + "\n",
 	} {
 		var buf bytes.Buffer
