@@ -26,10 +26,11 @@ import (
 // not logged: it may hold a secret. w is closed when r ends.
 //
 // calls, if not nil, bounds the agent's requests that are read and not yet
-// answered: past its bound, a request line is held (one at most) until
-// answers go out, and no further request is read meanwhile; the agent's
-// notifications and answers (a cancellation, a sampling answer) still pass,
-// ahead of it.
+// answered: past its bound, request lines are held back, in order, until
+// answers go out (at most maxHeldLines or maxHeldBytes; past that no
+// further line is read meanwhile). The agent's notifications and answers (a
+// cancellation, a sampling answer) still pass, ahead of them, and its
+// cancellation of a request held back drops that request, unsent.
 func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *zerolog.Logger) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var line []byte
@@ -41,15 +42,9 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 		_, err := w.Write(b)
 		return err
 	}
-	var held *heldLine // the request line held back; nil for none
-	waitHeld := func() {
-		if held != nil {
-			<-held.done
-			held = nil
-		}
-	}
+	held := newHeldQueue(calls, write)
 	end := func(err error) {
-		waitHeld()
+		held.drain()
 		_ = w.CloseWithError(err)
 	}
 	left := 0 // lines left out, for bounded warnings
@@ -86,44 +81,17 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 			line = line[:0]
 		} else if msg := bytes.TrimSpace(line); len(msg) > 0 {
 			if why, ids := f.refuse(msg); why == "" {
-				if held != nil && held.cancelledBy(msg) {
-					// The agent cancelled the request held back: it is
+				switch {
+				case held.cancelled(msg):
+					// The agent cancelled a request held back: it is
 					// never sent, nor its cancellation (the SDK would
 					// have run it, the cancellation coming first).
-					line = line[:0]
-					if err != nil {
-						end(err)
+				case len(ids) > 0 && !held.pass(ids):
+					held.add(ids, bytes.Clone(line)) // behind the others: requests keep their order
+				default:
+					if write(line) != nil {
 						return
 					}
-					continue
-				}
-				if len(ids) > 0 {
-					waitHeld() // requests keep their order
-					if !calls.tryAcquire(ids) {
-						h := &heldLine{ids: ids, done: make(chan struct{}), stop: make(chan struct{})}
-						hold := bytes.Clone(line)
-						held = h
-						go func() {
-							defer close(h.done)
-							if !calls.acquire(ids, h.stop) {
-								return // dropped while it waited
-							}
-							if !h.send() {
-								calls.release(ids) // dropped as its turn came
-								return
-							}
-							_ = write(hold)
-						}()
-						line = line[:0]
-						if err != nil {
-							end(err)
-							return
-						}
-						continue
-					}
-				}
-				if write(line) != nil {
-					return
 				}
 			} else {
 				leaveOut(why, len(msg))
@@ -137,34 +105,129 @@ func agentLines(r io.Reader, w *io.PipeWriter, max int, calls *callGate, log *ze
 	}
 }
 
-// heldLine is a request line agentLines holds back until the bound lets
-// it pass.
-type heldLine struct {
-	ids  []jsonrpc.ID  // the requests it holds
-	done chan struct{} // closed once it is written, or dropped
-	stop chan struct{} // closed when it is dropped
-	mu   sync.Mutex
-	sent bool // it is being written: too late to drop it
+// Bounds of the requests agentLines holds back past the calls' bound: past
+// them, it reads no further line until the oldest goes out. One line is
+// always taken, however long.
+const (
+	maxHeldLines = 64
+	maxHeldBytes = 4 << 20
+)
+
+// heldQueue is the agent's request lines held back until the calls' bound
+// lets them pass, in order, and the goroutine that sends them.
+type heldQueue struct {
+	calls *callGate
+	write func([]byte) error
+	mu    sync.Mutex
+	lines []*heldLine
+	bytes int
+	more  chan struct{} // a line was added: wakes the sender
+	room  chan struct{} // a line went: wakes add, waiting for room
+	empty chan struct{} // closed when the queue is empty; replaced when it is not
+	run   bool          // the sender runs
 }
 
-// send reports whether the line may be written (it was not dropped) and
-// marks it sent.
-func (h *heldLine) send() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+// heldLine is one request line held back.
+type heldLine struct {
+	ids  []jsonrpc.ID // the requests it holds
+	line []byte
+	stop chan struct{} // closed when it is dropped
+	sent bool          // it is being written: too late to drop it
+}
+
+func newHeldQueue(calls *callGate, write func([]byte) error) *heldQueue {
+	q := &heldQueue{calls: calls, write: write, more: make(chan struct{}, 1), room: make(chan struct{}, 1), empty: make(chan struct{})}
+	close(q.empty)
+	return q
+}
+
+// pass reports whether a request line holding ids may be written now: no
+// line is held back (requests keep their order) and ids fit the bound,
+// which it then holds for them.
+func (q *heldQueue) pass(ids []jsonrpc.ID) bool {
+	q.mu.Lock()
+	busy := len(q.lines) > 0
+	q.mu.Unlock()
+	return !busy && q.calls.tryAcquire(ids)
+}
+
+// add holds line back, behind the others, first waiting for room.
+func (q *heldQueue) add(ids []jsonrpc.ID, line []byte) {
+	q.mu.Lock()
+	for len(q.lines) > 0 && (len(q.lines) >= maxHeldLines || q.bytes+len(line) > maxHeldBytes) {
+		q.mu.Unlock()
+		<-q.room
+		q.mu.Lock()
+	}
+	if len(q.lines) == 0 {
+		q.empty = make(chan struct{})
+	}
+	q.lines = append(q.lines, &heldLine{ids: ids, line: line, stop: make(chan struct{})})
+	q.bytes += len(line)
+	if !q.run {
+		q.run = true
+		go q.send()
+	}
+	q.mu.Unlock()
 	select {
-	case <-h.stop:
-		return false
+	case q.more <- struct{}{}:
 	default:
-		h.sent = true
-		return true
 	}
 }
 
-// cancelledBy reports whether msg is the agent's cancellation of the one
-// request h holds, and if so drops h unless it is being written.
-func (h *heldLine) cancelledBy(msg []byte) bool {
-	if len(h.ids) != 1 || msg[0] != '{' {
+// send writes the lines held back as the bound lets them pass, and skips
+// those dropped, until the queue is empty.
+func (q *heldQueue) send() {
+	for {
+		q.mu.Lock()
+		if len(q.lines) == 0 {
+			q.run = false
+			close(q.empty)
+			q.mu.Unlock()
+			return
+		}
+		h := q.lines[0]
+		q.mu.Unlock()
+		if q.calls.acquire(h.ids, h.stop) {
+			q.mu.Lock()
+			dropped := false
+			select {
+			case <-h.stop:
+				dropped = true
+			default:
+				h.sent = true
+			}
+			q.mu.Unlock()
+			if dropped {
+				q.calls.release(h.ids) // dropped as its turn came
+			} else {
+				_ = q.write(h.line)
+			}
+		}
+		q.mu.Lock()
+		q.lines = q.lines[1:]
+		q.bytes -= len(h.line)
+		q.mu.Unlock()
+		select {
+		case q.room <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// drain waits until every line held back is written or dropped.
+func (q *heldQueue) drain() {
+	q.mu.Lock()
+	empty := q.empty
+	q.mu.Unlock()
+	<-empty
+}
+
+// cancelled reports whether msg is the agent's cancellation of a request
+// held back, alone on its line, and if so drops that request unless it is
+// being written.
+func (q *heldQueue) cancelled(msg []byte) bool {
+	if msg[0] != '{' || !bytes.Contains(msg, []byte(`notifications/cancelled`)) {
 		return false
 	}
 	var n struct {
@@ -178,20 +241,24 @@ func (h *heldLine) cancelledBy(msg []byte) bool {
 		return false
 	}
 	id, err := jsonrpc.MakeID(n.Params.RequestID)
-	if err != nil || id != h.ids[0] {
+	if err != nil {
 		return false
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.sent {
-		return false
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, h := range q.lines {
+		if len(h.ids) != 1 || h.ids[0] != id || h.sent {
+			continue
+		}
+		select {
+		case <-h.stop:
+			continue // dropped already
+		default:
+			close(h.stop)
+			return true
+		}
 	}
-	select {
-	case <-h.stop:
-	default:
-		close(h.stop)
-	}
-	return true
+	return false
 }
 
 // lineFilter decides which agent lines the SDK's stdio transport can take.

@@ -202,3 +202,68 @@ func TestCodedAnswer(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentLinesCancelQueued: past the bound, the agent's further requests
+// are held back in order, and a cancellation that comes after some of them
+// still drops the one it names, unsent (found trying the gateway from
+// outside: the reader stopped at the first request after the one held, so
+// the cancellation was read only once that one had gone out). The rest go
+// out in order as answers free their places.
+func TestAgentLinesCancelQueued(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var in strings.Builder
+		const total = maxAgentCalls + 12
+		for i := range total {
+			fmt.Fprintf(&in, `{"jsonrpc":"2.0","id":%d,"method":"tools/list"}`+"\n", i)
+		}
+		cancelled := maxAgentCalls + 1
+		fmt.Fprintf(&in, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":%d}}`+"\n", cancelled)
+		log := zerolog.Nop()
+		pr, pw := io.Pipe()
+		gate := newCallGate()
+		go agentLines(strings.NewReader(in.String()), pw, 1<<20, gate, &log)
+		var mu sync.Mutex
+		var got []string
+		go func() {
+			br := bufio.NewReader(pr)
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				got = append(got, l)
+				mu.Unlock()
+			}
+		}()
+		read := func() []string {
+			synctest.Wait()
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.Clone(got)
+		}
+		if n := len(read()); n != maxAgentCalls {
+			t.Fatalf("%d lines read with the bound full, want %d", n, maxAgentCalls)
+		}
+		out := answerWriter{io.Discard, gate}
+		for i := range total {
+			_, _ = fmt.Fprintf(out, `{"jsonrpc":"2.0","id":%d,"result":{}}`+"\n", i)
+			read()
+		}
+		lines := read()
+		if len(lines) != total-1 {
+			t.Errorf("%d lines passed; want every request but the cancelled one (%d)", len(lines), total-1)
+		}
+		next := 0
+		for _, l := range lines {
+			if next == cancelled {
+				next++
+			}
+			if want := fmt.Sprintf(`"id":%d,`, next); !strings.Contains(l, want) {
+				t.Fatalf("line %q out of order; want id %d", l, next)
+			}
+			next++
+		}
+	})
+}
