@@ -328,7 +328,8 @@ func (f *lineFilter) refuse(msg []byte) (string, []jsonrpc.ID) {
 // requests without reading the answers (or faster than they go out) had
 // each one read, run and its answer held, without end (3,000 tools/list
 // held 2,700 goroutines and their answers, and counting). Past the bound,
-// the agent's next line waits in its pipe until answers go out. An agent
+// further requests are held back (heldQueue), and past its bounds the
+// agent's next line waits in its pipe until answers go out. An agent
 // answers the gateway's own requests (sampling, elicitation) on the same
 // stdin: one that keeps this many calls open, each waiting on such an
 // answer it sends only after a further request, waits on those calls'
