@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,10 +36,13 @@ func (g *Server) legacyResults(next mcp.MethodHandler) mcp.MethodHandler {
 			return res, err
 		}
 		if p := requestProtocol(req); p == "" || p >= "2026-07-28" {
+			if lr, ok := res.(*mcp.ListToolsResult); ok && len(lr.Meta) == 0 && lr.ResultType == "" {
+				return cachedTools{ListToolsResult: lr, cache: g.lists, current: g.impl}, nil
+			}
 			return res, err
 		}
 		if lr, ok := res.(*mcp.ListToolsResult); ok && cacheable(lr) {
-			return cachedTools{lr, g.lists}, nil
+			return cachedTools{ListToolsResult: lr, cache: g.lists}, nil
 		}
 		return withoutCacheHints{res}, nil
 	}
@@ -49,7 +53,7 @@ func (g *Server) legacyResults(next mcp.MethodHandler) mcp.MethodHandler {
 type withoutCacheHints struct{ mcp.Result }
 
 func (r withoutCacheHints) MarshalJSON() ([]byte, error) {
-	b, err := json.Marshal(r.Result)
+	b, err := marshalAsSDK(r.Result)
 	if err != nil {
 		return nil, err
 	}
@@ -147,4 +151,17 @@ func (g *Server) cacheScope(_ context.Context, _ mcp.Request, c *mcp.Cacheable) 
 	if len(cfg.Auth.Keys) > 0 || cfg.Auth.OAuth != nil || g.perAgentUpstreams() {
 		c.CacheScope = "private"
 	}
+}
+
+// marshalAsSDK encodes v as the SDK's JSON-RPC layer does: encoding/json
+// without HTML escaping, so a description's "<" reaches agents as the
+// upstream wrote it, not as "\u003c".
+func marshalAsSDK(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"hash/maphash"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -20,9 +21,10 @@ import (
 // so no other tool can take one's address while it is kept) and its
 // cursor, and used again while those are what the page holds.
 //
-// Only the pages of agents older than 2026-07-28 are kept: for those the
-// SDK encodes the result as the middlewares return it; for newer ones it
-// annotates the result (resultType, serverInfo) after them.
+// The SDK annotates a 2026-07-28 agent's result (resultType, serverInfo)
+// after the middlewares: such a page is kept as annotated, and used again
+// only for a result annotated the same way. An older agent's page is
+// kept without the cache hints (withoutCacheHints).
 
 // Bounds of the page cache: at most listCachePages pages and
 // listCacheBytes of encoded pages; a larger page is encoded each time.
@@ -53,12 +55,22 @@ func (c *listCache) reset() {
 	c.bytes = 0
 }
 
-// listPage is one page's encoding (without the cache hints) and what it
-// was encoded from.
+// listPage is one page's encoding and what it was encoded from.
 type listPage struct {
 	tools  []*mcp.Tool
 	cursor string
+	form   pageForm
 	data   []byte
+}
+
+// pageForm is what a page's encoding depends on besides its tools and
+// cursor: for a 2026-07-28 agent its annotation and cache hints; zero for
+// an older agent's page, which has neither.
+type pageForm struct {
+	current    bool // 2026-07-28
+	resultType string
+	ttlMs      int
+	cacheScope string
 }
 
 func newListCache() *listCache {
@@ -66,12 +78,22 @@ func newListCache() *listCache {
 }
 
 // cacheable reports whether r's encoding depends only on its tools and
-// cursor.
+// cursor (an older agent's page, not annotated).
 func cacheable(r *mcp.ListToolsResult) bool {
 	return len(r.Meta) == 0 && r.ResultType == ""
 }
 
-func (c *listCache) key(r *mcp.ListToolsResult) uint64 {
+// annotatedOnly reports whether r's _meta holds nothing but the serverInfo
+// the SDK puts there, impl (a 2026-07-28 agent's page).
+func annotatedOnly(r *mcp.ListToolsResult, impl *mcp.Implementation) bool {
+	if len(r.Meta) != 1 {
+		return false
+	}
+	v, ok := r.Meta[mcp.MetaKeyServerInfo].(*mcp.Implementation)
+	return ok && v == impl
+}
+
+func (c *listCache) key(r *mcp.ListToolsResult, form pageForm) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.seed)
 	for _, t := range r.Tools {
@@ -79,17 +101,20 @@ func (c *listCache) key(r *mcp.ListToolsResult) uint64 {
 		h.Write(unsafe.Slice((*byte)(unsafe.Pointer(&p)), unsafe.Sizeof(p)))
 	}
 	h.WriteString(r.NextCursor)
+	if form.current {
+		h.WriteString("\x00" + form.resultType + "\x00" + form.cacheScope + "\x00" + strconv.Itoa(form.ttlMs))
+	}
 	return h.Sum64()
 }
 
-// encoding returns r's encoding without the cache hints, from the cache
-// or made by encode and kept.
-func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, error)) ([]byte, error) {
-	k, gen := c.key(r), c.gen.Load()
+// encoding returns r's encoding in form, from the cache or made by encode
+// and kept.
+func (c *listCache) encoding(r *mcp.ListToolsResult, form pageForm, encode func() ([]byte, error)) ([]byte, error) {
+	k, gen := c.key(r, form), c.gen.Load()
 	c.mu.Lock()
 	p, ok := c.pages.get(k)
 	c.mu.Unlock()
-	if ok && p.cursor == r.NextCursor && slices.Equal(p.tools, r.Tools) {
+	if ok && p.cursor == r.NextCursor && p.form == form && slices.Equal(p.tools, r.Tools) {
 		c.hits.Add(1)
 		return p.data, nil
 	}
@@ -97,7 +122,7 @@ func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, erro
 	if err != nil || len(data) > listCacheBytes/4 {
 		return data, err
 	}
-	p = &listPage{tools: slices.Clone(r.Tools), cursor: r.NextCursor, data: data}
+	p = &listPage{tools: slices.Clone(r.Tools), cursor: r.NextCursor, form: form, data: data}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.gen.Load() != gen {
@@ -117,19 +142,31 @@ func (c *listCache) encoding(r *mcp.ListToolsResult, encode func() ([]byte, erro
 	return data, nil
 }
 
-// cachedTools is a tools/list result for an agent older than 2026-07-28
-// whose encoding comes from the cache.
+// cachedTools is a tools/list result whose encoding comes from the cache.
+// Embedding the SDK's result keeps it one the SDK annotates (resultType,
+// serverInfo) for a 2026-07-28 agent.
 type cachedTools struct {
 	*mcp.ListToolsResult
 	cache *listCache
+	// current is the downstream server's identity for a 2026-07-28
+	// agent's page, whose cache hints are kept; nil for an older agent's.
+	current *mcp.Implementation
 }
 
 func (r cachedTools) MarshalJSON() ([]byte, error) {
-	encode := withoutCacheHints{r.ListToolsResult}.MarshalJSON
-	if !cacheable(r.ListToolsResult) {
+	lr := r.ListToolsResult
+	if r.current != nil {
+		encode := func() ([]byte, error) { return marshalAsSDK(lr) }
+		if !annotatedOnly(lr, r.current) {
+			return encode()
+		}
+		return r.cache.encoding(lr, pageForm{current: true, resultType: string(lr.ResultType), ttlMs: lr.TTLMs, cacheScope: lr.CacheScope}, encode)
+	}
+	encode := withoutCacheHints{lr}.MarshalJSON
+	if !cacheable(lr) {
 		return encode() // annotated after the middlewares after all
 	}
-	return r.cache.encoding(r.ListToolsResult, encode)
+	return r.cache.encoding(lr, pageForm{}, encode)
 }
 
 var _ json.Marshaler = cachedTools{}

@@ -129,7 +129,7 @@ func TestListCacheBounded(t *testing.T) {
 	tool := func(i int) *mcp.Tool { return &mcp.Tool{Name: fmt.Sprint("t", i), Description: big} }
 	for i := range 500 {
 		r := &mcp.ListToolsResult{Tools: []*mcp.Tool{tool(i)}}
-		data, err := c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+		data, err := c.encoding(r, pageForm{}, func() ([]byte, error) { encodes++; return json.Marshal(r) })
 		if err != nil || !strings.Contains(string(data), fmt.Sprintf(`"t%d"`, i)) {
 			t.Fatalf("page %d: %v %.40s", i, err, data)
 		}
@@ -144,14 +144,14 @@ func TestListCacheBounded(t *testing.T) {
 	same := []*mcp.Tool{tool(1000)}
 	for _, tools := range [][]*mcp.Tool{same, same, {tool(1000)}} {
 		r := &mcp.ListToolsResult{Tools: tools}
-		_, _ = c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+		_, _ = c.encoding(r, pageForm{}, func() ([]byte, error) { encodes++; return json.Marshal(r) })
 	}
 	if encodes != 502 {
 		t.Errorf("%d encodings for one page listed twice and an equal one; want 502", encodes)
 	}
 	// The same tools under another cursor: another page.
 	r := &mcp.ListToolsResult{Tools: same, NextCursor: "next"}
-	data, _ := c.encoding(r, func() ([]byte, error) { encodes++; return json.Marshal(r) })
+	data, _ := c.encoding(r, pageForm{}, func() ([]byte, error) { encodes++; return json.Marshal(r) })
 	if encodes != 503 || !strings.Contains(string(data), `"nextCursor":"next"`) {
 		t.Errorf("a page with another cursor was served from the cache: %.60s", data)
 	}
@@ -264,6 +264,64 @@ func TestListsPrivateWithAgentAuth(t *testing.T) {
 		resp.Body.Close()
 		if !strings.Contains(string(body), tc.want) {
 			t.Errorf("auth %q: tools/list answered %d %.300s; want %s", tc.auth, resp.StatusCode, body, tc.want)
+		}
+	}
+}
+
+// TestListsAsTheSDKWrites: tools/list pages, kept or not, older agents' and
+// 2026-07-28 agents', carry what the upstream wrote as the SDK writes it:
+// "<" and "&" as they are (not "\u003c"), and for 2026-07-28 the SDK's
+// annotation and cache hints; the kept page is the same bytes as the first.
+func TestListsAsTheSDKWrites(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "html", Version: "1"}, nil)
+	srv.AddTool(&mcp.Tool{Name: "t", Description: "returns <b>bold</b> & more", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+	g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", serveMCP(t, srv)))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	list := func(version, meta string) string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
+			`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{`+meta+`}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Mcp-Protocol-Version", version)
+		req.Header.Set("Mcp-Method", "tools/list")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return string(body)
+	}
+	for _, tc := range []struct {
+		version, meta string
+		want, not     []string
+	}{
+		{"2025-11-25", "", []string{"returns <b>bold</b> & more"}, []string{"ttlMs", "resultType", "serverInfo"}},
+		{"2026-07-28", `"_meta":{` + newRequestMeta + `}`, []string{"returns <b>bold</b> & more", `"resultType":"complete"`, `"ttlMs":`, `"cacheScope":"public"`, `"` + mcp.MetaKeyServerInfo + `":{"name":"credgate"`}, nil},
+	} {
+		hits := g.lists.hits.Load()
+		first := list(tc.version, tc.meta)
+		second := list(tc.version, tc.meta)
+		for _, w := range tc.want {
+			if !strings.Contains(first, w) {
+				t.Errorf("%s: tools/list %.400s; want %s in it", tc.version, first, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(first, n) {
+				t.Errorf("%s: tools/list %.400s; want no %s", tc.version, first, n)
+			}
+		}
+		if first != second {
+			t.Errorf("%s: the kept page differs from the first:\n%s\n%s", tc.version, first, second)
+		}
+		if n := g.lists.hits.Load() - hits; n != 1 {
+			t.Errorf("%s: %d of two listings served from the cache; want 1", tc.version, n)
 		}
 	}
 }

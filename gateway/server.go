@@ -104,7 +104,8 @@ type Server struct {
 
 	mcp        *mcp.Server
 	catalog    *catalog
-	lists      *listCache // tools/list pages as encoded (listcache.go)
+	lists      *listCache          // tools/list pages as encoded (listcache.go)
+	impl       *mcp.Implementation // the downstream server's, which 2026-07-28 results carry
 	classifier *authmap.Classifier
 	progress   *progressRouter
 	pool       *http.Transport
@@ -261,7 +262,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	}
 	g.initRouting()
 
-	g.mcp = mcp.NewServer(&mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}, &mcp.ServerOptions{
+	g.impl = &mcp.Implementation{Name: "credgate", Title: "credgate MCP gateway", Version: g.opts.Version}
+	g.mcp = mcp.NewServer(g.impl, &mcp.ServerOptions{
 		Logger: g.sdkLog,
 		// Declared up front: tools and prompts arrive after agents connect.
 		// Stateless, a 2026-07-28 agent's subscriptions/listen stream

@@ -557,7 +557,7 @@ type toolsWithExecution struct {
 }
 
 func (r *toolsWithExecution) MarshalJSON() ([]byte, error) {
-	data, err := json.Marshal(r.ListToolsResult)
+	data, err := marshalAsSDK(r.ListToolsResult)
 	if err != nil {
 		return nil, err
 	}
@@ -577,10 +577,10 @@ func (r *toolsWithExecution) MarshalJSON() ([]byte, error) {
 			}
 		}
 	}
-	if doc["tools"], err = json.Marshal(tools); err != nil {
+	if doc["tools"], err = marshalAsSDK(tools); err != nil {
 		return nil, err
 	}
-	return json.Marshal(doc)
+	return marshalAsSDK(doc)
 }
 
 // taskProblems reports what of tasks an upstream declares and the gateway
