@@ -301,7 +301,9 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 		// A call rejected as expired or invalid did not run: once the
 		// credential renewed, it is sent again, once.
 		for attempt := 0; ; attempt++ {
+			var used *mcp.ClientSession
 			raw = g.forward(ctx, u, req.Session, req.Params.GetProgressToken(), params, func(ctx context.Context, cs *mcp.ClientSession) (err error) {
+				used = cs
 				// The fast path's upstream half (issue 12): the request
 				// sent by the gateway itself, on an HTTP upstream's shared
 				// session (rawcall.go) or on a stdio child's connection
@@ -314,9 +316,17 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				} else {
 					res, err = cs.CallTool(ctx, params)
 				}
+				u.keepInputOrder(res)
 				res = resultForAgent(cs, agentProtocol(req.Session, req.Extra), res)
 				return err
 			})
+			if attempt == 0 && u.olderInput(used, res, raw) && u.toOlder(ctx, used) {
+				// The child refused to ask the agent for input on the
+				// version the gateway chose; it now speaks one where it
+				// may: the call is sent again, once.
+				res = nil
+				continue
+			}
 			res, err = g.toolOutcome(u, name, res, raw)
 			if r := inputRoundFrom(ctx); r != nil {
 				if why := r.refused.Swap(nil); why != nil {

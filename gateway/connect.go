@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -176,6 +177,9 @@ func (u *upstream) serve(ctx context.Context, cs *mcp.ClientSession) *handoff {
 			if h := u.rotated(ctx); h != nil {
 				return h
 			}
+			if h := u.downgraded(ctx); h != nil {
+				return h
+			}
 		case <-u.refresh:
 			if relist != nil {
 				continue // already due
@@ -304,7 +308,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 	u.notes.read.Store(u.notes.handled.Load())
 	var opts *mcp.ClientSessionOptions
 	version := u.cfg.ProtocolVersion
-	if version == "" && ((probing && u.probeOlder.Load()) || (!probing && u.workOlder.Load())) {
+	if version == "" && (u.inputOlder.Load() || (probing && u.probeOlder.Load()) || (!probing && u.workOlder.Load())) {
 		version = olderProtocol
 	}
 	if version != "" {
@@ -447,4 +451,89 @@ func (u *upstream) awaitSession(ctx context.Context, ss *mcp.ServerSession, old 
 		case <-t.C:
 		}
 	}
+}
+
+// olderInputMarker is how a server refuses, on a 2026-07-28 session, to
+// send an agent a request mid-call (go-sdk v1.8.0's ServerSession: "...
+// cannot be sent while serving a request on protocol version 2026-07-28:
+// return an InputRequests map instead").
+const olderInputMarker = "cannot be sent while serving a request on protocol version"
+
+// olderInput reports whether a call on cs failed because the stdio child
+// asked for input the pre-2026-07-28 way on a 2026-07-28 session, which
+// the gateway chose for it (no protocol_version): a go-sdk server whose
+// tools call Session.Elicit or CreateMessage works with agents of every
+// version directly, and failed every such call through the gateway (found
+// trying the gateway from outside).
+func (u *upstream) olderInput(cs *mcp.ClientSession, res *mcp.CallToolResult, err error) bool {
+	if u.cfg.Transport != TransportStdio || u.cfg.ProtocolVersion != "" || cs == nil {
+		return false
+	}
+	if ir := cs.InitializeResult(); ir == nil || ir.ProtocolVersion < protocol20260728 {
+		return false
+	}
+	if err != nil && strings.Contains(err.Error(), olderInputMarker) {
+		return true
+	}
+	if res != nil && res.IsError {
+		for _, c := range res.Content {
+			if t, ok := c.(*mcp.TextContent); ok && strings.Contains(t.Text, olderInputMarker) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// toOlder has the upstream ask 2025-11-25 from now on, its shared child
+// replaced by one at that version (as a rotated credential's is: calls in
+// flight finish on the old one), and waits for the replacement, at most
+// the connect timeout. It reports whether the call that found out may be
+// sent again: on the new shared child.
+func (u *upstream) toOlder(ctx context.Context, cs *mcp.ClientSession) bool {
+	if !u.inputOlder.Swap(true) {
+		u.log.Warn().Str("protocol_version", olderProtocol).
+			Msg("the upstream asked an agent for input mid-call the way MCP versions before 2026-07-28 do, which it refuses on a 2026-07-28 session: its sessions ask " + olderProtocol + " from now on (upstreams." + u.name + ".protocol_version chooses one)")
+	}
+	if cs != u.current.Load() {
+		return false // a session of its own (per agent, per credential): the next one asks the older version
+	}
+	u.kickRotation()
+	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if cur := u.current.Load(); cur != nil && cur != cs {
+			ir := cur.InitializeResult()
+			return ir != nil && ir.ProtocolVersion < protocol20260728
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// downgraded starts the shared session's successor at 2025-11-25 once the
+// upstream must ask that version (inputOlder) and its session asked the
+// newest; nil otherwise, or when the new child cannot start (the old one
+// keeps serving).
+func (u *upstream) downgraded(ctx context.Context) *handoff {
+	cs := u.current.Load()
+	if !u.inputOlder.Load() || cs == nil {
+		return nil
+	}
+	if ir := cs.InitializeResult(); ir == nil || ir.ProtocolVersion < protocol20260728 {
+		return nil
+	}
+	sessCtx, end := context.WithCancel(ctx)
+	next, err := u.connect(sessCtx, u.client, false)
+	if err != nil {
+		end()
+		u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("a child at " + olderProtocol + " did not start; the old one keeps serving")
+		return nil
+	}
+	return &handoff{ctx: sessCtx, end: end, cs: next}
 }

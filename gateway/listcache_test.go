@@ -278,7 +278,9 @@ func TestListsAsTheSDKWrites(t *testing.T) {
 	defer cancel()
 	srv := mcp.NewServer(&mcp.Implementation{Name: "html", Version: "1"}, nil)
 	srv.AddTool(&mcp.Tool{Name: "t", Description: "returns <b>bold</b> & more", InputSchema: json.RawMessage(`{"type":"object"}`)},
-		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) { return &mcp.CallToolResult{}, nil })
+		func(context.Context, *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			return &mcp.CallToolResult{}, nil
+		})
 	g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", serveMCP(t, srv)))
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)

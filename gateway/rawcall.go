@@ -211,6 +211,9 @@ func (u *upstream) rawAnswer(ctx context.Context, cs *mcp.ClientSession, resp *h
 	if err := json.Unmarshal(msg.Result, &res); err != nil {
 		return nil, fmt.Errorf("tools/call: decoding the result: %w", inputFree(err))
 	}
+	if res.InputRequests != nil {
+		u.wire.sawInputRequests(msg.Result)
+	}
 	return &res, nil
 }
 

@@ -821,6 +821,9 @@ func (u *upstream) stdioCallTool(ctx context.Context, c *stdioConn, cs *mcp.Clie
 		c.flood.count(dropBadAnswer)
 		return nil, fmt.Errorf("tools/call: upstream %q answered with a result that is not valid JSON-RPC (%w)", u.name, inputFree(err))
 	}
+	if res.InputRequests != nil {
+		u.wire.sawInputRequests(result)
+	}
 	return &res, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"github.com/credgate/credgate/authmap"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -41,6 +43,23 @@ func echoStdioUpstream() {
 		<-ctx.Done()
 		fmt.Fprintln(os.Stderr, "wait: cancelled")
 		return nil, ctx.Err()
+	})
+	srv.AddTool(&mcp.Tool{Name: "elicit", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		// Asks the agent mid-call, as go-sdk servers do before 2026-07-28.
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}}}`)})
+		if err != nil {
+			return nil, err
+		}
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s:%v", res.Action, res.Content["name"])}}}, nil
+	})
+	srv.AddTool(&mcp.Tool{Name: "askform", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		// Asks the agent the 2026-07-28 way, in the result, for a form
+		// whose fields are not in alphabetical order.
+		if r, ok := req.Params.InputResponses["q"].(*mcp.ElicitResult); ok {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: fmt.Sprintf("%s:%v", r.Action, r.Content["zeta"])}}}, nil
+		}
+		return &mcp.CallToolResult{InputRequests: mcp.InputRequestMap{"q": &mcp.ElicitParams{Message: "form",
+			RequestedSchema: json.RawMessage(`{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"string"},"mid":{"type":"string"}}}`)}}}, nil
 	})
 	srv.AddTool(&mcp.Tool{Name: "die", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		os.Exit(3)
@@ -487,5 +506,91 @@ func TestStdioConnChildRequestsBounded(t *testing.T) {
 	}
 	if n := c.childDropped.Load(); n != 2*maxChildRequests-1 {
 		t.Errorf("%d requests dropped, want %d", n, 2*maxChildRequests-1)
+	}
+}
+
+// TestOlderStyleElicitation: a go-sdk stdio child whose tool asks the agent
+// mid-call (Session.Elicit), which it refuses on the 2026-07-28 session the
+// gateway chose for it, is switched to 2025-11-25 and the call sent again:
+// the agent answers the elicitation and the call succeeds, as it does
+// talking to the child directly. Every such call failed (found trying the
+// gateway from outside).
+func TestOlderStyleElicitation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
+		t.Fatalf("the child speaks %s; the gateway asks the newest", v)
+	}
+	cs := agent(t, ctx, g, &mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "ada"}}, nil
+	}})
+	for i := range 2 {
+		if got := callText(t, ctx, cs, "s__elicit", nil); got != "accept:ada" {
+			t.Errorf("call %d: s__elicit answered %q; want the agent's answer", i, got)
+		}
+	}
+	if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != olderProtocol {
+		t.Errorf("after the refusal the child speaks %s; want %s", v, olderProtocol)
+	}
+	if got := callText(t, ctx, cs, "s__echo", map[string]any{"text": "hi"}); got != "a:echo:hi" {
+		t.Errorf("echo after the switch = %q", got)
+	}
+}
+
+// TestInputRequestFormKeepsItsOrder: an elicitation a 2026-07-28 upstream
+// asks for in its result (inputRequests) reaches the agent with its form's
+// fields in the upstream's order, on the fast path and the SDK's; the
+// SDK's decoding sorted them (found trying the gateway from outside).
+func TestInputRequestFormKeepsItsOrder(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const form = `{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"string"},"mid":{"type":"string"}}}`
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	for _, fast := range []bool{true, false} {
+		var seen syncBuffer // what the agent read
+		hc := &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := http.DefaultTransport.RoundTrip(r)
+			if err == nil {
+				resp.Body = readCloser{io.TeeReader(resp.Body, &seen), resp.Body}
+			}
+			return resp, err
+		})}
+		client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
+			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"zeta": "z", "alpha": "a", "mid": "m"}}, nil
+			},
+		})
+		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", HTTPClient: hc}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cs.Close() })
+		params := &mcp.CallToolParams{Name: "s__askform", Arguments: map[string]any{}}
+		if !fast {
+			params.Meta = mcp.Meta{"progressToken": "p1"} // the SDK's path
+		}
+		res, err := cs.CallTool(ctx, params)
+		if err != nil || len(res.Content) == 0 {
+			t.Fatalf("fast %t: s__askform: %v %v", fast, res, err)
+		}
+		if got := res.Content[0].(*mcp.TextContent).Text; got != "accept:z" {
+			t.Errorf("fast %t: s__askform answered %q", fast, got)
+		}
+		if got := seen.String(); !strings.Contains(got, `"requestedSchema":`+form) {
+			t.Errorf("fast %t: the agent's elicitation request does not carry the form as written:\n%s\nwant %s", fast, got, form)
+		}
 	}
 }

@@ -96,6 +96,50 @@ func (w *wireFields) sawElicit(params json.RawMessage) {
 	}
 }
 
+// sawInputRequests notes the requested schemas of the elicitations a
+// result's inputRequests holds (a 2026-07-28 upstream asks for input so).
+func (w *wireFields) sawInputRequests(result []byte) {
+	if !bytes.Contains(result, []byte(`"inputRequests"`)) {
+		return
+	}
+	var r struct {
+		InputRequests map[string]struct {
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
+		} `json:"inputRequests"`
+	}
+	if json.Unmarshal(result, &r) != nil {
+		return
+	}
+	for _, ir := range r.InputRequests {
+		if ir.Method == "elicitation/create" {
+			w.sawElicit(ir.Params)
+		}
+	}
+}
+
+// keepInputOrder gives the elicitations res asks for (its inputRequests)
+// their requested schemas as the upstream wrote them, keys in its order
+// (the SDK's decoding sorted them: a form showed its fields out of order,
+// found trying the gateway from outside), unless one holds a secret
+// redaction must take out.
+func (u *upstream) keepInputOrder(res *mcp.CallToolResult) {
+	if res == nil {
+		return
+	}
+	for k, ir := range res.InputRequests {
+		p, ok := ir.(*mcp.ElicitParams)
+		if !ok || p.RequestedSchema == nil {
+			continue
+		}
+		if raw := u.wire.elicitSchema(p.RequestedSchema); raw != nil && u.gw.secretFree(raw) {
+			cp := *p
+			cp.RequestedSchema = raw
+			res.InputRequests[k] = &cp
+		}
+	}
+}
+
 // elicitSchema returns the requested schema v (as the SDK decoded it) as the
 // upstream wrote it, keys in its order, or nil if it was not seen.
 func (w *wireFields) elicitSchema(v any) json.RawMessage {
@@ -333,6 +377,9 @@ func (c *watchConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 	m, err := c.Connection.Read(ctx)
 	if r, ok := m.(*jsonrpc.Request); ok && r.Method == "elicitation/create" {
 		c.w.sawElicit(r.Params)
+	}
+	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil {
+		c.w.sawInputRequests(r.Result)
 	}
 	// watching first: the id's formatting costs every call's answer.
 	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil && c.w.watching.Load() != 0 {

@@ -58,6 +58,12 @@ type upstream struct {
 	// last session came up with (workOlder). Only the loop writes them.
 	probeOlder atomic.Bool
 	workOlder  atomic.Bool
+	// inputOlder is set once the child asked an agent for input (sampling,
+	// elicitation, roots) mid-call the way versions before 2026-07-28 do,
+	// which it refuses to do on a 2026-07-28 session (go-sdk v1.8.0's
+	// Session.Elicit): from then on its sessions ask 2025-11-25 (see
+	// olderInput).
+	inputOlder atomic.Bool
 	// olderTook is how long the handshake took that came up at the older
 	// version after the newest failed (0 if none did): the next attempt at
 	// the newest waits at most 4 times that (at least 5 s: a 2026-07-28
