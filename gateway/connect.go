@@ -498,6 +498,7 @@ func (u *upstream) toOlder(ctx context.Context, cs *mcp.ClientSession) bool {
 	if cs != u.current.Load() {
 		return false // a session of its own (per agent, per credential): the next one asks the older version
 	}
+	failed := u.downgradeFailed.Load()
 	u.kickRotation()
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
 	defer cancel()
@@ -507,6 +508,9 @@ func (u *upstream) toOlder(ctx context.Context, cs *mcp.ClientSession) bool {
 		if cur := u.current.Load(); cur != nil && cur != cs {
 			ir := cur.InitializeResult()
 			return ir != nil && ir.ProtocolVersion < protocol20260728
+		}
+		if u.downgradeFailed.Load() != failed {
+			return false // the child at the older version did not start
 		}
 		select {
 		case <-ctx.Done():
@@ -532,6 +536,7 @@ func (u *upstream) downgraded(ctx context.Context) *handoff {
 	next, err := u.connect(sessCtx, u.client, false)
 	if err != nil {
 		end()
+		u.downgradeFailed.Add(1)
 		u.log.Warn().Str(fieldErr, u.gw.redact(err.Error())).Msg("a child at " + olderProtocol + " did not start; the old one keeps serving")
 		return nil
 	}

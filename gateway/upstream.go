@@ -64,6 +64,9 @@ type upstream struct {
 	// Session.Elicit): from then on its sessions ask 2025-11-25 (see
 	// olderInput).
 	inputOlder atomic.Bool
+	// downgradeFailed counts the children at 2025-11-25 that inputOlder
+	// asked for and that did not start.
+	downgradeFailed atomic.Int64
 	// olderTook is how long the handshake took that came up at the older
 	// version after the newest failed (0 if none did): the next attempt at
 	// the newest waits at most 4 times that (at least 5 s: a 2026-07-28
