@@ -844,33 +844,39 @@ func envKey(key, value string) (string, any) {
 // the file has an upstream demo-http and none named demo_http: a shell
 // cannot export a variable with '-' in its name, so CREDGATE_UPSTREAMS__
 // DEMO_HTTP__URL is the only way to reach that upstream from the
-// environment (before, it added an empty upstream demo_http instead).
+// environment (before, it added an empty upstream demo_http instead). The
+// same holds for credentials (CREDGATE_CREDENTIALS__GH_PAT__... reaches
+// gh-pat; it added a credential gh_pat: found trying the gateway from
+// outside).
 func envUpstreamKey(raw map[string]any, key string) string {
-	rest, ok := strings.CutPrefix(key, "upstreams.")
-	if !ok {
-		return key
-	}
-	name, tail, hasTail := strings.Cut(rest, ".")
-	ups, _ := raw["upstreams"].(map[string]any)
-	if _, exists := ups[name]; exists || !strings.Contains(name, "_") {
-		return key
-	}
-	var match string
-	for n := range ups {
-		if strings.ReplaceAll(n, "-", "_") == name {
-			if match != "" {
-				return key // ambiguous (a-b_c and a_b-c): leave it to Validate
-			}
-			match = n
+	for _, section := range []string{"upstreams", "credentials"} {
+		rest, ok := strings.CutPrefix(key, section+".")
+		if !ok {
+			continue
 		}
+		name, tail, hasTail := strings.Cut(rest, ".")
+		named, _ := raw[section].(map[string]any)
+		if _, exists := named[name]; exists || !strings.Contains(name, "_") {
+			return key
+		}
+		var match string
+		for n := range named {
+			if strings.ReplaceAll(n, "-", "_") == name {
+				if match != "" {
+					return key // ambiguous (a-b_c and a_b-c): leave it to Validate
+				}
+				match = n
+			}
+		}
+		if match == "" {
+			return key
+		}
+		if !hasTail {
+			return section + "." + match
+		}
+		return section + "." + match + "." + tail
 	}
-	if match == "" {
-		return key
-	}
-	if !hasTail {
-		return "upstreams." + match
-	}
-	return "upstreams." + match + "." + tail
+	return key
 }
 
 func fieldByTag(t reflect.Type, key string) (reflect.Type, bool) {

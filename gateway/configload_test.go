@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -697,6 +699,27 @@ func TestEnvOverrideDashedUpstream(t *testing.T) {
 	}
 	if cfg.Upstreams["b_c"].Timeout != 5*time.Second || cfg.Upstreams["b-c"].Timeout == 5*time.Second {
 		t.Errorf("b_c timeout %s, b-c timeout %s: want the override on b_c only", cfg.Upstreams["b_c"].Timeout, cfg.Upstreams["b-c"].Timeout)
+	}
+}
+
+// TestEnvOverrideDashedCredential: as for upstreams, CREDGATE_CREDENTIALS__
+// GH_PAT__... reaches a credential named gh-pat; it quietly added a second
+// credential gh_pat instead (found trying the gateway from outside).
+func TestEnvOverrideDashedCredential(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseConfig([]byte("credentials:\n  gh-pat: {source: {env: A_TOKEN}}\nupstreams:\n  a: {url: \"https://a/mcp\", credential: gh-pat}\n"), []string{
+		"CREDGATE_CREDENTIALS__GH_PAT__SOURCE__ENV=B_TOKEN",
+		"CREDGATE_CREDENTIALS__GH_PAT__EXPIRES_AT=2030-01-01T00:00:00Z",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := cfg.Credentials["gh_pat"]; ok || len(cfg.Credentials) != 1 {
+		t.Errorf("credentials %v; want gh-pat alone", slices.Sorted(maps.Keys(cfg.Credentials)))
+	}
+	c := cfg.Credentials["gh-pat"]
+	if c.Source.Env != "B_TOKEN" || c.ExpiresAt.Year() != 2030 {
+		t.Errorf("gh-pat = %+v, want the overrides applied", c)
 	}
 }
 
