@@ -239,8 +239,8 @@ func upstreamOf(name string) string {
 
 // Apply installs per-upstream configs (zero fields take defaults); call it
 // with each config load. A breaker whose upstream's config did not change is
-// kept as it is; one whose config changed starts a fresh gobreaker (closed,
-// counters at zero) but keeps any open it holds beside gobreaker (a rejected
+// kept as it is; one whose config changed starts a fresh gobreaker (counters
+// at zero; open if the old one was: carryOpen) and keeps any open it holds beside gobreaker (a rejected
 // credential, a provider's reset, a peer's fact), which are facts about the
 // provider, not about the config; breakers of upstreams no longer named are
 // dropped. An upstream never named gets Options.Default.
@@ -260,8 +260,12 @@ func (s *Set) Apply(configs map[string]Config) {
 		}
 		b.mu.Lock()
 		if b.cfg != c {
+			wasOpen, openedAt, reason := b.gbState == gobreaker.StateOpen, b.openedAt, b.openReason
 			b.cfg = c
 			b.cb, b.gbState = b.newGobreaker(), gobreaker.StateClosed
+			if wasOpen {
+				b.carryOpen(openedAt, reason)
+			}
 		}
 		b.mu.Unlock()
 	}
@@ -522,6 +526,27 @@ func (b *breaker) newGobreaker() *gobreaker.TwoStepCircuitBreaker[struct{}] {
 			}
 		},
 	})
+}
+
+// errCarried is the failure carryOpen feeds a new gobreaker.
+var errCarried = errors.New("breaker: open before its settings changed")
+
+// carryOpen opens the new gobreaker of a breaker that was open when its
+// settings changed, so that the change does not let calls through to what
+// is still failing (README: breakers keep their state and take new
+// settings); it waits the new open_timeout from now, and keeps when and
+// why it opened. The caller holds b.mu.
+func (b *breaker) carryOpen(openedAt time.Time, reason string) {
+	for range max(b.cfg.Failures, 1) {
+		done, err := b.cb.Allow()
+		if err != nil {
+			break
+		}
+		done(errCarried)
+	}
+	if b.gbState == gobreaker.StateOpen {
+		b.openedAt, b.openReason = openedAt, reason
+	}
 }
 
 // seeGeneration records the credential generation in use; a new one ends an

@@ -450,3 +450,33 @@ func TestCheckTakesNoProbe(t *testing.T) {
 		}
 	})
 }
+
+// TestApplyKeepsOpen: a breaker that is open when its settings change stays
+// open, for the reason it opened, and lets probes through after the new
+// open_timeout; the change closed it, letting calls through to what was
+// still failing (found trying the gateway from outside).
+func TestApplyKeepsOpen(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s := New(nil)
+		s.Apply(map[string]Config{"a": {Failures: 2, OpenTimeout: time.Hour}})
+		call(t, s, "a", 0, Failure("timeout"))
+		call(t, s, "a", 0, Failure("timeout"))
+		refused(t, s, "a", 0)
+		s.Apply(map[string]Config{"a": {Failures: 3, OpenTimeout: time.Minute}})
+		if oe := refused(t, s, "a", 0); oe.Reason != "timeout" {
+			t.Errorf("after a settings change: reason %q, want the one it opened for", oe.Reason)
+		}
+		time.Sleep(time.Minute + time.Second) // the new open_timeout
+		done, err := s.Allow("a", 0)
+		if err != nil {
+			t.Fatalf("after the new open_timeout: %v; want a probe let through", err)
+		}
+		done(Success())
+		for _, x := range s.Snapshot() {
+			if x.Name == "a" && x.State.String() == "open" {
+				t.Errorf("a is %s after a successful probe", x.State)
+			}
+		}
+	})
+}
