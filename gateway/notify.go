@@ -606,6 +606,54 @@ func (n *notifier) breakerClosed(up string, e Event) {
 	n.deactivate(alertKey{"upstream", up, CondBreakerOpenLong}, "upstream "+e.Kind)
 }
 
+// forgetRemoved ends the alerts whose subject a reload took out of the
+// config (a credential, an upstream, a route): nothing would ever end
+// them, and a receiver's incident stayed open for good (found trying the
+// gateway from outside).
+func (n *notifier) forgetRemoved(cfg *Config) {
+	if n == nil {
+		return
+	}
+	routes := map[string]bool{}
+	for _, r := range cfg.Routes {
+		routes[r.Tool] = true
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k := range n.alerts {
+		var gone bool
+		switch k.kind {
+		case "credential":
+			_, ok := cfg.Credentials[k.name]
+			gone = !ok
+		case "upstream":
+			_, ok := cfg.Upstreams[k.name]
+			gone = !ok
+		case "route":
+			gone = !routes[k.name]
+		}
+		if !gone {
+			continue
+		}
+		if st := n.alerts[k]; st.active || st.pending != nil {
+			n.deactivate(k, k.kind+" removed from the config")
+		} else {
+			delete(n.alerts, k) // ended at an earlier reload (its resolve redelivered meanwhile, if dropped)
+		}
+	}
+	for up, t := range n.breaker {
+		if _, ok := cfg.Upstreams[up]; !ok {
+			t.Stop()
+			delete(n.breaker, up)
+		}
+	}
+	for name := range n.status {
+		if _, ok := cfg.Credentials[name]; !ok {
+			delete(n.status, name)
+		}
+	}
+}
+
 func (n *notifier) state(k alertKey) *alertState {
 	st := n.alerts[k]
 	if st == nil {

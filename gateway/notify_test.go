@@ -789,3 +789,49 @@ func TestNotifyGraceForWhatHealsItself(t *testing.T) {
 		}
 	})
 }
+
+// TestNotifyResolvesRemoved: an alert whose subject a reload takes out of
+// the config (a credential, an upstream with its breaker, a route) is
+// resolved; nothing else would ever end it, and the receiver's incident
+// stayed open for good (found trying the gateway from outside).
+func TestNotifyResolvesRemoved(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		g := notifyServer(t, notifyBase)
+		g.publish(credEvent(authmap.EventRevoked, authmap.StatusRevoked))
+		g.notify.mu.Lock()
+		g.notify.activate(alertKey{"upstream", "api", CondBreakerOpenLong}, alertInfo{Upstream: "api"})
+		g.notify.activate(alertKey{"route", "gone__tool", CondRouteNoTarget}, alertInfo{Route: "gone__tool"})
+		g.notify.mu.Unlock()
+		if got := drain(t, g, "pd"); len(got) != 3 {
+			t.Fatalf("triggers %v; want three", got)
+		}
+		// oauth stays; tok, api and the route go.
+		cfg, err := ParseConfig([]byte(`
+credentials:
+  oauth: {source: {oauth2: {token_url: "http://127.0.0.1:1/token", client_id: c, client_secret: s0123456789}}}
+upstreams:
+  other: {url: "http://127.0.0.1:1/mcp", credential: oauth}
+`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.notify.forgetRemoved(cfg)
+		want := []string{"resolve credgate/credential/tok/credential_revoked", "resolve credgate/route/gone__tool/route_no_target", "resolve credgate/upstream/api/breaker_open_long"}
+		got := drain(t, g, "pd")
+		slices.Sort(got)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("after the reload (-want +got):\n%s", diff)
+		}
+		g.notify.forgetRemoved(cfg) // a later reload: nothing more to say, and the ended states go
+		if got := drain(t, g, "pd"); len(got) != 0 {
+			t.Errorf("a second reload sent %v", got)
+		}
+		g.notify.mu.Lock()
+		left := len(g.notify.alerts)
+		g.notify.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%d alert states kept for subjects no longer configured", left)
+		}
+	})
+}

@@ -470,6 +470,7 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		next.upstreams = append(next.upstreams, next.byName[name])
 	}
 	g.snap.Store(next)
+	g.notify.forgetRemoved(eff)
 	policies := !reflect.DeepEqual(old.cfg.Policies, eff.Policies)
 	if policies {
 		// Agents' grants and rates follow at once (issue 9); their
