@@ -220,7 +220,27 @@ func (c *Config) shown(key, v string) string {
 	if t, ok := c.templates[key]; ok {
 		return fmt.Sprintf("%q (before expansion)", t)
 	}
-	return fmt.Sprintf("%q", v)
+	return quoteShort(v)
+}
+
+// maxShownValue is the longest token-like value a config error quotes
+// whole.
+const maxShownValue = 20
+
+// quoteShort quotes v for a config error: whole, unless it looks like a
+// token (longer than maxShownValue, of the characters API keys are made
+// of): then its first 4 characters and its length. A value in the wrong key
+// (a token pasted into timeout or provider) was quoted whole, in
+// validate's output and, on a reload, in /health and the events (found
+// trying the gateway from outside); what such keys take is short, or has
+// spaces or colons (a time, an address).
+func quoteShort(v string) string {
+	if len(v) <= maxShownValue || strings.ContainsFunc(v, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.~+/=", r))
+	}) {
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprintf("%q… (%d characters, not shown whole: it may be a secret)", v[:4], len(v))
 }
 
 // shownURL is shown for a URL, with its password and the values of its

@@ -61,7 +61,7 @@ func (c *typeCheck) quote(key, v string) string {
 	if t, ok := c.templates[key]; ok {
 		return fmt.Sprintf("%q (before expansion)", t)
 	}
-	return fmt.Sprintf("%q", v)
+	return quoteShort(v)
 }
 
 var (

@@ -732,3 +732,25 @@ func TestTimeValueMessage(t *testing.T) {
 		t.Errorf("error:\n%s\nwant it to contain\n%s", msg, want)
 	}
 }
+
+// TestMisplacedTokenNotQuoted: a token pasted into the wrong key (timeout,
+// provider) is not quoted whole in the error; short or non-token values
+// (a duration, a time with colons) still are, so the error stays useful.
+func TestMisplacedTokenNotQuoted(t *testing.T) {
+	t.Parallel()
+	const token = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
+	msg := parseErr(t, "upstreams:\n  a: {url: \"http://127.0.0.1:1/mcp\", timeout: \""+token+"\", provider: \""+token+"\"}\n")
+	if strings.Contains(msg, token) || !strings.Contains(msg, `"ghp_"… (40 characters`) {
+		t.Errorf("error quotes the misplaced token:\n%s", msg)
+	}
+	for in, want := range map[string]string{
+		"30 seconds":                  `"30 seconds"`,
+		"2027-01-31 09:00:00 +0000":   `"2027-01-31 09:00:00 +0000"`,
+		"abc":                         `"abc"`,
+		"sk-proj-abcdefghijklmnopqrs": `"sk-p"… (27 characters`,
+	} {
+		if got := quoteShort(in); !strings.HasPrefix(got, want) {
+			t.Errorf("quoteShort(%q) = %s, want %s...", in, got, want)
+		}
+	}
+}
