@@ -90,24 +90,9 @@ func TestElicitationFormKeepsItsOrder(t *testing.T) {
 	g, _ := startGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s}\n", serveMCP(t, srv)))
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
-	var seen syncBuffer // what the agent read
-	hc := &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-		resp, err := http.DefaultTransport.RoundTrip(r)
-		if err == nil {
-			resp.Body = readCloser{io.TeeReader(resp.Body, &seen), resp.Body}
-		}
-		return resp, err
-	})}
-	client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
-		ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-			return &mcp.ElicitResult{Action: "decline"}, nil
-		},
+	cs, seen := teeAgent(t, ctx, hs.URL+"/mcp", func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+		return &mcp.ElicitResult{Action: "decline"}, nil
 	})
-	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", HTTPClient: hc}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cs.Close() })
 	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__ask"}); err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +100,27 @@ func TestElicitationFormKeepsItsOrder(t *testing.T) {
 	if !strings.Contains(got, `"requestedSchema":`+form) {
 		t.Errorf("the agent's elicitation request does not carry the form as written:\n%s\nwant %s", got, form)
 	}
+}
+
+// teeAgent connects an agent answering elicitations with elicit to url and
+// returns it with what it read off the wire.
+func teeAgent(t *testing.T, ctx context.Context, url string, elicit func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error)) (*mcp.ClientSession, *syncBuffer) {
+	t.Helper()
+	seen := &syncBuffer{}
+	hc := &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(r)
+		if err == nil {
+			resp.Body = readCloser{io.TeeReader(resp.Body, seen), resp.Body}
+		}
+		return resp, err
+	})}
+	client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{ElicitationHandler: elicit})
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.Close() })
+	return cs, seen
 }
 
 // readCloser reads from Reader and closes Closer.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"github.com/credgate/credgate/authmap"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -519,11 +518,7 @@ func TestOlderStyleElicitation(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: %s\n", selfUpstream(t, echoUpstreamMode)))
 	if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
 		t.Fatalf("the child speaks %s; the gateway asks the newest", v)
 	}
@@ -551,33 +546,14 @@ func TestInputRequestFormKeepsItsOrder(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const form = `{"type":"object","properties":{"zeta":{"type":"string"},"alpha":{"type":"string"},"mid":{"type":"string"}}}`
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: {command: %q, env: {%s: %s}}\n", self, rawUpstreamEnv, echoUpstreamMode))
+	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: %s\n", selfUpstream(t, echoUpstreamMode)))
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
 	for _, fast := range []bool{true, false} {
-		var seen syncBuffer // what the agent read
-		hc := &http.Client{Transport: roundTripperFunc(func(r *http.Request) (*http.Response, error) {
-			resp, err := http.DefaultTransport.RoundTrip(r)
-			if err == nil {
-				resp.Body = readCloser{io.TeeReader(resp.Body, &seen), resp.Body}
-			}
-			return resp, err
-		})}
-		client := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, &mcp.ClientOptions{
-			ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"zeta": "z", "alpha": "a", "mid": "m"}}, nil
-			},
+		cs, seen := teeAgent(t, ctx, hs.URL+"/mcp", func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"zeta": "z", "alpha": "a", "mid": "m"}}, nil
 		})
-		cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", HTTPClient: hc}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cs.Close() })
 		params := &mcp.CallToolParams{Name: "s__askform", Arguments: map[string]any{}}
 		if !fast {
 			params.Meta = mcp.Meta{"progressToken": "p1"} // the SDK's path

@@ -147,26 +147,7 @@ func TestAgentLinesCancelHeld(t *testing.T) {
 		pr, pw := io.Pipe()
 		gate := newCallGate()
 		go agentLines(strings.NewReader(in.String()), pw, 1<<20, gate, &log)
-		var mu sync.Mutex
-		var got []string
-		go func() {
-			br := bufio.NewReader(pr)
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				got = append(got, l)
-				mu.Unlock()
-			}
-		}()
-		read := func() []string {
-			synctest.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			return slices.Clone(got)
-		}
+		read := collectLines(pr)
 		if n := len(read()); n != maxAgentCalls+1 {
 			t.Fatalf("%d lines read with the bound full, want %d (the requests that fit, the other cancellation)", n, maxAgentCalls+1)
 		}
@@ -223,26 +204,7 @@ func TestAgentLinesCancelQueued(t *testing.T) {
 		pr, pw := io.Pipe()
 		gate := newCallGate()
 		go agentLines(strings.NewReader(in.String()), pw, 1<<20, gate, &log)
-		var mu sync.Mutex
-		var got []string
-		go func() {
-			br := bufio.NewReader(pr)
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				got = append(got, l)
-				mu.Unlock()
-			}
-		}()
-		read := func() []string {
-			synctest.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			return slices.Clone(got)
-		}
+		read := collectLines(pr)
 		if n := len(read()); n != maxAgentCalls {
 			t.Fatalf("%d lines read with the bound full, want %d", n, maxAgentCalls)
 		}
@@ -266,4 +228,29 @@ func TestAgentLinesCancelQueued(t *testing.T) {
 			next++
 		}
 	})
+}
+
+// collectLines reads r's lines in the background, in a synctest bubble, and
+// returns a function giving those read once every goroutine is idle.
+func collectLines(r io.Reader) func() []string {
+	var mu sync.Mutex
+	var got []string
+	go func() {
+		br := bufio.NewReader(r)
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got = append(got, l)
+			mu.Unlock()
+		}
+	}()
+	return func() []string {
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
 }
