@@ -247,23 +247,9 @@ func TestListsPrivateWithAgentAuth(t *testing.T) {
 		g := newTestGateway(t, ctx, tc.auth+fmt.Sprintf("stateless: true\nupstreams:\n  a: {url: %s}\n", up.url()))
 		hs := httptest.NewServer(g.Handler())
 		t.Cleanup(hs.Close)
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
-			`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{"_meta":{`+newRequestMeta+`}}}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-		req.Header.Set("Mcp-Method", "tools/list")
-		if tc.key != "" {
-			req.Header.Set("Authorization", "Bearer "+tc.key)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		code, body := statelessList(t, ctx, hs.URL+"/mcp", "2026-07-28", `"_meta":{`+newRequestMeta+`}`, tc.key)
 		if !strings.Contains(string(body), tc.want) {
-			t.Errorf("auth %q: tools/list answered %d %.300s; want %s", tc.auth, resp.StatusCode, body, tc.want)
+			t.Errorf("auth %q: tools/list answered %d %.300s; want %s", tc.auth, code, body, tc.want)
 		}
 	}
 }
@@ -285,19 +271,8 @@ func TestListsAsTheSDKWrites(t *testing.T) {
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
 	list := func(version, meta string) string {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
-			`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{`+meta+`}}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Mcp-Protocol-Version", version)
-		req.Header.Set("Mcp-Method", "tools/list")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return string(body)
+		_, body := statelessList(t, ctx, hs.URL+"/mcp", version, meta, "")
+		return body
 	}
 	for _, tc := range []struct {
 		version, meta string
@@ -326,4 +301,27 @@ func TestListsAsTheSDKWrites(t *testing.T) {
 			t.Errorf("%s: %d of two listings served from the cache; want 1", tc.version, n)
 		}
 	}
+}
+
+// statelessList sends a sessionless tools/list of protocol version with
+// params members (JSON, without braces) and, if key is set, the agent's
+// key; it returns the status and the body.
+func statelessList(t *testing.T, ctx context.Context, url, version, params, key string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(
+		`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{`+params+`}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", version)
+	req.Header.Set("Mcp-Method", "tools/list")
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
