@@ -873,10 +873,12 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 			// A routed tool not listed (no target listed yet, or hidden
 			// by routing.hide_unavailable): the route answers.
 			if s := g.snap.Load(); s.routes.Lookup(r.Params.Name) != nil {
-				return g.callRoute(ctx, r, s, s.routes.Lookup(r.Params.Name))
+				res, err := g.callRoute(ctx, r, s, s.routes.Lookup(r.Params.Name))
+				return res, settleResult(ctx, g, req, res, err)
 			}
 			if u, name := g.ownerByName(r.Params.Name, true); u != nil {
-				return g.callTool(ctx, r, u, name)
+				res, err := g.callTool(ctx, r, u, name)
+				return res, settleResult(ctx, g, req, res, err)
 			}
 			// A tool of an upstream that is down, and never listed its tools:
 			// say why it cannot be called instead of "unknown tool", and
@@ -886,31 +888,50 @@ func (g *Server) unlisted(next mcp.MethodHandler) mcp.MethodHandler {
 				start := time.Now()
 				res := g.failureResult(g.downFailure(u), nil)
 				g.logCall(ctx, u, name, start, res, nil)
-				return res, nil
+				return res, settleResult(ctx, g, req, res, nil)
 			}
 		case *mcp.GetPromptRequest:
 			if r.Params == nil || g.catalog.hasPrompt(r.Params.Name) {
 				break
 			}
 			if u, name := g.ownerByName(r.Params.Name, false); u != nil {
-				return g.getPrompt(ctx, r, u, name)
+				res, err := g.getPrompt(ctx, r, u, name)
+				return res, settleResult(ctx, g, req, res, err)
 			}
 		case *mcp.ReadResourceRequest:
 			if r.Params == nil {
 				break
 			}
 			if r.Params.URI == HealthURI {
-				return g.readHealthResource()
+				res, err := g.readHealthResource()
+				return res, settleResult(ctx, g, req, res, err)
 			}
 			if _, _, known := g.catalog.resourceTarget(r.Params.URI); known {
 				break
 			}
 			if u, uri, ok := g.resourceOwner(r.Params.URI); ok {
-				return g.readResource(ctx, r, u, uri)
+				res, err := g.readResource(ctx, r, u, uri)
+				return res, settleResult(ctx, g, req, res, err)
 			}
 		}
 		return next(ctx, method, req)
 	}
+}
+
+// settleResult gives res, a result unlisted made itself, what the SDK's own
+// handlers' results get (SettleResult): the result type for a 2026-07-28
+// agent, a read's cache fields. A read of a resource link's URI came back
+// with neither (found trying the gateway from outside). It returns err, or
+// SettleResult's.
+func settleResult[R interface {
+	mcp.Result
+	comparable
+}](ctx context.Context, g *Server, req mcp.Request, res R, err error) error {
+	var zero R
+	if err != nil || res == zero {
+		return err
+	}
+	return g.mcp.SettleResult(ctx, req, res)
 }
 
 // ownerByName returns the one upstream an unlisted exposed name can belong

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -96,5 +99,36 @@ func TestLinkIndexBounded(t *testing.T) {
 	l.note("mem://10", "b") // remembered again: moves to no new slot
 	if l.owner("mem://10") != "b" || len(l.up) != maxLinks {
 		t.Errorf("a URI linked again: owner %q, %d links", l.owner("mem://10"), len(l.up))
+	}
+}
+
+// TestUnlistedReadAnnotated: a 2026-07-28 agent's read of a URI its server
+// does not list (a resource link's) carries resultType and a cacheScope, as
+// every other read does; it came back with neither (found trying the
+// gateway from outside).
+func TestUnlistedReadAnnotated(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: %s\n", selfUpstream(t, linkerMode, "LINKER_NAME", "a")))
+	hs := httptest.NewServer(g.Handler())
+	t.Cleanup(hs.Close)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
+		`{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"mem://unlisted/x","_meta":{`+newRequestMeta+`}}}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+	req.Header.Set("Mcp-Method", "resources/read")
+	req.Header.Set("Mcp-Name", "mem://unlisted/x")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`"a:mem://unlisted/x"`, `"resultType":"complete"`, `"cacheScope":"public"`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("the read answered %d %s; want %s in it", resp.StatusCode, body, want)
+		}
 	}
 }

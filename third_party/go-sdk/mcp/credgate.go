@@ -78,3 +78,30 @@ func (cs *ClientSession) PrepareToolCall(params *CallToolParams) (*CallToolParam
 func (ss *ServerSession) FulfillInputRequests(ctx context.Context, requests InputRequestMap) (InputResponseMap, error) {
 	return fulfillServerInputRequests(ctx, ss, requests)
 }
+
+// SettleResult does to res, a result for req made outside the server's own
+// handlers (a middleware that answers a tools/call, prompts/get or
+// resources/read itself), what the server does to its handlers' results:
+// the result type for a 2026-07-28 client (complete or input_required), and
+// for a read its cache fields (ServerOptions.SetCacheable, then the
+// protocol's default scope). credgate serves reads of URIs no upstream
+// lists, which the server's handlers cannot.
+func (s *Server) SettleResult(ctx context.Context, req Request, res Result) error {
+	ss, _ := req.GetSession().(*ServerSession)
+	var mrt multiRoundTripResponse
+	switch r := res.(type) {
+	case *CallToolResult:
+		mrt = r
+	case *GetPromptResult:
+		mrt = r
+	case *ReadResourceResult:
+		s.resolveCacheable(ctx, req, &r.Cacheable)
+		mrt = r
+	default:
+		return nil
+	}
+	if ss == nil {
+		return nil
+	}
+	return handleMultiRoundTripResult(ss, s.opts.Logger, mrt)
+}
