@@ -235,12 +235,15 @@ const maxShownValue = 20
 // trying the gateway from outside); what such keys take is short, or has
 // spaces or colons (a time, an address).
 func quoteShort(v string) string {
-	if len(v) <= maxShownValue || strings.ContainsFunc(v, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.~+/=", r))
-	}) {
+	tokenLike := func(w string) bool {
+		return len(w) > maxShownValue && !strings.ContainsFunc(w, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.~+/=", r))
+		})
+	}
+	if !slices.ContainsFunc(strings.Fields(v), tokenLike) { // "Bearer <token>" too
 		return fmt.Sprintf("%q", v)
 	}
-	return fmt.Sprintf("%q… (%d characters, not shown whole: it may be a secret)", v[:4], len(v))
+	return fmt.Sprintf("%q… (%d characters, not shown whole: it may be a secret)", v[:min(4, len(v))], len(v))
 }
 
 // shownURL is shown for a URL, with its password and the values of its

@@ -744,10 +744,11 @@ func TestMisplacedTokenNotQuoted(t *testing.T) {
 		t.Errorf("error quotes the misplaced token:\n%s", msg)
 	}
 	for in, want := range map[string]string{
-		"30 seconds":                  `"30 seconds"`,
-		"2027-01-31 09:00:00 +0000":   `"2027-01-31 09:00:00 +0000"`,
-		"abc":                         `"abc"`,
-		"sk-proj-abcdefghijklmnopqrs": `"sk-p"… (27 characters`,
+		"30 seconds":                            `"30 seconds"`,
+		"2027-01-31 09:00:00 +0000":             `"2027-01-31 09:00:00 +0000"`,
+		"abc":                                   `"abc"`,
+		"sk-proj-abcdefghijklmnopqrs":           `"sk-p"… (27 characters`,
+		"Bearer ghp_abcdefghijklmnopqrstuvwxyz": `"Bear"… (37 characters`,
 	} {
 		if got := quoteShort(in); !strings.HasPrefix(got, want) {
 			t.Errorf("quoteShort(%q) = %s, want %s...", in, got, want)
