@@ -320,7 +320,7 @@ func (g *Server) callToolOn(ctx context.Context, req *mcp.CallToolRequest, u *up
 				res = resultForAgent(cs, agentProtocol(req.Session, req.Extra), res)
 				return err
 			})
-			if attempt == 0 && u.olderInput(used, res, raw) && u.toOlder(ctx, used) {
+			if attempt == 0 && u.olderInput(used, res, raw) && u.toOlder(ctx, req.Session, used) {
 				// The child refused to ask the agent for input on the
 				// version the gateway chose; it now speaks one where it
 				// may: the call is sent again, once.

@@ -490,13 +490,25 @@ func (u *upstream) olderInput(cs *mcp.ClientSession, res *mcp.CallToolResult, er
 // flight finish on the old one), and waits for the replacement, at most
 // the connect timeout. It reports whether the call that found out may be
 // sent again: on the new shared child.
-func (u *upstream) toOlder(ctx context.Context, cs *mcp.ClientSession) bool {
+func (u *upstream) toOlder(ctx context.Context, ss *mcp.ServerSession, cs *mcp.ClientSession) bool {
 	if !u.inputOlder.Swap(true) {
 		u.log.Warn().Str("protocol_version", olderProtocol).
 			Msg("the upstream asked an agent for input mid-call the way MCP versions before 2026-07-28 do, which it refuses on a 2026-07-28 session: its sessions ask " + olderProtocol + " from now on (upstreams." + u.name + ".protocol_version chooses one)")
 	}
 	if cs != u.current.Load() {
-		return false // a session of its own (per agent, per credential): the next one asks the older version
+		u.mu.Lock()
+		a := u.agents[ss]
+		own := ss != nil && a != nil && a.cs == cs
+		u.mu.Unlock()
+		if !own {
+			return false // a credential's own child: its next one asks the older version
+		}
+		// The agent's own child (session: per_agent): dropped, so that the
+		// call sent again opens one at the older version; the shared one
+		// is replaced in the background.
+		u.drop(ss, cs)
+		u.kickRotation()
+		return true
 	}
 	failed := u.downgradeFailed.Load()
 	u.kickRotation()

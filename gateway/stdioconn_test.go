@@ -45,7 +45,7 @@ func echoStdioUpstream() {
 	})
 	srv.AddTool(&mcp.Tool{Name: "elicit", InputSchema: schema}, func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		// Asks the agent mid-call, as go-sdk servers do before 2026-07-28.
-		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: json.RawMessage(`{"type":"object","properties":{"name":{"type":"string"}}}`)})
+		res, err := req.Session.Elicit(ctx, &mcp.ElicitParams{Message: "name?", RequestedSchema: json.RawMessage(nameAgeForm)})
 		if err != nil {
 			return nil, err
 		}
@@ -508,33 +508,48 @@ func TestStdioConnChildRequestsBounded(t *testing.T) {
 	}
 }
 
+// nameAgeForm is the form the echo upstream's elicit tool asks for, its
+// fields not in alphabetical order.
+const nameAgeForm = `{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}}}`
+
 // TestOlderStyleElicitation: a go-sdk stdio child whose tool asks the agent
 // mid-call (Session.Elicit), which it refuses on the 2026-07-28 session the
 // gateway chose for it, is switched to 2025-11-25 and the call sent again:
-// the agent answers the elicitation and the call succeeds, as it does
-// talking to the child directly. Every such call failed (found trying the
-// gateway from outside).
+// the agent answers the elicitation, its form's fields in the child's
+// order, and the call succeeds, as it does talking to the child directly.
+// Every such call failed (found trying the gateway from outside); with
+// session: per_agent the agent's own child went on refusing.
 func TestOlderStyleElicitation(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: %s\n", selfUpstream(t, echoUpstreamMode)))
-	if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
-		t.Fatalf("the child speaks %s; the gateway asks the newest", v)
-	}
-	cs := agent(t, ctx, g, &mcp.ClientOptions{ElicitationHandler: func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
-		return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "ada"}}, nil
-	}})
-	for i := range 2 {
-		if got := callText(t, ctx, cs, "s__elicit", nil); got != "accept:ada" {
-			t.Errorf("call %d: s__elicit answered %q; want the agent's answer", i, got)
-		}
-	}
-	if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != olderProtocol {
-		t.Errorf("after the refusal the child speaks %s; want %s", v, olderProtocol)
-	}
-	if got := callText(t, ctx, cs, "s__echo", map[string]any{"text": "hi"}); got != "a:echo:hi" {
-		t.Errorf("echo after the switch = %q", got)
+	for _, session := range []string{"shared", "per_agent"} {
+		t.Run(session, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+			defer cancel()
+			g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: %s\n", strings.Replace(selfUpstream(t, echoUpstreamMode), "{", "{session: "+session+", ", 1)))
+			if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
+				t.Fatalf("the child speaks %s; the gateway asks the newest", v)
+			}
+			hs := httptest.NewServer(g.Handler())
+			t.Cleanup(hs.Close)
+			cs, seen := teeAgent(t, ctx, hs.URL+"/mcp", func(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+				return &mcp.ElicitResult{Action: "accept", Content: map[string]any{"name": "ada", "age": 36}}, nil
+			})
+			for i := range 2 {
+				if got := callText(t, ctx, cs, "s__elicit", nil); got != "accept:ada" {
+					t.Errorf("call %d: s__elicit answered %q; want the agent's answer", i, got)
+				}
+			}
+			if got := seen.String(); !strings.Contains(got, `"requestedSchema":`+nameAgeForm) {
+				t.Errorf("the agent's elicitation request does not carry the form as written:\n%s\nwant %s", got, nameAgeForm)
+			}
+			waitFor(t, ctx, func() bool {
+				return g.upstream("s").current.Load().InitializeResult().ProtocolVersion == olderProtocol
+			})
+			if got := callText(t, ctx, cs, "s__echo", map[string]any{"text": "hi"}); got != "a:echo:hi" {
+				t.Errorf("echo after the switch = %q", got)
+			}
+		})
 	}
 }
 

@@ -315,6 +315,13 @@ func (w *wireFields) tasksCapability() json.RawMessage {
 // SDK looks for on it.
 func (u *upstream) watchListings(t mcp.Transport, client *mcp.Client) mcp.Transport {
 	if client != u.client {
+		// Another session (per agent, per credential) lists nothing the
+		// catalog takes, but its child asks agents for input too: its
+		// forms keep their field order (found trying the gateway from
+		// outside with session: per_agent).
+		if _, ok := t.(*mcp.StreamableClientTransport); !ok && u.cfg.Transport == TransportStdio {
+			return watchTransport{Transport: t, w: &u.wire, inputOnly: true}
+		}
 		return t
 	}
 	switch x := t.(type) {
@@ -347,6 +354,9 @@ func watchHTTP(c *http.Client, w *wireFields) *http.Client {
 type watchTransport struct {
 	mcp.Transport
 	w *wireFields
+	// inputOnly watches only the requests for input (elicitation forms),
+	// not the listings: the session's ids are its own.
+	inputOnly bool
 }
 
 func (t watchTransport) Connect(ctx context.Context) (mcp.Connection, error) {
@@ -354,16 +364,17 @@ func (t watchTransport) Connect(ctx context.Context) (mcp.Connection, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &watchConn{Connection: c, w: t.w}, nil
+	return &watchConn{Connection: c, w: t.w, inputOnly: t.inputOnly}, nil
 }
 
 type watchConn struct {
 	mcp.Connection
-	w *wireFields
+	w         *wireFields
+	inputOnly bool
 }
 
 func (c *watchConn) Write(ctx context.Context, m jsonrpc.Message) error {
-	if r, ok := m.(*jsonrpc.Request); ok && r.ID.IsValid() && watchedMethod(r.Method) {
+	if r, ok := m.(*jsonrpc.Request); ok && !c.inputOnly && r.ID.IsValid() && watchedMethod(r.Method) {
 		var p struct {
 			Cursor string `json:"cursor"`
 		}
@@ -382,7 +393,7 @@ func (c *watchConn) Read(ctx context.Context) (jsonrpc.Message, error) {
 		c.w.sawInputRequests(r.Result)
 	}
 	// watching first: the id's formatting costs every call's answer.
-	if r, ok := m.(*jsonrpc.Response); ok && r.Error == nil && c.w.watching.Load() != 0 {
+	if r, ok := m.(*jsonrpc.Response); ok && !c.inputOnly && r.Error == nil && c.w.watching.Load() != 0 {
 		c.w.sawResponse(fmt.Sprint(r.ID.Raw()), r.Result)
 	}
 	return m, err
