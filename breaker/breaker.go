@@ -260,11 +260,13 @@ func (s *Set) Apply(configs map[string]Config) {
 		}
 		b.mu.Lock()
 		if b.cfg != c {
-			wasOpen, openedAt, reason := b.gbState == gobreaker.StateOpen, b.openedAt, b.openReason
+			// Open, and not yet due a probe under the old settings.
+			wasOpen := b.gbState == gobreaker.StateOpen && time.Since(b.openedAt) < b.cfg.OpenTimeout
+			reason := b.openReason
 			b.cfg = c
 			b.cb, b.gbState = b.newGobreaker(), gobreaker.StateClosed
 			if wasOpen {
-				b.carryOpen(openedAt, reason)
+				b.carryOpen(reason)
 			}
 		}
 		b.mu.Unlock()
@@ -534,9 +536,9 @@ var errCarried = errors.New("breaker: open before its settings changed")
 // carryOpen opens the new gobreaker of a breaker that was open when its
 // settings changed, so that the change does not let calls through to what
 // is still failing (README: breakers keep their state and take new
-// settings); it waits the new open_timeout from now, and keeps when and
-// why it opened. The caller holds b.mu.
-func (b *breaker) carryOpen(openedAt time.Time, reason string) {
+// settings); it waits the new open_timeout from now (what it reports and
+// what it enforces agree), and keeps why it opened. The caller holds b.mu.
+func (b *breaker) carryOpen(reason string) {
 	for range max(b.cfg.Failures, 1) {
 		done, err := b.cb.Allow()
 		if err != nil {
@@ -545,7 +547,7 @@ func (b *breaker) carryOpen(openedAt time.Time, reason string) {
 		done(errCarried)
 	}
 	if b.gbState == gobreaker.StateOpen {
-		b.openedAt, b.openReason = openedAt, reason
+		b.openReason = reason
 	}
 }
 

@@ -480,3 +480,35 @@ func TestApplyKeepsOpen(t *testing.T) {
 		}
 	})
 }
+
+// TestApplyOpenReportsWhatItEnforces: after a settings change, an open
+// breaker reports the wait it enforces (the new open_timeout from the
+// change); it reported the old opening plus the new timeout, which said
+// closed while calls were refused. One already due a probe is not opened
+// again.
+func TestApplyOpenReportsWhatItEnforces(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		s := New(nil)
+		s.Apply(map[string]Config{"a": {Failures: 1, OpenTimeout: time.Hour}, "b": {Failures: 1, OpenTimeout: time.Minute}})
+		call(t, s, "a", 0, Failure("timeout"))
+		call(t, s, "b", 0, Failure("timeout"))
+		time.Sleep(10 * time.Minute) // b is due a probe; a is not
+		s.Apply(map[string]Config{"a": {Failures: 1, OpenTimeout: time.Minute}, "b": {Failures: 1, OpenTimeout: time.Hour}})
+		oe := refused(t, s, "a", 0)
+		if want := time.Now().Add(time.Minute); !oe.RetryAfter.IsZero() && oe.RetryAfter.After(want.Add(time.Second)) {
+			t.Errorf("a refuses until %v; want about %v", oe.RetryAfter, want)
+		}
+		for _, x := range s.Snapshot() {
+			if x.Name == "a" && x.State.String() != "open" {
+				t.Errorf("a reports %s while it refuses calls", x.State)
+			}
+		}
+		done, err := s.Allow("b", 0)
+		if err != nil {
+			t.Errorf("b, due a probe before the change, refuses: %v", err)
+		} else {
+			done(Success())
+		}
+	})
+}
