@@ -121,7 +121,6 @@ type heldQueue struct {
 	mu    sync.Mutex
 	lines []*heldLine
 	bytes int
-	more  chan struct{} // a line was added: wakes the sender
 	room  chan struct{} // a line went: wakes add, waiting for room
 	empty chan struct{} // closed when the queue is empty; replaced when it is not
 	run   bool          // the sender runs
@@ -129,14 +128,15 @@ type heldQueue struct {
 
 // heldLine is one request line held back.
 type heldLine struct {
-	ids  []jsonrpc.ID // the requests it holds
-	line []byte
-	stop chan struct{} // closed when it is dropped
-	sent bool          // it is being written: too late to drop it
+	ids     []jsonrpc.ID // the requests it holds
+	line    []byte
+	stop    chan struct{} // closed when it is dropped
+	sent    bool          // it is being written: too late to drop it
+	written chan struct{} // closed once it is written
 }
 
 func newHeldQueue(calls *callGate, write func([]byte) error) *heldQueue {
-	q := &heldQueue{calls: calls, write: write, more: make(chan struct{}, 1), room: make(chan struct{}, 1), empty: make(chan struct{})}
+	q := &heldQueue{calls: calls, write: write, room: make(chan struct{}, 1), empty: make(chan struct{})}
 	close(q.empty)
 	return q
 }
@@ -162,17 +162,13 @@ func (q *heldQueue) add(ids []jsonrpc.ID, line []byte) {
 	if len(q.lines) == 0 {
 		q.empty = make(chan struct{})
 	}
-	q.lines = append(q.lines, &heldLine{ids: ids, line: line, stop: make(chan struct{})})
+	q.lines = append(q.lines, &heldLine{ids: ids, line: line, stop: make(chan struct{}), written: make(chan struct{})})
 	q.bytes += len(line)
 	if !q.run {
 		q.run = true
 		go q.send()
 	}
 	q.mu.Unlock()
-	select {
-	case q.more <- struct{}{}:
-	default:
-	}
 }
 
 // send writes the lines held back as the bound lets them pass, and skips
@@ -202,6 +198,7 @@ func (q *heldQueue) send() {
 				q.calls.release(h.ids) // dropped as its turn came
 			} else {
 				_ = q.write(h.line)
+				close(h.written)
 			}
 		}
 		q.mu.Lock()
@@ -224,12 +221,24 @@ func (q *heldQueue) drain() {
 }
 
 // cancelled reports whether msg is the agent's cancellation of a request
-// held back, alone on its line, and if so drops that request unless it is
-// being written.
+// held back, alone on its line, and if so drops that request. One being
+// written is not dropped: the cancellation waits for the write, or it
+// could reach the SDK first, be ignored as naming no request, and the
+// request run (review).
 func (q *heldQueue) cancelled(msg []byte) bool {
 	if msg[0] != '{' || !bytes.Contains(msg, []byte(`notifications/cancelled`)) {
 		return false
 	}
+	dropped, writing := q.cancel(msg)
+	if writing != nil {
+		<-writing
+	}
+	return dropped
+}
+
+// cancel drops the request msg cancels, if it is held back and not being
+// written; if it is being written, it returns a channel closed once it is.
+func (q *heldQueue) cancel(msg []byte) (bool, <-chan struct{}) {
 	var n struct {
 		Method string `json:"method"`
 		ID     any    `json:"id"`
@@ -238,27 +247,30 @@ func (q *heldQueue) cancelled(msg []byte) bool {
 		} `json:"params"`
 	}
 	if json.Unmarshal(msg, &n) != nil || n.Method != "notifications/cancelled" || n.ID != nil || n.Params.RequestID == nil {
-		return false
+		return false, nil
 	}
 	id, err := jsonrpc.MakeID(n.Params.RequestID)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, h := range q.lines {
-		if len(h.ids) != 1 || h.ids[0] != id || h.sent {
+		if len(h.ids) != 1 || h.ids[0] != id {
 			continue
+		}
+		if h.sent {
+			return false, h.written
 		}
 		select {
 		case <-h.stop:
 			continue // dropped already
 		default:
 			close(h.stop)
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, nil
 }
 
 // lineFilter decides which agent lines the SDK's stdio transport can take.
@@ -342,7 +354,7 @@ const maxAgentCalls = 128
 type callGate struct {
 	mu    sync.Mutex
 	ids   map[jsonrpc.ID]struct{}
-	freed chan struct{} // a wake-up for acquire: its only waiter is agentLines
+	freed chan struct{} // a wake-up for acquire: its only waiter is the held lines' sender (heldQueue)
 }
 
 func newCallGate() *callGate {
