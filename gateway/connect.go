@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
@@ -283,6 +284,9 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		extra, gen, err := u.childCredential(ctx)
 		credGen = gen
 		if client == u.client {
+			if c := u.gw.credential(u.defaultCred); gen == 0 && c != nil {
+				gen = c.Generation() // no child started: this attempt's outcome is the value's all the same
+			}
 			u.creds.trying.Store(gen)
 		}
 		for _, v := range extra {
@@ -472,15 +476,16 @@ func (u *upstream) olderInput(cs *mcp.ClientSession, res *mcp.CallToolResult, er
 	if ir := cs.InitializeResult(); ir == nil || ir.ProtocolVersion < protocol20260728 {
 		return false
 	}
-	if err != nil && strings.Contains(err.Error(), olderInputMarker) {
-		return true
+	if err != nil {
+		var rpc *jsonrpc.Error
+		return errors.As(err, &rpc) && strings.Contains(rpc.Message, olderInputMarker)
 	}
-	if res != nil && res.IsError {
-		for _, c := range res.Content {
-			if t, ok := c.(*mcp.TextContent); ok && strings.Contains(t.Text, olderInputMarker) {
-				return true
-			}
-		}
+	// A tool error that is the refusal alone, not a result that merely
+	// quotes it (a search through the SDK's source, a nested gateway's
+	// failure detail).
+	if res != nil && res.IsError && len(res.Content) == 1 {
+		t, ok := res.Content[0].(*mcp.TextContent)
+		return ok && len(t.Text) < 512 && strings.Contains(t.Text, olderInputMarker)
 	}
 	return false
 }
@@ -501,12 +506,20 @@ func (u *upstream) toOlder(ctx context.Context, ss *mcp.ServerSession, cs *mcp.C
 		own := ss != nil && a != nil && a.cs == cs
 		u.mu.Unlock()
 		if !own {
-			return false // a credential's own child: its next one asks the older version
+			// A credential's own child (per-tool credentials): replaced
+			// as a rotation replaces it, calls in flight finishing on it.
+			own = u.retireCredSession(cs)
+		}
+		if !own {
+			u.kickRotation() // the shared child, if a rotation swapped it meanwhile
+			return false
 		}
 		// The agent's own child (session: per_agent): dropped, so that the
 		// call sent again opens one at the older version; the shared one
 		// is replaced in the background.
-		u.drop(ss, cs)
+		if a != nil && a.cs == cs {
+			u.drop(ss, cs)
+		}
 		u.kickRotation()
 		return true
 	}
@@ -553,4 +566,32 @@ func (u *upstream) downgraded(ctx context.Context) *handoff {
 		return nil
 	}
 	return &handoff{ctx: sessCtx, end: end, cs: next}
+}
+
+// retireCredSession takes cs, if it is a credential's own child, out of the
+// pool, so that the credential's next call opens a new one, and retires it
+// in the background (calls in flight finish on it). It reports whether cs
+// was one.
+func (u *upstream) retireCredSession(cs *mcp.ClientSession) bool {
+	u.creds.mu.Lock()
+	var found *credConn
+	for name, conn := range u.creds.conns {
+		if conn.cs == cs {
+			found = conn
+			delete(u.creds.conns, name)
+			break
+		}
+	}
+	u.creds.mu.Unlock()
+	if found == nil {
+		return false
+	}
+	u.closing.Go(func() {
+		defer u.gw.recoverLog("retiring a session", u.name)
+		u.retire(cs)
+		if found.end != nil {
+			found.end()
+		}
+	})
+	return true
 }

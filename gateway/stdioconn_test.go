@@ -521,12 +521,18 @@ const nameAgeForm = `{"type":"object","properties":{"name":{"type":"string"},"ag
 // session: per_agent the agent's own child went on refusing.
 func TestOlderStyleElicitation(t *testing.T) {
 	t.Parallel()
-	for _, session := range []string{"shared", "per_agent"} {
-		t.Run(session, func(t *testing.T) {
+	for _, tc := range []struct{ name, head, keys string }{
+		{"shared", "", "session: shared, "},
+		{"per_agent", "", "session: per_agent, "},
+		// elicit on a per-tool credential's own child
+		{"per_credential", "credentials:\n  tok: {source: {value: tok-0123456789}, inject: {env: TOKEN}}\n  etok: {source: {value: etok-0123456789}, inject: {env: TOKEN}}\n",
+			"credential: tok, credentials: [{tools: [elicit], credential: etok}], "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 			defer cancel()
-			g := newTestGateway(t, ctx, fmt.Sprintf("upstreams:\n  s: %s\n", strings.Replace(selfUpstream(t, echoUpstreamMode), "{", "{session: "+session+", ", 1)))
+			g := newTestGateway(t, ctx, tc.head+fmt.Sprintf("upstreams:\n  s: %s\n", strings.Replace(selfUpstream(t, echoUpstreamMode), "{", "{"+tc.keys, 1)))
 			if v := g.upstream("s").current.Load().InitializeResult().ProtocolVersion; v != protocol20260728 {
 				t.Fatalf("the child speaks %s; the gateway asks the newest", v)
 			}
