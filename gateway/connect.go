@@ -362,7 +362,7 @@ func (u *upstream) connect(ctx context.Context, client *mcp.Client, loop bool) (
 		} else {
 			u.olderTook.Store(0)
 		}
-		if version != "" {
+		if version != "" && !u.inputOlder.Load() { // asked the older version on purpose: toOlder said why
 			ev := u.log.Warn().Str("protocol_version", olderProtocol)
 			if why := u.newestFailed.Load(); why != nil {
 				ev = ev.Str("newest_failed", *why)
