@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -113,22 +111,11 @@ func TestUnlistedReadAnnotated(t *testing.T) {
 	g := newTestGateway(t, ctx, fmt.Sprintf("stateless: true\nupstreams:\n  a: %s\n", selfUpstream(t, linkerMode, "LINKER_NAME", "a")))
 	hs := httptest.NewServer(g.Handler())
 	t.Cleanup(hs.Close)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, hs.URL+"/mcp", strings.NewReader(
-		`{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"mem://unlisted/x","_meta":{`+newRequestMeta+`}}}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
-	req.Header.Set("Mcp-Method", "resources/read")
-	req.Header.Set("Mcp-Name", "mem://unlisted/x")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	code, body := statelessPost(t, ctx, hs.URL+"/mcp", "2026-07-28", "resources/read",
+		`"uri":"mem://unlisted/x","_meta":{`+newRequestMeta+`}`, map[string]string{"Mcp-Name": "mem://unlisted/x"})
 	for _, want := range []string{`"a:mem://unlisted/x"`, `"resultType":"complete"`, `"cacheScope":"public"`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("the read answered %d %s; want %s in it", resp.StatusCode, body, want)
+		if !strings.Contains(body, want) {
+			t.Errorf("the read answered %d %s; want %s in it", code, body, want)
 		}
 	}
 }

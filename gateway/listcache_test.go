@@ -308,14 +308,26 @@ func TestListsAsTheSDKWrites(t *testing.T) {
 // key; it returns the status and the body.
 func statelessList(t *testing.T, ctx context.Context, url, version, params, key string) (int, string) {
 	t.Helper()
+	h := map[string]string{}
+	if key != "" {
+		h["Authorization"] = "Bearer " + key
+	}
+	return statelessPost(t, ctx, url, version, "tools/list", params, h)
+}
+
+// statelessPost sends a sessionless request of method and protocol version
+// with params members (JSON, without braces) and extra headers; it returns
+// the status and the body.
+func statelessPost(t *testing.T, ctx context.Context, url, version, method, params string, header map[string]string) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(
-		`{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{`+params+`}}`))
+		`{"jsonrpc":"2.0","id":2,"method":"`+method+`","params":{`+params+`}}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Mcp-Protocol-Version", version)
-	req.Header.Set("Mcp-Method", "tools/list")
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Mcp-Method", method)
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
