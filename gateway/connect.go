@@ -525,24 +525,17 @@ func (u *upstream) toOlder(ctx context.Context, ss *mcp.ServerSession, cs *mcp.C
 	}
 	failed := u.downgradeFailed.Load()
 	u.kickRotation()
-	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
-	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if cur := u.current.Load(); cur != nil && cur != cs {
-			ir := cur.InitializeResult()
-			return ir != nil && ir.ProtocolVersion < protocol20260728
-		}
-		if u.downgradeFailed.Load() != failed {
-			return false // the child at the older version did not start
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-t.C:
-		}
+	// Replaced, or the child at the older version did not start.
+	u.waitChild(ctx, func() bool {
+		cur := u.current.Load()
+		return cur != nil && cur != cs || u.downgradeFailed.Load() != failed
+	})
+	cur := u.current.Load()
+	if cur == nil || cur == cs {
+		return false
 	}
+	ir := cur.InitializeResult()
+	return ir != nil && ir.ProtocolVersion < protocol20260728
 }
 
 // downgraded starts the shared session's successor at 2025-11-25 once the

@@ -370,17 +370,25 @@ func (u *upstream) sessionValue(cs *mcp.ClientSession, name string) string {
 // with its catalog listed (not merely connected: its tools were unknown
 // for a moment). At most the connect timeout.
 func (u *upstream) awaitAttempt(ctx context.Context, gen uint64) {
+	u.waitChild(ctx, func() bool { return u.creds.tried.Load() >= gen })
+}
+
+// waitChild waits until done holds, for a child the connect loop starts in
+// the background (a rotation's, a reload's, a downgrade's): at most the
+// connect timeout. It reports whether done held.
+func (u *upstream) waitChild(ctx context.Context, done func() bool) bool {
 	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
 	defer cancel()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	for u.creds.tried.Load() < gen {
+	for !done() {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-t.C:
 		}
 	}
+	return true
 }
 
 // awaitCredential waits, before a resend, until the child that will carry
@@ -393,15 +401,7 @@ func (u *upstream) awaitCredential(ctx context.Context, name string) {
 		return
 	}
 	u.kickRotation()
-	ctx, cancel := context.WithTimeout(ctx, min(u.cfg.timeout(), u.gw.opts.ConnectTimeout))
-	defer cancel()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for u.creds.sharedGen.Load() != c.Generation() || u.current.Load() != u.session.Load() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	u.waitChild(ctx, func() bool {
+		return u.creds.sharedGen.Load() == c.Generation() && u.current.Load() == u.session.Load()
+	})
 }
