@@ -242,6 +242,16 @@ func (ix *routeIndex) resolve(target string) routeTarget {
 	return rts[0]
 }
 
+// listedWithout reports whether u's last listing was complete and has no
+// tool of that name: a route target that can only fail (the tools of an
+// upstream still listing, or whose listing failed, are not known).
+func (u *upstream) listedWithout(tool string) bool {
+	u.mu.Lock()
+	complete := u.catComplete
+	u.mu.Unlock()
+	return complete && !lists(u, tool)
+}
+
 // lists reports whether u's last listing has tool.
 func lists(u *upstream, tool string) bool {
 	return listed(u, tool) != nil
@@ -318,6 +328,9 @@ func (ix *routeIndex) state(target string) targetState {
 			// once the upstream is connected again (see admit).
 			return targetState{reason: routing.ReasonBreakerOpen, until: oe.RetryAfter}
 		}
+	}
+	if u.listedWithout(rt.tool) {
+		return targetState{reason: routing.ReasonNotListed}
 	}
 	if rt.cred == "" {
 		return targetState{ok: true}

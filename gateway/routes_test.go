@@ -1087,3 +1087,32 @@ func TestRouteReorderInFlight(t *testing.T) {
 		t.Errorf("/health active target %q; want b__search", a)
 	}
 }
+
+// Regression test for a trial's finding: a target its upstream does not
+// list (a mistyped name) was reported active and usable, and every call was
+// sent to it and failed there, the working backup never tried. Once the
+// upstream has listed its tools, such a target is passed over, whatever
+// `on` says, and /health says why.
+func TestRouteTargetNotListed(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := newRouteScene(t, ctx, "", "routes:\n  - {tool: search, targets: [p__ehco, b__echo], on: [credential_revoked]}\n", nil)
+	p := s.g.snap.Load().byName["p"]
+	waitFor(t, ctx, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return p.catComplete })
+
+	out, meta := servedBy(t, ctx, s.cs, "search")
+	want := &routing.Meta{ServedBy: "b__echo", Reason: routing.ReasonNotListed,
+		Attempts: []routing.Attempt{{Target: "p__ehco", Reason: routing.ReasonNotListed}}}
+	if diff := cmp.Diff(want, meta); out == "" || diff != "" {
+		t.Errorf("search = %q; route meta mismatch (-want +got):\n%s", out, diff)
+	}
+	if n := s.primaryCalls(); n != 0 {
+		t.Errorf("the primary was sent %d calls of a tool it does not list", n)
+	}
+	rh := s.g.Health().Routes["search"]
+	if rh.Active != "b__echo" || rh.Reason != routing.ReasonNotListed || len(rh.Targets) != 2 ||
+		rh.Targets[0].Usable || rh.Targets[0].Reason != routing.ReasonNotListed {
+		t.Errorf("health routes.search = %+v; want b__echo active, p__ehco unusable as tool_not_listed", rh)
+	}
+}

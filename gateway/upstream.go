@@ -537,6 +537,7 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	u.catComplete = len(errs) == 0
 	u.mu.Unlock()
 	u.gw.catalog.rebuild()
+	u.gw.routesChanged() // a route's target may be listed, or no longer
 	if len(errs) == 0 {
 		u.gw.shared.cacheCatalog(u.name, cat) // issue 11: see shared.go
 	}

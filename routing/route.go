@@ -26,6 +26,12 @@ const (
 	ReasonCredentialExpiring  = "credential_expiring"
 )
 
+// ReasonNotListed is why a target whose upstream has listed its tools, and
+// not this one, is unusable: a name mistyped in `targets`, or a tool the
+// upstream dropped. It is not a reason `on` lists: a route always moves
+// past such a target, since a call to it could only fail.
+const ReasonNotListed = "tool_not_listed"
+
 // reasons lists every reason `on` accepts; a reason's bit is its index.
 var reasons = [...]string{
 	ReasonCredentialExpired, ReasonCredentialRevoked, ReasonCredentialInvalid, ReasonCredentialMissing,
@@ -295,7 +301,8 @@ type Candidate struct {
 // as a last resort. An unusable target is included with Usable false and its
 // reason, so the caller can list it among the attempts. An unusable target
 // whose reason is not in `on` ends the list: the route does not fail over on
-// that reason, so the caller answers with it.
+// that reason, so the caller answers with it. A target not listed
+// (ReasonNotListed) never ends it.
 func Select(r *Route, h Health) []Candidate {
 	out := make([]Candidate, 0, len(r.targets))
 	for c := range Candidates(r, h) {
@@ -324,7 +331,7 @@ func Candidates(r *Route, h Health) iter.Seq[Candidate] {
 				if !yield(Candidate{Target: t, Reason: reason}) {
 					return
 				}
-				if !r.on.has(reason) {
+				if !r.on.has(reason) && reason != ReasonNotListed {
 					break targets
 				}
 			}
