@@ -310,6 +310,31 @@ func (c *Credential) Problem() error {
 	return fmt.Errorf("credential %q: %s: %s", c.name, st, why)
 }
 
+// keepsLiveToken reports whether a reload of every credential (SIGHUP)
+// leaves this one as it is: a renewable token (OAuth) that is good (not
+// found dead, before its refresh point), whose grant (client secret,
+// refresh token) did not change at its source. Asking the token endpoint
+// for a new one is not a re-read: a client whose secret the provider has
+// just changed would be rejected, and the credential held back while the
+// token it has still works (found trying the gateway from outside). The
+// watch renews it at its refresh point as before; the admin endpoint's
+// reload of the one credential still asks.
+func (c *Credential) keepsLiveToken(ctx context.Context) bool {
+	gc, ok := c.src.(GrantChanger)
+	if !ok {
+		return false
+	}
+	now := time.Now()
+	c.mu.Lock()
+	good := c.renewableLocked() && c.st.value != "" && c.flight == nil &&
+		c.statusLocked(now) == StatusHealthy && c.st.failures == 0
+	if at := c.refreshAtLocked(c.lifecycle()); at.IsZero() || !now.Before(at) {
+		good = false
+	}
+	c.mu.Unlock()
+	return good && !gc.GrantChanged(ctx)
+}
+
 // Renew re-reads the value from the source now (an OAuth refresh, a file or
 // Vault re-read, an exec re-run). Renewals are single-flight: a caller that
 // finds one running waits for it and shares its result, except that a

@@ -365,9 +365,13 @@ func (s *Set) Reload(ctx context.Context, name string, trigger Trigger) (changed
 }
 
 // ReloadAll re-reads every credential concurrently (SIGHUP) and returns the
-// errors, each naming its credential.
+// errors, each naming its credential. An OAuth credential whose token is
+// good is not renewed unless its grant changed (keepsLiveToken).
 func (s *Set) ReloadAll(ctx context.Context, trigger Trigger) error {
 	return s.each("reload", s.sorted(), func(c *Credential) error {
+		if c.keepsLiveToken(ctx) {
+			return nil
+		}
 		_, err := c.Renew(ctx, trigger)
 		return err
 	})

@@ -3,9 +3,11 @@ package authmap
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -361,4 +363,53 @@ func TestSetStageLoadCommit(t *testing.T) {
 	if s.Get("a") == nil {
 		t.Error("a stale Commit changed the set")
 	}
+}
+
+// Regression test for a trial's finding: SIGHUP asked the token endpoint
+// for a new token for every OAuth credential; a client whose secret the
+// provider had just changed was rejected (invalid_client), and the
+// credential held back while its token still worked. A reload of every
+// credential now keeps a good token, unless its grant changed at its
+// source; the admin reload of the one credential still asks.
+func TestReloadAllKeepsGoodToken(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		var rejecting atomic.Bool
+		src := &grantSource{fakeSource: &fakeSource{kind: KindOAuth2, next: func(n int) (Token, error) {
+			if rejecting.Load() {
+				return Token{}, fmt.Errorf("token endpoint: invalid_client: %w", ErrClientRejected)
+			}
+			return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(time.Hour), Renewable: true}, nil
+		}}}
+		s := NewSet(&SetOptions{Sources: &SourceOptions{Openers: map[string]OpenFunc{
+			KindOAuth2: func(string, SourceConfig, *SourceOptions) (Source, error) { return src, nil },
+		}}})
+		cfg := CredentialConfig{Source: SourceConfig{OAuth2: &OAuth2Config{TokenURL: "https://idp.example/token", ClientID: "gw", ClientSecret: SecretRef{Value: "client-secret-0123456789"}}}}
+		if err := s.Apply(LifecycleConfig{}, map[string]CredentialConfig{"oc": cfg}); err != nil {
+			t.Fatal(err)
+		}
+		ctx := t.Context()
+		if err := s.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c := s.Get("oc")
+		rejecting.Store(true) // the provider changed the client's secret
+		if err := s.ReloadAll(ctx, TriggerSignal); err != nil {
+			t.Errorf("SIGHUP: %v, want the good token kept", err)
+		}
+		if n, st := len(src.times()), c.Status(); n != 1 || st != StatusHealthy || c.Value() != "oauth-token-1-0123456789" {
+			t.Errorf("after SIGHUP: %d token requests, %v; want 1, healthy, the first token kept", n, st)
+		}
+		// A grant changed at its source is taken by SIGHUP.
+		rejecting.Store(false)
+		src.changed.Store(true)
+		if err := s.ReloadAll(ctx, TriggerSignal); err != nil || len(src.times()) != 2 || c.Value() != "oauth-token-2-0123456789" {
+			t.Errorf("SIGHUP after a grant change: %v, %d token requests; want a new token", err, len(src.times()))
+		}
+		src.changed.Store(false)
+		// The admin endpoint's reload of the one credential asks.
+		if _, err := s.Reload(ctx, "oc", TriggerAdmin); err != nil || len(src.times()) != 3 {
+			t.Errorf("admin reload: %v, %d token requests; want a third", err, len(src.times()))
+		}
+	})
 }
