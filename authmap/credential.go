@@ -392,6 +392,9 @@ func (c *Credential) renew(ctx context.Context, trigger Trigger) (bool, error) {
 	if err == nil && tok.Value == "" {
 		err = fmt.Errorf("%s source resolved to an empty value: %w", c.src.Kind(), ErrMissing)
 	}
+	if err == nil {
+		err = c.unsendable(tok.Value)
+	}
 	if err != nil {
 		return false, c.fetchFailed(trigger, err)
 	}
@@ -682,13 +685,20 @@ func (c *Credential) fetchFailed(trigger Trigger, err error) error {
 	case errors.Is(err, ErrClientRejected):
 		c.st.clientRej = true
 		c.setLiveLocked(StatusInvalid, now)
+	case errors.Is(err, ErrBadValue) && c.st.value == "":
+		c.setLiveLocked(StatusInvalid, now)
 	case c.st.value == "":
 		c.setLiveLocked(StatusMissing, now)
-	case errors.Is(err, ErrMissing):
-		// The source lost the value; the one held still works until something says otherwise.
+	case errors.Is(err, ErrMissing), errors.Is(err, ErrBadValue):
+		// The source lost the value, or holds one that cannot be sent; the
+		// one held still works until something says otherwise.
+		what := "resolved to nothing"
+		if errors.Is(err, ErrBadValue) {
+			what = "holds a value that cannot be sent"
+		}
 		if !c.sameErrorEvent(EventRejectedRotation, f.Detail) {
 			evs = append(evs, c.eventLocked(now, EventRejectedRotation, trigger,
-				"the source resolved to nothing and the current value is kept: "+f.Detail))
+				"the source "+what+" and the current value is kept: "+f.Detail))
 		}
 	default:
 		c.log.Warn("credential source failed", "credential", c.name, "trigger", string(trigger), "err", f.Detail)
@@ -756,12 +766,39 @@ func kindProvider(kind string) string {
 }
 
 // failureOf types a fetch error for the credential's last_error.
+// unsendable returns an ErrBadValue error when v cannot be sent the way the
+// credential is injected: as a header, a line break or another control
+// character but a tab (Go's HTTP client refuses the request, which looked
+// like an upstream down, the credential healthy: found trying the gateway
+// from outside, with a file holding a second line); in a child's
+// environment, a NUL byte. The error names the byte's place, never the value.
+func (c *Credential) unsendable(v string) error {
+	header, _ := c.cfg.Inject.HeaderName()
+	for i := 0; i < len(v); i++ {
+		b := v[i]
+		if header == "" {
+			if b == 0 {
+				return fmt.Errorf("%s source's value has a NUL byte at byte %d, which an environment variable (inject.env %s) cannot carry: %w", c.src.Kind(), i+1, c.cfg.Inject.Env, ErrBadValue)
+			}
+			continue
+		}
+		if b < 0x20 && b != '\t' || b == 0x7f {
+			what := "a control character"
+			if b == '\n' || b == '\r' {
+				what = "a line break (more than one line of output?)"
+			}
+			return fmt.Errorf("%s source's value has %s at byte %d, which the header %s cannot carry: %w", c.src.Kind(), what, i+1, header, ErrBadValue)
+		}
+	}
+	return nil
+}
+
 func (c *Credential) failureOf(err error) *Failure {
 	f := &Failure{Type: TypeAuthFailure, Credential: c.name, Provider: kindProvider(c.src.Kind())}
 	switch {
 	case errors.Is(err, ErrRefreshRejected):
 		f.Subtype, f.Recovery = SubtypeCredentialRevoked, RecoveryReauthorize
-	case errors.Is(err, ErrClientRejected):
+	case errors.Is(err, ErrClientRejected), errors.Is(err, ErrBadValue):
 		f.Subtype, f.Recovery = SubtypeCredentialInvalid, RecoveryRotate
 	case errors.Is(err, ErrMissing):
 		f.Subtype, f.Recovery = SubtypeCredentialMissing, RecoveryRotate

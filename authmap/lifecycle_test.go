@@ -1249,3 +1249,41 @@ func oauthSource(fail func() error) *fakeSource {
 		return Token{Value: fmt.Sprintf("oauth-token-%d-0123456789", n), ExpiresAt: time.Now().Add(2 * time.Minute), Renewable: true}, nil
 	}}
 }
+
+// Regression test for a trial's finding: a file holding a second line
+// gave a value Go's HTTP client refuses to put in a header; the upstream
+// went down as upstream_unavailable, retryable, and the credential stayed
+// healthy. Such a value is now `invalid`, naming why (never the value); a
+// good value read before is kept; an env injection carries line breaks.
+func TestUnsendableValue(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	const bad = "tok-0123456789abcdef\nsecond line of output"
+	src, set := settableSource(bad)
+	c, log := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	err := c.Load(ctx)
+	if st := c.Status(); err == nil || st != StatusInvalid || c.Value() != "" {
+		t.Fatalf("a value with a line break: %v, %v, value %q; want invalid, no value", err, st, c.Value())
+	}
+	p := c.Problem()
+	if p == nil || !strings.Contains(p.Error(), "line break") || !strings.Contains(p.Error(), "Authorization") || strings.Contains(p.Error(), "second line") {
+		t.Errorf("problem %v; want the line break and the header named, not the value", p)
+	}
+	set("good-0123456789abcdef")
+	if _, err := c.Renew(ctx, TriggerFile); err != nil || c.Status() != StatusHealthy {
+		t.Fatalf("a good value: %v, %v; want healthy", err, c.Status())
+	}
+	set("good-0123456789abcdef\r\nX-Other: 1")
+	if _, err := c.Renew(ctx, TriggerFile); err == nil || c.Value() != "good-0123456789abcdef" || c.Status() != StatusHealthy {
+		t.Errorf("a bad rotation: %v, value %q, %v; want an error, the good value kept", err, c.Value(), c.Status())
+	}
+	if evs := log.all(); len(evs) == 0 || evs[len(evs)-1].Kind != EventRejectedRotation {
+		t.Errorf("events %v; want a rejected_rotation last", log.kinds(time.Time{}))
+	}
+
+	envSrc, _ := settableSource("-----BEGIN KEY-----\nabc\n-----END KEY-----")
+	ce, _ := newTestCredential(CredentialConfig{Inject: InjectConfig{Env: "KEY"}}, envSrc, LifecycleConfig{}, nil)
+	if err := ce.Load(ctx); err != nil || ce.Status() != StatusHealthy {
+		t.Errorf("a multi-line value for an env injection: %v, %v; want healthy", err, ce.Status())
+	}
+}

@@ -93,6 +93,11 @@ var (
 	// (invalid_client, unauthorized_client, invalid_scope). The credential is
 	// `invalid` and, like a rejected refresh, not retried in a loop.
 	ErrClientRejected = errors.New("client rejected")
+	// ErrBadValue: the source's value cannot be sent the way the credential
+	// is injected (a line break or other control character in a value sent
+	// as a header, a NUL byte in an environment variable). Without a value
+	// before it, the credential is `invalid`; one read before is kept.
+	ErrBadValue = errors.New("value cannot be sent")
 )
 
 // OpenFunc builds a source of one kind from its config; key is the config

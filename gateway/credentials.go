@@ -569,7 +569,15 @@ func (g *Server) missingFailure(name string) authmap.Failure {
 	f := authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: authmap.SubtypeCredentialMissing, Recovery: authmap.RecoveryRotate, Credential: name}
 	f.Detail = fmt.Sprintf("credential %q has no value; nothing was sent", name)
 	if c := g.credential(name); c != nil {
-		if le := c.Snapshot(false).LastError; le != nil && le.Detail != "" {
+		le := c.Snapshot(false).LastError
+		if le != nil && le.Subtype == authmap.SubtypeCredentialInvalid {
+			// Its source holds a value that cannot be sent (a second
+			// line), or its OAuth client was rejected: invalid, as
+			// /health says, not missing.
+			f.Subtype = authmap.SubtypeCredentialInvalid
+			f.Detail = fmt.Sprintf("credential %q has no value that can be sent; nothing was sent", name)
+		}
+		if le != nil && le.Detail != "" {
 			f.Detail += ": " + le.Detail
 		}
 	}

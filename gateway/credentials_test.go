@@ -995,3 +995,37 @@ upstreams:
 		t.Errorf("%d more requests carried the revoked fallback credential, want at most one", n-sent)
 	}
 }
+
+// Regression test for a trial's finding: a token file with a second line
+// left the credential healthy and the upstream down (Go refused the
+// header), and calls failed upstream_unavailable, retryable, for good. The
+// credential is now invalid, calls fail credential_invalid naming why, and
+// a fixed file brings the upstream up.
+func TestCredentialValueWithLineBreak(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const good = "multi-line-token-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(good)
+	path := tokenFile(t, good+"\nsecond line of output")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf("credentials:\n  ml: {source: {file: %s}}\nupstreams:\n  p: {url: %s, credential: ml}\n", path, up.url()), nil, nil)
+	waitFor(t, ctx, func() bool { return g.Credentials().Get("ml").Status() == authmap.StatusInvalid })
+
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "p__echo", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := failureOf(t, res)
+	if f.Subtype != authmap.SubtypeCredentialInvalid || f.Retryable || !strings.Contains(f.Detail, "line break") || strings.Contains(f.Detail, "second line") {
+		t.Errorf("failure %+v; want credential_invalid, not retryable, naming the line break and not the value", f)
+	}
+	if n := len(up.calls()); n != 0 {
+		t.Errorf("the upstream got %d requests", n)
+	}
+	writeFile(t, path, good+"\n")
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("p__echo") })
+	if res := callTool(t, ctx, cs, "p__echo"); res.IsError {
+		t.Errorf("after the file was fixed: %s", text(res))
+	}
+}
