@@ -1007,3 +1007,58 @@ func TestReloadKeepsAuthCredentials(t *testing.T) {
 	}
 	keyAgent(t, ctx, url, key, nil)
 }
+
+// Regression test for a trial's finding: a route ran, for an agent, a
+// target its grants denied (calling the target itself was refused). A
+// route now passes over targets the agent may not call, without naming
+// them; one with no target the agent may call is neither listed to it nor
+// callable.
+func TestRouteRespectsAgentGrants(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	a := newTestUpstream(t, "a", "echo", "delete_y")
+	b := newTestUpstream(t, "b", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  a: {url: %s}
+  b: {url: %s}
+routes:
+  - {tool: search, targets: [a__echo, b__echo]}
+  - {tool: wipe, targets: [a__delete_y]}
+auth:
+  keys:
+    - {name: ci, key: %s, tools: {allow: ["*"], deny: ["a__echo", "a__delete_y"]}}
+    - {name: ops, key: %s}
+`, a.url(), b.url(), keyReader, keyOps))
+	url := serveGateway(t, g)
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") && g.catalog.hasTool("wipe") && g.catalog.hasTool("b__echo") })
+	ci := keyAgent(t, ctx, url, keyReader, nil)
+
+	if names := toolNames(t, ctx, ci); slices.Contains(names, "wipe") || !slices.Contains(names, "search") {
+		t.Errorf("ci lists %v; want search, not wipe (its only target is denied)", names)
+	}
+	beforeA, beforeB := a.calls.Load(), b.calls.Load()
+	res, err := ci.CallTool(ctx, &mcp.CallToolParams{Name: "search", Arguments: map[string]any{"text": "x"}})
+	if err != nil || res.IsError {
+		t.Fatalf("search: %v %v", err, res)
+	}
+	if a.calls.Load() != beforeA || b.calls.Load() != beforeB+1 {
+		t.Errorf("search reached a %d times, b %d times; want b once, never a", a.calls.Load()-beforeA, b.calls.Load()-beforeB)
+	}
+	if raw, _ := json.Marshal(res.Meta); strings.Contains(string(raw), "a__echo") {
+		t.Errorf("the result names the denied target: %s", raw)
+	}
+	res, err = ci.CallTool(ctx, &mcp.CallToolParams{Name: "wipe", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := failureOf(t, res); f.Type != authmap.TypeForbidden || a.calls.Load() != beforeA {
+		t.Errorf("wipe: %+v, a called %d times; want forbidden, nothing sent", f, a.calls.Load()-beforeA)
+	}
+	// An agent the targets are granted to is served by the primary.
+	ops := keyAgent(t, ctx, url, keyOps, nil)
+	if res := callTool(t, ctx, ops, "search"); res.IsError || a.calls.Load() != beforeA+1 {
+		t.Errorf("ops' search: %s, a called %d times; want the primary", text(res), a.calls.Load()-beforeA)
+	}
+}

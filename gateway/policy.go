@@ -192,6 +192,38 @@ func (ps *policySet) build(name string, scopes []string, key *grantConfig) *agen
 	return st
 }
 
+// agentGrants returns the grants of the agent calling in ctx, or nil when
+// nothing restricts it (no agent identity, or grants that allow all).
+func (g *Server) agentGrants(ctx context.Context) *agentState {
+	info := agentOf(ctx)
+	if info == nil {
+		return nil
+	}
+	if st := g.policy.Load().state(info); !st.all {
+		return st
+	}
+	return nil
+}
+
+// mayCall reports whether the agent may call (or see) the exposed tool
+// name: its grants allow the name and, for a routed tool, at least one of
+// the route's targets (a route never reaches a tool the agent may not call
+// itself: see grantedHealth).
+func (g *Server) mayCall(st *agentState, name string) bool {
+	if !st.tool(name) {
+		return false
+	}
+	if st.all {
+		return true
+	}
+	s := g.snap.Load()
+	if s == nil || s.routes == nil {
+		return true
+	}
+	r := s.routes.Lookup(name)
+	return r == nil || slices.ContainsFunc(r.Targets(), st.tool)
+}
+
 // tool reports whether the agent may call (or see) the exposed tool or
 // prompt name.
 func (st *agentState) tool(name string) bool {
@@ -246,7 +278,7 @@ func (g *Server) agentPolicy(next mcp.MethodHandler) mcp.MethodHandler {
 			if r.Params == nil {
 				break
 			}
-			if f, refused := g.gate(st, "tool", r.Params.Name, st.tool(r.Params.Name), start); refused {
+			if f, refused := g.gate(st, "tool", r.Params.Name, g.mayCall(st, r.Params.Name), start); refused {
 				g.logRefusal(ctx, method, r.Params.Name, start, f)
 				return g.failureResult(f, nil), nil
 			}
@@ -294,7 +326,7 @@ func (g *Server) agentPolicy(next mcp.MethodHandler) mcp.MethodHandler {
 			if err != nil || st.all {
 				return res, err
 			}
-			if out, ok := filterList(st, res); ok {
+			if out, ok := filterList(st, res, func(name string) bool { return g.mayCall(st, name) }); ok {
 				return out, nil
 			}
 			// A result shape this filter does not know is not passed on
@@ -340,14 +372,14 @@ func (g *Server) forbidden(agent, kind, name, why string) authmap.Failure {
 // filterList returns a copy of a list result with only what the agent may
 // use. A page may come out shorter (even empty) than the SDK cut it; its
 // cursor is kept, so the agent pages on as usual.
-func filterList(st *agentState, res mcp.Result) (mcp.Result, bool) {
+func filterList(st *agentState, res mcp.Result, mayCall func(string) bool) (mcp.Result, bool) {
 	switch r := res.(type) {
 	case *mcp.ListToolsResult:
 		out := *r
-		out.Tools = slices.DeleteFunc(slices.Clone(r.Tools), func(t *mcp.Tool) bool { return !st.tool(t.Name) })
+		out.Tools = slices.DeleteFunc(slices.Clone(r.Tools), func(t *mcp.Tool) bool { return !mayCall(t.Name) })
 		return &out, true
 	case *toolsWithExecution:
-		lr, _ := filterList(st, r.ListToolsResult)
+		lr, _ := filterList(st, r.ListToolsResult, mayCall)
 		out := *r
 		out.ListToolsResult = lr.(*mcp.ListToolsResult)
 		return &out, true

@@ -413,6 +413,10 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		ctx = withRoute(ctx, r.Tool())
 	}
 	h := g.routeHealth(s)
+	var health routing.Health = h
+	if st := g.agentGrants(ctx); st != nil {
+		health = grantedHealth{h, st}
+	}
 	var attempts []routing.Attempt
 	var args map[string]any // req's arguments decoded, once a target maps them
 	decoded := false
@@ -436,7 +440,20 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 	var pending *routing.Candidate // the last candidate seen, when it was unusable
 	var lastRes *mcp.CallToolResult
 	var lastErr error
-	for c := range routing.Candidates(r, h) {
+	skipped := ""
+	for c := range routing.Candidates(r, health) {
+		if !c.Usable && routing.Skipped(c.Reason) {
+			// Never called. A target the agent may not use is not named
+			// to it either.
+			if c.Reason != routing.ReasonForbidden {
+				attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
+			}
+			if skipped == "" || c.Reason == routing.ReasonNotListed {
+				skipped = c.Reason
+			}
+			pending = nil
+			continue
+		}
 		if !c.Usable {
 			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
 			pending = &c
@@ -446,7 +463,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		res, out, rt, err := call(c.Target, g.backupOf(r, h, c.Target, attempts))
 		reason, executed := failoverReason(out, err)
 		if reason == "" {
-			return g.routeServed(r, h, c.Target, attempts, res, err)
+			return g.routeServed(r, h, health, c.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: reason})
 		if !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
@@ -463,12 +480,41 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		res, out, _, err := call(pending.Target, nil)
 		reason, _ := failoverReason(out, err)
 		if reason == "" {
-			return g.routeServed(r, h, pending.Target, attempts, res, err)
+			return g.routeServed(r, h, health, pending.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
 		return g.routeFailed(r, h, attempts, res, err)
 	}
+	if lastRes == nil && lastErr == nil {
+		// No target was called: each was skipped.
+		f := authmap.Failure{Type: authmap.TypeNotFound,
+			Detail: fmt.Sprintf("route %q: no target's upstream lists its tool", r.Tool())}
+		if skipped == routing.ReasonForbidden {
+			f = g.forbidden(agentName(ctx), "tool", r.Tool(), "none of the route's targets is granted")
+		}
+		lastRes = g.failureResult(f, nil)
+		if len(attempts) == 0 {
+			return lastRes, nil
+		}
+	}
 	return g.routeFailed(r, h, attempts, lastRes, lastErr)
+}
+
+// grantedHealth is a route's health as one agent sees it: a target its
+// grants do not allow is unusable (routing.ReasonForbidden), so a route
+// never reaches, for the agent, a tool it may not call itself (found
+// trying the gateway from outside: a route ran a target the agent's deny
+// list named).
+type grantedHealth struct {
+	*routeIndex
+	st *agentState
+}
+
+func (gh grantedHealth) Usable(target string) (bool, string) {
+	if !gh.st.tool(target) {
+		return false, routing.ReasonForbidden
+	}
+	return gh.routeIndex.Usable(target)
 }
 
 // backupOf returns what tells a call to target whether another of r's
@@ -581,14 +627,16 @@ func dialFailed(err error) bool {
 // routeServed answers a call target served (or answered), with the route's
 // _meta when another target than the primary served it or targets were
 // passed over.
-func (g *Server) routeServed(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+func (g *Server) routeServed(r *routing.Route, h *routeIndex, health routing.Health, target string, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
 	if errors.Is(err, context.Canceled) {
 		return res, err // the caller is gone: nothing was served
 	}
 	if len(attempts) == 0 && target != r.Primary() {
-		// The primary was usable but passed over (credential_expiring).
-		_, reason := h.Usable(r.Primary())
-		attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
+		// The primary was usable but passed over (credential_expiring),
+		// or is not the agent's to use (not named to it).
+		if _, reason := health.Usable(r.Primary()); reason != routing.ReasonForbidden {
+			attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
+		}
 	}
 	g.noteRoute(r, h, target)
 	if len(attempts) == 0 {

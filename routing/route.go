@@ -32,6 +32,15 @@ const (
 // past such a target, since a call to it could only fail.
 const ReasonNotListed = "tool_not_listed"
 
+// ReasonForbidden is why a target the calling agent's grants do not allow
+// is passed over: a route never reaches, for an agent, a tool that agent
+// may not call itself. Like ReasonNotListed, it never ends the list.
+const ReasonForbidden = "forbidden"
+
+// Skipped reports whether reason is one a route always moves past, without
+// calling the target: ReasonNotListed or ReasonForbidden.
+func Skipped(reason string) bool { return reason == ReasonNotListed || reason == ReasonForbidden }
+
 // reasons lists every reason `on` accepts; a reason's bit is its index.
 var reasons = [...]string{
 	ReasonCredentialExpired, ReasonCredentialRevoked, ReasonCredentialInvalid, ReasonCredentialMissing,
@@ -301,8 +310,8 @@ type Candidate struct {
 // as a last resort. An unusable target is included with Usable false and its
 // reason, so the caller can list it among the attempts. An unusable target
 // whose reason is not in `on` ends the list: the route does not fail over on
-// that reason, so the caller answers with it. A target not listed
-// (ReasonNotListed) never ends it.
+// that reason, so the caller answers with it. A target not listed or not
+// granted (Skipped) never ends it.
 func Select(r *Route, h Health) []Candidate {
 	out := make([]Candidate, 0, len(r.targets))
 	for c := range Candidates(r, h) {
@@ -331,7 +340,7 @@ func Candidates(r *Route, h Health) iter.Seq[Candidate] {
 				if !yield(Candidate{Target: t, Reason: reason}) {
 					return
 				}
-				if !r.on.has(reason) && reason != ReasonNotListed {
+				if !r.on.has(reason) && !Skipped(reason) {
 					break targets
 				}
 			}
