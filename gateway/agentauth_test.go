@@ -1032,7 +1032,9 @@ auth:
     - {name: ops, key: %s}
 `, a.url(), b.url(), keyReader, keyOps))
 	url := serveGateway(t, g)
-	waitFor(t, ctx, func() bool { return g.catalog.hasTool("search") && g.catalog.hasTool("wipe") && g.catalog.hasTool("b__echo") })
+	waitFor(t, ctx, func() bool {
+		return g.catalog.hasTool("search") && g.catalog.hasTool("wipe") && g.catalog.hasTool("b__echo")
+	})
 	ci := keyAgent(t, ctx, url, keyReader, nil)
 
 	if names := toolNames(t, ctx, ci); slices.Contains(names, "wipe") || !slices.Contains(names, "search") {
