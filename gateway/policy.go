@@ -48,6 +48,54 @@ type policySet struct {
 
 	mu     sync.Mutex
 	others *lru[string, *agentState] // token subjects, by name and scopes
+
+	// buckets are the agents' rate limiters, by identity (not by scopes:
+	// a token asked with other scopes is the same agent, found trying
+	// the gateway from outside), kept across config reloads (keepBuckets).
+	buckets *bucketSet
+}
+
+// bucketSet holds the agents' token buckets: one per identity, an API key
+// and a token subject of the same name apart, the least recently used
+// dropped past its bound (it starts full if it comes back).
+type bucketSet struct {
+	mu  sync.Mutex
+	lru *lru[string, *rate.Limiter]
+}
+
+// take takes a token from the bucket of identity id, at rate r (a bucket
+// shared by grants of other rates, or kept from a config of another rate,
+// goes on at r, with what it holds); when it is empty, it returns how long
+// until one is there.
+func (b *bucketSet) take(id string, r Rate, now time.Time) (time.Duration, bool) {
+	b.mu.Lock()
+	l, ok := b.lru.get(id)
+	if !ok {
+		l = rate.NewLimiter(r.limit(), r.N)
+		b.lru.add(id, l)
+	}
+	b.mu.Unlock()
+	if l.Limit() != r.limit() || l.Burst() != r.N {
+		l.SetLimitAt(now, r.limit())
+		l.SetBurstAt(now, r.N)
+	}
+	res := l.ReserveN(now, 1)
+	if !res.OK() {
+		return r.Per, false
+	}
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now) // a refused call takes no token
+		return d, false
+	}
+	return 0, true
+}
+
+// keepBuckets makes ps go on with prev's token buckets: a reload, of any
+// policy, does not refill every agent's bucket.
+func (ps *policySet) keepBuckets(prev *policySet) {
+	if prev != nil && prev.buckets != nil {
+		ps.buckets = prev.buckets
+	}
 }
 
 type compiledPolicy struct {
@@ -83,7 +131,8 @@ func (p *compiledPolicy) applies(name string, scopes []string) bool {
 // newPolicySet compiles the policies and each key's state. The config was
 // validated: its globs compile.
 func newPolicySet(cfg *Config) *policySet {
-	ps := &policySet{configured: len(cfg.Policies) > 0, keys: map[string]*agentState{}, others: newLRU[string, *agentState](maxAgentStates)}
+	ps := &policySet{configured: len(cfg.Policies) > 0, keys: map[string]*agentState{}, others: newLRU[string, *agentState](maxAgentStates),
+		buckets: &bucketSet{lru: newLRU[string, *rate.Limiter](2*maxAgentStates + len(cfg.Auth.Keys))}}
 	for _, p := range cfg.Policies {
 		cp := compiledPolicy{scopes: p.Scopes, grant: grantConfig{tools: p.Tools, resources: p.Resources, rate: p.Rate}}
 		for _, a := range p.Agents {
@@ -94,7 +143,9 @@ func newPolicySet(cfg *Config) *policySet {
 		ps.policies = append(ps.policies, cp)
 	}
 	for _, k := range cfg.Auth.Keys {
-		ps.keys[k.Name] = ps.build(k.Name, nil, &grantConfig{tools: k.Tools, resources: k.Resources, rate: k.Rate})
+		st := ps.build(k.Name, nil, &grantConfig{tools: k.Tools, resources: k.Resources, rate: k.Rate})
+		st.bucket = "key\x00" + k.Name
+		ps.keys[k.Name] = st
 	}
 	return ps
 }
@@ -119,6 +170,7 @@ func (ps *policySet) state(info *auth.TokenInfo) *agentState {
 		return st
 	}
 	st := ps.build(info.UserID, info.Scopes, nil)
+	st.bucket = "token\x00" + info.UserID
 	ps.others.add(key, st)
 	return st
 }
@@ -138,9 +190,11 @@ type agentState struct {
 	// resources (credgate://health) are ops data, read only by an agent a
 	// grant lists them for, however open its grants are otherwise. nil
 	// when no grant has a resources.allow.
-	ops     *routing.Filter
-	rate    Rate
-	limiter *rate.Limiter // nil: no limit
+	ops  *routing.Filter
+	rate Rate // zero: no limit
+	// bucket is the agent's identity in ps.buckets.
+	bucket string
+	ps     *policySet
 }
 
 // build merges the grants that apply to an agent: its key's (if any) and
@@ -155,7 +209,7 @@ func (ps *policySet) build(name string, scopes []string, key *grantConfig) *agen
 			grants = append(grants, ps.policies[i].grant)
 		}
 	}
-	st := &agentState{name: name}
+	st := &agentState{name: name, ps: ps}
 	var toolAllow, toolDeny, resAllow, resDeny []string
 	covered := false
 	for _, gr := range grants {
@@ -169,9 +223,6 @@ func (ps *policySet) build(name string, scopes []string, key *grantConfig) *agen
 		// A grant with only a rate covers the agent as much as one with
 		// globs: it says the agent may call, at that pace.
 		covered = true
-	}
-	if !st.rate.IsZero() {
-		st.limiter = rate.NewLimiter(st.rate.limit(), st.rate.N)
 	}
 	if len(resAllow) > 0 {
 		st.ops, _ = routing.NewFilter(resAllow, resDeny)
@@ -242,18 +293,10 @@ func (st *agentState) resource(uri string) bool {
 // admit takes a token from the agent's bucket; when it is empty, it returns
 // how long until one is there.
 func (st *agentState) admit(now time.Time) (time.Duration, bool) {
-	if st.limiter == nil {
+	if st.rate.IsZero() {
 		return 0, true
 	}
-	r := st.limiter.ReserveN(now, 1)
-	if !r.OK() {
-		return st.rate.Per, false
-	}
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now) // a refused call takes no token
-		return d, false
-	}
-	return 0, true
+	return st.ps.buckets.take(st.bucket, st.rate, now)
 }
 
 // agentPolicy is the receiving middleware of per-agent policy and rate

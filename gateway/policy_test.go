@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 )
@@ -107,5 +108,49 @@ func TestPolicyStatesBounded(t *testing.T) {
 	}
 	if _, ok := ps.others.get("subject-0"); ok {
 		t.Error("the oldest subject was kept")
+	}
+}
+
+// Regression test for a trial's finding: the token bucket was kept per
+// name and scopes, so an agent asking tokens with other scope sets had a
+// full bucket with each (8 calls in a minute under 2/m); and a reload of
+// any policy refilled every agent's bucket. Now one bucket per identity
+// (an API key and a token subject of the same name apart), kept across
+// reloads.
+func TestAgentBucketPerIdentity(t *testing.T) {
+	t.Parallel()
+	cfg := &Config{
+		Auth:     AuthConfig{Keys: []APIKeyConfig{{Name: "svc-bot", Rate: Rate{N: 2, Per: time.Minute}}}},
+		Policies: []PolicyConfig{{Agents: []string{"svc-*"}, Rate: Rate{N: 2, Per: time.Minute}}},
+	}
+	ps := newPolicySet(cfg)
+	now := time.Unix(1_000_000, 0)
+	admitted := 0
+	for _, scopes := range [][]string{nil, {"read"}, {"write"}, {"read", "write"}, {"admin"}} {
+		st := ps.state(&auth.TokenInfo{UserID: "svc-bot", Scopes: scopes})
+		for range 2 {
+			if _, ok := st.admit(now); ok {
+				admitted++
+			}
+		}
+	}
+	if admitted != 2 {
+		t.Errorf("%d calls admitted across scope sets under 2/m, want 2", admitted)
+	}
+	// The API key of the same name has its own bucket.
+	key := ps.state(&auth.TokenInfo{UserID: "svc-bot", Extra: map[string]any{agentKindKey: agentKindAPIKey}})
+	if _, ok := key.admit(now); !ok {
+		t.Error("the key svc-bot shares the token subject's bucket")
+	}
+	// A reload keeps the buckets: the subject stays empty, at the new rate.
+	cfg2 := *cfg
+	cfg2.Policies = []PolicyConfig{{Agents: []string{"svc-*"}, Rate: Rate{N: 2, Per: time.Minute}, Tools: ToolFilter{Deny: []string{"x__*"}}}}
+	ps2 := newPolicySet(&cfg2)
+	ps2.keepBuckets(ps)
+	if _, ok := ps2.state(&auth.TokenInfo{UserID: "svc-bot"}).admit(now); ok {
+		t.Error("a reload refilled the subject's bucket")
+	}
+	if _, ok := ps2.state(&auth.TokenInfo{UserID: "svc-bot"}).admit(now.Add(31 * time.Second)); !ok {
+		t.Error("no token 31 s later at 2/m")
 	}
 }

@@ -475,7 +475,9 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	if policies {
 		// Agents' grants and rates follow at once (issue 9); their
 		// buckets start full.
-		g.policy.Store(newPolicySet(eff))
+		ps := newPolicySet(eff)
+		ps.keepBuckets(g.policy.Load())
+		g.policy.Store(ps)
 	}
 	g.catalog.rebuild()
 	if policies {
