@@ -942,6 +942,7 @@ func (c *Credential) ReportPeerLimited(until time.Time, from Failure) {
 		return
 	}
 	from.RetryAfterSeconds = &secs
+	from.Retryable = true // as the call's was: a rate limit ends by itself
 	if from.Recovery == "" {
 		from.Recovery = RecoveryWait
 	}
@@ -1032,6 +1033,7 @@ func (c *Credential) report(sub Subtype, used string, trigger Trigger, detail st
 		if from != nil {
 			// The provider's answer, which peers' refusals carry too.
 			c.st.lastErr.Provider, c.st.lastErr.Recovery, c.st.lastErr.Retryable = from.Provider, from.Recovery, from.Retryable
+			c.st.lastErr.RetryAfterSeconds = from.RetryAfterSeconds
 			c.st.lastErr.ProviderCode = cleanDetail(from.ProviderCode, c.secretsLocked())
 		}
 	}

@@ -1287,3 +1287,20 @@ func TestUnsendableValue(t *testing.T) {
 		t.Errorf("a multi-line value for an env injection: %v, %v; want healthy", err, ce.Status())
 	}
 }
+
+// Regression test for a trial's finding: a peer replica's rate limit
+// showed in this replica's health as retryable: false (the call's own was
+// true).
+func TestPeerLimitRetryable(t *testing.T) {
+	t.Parallel()
+	src, _ := settableSource("peer-limit-0123456789")
+	c, _ := newTestCredential(CredentialConfig{}, src, LifecycleConfig{}, nil)
+	if err := c.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.ReportPeerLimited(time.Now().Add(30*time.Second), Failure{Provider: "github"})
+	le := c.Snapshot(false).LastError
+	if le == nil || !le.Retryable || le.RetryAfterSeconds == nil || le.Subtype != SubtypeRateLimitReached {
+		t.Errorf("last error %+v; want rate_limit_reached, retryable, with retry_after_seconds", le)
+	}
+}

@@ -390,6 +390,14 @@ func breakerOutcomes(raw error, f *authmap.Failure) (up, cred breaker.Outcome) {
 		if f.RetryAfterSeconds != nil && *f.RetryAfterSeconds > 0 {
 			reset = time.Now().Add(time.Duration(*f.RetryAfterSeconds) * time.Second)
 		}
+		if f.RetryAfterSeconds != nil && *f.RetryAfterSeconds <= 0 &&
+			(f.Subtype == authmap.SubtypeRateLimitReached || f.Subtype == authmap.SubtypeQuotaExhausted) {
+			// Retry-After: 0, or a date already past: the provider says
+			// the next call may go now (the agent was told 0). Opening
+			// for open_timeout would hold the credential back 30 s
+			// (found trying the gateway from outside).
+			return breaker.Success(), breaker.Excluded()
+		}
 		switch f.Subtype {
 		case authmap.SubtypeCredentialRevoked, authmap.SubtypeCredentialInvalid,
 			authmap.SubtypeCredentialMissing, authmap.SubtypeCredentialExpired:

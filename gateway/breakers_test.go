@@ -412,6 +412,8 @@ func TestBreakerOutcomes(t *testing.T) {
 		{"expired", httpErr(401), auth(authmap.SubtypeCredentialExpired, nil), breaker.Success(), breaker.Rejected("credential_expired")},
 		{"rate limited", httpErr(429), auth(authmap.SubtypeRateLimitReached, secs(2)), breaker.Success(), breaker.RateLimited(in2s)},
 		{"rate limited, no reset", httpErr(429), auth(authmap.SubtypeRateLimitReached, nil), breaker.Success(), breaker.RateLimited(time.Time{})},
+		// Retry-After: 0 (a trial's finding: it held the credential 30 s).
+		{"rate limited, Retry-After 0", httpErr(429), auth(authmap.SubtypeRateLimitReached, secs(0)), breaker.Success(), breaker.Excluded()},
 		{"quota", httpErr(403), auth(authmap.SubtypeQuotaExhausted, secs(2)), breaker.Success(), breaker.QuotaExhausted(in2s)},
 		{"scope", httpErr(403), auth(authmap.SubtypeInsufficientScope, nil), breaker.Success(), breaker.Success()},
 	}
