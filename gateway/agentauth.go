@@ -234,6 +234,12 @@ func (g *Server) initAgentAuth() error {
 			g.cred.static = append(g.cred.static, secrets...)
 			g.cred.redactMu.Unlock()
 			k.static, k.hasStatic = sha256.Sum256([]byte(v)), true
+			if t := g.cred.adminToken; t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(v)) == 1 {
+				// An agent holding the ops token could reload the config
+				// and every credential (a trial's finding).
+				errs = append(errs, fmt.Errorf("%s: the same value as admin.token; an agent's key must not open the ops endpoints", key))
+				continue
+			}
 			if other, dup := seen[k.static]; dup {
 				errs = append(errs, fmt.Errorf("%s: the same key as agent %q; each agent needs its own key", key, other))
 				continue

@@ -644,6 +644,29 @@ func TestOpsEndpoints(t *testing.T) {
 				if code, _ := get("http://"+ops, "/healthz", ""); code != 200 {
 					t.Errorf("/healthz on admin.listen: %d, want 200", code)
 				}
+				// What changes state is not a browser's request for another
+				// site's page (a trial's finding: 200 without admin.token).
+				postFrom := func(hdr map[string]string) int {
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+ops+"/admin/reload", strings.NewReader("x"))
+					req.Header.Set("Content-Type", "text/plain")
+					for k, v := range hdr {
+						req.Header.Set(k, v)
+					}
+					resp, err := http.DefaultClient.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp.Body.Close()
+					return resp.StatusCode
+				}
+				for _, hdr := range []map[string]string{{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}} {
+					if code := postFrom(hdr); code != http.StatusForbidden {
+						t.Errorf("cross-site POST /admin/reload %v: %d, want 403", hdr, code)
+					}
+				}
+				if code := postFrom(nil); code == http.StatusForbidden || code == http.StatusNotFound {
+					t.Errorf("POST /admin/reload from a tool: %d, want it served", code)
+				}
 			}
 		})
 	}

@@ -209,6 +209,8 @@ func (c *Config) validateAuth() error {
 					bad(key+".key", "%v", err)
 				} else if j, dup := plain[v]; dup {
 					bad(key+".key", "the same key as auth.keys[%d]; each agent needs its own key", j)
+				} else if at := authmap.SourceConfig(c.Admin.Token); at.Kind() == authmap.KindValue && at.Value == v {
+					bad(key+".key", "the same value as admin.token; an agent's key must not open the ops endpoints")
 				} else {
 					plain[v] = i
 				}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/credgate/credgate/authmap"
 )
 
 // Regression test for issue 9: the shipped configs on 0.0.0.0; the Docker image's
@@ -54,5 +56,29 @@ func TestAdminListenOwnAddress(t *testing.T) {
 	}
 	if _, err := ParseConfig([]byte("listen: 127.0.0.1:8080\nadmin: {listen: 127.0.0.1:8080}\nupstreams:\n  a: {command: x}\n"), nil); err == nil || !strings.Contains(err.Error(), "admin.listen: the same address as listen") {
 		t.Errorf("listen and admin.listen on one port: %v, want refused", err)
+	}
+}
+
+// Regression test for a trial's finding: an agent's key equal to
+// admin.token was accepted, and that agent could reload the config and
+// every credential.
+func TestAgentKeyIsNotAdminToken(t *testing.T) {
+	t.Parallel()
+	const tok = "shared-token-0123456789abcdef"
+	const want = "auth.keys[0].key: the same value as admin.token"
+	// Plain values: validate says so.
+	_, err := ParseConfig([]byte("upstreams:\n  a: {command: x}\nadmin: {token: "+tok+"}\nauth: {keys: [{name: ci, key: "+tok+"}]}\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), tok) {
+		t.Errorf("ParseConfig: %v; want refused, naming the key and not the value", err)
+	}
+	// From sources: the start says so.
+	cfg, err := ParseConfig([]byte("upstreams:\n  a: {command: x}\nadmin: {token: "+tok+"}\nauth: {keys: [{name: ci, key: {env: CREDGATE_TEST_SHARED_TOKEN}}]}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup := func(k string) (string, bool) { return tok, k == "CREDGATE_TEST_SHARED_TOKEN" }
+	_, err = New(cfg, &Options{Sources: &authmap.SourceOptions{LookupEnv: lookup}})
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), tok) {
+		t.Errorf("New: %v; want refused, naming the key and not the value", err)
 	}
 }

@@ -87,6 +87,14 @@ func (g *Server) opsGuard(open string, h http.Handler) http.Handler {
 		case cfg.Admin.Listen != "" && !onOps:
 			http.NotFound(w, r)
 			return
+		case !readOnly(r) && !sameSite(r):
+			// What changes state (POST /admin/*) is never a browser's
+			// request made for another site's page: without admin.token
+			// (admin.listen alone, or loopback), a page could make the
+			// browser reload the config or a credential (found trying the
+			// gateway from outside). A bearer token never comes that way.
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "cross-site request to " + r.URL.Path + " refused (Origin or Sec-Fetch-Site)"})
+			return
 		case open != "" && cfg.Admin.opens(open) && g.cred.adminToken != "":
 			// Only the token is waived: without one, the rules below
 			// stand (a public listen still refuses with 403).
