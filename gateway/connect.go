@@ -42,6 +42,17 @@ func (u *upstream) run(ctx context.Context) {
 			sessCtx, endSession = context.WithCancel(ctx)
 			connected = u.admitConnect()
 			cs, err = u.connect(sessCtx, u.client, true)
+			if err == nil && u.cfg.URL != "" {
+				if f, dead := u.ownCredentialDead(ctx); dead {
+					// Found dead while connecting (a peer replica's
+					// finding after initialize went out): the session
+					// is not used, and the upstream is down with the
+					// credential's failure, as if initialize had been
+					// refused.
+					_ = cs.Close()
+					cs, err = nil, &gatedError{f: f}
+				}
+			}
 			u.gw.metrics.connectAttempt(ctx, u.name, err)
 		}
 		if err != nil {

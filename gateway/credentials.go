@@ -922,6 +922,20 @@ type ownTrafficKey struct{}
 // ownSend is a value the upstream's own traffic carried, and its credential.
 type ownSend struct{ credential, value string }
 
+// ownCredentialDead reports whether the upstream's own traffic would not
+// be sent now: its default credential is known dead and no other of its
+// credentials can carry it (ownFallback). It returns the failure then.
+func (u *upstream) ownCredentialDead(ctx context.Context) (authmap.Failure, bool) {
+	if u.defaultCred == "" {
+		return authmap.Failure{}, false
+	}
+	f, blocked := u.gw.credentialGate(ctx, u, u.defaultCred)
+	if !blocked || u.ownFallback() != "" {
+		return authmap.Failure{}, false
+	}
+	return f, true
+}
+
 // ownFallback returns a credential of u's tools, other than its default,
 // that the upstream's own traffic may carry while the default's value is
 // known dead (revoked, invalid): one sent as a header, with a value not

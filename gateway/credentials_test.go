@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1028,4 +1029,51 @@ func TestCredentialValueWithLineBreak(t *testing.T) {
 	if res := callTool(t, ctx, cs, "p__echo"); res.IsError {
 		t.Errorf("after the file was fixed: %s", text(res))
 	}
+}
+
+// Regression test for a trial's finding: a credential found dead between
+// the upstream's initialize and its standalone GET stream (a peer
+// replica's finding, applied just after a start) left the upstream
+// "connecting" for some 20 s: the gateway refused the GET, and the SDK's
+// client retried it five times. The GET now ends at once (no stream), and
+// the upstream is down with the credential's failure.
+func TestCredentialDeadWhileConnecting(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // the retries took some 31 s
+	defer cancel()
+	const tok = "dies-while-connecting-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(tok)
+	var onInitialized atomic.Pointer[func()]
+	inner := up.http.Config.Handler
+	up.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			body, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if bytes.Contains(body, []byte(`"notifications/initialized"`)) {
+				if f := onInitialized.Load(); f != nil {
+					(*f)()
+				}
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+	cfg, err := ParseConfig([]byte(fmt.Sprintf("credentials:\n  k: {source: {value: %s}}\nupstreams:\n  p: {url: %s, credential: k}\n", tok, up.url())), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	g, err := New(cfg, &Options{Logger: &log, ReconnectMin: time.Second, ReconnectMax: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	once := sync.OnceFunc(func() { g.Credentials().Get("k").Report(authmap.SubtypeCredentialInvalid, tok) })
+	onInitialized.Store(&once)
+	_ = g.LoadCredentials(ctx)
+	g.Start(ctx)
+	t.Cleanup(func() { _ = g.Close() })
+	waitFor(t, ctx, func() bool {
+		uh := g.Health().Upstreams["p"]
+		return uh.Status == StatusDown && uh.LastFailure != nil && uh.LastFailure.Subtype == authmap.SubtypeCredentialInvalid
+	})
 }

@@ -135,6 +135,16 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 	case a := <-done:
 		if a.err != nil {
 			cancel()
+			if notSent(a.err) {
+				// Not sent: its credential is known dead (a peer
+				// replica's finding can come between initialize and
+				// this stream) or has no value. The SDK's client
+				// retries a failed GET five times, holding connect for
+				// some 20 s; it takes a 405 for "no stream" at once.
+				// The upstream's connect then finds the credential
+				// dead itself (connect.go), with its typed failure.
+				return noStream(req), nil
+			}
 			return nil, a.err
 		}
 		a.resp.Body = &cancelBody{ReadCloser: a.resp.Body, cancel: cancel}
@@ -164,6 +174,14 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 		ContentLength: -1,
 		Request:       req,
 	}, nil
+}
+
+// noStream is a 405 answer to the standalone GET stream req: no stream.
+func noStream(req *http.Request) *http.Response {
+	return &http.Response{
+		Status: "405 Method Not Allowed", StatusCode: http.StatusMethodNotAllowed, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, Request: req,
+	}
 }
 
 // cancelBody is a response body whose Close also cancels its request.
