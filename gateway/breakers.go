@@ -173,6 +173,13 @@ func (cb *callBreakers) done(raw error, f *authmap.Failure) {
 	if up.Failed() && errors.As(raw, &lost) && !cb.g.losses.first(lost.cs) {
 		up = breaker.Excluded() // another call reported this loss
 	}
+	if cb.cred == nil && cred.Limited() {
+		// No credential of the config's serves the call (an inline
+		// header, none at all): the provider's wait holds the upstream
+		// back, or every call would be sent into it and a route never
+		// moved on (found trying the gateway from outside).
+		up = cred
+	}
 	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {
 		cb.g.credCauses.Store(cb.credential, credCause{f: *f, gen: cb.gen})
 	}
@@ -344,6 +351,10 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 			f.RetryAfterSeconds = &secs
 			return g.attribute(u, f)
 		}
+	} else if sub == authmap.SubtypeRateLimitReached || sub == authmap.SubtypeQuotaExhausted {
+		// An upstream without a credential held back by its provider's wait.
+		f = authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: sub, Retryable: true, Recovery: authmap.RecoveryWait,
+			Detail: fmt.Sprintf("circuit open %s: upstream %q was answered %s; not sent", until, u.name, sub)}
 	} else {
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("circuit open %s: upstream %q failed repeatedly (%s); not sent", until, u.name, oe.Reason)}
