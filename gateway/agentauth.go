@@ -253,7 +253,11 @@ func (g *Server) initAgentAuth() error {
 		a.verifiers = append(a.verifiers, kv)
 	}
 	if g.oauth != nil {
-		a.verifiers = append(a.verifiers, oauthVerifier{g.oauth})
+		keys := map[string]bool{}
+		for _, k := range cfg.Auth.Keys {
+			keys[k.Name] = true
+		}
+		a.verifiers = append(a.verifiers, oauthVerifier{o: g.oauth, keys: keys})
 		a.resourceMetadata = func(*http.Request) string { return g.oauth.ResourceMetadataURL() }
 	}
 	g.refreshRedactor()

@@ -441,3 +441,26 @@ func TestOAuthReloadNeedsRestart(t *testing.T) {
 		t.Errorf("restart_required mismatch (-want +got):\n%s", diff)
 	}
 }
+
+// Regression test for a trial's finding: a token whose subject was the
+// name of an API key counted as that key's agent for the sessions it
+// opened (it could use and end them). Such a token is refused.
+func TestOAuthSubjectIsNotAKeyName(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	is := newTestIssuer(t)
+	const resource = "https://gw.example.com/mcp"
+	o, err := NewOAuthResource(&OAuthConfig{Issuer: is.URL, Resource: resource}, zerolog.Nop(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := is.Token(t, resource, "mcp:tools", time.Hour) // subject ci-agent
+	if _, err := (oauthVerifier{o: o, keys: map[string]bool{"other": true}}).Verify(ctx, tok, nil); err != nil {
+		t.Fatalf("a subject no key is named: %v", err)
+	}
+	_, err = (oauthVerifier{o: o, keys: map[string]bool{"ci-agent": true}}).Verify(ctx, tok, nil)
+	if !errors.Is(err, auth.ErrInvalidToken) || !strings.Contains(err.Error(), "name of an API key") {
+		t.Errorf("a subject named like a key: %v; want refused as invalid, saying why", err)
+	}
+}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -49,13 +50,23 @@ func (g *Server) oauthRoutes(mux *http.ServeMux) {
 
 // oauthVerifier is the OAuth resource server as a link of the agent-auth
 // verifier chain (see tokenVerifier), after the API keys.
-type oauthVerifier struct{ o *OAuthResource }
+type oauthVerifier struct {
+	o *OAuthResource
+	// keys are the API keys' names: a token whose subject is one of them
+	// is refused, since sessions and logs know an agent by its name, and
+	// it could use (and end) the sessions the key opened (found trying the
+	// gateway from outside).
+	keys map[string]bool
+}
 
 func (v oauthVerifier) Verify(ctx context.Context, tok string, r *http.Request) (*auth.TokenInfo, error) {
 	info, err := v.o.TokenVerifier()(ctx, tok, r)
 	var te *oauthrs.TokenError
 	if errors.As(err, &te) && errors.Is(te, oauthrs.ErrInsufficientScope) {
 		return nil, &insufficientScopeError{scopes: te.Scopes}
+	}
+	if err == nil && info != nil && v.keys[info.UserID] {
+		return nil, fmt.Errorf("%w: the token's subject %q is the name of an API key (auth.keys): refused, so that neither can act as the other", auth.ErrInvalidToken, info.UserID)
 	}
 	return info, err
 }
