@@ -121,15 +121,6 @@ upstreams:
 			t.Errorf("result = %+v", res)
 		}
 	})
-	t.Run("HTTP 429 mid-session", func(t *testing.T) {
-		up.fail.Store(&httpFailure{status: 429, header: map[string]string{"Retry-After": "30", "Content-Type": "application/json"},
-			body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`})
-		defer up.fail.Store(nil)
-		f := failureOf(t, call("x"))
-		if f.Subtype != authmap.SubtypeRateLimitReached || !f.Retryable || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds != 30 {
-			t.Errorf("failure = %+v", f)
-		}
-	})
 	t.Run("HTTP 401 echoing the token is redacted", func(t *testing.T) {
 		up.fail.Store(&httpFailure{status: 401, header: map[string]string{"Content-Type": "application/json", "X-RateLimit-Remaining": "0"},
 			body: `{"message": "Bad credentials: token ` + secret + ` is not valid", "documentation_url": "https://docs.github.com/rest"}`})
@@ -169,6 +160,25 @@ upstreams:
 		}
 		if !strings.Contains(logs.String(), `"subtype":"credential_invalid"`) {
 			t.Errorf("auth failures were not logged with their subtype:\n%s", logs.String())
+		}
+	})
+	// Last: the limit's Retry-After holds the upstream's breaker (an
+	// inline header is no credential of the config's, but the provider's
+	// wait holds), so the calls after it are not sent.
+	t.Run("HTTP 429 mid-session", func(t *testing.T) {
+		waitFor(t, ctx, func() bool { return g.Health().Upstreams["github"].Status == StatusUp }) // after the reconnect above
+		up.fail.Store(&httpFailure{status: 429, header: map[string]string{"Retry-After": "30", "Content-Type": "application/json"},
+			body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`})
+		defer up.fail.Store(nil)
+		f := failureOf(t, call("x"))
+		if f.Subtype != authmap.SubtypeRateLimitReached || !f.Retryable || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds != 30 {
+			t.Errorf("failure = %+v", f)
+		}
+		up.fail.Store(nil)
+		reached := up.calls.Load()
+		f = failureOf(t, call("x"))
+		if f.Subtype != authmap.SubtypeRateLimitReached || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds < 28 || up.calls.Load() != reached {
+			t.Errorf("the call after it: %+v, %d sent; want refused, not sent, about 30 s to wait", f, up.calls.Load()-reached)
 		}
 	})
 }
