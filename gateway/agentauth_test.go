@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
+	"github.com/credgate/credgate/routing"
 )
 
 // Keys of the tests in this file: long enough to be accepted.
@@ -1053,7 +1054,8 @@ auth:
   keys:
     - {name: ci, key: %s, tools: {allow: ["*"], deny: ["a__echo", "a__delete_y"]}}
     - {name: ops, key: %s}
-`, a.url(), b.url(), keyReader, keyOps))
+    - {name: slow, key: %s, tools: {allow: [search]}}
+`, a.url(), b.url(), keyReader, keyOps, keySlow))
 	url := serveGateway(t, g)
 	waitFor(t, ctx, func() bool {
 		return g.catalog.hasTool("search") && g.catalog.hasTool("wipe") && g.catalog.hasTool("b__echo")
@@ -1085,5 +1087,14 @@ auth:
 	ops := keyAgent(t, ctx, url, keyOps, nil)
 	if res := callTool(t, ctx, ops, "search"); res.IsError || a.calls.Load() != beforeA+1 {
 		t.Errorf("ops' search: %s, a called %d times; want the primary", text(res), a.calls.Load()-beforeA)
+	}
+	// A route exposed alone (its targets only left off the allow list)
+	// reaches its primary.
+	only := keyAgent(t, ctx, url, keySlow, nil)
+	if names := toolNames(t, ctx, only); !slices.Equal(names, []string{"search"}) {
+		t.Errorf("allow [search] lists %v; want [search]", names)
+	}
+	if res := callTool(t, ctx, only, "search"); res.IsError || a.calls.Load() != beforeA+2 || res.Meta[routing.MetaKey] != nil {
+		t.Errorf("allow [search]'s search: %s, a called %d times, meta %v; want the primary", text(res), a.calls.Load()-beforeA, res.Meta)
 	}
 }

@@ -173,11 +173,15 @@ func (cb *callBreakers) done(raw error, f *authmap.Failure) {
 	if up.Failed() && errors.As(raw, &lost) && !cb.g.losses.first(lost.cs) {
 		up = breaker.Excluded() // another call reported this loss
 	}
-	if cb.cred == nil && cred.Limited() {
+	var httpErr *HTTPError
+	if cb.cred == nil && cred.Limited() && errors.As(raw, &httpErr) {
 		// No credential of the config's serves the call (an inline
-		// header, none at all): the provider's wait holds the upstream
-		// back, or every call would be sent into it and a route never
-		// moved on (found trying the gateway from outside).
+		// header, none at all): the wait the MCP endpoint itself
+		// answered (its HTTP 429) holds the upstream back, or every call
+		// would be sent into it and a route never moved on (found trying
+		// the gateway from outside). Not a tool's own error that quotes a
+		// third party's 429: one agent's fetch of a limited URL would
+		// hold the upstream back for every agent (review).
 		up = cred
 	}
 	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {

@@ -257,9 +257,9 @@ func (g *Server) agentGrants(ctx context.Context) *agentState {
 }
 
 // mayCall reports whether the agent may call (or see) the exposed tool
-// name: its grants allow the name and, for a routed tool, at least one of
-// the route's targets (a route never reaches a tool the agent may not call
-// itself: see grantedHealth).
+// name: its grants allow the name and, for a routed tool, deny not every
+// one of the route's targets (a route never reaches a tool the agent's
+// grants deny: see grantedHealth).
 func (g *Server) mayCall(st *agentState, name string) bool {
 	if !st.tool(name) {
 		return false
@@ -272,7 +272,18 @@ func (g *Server) mayCall(st *agentState, name string) bool {
 		return true
 	}
 	r := s.routes.Lookup(name)
-	return r == nil || slices.ContainsFunc(r.Targets(), st.tool)
+	return r == nil || slices.ContainsFunc(r.Targets(), func(t string) bool { return !st.deniesTool(t) })
+}
+
+// deniesTool reports whether a grant of the agent's denies the exposed
+// tool name: a `deny` glob matches it, or the agent may use nothing. A
+// tool only left out of an allow list is not denied: a route exposed
+// alone (allow: [search]) still reaches its targets.
+func (st *agentState) deniesTool(name string) bool {
+	if st.all {
+		return false
+	}
+	return st.tools == nil || st.tools.Denied(name)
 }
 
 // tool reports whether the agent may call (or see) the exposed tool or

@@ -419,7 +419,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 	h := g.routeHealth(s)
 	var health routing.Health = h
 	if st := g.agentGrants(ctx); st != nil {
-		health = grantedHealth{h, st}
+		health = &grantedHealth{routeIndex: h, st: st}
 	}
 	var attempts []routing.Attempt
 	var args map[string]any // req's arguments decoded, once a target maps them
@@ -455,8 +455,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			if skipped == "" || c.Reason == routing.ReasonNotListed {
 				skipped = c.Reason
 			}
-			pending = nil
-			continue
+			continue // an unusable target before it stays pending: its failure is the answer
 		}
 		if !c.Usable {
 			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
@@ -464,14 +463,14 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			continue
 		}
 		pending = nil
-		res, out, rt, err := call(c.Target, g.backupOf(r, h, c.Target, attempts))
+		res, out, rt, err := call(c.Target, g.backupOf(r, health, c.Target, attempts))
 		reason, executed := failoverReason(out, err)
 		if reason == "" {
 			return g.routeServed(r, h, health, c.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: reason})
 		if !routing.ShouldFailover(r, reason, executed, annotatedSafe(rt)) {
-			return g.routeFailed(r, h, attempts, res, err)
+			return g.routeFailed(r, h, health, attempts, res, err)
 		}
 		lastRes, lastErr = res, err
 	}
@@ -487,7 +486,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			return g.routeServed(r, h, health, pending.Target, attempts, res, err)
 		}
 		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
-		return g.routeFailed(r, h, attempts, res, err)
+		return g.routeFailed(r, h, health, attempts, res, err)
 	}
 	if lastRes == nil && lastErr == nil {
 		// No target was called: each was skipped.
@@ -501,7 +500,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			return lastRes, nil
 		}
 	}
-	return g.routeFailed(r, h, attempts, lastRes, lastErr)
+	return g.routeFailed(r, h, health, attempts, lastRes, lastErr)
 }
 
 // grantedHealth is a route's health as one agent sees it: a target its
@@ -512,13 +511,25 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 type grantedHealth struct {
 	*routeIndex
 	st *agentState
+	// forbade is set once a target was found not the agent's: the call's
+	// path is then the agent's own, and says nothing of the route's
+	// active target for everyone (noteRoute is not told).
+	forbade bool
 }
 
-func (gh grantedHealth) Usable(target string) (bool, string) {
-	if !gh.st.tool(target) {
+func (gh *grantedHealth) Usable(target string) (bool, string) {
+	if gh.st.deniesTool(target) {
+		gh.forbade = true
 		return false, routing.ReasonForbidden
 	}
 	return gh.routeIndex.Usable(target)
+}
+
+// agentView reports whether health is an agent's own view of a route that
+// passed over a target not the agent's.
+func agentView(health routing.Health) bool {
+	gh, ok := health.(*grantedHealth)
+	return ok && gh.forbade
 }
 
 // backupOf returns what tells a call to target whether another of r's
@@ -526,7 +537,7 @@ func (gh grantedHealth) Usable(target string) (bool, string) {
 // target's credential renewal. It is asked only when that renewal is met (a
 // held value, a rejection as expired or invalid), and only routes that fail
 // over on both expired and invalid credentials have one.
-func (g *Server) backupOf(r *routing.Route, h *routeIndex, target string, attempts []routing.Attempt) func() bool {
+func (g *Server) backupOf(r *routing.Route, h routing.Health, target string, attempts []routing.Attempt) func() bool {
 	if !r.On(routing.ReasonCredentialInvalid) || !r.On(routing.ReasonCredentialExpired) {
 		return nil
 	}
@@ -642,7 +653,9 @@ func (g *Server) routeServed(r *routing.Route, h *routeIndex, health routing.Hea
 			attempts = append(attempts, routing.Attempt{Target: r.Primary(), Reason: reason})
 		}
 	}
-	g.noteRoute(r, h, target)
+	if !agentView(health) {
+		g.noteRoute(r, h, target)
+	}
 	if len(attempts) == 0 {
 		return res, err
 	}
@@ -653,8 +666,8 @@ func (g *Server) routeServed(r *routing.Route, h *routeIndex, health routing.Hea
 
 // routeFailed answers a call no target served with the last failure and,
 // when more than the primary was tried or passed over, the attempts.
-func (g *Server) routeFailed(r *routing.Route, h *routeIndex, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
-	if !errors.Is(err, context.Canceled) {
+func (g *Server) routeFailed(r *routing.Route, h *routeIndex, health routing.Health, attempts []routing.Attempt, res *mcp.CallToolResult, err error) (*mcp.CallToolResult, error) {
+	if !errors.Is(err, context.Canceled) && !agentView(health) {
 		g.noteRoute(r, h, "")
 	}
 	if len(attempts) == 1 && attempts[0].Target == r.Primary() {

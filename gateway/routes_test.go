@@ -1116,3 +1116,26 @@ func TestRouteTargetNotListed(t *testing.T) {
 		t.Errorf("health routes.search = %+v; want b__echo active, p__ehco unusable as tool_not_listed", rh)
 	}
 }
+
+// Regression test for a review's finding: a target skipped as not listed
+// hid the failure of the unusable target before it; the call answered
+// not_found. It answers that target's failure.
+func TestRouteSkippedKeepsFailure(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	s := newRouteScene(t, ctx, "", "routes:\n  - {tool: search, targets: [p__echo, b__ehco], on: [credential_revoked]}\n", nil)
+	b := s.g.snap.Load().byName["b"]
+	waitFor(t, ctx, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.catComplete })
+	s.p.refuse(routeTok1, rejectRevoked)
+	if f := failureOf(t, callTool(t, ctx, s.cs, "p__echo")); f.Subtype != authmap.SubtypeCredentialRevoked {
+		t.Fatalf("p__echo: %+v, want credential_revoked", f)
+	}
+	res := callTool(t, ctx, s.cs, "search")
+	if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialRevoked {
+		t.Errorf("search: %+v; want p's credential_revoked", f)
+	}
+	if rh := s.g.Health().Routes["search"]; rh.Reason != "credential_revoked" {
+		t.Errorf("health routes.search %+v; want reason credential_revoked", rh)
+	}
+}

@@ -153,6 +153,20 @@ func NewFilter(allow, deny []string) (*Filter, error) {
 	return f, nil
 }
 
+// Denied reports whether a deny glob matches name (whatever the allow
+// globs say). A nil *Filter denies nothing.
+func (f *Filter) Denied(name string) bool {
+	if f == nil {
+		return false
+	}
+	for _, g := range f.deny {
+		if g.Match(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Allowed reports whether name passes the filter.
 func (f *Filter) Allowed(name string) bool {
 	if f == nil {

@@ -370,6 +370,13 @@ func Active(r *Route, h Health) (target, reason string, ok bool) {
 			return c.Target, primaryReason(r, h), true
 		}
 	}
+	// The failure a call would get: the last target's that is not skipped
+	// (a call is answered with it), else the last one's.
+	for i := len(cands) - 1; i >= 0; i-- {
+		if !Skipped(cands[i].Reason) {
+			return "", cands[i].Reason, false
+		}
+	}
 	return "", cands[len(cands)-1].Reason, false
 }
 
