@@ -608,3 +608,24 @@ func TestRateLimitWithoutCredential(t *testing.T) {
 		t.Errorf("health routes.search %+v; want b__echo active for rate_limit_reached", rh)
 	}
 }
+
+// Regression test for a review's finding: a tool's own error quoting a
+// third party's 429 held the upstream's breaker (no credential), so one
+// agent's fetch of a limited URL held the upstream back for every agent.
+// Only the MCP endpoint's own HTTP 429 holds it.
+func TestToolTextRateLimitHoldsNothing(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g, cs, _ := credGateway(t, ctx, fmt.Sprintf("upstreams:\n  a: {url: %s, provider: github}\n", up.url()), nil, nil)
+	waitFor(t, ctx, func() bool { return g.catalog.hasTool("a__echo") })
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "a__echo", Arguments: map[string]any{"text": "iserror:GET https://api.github.com/x: 429 API rate limit exceeded; Retry-After: 30"}})
+	if err != nil || !res.IsError {
+		t.Fatalf("the quoting call: %v %v", res, err)
+	}
+	if b := breakerState(g, "a", ""); b.State != "closed" {
+		t.Errorf("upstream breaker %+v after a tool's text quoted a 429; want closed", b)
+	}
+	callOK(t, ctx, cs, "a__echo")
+}
