@@ -264,7 +264,7 @@ func (g *Server) initAgentAuth() error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	g.policy.Store(newPolicySet(cfg))
+	g.policy.Store(newPolicySet(cfg, nil))
 	return nil
 }
 

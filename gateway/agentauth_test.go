@@ -293,7 +293,7 @@ func TestAgentRateLimit(t *testing.T) {
 // N-th of the period; a refused call takes no token.
 func TestAgentRateBucket(t *testing.T) {
 	t.Parallel()
-	st := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "k", Rate: Rate{N: 3, Per: time.Second}}}}}).keys["k"]
+	st := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "k", Rate: Rate{N: 3, Per: time.Second}}}}}, nil).keys["k"]
 	now := time.Unix(1_000_000, 0)
 	for i := range 3 {
 		if _, ok := st.admit(now); !ok {

@@ -50,7 +50,7 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		_ = cfg.Warnings()
 		_ = cfg.CheckExposure(cfg.Listen)
-		_ = newPolicySet(cfg)
+		_ = newPolicySet(cfg, nil)
 		_ = newHostGuard(cfg)
 	})
 }

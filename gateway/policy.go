@@ -51,51 +51,49 @@ type policySet struct {
 
 	// buckets are the agents' rate limiters, by identity (not by scopes:
 	// a token asked with other scopes is the same agent, found trying
-	// the gateway from outside), kept across config reloads (keepBuckets).
+	// the gateway from outside), kept across config reloads.
 	buckets *bucketSet
 }
 
-// bucketSet holds the agents' token buckets: one per identity, an API key
-// and a token subject of the same name apart, the least recently used
-// dropped past its bound (it starts full if it comes back).
+// bucketSet holds the agents' token buckets, one per identity: API keys'
+// by name (never dropped), token subjects' in an LRU, the least recently
+// used dropped past its bound (it starts full if it comes back). It lives
+// across config reloads. An agent's state looks its bucket up once, when
+// the state is made; calls touch only the bucket.
 type bucketSet struct {
-	mu  sync.Mutex
-	lru *lru[string, *rate.Limiter]
+	mu     sync.Mutex
+	keys   map[string]*rate.Limiter
+	tokens *lru[string, *rate.Limiter]
 }
 
-// take takes a token from the bucket of identity id, at rate r (a bucket
-// shared by grants of other rates, or kept from a config of another rate,
-// goes on at r, with what it holds); when it is empty, it returns how long
-// until one is there.
-func (b *bucketSet) take(id string, r Rate, now time.Time) (time.Duration, bool) {
+func newBucketSet() *bucketSet {
+	return &bucketSet{keys: map[string]*rate.Limiter{}, tokens: newLRU[string, *rate.Limiter](maxAgentStates)}
+}
+
+// bucket returns the bucket of an API key (key true) or token subject, at
+// rate r: a bucket kept from a config of another rate goes on at r, with
+// what it holds.
+func (b *bucketSet) bucket(name string, key bool, r Rate) *rate.Limiter {
 	b.mu.Lock()
-	l, ok := b.lru.get(id)
-	if !ok {
+	var l *rate.Limiter
+	if key {
+		if l = b.keys[name]; l == nil {
+			l = rate.NewLimiter(r.limit(), r.N)
+			b.keys[name] = l
+		}
+	} else if got, ok := b.tokens.get(name); ok {
+		l = got
+	} else {
 		l = rate.NewLimiter(r.limit(), r.N)
-		b.lru.add(id, l)
+		b.tokens.add(name, l)
 	}
 	b.mu.Unlock()
 	if l.Limit() != r.limit() || l.Burst() != r.N {
+		now := time.Now()
 		l.SetLimitAt(now, r.limit())
 		l.SetBurstAt(now, r.N)
 	}
-	res := l.ReserveN(now, 1)
-	if !res.OK() {
-		return r.Per, false
-	}
-	if d := res.DelayFrom(now); d > 0 {
-		res.CancelAt(now) // a refused call takes no token
-		return d, false
-	}
-	return 0, true
-}
-
-// keepBuckets makes ps go on with prev's token buckets: a reload, of any
-// policy, does not refill every agent's bucket.
-func (ps *policySet) keepBuckets(prev *policySet) {
-	if prev != nil && prev.buckets != nil {
-		ps.buckets = prev.buckets
-	}
+	return l
 }
 
 type compiledPolicy struct {
@@ -129,10 +127,15 @@ func (p *compiledPolicy) applies(name string, scopes []string) bool {
 }
 
 // newPolicySet compiles the policies and each key's state. The config was
-// validated: its globs compile.
-func newPolicySet(cfg *Config) *policySet {
-	ps := &policySet{configured: len(cfg.Policies) > 0, keys: map[string]*agentState{}, others: newLRU[string, *agentState](maxAgentStates),
-		buckets: &bucketSet{lru: newLRU[string, *rate.Limiter](2*maxAgentStates + len(cfg.Auth.Keys))}}
+// validated: its globs compile. The agents' token buckets are prev's (a
+// reload, of any policy, does not refill every agent's bucket), or new.
+func newPolicySet(cfg *Config, prev *policySet) *policySet {
+	ps := &policySet{configured: len(cfg.Policies) > 0, keys: map[string]*agentState{}, others: newLRU[string, *agentState](maxAgentStates)}
+	if prev != nil && prev.buckets != nil {
+		ps.buckets = prev.buckets
+	} else {
+		ps.buckets = newBucketSet()
+	}
 	for _, p := range cfg.Policies {
 		cp := compiledPolicy{scopes: p.Scopes, grant: grantConfig{tools: p.Tools, resources: p.Resources, rate: p.Rate}}
 		for _, a := range p.Agents {
@@ -144,7 +147,9 @@ func newPolicySet(cfg *Config) *policySet {
 	}
 	for _, k := range cfg.Auth.Keys {
 		st := ps.build(k.Name, nil, &grantConfig{tools: k.Tools, resources: k.Resources, rate: k.Rate})
-		st.bucket = "key\x00" + k.Name
+		if !st.rate.IsZero() {
+			st.limiter = ps.buckets.bucket(k.Name, true, st.rate)
+		}
 		ps.keys[k.Name] = st
 	}
 	return ps
@@ -170,7 +175,11 @@ func (ps *policySet) state(info *auth.TokenInfo) *agentState {
 		return st
 	}
 	st := ps.build(info.UserID, info.Scopes, nil)
-	st.bucket = "token\x00" + info.UserID
+	if !st.rate.IsZero() {
+		// One bucket per subject, whatever the scopes (a state per
+		// scope set: its grants depend on them).
+		st.limiter = ps.buckets.bucket(info.UserID, false, st.rate)
+	}
 	ps.others.add(key, st)
 	return st
 }
@@ -192,9 +201,7 @@ type agentState struct {
 	// when no grant has a resources.allow.
 	ops  *routing.Filter
 	rate Rate // zero: no limit
-	// bucket is the agent's identity in ps.buckets.
-	bucket string
-	ps     *policySet
+	limiter *rate.Limiter // the identity's bucket (bucketSet); nil: no limit
 }
 
 // build merges the grants that apply to an agent: its key's (if any) and
@@ -209,7 +216,7 @@ func (ps *policySet) build(name string, scopes []string, key *grantConfig) *agen
 			grants = append(grants, ps.policies[i].grant)
 		}
 	}
-	st := &agentState{name: name, ps: ps}
+	st := &agentState{name: name}
 	var toolAllow, toolDeny, resAllow, resDeny []string
 	covered := false
 	for _, gr := range grants {
@@ -304,10 +311,18 @@ func (st *agentState) resource(uri string) bool {
 // admit takes a token from the agent's bucket; when it is empty, it returns
 // how long until one is there.
 func (st *agentState) admit(now time.Time) (time.Duration, bool) {
-	if st.rate.IsZero() {
+	if st.limiter == nil {
 		return 0, true
 	}
-	return st.ps.buckets.take(st.bucket, st.rate, now)
+	r := st.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return st.rate.Per, false
+	}
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now) // a refused call takes no token
+		return d, false
+	}
+	return 0, true
 }
 
 // agentPolicy is the receiving middleware of per-agent policy and rate

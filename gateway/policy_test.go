@@ -30,7 +30,7 @@ func TestPolicyGrants(t *testing.T) {
 			{Agents: []string{"svc-*"}, Scopes: []string{"admin"}},
 		},
 	}
-	ps := newPolicySet(cfg)
+	ps := newPolicySet(cfg, nil)
 	key := func(name string) *auth.TokenInfo {
 		return &auth.TokenInfo{UserID: name, Extra: map[string]any{agentKindKey: agentKindAPIKey}}
 	}
@@ -70,14 +70,14 @@ func TestPolicyGrants(t *testing.T) {
 	}
 	// No policies: a key without tools may use everything, but the
 	// gateway's own health resource, which is ops data like /health.
-	open := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "k"}}}}).state(key("k"))
+	open := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "k"}}}}, nil).state(key("k"))
 	if !open.all || !open.tool("x") || !open.resource("y") {
 		t.Error("without policies, a key without tools is restricted")
 	}
 	if open.resource(HealthURI) {
 		t.Errorf("an agent no grant lists it for reads %s", HealthURI)
 	}
-	orch := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "o", Resources: ToolFilter{Allow: []string{"credgate://*"}}}}}}).state(key("o"))
+	orch := newPolicySet(&Config{Auth: AuthConfig{Keys: []APIKeyConfig{{Name: "o", Resources: ToolFilter{Allow: []string{"credgate://*"}}}}}}, nil).state(key("o"))
 	if !orch.resource(HealthURI) {
 		t.Errorf("an agent a resources.allow lists it for cannot read %s", HealthURI)
 	}
@@ -85,7 +85,7 @@ func TestPolicyGrants(t *testing.T) {
 	ps = newPolicySet(&Config{
 		Auth:     AuthConfig{Keys: []APIKeyConfig{{Name: "k", Rate: Rate{N: 100, Per: 1e9}}}},
 		Policies: []PolicyConfig{{Agents: []string{"*"}, Rate: Rate{N: 60, Per: 60e9}}},
-	})
+	}, nil)
 	if r := ps.state(key("k")).rate; r.N != 60 {
 		t.Errorf("rate = %s, want the policy's 60/m", r)
 	}
@@ -95,7 +95,7 @@ func TestPolicyGrants(t *testing.T) {
 // identities is bounded, whatever number of subjects arrive.
 func TestPolicyStatesBounded(t *testing.T) {
 	t.Parallel()
-	ps := newPolicySet(&Config{Policies: []PolicyConfig{{Agents: []string{"*"}, Rate: Rate{N: 1, Per: 1e9}}}})
+	ps := newPolicySet(&Config{Policies: []PolicyConfig{{Agents: []string{"*"}, Rate: Rate{N: 1, Per: 1e9}}}}, nil)
 	for i := range maxAgentStates + 500 {
 		ps.state(&auth.TokenInfo{UserID: fmt.Sprint("subject-", i)})
 	}
@@ -123,7 +123,7 @@ func TestAgentBucketPerIdentity(t *testing.T) {
 		Auth:     AuthConfig{Keys: []APIKeyConfig{{Name: "svc-bot", Rate: Rate{N: 2, Per: time.Minute}}}},
 		Policies: []PolicyConfig{{Agents: []string{"svc-*"}, Rate: Rate{N: 2, Per: time.Minute}}},
 	}
-	ps := newPolicySet(cfg)
+	ps := newPolicySet(cfg, nil)
 	now := time.Unix(1_000_000, 0)
 	admitted := 0
 	for _, scopes := range [][]string{nil, {"read"}, {"write"}, {"read", "write"}, {"admin"}} {
@@ -145,8 +145,7 @@ func TestAgentBucketPerIdentity(t *testing.T) {
 	// A reload keeps the buckets: the subject stays empty, at the new rate.
 	cfg2 := *cfg
 	cfg2.Policies = []PolicyConfig{{Agents: []string{"svc-*"}, Rate: Rate{N: 2, Per: time.Minute}, Tools: ToolFilter{Deny: []string{"x__*"}}}}
-	ps2 := newPolicySet(&cfg2)
-	ps2.keepBuckets(ps)
+	ps2 := newPolicySet(&cfg2, ps)
 	if _, ok := ps2.state(&auth.TokenInfo{UserID: "svc-bot"}).admit(now); ok {
 		t.Error("a reload refilled the subject's bucket")
 	}

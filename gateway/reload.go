@@ -474,10 +474,8 @@ func (g *Server) reloadLocked(cfg *Config) error {
 	policies := !reflect.DeepEqual(old.cfg.Policies, eff.Policies)
 	if policies {
 		// Agents' grants and rates follow at once (issue 9); their
-		// buckets start full.
-		ps := newPolicySet(eff)
-		ps.keepBuckets(g.policy.Load())
-		g.policy.Store(ps)
+		// buckets go on with what they hold.
+		g.policy.Store(newPolicySet(eff, g.policy.Load()))
 	}
 	g.catalog.rebuild()
 	if policies {

@@ -246,10 +246,12 @@ func (ix *routeIndex) resolve(target string) routeTarget {
 // tool of that name: a route target that can only fail (the tools of an
 // upstream still listing, or whose listing failed, are not known).
 func (u *upstream) listedWithout(tool string) bool {
-	u.mu.Lock()
-	complete := u.catComplete
-	u.mu.Unlock()
-	return complete && !lists(u, tool)
+	names := u.listedNames.Load()
+	if names == nil {
+		return false
+	}
+	_, ok := (*names)[tool]
+	return !ok
 }
 
 // lists reports whether u's last listing has tool.

@@ -1117,6 +1117,7 @@ func (u *upstream) useCachedCatalog(ctx context.Context) {
 	}
 	u.cat = cat
 	u.catComplete = false // a peer's listing: not ours to put back
+	u.listedNames.Store(nil)
 	u.mu.Unlock()
 	u.log.Info().Int("tool_count", len(cat.tools)).Msg("upstream unreachable: listing its catalog from the shared cache")
 	u.gw.catalog.rebuild()

@@ -135,6 +135,10 @@ type upstream struct {
 	// own (not a cut one, nor the shared cache's): what cacheCatalog shares
 	// and republish puts back.
 	catComplete bool
+	// listedNames holds the names of cat's tools while catComplete, else
+	// nil: a route's question "does it list this tool" (listedWithout),
+	// asked on every routed call, without u.mu or a scan.
+	listedNames atomic.Pointer[map[string]struct{}]
 	calls       map[*inflight]struct{}
 	ctx         context.Context                   // run's, which per-agent sessions live on
 	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
@@ -535,6 +539,15 @@ func (u *upstream) list(ctx context.Context, cs *mcp.ClientSession) error {
 	u.mu.Lock()
 	u.cat = cat
 	u.catComplete = len(errs) == 0
+	if u.catComplete {
+		names := make(map[string]struct{}, len(cat.tools))
+		for _, t := range cat.tools {
+			names[t.Name] = struct{}{}
+		}
+		u.listedNames.Store(&names)
+	} else {
+		u.listedNames.Store(nil)
+	}
 	u.mu.Unlock()
 	u.gw.catalog.rebuild()
 	u.gw.routesChanged() // a route's target may be listed, or no longer
