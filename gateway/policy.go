@@ -199,8 +199,8 @@ type agentState struct {
 	// resources (credgate://health) are ops data, read only by an agent a
 	// grant lists them for, however open its grants are otherwise. nil
 	// when no grant has a resources.allow.
-	ops  *routing.Filter
-	rate Rate // zero: no limit
+	ops     *routing.Filter
+	rate    Rate          // zero: no limit
 	limiter *rate.Limiter // the identity's bucket (bucketSet); nil: no limit
 }
 
