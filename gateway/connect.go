@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -41,7 +42,10 @@ func (u *upstream) run(ctx context.Context) {
 		} else {
 			sessCtx, endSession = context.WithCancel(ctx)
 			connected = u.admitConnect()
-			cs, err = u.connect(sessCtx, u.client, true)
+			phase := new(atomic.Bool)
+			phase.Store(true)
+			cs, err = u.connect(context.WithValue(sessCtx, connectingKey{}, phase), u.client, true)
+			phase.Store(false) // the session's later GET streams fail as before
 			if err == nil && u.cfg.URL != "" {
 				if f, dead := u.ownCredentialDead(ctx); dead {
 					// Found dead while connecting (a peer replica's

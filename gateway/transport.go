@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -135,7 +136,7 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 	case a := <-done:
 		if a.err != nil {
 			cancel()
-			if notSent(a.err) {
+			if notSent(a.err) && connecting(req.Context()) {
 				// Not sent: its credential is known dead (a peer
 				// replica's finding can come between initialize and
 				// this stream) or has no value. The SDK's client
@@ -174,6 +175,17 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 		ContentLength: -1,
 		Request:       req,
 	}, nil
+}
+
+// connectingKey marks the context of an upstream's connect (connect.go):
+// its value, an *atomic.Bool, is true until the connect returns (the
+// session's later requests carry the context too).
+type connectingKey struct{}
+
+// connecting reports whether ctx is that of a connect still in progress.
+func connecting(ctx context.Context) bool {
+	b, _ := ctx.Value(connectingKey{}).(*atomic.Bool)
+	return b != nil && b.Load()
 }
 
 // noStream is a 405 answer to the standalone GET stream req: no stream.
