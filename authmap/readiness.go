@@ -1,6 +1,9 @@
 package authmap
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Access-readiness parts, in the order they are listed.
 const (
@@ -139,6 +142,11 @@ func (c *Credential) Snapshot(perTool bool) Snapshot {
 	}
 	if c.st.lastErr != nil {
 		f := *c.st.lastErr
+		if f.RetryAfterSeconds != nil && s.Status == StatusRateLimited {
+			// The wait left now, not the one reported when it began.
+			secs := max(int(math.Ceil(c.limitEndLocked().Sub(now).Seconds())), 0)
+			f.RetryAfterSeconds = &secs
+		}
 		s.LastError = &f
 	}
 	return s
