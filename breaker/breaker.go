@@ -131,10 +131,6 @@ func RateLimited(reset time.Time) Outcome {
 	return Outcome{kind: kindRateLimited, reason: "rate_limit_reached", until: reset}
 }
 
-// Limited reports whether o is RateLimited or QuotaExhausted: a wait the
-// provider set, which ends by itself.
-func (o Outcome) Limited() bool { return o.kind == kindRateLimited || o.kind == kindQuota }
-
 // QuotaExhausted: the provider answered quota_exhausted. The breaker opens
 // until reset, or for quota_cooldown when reset is zero, then lets probes
 // through.

@@ -162,11 +162,11 @@ upstreams:
 			t.Errorf("auth failures were not logged with their subtype:\n%s", logs.String())
 		}
 	})
-	// Last: the limit's Retry-After holds the upstream's breaker (an
-	// inline header is no credential of the config's, but the provider's
-	// wait holds), so the calls after it are not sent.
+	// Last, after the reconnect above: an inline header is no credential
+	// of the config's, so the limit holds nothing back (each call is sent
+	// and classified on its own).
 	t.Run("HTTP 429 mid-session", func(t *testing.T) {
-		waitFor(t, ctx, func() bool { return g.Health().Upstreams["github"].Status == StatusUp }) // after the reconnect above
+		waitFor(t, ctx, func() bool { return g.Health().Upstreams["github"].Status == StatusUp })
 		up.fail.Store(&httpFailure{status: 429, header: map[string]string{"Retry-After": "30", "Content-Type": "application/json"},
 			body: `{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}`})
 		defer up.fail.Store(nil)
@@ -175,10 +175,8 @@ upstreams:
 			t.Errorf("failure = %+v", f)
 		}
 		up.fail.Store(nil)
-		reached := up.calls.Load()
-		f = failureOf(t, call("x"))
-		if f.Subtype != authmap.SubtypeRateLimitReached || f.RetryAfterSeconds == nil || *f.RetryAfterSeconds < 28 || up.calls.Load() != reached {
-			t.Errorf("the call after it: %+v, %d sent; want refused, not sent, about 30 s to wait", f, up.calls.Load()-reached)
+		if res := call("x"); res.IsError {
+			t.Errorf("the call after it: %s; want it sent and served", text(res))
 		}
 	})
 }

@@ -173,17 +173,6 @@ func (cb *callBreakers) done(raw error, f *authmap.Failure) {
 	if up.Failed() && errors.As(raw, &lost) && !cb.g.losses.first(lost.cs) {
 		up = breaker.Excluded() // another call reported this loss
 	}
-	var httpErr *HTTPError
-	if cb.cred == nil && cred.Limited() && errors.As(raw, &httpErr) {
-		// No credential of the config's serves the call (an inline
-		// header, none at all): the wait the MCP endpoint itself
-		// answered (its HTTP 429) holds the upstream back, or every call
-		// would be sent into it and a route never moved on (found trying
-		// the gateway from outside). Not a tool's own error that quotes a
-		// third party's 429: one agent's fetch of a limited URL would
-		// hold the upstream back for every agent (review).
-		up = cred
-	}
 	if cb.cred != nil && f != nil && f.IsAuth() && opensCredential(f.Subtype) {
 		cb.g.credCauses.Store(cb.credential, credCause{f: *f, gen: cb.gen})
 	}
@@ -355,10 +344,6 @@ func (g *Server) openFailure(u *upstream, cred string, err error) authmap.Failur
 			f.RetryAfterSeconds = &secs
 			return g.attribute(u, f)
 		}
-	} else if sub == authmap.SubtypeRateLimitReached || sub == authmap.SubtypeQuotaExhausted {
-		// An upstream without a credential held back by its provider's wait.
-		f = authmap.Failure{Type: authmap.TypeAuthFailure, Subtype: sub, Retryable: true, Recovery: authmap.RecoveryWait,
-			Detail: fmt.Sprintf("circuit open %s: upstream %q was answered %s; not sent", until, u.name, sub)}
 	} else {
 		f = authmap.Failure{Type: authmap.TypeUpstreamUnavailable, Retryable: true,
 			Detail: fmt.Sprintf("circuit open %s: upstream %q failed repeatedly (%s); not sent", until, u.name, oe.Reason)}

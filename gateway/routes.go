@@ -325,10 +325,6 @@ func (ix *routeIndex) state(target string) targetState {
 		switch {
 		case !errors.As(err, &oe):
 			return targetState{reason: routing.ReasonBreakerOpen}
-		case oe.Reason == routing.ReasonRateLimitReached || oe.Reason == routing.ReasonQuotaExhausted:
-			// An upstream without a credential, held back by its
-			// provider's wait (callBreakers.done).
-			return targetState{reason: oe.Reason, until: oe.RetryAfter}
 		case oe.Reason != reasonConnect:
 			// A breaker opened by connect failures does not refuse calls
 			// once the upstream is connected again (see admit).
