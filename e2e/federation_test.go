@@ -286,6 +286,30 @@ func TestStdioMode(t *testing.T) {
 	}
 }
 
+// TestStdioModeHungUpstream: an upstream that hangs in its handshake does
+// not keep `gateway stdio` from answering initialize and serving the
+// others (it read nothing for 30 s, found trying it as a desktop client).
+func TestStdioModeHungUpstream(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := t.TempDir() + "/gw.yaml"
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "upstreams:\n  up:\n    command: %q\n  hang:\n    command: sleep\n    args: [\"300\"]\n    timeout: 50s\n", bin("testupstream")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin("gateway"), "stdio", "--config", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	initCtx, initCancel := context.WithTimeout(ctx, 10*time.Second) // the wait was 30 s
+	defer initCancel()
+	cs := connectTransport(t, initCtx, &mcp.CommandTransport{Command: cmd}, nil)
+	// The call waits, at most 30 s from the start, for the upstreams'
+	// first connections.
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "up__echo", Arguments: map[string]any{"text": "beside a hung upstream"}})
+	if err != nil || toolText(res) != "beside a hung upstream" {
+		t.Errorf("up__echo over stdio beside a hung upstream: %v, %v", res, err)
+	}
+}
+
 // TestCLI covers validate, --version and --help.
 func TestCLI(t *testing.T) {
 	t.Parallel()

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/mattn/go-isatty"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
 
 	"github.com/credgate/credgate/authmap"
@@ -492,12 +493,30 @@ func serveHTTP(ctx context.Context, g *gateway.Server, cfg *gateway.Config) erro
 	return g.Serve(ctx, l) // logs "listening on" once admin.listen is bound too
 }
 
+// stdioListWait bounds how long `gateway stdio` holds the agent's first
+// requests for upstreams still making their first connection.
+const stdioListWait = 30 * time.Second
+
 func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) error {
 	g.Start(ctx)
-	// Let reachable upstreams list their tools before the agent asks.
-	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_ = g.WaitTried(waitCtx)
-	cancel()
+	// Let reachable upstreams connect and list their tools before the
+	// agent's requests reach them, for at most 30 s from the start;
+	// initialize (server/discover) and ping are answered at once (it waited before reading
+	// anything: one upstream hanging in its handshake kept a desktop client
+	// from starting the gateway for 30 s, found trying it from outside).
+	deadline := time.Now().Add(stdioListWait)
+	g.MCPServer().AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(rctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			switch {
+			case method == "initialize", method == "server/discover", method == "ping", strings.HasPrefix(method, "notifications/"):
+			default:
+				waitCtx, cancel := context.WithDeadline(rctx, deadline)
+				_ = g.WaitTried(waitCtx)
+				cancel()
+			}
+			return next(rctx, method, req)
+		}
+	})
 	log.Info().Msg("serving one agent on stdio")
 	ran := make(chan error, 1)
 	go func() { ran <- g.MCPServer().Run(context.WithoutCancel(ctx), stdioFront(os.Stdin, os.Stdout, log)) }()
