@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // The HTTP front (issue 9): what a request passes before its endpoint.
@@ -170,6 +173,7 @@ func (g *Server) serveOps(ops http.Handler) (stop func(), err error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       httpReadTimeout,
 		IdleTimeout:       httpIdleTimeout,
+		ErrorLog:          g.httpErrorLog(),
 		BaseContext: func(net.Listener) context.Context {
 			return context.WithValue(context.Background(), opsListenerKey{}, true)
 		},
@@ -340,4 +344,27 @@ func (g *Server) checkOrigin(next http.Handler) http.Handler {
 func sameOrigin(origin, host string) bool {
 	u, err := url.Parse(origin)
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, host)
+}
+
+// httpErrorLog is the HTTP servers' error log (failed TLS handshakes, a
+// client that sent plain HTTP to the TLS port, a panic net/http caught):
+// JSON warn lines of the gateway's log, at most one a second, as refused
+// authentications are (they went to stderr as plain text, one per bad
+// connection: found trying the gateway from outside).
+func (g *Server) httpErrorLog() *log.Logger {
+	w := &httpErrorWriter{g: g, limit: rate.NewLimiter(1, 5)}
+	return log.New(w, "", 0)
+}
+
+type httpErrorWriter struct {
+	g     *Server
+	limit *rate.Limiter
+}
+
+func (w *httpErrorWriter) Write(p []byte) (int, error) {
+	if w.limit.Allow() {
+		msg := strings.TrimPrefix(strings.TrimSpace(string(p)), "http: ")
+		w.g.log.Warn().Str(fieldErr, w.g.redact(truncate(msg, 512))).Msg("http server")
+	}
+	return len(p), nil
 }

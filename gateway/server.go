@@ -378,6 +378,7 @@ func (g *Server) Serve(ctx context.Context, l net.Listener) error {
 		// body has been read.
 		ReadTimeout: httpReadTimeout,
 		IdleTimeout: httpIdleTimeout,
+		ErrorLog:    g.httpErrorLog(),
 	}
 	srv := g.httpSrv
 	g.closeMu.Unlock()

@@ -261,7 +261,8 @@ func TestMutualTLS(t *testing.T) {
 	writeAtomic(t, certFile, c)
 	writeAtomic(t, keyFile, k)
 	writeAtomic(t, caFile, clientCA.pem)
-	addr := tlsGateway(t, ctx, fmt.Sprintf("tls: {cert_file: %s, key_file: %s, client_ca_file: %s}\n", certFile, keyFile, caFile), &syncBuffer{})
+	logs := &syncBuffer{}
+	addr := tlsGateway(t, ctx, fmt.Sprintf("tls: {cert_file: %s, key_file: %s, client_ca_file: %s}\n", certFile, keyFile, caFile), logs)
 
 	pair := func(ca *testCA) *tls.Certificate {
 		cp, kp := ca.issue(t, "agent", true)
@@ -277,6 +278,11 @@ func TestMutualTLS(t *testing.T) {
 	if _, err := servedCert(ctx, addr, roots, pair(otherCA)); err == nil || !strings.Contains(err.Error(), "unknown certificate authority") {
 		t.Errorf("client certificate of another CA: %v; want refused", err)
 	}
+	// The server's side of a failed handshake is a JSON line of the
+	// gateway's log (it was a plain-text line on stderr per connection).
+	waitFor(t, ctx, func() bool {
+		return strings.Contains(logs.String(), `"message":"http server"`) && strings.Contains(logs.String(), "TLS handshake error")
+	})
 	good := pair(clientCA)
 	if cn, err := servedCert(ctx, addr, roots, good); err != nil || cn != "gateway" {
 		t.Fatalf("client certificate of the CA: %q, %v", cn, err)
