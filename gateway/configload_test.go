@@ -755,3 +755,30 @@ func TestMisplacedTokenNotQuoted(t *testing.T) {
 		}
 	}
 }
+
+// Regression test for a trial's finding: import refused desktop configs
+// that validate and serve took, with a whole url or an agent key in a
+// variable (each variable stood for its own name: not a url, too short for
+// a key). Set variables are used; a result that fails only for want of
+// unset ones is printed, with a warning naming them.
+func TestImportDesktopConfigVariables(t *testing.T) {
+	const urlVar = "CREDGATE_TEST_IMPORT_URL_UNSET_X"
+	const keyVar = "CREDGATE_TEST_IMPORT_KEY_SET_X"
+	t.Setenv(keyVar, "agent-key-0123456789abcdef0123456789")
+	doc := `{"mcpServers":{"remote":{"type":"http","url":"${` + urlVar + `}","headers":{"Authorization":"Bearer ${REMOTE_TOKEN_X}"}}},
+	 "auth":{"keys":[{"name":"desk","key":"${` + keyVar + `}"}]}}`
+	out, warnings, err := ImportDesktopConfig([]byte(doc))
+	if err != nil {
+		t.Fatalf("ImportDesktopConfig: %v", err)
+	}
+	if !bytes.Contains(out, []byte("${"+urlVar+"}")) || !bytes.Contains(out, []byte("${"+keyVar+"}")) {
+		t.Errorf("the references were not kept:\n%s", out)
+	}
+	if !slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, urlVar) && strings.Contains(w, "not set here") }) {
+		t.Errorf("warnings %q; want one naming %s as not set", warnings, urlVar)
+	}
+	t.Setenv(urlVar, "https://mcp.example.com/mcp")
+	if _, warnings, err := ImportDesktopConfig([]byte(doc)); err != nil || slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "not set here") }) {
+		t.Errorf("with every variable set: %v, %q; want checked, no warning", err, warnings)
+	}
+}

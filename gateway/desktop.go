@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -336,10 +337,30 @@ func ImportDesktopConfig(data []byte) (out []byte, warnings []string, err error)
 	if err != nil {
 		return nil, d.warnings, fmt.Errorf("config: %w", err)
 	}
-	// The result must load. Variables are not set here: each reference
-	// stands for its own name, which keeps a templated url parseable.
-	if _, err := parseConfig(out, loadOptions{lookup: func(name string) (string, bool) { return name, true }}); err != nil {
-		return nil, d.warnings, err
+	// The result must load, with the variables of this environment. One
+	// not set here stands for its own name, made long enough to pass for a
+	// key, which keeps a templated url parseable ("https://${HOST}/mcp");
+	// when the result fails only for want of such variables (a whole url
+	// in one), it is printed with a warning naming them, to check with
+	// `gateway validate` where they are set (it was refused, though
+	// validate and serve took it: found trying the gateway from outside).
+	var unset []string
+	lookup := func(name string) (string, bool) {
+		if v, ok := os.LookupEnv(name); ok {
+			return v, true
+		}
+		if !slices.Contains(unset, name) {
+			unset = append(unset, name)
+		}
+		return name + "-unset-0123456789abcdef", true
+	}
+	if _, err := parseConfig(out, loadOptions{lookup: lookup}); err != nil {
+		if len(unset) == 0 {
+			return nil, d.warnings, err
+		}
+		slices.Sort(unset)
+		d.warnings = append(d.warnings, fmt.Sprintf("not checked whole: it uses variables not set here (%s); set them and run gateway validate: %s",
+			strings.Join(unset, ", "), strings.ReplaceAll(err.Error(), "\n", " ")))
 	}
 	return out, d.warnings, nil
 }
