@@ -847,6 +847,9 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	}
 	c := u.gw.credential(name)
 	if c == nil {
+		c = u.keptCredential(name)
+	}
+	if c == nil {
 		return req, nil
 	}
 	header, prefix := c.Config().Inject.HeaderName()
@@ -992,4 +995,27 @@ func outcomeFailure(res *mcp.CallToolResult, err error) (*authmap.Failure, bool)
 		return nil, true
 	}
 	return &f, f.Type == authmap.TypeUpstreamError
+}
+
+// keepCredentials keeps the credentials u is bound to under cfg (the
+// config it was made for), as the set has them now: a reload that removes
+// or replaces u calls it before the set forgets the credentials it removed,
+// so that u's last calls still send theirs (see upstream.kept).
+func (u *upstream) keepCredentials(cfg *Config) {
+	m := map[string]*authmap.Credential{}
+	for _, n := range u.cfg.boundCredentials(cfg.Credentials) {
+		if c := u.gw.cred.set.Find(n); c != nil {
+			m[n] = c
+		}
+	}
+	u.kept.Store(&m)
+}
+
+// keptCredential returns the credential name u kept when a reload removed
+// or replaced it, or nil.
+func (u *upstream) keptCredential(name string) *authmap.Credential {
+	if m := u.kept.Load(); m != nil {
+		return (*m)[name]
+	}
+	return nil
 }

@@ -482,6 +482,12 @@ func (g *Server) reloadLocked(cfg *Config) error {
 		g.catalog.touch() // what agents may see may have changed
 	}
 	g.logPlan(next.version, p, changedKeys(old.cfg, eff))
+	for _, u := range p.removed {
+		u.keepCredentials(old.cfg)
+	}
+	for name := range p.replaced {
+		old.byName[name].keepCredentials(old.cfg)
+	}
 	if !started {
 		g.cred.set.ForgetRetired()
 		return nil // Start starts the snapshot's upstreams

@@ -139,6 +139,12 @@ type upstream struct {
 	// nil: a route's question "does it list this tool" (listedWithout),
 	// asked on every routed call, without u.mu or a scan.
 	listedNames atomic.Pointer[map[string]struct{}]
+	// kept holds the credentials the upstream is bound to, once a reload
+	// has removed or replaced it (keepCredentials): its calls still in
+	// flight, or that resolved it just before the swap, send them after
+	// the set has forgotten the ones the reload removed (they went without
+	// a credential, and the upstream refused them).
+	kept atomic.Pointer[map[string]*authmap.Credential]
 	calls       map[*inflight]struct{}
 	ctx         context.Context                   // run's, which per-agent sessions live on
 	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
