@@ -144,12 +144,12 @@ type upstream struct {
 	// flight, or that resolved it just before the swap, send them after
 	// the set has forgotten the ones the reload removed (they went without
 	// a credential, and the upstream refused them).
-	kept atomic.Pointer[map[string]*authmap.Credential]
-	calls       map[*inflight]struct{}
-	ctx         context.Context                   // run's, which per-agent sessions live on
-	agents      map[*mcp.ServerSession]*agentConn // per-agent sessions
-	tried       chan struct{}                     // closed after the first connection attempt
-	triedSet    bool
+	kept     atomic.Pointer[map[string]*authmap.Credential]
+	calls    map[*inflight]struct{}
+	ctx      context.Context                   // run's, which per-agent sessions live on
+	agents   map[*mcp.ServerSession]*agentConn // per-agent sessions
+	tried    chan struct{}                     // closed after the first connection attempt
+	triedSet bool
 
 	// secrets are this upstream's own configured secret values: only they
 	// inform its classification (a JWT's expiry); see redact.go.
