@@ -9,7 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -42,10 +41,17 @@ func (u *upstream) run(ctx context.Context) {
 		} else {
 			sessCtx, endSession = context.WithCancel(ctx)
 			connected = u.admitConnect()
-			phase := new(atomic.Bool)
-			phase.Store(true)
+			phase := &connectPhase{}
+			phase.active.Store(true)
 			cs, err = u.connect(context.WithValue(sessCtx, connectingKey{}, phase), u.client, true)
-			phase.Store(false) // the session's later GET streams fail as before
+			// The session's later GET streams fail as before.
+			if refused := phase.end(); err == nil && refused != nil {
+				// Its GET stream was refused for its credential: the
+				// session is not used, and the upstream is down with
+				// that failure.
+				_ = cs.Close()
+				cs, err = nil, refused
+			}
 			if err == nil && u.cfg.URL != "" {
 				if f, dead := u.ownCredentialDead(ctx); dead {
 					// Found dead while connecting (a peer replica's

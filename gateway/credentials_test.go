@@ -1077,3 +1077,30 @@ func TestCredentialDeadWhileConnecting(t *testing.T) {
 		return uh.Status == StatusDown && uh.LastFailure != nil && uh.LastFailure.Subtype == authmap.SubtypeCredentialInvalid
 	})
 }
+
+// Regression test for a re-check's finding: a GET stream answered 401 (a
+// token revoked between initialize and the stream) still held connect
+// some 20 s while the SDK retried it. The connect now fails at once, with
+// the credential's failure.
+func TestStreamRefusedWhileConnecting(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // the retries took some 20 s
+	defer cancel()
+	const tok = "refused-stream-0123456789"
+	up := newBearerUpstream(t, "echo")
+	up.accept(tok)
+	inner := up.http.Config.Handler
+	up.http.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			w.Header().Set("WWW-Authenticate", rejectRevoked)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+	g, _, _ := credGateway(t, ctx, fmt.Sprintf("credentials:\n  k: {source: {value: %s}}\nupstreams:\n  p: {url: %s, credential: k}\n", tok, up.url()), nil, nil)
+	waitFor(t, ctx, func() bool {
+		uh := g.Health().Upstreams["p"]
+		return uh.Status == StatusDown && uh.LastFailure != nil && uh.LastFailure.Type == authmap.TypeAuthFailure
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -136,14 +137,16 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 	case a := <-done:
 		if a.err != nil {
 			cancel()
-			if notSent(a.err) && connecting(req.Context()) {
-				// Not sent: its credential is known dead (a peer
+			if p := connectingPhase(req.Context()); p != nil && (notSent(a.err) || authRefused(a.err)) {
+				// Not sent (its credential is known dead: a peer
 				// replica's finding can come between initialize and
-				// this stream) or has no value. The SDK's client
-				// retries a failed GET five times, holding connect for
-				// some 20 s; it takes a 405 for "no stream" at once.
-				// The upstream's connect then finds the credential
-				// dead itself (connect.go), with its typed failure.
+				// this stream; or it has no value), or refused for its
+				// credential (a token revoked between the two). The
+				// SDK's client retries a failed GET five times, holding
+				// connect for some 20 s; it takes a 405 for "no stream"
+				// at once, and the connect fails with this error
+				// (connect.go), typed.
+				p.refuse(a.err)
 				return noStream(req), nil
 			}
 			return nil, a.err
@@ -178,14 +181,48 @@ func (t *httpTransport) standaloneStream(req *http.Request) (*http.Response, err
 }
 
 // connectingKey marks the context of an upstream's connect (connect.go):
-// its value, an *atomic.Bool, is true until the connect returns (the
+// its value is a *connectPhase, active until the connect returns (the
 // session's later requests carry the context too).
 type connectingKey struct{}
 
-// connecting reports whether ctx is that of a connect still in progress.
-func connecting(ctx context.Context) bool {
-	b, _ := ctx.Value(connectingKey{}).(*atomic.Bool)
-	return b != nil && b.Load()
+// connectPhase is one connect of an upstream's session: whether it is
+// still in progress, and why its standalone GET stream was refused.
+type connectPhase struct {
+	active  atomic.Bool
+	mu      sync.Mutex
+	refused error
+}
+
+func (p *connectPhase) refuse(err error) {
+	p.mu.Lock()
+	if p.refused == nil {
+		p.refused = err
+	}
+	p.mu.Unlock()
+}
+
+// end ends the phase and returns why the GET stream was refused, if it was.
+func (p *connectPhase) end() error {
+	p.active.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused
+}
+
+// connectingPhase returns the connect ctx belongs to while it is in
+// progress, or nil.
+func connectingPhase(ctx context.Context) *connectPhase {
+	p, _ := ctx.Value(connectingKey{}).(*connectPhase)
+	if p == nil || !p.active.Load() {
+		return nil
+	}
+	return p
+}
+
+// authRefused reports whether err is an HTTP 401 or 403 answer.
+func authRefused(err error) bool {
+	var he *HTTPError
+	return errors.As(err, &he) && (he.Status == http.StatusUnauthorized || he.Status == http.StatusForbidden)
 }
 
 // noStream is a 405 answer to the standalone GET stream req: no stream.
