@@ -440,6 +440,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		return res, out, rt, err
 	}
 	var pending *routing.Candidate // the last candidate seen, when it was unusable
+	pendingAt := 0                 // its attempt's index (skipped targets may follow it)
 	var lastRes *mcp.CallToolResult
 	var lastErr error
 	skipped := ""
@@ -456,6 +457,7 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 			continue // an unusable target before it stays pending: its failure is the answer
 		}
 		if !c.Usable {
+			pendingAt = len(attempts)
 			attempts = append(attempts, routing.Attempt{Target: c.Target, Reason: c.Reason})
 			pending = &c
 			continue
@@ -477,13 +479,13 @@ func (g *Server) callRoute(ctx context.Context, req *mcp.CallToolRequest, s *sna
 		// failure, which the gate, a breaker or the missing session gives
 		// without sending anything (or, if it recovered meanwhile, it
 		// serves).
-		attempts = attempts[:len(attempts)-1]
+		attempts = slices.Delete(attempts, pendingAt, pendingAt+1)
 		res, out, _, err := call(pending.Target, nil)
 		reason, _ := failoverReason(out, err)
 		if reason == "" {
 			return g.routeServed(r, h, health, pending.Target, attempts, res, err)
 		}
-		attempts = append(attempts, routing.Attempt{Target: pending.Target, Reason: reason})
+		attempts = slices.Insert(attempts, pendingAt, routing.Attempt{Target: pending.Target, Reason: reason})
 		return g.routeFailed(r, h, health, attempts, res, err)
 	}
 	if lastRes == nil && lastErr == nil {

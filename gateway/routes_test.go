@@ -1135,6 +1135,11 @@ func TestRouteSkippedKeepsFailure(t *testing.T) {
 	if f := failureOf(t, res); f.Subtype != authmap.SubtypeCredentialRevoked {
 		t.Errorf("search: %+v; want p's credential_revoked", f)
 	}
+	want := &routing.Meta{Reason: "credential_revoked", Attempts: []routing.Attempt{
+		{Target: "p__echo", Reason: "credential_revoked"}, {Target: "b__ehco", Reason: routing.ReasonNotListed}}}
+	if diff := cmp.Diff(want, routeMeta(t, res)); diff != "" {
+		t.Errorf("route meta mismatch (-want +got):\n%s", diff) // a re-check found p twice, b left out
+	}
 	if rh := s.g.Health().Routes["search"]; rh.Reason != "credential_revoked" {
 		t.Errorf("health routes.search %+v; want reason credential_revoked", rh)
 	}
