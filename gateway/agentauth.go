@@ -154,6 +154,13 @@ func (v *keyVerifier) Verify(_ context.Context, token string, _ *http.Request) (
 	if found == nil {
 		return nil, errNotMine
 	}
+	if t := v.g.cred.adminToken; t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+		// A key_credential whose value is the ops token (checked here:
+		// it is read and rotated at run time; a static key is refused
+		// at start): no agent opens a session with it.
+		v.g.log.Warn().Str(fieldAgent, found.UserID).Msg("an agent key (key_credential) has the value of admin.token: refused")
+		return nil, fmt.Errorf("%w: the key of agent %q is the ops token (admin.token); give the agent a key of its own", auth.ErrInvalidToken, found.UserID)
+	}
 	if !found.Expiration.IsZero() && found.Expiration.Before(v.g.now()) {
 		return nil, fmt.Errorf("%w: the key of agent %q has expired", auth.ErrInvalidToken, found.UserID)
 	}

@@ -1098,3 +1098,31 @@ auth:
 		t.Errorf("allow [search]'s search: %s, a called %d times, meta %v; want the primary", text(res), a.calls.Load()-beforeA, res.Meta)
 	}
 }
+
+// Regression test for a re-check's finding: an agent key read from a
+// credential (key_credential) with the value of admin.token opened a
+// session on /mcp; the static form was refused at start only.
+func TestAgentKeyCredentialIsNotAdminToken(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	const admin = "ops-token-0123456789abcdef00"
+	g := newTestGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  a: {url: %s}
+admin: {token: %s}
+credentials:
+  agent-key: {source: {value: %s}}
+auth:
+  keys:
+    - {name: sneaky, key_credential: agent-key}
+`, up.url(), admin, admin))
+	if err := g.LoadCredentials(ctx); err != nil {
+		t.Fatal(err)
+	}
+	url := serveGateway(t, g)
+	if code, _, _ := postMCP(t, ctx, url, "Bearer "+admin, "", initializeBody); code != http.StatusUnauthorized {
+		t.Errorf("initialize with the ops token as an agent key: %d, want 401", code)
+	}
+}
