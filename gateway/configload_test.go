@@ -464,7 +464,7 @@ func TestImportDesktopConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ImportDesktopConfig: %v", err)
 	}
-	if len(warnings) != 4 {
+	if len(warnings) != 5 || !strings.Contains(warnings[4], "variables not set here (GITHUB_TOKEN, REMOTE_TOKEN)") {
 		t.Errorf("warnings = %q", warnings)
 	}
 	for _, secret := range []string{"ghp_0123456789abcdef", "rt_abcdef0123456789"} {
@@ -778,7 +778,15 @@ func TestImportDesktopConfigVariables(t *testing.T) {
 		t.Errorf("warnings %q; want one naming %s as not set", warnings, urlVar)
 	}
 	t.Setenv(urlVar, "https://mcp.example.com/mcp")
+	t.Setenv("REMOTE_TOKEN_X", "remote-token-0123456789")
 	if _, warnings, err := ImportDesktopConfig([]byte(doc)); err != nil || slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "not set here") }) {
 		t.Errorf("with every variable set: %v, %q; want checked, no warning", err, warnings)
+	}
+	// A failure of a set variable is one, whatever else is unset.
+	t.Setenv(keyVar, "short")
+	t.Setenv("REMOTE_TOKEN_X", "")
+	os.Unsetenv("REMOTE_TOKEN_X")
+	if _, _, err := ImportDesktopConfig([]byte(doc)); err == nil || !strings.Contains(err.Error(), "auth.keys[0].key") {
+		t.Errorf("a set key too short: %v; want refused, naming the key", err)
 	}
 }
