@@ -660,7 +660,7 @@ func TestOpsEndpoints(t *testing.T) {
 					resp.Body.Close()
 					return resp.StatusCode
 				}
-				for _, hdr := range []map[string]string{{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}} {
+				for _, hdr := range []map[string]string{{"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"}} {
 					if code := postFrom(hdr); code != http.StatusForbidden {
 						t.Errorf("cross-site POST /admin/reload %v: %d, want 403", hdr, code)
 					}
