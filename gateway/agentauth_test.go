@@ -1126,3 +1126,34 @@ auth:
 		t.Errorf("initialize with the ops token as an agent key: %d, want 401", code)
 	}
 }
+
+// Regression test for a trial's finding: one agent could open every one of
+// max_sessions, and the others' initialize got 503. An agent holds at most
+// max_sessions_per_agent; a session it closes frees its place.
+func TestMaxSessionsPerAgent(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	up := newTestUpstream(t, "a", "echo")
+	g := newTestGateway(t, ctx, fmt.Sprintf(`
+upstreams:
+  a: {url: %s}
+max_sessions: 10
+max_sessions_per_agent: 2
+auth:
+  keys:
+    - {name: greedy, key: %s}
+    - {name: other, key: %s}
+`, up.url(), keyReader, keyOps))
+	url := serveGateway(t, g)
+	first := keyAgent(t, ctx, url, keyReader, nil)
+	keyAgent(t, ctx, url, keyReader, nil)
+	if code, _, body := postMCP(t, ctx, url, "Bearer "+keyReader, "", initializeBody); code != http.StatusServiceUnavailable || !strings.Contains(body, "max_sessions_per_agent") {
+		t.Fatalf("a third session of greedy: %d %s; want 503 naming max_sessions_per_agent", code, body)
+	}
+	keyAgent(t, ctx, url, keyOps, nil) // the others still get theirs
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	keyAgent(t, ctx, url, keyReader, nil)
+}

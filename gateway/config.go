@@ -126,6 +126,12 @@ type Config struct {
 	// naming this key, while open sessions keep working. If zero, defaults
 	// to 10000. Ignored when Stateless.
 	MaxSessions int `koanf:"max_sessions"`
+	// MaxSessionsPerAgent caps the sessions one authenticated agent (an
+	// API key, a token subject) holds at once, so that one agent cannot
+	// take max_sessions from the others. If zero, defaults to a tenth of
+	// max_sessions, at least 10 (or max_sessions when it is lower). Ignored
+	// without agent authentication and when Stateless.
+	MaxSessionsPerAgent int `koanf:"max_sessions_per_agent"`
 	// MaxConnections caps the HTTP connections served at once; further
 	// connections wait in the listen backlog until one closes. If zero,
 	// defaults to 1024.
@@ -531,6 +537,15 @@ func (c *Config) maxSessions() int {
 		return DefaultMaxSessions
 	}
 	return c.MaxSessions
+}
+
+// maxSessionsPerAgent returns the effective cap on one agent's sessions.
+func (c *Config) maxSessionsPerAgent() int {
+	if c.MaxSessionsPerAgent > 0 {
+		return c.MaxSessionsPerAgent
+	}
+	n := c.maxSessions()
+	return max(n/10, min(n, 10))
 }
 
 // maxConnections returns the effective cap on HTTP connections.
@@ -1001,6 +1016,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSessions < 0 {
 		bad("max_sessions", "negative value %d; want a positive number of sessions (0 = default %d)", c.MaxSessions, DefaultMaxSessions)
+	}
+	if c.MaxSessionsPerAgent < 0 {
+		bad("max_sessions_per_agent", "negative value %d; want a positive number of sessions (0 = default: a tenth of max_sessions, at least 10)", c.MaxSessionsPerAgent)
 	}
 	if c.MaxConnections < 0 {
 		bad("max_connections", "negative value %d; want a positive number of connections (0 = default %d)", c.MaxConnections, DefaultMaxConnections)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/credgate/credgate/authmap"
@@ -119,6 +120,7 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 		return next
 	}
 	limit := g.config().maxSessions()
+	perAgent := g.config().maxSessionsPerAgent()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The SDK opens a session for a POST without a session id.
 		if r.Method != http.MethodPost || r.Header.Get("Mcp-Session-Id") != "" || !isInitialize(r) {
@@ -133,9 +135,80 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 			g.refuseSession(w, r, limit)
 			return
 		}
+		who := sessionOwner(agentOf(r.Context()))
+		if who != "" && g.agentSessions(who) >= perAgent {
+			g.refuseAgentSession(w, r, perAgent)
+			return
+		}
 		g.atSessionCap.Store(false)
-		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: opened}, r)
+		var own sync.Once
+		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: func() {
+			// When the answer starts, before the agent can read it and
+			// ask again: its session id is in the headers by then.
+			own.Do(func() {
+				if id := w.Header().Get("Mcp-Session-Id"); who != "" && id != "" {
+					g.sessionOwners.Store(id, who)
+				}
+			})
+			opened()
+		}}, r)
 	})
+}
+
+// sessionOwner is the key of an agent identity in sessionOwners: an API
+// key and a token subject of the same name apart; "" without one.
+func sessionOwner(info *auth.TokenInfo) string {
+	if info == nil || info.UserID == "" {
+		return ""
+	}
+	if info.Extra[agentKindKey] == agentKindAPIKey {
+		return "key\x00" + info.UserID
+	}
+	return "token\x00" + info.UserID
+}
+
+// agentSessions counts the open sessions of agent who, and forgets the
+// owners of sessions that have ended.
+func (g *Server) agentSessions(who string) int {
+	live := map[string]bool{}
+	for ss := range g.mcp.Sessions() {
+		if ss.InitializeParams() != nil {
+			live[ss.ID()] = true
+		}
+	}
+	n := 0
+	g.sessionOwners.Range(func(k, v any) bool {
+		switch {
+		case !live[k.(string)]:
+			g.sessionOwners.Delete(k)
+		case v.(string) == who:
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// refuseAgentSession answers an initialize of an agent that holds
+// max_sessions_per_agent sessions already, as refuseSession does.
+func (g *Server) refuseAgentSession(w http.ResponseWriter, r *http.Request, limit int) {
+	head, _ := io.ReadAll(io.LimitReader(r.Body, oversizedHead))
+	id := inspectMessage(head, nil).id
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	msg := fmt.Sprintf("credgate: agent %q holds max_sessions_per_agent (%d) sessions; close one, or retry once idle ones have expired (session_idle_timeout %s)", agentName(r.Context()), limit, g.config().sessionIdleTimeout())
+	body, _ := json.Marshal(map[string]any{
+		"jsonrpc": "2.0",
+		"id":      id,
+		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
+	})
+	if g.agentCapLog.Allow() {
+		g.log.Warn().Str(fieldAgent, agentName(r.Context())).Int("max_sessions_per_agent", limit).Msg("an agent reached max_sessions_per_agent: refusing its new sessions")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = w.Write(body)
 }
 
 // maxPeek bounds how much of a request body isInitialize reads; the SDK

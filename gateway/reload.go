@@ -194,6 +194,7 @@ var restartKeys = []struct {
 	{"stateless", func(a, b *Config) bool { return a.Stateless != b.Stateless }, func(d, o *Config) { d.Stateless = o.Stateless }},
 	{"max_connections", func(a, b *Config) bool { return a.maxConnections() != b.maxConnections() }, func(d, o *Config) { d.MaxConnections = o.MaxConnections }},
 	{"max_sessions", func(a, b *Config) bool { return a.maxSessions() != b.maxSessions() }, func(d, o *Config) { d.MaxSessions = o.MaxSessions }},
+	{"max_sessions_per_agent", func(a, b *Config) bool { return a.MaxSessionsPerAgent != b.MaxSessionsPerAgent }, func(d, o *Config) { d.MaxSessionsPerAgent = o.MaxSessionsPerAgent }},
 	{"session_idle_timeout", func(a, b *Config) bool { return a.sessionIdleTimeout() != b.sessionIdleTimeout() }, func(d, o *Config) { d.SessionIdleTimeout = o.SessionIdleTimeout }},
 	{"admin", func(a, b *Config) bool { return !reflect.DeepEqual(a.Admin, b.Admin) }, func(d, o *Config) { d.Admin = o.Admin }},
 	{"webhooks", func(a, b *Config) bool { return !reflect.DeepEqual(a.Webhooks, b.Webhooks) }, func(d, o *Config) { d.Webhooks = o.Webhooks }},

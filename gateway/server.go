@@ -39,6 +39,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/credgate/credgate/authmap"
 	"github.com/credgate/credgate/breaker"
@@ -138,6 +139,10 @@ type Server struct {
 	// Agent sessions against max_sessions (see limitSessions).
 	opening      atomic.Int64 // initializes in flight, not yet answered
 	atSessionCap atomic.Bool  // set while new sessions are refused
+	// sessionOwners maps a session id to its agent (sessionOwner), for
+	// max_sessions_per_agent; ended sessions are forgotten when counted.
+	sessionOwners sync.Map
+	agentCapLog   *rate.Limiter // refusals of max_sessions_per_agent logged, at most one a second
 
 	// Credential lifecycle (issue 7): see credentials.go.
 	cred *credState
@@ -196,7 +201,8 @@ func New(cfg *Config, opts *Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{})}
+	g := &Server{healthSig: make(chan struct{}, 1), progress: newProgressRouter(), pool: newPool(), stopped: make(chan struct{}),
+		agentCapLog: rate.NewLimiter(1, 1)}
 	g.syncPool = newSyncPool(g.pool)
 	g.abortCtx, g.abort = context.WithCancelCause(context.Background())
 	routes, rerr := newRoutes(cfg)
