@@ -782,11 +782,16 @@ func TestImportDesktopConfigVariables(t *testing.T) {
 	if _, warnings, err := ImportDesktopConfig([]byte(doc)); err != nil || slices.ContainsFunc(warnings, func(w string) bool { return strings.Contains(w, "not set here") }) {
 		t.Errorf("with every variable set: %v, %q; want checked, no warning", err, warnings)
 	}
-	// A failure of a set variable is one, whatever else is unset.
+	// A failure of a set variable is one, whatever else is unset, even
+	// beside a failure an unset variable explains (the url).
 	t.Setenv(keyVar, "short")
 	t.Setenv("REMOTE_TOKEN_X", "")
 	os.Unsetenv("REMOTE_TOKEN_X")
 	if _, _, err := ImportDesktopConfig([]byte(doc)); err == nil || !strings.Contains(err.Error(), "auth.keys[0].key") {
 		t.Errorf("a set key too short: %v; want refused, naming the key", err)
+	}
+	os.Unsetenv(urlVar)
+	if _, _, err := ImportDesktopConfig([]byte(doc)); err == nil || !strings.Contains(err.Error(), "auth.keys[0].key") {
+		t.Errorf("a set key too short beside an unset url: %v; want refused, naming the key", err)
 	}
 }
