@@ -192,23 +192,11 @@ func (g *Server) agentSessions(who string) int {
 // refuseAgentSession answers an initialize of an agent that holds
 // max_sessions_per_agent sessions already, as refuseSession does.
 func (g *Server) refuseAgentSession(w http.ResponseWriter, r *http.Request, limit int) {
-	head, _ := io.ReadAll(io.LimitReader(r.Body, oversizedHead))
-	id := inspectMessage(head, nil).id
-	if id == nil {
-		id = json.RawMessage("null")
-	}
-	msg := fmt.Sprintf("credgate: agent %q holds max_sessions_per_agent (%d) sessions; close one, or retry once idle ones have expired (session_idle_timeout %s)", agentName(r.Context()), limit, g.config().sessionIdleTimeout())
-	body, _ := json.Marshal(map[string]any{
-		"jsonrpc": "2.0",
-		"id":      id,
-		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
-	})
 	if g.agentCapLog.Allow() {
 		g.log.Warn().Str(fieldAgent, agentName(r.Context())).Int("max_sessions_per_agent", limit).Msg("an agent reached max_sessions_per_agent: refusing its new sessions")
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = w.Write(body)
+	refuseInitialize(w, r, fmt.Sprintf("credgate: agent %q holds max_sessions_per_agent (%d) sessions; close one, or retry once idle ones have expired (session_idle_timeout %s)",
+		agentName(r.Context()), limit, g.config().sessionIdleTimeout()))
 }
 
 // maxPeek bounds how much of a request body isInitialize reads; the SDK
@@ -284,22 +272,27 @@ func (g *Server) sessionCount() int {
 }
 
 func (g *Server) refuseSession(w http.ResponseWriter, r *http.Request, limit int) {
-	// Answer the request's id, when it has one, so a client matches the error
-	// to its initialize.
+	if g.atSessionCap.CompareAndSwap(false, true) { // logged once per time the cap is reached
+		g.log.Warn().Int("max_sessions", limit).Msg("max_sessions reached: refusing new agent sessions")
+	}
+	refuseInitialize(w, r, fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)",
+		limit, g.config().sessionIdleTimeout()))
+}
+
+// refuseInitialize answers an initialize with HTTP 503 and a JSON-RPC error
+// of code codeSessionLimit saying msg, with the request's id when it has
+// one, so that a client matches the error to its initialize.
+func refuseInitialize(w http.ResponseWriter, r *http.Request, msg string) {
 	head, _ := io.ReadAll(io.LimitReader(r.Body, oversizedHead))
 	id := inspectMessage(head, nil).id
 	if id == nil {
 		id = json.RawMessage("null")
 	}
-	msg := fmt.Sprintf("credgate: the gateway has reached max_sessions (%d agent sessions); retry later, when idle sessions have expired (session_idle_timeout %s)", limit, g.config().sessionIdleTimeout())
 	body, _ := json.Marshal(map[string]any{
 		"jsonrpc": "2.0",
 		"id":      id,
 		"error":   map[string]any{"code": codeSessionLimit, "message": msg},
 	})
-	if g.atSessionCap.CompareAndSwap(false, true) { // logged once per time the cap is reached
-		g.log.Warn().Int("max_sessions", limit).Msg("max_sessions reached: refusing new agent sessions")
-	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = w.Write(body)
