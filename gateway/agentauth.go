@@ -159,7 +159,7 @@ func (v *keyVerifier) Verify(_ context.Context, token string, _ *http.Request) (
 		// it is read and rotated at run time; a static key is refused
 		// at start): no agent opens a session with it.
 		v.g.log.Warn().Str(fieldAgent, found.UserID).Msg("an agent key (key_credential) has the value of admin.token: refused")
-		return nil, fmt.Errorf("%w: the key of agent %q is the ops token (admin.token); give the agent a key of its own", auth.ErrInvalidToken, found.UserID)
+		return nil, fmt.Errorf("%w: %w: the key of agent %q is the ops token (admin.token); give the agent a key of its own", auth.ErrInvalidToken, errAdminTokenKey, found.UserID)
 	}
 	if !found.Expiration.IsZero() && found.Expiration.Before(v.g.now()) {
 		return nil, fmt.Errorf("%w: the key of agent %q has expired", auth.ErrInvalidToken, found.UserID)
@@ -321,7 +321,7 @@ func (g *Server) requireAgent(next http.Handler) http.Handler {
 			// The log says why an OAuth token was refused (expired,
 			// wrong_audience, ...; the README promises it); the answer
 			// stays general. Neither quotes the token.
-			a.refuseCode(g, w, r, http.StatusUnauthorized, `error="invalid_token"`, "invalid bearer token", cmp.Or(oauthrs.Reason(err), "unrecognized"))
+			a.refuseCode(g, w, r, http.StatusUnauthorized, `error="invalid_token"`, "invalid bearer token", cmp.Or(oauthrs.Reason(err), refusalCode(err), "unrecognized"))
 			return
 		}
 		sdk.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), verifiedKey{}, info)))
@@ -406,3 +406,21 @@ func requestAgent(req mcp.Request) *auth.TokenInfo {
 
 // fieldAgent is the log field of the calling agent's name.
 const fieldAgent = "agent"
+
+// Refusals of a token the gateway recognised, with the code the log gives
+// them (refusalCode).
+var (
+	errAdminTokenKey    = errors.New("admin_token_key")
+	errSubjectIsKeyName = errors.New("subject_is_key_name")
+)
+
+// refusalCode is the log's code of a refusal errAdminTokenKey or
+// errSubjectIsKeyName explains, or "".
+func refusalCode(err error) string {
+	for _, e := range []error{errAdminTokenKey, errSubjectIsKeyName} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return ""
+}

@@ -460,7 +460,7 @@ func TestOAuthSubjectIsNotAKeyName(t *testing.T) {
 		t.Fatalf("a subject no key is named: %v", err)
 	}
 	_, err = (oauthVerifier{o: o, keys: map[string]bool{"ci-agent": true}}).Verify(ctx, tok, nil)
-	if !errors.Is(err, auth.ErrInvalidToken) || !strings.Contains(err.Error(), "name of an API key") {
+	if !errors.Is(err, auth.ErrInvalidToken) || !strings.Contains(err.Error(), "name of an API key") || refusalCode(err) != "subject_is_key_name" {
 		t.Errorf("a subject named like a key: %v; want refused as invalid, saying why", err)
 	}
 }

@@ -66,7 +66,7 @@ func (v oauthVerifier) Verify(ctx context.Context, tok string, r *http.Request) 
 		return nil, &insufficientScopeError{scopes: te.Scopes}
 	}
 	if err == nil && info != nil && v.keys[info.UserID] {
-		return nil, fmt.Errorf("%w: the token's subject %q is the name of an API key (auth.keys): refused, so that neither can act as the other", auth.ErrInvalidToken, info.UserID)
+		return nil, fmt.Errorf("%w: %w: the token's subject %q is the name of an API key (auth.keys): refused, so that neither can act as the other", auth.ErrInvalidToken, errSubjectIsKeyName, info.UserID)
 	}
 	return info, err
 }
