@@ -158,7 +158,9 @@ func (v *keyVerifier) Verify(_ context.Context, token string, _ *http.Request) (
 		// A key_credential whose value is the ops token (checked here:
 		// it is read and rotated at run time; a static key is refused
 		// at start): no agent opens a session with it.
-		v.g.log.Warn().Str(fieldAgent, found.UserID).Msg("an agent key (key_credential) has the value of admin.token: refused")
+		if v.g.agentCapLog.Allow() {
+			v.g.log.Warn().Str(fieldAgent, found.UserID).Msg("an agent key (key_credential) has the value of admin.token: refused")
+		}
 		return nil, fmt.Errorf("%w: %w: the key of agent %q is the ops token (admin.token); give the agent a key of its own", auth.ErrInvalidToken, errAdminTokenKey, found.UserID)
 	}
 	if !found.Expiration.IsZero() && found.Expiration.Before(v.g.now()) {

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1156,4 +1157,21 @@ auth:
 		t.Fatal(err)
 	}
 	keyAgent(t, ctx, url, keyReader, nil)
+
+	// A burst of initializes at once is counted as it comes (a review
+	// saw 36 sessions open under a cap of 2): other holds one, so at most
+	// one more.
+	var opened atomic.Int64
+	var burst sync.WaitGroup
+	for range 12 {
+		burst.Go(func() {
+			if code, _, _ := postMCP(t, ctx, url, "Bearer "+keyOps, "", initializeBody); code == http.StatusOK {
+				opened.Add(1)
+			}
+		})
+	}
+	burst.Wait()
+	if n := opened.Load(); n > 1 {
+		t.Errorf("a burst of 12 initializes opened %d sessions for an agent holding 1 of 2", n)
+	}
 }

@@ -845,9 +845,12 @@ func (u *upstream) injectCredential(req *http.Request, cloned bool) (*http.Reque
 	if cc != nil {
 		name, override = cc.name, cc.override
 	}
-	c := u.gw.credential(name)
+	// An upstream a reload removed or replaced sends what it was bound to,
+	// not what the new config calls by that name (another value, for
+	// another host, maybe: review).
+	c := u.keptCredential(name)
 	if c == nil {
-		c = u.keptCredential(name)
+		c = u.gw.credential(name)
 	}
 	if c == nil {
 		return req, nil

@@ -136,20 +136,25 @@ func (g *Server) limitSessions(next http.Handler) http.Handler {
 			return
 		}
 		who := sessionOwner(agentOf(r.Context()))
-		if who != "" && g.agentSessions(who) >= perAgent {
+		if who != "" && !g.sessionOwners.reserve(g, who, perAgent) {
 			g.refuseAgentSession(w, r, perAgent)
 			return
 		}
 		g.atSessionCap.Store(false)
-		var own sync.Once
-		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: func() {
-			// When the answer starts, before the agent can read it and
-			// ask again: its session id is in the headers by then.
-			own.Do(func() {
-				if id := w.Header().Get("Mcp-Session-Id"); who != "" && id != "" {
-					g.sessionOwners.Store(id, who)
+		var settle sync.Once
+		settled := func() {
+			// At the latest when the answer starts, before the agent can
+			// read it and ask again: its session id is in the headers by
+			// then (none: no session was opened).
+			settle.Do(func() {
+				if who != "" {
+					g.sessionOwners.settle(who, w.Header().Get("Mcp-Session-Id"))
 				}
 			})
+		}
+		defer settled()
+		next.ServeHTTP(&answerWatch{ResponseWriter: w, answered: func() {
+			settled()
 			opened()
 		}}, r)
 	})
@@ -167,26 +172,59 @@ func sessionOwner(info *auth.TokenInfo) string {
 	return "token\x00" + info.UserID
 }
 
-// agentSessions counts the open sessions of agent who, and forgets the
-// owners of sessions that have ended.
-func (g *Server) agentSessions(who string) int {
+// sessionOwners counts each authenticated agent's sessions against
+// max_sessions_per_agent: those open (by session id) and the initializes
+// in flight, so that a burst of initializes from one agent is counted as
+// it comes (review: 36 sessions under a cap of 2). All under one lock.
+type sessionOwners struct {
+	mu      sync.Mutex
+	owner   map[string]string // session id -> agent (sessionOwner)
+	pending map[string]int    // agent -> initializes in flight
+}
+
+// reserve counts an initialize of agent who in flight and reports whether
+// the agent holds fewer than limit sessions with it. Owners of sessions
+// that have ended are forgotten here (the map holds at most the open
+// sessions and those that ended since the last initialize).
+func (o *sessionOwners) reserve(g *Server, who string, limit int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.owner == nil {
+		o.owner, o.pending = map[string]string{}, map[string]int{}
+	}
 	live := map[string]bool{}
 	for ss := range g.mcp.Sessions() {
 		if ss.InitializeParams() != nil {
 			live[ss.ID()] = true
 		}
 	}
-	n := 0
-	g.sessionOwners.Range(func(k, v any) bool {
+	n := o.pending[who]
+	for id, a := range o.owner {
 		switch {
-		case !live[k.(string)]:
-			g.sessionOwners.Delete(k)
-		case v.(string) == who:
+		case !live[id]:
+			delete(o.owner, id)
+		case a == who:
 			n++
 		}
-		return true
-	})
-	return n
+	}
+	if n >= limit {
+		return false
+	}
+	o.pending[who]++
+	return true
+}
+
+// settle ends an initialize of agent who that reserve counted: id is the
+// session it opened, or "" for none.
+func (o *sessionOwners) settle(who, id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.pending[who]--; o.pending[who] <= 0 {
+		delete(o.pending, who)
+	}
+	if id != "" {
+		o.owner[id] = who
+	}
 }
 
 // refuseAgentSession answers an initialize of an agent that holds

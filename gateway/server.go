@@ -139,9 +139,8 @@ type Server struct {
 	// Agent sessions against max_sessions (see limitSessions).
 	opening      atomic.Int64 // initializes in flight, not yet answered
 	atSessionCap atomic.Bool  // set while new sessions are refused
-	// sessionOwners maps a session id to its agent (sessionOwner), for
-	// max_sessions_per_agent; ended sessions are forgotten when counted.
-	sessionOwners sync.Map
+	// sessionOwners counts agents' sessions for max_sessions_per_agent.
+	sessionOwners sessionOwners
 	agentCapLog   *rate.Limiter // refusals of max_sessions_per_agent logged, at most one a second
 
 	// Credential lifecycle (issue 7): see credentials.go.

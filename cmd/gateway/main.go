@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -505,13 +506,16 @@ func serveStdio(ctx context.Context, g *gateway.Server, log *zerolog.Logger) err
 	// anything: one upstream hanging in its handshake kept a desktop client
 	// from starting the gateway for 30 s, found trying it from outside).
 	deadline := time.Now().Add(stdioListWait)
+	var ready atomic.Bool // once every upstream was tried, or the deadline passed: nothing to wait for
 	g.MCPServer().AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
 		return func(rctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 			switch {
-			case method == "initialize", method == "server/discover", method == "ping", strings.HasPrefix(method, "notifications/"):
+			case ready.Load(), method == "initialize", method == "server/discover", method == "ping", strings.HasPrefix(method, "notifications/"):
 			default:
 				waitCtx, cancel := context.WithDeadline(rctx, deadline)
-				_ = g.WaitTried(waitCtx)
+				if err := g.WaitTried(waitCtx); err == nil || !time.Now().Before(deadline) {
+					ready.Store(true)
+				}
 				cancel()
 			}
 			return next(rctx, method, req)
