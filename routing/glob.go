@@ -172,10 +172,8 @@ func (f *Filter) Allowed(name string) bool {
 	if f == nil {
 		return true
 	}
-	for _, g := range f.deny {
-		if g.Match(name) {
-			return false
-		}
+	if f.Denied(name) {
+		return false
 	}
 	if len(f.allow) == 0 {
 		return true
